@@ -1,0 +1,56 @@
+//! What every executor takes and gives back.
+
+use crate::model::{AttemptId, Metrics, Outcome};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One attempt to run, with its grant. The agent prepares `input_dir` (the fold's inputs) and
+/// an empty `output_dir` before calling the executor.
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    pub attempt: AttemptId,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// The attempt's own directory; the fold runs with this as its working directory.
+    pub work_dir: PathBuf,
+    /// Exposed to the fold as $DATARUN_INPUT.
+    pub input_dir: PathBuf,
+    /// Exposed to the fold as $DATARUN_OUTPUT; files written here are the fold's outputs.
+    pub output_dir: PathBuf,
+    /// Memory cap in bytes (whole process tree).
+    pub memory_limit: Option<u64>,
+    pub millicpus: u32,
+    pub soft_limit: Option<Duration>,
+    pub hard_limit: Option<Duration>,
+    /// GPU device ids granted (CUDA_VISIBLE_DEVICES for the process executor).
+    pub gpus: Vec<String>,
+    /// Keep at most this many bytes of stdout+stderr (the tail; the cut is marked).
+    pub log_limit: u64,
+    /// Outputs larger than this in total fail the attempt with an error naming the limit.
+    pub output_limit: u64,
+}
+
+/// How the attempt ended, what it measured, its log and its output files.
+#[derive(Clone, Debug)]
+pub struct ExecResult {
+    pub outcome: Outcome,
+    pub metrics: crate::model::Metrics,
+    /// stdout and stderr interleaved, at most `log_limit` bytes (plus the cut marker).
+    pub log: Vec<u8>,
+    /// Relative names of regular files found under `output_dir` (sorted), each checked with
+    /// `model::check_file_name`.
+    pub outputs: Vec<String>,
+}
+
+impl ExecResult {
+    pub fn error(message: impl Into<String>) -> ExecResult {
+        ExecResult {
+            outcome: Outcome::Error { message: message.into() },
+            metrics: Metrics::default(),
+            log: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+}
+
