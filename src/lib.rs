@@ -2,7 +2,14 @@
 //! See ARCHITECTURE.md for the codemap and the invariants.
 
 pub mod agent;
+pub mod api;
+pub mod cli;
 pub mod inventory;
+pub mod master;
 pub mod model;
+pub mod protocol;
 pub mod scheduler;
+pub mod store;
+pub mod table;
+pub mod transport;
 pub mod units;

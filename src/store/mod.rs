@@ -1,0 +1,109 @@
+//! The store: the only module that speaks SQL. One thread owns the SQLite connection and runs
+//! closures sent to it, one at a time, so every state change is a transaction on one owner.
+//! Callers use the typed methods in the submodules; nothing outside `store` sees rusqlite.
+
+mod blobs;
+mod folds;
+mod schema;
+mod tokens;
+
+pub use blobs::sha256_hex;
+pub use tokens::Principal;
+
+pub use folds::{
+    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
+    OutputRecord, QueueCount, RecordResult, ResultInput,
+};
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the store has shut down")]
+    Closed,
+    #[error("cannot open the database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the store's owner thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    jobs: std::sync::mpsc::Sender<Job>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
+    pub fn open(path: &Path) -> Result<Store> {
+        let open_err = |e: rusqlite::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        schema::configure(&conn).map_err(open_err)?;
+        schema::migrate(&mut conn).map_err(open_err)?;
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("datarun-store".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        Ok(Store { jobs: tx })
+    }
+
+    /// Runs `f` on the owner thread and waits for its answer without blocking the runtime.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like `call`, for code outside an async runtime (CLI commands that open the store).
+    pub fn call_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.jobs
+            .send(Box::new(move |conn| {
+                let _ = tx.send(f(conn));
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

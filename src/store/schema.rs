@@ -1,0 +1,117 @@
+//! Connection settings and versioned migrations (PRAGMA user_version).
+
+use rusqlite::Connection;
+
+/// WAL with synchronous=FULL: a commit is fsynced before it returns, so a fold acknowledged
+/// to a client is on disk. Foreign keys on.
+pub fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the core schema
+    r#"
+    CREATE TABLE blobs (
+        sha256     TEXT PRIMARY KEY,
+        size       INTEGER NOT NULL,
+        data       BLOB NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE folds (
+        id              INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner           TEXT NOT NULL,
+        queue           TEXT NOT NULL,
+        priority        INTEGER NOT NULL,
+        millicpus       INTEGER NOT NULL,
+        memory          INTEGER NOT NULL,
+        gpus            INTEGER NOT NULL,
+        hard_limit_ms   INTEGER,
+        spec            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        reason          TEXT,
+        hold_code       TEXT,
+        submitted_at    INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        retries_used    INTEGER NOT NULL DEFAULT 0,
+        current_attempt INTEGER,
+        last_attempt    INTEGER,
+        seq             INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX folds_state ON folds(state);
+    CREATE INDEX folds_seq ON folds(seq);
+    CREATE TABLE fold_inputs (
+        fold_id INTEGER NOT NULL REFERENCES folds(id),
+        name    TEXT NOT NULL,
+        sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+        PRIMARY KEY (fold_id, name)
+    );
+    CREATE TABLE attempts (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        fold_id      INTEGER NOT NULL REFERENCES folds(id),
+        runner       TEXT NOT NULL,
+        millicpus    INTEGER NOT NULL,
+        memory       INTEGER NOT NULL,
+        gpus         TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        assigned_at  INTEGER NOT NULL,
+        started_at   INTEGER,
+        ended_at     INTEGER,
+        outcome_kind TEXT,
+        outcome      TEXT,
+        wall_ms      INTEGER,
+        cpu_ms       INTEGER,
+        peak_memory  INTEGER,
+        log_sha256   TEXT REFERENCES blobs(sha256)
+    );
+    CREATE INDEX attempts_fold ON attempts(fold_id);
+    CREATE INDEX attempts_active ON attempts(state) WHERE state != 'ended';
+    CREATE TABLE outputs (
+        attempt_id INTEGER NOT NULL REFERENCES attempts(id),
+        name       TEXT NOT NULL,
+        sha256     TEXT NOT NULL REFERENCES blobs(sha256),
+        size       INTEGER NOT NULL,
+        PRIMARY KEY (attempt_id, name)
+    );
+    CREATE TABLE events (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        at         INTEGER NOT NULL,
+        fold_id    INTEGER,
+        attempt_id INTEGER,
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX events_fold ON events(fold_id);
+    CREATE TABLE tokens (
+        name       TEXT PRIMARY KEY,
+        hash       TEXT NOT NULL,
+        admin      INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    "#,
+];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: usize =
+        conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    if current > MIGRATIONS.len() {
+        return Err(rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_MISMATCH),
+            Some(format!(
+                "the database schema is version {current}, newer than this datarun ({}) knows; use a newer datarun",
+                MIGRATIONS.len()
+            )),
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
