@@ -1,4 +1,7 @@
-//! The runner side: executors, limit enforcement and the agent's local journal.
+//! The runner side: the agent loop, executors, limit enforcement and the agent's local journal.
 
+pub mod daemon;
 pub mod exec;
+pub mod facts;
+pub mod journal;
 pub mod process;

@@ -1,0 +1,447 @@
+//! The agent loop: reads `ToAgent` messages, runs attempts through an executor, journals their
+//! results and reports them. It owns its folds: limits are enforced by the executor's own clock,
+//! and when the master goes away (end of input) the agent finishes what it runs, journals the
+//! results and exits; the next agent reports them.
+
+use super::exec::{ExecRequest, ExecResult};
+use super::journal::{pid_alive, Journal};
+use crate::model::{check_file_name, AttemptId, Outcome};
+use crate::protocol::{
+    self, AttemptReport, FromAgent, OutputFile, RunAttempt, ToAgent, PROTOCOL_VERSION,
+};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, watch};
+
+pub struct AgentConfig {
+    pub state_dir: PathBuf,
+    pub runner: String,
+}
+
+struct Running {
+    cancel: watch::Sender<bool>,
+}
+
+struct Agent {
+    journal: Arc<Journal>,
+    out: mpsc::UnboundedSender<FromAgent>,
+    /// Attempts this process runs.
+    running: HashMap<AttemptId, Running>,
+    /// Attempts waiting for blobs: the run and the hashes still missing.
+    waiting: HashMap<AttemptId, (RunAttempt, BTreeSet<String>)>,
+    /// Attempts run by a previous agent process that we watch for a result.
+    adopted: BTreeSet<AttemptId>,
+    done: mpsc::UnboundedSender<AttemptId>,
+}
+
+/// Runs the agent over stdin/stdout until the master closes the input and every attempt this
+/// process started has ended.
+pub async fn run_stdio(cfg: AgentConfig) -> anyhow::Result<()> {
+    serve(cfg, tokio::io::stdin(), tokio::io::stdout()).await
+}
+
+pub async fn serve<R, W>(cfg: AgentConfig, input: R, output: W) -> anyhow::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let journal = Arc::new(Journal::open(&cfg.state_dir)?);
+    let (out_tx, out_rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_messages(out_rx, output));
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let mut agent = Agent {
+        journal,
+        out: out_tx,
+        running: HashMap::new(),
+        waiting: HashMap::new(),
+        adopted: BTreeSet::new(),
+        done: done_tx,
+    };
+    let mut lines = BufReader::new(input).lines();
+    let mut greeted = false;
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let line = match line {
+                    Ok(Some(line)) => line,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!("agent {}: reading from the master failed: {e}", cfg.runner);
+                        break;
+                    }
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                match protocol::decode::<ToAgent>(&line) {
+                    Ok(ToAgent::Hello { version, runner }) => {
+                        if version != PROTOCOL_VERSION {
+                            agent.send(FromAgent::Error { message: format!(
+                                "protocol version mismatch: master speaks {version}, this agent speaks {PROTOCOL_VERSION}; run the same datarun on both") });
+                            break;
+                        }
+                        if runner != cfg.runner {
+                            tracing::warn!("agent started as {} is addressed as {runner}", cfg.runner);
+                        }
+                        agent.hello()?;
+                        greeted = true;
+                    }
+                    Ok(msg) if greeted => agent.handle(msg),
+                    Ok(_) => agent.send(FromAgent::Error { message: "the first message must be hello".into() }),
+                    Err(e) => agent.send(FromAgent::Error { message: e }),
+                }
+            }
+            Some(attempt) = done_rx.recv() => {
+                agent.running.remove(&attempt);
+            }
+        }
+    }
+    // The master is gone: finish what runs here; results stay in the journal for the next agent.
+    drop(lines);
+    while !agent.running.is_empty() {
+        match done_rx.recv().await {
+            Some(attempt) => {
+                agent.running.remove(&attempt);
+            }
+            None => break,
+        }
+    }
+    drop(agent);
+    let _ = writer.await;
+    Ok(())
+}
+
+async fn write_messages<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::UnboundedReceiver<FromAgent>,
+    mut out: W,
+) {
+    let mut broken = false;
+    while let Some(msg) = rx.recv().await {
+        if broken {
+            continue;
+        }
+        let line = protocol::encode(&msg);
+        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
+            // The master went away; keep draining so senders never block.
+            broken = true;
+        }
+    }
+}
+
+impl Agent {
+    fn send(&self, msg: FromAgent) {
+        let _ = self.out.send(msg);
+    }
+
+    fn hello(&mut self) -> anyhow::Result<()> {
+        let recovered = self.journal.recover()?;
+        for attempt in &recovered.orphaned {
+            let report = AttemptReport {
+                attempt: *attempt,
+                outcome: Outcome::Lost {
+                    reason: "the agent running it died before it ended".into(),
+                },
+                metrics: Default::default(),
+                log: String::new(),
+                outputs: vec![],
+            };
+            self.journal.finish(&report)?;
+        }
+        let mut finished = recovered.finished;
+        finished.extend(
+            recovered
+                .orphaned
+                .iter()
+                .filter_map(|a| self.journal.result(*a)),
+        );
+        let mut running: Vec<AttemptId> = self.running.keys().copied().collect();
+        running.extend(self.waiting.keys().copied());
+        for (attempt, pid) in recovered.adopted {
+            running.push(attempt);
+            if self.adopted.insert(attempt) {
+                tokio::spawn(watch_adopted(
+                    self.journal.clone(),
+                    attempt,
+                    pid,
+                    self.out.clone(),
+                ));
+            }
+        }
+        running.sort_unstable();
+        running.dedup();
+        self.send(FromAgent::Hello {
+            version: PROTOCOL_VERSION,
+            facts: super::facts::collect(),
+            running,
+            finished,
+        });
+        Ok(())
+    }
+
+    fn handle(&mut self, msg: ToAgent) {
+        match msg {
+            ToAgent::Hello { .. } => {}
+            ToAgent::Ping { seq } => self.send(FromAgent::Pong { seq }),
+            ToAgent::Run(run) => self.run(run),
+            ToAgent::Blob { sha256, data } => self.blob(sha256, data),
+            ToAgent::Cancel { attempt } => self.cancel(attempt),
+            ToAgent::Ack { attempt } => {
+                self.adopted.remove(&attempt);
+                if let Err(e) = self.journal.forget(attempt) {
+                    tracing::warn!("cannot forget attempt {attempt}: {e}");
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, run: RunAttempt) {
+        let attempt = run.attempt;
+        // Idempotent: a run we already know is not started twice.
+        if self.running.contains_key(&attempt)
+            || self.waiting.contains_key(&attempt)
+            || self.adopted.contains(&attempt)
+        {
+            return;
+        }
+        if let Some(report) = self.journal.result(attempt) {
+            self.send(FromAgent::Finished(report));
+            return;
+        }
+        if self.journal.exists(attempt) {
+            return;
+        }
+        let missing: BTreeSet<String> = run
+            .inputs
+            .iter()
+            .map(|i| i.sha256.clone())
+            .filter(|s| !self.journal.has_blob(s))
+            .collect();
+        if missing.is_empty() {
+            self.start(run);
+        } else {
+            self.send(FromAgent::NeedBlobs {
+                attempt,
+                sha256: missing.iter().cloned().collect(),
+            });
+            self.waiting.insert(attempt, (run, missing));
+        }
+    }
+
+    fn blob(&mut self, sha: String, data: String) {
+        let bytes = match protocol::unb64(&data) {
+            Ok(b) => b,
+            Err(e) => {
+                return self.send(FromAgent::Error {
+                    message: format!("blob {sha}: {e}"),
+                })
+            }
+        };
+        if crate::store::sha256_hex(&bytes) != sha {
+            return self.send(FromAgent::Error {
+                message: format!("blob {sha}: content does not match its hash"),
+            });
+        }
+        if let Err(e) = self.journal.put_blob(&sha, &bytes) {
+            return self.send(FromAgent::Error {
+                message: format!("blob {sha}: cannot cache it: {e}"),
+            });
+        }
+        let ready: Vec<AttemptId> = self
+            .waiting
+            .iter_mut()
+            .filter_map(|(id, (_, missing))| {
+                missing.remove(&sha);
+                missing.is_empty().then_some(*id)
+            })
+            .collect();
+        for id in ready {
+            if let Some((run, _)) = self.waiting.remove(&id) {
+                self.start(run);
+            }
+        }
+    }
+
+    fn cancel(&mut self, attempt: AttemptId) {
+        if let Some(r) = self.running.get(&attempt) {
+            let _ = r.cancel.send(true);
+        } else if let Some((run, _)) = self.waiting.remove(&attempt) {
+            let report = AttemptReport {
+                attempt: run.attempt,
+                outcome: Outcome::Cancelled,
+                metrics: Default::default(),
+                log: String::new(),
+                outputs: vec![],
+            };
+            let _ = self
+                .journal
+                .begin(&run)
+                .and_then(|_| self.journal.finish(&report));
+            self.send(FromAgent::Finished(report));
+        } else if self.adopted.contains(&attempt) {
+            let _ = self.journal.request_cancel(attempt);
+        }
+    }
+
+    fn start(&mut self, run: RunAttempt) {
+        let attempt = run.attempt;
+        let dir = match self.journal.begin(&run) {
+            Ok(dir) => dir,
+            Err(e) => {
+                let report =
+                    error_report(attempt, format!("cannot create the attempt directory: {e}"));
+                let _ = self.journal.finish(&report);
+                return self.send(FromAgent::Finished(report));
+            }
+        };
+        let (cancel_tx, cancel_rx) = watch::channel(false);
+        self.running.insert(
+            attempt,
+            Running {
+                cancel: cancel_tx.clone(),
+            },
+        );
+        let journal = self.journal.clone();
+        let out = self.out.clone();
+        let done = self.done.clone();
+        tokio::spawn(async move {
+            let report = execute(&journal, run, dir, &out, cancel_tx, cancel_rx).await;
+            if let Err(e) = journal.finish(&report) {
+                tracing::error!("attempt {attempt}: cannot journal its result: {e}");
+            }
+            let _ = out.send(FromAgent::Finished(report));
+            let _ = done.send(attempt);
+        });
+    }
+}
+
+fn error_report(attempt: AttemptId, message: String) -> AttemptReport {
+    AttemptReport {
+        attempt,
+        outcome: Outcome::Error { message },
+        metrics: Default::default(),
+        log: String::new(),
+        outputs: vec![],
+    }
+}
+
+/// Places the inputs, runs the executor, and packs the result.
+async fn execute(
+    journal: &Journal,
+    run: RunAttempt,
+    dir: PathBuf,
+    out: &mpsc::UnboundedSender<FromAgent>,
+    cancel_tx: watch::Sender<bool>,
+    cancel_rx: watch::Receiver<bool>,
+) -> AttemptReport {
+    let attempt = run.attempt;
+    for input in &run.inputs {
+        if let Err(e) = check_file_name(&input.name) {
+            return error_report(attempt, format!("input: {e}"));
+        }
+        let dest = dir.join("input").join(&input.name);
+        let placed = dest
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|_| std::fs::copy(journal.blob_path(&input.sha256), &dest));
+        if let Err(e) = placed {
+            return error_report(attempt, format!("cannot place input {:?}: {e}", input.name));
+        }
+    }
+    let req = ExecRequest {
+        attempt,
+        command: run.command.clone(),
+        env: run.env.clone(),
+        work_dir: dir.clone(),
+        input_dir: dir.join("input"),
+        output_dir: dir.join("output"),
+        memory_limit: Some(run.grant.memory),
+        millicpus: run.grant.millicpus,
+        soft_limit: run.soft_limit_ms.map(Duration::from_millis),
+        hard_limit: run.hard_limit_ms.map(Duration::from_millis),
+        gpus: run.grant.gpus.clone(),
+        log_limit: run.log_limit,
+        output_limit: run.output_limit,
+    };
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
+    let _ = out.send(FromAgent::Started { attempt });
+    let forward = {
+        let out = out.clone();
+        tokio::spawn(async move {
+            while let Some(progress) = progress_rx.recv().await {
+                let _ = out.send(FromAgent::Progress { attempt, progress });
+            }
+        })
+    };
+    // A cancel request may also arrive through the journal (from a later agent process).
+    let cancel_file = {
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if dir.join("cancel").exists() {
+                    let _ = cancel_tx.send(true);
+                    return;
+                }
+            }
+        })
+    };
+    let result: ExecResult = super::process::run(req, progress_tx, cancel_rx).await;
+    cancel_file.abort();
+    let _ = forward.await;
+    let mut outputs = Vec::with_capacity(result.outputs.len());
+    for name in &result.outputs {
+        match std::fs::read(dir.join("output").join(name)) {
+            Ok(data) => outputs.push(OutputFile {
+                name: name.clone(),
+                data: protocol::b64(&data),
+            }),
+            Err(e) => tracing::warn!("attempt {attempt}: cannot read output {name:?}: {e}"),
+        }
+    }
+    AttemptReport {
+        attempt,
+        outcome: result.outcome,
+        metrics: result.metrics,
+        log: protocol::b64(&result.log),
+        outputs,
+    }
+}
+
+/// Waits for the result of an attempt run by a previous agent process.
+async fn watch_adopted(
+    journal: Arc<Journal>,
+    attempt: AttemptId,
+    pid: u32,
+    out: mpsc::UnboundedSender<FromAgent>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if !journal.exists(attempt) {
+            return;
+        }
+        if let Some(report) = journal.result(attempt) {
+            let _ = out.send(FromAgent::Finished(report));
+            return;
+        }
+        if !pid_alive(pid) {
+            // Its agent died without a result; give it a moment to have written one.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let report = journal.result(attempt).unwrap_or_else(|| AttemptReport {
+                attempt,
+                outcome: Outcome::Lost {
+                    reason: "the agent running it died before it ended".into(),
+                },
+                metrics: Default::default(),
+                log: String::new(),
+                outputs: vec![],
+            });
+            let _ = journal.finish(&report);
+            let _ = out.send(FromAgent::Finished(report));
+            return;
+        }
+    }
+}

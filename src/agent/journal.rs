@@ -1,0 +1,215 @@
+//! The agent's local journal: one directory per attempt under `<state>/attempts/<id>/` holding
+//! the run request, the owning agent's pid, the fold's input and output directories and, once
+//! the attempt ends, `result.json`. Results survive the master being away and the agent being
+//! restarted; an attempt's directory is deleted only after the master acknowledged its result.
+//! Blobs are cached once per runner under `<state>/blobs/<sha256>`.
+
+use crate::model::AttemptId;
+use crate::protocol::{AttemptReport, RunAttempt};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Journal {
+    root: PathBuf,
+}
+
+/// What a new agent finds in the journal at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub finished: Vec<AttemptReport>,
+    /// Attempts still run by another live agent process (from before a restart).
+    pub adopted: Vec<(AttemptId, u32)>,
+    /// Attempts whose agent died without a result.
+    pub orphaned: Vec<AttemptId>,
+}
+
+/// Writes a file so that a crash leaves either the old or the new content, never a mix.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // SAFETY: kill with signal 0 only checks for existence and permission.
+    pid > 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+}
+
+impl Journal {
+    pub fn open(root: &Path) -> std::io::Result<Journal> {
+        std::fs::create_dir_all(root.join("attempts"))?;
+        std::fs::create_dir_all(root.join("blobs"))?;
+        Ok(Journal {
+            root: root.to_path_buf(),
+        })
+    }
+
+    pub fn dir(&self, attempt: AttemptId) -> PathBuf {
+        self.root.join("attempts").join(attempt.to_string())
+    }
+
+    pub fn blob_path(&self, sha: &str) -> PathBuf {
+        self.root.join("blobs").join(sha)
+    }
+
+    pub fn has_blob(&self, sha: &str) -> bool {
+        self.blob_path(sha).is_file()
+    }
+
+    pub fn put_blob(&self, sha: &str, data: &[u8]) -> std::io::Result<()> {
+        write_atomic(&self.blob_path(sha), data)
+    }
+
+    pub fn exists(&self, attempt: AttemptId) -> bool {
+        self.dir(attempt).join("run.json").is_file()
+    }
+
+    /// Records that this agent process owns a new attempt; creates input/ and output/.
+    pub fn begin(&self, run: &RunAttempt) -> std::io::Result<PathBuf> {
+        let dir = self.dir(run.attempt);
+        std::fs::create_dir_all(dir.join("input"))?;
+        std::fs::create_dir_all(dir.join("output"))?;
+        write_atomic(
+            &dir.join("owner"),
+            std::process::id().to_string().as_bytes(),
+        )?;
+        write_atomic(
+            &dir.join("run.json"),
+            &serde_json::to_vec(run).expect("run serializes"),
+        )?;
+        Ok(dir)
+    }
+
+    pub fn finish(&self, report: &AttemptReport) -> std::io::Result<()> {
+        let data = serde_json::to_vec(report).expect("report serializes");
+        write_atomic(&self.dir(report.attempt).join("result.json"), &data)
+    }
+
+    pub fn result(&self, attempt: AttemptId) -> Option<AttemptReport> {
+        let data = std::fs::read(self.dir(attempt).join("result.json")).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    pub fn owner(&self, attempt: AttemptId) -> Option<u32> {
+        std::fs::read_to_string(self.dir(attempt).join("owner"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Asks whichever agent process owns the attempt to cancel it.
+    pub fn request_cancel(&self, attempt: AttemptId) -> std::io::Result<()> {
+        write_atomic(&self.dir(attempt).join("cancel"), b"")
+    }
+
+    pub fn cancel_requested(&self, attempt: AttemptId) -> bool {
+        self.dir(attempt).join("cancel").exists()
+    }
+
+    /// Forgets an acknowledged attempt.
+    pub fn forget(&self, attempt: AttemptId) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.dir(attempt)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Sorts the journal's attempts into finished, still running elsewhere, and orphaned.
+    pub fn recover(&self) -> std::io::Result<Recovered> {
+        let mut out = Recovered::default();
+        let mut ids: Vec<AttemptId> = std::fs::read_dir(self.root.join("attempts"))?
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            if !self.exists(id) {
+                // Created but never begun (crash between mkdir and run.json): nothing ran.
+                self.forget(id)?;
+                continue;
+            }
+            if let Some(report) = self.result(id) {
+                out.finished.push(report);
+                continue;
+            }
+            match self.owner(id) {
+                Some(pid) if pid != std::process::id() && pid_alive(pid) => {
+                    out.adopted.push((id, pid))
+                }
+                _ => out.orphaned.push(id),
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Metrics, Outcome};
+    use crate::protocol::Grant;
+
+    fn run(attempt: AttemptId) -> RunAttempt {
+        RunAttempt {
+            attempt,
+            fold: 1,
+            command: vec!["true".into()],
+            image: None,
+            env: Default::default(),
+            inputs: vec![],
+            grant: Grant {
+                millicpus: 1000,
+                memory: 1 << 20,
+                gpus: vec![],
+            },
+            soft_limit_ms: None,
+            hard_limit_ms: None,
+            log_limit: 1000,
+            output_limit: 1000,
+        }
+    }
+
+    #[test]
+    fn recover_sorts_attempts() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        j.begin(&run(1)).unwrap();
+        j.finish(&AttemptReport {
+            attempt: 1,
+            outcome: Outcome::Success,
+            metrics: Metrics::default(),
+            log: String::new(),
+            outputs: vec![],
+        })
+        .unwrap();
+        j.begin(&run(2)).unwrap();
+        // Attempt 3 is owned by a live process that is not us (our parent, the test runner's).
+        j.begin(&run(3)).unwrap();
+        write_atomic(
+            &j.dir(3).join("owner"),
+            std::os::unix::process::parent_id().to_string().as_bytes(),
+        )
+        .unwrap();
+        let r = j.recover().unwrap();
+        assert_eq!(r.finished.len(), 1);
+        assert_eq!(r.finished[0].attempt, 1);
+        assert_eq!(
+            r.orphaned,
+            vec![2],
+            "our own pid owning an unfinished attempt means a previous run of us died"
+        );
+        assert_eq!(r.adopted, vec![(3, std::os::unix::process::parent_id())]);
+        j.forget(1).unwrap();
+        assert!(!j.exists(1));
+    }
+}

@@ -1,0 +1,151 @@
+//! The master's picture of each runner: its inventory entry, its connection, the facts its
+//! agent reported, and the grants of the attempts out on it.
+
+use crate::inventory::{RunnerSpec, Transport};
+use crate::model::AttemptId;
+use crate::protocol::{Facts, Grant};
+use crate::scheduler::RunnerView;
+use crate::transport::Link;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+pub struct RunnerState {
+    pub spec: RunnerSpec,
+    pub link: Option<Link>,
+    /// Hello received on the current link: the runner takes folds.
+    pub ready: bool,
+    pub facts: Option<Facts>,
+    pub grants: BTreeMap<AttemptId, Grant>,
+    pub last_error: Option<String>,
+    pub reconnect_at: Option<Instant>,
+    /// When the runner was last heard from, or when it was first missed.
+    pub last_seen: Instant,
+}
+
+/// What `datarun runners status` shows.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunnerStatus {
+    pub name: String,
+    pub transport: Transport,
+    pub state: String,
+    pub slots_total: u32,
+    pub slots_used: u32,
+    pub cpus_total: f64,
+    pub cpus_used: f64,
+    pub memory_total: u64,
+    pub memory_used: u64,
+    pub gpus_total: Vec<String>,
+    pub gpus_used: Vec<String>,
+    pub queues: Vec<String>,
+    pub attempts: Vec<AttemptId>,
+    pub last_error: Option<String>,
+}
+
+impl RunnerState {
+    pub fn new(spec: RunnerSpec) -> RunnerState {
+        RunnerState {
+            spec,
+            link: None,
+            ready: false,
+            facts: None,
+            grants: BTreeMap::new(),
+            last_error: None,
+            reconnect_at: Some(Instant::now()),
+            last_seen: Instant::now(),
+        }
+    }
+
+    fn millicpus_total(&self) -> u32 {
+        let cpus = self.spec.cpus.or(self.facts.as_ref().map(|f| f.cpus));
+        // Unknown until the agent reports: no limit from our side.
+        cpus.map(|c| (c * 1000.0).round() as u32)
+            .unwrap_or(u32::MAX)
+    }
+
+    fn memory_total(&self) -> u64 {
+        self.spec
+            .memory
+            .or(self.facts.as_ref().map(|f| f.memory))
+            .unwrap_or(u64::MAX)
+    }
+
+    fn used(&self) -> (u32, u64, Vec<String>) {
+        let cpus = self.grants.values().map(|g| g.millicpus).sum();
+        let mem = self.grants.values().map(|g| g.memory).sum();
+        let gpus = self
+            .grants
+            .values()
+            .flat_map(|g| g.gpus.iter().cloned())
+            .collect();
+        (cpus, mem, gpus)
+    }
+
+    pub fn unavailable(&self) -> Option<String> {
+        if self.ready {
+            return None;
+        }
+        if self.spec.transport == Transport::Ssh {
+            return Some("not connected: ssh runners are not supported by this master yet".into());
+        }
+        Some(match &self.last_error {
+            Some(e) => format!("not connected: {e}"),
+            None => "connecting".into(),
+        })
+    }
+
+    pub fn view(&self) -> RunnerView {
+        let (cpus_used, mem_used, gpus_used) = self.used();
+        let millicpus_total = self.millicpus_total();
+        let memory_total = self.memory_total();
+        RunnerView {
+            name: self.spec.name.clone(),
+            queues: self.spec.queues.clone(),
+            slots_total: self.spec.slots,
+            slots_free: self.spec.slots.saturating_sub(self.grants.len() as u32),
+            millicpus_total,
+            millicpus_free: millicpus_total.saturating_sub(cpus_used),
+            memory_total,
+            memory_free: memory_total.saturating_sub(mem_used),
+            gpus_free: self
+                .spec
+                .gpus
+                .iter()
+                .filter(|g| !gpus_used.contains(g))
+                .cloned()
+                .collect(),
+            gpus_total: self.spec.gpus.clone(),
+            hard_limit_ms: self.spec.hard_time_limit_ms,
+            unavailable: self.unavailable(),
+        }
+    }
+
+    pub fn status(&self) -> RunnerStatus {
+        let (cpus_used, mem_used, gpus_used) = self.used();
+        let total_m = self.millicpus_total();
+        let mem_total = self.memory_total();
+        RunnerStatus {
+            name: self.spec.name.clone(),
+            transport: self.spec.transport,
+            state: match self.unavailable() {
+                None => "ready".into(),
+                Some(reason) => reason,
+            },
+            slots_total: self.spec.slots,
+            slots_used: self.grants.len() as u32,
+            cpus_total: if total_m == u32::MAX {
+                0.0
+            } else {
+                total_m as f64 / 1000.0
+            },
+            cpus_used: cpus_used as f64 / 1000.0,
+            memory_total: if mem_total == u64::MAX { 0 } else { mem_total },
+            memory_used: mem_used,
+            gpus_total: self.spec.gpus.clone(),
+            gpus_used,
+            queues: self.spec.queues.clone(),
+            attempts: self.grants.keys().copied().collect(),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
