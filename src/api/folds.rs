@@ -1,0 +1,227 @@
+//! Fold, blob and queue endpoints.
+
+use super::{ApiError, ApiState};
+use crate::master::pending_of;
+use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
+use crate::store::{FoldFilter, FoldRecord, Principal};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub async fn put_blob(
+    State(s): State<ApiState>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let body = body?;
+    let (sha256, size) = s.store.put_blob(body.to_vec()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "sha256": sha256, "size": size })),
+    ))
+}
+
+/// Validates specs and checks each against the inventory's capacity; folds no runner could
+/// ever run are stored held, with the reason.
+async fn submit_specs(
+    s: &ApiState,
+    who: &Principal,
+    specs: Vec<FoldSpec>,
+) -> ApiResult<(Vec<FoldId>, Vec<Value>)> {
+    if specs.is_empty() {
+        return Err(ApiError::bad_request("folds: give at least one fold"));
+    }
+    let mut checked = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.into_iter().enumerate() {
+        spec.validate().map_err(|e| {
+            ApiError::bad_request(if i == 0 {
+                e.clone()
+            } else {
+                format!("fold {i}: {e}")
+            })
+        })?;
+        let unmatchable = s.master.unmatchable(&spec);
+        checked.push((spec, unmatchable));
+    }
+    let reasons: Vec<Option<String>> = checked.iter().map(|(_, u)| u.clone()).collect();
+    let ids = s.store.submit(who.name.clone(), checked).await?;
+    s.master.wake();
+    let held = ids
+        .iter()
+        .zip(reasons)
+        .filter_map(|(id, r)| {
+            r.map(|reason| json!({"id": id, "code": HoldCode::Unmatchable, "reason": reason}))
+        })
+        .collect();
+    Ok((ids, held))
+}
+
+pub async fn submit(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Json<FoldSpec>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(spec) = body?;
+    let (ids, held) = submit_specs(&s, &who, vec![spec]).await?;
+    let fold = s.store.fold(ids[0]).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": ids[0], "fold": fold, "held": held })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batch {
+    folds: Vec<FoldSpec>,
+}
+
+pub async fn submit_batch(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Json<Batch>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(batch) = body?;
+    let (ids, held) = submit_specs(&s, &who, batch.folds).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "ids": ids, "held": held })),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Comma-separated states.
+    state: Option<String>,
+    queue: Option<String>,
+    owner: Option<String>,
+    since: Option<i64>,
+    limit: Option<u32>,
+}
+
+pub async fn list(
+    State(s): State<ApiState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let mut states = Vec::new();
+    for part in q
+        .state
+        .iter()
+        .flat_map(|s| s.split(','))
+        .filter(|p| !p.is_empty())
+    {
+        states.push(FoldState::parse(part).ok_or_else(|| {
+            ApiError::bad_request(format!("state: unknown state {part:?} (one of idle, assigned, running, done, failed, held, removed)"))
+        })?);
+    }
+    let filter = FoldFilter {
+        states,
+        queue: q.queue,
+        owner: q.owner,
+        since: q.since,
+        limit: q.limit,
+    };
+    let (folds, seq) = s.store.list_folds(filter).await?;
+    Ok(Json(json!({ "folds": folds, "seq": seq })))
+}
+
+pub async fn show(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Json<Value>> {
+    let fold = s.store.fold(id).await?;
+    let attempts = s.store.attempts(id).await?;
+    let events = s.store.events(id).await?;
+    let progress = fold.current_attempt.and_then(|a| s.master.progress(a));
+    let why = match fold.state {
+        FoldState::Idle | FoldState::Held => Some(s.master.explain(&pending_of(
+            fold.id,
+            &fold.owner,
+            &fold.spec,
+            fold.submitted_at,
+        ))),
+        _ => None,
+    };
+    Ok(Json(
+        json!({ "fold": fold, "attempts": attempts, "events": events, "progress": progress, "why_pending": why }),
+    ))
+}
+
+pub async fn log(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Response> {
+    let data = s.store.log(id).await?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+}
+
+pub async fn output(
+    State(s): State<ApiState>,
+    Path((id, name)): Path<(FoldId, String)>,
+) -> ApiResult<Response> {
+    crate::model::check_file_name(&name).map_err(ApiError::bad_request)?;
+    let data = s.store.output(id, name).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecord> {
+    let fold = s.store.fold(id).await?;
+    if !who.admin && fold.owner != who.name {
+        return Err(ApiError::forbidden(format!(
+            "fold {id} belongs to {}; only its owner or an admin may change it",
+            fold.owner
+        )));
+    }
+    Ok(fold)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HoldBody {
+    reason: Option<String>,
+}
+
+pub async fn hold(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<FoldId>,
+    body: Option<Json<HoldBody>>,
+) -> ApiResult<Json<Value>> {
+    owned(&s, &who, id).await?;
+    let reason = body
+        .and_then(|b| b.0.reason)
+        .unwrap_or_else(|| format!("held by {}", who.name));
+    if let Some(cancel) = s.store.hold(id, HoldCode::User, reason).await? {
+        s.master.cancel(cancel);
+    }
+    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+}
+
+pub async fn release(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<FoldId>,
+) -> ApiResult<Json<Value>> {
+    owned(&s, &who, id).await?;
+    s.store.release(id, who.name.clone()).await?;
+    s.master.wake();
+    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+}
+
+pub async fn remove(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<FoldId>,
+) -> ApiResult<Json<Value>> {
+    owned(&s, &who, id).await?;
+    if let Some(cancel) = s.store.remove(id, who.name.clone()).await? {
+        s.master.cancel(cancel);
+    }
+    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+}
+
+pub async fn queue(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "counts": s.store.queue_counts().await? })))
+}

@@ -1,0 +1,93 @@
+//! The REST API under `/api/v1` (axum): blobs, folds, queue, runners. Bearer-token auth; every
+//! 4xx is JSON with a message; bodies over the limit answer 413.
+
+mod error;
+mod folds;
+
+pub use error::ApiError;
+
+use crate::master::MasterHandle;
+use crate::store::{Principal, Store};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: Store,
+    pub master: MasterHandle,
+}
+
+pub fn router(state: ApiState, max_body: usize) -> Router {
+    let authed = Router::new()
+        .route("/blobs", post(folds::put_blob))
+        .route("/folds", post(folds::submit).get(folds::list))
+        .route("/folds/batch", post(folds::submit_batch))
+        .route("/folds/{id}", get(folds::show))
+        .route("/folds/{id}/log", get(folds::log))
+        .route("/folds/{id}/outputs/{*name}", get(folds::output))
+        .route("/folds/{id}/hold", post(folds::hold))
+        .route("/folds/{id}/release", post(folds::release))
+        .route("/folds/{id}/remove", post(folds::remove))
+        .route("/queue", get(folds::queue))
+        .route("/runners", get(runners))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth));
+    Router::new()
+        .route(
+            "/health",
+            get(|| async { Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})) }),
+        )
+        .merge(authed)
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README for the API",
+            )
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+        .pipe(|api| Router::new().nest("/api/v1", api))
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+async fn auth(
+    State(state): State<ApiState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(token) = header.strip_prefix("Bearer ") else {
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing token: send `Authorization: Bearer TOKEN` (create one with `datarun token create NAME`)",
+        ));
+    };
+    match state.store.verify_token(token.trim().to_string()).await? {
+        Some(principal) => {
+            req.extensions_mut().insert(principal);
+            Ok(next.run(req).await)
+        }
+        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
+    }
+}
+
+async fn runners(
+    State(state): State<ApiState>,
+    axum::Extension(_): axum::Extension<Principal>,
+) -> Json<serde_json::Value> {
+    Json(json!({ "runners": state.master.runners() }))
+}

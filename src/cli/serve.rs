@@ -1,0 +1,150 @@
+//! `datarun serve`: the master. Opens the store in the data directory, loads the inventory
+//! (or the embedded default: this machine as the only runner), writes the admin token and the
+//! server address for local CLI calls, and serves the API while the master loop runs.
+
+use crate::api::{self, ApiState};
+use crate::master::{Master, MasterConfig};
+use crate::store::Store;
+use anyhow::{bail, Context, Result};
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub struct ServeArgs {
+    pub data_dir: PathBuf,
+    pub inventory: Option<PathBuf>,
+    pub listen: SocketAddr,
+    pub max_body: u64,
+    pub log_limit: u64,
+    pub output_limit: u64,
+    pub lease: Duration,
+}
+
+/// Holds an exclusive lock on the data directory for the life of the process: two masters on
+/// one queue would run folds twice.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("master.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!("another datarun master is already serving {} (lock {} is held); stop it first or use another --data-dir", dir.display(), path.display());
+    }
+    Ok(file)
+}
+
+fn write_private(path: &Path, text: &str) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::io::Write::write_all(&mut f, text.as_bytes())?;
+    Ok(())
+}
+
+/// The admin token local CLI calls pick up; made once, kept across restarts.
+async fn ensure_admin_token(store: &Store, dir: &Path) -> Result<()> {
+    let path = dir.join("admin.token");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if store
+            .verify_token(existing.trim().to_string())
+            .await?
+            .is_some_and(|p| p.admin)
+        {
+            return Ok(());
+        }
+    }
+    let store = store.clone();
+    let token = tokio::task::spawn_blocking(move || store.create_token("admin", true)).await??;
+    write_private(&path, &format!("{token}\n"))
+}
+
+pub async fn run(args: ServeArgs) -> Result<()> {
+    std::fs::create_dir_all(&args.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            args.data_dir.display()
+        )
+    })?;
+    std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
+    let _lock = lock_data_dir(&args.data_dir)?;
+    let inventory = match &args.inventory {
+        Some(path) => crate::inventory::load(path)?,
+        None => crate::inventory::local_default(),
+    };
+    let store = Store::open(&args.data_dir.join("datarun.db"))?;
+    ensure_admin_token(&store, &args.data_dir).await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    let agent_exe =
+        std::env::current_exe().context("cannot find the datarun binary to start agents from")?;
+    let cfg = MasterConfig {
+        data_dir: args.data_dir.clone(),
+        inventory: inventory.clone(),
+        agent_exe,
+        log_limit: args.log_limit,
+        output_limit: args.output_limit,
+        lease: args.lease,
+    };
+    let (master, handle) = Master::new(cfg, store.clone()).await?;
+    let master_task = tokio::spawn(master.run());
+    let app = api::router(
+        ApiState {
+            store,
+            master: handle,
+        },
+        args.max_body as usize,
+    );
+    write_private(&args.data_dir.join("server"), &format!("{url}\n"))?;
+
+    let source = inventory
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "embedded default (this machine)".into());
+    println!("datarun master serving {url}");
+    println!("  data:      {}", args.data_dir.display());
+    println!(
+        "  inventory: {source} ({} runners)",
+        inventory.runners.len()
+    );
+    println!(
+        "  token:     {} (admin)",
+        args.data_dir.join("admin.token").display()
+    );
+    tracing::info!("serving on {url}");
+
+    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    tokio::select! {
+        r = server => r.context("the API server failed")?,
+        r = master_task => match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e.context("the master loop failed")),
+            Err(e) => bail!("the master loop panicked: {e}"),
+        },
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down; agents finish their running folds and keep the results");
+}

@@ -1,0 +1,205 @@
+//! Test harness: runs the real `datarun` binary as a master on a temp data dir and talks to it
+//! over real HTTP.
+#![allow(dead_code)]
+
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
+
+pub struct Master {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub url: String,
+    pub token: String,
+    pub inventory: Option<PathBuf>,
+    pub extra: Vec<String>,
+    http: reqwest::blocking::Client,
+}
+
+impl Master {
+    /// Starts a master with the given inventory text (None: the embedded default).
+    pub fn start(inventory: Option<&str>) -> Master {
+        Master::start_with(inventory, &[])
+    }
+
+    /// Starts a master with extra `serve` arguments.
+    pub fn start_with(inventory: Option<&str>, extra: &[&str]) -> Master {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inventory = inventory.map(|text| {
+            let path = dir.path().join("runners.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let mut m = Master {
+            dir,
+            child: None,
+            url: String::new(),
+            token: String::new(),
+            inventory,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+        };
+        m.spawn();
+        m
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// (Re)starts the serve process on the same data dir and waits until it answers.
+    pub fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.data_dir().join("server"));
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--data-dir").arg(self.data_dir()).arg("--listen").arg("127.0.0.1:0");
+        if let Some(inv) = &self.inventory {
+            cmd.arg("--inventory").arg(inv);
+        }
+        cmd.args(&self.extra);
+        cmd.env("DATARUN_LOG", "warn,datarun=debug").stdout(Stdio::null()).stderr(Stdio::inherit());
+        self.child = Some(cmd.spawn().expect("spawn datarun serve"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(url) = std::fs::read_to_string(self.data_dir().join("server")) {
+                self.url = url.trim().to_string();
+                self.token = std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap().trim().to_string();
+                if self.http.get(format!("{}/api/v1/health", self.url)).send().is_ok() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("datarun serve exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "datarun serve did not come up in 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Runs the CLI against this master.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("DATARUN_DATA_DIR", self.data_dir())
+            .env_remove("DATARUN_SERVER")
+            .env_remove("DATARUN_TOKEN")
+            .output()
+            .expect("run datarun")
+    }
+
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "datarun {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}/api/v1{path}", self.url);
+        let mut req = self.http.request(method.parse().unwrap(), url).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let url = format!("{}/api/v1{path}", self.url);
+        let resp = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        let (status, v) = self.request("GET", path, None);
+        assert_eq!(status, 200, "GET {path}: {v}");
+        v
+    }
+
+    /// Submits folds in one batch and returns their ids.
+    pub fn submit(&self, folds: Vec<Value>) -> Vec<i64> {
+        let (status, v) = self.request("POST", "/folds/batch", Some(json!({ "folds": folds })));
+        assert_eq!(status, 201, "submit: {v}");
+        v["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect()
+    }
+
+    pub fn fold(&self, id: i64) -> Value {
+        self.get(&format!("/folds/{id}"))
+    }
+
+    /// Waits until every fold is done, failed, removed or held.
+    pub fn wait_all(&self, ids: &[i64], timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let folds: Vec<Value> = ids.iter().map(|id| self.fold(*id)["fold"].clone()).collect();
+            let stopped = folds.iter().all(|f| matches!(f["state"].as_str(), Some("done" | "failed" | "removed" | "held")));
+            if stopped {
+                return folds;
+            }
+            if Instant::now() > deadline {
+                let states: Vec<String> = folds.iter().map(|f| format!("{}:{}", f["id"], f["state"])).collect();
+                panic!("folds did not end in {timeout:?}: {}", states.join(" "));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn wait_state(&self, id: i64, state: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let f = self.fold(id);
+            if f["fold"]["state"] == state {
+                return f;
+            }
+            assert!(Instant::now() < deadline, "fold {id} did not reach {state}: {}", f["fold"]);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM: the master stops; its agents finish and exit on their own.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let _ = c.wait();
+        }
+        // Kill leftover agents and folds started from this data dir.
+        let _ = Command::new("pkill").arg("-9").arg("-f").arg(self.data_dir().to_string_lossy().as_ref()).status();
+    }
+}
+
+/// A fold spec running `sh -c SCRIPT`.
+pub fn sh(script: &str) -> Value {
+    json!({ "command": ["sh", "-c", script], "resources": { "cpus": 0.1, "memory": "64M" } })
+}
+
+pub fn python3() -> &'static str {
+    let ok = Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "python3 is needed by this test (install it: apt-get install python3)");
+    "python3"
+}
+
+pub fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap();
+}
