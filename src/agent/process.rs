@@ -1,17 +1,459 @@
 //! The `process` executor: runs a fold as a plain child process in its own process group,
 //! with soft limit -> SIGTERM, hard limit -> SIGKILL, a memory cap, and measurements of wall
 //! time, CPU time (whole tree) and peak RSS.
+//!
+//! The memory cap is *sampled*: the group's summed RSS is read from /proc every
+//! [`SAMPLE_EVERY`], so a fold can overshoot its grant between two samples (and a fast enough
+//! allocation can meet the kernel's OOM killer first). The docker executor gives a hard cgroup
+//! cap; this one is for hosts without Docker and for development.
+//!
+//! The fold is not tied to the agent's life (no PR_SET_PDEATHSIG): folds survive an agent
+//! restart.
+
+mod outputs;
+mod procfs;
+mod tail;
+#[cfg(test)]
+mod tests;
 
 use super::exec::{ExecRequest, ExecResult};
-use crate::model::Progress;
-use tokio::sync::{mpsc, watch};
+use crate::model::{Metrics, Outcome, Progress};
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Time between SIGTERM and SIGKILL when only a soft limit is set.
+const TERM_GRACE: Duration = Duration::from_secs(10);
+/// How often the group's memory and CPU are read from /proc.
+const SAMPLE_EVERY: Duration = Duration::from_millis(50);
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// How long the log is still read once the fold's group is dead: a process that left the
+/// group may hold the pipe open forever.
+const LOG_DRAIN: Duration = Duration::from_secs(2);
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Runs one attempt to its end. `progress` gets live figures about once a second;
 /// `cancel` turning true kills the fold (outcome Cancelled).
 pub async fn run(
-    _req: ExecRequest,
-    _progress: mpsc::UnboundedSender<Progress>,
-    _cancel: watch::Receiver<bool>,
+    req: ExecRequest,
+    progress: mpsc::UnboundedSender<Progress>,
+    mut cancel: watch::Receiver<bool>,
 ) -> ExecResult {
-    todo!("process executor helper")
+    let start = Instant::now();
+    let (pid, log_pipe) = match spawn(&req) {
+        Ok(started) => started,
+        Err(message) => return ExecResult::error(message),
+    };
+    tracing::debug!(
+        "attempt {}: started {:?} as pid {pid}",
+        req.attempt,
+        req.command
+    );
+    let (stop_log, log_task) = read_log(log_pipe, req.log_limit);
+    let reaper = tokio::task::spawn_blocking(move || reap(pid));
+    let ended = watch_fold(pid, &req, start, reaper, &progress, &mut cancel).await;
+    let log = finish_log(stop_log, log_task).await;
+    let output_dir = req.output_dir.clone();
+    let outputs = tokio::task::spawn_blocking(move || outputs::collect(&output_dir))
+        .await
+        .unwrap_or_default();
+    if outputs.skipped > 0 {
+        tracing::warn!(
+            "attempt {}: {} output entries skipped (links, special files or bad names)",
+            req.attempt,
+            outputs.skipped
+        );
+    }
+    let outcome = match ended.outcome() {
+        Outcome::Success if outputs.total_bytes > req.output_limit => Outcome::Error {
+            message: format!(
+                "outputs are {} bytes, over the limit of {}",
+                outputs.total_bytes, req.output_limit
+            ),
+        },
+        outcome => outcome,
+    };
+    ExecResult {
+        outcome,
+        metrics: ended.metrics(),
+        log,
+        outputs: outputs.names,
+    }
+}
+
+/// Starts the fold in its own process group; returns its pid (= its group id) and the read
+/// end of the pipe that gets its stdout and stderr.
+fn spawn(req: &ExecRequest) -> Result<(i32, pipe::Receiver), String> {
+    let (program, args) = req.command.split_first().ok_or("the command is empty")?;
+    if !req.work_dir.is_dir() {
+        return Err(format!(
+            "the work directory {} does not exist",
+            req.work_dir.display()
+        ));
+    }
+    let pipe_error = |e: io::Error| format!("cannot make the log pipe: {e}");
+    let (reader, writer) = io::pipe().map_err(pipe_error)?;
+    let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).map_err(pipe_error)?;
+    let writer_too = writer.try_clone().map_err(pipe_error)?;
+    // The Command owns the write ends; dropping it at return leaves them to the child only.
+    let child = Command::new(program)
+        .args(args)
+        .current_dir(&req.work_dir)
+        .env_clear()
+        .envs(fold_env(req))
+        .stdin(Stdio::null())
+        .stdout(writer)
+        .stderr(writer_too)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("cannot run {program:?}: {e}"))?;
+    // The Child is only dropped, never waited for: `reap` is the one place that reaps it.
+    let pid = i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())?;
+    Ok((pid, reader))
+}
+
+/// The fold's whole environment: a clean base, the fold's own variables, then datarun's.
+fn fold_env(req: &ExecRequest) -> BTreeMap<String, OsString> {
+    let path = std::env::var_os("PATH").filter(|p| !p.is_empty());
+    let mut env = BTreeMap::new();
+    env.insert("PATH".into(), path.unwrap_or_else(|| DEFAULT_PATH.into()));
+    env.insert("HOME".into(), req.work_dir.clone().into_os_string());
+    env.insert("LANG".into(), "C.UTF-8".into());
+    env.extend(req.env.iter().map(|(k, v)| (k.clone(), OsString::from(v))));
+    env.insert(
+        "DATARUN_INPUT".into(),
+        req.input_dir.clone().into_os_string(),
+    );
+    env.insert(
+        "DATARUN_OUTPUT".into(),
+        req.output_dir.clone().into_os_string(),
+    );
+    env.insert("DATARUN_ATTEMPT".into(), req.attempt.to_string().into());
+    env.insert("DATARUN_CPUS".into(), format_cpus(req.millicpus).into());
+    env.insert(
+        "OMP_NUM_THREADS".into(),
+        req.millicpus.div_ceil(1000).max(1).to_string().into(),
+    );
+    // Always set, so a fold never sees GPUs it was not granted.
+    env.insert("CUDA_VISIBLE_DEVICES".into(), req.gpus.join(",").into());
+    env
+}
+
+/// Millicpus as a plain number of cores: 1500 -> "1.5", 2000 -> "2".
+fn format_cpus(millicpus: u32) -> String {
+    let (whole, frac) = (millicpus / 1000, millicpus % 1000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    format!("{whole}.{frac:03}")
+        .trim_end_matches('0')
+        .to_string()
+}
+
+fn signal_group(pgid: i32, signal: libc::c_int) {
+    // Never 0 or 1: killpg(0) would hit the agent's own group, and 1 is init.
+    if pgid > 1 {
+        // SAFETY: killpg has no memory-safety preconditions; ESRCH (group gone) is fine.
+        unsafe { libc::killpg(pgid, signal) };
+    }
+}
+
+/// How the fold's leader ended, from wait4.
+struct Exit {
+    status: libc::c_int,
+    cpu_ms: u64,
+    max_rss_bytes: u64,
+}
+
+/// Waits for the fold's leader to exit, kills what is left of its group (background processes
+/// must not outlive the fold), then reaps the leader. Until it is reaped the zombie leader
+/// keeps its pid, which is the group id, so the SIGKILL cannot reach an unrelated group.
+/// Blocking: run it with spawn_blocking.
+fn reap(pid: i32) -> io::Result<Exit> {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let flags = libc::WEXITED | libc::WNOWAIT;
+    // SAFETY: `info` is a valid, writable siginfo_t.
+    retry_eintr(|| unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) })?;
+    signal_group(pid, libc::SIGKILL);
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are valid and writable.
+    retry_eintr(|| unsafe { libc::wait4(pid, &mut status, 0, &mut usage) })?;
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
+    Ok(Exit {
+        status,
+        cpu_ms: ms(usage.ru_utime) + ms(usage.ru_stime),
+        max_rss_bytes: usage.ru_maxrss.max(0) as u64 * 1024,
+    })
+}
+
+fn retry_eintr(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int> {
+    loop {
+        match call() {
+            -1 => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            done => return Ok(done),
+        }
+    }
+}
+
+/// Why datarun signalled the fold; it decides the outcome over the exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reason {
+    SoftLimit,
+    HardLimit,
+    OutOfMemory,
+    Cancelled,
+}
+
+/// The time limits, kept with the executor's own clock, and the signals sent so far.
+#[derive(Debug)]
+struct Limits {
+    soft_at: Option<Instant>,
+    hard_at: Option<Instant>,
+    reason: Option<Reason>,
+    killed: bool,
+}
+
+impl Limits {
+    fn new(start: Instant, soft: Option<Duration>, hard: Option<Duration>) -> Limits {
+        Limits {
+            soft_at: soft.map(|d| start + d),
+            hard_at: hard.map(|d| start + d),
+            reason: None,
+            killed: false,
+        }
+    }
+
+    /// When a limit next falls due, if one is left.
+    fn next_deadline(&self) -> Option<Instant> {
+        match (self.killed, self.reason) {
+            (true, _) => None,
+            (false, Some(_)) => self.hard_at, // SIGTERM sent: only the hard kill is left
+            (false, None) => [self.soft_at, self.hard_at].into_iter().flatten().min(),
+        }
+    }
+
+    /// The signal the time limits call for at `now`, recorded as sent.
+    fn due(&mut self, now: Instant) -> Option<libc::c_int> {
+        if self.hard_at.is_some_and(|t| now >= t) {
+            return self.kill(Reason::HardLimit);
+        }
+        if self.reason.is_none() && self.soft_at.is_some_and(|t| now >= t) {
+            self.reason = Some(Reason::SoftLimit);
+            self.hard_at.get_or_insert(now + TERM_GRACE);
+            return Some(libc::SIGTERM);
+        }
+        None
+    }
+
+    /// SIGKILL for `reason`, unless the fold was already killed.
+    fn kill(&mut self, reason: Reason) -> Option<libc::c_int> {
+        if self.killed {
+            return None;
+        }
+        self.killed = true;
+        self.reason = Some(reason);
+        Some(libc::SIGKILL)
+    }
+}
+
+/// Live figures of the fold's group, from /proc samples.
+#[derive(Debug, Default)]
+struct Meter {
+    cpu: procfs::CpuLedger,
+    memory: u64,
+    peak_memory: u64,
+}
+
+impl Meter {
+    async fn sample(&mut self, pgid: i32) {
+        let Ok(members) = tokio::task::spawn_blocking(move || procfs::group_members(pgid)).await
+        else {
+            return;
+        };
+        self.cpu.record(&members);
+        self.memory = procfs::rss_bytes(&members);
+        self.peak_memory = self.peak_memory.max(self.memory);
+    }
+
+    fn cpu_ms(&self) -> u64 {
+        procfs::ticks_to_ms(self.cpu.total_ticks())
+    }
+
+    fn progress(&self, wall: Duration) -> Progress {
+        Progress {
+            wall_ms: wall.as_millis() as u64,
+            cpu_ms: self.cpu_ms(),
+            memory: self.memory,
+            peak_memory: self.peak_memory,
+        }
+    }
+}
+
+/// What watching the fold found once its leader was reaped.
+struct Ended {
+    exit: Result<Exit, String>,
+    reason: Option<Reason>,
+    wall: Duration,
+    meter: Meter,
+}
+
+impl Ended {
+    fn outcome(&self) -> Outcome {
+        match (&self.exit, self.reason) {
+            (Err(message), _) => Outcome::Error {
+                message: message.clone(),
+            },
+            (Ok(_), Some(reason)) => reason_outcome(reason),
+            (Ok(exit), None) => status_outcome(exit.status),
+        }
+    }
+
+    fn metrics(&self) -> Metrics {
+        let (cpu_ms, max_rss) = match &self.exit {
+            Ok(exit) => (exit.cpu_ms, exit.max_rss_bytes),
+            Err(_) => (0, 0),
+        };
+        Metrics {
+            wall_ms: self.wall.as_millis() as u64,
+            cpu_ms: cpu_ms.max(self.meter.cpu_ms()),
+            peak_memory: max_rss.max(self.meter.peak_memory),
+        }
+    }
+}
+
+fn reason_outcome(reason: Reason) -> Outcome {
+    match reason {
+        Reason::SoftLimit => Outcome::TimedOutSoft,
+        Reason::HardLimit => Outcome::TimedOutHard,
+        Reason::OutOfMemory => Outcome::OutOfMemory,
+        Reason::Cancelled => Outcome::Cancelled,
+    }
+}
+
+/// The outcome of a fold datarun did not signal, from its wait status.
+fn status_outcome(status: libc::c_int) -> Outcome {
+    if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Outcome::Success,
+            code => Outcome::ExitCode { code },
+        }
+    } else if libc::WIFSIGNALED(status) {
+        Outcome::Signal {
+            signal: libc::WTERMSIG(status),
+        }
+    } else {
+        Outcome::Error {
+            message: format!("unexpected wait status {status:#x}"),
+        }
+    }
+}
+
+/// Enforces the limits, samples the group and reports progress until the leader is reaped.
+async fn watch_fold(
+    pgid: i32,
+    req: &ExecRequest,
+    start: Instant,
+    mut reaper: JoinHandle<io::Result<Exit>>,
+    progress: &mpsc::UnboundedSender<Progress>,
+    cancel: &mut watch::Receiver<bool>,
+) -> Ended {
+    let mut limits = Limits::new(start, req.soft_limit, req.hard_limit);
+    let mut meter = Meter::default();
+    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next_progress = start + PROGRESS_EVERY;
+    loop {
+        let signal = tokio::select! {
+            biased;
+            joined = &mut reaper => {
+                let exit = match joined {
+                    Ok(Ok(exit)) => Ok(exit),
+                    Ok(Err(e)) => Err(format!("lost track of the fold's process {pgid}: {e}")),
+                    Err(e) => Err(format!("lost track of the fold's process {pgid}: {e}")),
+                };
+                if exit.is_err() {
+                    signal_group(pgid, libc::SIGKILL);
+                }
+                return Ended { exit, reason: limits.reason, wall: start.elapsed(), meter };
+            }
+            _ = cancelled(cancel), if !limits.killed => limits.kill(Reason::Cancelled),
+            _ = sleep_until(limits.next_deadline()) => limits.due(Instant::now()),
+            _ = ticker.tick() => {
+                meter.sample(pgid).await;
+                let now = Instant::now();
+                if now >= next_progress {
+                    next_progress = now + PROGRESS_EVERY;
+                    let _ = progress.send(meter.progress(now - start));
+                }
+                let over = req.memory_limit.is_some_and(|limit| meter.memory > limit);
+                if over { limits.kill(Reason::OutOfMemory) } else { None }
+            }
+        };
+        if let Some(signal) = signal {
+            tracing::debug!("attempt {}: signal {signal} to group {pgid}", req.attempt);
+            signal_group(pgid, signal);
+        }
+    }
+}
+
+/// Resolves once cancel is true; never, if nobody can cancel any more.
+async fn cancelled(cancel: &mut watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Drains the log pipe into a tail buffer, always, so the fold never blocks on a write.
+/// The task ends at end of file, or when told to stop.
+fn read_log(mut pipe: pipe::Receiver, limit: u64) -> (oneshot::Sender<()>, JoinHandle<Vec<u8>>) {
+    let (stop_tx, mut stop) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut tail = tail::Tail::new(limit);
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                read = pipe.read(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => tail.push(&buf[..n]),
+                },
+            }
+        }
+        tail.into_log()
+    });
+    (stop_tx, task)
+}
+
+/// The log, once every writer has closed the pipe or after [`LOG_DRAIN`].
+async fn finish_log(stop: oneshot::Sender<()>, mut task: JoinHandle<Vec<u8>>) -> Vec<u8> {
+    if let Ok(joined) = tokio::time::timeout(LOG_DRAIN, &mut task).await {
+        return joined.unwrap_or_default();
+    }
+    let _ = stop.send(());
+    task.await.unwrap_or_default()
 }
