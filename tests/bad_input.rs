@@ -10,7 +10,11 @@ use std::process::Command;
 fn malformed_inventory_stops_serve_with_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("runners.toml");
-    std::fs::write(&inv, "[[runner]]\nname = \"a\"\ntransport = \"local\"\nslots = 2\ncolour = \"red\"\n").unwrap();
+    std::fs::write(
+        &inv,
+        "[[runner]]\nname = \"a\"\ntransport = \"local\"\nslots = 2\ncolour = \"red\"\n",
+    )
+    .unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -20,9 +24,19 @@ fn malformed_inventory_stops_serve_with_file_line_and_key() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("runners.toml:5") && err.contains("colour"), "{err}");
-    assert!(!dir.path().join("data/datarun.db").exists(), "nothing is created for a bad inventory");
-    let out = Command::new(BIN).args(["inventory", "check"]).arg(&inv).output().unwrap();
+    assert!(
+        err.contains("runners.toml:5") && err.contains("colour"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data/datarun.db").exists(),
+        "nothing is created for a bad inventory"
+    );
+    let out = Command::new(BIN)
+        .args(["inventory", "check"])
+        .arg(&inv)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
 }
@@ -33,36 +47,76 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
     let cases = vec![
         (json!({"command": []}), "command"),
         (json!({"command": ["true"], "colour": "red"}), "colour"),
-        (json!({"command": ["true"], "resources": {"cpus": -1}}), "cpus"),
-        (json!({"command": ["true"], "resources": {"memory": "-5G"}}), "memory"),
-        (json!({"command": ["true"], "soft_time_limit": "10s", "hard_time_limit": "5s"}), "soft_time_limit"),
-        (json!({"command": ["true"], "inputs": [{"name": "../etc/passwd", "sha256": "0".repeat(64)}]}), "../etc/passwd"),
-        (json!({"command": ["true"], "inputs": [{"name": "/etc/passwd", "sha256": "0".repeat(64)}]}), "absolute"),
-        (json!({"command": ["true"], "inputs": [{"name": "x", "sha256": "a".repeat(64)}]}), "not uploaded"),
-        (json!({"command": ["true"], "priority": "urgent"}), "priority"),
+        (
+            json!({"command": ["true"], "resources": {"cpus": -1}}),
+            "cpus",
+        ),
+        (
+            json!({"command": ["true"], "resources": {"memory": "-5G"}}),
+            "memory",
+        ),
+        (
+            json!({"command": ["true"], "soft_time_limit": "10s", "hard_time_limit": "5s"}),
+            "soft_time_limit",
+        ),
+        (
+            json!({"command": ["true"], "inputs": [{"name": "../etc/passwd", "sha256": "0".repeat(64)}]}),
+            "../etc/passwd",
+        ),
+        (
+            json!({"command": ["true"], "inputs": [{"name": "/etc/passwd", "sha256": "0".repeat(64)}]}),
+            "absolute",
+        ),
+        (
+            json!({"command": ["true"], "inputs": [{"name": "x", "sha256": "a".repeat(64)}]}),
+            "not uploaded",
+        ),
+        (
+            json!({"command": ["true"], "priority": "urgent"}),
+            "priority",
+        ),
         (json!({"command": ["true"], "queue": "a b"}), "queue"),
     ];
     for (body, needle) in cases {
         let (status, v) = m.request("POST", "/folds", Some(body.clone()));
         assert_eq!(status, 400, "{body} -> {v}");
         let msg = v["error"]["message"].as_str().unwrap_or_default();
-        assert!(msg.contains(needle), "{body}: message {msg:?} should mention {needle:?}");
+        assert!(
+            msg.contains(needle),
+            "{body}: message {msg:?} should mention {needle:?}"
+        );
     }
     let (status, v) = m.raw("POST", "/folds", "application/json", b"{not json".to_vec());
     assert_eq!(status, 400, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("JSON"));
     // A batch with one bad fold stores none of them.
-    let (status, v) = m.request("POST", "/folds/batch", Some(json!({"folds": [sh("true"), {"command": []}]})));
+    let (status, v) = m.request(
+        "POST",
+        "/folds/batch",
+        Some(json!({"folds": [sh("true"), {"command": []}]})),
+    );
     assert_eq!(status, 400, "{v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("fold 1"));
     // Oversized bodies: 413, as JSON.
-    let (status, v) = m.raw("POST", "/blobs", "application/octet-stream", vec![0u8; 2 << 20]);
+    let (status, v) = m.raw(
+        "POST",
+        "/blobs",
+        "application/octet-stream",
+        vec![0u8; 2 << 20],
+    );
     assert_eq!(status, 413, "{v}");
     assert_eq!(v["error"]["code"], "payload_too_large");
     // Unknown and missing tokens.
-    let resp = reqwest::blocking::Client::new().get(format!("{}/api/v1/folds", m.url)).send().unwrap();
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/folds", m.url))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
-    let resp = reqwest::blocking::Client::new().get(format!("{}/api/v1/folds", m.url)).bearer_auth("drt_nope").send().unwrap();
+    let resp = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/folds", m.url))
+        .bearer_auth("drt_nope")
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 401);
     // Output names cannot escape.
     let (status, _) = m.request("GET", "/folds/1/outputs/..%2Fdatarun.db", None);
@@ -78,12 +132,27 @@ fn tokens_own_folds() {
     let alice = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
     let bob = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
     let http = reqwest::blocking::Client::new();
-    let resp = http.post(format!("{}/api/v1/folds", m.url)).bearer_auth(&alice).json(&sh("sleep 30")).send().unwrap();
+    let resp = http
+        .post(format!("{}/api/v1/folds", m.url))
+        .bearer_auth(&alice)
+        .json(&sh("sleep 30"))
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 201);
-    let id = resp.json::<serde_json::Value>().unwrap()["id"].as_i64().unwrap();
+    let id = resp.json::<serde_json::Value>().unwrap()["id"]
+        .as_i64()
+        .unwrap();
     assert_eq!(m.fold(id)["fold"]["owner"], "alice");
-    let resp = http.post(format!("{}/api/v1/folds/{id}/remove", m.url)).bearer_auth(&bob).send().unwrap();
+    let resp = http
+        .post(format!("{}/api/v1/folds/{id}/remove", m.url))
+        .bearer_auth(&bob)
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
-    let resp = http.post(format!("{}/api/v1/folds/{id}/remove", m.url)).bearer_auth(&alice).send().unwrap();
+    let resp = http
+        .post(format!("{}/api/v1/folds/{id}/remove", m.url))
+        .bearer_auth(&alice)
+        .send()
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
 }

@@ -30,7 +30,9 @@ fn fifty_folds_across_two_queues_run_on_four_slots() {
     let mut folds = Vec::new();
     for i in 0..50 {
         let queue = if i % 2 == 0 { "default" } else { "H" };
-        let mut f = sh(&format!("echo fold-{i} > \"$DATARUN_OUTPUT/out.txt\"; sleep 0.2"));
+        let mut f = sh(&format!(
+            "echo fold-{i} > \"$DATARUN_OUTPUT/out.txt\"; sleep 0.2"
+        ));
         f["queue"] = json!(queue);
         f["priority"] = json!(i % 5);
         folds.push(f);
@@ -49,12 +51,19 @@ fn fifty_folds_across_two_queues_run_on_four_slots() {
     let mut starts: Vec<(i64, String, i64)> = Vec::new();
     for id in &ids {
         let a = &m.fold(*id)["attempts"][0];
-        let (s, e) = (a["started_at"].as_i64().unwrap(), a["ended_at"].as_i64().unwrap());
+        let (s, e) = (
+            a["started_at"].as_i64().unwrap(),
+            a["ended_at"].as_i64().unwrap(),
+        );
         assert!(e >= s);
         edges.push((s, 1));
         edges.push((e, -1));
         let f = &m.fold(*id)["fold"];
-        starts.push((s, f["queue"].as_str().unwrap().to_string(), f["priority"].as_i64().unwrap()));
+        starts.push((
+            s,
+            f["queue"].as_str().unwrap().to_string(),
+            f["priority"].as_i64().unwrap(),
+        ));
     }
     edges.sort_by_key(|(t, d)| (*t, *d));
     let (mut now, mut peak) = (0, 0);
@@ -63,7 +72,10 @@ fn fifty_folds_across_two_queues_run_on_four_slots() {
         peak = peak.max(now);
     }
     assert!(peak <= 4, "{peak} folds ran at once on 4 slots");
-    assert!(peak >= 2, "folds should have run in parallel, peak was {peak}");
+    assert!(
+        peak >= 2,
+        "folds should have run in parallel, peak was {peak}"
+    );
     // Queue H (priority 10) goes first: its folds start, on average, before the default queue's.
     let mean = |q: &str| {
         let v: Vec<i64> = starts.iter().filter(|s| s.1 == q).map(|s| s.0).collect();
@@ -73,15 +85,25 @@ fn fifty_folds_across_two_queues_run_on_four_slots() {
 
     // The CLI sees it all.
     let status = m.cli_ok(&["queue", "status"]);
-    assert!(status.contains("Total: 50 folds; 0 idle, 0 running, 0 held, 50 done"), "{status}");
-    let json: Value = serde_json::from_str(&m.cli_ok(&["queue", "status", "--all", "--json"])).unwrap();
+    assert!(
+        status.contains("Total: 50 folds; 0 idle, 0 running, 0 held, 50 done"),
+        "{status}"
+    );
+    let json: Value =
+        serde_json::from_str(&m.cli_ok(&["queue", "status", "--all", "--json"])).unwrap();
     assert_eq!(json.as_array().unwrap().len(), 50);
     let table = m.cli_ok(&["queue", "status", "--all"]);
     assert!(table.lines().next().unwrap().starts_with("ID"), "{table}");
     assert_eq!(table.lines().count(), 51);
     let runners = m.cli_ok(&["runners", "status"]);
-    assert!(runners.contains("local") && runners.contains("0/4"), "{runners}");
-    assert!(m.cli(&["queue", "wait", &ids[0].to_string(), &ids[49].to_string()]).status.success());
+    assert!(
+        runners.contains("local") && runners.contains("0/4"),
+        "{runners}"
+    );
+    assert!(m
+        .cli(&["queue", "wait", &ids[0].to_string(), &ids[49].to_string()])
+        .status
+        .success());
 }
 
 #[test]
@@ -93,16 +115,30 @@ fn measures_peak_memory_and_cpu_time() {
         "resources": {"cpus": 1, "memory": "1G"}
     });
     let busy = json!({
-        "command": [py, "-c", "import time\nt = time.time()\nwhile time.time() - t < 2: pass"],
+        "command": [py, "-c", "import os, time\nt = time.time()\nwhile time.time() - t < 2: pass\nopen(os.environ['DATARUN_OUTPUT'] + '/cpu', 'w').write(str(time.process_time()))"],
         "resources": {"cpus": 1, "memory": "256M"}
     });
     let ids = m.submit(vec![alloc, busy]);
     let folds = m.wait_all(&ids, Duration::from_secs(60));
     let peak = folds[0]["metrics"]["peak_memory"].as_u64().unwrap() as f64;
     let want = 200.0 * 1024.0 * 1024.0;
-    assert!((peak - want).abs() / want < 0.15, "peak memory {peak} not within 15% of 200 MiB");
+    assert!(
+        (peak - want).abs() / want < 0.15,
+        "peak memory {peak} not within 15% of 200 MiB"
+    );
+    // Compared with what the fold measured of itself, so a loaded machine does not matter.
     let cpu = folds[1]["metrics"]["cpu_ms"].as_u64().unwrap() as f64;
-    assert!((cpu - 2000.0).abs() / 2000.0 < 0.15, "cpu time {cpu} ms not within 15% of 2 s");
+    let own: f64 = m
+        .cli_ok(&["fold", "output", &ids[1].to_string(), "cpu"])
+        .trim()
+        .parse::<f64>()
+        .unwrap()
+        * 1000.0;
+    assert!(own > 500.0, "the busy loop got {own} ms of CPU");
+    assert!(
+        (cpu - own).abs() / own < 0.15,
+        "cpu time {cpu} ms not within 15% of the fold's own {own} ms"
+    );
     let show = m.cli_ok(&["fold", "show", &ids[0].to_string()]);
     assert!(show.contains("success"), "{show}");
 }
@@ -128,7 +164,10 @@ fn time_limits_and_memory_cap_end_folds_with_the_right_outcome() {
     assert_eq!(kind(&folds[0]), "timed_out_soft", "{}", folds[0]);
     assert_eq!(kind(&folds[1]), "timed_out_hard", "{}", folds[1]);
     let wall = folds[1]["metrics"]["wall_ms"].as_u64().unwrap();
-    assert!((2900..8000).contains(&wall), "killed at the hard limit of 3 s, wall {wall} ms");
+    assert!(
+        (2900..8000).contains(&wall),
+        "killed at the hard limit of 3 s, wall {wall} ms"
+    );
     assert_eq!(kind(&folds[2]), "out_of_memory", "{}", folds[2]);
     assert_eq!(kind(&folds[3]), "exit_code", "{}", folds[3]);
     assert_eq!(folds[3]["outcome"]["code"], 3);
@@ -152,14 +191,21 @@ fn a_fold_asking_for_more_gpus_than_any_runner_says_why() {
     assert_eq!(shown["fold"]["state"], "held");
     assert_eq!(shown["fold"]["hold_code"], "unmatchable");
     let reason = shown["fold"]["reason"].as_str().unwrap();
-    assert!(reason.contains("gpu") && reason.contains('2') && reason.contains('3'), "{reason}");
+    assert!(
+        reason.contains("gpu") && reason.contains('2') && reason.contains('3'),
+        "{reason}"
+    );
     let text = m.cli_ok(&["fold", "show", &id.to_string()]);
     assert!(text.contains("Why it is not running"), "{text}");
     assert!(text.to_lowercase().contains("gpus"), "{text}");
     // The CLI warns at submit time.
     let out = m.cli(&["submit", "--gpus", "3", "--", "true"]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("held"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("held"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
@@ -178,14 +224,21 @@ fn hold_release_and_remove_kill_running_folds() {
             if a["outcome"]["kind"] == "cancelled" {
                 break;
             }
-            assert!(std::time::Instant::now() < deadline, "attempt of fold {id} was not killed: {a}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "attempt of fold {id} was not killed: {a}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
     assert_eq!(m.fold(ids[0])["fold"]["state"], "held");
     assert_eq!(m.fold(ids[1])["fold"]["state"], "removed");
     let out = m.cli(&["queue", "wait", &ids[1].to_string()]);
-    assert_eq!(out.status.code(), Some(1), "wait on a removed fold is not success");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "wait on a removed fold is not success"
+    );
     m.cli_ok(&["queue", "release", &ids[0].to_string()]);
     m.wait_state(ids[0], "running", Duration::from_secs(20));
     assert_eq!(m.fold(ids[0])["fold"]["attempts"], 2);
@@ -214,12 +267,30 @@ fn kill_9_of_the_master_loses_nothing_and_runs_nothing_twice() {
         assert_eq!(f["state"], "done", "fold {id}: {f}");
         let shown = m.fold(*id);
         let attempts = shown["attempts"].as_array().unwrap();
-        let successes = attempts.iter().filter(|a| a["outcome"]["kind"] == "success").count();
-        assert_eq!(successes, 1, "fold {id} recorded {successes} results: {attempts:?}");
-        let ended_events = shown["events"].as_array().unwrap().iter().filter(|e| e["kind"] == "attempt_ended").count();
-        assert_eq!(ended_events, attempts.len(), "one end per attempt for fold {id}");
+        let successes = attempts
+            .iter()
+            .filter(|a| a["outcome"]["kind"] == "success")
+            .count();
+        assert_eq!(
+            successes, 1,
+            "fold {id} recorded {successes} results: {attempts:?}"
+        );
+        let ended_events = shown["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["kind"] == "attempt_ended")
+            .count();
+        assert_eq!(
+            ended_events,
+            attempts.len(),
+            "one end per attempt for fold {id}"
+        );
         ran.insert(*id, attempts.len());
     }
     // The folds running at the kill were re-adopted, not rerun.
-    assert!(ran.values().all(|n| *n == 1), "every fold ran once: {ran:?}");
+    assert!(
+        ran.values().all(|n| *n == 1),
+        "every fold ran once: {ran:?}"
+    );
 }

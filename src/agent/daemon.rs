@@ -21,11 +21,18 @@ pub struct AgentConfig {
     pub runner: String,
 }
 
+impl AgentConfig {
+    pub fn new(state_dir: PathBuf, runner: String) -> AgentConfig {
+        AgentConfig { state_dir, runner }
+    }
+}
+
 struct Running {
     cancel: watch::Sender<bool>,
 }
 
 struct Agent {
+    runner: Arc<str>,
     journal: Arc<Journal>,
     out: mpsc::UnboundedSender<FromAgent>,
     /// Attempts this process runs.
@@ -53,6 +60,7 @@ where
     let writer = tokio::spawn(write_messages(out_rx, output));
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
+        runner: Arc::from(cfg.runner.as_str()),
         journal,
         out: out_tx,
         running: HashMap::new(),
@@ -306,8 +314,9 @@ impl Agent {
         let journal = self.journal.clone();
         let out = self.out.clone();
         let done = self.done.clone();
+        let runner = self.runner.clone();
         tokio::spawn(async move {
-            let report = execute(&journal, run, dir, &out, cancel_tx, cancel_rx).await;
+            let report = execute(&journal, &runner, run, dir, &out, cancel_tx, cancel_rx).await;
             if let Err(e) = journal.finish(&report) {
                 tracing::error!("attempt {attempt}: cannot journal its result: {e}");
             }
@@ -330,6 +339,7 @@ fn error_report(attempt: AttemptId, message: String) -> AttemptReport {
 /// Places the inputs, runs the executor, and packs the result.
 async fn execute(
     journal: &Journal,
+    runner: &str,
     run: RunAttempt,
     dir: PathBuf,
     out: &mpsc::UnboundedSender<FromAgent>,
@@ -353,6 +363,9 @@ async fn execute(
     }
     let req = ExecRequest {
         attempt,
+        fold: run.fold,
+        runner: runner.to_string(),
+        image: run.image.clone(),
         command: run.command.clone(),
         env: run.env.clone(),
         work_dir: dir.clone(),

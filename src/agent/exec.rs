@@ -10,6 +10,11 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct ExecRequest {
     pub attempt: AttemptId,
+    pub fold: crate::model::FoldId,
+    /// The runner's name (container label).
+    pub runner: String,
+    /// Container image (docker executor); None for the process executor.
+    pub image: Option<String>,
     pub command: Vec<String>,
     pub env: BTreeMap<String, String>,
     /// The attempt's own directory; the fold runs with this as its working directory.
@@ -46,11 +51,12 @@ pub struct ExecResult {
 impl ExecResult {
     pub fn error(message: impl Into<String>) -> ExecResult {
         ExecResult {
-            outcome: Outcome::Error { message: message.into() },
+            outcome: Outcome::Error {
+                message: message.into(),
+            },
             metrics: Metrics::default(),
             log: Vec::new(),
             outputs: Vec::new(),
         }
     }
 }
-

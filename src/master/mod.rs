@@ -127,6 +127,9 @@ pub struct Master {
     generation: u64,
     progress: HashMap<AttemptId, Progress>,
     dirty: bool,
+    /// Reports received this loop turn, applied in one transaction by `flush`.
+    started: Vec<AttemptId>,
+    finished: Vec<(String, ResultInput)>,
 }
 
 impl Master {
@@ -168,6 +171,8 @@ impl Master {
             generation: 0,
             progress: HashMap::new(),
             dirty: true,
+            started: Vec::new(),
+            finished: Vec::new(),
         };
         master.publish();
         Ok((master, MasterHandle { shared }))
@@ -187,6 +192,7 @@ impl Master {
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
             }
+            self.flush().await?;
             if self.dirty {
                 self.dirty = false;
                 self.cycle().await?;
@@ -339,7 +345,7 @@ impl Master {
                 }
                 self.on_hello(runner, facts, running, finished).await?;
             }
-            FromAgent::Started { attempt } => self.store.mark_started(attempt).await?,
+            FromAgent::Started { attempt } => self.started.push(attempt),
             FromAgent::Progress { attempt, progress } => {
                 self.progress.insert(attempt, progress);
             }
@@ -359,7 +365,7 @@ impl Master {
                     }
                 }
             }
-            FromAgent::Finished(report) => self.on_finished(runner, report).await?,
+            FromAgent::Finished(report) => self.on_finished(runner, report),
             FromAgent::Pong { .. } => {}
             FromAgent::Error { message } => {
                 tracing::warn!("runner {runner}: agent error: {message}")
@@ -379,8 +385,9 @@ impl Master {
         let known: Vec<AttemptId> = self.runners[runner].grants.keys().copied().collect();
         let finished_ids: Vec<AttemptId> = finished.iter().map(|f| f.attempt).collect();
         for report in finished {
-            self.on_finished(runner, report).await?;
+            self.on_finished(runner, report);
         }
+        self.flush().await?;
         let mut lost = Vec::new();
         for attempt in known {
             if running.contains(&attempt) {
@@ -419,12 +426,7 @@ impl Master {
         Ok(())
     }
 
-    async fn on_finished(
-        &mut self,
-        runner: &str,
-        report: protocol::AttemptReport,
-    ) -> anyhow::Result<()> {
-        let attempt = report.attempt;
+    fn on_finished(&mut self, runner: &str, report: protocol::AttemptReport) {
         let mut outputs = Vec::with_capacity(report.outputs.len());
         let mut outcome = report.outcome;
         for f in report.outputs {
@@ -441,27 +443,45 @@ impl Master {
             }
         }
         let input = ResultInput {
-            attempt,
+            attempt: report.attempt,
             outcome,
             metrics: report.metrics,
             log: protocol::unb64(&report.log).unwrap_or_default(),
             outputs,
         };
-        match self.store.record_result(input).await? {
-            RecordResult::Superseded { fold } => tracing::warn!(
-                "fold {fold}: late result of attempt {attempt} from {runner} discarded"
-            ),
-            RecordResult::Unknown => {
-                tracing::warn!("runner {runner} reported unknown attempt {attempt}")
+        self.finished.push((runner.to_string(), input));
+    }
+
+    /// Applies the reports of this loop turn in one transaction, then acks the results: an
+    /// agent forgets an attempt only after its result is on disk here.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.started.is_empty() && self.finished.is_empty() {
+            return Ok(());
+        }
+        let started = std::mem::take(&mut self.started);
+        let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
+            std::mem::take(&mut self.finished).into_iter().unzip();
+        let attempts: Vec<AttemptId> = inputs.iter().map(|i| i.attempt).collect();
+        let results = self.store.apply_reports(started, inputs).await?;
+        for ((runner, attempt), result) in runners.iter().zip(attempts).zip(results) {
+            match result {
+                RecordResult::Superseded { fold } => {
+                    tracing::warn!(
+                        "fold {fold}: late result of attempt {attempt} from {runner} discarded"
+                    )
+                }
+                RecordResult::Unknown => {
+                    tracing::warn!("runner {runner} reported unknown attempt {attempt}")
+                }
+                _ => {}
             }
-            _ => {}
+            if let Some(r) = self.runners.get_mut(runner) {
+                r.grants.remove(&attempt);
+            }
+            self.progress.remove(&attempt);
+            self.send(runner, ToAgent::Ack { attempt });
+            self.dirty = true;
         }
-        if let Some(r) = self.runners.get_mut(runner) {
-            r.grants.remove(&attempt);
-        }
-        self.progress.remove(&attempt);
-        self.send(runner, ToAgent::Ack { attempt });
-        self.dirty = true;
         Ok(())
     }
 

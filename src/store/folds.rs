@@ -371,6 +371,29 @@ fn finish_attempt(
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
+fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
+    let changed = tx
+        .prepare_cached("UPDATE attempts SET state = 'running', started_at = ?1 WHERE id = ?2 AND state = 'assigned'")?
+        .execute(params![now_ms(), attempt])?;
+    if changed == 1 {
+        let fold: FoldId = tx.query_row(
+            "SELECT fold_id FROM attempts WHERE id = ?1",
+            [attempt],
+            |r| r.get(0),
+        )?;
+        tx.prepare_cached("UPDATE folds SET state = 'running' WHERE id = ?1 AND state = 'assigned' AND current_attempt = ?2")?
+            .execute(params![fold, attempt])?;
+        event(
+            tx,
+            Some(fold),
+            Some(attempt),
+            "started",
+            &format!("attempt {attempt} started"),
+        )?;
+    }
+    Ok(())
+}
+
 /// What a hold or remove leaves for the master to do: kill an attempt that is out.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Cancel {
@@ -615,30 +638,35 @@ impl Store {
     }
 
     pub async fn mark_started(&self, attempt: AttemptId) -> Result<()> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let changed = tx
-                .prepare_cached("UPDATE attempts SET state = 'running', started_at = ?1 WHERE id = ?2 AND state = 'assigned'")?
-                .execute(params![now_ms(), attempt])?;
-            if changed == 1 {
-                let fold: FoldId = tx.query_row("SELECT fold_id FROM attempts WHERE id = ?1", [attempt], |r| r.get(0))?;
-                tx.prepare_cached("UPDATE folds SET state = 'running' WHERE id = ?1 AND state = 'assigned' AND current_attempt = ?2")?
-                    .execute(params![fold, attempt])?;
-                event(&tx, Some(fold), Some(attempt), "started", &format!("attempt {attempt} started"))?;
-            }
-            tx.commit()?;
-            Ok(())
-        })
-        .await
+        self.apply_reports(vec![attempt], Vec::new())
+            .await
+            .map(|_| ())
     }
 
     /// Records an attempt's result exactly once (see `RecordResult`).
     pub async fn record_result(&self, input: ResultInput) -> Result<RecordResult> {
+        let mut r = self.apply_reports(Vec::new(), vec![input]).await?;
+        Ok(r.pop().expect("one result per input"))
+    }
+
+    /// Applies a batch of agent reports (attempts started, results) in one transaction: one
+    /// fsync for everything a loop turn received.
+    pub async fn apply_reports(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+    ) -> Result<Vec<RecordResult>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let r = finish_attempt(&tx, &input, true)?;
+            for attempt in started {
+                start_attempt(&tx, attempt)?;
+            }
+            let mut out = Vec::with_capacity(results.len());
+            for input in &results {
+                out.push(finish_attempt(&tx, input, true)?);
+            }
             tx.commit()?;
-            Ok(r)
+            Ok(out)
         })
         .await
     }

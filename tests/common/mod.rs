@@ -40,7 +40,10 @@ impl Master {
             token: String::new(),
             inventory,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            http: reqwest::blocking::Client::builder().timeout(Duration::from_secs(60)).build().unwrap(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
         };
         m.spawn();
         m
@@ -54,26 +57,43 @@ impl Master {
     pub fn spawn(&mut self) {
         let _ = std::fs::remove_file(self.data_dir().join("server"));
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--data-dir").arg(self.data_dir()).arg("--listen").arg("127.0.0.1:0");
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .arg("--listen")
+            .arg("127.0.0.1:0");
         if let Some(inv) = &self.inventory {
             cmd.arg("--inventory").arg(inv);
         }
         cmd.args(&self.extra);
-        cmd.env("DATARUN_LOG", "warn,datarun=debug").stdout(Stdio::null()).stderr(Stdio::inherit());
+        cmd.env("DATARUN_LOG", "warn,datarun=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
         self.child = Some(cmd.spawn().expect("spawn datarun serve"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(url) = std::fs::read_to_string(self.data_dir().join("server")) {
                 self.url = url.trim().to_string();
-                self.token = std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap().trim().to_string();
-                if self.http.get(format!("{}/api/v1/health", self.url)).send().is_ok() {
+                self.token = std::fs::read_to_string(self.data_dir().join("admin.token"))
+                    .unwrap()
+                    .trim()
+                    .to_string();
+                if self
+                    .http
+                    .get(format!("{}/api/v1/health", self.url))
+                    .send()
+                    .is_ok()
+                {
                     return;
                 }
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("datarun serve exited early: {status}");
             }
-            assert!(Instant::now() < deadline, "datarun serve did not come up in 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "datarun serve did not come up in 30 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -99,20 +119,31 @@ impl Master {
 
     pub fn cli_ok(&self, args: &[&str]) -> String {
         let out = self.cli(args);
-        assert!(out.status.success(), "datarun {args:?} failed: {}\n{}", String::from_utf8_lossy(&out.stderr), String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "datarun {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let url = format!("{}/api/v1{path}", self.url);
-        let mut req = self.http.request(method.parse().unwrap(), url).bearer_auth(&self.token);
+        let mut req = self
+            .http
+            .request(method.parse().unwrap(), url)
+            .bearer_auth(&self.token);
         if let Some(b) = body {
             req = req.json(&b);
         }
         let resp = req.send().expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -127,7 +158,10 @@ impl Master {
             .expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub fn get(&self, path: &str) -> Value {
@@ -140,7 +174,12 @@ impl Master {
     pub fn submit(&self, folds: Vec<Value>) -> Vec<i64> {
         let (status, v) = self.request("POST", "/folds/batch", Some(json!({ "folds": folds })));
         assert_eq!(status, 201, "submit: {v}");
-        v["ids"].as_array().unwrap().iter().map(|i| i.as_i64().unwrap()).collect()
+        v["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i.as_i64().unwrap())
+            .collect()
     }
 
     pub fn fold(&self, id: i64) -> Value {
@@ -151,13 +190,24 @@ impl Master {
     pub fn wait_all(&self, ids: &[i64], timeout: Duration) -> Vec<Value> {
         let deadline = Instant::now() + timeout;
         loop {
-            let folds: Vec<Value> = ids.iter().map(|id| self.fold(*id)["fold"].clone()).collect();
-            let stopped = folds.iter().all(|f| matches!(f["state"].as_str(), Some("done" | "failed" | "removed" | "held")));
+            let folds: Vec<Value> = ids
+                .iter()
+                .map(|id| self.fold(*id)["fold"].clone())
+                .collect();
+            let stopped = folds.iter().all(|f| {
+                matches!(
+                    f["state"].as_str(),
+                    Some("done" | "failed" | "removed" | "held")
+                )
+            });
             if stopped {
                 return folds;
             }
             if Instant::now() > deadline {
-                let states: Vec<String> = folds.iter().map(|f| format!("{}:{}", f["id"], f["state"])).collect();
+                let states: Vec<String> = folds
+                    .iter()
+                    .map(|f| format!("{}:{}", f["id"], f["state"]))
+                    .collect();
                 panic!("folds did not end in {timeout:?}: {}", states.join(" "));
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -171,7 +221,11 @@ impl Master {
             if f["fold"]["state"] == state {
                 return f;
             }
-            assert!(Instant::now() < deadline, "fold {id} did not reach {state}: {}", f["fold"]);
+            assert!(
+                Instant::now() < deadline,
+                "fold {id} did not reach {state}: {}",
+                f["fold"]
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -185,7 +239,11 @@ impl Drop for Master {
             let _ = c.wait();
         }
         // Kill leftover agents and folds started from this data dir.
-        let _ = Command::new("pkill").arg("-9").arg("-f").arg(self.data_dir().to_string_lossy().as_ref()).status();
+        let _ = Command::new("pkill")
+            .arg("-9")
+            .arg("-f")
+            .arg(self.data_dir().to_string_lossy().as_ref())
+            .status();
     }
 }
 
@@ -195,8 +253,15 @@ pub fn sh(script: &str) -> Value {
 }
 
 pub fn python3() -> &'static str {
-    let ok = Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "python3 is needed by this test (install it: apt-get install python3)");
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "python3 is needed by this test (install it: apt-get install python3)"
+    );
     "python3"
 }
 

@@ -76,6 +76,9 @@ fn request(command: &[&str]) -> (TempDir, ExecRequest) {
     std::fs::create_dir(work_dir.join("output")).unwrap();
     let req = ExecRequest {
         attempt: 42,
+        fold: 7,
+        runner: "test".into(),
+        image: None,
         command: command.iter().map(|s| s.to_string()).collect(),
         env: BTreeMap::new(),
         input_dir: work_dir.join("input"),

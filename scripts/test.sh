@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# The test command (README): prepares what the tests need, then runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo nextest run --all-targets --no-fail-fast "$@"
