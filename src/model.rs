@@ -29,7 +29,11 @@ pub struct Resources {
 
 impl Default for Resources {
     fn default() -> Self {
-        Resources { cpus: 1.0, memory: 256 << 20, gpus: 0 }
+        Resources {
+            cpus: 1.0,
+            memory: 256 << 20,
+            gpus: 0,
+        }
     }
 }
 
@@ -101,10 +105,18 @@ pub struct FoldSpec {
     #[serde(default)]
     pub resources: Resources,
     /// Milliseconds; at the soft limit the fold gets SIGTERM.
-    #[serde(default, with = "crate::units::duration_ms::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::units::duration_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub soft_time_limit: Option<u64>,
     /// Milliseconds; at the hard limit the fold gets SIGKILL.
-    #[serde(default, with = "crate::units::duration_ms::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "crate::units::duration_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hard_time_limit: Option<u64>,
     #[serde(default = "default_queue")]
     pub queue: String,
@@ -138,7 +150,10 @@ impl FoldSpec {
         }
         let r = &self.resources;
         if !r.cpus.is_finite() || r.cpus < 0.0 {
-            return Err(format!("resources.cpus: {} is not a non-negative number", r.cpus));
+            return Err(format!(
+                "resources.cpus: {} is not a non-negative number",
+                r.cpus
+            ));
         }
         if r.cpus > 100_000.0 {
             return Err(format!("resources.cpus: {} is beyond any machine", r.cpus));
@@ -184,7 +199,11 @@ impl FoldSpec {
             }
         }
         for key in self.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') || key.starts_with("DATARUN_") {
+            if key.is_empty()
+                || key.contains('=')
+                || key.contains('\0')
+                || key.starts_with("DATARUN_")
+            {
                 return Err(format!("env: {key:?} is not allowed as a variable name"));
             }
         }
@@ -196,11 +215,15 @@ impl FoldSpec {
 pub fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 pub fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A file name as given by a client (input or output name): relative, no `..`, no absolute
@@ -210,10 +233,14 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
         return Err(format!("file name {name:?} must have 1 to 255 characters"));
     }
     if name.starts_with('/') || name.starts_with('\\') {
-        return Err(format!("file name {name:?} is absolute; give a relative name such as \"train.csv\""));
+        return Err(format!(
+            "file name {name:?} is absolute; give a relative name such as \"train.csv\""
+        ));
     }
     if name.chars().any(|c| c.is_control() || c == '\\') {
-        return Err(format!("file name {name:?} contains control characters or backslashes"));
+        return Err(format!(
+            "file name {name:?} contains control characters or backslashes"
+        ));
     }
     for part in name.split('/') {
         if part.is_empty() || part == "." || part == ".." {
@@ -263,7 +290,10 @@ impl FoldState {
     }
     /// Done, failed and removed folds never change again.
     pub fn is_final(self) -> bool {
-        matches!(self, FoldState::Done | FoldState::Failed | FoldState::Removed)
+        matches!(
+            self,
+            FoldState::Done | FoldState::Failed | FoldState::Removed
+        )
     }
     /// Assigned or running: an attempt is out on a runner.
     pub fn is_active(self) -> bool {
@@ -283,9 +313,13 @@ impl fmt::Display for FoldState {
 pub enum Outcome {
     Success,
     /// The program exited with a non-zero code.
-    ExitCode { code: i32 },
+    ExitCode {
+        code: i32,
+    },
     /// The program was killed by a signal it did not get from datarun.
-    Signal { signal: i32 },
+    Signal {
+        signal: i32,
+    },
     /// Ran past the soft limit, got SIGTERM and stopped before the hard limit.
     TimedOutSoft,
     /// Ran past the hard limit (or ignored SIGTERM) and was killed.
@@ -293,11 +327,15 @@ pub enum Outcome {
     /// Went over its memory grant and was killed.
     OutOfMemory,
     /// The runner or the connection to it was lost; the fold may run again.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+    },
     /// Removed by a person while it ran.
     Cancelled,
     /// datarun could not start or watch the fold (missing program, missing image, engine error).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -376,9 +414,13 @@ impl HoldCode {
         }
     }
     pub fn parse(s: &str) -> Option<HoldCode> {
-        [HoldCode::User, HoldCode::Unmatchable, HoldCode::RetriesExhausted]
-            .into_iter()
-            .find(|c| c.as_str() == s)
+        [
+            HoldCode::User,
+            HoldCode::Unmatchable,
+            HoldCode::RetriesExhausted,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == s)
     }
 }
 
@@ -388,7 +430,17 @@ mod tests {
 
     #[test]
     fn hostile_file_names_are_rejected() {
-        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "", "a//b", "./x", "a\0b", "a\\b", "x/.."] {
+        for bad in [
+            "../etc/passwd",
+            "/etc/passwd",
+            "a/../../b",
+            "",
+            "a//b",
+            "./x",
+            "a\0b",
+            "a\\b",
+            "x/..",
+        ] {
             assert!(check_file_name(bad).is_err(), "{bad:?} must be rejected");
         }
         for good in ["train.csv", "data/train.csv", "x..y", ".hidden"] {
@@ -417,7 +469,12 @@ mod tests {
         let bad = r#"{"command":["true"],"soft_time_limit":"10s","hard_time_limit":"5s"}"#;
         let spec: FoldSpec = serde_json::from_str(bad).unwrap();
         assert!(spec.validate().unwrap_err().contains("soft_time_limit"));
-        assert!(serde_json::from_str::<FoldSpec>(r#"{"command":["true"],"colour":"red"}"#).is_err());
-        assert!(serde_json::from_str::<FoldSpec>(r#"{"command":["true"],"resources":{"memory":"-1G"}}"#).is_err());
+        assert!(
+            serde_json::from_str::<FoldSpec>(r#"{"command":["true"],"colour":"red"}"#).is_err()
+        );
+        assert!(serde_json::from_str::<FoldSpec>(
+            r#"{"command":["true"],"resources":{"memory":"-1G"}}"#
+        )
+        .is_err());
     }
 }

@@ -42,7 +42,12 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Formats bytes with a binary suffix and at most one decimal: `1.5G`, `200M`, `512B`.
 pub fn format_size(bytes: u64) -> String {
-    const UNITS: [(&str, u64); 4] = [("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)];
+    const UNITS: [(&str, u64); 4] = [
+        ("T", 1 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ];
     for (suffix, size) in UNITS {
         if bytes >= size {
             let v = bytes as f64 / size as f64;
@@ -138,7 +143,9 @@ pub mod size_bytes {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
         match Human::deserialize(d)? {
             Human::Bytes(b) if b >= 0 => Ok(b as u64),
-            Human::Bytes(b) => Err(de::Error::custom(format!("bad size {b}: must not be negative"))),
+            Human::Bytes(b) => Err(de::Error::custom(format!(
+                "bad size {b}: must not be negative"
+            ))),
             Human::Text(t) => super::parse_size(&t).map_err(de::Error::custom),
         }
     }

@@ -149,6 +149,12 @@ impl Master {
             .iter()
             .map(|r| (r.name.clone(), RunnerState::new(r.clone())))
             .collect();
+        for r in &cfg.inventory.runners {
+            let spec = serde_json::to_string(r).expect("runner spec serializes");
+            store
+                .upsert_runner(r.name.clone(), spec, "connecting".into(), None)
+                .await?;
+        }
         for a in store.active_attempts().await? {
             match runners.get_mut(&a.runner) {
                 Some(r) => {
@@ -292,9 +298,13 @@ impl Master {
                         tracing::warn!("runner {runner}: connection closed: {reason}");
                         r.link = None;
                         r.ready = false;
-                        r.last_error = Some(reason);
+                        r.last_error = Some(reason.clone());
                         r.last_seen = Instant::now();
                         r.reconnect_at = Some(Instant::now() + Duration::from_secs(1));
+                        let spec = serde_json::to_string(&r.spec).expect("runner spec serializes");
+                        self.store
+                            .upsert_runner(runner, spec, format!("disconnected: {reason}"), None)
+                            .await?;
                     }
                 }
                 Ok(())
@@ -410,7 +420,12 @@ impl Master {
         }
         r.ready = true;
         r.last_error = None;
+        let spec = serde_json::to_string(&r.spec).expect("runner spec serializes");
+        let facts_json = serde_json::to_string(&facts).expect("facts serialize");
         r.facts = Some(facts);
+        self.store
+            .upsert_runner(runner.to_string(), spec, "ready".into(), Some(facts_json))
+            .await?;
         for attempt in lost {
             self.store
                 .mark_lost(

@@ -4,6 +4,7 @@
 
 mod blobs;
 mod folds;
+mod runners;
 mod schema;
 mod tokens;
 
@@ -107,3 +108,6 @@ pub(crate) fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests;

@@ -86,6 +86,14 @@ const MIGRATIONS: &[&str] = &[
         detail     TEXT NOT NULL
     );
     CREATE INDEX events_fold ON events(fold_id);
+    CREATE TABLE runners (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        facts      TEXT,
+        state      TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER
+    );
     CREATE TABLE tokens (
         name       TEXT PRIMARY KEY,
         hash       TEXT NOT NULL,

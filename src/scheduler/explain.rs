@@ -1,0 +1,504 @@
+//! Why a fold does not match: the first failing step per runner, aggregated into a few lines a
+//! person can act on, and a one-line summary.
+
+use super::feasibility::{capacity, serves, Pool, Room, Shape};
+use super::{Explanation, Rejection, RunnerView, Step};
+use crate::units::{format_duration, format_size};
+use std::time::Duration;
+
+/// How many runner names a message lists before "and N more".
+const NAMES: usize = 3;
+/// How many queue names a message lists before "...".
+const QUEUES: usize = 8;
+
+/// Steps after Queue, as indices into a `Tally`.
+const TALLIED: [Step; 5] = [
+    Step::Slots,
+    Step::Cpus,
+    Step::Memory,
+    Step::Gpus,
+    Step::TimeLimit,
+];
+
+fn tally_index(step: Step) -> usize {
+    match step {
+        Step::Slots => 0,
+        Step::Cpus => 1,
+        Step::Memory => 2,
+        Step::Gpus => 3,
+        Step::TimeLimit => 4,
+        Step::Available | Step::Queue => unreachable!("not tallied per resource"),
+    }
+}
+
+/// What a runner offers for one step: the free (or total) amount, or its hard limit.
+fn offered(step: Step, room: &Room, limit: Option<u64>) -> u64 {
+    match step {
+        Step::Slots => room.slots as u64,
+        Step::Cpus => room.millicpus as u64,
+        Step::Memory => room.memory,
+        Step::Gpus => room.gpus as u64,
+        Step::TimeLimit => limit.unwrap_or(u64::MAX),
+        Step::Available | Step::Queue => 0,
+    }
+}
+
+/// Runners rejected at each resource step, with the range of what they offer and the first
+/// runner offering the most.
+#[derive(Clone, Debug)]
+struct Tally {
+    n: [usize; 5],
+    lo: [u64; 5],
+    hi: [u64; 5],
+    top: [usize; 5],
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            n: [0; 5],
+            lo: [u64::MAX; 5],
+            hi: [0; 5],
+            top: [0; 5],
+        }
+    }
+}
+
+impl Tally {
+    fn add(&mut self, step: Step, value: u64, runner: usize) {
+        let k = tally_index(step);
+        if self.n[k] == 0 || value > self.hi[k] {
+            self.hi[k] = value;
+            self.top[k] = runner;
+        }
+        self.lo[k] = self.lo[k].min(value);
+        self.n[k] += 1;
+    }
+
+    /// One rejection per step that rejected a runner, in step order.
+    fn rejections(&self, shape: &Shape) -> Vec<Rejection> {
+        TALLIED
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| self.n[*k] > 0)
+            .map(|(k, &step)| Rejection {
+                step,
+                runners: self.n[k],
+                detail: detail(step, self.n[k], self.lo[k], self.hi[k], shape),
+            })
+            .collect()
+    }
+}
+
+fn n_runners(n: usize) -> String {
+    if n == 1 {
+        "1 runner".into()
+    } else {
+        format!("{n} runners")
+    }
+}
+
+fn verb(n: usize, one: &'static str, many: &'static str) -> &'static str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+fn cpus(millicpus: u64) -> String {
+    if millicpus.is_multiple_of(1000) {
+        format!("{}", millicpus / 1000)
+    } else {
+        let s = format!("{:.3}", millicpus as f64 / 1000.0);
+        s.trim_end_matches('0').to_string()
+    }
+}
+
+fn cpus_word(millicpus: u64) -> &'static str {
+    if millicpus == 1000 {
+        "CPU"
+    } else {
+        "CPUs"
+    }
+}
+
+fn gpus_word(n: u64) -> &'static str {
+    if n == 1 {
+        "GPU"
+    } else {
+        "GPUs"
+    }
+}
+
+/// Two sizes that never read as equal when they differ ("2G" vs "2G" becomes bytes).
+fn sizes(have: u64, ask: u64) -> (String, String) {
+    let (a, b) = (format_size(have), format_size(ask));
+    if a == b && have != ask {
+        (format!("{have}B"), format!("{ask}B"))
+    } else {
+        (a, b)
+    }
+}
+
+/// Two durations that never read as equal when they differ.
+fn durations(have: u64, ask: u64) -> (String, String) {
+    let f = |ms| format_duration(Duration::from_millis(ms));
+    let (a, b) = (f(have), f(ask));
+    if a == b && have != ask {
+        (format!("{have}ms"), format!("{ask}ms"))
+    } else {
+        (a, b)
+    }
+}
+
+/// "a: why; b: why; c: why; and 2 more"
+fn name_list(names: impl Iterator<Item = String>, total: usize) -> String {
+    let mut out: Vec<String> = names.take(NAMES).collect();
+    if total > out.len() {
+        out.push(format!("and {} more", total - out.len()));
+    }
+    out.join("; ")
+}
+
+/// Queue names in order of first appearance, at most `QUEUES` of them.
+fn queue_list<'a>(runners: impl Iterator<Item = &'a RunnerView>) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    let mut more = false;
+    for r in runners {
+        for q in &r.queues {
+            if !seen.contains(&q.as_str()) {
+                if seen.len() == QUEUES {
+                    more = true;
+                    break;
+                }
+                seen.push(q);
+            }
+        }
+        if more {
+            break;
+        }
+    }
+    let mut s = seen.join(", ");
+    if more {
+        s.push_str(", ...");
+    }
+    s
+}
+
+/// The detail line of a rejection against what is free now.
+fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
+    let who = n_runners(n);
+    let have = verb(n, "has", "have");
+    let at_most = if lo == hi { "" } else { "at most " };
+    match step {
+        Step::Slots => format!("slots: {who} {have} no free slot"),
+        Step::Cpus => {
+            let ask = shape.millicpus as u64;
+            format!(
+                "cpus: {who} {have} {at_most}{} {} free, fold asks {}",
+                cpus(hi),
+                cpus_word(hi),
+                cpus(ask)
+            )
+        }
+        Step::Memory => {
+            let (h, a) = sizes(hi, shape.memory);
+            format!("memory: {who} {have} {at_most}{h} free, fold asks {a}")
+        }
+        Step::Gpus => format!(
+            "gpus: {who} {have} {at_most}{hi} {} free, fold asks {}",
+            gpus_word(hi),
+            shape.gpus
+        ),
+        Step::TimeLimit => {
+            let (h, a) = durations(hi, shape.hard_limit_ms.unwrap_or(0));
+            format!(
+                "time limit: {who} {} folds {at_most}{h}, fold's hard limit is {a}",
+                verb(n, "allows", "allow")
+            )
+        }
+        Step::Available | Step::Queue => unreachable!("written by head_rejections"),
+    }
+}
+
+impl Pool<'_> {
+    /// The Available and Queue rejections for queue `q`; they do not depend on the shape.
+    fn head_rejections(&mut self, q: u32) -> Vec<Rejection> {
+        if let Some(head) = &self.head[q as usize] {
+            return head.clone();
+        }
+        let runners = self.runners;
+        let queue = self.queues[q as usize];
+        let mut head = Vec::new();
+        let down: Vec<&RunnerView> = runners.iter().filter(|r| r.unavailable.is_some()).collect();
+        if !down.is_empty() {
+            let n = down.len();
+            let names = down.iter().map(|r| {
+                format!(
+                    "{}: {}",
+                    r.name,
+                    r.unavailable.as_deref().unwrap_or_default()
+                )
+            });
+            head.push(Rejection {
+                step: Step::Available,
+                runners: n,
+                detail: format!(
+                    "available: {} {} unavailable ({})",
+                    n_runners(n),
+                    verb(n, "is", "are"),
+                    name_list(names, n)
+                ),
+            });
+        }
+        let not_serving = runners.len() - down.len() - self.serving(q).len();
+        if not_serving > 0 {
+            let others = runners
+                .iter()
+                .filter(|r| r.unavailable.is_none() && !serves(r, queue));
+            let served = queue_list(others);
+            let n = not_serving;
+            let they = if served.is_empty() {
+                format!("{} no queues", verb(n, "it serves", "they serve"))
+            } else {
+                format!("{}: {served}", verb(n, "it serves", "they serve"))
+            };
+            head.push(Rejection {
+                step: Step::Queue,
+                runners: n,
+                detail: format!(
+                    "queue: {} {} serve queue {queue:?} ({they})",
+                    n_runners(n),
+                    verb(n, "does not", "do not")
+                ),
+            });
+        }
+        self.head[q as usize] = Some(head.clone());
+        head
+    }
+
+    /// Why `shape` does not match now. With `now_allowed`, runners that can take it right now
+    /// are fine and the summary says so (on demand); in a cycle there are none.
+    pub fn explain(&mut self, shape: &Shape, now_allowed: bool) -> Explanation {
+        let q = shape.queue;
+        let mut rejections = self.head_rejections(q);
+        self.serving(q);
+        let serving = self.serving[q as usize].take().unwrap_or_default();
+        let mut all = Tally::default();
+        let mut busy = Tally::default();
+        let mut now: Vec<usize> = Vec::new();
+        let (mut usable, mut outranked) = (0, 0);
+        for &r in &serving {
+            let r = r as usize;
+            let limit = self.runners[r].hard_limit_ms;
+            let free = &self.free[r];
+            let failure = shape.failure(free, limit);
+            match failure {
+                Some(step) => all.add(step, offered(step, free, limit), r),
+                None => now.push(r),
+            }
+            if shape.limit_ok(limit) && shape.fits(&self.total[r]) {
+                usable += 1;
+                if let Some(step) = failure {
+                    busy.add(step, offered(step, free, limit), r);
+                    if shape.fits(&self.initial[r]) {
+                        outranked += 1;
+                    }
+                }
+            }
+        }
+        self.serving[q as usize] = Some(serving);
+        rejections.extend(all.rejections(shape));
+
+        let summary = if usable == 0 {
+            self.unusable_summary(shape)
+        } else if !now.is_empty() {
+            let best = now
+                .iter()
+                .copied()
+                .min_by(|&a, &b| {
+                    let (ra, rb) = (&self.free[a], &self.free[b]);
+                    let la = self.norm.leftover(ra, shape);
+                    let lb = self.norm.leftover(rb, shape);
+                    la.total_cmp(&lb)
+                        .then(ra.slots.cmp(&rb.slots))
+                        .then(a.cmp(&b))
+                })
+                .expect("not empty");
+            format!(
+                "can run now: {} {} room (best fit: {})",
+                n_runners(now.len()),
+                verb(now.len(), "has", "have"),
+                self.runners[best].name
+            )
+        } else {
+            let why: Vec<String> = busy
+                .rejections(shape)
+                .into_iter()
+                .map(|r| r.detail)
+                .collect();
+            let mut s = format!(
+                "waiting for free resources: {} that could run it {} busy ({})",
+                n_runners(usable),
+                verb(usable, "is", "are"),
+                why.join("; ")
+            );
+            if outranked > 0 && !now_allowed {
+                s.push_str(&format!(
+                    "; {} had room at the start of this cycle, taken by folds ranked ahead",
+                    n_runners(outranked)
+                ));
+            }
+            s
+        };
+        Explanation {
+            runners: self.runners.len(),
+            rejections,
+            outranked: if now_allowed { 0 } else { outranked },
+            matches_empty_pool: usable > 0,
+            summary,
+        }
+    }
+
+    /// The summary when no available runner could run the shape even if idle.
+    fn unusable_summary(&mut self, shape: &Shape) -> String {
+        let queue = self.queues[shape.queue as usize];
+        let serving = self.serving_any(shape.queue);
+        let (runners, total) = (self.runners, &self.total);
+        if let Some(reason) = capacity_reason_in(queue, shape, runners, &serving, |i| total[i]) {
+            return format!("no runner can ever run this fold: {reason}");
+        }
+        let could: Vec<&RunnerView> = serving
+            .iter()
+            .map(|&i| i as usize)
+            .filter(|&i| {
+                let r = &runners[i];
+                r.unavailable.is_some() && shape.limit_ok(r.hard_limit_ms) && shape.fits(&total[i])
+            })
+            .map(|i| &runners[i])
+            .collect();
+        let n = could.len();
+        let names = could.iter().map(|r| {
+            format!(
+                "{}: {}",
+                r.name,
+                r.unavailable.as_deref().unwrap_or_default()
+            )
+        });
+        format!(
+            "no available runner can run this fold: {} that could {} unavailable ({})",
+            n_runners(n),
+            verb(n, "is", "are"),
+            name_list(names, n)
+        )
+    }
+}
+
+/// `Some(reason)` when no runner serving `queue` could run `shape` even with nothing running
+/// on it (totals, availability ignored); the reason names the step and the best runner.
+pub(super) fn capacity_reason(
+    queue: &str,
+    shape: &Shape,
+    runners: &[RunnerView],
+) -> Option<String> {
+    let serving: Vec<u32> = (0..runners.len() as u32)
+        .filter(|&i| serves(&runners[i as usize], queue))
+        .collect();
+    capacity_reason_in(queue, shape, runners, &serving, |i| capacity(&runners[i]))
+}
+
+/// `capacity_reason` given the runners serving `queue` (ascending) and their capacity.
+pub(super) fn capacity_reason_in(
+    queue: &str,
+    shape: &Shape,
+    runners: &[RunnerView],
+    serving: &[u32],
+    total: impl Fn(usize) -> Room,
+) -> Option<String> {
+    if runners.is_empty() {
+        return Some("no runners are configured".into());
+    }
+    if serving.is_empty() {
+        let served = queue_list(runners.iter());
+        return Some(if served.is_empty() {
+            format!("queue: no runner serves queue {queue:?} (no runner serves any queue)")
+        } else {
+            format!("queue: no runner serves queue {queue:?} (runners serve: {served})")
+        });
+    }
+    let mut t = Tally::default();
+    for &i in serving {
+        let i = i as usize;
+        let r = &runners[i];
+        let cap = total(i);
+        match shape.failure(&cap, r.hard_limit_ms) {
+            None => return None,
+            Some(step) => t.add(step, offered(step, &cap, r.hard_limit_ms), i),
+        }
+    }
+    let scope = if serving.len() == runners.len() {
+        String::new()
+    } else {
+        format!(" serving queue {queue:?}")
+    };
+    let mut parts = Vec::new();
+    for (k, &step) in TALLIED.iter().enumerate() {
+        let n = t.n[k];
+        if n == 0 {
+            continue;
+        }
+        let every = n == serving.len();
+        let hi = t.hi[k];
+        let name = &runners[t.top[k]].name;
+        let some = format!("{}{scope} {}", n_runners(n), verb(n, "has", "have"));
+        let (what, asks, most) = match step {
+            Step::Slots => {
+                parts.push(if every {
+                    format!("slots: no runner{scope} has any slots")
+                } else {
+                    format!("slots: {some} no slots")
+                });
+                continue;
+            }
+            Step::Cpus => (
+                "cpus",
+                format!(
+                    "{} {}",
+                    cpus(shape.millicpus as u64),
+                    cpus_word(shape.millicpus as u64)
+                ),
+                cpus(hi),
+            ),
+            Step::Memory => {
+                let (h, a) = sizes(hi, shape.memory);
+                ("memory", a, h)
+            }
+            Step::Gpus => (
+                "gpus",
+                format!("{} {}", shape.gpus, gpus_word(shape.gpus as u64)),
+                hi.to_string(),
+            ),
+            Step::TimeLimit => {
+                let (h, a) = durations(hi, shape.hard_limit_ms.unwrap_or(0));
+                parts.push(if every {
+                    format!("time limit: fold's hard limit is {a}, the longest any runner{scope} allows is {h} ({name})")
+                } else {
+                    format!(
+                        "time limit: fold's hard limit is {a}, {}{scope} {} at most {h} (longest: {name})",
+                        n_runners(n),
+                        verb(n, "allows", "allow")
+                    )
+                });
+                continue;
+            }
+            Step::Available | Step::Queue => unreachable!("not tallied"),
+        };
+        parts.push(if every {
+            format!("{what}: fold asks {asks}, the most any runner{scope} has is {most} ({name})")
+        } else {
+            format!("{what}: fold asks {asks}, {some} at most {most} (largest: {name})")
+        });
+    }
+    Some(parts.join("; "))
+}
