@@ -2,4 +2,4 @@
 # The test command (README): prepares what the tests need, then runs every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo nextest run --all-targets --no-fail-fast "$@"
+cargo nextest run --lib --bins --tests --no-fail-fast "$@"

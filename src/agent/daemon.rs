@@ -293,17 +293,10 @@ impl Agent {
         }
     }
 
+    /// Starts an attempt. Journal writes happen in the attempt's own task, so this loop keeps
+    /// reading messages while the disk works.
     fn start(&mut self, run: RunAttempt) {
         let attempt = run.attempt;
-        let dir = match self.journal.begin(&run) {
-            Ok(dir) => dir,
-            Err(e) => {
-                let report =
-                    error_report(attempt, format!("cannot create the attempt directory: {e}"));
-                let _ = self.journal.finish(&report);
-                return self.send(FromAgent::Finished(report));
-            }
-        };
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.running.insert(
             attempt,
@@ -316,9 +309,27 @@ impl Agent {
         let done = self.done.clone();
         let runner = self.runner.clone();
         tokio::spawn(async move {
-            let report = execute(&journal, &runner, run, dir, &out, cancel_tx, cancel_rx).await;
-            if let Err(e) = journal.finish(&report) {
-                tracing::error!("attempt {attempt}: cannot journal its result: {e}");
+            let begun = {
+                let (journal, run) = (journal.clone(), run.clone());
+                tokio::task::spawn_blocking(move || journal.begin(&run)).await
+            };
+            let report = match begun {
+                Ok(Ok(dir)) => {
+                    execute(&journal, &runner, run, dir, &out, cancel_tx, cancel_rx).await
+                }
+                Ok(Err(e)) => {
+                    error_report(attempt, format!("cannot create the attempt directory: {e}"))
+                }
+                Err(e) => {
+                    error_report(attempt, format!("cannot create the attempt directory: {e}"))
+                }
+            };
+            let written = {
+                let (journal, report) = (journal.clone(), report.clone());
+                tokio::task::spawn_blocking(move || journal.finish(&report)).await
+            };
+            if !matches!(written, Ok(Ok(()))) {
+                tracing::error!("attempt {attempt}: cannot journal its result: {written:?}");
             }
             let _ = out.send(FromAgent::Finished(report));
             let _ = done.send(attempt);

@@ -23,18 +23,24 @@ pub struct Recovered {
     pub orphaned: Vec<AttemptId>,
 }
 
-/// Writes a file so that a crash leaves either the old or the new content, never a mix.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+/// Writes a file so that a crash of this process leaves either the old or the new content,
+/// never a mix. `durable` also fsyncs the file and its directory, so the content survives a
+/// crash of the machine: worth it for results, not for what dies with the machine anyway.
+pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
+    if durable {
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = std::fs::File::open(dir) {
+                let _ = d.sync_all();
+            }
         }
     }
     Ok(())
@@ -67,7 +73,7 @@ impl Journal {
     }
 
     pub fn put_blob(&self, sha: &str, data: &[u8]) -> std::io::Result<()> {
-        write_atomic(&self.blob_path(sha), data)
+        write_atomic(&self.blob_path(sha), data, false)
     }
 
     pub fn exists(&self, attempt: AttemptId) -> bool {
@@ -75,6 +81,8 @@ impl Journal {
     }
 
     /// Records that this agent process owns a new attempt; creates input/ and output/.
+    /// Not fsynced: a fold does not outlive its machine, and a crash of the agent process
+    /// leaves the page cache intact.
     pub fn begin(&self, run: &RunAttempt) -> std::io::Result<PathBuf> {
         let dir = self.dir(run.attempt);
         std::fs::create_dir_all(dir.join("input"))?;
@@ -82,17 +90,19 @@ impl Journal {
         write_atomic(
             &dir.join("owner"),
             std::process::id().to_string().as_bytes(),
+            false,
         )?;
         write_atomic(
             &dir.join("run.json"),
             &serde_json::to_vec(run).expect("run serializes"),
+            false,
         )?;
         Ok(dir)
     }
 
     pub fn finish(&self, report: &AttemptReport) -> std::io::Result<()> {
         let data = serde_json::to_vec(report).expect("report serializes");
-        write_atomic(&self.dir(report.attempt).join("result.json"), &data)
+        write_atomic(&self.dir(report.attempt).join("result.json"), &data, true)
     }
 
     pub fn result(&self, attempt: AttemptId) -> Option<AttemptReport> {
@@ -110,7 +120,7 @@ impl Journal {
 
     /// Asks whichever agent process owns the attempt to cancel it.
     pub fn request_cancel(&self, attempt: AttemptId) -> std::io::Result<()> {
-        write_atomic(&self.dir(attempt).join("cancel"), b"")
+        write_atomic(&self.dir(attempt).join("cancel"), b"", false)
     }
 
     pub fn cancel_requested(&self, attempt: AttemptId) -> bool {
@@ -198,6 +208,7 @@ mod tests {
         write_atomic(
             &j.dir(3).join("owner"),
             std::os::unix::process::parent_id().to_string().as_bytes(),
+            false,
         )
         .unwrap();
         let r = j.recover().unwrap();

@@ -279,14 +279,34 @@ struct Meter {
     cpu: procfs::CpuLedger,
     memory: u64,
     peak_memory: u64,
+    samples: u32,
+    /// Members found by the last full scan that the tree walk may not reach (re-parented).
+    strays: Vec<i32>,
 }
+
+/// One sample in this many scans all of /proc for the group (catching members re-parented
+/// away from the leader's tree); the others walk the tree from the leader, which costs a few
+/// reads instead of one per process on the machine.
+const FULL_SCAN_EVERY: u32 = 20;
 
 impl Meter {
     async fn sample(&mut self, pgid: i32) {
-        let Ok(members) = tokio::task::spawn_blocking(move || procfs::group_members(pgid)).await
-        else {
+        let full = self.samples % FULL_SCAN_EVERY == 0;
+        self.samples += 1;
+        let strays = self.strays.clone();
+        let scan = move || {
+            if full {
+                procfs::group_members(pgid)
+            } else {
+                procfs::tree_members(pgid, &strays)
+            }
+        };
+        let Ok(members) = tokio::task::spawn_blocking(scan).await else {
             return;
         };
+        if full {
+            self.strays = members.iter().map(|m| m.pid).collect();
+        }
         self.cpu.record(&members);
         self.memory = procfs::rss_bytes(&members);
         self.peak_memory = self.peak_memory.max(self.memory);
@@ -376,7 +396,8 @@ async fn watch_fold(
 ) -> Ended {
     let mut limits = Limits::new(start, req.soft_limit, req.hard_limit);
     let mut meter = Meter::default();
-    let mut ticker = tokio::time::interval(SAMPLE_EVERY);
+    // The first sample comes one interval in: a fold that ends sooner is measured by wait4.
+    let mut ticker = tokio::time::interval_at(start + SAMPLE_EVERY, SAMPLE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next_progress = start + PROGRESS_EVERY;
     loop {

@@ -198,11 +198,14 @@ impl Master {
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
             }
+            let t0 = Instant::now();
             self.flush().await?;
+            let t1 = Instant::now();
             if self.dirty {
                 self.dirty = false;
                 self.cycle().await?;
             }
+            tracing::trace!(target: "datarun::timing", "flush {:?} cycle {:?}", t1 - t0, t1.elapsed());
             self.publish();
         }
     }

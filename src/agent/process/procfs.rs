@@ -1,6 +1,7 @@
 //! Reading /proc: which processes belong to a process group, and what CPU and memory they use.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt as _;
 
 /// The figures datarun reads from one /proc/PID/stat line (see proc(5)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,43 @@ pub fn group_members(pgid: i32) -> Vec<Stat> {
         .filter_map(|text| parse_stat(&text))
         .filter(|stat| stat.pgrp == pgid)
         .collect()
+}
+
+/// The members of process group `pgid` reachable from its leader (pid = pgid) through
+/// /proc/PID/task/TID/children, plus `extra` pids still in the group.
+pub fn tree_members(pgid: i32, extra: &[i32]) -> Vec<Stat> {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![pgid];
+    stack.extend_from_slice(extra);
+    let mut out = Vec::new();
+    while let Some(pid) = stack.pop() {
+        if !seen.insert(pid) {
+            continue;
+        }
+        let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|t| parse_stat(&t))
+        else {
+            continue;
+        };
+        if stat.pgrp != pgid {
+            continue;
+        }
+        out.push(stat);
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                stack.extend(
+                    children
+                        .split_ascii_whitespace()
+                        .filter_map(|c| c.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Summed resident memory of `members`, in bytes.
@@ -161,5 +199,33 @@ mod tests {
         ledger.record(&[stat(10, 1, 9)]);
         ledger.record(&[stat(10, 1, 3)]);
         assert_eq!(ledger.total_ticks(), 9);
+    }
+}
+
+#[cfg(test)]
+mod tree_tests {
+    use super::*;
+
+    #[test]
+    fn the_tree_walk_finds_the_same_group_as_the_full_scan() {
+        // A group of three: sh, and two sleeps under it.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "sleep 5 & sleep 5 & wait"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let pgid = child.id() as i32;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while group_members(pgid).len() < 3 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut full: Vec<i32> = group_members(pgid).iter().map(|s| s.pid).collect();
+        let mut tree: Vec<i32> = tree_members(pgid, &[]).iter().map(|s| s.pid).collect();
+        full.sort_unstable();
+        tree.sort_unstable();
+        unsafe { libc::kill(-pgid, libc::SIGKILL) };
+        let _ = child.wait();
+        assert_eq!(full.len(), 3, "{full:?}");
+        assert_eq!(tree, full);
     }
 }
