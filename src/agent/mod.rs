@@ -1,7 +1,10 @@
 //! The runner side: the agent loop, executors, limit enforcement and the agent's local journal.
 
 pub mod daemon;
+pub mod docker;
 pub mod exec;
 pub mod facts;
 pub mod journal;
+mod outputs;
 pub mod process;
+mod tail;

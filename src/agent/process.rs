@@ -10,9 +10,7 @@
 //! The fold is not tied to the agent's life (no PR_SET_PDEATHSIG): folds survive an agent
 //! restart.
 
-mod outputs;
 mod procfs;
-mod tail;
 #[cfg(test)]
 mod tests;
 
@@ -43,6 +41,9 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Runs one attempt to its end. `progress` gets live figures about once a second;
 /// `cancel` turning true kills the fold (outcome Cancelled).
+/// The file in the attempt directory holding the fold's process group id.
+pub const PGID_FILE: &str = "pgid";
+
 pub async fn run(
     req: ExecRequest,
     progress: mpsc::UnboundedSender<Progress>,
@@ -58,12 +59,14 @@ pub async fn run(
         req.attempt,
         req.command
     );
+    // If this agent dies, the next one kills the group it leaves behind (see the journal).
+    let _ = std::fs::write(req.work_dir.join(PGID_FILE), pid.to_string());
     let (stop_log, log_task) = read_log(log_pipe, req.log_limit);
     let reaper = tokio::task::spawn_blocking(move || reap(pid));
     let ended = watch_fold(pid, &req, start, reaper, &progress, &mut cancel).await;
     let log = finish_log(stop_log, log_task).await;
     let output_dir = req.output_dir.clone();
-    let outputs = tokio::task::spawn_blocking(move || outputs::collect(&output_dir))
+    let outputs = tokio::task::spawn_blocking(move || super::outputs::collect(&output_dir))
         .await
         .unwrap_or_default();
     if outputs.skipped > 0 {
@@ -291,7 +294,7 @@ const FULL_SCAN_EVERY: u32 = 20;
 
 impl Meter {
     async fn sample(&mut self, pgid: i32) {
-        let full = self.samples % FULL_SCAN_EVERY == 0;
+        let full = self.samples.is_multiple_of(FULL_SCAN_EVERY);
         self.samples += 1;
         let strays = self.strays.clone();
         let scan = move || {
@@ -453,7 +456,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 fn read_log(mut pipe: pipe::Receiver, limit: u64) -> (oneshot::Sender<()>, JoinHandle<Vec<u8>>) {
     let (stop_tx, mut stop) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let mut tail = tail::Tail::new(limit);
+        let mut tail = super::tail::Tail::new(limit);
         let mut buf = vec![0; 64 * 1024];
         loop {
             tokio::select! {

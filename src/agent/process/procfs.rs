@@ -1,7 +1,6 @@
 //! Reading /proc: which processes belong to a process group, and what CPU and memory they use.
 
 use std::collections::HashMap;
-use std::os::unix::process::CommandExt as _;
 
 /// The figures datarun reads from one /proc/PID/stat line (see proc(5)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +204,7 @@ mod tests {
 #[cfg(test)]
 mod tree_tests {
     use super::*;
+    use std::os::unix::process::CommandExt as _;
 
     #[test]
     fn the_tree_walk_finds_the_same_group_as_the_full_scan() {

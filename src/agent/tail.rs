@@ -27,13 +27,19 @@ impl Tail {
     }
 
     /// The kept bytes, after a marker line when anything was dropped.
-    pub fn into_log(self) -> Vec<u8> {
+    pub fn into_log(mut self) -> Vec<u8> {
+        self.take_log()
+    }
+
+    /// Like `into_log`, leaving the tail empty for more.
+    pub fn take_log(&mut self) -> Vec<u8> {
         let mut log = Vec::with_capacity(self.kept.len() + 64);
         if self.dropped > 0 {
             let marker = format!("[datarun: {} earlier bytes of log dropped]\n", self.dropped);
             log.extend_from_slice(marker.as_bytes());
         }
-        log.extend(self.kept);
+        log.extend(self.kept.drain(..));
+        self.dropped = 0;
         log
     }
 }

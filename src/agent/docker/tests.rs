@@ -1,0 +1,848 @@
+//! The pure container spec first, then real folds in real containers of the local engine.
+//!
+//! The engine tests need Docker and the test image `datarun/busybox:test` (built on demand by
+//! `images/build-busybox.sh`); without an engine they fail, loudly, instead of skipping.
+//! Attempt ids are derived from the test process id so that concurrent test runs on the same
+//! engine never share a container name.
+
+use super::*;
+use crate::model::FoldId;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tempfile::TempDir;
+
+const MIB: u64 = 1 << 20;
+const IMAGE: &str = "datarun/busybox:test";
+/// No engine test may take longer than this; a hang is a failure, not a stuck CI job.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+// ---- the container spec, pure ----
+
+fn plain_request() -> ExecRequest {
+    ExecRequest {
+        attempt: 17,
+        fold: 5,
+        runner: "r1".into(),
+        image: Some(IMAGE.into()),
+        command: vec!["python3".into(), "train.py".into()],
+        env: BTreeMap::from([("FOO".into(), "bar".into())]),
+        work_dir: "/var/lib/datarun/attempts/17".into(),
+        input_dir: "/var/lib/datarun/attempts/17/input".into(),
+        output_dir: "/var/lib/datarun/attempts/17/output".into(),
+        memory_limit: Some(512 * MIB),
+        millicpus: 1500,
+        soft_limit: Some(Duration::from_secs(60)),
+        hard_limit: Some(Duration::from_secs(90)),
+        gpus: vec![],
+        log_limit: 64 << 10,
+        output_limit: 10 * MIB,
+    }
+}
+
+#[test]
+fn the_container_is_confined_to_its_grant() {
+    let req = plain_request();
+    let opts = DockerOptions::default();
+    let body = spec::container_config(&req, IMAGE, &opts, &["/data".into(), "/tmp".into()]);
+    assert_eq!(body.image.as_deref(), Some(IMAGE));
+    assert_eq!(body.cmd, Some(req.command.clone()));
+    assert_eq!(body.entrypoint, Some(vec![]));
+    assert_eq!(body.user.as_deref(), Some("1000:1000"));
+    assert_eq!(body.working_dir.as_deref(), Some("/datarun"));
+    let labels = body.labels.clone().unwrap();
+    assert_eq!(labels[LABEL_ATTEMPT], "17");
+    assert_eq!(labels[LABEL_FOLD], "5");
+    assert_eq!(labels[LABEL_RUNNER], "r1");
+    let env = body.env.clone().unwrap();
+    for var in [
+        "FOO=bar",
+        "DATARUN_INPUT=/datarun/input",
+        "DATARUN_OUTPUT=/datarun/output",
+        "DATARUN_ATTEMPT=17",
+        "DATARUN_CPUS=1.5",
+        "OMP_NUM_THREADS=2",
+        "HOME=/tmp",
+        "NVIDIA_VISIBLE_DEVICES=void",
+    ] {
+        assert!(env.contains(&var.to_string()), "{var} missing from {env:?}");
+    }
+
+    let host = body.host_config.unwrap();
+    assert_eq!(host.memory, Some(512 * MIB as i64));
+    assert_eq!(host.memory_swap, Some(512 * MIB as i64), "no swap");
+    assert_eq!(host.nano_cpus, Some(1_500_000_000));
+    assert_eq!(host.pids_limit, Some(256));
+    assert_eq!(host.network_mode.as_deref(), Some("none"));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges".to_string()])
+    );
+    assert_eq!(host.init, Some(true));
+    assert_eq!(host.privileged, Some(false));
+    assert_eq!(host.device_requests, None, "no GPU granted, none requested");
+    let tmpfs = host.tmpfs.unwrap();
+    assert_eq!(tmpfs["/tmp"], "rw,nosuid,nodev,size=67108864,mode=1777");
+    assert_eq!(
+        tmpfs["/data"], tmpfs["/tmp"],
+        "an image VOLUME becomes a tmpfs"
+    );
+    let mounts = host.mounts.unwrap();
+    assert_eq!(mounts.len(), 2);
+    let input = &mounts[0];
+    assert_eq!(
+        input.source.as_deref(),
+        Some("/var/lib/datarun/attempts/17/input")
+    );
+    assert_eq!(input.target.as_deref(), Some("/datarun/input"));
+    assert_eq!(input.read_only, Some(true));
+    assert_eq!(input.typ, Some(bollard::models::MountType::BIND));
+    let output = &mounts[1];
+    assert_eq!(
+        output.source.as_deref(),
+        Some("/var/lib/datarun/attempts/17/output")
+    );
+    assert_eq!(output.target.as_deref(), Some("/datarun/output"));
+    assert_eq!(output.read_only, Some(false));
+    assert!(
+        host.binds.is_none(),
+        "only the attempt's two directories are mounted"
+    );
+    let log = host.log_config.unwrap();
+    assert_eq!(log.typ.as_deref(), Some("json-file"));
+}
+
+#[test]
+fn granted_gpus_become_one_nvidia_device_request() {
+    let mut req = plain_request();
+    req.gpus = vec!["0".into(), "GPU-3f2a".into()];
+    let body = spec::container_config(&req, IMAGE, &DockerOptions::default(), &[]);
+    let requests = body.host_config.unwrap().device_requests.unwrap();
+    assert_eq!(requests.len(), 1);
+    let request = &requests[0];
+    assert_eq!(request.driver.as_deref(), Some("nvidia"));
+    assert_eq!(request.device_ids, Some(req.gpus.clone()));
+    assert_eq!(request.capabilities, Some(vec![vec!["gpu".to_string()]]));
+    assert_eq!(request.count, None);
+    let env = body.env.unwrap();
+    assert!(env.contains(&"NVIDIA_VISIBLE_DEVICES=0,GPU-3f2a".to_string()));
+}
+
+#[test]
+fn options_and_small_helpers() {
+    let mut req = plain_request();
+    req.memory_limit = None;
+    req.millicpus = 0;
+    let opts = DockerOptions {
+        allow_network: true,
+        ..DockerOptions::default()
+    };
+    let host = spec::host_config(&req, &opts, &[]);
+    assert_eq!(host.network_mode.as_deref(), Some("bridge"));
+    assert_eq!(
+        (host.memory, host.memory_swap, host.nano_cpus),
+        (None, None, None)
+    );
+    // A fold's variable cannot take over datarun's.
+    req.env.insert("HOME".into(), "/root".into());
+    assert_eq!(spec::fold_env(&req)["HOME"], "/tmp");
+    assert_eq!(spec::format_cpus(250), "0.25");
+    assert_eq!(spec::format_cpus(2000), "2");
+    assert_eq!(spec::numeric_user("1000:1001"), Some((1000, 1001)));
+    assert_eq!(spec::numeric_user("1000"), Some((1000, 1000)));
+    assert_eq!(spec::numeric_user("fold"), None);
+    assert_eq!(spec::container_name("ns", 42), "datarun-ns-42");
+    assert_eq!(
+        loaded_names("Loaded image: a/b:c\nLoaded image ID: sha256:ab\n"),
+        ["a/b:c", "sha256:ab"]
+    );
+    assert_eq!(spec::log_file_size(10), 1 << 20);
+    assert!(DockerOptions::default().check().is_ok());
+    for user in ["0", "root", "0:0", "root:1000", ""] {
+        let opts = DockerOptions {
+            user: user.into(),
+            ..DockerOptions::default()
+        };
+        assert!(
+            opts.check().unwrap_err().contains("never run as root"),
+            "{user:?}"
+        );
+    }
+    let opts = DockerOptions {
+        pids_limit: 0,
+        ..DockerOptions::default()
+    };
+    assert!(opts.check().unwrap_err().contains("pids_limit"));
+}
+
+#[test]
+fn log_chunks_lose_their_timestamps_and_catch_up_skips_what_was_seen() {
+    let mut log = LogState::new(1000);
+    log.push(b"2024-05-01T10:11:12.5Z one\n", None);
+    log.push(b"2024-05-01T10:11:12.25Z two\n", None); // the other stream, logged a bit late
+    log.push(b"no timestamp\n", None);
+    let last = log.last;
+    assert_eq!(last, limits::parse_time("2024-05-01T10:11:12.5Z"));
+    log.push(b"2024-05-01T10:11:12.1Z one\n", last);
+    log.push(b"2024-05-01T10:11:12.5Z one\n", last);
+    log.push(b"2024-05-01T10:11:13Z three\n", last);
+    assert_eq!(log.tail.take_log(), b"one\ntwo\nno timestamp\nthree\n");
+}
+
+// ---- real folds ----
+
+fn next_attempt() -> AttemptId {
+    static NEXT: AtomicI64 = AtomicI64::new(0);
+    7_000_000_000_000 + i64::from(std::process::id()) * 1000 + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn executor_with(opts: DockerOptions) -> DockerExecutor {
+    let exec = DockerExecutor::connect(opts)
+        .await
+        .unwrap_or_else(|e| panic!("these tests need a running Docker engine: {e}"));
+    if exec.docker.inspect_image(IMAGE).await.is_err() {
+        static BUILD: Mutex<()> = Mutex::new(());
+        tokio::task::spawn_blocking(|| {
+            let _one_at_a_time = BUILD.lock().unwrap_or_else(|e| e.into_inner());
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("images/build-busybox.sh");
+            let status = std::process::Command::new(&script)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+            assert!(status.success(), "{} failed", script.display());
+        })
+        .await
+        .unwrap();
+    }
+    exec
+}
+
+async fn executor() -> DockerExecutor {
+    executor_with(DockerOptions::default()).await
+}
+
+/// A request running `sh -c script` with an input file, in its own temporary directory.
+fn request(script: &str) -> (TempDir, ExecRequest) {
+    let dir = tempfile::tempdir().unwrap();
+    let work_dir = dir.path().canonicalize().unwrap();
+    std::fs::create_dir(work_dir.join("input")).unwrap();
+    std::fs::create_dir(work_dir.join("output")).unwrap();
+    std::fs::write(work_dir.join("input/data.txt"), "hello input\n").unwrap();
+    let attempt = next_attempt();
+    let req = ExecRequest {
+        attempt,
+        fold: attempt as FoldId,
+        runner: "test-runner".into(),
+        image: Some(IMAGE.into()),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        env: BTreeMap::from([("FOO".into(), "bar baz".into())]),
+        input_dir: work_dir.join("input"),
+        output_dir: work_dir.join("output"),
+        work_dir,
+        memory_limit: Some(256 * MIB),
+        millicpus: 1000,
+        soft_limit: None,
+        hard_limit: Some(Duration::from_secs(60)),
+        gpus: vec![],
+        log_limit: 64 << 10,
+        output_limit: MIB,
+    };
+    (dir, req)
+}
+
+struct Ran {
+    result: ExecResult,
+    took: Duration,
+    progress: Vec<Progress>,
+}
+
+impl Ran {
+    fn log(&self) -> String {
+        String::from_utf8_lossy(&self.result.log).into_owned()
+    }
+}
+
+async fn run_with(exec: &DockerExecutor, req: ExecRequest, cancel: watch::Receiver<bool>) -> Ran {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let t0 = std::time::Instant::now();
+    let result = tokio::time::timeout(TEST_TIMEOUT, exec.run(req, tx, cancel))
+        .await
+        .expect("the fold did not end in time");
+    let took = t0.elapsed();
+    let mut progress = Vec::new();
+    while let Ok(p) = rx.try_recv() {
+        progress.push(p);
+    }
+    Ran {
+        result,
+        took,
+        progress,
+    }
+}
+
+async fn run(exec: &DockerExecutor, req: ExecRequest) -> Ran {
+    let (_keep, cancel) = watch::channel(false);
+    run_with(exec, req, cancel).await
+}
+
+async fn assert_gone(exec: &DockerExecutor, attempt: AttemptId) {
+    match exec
+        .docker
+        .inspect_container(
+            &spec::container_name(&DockerOptions::default().namespace, attempt),
+            None,
+        )
+        .await
+    {
+        Err(e) if status(&e) == Some(404) => {}
+        other => panic!("the container of attempt {attempt} is still there: {other:?}"),
+    }
+}
+
+/// Waits until the attempt's container is listed in the wanted state.
+async fn await_listed(exec: &DockerExecutor, attempt: AttemptId, alive: bool) {
+    let t0 = std::time::Instant::now();
+    loop {
+        let list = exec.list_attempt_containers().await.unwrap();
+        if list.contains(&(attempt, alive)) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "attempt {attempt} never listed as alive={alive}: {list:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_fold_runs_as_the_fold_user_with_its_env_and_outputs() {
+    let exec = executor().await;
+    let (_dir, req) = request(
+        r#"id -u; echo "FOO=$FOO ATTEMPT=$DATARUN_ATTEMPT CPUS=$DATARUN_CPUS OMP=$OMP_NUM_THREADS HOME=$HOME"
+           echo "cwd=$(pwd)"; cat input/data.txt
+           echo to-stderr >&2
+           echo result > "$DATARUN_OUTPUT/pred.csv"; mkdir output/sub; echo x > output/sub/more.txt"#,
+    );
+    let attempt = req.attempt;
+    let output_dir = req.output_dir.clone();
+    let ran = run(&exec, req).await;
+    let log = ran.log();
+    assert_eq!(ran.result.outcome, Outcome::Success, "log: {log}");
+    // stdout and stderr are separate streams to the engine: only each one's order is kept.
+    assert!(log.contains("to-stderr\n"), "{log}");
+    let log = log.replacen("to-stderr\n", "", 1);
+    assert!(log.starts_with("1000\n"), "runs as uid 1000: {log}");
+    assert!(
+        log.contains(&format!(
+            "FOO=bar baz ATTEMPT={attempt} CPUS=1 OMP=1 HOME=/tmp"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("cwd=/datarun\nhello input\n"), "{log}");
+    assert_eq!(ran.result.outputs, ["pred.csv", "sub/more.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(output_dir.join("pred.csv")).unwrap(),
+        "result\n"
+    );
+    assert!(ran.result.metrics.wall_ms < 10_000);
+    assert_gone(&exec, attempt).await;
+    eprintln!(
+        "a trivial fold: run() took {:?}, wall {} ms",
+        ran.took, ran.result.metrics.wall_ms
+    );
+}
+
+#[tokio::test]
+async fn create_to_exit_of_a_trivial_fold() {
+    let exec = executor().await;
+    let mut took = Vec::new();
+    for _ in 0..3 {
+        let (_dir, req) = request("true");
+        let ran = run(&exec, req).await;
+        assert_eq!(ran.result.outcome, Outcome::Success);
+        took.push((ran.took.as_millis(), ran.result.metrics.wall_ms));
+    }
+    eprintln!("trivial fold, (run() ms, engine wall ms) x3: {took:?}");
+    assert!(took.iter().all(|(ms, _)| *ms < 10_000));
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_is_an_exit_code() {
+    let exec = executor().await;
+    let (_dir, req) = request("echo failing; exit 3");
+    let ran = run(&exec, req).await;
+    assert_eq!(ran.result.outcome, Outcome::ExitCode { code: 3 });
+    assert_eq!(ran.log(), "failing\n");
+}
+
+#[tokio::test]
+async fn going_over_the_memory_grant_is_out_of_memory() {
+    let exec = executor().await;
+    let (_dir, mut req) = request(r#"x=$(head -c 300000000 /dev/zero | tr "\0" a); echo ${#x}"#);
+    req.memory_limit = Some(64 * MIB);
+    let ran = run(&exec, req).await;
+    assert_eq!(
+        ran.result.outcome,
+        Outcome::OutOfMemory,
+        "log: {}",
+        ran.log()
+    );
+    assert!(
+        ran.result.metrics.peak_memory <= 64 * MIB,
+        "{:?}",
+        ran.result.metrics
+    );
+}
+
+#[tokio::test]
+async fn the_soft_limit_terminates() {
+    let exec = executor().await;
+    let (_dir, mut req) = request("sleep 30");
+    req.soft_limit = Some(Duration::from_secs(1));
+    let ran = run(&exec, req).await;
+    assert_eq!(ran.result.outcome, Outcome::TimedOutSoft);
+    assert!(ran.took < Duration::from_secs(8), "took {:?}", ran.took);
+    let wall = ran.result.metrics.wall_ms;
+    assert!((900..4000).contains(&wall), "wall {wall} ms");
+}
+
+#[tokio::test]
+async fn ignoring_sigterm_meets_the_hard_limit() {
+    let exec = executor().await;
+    let (_dir, mut req) = request(r#"trap "" TERM; echo trapped; while :; do sleep 1; done"#);
+    req.soft_limit = Some(Duration::from_secs(1));
+    req.hard_limit = Some(Duration::from_secs(3));
+    let ran = run(&exec, req).await;
+    assert_eq!(
+        ran.result.outcome,
+        Outcome::TimedOutHard,
+        "log: {}",
+        ran.log()
+    );
+    let wall = ran.result.metrics.wall_ms;
+    assert!((2900..6000).contains(&wall), "wall {wall} ms");
+    assert!(ran.log().contains("trapped"));
+}
+
+#[tokio::test]
+async fn a_fork_bomb_meets_the_pids_limit_and_the_host_stays_healthy() {
+    let exec = executor_with(DockerOptions {
+        pids_limit: 64,
+        ..DockerOptions::default()
+    })
+    .await;
+    let (_dir, mut req) = request(
+        r#"i=0; while [ $i -lt 1000 ]; do sleep 100 & i=$((i+1)); done; echo spawned $i; wait"#,
+    );
+    req.hard_limit = Some(Duration::from_secs(6));
+    let ran = run(&exec, req).await;
+    let log = ran.log();
+    assert!(
+        log.contains("can't fork"),
+        "the fold saw no fork failure: {log}"
+    );
+    assert!(
+        matches!(
+            ran.result.outcome,
+            Outcome::TimedOutHard | Outcome::ExitCode { .. }
+        ),
+        "{:?}",
+        ran.result.outcome
+    );
+    assert!(ran.took < Duration::from_secs(20), "took {:?}", ran.took);
+    exec.engine_version()
+        .await
+        .expect("the engine still answers");
+    let host = std::process::Command::new("true").status().unwrap();
+    assert!(host.success(), "the host can still start processes");
+}
+
+#[tokio::test]
+async fn there_is_no_network() {
+    let exec = executor().await;
+    let (_dir, req) = request(
+        r#"echo "nets: $(ls /sys/class/net | tr '\n' ' ')"
+           wget -q -T 3 -O- http://1.1.1.1/ >/dev/null 2>&1 && echo WGET-OK || echo WGET-FAIL
+           nc -w 2 1.1.1.1 53 </dev/null >/dev/null 2>&1 && echo NC-OK || echo NC-FAIL
+           ip link"#,
+    );
+    let ran = run(&exec, req).await;
+    let log = ran.log();
+    assert_eq!(ran.result.outcome, Outcome::Success, "{log}");
+    assert!(log.contains("nets: lo \n"), "{log}");
+    assert!(
+        log.contains("WGET-FAIL") && log.contains("NC-FAIL"),
+        "{log}"
+    );
+    assert!(!log.contains("eth0"), "{log}");
+}
+
+#[tokio::test]
+async fn only_tmp_and_the_output_are_writable_and_the_input_is_read_only() {
+    let exec = executor().await;
+    let (_dir, req) = request(
+        r#"check() { if "$@" 2>/dev/null; then echo "ok: $*"; else echo "refused: $*"; fi; }
+           check touch /x
+           check touch /bin/x
+           check touch /datarun/x
+           check touch x
+           check touch "$DATARUN_INPUT/x"
+           check rm "$DATARUN_INPUT/data.txt"
+           check sh -c "echo changed > $DATARUN_INPUT/data.txt"
+           check touch /tmp/x
+           check touch "$DATARUN_OUTPUT/x"
+           check cat "$DATARUN_INPUT/data.txt""#,
+    );
+    let input = req.input_dir.clone();
+    let ran = run(&exec, req).await;
+    let log = ran.log();
+    assert_eq!(ran.result.outcome, Outcome::Success, "{log}");
+    for refused in [
+        "touch /x",
+        "touch /bin/x",
+        "touch /datarun/x",
+        "touch x",
+        "touch /datarun/input/x",
+        "rm /datarun/input/data.txt",
+    ] {
+        assert!(
+            log.contains(&format!("refused: {refused}\n")),
+            "{refused}: {log}"
+        );
+    }
+    assert!(log.contains("refused: sh -c echo changed"), "{log}");
+    for allowed in [
+        "touch /tmp/x",
+        "touch /datarun/output/x",
+        "cat /datarun/input/data.txt",
+    ] {
+        assert!(
+            log.contains(&format!("ok: {allowed}\n")),
+            "{allowed}: {log}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(input.join("data.txt")).unwrap(),
+        "hello input\n"
+    );
+    assert_eq!(ran.result.outputs, ["x"]);
+}
+
+#[tokio::test]
+async fn peak_memory_of_a_200_mb_fold() {
+    let exec = executor().await;
+    let (_dir, mut req) = request("head -c 200000000 /dev/zero | tail -c 200000000 | wc -c");
+    req.memory_limit = Some(1024 * MIB);
+    let ran = run(&exec, req).await;
+    assert_eq!(ran.result.outcome, Outcome::Success, "{}", ran.log());
+    let peak = ran.result.metrics.peak_memory;
+    eprintln!(
+        "peak of a 200 MB fold: {peak} bytes ({:?})",
+        ran.result.metrics
+    );
+    assert!(
+        (170_000_000..=230_000_000).contains(&peak),
+        "peak {peak} is not within 15% of 200 MB"
+    );
+}
+
+#[tokio::test]
+async fn cpu_time_of_a_two_second_busy_loop() {
+    let exec = executor().await;
+    // Burns 2 s of CPU by the container's own cgroup counter, however busy the machine is.
+    let (_dir, req) =
+        request("while [ $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) -lt 2000000000 ]; do :; done");
+    let ran = run(&exec, req).await;
+    assert_eq!(ran.result.outcome, Outcome::Success, "{}", ran.log());
+    let Metrics {
+        cpu_ms, wall_ms, ..
+    } = ran.result.metrics;
+    eprintln!("2 s busy loop: cpu {cpu_ms} ms, wall {wall_ms} ms");
+    assert!((1400..=2600).contains(&cpu_ms), "cpu {cpu_ms} ms");
+    assert!(
+        cpu_ms <= wall_ms + 200,
+        "cpu {cpu_ms} ms, wall {wall_ms} ms (1 cpu granted)"
+    );
+    assert!(
+        !ran.progress.is_empty(),
+        "progress is reported while it runs"
+    );
+    let last = ran.progress.last().unwrap();
+    assert!(last.cpu_ms > 0 && last.memory > 0, "{last:?}");
+}
+
+#[tokio::test]
+async fn without_cgroup_files_the_engine_stats_are_used() {
+    let mut exec = executor().await;
+    exec.read_cgroups = false;
+    // Holds 100 MB while it burns CPU for 3 s, so the once-a-second stats see both.
+    let (_dir, mut req) = request(
+        "head -c 100000000 /dev/zero | tail -c 100000000 | (while [ $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) -lt 3000000000 ]; do :; done; wc -c)",
+    );
+    req.memory_limit = Some(1024 * MIB);
+    let ran = run(&exec, req).await;
+    assert_eq!(ran.result.outcome, Outcome::Success, "{}", ran.log());
+    let Metrics {
+        cpu_ms,
+        peak_memory,
+        ..
+    } = ran.result.metrics;
+    eprintln!("engine stats only: {:?}", ran.result.metrics);
+    assert!((1500..=3300).contains(&cpu_ms), "cpu {cpu_ms} ms");
+    assert!(
+        (90_000_000..=130_000_000).contains(&peak_memory),
+        "peak {peak_memory}"
+    );
+}
+
+#[tokio::test]
+async fn cancel_kills_quickly_and_removes_the_container() {
+    let exec = executor().await;
+    let (_dir, req) = request("echo started; sleep 60");
+    let attempt = req.attempt;
+    let (cancel_tx, cancel) = watch::channel(false);
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cancel_tx.send(true).unwrap();
+        cancel_tx
+    });
+    let ran = run_with(&exec, req, cancel).await;
+    let _ = canceller.await;
+    assert_eq!(ran.result.outcome, Outcome::Cancelled);
+    assert!(ran.took < Duration::from_secs(6), "took {:?}", ran.took);
+    assert_eq!(ran.log(), "started\n");
+    assert_gone(&exec, attempt).await;
+}
+
+#[tokio::test]
+async fn a_missing_image_is_an_error_naming_it() {
+    let exec = executor().await;
+    let (_dir, mut req) = request("true");
+    req.image = Some("datarun/no-such-image:never".into());
+    let ran = run(&exec, req).await;
+    let Outcome::Error { message } = &ran.result.outcome else {
+        panic!("{:?}", ran.result.outcome)
+    };
+    assert!(message.contains("datarun/no-such-image:never"), "{message}");
+    assert!(
+        message.contains("load it with `datarun image load FILE.tar`"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_log_keeps_its_tail() {
+    let exec = executor().await;
+    // About 2.4 MB, more than the engine's log file keeps before it rotates.
+    let (_dir, mut req) = request(
+        r#"i=0; while [ $i -lt 30000 ]; do echo "line $i ................................................................"; i=$((i+1)); done; echo last-line"#,
+    );
+    req.log_limit = 4096;
+    let ran = run(&exec, req).await;
+    let log = ran.log();
+    assert_eq!(ran.result.outcome, Outcome::Success);
+    assert!(
+        log.starts_with("[datarun: "),
+        "{}",
+        &log[..100.min(log.len())]
+    );
+    let end = &log[log.len().saturating_sub(300)..];
+    assert!(
+        log.ends_with("line 29999 ................................................................\nlast-line\n"),
+        "the log ends with {end:?} (took {:?})",
+        ran.took
+    );
+    assert!(log.len() < 4096 + 100);
+}
+
+/// Starts `run()` in a task and kills the task once the container runs: the agent "dies",
+/// the container lives on.
+async fn run_and_abandon(exec: &DockerExecutor, req: ExecRequest) -> std::time::Instant {
+    let attempt = req.attempt;
+    let t0 = std::time::Instant::now();
+    let task = {
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let (_keep, cancel) = watch::channel(false);
+            exec.run(req, tx, cancel).await
+        })
+    };
+    await_listed(exec, attempt, true).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    t0
+}
+
+async fn adopt(exec: &DockerExecutor, req: ExecRequest) -> ExecResult {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (_keep, cancel) = watch::channel(false);
+    tokio::time::timeout(TEST_TIMEOUT, exec.adopt(req, tx, cancel))
+        .await
+        .expect("the adopted fold did not end in time")
+}
+
+#[tokio::test]
+async fn adopt_resumes_a_running_fold_and_collects_it_once() {
+    let exec = executor().await;
+    let (_dir, req) =
+        request(r#"echo begun; sleep 3; echo done > "$DATARUN_OUTPUT/r.txt"; echo finished"#);
+    let attempt = req.attempt;
+    let t0 = run_and_abandon(&exec, req.clone()).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        exec.list_attempt_containers()
+            .await
+            .unwrap()
+            .contains(&(attempt, true)),
+        "the container outlives its agent"
+    );
+    let result = adopt(&exec, req.clone()).await;
+    assert_eq!(result.outcome, Outcome::Success);
+    assert_eq!(result.outputs, ["r.txt"]);
+    assert_eq!(String::from_utf8_lossy(&result.log), "begun\nfinished\n");
+    assert!(
+        (2900..6000).contains(&result.metrics.wall_ms),
+        "{:?}",
+        result.metrics
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+    assert_gone(&exec, attempt).await;
+    // Collected once: the container is gone, a second adopt finds nothing to report twice.
+    assert!(matches!(
+        adopt(&exec, req).await.outcome,
+        Outcome::Lost { .. }
+    ));
+}
+
+#[tokio::test]
+async fn adopt_collects_a_fold_that_ended_while_no_agent_watched() {
+    let exec = executor().await;
+    let (_dir, req) =
+        request(r#"sleep 1; echo done > "$DATARUN_OUTPUT/r.txt"; echo finished; exit 4"#);
+    let attempt = req.attempt;
+    run_and_abandon(&exec, req.clone()).await;
+    await_listed(&exec, attempt, false).await;
+    let result = adopt(&exec, req).await;
+    assert_eq!(result.outcome, Outcome::ExitCode { code: 4 });
+    assert_eq!(result.outputs, ["r.txt"]);
+    assert_eq!(String::from_utf8_lossy(&result.log), "finished\n");
+    assert_gone(&exec, attempt).await;
+}
+
+#[tokio::test]
+async fn adopt_counts_the_soft_limit_from_the_original_start() {
+    let exec = executor().await;
+    let (_dir, mut req) = request("sleep 30");
+    req.soft_limit = Some(Duration::from_secs(3));
+    let t0 = run_and_abandon(&exec, req.clone()).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let result = adopt(&exec, req).await;
+    assert_eq!(result.outcome, Outcome::TimedOutSoft);
+    let since_start = t0.elapsed();
+    assert!(since_start < Duration::from_millis(5500), "{since_start:?}");
+    assert!(
+        (2900..4500).contains(&result.metrics.wall_ms),
+        "{:?}",
+        result.metrics
+    );
+}
+
+#[tokio::test]
+async fn adopt_counts_the_hard_limit_from_the_original_start() {
+    let exec = executor().await;
+    let (_dir, mut req) = request(r#"trap "" TERM; while :; do sleep 1; done"#);
+    req.soft_limit = Some(Duration::from_secs(2));
+    req.hard_limit = Some(Duration::from_secs(4));
+    let t0 = run_and_abandon(&exec, req.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let result = adopt(&exec, req).await;
+    assert_eq!(result.outcome, Outcome::TimedOutHard);
+    let since_start = t0.elapsed();
+    assert!(
+        (Duration::from_millis(3900)..Duration::from_millis(6500)).contains(&since_start),
+        "{since_start:?}"
+    );
+    assert!(
+        (3900..5500).contains(&result.metrics.wall_ms),
+        "{:?}",
+        result.metrics
+    );
+}
+
+#[tokio::test]
+async fn adopting_an_attempt_without_a_container_is_lost() {
+    let exec = executor().await;
+    let (_dir, req) = request("true");
+    let result = adopt(&exec, req).await;
+    assert!(
+        matches!(result.outcome, Outcome::Lost { .. }),
+        "{:?}",
+        result.outcome
+    );
+}
+
+#[tokio::test]
+async fn attempt_containers_are_listed_and_removed() {
+    let exec = executor().await;
+    let (_dir, req) = request("sleep 60");
+    let attempt = req.attempt;
+    run_and_abandon(&exec, req).await;
+    assert!(exec
+        .list_attempt_containers()
+        .await
+        .unwrap()
+        .contains(&(attempt, true)));
+    exec.remove_attempt(attempt).await.unwrap();
+    let list = exec.list_attempt_containers().await.unwrap();
+    assert!(list.iter().all(|(a, _)| *a != attempt), "{list:?}");
+    assert_gone(&exec, attempt).await;
+    exec.remove_attempt(attempt)
+        .await
+        .expect("removing twice is fine");
+}
+
+#[tokio::test]
+async fn an_image_tarball_is_loaded() {
+    let exec = executor().await;
+    let tag = format!("datarun/busybox:load-test-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("image.tar");
+    let docker = |args: &[&str]| {
+        let out = std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    docker(&["tag", IMAGE, &tag]);
+    docker(&["save", "-o", tarball.to_str().unwrap(), &tag]);
+    docker(&["rmi", &tag]);
+    let loaded = exec.load_image(&tarball).await;
+    let present = exec.docker.inspect_image(&tag).await.is_ok();
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag])
+        .output();
+    assert_eq!(loaded.unwrap(), [tag.as_str()]);
+    assert!(present, "{tag} is in the engine after the load");
+
+    std::fs::write(&tarball, "not a tarball").unwrap();
+    assert!(exec.load_image(&tarball).await.is_err());
+    let missing = exec
+        .load_image(&dir.path().join("nope.tar"))
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("nope.tar"), "{missing}");
+}
+
+#[tokio::test]
+async fn the_engine_version_is_reported() {
+    let exec = executor().await;
+    let version = exec.engine_version().await.unwrap();
+    assert!(version.contains("(API 1."), "{version}");
+}
