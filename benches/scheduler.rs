@@ -63,6 +63,7 @@ fn runners(rng: &mut Lcg) -> Vec<RunnerView> {
                 gpus_total: ids,
                 hard_limit_ms: rng.pick(&[None, Some(120 * MIN), Some(480 * MIN)]),
                 unavailable: (rng.next().is_multiple_of(100)).then(|| "connecting".to_string()),
+                images: None,
             }
         })
         .collect()
@@ -100,6 +101,7 @@ fn folds(rng: &mut Lcg) -> Vec<PendingFold> {
                 memory,
                 gpus,
                 hard_limit_ms: rng.pick(&[None, Some(30 * MIN), Some(240 * MIN), Some(720 * MIN)]),
+                image: None,
             }
         })
         .collect()

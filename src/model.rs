@@ -179,6 +179,11 @@ impl FoldSpec {
                 self.queue
             ));
         }
+        if let Some(image) = &self.image {
+            if !valid_image(image) {
+                return Err(format!("image: {image:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\")"));
+            }
+        }
         if self.max_retries > MAX_RETRIES {
             return Err(format!("max_retries: at most {MAX_RETRIES}"));
         }
@@ -218,6 +223,16 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// A Docker image reference such as `datarun/fold-python:0.1` or `busybox@sha256:...`.
+pub fn valid_image(image: &str) -> bool {
+    !image.is_empty()
+        && image.len() <= 255
+        && !image.starts_with(['-', '.', '/', ':'])
+        && image
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-/:@".contains(&b))
 }
 
 pub fn is_sha256_hex(s: &str) -> bool {

@@ -3,8 +3,10 @@
 //! and when the master goes away (end of input) the agent finishes what it runs, journals the
 //! results and exits; the next agent reports them.
 
+use super::docker::{DockerExecutor, DockerOptions};
 use super::exec::{ExecRequest, ExecResult};
 use super::journal::{pid_alive, Journal};
+use crate::inventory::ExecutorKind;
 use crate::model::{check_file_name, AttemptId, Outcome};
 use crate::protocol::{
     self, AttemptReport, FromAgent, OutputFile, RunAttempt, ToAgent, PROTOCOL_VERSION,
@@ -19,11 +21,43 @@ use tokio::sync::{mpsc, watch};
 pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub runner: String,
+    pub executor: ExecutorKind,
+    /// Docker runners: the images folds may name ("*" = any).
+    pub images: Vec<String>,
 }
 
-impl AgentConfig {
-    pub fn new(state_dir: PathBuf, runner: String) -> AgentConfig {
-        AgentConfig { state_dir, runner }
+/// How this agent runs folds.
+#[derive(Clone)]
+enum Backend {
+    Process,
+    Docker(Arc<DockerExecutor>),
+    /// A docker runner whose engine cannot be reached: every fold fails with this message.
+    Broken(String),
+}
+
+impl Backend {
+    /// `state_dir` names this agent's containers: the same runner's agents (before and after a
+    /// restart) share them; other runners on the same engine do not.
+    async fn new(kind: ExecutorKind, state_dir: &std::path::Path) -> Backend {
+        let dir = state_dir
+            .canonicalize()
+            .unwrap_or_else(|_| state_dir.to_path_buf());
+        let namespace =
+            crate::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12].to_string();
+        let opts = DockerOptions {
+            namespace,
+            ..DockerOptions::default()
+        };
+        match kind {
+            ExecutorKind::Process => Backend::Process,
+            ExecutorKind::Docker => match DockerExecutor::connect(opts).await {
+                Ok(d) => Backend::Docker(Arc::new(d)),
+                Err(e) => {
+                    tracing::error!("the docker executor cannot start: {e}");
+                    Backend::Broken(e.to_string())
+                }
+            },
+        }
     }
 }
 
@@ -33,6 +67,8 @@ struct Running {
 
 struct Agent {
     runner: Arc<str>,
+    backend: Backend,
+    images: Arc<[String]>,
     journal: Arc<Journal>,
     out: mpsc::UnboundedSender<FromAgent>,
     /// Attempts this process runs.
@@ -61,6 +97,8 @@ where
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let mut agent = Agent {
         runner: Arc::from(cfg.runner.as_str()),
+        backend: Backend::new(cfg.executor, &cfg.state_dir).await,
+        images: cfg.images.clone().into(),
         journal,
         out: out_tx,
         running: HashMap::new(),
@@ -94,7 +132,7 @@ where
                         if runner != cfg.runner {
                             tracing::warn!("agent started as {} is addressed as {runner}", cfg.runner);
                         }
-                        agent.hello()?;
+                        agent.hello().await?;
                         greeted = true;
                     }
                     Ok(msg) if greeted => agent.handle(msg),
@@ -144,9 +182,32 @@ impl Agent {
         let _ = self.out.send(msg);
     }
 
-    fn hello(&mut self) -> anyhow::Result<()> {
+    /// Reports facts, results the master has not acknowledged, and what runs. Attempts whose
+    /// agent process died are re-adopted when their container still exists (docker), and
+    /// otherwise end as lost after what is left of them is killed (process).
+    async fn hello(&mut self) -> anyhow::Result<()> {
         let recovered = self.journal.recover()?;
-        for attempt in &recovered.orphaned {
+        let containers = match &self.backend {
+            Backend::Docker(d) => d.list_attempt_containers().await.unwrap_or_else(|e| {
+                tracing::warn!("cannot list containers: {e}");
+                Vec::new()
+            }),
+            _ => Vec::new(),
+        };
+        let mut lost = Vec::new();
+        for attempt in recovered.orphaned {
+            let has_container = containers.iter().any(|(a, _)| *a == attempt);
+            match self.journal.run(attempt) {
+                Some(run) if has_container && !self.running.contains_key(&attempt) => {
+                    self.start(run, true)
+                }
+                _ => {
+                    self.journal.kill_leftovers(attempt);
+                    lost.push(attempt);
+                }
+            }
+        }
+        for attempt in &lost {
             let report = AttemptReport {
                 attempt: *attempt,
                 outcome: Outcome::Lost {
@@ -158,13 +219,20 @@ impl Agent {
             };
             self.journal.finish(&report)?;
         }
+        // Containers of attempts nobody owns any more (finished, forgotten) are removed.
+        if let Backend::Docker(d) = &self.backend {
+            for (attempt, _) in &containers {
+                let owned = self.running.contains_key(attempt)
+                    || recovered.adopted.iter().any(|(a, _)| a == attempt);
+                if !owned {
+                    if let Err(e) = d.remove_attempt(*attempt).await {
+                        tracing::warn!("cannot remove the container of attempt {attempt}: {e}");
+                    }
+                }
+            }
+        }
         let mut finished = recovered.finished;
-        finished.extend(
-            recovered
-                .orphaned
-                .iter()
-                .filter_map(|a| self.journal.result(*a)),
-        );
+        finished.extend(lost.iter().filter_map(|a| self.journal.result(*a)));
         let mut running: Vec<AttemptId> = self.running.keys().copied().collect();
         running.extend(self.waiting.keys().copied());
         for (attempt, pid) in recovered.adopted {
@@ -228,7 +296,7 @@ impl Agent {
             .filter(|s| !self.journal.has_blob(s))
             .collect();
         if missing.is_empty() {
-            self.start(run);
+            self.start(run, false);
         } else {
             self.send(FromAgent::NeedBlobs {
                 attempt,
@@ -267,7 +335,7 @@ impl Agent {
             .collect();
         for id in ready {
             if let Some((run, _)) = self.waiting.remove(&id) {
-                self.start(run);
+                self.start(run, false);
             }
         }
     }
@@ -293,9 +361,10 @@ impl Agent {
         }
     }
 
-    /// Starts an attempt. Journal writes happen in the attempt's own task, so this loop keeps
-    /// reading messages while the disk works.
-    fn start(&mut self, run: RunAttempt) {
+    /// Starts an attempt, or with `adopt` resumes one a previous agent process started.
+    /// Journal writes happen in the attempt's own task, so this loop keeps reading messages
+    /// while the disk works.
+    fn start(&mut self, run: RunAttempt, adopt: bool) {
         let attempt = run.attempt;
         let (cancel_tx, cancel_rx) = watch::channel(false);
         self.running.insert(
@@ -307,16 +376,19 @@ impl Agent {
         let journal = self.journal.clone();
         let out = self.out.clone();
         let done = self.done.clone();
-        let runner = self.runner.clone();
+        let ctx = Ctx {
+            runner: self.runner.clone(),
+            backend: self.backend.clone(),
+            images: self.images.clone(),
+            adopt,
+        };
         tokio::spawn(async move {
             let begun = {
                 let (journal, run) = (journal.clone(), run.clone());
                 tokio::task::spawn_blocking(move || journal.begin(&run)).await
             };
             let report = match begun {
-                Ok(Ok(dir)) => {
-                    execute(&journal, &runner, run, dir, &out, cancel_tx, cancel_rx).await
-                }
+                Ok(Ok(dir)) => execute(&journal, &ctx, run, dir, &out, cancel_tx, cancel_rx).await,
                 Ok(Err(e)) => {
                     error_report(attempt, format!("cannot create the attempt directory: {e}"))
                 }
@@ -347,10 +419,36 @@ fn error_report(attempt: AttemptId, message: String) -> AttemptReport {
     }
 }
 
+/// What an attempt's task needs to know about its agent.
+struct Ctx {
+    runner: Arc<str>,
+    backend: Backend,
+    images: Arc<[String]>,
+    /// Resume a container a previous agent process started, instead of starting one.
+    adopt: bool,
+}
+
+/// The image a docker runner runs for `run`, or why it will not.
+fn allowed_image(run: &RunAttempt, runner: &str, images: &[String]) -> Result<String, String> {
+    let Some(image) = &run.image else {
+        return Err(format!(
+            "runner {runner} runs folds in containers and the fold names no image; pass --image"
+        ));
+    };
+    if images.iter().any(|i| i == image || i == "*") {
+        Ok(image.clone())
+    } else {
+        Err(format!(
+            "image {image:?} is not allowed on runner {runner} (allowed: {})",
+            images.join(", ")
+        ))
+    }
+}
+
 /// Places the inputs, runs the executor, and packs the result.
 async fn execute(
     journal: &Journal,
-    runner: &str,
+    ctx: &Ctx,
     run: RunAttempt,
     dir: PathBuf,
     out: &mpsc::UnboundedSender<FromAgent>,
@@ -358,7 +456,8 @@ async fn execute(
     cancel_rx: watch::Receiver<bool>,
 ) -> AttemptReport {
     let attempt = run.attempt;
-    for input in &run.inputs {
+    let runner: &str = &ctx.runner;
+    for input in run.inputs.iter().filter(|_| !ctx.adopt) {
         if let Err(e) = check_file_name(&input.name) {
             return error_report(attempt, format!("input: {e}"));
         }
@@ -413,7 +512,21 @@ async fn execute(
             }
         })
     };
-    let result: ExecResult = super::process::run(req, progress_tx, cancel_rx).await;
+    let result: ExecResult = match &ctx.backend {
+        Backend::Process if run.image.is_some() => ExecResult::error(format!(
+            "runner {runner} runs folds as plain processes and cannot run image {:?}",
+            run.image.as_deref().unwrap_or_default()
+        )),
+        Backend::Process => super::process::run(req, progress_tx, cancel_rx).await,
+        Backend::Broken(message) => ExecResult::error(format!(
+            "the Docker engine on runner {runner} is unavailable: {message}"
+        )),
+        Backend::Docker(docker) => match allowed_image(&run, runner, &ctx.images) {
+            Err(message) => ExecResult::error(message),
+            Ok(_) if ctx.adopt => docker.adopt(req, progress_tx, cancel_rx).await,
+            Ok(_) => docker.run(req, progress_tx, cancel_rx).await,
+        },
+    };
     cancel_file.abort();
     let _ = forward.await;
     let mut outputs = Vec::with_capacity(result.outputs.len());

@@ -110,6 +110,26 @@ impl Journal {
         serde_json::from_slice(&data).ok()
     }
 
+    /// The run request journaled by `begin`.
+    pub fn run(&self, attempt: AttemptId) -> Option<RunAttempt> {
+        let data = std::fs::read(self.dir(attempt).join("run.json")).ok()?;
+        serde_json::from_slice(&data).ok()
+    }
+
+    /// Kills what is left of an orphaned process-executor fold (its process group), if any.
+    pub fn kill_leftovers(&self, attempt: AttemptId) {
+        let path = self.dir(attempt).join(super::process::PGID_FILE);
+        if let Some(pgid) = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok())
+        {
+            if pgid > 1 {
+                // SAFETY: killpg only sends a signal.
+                unsafe { libc::killpg(pgid, libc::SIGKILL) };
+            }
+        }
+    }
+
     pub fn owner(&self, attempt: AttemptId) -> Option<u32> {
         std::fs::read_to_string(self.dir(attempt).join("owner"))
             .ok()?

@@ -411,11 +411,31 @@ pub enum FoldCmd {
 pub fn fold(cmd: FoldCmd) -> Result<()> {
     match cmd {
         FoldCmd::Show { conn, id, json } => {
-            let v: Value = conn.client()?.get(&format!("/folds/{id}"))?;
+            let client = conn.client()?;
+            let v: Value = client.get(&format!("/folds/{id}"))?;
             if json {
                 return print_json(&v);
             }
-            show_fold(&v);
+            // ML folds report their phases (trained, validated, tested) in phases.json.
+            let newest = v["attempts"]
+                .as_array()
+                .and_then(|a| a.last())
+                .cloned()
+                .unwrap_or_default();
+            let has_phases = newest["outputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|o| o["name"] == "phases.json");
+            let phases = if has_phases {
+                client
+                    .get_bytes(&format!("/folds/{id}/outputs/phases.json"))
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<Vec<String>>(&b).ok())
+            } else {
+                None
+            };
+            show_fold(&v, phases);
             Ok(())
         }
         FoldCmd::Output {
@@ -446,7 +466,7 @@ pub fn fold(cmd: FoldCmd) -> Result<()> {
     }
 }
 
-fn show_fold(v: &Value) {
+fn show_fold(v: &Value, phases: Option<Vec<String>>) {
     let f = &v["fold"];
     let s = &f["spec"];
     let cmd = s["command"]
@@ -502,6 +522,9 @@ fn show_fold(v: &Value) {
     );
     if let Some(o) = f["outcome"].as_object() {
         row("outcome", describe_outcome(&Value::Object(o.clone())));
+    }
+    if let Some(phases) = phases {
+        row("phases", phases.join(", "));
     }
     if !v["progress"].is_null() {
         let p = &v["progress"];
@@ -665,5 +688,27 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
     }
     let store = crate::store::Store::open(&db)?;
     println!("{}", store.create_token(&name, admin)?);
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum ImageCmd {
+    /// Load an image tarball (from `docker save`) into this machine's Docker engine.
+    Load { file: PathBuf },
+}
+
+pub async fn image(cmd: ImageCmd) -> Result<()> {
+    let ImageCmd::Load { file } = cmd;
+    let docker = crate::agent::docker::DockerExecutor::connect(Default::default()).await?;
+    let names = docker.load_image(&file).await?;
+    if names.is_empty() {
+        bail!(
+            "{}: the engine loaded no named image (is it a `docker save` tarball?)",
+            file.display()
+        );
+    }
+    for name in names {
+        println!("loaded {name}");
+    }
     Ok(())
 }

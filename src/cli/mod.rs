@@ -82,6 +82,9 @@ enum Command {
     /// Inventory files.
     #[command(subcommand)]
     Inventory(commands::InventoryCmd),
+    /// Container images on this machine's Docker engine (no registry needed).
+    #[command(subcommand)]
+    Image(commands::ImageCmd),
     /// API tokens (run on the master's machine; writes to its data dir).
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -94,6 +97,11 @@ enum Command {
         state_dir: PathBuf,
         #[arg(long)]
         runner: String,
+        #[arg(long, default_value = "process")]
+        executor: String,
+        /// Images folds may name (docker runners), repeatable.
+        #[arg(long = "image")]
+        images: Vec<String>,
     },
 }
 
@@ -132,14 +140,25 @@ pub fn main() -> Result<()> {
             stdio,
             state_dir,
             runner,
+            executor,
+            images,
         } => {
             anyhow::ensure!(
                 stdio,
                 "the agent speaks over --stdio only (remote agents come with ssh runners)"
             );
-            runtime()?.block_on(crate::agent::daemon::run_stdio(
-                crate::agent::daemon::AgentConfig { state_dir, runner },
-            ))
+            let executor = match executor.as_str() {
+                "process" => crate::inventory::ExecutorKind::Process,
+                "docker" => crate::inventory::ExecutorKind::Docker,
+                other => anyhow::bail!("--executor {other:?}: expected process or docker"),
+            };
+            let cfg = crate::agent::daemon::AgentConfig {
+                state_dir,
+                runner,
+                executor,
+                images,
+            };
+            runtime()?.block_on(crate::agent::daemon::run_stdio(cfg))
         }
         Command::Submit(args) => commands::submit(args),
         Command::Queue(cmd) => commands::queue(cmd),
@@ -147,6 +166,7 @@ pub fn main() -> Result<()> {
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),
+        Command::Image(cmd) => runtime()?.block_on(commands::image(cmd)),
     }
 }
 

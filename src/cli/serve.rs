@@ -118,8 +118,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     println!("datarun master serving {url}");
     println!("  data:      {}", args.data_dir.display());
     println!(
-        "  inventory: {source} ({} runners)",
-        inventory.runners.len()
+        "  inventory: {source} ({} runner{})",
+        inventory.runners.len(),
+        if inventory.runners.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
     );
     println!(
         "  token:     {} (admin)",

@@ -75,6 +75,9 @@ pub struct RunnerSpec {
     /// GPU device ids, e.g. ["0", "1"].
     pub gpus: Vec<String>,
     pub labels: Vec<String>,
+    /// Docker runners: the images folds may name ("*" = any); the first is the default for
+    /// folds that name none.
+    pub images: Vec<String>,
     pub soft_time_limit_ms: Option<u64>,
     pub hard_time_limit_ms: Option<u64>,
     pub executor: ExecutorKind,
@@ -209,6 +212,7 @@ pub fn local_default() -> Inventory {
             memory,
             gpus: Vec::new(),
             labels: Vec::new(),
+            images: Vec::new(),
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
             executor: ExecutorKind::Process,

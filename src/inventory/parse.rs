@@ -4,7 +4,7 @@
 use super::tree::{self, Entry, Item, Node};
 use super::{ExecutorKind, Inventory, InventoryError, QueueSpec, RunnerSpec, Transport};
 use super::{DEFAULT_SSH_PORT, MAX_CIDR_HOSTS, MAX_SLOTS};
-use crate::model::valid_name;
+use crate::model::{valid_image, valid_name};
 use crate::units::{format_duration, parse_duration, parse_size};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +27,7 @@ const RUNNER_KEYS: &[&str] = &[
     "memory",
     "gpus",
     "labels",
+    "images",
     "soft_time_limit",
     "hard_time_limit",
     "executor",
@@ -139,7 +140,19 @@ impl Ctx<'_> {
                     ))
                 }
             };
-            if !(valid_name(s) || (star && s == "*")) {
+            let valid = if what == "images" {
+                valid_image(s)
+            } else {
+                valid_name(s)
+            };
+            if what == "images" && !(valid || (star && s == "*")) {
+                return Err(self.err(
+                    el_line,
+                    key,
+                    format!("{s:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\"), or \"*\" for any image"),
+                ));
+            }
+            if !(valid || (star && s == "*")) {
                 let also = if star {
                     ", or \"*\" for every queue"
                 } else {
@@ -274,6 +287,7 @@ struct Fields {
     memory: Option<At<u64>>,
     gpus: Option<At<Vec<String>>>,
     labels: Option<At<Vec<String>>>,
+    images: Option<At<Vec<String>>>,
     soft: Option<At<u64>>,
     hard: Option<At<u64>>,
     executor: Option<At<ExecutorKind>>,
@@ -293,6 +307,7 @@ impl Fields {
             memory: self.memory.or_else(|| d.memory.clone()),
             gpus: self.gpus.or_else(|| d.gpus.clone()),
             labels: self.labels.or_else(|| d.labels.clone()),
+            images: self.images.or_else(|| d.images.clone()),
             soft: self.soft.or_else(|| d.soft.clone()),
             hard: self.hard.or_else(|| d.hard.clone()),
             executor: self.executor.or_else(|| d.executor.clone()),
@@ -465,6 +480,13 @@ fn parse_table(ctx: &Ctx, section: &str, entries: &[Entry], table_line: usize) -
                     line,
                     defaults,
                     ctx.names(v, line, key, "labels", false)?,
+                ))
+            }
+            "images" => {
+                f.images = Some(At::of(
+                    line,
+                    defaults,
+                    ctx.names(v, line, key, "images", true)?,
                 ))
             }
             "soft_time_limit" => {
@@ -816,11 +838,19 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             memory: f.memory.as_ref().map(|m| m.v),
             gpus: f.gpus.as_ref().map_or_else(Vec::new, |g| g.v.clone()),
             labels: f.labels.as_ref().map_or_else(Vec::new, |l| l.v.clone()),
+            images: f.images.as_ref().map_or_else(Vec::new, |l| l.v.clone()),
             soft_time_limit_ms: f.soft.as_ref().map(|s| s.v),
             hard_time_limit_ms: f.hard.as_ref().map(|h| h.v),
             executor: f.executor.as_ref().map_or(ExecutorKind::Docker, |e| e.v),
             line: rline,
         };
+        if let (ExecutorKind::Process, Some(images)) = (base.executor, &f.images) {
+            return Err(ctx.err(
+                images.line,
+                "runner.images",
+                "only docker runners run images; this runner's executor is \"process\"".to_string(),
+            ));
+        }
 
         match transport {
             Transport::Local => {

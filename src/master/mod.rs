@@ -6,7 +6,7 @@ mod runners;
 
 pub use runners::RunnerStatus;
 
-use crate::inventory::{Inventory, Transport};
+use crate::inventory::{ExecutorKind, Inventory, Transport};
 use crate::model::{AttemptId, FoldSpec, Progress};
 use crate::protocol::{self, FromAgent, Grant, RunAttempt, ToAgent, PROTOCOL_VERSION};
 use crate::scheduler::{self, PendingFold, RunnerView, Snapshot};
@@ -113,6 +113,7 @@ pub fn pending_of(id: i64, owner: &str, spec: &FoldSpec, submitted_at: i64) -> P
         memory: spec.resources.memory,
         gpus: spec.resources.gpus,
         hard_limit_ms: spec.hard_time_limit,
+        image: spec.image.clone(),
     }
 }
 
@@ -249,7 +250,7 @@ impl Master {
                 match local::connect(
                     &self.cfg.agent_exe,
                     &state_dir,
-                    &r.spec.name,
+                    &r.spec,
                     self.generation,
                     self.events_tx.clone(),
                 ) {
@@ -576,7 +577,11 @@ impl Master {
             attempt,
             fold: n.fold,
             command: spec.command.clone(),
-            image: spec.image.clone(),
+            // A docker runner runs its default image (the first it allows) for folds naming none.
+            image: spec.image.clone().or_else(|| match r.spec.executor {
+                ExecutorKind::Docker => r.spec.images.first().filter(|i| *i != "*").cloned(),
+                ExecutorKind::Process => None,
+            }),
             env: spec.env.clone(),
             inputs: spec.inputs.clone(),
             grant: n.grant.clone(),

@@ -1,7 +1,7 @@
 //! The master's picture of each runner: its inventory entry, its connection, the facts its
 //! agent reported, and the grants of the attempts out on it.
 
-use crate::inventory::{RunnerSpec, Transport};
+use crate::inventory::{ExecutorKind, RunnerSpec, Transport};
 use crate::model::AttemptId;
 use crate::protocol::{Facts, Grant};
 use crate::scheduler::RunnerView;
@@ -117,6 +117,10 @@ impl RunnerState {
             gpus_total: self.spec.gpus.clone(),
             hard_limit_ms: self.spec.hard_time_limit_ms,
             unavailable: self.unavailable(),
+            images: match self.spec.executor {
+                ExecutorKind::Process => None,
+                ExecutorKind::Docker => Some(self.spec.images.clone()),
+            },
         }
     }
 

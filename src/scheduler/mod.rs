@@ -46,6 +46,8 @@ pub struct PendingFold {
     pub gpus: u32,
     /// The fold's hard time limit in ms, if it set one.
     pub hard_limit_ms: Option<u64>,
+    /// The container image the fold names, if any.
+    pub image: Option<String>,
 }
 
 /// A runner as the scheduler sees it: capacity and what is free right now.
@@ -67,6 +69,9 @@ pub struct RunnerView {
     pub hard_limit_ms: Option<u64>,
     /// None when the runner takes new folds; otherwise why not (draining, disconnected, ...).
     pub unavailable: Option<String>,
+    /// None: a process runner (takes no images). Some: a docker runner's image allowlist
+    /// ("*" = any; the first entry, unless "*", is the default for folds naming none).
+    pub images: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -19,6 +19,7 @@ fn runner(name: &str, queues: &[&str], slots: u32, cpus: u32, memory: u64) -> Ru
         gpus_free: vec![],
         hard_limit_ms: None,
         unavailable: None,
+        images: None,
     }
 }
 
@@ -39,6 +40,7 @@ fn fold(id: i64, queue: &str, millicpus: u32, memory: u64, gpus: u32) -> Pending
         memory,
         gpus,
         hard_limit_ms: None,
+        image: None,
     }
 }
 

@@ -445,8 +445,8 @@ impl Store {
                 };
                 tx.prepare_cached(
                     "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
-                     state, reason, hold_code, submitted_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+                     state, reason, hold_code, submitted_at, updated_at, image)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
                 )?
                 .execute(params![
                     owner,
@@ -460,7 +460,8 @@ impl Store {
                     state.as_str(),
                     unmatchable,
                     hold.map(HoldCode::as_str),
-                    now
+                    now,
+                    spec.image
                 ])?;
                 let id = tx.last_insert_rowid();
                 for input in &spec.inputs {
@@ -549,7 +550,7 @@ impl Store {
         self.call(|conn| {
             Ok(conn
                 .prepare_cached(
-                    "SELECT id, queue, owner, priority, submitted_at, millicpus, memory, gpus, hard_limit_ms
+                    "SELECT id, queue, owner, priority, submitted_at, millicpus, memory, gpus, hard_limit_ms, image
                      FROM folds WHERE state = 'idle'",
                 )?
                 .query_map([], |r| {
@@ -563,6 +564,7 @@ impl Store {
                         memory: r.get::<_, i64>(6)? as u64,
                         gpus: r.get(7)?,
                         hard_limit_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+                        image: r.get(9)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
@@ -861,6 +863,15 @@ impl Store {
     ) -> Result<()> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
+            // An event about an attempt belongs to the attempt's fold.
+            let fold = match (fold, attempt) {
+                (None, Some(a)) => tx
+                    .query_row("SELECT fold_id FROM attempts WHERE id = ?1", [a], |r| {
+                        r.get(0)
+                    })
+                    .optional()?,
+                _ => fold,
+            };
             event(&tx, fold, attempt, &kind, &detail)?;
             tx.commit()?;
             Ok(())

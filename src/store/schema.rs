@@ -101,6 +101,10 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 2: the image a fold names, for the scheduler's image step
+    r#"
+    ALTER TABLE folds ADD COLUMN image TEXT;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

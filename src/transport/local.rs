@@ -3,6 +3,7 @@
 //! kill of the master does not reach it: it finishes its folds and journals their results.
 
 use super::{Link, LinkEvent};
+use crate::inventory::{ExecutorKind, RunnerSpec};
 use crate::protocol::{self, FromAgent, ToAgent};
 use std::path::Path;
 use std::process::Stdio;
@@ -13,7 +14,7 @@ use tokio::sync::mpsc;
 pub fn connect(
     agent_exe: &Path,
     state_dir: &Path,
-    runner: &str,
+    spec: &RunnerSpec,
     generation: u64,
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> std::io::Result<Link> {
@@ -23,7 +24,13 @@ pub fn connect(
         .arg("--state-dir")
         .arg(state_dir)
         .arg("--runner")
-        .arg(runner)
+        .arg(&spec.name)
+        .arg("--executor")
+        .arg(match spec.executor {
+            ExecutorKind::Process => "process",
+            ExecutorKind::Docker => "docker",
+        })
+        .args(spec.images.iter().flat_map(|i| ["--image", i.as_str()]))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -46,7 +53,7 @@ pub fn connect(
         }
         // Dropping stdin closes the agent's input: it finishes its folds and exits.
     });
-    let name = runner.to_string();
+    let name = spec.name.clone();
     tokio::spawn(async move {
         let mut lines = BufReader::new(stdout).lines();
         let reason = loop {
