@@ -1,0 +1,174 @@
+//! Folds in Docker containers through the real master and agent, against the real engine.
+//! These tests need Docker; they fail (never skip) when it is missing.
+
+mod common;
+
+use common::Master;
+use serde_json::{json, Value};
+use std::process::Command;
+use std::time::Duration;
+
+const BUSYBOX: &str = "datarun/busybox:test";
+
+/// An inventory with one docker runner named `name` (unique per test: tests share the engine).
+fn docker_runner(name: &str) -> String {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "these tests need a running Docker engine (docker info failed)"
+    );
+    let built = Command::new("./images/build-busybox.sh")
+        .status()
+        .expect("run images/build-busybox.sh");
+    assert!(built.success(), "cannot build {BUSYBOX}");
+    format!(
+        r#"
+[[runner]]
+name = "{name}"
+transport = "local"
+executor = "docker"
+images = ["{BUSYBOX}", "datarun/fold-python:0.1"]
+slots = 4
+cpus = 4
+memory = "4G"
+queues = ["*"]
+"#
+    )
+}
+
+fn fold(script: &str) -> Value {
+    json!({ "command": ["sh", "-c", script], "image": BUSYBOX, "resources": {"cpus": 0.5, "memory": "128M"} })
+}
+
+fn outcome(f: &Value) -> String {
+    f["outcome"]["kind"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn folds_run_confined_in_containers() {
+    let m = Master::start(Some(&docker_runner("confined")));
+    let probe = fold(
+        "id -u > $DATARUN_OUTPUT/uid; \
+         cat $DATARUN_INPUT/in.txt > $DATARUN_OUTPUT/echo; \
+         (touch /x 2>/dev/null && echo yes || echo no) > $DATARUN_OUTPUT/rootfs_writable; \
+         (touch $DATARUN_INPUT/y 2>/dev/null && echo yes || echo no) > $DATARUN_OUTPUT/input_writable; \
+         ls /sys/class/net > $DATARUN_OUTPUT/net; \
+         (wget -q -T 2 -O- http://1.1.1.1 >/dev/null 2>&1 && echo yes || echo no) > $DATARUN_OUTPUT/network",
+    );
+    let (status, blob) = m.raw(
+        "POST",
+        "/blobs",
+        "application/octet-stream",
+        b"hello input".to_vec(),
+    );
+    assert_eq!(status, 201);
+    let mut probe = probe;
+    probe["inputs"] = json!([{"name": "in.txt", "sha256": blob["sha256"]}]);
+    let mut oom = fold("x=$(head -c 400000000 /dev/zero | tr '\\0' a); echo ${#x}");
+    oom["resources"]["memory"] = json!("64M");
+    let mut soft = fold("sleep 30");
+    soft["soft_time_limit"] = json!("1s");
+    let plain = json!({ "command": ["true"], "resources": {"cpus": 0.5, "memory": "64M"} });
+    let ids = m.submit(vec![probe, oom, soft, plain]);
+    let folds = m.wait_all(&ids, Duration::from_secs(120));
+    assert_eq!(folds[0]["state"], "done", "{}", folds[0]);
+    let out = |name: &str| {
+        m.cli_ok(&["fold", "output", &ids[0].to_string(), name])
+            .trim()
+            .to_string()
+    };
+    assert_eq!(out("uid"), "1000", "folds never run as root");
+    assert_eq!(out("echo"), "hello input");
+    assert_eq!(out("rootfs_writable"), "no");
+    assert_eq!(out("input_writable"), "no");
+    assert_eq!(out("net"), "lo", "only loopback inside the fold");
+    assert_eq!(out("network"), "no");
+    assert_eq!(outcome(&folds[1]), "out_of_memory", "{}", folds[1]);
+    assert_eq!(outcome(&folds[2]), "timed_out_soft", "{}", folds[2]);
+    // A fold naming no image runs the runner's default image (the first it allows).
+    assert_eq!(folds[3]["state"], "done", "{}", folds[3]);
+    // No container is left behind.
+    let left = Command::new("docker")
+        .args(["ps", "-aq", "--filter", "label=datarun.runner=confined"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&left.stdout).trim().is_empty(),
+        "containers left: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+#[test]
+fn images_are_limited_to_the_runners_allowlist() {
+    let m = Master::start(Some(&docker_runner("allowlist")));
+    let mut evil = fold("true");
+    evil["image"] = json!("evil/escape:latest");
+    let (status, v) = m.request("POST", "/folds", Some(evil));
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["held"][0]["code"], "unmatchable", "{v}");
+    let reason = v["held"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("evil/escape:latest"), "{reason}");
+}
+
+#[test]
+fn a_missing_image_fails_with_a_clear_outcome() {
+    let inv =
+        docker_runner("missing").replace(r#"images = ["#, r#"images = ["datarun/not-loaded:1", "#);
+    let m = Master::start(Some(&inv));
+    let mut f = fold("true");
+    f["image"] = json!("datarun/not-loaded:1");
+    let ids = m.submit(vec![f]);
+    let folds = m.wait_all(&ids, Duration::from_secs(60));
+    let msg = folds[0]["outcome"]["message"].as_str().unwrap_or_default();
+    assert_eq!(outcome(&folds[0]), "error", "{}", folds[0]);
+    assert!(
+        msg.contains("datarun/not-loaded:1") && msg.contains("datarun image load"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn a_restarted_agent_readopts_its_running_container() {
+    let m = Master::start(Some(&docker_runner("box")));
+    let ids = m.submit(vec![fold("sleep 4; echo finished > $DATARUN_OUTPUT/done")]);
+    m.wait_state(ids[0], "running", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+    // kill -9 the agent (not the master): the container keeps running in the engine.
+    let pattern = format!(
+        "agent --stdio --state-dir {}",
+        m.data_dir().join("agents/box").display()
+    );
+    let killed = Command::new("pkill")
+        .args(["-9", "-f", &pattern])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no agent process matched {pattern}");
+    let folds = m.wait_all(&ids, Duration::from_secs(60));
+    assert_eq!(folds[0]["state"], "done", "{}", folds[0]);
+    let shown = m.fold(ids[0]);
+    assert_eq!(
+        shown["attempts"].as_array().unwrap().len(),
+        1,
+        "re-adopted, not rerun: {}",
+        shown["attempts"]
+    );
+    assert_eq!(
+        m.cli_ok(&["fold", "output", &ids[0].to_string(), "done"])
+            .trim(),
+        "finished"
+    );
+    assert!(
+        shown["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "readopted"),
+        "{}",
+        shown["events"]
+    );
+}
