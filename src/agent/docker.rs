@@ -38,7 +38,7 @@ mod spec;
 #[cfg(test)]
 mod tests;
 
-use super::exec::{ExecRequest, ExecResult};
+use super::exec::{cancelled, sleep_until, ExecRequest, ExecResult};
 use super::tail::Tail;
 use crate::model::{AttemptId, Metrics, Outcome, Progress};
 use bollard::errors::Error as EngineError;
@@ -818,20 +818,6 @@ struct AbortOnDrop(Vec<AbortHandle>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.iter().for_each(AbortHandle::abort);
-    }
-}
-
-/// Resolves once cancel is true; never, if nobody can cancel any more.
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    if cancel.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

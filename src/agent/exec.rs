@@ -60,3 +60,29 @@ impl ExecResult {
         }
     }
 }
+
+/// Millicpus as a plain number of cores: 1500 -> "1.5", 2000 -> "2".
+pub(crate) fn format_cpus(millicpus: u32) -> String {
+    let (whole, frac) = (millicpus / 1000, millicpus % 1000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    format!("{whole}.{frac:03}")
+        .trim_end_matches('0')
+        .to_string()
+}
+
+/// Resolves once cancel is true; never, if nobody can cancel any more.
+pub(crate) async fn cancelled(cancel: &mut tokio::sync::watch::Receiver<bool>) {
+    if cancel.wait_for(|c| *c).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Sleeps until `deadline`; forever when there is none.
+pub(crate) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

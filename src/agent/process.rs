@@ -14,7 +14,7 @@ mod procfs;
 #[cfg(test)]
 mod tests;
 
-use super::exec::{ExecRequest, ExecResult};
+use super::exec::{cancelled, format_cpus, sleep_until, ExecRequest, ExecResult};
 use crate::model::{Metrics, Outcome, Progress};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -149,17 +149,6 @@ fn fold_env(req: &ExecRequest) -> BTreeMap<String, OsString> {
     // Always set, so a fold never sees GPUs it was not granted.
     env.insert("CUDA_VISIBLE_DEVICES".into(), req.gpus.join(",").into());
     env
-}
-
-/// Millicpus as a plain number of cores: 1500 -> "1.5", 2000 -> "2".
-fn format_cpus(millicpus: u32) -> String {
-    let (whole, frac) = (millicpus / 1000, millicpus % 1000);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    format!("{whole}.{frac:03}")
-        .trim_end_matches('0')
-        .to_string()
 }
 
 fn signal_group(pgid: i32, signal: libc::c_int) {
@@ -434,20 +423,6 @@ async fn watch_fold(
             tracing::debug!("attempt {}: signal {signal} to group {pgid}", req.attempt);
             signal_group(pgid, signal);
         }
-    }
-}
-
-/// Resolves once cancel is true; never, if nobody can cancel any more.
-async fn cancelled(cancel: &mut watch::Receiver<bool>) {
-    if cancel.wait_for(|c| *c).await.is_err() {
-        std::future::pending::<()>().await;
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -3,7 +3,7 @@
 //! keeps untrusted code in its box is checked by unit tests.
 
 use super::DockerOptions;
-use crate::agent::exec::ExecRequest;
+use crate::agent::exec::{format_cpus, ExecRequest};
 use crate::model::AttemptId;
 use bollard::models::{
     ContainerCreateBody, DeviceRequest, HostConfig, HostConfigLogConfig, Mount, MountType,
@@ -35,17 +35,6 @@ pub fn container_name(namespace: &str, attempt: AttemptId) -> String {
 /// printing without end cannot fill the runner's disk. Only the tail is kept anyway.
 pub fn log_file_size(log_limit: u64) -> u64 {
     log_limit.saturating_mul(2).clamp(1 << 20, 256 << 20)
-}
-
-/// Millicpus as a plain number of cores: 1500 -> "1.5", 2000 -> "2".
-pub fn format_cpus(millicpus: u32) -> String {
-    let (whole, frac) = (millicpus / 1000, millicpus % 1000);
-    if frac == 0 {
-        return whole.to_string();
-    }
-    format!("{whole}.{frac:03}")
-        .trim_end_matches('0')
-        .to_string()
 }
 
 /// The fold's own variables, then datarun's (which win). PATH and the like come from the image.

@@ -147,8 +147,8 @@ fn options_and_small_helpers() {
     // A fold's variable cannot take over datarun's.
     req.env.insert("HOME".into(), "/root".into());
     assert_eq!(spec::fold_env(&req)["HOME"], "/tmp");
-    assert_eq!(spec::format_cpus(250), "0.25");
-    assert_eq!(spec::format_cpus(2000), "2");
+    assert_eq!(crate::agent::exec::format_cpus(250), "0.25");
+    assert_eq!(crate::agent::exec::format_cpus(2000), "2");
     assert_eq!(spec::numeric_user("1000:1001"), Some((1000, 1001)));
     assert_eq!(spec::numeric_user("1000"), Some((1000, 1000)));
     assert_eq!(spec::numeric_user("fold"), None);

@@ -1,0 +1,117 @@
+//! What the end-to-end benches share: a real `datarun serve` on a temp dir, driven over HTTP.
+
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct BenchMaster {
+    _dir: tempfile::TempDir,
+    child: Child,
+    url: String,
+    token: String,
+    http: reqwest::blocking::Client,
+}
+
+impl BenchMaster {
+    /// Starts a master on `inventory` (TOML text) and waits until its first runner is ready.
+    pub fn start(inventory: &str) -> BenchMaster {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("runners.toml");
+        std::fs::write(&inv, inventory).unwrap();
+        let data = dir.path().join("data");
+        let child = Command::new(env!("CARGO_BIN_EXE_datarun"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--inventory")
+            .arg(&inv)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = loop {
+            if let Ok(u) = std::fs::read_to_string(data.join("server")) {
+                break u.trim().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        let m = BenchMaster {
+            _dir: dir,
+            child,
+            url,
+            token,
+            http: reqwest::blocking::Client::new(),
+        };
+        while m.get("/runners")["runners"][0]["state"] != "ready" {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        m
+    }
+
+    fn get(&self, path: &str) -> Value {
+        self.http
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// Submits `n` copies of `fold` in batches of 100 and waits until all are done; returns
+    /// (time to submit, time to the last fold done), both from the first submit.
+    pub fn run(&self, fold: &Value, n: usize) -> (Duration, Duration) {
+        let start = Instant::now();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
+            let folds: Vec<Value> = chunk.iter().map(|_| fold.clone()).collect();
+            let resp = self
+                .http
+                .post(format!("{}/api/v1/folds/batch", self.url))
+                .bearer_auth(&self.token)
+                .json(&json!({ "folds": folds }))
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+        }
+        let submitted = start.elapsed();
+        loop {
+            let v = self.get("/queue");
+            let count = |s: &str| -> u64 {
+                v["counts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|c| c["state"] == s)
+                    .map(|c| c["count"].as_u64().unwrap())
+                    .sum()
+            };
+            assert_eq!(count("failed"), 0, "folds failed: {v}");
+            if count("done") as usize == n {
+                return (submitted, start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for BenchMaster {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// Cargo and nextest list benches with `--list`; these have nothing to list.
+pub fn listing() -> bool {
+    std::env::args().any(|a| a == "--list")
+}
+
+pub fn count(default: usize) -> usize {
+    std::env::var("BENCH_FOLDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
