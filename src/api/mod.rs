@@ -8,11 +8,12 @@ pub use error::ApiError;
 
 use crate::master::MasterHandle;
 use crate::store::{Principal, Store};
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -35,6 +36,9 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/{id}/remove", post(folds::remove))
         .route("/queue", get(folds::queue))
         .route("/runners", get(runners))
+        .route("/runners/reload", post(reload))
+        .route("/runners/{name}/drain", post(drain))
+        .route("/runners/{name}/resume", post(resume))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -85,9 +89,59 @@ async fn auth(
     }
 }
 
-async fn runners(
+async fn runners(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(
+        json!({ "runners": state.master.runners(), "inventory_error": state.master.inventory_error() }),
+    )
+}
+
+fn admin(who: &Principal) -> Result<(), ApiError> {
+    if who.admin {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "{} is not an admin; runners are managed with an admin token",
+            who.name
+        )))
+    }
+}
+
+async fn reload(
     State(state): State<ApiState>,
-    axum::Extension(_): axum::Extension<Principal>,
-) -> Json<serde_json::Value> {
-    Json(json!({ "runners": state.master.runners() }))
+    Extension(who): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&who)?;
+    let report = state.master.reload().await.map_err(ApiError::bad_request)?;
+    Ok(Json(json!({ "reloaded": report })))
+}
+
+async fn drain(
+    s: State<ApiState>,
+    who: Extension<Principal>,
+    name: Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_drained(s, who, name, true).await
+}
+
+async fn resume(
+    s: State<ApiState>,
+    who: Extension<Principal>,
+    name: Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    set_drained(s, who, name, false).await
+}
+
+async fn set_drained(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+    drained: bool,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&who)?;
+    state
+        .master
+        .drain(&name, drained)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
+    Ok(Json(json!({ "runner": name, "drained": drained })))
 }

@@ -604,10 +604,57 @@ pub enum RunnersCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Re-read the inventory file now (the master also notices edits, and SIGHUP).
+    Reload {
+        #[command(flatten)]
+        conn: Conn,
+    },
+    /// No new folds on this runner; running ones finish.
+    Drain {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+    },
+    /// Undo drain.
+    Resume {
+        #[command(flatten)]
+        conn: Conn,
+        name: String,
+    },
 }
 
 pub fn runners(cmd: RunnersCmd) -> Result<()> {
-    let RunnersCmd::Status { conn, json } = cmd;
+    let (conn, json) = match cmd {
+        RunnersCmd::Status { conn, json } => (conn, json),
+        RunnersCmd::Reload { conn } => {
+            let v: Value = conn.client()?.post("/runners/reload", &json!({}))?;
+            let r = &v["reloaded"];
+            let names = |k: &str| {
+                r[k].as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|n| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            println!("inventory reloaded: added [{}], removed (draining) [{}], changed [{}], {} unchanged", names("added"), names("removed"), names("changed"), r["unchanged"]);
+            return Ok(());
+        }
+        RunnersCmd::Drain { conn, name } => {
+            conn.client()?
+                .post::<Value>(&format!("/runners/{name}/drain"), &json!({}))?;
+            println!("runner {name}: drained (running folds finish; no new ones)");
+            return Ok(());
+        }
+        RunnersCmd::Resume { conn, name } => {
+            conn.client()?
+                .post::<Value>(&format!("/runners/{name}/resume"), &json!({}))?;
+            println!("runner {name}: resumed");
+            return Ok(());
+        }
+    };
     let v: Value = conn.client()?.get("/runners")?;
     if json {
         return print_json(&v["runners"]);
@@ -635,6 +682,9 @@ pub fn runners(cmd: RunnersCmd) -> Result<()> {
         ]);
     }
     print!("{}", t.render());
+    if let Some(e) = v["inventory_error"].as_str() {
+        println!("\ninventory edit rejected: {e}");
+    }
     Ok(())
 }
 

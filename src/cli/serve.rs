@@ -101,6 +101,20 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let (master, handle) = Master::new(cfg, store.clone()).await?;
     let master_task = tokio::spawn(master.run());
+    // SIGHUP re-reads the inventory, as `datarun runners reload` does.
+    let hup_handle = handle.clone();
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match hup_handle.reload().await {
+                Ok(report) => tracing::info!("SIGHUP: inventory reloaded: {report:?}"),
+                Err(e) => tracing::error!("SIGHUP: inventory reload rejected: {e}"),
+            }
+        }
+    });
     let app = api::router(
         ApiState {
             store,

@@ -2,8 +2,10 @@
 //! assignments before telling any agent, and records results exactly once. The REST API talks
 //! to it through a `MasterHandle` (wake-ups, cancels, and a read-only view for status pages).
 
+mod reload;
 mod runners;
 
+pub use reload::ReloadReport;
 pub use runners::RunnerStatus;
 
 use crate::inventory::{ExecutorKind, Inventory, Transport};
@@ -37,10 +39,20 @@ pub struct MasterView {
     pub views: Vec<RunnerView>,
     pub progress: HashMap<AttemptId, Progress>,
     pub queue_priority: BTreeMap<String, i64>,
+    /// The last rejected edit of the inventory file, while the previous inventory is in force.
+    pub inventory_error: Option<String>,
 }
+
+type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
 
 enum Command {
     Cancel(CancelTarget),
+    Reload(Reply<ReloadReport>),
+    Drain {
+        runner: String,
+        drained: bool,
+        reply: Reply<()>,
+    },
 }
 
 struct Shared {
@@ -68,6 +80,41 @@ impl MasterHandle {
 
     pub fn runners(&self) -> Vec<RunnerStatus> {
         self.shared.view.read().expect("view lock").runners.clone()
+    }
+
+    pub fn inventory_error(&self) -> Option<String> {
+        self.shared
+            .view
+            .read()
+            .expect("view lock")
+            .inventory_error
+            .clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .commands
+            .send(make(tx))
+            .map_err(|_| "the master loop has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the master loop has stopped".to_string())?
+    }
+
+    /// Re-reads the inventory file now (as SIGHUP does).
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        self.ask(Command::Reload).await
+    }
+
+    /// Drains (no new folds; running ones finish) or resumes a runner.
+    pub async fn drain(&self, runner: &str, drained: bool) -> Result<(), String> {
+        let runner = runner.to_string();
+        self.ask(|reply| Command::Drain {
+            runner,
+            drained,
+            reply,
+        })
+        .await
     }
 
     pub fn progress(&self, attempt: AttemptId) -> Option<Progress> {
@@ -131,6 +178,8 @@ pub struct Master {
     /// Reports received this loop turn, applied in one transaction by `flush`.
     started: Vec<AttemptId>,
     finished: Vec<(String, ResultInput)>,
+    inventory_stamp: reload::Stamp,
+    inventory_error: Option<String>,
 }
 
 impl Master {
@@ -156,6 +205,11 @@ impl Master {
                 .upsert_runner(r.name.clone(), spec, "connecting".into(), None)
                 .await?;
         }
+        for name in store.drained_runners().await? {
+            if let Some(r) = runners.get_mut(&name) {
+                r.drained = true;
+            }
+        }
         for a in store.active_attempts().await? {
             match runners.get_mut(&a.runner) {
                 Some(r) => {
@@ -167,6 +221,7 @@ impl Master {
                 }
             }
         }
+        let cfg_stamp = cfg.inventory.source.as_deref().and_then(reload::stamp);
         let master = Master {
             cfg,
             store,
@@ -180,6 +235,8 @@ impl Master {
             dirty: true,
             started: Vec::new(),
             finished: Vec::new(),
+            inventory_stamp: cfg_stamp,
+            inventory_error: None,
         };
         master.publish();
         Ok((master, MasterHandle { shared }))
@@ -191,7 +248,7 @@ impl Master {
         loop {
             tokio::select! {
                 Some(ev) = self.events.recv() => self.on_link_event(ev).await?,
-                Some(cmd) = self.commands.recv() => self.on_command(cmd),
+                Some(cmd) = self.commands.recv() => self.on_command(cmd).await?,
                 _ = shared.wake.notified() => self.dirty = true,
                 _ = tick.tick() => self.housekeeping().await?,
             }
@@ -217,10 +274,21 @@ impl Master {
         view.views = self.runners.values().map(RunnerState::view).collect();
         view.progress = self.progress.clone();
         view.queue_priority = self.cfg.inventory.queue_priorities();
+        view.inventory_error = self.inventory_error.clone();
     }
 
-    fn on_command(&mut self, cmd: Command) {
+    async fn on_command(&mut self, cmd: Command) -> anyhow::Result<()> {
         match cmd {
+            Command::Reload(reply) => {
+                let _ = reply.send(self.reload().await?);
+            }
+            Command::Drain {
+                runner,
+                drained,
+                reply,
+            } => {
+                let _ = reply.send(self.set_drained(&runner, drained).await?);
+            }
             Command::Cancel(target) => {
                 if let Some(link) = self
                     .runners
@@ -234,10 +302,13 @@ impl Master {
                 // A runner that is not connected gets the cancel when it reconnects (see hello).
             }
         }
+        Ok(())
     }
 
     /// Connects runners that are due, and ends the attempts of runners silent past their lease.
     async fn housekeeping(&mut self) -> anyhow::Result<()> {
+        self.reload_if_edited().await?;
+        self.retire_drained();
         let now = Instant::now();
         let mut lost = Vec::new();
         for r in self.runners.values_mut() {
@@ -403,7 +474,7 @@ impl Master {
         }
         self.flush().await?;
         let mut lost = Vec::new();
-        for attempt in known {
+        for &attempt in &known {
             if running.contains(&attempt) {
                 self.store.mark_started(attempt).await?;
                 self.store
@@ -417,6 +488,15 @@ impl Master {
             } else if !finished_ids.contains(&attempt) {
                 lost.push(attempt);
             }
+        }
+        // Holds and removes made while the runner was away are carried out now.
+        let still_running: Vec<AttemptId> = known
+            .iter()
+            .copied()
+            .filter(|a| running.contains(a))
+            .collect();
+        for attempt in self.store.superseded_attempts(still_running).await? {
+            self.send(runner, ToAgent::Cancel { attempt });
         }
         let r = self.runners.get_mut(runner).expect("known runner");
         for attempt in &lost {

@@ -21,6 +21,10 @@ pub struct RunnerState {
     pub reconnect_at: Option<Instant>,
     /// When the runner was last heard from, or when it was first missed.
     pub last_seen: Instant,
+    /// Drained by an operator: no new folds.
+    pub drained: bool,
+    /// Gone from the inventory: no new folds; dropped once its attempts have ended.
+    pub removed: bool,
 }
 
 /// What `datarun runners status` shows.
@@ -53,6 +57,8 @@ impl RunnerState {
             last_error: None,
             reconnect_at: Some(Instant::now()),
             last_seen: Instant::now(),
+            drained: false,
+            removed: false,
         }
     }
 
@@ -82,6 +88,15 @@ impl RunnerState {
     }
 
     pub fn unavailable(&self) -> Option<String> {
+        if self.removed {
+            return Some("removed from the inventory: draining".into());
+        }
+        if self.drained {
+            return Some(format!(
+                "drained (`datarun runners resume {}` to resume)",
+                self.spec.name
+            ));
+        }
         if self.ready {
             return None;
         }

@@ -853,6 +853,25 @@ impl Store {
         .await
     }
 
+    /// Of these attempts, those whose fold has moved on (held, removed, or another attempt is
+    /// current): they must be killed wherever they still run.
+    pub async fn superseded_attempts(&self, attempts: Vec<AttemptId>) -> Result<Vec<AttemptId>> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
+                 WHERE a.id = ?1 AND (f.current_attempt IS NOT a.id OR f.state NOT IN ('assigned', 'running'))",
+            )?;
+            let mut out = Vec::new();
+            for a in attempts {
+                if stmt.exists([a])? {
+                    out.push(a);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Appends an event not tied to a state change (e.g. a runner connecting).
     pub async fn log_event(
         &self,

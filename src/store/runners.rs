@@ -27,6 +27,27 @@ impl Store {
         .await
     }
 
+    pub async fn set_drained(&self, name: String, drained: bool) -> Result<()> {
+        self.call(move |conn| {
+            conn.execute(
+                "UPDATE runners SET drained = ?1 WHERE name = ?2",
+                params![drained, name],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn drained_runners(&self) -> Result<Vec<String>> {
+        self.call(|conn| {
+            Ok(conn
+                .prepare_cached("SELECT name FROM runners WHERE drained = 1 ORDER BY name")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     /// (name, state, facts JSON) of every runner ever seen.
     pub async fn runners(&self) -> Result<Vec<(String, String, Option<String>)>> {
         self.call(|conn| {

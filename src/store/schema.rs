@@ -105,6 +105,10 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE folds ADD COLUMN image TEXT;
     "#,
+    // 3: runners drained by an operator stay drained across restarts
+    r#"
+    ALTER TABLE runners ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
