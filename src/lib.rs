@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod inventory;
+pub mod maintenance;
 pub mod master;
 pub mod model;
 pub mod protocol;

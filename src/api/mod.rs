@@ -21,6 +21,8 @@ use serde_json::json;
 pub struct ApiState {
     pub store: Store,
     pub master: MasterHandle,
+    /// Scheduled maintenance jobs from the master's config file.
+    pub maintenance: std::sync::Arc<Vec<crate::maintenance::config::Job>>,
 }
 
 pub fn router(state: ApiState, max_body: usize) -> Router {
@@ -37,6 +39,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/queue", get(folds::queue))
         .route("/runners", get(runners))
         .route("/runners/reload", post(reload))
+        .route("/maintenance", get(maintenance))
         .route("/runners/{name}/drain", post(drain))
         .route("/runners/{name}/resume", post(resume))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
@@ -144,4 +147,14 @@ async fn set_drained(
         .await
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
     Ok(Json(json!({ "runner": name, "drained": drained })))
+}
+
+async fn maintenance(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let jobs = crate::maintenance::describe(&state.maintenance, chrono::Utc::now());
+    let recent = state.store.events_of_kind("maintenance".into(), 50).await?;
+    let recent: Vec<_> = recent
+        .into_iter()
+        .map(|(at, detail)| json!({"at": at, "detail": detail}))
+        .collect();
+    Ok(Json(json!({ "jobs": jobs, "recent": recent })))
 }

@@ -159,6 +159,9 @@ pub enum QueueCmd {
         /// With --all: only folds in these states (comma-separated).
         #[arg(long)]
         state: Option<String>,
+        /// Scheduled maintenance jobs and their recent runs.
+        #[arg(long)]
+        maintenance: bool,
         #[arg(long)]
         json: bool,
     },
@@ -202,9 +205,18 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
             conn,
             all,
             state,
+            maintenance,
             json,
         } => {
             let client = conn.client()?;
+            if maintenance {
+                let v: Value = client.get("/maintenance")?;
+                return if json {
+                    print_json(&v)
+                } else {
+                    print_maintenance(&v)
+                };
+            }
             if all {
                 let path = match &state {
                     Some(s) => format!("/folds?state={s}"),
@@ -250,6 +262,34 @@ fn each(conn: &Conn, ids: &[i64], action: &str, body: Option<Value>) -> Result<(
     }
     if failed > 0 {
         return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+fn print_maintenance(v: &Value) -> Result<()> {
+    let mut t = Table::new(&["JOB", "SCHEDULE", "NEXT RUN"]);
+    for j in v["jobs"].as_array().into_iter().flatten() {
+        t.row([
+            j["name"].as_str().unwrap_or(""),
+            j["schedule"].as_str().unwrap_or(""),
+            j["next_run"].as_str().unwrap_or("-"),
+        ]);
+    }
+    if t.is_empty() {
+        println!("no maintenance scheduled (datarun serve --config FILE)");
+    } else {
+        print!("{}", t.render());
+    }
+    let mut t = Table::new(&["AT", "RUN"]);
+    for r in v["recent"].as_array().into_iter().flatten() {
+        t.row([
+            when(&r["at"]),
+            r["detail"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    if !t.is_empty() {
+        println!();
+        print!("{}", t.render());
     }
     Ok(())
 }

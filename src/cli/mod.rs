@@ -53,6 +53,9 @@ enum Command {
         /// Inventory file (runners.toml); default: this machine as the only runner.
         #[arg(long)]
         inventory: Option<PathBuf>,
+        /// Master config file (scheduled maintenance: health checks, backups, purges).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long, default_value = "127.0.0.1:4680")]
         listen: std::net::SocketAddr,
         /// Largest request body (uploads, batches), e.g. 256M.
@@ -119,6 +122,7 @@ pub fn main() -> Result<()> {
         Command::Serve {
             data_dir,
             inventory,
+            config,
             listen,
             max_body,
             log_limit,
@@ -128,6 +132,7 @@ pub fn main() -> Result<()> {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
                 inventory,
+                config,
                 listen,
                 max_body,
                 log_limit,

@@ -14,6 +14,8 @@ use std::time::Duration;
 pub struct ServeArgs {
     pub data_dir: PathBuf,
     pub inventory: Option<PathBuf>,
+    /// The master's config file (scheduled maintenance).
+    pub config: Option<PathBuf>,
     pub listen: SocketAddr,
     pub max_body: u64,
     pub log_limit: u64,
@@ -81,6 +83,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(path) => crate::inventory::load(path)?,
         None => crate::inventory::local_default(),
     };
+    let jobs = match &args.config {
+        Some(path) => crate::maintenance::load(path, &args.data_dir).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
     let store = Store::open(&args.data_dir.join("datarun.db"))?;
     ensure_admin_token(&store, &args.data_dir).await?;
 
@@ -115,10 +121,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             }
         }
     });
+    let jobs = std::sync::Arc::new(jobs);
+    tokio::spawn(crate::maintenance::run(
+        jobs.as_ref().clone(),
+        store.clone(),
+        handle.clone(),
+    ));
+    let schedule = crate::maintenance::describe(&jobs, chrono::Utc::now());
     let app = api::router(
         ApiState {
             store,
             master: handle,
+            maintenance: jobs,
         },
         args.max_body as usize,
     );
@@ -144,6 +158,17 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "  token:     {} (admin)",
         args.data_dir.join("admin.token").display()
     );
+    if schedule.is_empty() {
+        println!("  maintenance: none scheduled (see --config)");
+    }
+    for job in &schedule {
+        println!(
+            "  maintenance: {:<12} {:<16} next {}",
+            job.name,
+            job.schedule,
+            job.next_run.as_deref().unwrap_or("never")
+        );
+    }
     tracing::info!("serving on {url}");
 
     let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());

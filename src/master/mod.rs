@@ -48,6 +48,7 @@ type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
 enum Command {
     Cancel(CancelTarget),
     Reload(Reply<ReloadReport>),
+    Ping,
     Drain {
         runner: String,
         drained: bool,
@@ -99,6 +100,12 @@ impl MasterHandle {
             .map_err(|_| "the master loop has stopped".to_string())?;
         rx.await
             .map_err(|_| "the master loop has stopped".to_string())?
+    }
+
+    /// Pings every connected agent (a silent one loses its lease) and returns the runners' states.
+    pub fn health_check(&self) -> Vec<RunnerStatus> {
+        let _ = self.shared.commands.send(Command::Ping);
+        self.runners()
     }
 
     /// Re-reads the inventory file now (as SIGHUP does).
@@ -279,6 +286,16 @@ impl Master {
 
     async fn on_command(&mut self, cmd: Command) -> anyhow::Result<()> {
         match cmd {
+            Command::Ping => {
+                self.generation += 1;
+                for r in self.runners.values() {
+                    if let Some(link) = &r.link {
+                        link.send(ToAgent::Ping {
+                            seq: self.generation,
+                        });
+                    }
+                }
+            }
             Command::Reload(reply) => {
                 let _ = reply.send(self.reload().await?);
             }

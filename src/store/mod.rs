@@ -4,11 +4,13 @@
 
 mod blobs;
 mod folds;
+mod maintenance;
 mod runners;
 mod schema;
 mod tokens;
 
 pub use blobs::sha256_hex;
+pub use maintenance::PurgeReport;
 pub use tokens::Principal;
 
 pub use folds::{

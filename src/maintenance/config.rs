@@ -1,0 +1,174 @@
+//! The master's config file (`datarun serve --config FILE`): scheduled maintenance.
+//!
+//! ```toml
+//! [maintenance.health_check]
+//! schedule = "*/30 * * * * *"   # every 30 s (6 fields: seconds first)
+//!
+//! [maintenance.backup]
+//! schedule = "0 3 * * *"        # 03:00 daily (a crontab line)
+//! dir = "backups"               # relative to the data dir
+//! keep = 7
+//!
+//! [maintenance.purge]
+//! schedule = "0 4 * * *"
+//! retention = "30d"             # outputs and logs of ended folds older than this go
+//! ```
+
+use super::schedule::CronSchedule;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    maintenance: Maintenance,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Maintenance {
+    health_check: Option<HealthRaw>,
+    backup: Option<BackupRaw>,
+    purge: Option<PurgeRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthRaw {
+    schedule: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackupRaw {
+    schedule: String,
+    dir: PathBuf,
+    #[serde(default = "default_keep")]
+    keep: usize,
+}
+
+fn default_keep() -> usize {
+    7
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurgeRaw {
+    schedule: String,
+    retention: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum Task {
+    HealthCheck,
+    Backup { dir: PathBuf, keep: usize },
+    Purge { retention: Duration },
+}
+
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub name: &'static str,
+    pub schedule: CronSchedule,
+    pub task: Task,
+}
+
+/// Parses a config file's text. `data_dir` anchors relative paths; `file` names errors.
+pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<Vec<Job>, String> {
+    let raw: File = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+    let at = |what: &str, e: String| format!("{file}: maintenance.{what}: {e}");
+    let mut jobs = Vec::new();
+    let m = raw.maintenance;
+    if let Some(h) = m.health_check {
+        let schedule =
+            CronSchedule::parse(&h.schedule).map_err(|e| at("health_check.schedule", e))?;
+        jobs.push(Job {
+            name: "health_check",
+            schedule,
+            task: Task::HealthCheck,
+        });
+    }
+    if let Some(b) = m.backup {
+        let schedule = CronSchedule::parse(&b.schedule).map_err(|e| at("backup.schedule", e))?;
+        if b.keep == 0 {
+            return Err(at("backup.keep", "must keep at least 1 backup".into()));
+        }
+        let dir = if b.dir.is_absolute() {
+            b.dir
+        } else {
+            data_dir.join(b.dir)
+        };
+        jobs.push(Job {
+            name: "backup",
+            schedule,
+            task: Task::Backup { dir, keep: b.keep },
+        });
+    }
+    if let Some(p) = m.purge {
+        let schedule = CronSchedule::parse(&p.schedule).map_err(|e| at("purge.schedule", e))?;
+        let retention =
+            crate::units::parse_duration(&p.retention).map_err(|e| at("purge.retention", e))?;
+        jobs.push(Job {
+            name: "purge",
+            schedule,
+            task: Task::Purge { retention },
+        });
+    }
+    Ok(jobs)
+}
+
+pub fn load(path: &Path, data_dir: &Path) -> Result<Vec<Job>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
+    parse(&text, &path.display().to_string(), data_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_config() {
+        let text = "[maintenance.health_check]\nschedule = \"*/30 * * * * *\"\n[maintenance.backup]\nschedule = \"0 3 * * *\"\ndir = \"b\"\nkeep = 3\n[maintenance.purge]\nschedule = \"0 4 * * *\"\nretention = \"30d\"\n";
+        let jobs = parse(text, "m.toml", Path::new("/data")).unwrap();
+        assert_eq!(
+            jobs.iter().map(|j| j.name).collect::<Vec<_>>(),
+            ["health_check", "backup", "purge"]
+        );
+        assert!(
+            matches!(&jobs[1].task, Task::Backup { dir, keep: 3 } if dir == Path::new("/data/b"))
+        );
+        assert!(
+            matches!(jobs[2].task, Task::Purge { retention } if retention.as_secs() == 30 * 86400)
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_key() {
+        let e = parse(
+            "[maintenance.backup]\nschedule = \"0 3 * * *\"\ndir = \"b\"\ncolour = 1\n",
+            "m.toml",
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("m.toml") && e.contains("colour") && e.contains("line 4"),
+            "{e}"
+        );
+        let e = parse(
+            "[maintenance.purge]\nschedule = \"0 4 * *\"\nretention = \"1d\"\n",
+            "m.toml",
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert!(e.contains("maintenance.purge.schedule"), "{e}");
+        let e = parse(
+            "[maintenance.purge]\nschedule = \"0 4 * * *\"\nretention = \"soon\"\n",
+            "m.toml",
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert!(e.contains("maintenance.purge.retention"), "{e}");
+    }
+}
