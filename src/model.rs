@@ -347,7 +347,12 @@ pub enum Outcome {
     },
     /// Removed by a person while it ran.
     Cancelled,
-    /// datarun could not start or watch the fold (missing program, missing image, engine error).
+    /// The fold's image is not on the runner (there is no registry: it must be loaded).
+    ImageMissing {
+        image: String,
+        message: String,
+    },
+    /// datarun could not start or watch the fold (missing program, engine error).
     Error {
         message: String,
     },
@@ -364,6 +369,7 @@ impl Outcome {
             Outcome::OutOfMemory => "out_of_memory",
             Outcome::Lost { .. } => "lost",
             Outcome::Cancelled => "cancelled",
+            Outcome::ImageMissing { .. } => "image_missing",
             Outcome::Error { .. } => "error",
         }
     }
@@ -383,6 +389,7 @@ impl fmt::Display for Outcome {
             Outcome::OutOfMemory => write!(f, "out of memory"),
             Outcome::Lost { reason } => write!(f, "lost: {reason}"),
             Outcome::Cancelled => write!(f, "cancelled"),
+            Outcome::ImageMissing { message, .. } => write!(f, "image missing: {message}"),
             Outcome::Error { message } => write!(f, "error: {message}"),
         }
     }
@@ -418,6 +425,10 @@ pub enum HoldCode {
     Unmatchable,
     /// It failed or was lost more often than max_retries allows.
     RetriesExhausted,
+    /// It went over its memory grant: release it with more memory.
+    OutOfMemory,
+    /// Its image is missing or not allowed.
+    BadImage,
 }
 
 impl HoldCode {
@@ -426,16 +437,20 @@ impl HoldCode {
             HoldCode::User => "user",
             HoldCode::Unmatchable => "unmatchable",
             HoldCode::RetriesExhausted => "retries_exhausted",
+            HoldCode::OutOfMemory => "out_of_memory",
+            HoldCode::BadImage => "bad_image",
         }
     }
+    pub const ALL: [HoldCode; 5] = [
+        HoldCode::User,
+        HoldCode::Unmatchable,
+        HoldCode::RetriesExhausted,
+        HoldCode::OutOfMemory,
+        HoldCode::BadImage,
+    ];
+
     pub fn parse(s: &str) -> Option<HoldCode> {
-        [
-            HoldCode::User,
-            HoldCode::Unmatchable,
-            HoldCode::RetriesExhausted,
-        ]
-        .into_iter()
-        .find(|c| c.as_str() == s)
+        HoldCode::ALL.into_iter().find(|c| c.as_str() == s)
     }
 }
 
@@ -460,6 +475,19 @@ mod tests {
         }
         for good in ["train.csv", "data/train.csv", "x..y", ".hidden"] {
             assert!(check_file_name(good).is_ok(), "{good:?} must be accepted");
+        }
+    }
+
+    #[test]
+    fn hold_codes_round_trip() {
+        for code in HoldCode::ALL {
+            assert_eq!(HoldCode::parse(code.as_str()), Some(code));
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(
+                json,
+                format!("\"{}\"", code.as_str()),
+                "serde and as_str agree"
+            );
         }
     }
 

@@ -171,9 +171,12 @@ fn time_limits_and_memory_cap_end_folds_with_the_right_outcome() {
     assert_eq!(kind(&folds[2]), "out_of_memory", "{}", folds[2]);
     assert_eq!(kind(&folds[3]), "exit_code", "{}", folds[3]);
     assert_eq!(folds[3]["outcome"]["code"], 3);
-    for f in &folds {
-        assert_eq!(f["state"], "failed");
+    for i in [0, 1, 3] {
+        assert_eq!(folds[i]["state"], "failed", "{}", folds[i]);
     }
+    // Out of memory holds the fold, so it can be released with a larger grant.
+    assert_eq!(folds[2]["state"], "held");
+    assert_eq!(folds[2]["hold_code"], "out_of_memory");
     let log = m.cli_ok(&["fold", "log", &ids[3].to_string()]);
     assert!(log.contains("boom"), "{log}");
 }

@@ -125,7 +125,11 @@ fn a_missing_image_fails_with_a_clear_outcome() {
     let ids = m.submit(vec![f]);
     let folds = m.wait_all(&ids, Duration::from_secs(60));
     let msg = folds[0]["outcome"]["message"].as_str().unwrap_or_default();
-    assert_eq!(outcome(&folds[0]), "error", "{}", folds[0]);
+    assert_eq!(outcome(&folds[0]), "image_missing", "{}", folds[0]);
+    assert_eq!(
+        (folds[0]["state"].as_str(), folds[0]["hold_code"].as_str()),
+        (Some("held"), Some("bad_image"))
+    );
     assert!(
         msg.contains("datarun/not-loaded:1") && msg.contains("datarun image load"),
         "{msg}"

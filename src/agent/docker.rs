@@ -212,10 +212,17 @@ impl DockerExecutor {
         let volumes = match self.docker.inspect_image(image).await {
             Ok(info) => info.config.and_then(|c| c.volumes).unwrap_or_default(),
             Err(e) if status(&e) == Some(404) => {
-                return ExecResult::error(format!(
+                let message = format!(
                     "image {image:?} is not on runner {:?}: load it with `datarun image load FILE.tar` (no registry is used)",
                     req.runner
-                ))
+                );
+                return ExecResult {
+                    outcome: Outcome::ImageMissing {
+                        image: image.to_string(),
+                        message,
+                    },
+                    ..ExecResult::error("")
+                };
             }
             Err(e) => {
                 return ExecResult::error(format!(

@@ -3,7 +3,7 @@
 use super::{ApiError, ApiState};
 use crate::master::pending_of;
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
-use crate::store::{FoldFilter, FoldRecord, Principal};
+use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::extract::{Path, Query, State};
@@ -166,6 +166,14 @@ pub async fn output(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
+/// An optional JSON body: empty means the defaults; anything else must parse, strictly.
+fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
+}
+
 async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecord> {
     let fold = s.store.fold(id).await?;
     if !who.admin && fold.owner != who.name {
@@ -187,11 +195,12 @@ pub async fn hold(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<FoldId>,
-    body: Option<Json<HoldBody>>,
+    body: Bytes,
 ) -> ApiResult<Json<Value>> {
     owned(&s, &who, id).await?;
+    let body: HoldBody = optional_json(&body)?;
     let reason = body
-        .and_then(|b| b.0.reason)
+        .reason
         .unwrap_or_else(|| format!("held by {}", who.name));
     if let Some(cancel) = s.store.hold(id, HoldCode::User, reason).await? {
         s.master.cancel(cancel);
@@ -199,13 +208,23 @@ pub async fn hold(
     Ok(Json(json!({ "fold": s.store.fold(id).await? })))
 }
 
+/// Releases a held fold, optionally with new requests (`{"memory": "2G", "hard_time_limit":
+/// "1h"}`); a request no runner could meet is refused and changes nothing.
 pub async fn release(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<FoldId>,
+    body: Bytes,
 ) -> ApiResult<Json<Value>> {
-    owned(&s, &who, id).await?;
-    s.store.release(id, who.name.clone()).await?;
+    let fold = owned(&s, &who, id).await?;
+    let changes: ReleaseChanges = optional_json(&body)?;
+    let spec = changes.apply(&fold.spec).map_err(ApiError::bad_request)?;
+    if let Some(reason) = s.master.unmatchable(&spec) {
+        return Err(ApiError::bad_request(format!(
+            "fold {id} would still never run: {reason}"
+        )));
+    }
+    s.store.release(id, who.name.clone(), changes).await?;
     s.master.wake();
     Ok(Json(json!({ "fold": s.store.fold(id).await? })))
 }

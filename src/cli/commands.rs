@@ -174,9 +174,18 @@ pub enum QueueCmd {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Put held folds back in line, optionally with new requests.
     Release {
         #[command(flatten)]
         conn: Conn,
+        #[arg(long, value_parser = crate::units::parse_size)]
+        memory: Option<u64>,
+        #[arg(long)]
+        cpus: Option<f64>,
+        #[arg(long, value_parser = crate::units::parse_duration)]
+        soft_limit: Option<Duration>,
+        #[arg(long, value_parser = crate::units::parse_duration)]
+        hard_limit: Option<Duration>,
         #[arg(required = true)]
         ids: Vec<i64>,
     },
@@ -239,7 +248,29 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
         QueueCmd::Hold { conn, reason, ids } => {
             each(&conn, &ids, "hold", reason.map(|r| json!({"reason": r})))
         }
-        QueueCmd::Release { conn, ids } => each(&conn, &ids, "release", None),
+        QueueCmd::Release {
+            conn,
+            memory,
+            cpus,
+            soft_limit,
+            hard_limit,
+            ids,
+        } => {
+            let mut changes = serde_json::Map::new();
+            if let Some(m) = memory {
+                changes.insert("memory".into(), json!(m));
+            }
+            if let Some(c) = cpus {
+                changes.insert("cpus".into(), json!(c));
+            }
+            if let Some(d) = soft_limit {
+                changes.insert("soft_time_limit".into(), json!(d.as_secs_f64()));
+            }
+            if let Some(d) = hard_limit {
+                changes.insert("hard_time_limit".into(), json!(d.as_secs_f64()));
+            }
+            each(&conn, &ids, "release", Some(Value::Object(changes)))
+        }
         QueueCmd::Remove { conn, ids } => each(&conn, &ids, "remove", None),
         QueueCmd::Wait { conn, timeout, ids } => wait(&conn, &ids, timeout),
     }

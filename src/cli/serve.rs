@@ -83,10 +83,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         Some(path) => crate::inventory::load(path)?,
         None => crate::inventory::local_default(),
     };
-    let jobs = match &args.config {
+    let master_file = match &args.config {
         Some(path) => crate::maintenance::load(path, &args.data_dir).map_err(anyhow::Error::msg)?,
-        None => Vec::new(),
+        None => Default::default(),
     };
+    let jobs = master_file.jobs;
     let store = Store::open(&args.data_dir.join("datarun.db"))?;
     ensure_admin_token(&store, &args.data_dir).await?;
 
@@ -104,6 +105,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         log_limit: args.log_limit,
         output_limit: args.output_limit,
         lease: args.lease,
+        oom_policy: master_file.oom,
     };
     let (master, handle) = Master::new(cfg, store.clone()).await?;
     let master_task = tokio::spawn(master.run());

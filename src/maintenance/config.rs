@@ -12,6 +12,10 @@
 //! [maintenance.purge]
 //! schedule = "0 4 * * *"
 //! retention = "30d"             # outputs and logs of ended folds older than this go
+//!
+//! [policy.out_of_memory]        # release folds held for OOM with a larger grant
+//! grow = 2.0                    # new grant = old grant x grow ...
+//! ceiling = "8G"                # ... up to this; at the ceiling the fold stays held
 //! ```
 
 use super::schedule::CronSchedule;
@@ -24,6 +28,43 @@ use std::time::Duration;
 struct File {
     #[serde(default)]
     maintenance: Maintenance,
+    #[serde(default)]
+    policy: Policy,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Policy {
+    out_of_memory: Option<OomRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OomRaw {
+    grow: f64,
+    ceiling: String,
+}
+
+/// Releases folds held for running out of memory with a larger grant, up to a ceiling.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OomPolicy {
+    pub grow: f64,
+    pub ceiling: u64,
+}
+
+impl OomPolicy {
+    /// The next grant after `memory` ran out, or None at the ceiling.
+    pub fn next_grant(&self, memory: u64) -> Option<u64> {
+        let grown = ((memory as f64) * self.grow).min(self.ceiling as f64) as u64;
+        (grown > memory).then_some(grown)
+    }
+}
+
+/// Everything in the master's config file.
+#[derive(Clone, Debug, Default)]
+pub struct MasterFile {
+    pub jobs: Vec<Job>,
+    pub oom: Option<OomPolicy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,8 +116,22 @@ pub struct Job {
 }
 
 /// Parses a config file's text. `data_dir` anchors relative paths; `file` names errors.
-pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<Vec<Job>, String> {
+pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<MasterFile, String> {
     let raw: File = toml::from_str(text).map_err(|e| format!("{file}: {e}"))?;
+    let oom = match raw.policy.out_of_memory {
+        None => None,
+        Some(o) => {
+            if !(o.grow.is_finite() && o.grow > 1.0) {
+                return Err(format!("{file}: policy.out_of_memory.grow: {} must be more than 1 (e.g. 2.0 doubles the grant)", o.grow));
+            }
+            let ceiling = crate::units::parse_size(&o.ceiling)
+                .map_err(|e| format!("{file}: policy.out_of_memory.ceiling: {e}"))?;
+            Some(OomPolicy {
+                grow: o.grow,
+                ceiling,
+            })
+        }
+    };
     let at = |what: &str, e: String| format!("{file}: maintenance.{what}: {e}");
     let mut jobs = Vec::new();
     let m = raw.maintenance;
@@ -115,10 +170,10 @@ pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<Vec<Job>, String
             task: Task::Purge { retention },
         });
     }
-    Ok(jobs)
+    Ok(MasterFile { jobs, oom })
 }
 
-pub fn load(path: &Path, data_dir: &Path) -> Result<Vec<Job>, String> {
+pub fn load(path: &Path, data_dir: &Path) -> Result<MasterFile, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read it: {e}", path.display()))?;
     parse(&text, &path.display().to_string(), data_dir)
@@ -131,7 +186,7 @@ mod tests {
     #[test]
     fn a_full_config() {
         let text = "[maintenance.health_check]\nschedule = \"*/30 * * * * *\"\n[maintenance.backup]\nschedule = \"0 3 * * *\"\ndir = \"b\"\nkeep = 3\n[maintenance.purge]\nschedule = \"0 4 * * *\"\nretention = \"30d\"\n";
-        let jobs = parse(text, "m.toml", Path::new("/data")).unwrap();
+        let jobs = parse(text, "m.toml", Path::new("/data")).unwrap().jobs;
         assert_eq!(
             jobs.iter().map(|j| j.name).collect::<Vec<_>>(),
             ["health_check", "backup", "purge"]
@@ -142,6 +197,27 @@ mod tests {
         assert!(
             matches!(jobs[2].task, Task::Purge { retention } if retention.as_secs() == 30 * 86400)
         );
+    }
+
+    #[test]
+    fn oom_policy() {
+        let cfg = parse(
+            "[policy.out_of_memory]\ngrow = 2.0\nceiling = \"1G\"\n",
+            "m.toml",
+            Path::new("/d"),
+        )
+        .unwrap();
+        let p = cfg.oom.unwrap();
+        assert_eq!(p.next_grant(256 << 20), Some(512 << 20));
+        assert_eq!(p.next_grant(768 << 20), Some(1 << 30));
+        assert_eq!(p.next_grant(1 << 30), None, "at the ceiling");
+        let e = parse(
+            "[policy.out_of_memory]\ngrow = 0.5\nceiling = \"1G\"\n",
+            "m.toml",
+            Path::new("/d"),
+        )
+        .unwrap_err();
+        assert!(e.contains("policy.out_of_memory.grow"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct MasterConfig {
     pub output_limit: u64,
     /// A runner silent for longer than this loses its attempts (they are requeued).
     pub lease: Duration,
+    /// Release folds held for running out of memory with a larger grant.
+    pub oom_policy: Option<crate::maintenance::config::OomPolicy>,
 }
 
 /// What the API may read without asking the loop.
@@ -578,7 +580,23 @@ impl Master {
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
             std::mem::take(&mut self.finished).into_iter().unzip();
         let attempts: Vec<AttemptId> = inputs.iter().map(|i| i.attempt).collect();
+        let oom: Vec<bool> = inputs
+            .iter()
+            .map(|i| i.outcome == crate::model::Outcome::OutOfMemory)
+            .collect();
         let results = self.store.apply_reports(started, inputs).await?;
+        for (result, oom) in results.iter().zip(oom) {
+            if let (
+                true,
+                RecordResult::Recorded {
+                    fold,
+                    state: crate::model::FoldState::Held,
+                },
+            ) = (oom, result)
+            {
+                self.release_oom(*fold).await?;
+            }
+        }
         for ((runner, attempt), result) in runners.iter().zip(attempts).zip(results) {
             match result {
                 RecordResult::Superseded { fold } => {
@@ -598,6 +616,42 @@ impl Master {
             self.send(runner, ToAgent::Ack { attempt });
             self.dirty = true;
         }
+        Ok(())
+    }
+
+    /// The OOM policy: a fold held for running out of memory goes back in line with a larger
+    /// grant, until the ceiling (or until no runner could give that much).
+    async fn release_oom(&mut self, fold: crate::model::FoldId) -> anyhow::Result<()> {
+        let Some(policy) = self.cfg.oom_policy else {
+            return Ok(());
+        };
+        let f = self.store.fold(fold).await?;
+        let Some(memory) = policy.next_grant(f.spec.resources.memory) else {
+            return Ok(());
+        };
+        let changes = crate::store::ReleaseChanges {
+            memory: Some(memory),
+            ..Default::default()
+        };
+        let Ok(spec) = changes.apply(&f.spec) else {
+            return Ok(());
+        };
+        let views: Vec<RunnerView> = self
+            .runners
+            .values()
+            .map(|r| RunnerView {
+                unavailable: None,
+                ..r.view()
+            })
+            .collect();
+        if scheduler::unmatchable(&pending_of(fold, &f.owner, &spec, f.submitted_at), &views)
+            .is_some()
+        {
+            return Ok(());
+        }
+        self.store
+            .release(fold, "the out-of-memory policy".into(), changes)
+            .await?;
         Ok(())
     }
 

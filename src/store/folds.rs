@@ -351,6 +351,9 @@ fn finish_attempt(
         );
         set_state(tx, fold, FoldState::Idle, Some(&reason), None)?;
         FoldState::Idle
+    } else if let Some((code, reason)) = hold_for(&input.outcome, &spec, max_retries) {
+        set_state(tx, fold, FoldState::Held, Some(&reason), Some(code))?;
+        FoldState::Held
     } else {
         set_state(
             tx,
@@ -392,6 +395,96 @@ fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// When a fold is out of retries: hold it where a person (or the OOM policy) can act and
+/// release it, rather than fail it. A plain failure of the fold's own code is a result.
+fn hold_for(outcome: &Outcome, spec: &str, max_retries: u32) -> Option<(HoldCode, String)> {
+    let memory = serde_json::from_str::<FoldSpec>(spec)
+        .map(|s| s.resources.memory)
+        .unwrap_or(0);
+    match outcome {
+        Outcome::OutOfMemory => Some((
+            HoldCode::OutOfMemory,
+            format!(
+                "out of memory with a {} grant; release it with more: datarun queue release ID --memory SIZE",
+                crate::units::format_size(memory)
+            ),
+        )),
+        Outcome::ImageMissing { message, .. } => Some((HoldCode::BadImage, message.clone())),
+        Outcome::Lost { reason } => Some((
+            HoldCode::RetriesExhausted,
+            format!("lost {} times (max_retries {max_retries}); last: {reason}", max_retries + 1),
+        )),
+        _ if max_retries > 0 => Some((
+            HoldCode::RetriesExhausted,
+            format!("failed {} times (max_retries {max_retries}); last: {outcome}", max_retries + 1),
+        )),
+        _ => None,
+    }
+}
+
+/// New requests for a fold being released.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseChanges {
+    #[serde(default, with = "crate::units::size_bytes::option")]
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    #[serde(default, with = "crate::units::duration_ms::option")]
+    pub soft_time_limit: Option<u64>,
+    #[serde(default, with = "crate::units::duration_ms::option")]
+    pub hard_time_limit: Option<u64>,
+}
+
+impl ReleaseChanges {
+    pub fn is_empty(&self) -> bool {
+        self.memory.is_none()
+            && self.cpus.is_none()
+            && self.soft_time_limit.is_none()
+            && self.hard_time_limit.is_none()
+    }
+
+    /// The spec with the changes applied, checked like a new submission.
+    pub fn apply(&self, spec: &FoldSpec) -> std::result::Result<FoldSpec, String> {
+        let mut new = spec.clone();
+        if let Some(m) = self.memory {
+            new.resources.memory = m;
+        }
+        if let Some(c) = self.cpus {
+            new.resources.cpus = c;
+        }
+        if self.soft_time_limit.is_some() {
+            new.soft_time_limit = self.soft_time_limit;
+        }
+        if self.hard_time_limit.is_some() {
+            new.hard_time_limit = self.hard_time_limit;
+        }
+        new.validate()?;
+        Ok(new)
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(m) = self.memory {
+            parts.push(format!("memory {}", crate::units::format_size(m)));
+        }
+        if let Some(c) = self.cpus {
+            parts.push(format!("cpus {c}"));
+        }
+        for (name, v) in [
+            ("soft limit", self.soft_time_limit),
+            ("hard limit", self.hard_time_limit),
+        ] {
+            if let Some(ms) = v {
+                parts.push(format!(
+                    "{name} {}",
+                    crate::units::format_duration(std::time::Duration::from_millis(ms))
+                ));
+            }
+        }
+        parts.join(", ")
+    }
 }
 
 /// What a hold or remove leaves for the master to do: kill an attempt that is out.
@@ -746,7 +839,14 @@ impl Store {
         .await
     }
 
-    pub async fn release(&self, fold: FoldId, by: String) -> Result<()> {
+    /// Puts a held fold back in line, with `changes` to its requests (already checked by the
+    /// caller against the pool; checked here again as a spec).
+    pub async fn release(
+        &self,
+        fold: FoldId,
+        by: String,
+        changes: ReleaseChanges,
+    ) -> Result<FoldSpec> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;
@@ -756,21 +856,28 @@ impl Store {
                     f.state
                 )));
             }
+            let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
+            tx.prepare_cached(
+                "UPDATE folds SET spec = ?1, millicpus = ?2, memory = ?3, hard_limit_ms = ?4 WHERE id = ?5",
+            )?
+            .execute(params![
+                serde_json::to_string(&spec).expect("spec serializes"),
+                spec.resources.millicpus(),
+                spec.resources.memory as i64,
+                spec.hard_time_limit.map(|v| v as i64),
+                fold
+            ])?;
             set_state(&tx, fold, FoldState::Idle, None, None)?;
             // A held fold whose attempt is still being killed gets a fresh attempt later.
-            tx.execute(
-                "UPDATE folds SET current_attempt = NULL WHERE id = ?1",
-                [fold],
-            )?;
-            event(
-                &tx,
-                Some(fold),
-                None,
-                "released",
-                &format!("released by {by}"),
-            )?;
+            tx.execute("UPDATE folds SET current_attempt = NULL WHERE id = ?1", [fold])?;
+            let detail = if changes.is_empty() {
+                format!("released by {by}")
+            } else {
+                format!("released by {by} with {}", changes.describe())
+            };
+            event(&tx, Some(fold), None, "released", &detail)?;
             tx.commit()?;
-            Ok(())
+            Ok(spec)
         })
         .await
     }

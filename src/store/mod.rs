@@ -15,7 +15,7 @@ pub use tokens::Principal;
 
 pub use folds::{
     ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
-    OutputRecord, QueueCount, RecordResult, ResultInput,
+    OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;

@@ -159,17 +159,17 @@ async fn retries_then_failure_and_unstarted_losses_are_free() {
         .record_result(result(a3, Outcome::OutOfMemory))
         .await
         .unwrap();
+    // Out of retries on memory: held, with the code and what to do.
     assert_eq!(
         r,
         RecordResult::Recorded {
             fold,
-            state: FoldState::Failed
+            state: FoldState::Held
         }
     );
-    assert_eq!(
-        store.fold(fold).await.unwrap().reason.as_deref(),
-        Some("out of memory")
-    );
+    let f = store.fold(fold).await.unwrap();
+    assert_eq!(f.hold_code, Some(HoldCode::OutOfMemory));
+    assert!(f.reason.unwrap().contains("--memory"));
     assert_eq!(store.attempts(fold).await.unwrap().len(), 3);
 }
 
@@ -191,7 +191,10 @@ async fn hold_release_remove() {
         .await
         .unwrap();
     assert_eq!(store.fold(fold).await.unwrap().state, FoldState::Held);
-    store.release(fold, "ann".into()).await.unwrap();
+    store
+        .release(fold, "ann".into(), ReleaseChanges::default())
+        .await
+        .unwrap();
     assert_eq!(store.pending_folds().await.unwrap().len(), 1);
     assert!(store.remove(fold, "ann".into()).await.unwrap().is_none());
     assert!(matches!(

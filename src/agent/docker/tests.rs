@@ -621,9 +621,10 @@ async fn a_missing_image_is_an_error_naming_it() {
     let (_dir, mut req) = request("true");
     req.image = Some("datarun/no-such-image:never".into());
     let ran = run(&exec, req).await;
-    let Outcome::Error { message } = &ran.result.outcome else {
+    let Outcome::ImageMissing { image, message } = &ran.result.outcome else {
         panic!("{:?}", ran.result.outcome)
     };
+    assert_eq!(image, "datarun/no-such-image:never");
     assert!(message.contains("datarun/no-such-image:never"), "{message}");
     assert!(
         message.contains("load it with `datarun image load FILE.tar`"),

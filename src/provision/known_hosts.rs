@@ -1,0 +1,487 @@
+//! datarun's own known_hosts file: which host key each runner is expected to present.
+//!
+//! The format is OpenSSH's: one `hosts keytype base64 [comment]` line per key, `#` comments,
+//! `hosts` a comma-separated list of names, `[host]:port` for ports other than 22. Lines datarun
+//! cannot match are skipped: hashed names (`|1|…`) and `@cert-authority` lines. `@revoked`
+//! lines are honoured. Names are compared literally (no `*` or `?` patterns).
+//!
+//! A changed key is always refused, whatever the policy. An unknown host is refused under
+//! [`HostKeyPolicy::Strict`] and recorded once under [`HostKeyPolicy::AcceptNew`]; the record is
+//! made under a lock (`<file>.lock`) by writing a new file and renaming it over the old one, so
+//! concurrent connections never tear or duplicate a line.
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use russh::keys::{HashAlg, PublicKey};
+
+/// What to do with a host whose key is not in the file yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostKeyPolicy {
+    /// Refuse it; the error says how to accept it (`--accept-new`).
+    #[default]
+    Strict,
+    /// Record its key once (like OpenSSH's `StrictHostKeyChecking=accept-new`).
+    AcceptNew,
+}
+
+/// The outcome of a successful check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostKeyStatus {
+    /// The key was already recorded at this line (1-based).
+    Known { line: usize },
+    /// The host was unknown and its key has just been recorded at this line.
+    Recorded { line: usize },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KnownHostsError {
+    #[error(
+        "host key of {host} is unknown ({key_type} {fingerprint}; datarun's known hosts file is \
+         {file}): run again with --accept-new to record it, or add `{entry}` to that file"
+    )]
+    Unknown {
+        host: String,
+        file: PathBuf,
+        key_type: String,
+        fingerprint: String,
+        entry: String,
+    },
+    #[error(
+        "HOST KEY CHANGED for {host}: it now presents {key_type} {fingerprint}, but {file}:{line} \
+         records a different {recorded_type} key. This may be a man-in-the-middle attack, or the \
+         host was reinstalled: if the change is expected, delete line {line} of {file} and \
+         connect again with --accept-new"
+    )]
+    Changed {
+        host: String,
+        file: PathBuf,
+        line: usize,
+        key_type: String,
+        fingerprint: String,
+        recorded_type: String,
+    },
+    #[error("host key of {host} ({key_type} {fingerprint}) is marked @revoked at {file}:{line}")]
+    Revoked {
+        host: String,
+        file: PathBuf,
+        line: usize,
+        key_type: String,
+        fingerprint: String,
+    },
+    #[error("{file}:{line}: bad known_hosts line: {reason}")]
+    Malformed {
+        file: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("known hosts file {file}: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The name a host is recorded under: `host` for port 22, `[host]:port` otherwise.
+pub fn entry_name(host: &str, port: u16) -> String {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if port == 22 {
+        host.to_ascii_lowercase()
+    } else {
+        format!("[{}]:{port}", host.to_ascii_lowercase())
+    }
+}
+
+/// The line recorded for a host key: `name keytype base64`.
+pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> String {
+    format!("{} {}", entry_name(host, port), key_text(key))
+}
+
+/// `keytype base64`, without the comment.
+fn key_text(key: &PublicKey) -> String {
+    let text = key.to_openssh().unwrap_or_default();
+    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+fn fingerprint(key: &PublicKey) -> String {
+    key.fingerprint(HashAlg::Sha256).to_string()
+}
+
+/// A known_hosts file.
+#[derive(Debug, Clone)]
+pub struct KnownHosts {
+    path: PathBuf,
+}
+
+enum Lookup {
+    Known(usize),
+    Revoked(usize),
+    Changed { line: usize, recorded_type: String },
+    Unknown,
+}
+
+impl KnownHosts {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        KnownHosts { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Checks the key `host:port` presented; records it when unknown and the policy allows.
+    /// Blocking file IO (call it from `spawn_blocking` in async code).
+    pub fn check(
+        &self,
+        host: &str,
+        port: u16,
+        key: &PublicKey,
+        policy: HostKeyPolicy,
+    ) -> Result<HostKeyStatus, KnownHostsError> {
+        let name = entry_name(host, port);
+        match self.lookup(&self.read()?, &name, key)? {
+            Lookup::Known(line) => Ok(HostKeyStatus::Known { line }),
+            Lookup::Unknown if policy == HostKeyPolicy::AcceptNew => self.record(&name, key),
+            other => Err(self.refusal(&name, key, other)),
+        }
+    }
+
+    fn refusal(&self, name: &str, key: &PublicKey, lookup: Lookup) -> KnownHostsError {
+        let (host, file) = (name.to_string(), self.path.clone());
+        let key_type = key.algorithm().as_str().to_string();
+        let fingerprint = fingerprint(key);
+        match lookup {
+            Lookup::Revoked(line) => KnownHostsError::Revoked {
+                host,
+                file,
+                line,
+                key_type,
+                fingerprint,
+            },
+            Lookup::Changed {
+                line,
+                recorded_type,
+            } => KnownHostsError::Changed {
+                host,
+                file,
+                line,
+                key_type,
+                fingerprint,
+                recorded_type,
+            },
+            Lookup::Known(_) | Lookup::Unknown => KnownHostsError::Unknown {
+                entry: format!("{name} {}", key_text(key)),
+                host,
+                file,
+                key_type,
+                fingerprint,
+            },
+        }
+    }
+
+    fn io(&self, source: io::Error) -> KnownHostsError {
+        KnownHostsError::Io {
+            file: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The file's text; a missing file is an empty one.
+    fn read(&self) -> Result<String, KnownHostsError> {
+        match fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    fn lookup(&self, text: &str, name: &str, key: &PublicKey) -> Result<Lookup, KnownHostsError> {
+        let mut changed: Option<(usize, String)> = None;
+        let mut known = None;
+        for (index, raw) in text.lines().enumerate() {
+            let line = index + 1;
+            let Some(entry) = parse_line(raw).map_err(|reason| KnownHostsError::Malformed {
+                file: self.path.clone(),
+                line,
+                reason,
+            })?
+            else {
+                continue;
+            };
+            if !entry.hosts.split(',').any(|h| h.eq_ignore_ascii_case(name)) {
+                continue;
+            }
+            let same = entry.key.key_data() == key.key_data();
+            match entry.marker {
+                Some(Marker::Revoked) if same => return Ok(Lookup::Revoked(line)),
+                Some(_) => {}
+                None if same => known = known.or(Some(line)),
+                None => {
+                    // Prefer reporting a recorded key of the same type as the one presented.
+                    let same_type = entry.key.algorithm() == key.algorithm();
+                    let better = changed.as_ref().is_none_or(|(_, t)| {
+                        same_type && t.as_str() != key.algorithm().as_str()
+                    });
+                    if better {
+                        changed = Some((line, entry.key.algorithm().as_str().to_string()));
+                    }
+                }
+            }
+        }
+        Ok(match (known, changed) {
+            (Some(line), _) => Lookup::Known(line),
+            (None, Some((line, recorded_type))) => Lookup::Changed {
+                line,
+                recorded_type,
+            },
+            (None, None) => Lookup::Unknown,
+        })
+    }
+
+    /// Records `name key` under the lock, unless another connection did it meanwhile.
+    fn record(&self, name: &str, key: &PublicKey) -> Result<HostKeyStatus, KnownHostsError> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|e| self.io(e))?;
+        }
+        let mut lock_path = self.path.clone().into_os_string();
+        lock_path.push(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| self.io(e))?;
+        // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(self.io(io::Error::last_os_error()));
+        }
+        let text = self.read()?;
+        match self.lookup(&text, name, key)? {
+            Lookup::Known(line) => return Ok(HostKeyStatus::Known { line }),
+            Lookup::Unknown => {}
+            other => return Err(self.refusal(name, key, other)),
+        }
+        let mut new = text;
+        if !new.is_empty() && !new.ends_with('\n') {
+            new.push('\n');
+        }
+        new.push_str(&format!("{name} {}\n", key_text(key)));
+        let line = new.lines().count();
+        self.replace(&new).map_err(|e| self.io(e))?;
+        drop(lock);
+        Ok(HostKeyStatus::Recorded { line })
+    }
+
+    /// Writes a sibling temporary file, syncs it and renames it over the file.
+    fn replace(&self, text: &str) -> io::Result<()> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut tmp = self.path.clone().into_os_string();
+        tmp.push(format!(
+            ".tmp.{}.{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let tmp = PathBuf::from(tmp);
+        let result = (|| {
+            let mut file = fs::File::create(&tmp)?;
+            if let Ok(meta) = fs::metadata(&self.path) {
+                file.set_permissions(meta.permissions())?;
+            }
+            file.write_all(text.as_bytes())?;
+            file.sync_all()?;
+            fs::rename(&tmp, &self.path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result
+    }
+}
+
+enum Marker {
+    Revoked,
+    CertAuthority,
+}
+
+struct Entry<'a> {
+    marker: Option<Marker>,
+    hosts: &'a str,
+    key: PublicKey,
+}
+
+/// One line: `Ok(None)` for blanks, comments and entries datarun cannot match (hashed names).
+fn parse_line(raw: &str) -> Result<Option<Entry<'_>>, String> {
+    let line = raw.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let mut fields = line.split_whitespace();
+    let mut first = fields.next().unwrap_or_default();
+    let marker = match first {
+        "@revoked" => Some(Marker::Revoked),
+        "@cert-authority" => Some(Marker::CertAuthority),
+        m if m.starts_with('@') => return Err(format!("unknown marker {m}")),
+        _ => None,
+    };
+    if marker.is_some() {
+        first = fields.next().ok_or("a marker without hosts")?;
+    }
+    let (Some(key_type), Some(base64)) = (fields.next(), fields.next()) else {
+        return Err("expected `hosts keytype base64-key`".into());
+    };
+    if first.starts_with("|1|") {
+        return Ok(None);
+    }
+    let key = PublicKey::from_openssh(&format!("{key_type} {base64}"))
+        .map_err(|e| format!("cannot read the {key_type} key: {e}"))?;
+    if matches!(marker, Some(Marker::CertAuthority)) {
+        return Ok(None);
+    }
+    Ok(Some(Entry {
+        marker,
+        hosts: first,
+        key,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM7Pn0BO/ZYhv3NlZW9JtWtw1XIv8qzsQBmZtZNoPBu1";
+    const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKfj0bwvll7rqUjwQgI920osavK0tsmIMTLYzDGrdQmb";
+    const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCvASs5svJHyClMonwsg+0JWqY9v2u7FMZEPVHq9ybyFDQSWv6l8GblKJTQtR+1B2o95El4S53FC6HKBRF4rKM2UrUQVHp227atZFqoHXD0hPcyYXI0eNRmnLgwfbn65iO7tmpC/mSiTKO98U3azR5SfiZcYzgXAvuK9iGJUCadJ0lKlez9CbvarfPmronePxXuQ66EG0Pm6FzGPBxOXT4HcCtxZSqIdu9UujpZ0gYXhCkoIv/EgkBCZaGdavIgZIKSZ+FYlafoMyazaA5/F0vD37OBKy8sx/Z9X0ut64b5s/IPsCKnAWkZ8QAdnWwfBU42wk1JLN+NuwA6jPv6zp/N";
+
+    fn key(text: &str) -> PublicKey {
+        PublicKey::from_openssh(text).unwrap()
+    }
+
+    fn file(text: &str) -> (tempfile::TempDir, KnownHosts) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        if !text.is_empty() {
+            fs::write(&path, text).unwrap();
+        }
+        (dir, KnownHosts::new(path))
+    }
+
+    #[test]
+    fn names_follow_openssh() {
+        assert_eq!(entry_name("Runner-1", 22), "runner-1");
+        assert_eq!(entry_name("10.0.0.5", 2222), "[10.0.0.5]:2222");
+        assert_eq!(entry_line("h", 22, &key(K1)), format!("h {K1}"));
+    }
+
+    #[test]
+    fn known_key_is_accepted_under_strict() {
+        let (_d, kh) = file(&format!("# datarun\n\nother {K2}\nh1,[h2]:2200 {K1} comment\n"));
+        let status = kh.check("h2", 2200, &key(K1), HostKeyPolicy::Strict);
+        assert_eq!(status.unwrap(), HostKeyStatus::Known { line: 4 });
+        assert_eq!(
+            kh.check("H1", 22, &key(K1), HostKeyPolicy::Strict).unwrap(),
+            HostKeyStatus::Known { line: 4 }
+        );
+    }
+
+    #[test]
+    fn strict_refuses_unknown_and_says_how_to_accept() {
+        let (_d, kh) = file("");
+        let err = kh
+            .check("10.1.2.3", 22, &key(K1), HostKeyPolicy::Strict)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, KnownHostsError::Unknown { .. }), "{msg}");
+        assert!(msg.contains("10.1.2.3") && msg.contains("--accept-new"), "{msg}");
+        assert!(msg.contains("SHA256:"), "{msg}");
+        assert!(!kh.path().exists(), "strict must not create the file");
+    }
+
+    #[test]
+    fn accept_new_records_once() {
+        let (_d, kh) = file(&format!("a {K2}")); // no trailing newline
+        let first = kh.check("b", 2222, &key(K1), HostKeyPolicy::AcceptNew);
+        assert_eq!(first.unwrap(), HostKeyStatus::Recorded { line: 2 });
+        let text = fs::read_to_string(kh.path()).unwrap();
+        assert_eq!(text, format!("a {K2}\n[b]:2222 {K1}\n"));
+        let again = kh.check("b", 2222, &key(K1), HostKeyPolicy::AcceptNew);
+        assert_eq!(again.unwrap(), HostKeyStatus::Known { line: 2 });
+        assert_eq!(fs::read_to_string(kh.path()).unwrap(), text);
+    }
+
+    #[test]
+    fn accept_new_creates_the_directory_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = KnownHosts::new(dir.path().join("sub/dir/known_hosts"));
+        let status = kh.check("h", 22, &key(RSA), HostKeyPolicy::AcceptNew);
+        assert_eq!(status.unwrap(), HostKeyStatus::Recorded { line: 1 });
+        assert_eq!(fs::read_to_string(kh.path()).unwrap(), format!("h {RSA}\n"));
+    }
+
+    #[test]
+    fn changed_key_is_refused_under_every_policy() {
+        let (_d, kh) = file(&format!("# c\nh {RSA}\nh {K2}\n"));
+        for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
+            let err = kh.check("h", 22, &key(K1), policy).unwrap_err();
+            let msg = err.to_string();
+            match err {
+                KnownHostsError::Changed { line, .. } => assert_eq!(line, 3, "same type first"),
+                other => panic!("{other}"),
+            }
+            assert!(msg.contains("CHANGED for h"), "{msg}");
+            assert!(msg.contains(&format!("{}:3", kh.path().display())), "{msg}");
+        }
+        assert_eq!(
+            fs::read_to_string(kh.path()).unwrap(),
+            format!("# c\nh {RSA}\nh {K2}\n")
+        );
+    }
+
+    #[test]
+    fn other_ports_are_other_hosts() {
+        let (_d, kh) = file(&format!("h {K2}\n"));
+        let status = kh.check("h", 2222, &key(K1), HostKeyPolicy::AcceptNew);
+        assert_eq!(status.unwrap(), HostKeyStatus::Recorded { line: 2 });
+    }
+
+    #[test]
+    fn revoked_and_malformed_lines() {
+        let (_d, kh) = file(&format!("@revoked h {K1}\nh {K1}\n"));
+        let err = kh.check("h", 22, &key(K1), HostKeyPolicy::AcceptNew);
+        assert!(matches!(err, Err(KnownHostsError::Revoked { line: 1, .. })));
+
+        let (_d, kh) = file(&format!("|1|abc|def {K2}\n@cert-authority * {K2}\nh {K1}\n"));
+        let ok = kh.check("h", 22, &key(K1), HostKeyPolicy::Strict);
+        assert_eq!(ok.unwrap(), HostKeyStatus::Known { line: 3 });
+
+        let (_d, kh) = file(&format!("h {K1}\nbroken ssh-ed25519 !!!\n"));
+        let err = kh
+            .check("h", 22, &key(K1), HostKeyPolicy::Strict)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(":2: bad known_hosts line"), "{err}");
+    }
+
+    #[test]
+    fn concurrent_accept_new_records_each_host_once() {
+        let (_d, kh) = file("");
+        let keys = [K1, K2, RSA];
+        std::thread::scope(|s| {
+            for round in 0..4 {
+                for (i, k) in keys.iter().enumerate() {
+                    let kh = kh.clone();
+                    s.spawn(move || {
+                        let host = format!("host{i}");
+                        kh.check(&host, 22, &key(k), HostKeyPolicy::AcceptNew)
+                            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+                    });
+                }
+            }
+        });
+        let text = fs::read_to_string(kh.path()).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+    }
+}
