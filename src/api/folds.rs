@@ -244,3 +244,38 @@ pub async fn remove(
 pub async fn queue(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     Ok(Json(json!({ "counts": s.store.queue_counts().await? })))
 }
+
+/// `queue analyze`: for a fold that waits, how many runners pass each feasibility step and why
+/// the others fail, whether it could run on an empty pool, and its place in line.
+pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Json<Value>> {
+    use crate::scheduler::Step;
+    let fold = s.store.fold(id).await?;
+    let me = pending_of(fold.id, &fold.owner, &fold.spec, fold.submitted_at);
+    let why = s.master.explain(&me);
+    let mut left = why.runners;
+    let steps: Vec<Value> = [Step::Available, Step::Queue, Step::Slots, Step::Cpus, Step::Memory, Step::Gpus, Step::TimeLimit]
+        .into_iter()
+        .map(|step| {
+            let rejected: Vec<&crate::scheduler::Rejection> = why.rejections.iter().filter(|r| r.step == step).collect();
+            left -= rejected.iter().map(|r| r.runners).sum::<usize>();
+            json!({ "step": step, "passed": left, "rejected": rejected.iter().map(|r| r.runners).sum::<usize>(),
+                    "why": rejected.iter().map(|r| r.detail.clone()).collect::<Vec<_>>() })
+        })
+        .collect();
+    let idle = s.store.pending_folds().await?;
+    let place = (fold.state == FoldState::Idle)
+        .then(|| crate::scheduler::place_in_line(&me, &idle, &s.master.queue_priority()));
+    Ok(Json(json!({
+        "fold": id,
+        "state": fold.state,
+        "reason": fold.reason,
+        "runners": why.runners,
+        "steps": steps,
+        "matching_now": left,
+        "outranked": why.outranked,
+        "matches_empty_pool": why.matches_empty_pool,
+        "summary": why.summary,
+        "place_in_line": place,
+        "idle": idle.len(),
+    })))
+}

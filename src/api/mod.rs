@@ -32,6 +32,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/batch", post(folds::submit_batch))
         .route("/folds/{id}", get(folds::show))
         .route("/folds/{id}/log", get(folds::log))
+        .route("/folds/{id}/analyze", get(folds::analyze))
         .route("/folds/{id}/outputs/{*name}", get(folds::output))
         .route("/folds/{id}/hold", post(folds::hold))
         .route("/folds/{id}/release", post(folds::release))

@@ -196,6 +196,14 @@ pub enum QueueCmd {
         #[arg(required = true)]
         ids: Vec<i64>,
     },
+    /// Why a fold is not running: each feasibility step, the empty pool, its place in line.
+    Analyze {
+        #[command(flatten)]
+        conn: Conn,
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Wait until the folds end: exit 0 when all are done, 1 when any failed, was removed or
     /// is held, 2 on timeout.
     Wait {
@@ -273,6 +281,14 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
         }
         QueueCmd::Remove { conn, ids } => each(&conn, &ids, "remove", None),
         QueueCmd::Wait { conn, timeout, ids } => wait(&conn, &ids, timeout),
+        QueueCmd::Analyze { conn, id, json } => {
+            let v: Value = conn.client()?.get(&format!("/folds/{id}/analyze"))?;
+            if json {
+                return print_json(&v);
+            }
+            print_analysis(&v);
+            Ok(())
+        }
     }
 }
 
@@ -295,6 +311,48 @@ fn each(conn: &Conn, ids: &[i64], action: &str, body: Option<Value>) -> Result<(
         return Err(Exit(1).into());
     }
     Ok(())
+}
+
+fn print_analysis(v: &Value) {
+    println!(
+        "fold {}: {}{}",
+        v["fold"],
+        v["state"].as_str().unwrap_or(""),
+        v["reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let mut t = Table::new(&["STEP", ">PASS", ">FAIL", "WHY"]);
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let why: Vec<&str> = s["why"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .collect();
+        t.row([
+            s["step"].as_str().unwrap_or("").to_string(),
+            s["passed"].to_string(),
+            s["rejected"].to_string(),
+            why.join("; "),
+        ]);
+    }
+    print!("{}", t.render());
+    println!(
+        "\n{} of {} runners could take it now.",
+        v["matching_now"], v["runners"]
+    );
+    let empty = if v["matches_empty_pool"] == true {
+        "yes"
+    } else {
+        "no: it can never run on this pool as it is"
+    };
+    println!("Would it run on an empty pool? {empty}");
+    if let Some(p) = v["place_in_line"].as_u64() {
+        println!("Place in line: {} of {} idle folds", p + 1, v["idle"]);
+    }
+    println!("In short: {}", v["summary"].as_str().unwrap_or(""));
 }
 
 fn print_maintenance(v: &Value) -> Result<()> {

@@ -85,6 +85,15 @@ impl MasterHandle {
         self.shared.view.read().expect("view lock").runners.clone()
     }
 
+    pub fn queue_priority(&self) -> BTreeMap<String, i64> {
+        self.shared
+            .view
+            .read()
+            .expect("view lock")
+            .queue_priority
+            .clone()
+    }
+
     pub fn inventory_error(&self) -> Option<String> {
         self.shared
             .view

@@ -22,9 +22,12 @@
 
 mod explain;
 mod feasibility;
+mod line;
 mod rank;
 #[cfg(test)]
 mod tests;
+
+pub use line::{order_key, place_in_line};
 
 use crate::model::FoldId;
 use feasibility::{FxMap, Pool, Shape};
