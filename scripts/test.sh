@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./images/build-busybox.sh
 ./images/build-fold-python.sh
+./images/build-sshd.sh
 cargo nextest run --lib --bins --tests --no-fail-fast "$@"

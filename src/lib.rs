@@ -9,6 +9,7 @@ pub mod maintenance;
 pub mod master;
 pub mod model;
 pub mod protocol;
+pub mod provision;
 pub mod scheduler;
 pub mod store;
 pub mod table;

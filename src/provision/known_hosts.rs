@@ -40,45 +40,43 @@ pub enum HostKeyStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum KnownHostsError {
     #[error(
-        "host key of {host} is unknown ({key_type} {fingerprint}; datarun's known hosts file is \
-         {file}): run again with --accept-new to record it, or add `{entry}` to that file"
+        "host key of {host} is unknown ({key}; datarun's known hosts file is {}): run again \
+         with --accept-new to record it, or add `{entry}` to that file", .file.display()
     )]
     Unknown {
         host: String,
         file: PathBuf,
-        key_type: String,
-        fingerprint: String,
+        /// Type and SHA256 fingerprint of the key presented.
+        key: String,
         entry: String,
     },
     #[error(
-        "HOST KEY CHANGED for {host}: it now presents {key_type} {fingerprint}, but {file}:{line} \
-         records a different {recorded_type} key. This may be a man-in-the-middle attack, or the \
-         host was reinstalled: if the change is expected, delete line {line} of {file} and \
-         connect again with --accept-new"
+        "HOST KEY CHANGED for {host}: it now presents {key}, but {}:{line} records a different \
+         {recorded_type} key. This may be a man-in-the-middle attack, or the host was \
+         reinstalled: if the change is expected, delete line {line} of {} and connect again \
+         with --accept-new", .file.display(), .file.display()
     )]
     Changed {
         host: String,
         file: PathBuf,
         line: usize,
-        key_type: String,
-        fingerprint: String,
+        key: String,
         recorded_type: String,
     },
-    #[error("host key of {host} ({key_type} {fingerprint}) is marked @revoked at {file}:{line}")]
+    #[error("host key of {host} ({key}) is marked @revoked at {}:{line}", .file.display())]
     Revoked {
         host: String,
         file: PathBuf,
         line: usize,
-        key_type: String,
-        fingerprint: String,
+        key: String,
     },
-    #[error("{file}:{line}: bad known_hosts line: {reason}")]
+    #[error("{}:{line}: bad known_hosts line: {reason}", .file.display())]
     Malformed {
         file: PathBuf,
         line: usize,
         reason: String,
     },
-    #[error("known hosts file {file}: {source}")]
+    #[error("known hosts file {}: {source}", .file.display())]
     Io {
         file: PathBuf,
         #[source]
@@ -104,7 +102,10 @@ pub fn entry_line(host: &str, port: u16, key: &PublicKey) -> String {
 /// `keytype base64`, without the comment.
 fn key_text(key: &PublicKey) -> String {
     let text = key.to_openssh().unwrap_or_default();
-    text.split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+    text.split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn fingerprint(key: &PublicKey) -> String {
@@ -152,15 +153,13 @@ impl KnownHosts {
 
     fn refusal(&self, name: &str, key: &PublicKey, lookup: Lookup) -> KnownHostsError {
         let (host, file) = (name.to_string(), self.path.clone());
-        let key_type = key.algorithm().as_str().to_string();
-        let fingerprint = fingerprint(key);
+        let key_desc = format!("{} {}", key.algorithm().as_str(), fingerprint(key));
         match lookup {
             Lookup::Revoked(line) => KnownHostsError::Revoked {
                 host,
                 file,
                 line,
-                key_type,
-                fingerprint,
+                key: key_desc,
             },
             Lookup::Changed {
                 line,
@@ -169,16 +168,14 @@ impl KnownHosts {
                 host,
                 file,
                 line,
-                key_type,
-                fingerprint,
+                key: key_desc,
                 recorded_type,
             },
             Lookup::Known(_) | Lookup::Unknown => KnownHostsError::Unknown {
                 entry: format!("{name} {}", key_text(key)),
                 host,
                 file,
-                key_type,
-                fingerprint,
+                key: key_desc,
             },
         }
     }
@@ -223,9 +220,9 @@ impl KnownHosts {
                 None => {
                     // Prefer reporting a recorded key of the same type as the one presented.
                     let same_type = entry.key.algorithm() == key.algorithm();
-                    let better = changed.as_ref().is_none_or(|(_, t)| {
-                        same_type && t.as_str() != key.algorithm().as_str()
-                    });
+                    let better = changed
+                        .as_ref()
+                        .is_none_or(|(_, t)| same_type && t.as_str() != key.algorithm().as_str());
                     if better {
                         changed = Some((line, entry.key.algorithm().as_str().to_string()));
                     }
@@ -352,8 +349,10 @@ fn parse_line(raw: &str) -> Result<Option<Entry<'_>>, String> {
 mod tests {
     use super::*;
 
-    const K1: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM7Pn0BO/ZYhv3NlZW9JtWtw1XIv8qzsQBmZtZNoPBu1";
-    const K2: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKfj0bwvll7rqUjwQgI920osavK0tsmIMTLYzDGrdQmb";
+    const K1: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM7Pn0BO/ZYhv3NlZW9JtWtw1XIv8qzsQBmZtZNoPBu1";
+    const K2: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKfj0bwvll7rqUjwQgI920osavK0tsmIMTLYzDGrdQmb";
     const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCvASs5svJHyClMonwsg+0JWqY9v2u7FMZEPVHq9ybyFDQSWv6l8GblKJTQtR+1B2o95El4S53FC6HKBRF4rKM2UrUQVHp227atZFqoHXD0hPcyYXI0eNRmnLgwfbn65iO7tmpC/mSiTKO98U3azR5SfiZcYzgXAvuK9iGJUCadJ0lKlez9CbvarfPmronePxXuQ66EG0Pm6FzGPBxOXT4HcCtxZSqIdu9UujpZ0gYXhCkoIv/EgkBCZaGdavIgZIKSZ+FYlafoMyazaA5/F0vD37OBKy8sx/Z9X0ut64b5s/IPsCKnAWkZ8QAdnWwfBU42wk1JLN+NuwA6jPv6zp/N";
 
     fn key(text: &str) -> PublicKey {
@@ -378,7 +377,9 @@ mod tests {
 
     #[test]
     fn known_key_is_accepted_under_strict() {
-        let (_d, kh) = file(&format!("# datarun\n\nother {K2}\nh1,[h2]:2200 {K1} comment\n"));
+        let (_d, kh) = file(&format!(
+            "# datarun\n\nother {K2}\nh1,[h2]:2200 {K1} comment\n"
+        ));
         let status = kh.check("h2", 2200, &key(K1), HostKeyPolicy::Strict);
         assert_eq!(status.unwrap(), HostKeyStatus::Known { line: 4 });
         assert_eq!(
@@ -395,7 +396,10 @@ mod tests {
             .unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, KnownHostsError::Unknown { .. }), "{msg}");
-        assert!(msg.contains("10.1.2.3") && msg.contains("--accept-new"), "{msg}");
+        assert!(
+            msg.contains("10.1.2.3") && msg.contains("--accept-new"),
+            "{msg}"
+        );
         assert!(msg.contains("SHA256:"), "{msg}");
         assert!(!kh.path().exists(), "strict must not create the file");
     }
@@ -453,7 +457,9 @@ mod tests {
         let err = kh.check("h", 22, &key(K1), HostKeyPolicy::AcceptNew);
         assert!(matches!(err, Err(KnownHostsError::Revoked { line: 1, .. })));
 
-        let (_d, kh) = file(&format!("|1|abc|def {K2}\n@cert-authority * {K2}\nh {K1}\n"));
+        let (_d, kh) = file(&format!(
+            "|1|abc|def {K2}\n@cert-authority * {K2}\nh {K1}\n"
+        ));
         let ok = kh.check("h", 22, &key(K1), HostKeyPolicy::Strict);
         assert_eq!(ok.unwrap(), HostKeyStatus::Known { line: 3 });
 

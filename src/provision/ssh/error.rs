@@ -16,7 +16,7 @@ pub enum SshError {
         source: io::Error,
     },
     /// A step of the connection took longer than the connect timeout.
-    #[error("ssh {host}: timed out after {}s while {stage} (connect timeout {}s)",
+    #[error("ssh {host}: timed out after {:.1} s while {stage} (connect timeout {} s)",
             .after.as_secs_f32(), .timeout.as_secs_f32())]
     TimedOut {
         host: String,

@@ -33,9 +33,11 @@ pub(super) fn load(path: &Path) -> Result<PrivateKey, String> {
         return Ok(key);
     }
     if !trimmed.starts_with("-----BEGIN ") {
-        return Err("not a private key (expected `-----BEGIN OPENSSH PRIVATE KEY-----`, \
+        return Err(
+            "not a private key (expected `-----BEGIN OPENSSH PRIVATE KEY-----`, \
                     as written by `ssh-keygen -t ed25519`)"
-            .into());
+                .into(),
+        );
     }
     match russh::keys::decode_secret_key(trimmed, None) {
         Ok(key) => Ok(key),
