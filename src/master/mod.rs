@@ -202,59 +202,6 @@ fn image_unmatchable(image: Option<&str>, runners: &[RunnerView]) -> Option<Stri
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn view(name: &str, images: Option<&[&str]>) -> RunnerView {
-        RunnerView {
-            name: name.into(),
-            queues: vec!["*".into()],
-            slots_total: 1,
-            slots_free: 1,
-            millicpus_total: 1000,
-            millicpus_free: 1000,
-            memory_total: 1 << 30,
-            memory_free: 1 << 30,
-            gpus_total: vec![],
-            gpus_free: vec![],
-            hard_limit_ms: None,
-            unavailable: None,
-            images: images.map(|l| l.iter().map(|s| s.to_string()).collect()),
-        }
-    }
-
-    #[test]
-    fn images_need_a_runner_that_allows_them() {
-        let docker = view("d", Some(&["datarun/a:1", "datarun/b:1"]));
-        let any = view("any", Some(&["*"]));
-        let process = view("p", None);
-        assert_eq!(
-            image_unmatchable(Some("datarun/b:1"), &[process.clone(), docker.clone()]),
-            None
-        );
-        let e = image_unmatchable(Some("evil:1"), &[process.clone(), docker.clone()]).unwrap();
-        assert!(
-            e.contains("evil:1") && e.contains("d: datarun/a:1, datarun/b:1"),
-            "{e}"
-        );
-        assert_eq!(
-            image_unmatchable(Some("evil:1"), &[any.clone()]),
-            None,
-            "\"*\" allows any image"
-        );
-        assert_eq!(
-            image_unmatchable(None, &[docker.clone()]),
-            None,
-            "the first entry is the default"
-        );
-        assert!(image_unmatchable(None, &[any]).unwrap().contains("--image"));
-        assert!(image_unmatchable(Some("x:1"), &[process])
-            .unwrap()
-            .contains("no docker runners"));
-    }
-}
-
 /// The scheduler's view of a fold spec.
 pub fn pending_of(id: i64, owner: &str, spec: &FoldSpec, submitted_at: i64) -> PendingFold {
     PendingFold {
@@ -839,5 +786,60 @@ impl Master {
             log_limit: self.cfg.log_limit,
             output_limit: self.cfg.output_limit,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, images: Option<&[&str]>) -> RunnerView {
+        RunnerView {
+            name: name.into(),
+            queues: vec!["*".into()],
+            slots_total: 1,
+            slots_free: 1,
+            millicpus_total: 1000,
+            millicpus_free: 1000,
+            memory_total: 1 << 30,
+            memory_free: 1 << 30,
+            gpus_total: vec![],
+            gpus_free: vec![],
+            hard_limit_ms: None,
+            unavailable: None,
+            images: images.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn images_need_a_runner_that_allows_them() {
+        let docker = view("d", Some(&["datarun/a:1", "datarun/b:1"]));
+        let any = view("any", Some(&["*"]));
+        let process = view("p", None);
+        assert_eq!(
+            image_unmatchable(Some("datarun/b:1"), &[process.clone(), docker.clone()]),
+            None
+        );
+        let e = image_unmatchable(Some("evil:1"), &[process.clone(), docker.clone()]).unwrap();
+        assert!(
+            e.contains("evil:1") && e.contains("d: datarun/a:1, datarun/b:1"),
+            "{e}"
+        );
+        assert_eq!(
+            image_unmatchable(Some("evil:1"), std::slice::from_ref(&any)),
+            None,
+            "\"*\" allows any image"
+        );
+        assert_eq!(
+            image_unmatchable(None, std::slice::from_ref(&docker)),
+            None,
+            "the first entry is the default"
+        );
+        assert!(image_unmatchable(None, &[any]).unwrap().contains("--image"));
+        assert!(
+            image_unmatchable(Some("x:1"), std::slice::from_ref(&process))
+                .unwrap()
+                .contains("no docker runners")
+        );
     }
 }
