@@ -3,6 +3,8 @@
 
 mod client;
 mod commands;
+mod fold;
+mod queue;
 mod serve;
 
 use anyhow::Result;
@@ -75,10 +77,10 @@ enum Command {
     Submit(commands::SubmitArgs),
     /// The queue: status, hold, release, remove, wait.
     #[command(subcommand)]
-    Queue(commands::QueueCmd),
+    Queue(queue::QueueCmd),
     /// One fold: show, output, log.
     #[command(subcommand)]
-    Fold(commands::FoldCmd),
+    Fold(fold::FoldCmd),
     /// Runners as the master sees them.
     #[command(subcommand)]
     Runners(commands::RunnersCmd),
@@ -166,8 +168,8 @@ pub fn main() -> Result<()> {
             runtime()?.block_on(crate::agent::daemon::run_stdio(cfg))
         }
         Command::Submit(args) => commands::submit(args),
-        Command::Queue(cmd) => commands::queue(cmd),
-        Command::Fold(cmd) => commands::fold(cmd),
+        Command::Queue(cmd) => queue::queue(cmd),
+        Command::Fold(cmd) => fold::fold(cmd),
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),

@@ -2,173 +2,15 @@
 //! together with its event, and bumps the fold's `seq` (the id of its newest event), which is
 //! what "changed since" listings page on.
 
+pub use super::records::*;
+use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use super::{blobs, now_ms, Result, Store, StoreError};
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
-use crate::protocol::Grant;
 use crate::scheduler::PendingFold;
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
-use serde::Serialize;
-
-/// A fold as listed and shown, with figures from its newest attempt.
-#[derive(Clone, Debug, Serialize)]
-pub struct FoldRecord {
-    pub id: FoldId,
-    pub owner: String,
-    pub queue: String,
-    pub priority: i64,
-    pub state: FoldState,
-    pub reason: Option<String>,
-    pub hold_code: Option<HoldCode>,
-    pub submitted_at: i64,
-    pub updated_at: i64,
-    pub attempts: u32,
-    pub retries_used: u32,
-    pub current_attempt: Option<AttemptId>,
-    pub runner: Option<String>,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub outcome: Option<Outcome>,
-    pub metrics: Option<Metrics>,
-    pub seq: i64,
-    pub spec: FoldSpec,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct OutputRecord {
-    pub name: String,
-    pub size: u64,
-    pub sha256: String,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct AttemptRecord {
-    pub id: AttemptId,
-    pub fold: FoldId,
-    pub runner: String,
-    pub grant: Grant,
-    pub state: String,
-    pub assigned_at: i64,
-    pub started_at: Option<i64>,
-    pub ended_at: Option<i64>,
-    pub outcome: Option<Outcome>,
-    pub metrics: Option<Metrics>,
-    pub outputs: Vec<OutputRecord>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct EventRecord {
-    pub id: i64,
-    pub at: i64,
-    pub attempt: Option<AttemptId>,
-    pub kind: String,
-    pub detail: String,
-}
-
-/// An attempt that is out on a runner (assigned or running), as the master reloads it.
-#[derive(Clone, Debug)]
-pub struct ActiveAttempt {
-    pub attempt: AttemptId,
-    pub fold: FoldId,
-    pub runner: String,
-    pub grant: Grant,
-    pub started: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct NewAttempt {
-    pub fold: FoldId,
-    pub runner: String,
-    pub grant: Grant,
-}
-
-/// A finished attempt's result, decoded.
-#[derive(Clone, Debug)]
-pub struct ResultInput {
-    pub attempt: AttemptId,
-    pub outcome: Outcome,
-    pub metrics: Metrics,
-    pub log: Vec<u8>,
-    pub outputs: Vec<(String, Vec<u8>)>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub enum RecordResult {
-    /// Recorded; the fold is now in this state.
-    Recorded {
-        fold: FoldId,
-        state: FoldState,
-    },
-    /// The same result came twice (e.g. resent after a reconnect): nothing changed.
-    Duplicate,
-    /// The attempt had already been ended (lost, requeued): this late result was rejected.
-    Superseded {
-        fold: FoldId,
-    },
-    Unknown,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct FoldFilter {
-    pub states: Vec<FoldState>,
-    pub queue: Option<String>,
-    pub owner: Option<String>,
-    /// Only folds whose seq is greater.
-    pub since: Option<i64>,
-    pub limit: Option<u32>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct QueueCount {
-    pub queue: String,
-    pub owner: String,
-    pub state: FoldState,
-    pub count: u64,
-}
-
-const FOLD_COLUMNS: &str = "f.id, f.owner, f.queue, f.priority, f.state, f.reason, f.hold_code,
-    f.submitted_at, f.updated_at, f.attempts, f.retries_used, f.current_attempt, a.runner,
-    a.started_at, a.ended_at, a.outcome, a.wall_ms, a.cpu_ms, a.peak_memory, f.seq, f.spec";
-
-fn fold_from_row(r: &Row) -> rusqlite::Result<FoldRecord> {
-    let state: String = r.get(4)?;
-    let hold: Option<String> = r.get(6)?;
-    let outcome: Option<String> = r.get(15)?;
-    let wall: Option<i64> = r.get(16)?;
-    let spec: String = r.get(20)?;
-    Ok(FoldRecord {
-        id: r.get(0)?,
-        owner: r.get(1)?,
-        queue: r.get(2)?,
-        priority: r.get(3)?,
-        state: FoldState::parse(&state).unwrap_or(FoldState::Held),
-        reason: r.get(5)?,
-        hold_code: hold.as_deref().and_then(HoldCode::parse),
-        submitted_at: r.get(7)?,
-        updated_at: r.get(8)?,
-        attempts: r.get(9)?,
-        retries_used: r.get(10)?,
-        current_attempt: r.get(11)?,
-        runner: r.get(12)?,
-        started_at: r.get(13)?,
-        ended_at: r.get(14)?,
-        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
-        metrics: match wall {
-            Some(wall_ms) => Some(Metrics {
-                wall_ms: wall_ms as u64,
-                cpu_ms: r.get::<_, Option<i64>>(17)?.unwrap_or(0) as u64,
-                peak_memory: r.get::<_, Option<i64>>(18)?.unwrap_or(0) as u64,
-            }),
-            None => None,
-        },
-        seq: r.get(19)?,
-        spec: serde_json::from_str(&spec).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(20, rusqlite::types::Type::Text, Box::new(e))
-        })?,
-    })
-}
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Appends an event and makes it the fold's newest change.
-fn event(
+pub(super) fn event(
     tx: &Transaction,
     fold: Option<FoldId>,
     attempt: Option<AttemptId>,
@@ -188,7 +30,7 @@ fn event(
     Ok(id)
 }
 
-fn set_state(
+pub(super) fn set_state(
     tx: &Transaction,
     fold: FoldId,
     state: FoldState,
@@ -205,43 +47,13 @@ fn set_state(
     Ok(())
 }
 
-fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
+pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
     let sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1");
     conn.prepare_cached(&sql)?
         .query_row([id], fold_from_row)
         .optional()?
         .ok_or_else(|| StoreError::NotFound(format!("no fold with id {id}")))
 }
-
-fn attempt_from_row(r: &Row) -> rusqlite::Result<AttemptRecord> {
-    let gpus: String = r.get(5)?;
-    let outcome: Option<String> = r.get(10)?;
-    let wall: Option<i64> = r.get(11)?;
-    Ok(AttemptRecord {
-        id: r.get(0)?,
-        fold: r.get(1)?,
-        runner: r.get(2)?,
-        grant: Grant {
-            millicpus: r.get(3)?,
-            memory: r.get::<_, i64>(4)? as u64,
-            gpus: serde_json::from_str(&gpus).unwrap_or_default(),
-        },
-        state: r.get(6)?,
-        assigned_at: r.get(7)?,
-        started_at: r.get(8)?,
-        ended_at: r.get(9)?,
-        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
-        metrics: wall.map(|w| Metrics {
-            wall_ms: w as u64,
-            cpu_ms: r.get::<_, Option<i64>>(12).ok().flatten().unwrap_or(0) as u64,
-            peak_memory: r.get::<_, Option<i64>>(13).ok().flatten().unwrap_or(0) as u64,
-        }),
-        outputs: Vec::new(),
-    })
-}
-
-const ATTEMPT_COLUMNS: &str = "id, fold_id, runner, millicpus, memory, gpus, state, assigned_at,
-    started_at, ended_at, outcome, wall_ms, cpu_ms, peak_memory";
 
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
 fn finish_attempt(
@@ -395,117 +207,6 @@ fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
         )?;
     }
     Ok(())
-}
-
-/// When a fold is out of retries: hold it where a person (or the OOM policy) can act and
-/// release it, rather than fail it. A plain failure of the fold's own code is a result.
-fn hold_for(outcome: &Outcome, spec: &str, max_retries: u32) -> Option<(HoldCode, String)> {
-    let memory = serde_json::from_str::<FoldSpec>(spec)
-        .map(|s| s.resources.memory)
-        .unwrap_or(0);
-    match outcome {
-        Outcome::OutOfMemory => Some((
-            HoldCode::OutOfMemory,
-            format!(
-                "out of memory with a {} grant; release it with more: datarun queue release ID --memory SIZE",
-                crate::units::format_size(memory)
-            ),
-        )),
-        Outcome::ImageMissing { message, .. } => Some((HoldCode::BadImage, message.clone())),
-        Outcome::Lost { reason } => Some((
-            HoldCode::RetriesExhausted,
-            format!("lost {} times (max_retries {max_retries}); last: {reason}", max_retries + 1),
-        )),
-        _ if max_retries > 0 => Some((
-            HoldCode::RetriesExhausted,
-            format!("failed {} times (max_retries {max_retries}); last: {outcome}", max_retries + 1),
-        )),
-        _ => None,
-    }
-}
-
-/// New requests for a fold being released.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReleaseChanges {
-    #[serde(default, with = "crate::units::size_bytes::option")]
-    pub memory: Option<u64>,
-    pub cpus: Option<f64>,
-    #[serde(default, with = "crate::units::duration_ms::option")]
-    pub soft_time_limit: Option<u64>,
-    #[serde(default, with = "crate::units::duration_ms::option")]
-    pub hard_time_limit: Option<u64>,
-}
-
-impl ReleaseChanges {
-    pub fn is_empty(&self) -> bool {
-        self.memory.is_none()
-            && self.cpus.is_none()
-            && self.soft_time_limit.is_none()
-            && self.hard_time_limit.is_none()
-    }
-
-    /// The spec with the changes applied, checked like a new submission.
-    pub fn apply(&self, spec: &FoldSpec) -> std::result::Result<FoldSpec, String> {
-        let mut new = spec.clone();
-        if let Some(m) = self.memory {
-            new.resources.memory = m;
-        }
-        if let Some(c) = self.cpus {
-            new.resources.cpus = c;
-        }
-        if self.soft_time_limit.is_some() {
-            new.soft_time_limit = self.soft_time_limit;
-        }
-        if self.hard_time_limit.is_some() {
-            new.hard_time_limit = self.hard_time_limit;
-        }
-        new.validate()?;
-        Ok(new)
-    }
-
-    fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(m) = self.memory {
-            parts.push(format!("memory {}", crate::units::format_size(m)));
-        }
-        if let Some(c) = self.cpus {
-            parts.push(format!("cpus {c}"));
-        }
-        for (name, v) in [
-            ("soft limit", self.soft_time_limit),
-            ("hard limit", self.hard_time_limit),
-        ] {
-            if let Some(ms) = v {
-                parts.push(format!(
-                    "{name} {}",
-                    crate::units::format_duration(std::time::Duration::from_millis(ms))
-                ));
-            }
-        }
-        parts.join(", ")
-    }
-}
-
-/// What a hold or remove leaves for the master to do: kill an attempt that is out.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Cancel {
-    pub attempt: AttemptId,
-    pub runner: String,
-}
-
-fn active_attempt_of(tx: &Transaction, fold: FoldId) -> rusqlite::Result<Option<Cancel>> {
-    tx.prepare_cached(
-        "SELECT a.id, a.runner FROM folds f JOIN attempts a ON a.id = f.current_attempt
-         WHERE f.id = ?1 AND a.state != 'ended'",
-    )?
-    .query_row([fold], |r| {
-        Ok(Cancel {
-            attempt: r.get(0)?,
-            runner: r.get(1)?,
-        })
-    })
-    .optional()
 }
 
 impl Store {
@@ -805,115 +506,6 @@ impl Store {
         .await
     }
 
-    /// Holds a fold; returns the attempt to kill if one is out.
-    pub async fn hold(
-        &self,
-        fold: FoldId,
-        code: HoldCode,
-        reason: String,
-    ) -> Result<Option<Cancel>> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let f = get_fold(&tx, fold)?;
-            if f.state == FoldState::Held {
-                return Err(StoreError::Conflict(format!("fold {fold} is already held")));
-            }
-            if f.state.is_final() {
-                return Err(StoreError::Conflict(format!(
-                    "fold {fold} is {}; only idle, assigned or running folds can be held",
-                    f.state
-                )));
-            }
-            let cancel = active_attempt_of(&tx, fold)?;
-            set_state(&tx, fold, FoldState::Held, Some(&reason), Some(code))?;
-            event(
-                &tx,
-                Some(fold),
-                cancel.as_ref().map(|c| c.attempt),
-                "held",
-                &reason,
-            )?;
-            tx.commit()?;
-            Ok(cancel)
-        })
-        .await
-    }
-
-    /// Puts a held fold back in line, with `changes` to its requests (already checked by the
-    /// caller against the pool; checked here again as a spec).
-    pub async fn release(
-        &self,
-        fold: FoldId,
-        by: String,
-        changes: ReleaseChanges,
-    ) -> Result<FoldSpec> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let f = get_fold(&tx, fold)?;
-            if f.state != FoldState::Held {
-                return Err(StoreError::Conflict(format!(
-                    "fold {fold} is {}, not held; only held folds can be released",
-                    f.state
-                )));
-            }
-            let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
-            tx.prepare_cached(
-                "UPDATE folds SET spec = ?1, millicpus = ?2, memory = ?3, hard_limit_ms = ?4 WHERE id = ?5",
-            )?
-            .execute(params![
-                serde_json::to_string(&spec).expect("spec serializes"),
-                spec.resources.millicpus(),
-                spec.resources.memory as i64,
-                spec.hard_time_limit.map(|v| v as i64),
-                fold
-            ])?;
-            set_state(&tx, fold, FoldState::Idle, None, None)?;
-            // A held fold whose attempt is still being killed gets a fresh attempt later.
-            tx.execute("UPDATE folds SET current_attempt = NULL WHERE id = ?1", [fold])?;
-            let detail = if changes.is_empty() {
-                format!("released by {by}")
-            } else {
-                format!("released by {by} with {}", changes.describe())
-            };
-            event(&tx, Some(fold), None, "released", &detail)?;
-            tx.commit()?;
-            Ok(spec)
-        })
-        .await
-    }
-
-    /// Removes a fold; returns the attempt to kill if one is out.
-    pub async fn remove(&self, fold: FoldId, by: String) -> Result<Option<Cancel>> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let f = get_fold(&tx, fold)?;
-            if f.state.is_final() {
-                return Err(StoreError::Conflict(format!(
-                    "fold {fold} is already {}",
-                    f.state
-                )));
-            }
-            let cancel = active_attempt_of(&tx, fold)?;
-            set_state(
-                &tx,
-                fold,
-                FoldState::Removed,
-                Some(&format!("removed by {by}")),
-                None,
-            )?;
-            event(
-                &tx,
-                Some(fold),
-                cancel.as_ref().map(|c| c.attempt),
-                "removed",
-                &format!("removed by {by}"),
-            )?;
-            tx.commit()?;
-            Ok(cancel)
-        })
-        .await
-    }
-
     /// An output file of a fold's newest attempt (or of `attempt`).
     pub async fn output(&self, fold: FoldId, name: String) -> Result<Vec<u8>> {
         self.call(move |conn| {
@@ -1006,4 +598,5 @@ impl Store {
     }
 }
 
-pub use Cancel as CancelTarget;
+use super::holds::hold_for;
+pub use super::holds::{Cancel as CancelTarget, ReleaseChanges};

@@ -4,7 +4,9 @@
 
 mod blobs;
 mod folds;
+mod holds;
 mod maintenance;
+mod records;
 mod runners;
 mod schema;
 mod tokens;

@@ -1,0 +1,374 @@
+//! `datarun queue ...`: status, hold, release, remove, analyze, wait.
+
+use super::commands::{ms, short_when, size, when};
+use super::commands::{print_json, Exit};
+use super::Conn;
+use crate::model::FoldState;
+use crate::table::Table;
+use anyhow::{bail, Result};
+use clap::Subcommand;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Subcommand)]
+pub enum QueueCmd {
+    /// Counts per queue and owner; `--all` lists every fold.
+    Status {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        all: bool,
+        /// With --all: only folds in these states (comma-separated).
+        #[arg(long)]
+        state: Option<String>,
+        /// Scheduled maintenance jobs and their recent runs.
+        #[arg(long)]
+        maintenance: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold folds (a running one is killed; release puts it back in line).
+    Hold {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Put held folds back in line, optionally with new requests.
+    Release {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, value_parser = crate::units::parse_size)]
+        memory: Option<u64>,
+        #[arg(long)]
+        cpus: Option<f64>,
+        #[arg(long, value_parser = crate::units::parse_duration)]
+        soft_limit: Option<Duration>,
+        #[arg(long, value_parser = crate::units::parse_duration)]
+        hard_limit: Option<Duration>,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Remove folds (a running one is killed).
+    Remove {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+    /// Why a fold is not running: each feasibility step, the empty pool, its place in line.
+    Analyze {
+        #[command(flatten)]
+        conn: Conn,
+        id: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Wait until the folds end: exit 0 when all are done, 1 when any failed, was removed or
+    /// is held, 2 on timeout.
+    Wait {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long, value_parser = crate::units::parse_duration)]
+        timeout: Option<Duration>,
+        #[arg(required = true)]
+        ids: Vec<i64>,
+    },
+}
+
+pub fn queue(cmd: QueueCmd) -> Result<()> {
+    match cmd {
+        QueueCmd::Status {
+            conn,
+            all,
+            state,
+            maintenance,
+            json,
+        } => {
+            let client = conn.client()?;
+            if maintenance {
+                let v: Value = client.get("/maintenance")?;
+                return if json {
+                    print_json(&v)
+                } else {
+                    print_maintenance(&v)
+                };
+            }
+            if all {
+                let path = match &state {
+                    Some(s) => format!("/folds?state={s}"),
+                    None => "/folds".into(),
+                };
+                let v: Value = client.get(&path)?;
+                return if json {
+                    print_json(&v["folds"])
+                } else {
+                    print_folds(&v["folds"])
+                };
+            }
+            let v: Value = client.get("/queue")?;
+            if json {
+                return print_json(&v);
+            }
+            print_counts(&v["counts"]);
+            Ok(())
+        }
+        QueueCmd::Hold { conn, reason, ids } => {
+            each(&conn, &ids, "hold", reason.map(|r| json!({"reason": r})))
+        }
+        QueueCmd::Release {
+            conn,
+            memory,
+            cpus,
+            soft_limit,
+            hard_limit,
+            ids,
+        } => {
+            let mut changes = serde_json::Map::new();
+            if let Some(m) = memory {
+                changes.insert("memory".into(), json!(m));
+            }
+            if let Some(c) = cpus {
+                changes.insert("cpus".into(), json!(c));
+            }
+            if let Some(d) = soft_limit {
+                changes.insert("soft_time_limit".into(), json!(d.as_secs_f64()));
+            }
+            if let Some(d) = hard_limit {
+                changes.insert("hard_time_limit".into(), json!(d.as_secs_f64()));
+            }
+            each(&conn, &ids, "release", Some(Value::Object(changes)))
+        }
+        QueueCmd::Remove { conn, ids } => each(&conn, &ids, "remove", None),
+        QueueCmd::Wait { conn, timeout, ids } => wait(&conn, &ids, timeout),
+        QueueCmd::Analyze { conn, id, json } => {
+            let v: Value = conn.client()?.get(&format!("/folds/{id}/analyze"))?;
+            if json {
+                return print_json(&v);
+            }
+            print_analysis(&v);
+            Ok(())
+        }
+    }
+}
+
+fn each(conn: &Conn, ids: &[i64], action: &str, body: Option<Value>) -> Result<()> {
+    let client = conn.client()?;
+    let mut failed = 0;
+    for id in ids {
+        match client.post::<Value>(
+            &format!("/folds/{id}/{action}"),
+            body.as_ref().unwrap_or(&json!({})),
+        ) {
+            Ok(v) => println!("fold {id}: {}", v["fold"]["state"].as_str().unwrap_or("?")),
+            Err(e) => {
+                eprintln!("fold {id}: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    if failed > 0 {
+        return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+fn print_analysis(v: &Value) {
+    println!(
+        "fold {}: {}{}",
+        v["fold"],
+        v["state"].as_str().unwrap_or(""),
+        v["reason"]
+            .as_str()
+            .map(|r| format!(" ({r})"))
+            .unwrap_or_default()
+    );
+    let mut t = Table::new(&["STEP", ">PASS", ">FAIL", "WHY"]);
+    for s in v["steps"].as_array().into_iter().flatten() {
+        let why: Vec<&str> = s["why"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|w| w.as_str())
+            .collect();
+        t.row([
+            s["step"].as_str().unwrap_or("").to_string(),
+            s["passed"].to_string(),
+            s["rejected"].to_string(),
+            why.join("; "),
+        ]);
+    }
+    print!("{}", t.render());
+    println!(
+        "\n{} of {} runners could take it now.",
+        v["matching_now"], v["runners"]
+    );
+    let empty = if v["matches_empty_pool"] == true {
+        "yes"
+    } else {
+        "no: it can never run on this pool as it is"
+    };
+    println!("Would it run on an empty pool? {empty}");
+    if let Some(p) = v["place_in_line"].as_u64() {
+        println!("Place in line: {} of {} idle folds", p + 1, v["idle"]);
+    }
+    println!("In short: {}", v["summary"].as_str().unwrap_or(""));
+}
+
+fn print_maintenance(v: &Value) -> Result<()> {
+    let mut t = Table::new(&["JOB", "SCHEDULE", "NEXT RUN"]);
+    for j in v["jobs"].as_array().into_iter().flatten() {
+        t.row([
+            j["name"].as_str().unwrap_or(""),
+            j["schedule"].as_str().unwrap_or(""),
+            j["next_run"].as_str().unwrap_or("-"),
+        ]);
+    }
+    if t.is_empty() {
+        println!("no maintenance scheduled (datarun serve --config FILE)");
+    } else {
+        print!("{}", t.render());
+    }
+    let mut t = Table::new(&["AT", "RUN"]);
+    for r in v["recent"].as_array().into_iter().flatten() {
+        t.row([
+            when(&r["at"]),
+            r["detail"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    if !t.is_empty() {
+        println!();
+        print!("{}", t.render());
+    }
+    Ok(())
+}
+
+fn print_counts(counts: &Value) {
+    let mut rows: BTreeMap<(String, String), BTreeMap<String, u64>> = BTreeMap::new();
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for c in counts.as_array().into_iter().flatten() {
+        let key = (
+            c["queue"].as_str().unwrap_or("").to_string(),
+            c["owner"].as_str().unwrap_or("").to_string(),
+        );
+        let state = c["state"].as_str().unwrap_or("").to_string();
+        let n = c["count"].as_u64().unwrap_or(0);
+        *rows
+            .entry(key)
+            .or_default()
+            .entry(state.clone())
+            .or_default() += n;
+        *totals.entry(state).or_default() += n;
+    }
+    let cols = ["idle", "running", "held", "done", "failed", "removed"];
+    let mut t = Table::new(&[
+        "QUEUE", "OWNER", ">IDLE", ">RUNNING", ">HELD", ">DONE", ">FAILED", ">REMOVED",
+    ]);
+    let get = |m: &BTreeMap<String, u64>, s: &str| -> u64 {
+        if s == "running" {
+            m.get("running").copied().unwrap_or(0) + m.get("assigned").copied().unwrap_or(0)
+        } else {
+            m.get(s).copied().unwrap_or(0)
+        }
+    };
+    for ((q, o), m) in &rows {
+        let mut cells = vec![q.clone(), o.clone()];
+        cells.extend(cols.iter().map(|s| get(m, s).to_string()));
+        t.row(cells);
+    }
+    print!("{}", t.render());
+    let total: u64 = totals.values().sum();
+    let parts: Vec<String> = cols
+        .iter()
+        .map(|s| format!("{} {s}", get(&totals, s)))
+        .collect();
+    println!("\nTotal: {total} folds; {}", parts.join(", "));
+}
+
+fn print_folds(folds: &Value) -> Result<()> {
+    let mut t = Table::new(&[
+        "ID",
+        "OWNER",
+        "SUBMITTED",
+        "STATE",
+        "RUNNER",
+        ">RUN_TIME",
+        ">MEMORY",
+        "COMMAND",
+    ]);
+    for f in folds.as_array().into_iter().flatten() {
+        let cmd = f["spec"]["command"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        let cmd: String = if cmd.chars().count() > 40 {
+            cmd.chars().take(39).chain(['…']).collect()
+        } else {
+            cmd
+        };
+        t.row([
+            f["id"].to_string(),
+            f["owner"].as_str().unwrap_or("").to_string(),
+            short_when(&f["submitted_at"]),
+            f["state"].as_str().unwrap_or("").to_string(),
+            f["runner"].as_str().unwrap_or("-").to_string(),
+            ms(&f["metrics"]["wall_ms"]),
+            size(&f["metrics"]["peak_memory"]),
+            cmd,
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
+}
+
+fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
+    let client = conn.client()?;
+    let start = Instant::now();
+    let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    let mut states: BTreeMap<i64, FoldState> = BTreeMap::new();
+    let mut seq = 0i64;
+    loop {
+        let v: Value = client.get(&format!("/folds?since={seq}"))?;
+        for f in v["folds"].as_array().into_iter().flatten() {
+            let id = f["id"].as_i64().unwrap_or(-1);
+            if wanted.contains(&id) {
+                if let Some(st) = f["state"].as_str().and_then(FoldState::parse) {
+                    states.insert(id, st);
+                }
+            }
+        }
+        seq = v["seq"].as_i64().unwrap_or(seq);
+        // After the first (full) listing, a fold we have not seen does not exist.
+        if let Some(missing) = wanted.iter().find(|id| !states.contains_key(id)) {
+            bail!("fold {missing} does not exist");
+        }
+        let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
+        if states.len() == wanted.len() && states.values().all(stopped) {
+            let bad: Vec<String> = states
+                .iter()
+                .filter(|(_, s)| **s != FoldState::Done)
+                .map(|(id, s)| format!("{id} {s}"))
+                .collect();
+            if bad.is_empty() {
+                return Ok(());
+            }
+            eprintln!("not done: {}", bad.join(", "));
+            return Err(Exit(1).into());
+        }
+        if timeout.is_some_and(|t| start.elapsed() >= t) {
+            let pending =
+                states.iter().filter(|(_, s)| !stopped(s)).count() + wanted.len() - states.len();
+            eprintln!("timed out with {pending} folds still pending");
+            return Err(Exit(2).into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

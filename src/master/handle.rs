@@ -1,0 +1,228 @@
+//! The API's side of the master: a handle for wake-ups, cancels, reloads and drains (sent to
+//! the loop as commands), and a read-only view of runners and progress for status pages.
+
+use super::*;
+use crate::scheduler::RunnerView;
+
+/// What the API may read without asking the loop.
+#[derive(Default)]
+pub struct MasterView {
+    pub runners: Vec<RunnerStatus>,
+    pub views: Vec<RunnerView>,
+    pub progress: HashMap<AttemptId, Progress>,
+    pub queue_priority: BTreeMap<String, i64>,
+    /// The last rejected edit of the inventory file, while the previous inventory is in force.
+    pub inventory_error: Option<String>,
+}
+
+pub(super) type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
+
+pub(super) enum Command {
+    Cancel(CancelTarget),
+    Reload(Reply<ReloadReport>),
+    Ping,
+    Drain {
+        runner: String,
+        drained: bool,
+        reply: Reply<()>,
+    },
+}
+
+pub(super) struct Shared {
+    pub(super) view: RwLock<MasterView>,
+    pub(super) wake: Notify,
+    pub(super) commands: mpsc::UnboundedSender<Command>,
+}
+
+/// The API's handle on the master.
+#[derive(Clone)]
+pub struct MasterHandle {
+    pub(super) shared: Arc<Shared>,
+}
+
+impl MasterHandle {
+    /// Something changed (a submit, a release): run a matching cycle soon.
+    pub fn wake(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    /// Kills an attempt that is out on a runner (after a hold or remove was committed).
+    pub fn cancel(&self, target: CancelTarget) {
+        let _ = self.shared.commands.send(Command::Cancel(target));
+    }
+
+    pub fn runners(&self) -> Vec<RunnerStatus> {
+        self.shared.view.read().expect("view lock").runners.clone()
+    }
+
+    pub fn queue_priority(&self) -> BTreeMap<String, i64> {
+        self.shared
+            .view
+            .read()
+            .expect("view lock")
+            .queue_priority
+            .clone()
+    }
+
+    pub fn inventory_error(&self) -> Option<String> {
+        self.shared
+            .view
+            .read()
+            .expect("view lock")
+            .inventory_error
+            .clone()
+    }
+
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.shared
+            .commands
+            .send(make(tx))
+            .map_err(|_| "the master loop has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the master loop has stopped".to_string())?
+    }
+
+    /// Pings every connected agent (a silent one loses its lease) and returns the runners' states.
+    pub fn health_check(&self) -> Vec<RunnerStatus> {
+        let _ = self.shared.commands.send(Command::Ping);
+        self.runners()
+    }
+
+    /// Re-reads the inventory file now (as SIGHUP does).
+    pub async fn reload(&self) -> Result<ReloadReport, String> {
+        self.ask(Command::Reload).await
+    }
+
+    /// Drains (no new folds; running ones finish) or resumes a runner.
+    pub async fn drain(&self, runner: &str, drained: bool) -> Result<(), String> {
+        let runner = runner.to_string();
+        self.ask(|reply| Command::Drain {
+            runner,
+            drained,
+            reply,
+        })
+        .await
+    }
+
+    pub fn progress(&self, attempt: AttemptId) -> Option<Progress> {
+        self.shared
+            .view
+            .read()
+            .expect("view lock")
+            .progress
+            .get(&attempt)
+            .cloned()
+    }
+
+    /// Why a fold is not running, against the runners as they are now.
+    pub fn explain(&self, fold: &PendingFold) -> scheduler::Explanation {
+        scheduler::explain(fold, &self.shared.view.read().expect("view lock").views)
+    }
+
+    /// `Some(reason)` when no runner in the inventory could ever run a fold of this spec.
+    pub fn unmatchable(&self, spec: &FoldSpec) -> Option<String> {
+        let view = self.shared.view.read().expect("view lock");
+        // Capacity check: whether a runner is connected right now does not matter here.
+        let capacity: Vec<RunnerView> = view
+            .views
+            .iter()
+            .map(|v| RunnerView {
+                unavailable: None,
+                ..v.clone()
+            })
+            .collect();
+        scheduler::unmatchable(&pending_of(0, "", spec, 0), &capacity)
+            .or_else(|| image_unmatchable(spec.image.as_deref(), &capacity))
+    }
+}
+
+/// Whether any runner could run a fold naming `image` (or none): docker runners run the images
+/// their allowlist names ("*" = any; the first entry is the default for folds naming none);
+/// process runners take no images. The agent enforces the same rule on its own runner.
+fn image_unmatchable(image: Option<&str>, runners: &[RunnerView]) -> Option<String> {
+    let allows = |list: &Vec<String>| match image {
+        Some(img) => list.iter().any(|i| i == img || i == "*"),
+        None => list.first().is_some_and(|i| i != "*"),
+    };
+    let ok = runners.iter().any(|r| match (&r.images, image) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(list), _) => allows(list),
+    });
+    if ok || runners.is_empty() {
+        return None;
+    }
+    let lists: Vec<String> = runners
+        .iter()
+        .filter_map(|r| {
+            r.images
+                .as_ref()
+                .map(|l| format!("{}: {}", r.name, l.join(", ")))
+        })
+        .collect();
+    let allowed = if lists.is_empty() {
+        "there are no docker runners".to_string()
+    } else {
+        format!("docker runners allow {}", lists.join("; "))
+    };
+    Some(match image {
+        Some(img) => format!("image: no runner allows image {img:?} ({allowed})"),
+        None => format!("image: every runner runs containers and none has a default image; name one with --image ({allowed})"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(name: &str, images: Option<&[&str]>) -> RunnerView {
+        RunnerView {
+            name: name.into(),
+            queues: vec!["*".into()],
+            slots_total: 1,
+            slots_free: 1,
+            millicpus_total: 1000,
+            millicpus_free: 1000,
+            memory_total: 1 << 30,
+            memory_free: 1 << 30,
+            gpus_total: vec![],
+            gpus_free: vec![],
+            hard_limit_ms: None,
+            unavailable: None,
+            images: images.map(|l| l.iter().map(|s| s.to_string()).collect()),
+        }
+    }
+
+    #[test]
+    fn images_need_a_runner_that_allows_them() {
+        let docker = view("d", Some(&["datarun/a:1", "datarun/b:1"]));
+        let any = view("any", Some(&["*"]));
+        let process = view("p", None);
+        assert_eq!(
+            image_unmatchable(Some("datarun/b:1"), &[process.clone(), docker.clone()]),
+            None
+        );
+        let e = image_unmatchable(Some("evil:1"), &[process.clone(), docker.clone()]).unwrap();
+        assert!(
+            e.contains("evil:1") && e.contains("d: datarun/a:1, datarun/b:1"),
+            "{e}"
+        );
+        assert_eq!(
+            image_unmatchable(Some("evil:1"), std::slice::from_ref(&any)),
+            None,
+            "\"*\" allows any image"
+        );
+        assert_eq!(
+            image_unmatchable(None, std::slice::from_ref(&docker)),
+            None,
+            "the first entry is the default"
+        );
+        assert!(image_unmatchable(None, &[any]).unwrap().contains("--image"));
+        assert!(
+            image_unmatchable(Some("x:1"), std::slice::from_ref(&process))
+                .unwrap()
+                .contains("no docker runners")
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! What the store hands out: folds, attempts, outputs, events and counts, and how rows become
+//! them.
+
+use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
+use crate::protocol::Grant;
+use rusqlite::Row;
+use serde::Serialize;
+
+/// A fold as listed and shown, with figures from its newest attempt.
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldRecord {
+    pub id: FoldId,
+    pub owner: String,
+    pub queue: String,
+    pub priority: i64,
+    pub state: FoldState,
+    pub reason: Option<String>,
+    pub hold_code: Option<HoldCode>,
+    pub submitted_at: i64,
+    pub updated_at: i64,
+    pub attempts: u32,
+    pub retries_used: u32,
+    pub current_attempt: Option<AttemptId>,
+    pub runner: Option<String>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub metrics: Option<Metrics>,
+    pub seq: i64,
+    pub spec: FoldSpec,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OutputRecord {
+    pub name: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRecord {
+    pub id: AttemptId,
+    pub fold: FoldId,
+    pub runner: String,
+    pub grant: Grant,
+    pub state: String,
+    pub assigned_at: i64,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub outcome: Option<Outcome>,
+    pub metrics: Option<Metrics>,
+    pub outputs: Vec<OutputRecord>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub at: i64,
+    pub attempt: Option<AttemptId>,
+    pub kind: String,
+    pub detail: String,
+}
+
+/// An attempt that is out on a runner (assigned or running), as the master reloads it.
+#[derive(Clone, Debug)]
+pub struct ActiveAttempt {
+    pub attempt: AttemptId,
+    pub fold: FoldId,
+    pub runner: String,
+    pub grant: Grant,
+    pub started: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewAttempt {
+    pub fold: FoldId,
+    pub runner: String,
+    pub grant: Grant,
+}
+
+/// A finished attempt's result, decoded.
+#[derive(Clone, Debug)]
+pub struct ResultInput {
+    pub attempt: AttemptId,
+    pub outcome: Outcome,
+    pub metrics: Metrics,
+    pub log: Vec<u8>,
+    pub outputs: Vec<(String, Vec<u8>)>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RecordResult {
+    /// Recorded; the fold is now in this state.
+    Recorded {
+        fold: FoldId,
+        state: FoldState,
+    },
+    /// The same result came twice (e.g. resent after a reconnect): nothing changed.
+    Duplicate,
+    /// The attempt had already been ended (lost, requeued): this late result was rejected.
+    Superseded {
+        fold: FoldId,
+    },
+    Unknown,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct FoldFilter {
+    pub states: Vec<FoldState>,
+    pub queue: Option<String>,
+    pub owner: Option<String>,
+    /// Only folds whose seq is greater.
+    pub since: Option<i64>,
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QueueCount {
+    pub queue: String,
+    pub owner: String,
+    pub state: FoldState,
+    pub count: u64,
+}
+
+pub(super) const FOLD_COLUMNS: &str =
+    "f.id, f.owner, f.queue, f.priority, f.state, f.reason, f.hold_code,
+    f.submitted_at, f.updated_at, f.attempts, f.retries_used, f.current_attempt, a.runner,
+    a.started_at, a.ended_at, a.outcome, a.wall_ms, a.cpu_ms, a.peak_memory, f.seq, f.spec";
+
+pub(super) fn fold_from_row(r: &Row) -> rusqlite::Result<FoldRecord> {
+    let state: String = r.get(4)?;
+    let hold: Option<String> = r.get(6)?;
+    let outcome: Option<String> = r.get(15)?;
+    let wall: Option<i64> = r.get(16)?;
+    let spec: String = r.get(20)?;
+    Ok(FoldRecord {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        queue: r.get(2)?,
+        priority: r.get(3)?,
+        state: FoldState::parse(&state).unwrap_or(FoldState::Held),
+        reason: r.get(5)?,
+        hold_code: hold.as_deref().and_then(HoldCode::parse),
+        submitted_at: r.get(7)?,
+        updated_at: r.get(8)?,
+        attempts: r.get(9)?,
+        retries_used: r.get(10)?,
+        current_attempt: r.get(11)?,
+        runner: r.get(12)?,
+        started_at: r.get(13)?,
+        ended_at: r.get(14)?,
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        metrics: match wall {
+            Some(wall_ms) => Some(Metrics {
+                wall_ms: wall_ms as u64,
+                cpu_ms: r.get::<_, Option<i64>>(17)?.unwrap_or(0) as u64,
+                peak_memory: r.get::<_, Option<i64>>(18)?.unwrap_or(0) as u64,
+            }),
+            None => None,
+        },
+        seq: r.get(19)?,
+        spec: serde_json::from_str(&spec).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(20, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+    })
+}
+
+pub(super) fn attempt_from_row(r: &Row) -> rusqlite::Result<AttemptRecord> {
+    let gpus: String = r.get(5)?;
+    let outcome: Option<String> = r.get(10)?;
+    let wall: Option<i64> = r.get(11)?;
+    Ok(AttemptRecord {
+        id: r.get(0)?,
+        fold: r.get(1)?,
+        runner: r.get(2)?,
+        grant: Grant {
+            millicpus: r.get(3)?,
+            memory: r.get::<_, i64>(4)? as u64,
+            gpus: serde_json::from_str(&gpus).unwrap_or_default(),
+        },
+        state: r.get(6)?,
+        assigned_at: r.get(7)?,
+        started_at: r.get(8)?,
+        ended_at: r.get(9)?,
+        outcome: outcome.and_then(|o| serde_json::from_str(&o).ok()),
+        metrics: wall.map(|w| Metrics {
+            wall_ms: w as u64,
+            cpu_ms: r.get::<_, Option<i64>>(12).ok().flatten().unwrap_or(0) as u64,
+            peak_memory: r.get::<_, Option<i64>>(13).ok().flatten().unwrap_or(0) as u64,
+        }),
+        outputs: Vec::new(),
+    })
+}
+
+pub(super) const ATTEMPT_COLUMNS: &str =
+    "id, fold_id, runner, millicpus, memory, gpus, state, assigned_at,
+    started_at, ended_at, outcome, wall_ms, cpu_ms, peak_memory";
