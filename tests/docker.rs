@@ -176,3 +176,33 @@ fn a_restarted_agent_readopts_its_running_container() {
         shown["events"]
     );
 }
+
+#[test]
+fn a_mixed_pool_routes_folds_by_image() {
+    let docker = docker_runner("mixed-box").replace(
+        &format!(r#"images = ["{BUSYBOX}", "datarun/fold-python:0.1"]"#),
+        r#"images = ["*"]"#,
+    );
+    let inv = format!(
+        "{docker}\n[[runner]]\nname = \"mixed-proc\"\ntransport = \"local\"\nexecutor = \"process\"\nslots = 4\ncpus = 4\nmemory = \"4G\"\nqueues = [\"*\"]\n"
+    );
+    let m = Master::start(Some(&inv));
+    let plain = json!({ "command": ["sh", "-c", "echo plain"], "resources": {"cpus": 0.5, "memory": "64M"} });
+    let ids = m.submit(vec![
+        fold("echo boxed"),
+        plain.clone(),
+        fold("echo boxed"),
+        plain,
+    ]);
+    let folds = m.wait_all(&ids, Duration::from_secs(60));
+    let runners: Vec<&str> = folds
+        .iter()
+        .map(|f| f["runner"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(
+        runners,
+        ["mixed-box", "mixed-proc", "mixed-box", "mixed-proc"],
+        "{folds:?}"
+    );
+    assert!(folds.iter().all(|f| f["state"] == "done"), "{folds:?}");
+}

@@ -117,7 +117,11 @@ impl MasterHandle {
 
     /// Why a fold is not running, against the runners as they are now.
     pub fn explain(&self, fold: &PendingFold) -> scheduler::Explanation {
-        scheduler::explain(fold, &self.shared.view.read().expect("view lock").views)
+        let views = &self.shared.view.read().expect("view lock").views;
+        scheduler::explain(
+            fold,
+            &scheduler::views_for_image(views, fold.image.as_deref()),
+        )
     }
 
     /// `Some(reason)` when no runner in the inventory could ever run a fold of this spec.
@@ -141,15 +145,9 @@ impl MasterHandle {
 /// their allowlist names ("*" = any; the first entry is the default for folds naming none);
 /// process runners take no images. The agent enforces the same rule on its own runner.
 fn image_unmatchable(image: Option<&str>, runners: &[RunnerView]) -> Option<String> {
-    let allows = |list: &Vec<String>| match image {
-        Some(img) => list.iter().any(|i| i == img || i == "*"),
-        None => list.first().is_some_and(|i| i != "*"),
-    };
-    let ok = runners.iter().any(|r| match (&r.images, image) {
-        (None, None) => true,
-        (None, Some(_)) => false,
-        (Some(list), _) => allows(list),
-    });
+    let ok = runners
+        .iter()
+        .any(|r| scheduler::accepts_image(r.images.as_deref(), image));
     if ok || runners.is_empty() {
         return None;
     }

@@ -330,7 +330,7 @@ impl Master {
             runners: views,
             queue_priority: self.cfg.inventory.queue_priorities(),
         };
-        let plan = scheduler::schedule(&snapshot);
+        let plan = scheduler::schedule_by_image(&snapshot);
         if plan.assignments.is_empty() {
             return Ok(());
         }

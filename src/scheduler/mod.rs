@@ -22,11 +22,13 @@
 
 mod explain;
 mod feasibility;
+mod lanes;
 mod line;
 mod rank;
 #[cfg(test)]
 mod tests;
 
+pub use lanes::{accepts_image, schedule_by_image, views_for_image};
 pub use line::{order_key, place_in_line};
 
 use crate::model::FoldId;
