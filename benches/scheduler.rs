@@ -113,6 +113,7 @@ fn idle_snapshot() -> Snapshot {
         runners: runners(&mut rng),
         folds: folds(&mut rng),
         queue_priority: BTreeMap::from([("H".to_string(), 10), ("L".to_string(), -10)]),
+        fair_share: None,
     }
 }
 
@@ -182,6 +183,18 @@ fn with_images(mut snap: Snapshot) -> Snapshot {
     snap
 }
 
+/// Folds spread over 50 owners with different past usage; fair share on.
+fn with_owners(mut snap: Snapshot) -> Snapshot {
+    for f in &mut snap.folds {
+        f.owner = format!("owner{:02}", f.id % 50);
+    }
+    let usage = (0..50)
+        .map(|o| (format!("owner{o:02}"), (o * 7 % 13) as f64))
+        .collect();
+    snap.fair_share = Some(datarun::scheduler::FairShare { usage });
+    snap
+}
+
 fn main() {
     let idle = idle_snapshot();
     let full = nearly_full_snapshot();
@@ -191,8 +204,9 @@ fn main() {
     );
     let a = run("idle pool", &idle);
     let b = run("nearly full", &full);
-    let c = run("3 image lanes", &with_images(idle));
-    let worst = a.max(b).max(c);
+    let c = run("3 image lanes", &with_images(idle.clone()));
+    let d = run("fair share, 50 owners", &with_owners(idle));
+    let worst = a.max(b).max(c).max(d);
     println!(
         "  target < {TARGET_MS} ms per cycle (median): {}",
         if worst < TARGET_MS { "met" } else { "MISSED" }

@@ -263,8 +263,14 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
         })
         .collect();
     let idle = s.store.pending_folds().await?;
-    let place = (fold.state == FoldState::Idle)
-        .then(|| crate::scheduler::place_in_line(&me, &idle, &s.master.queue_priority()));
+    let place = (fold.state == FoldState::Idle).then(|| {
+        crate::scheduler::place_in_line(
+            &me,
+            &idle,
+            &s.master.queue_priority(),
+            s.master.fair_share().as_ref(),
+        )
+    });
     Ok(Json(json!({
         "fold": id,
         "state": fold.state,
@@ -278,4 +284,12 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
         "place_in_line": place,
         "idle": idle.len(),
     })))
+}
+
+/// Fair share per owner (`queue status --owners`).
+pub async fn owners(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+    let fair = s.master.fair_share().is_some();
+    Ok(Json(
+        json!({ "fair_share": fair, "owners": s.master.owners(), "counts": s.store.queue_counts().await? }),
+    ))
 }

@@ -38,6 +38,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/{id}/release", post(folds::release))
         .route("/folds/{id}/remove", post(folds::remove))
         .route("/queue", get(folds::queue))
+        .route("/owners", get(folds::owners))
         .route("/runners", get(runners))
         .route("/runners/reload", post(reload))
         .route("/maintenance", get(maintenance))

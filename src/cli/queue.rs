@@ -25,6 +25,9 @@ pub enum QueueCmd {
         /// Scheduled maintenance jobs and their recent runs.
         #[arg(long)]
         maintenance: bool,
+        /// Fair share: each owner's running and idle folds and effective usage.
+        #[arg(long)]
+        owners: bool,
         #[arg(long)]
         json: bool,
     },
@@ -86,9 +89,18 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
             all,
             state,
             maintenance,
+            owners,
             json,
         } => {
             let client = conn.client()?;
+            if owners {
+                let v: Value = client.get("/owners")?;
+                return if json {
+                    print_json(&v)
+                } else {
+                    print_owners(&v)
+                };
+            }
             if maintenance {
                 let v: Value = client.get("/maintenance")?;
                 return if json {
@@ -172,6 +184,53 @@ fn each(conn: &Conn, ids: &[i64], action: &str, body: Option<Value>) -> Result<(
     }
     if failed > 0 {
         return Err(Exit(1).into());
+    }
+    Ok(())
+}
+
+fn print_owners(v: &Value) -> Result<()> {
+    let mut idle: BTreeMap<String, u64> = BTreeMap::new();
+    for c in v["counts"].as_array().into_iter().flatten() {
+        if c["state"] == "idle" {
+            *idle
+                .entry(c["owner"].as_str().unwrap_or("").to_string())
+                .or_default() += c["count"].as_u64().unwrap_or(0);
+        }
+    }
+    let mut rows: BTreeMap<String, (u64, f64, f64)> =
+        idle.keys().map(|o| (o.clone(), (0, 0.0, 0.0))).collect();
+    for o in v["owners"].as_array().into_iter().flatten() {
+        let name = o["owner"].as_str().unwrap_or("").to_string();
+        rows.insert(
+            name,
+            (
+                o["running"].as_u64().unwrap_or(0),
+                o["past_slot_hours"].as_f64().unwrap_or(0.0),
+                o["effective_usage"].as_f64().unwrap_or(0.0),
+            ),
+        );
+    }
+    let mut t = Table::new(&[
+        "OWNER",
+        ">RUNNING",
+        ">IDLE",
+        ">PAST_SLOT_HOURS",
+        ">EFFECTIVE_USAGE",
+    ]);
+    for (owner, (running, past, effective)) in &rows {
+        t.row([
+            owner.clone(),
+            running.to_string(),
+            idle.get(owner).copied().unwrap_or(0).to_string(),
+            format!("{past:.2}"),
+            format!("{effective:.2}"),
+        ]);
+    }
+    print!("{}", t.render());
+    if v["fair_share"] == true {
+        println!("\nFair share is on: within a priority band, owners take turns by effective usage (lowest first).");
+    } else {
+        println!("\nFair share is off ([fair_share] enabled = false): folds run in submit order within a priority band.");
     }
     Ok(())
 }

@@ -106,6 +106,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         output_limit: args.output_limit,
         lease: args.lease,
         oom_policy: master_file.oom,
+        fair_share: master_file.fair_share,
     };
     let (master, handle) = Master::new(cfg, store.clone()).await?;
     let master_task = tokio::spawn(master.run());

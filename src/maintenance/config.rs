@@ -30,6 +30,19 @@ struct File {
     maintenance: Maintenance,
     #[serde(default)]
     policy: Policy,
+    fair_share: Option<FairRaw>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FairRaw {
+    #[serde(default = "default_true")]
+    enabled: bool,
+    half_life: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -61,10 +74,25 @@ impl OomPolicy {
 }
 
 /// Everything in the master's config file.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MasterFile {
     pub jobs: Vec<Job>,
     pub oom: Option<OomPolicy>,
+    /// Fair share's usage half-life; None turns fair share off (`[fair_share] enabled = false`).
+    pub fair_share: Option<Duration>,
+}
+
+/// Fair share is on by default, with usage halving every hour.
+pub const DEFAULT_HALF_LIFE: Duration = Duration::from_secs(3600);
+
+impl Default for MasterFile {
+    fn default() -> Self {
+        MasterFile {
+            jobs: Vec::new(),
+            oom: None,
+            fair_share: Some(DEFAULT_HALF_LIFE),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,7 +198,30 @@ pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<MasterFile, Stri
             task: Task::Purge { retention },
         });
     }
-    Ok(MasterFile { jobs, oom })
+    let fair_share = match raw.fair_share {
+        None => Some(DEFAULT_HALF_LIFE),
+        Some(FairRaw { enabled: false, .. }) => None,
+        Some(FairRaw {
+            half_life: None, ..
+        }) => Some(DEFAULT_HALF_LIFE),
+        Some(FairRaw {
+            half_life: Some(h), ..
+        }) => {
+            let h = crate::units::parse_duration(&h)
+                .map_err(|e| format!("{file}: fair_share.half_life: {e}"))?;
+            if h.is_zero() {
+                return Err(format!(
+                    "{file}: fair_share.half_life: must be longer than 0s"
+                ));
+            }
+            Some(h)
+        }
+    };
+    Ok(MasterFile {
+        jobs,
+        oom,
+        fair_share,
+    })
 }
 
 pub fn load(path: &Path, data_dir: &Path) -> Result<MasterFile, String> {

@@ -13,6 +13,10 @@ pub struct MasterView {
     pub queue_priority: BTreeMap<String, i64>,
     /// The last rejected edit of the inventory file, while the previous inventory is in force.
     pub inventory_error: Option<String>,
+    /// Fair share per owner.
+    pub owners: Vec<super::OwnerShare>,
+    /// Whether fair share orders folds within a priority band.
+    pub fair_share: bool,
 }
 
 pub(super) type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
@@ -53,6 +57,22 @@ impl MasterHandle {
 
     pub fn runners(&self) -> Vec<RunnerStatus> {
         self.shared.view.read().expect("view lock").runners.clone()
+    }
+
+    pub fn owners(&self) -> Vec<super::OwnerShare> {
+        self.shared.view.read().expect("view lock").owners.clone()
+    }
+
+    /// The fair share the scheduler orders by now, if it is on.
+    pub fn fair_share(&self) -> Option<crate::scheduler::FairShare> {
+        let view = self.shared.view.read().expect("view lock");
+        view.fair_share.then(|| crate::scheduler::FairShare {
+            usage: view
+                .owners
+                .iter()
+                .map(|o| (o.owner.clone(), o.effective_usage))
+                .collect(),
+        })
     }
 
     pub fn queue_priority(&self) -> BTreeMap<String, i64> {

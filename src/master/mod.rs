@@ -2,11 +2,13 @@
 //! assignments before telling any agent, and records results exactly once. The REST API talks
 //! to it through a `MasterHandle` (wake-ups, cancels, and a read-only view for status pages).
 
+mod fair;
 mod handle;
 mod reload;
 mod reports;
 mod runners;
 
+pub use fair::OwnerShare;
 use handle::{Command, Shared};
 pub use handle::{MasterHandle, MasterView};
 pub use reload::ReloadReport;
@@ -36,6 +38,8 @@ pub struct MasterConfig {
     pub lease: Duration,
     /// Release folds held for running out of memory with a larger grant.
     pub oom_policy: Option<crate::maintenance::config::OomPolicy>,
+    /// Fair share between owners with this usage half-life (None: submit order).
+    pub fair_share: Option<Duration>,
 }
 
 /// The scheduler's view of a fold spec.
@@ -70,6 +74,7 @@ pub struct Master {
     finished: Vec<(String, ResultInput)>,
     inventory_stamp: reload::Stamp,
     inventory_error: Option<String>,
+    usage: fair::Usage,
 }
 
 impl Master {
@@ -100,7 +105,8 @@ impl Master {
                 r.drained = true;
             }
         }
-        for a in store.active_attempts().await? {
+        let active = store.active_attempts().await?;
+        for a in active.clone() {
             match runners.get_mut(&a.runner) {
                 Some(r) => {
                     r.grants.insert(a.attempt, a.grant);
@@ -112,7 +118,11 @@ impl Master {
             }
         }
         let cfg_stamp = cfg.inventory.source.as_deref().and_then(reload::stamp);
-        let master = Master {
+        let mut usage = fair::Usage::new(cfg.fair_share.unwrap_or(Duration::from_secs(3600)));
+        for a in active.iter().filter(|a| runners.contains_key(&a.runner)) {
+            usage.started(a.attempt, &a.owner);
+        }
+        let mut master = Master {
             cfg,
             store,
             runners,
@@ -127,6 +137,7 @@ impl Master {
             finished: Vec::new(),
             inventory_stamp: cfg_stamp,
             inventory_error: None,
+            usage,
         };
         master.publish();
         Ok((master, MasterHandle { shared }))
@@ -158,13 +169,15 @@ impl Master {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
         let mut view = self.shared.view.write().expect("view lock");
         view.runners = self.runners.values().map(RunnerState::status).collect();
         view.views = self.runners.values().map(RunnerState::view).collect();
         view.progress = self.progress.clone();
         view.queue_priority = self.cfg.inventory.queue_priorities();
         view.inventory_error = self.inventory_error.clone();
+        view.owners = self.usage.owners();
+        view.fair_share = self.cfg.fair_share.is_some();
     }
 
     async fn on_command(&mut self, cmd: Command) -> anyhow::Result<()> {
@@ -255,6 +268,7 @@ impl Master {
         }
         for (attempt, reason) in lost {
             self.progress.remove(&attempt);
+            self.usage.ended(attempt, 0);
             self.store.mark_lost(attempt, reason).await?;
             self.dirty = true;
         }
@@ -329,6 +343,7 @@ impl Master {
             folds,
             runners: views,
             queue_priority: self.cfg.inventory.queue_priorities(),
+            fair_share: self.cfg.fair_share.map(|_| self.usage.share()),
         };
         let plan = scheduler::schedule_by_image(&snapshot);
         if plan.assignments.is_empty() {
@@ -352,6 +367,7 @@ impl Master {
             })
             .collect();
         for (attempt, n, spec) in self.store.assign(new).await? {
+            self.usage.started(attempt, &by_id[&n.fold].owner);
             let run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
             let r = self
                 .runners

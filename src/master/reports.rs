@@ -105,6 +105,7 @@ impl Master {
             .upsert_runner(runner.to_string(), spec, "ready".into(), Some(facts_json))
             .await?;
         for attempt in lost {
+            self.usage.ended(attempt, 0);
             self.store
                 .mark_lost(
                     attempt,
@@ -155,6 +156,9 @@ impl Master {
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
             std::mem::take(&mut self.finished).into_iter().unzip();
         let attempts: Vec<AttemptId> = inputs.iter().map(|i| i.attempt).collect();
+        for i in &inputs {
+            self.usage.ended(i.attempt, i.metrics.wall_ms);
+        }
         let oom: Vec<bool> = inputs
             .iter()
             .map(|i| i.outcome == crate::model::Outcome::OutOfMemory)

@@ -76,6 +76,7 @@ pub fn schedule_by_image(snapshot: &Snapshot) -> Plan {
             folds: folds.iter().map(|&i| snapshot.folds[i].clone()).collect(),
             runners: views_for_image(&runners, image),
             queue_priority: snapshot.queue_priority.clone(),
+            fair_share: snapshot.fair_share.clone(),
         };
         let part = schedule(&lane);
         let by_id: std::collections::HashMap<i64, &super::PendingFold> =
@@ -169,6 +170,7 @@ mod tests {
             folds,
             runners,
             queue_priority: Default::default(),
+            fair_share: None,
         });
         let on = |id: i64| {
             plan.assignments
@@ -203,6 +205,7 @@ mod tests {
             folds,
             runners,
             queue_priority: Default::default(),
+            fair_share: None,
         });
         assert_eq!(
             plan.assignments.len(),
@@ -220,6 +223,7 @@ mod tests {
             folds,
             runners,
             queue_priority: Default::default(),
+            fair_share: None,
         };
         assert_eq!(schedule_by_image(&snap), schedule(&snap));
     }

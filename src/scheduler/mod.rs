@@ -29,7 +29,7 @@ mod rank;
 mod tests;
 
 pub use lanes::{accepts_image, schedule_by_image, views_for_image};
-pub use line::{order_key, place_in_line};
+pub use line::{line_order, order_key, place_in_line, FairShare};
 
 use crate::model::FoldId;
 use feasibility::{FxMap, Pool, Shape};
@@ -85,6 +85,8 @@ pub struct Snapshot {
     pub runners: Vec<RunnerView>,
     /// Priority of each queue; queues not listed have priority 0.
     pub queue_priority: BTreeMap<String, i64>,
+    /// Fair share between owners within a priority band (None: submit order).
+    pub fair_share: Option<FairShare>,
 }
 
 /// The feasibility steps, in the order they are applied.
@@ -348,6 +350,16 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
     }
     for r in 0..bands.len() {
         keyed[start[r]..start[r + 1]].sort_unstable();
+    }
+    if let Some(fair) = &snapshot.fair_share {
+        for r in 0..bands.len() {
+            let band = &mut keyed[start[r]..start[r + 1]];
+            let mut idx: Vec<usize> = band.iter().map(|k| k.2 as usize).collect();
+            line::fair_reorder(&mut idx, folds, fair);
+            for (slot, i) in band.iter_mut().zip(idx) {
+                *slot = (folds[i].submitted_at, folds[i].id, i as u32);
+            }
+        }
     }
     let order = keyed
         .iter()

@@ -49,6 +49,7 @@ fn snapshot(folds: Vec<PendingFold>, runners: Vec<RunnerView>) -> Snapshot {
         folds,
         runners,
         queue_priority: BTreeMap::new(),
+        fair_share: None,
     }
 }
 

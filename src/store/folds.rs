@@ -372,19 +372,25 @@ impl Store {
             let sql = format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state != 'ended' ORDER BY id"
             );
-            Ok(conn
+            let attempts = conn
                 .prepare_cached(&sql)?
                 .query_map([], attempt_from_row)?
-                .map(|a| {
-                    a.map(|a| ActiveAttempt {
-                        attempt: a.id,
-                        fold: a.fold,
-                        runner: a.runner,
-                        grant: a.grant,
-                        started: a.state == "running",
-                    })
-                })
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(attempts.len());
+            for a in attempts {
+                let owner: String = conn
+                    .prepare_cached("SELECT owner FROM folds WHERE id = ?1")?
+                    .query_row([a.fold], |r| r.get(0))?;
+                out.push(ActiveAttempt {
+                    attempt: a.id,
+                    fold: a.fold,
+                    runner: a.runner,
+                    grant: a.grant,
+                    started: a.state == "running",
+                    owner,
+                });
+            }
+            Ok(out)
         })
         .await
     }

@@ -69,6 +69,8 @@ pub struct ActiveAttempt {
     pub runner: String,
     pub grant: Grant,
     pub started: bool,
+    /// The fold's owner (for fair share).
+    pub owner: String,
 }
 
 #[derive(Clone, Debug)]
