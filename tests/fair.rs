@@ -65,3 +65,38 @@ fn a_late_small_owner_runs_before_the_big_backlog() {
         "bob started at places {bob_places:?} of 22"
     );
 }
+
+#[test]
+fn an_owner_cap_limits_running_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("master.toml");
+    std::fs::write(&cfg, "[fair_share]\nmax_running_per_owner = 1\n").unwrap();
+    let m = Master::start_with(Some(RUNNER), &["--config", cfg.to_str().unwrap()]);
+    let ids = m.submit((0..3).map(|_| sh("sleep 0.5")).collect());
+    m.wait_state(ids[0], "running", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(200));
+    let text = m.cli_ok(&["queue", "analyze", &ids[1].to_string()]);
+    assert!(
+        text.contains("runs 1 of at most 1") && text.contains("at its cap"),
+        "{text}"
+    );
+    let all = m.wait_all(&ids, Duration::from_secs(30));
+    let mut spans: Vec<(i64, i64)> = all
+        .iter()
+        .map(|f| {
+            (
+                f["started_at"].as_i64().unwrap(),
+                f["ended_at"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[1].0 >= w[0].1,
+            "two folds of one owner overlapped on 2 free slots: {spans:?}"
+        );
+    }
+    let e = m.cli_ok(&["queue", "status", "--owners", "--json"]);
+    assert!(e.contains("\"owner_cap\": 1"), "{e}");
+}

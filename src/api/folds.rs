@@ -282,6 +282,11 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
         "matches_empty_pool": why.matches_empty_pool,
         "summary": why.summary,
         "place_in_line": place,
+        "owner_cap": s.master.owner_cap().map(|cap| json!({
+            "owner": fold.owner,
+            "cap": cap,
+            "running": s.master.owners().iter().find(|o| o.owner == fold.owner).map(|o| o.running).unwrap_or(0),
+        })),
         "idle": idle.len(),
     })))
 }
@@ -290,6 +295,6 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
 pub async fn owners(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
     let fair = s.master.fair_share().is_some();
     Ok(Json(
-        json!({ "fair_share": fair, "owners": s.master.owners(), "counts": s.store.queue_counts().await? }),
+        json!({ "fair_share": fair, "owner_cap": s.master.owner_cap(), "owners": s.master.owners(), "counts": s.store.queue_counts().await? }),
     ))
 }

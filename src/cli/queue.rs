@@ -274,6 +274,21 @@ fn print_analysis(v: &Value) {
     if let Some(p) = v["place_in_line"].as_u64() {
         println!("Place in line: {} of {} idle folds", p + 1, v["idle"]);
     }
+    if let Some(c) = v["owner_cap"].as_object() {
+        let (running, cap) = (
+            c["running"].as_u64().unwrap_or(0),
+            c["cap"].as_u64().unwrap_or(0),
+        );
+        let note = if running >= cap {
+            ": at its cap, this fold waits until one of them ends"
+        } else {
+            ""
+        };
+        println!(
+            "Owner {} runs {running} of at most {cap} folds at once{note}",
+            c["owner"].as_str().unwrap_or("")
+        );
+    }
     println!("In short: {}", v["summary"].as_str().unwrap_or(""));
 }
 

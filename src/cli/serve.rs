@@ -107,6 +107,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         lease: args.lease,
         oom_policy: master_file.oom,
         fair_share: master_file.fair_share,
+        owner_cap: master_file.owner_cap,
     };
     let (master, handle) = Master::new(cfg, store.clone()).await?;
     let master_task = tokio::spawn(master.run());

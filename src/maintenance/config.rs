@@ -39,6 +39,7 @@ struct FairRaw {
     #[serde(default = "default_true")]
     enabled: bool,
     half_life: Option<String>,
+    max_running_per_owner: Option<u32>,
 }
 
 fn default_true() -> bool {
@@ -80,6 +81,8 @@ pub struct MasterFile {
     pub oom: Option<OomPolicy>,
     /// Fair share's usage half-life; None turns fair share off (`[fair_share] enabled = false`).
     pub fair_share: Option<Duration>,
+    /// At most this many folds of one owner run at once.
+    pub owner_cap: Option<u32>,
 }
 
 /// Fair share is on by default, with usage halving every hour.
@@ -91,6 +94,7 @@ impl Default for MasterFile {
             jobs: Vec::new(),
             oom: None,
             fair_share: Some(DEFAULT_HALF_LIFE),
+            owner_cap: None,
         }
     }
 }
@@ -198,6 +202,15 @@ pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<MasterFile, Stri
             task: Task::Purge { retention },
         });
     }
+    let owner_cap = raw
+        .fair_share
+        .as_ref()
+        .and_then(|f| f.max_running_per_owner);
+    if owner_cap == Some(0) {
+        return Err(format!(
+            "{file}: fair_share.max_running_per_owner: must be at least 1"
+        ));
+    }
     let fair_share = match raw.fair_share {
         None => Some(DEFAULT_HALF_LIFE),
         Some(FairRaw { enabled: false, .. }) => None,
@@ -221,6 +234,7 @@ pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<MasterFile, Stri
         jobs,
         oom,
         fair_share,
+        owner_cap,
     })
 }
 

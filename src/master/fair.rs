@@ -76,6 +76,15 @@ impl Usage {
         out
     }
 
+    /// Folds each owner runs now.
+    pub fn running(&self) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for owner in self.running.values() {
+            *out.entry(owner.as_str()).or_default() += 1;
+        }
+        out
+    }
+
     pub fn share(&mut self) -> FairShare {
         self.decay(Instant::now());
         let hl = self.half_life.as_secs_f64().max(1e-3);

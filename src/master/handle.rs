@@ -17,6 +17,8 @@ pub struct MasterView {
     pub owners: Vec<super::OwnerShare>,
     /// Whether fair share orders folds within a priority band.
     pub fair_share: bool,
+    /// At most this many folds of one owner run at once.
+    pub owner_cap: Option<u32>,
 }
 
 pub(super) type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
@@ -57,6 +59,10 @@ impl MasterHandle {
 
     pub fn runners(&self) -> Vec<RunnerStatus> {
         self.shared.view.read().expect("view lock").runners.clone()
+    }
+
+    pub fn owner_cap(&self) -> Option<u32> {
+        self.shared.view.read().expect("view lock").owner_cap
     }
 
     pub fn owners(&self) -> Vec<super::OwnerShare> {

@@ -40,6 +40,37 @@ pub struct MasterConfig {
     pub oom_policy: Option<crate::maintenance::config::OomPolicy>,
     /// Fair share between owners with this usage half-life (None: submit order).
     pub fair_share: Option<Duration>,
+    /// At most this many folds of one owner run at once.
+    pub owner_cap: Option<u32>,
+}
+
+/// Keeps, of each owner's idle folds, only the first ones in line that its cap still allows
+/// (`cap` running at once, counting those running now).
+fn within_owner_cap(
+    folds: Vec<PendingFold>,
+    cap: u32,
+    running: &BTreeMap<&str, usize>,
+    queue_priority: &BTreeMap<String, i64>,
+    fair: Option<&scheduler::FairShare>,
+) -> Vec<PendingFold> {
+    let order = scheduler::line_order(&folds, queue_priority, fair);
+    let mut room: HashMap<&str, usize> = HashMap::new();
+    let mut keep = vec![false; folds.len()];
+    for i in order {
+        let owner = folds[i].owner.as_str();
+        let left = room.entry(owner).or_insert_with(|| {
+            (cap as usize).saturating_sub(running.get(owner).copied().unwrap_or(0))
+        });
+        if *left > 0 {
+            *left -= 1;
+            keep[i] = true;
+        }
+    }
+    folds
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(f, k)| k.then_some(f))
+        .collect()
 }
 
 /// The scheduler's view of a fold spec.
@@ -178,6 +209,7 @@ impl Master {
         view.inventory_error = self.inventory_error.clone();
         view.owners = self.usage.owners();
         view.fair_share = self.cfg.fair_share.is_some();
+        view.owner_cap = self.cfg.owner_cap;
     }
 
     async fn on_command(&mut self, cmd: Command) -> anyhow::Result<()> {
@@ -339,11 +371,23 @@ impl Master {
         if folds.is_empty() {
             return Ok(());
         }
+        let queue_priority = self.cfg.inventory.queue_priorities();
+        let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
+        let folds = match self.cfg.owner_cap {
+            Some(cap) => within_owner_cap(
+                folds,
+                cap,
+                &self.usage.running(),
+                &queue_priority,
+                fair_share.as_ref(),
+            ),
+            None => folds,
+        };
         let snapshot = Snapshot {
             folds,
             runners: views,
-            queue_priority: self.cfg.inventory.queue_priorities(),
-            fair_share: self.cfg.fair_share.map(|_| self.usage.share()),
+            queue_priority,
+            fair_share,
         };
         let plan = scheduler::schedule_by_image(&snapshot);
         if plan.assignments.is_empty() {
