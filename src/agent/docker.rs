@@ -33,13 +33,16 @@
 //! journal wants are removed with [`DockerExecutor::remove_attempt`].
 
 mod cgroup;
+mod dirs;
+mod housekeeping;
 mod limits;
+mod monitor;
+mod options;
 mod spec;
 #[cfg(test)]
 mod tests;
 
 use super::exec::{cancelled, sleep_until, ExecRequest, ExecResult};
-use super::tail::Tail;
 use crate::model::{AttemptId, Metrics, Outcome, Progress};
 use bollard::errors::Error as EngineError;
 use bollard::models::{
@@ -51,8 +54,11 @@ use bollard::query_parameters::{
     StatsOptionsBuilder,
 };
 use bollard::Docker;
+use dirs::prepare_dirs;
 use futures_util::{StreamExt, TryStreamExt};
 use limits::{Limits, Reason, Signal};
+use monitor::{catch_up_log, follow_log, sample, LogState, Meter};
+pub use options::{DockerError, DockerOptions};
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -73,86 +79,6 @@ const LOG_DRAIN: Duration = Duration::from_secs(5);
 const ENGINE_PATIENCE: Duration = Duration::from_secs(60);
 /// Loading an image tarball may take long; the engine answers only once it has it all.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// How the executor confines every fold (the grant itself comes with each request).
-#[derive(Clone, Debug)]
-pub struct DockerOptions {
-    /// Give folds the default bridge network instead of none. Off for untrusted code.
-    pub allow_network: bool,
-    /// Most processes (and threads) a fold may have at once.
-    pub pids_limit: i64,
-    /// Size of the fold's /tmp (a tmpfs: it also counts against the memory grant).
-    pub tmpfs_size: u64,
-    /// The container user, "uid:gid"; never root.
-    pub user: String,
-    /// How often CPU and memory figures are read (from the container's cgroup files when
-    /// this process can see them; the engine's own stats come once a second at best).
-    pub stats_interval: Duration,
-    /// Names and labels this agent's containers (see `spec::container_name`); only they are
-    /// listed, adopted and cleaned.
-    pub namespace: String,
-}
-
-impl Default for DockerOptions {
-    fn default() -> Self {
-        DockerOptions {
-            allow_network: false,
-            pids_limit: 256,
-            tmpfs_size: 64 << 20,
-            user: "1000:1000".into(),
-            stats_interval: Duration::from_millis(100),
-            namespace: "default".into(),
-        }
-    }
-}
-
-impl DockerOptions {
-    /// Rejects options that would not confine untrusted code.
-    pub fn check(&self) -> Result<(), String> {
-        let uid = self.user.split(':').next().unwrap_or_default();
-        if uid.is_empty() || uid == "0" || uid == "root" {
-            return Err(format!(
-                "user {:?}: folds never run as root; give a \"uid:gid\" such as \"1000:1000\"",
-                self.user
-            ));
-        }
-        if self.pids_limit <= 0 {
-            return Err(format!(
-                "pids_limit {}: must be a positive number (e.g. 256)",
-                self.pids_limit
-            ));
-        }
-        if self.tmpfs_size == 0 {
-            return Err("tmpfs_size: must be more than 0 (e.g. 64M)".into());
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DockerError {
-    /// The engine cannot be reached; the message says how to fix it.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The options would not confine a fold.
-    #[error("docker executor options: {0}")]
-    Options(String),
-    /// The engine answered with an error.
-    #[error("Docker engine: {0}")]
-    Engine(String),
-    #[error("{}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl From<EngineError> for DockerError {
-    fn from(e: EngineError) -> Self {
-        DockerError::Engine(engine_message(&e))
-    }
-}
 
 #[derive(Clone)]
 pub struct DockerExecutor {
@@ -325,87 +251,6 @@ impl DockerExecutor {
     /// Every container with a datarun attempt label, as (attempt, alive), sorted by attempt.
     fn container_name(&self, attempt: AttemptId) -> String {
         spec::container_name(&self.opts.namespace, attempt)
-    }
-
-    pub async fn list_attempt_containers(&self) -> Result<Vec<(AttemptId, bool)>, DockerError> {
-        let namespace = format!("{LABEL_NAMESPACE}={}", self.opts.namespace);
-        let filters = HashMap::from([("label", vec![LABEL_ATTEMPT, namespace.as_str()])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let mut found: Vec<(AttemptId, bool)> = self
-            .docker
-            .list_containers(Some(options))
-            .await?
-            .into_iter()
-            .filter_map(|c| {
-                let attempt = c.labels.as_ref()?.get(LABEL_ATTEMPT)?.parse().ok()?;
-                let alive = matches!(
-                    c.state,
-                    Some(
-                        ContainerSummaryStateEnum::RUNNING
-                            | ContainerSummaryStateEnum::PAUSED
-                            | ContainerSummaryStateEnum::RESTARTING
-                    )
-                );
-                Some((attempt, alive))
-            })
-            .collect();
-        found.sort_unstable();
-        Ok(found)
-    }
-
-    /// Kills and removes the container of an attempt; done if there is none.
-    pub async fn remove_attempt(&self, attempt: AttemptId) -> Result<(), DockerError> {
-        let options = RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        match self
-            .docker
-            .remove_container(&self.container_name(attempt), Some(options))
-            .await
-        {
-            Err(e) if status(&e) != Some(404) => Err(e.into()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Streams a `docker save` tarball into the engine; returns the names (or ids) it loaded.
-    pub async fn load_image(&self, path: &Path) -> Result<Vec<String>, DockerError> {
-        let file_error = |source| DockerError::File {
-            path: path.to_path_buf(),
-            source,
-        };
-        let file = tokio::fs::File::open(path).await.map_err(file_error)?;
-        let chunks = futures_util::stream::try_unfold(file, |mut file| async move {
-            let mut buf = vec![0u8; 1 << 20];
-            let n = file.read(&mut buf).await?;
-            buf.truncate(n);
-            Ok::<_, io::Error>((n > 0).then_some((buf, file)))
-        });
-        let docker = self.docker.clone().with_timeout(LOAD_TIMEOUT);
-        let options = ImportImageOptionsBuilder::default().quiet(true).build();
-        let mut answers = docker.import_image_stream(options, chunks.map_ok(Into::into), None);
-        let mut loaded = Vec::new();
-        while let Some(answer) = answers.next().await {
-            let answer = answer.map_err(|e| {
-                DockerError::Engine(format!(
-                    "cannot load {}: {}",
-                    path.display(),
-                    engine_message(&e)
-                ))
-            })?;
-            loaded.extend(answer.stream.as_deref().into_iter().flat_map(loaded_names));
-        }
-        if loaded.is_empty() {
-            return Err(DockerError::Engine(format!(
-                "the engine loaded no image from {}: is it a `docker save` tarball?",
-                path.display()
-            )));
-        }
-        Ok(loaded)
     }
 
     async fn remove_quietly(&self, name: &str) {
@@ -657,169 +502,6 @@ impl DockerExecutor {
     }
 }
 
-/// Live figures of the container from the engine's stats. Both counters are cumulative over
-/// the cgroup's life, so an adopted container's figures include the time before adoption.
-#[derive(Debug, Default)]
-struct Meter {
-    cpu_ms: u64,
-    memory: u64,
-    peak_memory: u64,
-}
-
-impl Meter {
-    fn record(&mut self, stats: &ContainerStatsResponse) {
-        let cpu_ns = stats
-            .cpu_stats
-            .as_ref()
-            .and_then(|c| c.cpu_usage.as_ref())
-            .and_then(|u| u.total_usage);
-        if let Some(ns) = cpu_ns {
-            // Kept as the maximum: after the exit the engine reports zeros.
-            self.cpu_ms = self.cpu_ms.max(ns / 1_000_000);
-        }
-        if let Some(memory) = &stats.memory_stats {
-            if let Some(usage) = memory.usage {
-                self.memory = usage;
-                self.peak_memory = self.peak_memory.max(usage);
-            }
-            let peak = memory.max_usage.unwrap_or(0);
-            self.peak_memory = self.peak_memory.max(peak);
-        }
-    }
-
-    fn record_cgroup(&mut self, sample: cgroup::Sample) {
-        if let Some(ns) = sample.cpu_ns {
-            self.cpu_ms = self.cpu_ms.max(ns / 1_000_000);
-        }
-        if let Some(memory) = sample.memory {
-            self.memory = memory;
-            self.peak_memory = self.peak_memory.max(memory);
-        }
-        self.peak_memory = self.peak_memory.max(sample.peak_memory.unwrap_or(0));
-    }
-
-    fn progress(&self, wall: Duration) -> Progress {
-        Progress {
-            wall_ms: wall.as_millis() as u64,
-            cpu_ms: self.cpu_ms,
-            memory: self.memory,
-            peak_memory: self.peak_memory,
-        }
-    }
-}
-
-/// Samples the container's figures until aborted: from its cgroup files every `every` when
-/// they are readable here, else from the engine's stats stream (one sample a second).
-async fn sample(
-    docker: Docker,
-    name: String,
-    meter: Arc<Mutex<Meter>>,
-    every: Duration,
-    cgroup: Option<cgroup::Cgroup>,
-) {
-    if let Some(cgroup) = cgroup {
-        let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticker.tick().await;
-            // Small in-kernel pseudo-files: reading them does not block.
-            let figures = cgroup.sample();
-            meter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record_cgroup(figures);
-        }
-    }
-    loop {
-        let options = StatsOptionsBuilder::default().stream(true).build();
-        let mut samples = docker.stats(&name, Some(options));
-        while let Some(Ok(stats)) = samples.next().await {
-            meter
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(&stats);
-        }
-        tokio::time::sleep(every.max(Duration::from_millis(500))).await;
-    }
-}
-
-/// The log so far: its tail, and the engine's timestamp of the last chunk read.
-struct LogState {
-    tail: Tail,
-    last: Option<SystemTime>,
-}
-
-impl LogState {
-    fn new(limit: u64) -> LogState {
-        LogState {
-            tail: Tail::new(limit),
-            last: None,
-        }
-    }
-
-    /// Adds a chunk read with timestamps ("2024-05-01T10:11:12.123456789Z text"), unless it
-    /// is not later than `after` (the catch-up read starts at a whole second, a little early).
-    fn push(&mut self, chunk: &[u8], after: Option<SystemTime>) {
-        let stamped = chunk.iter().position(|b| *b == b' ').and_then(|space| {
-            let time = std::str::from_utf8(&chunk[..space]).ok()?;
-            Some((limits::parse_time(time)?, &chunk[space + 1..]))
-        });
-        match stamped {
-            Some((time, _)) if after.is_some_and(|after| time <= after) => {}
-            Some((time, text)) => {
-                self.last = self.last.max(Some(time));
-                self.tail.push(text);
-            }
-            None => self.tail.push(chunk),
-        }
-    }
-}
-
-fn log_options(follow: bool, since: i32) -> bollard::query_parameters::LogsOptions {
-    LogsOptionsBuilder::default()
-        .follow(follow)
-        .stdout(true)
-        .stderr(true)
-        .timestamps(true)
-        .since(since)
-        .build()
-}
-
-/// Follows the container's stdout and stderr (from its start, so an adopted container's
-/// whole log is read) until the container stops. The two streams are merged in the order the
-/// engine logged them: each stream keeps its order, the order between them is approximate.
-async fn follow_log(docker: Docker, name: String, log: Arc<Mutex<LogState>>) {
-    let mut chunks = docker.logs(&name, Some(log_options(true, 0)));
-    while let Some(chunk) = chunks.next().await {
-        match chunk {
-            Ok(chunk) => log
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(&chunk.into_bytes(), None),
-            Err(e) => {
-                tracing::warn!("log of {name}: {}", engine_message(&e));
-                break;
-            }
-        }
-    }
-}
-
-/// Reads what the follow stream missed: the stored log from the second of the last chunk
-/// seen (the engine's `since` counts whole seconds), keeping only later chunks.
-async fn catch_up_log(docker: &Docker, name: &str, log: &Mutex<LogState>) {
-    let last = log.lock().unwrap_or_else(|e| e.into_inner()).last;
-    let since = last
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map(|d| i32::try_from(d.as_secs()).unwrap_or(i32::MAX))
-        .unwrap_or(0);
-    let mut chunks = docker.logs(name, Some(log_options(false, since)));
-    while let Some(Ok(chunk)) = chunks.next().await {
-        log.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(&chunk.into_bytes(), last);
-    }
-}
-
 struct AbortOnDrop(Vec<AbortHandle>);
 
 impl Drop for AbortOnDrop {
@@ -839,67 +521,6 @@ fn lost(reason: String) -> ExecResult {
         outcome: Outcome::Lost { reason },
         ..ExecResult::error("")
     }
-}
-
-/// The output directory becomes writable by the container user; the inputs readable by it.
-/// Blocking.
-fn prepare_dirs(req: &ExecRequest, user: &str) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let out = &req.output_dir;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
-    let handed = match spec::numeric_user(user) {
-        Some((uid, gid)) if root => std::os::unix::fs::chown(out, Some(uid), Some(gid)),
-        _ => std::fs::set_permissions(out, std::fs::Permissions::from_mode(0o777)),
-    };
-    handed.map_err(|e| {
-        format!(
-            "cannot let the container user {user} write to {}: {e}",
-            out.display()
-        )
-    })?;
-    make_readable(&req.input_dir, 0).map_err(|e| {
-        format!(
-            "cannot make the inputs in {} readable: {e}",
-            req.input_dir.display()
-        )
-    })
-}
-
-/// Adds read (and, for directories, search) permission for others; symlinks are left alone.
-fn make_readable(path: &Path, depth: usize) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let meta = std::fs::symlink_metadata(path)?;
-    let extra = if meta.is_dir() {
-        0o005
-    } else if meta.is_file() {
-        0o004
-    } else {
-        return Ok(());
-    };
-    let mode = meta.permissions().mode();
-    if mode & extra != extra {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode | extra))?;
-    }
-    if meta.is_dir() && depth < 64 {
-        for entry in std::fs::read_dir(path)? {
-            make_readable(&entry?.path(), depth + 1)?;
-        }
-    }
-    Ok(())
-}
-
-/// Image names from `docker load` answers: "Loaded image: name:tag" / "Loaded image ID: sha".
-fn loaded_names(stream: &str) -> Vec<String> {
-    stream
-        .lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            line.strip_prefix("Loaded image: ")
-                .or_else(|| line.strip_prefix("Loaded image ID: "))
-                .map(|name| name.trim().to_string())
-        })
-        .collect()
 }
 
 fn status(e: &EngineError) -> Option<u16> {

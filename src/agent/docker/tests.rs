@@ -154,7 +154,7 @@ fn options_and_small_helpers() {
     assert_eq!(spec::numeric_user("fold"), None);
     assert_eq!(spec::container_name("ns", 42), "datarun-ns-42");
     assert_eq!(
-        loaded_names("Loaded image: a/b:c\nLoaded image ID: sha256:ab\n"),
+        housekeeping::loaded_names("Loaded image: a/b:c\nLoaded image ID: sha256:ab\n"),
         ["a/b:c", "sha256:ab"]
     );
     assert_eq!(spec::log_file_size(10), 1 << 20);
