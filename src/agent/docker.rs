@@ -371,17 +371,7 @@ impl DockerExecutor {
         }
         let oom_killed = state.oom_killed.unwrap_or(false);
         let exit_code = state.exit_code.unwrap_or(-1);
-        let output_dir = req.output_dir.clone();
-        let outputs = tokio::task::spawn_blocking(move || super::outputs::collect(&output_dir))
-            .await
-            .unwrap_or_default();
-        if outputs.skipped > 0 {
-            tracing::warn!(
-                "attempt {}: {} output entries skipped (links, special files or bad names)",
-                req.attempt,
-                outputs.skipped
-            );
-        }
+        let outputs = super::outputs::collect_for(req).await;
         let outcome = match limits::outcome(reason, oom_killed, exit_code) {
             Outcome::Success if outputs.total_bytes > req.output_limit => Outcome::Error {
                 message: format!(

@@ -17,6 +17,22 @@ pub struct Outputs {
 /// bounds how deep the walk goes.
 const MAX_NAME: usize = 255;
 
+/// `collect` for an attempt, off the runtime's threads; what had to be skipped is logged.
+pub async fn collect_for(req: &super::exec::ExecRequest) -> Outputs {
+    let dir = req.output_dir.clone();
+    let outputs = tokio::task::spawn_blocking(move || collect(&dir))
+        .await
+        .unwrap_or_default();
+    if outputs.skipped > 0 {
+        tracing::warn!(
+            "attempt {}: {} output entries skipped (links, special files or bad names)",
+            req.attempt,
+            outputs.skipped
+        );
+    }
+    outputs
+}
+
 pub fn collect(dir: &Path) -> Outputs {
     let mut outputs = Outputs::default();
     walk(dir, "", &mut outputs);

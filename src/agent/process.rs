@@ -65,17 +65,7 @@ pub async fn run(
     let reaper = tokio::task::spawn_blocking(move || reap(pid));
     let ended = watch_fold(pid, &req, start, reaper, &progress, &mut cancel).await;
     let log = finish_log(stop_log, log_task).await;
-    let output_dir = req.output_dir.clone();
-    let outputs = tokio::task::spawn_blocking(move || super::outputs::collect(&output_dir))
-        .await
-        .unwrap_or_default();
-    if outputs.skipped > 0 {
-        tracing::warn!(
-            "attempt {}: {} output entries skipped (links, special files or bad names)",
-            req.attempt,
-            outputs.skipped
-        );
-    }
+    let outputs = super::outputs::collect_for(&req).await;
     let outcome = match ended.outcome() {
         Outcome::Success if outputs.total_bytes > req.output_limit => Outcome::Error {
             message: format!(
