@@ -1,12 +1,15 @@
 //! One full `scheduler::schedule` cycle on a big snapshot: 100,000 idle folds and 1,000 runners
 //! with 8 slots each. Target: under 50 ms per cycle (release build).
 //!
-//! Run with `cargo bench --bench scheduler`. Two cases:
+//! Run with `cargo bench --bench scheduler`. Four cases:
 //! - idle pool: every runner empty; the cycle fills the pool, then the early exit explains the
 //!   rest;
-//! - nearly full: only 10 free slots in the whole pool.
+//! - nearly full: only 10 free slots in the whole pool;
+//! - images: the idle pool with a quarter of the runners docker runners and 35% of the
+//!   folds naming an image (the Image step; see `with_images`);
+//! - fair share: the idle pool with 50 owners taking turns.
 
-use datarun::scheduler::{schedule_by_image, PendingFold, Plan, RunnerView, Snapshot};
+use datarun::scheduler::{schedule, PendingFold, Plan, RunnerView, Snapshot};
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::time::Instant;
@@ -133,13 +136,13 @@ fn nearly_full_snapshot() -> Snapshot {
 fn run(name: &str, snap: &Snapshot) -> f64 {
     let mut first: Option<Plan> = None;
     for _ in 0..WARMUP {
-        first = Some(schedule_by_image(black_box(snap)));
+        first = Some(schedule(black_box(snap)));
     }
     let mut ms = Vec::with_capacity(CYCLES);
     let mut last = None;
     for _ in 0..CYCLES {
         let t = Instant::now();
-        let plan = schedule_by_image(black_box(snap));
+        let plan = schedule(black_box(snap));
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         last = Some(plan);
     }
@@ -162,21 +165,25 @@ fn run(name: &str, snap: &Snapshot) -> f64 {
     median
 }
 
-/// A quarter of the runners run containers of one image, another quarter of two; a third of
-/// the folds name each image, the rest none.
+/// A quarter of the runners are docker runners (half of them allow the python image, half
+/// python and torch; python is their default); the rest run plain processes. 20% of the folds
+/// name python, 10% torch, 5% an image no runner allows; the rest name none.
 fn with_images(mut snap: Snapshot) -> Snapshot {
+    const PY: &str = "datarun/fold-python:0.1";
+    const TORCH: &str = "datarun/fold-torch:2.3";
     let list = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect::<Vec<_>>());
     for (i, r) in snap.runners.iter_mut().enumerate() {
-        r.images = match i % 4 {
-            0 => list(&["ml:1"]),
-            1 => list(&["ml:1", "ml:2"]),
+        r.images = match i % 8 {
+            0 => list(&[PY]),
+            4 => list(&[PY, TORCH]),
             _ => None,
         };
     }
     for f in &mut snap.folds {
-        f.image = match f.id % 3 {
-            0 => Some("ml:1".into()),
-            1 => Some("ml:2".into()),
+        f.image = match f.id % 20 {
+            0..=3 => Some(PY.into()),
+            4 | 5 => Some(TORCH.into()),
+            6 => Some("evil:latest".into()),
             _ => None,
         };
     }
@@ -199,12 +206,12 @@ fn main() {
     let idle = idle_snapshot();
     let full = nearly_full_snapshot();
     println!(
-        "scheduler: one schedule_by_image() cycle, {FOLDS} folds, {RUNNERS} runners x {SLOTS} slots, \
+        "scheduler: one schedule() cycle, {FOLDS} folds, {RUNNERS} runners x {SLOTS} slots, \
          {CYCLES} cycles after {WARMUP} warm-up"
     );
     let a = run("idle pool", &idle);
     let b = run("nearly full", &full);
-    let c = run("3 image lanes", &with_images(idle.clone()));
+    let c = run("images", &with_images(idle.clone()));
     let d = run("fair share, 50 owners", &with_owners(idle));
     let worst = a.max(b).max(c).max(d);
     println!(

@@ -253,7 +253,7 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
     let me = pending_of(fold.id, &fold.owner, &fold.spec, fold.submitted_at);
     let why = s.master.explain(&me);
     let mut left = why.runners;
-    let steps: Vec<Value> = [Step::Available, Step::Queue, Step::Slots, Step::Cpus, Step::Memory, Step::Gpus, Step::TimeLimit]
+    let steps: Vec<Value> = [Step::Available, Step::Queue, Step::Image, Step::Slots, Step::Cpus, Step::Memory, Step::Gpus, Step::TimeLimit]
         .into_iter()
         .map(|step| {
             let rejected: Vec<&crate::scheduler::Rejection> = why.rejections.iter().filter(|r| r.step == step).collect();

@@ -143,11 +143,7 @@ impl MasterHandle {
 
     /// Why a fold is not running, against the runners as they are now.
     pub fn explain(&self, fold: &PendingFold) -> scheduler::Explanation {
-        let views = &self.shared.view.read().expect("view lock").views;
-        scheduler::explain(
-            fold,
-            &scheduler::views_for_image(views, fold.image.as_deref()),
-        )
+        scheduler::explain(fold, &self.shared.view.read().expect("view lock").views)
     }
 
     /// `Some(reason)` when no runner in the inventory could ever run a fold of this spec.
@@ -163,90 +159,5 @@ impl MasterHandle {
             })
             .collect();
         scheduler::unmatchable(&pending_of(0, "", spec, 0), &capacity)
-            .or_else(|| image_unmatchable(spec.image.as_deref(), &capacity))
-    }
-}
-
-/// Whether any runner could run a fold naming `image` (or none): docker runners run the images
-/// their allowlist names ("*" = any; the first entry is the default for folds naming none);
-/// process runners take no images. The agent enforces the same rule on its own runner.
-fn image_unmatchable(image: Option<&str>, runners: &[RunnerView]) -> Option<String> {
-    let ok = runners
-        .iter()
-        .any(|r| scheduler::accepts_image(r.images.as_deref(), image));
-    if ok || runners.is_empty() {
-        return None;
-    }
-    let lists: Vec<String> = runners
-        .iter()
-        .filter_map(|r| {
-            r.images
-                .as_ref()
-                .map(|l| format!("{}: {}", r.name, l.join(", ")))
-        })
-        .collect();
-    let allowed = if lists.is_empty() {
-        "there are no docker runners".to_string()
-    } else {
-        format!("docker runners allow {}", lists.join("; "))
-    };
-    Some(match image {
-        Some(img) => format!("image: no runner allows image {img:?} ({allowed})"),
-        None => format!("image: every runner runs containers and none has a default image; name one with --image ({allowed})"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn view(name: &str, images: Option<&[&str]>) -> RunnerView {
-        RunnerView {
-            name: name.into(),
-            queues: vec!["*".into()],
-            slots_total: 1,
-            slots_free: 1,
-            millicpus_total: 1000,
-            millicpus_free: 1000,
-            memory_total: 1 << 30,
-            memory_free: 1 << 30,
-            gpus_total: vec![],
-            gpus_free: vec![],
-            hard_limit_ms: None,
-            unavailable: None,
-            images: images.map(|l| l.iter().map(|s| s.to_string()).collect()),
-        }
-    }
-
-    #[test]
-    fn images_need_a_runner_that_allows_them() {
-        let docker = view("d", Some(&["datarun/a:1", "datarun/b:1"]));
-        let any = view("any", Some(&["*"]));
-        let process = view("p", None);
-        assert_eq!(
-            image_unmatchable(Some("datarun/b:1"), &[process.clone(), docker.clone()]),
-            None
-        );
-        let e = image_unmatchable(Some("evil:1"), &[process.clone(), docker.clone()]).unwrap();
-        assert!(
-            e.contains("evil:1") && e.contains("d: datarun/a:1, datarun/b:1"),
-            "{e}"
-        );
-        assert_eq!(
-            image_unmatchable(Some("evil:1"), std::slice::from_ref(&any)),
-            None,
-            "\"*\" allows any image"
-        );
-        assert_eq!(
-            image_unmatchable(None, std::slice::from_ref(&docker)),
-            None,
-            "the first entry is the default"
-        );
-        assert!(image_unmatchable(None, &[any]).unwrap().contains("--image"));
-        assert!(
-            image_unmatchable(Some("x:1"), std::slice::from_ref(&process))
-                .unwrap()
-                .contains("no docker runners")
-        );
     }
 }

@@ -389,7 +389,7 @@ impl Master {
             queue_priority,
             fair_share,
         };
-        let plan = scheduler::schedule_by_image(&snapshot);
+        let plan = scheduler::schedule(&snapshot);
         if plan.assignments.is_empty() {
             return Ok(());
         }

@@ -1,17 +1,17 @@
 //! Why a fold does not match: the first failing step per runner, aggregated into a few lines a
 //! person can act on, and a one-line summary.
 
-use super::feasibility::{capacity, serves, Pool, Room, Shape};
+use super::feasibility::{accepts_image, capacity, serves, Pool, Room, Shape};
 use super::{Explanation, Rejection, RunnerView, Step};
 use crate::units::{format_duration, format_size};
 use std::time::Duration;
 
 /// How many runner names a message lists before "and N more".
 const NAMES: usize = 3;
-/// How many queue names a message lists before "...".
+/// How many queue or image names a message lists before "...".
 const QUEUES: usize = 8;
 
-/// Steps after Queue, as indices into a `Tally`.
+/// Steps after Image, as indices into a `Tally`.
 const TALLIED: [Step; 5] = [
     Step::Slots,
     Step::Cpus,
@@ -27,7 +27,7 @@ fn tally_index(step: Step) -> usize {
         Step::Memory => 2,
         Step::Gpus => 3,
         Step::TimeLimit => 4,
-        Step::Available | Step::Queue => unreachable!("not tallied per resource"),
+        Step::Available | Step::Queue | Step::Image => unreachable!("not tallied per resource"),
     }
 }
 
@@ -39,7 +39,7 @@ fn offered(step: Step, room: &Room, limit: Option<u64>) -> u64 {
         Step::Memory => room.memory,
         Step::Gpus => room.gpus as u64,
         Step::TimeLimit => limit.unwrap_or(u64::MAX),
-        Step::Available | Step::Queue => 0,
+        Step::Available | Step::Queue | Step::Image => 0,
     }
 }
 
@@ -163,10 +163,15 @@ fn name_list(names: impl Iterator<Item = String>, total: usize) -> String {
 
 /// Queue names in order of first appearance, at most `QUEUES` of them.
 fn queue_list<'a>(runners: impl Iterator<Item = &'a RunnerView>) -> String {
+    union_list(runners.map(|r| r.queues.as_slice()))
+}
+
+/// The names of several lists in order of first appearance, at most `QUEUES` of them.
+fn union_list<'a>(lists: impl Iterator<Item = &'a [String]>) -> String {
     let mut seen: Vec<&str> = Vec::new();
     let mut more = false;
-    for r in runners {
-        for q in &r.queues {
+    for list in lists {
+        for q in list {
             if !seen.contains(&q.as_str()) {
                 if seen.len() == QUEUES {
                     more = true;
@@ -218,7 +223,102 @@ fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
                 verb(n, "allows", "allow")
             )
         }
-        Step::Available | Step::Queue => unreachable!("written by head_rejections"),
+        Step::Available | Step::Queue | Step::Image => {
+            unreachable!("written by head_rejections and image_rejections")
+        }
+    }
+}
+
+/// "it allows: a, b" / "they allow: a, b, ..." / "they allow no images", for docker runners.
+fn allows(docker: &[&RunnerView]) -> String {
+    let n = docker.len();
+    let list = union_list(docker.iter().filter_map(|r| r.images.as_deref()));
+    let they = verb(n, "it allows", "they allow");
+    if list.is_empty() {
+        format!("{they} no images")
+    } else {
+        format!("{they}: {list}")
+    }
+}
+
+/// The Image rejections of `refused`: runners that do not accept a fold naming `image`.
+fn image_rejections(refused: &[&RunnerView], image: Option<&str>) -> Vec<Rejection> {
+    let docker: Vec<&RunnerView> = refused
+        .iter()
+        .copied()
+        .filter(|r| r.images.is_some())
+        .collect();
+    let process = refused.len() - docker.len();
+    let mut out = Vec::new();
+    let n = docker.len();
+    if n > 0 {
+        let detail = match image {
+            Some(img) => format!(
+                "image: {} {} image {img:?} ({})",
+                n_runners(n),
+                verb(n, "does not allow", "do not allow"),
+                allows(&docker)
+            ),
+            None => format!(
+                "image: {} {} no default image; name one with --image ({})",
+                n_runners(n),
+                verb(n, "has", "have"),
+                allows(&docker)
+            ),
+        };
+        out.push(Rejection {
+            step: Step::Image,
+            runners: n,
+            detail,
+        });
+    }
+    if process > 0 {
+        let n = process;
+        out.push(Rejection {
+            step: Step::Image,
+            runners: n,
+            detail: format!(
+                "image: {} {} plain processes and {} no images",
+                n_runners(n),
+                verb(n, "runs", "run"),
+                verb(n, "takes", "take")
+            ),
+        });
+    }
+    out
+}
+
+/// Why no runner of `serving` (all serving the fold's queue, none accepting its image) can run
+/// a fold naming `image`.
+fn image_reason(serving: &[&RunnerView], image: Option<&str>, scope: &str) -> String {
+    let docker: Vec<&RunnerView> = serving
+        .iter()
+        .copied()
+        .filter(|r| r.images.is_some())
+        .collect();
+    let list = union_list(docker.iter().filter_map(|r| r.images.as_deref()));
+    let mut what = Vec::new();
+    if !docker.is_empty() {
+        what.push(if list.is_empty() {
+            "docker runners allow no images".to_string()
+        } else {
+            format!("docker runners allow: {list}")
+        });
+    }
+    let process = serving.len() - docker.len();
+    if process > 0 {
+        what.push(format!(
+            "{} {} plain processes",
+            n_runners(process),
+            verb(process, "runs", "run")
+        ));
+    }
+    let what = what.join("; ");
+    match image {
+        Some(img) => format!("image: no runner{scope} allows image {img:?} ({what})"),
+        None => format!(
+            "image: no runner{scope} takes folds without an image; name one with --image ({what})"
+        ),
     }
 }
 
@@ -278,13 +378,33 @@ impl Pool<'_> {
         head
     }
 
+    /// The Image rejections for the lane of `shape` (they do not depend on the resources).
+    fn lane_image_rejections(&mut self, shape: &Shape) -> Vec<Rejection> {
+        let lane = self.lane(shape);
+        if let Some(head) = &self.lane_head[lane] {
+            return head.clone();
+        }
+        let (runners, image) = (self.runners, self.image(shape));
+        let refused: Vec<&RunnerView> = self
+            .serving(shape.queue)
+            .iter()
+            .map(|&i| &runners[i as usize])
+            .filter(|r| !accepts_image(r.images.as_deref(), image))
+            .collect();
+        let head = image_rejections(&refused, image);
+        self.lane_head[lane] = Some(head.clone());
+        head
+    }
+
     /// Why `shape` does not match now. With `now_allowed`, runners that can take it right now
     /// are fine and the summary says so (on demand); in a cycle there are none.
     pub fn explain(&mut self, shape: &Shape, now_allowed: bool) -> Explanation {
         let q = shape.queue;
         let mut rejections = self.head_rejections(q);
-        self.serving(q);
-        let serving = self.serving[q as usize].take().unwrap_or_default();
+        rejections.extend(self.lane_image_rejections(shape));
+        let lane = self.lane(shape);
+        self.lane_serving(shape);
+        let serving = self.lane_serving[lane].take().unwrap_or_default();
         let mut all = Tally::default();
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
@@ -308,7 +428,7 @@ impl Pool<'_> {
                 }
             }
         }
-        self.serving[q as usize] = Some(serving);
+        self.lane_serving[lane] = Some(serving);
         rejections.extend(all.rejections(shape));
 
         let summary = if usable == 0 {
@@ -363,10 +483,11 @@ impl Pool<'_> {
 
     /// The summary when no available runner could run the shape even if idle.
     fn unusable_summary(&mut self, shape: &Shape) -> String {
-        let queue = self.queues[shape.queue as usize];
+        let (queue, image) = (self.queues[shape.queue as usize], self.image(shape));
         let serving = self.serving_any(shape.queue);
         let (runners, total) = (self.runners, &self.total);
-        if let Some(reason) = capacity_reason_in(queue, shape, runners, &serving, |i| total[i]) {
+        let reason = capacity_reason_in(queue, image, shape, runners, &serving, |i| total[i]);
+        if let Some(reason) = reason {
             return format!("no runner can ever run this fold: {reason}");
         }
         let could: Vec<&RunnerView> = serving
@@ -374,7 +495,10 @@ impl Pool<'_> {
             .map(|&i| i as usize)
             .filter(|&i| {
                 let r = &runners[i];
-                r.unavailable.is_some() && shape.limit_ok(r.hard_limit_ms) && shape.fits(&total[i])
+                r.unavailable.is_some()
+                    && accepts_image(r.images.as_deref(), image)
+                    && shape.limit_ok(r.hard_limit_ms)
+                    && shape.fits(&total[i])
             })
             .map(|i| &runners[i])
             .collect();
@@ -395,22 +519,27 @@ impl Pool<'_> {
     }
 }
 
-/// `Some(reason)` when no runner serving `queue` could run `shape` even with nothing running
-/// on it (totals, availability ignored); the reason names the step and the best runner.
+/// `Some(reason)` when no runner serving `queue` and accepting `image` could run `shape` even
+/// with nothing running on it (totals, availability ignored); the reason names the step and
+/// the best runner.
 pub(super) fn capacity_reason(
     queue: &str,
+    image: Option<&str>,
     shape: &Shape,
     runners: &[RunnerView],
 ) -> Option<String> {
     let serving: Vec<u32> = (0..runners.len() as u32)
         .filter(|&i| serves(&runners[i as usize], queue))
         .collect();
-    capacity_reason_in(queue, shape, runners, &serving, |i| capacity(&runners[i]))
+    capacity_reason_in(queue, image, shape, runners, &serving, |i| {
+        capacity(&runners[i])
+    })
 }
 
 /// `capacity_reason` given the runners serving `queue` (ascending) and their capacity.
 pub(super) fn capacity_reason_in(
     queue: &str,
+    image: Option<&str>,
     shape: &Shape,
     runners: &[RunnerView],
     serving: &[u32],
@@ -427,8 +556,32 @@ pub(super) fn capacity_reason_in(
             format!("queue: no runner serves queue {queue:?} (runners serve: {served})")
         });
     }
+    let mut scope = if serving.len() == runners.len() {
+        String::new()
+    } else {
+        format!(" serving queue {queue:?}")
+    };
+    let accepting: Vec<u32> = serving
+        .iter()
+        .copied()
+        .filter(|&i| accepts_image(runners[i as usize].images.as_deref(), image))
+        .collect();
+    if accepting.is_empty() {
+        let serving: Vec<&RunnerView> = serving.iter().map(|&i| &runners[i as usize]).collect();
+        return Some(image_reason(&serving, image, &scope));
+    }
+    if accepting.len() < serving.len() {
+        if !scope.is_empty() {
+            scope.push_str(" and");
+        }
+        match image {
+            Some(img) => scope.push_str(&format!(" allowing image {img:?}")),
+            None => scope.push_str(" taking folds without an image"),
+        }
+    }
+    let serving = accepting;
     let mut t = Tally::default();
-    for &i in serving {
+    for &i in &serving {
         let i = i as usize;
         let r = &runners[i];
         let cap = total(i);
@@ -437,11 +590,6 @@ pub(super) fn capacity_reason_in(
             Some(step) => t.add(step, offered(step, &cap, r.hard_limit_ms), i),
         }
     }
-    let scope = if serving.len() == runners.len() {
-        String::new()
-    } else {
-        format!(" serving queue {queue:?}")
-    };
     let mut parts = Vec::new();
     for (k, &step) in TALLIED.iter().enumerate() {
         let n = t.n[k];
@@ -492,7 +640,7 @@ pub(super) fn capacity_reason_in(
                 });
                 continue;
             }
-            Step::Available | Step::Queue => unreachable!("not tallied"),
+            Step::Available | Step::Queue | Step::Image => unreachable!("not tallied"),
         };
         parts.push(if every {
             format!("{what}: fold asks {asks}, the most any runner{scope} has is {most} ({name})")

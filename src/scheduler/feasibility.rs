@@ -1,8 +1,12 @@
 //! The feasibility steps and the pool's working state during one cycle.
 //!
-//! Steps, in order (see `Step`): Available, Queue, Slots, Cpus, Memory, Gpus, TimeLimit.
-//! Available, Queue and TimeLimit depend only on the runner and the fold's shape; the resource
-//! steps depend on what is free, which only shrinks during a cycle.
+//! Steps, in order (see `Step`): Available, Queue, Image, Slots, Cpus, Memory, Gpus, TimeLimit.
+//! Available, Queue, Image and TimeLimit depend only on the runner and the fold's shape; the
+//! resource steps depend on what is free, which only shrinks during a cycle.
+//!
+//! A shape's queue and image select a *lane*: the available runners that serve the queue and
+//! accept the image. Lanes are built once per cycle, on first use; candidates and explanations
+//! only look at the runners of their lane.
 
 use super::rank::{natural_cmp, Norm};
 use super::{PendingFold, Rejection, RunnerView, Step};
@@ -62,11 +66,16 @@ pub(super) struct Room {
     pub gpus: u32,
 }
 
+/// `Shape::image` of a fold that names no image.
+pub(super) const NO_IMAGE: u32 = u32::MAX;
+
 /// What a fold asks for. Folds of equal shape are interchangeable for matching, so they share
-/// candidate lists and explanations. `queue` indexes `Pool::queues`.
+/// candidate lists and explanations. `queue` indexes `Pool::queues`, `image` `Pool::images`
+/// (`NO_IMAGE`: the fold names none).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct Shape {
     pub queue: u32,
+    pub image: u32,
     pub millicpus: u32,
     pub memory: u64,
     pub gpus: u32,
@@ -74,9 +83,10 @@ pub(super) struct Shape {
 }
 
 impl Shape {
-    pub fn of(f: &PendingFold, queue: u32) -> Shape {
+    pub fn of(f: &PendingFold, queue: u32, image: u32) -> Shape {
         Shape {
             queue,
+            image,
             millicpus: f.millicpus,
             memory: f.memory,
             gpus: f.gpus,
@@ -130,6 +140,18 @@ pub(super) fn serves(r: &RunnerView, queue: &str) -> bool {
     r.queues.iter().any(|q| q == queue || q == "*")
 }
 
+/// The Image step: whether a runner with this allowlist (None: a process runner) can run a
+/// fold naming `image`. A docker runner runs the images it lists ("*" = any); for folds naming
+/// none, its first entry (unless "*") is the default image. Process runners take no images.
+pub fn accepts_image(allowlist: Option<&[String]>, image: Option<&str>) -> bool {
+    match (allowlist, image) {
+        (None, None) => true,
+        (None, Some(_)) => false,
+        (Some(list), Some(img)) => list.iter().any(|i| i == img || i == "*"),
+        (Some(list), None) => list.first().is_some_and(|i| i != "*"),
+    }
+}
+
 /// What the runner has when nothing runs on it. GPUs are counted once per distinct id.
 pub(super) fn capacity(r: &RunnerView) -> Room {
     Room {
@@ -180,10 +202,12 @@ fn free_room(r: &RunnerView, total: &Room, gpus_free: usize) -> Room {
 }
 
 /// The pool during one cycle: capacity, what was free at the start, what is free now, and an
-/// index of runners by queue. Queue ids index `queues` (the queues the cycle's folds name).
+/// index of runners by queue and by lane. Queue ids index `queues`, image ids `images` (the
+/// queues and images the cycle's folds name).
 pub(super) struct Pool<'a> {
     pub runners: &'a [RunnerView],
     pub queues: Vec<&'a str>,
+    pub images: Vec<&'a str>,
     pub total: Vec<Room>,
     pub initial: Vec<Room>,
     pub free: Vec<Room>,
@@ -209,16 +233,21 @@ pub(super) struct Pool<'a> {
     open_named: Vec<usize>,
     /// Cached Available and Queue rejections per queue id (they do not depend on the shape).
     pub(super) head: Vec<Option<Vec<Rejection>>>,
+    /// Per lane (see `lane`): available runners serving its queue that accept its image,
+    /// ascending (computed on first use), and the cached Image rejections.
+    pub(super) lane_serving: Vec<Option<Vec<u32>>>,
+    pub(super) lane_head: Vec<Option<Vec<Rejection>>>,
 }
 
 impl<'a> Pool<'a> {
-    pub fn new(runners: &'a [RunnerView], queues: Vec<&'a str>) -> Pool<'a> {
+    pub fn new(runners: &'a [RunnerView], queues: Vec<&'a str>, images: Vec<&'a str>) -> Pool<'a> {
         let queue_ids: FxMap<&str, u32> = queues
             .iter()
             .enumerate()
             .map(|(i, q)| (*q, i as u32))
             .collect();
         let n = runners.len();
+        let lanes = queues.len() * (images.len() + 1);
         let mut pool = Pool {
             runners,
             total: Vec::with_capacity(n),
@@ -237,7 +266,10 @@ impl<'a> Pool<'a> {
             open_star: 0,
             open_named: vec![0; queues.len()],
             head: vec![None; queues.len()],
+            lane_serving: vec![None; lanes],
+            lane_head: vec![None; lanes],
             queues,
+            images,
         };
         for (i, r) in runners.iter().enumerate() {
             let total = capacity(r);
@@ -313,6 +345,40 @@ impl<'a> Pool<'a> {
         self.serving[q].as_deref().expect("merged above")
     }
 
+    /// The lane of `shape`: an index into the per-lane caches.
+    #[inline]
+    pub fn lane(&self, shape: &Shape) -> usize {
+        let per_queue = self.images.len() + 1;
+        let image = if shape.image == NO_IMAGE {
+            self.images.len()
+        } else {
+            shape.image as usize
+        };
+        shape.queue as usize * per_queue + image
+    }
+
+    /// The image `shape` names, if any.
+    pub fn image(&self, shape: &Shape) -> Option<&'a str> {
+        (shape.image != NO_IMAGE).then(|| self.images[shape.image as usize])
+    }
+
+    /// Available runners serving the shape's queue that accept its image, ascending: the
+    /// runners that pass the Available, Queue and Image steps.
+    pub fn lane_serving(&mut self, shape: &Shape) -> &[u32] {
+        let lane = self.lane(shape);
+        if self.lane_serving[lane].is_none() {
+            let (runners, image) = (self.runners, self.image(shape));
+            let accepting = self
+                .serving(shape.queue)
+                .iter()
+                .copied()
+                .filter(|&r| accepts_image(runners[r as usize].images.as_deref(), image))
+                .collect();
+            self.lane_serving[lane] = Some(accepting);
+        }
+        self.lane_serving[lane].as_deref().expect("computed above")
+    }
+
     /// All runners serving queue `q`, available or not, ascending.
     pub fn serving_any(&mut self, q: u32) -> std::rc::Rc<[u32]> {
         let (runners, queue) = (self.runners, self.queues[q as usize]);
@@ -327,8 +393,10 @@ impl<'a> Pool<'a> {
 
     /// Runners that pass every step for `shape` right now, ascending.
     pub fn candidates(&mut self, shape: &Shape) -> Vec<u32> {
-        self.serving(shape.queue);
-        let serving = self.serving[shape.queue as usize].as_deref().unwrap_or(&[]);
+        self.lane_serving(shape);
+        let serving = self.lane_serving[self.lane(shape)]
+            .as_deref()
+            .unwrap_or(&[]);
         serving
             .iter()
             .copied()

@@ -5,12 +5,25 @@
 //! ranking among the runners that passed (best fit by default). Folds are taken in order of
 //! queue priority, fold priority, submit time, id.
 //!
+//! The steps, in order (`Step`):
+//! 1. Available: the runner takes new folds (not draining, connected, ...).
+//! 2. Queue: the runner serves the fold's queue (or "*").
+//! 3. Image: a fold naming an image needs a docker runner whose allowlist names it (or "*");
+//!    a fold naming none needs a process runner, or a docker runner with a default image (the
+//!    first entry of its allowlist, unless "*"). See `accepts_image`.
+//! 4. Slots, 5. Cpus, 6. Memory, 7. Gpus: enough of each is free now.
+//! 8. TimeLimit: the fold's hard limit is within the runner's (when both set one).
+//!
+//! Available, Queue, Image and TimeLimit are static (runner and fold shape only); the resource
+//! steps depend on what is free.
+//!
 //! How one cycle stays fast (100,000 folds × 1,000 runners: ~16 ms, see benches/scheduler.rs):
-//! - Folds are reduced to *shapes* (queue, cpus, memory, gpus, hard limit). Within a cycle free
-//!   resources only shrink, so a runner that cannot take a shape now never can later in the
-//!   cycle: each shape keeps a candidate list (runners serving its queue that passed the static
-//!   steps) that is pruned as it is scanned, and once it is empty the shape is *dead*: every
-//!   later fold of that shape is unmatched in O(1) and shares the shape's explanation.
+//! - Folds are reduced to *shapes* (queue, image, cpus, memory, gpus, hard limit), queues and
+//!   images interned. Within a cycle free resources only shrink, so a runner that cannot take a
+//!   shape now never can later in the cycle: each shape keeps a candidate list (runners of its
+//!   *lane* — available, serving its queue, accepting its image — that passed every step) that
+//!   is pruned as it is scanned, and once it is empty the shape is *dead*: every later fold of
+//!   that shape is unmatched in O(1) and shares the shape's explanation.
 //! - Runners are indexed by queue, and the number of runners with a free slot is kept per queue
 //!   and overall. When no runner has a free slot left the cycle stops matching; the remaining
 //!   folds only look up (or, once per shape, compute) their explanation.
@@ -18,21 +31,21 @@
 //!   small however many folds wait.
 //!
 //! The modules: `feasibility` (the steps and the pool's working state), `rank` (best fit, GPU
-//! id order), `explain` (aggregated rejections and the one-line summaries).
+//! id order), `explain` (aggregated rejections and the one-line summaries), `line` (the order
+//! folds are taken in, fair share).
 
 mod explain;
 mod feasibility;
-mod lanes;
 mod line;
 mod rank;
 #[cfg(test)]
 mod tests;
 
-pub use lanes::{accepts_image, schedule_by_image, views_for_image};
+pub use feasibility::accepts_image;
 pub use line::{line_order, order_key, place_in_line, FairShare};
 
 use crate::model::FoldId;
-use feasibility::{FxMap, Pool, Shape};
+use feasibility::{FxMap, Pool, Shape, NO_IMAGE};
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -95,6 +108,7 @@ pub struct Snapshot {
 pub enum Step {
     Available,
     Queue,
+    Image,
     Slots,
     Cpus,
     Memory,
@@ -102,7 +116,9 @@ pub enum Step {
     TimeLimit,
 }
 
-/// How many runners one step rejected, and why, in words a person can act on.
+/// How many runners one step rejected, and why, in words a person can act on. A step gives one
+/// rejection per reason: Image may give two (docker runners that do not allow the image, and
+/// process runners), every other step one.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Rejection {
     pub step: Step,
@@ -183,11 +199,12 @@ impl Explanations {
 pub fn schedule(snapshot: &Snapshot) -> Plan {
     let Prepared {
         queues,
+        images,
         shapes,
         order,
     } = prepare(snapshot);
 
-    let mut pool = Pool::new(&snapshot.runners, queues);
+    let mut pool = Pool::new(&snapshot.runners, queues, images);
     let mut state: Vec<ShapeState> = (0..shapes.len()).map(|_| ShapeState::New).collect();
     let mut explanations = Explanations::default();
     let mut assignments = Vec::new();
@@ -257,6 +274,8 @@ pub fn schedule(snapshot: &Snapshot) -> Plan {
 struct Prepared<'a> {
     /// Queue names; a shape's `queue` indexes this.
     queues: Vec<&'a str>,
+    /// Image names; a shape's `image` indexes this (unless `NO_IMAGE`).
+    images: Vec<&'a str>,
     shapes: Vec<Shape>,
     /// The folds in scheduling order.
     order: Vec<Ordered>,
@@ -271,7 +290,7 @@ struct Ordered {
     shape: u32,
 }
 
-/// Interns queues and shapes and puts the folds in order: queue priority desc, priority desc,
+/// Interns queues, images and shapes and puts the folds in order: queue priority desc, priority desc,
 /// submitted_at asc, id asc (then snapshot index, so the order is total).
 ///
 /// The two priorities take few distinct values, so folds are first bucketed by the pair
@@ -282,6 +301,8 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
     let mut queues: Vec<&str> = Vec::new();
     let mut queue_prio: Vec<i64> = Vec::new();
     let mut queue_ids: FxMap<&str, u32> = FxMap::default();
+    let mut images: Vec<&str> = Vec::new();
+    let mut image_ids: FxMap<&str, u32> = FxMap::default();
     let mut shapes: Vec<Shape> = Vec::new();
     let mut shape_ids: FxMap<Shape, u32> = FxMap::default();
     let mut bands: Vec<(Reverse<i64>, Reverse<i64>)> = Vec::new();
@@ -306,7 +327,23 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
                 q
             }
         };
-        let shape = Shape::of(f, qid);
+        let iid = match f.image.as_deref() {
+            None => NO_IMAGE,
+            Some(image) => {
+                let known = if images.len() <= 16 {
+                    images.iter().position(|i| *i == image).map(|i| i as u32)
+                } else {
+                    image_ids.get(image).copied()
+                };
+                known.unwrap_or_else(|| {
+                    let i = images.len() as u32;
+                    images.push(image);
+                    image_ids.insert(image, i);
+                    i
+                })
+            }
+        };
+        let shape = Shape::of(f, qid, iid);
         let sid = *shape_ids.entry(shape).or_insert_with(|| {
             shapes.push(shape);
             (shapes.len() - 1) as u32
@@ -370,6 +407,7 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
         .collect();
     Prepared {
         queues,
+        images,
         shapes,
         order,
     }
@@ -379,8 +417,12 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
 ///
 /// Runners that can take the fold right now are not rejected; the summary then says so.
 pub fn explain(fold: &PendingFold, runners: &[RunnerView]) -> Explanation {
-    let mut pool = Pool::new(runners, vec![fold.queue.as_str()]);
-    pool.explain(&Shape::of(fold, 0), true)
+    let (images, image) = match fold.image.as_deref() {
+        Some(image) => (vec![image], 0),
+        None => (vec![], NO_IMAGE),
+    };
+    let mut pool = Pool::new(runners, vec![fold.queue.as_str()], images);
+    pool.explain(&Shape::of(fold, 0, image), true)
 }
 
 /// `Some(reason)` when no runner could run the fold even if the whole pool were idle.
@@ -388,5 +430,6 @@ pub fn explain(fold: &PendingFold, runners: &[RunnerView]) -> Explanation {
 /// This is a capacity check against the runners' totals: current usage and availability are
 /// ignored (an unavailable runner may come back). An empty runner list is unmatchable.
 pub fn unmatchable(fold: &PendingFold, runners: &[RunnerView]) -> Option<String> {
-    explain::capacity_reason(&fold.queue, &Shape::of(fold, 0), runners)
+    let shape = Shape::of(fold, 0, if fold.image.is_some() { 0 } else { NO_IMAGE });
+    explain::capacity_reason(&fold.queue, fold.image.as_deref(), &shape, runners)
 }
