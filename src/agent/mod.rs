@@ -5,6 +5,7 @@ pub mod docker;
 pub mod exec;
 pub mod facts;
 pub mod journal;
+pub mod limits;
 mod outputs;
 pub mod process;
 mod tail;

@@ -15,6 +15,7 @@ mod procfs;
 mod tests;
 
 use super::exec::{cancelled, format_cpus, sleep_until, ExecRequest, ExecResult};
+use super::limits::{Limits, Reason};
 use crate::model::{Metrics, Outcome, Progress};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -29,8 +30,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Time between SIGTERM and SIGKILL when only a soft limit is set.
-const TERM_GRACE: Duration = Duration::from_secs(10);
 /// How often the group's memory and CPU are read from /proc.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
@@ -194,67 +193,6 @@ fn retry_eintr(mut call: impl FnMut() -> libc::c_int) -> io::Result<libc::c_int>
     }
 }
 
-/// Why datarun signalled the fold; it decides the outcome over the exit status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Reason {
-    SoftLimit,
-    HardLimit,
-    OutOfMemory,
-    Cancelled,
-}
-
-/// The time limits, kept with the executor's own clock, and the signals sent so far.
-#[derive(Debug)]
-struct Limits {
-    soft_at: Option<Instant>,
-    hard_at: Option<Instant>,
-    reason: Option<Reason>,
-    killed: bool,
-}
-
-impl Limits {
-    fn new(start: Instant, soft: Option<Duration>, hard: Option<Duration>) -> Limits {
-        Limits {
-            soft_at: soft.map(|d| start + d),
-            hard_at: hard.map(|d| start + d),
-            reason: None,
-            killed: false,
-        }
-    }
-
-    /// When a limit next falls due, if one is left.
-    fn next_deadline(&self) -> Option<Instant> {
-        match (self.killed, self.reason) {
-            (true, _) => None,
-            (false, Some(_)) => self.hard_at, // SIGTERM sent: only the hard kill is left
-            (false, None) => [self.soft_at, self.hard_at].into_iter().flatten().min(),
-        }
-    }
-
-    /// The signal the time limits call for at `now`, recorded as sent.
-    fn due(&mut self, now: Instant) -> Option<libc::c_int> {
-        if self.hard_at.is_some_and(|t| now >= t) {
-            return self.kill(Reason::HardLimit);
-        }
-        if self.reason.is_none() && self.soft_at.is_some_and(|t| now >= t) {
-            self.reason = Some(Reason::SoftLimit);
-            self.hard_at.get_or_insert(now + TERM_GRACE);
-            return Some(libc::SIGTERM);
-        }
-        None
-    }
-
-    /// SIGKILL for `reason`, unless the fold was already killed.
-    fn kill(&mut self, reason: Reason) -> Option<libc::c_int> {
-        if self.killed {
-            return None;
-        }
-        self.killed = true;
-        self.reason = Some(reason);
-        Some(libc::SIGKILL)
-    }
-}
-
 /// Live figures of the fold's group, from /proc samples.
 #[derive(Debug, Default)]
 struct Meter {
@@ -410,8 +348,8 @@ async fn watch_fold(
             }
         };
         if let Some(signal) = signal {
-            tracing::debug!("attempt {}: signal {signal} to group {pgid}", req.attempt);
-            signal_group(pgid, signal);
+            tracing::debug!("attempt {}: {} to group {pgid}", req.attempt, signal.name());
+            signal_group(pgid, signal.number());
         }
     }
 }

@@ -1,89 +1,11 @@
-//! Time limits on the agent's own clock, and how an ended container becomes an Outcome.
+//! How an ended container becomes an Outcome (the time limits themselves are shared by every
+//! executor: `agent::limits`).
 
 use crate::model::Outcome;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use tokio::time::Instant;
 
-/// Time between SIGTERM and SIGKILL when only a soft limit is set.
-pub const TERM_GRACE: Duration = Duration::from_secs(10);
-
-/// Why datarun signalled the fold; it decides the outcome over the exit code.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Reason {
-    SoftLimit,
-    HardLimit,
-    Cancelled,
-}
-
-/// The signals a container gets from the engine's kill call.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Signal {
-    Term,
-    Kill,
-}
-
-impl Signal {
-    pub fn name(self) -> &'static str {
-        match self {
-            Signal::Term => "SIGTERM",
-            Signal::Kill => "SIGKILL",
-        }
-    }
-}
-
-/// The time limits and the signals sent so far.
-#[derive(Debug)]
-pub struct Limits {
-    pub soft_at: Option<Instant>,
-    pub hard_at: Option<Instant>,
-    pub reason: Option<Reason>,
-    pub killed: bool,
-}
-
-impl Limits {
-    /// Deadlines counted from `start`, the moment the container started (for an adopted
-    /// container, the engine's StartedAt mapped onto this clock).
-    pub fn new(start: Instant, soft: Option<Duration>, hard: Option<Duration>) -> Limits {
-        Limits {
-            soft_at: soft.map(|d| start + d),
-            hard_at: hard.map(|d| start + d),
-            reason: None,
-            killed: false,
-        }
-    }
-
-    /// When a limit next falls due, if one is left.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        match (self.killed, self.reason) {
-            (true, _) => None,
-            (false, Some(_)) => self.hard_at, // SIGTERM sent: only the hard kill is left
-            (false, None) => [self.soft_at, self.hard_at].into_iter().flatten().min(),
-        }
-    }
-
-    /// The signal the time limits call for at `now`, recorded as sent.
-    pub fn due(&mut self, now: Instant) -> Option<Signal> {
-        if self.hard_at.is_some_and(|t| now >= t) {
-            return self.kill(Reason::HardLimit);
-        }
-        if self.reason.is_none() && self.soft_at.is_some_and(|t| now >= t) {
-            self.reason = Some(Reason::SoftLimit);
-            self.hard_at.get_or_insert(now + TERM_GRACE);
-            return Some(Signal::Term);
-        }
-        None
-    }
-
-    /// SIGKILL for `reason`, unless the fold was already killed.
-    pub fn kill(&mut self, reason: Reason) -> Option<Signal> {
-        if self.killed {
-            return None;
-        }
-        self.killed = true;
-        self.reason = Some(reason);
-        Some(Signal::Kill)
-    }
-}
+pub use crate::agent::limits::{Limits, Reason, Signal};
 
 /// How an ended container's attempt ended. The engine's OOMKilled flag (any process of the
 /// container killed by the cgroup's OOM killer) means OutOfMemory whatever the exit code: the
@@ -95,6 +17,7 @@ pub fn outcome(reason: Option<Reason>, oom_killed: bool, exit_code: i64) -> Outc
         _ if oom_killed => Outcome::OutOfMemory,
         Some(Reason::HardLimit) => Outcome::TimedOutHard,
         Some(Reason::SoftLimit) => Outcome::TimedOutSoft,
+        Some(Reason::OutOfMemory) => Outcome::OutOfMemory,
         None if exit_code == 0 => Outcome::Success,
         None => Outcome::ExitCode {
             code: i32::try_from(exit_code).unwrap_or(i32::MAX),
@@ -121,36 +44,7 @@ pub fn instant_of(then: SystemTime) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn soft_limit_alone_terms_then_kills_after_the_grace() {
-        let t0 = Instant::now();
-        let mut limits = Limits::new(t0, Some(Duration::from_secs(5)), None);
-        assert_eq!(limits.next_deadline(), Some(t0 + Duration::from_secs(5)));
-        assert_eq!(limits.due(t0 + Duration::from_secs(4)), None);
-        let term_at = t0 + Duration::from_secs(6);
-        assert_eq!(limits.due(term_at), Some(Signal::Term));
-        assert_eq!(limits.next_deadline(), Some(term_at + TERM_GRACE));
-        assert_eq!(limits.due(term_at + TERM_GRACE), Some(Signal::Kill));
-        assert_eq!(limits.reason, Some(Reason::HardLimit));
-        assert_eq!(limits.next_deadline(), None);
-    }
-
-    #[test]
-    fn deadlines_in_the_past_fall_due_at_once() {
-        // An adopted container that started long ago: the hard limit wins over the soft.
-        let now = Instant::now();
-        let start = now - Duration::from_secs(100);
-        let mut limits = Limits::new(
-            start,
-            Some(Duration::from_secs(5)),
-            Some(Duration::from_secs(9)),
-        );
-        assert!(limits.next_deadline().unwrap() <= now);
-        assert_eq!(limits.due(now), Some(Signal::Kill));
-        assert_eq!(limits.reason, Some(Reason::HardLimit));
-        assert_eq!(limits.kill(Reason::Cancelled), None);
-    }
+    use std::time::Duration;
 
     #[test]
     fn outcomes_read_the_state_not_the_exit_code() {

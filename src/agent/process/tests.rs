@@ -32,41 +32,6 @@ fn wait_statuses_become_outcomes() {
     );
 }
 
-#[test]
-fn soft_limit_alone_terms_then_kills_after_the_grace() {
-    let t0 = Instant::now();
-    let mut limits = Limits::new(t0, Some(Duration::from_secs(5)), None);
-    assert_eq!(limits.next_deadline(), Some(t0 + Duration::from_secs(5)));
-    assert_eq!(limits.due(t0 + Duration::from_secs(4)), None);
-    let term_at = t0 + Duration::from_secs(6);
-    assert_eq!(limits.due(term_at), Some(libc::SIGTERM));
-    assert_eq!(limits.next_deadline(), Some(term_at + TERM_GRACE));
-    assert_eq!(limits.due(term_at + Duration::from_secs(1)), None);
-    assert_eq!(limits.due(term_at + TERM_GRACE), Some(libc::SIGKILL));
-    assert_eq!(limits.reason, Some(Reason::HardLimit));
-    assert_eq!(limits.next_deadline(), None);
-}
-
-#[test]
-fn hard_limit_kills_once_and_other_kills_keep_their_reason() {
-    let t0 = Instant::now();
-    let (soft, hard) = (Some(Duration::from_secs(1)), Some(Duration::from_secs(3)));
-    let mut limits = Limits::new(t0, soft, hard);
-    assert_eq!(limits.due(t0 + Duration::from_secs(1)), Some(libc::SIGTERM));
-    assert_eq!(limits.next_deadline(), Some(t0 + Duration::from_secs(3)));
-    assert_eq!(limits.kill(Reason::OutOfMemory), Some(libc::SIGKILL));
-    assert_eq!(limits.due(t0 + Duration::from_secs(3)), None);
-    assert_eq!(limits.kill(Reason::Cancelled), None);
-    assert_eq!(limits.reason, Some(Reason::OutOfMemory));
-
-    let mut hard_only = Limits::new(t0, None, hard);
-    assert_eq!(
-        hard_only.due(t0 + Duration::from_secs(3)),
-        Some(libc::SIGKILL)
-    );
-    assert_eq!(hard_only.reason, Some(Reason::HardLimit));
-}
-
 // ---- real folds ----
 
 fn request(command: &[&str]) -> (TempDir, ExecRequest) {
