@@ -5,7 +5,7 @@
 //! Rules beyond the obvious ones (see `runners.toml` at the repository root for an example):
 //! - `transport` defaults to `[defaults].transport`, else `"ssh"`; an ssh runner needs an
 //!   `address`, a local runner must not have one. Nothing is guessed from the address.
-//! - `user`, `identity_file` and `port` only mean something for ssh runners: written in a local
+//! - `user`, `identity_file`, `port`, `state_dir` and `install_docker` only mean something for ssh runners: written in a local
 //!   runner they are an error, inherited from `[defaults]` they are dropped. A local runner's
 //!   `port` is 0. `identity_file` is kept as written (`~` is not expanded here, see
 //!   [`RunnerSpec::identity_path`]).
@@ -41,6 +41,8 @@ pub const MAX_SLOTS: u32 = 1024;
 pub const MAX_CIDR_HOSTS: u128 = 1024;
 /// The ssh port used when neither the address nor a `port` key gives one.
 pub const DEFAULT_SSH_PORT: u16 = 22;
+/// Where the agent of an ssh runner lives unless the inventory says `state_dir`.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/datarun";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -66,6 +68,12 @@ pub struct RunnerSpec {
     pub transport: Transport,
     pub user: Option<String>,
     pub identity_file: Option<PathBuf>,
+    /// Ssh runners: where the agent lives on the runner (binary, journal, socket); None means
+    /// [`DEFAULT_STATE_DIR`]. Docker bind-mounts attempt directories from here, so on a runner
+    /// whose engine is not its own (docker-in-docker) it must be the same path on both sides.
+    pub state_dir: Option<PathBuf>,
+    /// Ssh runners: provisioning may install Docker (Debian/Ubuntu) when it is missing.
+    pub install_docker: bool,
     pub slots: u32,
     /// Queues served; `"*"` serves all.
     pub queues: Vec<String>,
@@ -105,6 +113,13 @@ impl RunnerSpec {
             (Ok(rest), Some(home)) => Some(PathBuf::from(home).join(rest)),
             _ => Some(path.clone()),
         }
+    }
+
+    /// The agent's directory on an ssh runner.
+    pub fn remote_state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
     }
 
     /// Whether this runner serves `queue`.
@@ -206,6 +221,8 @@ pub fn local_default() -> Inventory {
             transport: Transport::Local,
             user: None,
             identity_file: None,
+            state_dir: None,
+            install_docker: false,
             slots: u32::try_from(cpus).unwrap_or(MAX_SLOTS).clamp(1, MAX_SLOTS),
             queues: vec!["*".to_string()],
             cpus: Some(cpus as f64),

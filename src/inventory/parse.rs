@@ -21,6 +21,8 @@ const RUNNER_KEYS: &[&str] = &[
     "user",
     "identity_file",
     "port",
+    "state_dir",
+    "install_docker",
     "slots",
     "queues",
     "cpus",
@@ -281,6 +283,8 @@ struct Fields {
     user: Option<At<String>>,
     identity_file: Option<At<String>>,
     port: Option<At<u16>>,
+    state_dir: Option<At<String>>,
+    install_docker: Option<At<bool>>,
     slots: Option<At<u32>>,
     queues: Option<At<Vec<String>>>,
     cpus: Option<At<f64>>,
@@ -301,6 +305,8 @@ impl Fields {
             user: self.user.or_else(|| d.user.clone()),
             identity_file: self.identity_file.or_else(|| d.identity_file.clone()),
             port: self.port.or_else(|| d.port.clone()),
+            state_dir: self.state_dir.or_else(|| d.state_dir.clone()),
+            install_docker: self.install_docker.or_else(|| d.install_docker.clone()),
             slots: self.slots.or_else(|| d.slots.clone()),
             queues: self.queues.or_else(|| d.queues.clone()),
             cpus: self.cpus.or_else(|| d.cpus.clone()),
@@ -415,6 +421,30 @@ fn parse_table(ctx: &Ctx, section: &str, entries: &[Entry], table_line: usize) -
                     return Err(ctx.err(line, key, format!("{path:?} is not a usable file path")));
                 }
                 f.identity_file = Some(At::of(line, defaults, path.to_string()));
+            }
+            "state_dir" => {
+                let path = ctx.string(v, line, key)?;
+                if !path.starts_with('/')
+                    || path.chars().any(|c| c.is_control())
+                    || path.split('/').any(|part| part == "..")
+                {
+                    return Err(ctx.err(
+                        line,
+                        key,
+                        format!("{path:?} must be an absolute path without \"..\", e.g. \"/var/lib/datarun\""),
+                    ));
+                }
+                f.state_dir = Some(At::of(
+                    line,
+                    defaults,
+                    path.trim_end_matches('/').to_string(),
+                ));
+            }
+            "install_docker" => {
+                let Node::Bool(b) = v.node else {
+                    return Err(ctx.type_err(line, key, "true or false", v));
+                };
+                f.install_docker = Some(At::of(line, defaults, b));
             }
             "port" => {
                 let n = ctx.integer(v, line, key)?;
@@ -829,6 +859,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             transport,
             user: None,
             identity_file: None,
+            state_dir: None,
+            install_docker: false,
             slots: f.slots.as_ref().map_or(1, |s| s.v),
             queues: f
                 .queues
@@ -871,6 +903,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
                     ("user", own.user.as_ref().map(|a| a.line)),
                     ("identity_file", own.identity_file.as_ref().map(|a| a.line)),
                     ("port", own.port.as_ref().map(|a| a.line)),
+                    ("state_dir", own.state_dir.as_ref().map(|a| a.line)),
+                    (
+                        "install_docker",
+                        own.install_docker.as_ref().map(|a| a.line),
+                    ),
                 ];
                 if let Some((key, Some(line))) = ssh_only.into_iter().find(|(_, l)| l.is_some()) {
                     return Err(ctx.err(
@@ -903,6 +940,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
                     user: f.user.as_ref().map(|u| u.v.clone()),
                     identity_file: f.identity_file.as_ref().map(|i| PathBuf::from(&i.v)),
                     port: f.port.as_ref().map_or(DEFAULT_SSH_PORT, |p| p.v),
+                    state_dir: f.state_dir.as_ref().map(|d| PathBuf::from(&d.v)),
+                    install_docker: f.install_docker.as_ref().is_some_and(|b| b.v),
                     ..base
                 };
                 match parsed {

@@ -548,3 +548,64 @@ fn identity_path_expands_home() {
         );
     }
 }
+
+#[test]
+fn state_dir_and_install_docker() {
+    let inv = ok(r#"[defaults]
+state_dir = "/srv/datarun/"
+install_docker = true
+[[runner]]
+name = "a"
+address = "a.lan"
+[[runner]]
+name = "b"
+address = "b.lan"
+state_dir = "/opt/dr"
+install_docker = false
+[[runner]]
+name = "here"
+transport = "local"
+"#);
+    let (a, b, here) = (&inv.runners[0], &inv.runners[1], &inv.runners[2]);
+    assert_eq!(a.state_dir.as_deref(), Some(Path::new("/srv/datarun")));
+    assert!(a.install_docker && !b.install_docker);
+    assert_eq!(b.remote_state_dir(), PathBuf::from("/opt/dr"));
+    // Inherited ssh-only keys are dropped for local runners.
+    assert_eq!(
+        (here.state_dir.as_ref(), here.install_docker),
+        (None, false)
+    );
+    let plain = ok("[[runner]]\nname = \"p\"\naddress = \"p.lan\"\n");
+    assert_eq!(
+        plain.runners[0].remote_state_dir(),
+        PathBuf::from(DEFAULT_STATE_DIR)
+    );
+
+    for (text, key, needle) in [
+        (
+            "[[runner]]\nname = \"x\"\naddress = \"x\"\nstate_dir = \"relative/dir\"\n",
+            "runner.state_dir",
+            "absolute path",
+        ),
+        (
+            "[[runner]]\nname = \"x\"\naddress = \"x\"\nstate_dir = \"/a/../etc\"\n",
+            "runner.state_dir",
+            "absolute path",
+        ),
+        (
+            "[[runner]]\nname = \"x\"\naddress = \"x\"\ninstall_docker = \"yes\"\n",
+            "runner.install_docker",
+            "true or false",
+        ),
+        (
+            "[[runner]]\nname = \"x\"\ntransport = \"local\"\nstate_dir = \"/x\"\n",
+            "runner.state_dir",
+            "only ssh runners",
+        ),
+    ] {
+        let err = parse(text, "inv.toml").expect_err(text);
+        assert_eq!(err.line, 4, "{text}");
+        assert_eq!(err.key, key, "{text}");
+        assert!(err.message.contains(needle), "{text}: {err}");
+    }
+}
