@@ -35,6 +35,7 @@
 //! folds are taken in, fair share).
 
 mod explain;
+pub mod expr;
 mod feasibility;
 mod line;
 mod rank;
