@@ -67,6 +67,11 @@ fn runners(rng: &mut Lcg) -> Vec<RunnerView> {
                 hard_limit_ms: rng.pick(&[None, Some(120 * MIN), Some(480 * MIN)]),
                 unavailable: (rng.next().is_multiple_of(100)).then(|| "connecting".to_string()),
                 images: None,
+                arch: Some("x86_64".into()),
+                os: Some("linux".into()),
+                labels: vec![],
+                attributes: BTreeMap::new(),
+                requirements: None,
             }
         })
         .collect()
@@ -105,6 +110,8 @@ fn folds(rng: &mut Lcg) -> Vec<PendingFold> {
                 gpus,
                 hard_limit_ms: rng.pick(&[None, Some(30 * MIN), Some(240 * MIN), Some(720 * MIN)]),
                 image: None,
+                requirements: None,
+                rank: None,
             }
         })
         .collect()

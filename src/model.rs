@@ -1,6 +1,7 @@
 //! The domain: folds, attempts, outcomes and metrics. Plain data shared by the store, the
 //! scheduler snapshot builder, the API and the agent protocol. No IO here.
 
+use crate::scheduler::expr::{Expr, Home};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -125,6 +126,13 @@ pub struct FoldSpec {
     /// How many times a fold may be run again after a failed or lost attempt.
     #[serde(default)]
     pub max_retries: u32,
+    /// An expression over runner attributes that a runner must meet, e.g.
+    /// `gpus >= 1 && "fast-disk" in labels` (see `scheduler::expr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    /// An expression over runner attributes; runners ranking higher are preferred (`memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rank: Option<String>,
 }
 
 fn default_queue() -> String {
@@ -135,6 +143,8 @@ fn default_queue() -> String {
 pub const MAX_COMMAND_ARGS: usize = 4096;
 pub const MAX_INPUTS: usize = 1024;
 pub const MAX_RETRIES: u32 = 100;
+/// The longest requirements or rank expression, in bytes.
+pub const MAX_EXPRESSION: usize = 4096;
 
 impl FoldSpec {
     /// Checks a spec for mistakes a person can fix; the message names the field.
@@ -182,6 +192,14 @@ impl FoldSpec {
         if let Some(image) = &self.image {
             if !valid_image(image) {
                 return Err(format!("image: {image:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\")"));
+            }
+        }
+        for (field, text) in [("requirements", &self.requirements), ("rank", &self.rank)] {
+            if let Some(text) = text {
+                if text.len() > MAX_EXPRESSION {
+                    return Err(format!("{field}: at most {MAX_EXPRESSION} bytes"));
+                }
+                Expr::parse(text, Home::Runner).map_err(|e| format!("{field}: {e}"))?;
             }
         }
         if self.max_retries > MAX_RETRIES {
@@ -429,6 +447,9 @@ pub enum HoldCode {
     OutOfMemory,
     /// Its image is missing or not allowed.
     BadImage,
+    /// Its requirements (or a runner's on it) cannot be evaluated: a type error such as
+    /// comparing memory with a string.
+    Requirements,
 }
 
 impl HoldCode {
@@ -439,14 +460,16 @@ impl HoldCode {
             HoldCode::RetriesExhausted => "retries_exhausted",
             HoldCode::OutOfMemory => "out_of_memory",
             HoldCode::BadImage => "bad_image",
+            HoldCode::Requirements => "requirements",
         }
     }
-    pub const ALL: [HoldCode; 5] = [
+    pub const ALL: [HoldCode; 6] = [
         HoldCode::User,
         HoldCode::Unmatchable,
         HoldCode::RetriesExhausted,
         HoldCode::OutOfMemory,
         HoldCode::BadImage,
+        HoldCode::Requirements,
     ];
 
     pub fn parse(s: &str) -> Option<HoldCode> {

@@ -46,17 +46,20 @@ async fn submit_specs(
                 format!("fold {i}: {e}")
             })
         })?;
-        let unmatchable = s.master.unmatchable(&spec);
-        checked.push((spec, unmatchable));
+        let held = s
+            .master
+            .unmatchable(&who.name, &spec)
+            .map(|u| (u.code, u.reason));
+        checked.push((spec, held));
     }
-    let reasons: Vec<Option<String>> = checked.iter().map(|(_, u)| u.clone()).collect();
+    let reasons: Vec<Option<(HoldCode, String)>> = checked.iter().map(|(_, u)| u.clone()).collect();
     let ids = s.store.submit(who.name.clone(), checked).await?;
     s.master.wake();
     let held = ids
         .iter()
         .zip(reasons)
         .filter_map(|(id, r)| {
-            r.map(|reason| json!({"id": id, "code": HoldCode::Unmatchable, "reason": reason}))
+            r.map(|(code, reason)| json!({"id": id, "code": code, "reason": reason}))
         })
         .collect();
     Ok((ids, held))
@@ -219,9 +222,10 @@ pub async fn release(
     let fold = owned(&s, &who, id).await?;
     let changes: ReleaseChanges = optional_json(&body)?;
     let spec = changes.apply(&fold.spec).map_err(ApiError::bad_request)?;
-    if let Some(reason) = s.master.unmatchable(&spec) {
+    if let Some(never) = s.master.unmatchable(&fold.owner, &spec) {
         return Err(ApiError::bad_request(format!(
-            "fold {id} would still never run: {reason}"
+            "fold {id} would still never run: {}",
+            never.reason
         )));
     }
     s.store.release(id, who.name.clone(), changes).await?;
@@ -253,7 +257,7 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
     let me = pending_of(fold.id, &fold.owner, &fold.spec, fold.submitted_at);
     let why = s.master.explain(&me);
     let mut left = why.runners;
-    let steps: Vec<Value> = [Step::Available, Step::Queue, Step::Image, Step::Slots, Step::Cpus, Step::Memory, Step::Gpus, Step::TimeLimit]
+    let steps: Vec<Value> = Step::ALL
         .into_iter()
         .map(|step| {
             let rejected: Vec<&crate::scheduler::Rejection> = why.rejections.iter().filter(|r| r.step == step).collect();

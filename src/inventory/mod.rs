@@ -19,6 +19,10 @@
 //!   At most [`MAX_CIDR_HOSTS`] runners per pool.
 //! - Defaults when neither the runner nor `[defaults]` says: slots 1, queues `["default"]`,
 //!   executor docker, no cpus/memory (the agent reports its own), no gpus, labels, time limits.
+//! - `requirements` (an expression over fold attributes, see `scheduler::expr`) must parse;
+//!   errors give the column within the expression. `attributes` is a table of strings,
+//!   integers, floats and booleans whose names are identifiers that do not shadow a built-in
+//!   runner attribute. Like every other key, both are inherited from `[defaults]` as a whole.
 //! - An inventory without any runner is an error.
 
 mod parse;
@@ -27,6 +31,7 @@ mod tree;
 #[cfg(test)]
 mod tests;
 
+use crate::scheduler::AttrValue;
 use crate::table::Table;
 use crate::units::{format_duration, format_size};
 use serde::Serialize;
@@ -89,6 +94,13 @@ pub struct RunnerSpec {
     pub soft_time_limit_ms: Option<u64>,
     pub hard_time_limit_ms: Option<u64>,
     pub executor: ExecutorKind,
+    /// The runner's requirements on folds: an expression over fold attributes such as
+    /// `owner != "guest" || queue == "L"` (checked when the file is read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    /// Custom attributes for folds' requirements and rank (`attributes = { disk = "ssd" }`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub attributes: BTreeMap<String, AttrValue>,
     /// The line of the `[[runner]]` entry in the file (also for every runner of a CIDR pool;
     /// 0 for generated ones such as [`local_default`]).
     pub line: usize,
@@ -233,6 +245,8 @@ pub fn local_default() -> Inventory {
             soft_time_limit_ms: None,
             hard_time_limit_ms: None,
             executor: ExecutorKind::Process,
+            requirements: None,
+            attributes: BTreeMap::new(),
             line: 0,
         }],
         queues: BTreeMap::new(),

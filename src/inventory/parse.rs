@@ -1,10 +1,13 @@
 //! From TOML text to an [`Inventory`]: walk the located tree, check every key, apply
 //! `[defaults]`, expand CIDR pools, and report the first problem with its file, line and key.
 
+mod exprs;
+
 use super::tree::{self, Entry, Item, Node};
 use super::{ExecutorKind, Inventory, InventoryError, QueueSpec, RunnerSpec, Transport};
 use super::{DEFAULT_SSH_PORT, MAX_CIDR_HOSTS, MAX_SLOTS};
 use crate::model::{valid_image, valid_name};
+use crate::scheduler::AttrValue;
 use crate::units::{format_duration, parse_duration, parse_size};
 use ipnet::IpNet;
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +36,8 @@ const RUNNER_KEYS: &[&str] = &[
     "soft_time_limit",
     "hard_time_limit",
     "executor",
+    "requirements",
+    "attributes",
 ];
 const QUEUE_KEYS: &[&str] = &["priority"];
 
@@ -295,6 +300,8 @@ struct Fields {
     soft: Option<At<u64>>,
     hard: Option<At<u64>>,
     executor: Option<At<ExecutorKind>>,
+    requirements: Option<At<String>>,
+    attributes: Option<At<BTreeMap<String, AttrValue>>>,
 }
 
 impl Fields {
@@ -317,6 +324,8 @@ impl Fields {
             soft: self.soft.or_else(|| d.soft.clone()),
             hard: self.hard.or_else(|| d.hard.clone()),
             executor: self.executor.or_else(|| d.executor.clone()),
+            requirements: self.requirements.or_else(|| d.requirements.clone()),
+            attributes: self.attributes.or_else(|| d.attributes.clone()),
         }
     }
 }
@@ -524,6 +533,12 @@ fn parse_table(ctx: &Ctx, section: &str, entries: &[Entry], table_line: usize) -
             }
             "hard_time_limit" => {
                 f.hard = Some(At::of(line, defaults, ctx.duration_ms(v, line, key)?))
+            }
+            "requirements" => {
+                f.requirements = Some(At::of(line, defaults, ctx.requirements(v, line, key)?))
+            }
+            "attributes" => {
+                f.attributes = Some(At::of(line, defaults, ctx.attributes(v, line, key)?))
             }
             other => {
                 let (known, what) = if defaults {
@@ -874,6 +889,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             soft_time_limit_ms: f.soft.as_ref().map(|s| s.v),
             hard_time_limit_ms: f.hard.as_ref().map(|h| h.v),
             executor: f.executor.as_ref().map_or(ExecutorKind::Docker, |e| e.v),
+            requirements: f.requirements.as_ref().map(|r| r.v.clone()),
+            attributes: f
+                .attributes
+                .as_ref()
+                .map_or_else(BTreeMap::new, |a| a.v.clone()),
             line: rline,
         };
         if let (ExecutorKind::Process, Some(images)) = (base.executor, &f.images) {

@@ -146,8 +146,9 @@ impl MasterHandle {
         scheduler::explain(fold, &self.shared.view.read().expect("view lock").views)
     }
 
-    /// `Some(reason)` when no runner in the inventory could ever run a fold of this spec.
-    pub fn unmatchable(&self, spec: &FoldSpec) -> Option<String> {
+    /// `Some` when no runner in the inventory could ever run a fold of this spec and owner
+    /// (owner: runners' requirements may read it).
+    pub fn unmatchable(&self, owner: &str, spec: &FoldSpec) -> Option<scheduler::Unmatchable> {
         let view = self.shared.view.read().expect("view lock");
         // Capacity check: whether a runner is connected right now does not matter here.
         let capacity: Vec<RunnerView> = view
@@ -158,6 +159,6 @@ impl MasterHandle {
                 ..v.clone()
             })
             .collect();
-        scheduler::unmatchable(&pending_of(0, "", spec, 0), &capacity)
+        scheduler::unmatchable(&pending_of(0, owner, spec, 0), &capacity)
     }
 }

@@ -86,6 +86,8 @@ pub fn pending_of(id: i64, owner: &str, spec: &FoldSpec, submitted_at: i64) -> P
         gpus: spec.resources.gpus,
         hard_limit_ms: spec.hard_time_limit,
         image: spec.image.clone(),
+        requirements: spec.requirements.clone(),
+        rank: spec.rank.clone(),
     }
 }
 

@@ -136,6 +136,11 @@ impl RunnerState {
                 ExecutorKind::Process => None,
                 ExecutorKind::Docker => Some(self.spec.images.clone()),
             },
+            arch: self.facts.as_ref().map(|f| f.arch.clone()),
+            os: self.facts.as_ref().map(|f| f.os.clone()),
+            labels: self.spec.labels.clone(),
+            attributes: self.spec.attributes.clone(),
+            requirements: self.spec.requirements.clone(),
         }
     }
 

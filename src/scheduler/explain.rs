@@ -1,7 +1,8 @@
 //! Why a fold does not match: the first failing step per runner, aggregated into a few lines a
 //! person can act on, and a one-line summary.
 
-use super::feasibility::{accepts_image, capacity, serves, Pool, Room, Shape};
+use super::capacity::capacity_reason_in;
+use super::feasibility::{accepts_image, serves, Pool, Room, Shape};
 use super::{Explanation, Rejection, RunnerView, Step};
 use crate::units::{format_duration, format_size};
 use std::time::Duration;
@@ -12,7 +13,7 @@ const NAMES: usize = 3;
 const QUEUES: usize = 8;
 
 /// Steps after Image, as indices into a `Tally`.
-const TALLIED: [Step; 5] = [
+pub(super) const TALLIED: [Step; 5] = [
     Step::Slots,
     Step::Cpus,
     Step::Memory,
@@ -20,37 +21,45 @@ const TALLIED: [Step; 5] = [
     Step::TimeLimit,
 ];
 
-fn tally_index(step: Step) -> usize {
+pub(super) fn tally_index(step: Step) -> usize {
     match step {
         Step::Slots => 0,
         Step::Cpus => 1,
         Step::Memory => 2,
         Step::Gpus => 3,
         Step::TimeLimit => 4,
-        Step::Available | Step::Queue | Step::Image => unreachable!("not tallied per resource"),
+        Step::Available
+        | Step::Queue
+        | Step::Image
+        | Step::Requirements
+        | Step::RunnerRequirements => unreachable!("not tallied per resource"),
     }
 }
 
 /// What a runner offers for one step: the free (or total) amount, or its hard limit.
-fn offered(step: Step, room: &Room, limit: Option<u64>) -> u64 {
+pub(super) fn offered(step: Step, room: &Room, limit: Option<u64>) -> u64 {
     match step {
         Step::Slots => room.slots as u64,
         Step::Cpus => room.millicpus as u64,
         Step::Memory => room.memory,
         Step::Gpus => room.gpus as u64,
         Step::TimeLimit => limit.unwrap_or(u64::MAX),
-        Step::Available | Step::Queue | Step::Image => 0,
+        Step::Available
+        | Step::Queue
+        | Step::Image
+        | Step::Requirements
+        | Step::RunnerRequirements => 0,
     }
 }
 
 /// Runners rejected at each resource step, with the range of what they offer and the first
 /// runner offering the most.
 #[derive(Clone, Debug)]
-struct Tally {
-    n: [usize; 5],
+pub(super) struct Tally {
+    pub n: [usize; 5],
     lo: [u64; 5],
-    hi: [u64; 5],
-    top: [usize; 5],
+    pub hi: [u64; 5],
+    pub top: [usize; 5],
 }
 
 impl Default for Tally {
@@ -65,7 +74,7 @@ impl Default for Tally {
 }
 
 impl Tally {
-    fn add(&mut self, step: Step, value: u64, runner: usize) {
+    pub fn add(&mut self, step: Step, value: u64, runner: usize) {
         let k = tally_index(step);
         if self.n[k] == 0 || value > self.hi[k] {
             self.hi[k] = value;
@@ -90,7 +99,7 @@ impl Tally {
     }
 }
 
-fn n_runners(n: usize) -> String {
+pub(super) fn n_runners(n: usize) -> String {
     if n == 1 {
         "1 runner".into()
     } else {
@@ -98,7 +107,7 @@ fn n_runners(n: usize) -> String {
     }
 }
 
-fn verb(n: usize, one: &'static str, many: &'static str) -> &'static str {
+pub(super) fn verb(n: usize, one: &'static str, many: &'static str) -> &'static str {
     if n == 1 {
         one
     } else {
@@ -106,7 +115,7 @@ fn verb(n: usize, one: &'static str, many: &'static str) -> &'static str {
     }
 }
 
-fn cpus(millicpus: u64) -> String {
+pub(super) fn cpus(millicpus: u64) -> String {
     if millicpus.is_multiple_of(1000) {
         format!("{}", millicpus / 1000)
     } else {
@@ -115,7 +124,7 @@ fn cpus(millicpus: u64) -> String {
     }
 }
 
-fn cpus_word(millicpus: u64) -> &'static str {
+pub(super) fn cpus_word(millicpus: u64) -> &'static str {
     if millicpus == 1000 {
         "CPU"
     } else {
@@ -123,7 +132,7 @@ fn cpus_word(millicpus: u64) -> &'static str {
     }
 }
 
-fn gpus_word(n: u64) -> &'static str {
+pub(super) fn gpus_word(n: u64) -> &'static str {
     if n == 1 {
         "GPU"
     } else {
@@ -132,7 +141,7 @@ fn gpus_word(n: u64) -> &'static str {
 }
 
 /// Two sizes that never read as equal when they differ ("2G" vs "2G" becomes bytes).
-fn sizes(have: u64, ask: u64) -> (String, String) {
+pub(super) fn sizes(have: u64, ask: u64) -> (String, String) {
     let (a, b) = (format_size(have), format_size(ask));
     if a == b && have != ask {
         (format!("{have}B"), format!("{ask}B"))
@@ -142,7 +151,7 @@ fn sizes(have: u64, ask: u64) -> (String, String) {
 }
 
 /// Two durations that never read as equal when they differ.
-fn durations(have: u64, ask: u64) -> (String, String) {
+pub(super) fn durations(have: u64, ask: u64) -> (String, String) {
     let f = |ms| format_duration(Duration::from_millis(ms));
     let (a, b) = (f(have), f(ask));
     if a == b && have != ask {
@@ -153,7 +162,7 @@ fn durations(have: u64, ask: u64) -> (String, String) {
 }
 
 /// "a: why; b: why; c: why; and 2 more"
-fn name_list(names: impl Iterator<Item = String>, total: usize) -> String {
+pub(super) fn name_list(names: impl Iterator<Item = String>, total: usize) -> String {
     let mut out: Vec<String> = names.take(NAMES).collect();
     if total > out.len() {
         out.push(format!("and {} more", total - out.len()));
@@ -162,7 +171,7 @@ fn name_list(names: impl Iterator<Item = String>, total: usize) -> String {
 }
 
 /// Queue names in order of first appearance, at most `QUEUES` of them.
-fn queue_list<'a>(runners: impl Iterator<Item = &'a RunnerView>) -> String {
+pub(super) fn queue_list<'a>(runners: impl Iterator<Item = &'a RunnerView>) -> String {
     union_list(runners.map(|r| r.queues.as_slice()))
 }
 
@@ -223,8 +232,12 @@ fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
                 verb(n, "allows", "allow")
             )
         }
-        Step::Available | Step::Queue | Step::Image => {
-            unreachable!("written by head_rejections and image_rejections")
+        Step::Available
+        | Step::Queue
+        | Step::Image
+        | Step::Requirements
+        | Step::RunnerRequirements => {
+            unreachable!("written by head_rejections, image_rejections and requirements")
         }
     }
 }
@@ -290,7 +303,7 @@ fn image_rejections(refused: &[&RunnerView], image: Option<&str>) -> Vec<Rejecti
 
 /// Why no runner of `serving` (all serving the fold's queue, none accepting its image) can run
 /// a fold naming `image`.
-fn image_reason(serving: &[&RunnerView], image: Option<&str>, scope: &str) -> String {
+pub(super) fn image_reason(serving: &[&RunnerView], image: Option<&str>, scope: &str) -> String {
     let docker: Vec<&RunnerView> = serving
         .iter()
         .copied()
@@ -405,11 +418,13 @@ impl Pool<'_> {
         let lane = self.lane(shape);
         self.lane_serving(shape);
         let serving = self.lane_serving[lane].take().unwrap_or_default();
+        let (reqs_rejections, meeting) = self.reqs.rejections(shape, &serving);
+        rejections.extend(reqs_rejections);
         let mut all = Tally::default();
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
         let (mut usable, mut outranked) = (0, 0);
-        for &r in &serving {
+        for &r in &meeting {
             let r = r as usize;
             let limit = self.runners[r].hard_limit_ms;
             let free = &self.free[r];
@@ -486,9 +501,10 @@ impl Pool<'_> {
         let (queue, image) = (self.queues[shape.queue as usize], self.image(shape));
         let serving = self.serving_any(shape.queue);
         let (runners, total) = (self.runners, &self.total);
-        let reason = capacity_reason_in(queue, image, shape, runners, &serving, |i| total[i]);
-        if let Some(reason) = reason {
-            return format!("no runner can ever run this fold: {reason}");
+        let reqs = &self.reqs;
+        let reason = capacity_reason_in(queue, image, shape, runners, &serving, reqs, |i| total[i]);
+        if let Some(never) = reason {
+            return format!("no runner can ever run this fold: {}", never.reason);
         }
         let could: Vec<&RunnerView> = serving
             .iter()
@@ -499,6 +515,7 @@ impl Pool<'_> {
                     && accepts_image(r.images.as_deref(), image)
                     && shape.limit_ok(r.hard_limit_ms)
                     && shape.fits(&total[i])
+                    && reqs.passes(shape, i)
             })
             .map(|i| &runners[i])
             .collect();
@@ -517,136 +534,4 @@ impl Pool<'_> {
             name_list(names, n)
         )
     }
-}
-
-/// `Some(reason)` when no runner serving `queue` and accepting `image` could run `shape` even
-/// with nothing running on it (totals, availability ignored); the reason names the step and
-/// the best runner.
-pub(super) fn capacity_reason(
-    queue: &str,
-    image: Option<&str>,
-    shape: &Shape,
-    runners: &[RunnerView],
-) -> Option<String> {
-    let serving: Vec<u32> = (0..runners.len() as u32)
-        .filter(|&i| serves(&runners[i as usize], queue))
-        .collect();
-    capacity_reason_in(queue, image, shape, runners, &serving, |i| {
-        capacity(&runners[i])
-    })
-}
-
-/// `capacity_reason` given the runners serving `queue` (ascending) and their capacity.
-pub(super) fn capacity_reason_in(
-    queue: &str,
-    image: Option<&str>,
-    shape: &Shape,
-    runners: &[RunnerView],
-    serving: &[u32],
-    total: impl Fn(usize) -> Room,
-) -> Option<String> {
-    if runners.is_empty() {
-        return Some("no runners are configured".into());
-    }
-    if serving.is_empty() {
-        let served = queue_list(runners.iter());
-        return Some(if served.is_empty() {
-            format!("queue: no runner serves queue {queue:?} (no runner serves any queue)")
-        } else {
-            format!("queue: no runner serves queue {queue:?} (runners serve: {served})")
-        });
-    }
-    let mut scope = if serving.len() == runners.len() {
-        String::new()
-    } else {
-        format!(" serving queue {queue:?}")
-    };
-    let accepting: Vec<u32> = serving
-        .iter()
-        .copied()
-        .filter(|&i| accepts_image(runners[i as usize].images.as_deref(), image))
-        .collect();
-    if accepting.is_empty() {
-        let serving: Vec<&RunnerView> = serving.iter().map(|&i| &runners[i as usize]).collect();
-        return Some(image_reason(&serving, image, &scope));
-    }
-    if accepting.len() < serving.len() {
-        if !scope.is_empty() {
-            scope.push_str(" and");
-        }
-        match image {
-            Some(img) => scope.push_str(&format!(" allowing image {img:?}")),
-            None => scope.push_str(" taking folds without an image"),
-        }
-    }
-    let serving = accepting;
-    let mut t = Tally::default();
-    for &i in &serving {
-        let i = i as usize;
-        let r = &runners[i];
-        let cap = total(i);
-        match shape.failure(&cap, r.hard_limit_ms) {
-            None => return None,
-            Some(step) => t.add(step, offered(step, &cap, r.hard_limit_ms), i),
-        }
-    }
-    let mut parts = Vec::new();
-    for (k, &step) in TALLIED.iter().enumerate() {
-        let n = t.n[k];
-        if n == 0 {
-            continue;
-        }
-        let every = n == serving.len();
-        let hi = t.hi[k];
-        let name = &runners[t.top[k]].name;
-        let some = format!("{}{scope} {}", n_runners(n), verb(n, "has", "have"));
-        let (what, asks, most) = match step {
-            Step::Slots => {
-                parts.push(if every {
-                    format!("slots: no runner{scope} has any slots")
-                } else {
-                    format!("slots: {some} no slots")
-                });
-                continue;
-            }
-            Step::Cpus => (
-                "cpus",
-                format!(
-                    "{} {}",
-                    cpus(shape.millicpus as u64),
-                    cpus_word(shape.millicpus as u64)
-                ),
-                cpus(hi),
-            ),
-            Step::Memory => {
-                let (h, a) = sizes(hi, shape.memory);
-                ("memory", a, h)
-            }
-            Step::Gpus => (
-                "gpus",
-                format!("{} {}", shape.gpus, gpus_word(shape.gpus as u64)),
-                hi.to_string(),
-            ),
-            Step::TimeLimit => {
-                let (h, a) = durations(hi, shape.hard_limit_ms.unwrap_or(0));
-                parts.push(if every {
-                    format!("time limit: fold's hard limit is {a}, the longest any runner{scope} allows is {h} ({name})")
-                } else {
-                    format!(
-                        "time limit: fold's hard limit is {a}, {}{scope} {} at most {h} (longest: {name})",
-                        n_runners(n),
-                        verb(n, "allows", "allow")
-                    )
-                });
-                continue;
-            }
-            Step::Available | Step::Queue | Step::Image => unreachable!("not tallied"),
-        };
-        parts.push(if every {
-            format!("{what}: fold asks {asks}, the most any runner{scope} has is {most} ({name})")
-        } else {
-            format!("{what}: fold asks {asks}, {some} at most {most} (largest: {name})")
-        });
-    }
-    Some(parts.join("; "))
 }

@@ -9,6 +9,7 @@
 //! only look at the runners of their lane.
 
 use super::rank::{natural_cmp, Norm};
+use super::requirements::{Reqs, NONE};
 use super::{PendingFold, Rejection, RunnerView, Step};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -80,9 +81,15 @@ pub(super) struct Shape {
     pub memory: u64,
     pub gpus: u32,
     pub hard_limit_ms: Option<u64>,
+    /// The classes of the fold's requirements, of the runners' requirements on it, and of its
+    /// rank (`requirements::NONE`: nothing to check); see `Reqs::classify`.
+    pub req: u32,
+    pub runner_req: u32,
+    pub rank: u32,
 }
 
 impl Shape {
+    /// The shape without requirements or rank (see `Reqs::classify` for those).
     pub fn of(f: &PendingFold, queue: u32, image: u32) -> Shape {
         Shape {
             queue,
@@ -91,6 +98,9 @@ impl Shape {
             memory: f.memory,
             gpus: f.gpus,
             hard_limit_ms: f.hard_limit_ms,
+            req: NONE,
+            runner_req: NONE,
+            rank: NONE,
         }
     }
 
@@ -237,10 +247,17 @@ pub(super) struct Pool<'a> {
     /// ascending (computed on first use), and the cached Image rejections.
     pub(super) lane_serving: Vec<Option<Vec<u32>>>,
     pub(super) lane_head: Vec<Option<Vec<Rejection>>>,
+    /// The requirements and ranks of this cycle's shapes.
+    pub reqs: Reqs<'a>,
 }
 
 impl<'a> Pool<'a> {
-    pub fn new(runners: &'a [RunnerView], queues: Vec<&'a str>, images: Vec<&'a str>) -> Pool<'a> {
+    pub fn new(
+        runners: &'a [RunnerView],
+        queues: Vec<&'a str>,
+        images: Vec<&'a str>,
+        reqs: Reqs<'a>,
+    ) -> Pool<'a> {
         let queue_ids: FxMap<&str, u32> = queues
             .iter()
             .enumerate()
@@ -268,6 +285,7 @@ impl<'a> Pool<'a> {
             head: vec![None; queues.len()],
             lane_serving: vec![None; lanes],
             lane_head: vec![None; lanes],
+            reqs,
             queues,
             images,
         };
@@ -402,7 +420,9 @@ impl<'a> Pool<'a> {
             .copied()
             .filter(|&r| {
                 let r = r as usize;
-                shape.fits(&self.free[r]) && shape.limit_ok(self.runners[r].hard_limit_ms)
+                shape.fits(&self.free[r])
+                    && shape.limit_ok(self.runners[r].hard_limit_ms)
+                    && self.reqs.passes(shape, r)
             })
             .collect()
     }
@@ -410,6 +430,9 @@ impl<'a> Pool<'a> {
     /// The best-fit runner among `candidates` (see `rank`), dropping those that can no longer
     /// take the shape: free room only shrinks within a cycle, so they never could again.
     pub fn best_fit(&self, shape: &Shape, candidates: &mut Vec<u32>) -> Option<usize> {
+        if shape.rank != NONE {
+            return self.best_ranked(shape, candidates);
+        }
         let mut best: Option<(f64, u32, u32)> = None;
         let mut kept = 0;
         for k in 0..candidates.len() {
@@ -432,6 +455,27 @@ impl<'a> Pool<'a> {
         }
         candidates.truncate(kept);
         best.map(|(_, _, r)| r as usize)
+    }
+
+    /// `best_fit` for a shape with a rank: the highest rank first, then best fit.
+    fn best_ranked(&self, shape: &Shape, candidates: &mut Vec<u32>) -> Option<usize> {
+        let mut best: Option<(f64, f64, u32, u32)> = None;
+        candidates.retain(|&r| shape.fits(&self.free[r as usize]));
+        for &r in candidates.iter() {
+            let room = &self.free[r as usize];
+            let rank = self.reqs.rank(shape, r as usize);
+            let left = self.norm.leftover(room, shape);
+            let better = match best {
+                None => true,
+                Some((k, l, slots, _)) => {
+                    rank > k || (rank == k && (left < l || (left == l && room.slots < slots)))
+                }
+            };
+            if better {
+                best = Some((rank, left, room.slots, r));
+            }
+        }
+        best.map(|(_, _, _, r)| r as usize)
     }
 
     /// Grants `shape` on runner `r`: subtracts it from what is free and returns the GPU ids,

@@ -103,6 +103,8 @@ mod tests {
             gpus: 0,
             hard_limit_ms: None,
             image: None,
+            requirements: None,
+            rank: None,
         }
     }
 
@@ -180,6 +182,8 @@ mod simulation {
             gpus: 0,
             hard_limit_ms: None,
             image: None,
+            requirements: None,
+            rank: None,
         }
     }
 
@@ -201,6 +205,11 @@ mod simulation {
             hard_limit_ms: None,
             unavailable: None,
             images: None,
+            arch: None,
+            os: None,
+            labels: vec![],
+            attributes: BTreeMap::new(),
+            requirements: None,
         };
         let mut past: BTreeMap<String, f64> = BTreeMap::new();
         for cycle in 1..=200 {

@@ -34,19 +34,23 @@
 //! id order), `explain` (aggregated rejections and the one-line summaries), `line` (the order
 //! folds are taken in, fair share).
 
+mod capacity;
 mod explain;
 pub mod expr;
 mod feasibility;
 mod line;
 mod rank;
+mod requirements;
 #[cfg(test)]
 mod tests;
 
 pub use feasibility::accepts_image;
 pub use line::{line_order, order_key, place_in_line, FairShare};
 
-use crate::model::FoldId;
+use crate::model::{FoldId, HoldCode};
+pub use expr::AttrValue;
 use feasibility::{FxMap, Pool, Shape, NO_IMAGE};
+use requirements::Reqs;
 use serde::Serialize;
 use std::cmp::Reverse;
 use std::collections::BTreeMap;
@@ -67,6 +71,10 @@ pub struct PendingFold {
     pub hard_limit_ms: Option<u64>,
     /// The container image the fold names, if any.
     pub image: Option<String>,
+    /// An expression over runner attributes the runner must meet (see `expr`).
+    pub requirements: Option<String>,
+    /// An expression over runner attributes; runners ranking higher are preferred.
+    pub rank: Option<String>,
 }
 
 /// A runner as the scheduler sees it: capacity and what is free right now.
@@ -91,6 +99,14 @@ pub struct RunnerView {
     /// None: a process runner (takes no images). Some: a docker runner's image allowlist
     /// ("*" = any; the first entry, unless "*", is the default for folds naming none).
     pub images: Option<Vec<String>>,
+    /// The machine's architecture and OS as its agent reported them (None until it does).
+    pub arch: Option<String>,
+    pub os: Option<String>,
+    pub labels: Vec<String>,
+    /// Custom attributes from the inventory, for requirements and rank expressions.
+    pub attributes: BTreeMap<String, AttrValue>,
+    /// The runner's requirements on folds: an expression over fold attributes (see `expr`).
+    pub requirements: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -110,11 +126,31 @@ pub enum Step {
     Available,
     Queue,
     Image,
+    /// The fold's requirements on the runner.
+    Requirements,
+    /// The runner's requirements on the fold.
+    RunnerRequirements,
     Slots,
     Cpus,
     Memory,
     Gpus,
     TimeLimit,
+}
+
+impl Step {
+    /// Every step, in the order they are applied.
+    pub const ALL: [Step; 10] = [
+        Step::Available,
+        Step::Queue,
+        Step::Image,
+        Step::Requirements,
+        Step::RunnerRequirements,
+        Step::Slots,
+        Step::Cpus,
+        Step::Memory,
+        Step::Gpus,
+        Step::TimeLimit,
+    ];
 }
 
 /// How many runners one step rejected, and why, in words a person can act on. A step gives one
@@ -203,9 +239,10 @@ pub fn schedule(snapshot: &Snapshot) -> Plan {
         images,
         shapes,
         order,
+        reqs,
     } = prepare(snapshot);
 
-    let mut pool = Pool::new(&snapshot.runners, queues, images);
+    let mut pool = Pool::new(&snapshot.runners, queues, images, reqs);
     let mut state: Vec<ShapeState> = (0..shapes.len()).map(|_| ShapeState::New).collect();
     let mut explanations = Explanations::default();
     let mut assignments = Vec::new();
@@ -280,6 +317,8 @@ struct Prepared<'a> {
     shapes: Vec<Shape>,
     /// The folds in scheduling order.
     order: Vec<Ordered>,
+    /// Requirements and ranks, by class (see `Shape::req`).
+    reqs: Reqs<'a>,
 }
 
 /// One fold in scheduling order: what the matching loop needs, laid out contiguously (reading
@@ -311,6 +350,7 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
     let mut fold_shape: Vec<u32> = Vec::with_capacity(folds.len());
     let mut fold_band: Vec<u32> = Vec::with_capacity(folds.len());
     let mut last_band: Option<((i64, i64), u32)> = None;
+    let mut reqs = Reqs::new(&snapshot.runners, false);
     for f in folds {
         // A handful of queues is the rule: a linear scan beats hashing the name.
         let known = if queues.len() <= 16 {
@@ -344,7 +384,8 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
                 })
             }
         };
-        let shape = Shape::of(f, qid, iid);
+        let mut shape = Shape::of(f, qid, iid);
+        reqs.classify(f, &mut shape);
         let sid = *shape_ids.entry(shape).or_insert_with(|| {
             shapes.push(shape);
             (shapes.len() - 1) as u32
@@ -411,6 +452,7 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
         images,
         shapes,
         order,
+        reqs,
     }
 }
 
@@ -422,15 +464,38 @@ pub fn explain(fold: &PendingFold, runners: &[RunnerView]) -> Explanation {
         Some(image) => (vec![image], 0),
         None => (vec![], NO_IMAGE),
     };
-    let mut pool = Pool::new(runners, vec![fold.queue.as_str()], images);
-    pool.explain(&Shape::of(fold, 0, image), true)
+    let mut reqs = Reqs::new(runners, false);
+    let mut shape = Shape::of(fold, 0, image);
+    reqs.classify(fold, &mut shape);
+    let mut pool = Pool::new(runners, vec![fold.queue.as_str()], images, reqs);
+    pool.explain(&shape, true)
 }
 
-/// `Some(reason)` when no runner could run the fold even if the whole pool were idle.
+/// Why a fold can never run, and the hold code that says so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unmatchable {
+    /// `requirements` when only requirements that cannot be evaluated (type errors) stand in
+    /// the way, `unmatchable` otherwise.
+    pub code: HoldCode,
+    pub reason: String,
+}
+
+/// `Some` when no runner could run the fold even if the whole pool were idle.
 ///
 /// This is a capacity check against the runners' totals: current usage and availability are
 /// ignored (an unavailable runner may come back). An empty runner list is unmatchable.
-pub fn unmatchable(fold: &PendingFold, runners: &[RunnerView]) -> Option<String> {
-    let shape = Shape::of(fold, 0, if fold.image.is_some() { 0 } else { NO_IMAGE });
-    explain::capacity_reason(&fold.queue, fold.image.as_deref(), &shape, runners)
+pub fn unmatchable(fold: &PendingFold, runners: &[RunnerView]) -> Option<Unmatchable> {
+    let mut reqs = Reqs::new(runners, true);
+    let mut shape = Shape::of(fold, 0, if fold.image.is_some() { 0 } else { NO_IMAGE });
+    reqs.classify(fold, &mut shape);
+    let never =
+        capacity::capacity_reason(&fold.queue, fold.image.as_deref(), &shape, runners, &reqs)?;
+    Some(Unmatchable {
+        code: if never.errors_only {
+            HoldCode::Requirements
+        } else {
+            HoldCode::Unmatchable
+        },
+        reason: never.reason,
+    })
 }

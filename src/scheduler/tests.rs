@@ -20,6 +20,11 @@ fn runner(name: &str, queues: &[&str], slots: u32, cpus: u32, memory: u64) -> Ru
         hard_limit_ms: None,
         unavailable: None,
         images: None,
+        arch: None,
+        os: None,
+        labels: vec![],
+        attributes: BTreeMap::new(),
+        requirements: None,
     }
 }
 
@@ -60,6 +65,8 @@ fn fold(id: i64, queue: &str, millicpus: u32, memory: u64, gpus: u32) -> Pending
         gpus,
         hard_limit_ms: None,
         image: None,
+        requirements: None,
+        rank: None,
     }
 }
 
@@ -70,6 +77,11 @@ fn snapshot(folds: Vec<PendingFold>, runners: Vec<RunnerView>) -> Snapshot {
         queue_priority: BTreeMap::new(),
         fair_share: None,
     }
+}
+
+/// Why a fold can never run (the reason of `unmatchable`).
+fn never(f: &PendingFold, runners: &[RunnerView]) -> Option<String> {
+    unmatchable(f, runners).map(|u| u.reason)
 }
 
 fn assigned_ids(plan: &Plan) -> Vec<i64> {
@@ -396,7 +408,7 @@ fn three_gpus_on_a_runner_with_two_is_unmatchable() {
         &["0", "1"],
     );
     let f = fold(1, "default", 1000, G, 3);
-    let reason = unmatchable(&f, std::slice::from_ref(&local)).expect("unmatchable");
+    let reason = never(&f, std::slice::from_ref(&local)).expect("unmatchable");
     assert_eq!(
         reason,
         "gpus: fold asks 3 GPUs, the most any runner has is 2 (local)"
@@ -447,14 +459,11 @@ fn unmatchable_names_the_step_and_the_best_runner() {
         ),
     ];
     for (f, want) in &table {
-        assert_eq!(unmatchable(f, &runners).as_deref(), *want, "{f:?}");
+        assert_eq!(never(f, &runners).as_deref(), *want, "{f:?}");
     }
     // Availability does not matter for unmatchable: the runner may come back.
     runners[1].unavailable = Some("draining".into());
-    assert_eq!(
-        unmatchable(&fold(1, "default", 32_000, G, 0), &runners),
-        None
-    );
+    assert_eq!(never(&fold(1, "default", 32_000, G, 0), &runners), None);
     // Time limits.
     runners[0].hard_limit_ms = Some(HOUR);
     runners[1].hard_limit_ms = Some(2 * HOUR);
@@ -463,7 +472,7 @@ fn unmatchable_names_the_step_and_the_best_runner() {
         ..fold(1, "default", 1000, G, 0)
     };
     assert_eq!(
-        unmatchable(&long, &runners).as_deref(),
+        never(&long, &runners).as_deref(),
         Some("time limit: fold's hard limit is 3h00m, the longest any runner serving queue \"default\" allows is 2h00m (b)")
     );
 }
@@ -471,10 +480,7 @@ fn unmatchable_names_the_step_and_the_best_runner() {
 #[test]
 fn unmatchable_on_an_empty_runner_list() {
     let f = fold(1, "default", 1000, G, 0);
-    assert_eq!(
-        unmatchable(&f, &[]).as_deref(),
-        Some("no runners are configured")
-    );
+    assert_eq!(never(&f, &[]).as_deref(), Some("no runners are configured"));
     let e = explain(&f, &[]);
     assert_eq!(e.runners, 0);
     assert!(e.rejections.is_empty());
@@ -510,7 +516,7 @@ fn time_limit_step() {
         };
         let plan = schedule(&snapshot(vec![f.clone()], vec![r.clone()]));
         assert_eq!(plan.assignments.len() == 1, matches, "{table:?}");
-        assert_eq!(unmatchable(&f, &[r]).is_none(), matches);
+        assert_eq!(never(&f, &[r]).is_none(), matches);
     }
     // The ms are shown when the rounded durations would read alike.
     let r = RunnerView {
@@ -555,7 +561,7 @@ fn unavailable_runners_take_nothing_and_say_why() {
         "available: 1 runner is unavailable (big: draining)"
     );
     // It is not unmatchable: the runner may come back.
-    assert_eq!(unmatchable(&f, &runners), None);
+    assert_eq!(never(&f, &runners), None);
     // Nothing available at all: no assignment, and no crash on the early exit.
     let all_down: Vec<RunnerView> = runners
         .iter()
@@ -629,3 +635,4 @@ fn explain_on_demand_reports_a_runner_that_can_take_the_fold_now() {
 
 mod images;
 mod properties;
+mod requirements;

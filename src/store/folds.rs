@@ -6,7 +6,6 @@ pub use super::records::*;
 use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use super::{blobs, now_ms, Result, Store, StoreError};
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
-use crate::scheduler::PendingFold;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Appends an event and makes it the fold's newest change.
@@ -210,18 +209,19 @@ fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// Stores new folds in one transaction. A fold with `Some(reason)` is stored held as
-    /// unmatchable. Fails, storing nothing, when an input blob is missing.
+    /// Stores new folds in one transaction. A fold with `Some((code, reason))` is stored held
+    /// (unmatchable, or requirements that cannot be evaluated). Fails, storing nothing, when
+    /// an input blob is missing.
     pub async fn submit(
         &self,
         owner: String,
-        folds: Vec<(FoldSpec, Option<String>)>,
+        folds: Vec<(FoldSpec, Option<(HoldCode, String)>)>,
     ) -> Result<Vec<FoldId>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let mut ids = Vec::with_capacity(folds.len());
             let now = now_ms();
-            for (i, (spec, unmatchable)) in folds.iter().enumerate() {
+            for (i, (spec, held)) in folds.iter().enumerate() {
                 for input in &spec.inputs {
                     let known: bool = tx
                         .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = ?1)")?
@@ -233,14 +233,14 @@ impl Store {
                         )));
                     }
                 }
-                let (state, hold) = match unmatchable {
-                    Some(_) => (FoldState::Held, Some(HoldCode::Unmatchable)),
-                    None => (FoldState::Idle, None),
+                let (state, hold, reason) = match held {
+                    Some((code, reason)) => (FoldState::Held, Some(*code), Some(reason)),
+                    None => (FoldState::Idle, None, None),
                 };
                 tx.prepare_cached(
                     "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
-                     state, reason, hold_code, submitted_at, updated_at, image)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13)",
+                     state, reason, hold_code, submitted_at, updated_at, image, requirements, rank)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
                 )?
                 .execute(params![
                     owner,
@@ -252,17 +252,19 @@ impl Store {
                     spec.hard_time_limit.map(|v| v as i64),
                     serde_json::to_string(spec).expect("spec serializes"),
                     state.as_str(),
-                    unmatchable,
+                    reason,
                     hold.map(HoldCode::as_str),
                     now,
-                    spec.image
+                    spec.image,
+                    spec.requirements,
+                    spec.rank
                 ])?;
                 let id = tx.last_insert_rowid();
                 for input in &spec.inputs {
                     tx.prepare_cached("INSERT INTO fold_inputs (fold_id, name, sha256) VALUES (?1, ?2, ?3)")?
                         .execute(params![id, input.name, input.sha256])?;
                 }
-                let detail = match unmatchable {
+                let detail = match reason {
                     Some(reason) => format!("submitted by {owner}; held: {reason}"),
                     None => format!("submitted by {owner} to queue {}", spec.queue),
                 };
@@ -334,33 +336,6 @@ impl Store {
             Ok(conn
                 .prepare_cached("SELECT id, at, attempt_id, kind, detail FROM events WHERE fold_id = ?1 ORDER BY id")?
                 .query_map([fold], |r| Ok(EventRecord { id: r.get(0)?, at: r.get(1)?, attempt: r.get(2)?, kind: r.get(3)?, detail: r.get(4)? }))?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
-        })
-        .await
-    }
-
-    /// Idle folds, as the scheduler needs them.
-    pub async fn pending_folds(&self) -> Result<Vec<PendingFold>> {
-        self.call(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id, queue, owner, priority, submitted_at, millicpus, memory, gpus, hard_limit_ms, image
-                     FROM folds WHERE state = 'idle'",
-                )?
-                .query_map([], |r| {
-                    Ok(PendingFold {
-                        id: r.get(0)?,
-                        queue: r.get(1)?,
-                        owner: r.get(2)?,
-                        priority: r.get(3)?,
-                        submitted_at: r.get(4)?,
-                        millicpus: r.get(5)?,
-                        memory: r.get::<_, i64>(6)? as u64,
-                        gpus: r.get(7)?,
-                        hard_limit_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-                        image: r.get(9)?,
-                    })
-                })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await

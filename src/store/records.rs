@@ -3,6 +3,7 @@
 
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
 use crate::protocol::Grant;
+use crate::scheduler::PendingFold;
 use rusqlite::Row;
 use serde::Serialize;
 
@@ -197,3 +198,34 @@ pub(super) fn attempt_from_row(r: &Row) -> rusqlite::Result<AttemptRecord> {
 pub(super) const ATTEMPT_COLUMNS: &str =
     "id, fold_id, runner, millicpus, memory, gpus, state, assigned_at,
     started_at, ended_at, outcome, wall_ms, cpu_ms, peak_memory";
+
+impl super::Store {
+    /// Idle folds, as the scheduler needs them.
+    pub async fn pending_folds(&self) -> super::Result<Vec<PendingFold>> {
+        self.call(|conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT id, queue, owner, priority, submitted_at, millicpus, memory, gpus, hard_limit_ms, image, requirements, rank
+                     FROM folds WHERE state = 'idle'",
+                )?
+                .query_map([], |r| {
+                    Ok(PendingFold {
+                        id: r.get(0)?,
+                        queue: r.get(1)?,
+                        owner: r.get(2)?,
+                        priority: r.get(3)?,
+                        submitted_at: r.get(4)?,
+                        millicpus: r.get(5)?,
+                        memory: r.get::<_, i64>(6)? as u64,
+                        gpus: r.get(7)?,
+                        hard_limit_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+                        image: r.get(9)?,
+                        requirements: r.get(10)?,
+                        rank: r.get(11)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+}

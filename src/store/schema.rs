@@ -109,6 +109,11 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE runners ADD COLUMN drained INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 4: requirements and rank expressions, for the scheduler's requirements step
+    r#"
+    ALTER TABLE folds ADD COLUMN requirements TEXT;
+    ALTER TABLE folds ADD COLUMN rank TEXT;
+    "#,
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -237,7 +237,10 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
     let ids = store
         .submit(
             "ann".into(),
-            vec![(good, None), (spec(0), Some("no runner".into()))],
+            vec![
+                (good, None),
+                (spec(0), Some((HoldCode::Unmatchable, "no runner".into()))),
+            ],
         )
         .await
         .unwrap();

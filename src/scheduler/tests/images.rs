@@ -81,7 +81,7 @@ fn image_step_passes_or_rejects_with_an_actionable_detail() {
         let e = explain(&f, runners);
         assert_eq!(e.rejections, want, "{case}: explain");
         assert_eq!(e.matches_empty_pool, rejection.is_none(), "{case}");
-        assert_eq!(unmatchable(&f, runners).as_deref(), reason, "{case}");
+        assert_eq!(never(&f, runners).as_deref(), reason, "{case}");
         let plan = schedule(&snapshot(vec![f], vec![r.clone()]));
         match rejection {
             None => assert_eq!(assigned_ids(&plan), vec![1], "{case}"),
@@ -131,7 +131,7 @@ fn image_rejections_aggregate_by_reason() {
         ]
     );
     assert_eq!(
-        unmatchable(&evil, &runners[..3]).as_deref(),
+        never(&evil, &runners[..3]).as_deref(),
         Some(
             "image: no runner allows image \"evil:latest\" \
              (docker runners allow: datarun/fold-python:0.1; 1 runner runs plain processes)"
@@ -308,14 +308,14 @@ fn unmatchable_checks_the_image_among_the_queue_s_runners() {
         ),
     ];
     for (f, want) in &table {
-        assert_eq!(unmatchable(f, &runners).as_deref(), *want, "{f:?}");
+        assert_eq!(never(f, &runners).as_deref(), *want, "{f:?}");
     }
     // Availability does not matter for unmatchable; the explanation names the runner that
     // could take the fold if it came back.
     let mut down = runners.clone();
     down[0].unavailable = Some("draining".into());
     let f = named(fold(1, "default", 1000, G, 0), PY);
-    assert_eq!(unmatchable(&f, &down), None);
+    assert_eq!(never(&f, &down), None);
     let e = explain(&f, &down);
     assert!(!e.matches_empty_pool);
     assert_eq!(
