@@ -1,13 +1,15 @@
 //! One full `scheduler::schedule` cycle on a big snapshot: 100,000 idle folds and 1,000 runners
 //! with 8 slots each. Target: under 50 ms per cycle (release build).
 //!
-//! Run with `cargo bench --bench scheduler`. Four cases:
+//! Run with `cargo bench --bench scheduler`. Five cases:
 //! - idle pool: every runner empty; the cycle fills the pool, then the early exit explains the
 //!   rest;
 //! - nearly full: only 10 free slots in the whole pool;
 //! - images: the idle pool with a quarter of the runners docker runners and 35% of the
 //!   folds naming an image (the Image step; see `with_images`);
-//! - fair share: the idle pool with 50 owners taking turns.
+//! - fair share: the idle pool with 50 owners taking turns;
+//! - requirements and rank: the idle pool with requirements on both sides, custom
+//!   attributes and rank (see `with_requirements`); target under 100 ms.
 
 use datarun::scheduler::{schedule, PendingFold, Plan, RunnerView, Snapshot};
 use std::collections::BTreeMap;
@@ -23,6 +25,7 @@ const SLOTS: u32 = 8;
 const WARMUP: usize = 3;
 const CYCLES: usize = 20;
 const TARGET_MS: f64 = 50.0;
+const REQUIREMENTS_TARGET_MS: f64 = 100.0;
 
 /// Deterministic pseudo-random numbers (PCG-style LCG).
 struct Lcg(u64);
@@ -141,6 +144,10 @@ fn nearly_full_snapshot() -> Snapshot {
 }
 
 fn run(name: &str, snap: &Snapshot) -> f64 {
+    // BENCH_CASE=requirements runs only the cases whose name contains it (for profiling).
+    if std::env::var("BENCH_CASE").is_ok_and(|only| !name.contains(&only)) {
+        return 0.0;
+    }
     let mut first: Option<Plan> = None;
     for _ in 0..WARMUP {
         first = Some(schedule(black_box(snap)));
@@ -197,6 +204,52 @@ fn with_images(mut snap: Snapshot) -> Snapshot {
     snap
 }
 
+/// Requirements and rank: runners get labels, custom attributes (`disk`, `generation`) and
+/// a tenth of them requirements on folds (`owner != "guest" || queue == "L"`); folds, from 50
+/// owners and a guest, carry one of five requirements (or none) and 30% rank by memory.
+fn with_requirements(mut snap: Snapshot) -> Snapshot {
+    use datarun::scheduler::AttrValue;
+    for (i, r) in snap.runners.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            r.labels = vec!["fast-disk".into()];
+        }
+        r.attributes = BTreeMap::from([
+            (
+                "disk".to_string(),
+                AttrValue::Str(if i % 2 == 0 { "ssd" } else { "hdd" }.into()),
+            ),
+            ("generation".to_string(), AttrValue::Int((i % 4) as i64 + 1)),
+        ]);
+        if i % 10 == 7 {
+            r.requirements = Some("owner != \"guest\" || queue == \"L\"".into());
+        }
+    }
+    const REQUIREMENTS: [&str; 5] = [
+        "\"fast-disk\" in labels",
+        "disk == \"ssd\" && generation >= 2",
+        "arch == \"x86_64\" && memory >= 64G",
+        "gpus >= 2",
+        "cpus >= 32 || generation == 4",
+    ];
+    for f in &mut snap.folds {
+        f.owner = if f.id % 20 == 0 {
+            "guest".to_string()
+        } else {
+            format!("owner{:02}", f.id % 50)
+        };
+        f.requirements = match f.id % 20 {
+            0..=7 => None,
+            8..=11 => Some(REQUIREMENTS[0].into()),
+            12..=14 => Some(REQUIREMENTS[1].into()),
+            15 | 16 => Some(REQUIREMENTS[2].into()),
+            17 | 18 => Some(REQUIREMENTS[3].into()),
+            _ => Some(REQUIREMENTS[4].into()),
+        };
+        f.rank = (f.id % 10 < 3).then(|| "memory".to_string());
+    }
+    snap
+}
+
 /// Folds spread over 50 owners with different past usage; fair share on.
 fn with_owners(mut snap: Snapshot) -> Snapshot {
     for f in &mut snap.folds {
@@ -219,10 +272,19 @@ fn main() {
     let a = run("idle pool", &idle);
     let b = run("nearly full", &full);
     let c = run("images", &with_images(idle.clone()));
-    let d = run("fair share, 50 owners", &with_owners(idle));
+    let d = run("fair share, 50 owners", &with_owners(idle.clone()));
+    let e = run("requirements and rank", &with_requirements(idle));
     let worst = a.max(b).max(c).max(d);
     println!(
         "  target < {TARGET_MS} ms per cycle (median): {}",
         if worst < TARGET_MS { "met" } else { "MISSED" }
+    );
+    println!(
+        "  target < {REQUIREMENTS_TARGET_MS} ms per cycle with requirements (median): {}",
+        if e < REQUIREMENTS_TARGET_MS {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
 }

@@ -33,7 +33,7 @@ pub(super) fn capacity_reason(
     image: Option<&str>,
     shape: &Shape,
     runners: &[RunnerView],
-    reqs: &Reqs,
+    reqs: &mut Reqs,
 ) -> Option<Never> {
     let serving: Vec<u32> = (0..runners.len() as u32)
         .filter(|&i| serves(&runners[i as usize], queue))
@@ -50,7 +50,7 @@ pub(super) fn capacity_reason_in(
     shape: &Shape,
     runners: &[RunnerView],
     serving: &[u32],
-    reqs: &Reqs,
+    reqs: &mut Reqs,
     total: impl Fn(usize) -> Room,
 ) -> Option<Never> {
     if runners.is_empty() {
@@ -87,17 +87,23 @@ pub(super) fn capacity_reason_in(
             None => scope.push_str(" taking folds without an image"),
         }
     }
-    let (refused, serving) = reqs.rejections(shape, &accepting);
+    // A name for this set of runners: those serving the queue that accept the image.
+    let set = 1 << 63 | u64::from(shape.queue) << 32 | u64::from(shape.image);
+    let judged = reqs.judge(set, shape, &accepting);
+    let serving = &judged.passing;
     if serving.is_empty() {
-        let errors_only = refused.iter().all(|r| r.detail.contains("evaluat"));
-        let reason = refused.into_iter().map(|r| r.detail).collect::<Vec<_>>();
+        let reason: Vec<&str> = judged
+            .rejections
+            .iter()
+            .map(|r| r.detail.as_str())
+            .collect();
         return Some(Never {
             reason: reason.join("; "),
-            errors_only,
+            errors_only: judged.errors_only,
         });
     }
     let mut t = Tally::default();
-    for &i in &serving {
+    for &i in serving {
         let i = i as usize;
         let r = &runners[i];
         let cap = total(i);

@@ -3,6 +3,7 @@
 
 use super::capacity::capacity_reason_in;
 use super::feasibility::{accepts_image, serves, Pool, Room, Shape};
+use super::requirements::NONE;
 use super::{Explanation, Rejection, RunnerView, Step};
 use crate::units::{format_duration, format_size};
 use std::time::Duration;
@@ -418,13 +419,17 @@ impl Pool<'_> {
         let lane = self.lane(shape);
         self.lane_serving(shape);
         let serving = self.lane_serving[lane].take().unwrap_or_default();
-        let (reqs_rejections, meeting) = self.reqs.rejections(shape, &serving);
-        rejections.extend(reqs_rejections);
+        let judged = (shape.req != NONE || shape.runner_req != NONE)
+            .then(|| self.reqs.judge(lane as u64, shape, &serving));
+        if let Some(j) = &judged {
+            rejections.extend(j.rejections.iter().cloned());
+        }
+        let meeting = judged.as_ref().map_or(&serving, |j| &j.passing);
         let mut all = Tally::default();
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
         let (mut usable, mut outranked) = (0, 0);
-        for &r in &meeting {
+        for &r in meeting {
             let r = r as usize;
             let limit = self.runners[r].hard_limit_ms;
             let free = &self.free[r];
@@ -501,7 +506,7 @@ impl Pool<'_> {
         let (queue, image) = (self.queues[shape.queue as usize], self.image(shape));
         let serving = self.serving_any(shape.queue);
         let (runners, total) = (self.runners, &self.total);
-        let reqs = &self.reqs;
+        let reqs = &mut self.reqs;
         let reason = capacity_reason_in(queue, image, shape, runners, &serving, reqs, |i| total[i]);
         if let Some(never) = reason {
             return format!("no runner can ever run this fold: {}", never.reason);

@@ -81,11 +81,11 @@ pub(super) struct Shape {
     pub memory: u64,
     pub gpus: u32,
     pub hard_limit_ms: Option<u64>,
-    /// The classes of the fold's requirements, of the runners' requirements on it, and of its
-    /// rank (`requirements::NONE`: nothing to check); see `Reqs::classify`.
+    /// The classes of the fold's requirements and of the runners' requirements on it
+    /// (`requirements::NONE`: nothing to check); see `Reqs::classify`. A fold's rank is not
+    /// part of its shape: it changes which runner is picked, not which ones may be.
     pub req: u32,
     pub runner_req: u32,
-    pub rank: u32,
 }
 
 impl Shape {
@@ -100,7 +100,6 @@ impl Shape {
             hard_limit_ms: f.hard_limit_ms,
             req: NONE,
             runner_req: NONE,
-            rank: NONE,
         }
     }
 
@@ -429,9 +428,10 @@ impl<'a> Pool<'a> {
 
     /// The best-fit runner among `candidates` (see `rank`), dropping those that can no longer
     /// take the shape: free room only shrinks within a cycle, so they never could again.
-    pub fn best_fit(&self, shape: &Shape, candidates: &mut Vec<u32>) -> Option<usize> {
-        if shape.rank != NONE {
-            return self.best_ranked(shape, candidates);
+    /// With a `rank` class (not `NONE`), the highest rank wins first.
+    pub fn best_fit(&self, shape: &Shape, rank: u32, candidates: &mut Vec<u32>) -> Option<usize> {
+        if rank != NONE {
+            return self.best_ranked(shape, rank, candidates);
         }
         let mut best: Option<(f64, u32, u32)> = None;
         let mut kept = 0;
@@ -458,21 +458,21 @@ impl<'a> Pool<'a> {
     }
 
     /// `best_fit` for a shape with a rank: the highest rank first, then best fit.
-    fn best_ranked(&self, shape: &Shape, candidates: &mut Vec<u32>) -> Option<usize> {
+    fn best_ranked(&self, shape: &Shape, rank: u32, candidates: &mut Vec<u32>) -> Option<usize> {
         let mut best: Option<(f64, f64, u32, u32)> = None;
         candidates.retain(|&r| shape.fits(&self.free[r as usize]));
         for &r in candidates.iter() {
             let room = &self.free[r as usize];
-            let rank = self.reqs.rank(shape, r as usize);
+            let value = self.reqs.rank(rank, r as usize);
             let left = self.norm.leftover(room, shape);
             let better = match best {
                 None => true,
                 Some((k, l, slots, _)) => {
-                    rank > k || (rank == k && (left < l || (left == l && room.slots < slots)))
+                    value > k || (value == k && (left < l || (left == l && room.slots < slots)))
                 }
             };
             if better {
-                best = Some((rank, left, room.slots, r));
+                best = Some((value, left, room.slots, r));
             }
         }
         best.map(|(_, _, _, r)| r as usize)

@@ -268,7 +268,7 @@ pub fn schedule(snapshot: &Snapshot) -> Plan {
             let ShapeState::Live(candidates) = &mut state[sid] else {
                 unreachable!("a shape that is not dead has candidates by now")
             };
-            pool.best_fit(shape, candidates)
+            pool.best_fit(shape, f.rank, candidates)
         };
         match pick {
             Some(r) => {
@@ -328,6 +328,8 @@ struct Prepared<'a> {
 struct Ordered {
     id: FoldId,
     shape: u32,
+    /// The fold's rank class (`requirements::NONE`: none).
+    rank: u32,
 }
 
 /// Interns queues, images and shapes and puts the folds in order: queue priority desc, priority desc,
@@ -349,6 +351,7 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
     let mut band_ids: FxMap<(i64, i64), u32> = FxMap::default();
     let mut fold_shape: Vec<u32> = Vec::with_capacity(folds.len());
     let mut fold_band: Vec<u32> = Vec::with_capacity(folds.len());
+    let mut fold_rank: Vec<u32> = Vec::with_capacity(folds.len());
     let mut last_band: Option<((i64, i64), u32)> = None;
     let mut reqs = Reqs::new(&snapshot.runners, false);
     for f in folds {
@@ -385,7 +388,7 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
             }
         };
         let mut shape = Shape::of(f, qid, iid);
-        reqs.classify(f, &mut shape);
+        fold_rank.push(reqs.classify(f, &mut shape));
         let sid = *shape_ids.entry(shape).or_insert_with(|| {
             shapes.push(shape);
             (shapes.len() - 1) as u32
@@ -445,6 +448,7 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
         .map(|&(_, id, i)| Ordered {
             id,
             shape: fold_shape[i as usize],
+            rank: fold_rank[i as usize],
         })
         .collect();
     Prepared {
@@ -488,8 +492,13 @@ pub fn unmatchable(fold: &PendingFold, runners: &[RunnerView]) -> Option<Unmatch
     let mut reqs = Reqs::new(runners, true);
     let mut shape = Shape::of(fold, 0, if fold.image.is_some() { 0 } else { NO_IMAGE });
     reqs.classify(fold, &mut shape);
-    let never =
-        capacity::capacity_reason(&fold.queue, fold.image.as_deref(), &shape, runners, &reqs)?;
+    let never = capacity::capacity_reason(
+        &fold.queue,
+        fold.image.as_deref(),
+        &shape,
+        runners,
+        &mut reqs,
+    )?;
     Some(Unmatchable {
         code: if never.errors_only {
             HoldCode::Requirements

@@ -12,6 +12,7 @@
 use super::expr::{Expr, FoldAttr, Home, RunnerAttr, Scope, Value, Verdict, Why};
 use super::feasibility::{capacity, FxMap, Shape};
 use super::{PendingFold, Rejection, RunnerView, Step};
+use std::rc::Rc;
 
 /// No class: nothing to check (or to rank by).
 pub(super) const NONE: u32 = u32::MAX;
@@ -129,6 +130,16 @@ struct Class<'a, T> {
     values: Vec<T>,
 }
 
+/// The requirement steps over a set of runners.
+pub(super) struct Judged {
+    /// The Requirements and RunnerRequirements rejections.
+    pub rejections: Vec<Rejection>,
+    /// The runners that pass both steps, ascending.
+    pub passing: Vec<u32>,
+    /// Whether every runner rejected was rejected by an evaluation error.
+    pub errors_only: bool,
+}
+
 /// The pool's expressions during one cycle.
 pub(super) struct Reqs<'a> {
     runners: &'a [RunnerView],
@@ -150,6 +161,8 @@ pub(super) struct Reqs<'a> {
     runner_classes: Vec<Class<'a, Verdict>>,
     rank_keys: FxMap<(u32, FoldKey), u32>,
     ranks: Vec<Class<'a, f64>>,
+    /// `judge` by (set of runners, fold class, runner class).
+    judged: FxMap<(u64, u32, u32), Rc<Judged>>,
 }
 
 impl<'a> Reqs<'a> {
@@ -184,6 +197,7 @@ impl<'a> Reqs<'a> {
             runner_classes: Vec::new(),
             rank_keys: FxMap::default(),
             ranks: Vec::new(),
+            judged: FxMap::default(),
         }
     }
 
@@ -230,14 +244,13 @@ impl<'a> Reqs<'a> {
         }
     }
 
-    /// Sets the shape's requirement and rank classes for fold `f` (`queue` and `image` are
-    /// its interned ids, as in the shape).
-    pub fn classify(&mut self, f: &'a PendingFold, shape: &mut Shape) {
+    /// Sets the shape's requirement classes for fold `f` (its queue and image already set)
+    /// and returns the fold's rank class.
+    pub fn classify(&mut self, f: &'a PendingFold, shape: &mut Shape) -> u32 {
         shape.req = NONE;
         shape.runner_req = NONE;
-        shape.rank = NONE;
         if !self.involved(f) {
-            return;
+            return NONE;
         }
         let (queue, image) = (shape.queue, shape.image);
         if let Some(text) = f.requirements.as_deref() {
@@ -286,11 +299,14 @@ impl<'a> Reqs<'a> {
                 }
             };
         }
-        if let Some(text) = f.rank.as_deref() {
+        let Some(text) = f.rank.as_deref() else {
+            return NONE;
+        };
+        {
             let e = self.expr(text);
             let mask = self.exprs[e as usize].as_ref().map_or(0, Expr::fold_mask);
             let key = (e, self.key(f, queue, image, mask));
-            shape.rank = match self.rank_keys.get(&key) {
+            match self.rank_keys.get(&key) {
                 Some(&c) => c,
                 None => {
                     let values: Vec<f64> = (0..self.runners.len())
@@ -312,7 +328,7 @@ impl<'a> Reqs<'a> {
                     self.rank_keys.insert(key, c);
                     c
                 }
-            };
+            }
         }
     }
 
@@ -340,21 +356,36 @@ impl<'a> Reqs<'a> {
                 || self.runner_classes[shape.runner_req as usize].values[r] == Verdict::Pass)
     }
 
-    /// The shape's rank on runner `r` (0 without a rank).
+    /// The rank of class `rank` on runner `r` (0 without a rank).
     #[inline]
-    pub fn rank(&self, shape: &Shape, r: usize) -> f64 {
-        if shape.rank == NONE {
+    pub fn rank(&self, rank: u32, r: usize) -> f64 {
+        if rank == NONE {
             0.0
         } else {
-            self.ranks[shape.rank as usize].values[r]
+            self.ranks[rank as usize].values[r]
         }
     }
 
-    /// The Requirements and RunnerRequirements rejections among `runners`, and those that
-    /// pass both.
-    pub fn rejections(&self, shape: &Shape, runners: &[u32]) -> (Vec<Rejection>, Vec<u32>) {
+    /// The requirement steps for `shape` over `runners`, computed once per `set` (a name
+    /// for that list of runners chosen by the caller) and pair of classes: explanations are
+    /// per shape, and many shapes share their classes.
+    pub fn judge(&mut self, set: u64, shape: &Shape, runners: &[u32]) -> Rc<Judged> {
+        let key = (set, shape.req, shape.runner_req);
+        if let Some(j) = self.judged.get(&key) {
+            return j.clone();
+        }
+        let j = Rc::new(self.judge_now(shape, runners));
+        self.judged.insert(key, j.clone());
+        j
+    }
+
+    fn judge_now(&self, shape: &Shape, runners: &[u32]) -> Judged {
         if shape.req == NONE && shape.runner_req == NONE {
-            return (Vec::new(), runners.to_vec());
+            return Judged {
+                rejections: Vec::new(),
+                passing: runners.to_vec(),
+                errors_only: false,
+            };
         }
         let mut fold_side: Vec<(usize, Why)> = Vec::new();
         let mut runner_side: Vec<(usize, Why)> = Vec::new();
@@ -386,9 +417,14 @@ impl<'a> Reqs<'a> {
             }
             passing.push(r as u32);
         }
-        let mut out = fold_rejections(&fold_side);
-        out.extend(self.runner_rejections(&runner_side));
-        (out, passing)
+        let errors_only = fold_side.iter().chain(&runner_side).all(|(_, w)| w.error);
+        let mut rejections = fold_rejections(&fold_side);
+        rejections.extend(self.runner_rejections(&runner_side));
+        Judged {
+            rejections,
+            passing,
+            errors_only,
+        }
     }
 
     fn runner_rejections(&self, refused: &[(usize, Why)]) -> Vec<Rejection> {
