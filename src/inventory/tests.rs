@@ -440,6 +440,11 @@ fn example_runners_toml_parses() {
     assert_eq!(gpu.address().as_deref(), Some("gpu-box.example.org:2222"));
     assert_eq!(gpu.gpus, ["0", "1"]);
     assert_eq!(
+        gpu.requirements.as_deref(),
+        Some("owner != \"guest\" || queue == \"L\"")
+    );
+    assert_eq!(gpu.attributes.len(), 2);
+    assert_eq!(
         inv.runner("lab-6").unwrap().host.as_deref(),
         Some("10.1.0.6")
     );
@@ -609,3 +614,5 @@ transport = "local"
         assert!(err.message.contains(needle), "{text}: {err}");
     }
 }
+
+mod exprs;
