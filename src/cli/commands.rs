@@ -88,6 +88,14 @@ pub struct SubmitArgs {
     /// Container image (docker runners).
     #[arg(long)]
     image: Option<String>,
+    /// An expression over runner attributes a runner must meet, e.g.
+    /// 'gpus >= 1 && "fast-disk" in labels' (see the README, "Requirements and rank").
+    #[arg(long, allow_hyphen_values = true)]
+    requirements: Option<String>,
+    /// An expression over runner attributes; higher is preferred, e.g. 'memory' ('-memory':
+    /// the smallest).
+    #[arg(long, allow_hyphen_values = true)]
+    rank: Option<String>,
     /// How many identical folds to submit.
     #[arg(long, default_value = "1")]
     count: u32,
@@ -129,6 +137,8 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         "queue": a.queue,
         "priority": a.priority.0,
         "max_retries": a.max_retries,
+        "requirements": a.requirements,
+        "rank": a.rank,
     });
     let folds: Vec<Value> = (0..a.count).map(|_| spec.clone()).collect();
     let answer: Value = client.post("/folds/batch", &json!({ "folds": folds }))?;
