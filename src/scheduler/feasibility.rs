@@ -1,7 +1,8 @@
 //! The feasibility steps and the pool's working state during one cycle.
 //!
-//! Steps, in order (see `Step`): Available, Queue, Image, Slots, Cpus, Memory, Gpus, TimeLimit.
-//! Available, Queue, Image and TimeLimit depend only on the runner and the fold's shape; the
+//! Steps, in order (see `Step`): Available, Queue, Image, Requirements, RunnerRequirements,
+//! Slots, Cpus, Memory, Gpus, TimeLimit. All but the resource steps depend only on the runner
+//! and the fold's shape; the
 //! resource steps depend on what is free, which only shrinks during a cycle.
 //!
 //! A shape's queue and image select a *lane*: the available runners that serve the queue and

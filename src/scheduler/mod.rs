@@ -11,15 +11,19 @@
 //! 3. Image: a fold naming an image needs a docker runner whose allowlist names it (or "*");
 //!    a fold naming none needs a process runner, or a docker runner with a default image (the
 //!    first entry of its allowlist, unless "*"). See `accepts_image`.
-//! 4. Slots, 5. Cpus, 6. Memory, 7. Gpus: enough of each is free now.
-//! 8. TimeLimit: the fold's hard limit is within the runner's (when both set one).
+//! 4. Requirements: the fold's `requirements` expression is true on the runner; 5.
+//!    RunnerRequirements: the runner's is true on the fold (see `expr`, `requirements`).
+//! 6. Slots, 7. Cpus, 8. Memory, 9. Gpus: enough of each is free now.
+//! 10. TimeLimit: the fold's hard limit is within the runner's (when both set one).
 //!
-//! Available, Queue, Image and TimeLimit are static (runner and fold shape only); the resource
-//! steps depend on what is free.
+//! Available, Queue, Image, the requirements and TimeLimit are static (runner and fold shape
+//! only; `free_slots` in an expression is read at the start of the cycle); the resource steps
+//! depend on what is free. Among the runners that pass, a fold's `rank` decides first, then
+//! best fit.
 //!
 //! How one cycle stays fast (100,000 folds × 1,000 runners: ~16 ms, see benches/scheduler.rs):
-//! - Folds are reduced to *shapes* (queue, image, cpus, memory, gpus, hard limit), queues and
-//!   images interned. Within a cycle free resources only shrink, so a runner that cannot take a
+//! - Folds are reduced to *shapes* (queue, image, cpus, memory, gpus, hard limit, and the
+//!   classes of the requirements on both sides), queues and images interned. Within a cycle free resources only shrink, so a runner that cannot take a
 //!   shape now never can later in the cycle: each shape keeps a candidate list (runners of its
 //!   *lane* — available, serving its queue, accepting its image — that passed every step) that
 //!   is pruned as it is scanned, and once it is empty the shape is *dead*: every later fold of
@@ -30,9 +34,11 @@
 //! - Explanations are computed once per shape and deduplicated, so `Plan::explanations` stays
 //!   small however many folds wait.
 //!
-//! The modules: `feasibility` (the steps and the pool's working state), `rank` (best fit, GPU
-//! id order), `explain` (aggregated rejections and the one-line summaries), `line` (the order
-//! folds are taken in, fair share).
+//! The modules: `feasibility` (the steps and the pool's working state), `expr` (the
+//! requirements and rank language), `requirements` (expressions evaluated per class of folds
+//! and explained), `rank` (best fit, GPU id order), `explain` (aggregated rejections and the
+//! one-line summaries), `capacity` (whether a fold could ever run), `line` (the order folds
+//! are taken in, fair share).
 
 mod capacity;
 mod explain;
