@@ -2,8 +2,8 @@
 //!
 //! Steps, in order (see `Step`): Available, Queue, Image, Requirements, RunnerRequirements,
 //! Slots, Cpus, Memory, Gpus, TimeLimit. All but the resource steps depend only on the runner
-//! and the fold's shape; the
-//! resource steps depend on what is free, which only shrinks during a cycle.
+//! and the fold's shape; the resource steps depend on what is free, which only shrinks during
+//! a cycle.
 //!
 //! A shape's queue and image select a *lane*: the available runners that serve the queue and
 //! accept the image. Lanes are built once per cycle, on first use; candidates and explanations
