@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod fold;
+mod provision;
 mod queue;
 mod serve;
 
@@ -90,6 +91,8 @@ enum Command {
     /// Container images on this machine's Docker engine (no registry needed).
     #[command(subcommand)]
     Image(commands::ImageCmd),
+    /// Bootstrap the inventory's ssh runners: Docker, the agent, its images and service.
+    Provision(provision::ProvisionArgs),
     /// API tokens (run on the master's machine; writes to its data dir).
     #[command(subcommand)]
     Token(commands::TokenCmd),
@@ -173,6 +176,7 @@ pub fn main() -> Result<()> {
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),
+        Command::Provision(args) => provision::provision(args),
         Command::Image(cmd) => runtime()?.block_on(commands::image(cmd)),
     }
 }

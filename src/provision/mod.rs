@@ -1,9 +1,14 @@
-//! Reaching runners over SSH: datarun's known_hosts file, a small russh client, and where the
-//! agent lives on a runner (`layout`). (Playbook rendering and parallel provisioning runs build
-//! on these.)
+//! Reaching and bootstrapping runners over SSH: datarun's known_hosts file, a small russh
+//! client, where the agent lives on a runner (`layout`), the bootstrap playbook (`playbook`,
+//! templates in `playbooks/`), the few engine questions it asks (`engine`).
 
+pub mod engine;
 pub mod known_hosts;
 pub mod layout;
+pub mod playbook;
+pub mod report;
+pub mod run;
+pub mod select;
 pub mod ssh;
 
 pub use known_hosts::{HostKeyPolicy, HostKeyStatus, KnownHosts, KnownHostsError};
