@@ -10,7 +10,7 @@ mod serve;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use client::default_data_dir;
 pub use commands::Exit;
@@ -99,12 +99,25 @@ enum Command {
     /// Run the agent (started by the master; not for people).
     #[command(hide = true)]
     Agent {
-        #[arg(long)]
+        /// Serve one master on stdin/stdout (the local transport).
+        #[arg(long, conflicts_with_all = ["listen", "connect", "ping", "facts"])]
         stdio: bool,
+        /// Run as a daemon serving masters on this Unix socket (ssh runners).
+        #[arg(long, value_name = "SOCKET", conflicts_with_all = ["connect", "ping", "facts"])]
+        listen: Option<PathBuf>,
+        /// Join stdin/stdout to the daemon on this socket (what the master runs over ssh).
+        #[arg(long, value_name = "SOCKET", conflicts_with_all = ["ping", "facts"])]
+        connect: Option<PathBuf>,
+        /// Health check: exit 0 and print this machine's facts if the daemon answers.
+        #[arg(long, value_name = "SOCKET", conflicts_with = "facts")]
+        ping: Option<PathBuf>,
+        /// Print this machine's facts (cpus, memory, arch, Docker, GPUs, disk) as JSON.
         #[arg(long)]
-        state_dir: PathBuf,
-        #[arg(long)]
-        runner: String,
+        facts: bool,
+        #[arg(long, required_if_eq_any = [("stdio", "true")], required_unless_present_any = ["connect", "ping", "facts"])]
+        state_dir: Option<PathBuf>,
+        #[arg(long, required_unless_present_any = ["connect", "ping", "facts"])]
+        runner: Option<String>,
         #[arg(long, default_value = "process")]
         executor: String,
         /// Images folds may name (docker runners), repeatable.
@@ -148,15 +161,47 @@ pub fn main() -> Result<()> {
         }
         Command::Agent {
             stdio,
+            listen,
+            connect,
+            ping,
+            facts,
             state_dir,
             runner,
             executor,
             images,
         } => {
+            use crate::agent::{bridge, facts as agent_facts, serve};
+            if let Some(socket) = connect {
+                let rt = runtime()?;
+                let result = rt.block_on(bridge::connect(&socket));
+                // The stdin reader may still block in a thread that dropping the runtime
+                // would wait for.
+                rt.shutdown_background();
+                return result;
+            }
+            if let Some(socket) = ping {
+                return runtime()?.block_on(async {
+                    bridge::ping(&socket, std::time::Duration::from_secs(5)).await?;
+                    let dir = socket.parent().map(Path::to_path_buf);
+                    let facts = agent_facts::gather(dir.as_deref(), None).await;
+                    println!("{}", serde_json::to_string(&facts)?);
+                    Ok(())
+                });
+            }
+            if facts {
+                return runtime()?.block_on(async {
+                    let facts = agent_facts::gather(Some(Path::new("/")), None).await;
+                    println!("{}", serde_json::to_string(&facts)?);
+                    Ok(())
+                });
+            }
             anyhow::ensure!(
-                stdio,
-                "the agent speaks over --stdio only (remote agents come with ssh runners)"
+                stdio || listen.is_some(),
+                "say how masters reach this agent: --stdio or --listen SOCKET"
             );
+            let (Some(state_dir), Some(runner)) = (state_dir, runner) else {
+                anyhow::bail!("--state-dir and --runner are required");
+            };
             let executor = match executor.as_str() {
                 "process" => crate::inventory::ExecutorKind::Process,
                 "docker" => crate::inventory::ExecutorKind::Docker,
@@ -168,7 +213,10 @@ pub fn main() -> Result<()> {
                 executor,
                 images,
             };
-            runtime()?.block_on(crate::agent::daemon::run_stdio(cfg))
+            match listen {
+                Some(socket) => runtime()?.block_on(serve::run_listen(cfg, &socket)),
+                None => runtime()?.block_on(serve::run_stdio(cfg)),
+            }
         }
         Command::Submit(args) => commands::submit(args),
         Command::Queue(cmd) => queue::queue(cmd),

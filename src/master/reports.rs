@@ -22,7 +22,7 @@ impl Master {
                     r.reconnect_at = Some(Instant::now() + Duration::from_secs(30));
                     return Ok(());
                 }
-                self.on_hello(runner, facts, running, finished).await?;
+                self.on_hello(runner, *facts, running, finished).await?;
             }
             FromAgent::Started { attempt } => self.started.push(attempt),
             FromAgent::Progress { attempt, progress } => {
