@@ -36,6 +36,8 @@ pub struct StepReport {
     pub status: Status,
     pub changes: Vec<String>,
     pub notes: Vec<String>,
+    /// What the step found, for people (`Linux x86_64, debian 12`, the engine's version).
+    pub detail: Option<String>,
     pub elapsed_ms: u64,
 }
 
@@ -115,6 +117,9 @@ impl HostReport {
 /// A live progress line: `[lab-2] docker ... ok (24.0.7 (API 1.43))`.
 pub fn progress_line(host: &str, step: &StepReport, check: bool) -> String {
     let mut line = format!("[{host}] {} ... {}", step.step, step.status.word(check));
+    if let Some(detail) = &step.detail {
+        line += &format!(" ({detail})");
+    }
     if !step.changes.is_empty() {
         line += &format!(": {}", step.changes.join("; "));
     }
@@ -200,6 +205,7 @@ mod tests {
             },
             changes: changes.iter().map(|c| c.to_string()).collect(),
             notes: vec![],
+            detail: None,
             elapsed_ms: 12,
         }
     }

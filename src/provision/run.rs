@@ -191,6 +191,7 @@ impl Host<'_> {
                         } else {
                             Status::Changed
                         },
+                        detail: detail(step, &out),
                         changes: out.changes,
                         notes: out.notes,
                         elapsed_ms: started.elapsed().as_millis() as u64,
@@ -312,5 +313,36 @@ impl Host<'_> {
         }
         tracing::debug!(host = %self.runner.name, %image, "loaded in {:?}", started.elapsed());
         Ok(())
+    }
+}
+
+/// What a step found, in a few words for the progress line.
+fn detail(step: Step, out: &StepOutput) -> Option<String> {
+    let fact = |key: &str| out.facts.get(key).filter(|v| !v.is_empty());
+    match step {
+        Step::Facts => {
+            let mut words = vec![
+                fact("os")?.clone(),
+                fact("arch")?.clone(),
+                fact("distro").cloned().unwrap_or_default(),
+            ];
+            if let Some(v) = fact("distro_version") {
+                words.push(v.clone());
+            }
+            let init = match fact("init").map(String::as_str) {
+                Some("systemd") => "systemd",
+                _ => "no systemd",
+            };
+            Some(format!("{}, {init}", words.join(" ")))
+        }
+        Step::Docker => fact("docker").map(|v| format!("Docker {v}")),
+        Step::Health => {
+            let facts: Value = serde_json::from_str(fact("agent_facts")?).ok()?;
+            Some(format!(
+                "agent {} answers",
+                facts["agent_version"].as_str().unwrap_or("?")
+            ))
+        }
+        _ => None,
     }
 }
