@@ -1,4 +1,4 @@
-//! Test support: real sshd hosts in containers (`datarun/sshd-host:0.1`, built by
+//! Test support: real sshd hosts in containers (`datarun/sshd-host:0.2`, built by
 //! `images/build-sshd.sh`) on a Docker network of their own, reachable from the test process by
 //! IP. Containers and network are removed on drop. Without Docker or the image the tests fail
 //! loudly: they never skip.
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use datarun::provision::{HostKeyPolicy, SshOptions, SshTarget};
 
-pub const IMAGE: &str = "datarun/sshd-host:0.1";
+pub const IMAGE: &str = "datarun/sshd-host:0.2";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
