@@ -173,7 +173,7 @@ impl Host<'_> {
             reason: e.reason,
             output: e.output,
         };
-        (self.progress)(super::run::Event::Failed(&self.runner.name, &failure));
+        (self.progress)(Event::Failed(&self.runner.name, &failure));
         report.fail(failure);
     }
 
