@@ -72,6 +72,11 @@ enum Command {
         /// A runner silent this long loses its attempts, which are requeued.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         lease: std::time::Duration,
+        /// datarun's known_hosts file for ssh runners (host keys are checked strictly; record
+        /// them with `datarun provision --accept-new`). Default: $DATARUN_KNOWN_HOSTS, else
+        /// ~/.config/datarun/known_hosts.
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<PathBuf>,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -143,6 +148,7 @@ pub fn main() -> Result<()> {
             log_limit,
             output_limit,
             lease,
+            known_hosts,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -153,6 +159,7 @@ pub fn main() -> Result<()> {
                 log_limit,
                 output_limit,
                 lease,
+                known_hosts,
             };
             runtime()?.block_on(serve::run(args))
         }

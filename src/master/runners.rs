@@ -25,6 +25,10 @@ pub struct RunnerState {
     pub drained: bool,
     /// Gone from the inventory: no new folds; dropped once its attempts have ended.
     pub removed: bool,
+    /// Connection attempts that failed in a row (for the backoff).
+    pub failures: u32,
+    /// When the last heartbeat ping went out.
+    pub last_ping: Option<Instant>,
 }
 
 /// What `datarun runners status` shows.
@@ -59,6 +63,8 @@ impl RunnerState {
             last_seen: Instant::now(),
             drained: false,
             removed: false,
+            failures: 0,
+            last_ping: None,
         }
     }
 
@@ -99,9 +105,6 @@ impl RunnerState {
         }
         if self.ready {
             return None;
-        }
-        if self.spec.transport == Transport::Ssh {
-            return Some("not connected: ssh runners are not supported by this master yet".into());
         }
         Some(match &self.last_error {
             Some(e) => format!("not connected: {e}"),
