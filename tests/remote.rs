@@ -179,6 +179,17 @@ fn assert_each_done_once(m: &Master, ids: &[i64]) -> Vec<(String, usize)> {
 fn sixty_folds_spread_over_three_ssh_runners_without_oversubscribing() {
     let c = cluster(3, 2, "60s");
     let m = &c.master;
+    // Each agent reported its machine's facts at hello.
+    for r in m.get("/runners")["runners"].as_array().unwrap() {
+        let facts = &r["facts"];
+        assert_eq!(facts["arch"], std::env::consts::ARCH, "{r}");
+        assert!(
+            facts["docker_version"].as_str().unwrap().contains("API"),
+            "{r}"
+        );
+        assert!(facts["disk_free"].as_u64().unwrap() > 0, "{r}");
+        assert!(facts["hostname"].as_str().unwrap().contains("-h"), "{r}");
+    }
     let folds = (0..60)
         .map(|i| {
             fold(&format!(

@@ -48,6 +48,8 @@ pub struct RunnerStatus {
     pub queues: Vec<String>,
     pub attempts: Vec<AttemptId>,
     pub last_error: Option<String>,
+    /// What the agent reported at its last hello (cpus, memory, arch, Docker, GPUs, disk).
+    pub facts: Option<Facts>,
 }
 
 impl RunnerState {
@@ -80,6 +82,14 @@ impl RunnerState {
             .memory
             .or(self.facts.as_ref().map(|f| f.memory))
             .unwrap_or(u64::MAX)
+    }
+
+    /// The inventory's GPUs, else those the agent found (nvidia-smi).
+    fn gpus(&self) -> &Vec<String> {
+        match &self.facts {
+            Some(f) if self.spec.gpus.is_empty() => &f.gpus,
+            _ => &self.spec.gpus,
+        }
     }
 
     fn used(&self) -> (u32, u64, Vec<String>) {
@@ -126,13 +136,12 @@ impl RunnerState {
             memory_total,
             memory_free: memory_total.saturating_sub(mem_used),
             gpus_free: self
-                .spec
-                .gpus
+                .gpus()
                 .iter()
                 .filter(|g| !gpus_used.contains(g))
                 .cloned()
                 .collect(),
-            gpus_total: self.spec.gpus.clone(),
+            gpus_total: self.gpus().clone(),
             hard_limit_ms: self.spec.hard_time_limit_ms,
             unavailable: self.unavailable(),
             images: match self.spec.executor {
@@ -163,8 +172,9 @@ impl RunnerState {
             cpus_used: cpus_used as f64 / 1000.0,
             memory_total: if mem_total == u64::MAX { 0 } else { mem_total },
             memory_used: mem_used,
-            gpus_total: self.spec.gpus.clone(),
+            gpus_total: self.gpus().clone(),
             gpus_used,
+            facts: self.facts.clone(),
             queues: self.spec.queues.clone(),
             attempts: self.grants.keys().copied().collect(),
             last_error: self.last_error.clone(),
