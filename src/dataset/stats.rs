@@ -225,14 +225,20 @@ pub fn total_variation<S: AsRef<str>>(a: &[S], b: &[S]) -> Option<f64> {
     if a.is_empty() || b.is_empty() {
         return None;
     }
-    let mut freq: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
+    // Counted, then divided once, so equal shares compare exactly equal.
+    let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for v in a {
-        freq.entry(v.as_ref()).or_default().0 += 1.0 / a.len() as f64;
+        counts.entry(v.as_ref()).or_default().0 += 1;
     }
     for v in b {
-        freq.entry(v.as_ref()).or_default().1 += 1.0 / b.len() as f64;
+        counts.entry(v.as_ref()).or_default().1 += 1;
     }
-    Some(0.5 * freq.values().map(|(p, q)| (p - q).abs()).sum::<f64>())
+    let (na, nb) = (a.len() as f64, b.len() as f64);
+    let gap: f64 = counts
+        .values()
+        .map(|(x, y)| (*x as f64 / na - *y as f64 / nb).abs())
+        .sum();
+    Some(0.5 * gap)
 }
 
 /// Train and test side by side, column by column (both tables have the same columns, as
