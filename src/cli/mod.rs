@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod dataset;
 mod fold;
 mod queue;
 mod serve;
@@ -86,6 +87,9 @@ enum Command {
     /// One fold: show, output, log.
     #[command(subcommand)]
     Fold(fold::FoldCmd),
+    /// Datasets: upload a CSV, statistics, held-out splits.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCmd),
     /// Runners as the master sees them.
     #[command(subcommand)]
     Runners(commands::RunnersCmd),
@@ -225,6 +229,7 @@ pub fn main() -> Result<()> {
         Command::Submit(args) => commands::submit(args),
         Command::Queue(cmd) => queue::queue(cmd),
         Command::Fold(cmd) => fold::fold(cmd),
+        Command::Dataset(cmd) => dataset::dataset(cmd),
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),
