@@ -247,3 +247,67 @@ fn a_second_daemon_on_the_same_socket_is_refused_and_ping_without_daemon_fails()
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("no agent answers on"), "{err}");
 }
+
+#[test]
+fn inputs_travel_once_per_runner() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = start_daemon(dir.path());
+    let mut conn = Conn::open(&daemon.socket);
+    conn.hello();
+    let data = b"shared training table\n".repeat(1000);
+    let sha = datarun::store::sha256_hex(&data);
+    let with_input = |attempt: i64| {
+        let ToAgent::Run(mut run) = run(attempt, "cat \"$DATARUN_INPUT/table.csv\" | wc -c") else {
+            unreachable!()
+        };
+        run.inputs = vec![datarun::model::InputRef {
+            name: "table.csv".into(),
+            sha256: sha.clone(),
+        }];
+        ToAgent::Run(run)
+    };
+    conn.send(&with_input(1));
+    conn.send(&with_input(2));
+    let asked = conn.expect("need blobs", |m| match m {
+        FromAgent::NeedBlobs { sha256, .. } => Some(sha256),
+        _ => None,
+    });
+    assert_eq!(asked, vec![sha.clone()]);
+    conn.send(&ToAgent::Blob {
+        sha256: sha.clone(),
+        data: protocol::b64(&data),
+    });
+    let mut seen_need = 0;
+    let mut done = Vec::new();
+    while done.len() < 2 {
+        conn.expect("results", |m| match m {
+            FromAgent::NeedBlobs { .. } => {
+                seen_need += 1;
+                Some(())
+            }
+            FromAgent::Finished(r) => {
+                done.push(r);
+                Some(())
+            }
+            _ => None,
+        });
+    }
+    assert_eq!(
+        seen_need, 0,
+        "the second attempt did not ask for the blob again"
+    );
+    for r in &done {
+        assert_eq!(r.outcome, Outcome::Success, "{r:?}");
+        let log = String::from_utf8(protocol::unb64(&r.log).unwrap()).unwrap();
+        assert_eq!(log.trim(), data.len().to_string());
+    }
+    // A third fold with the same input runs from the runner's cache: no request at all.
+    conn.send(&with_input(3));
+    let first = conn.expect("started or need", |m| match m {
+        FromAgent::NeedBlobs { .. } => Some("need"),
+        FromAgent::Started { .. } => Some("started"),
+        _ => None,
+    });
+    assert_eq!(first, "started");
+    conn.close();
+}

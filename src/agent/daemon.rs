@@ -206,11 +206,19 @@ impl Agent {
             finished,
         });
         // Blob requests sent on a connection that died before answering them are asked again.
+        let mut asked = BTreeSet::new();
         for (attempt, (_, missing)) in &self.waiting {
-            self.send(FromAgent::NeedBlobs {
-                attempt: *attempt,
-                sha256: missing.iter().cloned().collect(),
-            });
+            let ask: Vec<String> = missing
+                .iter()
+                .filter(|sha| asked.insert(*sha))
+                .cloned()
+                .collect();
+            if !ask.is_empty() {
+                self.send(FromAgent::NeedBlobs {
+                    attempt: *attempt,
+                    sha256: ask,
+                });
+            }
         }
         Ok(())
     }
@@ -256,10 +264,19 @@ impl Agent {
         if missing.is_empty() {
             self.start(run, false);
         } else {
-            self.send(FromAgent::NeedBlobs {
-                attempt,
-                sha256: missing.iter().cloned().collect(),
-            });
+            // Inputs travel once: a blob another waiting attempt already asked for is not
+            // asked for again.
+            let ask: Vec<String> = missing
+                .iter()
+                .filter(|sha| !self.waiting.values().any(|(_, m)| m.contains(*sha)))
+                .cloned()
+                .collect();
+            if !ask.is_empty() {
+                self.send(FromAgent::NeedBlobs {
+                    attempt,
+                    sha256: ask,
+                });
+            }
             self.waiting.insert(attempt, (run, missing));
         }
     }

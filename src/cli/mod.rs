@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod dataset;
 mod fold;
 mod provision;
 mod queue;
@@ -73,6 +74,11 @@ enum Command {
         /// A runner silent this long loses its attempts, which are requeued.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         lease: std::time::Duration,
+        /// datarun's known_hosts file for ssh runners (host keys are checked strictly; record
+        /// them with `datarun provision --accept-new`). Default: $DATARUN_KNOWN_HOSTS, else
+        /// ~/.config/datarun/known_hosts.
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<PathBuf>,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -82,6 +88,9 @@ enum Command {
     /// One fold: show, output, log.
     #[command(subcommand)]
     Fold(fold::FoldCmd),
+    /// Datasets: upload a CSV, statistics, held-out splits.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCmd),
     /// Runners as the master sees them.
     #[command(subcommand)]
     Runners(commands::RunnersCmd),
@@ -146,6 +155,7 @@ pub fn main() -> Result<()> {
             log_limit,
             output_limit,
             lease,
+            known_hosts,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -156,6 +166,7 @@ pub fn main() -> Result<()> {
                 log_limit,
                 output_limit,
                 lease,
+                known_hosts,
             };
             runtime()?.block_on(serve::run(args))
         }
@@ -221,6 +232,7 @@ pub fn main() -> Result<()> {
         Command::Submit(args) => commands::submit(args),
         Command::Queue(cmd) => queue::queue(cmd),
         Command::Fold(cmd) => fold::fold(cmd),
+        Command::Dataset(cmd) => dataset::dataset(cmd),
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),

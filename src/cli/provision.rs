@@ -27,7 +27,8 @@ pub struct ProvisionArgs {
     /// Only these runners: a name (`*` globs), a label or a CIDR; repeatable, comma-separated.
     #[arg(long)]
     limit: Vec<String>,
-    /// datarun's known_hosts file (default: known_hosts in the data dir).
+    /// datarun's known_hosts file, shared with `datarun serve` (default: $DATARUN_KNOWN_HOSTS,
+    /// else ~/.config/datarun/known_hosts).
     #[arg(long, env = "DATARUN_KNOWN_HOSTS")]
     known_hosts: Option<PathBuf>,
     /// Record the host key of hosts not in the known_hosts file yet (a changed key is still
@@ -58,7 +59,7 @@ pub fn provision(args: ProvisionArgs) -> Result<()> {
         .with_context(|| format!("cannot read this program's binary {}", exe.display()))?;
     let known_hosts = args
         .known_hosts
-        .unwrap_or_else(|| super::default_data_dir().join("known_hosts"));
+        .unwrap_or_else(crate::provision::known_hosts::default_path);
     let opts = RunOptions {
         ssh: SshOptions {
             connect_timeout: args.connect_timeout,

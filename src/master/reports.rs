@@ -97,6 +97,7 @@ impl Master {
             r.grants.remove(attempt);
         }
         r.ready = true;
+        r.failures = 0;
         r.last_error = None;
         let spec = serde_json::to_string(&r.spec).expect("runner spec serializes");
         let facts_json = serde_json::to_string(&facts).expect("facts serialize");
