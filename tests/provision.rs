@@ -340,9 +340,9 @@ async fn an_image_the_runner_lacks_is_streamed_over_ssh_or_clearly_missing() {
     let tag = format!("datarun/provision-test:{}", std::process::id());
     docker(&["tag", FOLD_IMAGE, &tag]);
     // Exported from this machine's engine as provision does, then gone from it.
-    let engine = datarun::provision::engine::connect().await.unwrap();
+    let engine = datarun::agent::docker::engine::connect().await.unwrap();
     let mut tarball = Vec::new();
-    let mut export = datarun::provision::engine::export(&engine, &tag)
+    let mut export = datarun::agent::docker::engine::export(&engine, &tag)
         .await
         .unwrap();
     tokio::io::AsyncReadExt::read_to_end(&mut export, &mut tarball)

@@ -308,7 +308,7 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
     let file = match cmd {
         ImageCmd::Load { file } => file,
         ImageCmd::Probe { images } => {
-            let out = crate::provision::engine::probe(&images)
+            let out = crate::agent::docker::engine::probe(&images)
                 .await
                 .map_err(|e| anyhow::anyhow!(e))?;
             print!("{out}");

@@ -1,8 +1,8 @@
 //! Reaching and bootstrapping runners over SSH: datarun's known_hosts file, a small russh
 //! client, where the agent lives on a runner (`layout`), the bootstrap playbook (`playbook`,
-//! templates in `playbooks/`), the few engine questions it asks (`engine`).
+//! templates in `playbooks/`). The engine questions it asks (version, image presence, export) are
+//! answered by `agent::docker::engine`, the one place that speaks to Docker.
 
-pub mod engine;
 pub mod known_hosts;
 pub mod layout;
 pub mod playbook;

@@ -15,7 +15,8 @@ use tokio::sync::Semaphore;
 
 use super::playbook::{failure_reason, parse_output, AgentBinary, Playbook, Step, StepOutput};
 use super::report::{tail, Failure, HostReport, Status, StepReport};
-use super::{engine, quote, ExecOutput, RemoteLayout, Session, SshOptions, SshTarget};
+use super::{quote, ExecOutput, RemoteLayout, Session, SshOptions, SshTarget};
+use crate::agent::docker::engine;
 use crate::inventory::RunnerSpec;
 
 /// Lines of a failed step's output kept in its report.

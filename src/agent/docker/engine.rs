@@ -1,7 +1,8 @@
 //! The few Docker engine questions provisioning asks, on either side: on the master, exporting
 //! an image a runner lacks (`docker save`, streamed); on a runner, through `datarun image
 //! probe`, the engine's version and which images it has. (Running folds stays in
-//! `agent/docker/`.)
+//! the rest of `agent/docker/`; this module is here because only `agent/docker/` speaks to
+//! the engine.)
 
 use std::io;
 
