@@ -1,5 +1,6 @@
 //! Folds over ssh on real sshd runner hosts (containers with the engine's socket, so each
-//! host's agent daemon starts its folds as sibling containers), through the real master.
+//! host's agent daemon starts its folds as sibling containers), bootstrapped by
+//! `datarun provision`, through the real master.
 //! Runner loss: a stopped host's folds finish elsewhere, each exactly once; a short partition
 //! reruns nothing; a master restart re-adopts what runs. Needs Docker and the sshd image; fails
 //! (never skips) without them.
@@ -39,34 +40,24 @@ fn record_host_keys(hosts: &Hosts) {
     }
 }
 
-/// Puts the agent on host `i` and starts its daemon (docker executor, busybox allowed), the way
-/// a provisioned runner runs it.
-fn start_agent(hosts: &Hosts, i: usize) {
-    let state = hosts.state_dir(i);
-    let bin = state.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let exe = bin.join("datarun");
-    if !exe.exists() {
-        std::fs::copy(EXE, &exe).expect("copy the agent into the host's state dir");
-    }
-    let script = format!(
-        "setsid {exe} agent --listen {sock} --state-dir {dir} --runner h{i} --executor docker \
-         --image {BUSYBOX} >>{log} 2>&1 </dev/null &",
-        exe = exe.display(),
-        sock = state.join("agent.sock").display(),
-        dir = state.join("agent").display(),
-        log = state.join("agent.log").display(),
+/// Bootstraps the hosts with `datarun provision` (recording their keys), as an operator would.
+fn provision(hosts: &Hosts, inventory: &str) {
+    let file = hosts.dir.path().join("runners.toml");
+    std::fs::write(&file, inventory).unwrap();
+    let out = Command::new(EXE)
+        .arg("provision")
+        .arg(&file)
+        .arg("--known-hosts")
+        .arg(hosts.known_hosts())
+        .arg("--accept-new")
+        .output()
+        .expect("run datarun provision");
+    assert!(
+        out.status.success(),
+        "provision failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
-    hosts.sh(i, &script).expect("start the agent daemon");
-    let sock = state.join("agent.sock");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !sock.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the agent on h{i} never listened"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Removes fold containers a dead host's agent left on the shared engine.
@@ -102,14 +93,11 @@ fn cluster(n: usize, slots: u32, lease: &str) -> Cluster {
     ensure_busybox();
     let hosts = Hosts::start_runners(n);
     let leftovers = Leftovers((0..n).map(|i| hosts.state_dir(i).to_path_buf()).collect());
-    record_host_keys(&hosts);
-    for i in 0..n {
-        start_agent(&hosts, i);
-    }
     let inventory = hosts.inventory(&format!(
         "slots = {slots}\ncpus = 4\nmemory = \"4G\"\nexecutor = \"docker\"\n\
          images = [\"{BUSYBOX}\"]\nqueues = [\"*\"]"
     ));
+    provision(&hosts, &inventory);
     let known = hosts.known_hosts();
     let master = Master::start_with(
         Some(&inventory),
