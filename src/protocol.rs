@@ -65,6 +65,15 @@ pub struct Facts {
     pub os: String,
     pub hostname: String,
     pub agent_version: String,
+    /// The Docker engine's version, when the agent reached it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_version: Option<String>,
+    /// GPU indexes reported by nvidia-smi, when present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gpus: Vec<String>,
+    /// Free bytes on the filesystem of the agent's state directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,7 +107,7 @@ pub enum ToAgent {
 pub enum FromAgent {
     Hello {
         version: u32,
-        facts: Facts,
+        facts: Box<Facts>,
         /// Attempts still running (including ones adopted from a previous agent process).
         running: Vec<AttemptId>,
         /// Attempts finished but not yet acknowledged.

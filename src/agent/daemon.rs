@@ -1,11 +1,12 @@
-//! The agent loop: reads `ToAgent` messages, runs attempts through an executor, journals their
-//! results and reports them. It owns its folds: limits are enforced by the executor's own clock,
-//! and when the master goes away (end of input) the agent finishes what it runs, journals the
-//! results and exits; the next agent reports them.
+//! The agent: handles `ToAgent` messages, runs attempts through an executor, journals their
+//! results and reports them. It owns its folds: limits are enforced by the executor's own clock
+//! whether or not a master is connected. How messages arrive (stdio, a daemon's socket) is
+//! `serve.rs`'s business; where they go is the [`Outbox`].
 
 use super::docker::{DockerExecutor, DockerOptions};
 use super::exec::{ExecRequest, ExecResult};
 use super::journal::{pid_alive, Journal};
+use super::outbox::Outbox;
 use crate::inventory::ExecutorKind;
 use crate::model::{check_file_name, AttemptId, Outcome};
 use crate::protocol::{
@@ -15,7 +16,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 
 pub struct AgentConfig {
@@ -61,18 +61,19 @@ impl Backend {
     }
 }
 
-struct Running {
+pub(super) struct Running {
     cancel: watch::Sender<bool>,
 }
 
-struct Agent {
+pub(super) struct Agent {
     runner: Arc<str>,
+    state_dir: PathBuf,
     backend: Backend,
     images: Arc<[String]>,
     journal: Arc<Journal>,
-    out: mpsc::UnboundedSender<FromAgent>,
+    out: Outbox,
     /// Attempts this process runs.
-    running: HashMap<AttemptId, Running>,
+    pub(super) running: HashMap<AttemptId, Running>,
     /// Attempts waiting for blobs: the run and the hashes still missing.
     waiting: HashMap<AttemptId, (RunAttempt, BTreeSet<String>)>,
     /// Attempts run by a previous agent process that we watch for a result.
@@ -80,104 +81,45 @@ struct Agent {
     done: mpsc::UnboundedSender<AttemptId>,
 }
 
-/// Runs the agent over stdin/stdout until the master closes the input and every attempt this
-/// process started has ended.
-pub async fn run_stdio(cfg: AgentConfig) -> anyhow::Result<()> {
-    serve(cfg, tokio::io::stdin(), tokio::io::stdout()).await
-}
-
-pub async fn serve<R, W>(cfg: AgentConfig, input: R, output: W) -> anyhow::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let journal = Arc::new(Journal::open(&cfg.state_dir)?);
-    let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_messages(out_rx, output));
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let mut agent = Agent {
-        runner: Arc::from(cfg.runner.as_str()),
-        backend: Backend::new(cfg.executor, &cfg.state_dir).await,
-        images: cfg.images.clone().into(),
-        journal,
-        out: out_tx,
-        running: HashMap::new(),
-        waiting: HashMap::new(),
-        adopted: BTreeSet::new(),
-        done: done_tx,
-    };
-    let mut lines = BufReader::new(input).lines();
-    let mut greeted = false;
-    loop {
-        tokio::select! {
-            line = lines.next_line() => {
-                let line = match line {
-                    Ok(Some(line)) => line,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::warn!("agent {}: reading from the master failed: {e}", cfg.runner);
-                        break;
-                    }
-                };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                match protocol::decode::<ToAgent>(&line) {
-                    Ok(ToAgent::Hello { version, runner }) => {
-                        if version != PROTOCOL_VERSION {
-                            agent.send(FromAgent::Error { message: format!(
-                                "protocol version mismatch: master speaks {version}, this agent speaks {PROTOCOL_VERSION}; run the same datarun on both") });
-                            break;
-                        }
-                        if runner != cfg.runner {
-                            tracing::warn!("agent started as {} is addressed as {runner}", cfg.runner);
-                        }
-                        agent.hello().await?;
-                        greeted = true;
-                    }
-                    Ok(msg) if greeted => agent.handle(msg),
-                    Ok(_) => agent.send(FromAgent::Error { message: "the first message must be hello".into() }),
-                    Err(e) => agent.send(FromAgent::Error { message: e }),
-                }
-            }
-            Some(attempt) = done_rx.recv() => {
-                agent.running.remove(&attempt);
-            }
-        }
-    }
-    // The master is gone: finish what runs here; results stay in the journal for the next agent.
-    drop(lines);
-    while !agent.running.is_empty() {
-        match done_rx.recv().await {
-            Some(attempt) => {
-                agent.running.remove(&attempt);
-            }
-            None => break,
-        }
-    }
-    drop(agent);
-    let _ = writer.await;
-    Ok(())
-}
-
-async fn write_messages<W: AsyncWrite + Unpin>(
-    mut rx: mpsc::UnboundedReceiver<FromAgent>,
-    mut out: W,
-) {
-    let mut broken = false;
-    while let Some(msg) = rx.recv().await {
-        if broken {
-            continue;
-        }
-        let line = protocol::encode(&msg);
-        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
-            // The master went away; keep draining so senders never block.
-            broken = true;
-        }
-    }
-}
-
 impl Agent {
+    /// The agent and the receiver of its "attempt ended" notices.
+    pub(super) async fn new(
+        cfg: &AgentConfig,
+    ) -> anyhow::Result<(Agent, mpsc::UnboundedReceiver<AttemptId>)> {
+        let journal = Arc::new(Journal::open(&cfg.state_dir)?);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let agent = Agent {
+            runner: Arc::from(cfg.runner.as_str()),
+            state_dir: cfg.state_dir.clone(),
+            backend: Backend::new(cfg.executor, &cfg.state_dir).await,
+            images: cfg.images.clone().into(),
+            journal,
+            out: Outbox::default(),
+            running: HashMap::new(),
+            waiting: HashMap::new(),
+            adopted: BTreeSet::new(),
+            done: done_tx,
+        };
+        Ok((agent, done_rx))
+    }
+
+    pub(super) fn runner(&self) -> &str {
+        &self.runner
+    }
+
+    pub(super) fn outbox(&self) -> &Outbox {
+        &self.out
+    }
+
+    /// The machine's facts, with the engine's version when this is a docker runner.
+    pub(super) async fn facts(&self) -> crate::protocol::Facts {
+        let docker = match &self.backend {
+            Backend::Docker(d) => Some(d.as_ref()),
+            _ => None,
+        };
+        super::facts::gather(Some(&self.state_dir), docker).await
+    }
+
     fn send(&self, msg: FromAgent) {
         let _ = self.out.send(msg);
     }
@@ -185,7 +127,12 @@ impl Agent {
     /// Reports facts, results the master has not acknowledged, and what runs. Attempts whose
     /// agent process died are re-adopted when their container still exists (docker), and
     /// otherwise end as lost after what is left of them is killed (process).
-    async fn hello(&mut self) -> anyhow::Result<()> {
+    /// `tx` is the connection that said hello; messages produced meanwhile wait for the reply.
+    pub(super) async fn hello(
+        &mut self,
+        tx: mpsc::UnboundedSender<FromAgent>,
+    ) -> anyhow::Result<()> {
+        self.out.greet(tx);
         let recovered = self.journal.recover()?;
         let containers = match &self.backend {
             Backend::Docker(d) => d.list_attempt_containers().await.unwrap_or_else(|e| {
@@ -195,12 +142,16 @@ impl Agent {
             _ => Vec::new(),
         };
         let mut lost = Vec::new();
-        for attempt in recovered.orphaned {
+        // An orphan of this very process (a daemon hello after a reconnect) is simply ours.
+        let orphaned = recovered
+            .orphaned
+            .into_iter()
+            .filter(|a| !self.running.contains_key(a))
+            .collect::<Vec<_>>();
+        for attempt in orphaned {
             let has_container = containers.iter().any(|(a, _)| *a == attempt);
             match self.journal.run(attempt) {
-                Some(run) if has_container && !self.running.contains_key(&attempt) => {
-                    self.start(run, true)
-                }
+                Some(run) if has_container => self.start(run, true),
                 _ => {
                     self.journal.kill_leftovers(attempt);
                     lost.push(attempt);
@@ -248,16 +199,31 @@ impl Agent {
         }
         running.sort_unstable();
         running.dedup();
-        self.send(FromAgent::Hello {
+        self.out.open(FromAgent::Hello {
             version: PROTOCOL_VERSION,
-            facts: super::facts::collect(),
+            facts: Box::new(self.facts().await),
             running,
             finished,
         });
+        // Blob requests sent on a connection that died before answering them are asked again.
+        let mut asked = BTreeSet::new();
+        for (attempt, (_, missing)) in &self.waiting {
+            let ask: Vec<String> = missing
+                .iter()
+                .filter(|sha| asked.insert(*sha))
+                .cloned()
+                .collect();
+            if !ask.is_empty() {
+                self.send(FromAgent::NeedBlobs {
+                    attempt: *attempt,
+                    sha256: ask,
+                });
+            }
+        }
         Ok(())
     }
 
-    fn handle(&mut self, msg: ToAgent) {
+    pub(super) fn handle(&mut self, msg: ToAgent) {
         match msg {
             ToAgent::Hello { .. } => {}
             ToAgent::Ping { seq } => self.send(FromAgent::Pong { seq }),
@@ -298,10 +264,19 @@ impl Agent {
         if missing.is_empty() {
             self.start(run, false);
         } else {
-            self.send(FromAgent::NeedBlobs {
-                attempt,
-                sha256: missing.iter().cloned().collect(),
-            });
+            // Inputs travel once: a blob another waiting attempt already asked for is not
+            // asked for again.
+            let ask: Vec<String> = missing
+                .iter()
+                .filter(|sha| !self.waiting.values().any(|(_, m)| m.contains(*sha)))
+                .cloned()
+                .collect();
+            if !ask.is_empty() {
+                self.send(FromAgent::NeedBlobs {
+                    attempt,
+                    sha256: ask,
+                });
+            }
             self.waiting.insert(attempt, (run, missing));
         }
     }
@@ -451,7 +426,7 @@ async fn execute(
     ctx: &Ctx,
     run: RunAttempt,
     dir: PathBuf,
-    out: &mpsc::UnboundedSender<FromAgent>,
+    out: &Outbox,
     cancel_tx: watch::Sender<bool>,
     cancel_rx: watch::Receiver<bool>,
 ) -> AttemptReport {
@@ -549,12 +524,7 @@ async fn execute(
 }
 
 /// Waits for the result of an attempt run by a previous agent process.
-async fn watch_adopted(
-    journal: Arc<Journal>,
-    attempt: AttemptId,
-    pid: u32,
-    out: mpsc::UnboundedSender<FromAgent>,
-) {
+async fn watch_adopted(journal: Arc<Journal>, attempt: AttemptId, pid: u32, out: Outbox) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         if !journal.exists(attempt) {

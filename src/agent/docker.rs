@@ -34,6 +34,7 @@
 
 mod cgroup;
 mod dirs;
+pub mod engine;
 mod housekeeping;
 mod limits;
 mod monitor;

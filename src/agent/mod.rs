@@ -1,11 +1,14 @@
 //! The runner side: the agent loop, executors, limit enforcement and the agent's local journal.
 
+pub mod bridge;
 pub mod daemon;
 pub mod docker;
 pub mod exec;
 pub mod facts;
 pub mod journal;
 pub mod limits;
+mod outbox;
 mod outputs;
 pub mod process;
+pub mod serve;
 mod tail;

@@ -1,6 +1,7 @@
-//! The REST API under `/api/v1` (axum): blobs, folds, queue, runners. Bearer-token auth; every
-//! 4xx is JSON with a message; bodies over the limit answer 413.
+//! The REST API under `/api/v1` (axum): blobs, folds, queue, runners, datasets, splits and
+//! scores. Bearer-token auth; every 4xx is JSON with a message; bodies over the limit answer 413.
 
+mod datasets;
 mod error;
 mod folds;
 
@@ -44,6 +45,18 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/maintenance", get(maintenance))
         .route("/runners/{name}/drain", post(drain))
         .route("/runners/{name}/resume", post(resume))
+        .route("/datasets", post(datasets::create).get(datasets::list))
+        .route(
+            "/datasets/{id}",
+            get(datasets::show).delete(datasets::delete),
+        )
+        .route("/datasets/{id}/table", get(datasets::table))
+        .route(
+            "/datasets/{id}/splits",
+            post(datasets::create_split).get(datasets::list_splits),
+        )
+        .route("/splits/{id}", get(datasets::show_split))
+        .route("/scores", post(datasets::scores))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(

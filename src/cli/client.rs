@@ -81,10 +81,18 @@ impl Client {
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.bodiless(reqwest::Method::GET, path)
+    }
+
+    pub fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.bodiless(reqwest::Method::DELETE, path)
+    }
+
+    fn bodiless<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T> {
         let resp = self.check(
             path,
             self.http
-                .get(self.url(path))
+                .request(method, self.url(path))
                 .bearer_auth(&self.token)
                 .send(),
         )?;

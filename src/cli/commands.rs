@@ -306,18 +306,36 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
 
 #[derive(Subcommand)]
 pub enum ImageCmd {
-    /// Load an image tarball (from `docker save`) into this machine's Docker engine.
+    /// Load an image tarball (from `docker save`) into this machine's Docker engine; `-` reads
+    /// it from stdin (as `datarun provision` streams it over SSH).
     Load { file: PathBuf },
+    /// The engine's version and whether it has these images (used by `datarun provision`).
+    #[command(hide = true)]
+    Probe { images: Vec<String> },
 }
 
 pub async fn image(cmd: ImageCmd) -> Result<()> {
-    let ImageCmd::Load { file } = cmd;
+    let file = match cmd {
+        ImageCmd::Load { file } => file,
+        ImageCmd::Probe { images } => {
+            let out = crate::agent::docker::engine::probe(&images)
+                .await
+                .map_err(|e| anyhow::anyhow!(e))?;
+            print!("{out}");
+            return Ok(());
+        }
+    };
+    let (path, shown) = if file.as_os_str() == "-" {
+        (PathBuf::from("/dev/stdin"), PathBuf::from("stdin"))
+    } else {
+        (file.clone(), file)
+    };
     let docker = crate::agent::docker::DockerExecutor::connect(Default::default()).await?;
-    let names = docker.load_image(&file).await?;
+    let names = docker.load_image(&path).await?;
     if names.is_empty() {
         bail!(
             "{}: the engine loaded no named image (is it a `docker save` tarball?)",
-            file.display()
+            shown.display()
         );
     }
     for name in names {

@@ -3,13 +3,15 @@
 
 mod client;
 mod commands;
+mod dataset;
 mod fold;
+mod provision;
 mod queue;
 mod serve;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use client::default_data_dir;
 pub use commands::Exit;
@@ -72,6 +74,11 @@ enum Command {
         /// A runner silent this long loses its attempts, which are requeued.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         lease: std::time::Duration,
+        /// datarun's known_hosts file for ssh runners (host keys are checked strictly; record
+        /// them with `datarun provision --accept-new`). Default: $DATARUN_KNOWN_HOSTS, else
+        /// ~/.config/datarun/known_hosts.
+        #[arg(long, value_name = "FILE")]
+        known_hosts: Option<PathBuf>,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -81,6 +88,9 @@ enum Command {
     /// One fold: show, output, log.
     #[command(subcommand)]
     Fold(fold::FoldCmd),
+    /// Datasets: upload a CSV, statistics, held-out splits.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCmd),
     /// Runners as the master sees them.
     #[command(subcommand)]
     Runners(commands::RunnersCmd),
@@ -90,18 +100,33 @@ enum Command {
     /// Container images on this machine's Docker engine (no registry needed).
     #[command(subcommand)]
     Image(commands::ImageCmd),
+    /// Bootstrap the inventory's ssh runners: Docker, the agent, its images and service.
+    Provision(provision::ProvisionArgs),
     /// API tokens (run on the master's machine; writes to its data dir).
     #[command(subcommand)]
     Token(commands::TokenCmd),
     /// Run the agent (started by the master; not for people).
     #[command(hide = true)]
     Agent {
-        #[arg(long)]
+        /// Serve one master on stdin/stdout (the local transport).
+        #[arg(long, conflicts_with_all = ["listen", "connect", "ping", "facts"])]
         stdio: bool,
+        /// Run as a daemon serving masters on this Unix socket (ssh runners).
+        #[arg(long, value_name = "SOCKET", conflicts_with_all = ["connect", "ping", "facts"])]
+        listen: Option<PathBuf>,
+        /// Join stdin/stdout to the daemon on this socket (what the master runs over ssh).
+        #[arg(long, value_name = "SOCKET", conflicts_with_all = ["ping", "facts"])]
+        connect: Option<PathBuf>,
+        /// Health check: exit 0 and print this machine's facts if the daemon answers.
+        #[arg(long, value_name = "SOCKET", conflicts_with = "facts")]
+        ping: Option<PathBuf>,
+        /// Print this machine's facts (cpus, memory, arch, Docker, GPUs, disk) as JSON.
         #[arg(long)]
-        state_dir: PathBuf,
-        #[arg(long)]
-        runner: String,
+        facts: bool,
+        #[arg(long, required_if_eq_any = [("stdio", "true")], required_unless_present_any = ["connect", "ping", "facts"])]
+        state_dir: Option<PathBuf>,
+        #[arg(long, required_unless_present_any = ["connect", "ping", "facts"])]
+        runner: Option<String>,
         #[arg(long, default_value = "process")]
         executor: String,
         /// Images folds may name (docker runners), repeatable.
@@ -130,6 +155,7 @@ pub fn main() -> Result<()> {
             log_limit,
             output_limit,
             lease,
+            known_hosts,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -140,20 +166,53 @@ pub fn main() -> Result<()> {
                 log_limit,
                 output_limit,
                 lease,
+                known_hosts,
             };
             runtime()?.block_on(serve::run(args))
         }
         Command::Agent {
             stdio,
+            listen,
+            connect,
+            ping,
+            facts,
             state_dir,
             runner,
             executor,
             images,
         } => {
+            use crate::agent::{bridge, facts as agent_facts, serve};
+            if let Some(socket) = connect {
+                let rt = runtime()?;
+                let result = rt.block_on(bridge::connect(&socket));
+                // The stdin reader may still block in a thread that dropping the runtime
+                // would wait for.
+                rt.shutdown_background();
+                return result;
+            }
+            if let Some(socket) = ping {
+                return runtime()?.block_on(async {
+                    bridge::ping(&socket, std::time::Duration::from_secs(5)).await?;
+                    let dir = socket.parent().map(Path::to_path_buf);
+                    let facts = agent_facts::gather(dir.as_deref(), None).await;
+                    println!("{}", serde_json::to_string(&facts)?);
+                    Ok(())
+                });
+            }
+            if facts {
+                return runtime()?.block_on(async {
+                    let facts = agent_facts::gather(Some(Path::new("/")), None).await;
+                    println!("{}", serde_json::to_string(&facts)?);
+                    Ok(())
+                });
+            }
             anyhow::ensure!(
-                stdio,
-                "the agent speaks over --stdio only (remote agents come with ssh runners)"
+                stdio || listen.is_some(),
+                "say how masters reach this agent: --stdio or --listen SOCKET"
             );
+            let (Some(state_dir), Some(runner)) = (state_dir, runner) else {
+                anyhow::bail!("--state-dir and --runner are required");
+            };
             let executor = match executor.as_str() {
                 "process" => crate::inventory::ExecutorKind::Process,
                 "docker" => crate::inventory::ExecutorKind::Docker,
@@ -165,14 +224,19 @@ pub fn main() -> Result<()> {
                 executor,
                 images,
             };
-            runtime()?.block_on(crate::agent::daemon::run_stdio(cfg))
+            match listen {
+                Some(socket) => runtime()?.block_on(serve::run_listen(cfg, &socket)),
+                None => runtime()?.block_on(serve::run_stdio(cfg)),
+            }
         }
         Command::Submit(args) => commands::submit(args),
         Command::Queue(cmd) => queue::queue(cmd),
         Command::Fold(cmd) => fold::fold(cmd),
+        Command::Dataset(cmd) => dataset::dataset(cmd),
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),
+        Command::Provision(args) => provision::provision(args),
         Command::Image(cmd) => runtime()?.block_on(commands::image(cmd)),
     }
 }

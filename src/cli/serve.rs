@@ -21,6 +21,7 @@ pub struct ServeArgs {
     pub log_limit: u64,
     pub output_limit: u64,
     pub lease: Duration,
+    pub known_hosts: Option<PathBuf>,
 }
 
 /// Holds an exclusive lock on the data directory for the life of the process: two masters on
@@ -105,6 +106,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         log_limit: args.log_limit,
         output_limit: args.output_limit,
         lease: args.lease,
+        ssh: crate::provision::SshOptions::new(
+            args.known_hosts
+                .clone()
+                .unwrap_or_else(crate::provision::known_hosts::default_path),
+        ),
         oom_policy: master_file.oom,
         fair_share: master_file.fair_share,
         owner_cap: master_file.owner_cap,

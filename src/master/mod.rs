@@ -4,6 +4,7 @@
 
 mod fair;
 mod handle;
+mod links;
 mod reload;
 mod reports;
 mod runners;
@@ -36,6 +37,8 @@ pub struct MasterConfig {
     pub output_limit: u64,
     /// A runner silent for longer than this loses its attempts (they are requeued).
     pub lease: Duration,
+    /// How to reach ssh runners (the known_hosts file is checked strictly).
+    pub ssh: crate::provision::SshOptions,
     /// Release folds held for running out of memory with a larger grant.
     pub oom_policy: Option<crate::maintenance::config::OomPolicy>,
     /// Fair share between owners with this usage half-life (None: submit order).
@@ -252,61 +255,10 @@ impl Master {
         Ok(())
     }
 
-    /// Connects runners that are due, and ends the attempts of runners silent past their lease.
     async fn housekeeping(&mut self) -> anyhow::Result<()> {
         self.reload_if_edited().await?;
         self.retire_drained();
-        let now = Instant::now();
-        let mut lost = Vec::new();
-        for r in self.runners.values_mut() {
-            if r.link.is_none()
-                && r.spec.transport == Transport::Local
-                && r.reconnect_at.is_some_and(|t| t <= now)
-            {
-                self.generation += 1;
-                let state_dir = self.cfg.data_dir.join("agents").join(&r.spec.name);
-                match local::connect(
-                    &self.cfg.agent_exe,
-                    &state_dir,
-                    &r.spec,
-                    self.generation,
-                    self.events_tx.clone(),
-                ) {
-                    Ok(link) => {
-                        link.send(ToAgent::Hello {
-                            version: PROTOCOL_VERSION,
-                            runner: r.spec.name.clone(),
-                        });
-                        r.link = Some(link);
-                        r.reconnect_at = None;
-                    }
-                    Err(e) => {
-                        r.last_error = Some(format!(
-                            "cannot start the agent {}: {e}",
-                            self.cfg.agent_exe.display()
-                        ));
-                        r.reconnect_at = Some(now + Duration::from_secs(5));
-                    }
-                }
-            }
-            if !r.ready && !r.grants.is_empty() && now.duration_since(r.last_seen) > self.cfg.lease
-            {
-                let reason = format!(
-                    "runner {} was unreachable for longer than its lease ({}s)",
-                    r.spec.name,
-                    self.cfg.lease.as_secs()
-                );
-                lost.extend(r.grants.keys().map(|a| (*a, reason.clone())));
-                r.grants.clear();
-            }
-        }
-        for (attempt, reason) in lost {
-            self.progress.remove(&attempt);
-            self.usage.ended(attempt, 0);
-            self.store.mark_lost(attempt, reason).await?;
-            self.dirty = true;
-        }
-        Ok(())
+        self.tend_links().await
     }
 
     async fn on_link_event(&mut self, ev: LinkEvent) -> anyhow::Result<()> {
@@ -315,23 +267,7 @@ impl Master {
                 runner,
                 generation,
                 reason,
-            } => {
-                if let Some(r) = self.runners.get_mut(&runner) {
-                    if r.link.as_ref().map(|l| l.generation) == Some(generation) {
-                        tracing::warn!("runner {runner}: connection closed: {reason}");
-                        r.link = None;
-                        r.ready = false;
-                        r.last_error = Some(reason.clone());
-                        r.last_seen = Instant::now();
-                        r.reconnect_at = Some(Instant::now() + Duration::from_secs(1));
-                        let spec = serde_json::to_string(&r.spec).expect("runner spec serializes");
-                        self.store
-                            .upsert_runner(runner, spec, format!("disconnected: {reason}"), None)
-                            .await?;
-                    }
-                }
-                Ok(())
-            }
+            } => self.on_closed(runner, generation, reason).await,
             LinkEvent::Message {
                 runner,
                 generation,

@@ -33,6 +33,10 @@ fn needs_new_agent(old: &RunnerSpec, new: &RunnerSpec) -> bool {
         || old.images != new.images
         || old.transport != new.transport
         || old.host != new.host
+        || old.port != new.port
+        || old.user != new.user
+        || old.identity_file != new.identity_file
+        || old.state_dir != new.state_dir
 }
 
 impl Master {

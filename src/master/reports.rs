@@ -22,7 +22,7 @@ impl Master {
                     r.reconnect_at = Some(Instant::now() + Duration::from_secs(30));
                     return Ok(());
                 }
-                self.on_hello(runner, facts, running, finished).await?;
+                self.on_hello(runner, *facts, running, finished).await?;
             }
             FromAgent::Started { attempt } => self.started.push(attempt),
             FromAgent::Progress { attempt, progress } => {
@@ -97,6 +97,7 @@ impl Master {
             r.grants.remove(attempt);
         }
         r.ready = true;
+        r.failures = 0;
         r.last_error = None;
         let spec = serde_json::to_string(&r.spec).expect("runner spec serializes");
         let facts_json = serde_json::to_string(&facts).expect("facts serialize");

@@ -25,6 +25,10 @@ pub struct RunnerState {
     pub drained: bool,
     /// Gone from the inventory: no new folds; dropped once its attempts have ended.
     pub removed: bool,
+    /// Connection attempts that failed in a row (for the backoff).
+    pub failures: u32,
+    /// When the last heartbeat ping went out.
+    pub last_ping: Option<Instant>,
 }
 
 /// What `datarun runners status` shows.
@@ -44,6 +48,8 @@ pub struct RunnerStatus {
     pub queues: Vec<String>,
     pub attempts: Vec<AttemptId>,
     pub last_error: Option<String>,
+    /// What the agent reported at its last hello (cpus, memory, arch, Docker, GPUs, disk).
+    pub facts: Option<Facts>,
 }
 
 impl RunnerState {
@@ -59,6 +65,8 @@ impl RunnerState {
             last_seen: Instant::now(),
             drained: false,
             removed: false,
+            failures: 0,
+            last_ping: None,
         }
     }
 
@@ -74,6 +82,14 @@ impl RunnerState {
             .memory
             .or(self.facts.as_ref().map(|f| f.memory))
             .unwrap_or(u64::MAX)
+    }
+
+    /// The inventory's GPUs, else those the agent found (nvidia-smi).
+    fn gpus(&self) -> &Vec<String> {
+        match &self.facts {
+            Some(f) if self.spec.gpus.is_empty() => &f.gpus,
+            _ => &self.spec.gpus,
+        }
     }
 
     fn used(&self) -> (u32, u64, Vec<String>) {
@@ -100,9 +116,6 @@ impl RunnerState {
         if self.ready {
             return None;
         }
-        if self.spec.transport == Transport::Ssh {
-            return Some("not connected: ssh runners are not supported by this master yet".into());
-        }
         Some(match &self.last_error {
             Some(e) => format!("not connected: {e}"),
             None => "connecting".into(),
@@ -123,13 +136,12 @@ impl RunnerState {
             memory_total,
             memory_free: memory_total.saturating_sub(mem_used),
             gpus_free: self
-                .spec
-                .gpus
+                .gpus()
                 .iter()
                 .filter(|g| !gpus_used.contains(g))
                 .cloned()
                 .collect(),
-            gpus_total: self.spec.gpus.clone(),
+            gpus_total: self.gpus().clone(),
             hard_limit_ms: self.spec.hard_time_limit_ms,
             unavailable: self.unavailable(),
             images: match self.spec.executor {
@@ -165,8 +177,9 @@ impl RunnerState {
             cpus_used: cpus_used as f64 / 1000.0,
             memory_total: if mem_total == u64::MAX { 0 } else { mem_total },
             memory_used: mem_used,
-            gpus_total: self.spec.gpus.clone(),
+            gpus_total: self.gpus().clone(),
             gpus_used,
+            facts: self.facts.clone(),
             queues: self.spec.queues.clone(),
             attempts: self.grants.keys().copied().collect(),
             last_error: self.last_error.clone(),

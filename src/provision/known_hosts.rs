@@ -84,6 +84,21 @@ pub enum KnownHostsError {
     },
 }
 
+/// datarun's own known_hosts file, shared by `datarun provision` (which records keys with
+/// `--accept-new`) and `datarun serve` (which only trusts recorded keys):
+/// `$DATARUN_KNOWN_HOSTS`, else `$XDG_CONFIG_HOME/datarun/known_hosts`, else
+/// `~/.config/datarun/known_hosts`.
+pub fn default_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("DATARUN_KNOWN_HOSTS") {
+        return PathBuf::from(p);
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    config.join("datarun").join("known_hosts")
+}
+
 /// The name a host is recorded under: `host` for port 22, `[host]:port` otherwise.
 pub fn entry_name(host: &str, port: u16) -> String {
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -44,7 +44,10 @@ impl Store {
             let orphan = "FROM blobs WHERE created_at < ?1
                 AND sha256 NOT IN (SELECT sha256 FROM outputs)
                 AND sha256 NOT IN (SELECT sha256 FROM fold_inputs)
-                AND sha256 NOT IN (SELECT log_sha256 FROM attempts WHERE log_sha256 IS NOT NULL)";
+                AND sha256 NOT IN (SELECT log_sha256 FROM attempts WHERE log_sha256 IS NOT NULL)
+                AND sha256 NOT IN (SELECT table_sha256 FROM datasets)
+                AND sha256 NOT IN (SELECT train_sha256 FROM splits)
+                AND sha256 NOT IN (SELECT test_sha256 FROM splits)";
             let (blobs, bytes): (i64, i64) =
                 tx.query_row(&format!("SELECT COUNT(*), COALESCE(SUM(size), 0) {orphan}"), [before], |r| Ok((r.get(0)?, r.get(1)?)))?;
             tx.execute(&format!("DELETE {orphan}"), [before])?;

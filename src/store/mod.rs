@@ -3,6 +3,7 @@
 //! Callers use the typed methods in the submodules; nothing outside `store` sees rusqlite.
 
 mod blobs;
+mod datasets;
 mod folds;
 mod holds;
 mod maintenance;
@@ -12,6 +13,7 @@ mod schema;
 mod tokens;
 
 pub use blobs::sha256_hex;
+pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use maintenance::PurgeReport;
 pub use tokens::Principal;
 

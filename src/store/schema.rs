@@ -114,7 +114,40 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE folds ADD COLUMN requirements TEXT;
     ALTER TABLE folds ADD COLUMN rank TEXT;
     "#,
+    // 5: datasets and their splits
+    DATASETS_MIGRATION,
 ];
+
+/// Datasets (a CSV table blob, its statistics, its score types) and their held-out splits
+/// (train and test row indices as JSON-array blobs, and the train/test statistics).
+const DATASETS_MIGRATION: &str = r#"
+    CREATE TABLE datasets (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        name              TEXT NOT NULL UNIQUE,
+        target_column     TEXT NOT NULL,
+        workflow_elements TEXT NOT NULL,
+        score_types       TEXT NOT NULL,
+        table_sha256      TEXT NOT NULL REFERENCES blobs(sha256),
+        size              INTEGER NOT NULL,
+        rows              INTEGER NOT NULL,
+        stats             TEXT NOT NULL,
+        created_at        INTEGER NOT NULL
+    );
+    CREATE TABLE splits (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        dataset_id    INTEGER NOT NULL REFERENCES datasets(id),
+        ratio         REAL NOT NULL,
+        random_state  INTEGER NOT NULL,
+        stratified    INTEGER NOT NULL,
+        train_sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+        test_sha256   TEXT NOT NULL REFERENCES blobs(sha256),
+        train_rows    INTEGER NOT NULL,
+        test_rows     INTEGER NOT NULL,
+        stats         TEXT NOT NULL,
+        created_at    INTEGER NOT NULL
+    );
+    CREATE INDEX splits_dataset ON splits(dataset_id);
+"#;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize =

@@ -1,7 +1,12 @@
-//! Test support: real sshd hosts in containers (`datarun/sshd-host:0.1`, built by
+//! Test support: real sshd hosts in containers (`datarun/sshd-host:0.2`, built by
 //! `images/build-sshd.sh`) on a Docker network of their own, reachable from the test process by
 //! IP. Containers and network are removed on drop. Without Docker or the image the tests fail
 //! loudly: they never skip.
+//!
+//! Runner hosts ([`Hosts::start_runners`]) also get the engine's socket, so an agent there starts
+//! sibling containers on this machine's engine, and a state dir that is a directory of this
+//! machine bind-mounted at the same path (sibling containers' bind mounts are resolved here).
+//! Every container and network carries the label `datarun.test=ssh` for leftover cleanup.
 #![allow(dead_code)]
 
 use std::io::Read;
@@ -13,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use datarun::provision::{HostKeyPolicy, SshOptions, SshTarget};
 
-pub const IMAGE: &str = "datarun/sshd-host:0.1";
+pub const IMAGE: &str = "datarun/sshd-host:0.2";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -68,7 +73,22 @@ pub fn keygen(dir: &Path, name: &str, kind: &str, passphrase: &str) -> PathBuf {
 pub struct Host {
     pub name: String,
     pub ip: String,
+    /// Runner hosts: the state dir, the same path here and in the container.
+    pub state_dir: Option<PathBuf>,
 }
+
+/// What a host container gets besides sshd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// sshd only.
+    Plain,
+    /// A runner: a state dir bind-mounted at the same path, and the engine's socket when
+    /// `docker` is true (false: a runner without Docker).
+    Runner { docker: bool },
+}
+
+/// The engine's socket, given to runner hosts at the same path.
+pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
 
 /// N sshd containers on a fresh network, with `root` authorized for an ed25519 and an RSA key.
 pub struct Hosts {
@@ -78,10 +98,21 @@ pub struct Hosts {
     pub rsa: PathBuf,
     pub hosts: Vec<Host>,
     authorized: String,
+    kind: Kind,
 }
 
 impl Hosts {
+    /// N plain sshd hosts.
     pub fn start(n: usize) -> Hosts {
+        Hosts::start_kind(n, Kind::Plain)
+    }
+
+    /// N runner hosts with the engine's socket and a state dir each.
+    pub fn start_runners(n: usize) -> Hosts {
+        Hosts::start_kind(n, Kind::Runner { docker: true })
+    }
+
+    pub fn start_kind(n: usize, kind: Kind) -> Hosts {
         let version = try_docker(&["version", "--format", "{{.Server.Version}}"]);
         let version =
             version.unwrap_or_else(|e| panic!("these tests need a running Docker engine: {e}"));
@@ -109,11 +140,21 @@ impl Hosts {
             rsa,
             hosts: Vec::new(),
             authorized,
+            kind,
         };
         for i in 0..n {
+            let state_dir = match kind {
+                Kind::Plain => None,
+                Kind::Runner { .. } => {
+                    let dir = hosts.dir.path().join(format!("state-h{i}"));
+                    std::fs::create_dir_all(&dir).expect("state dir");
+                    Some(dir)
+                }
+            };
             let host = Host {
                 name: format!("{}-h{i}", hosts.network),
                 ip: format!("{subnet}.{}", 10 + i),
+                state_dir,
             };
             hosts.hosts.push(host);
             hosts.run(i);
@@ -146,26 +187,71 @@ impl Hosts {
         }
     }
 
+    /// The state dir of runner host `i` (panics for plain hosts).
+    pub fn state_dir(&self, i: usize) -> &Path {
+        self.hosts[i]
+            .state_dir
+            .as_deref()
+            .expect("a runner host (Hosts::start_runners)")
+    }
+
+    /// One `[[runner]]` entry per host, named `h0`, `h1`, ..., reached as root with the ed25519
+    /// key, with its state dir; `extra` is added to every entry (e.g. `"executor = \"docker\""`).
+    pub fn inventory(&self, extra: &str) -> String {
+        let mut out = String::new();
+        for (i, host) in self.hosts.iter().enumerate() {
+            out += &format!(
+                "[[runner]]\nname = \"h{i}\"\naddress = \"{}\"\nuser = \"root\"\n\
+                 identity_file = \"{}\"\n",
+                host.ip,
+                self.ed25519.display()
+            );
+            if let Some(dir) = &host.state_dir {
+                out += &format!("state_dir = \"{}\"\n", dir.display());
+            }
+            if !extra.is_empty() {
+                out += extra.trim_end();
+                out += "\n";
+            }
+            out += "\n";
+        }
+        out
+    }
+
+    /// Runs a shell command in host `i` (as root, through `docker exec`), returns its stdout.
+    pub fn sh(&self, i: usize, script: &str) -> Result<String, String> {
+        try_docker(&["exec", &self.hosts[i].name, "sh", "-c", script])
+    }
+
     fn run(&self, i: usize) {
         let host = &self.hosts[i];
         let env = format!("AUTHORIZED_KEYS={}", self.authorized);
-        docker(&[
-            "run",
-            "-d",
-            "--name",
-            &host.name,
-            "--hostname",
-            &host.name,
-            "--network",
-            &self.network,
-            "--ip",
-            &host.ip,
-            "--label",
-            "datarun.test=ssh",
-            "-e",
-            &env,
-            IMAGE,
-        ]);
+        let mut args = vec![
+            "run".to_string(),
+            "-d".into(),
+            "--name".into(),
+            host.name.clone(),
+            "--hostname".into(),
+            host.name.clone(),
+            "--network".into(),
+            self.network.clone(),
+            "--ip".into(),
+            host.ip.clone(),
+            "--label".into(),
+            "datarun.test=ssh".into(),
+            "-e".into(),
+            env,
+        ];
+        if let Some(dir) = &host.state_dir {
+            args.push("-v".into());
+            args.push(format!("{0}:{0}", dir.display()));
+        }
+        if self.kind == (Kind::Runner { docker: true }) {
+            args.push("-v".into());
+            args.push(format!("{DOCKER_SOCKET}:{DOCKER_SOCKET}"));
+        }
+        args.push(IMAGE.into());
+        docker(&args.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     /// Waits until sshd on host `i` sends its banner.

@@ -1,0 +1,247 @@
+//! How masters reach an agent. Two ways, one loop:
+//! - `--stdio` (the local transport): one connection on stdin/stdout; when the master closes it,
+//!   the agent finishes what it runs, journals the results and exits; the next agent reports
+//!   them.
+//! - `--listen SOCKET` (the daemon on an ssh runner): masters connect through a Unix socket
+//!   (over ssh, via `datarun agent --connect`). Folds outlive connections: the agent keeps
+//!   running them, enforcing their limits and journaling their results, while no master is
+//!   connected. The latest connection to say hello is the master; an older one is closed.
+//!   A connection that only pings (a health check) never displaces the master.
+
+use super::daemon::{Agent, AgentConfig};
+use crate::model::AttemptId;
+use crate::protocol::{self, FromAgent, ToAgent, PROTOCOL_VERSION};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+
+/// What the connections tell the agent loop.
+enum Input {
+    Opened {
+        conn: u64,
+        tx: mpsc::UnboundedSender<FromAgent>,
+        reader: AbortHandle,
+    },
+    Line {
+        conn: u64,
+        line: String,
+    },
+    Closed {
+        conn: u64,
+        reason: String,
+    },
+}
+
+struct Conn {
+    tx: mpsc::UnboundedSender<FromAgent>,
+    reader: AbortHandle,
+}
+
+/// Runs the agent over stdin/stdout until the master closes the input and every attempt this
+/// process started has ended.
+pub async fn run_stdio(cfg: AgentConfig) -> anyhow::Result<()> {
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    let writer = attach(
+        1,
+        tokio::io::stdin(),
+        tokio::io::stdout(),
+        inputs_tx.clone(),
+    );
+    drop(inputs_tx);
+    serve(cfg, inputs, true).await?;
+    let _ = writer.await;
+    Ok(())
+}
+
+/// Runs the agent as a daemon listening on `socket` (mode 0660) until it is killed.
+pub async fn run_listen(cfg: AgentConfig, socket: &Path) -> anyhow::Result<()> {
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            anyhow::bail!(
+                "another agent already listens on {}; stop it first",
+                socket.display()
+            );
+        }
+        std::fs::remove_file(socket)
+            .with_context(|| format!("removing the stale socket {}", socket.display()))?;
+    }
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("listening on {}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(
+        "agent {} listening on {} (state in {})",
+        cfg.runner,
+        socket.display(),
+        cfg.state_dir.display()
+    );
+    let (inputs_tx, inputs) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut next = 0u64;
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    next += 1;
+                    let (r, w) = stream.into_split();
+                    attach(next, r, w, inputs_tx.clone());
+                }
+                Err(e) => {
+                    tracing::warn!("accepting a connection failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+    });
+    serve(cfg, inputs, false).await
+}
+
+/// Starts the reader and the writer of one connection; returns the writer's task.
+fn attach<R, W>(
+    conn: u64,
+    input: R,
+    output: W,
+    inputs: mpsc::UnboundedSender<Input>,
+) -> tokio::task::JoinHandle<()>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_messages(rx, output));
+    let events = inputs.clone();
+    let reader = tokio::spawn(async move {
+        let mut lines = BufReader::new(input).lines();
+        let reason = loop {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if events.send(Input::Line { conn, line }).is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break "end of input".to_string(),
+                Err(e) => break format!("reading failed: {e}"),
+            }
+        };
+        let _ = events.send(Input::Closed { conn, reason });
+    });
+    let _ = inputs.send(Input::Opened {
+        conn,
+        tx,
+        reader: reader.abort_handle(),
+    });
+    writer
+}
+
+async fn write_messages<W: AsyncWrite + Unpin>(
+    mut rx: mpsc::UnboundedReceiver<FromAgent>,
+    mut out: W,
+) {
+    while let Some(msg) = rx.recv().await {
+        let line = protocol::encode(&msg);
+        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
+            // The peer went away; keep draining so senders never block.
+            while rx.recv().await.is_some() {}
+            return;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+/// The agent loop. With `exit_on_close` (stdio) the first closed connection ends it, after the
+/// attempts this process runs have ended.
+async fn serve(
+    cfg: AgentConfig,
+    mut inputs: mpsc::UnboundedReceiver<Input>,
+    exit_on_close: bool,
+) -> anyhow::Result<()> {
+    let (mut agent, mut done_rx) = Agent::new(&cfg).await?;
+    let mut conns: HashMap<u64, Conn> = HashMap::new();
+    let mut master: Option<u64> = None;
+    loop {
+        tokio::select! {
+            input = inputs.recv() => {
+                let Some(input) = input else { break };
+                match input {
+                    Input::Opened { conn, tx, reader } => {
+                        conns.insert(conn, Conn { tx, reader });
+                    }
+                    Input::Closed { conn, reason } => {
+                        if let Some(c) = conns.remove(&conn) {
+                            agent.outbox().close(&c.tx);
+                        }
+                        if master == Some(conn) {
+                            tracing::info!("agent {}: the master went away ({reason})", agent.runner());
+                            master = None;
+                            if exit_on_close {
+                                break;
+                            }
+                        }
+                    }
+                    Input::Line { conn, line } => {
+                        if line.trim().is_empty() {
+                            continue;
+                        }
+                        let Some(tx) = conns.get(&conn).map(|c| c.tx.clone()) else { continue };
+                        match protocol::decode::<ToAgent>(&line) {
+                            Ok(ToAgent::Hello { version, runner }) => {
+                                if version != PROTOCOL_VERSION {
+                                    let _ = tx.send(FromAgent::Error { message: format!(
+                                        "protocol version mismatch: master speaks {version}, this agent speaks {PROTOCOL_VERSION}; run the same datarun on both") });
+                                    drop_conn(&mut conns, conn);
+                                    continue;
+                                }
+                                if runner != agent.runner() {
+                                    tracing::warn!("agent {} is addressed as {runner}", agent.runner());
+                                }
+                                // The newest master wins: an older connection is half dead.
+                                if let Some(old) = master.filter(|&m| m != conn) {
+                                    tracing::info!("agent {}: a new master connection replaces the old one", agent.runner());
+                                    drop_conn(&mut conns, old);
+                                }
+                                master = Some(conn);
+                                agent.hello(tx).await?;
+                            }
+                            Ok(ToAgent::Ping { seq }) => {
+                                let _ = tx.send(FromAgent::Pong { seq });
+                            }
+                            Ok(msg) if master == Some(conn) => agent.handle(msg),
+                            Ok(_) => {
+                                let _ = tx.send(FromAgent::Error { message: "the first message must be hello".into() });
+                            }
+                            Err(e) => {
+                                let _ = tx.send(FromAgent::Error { message: e });
+                            }
+                        }
+                    }
+                }
+            }
+            Some(attempt) = done_rx.recv() => ended(&mut agent, attempt),
+        }
+    }
+    // The master is gone: finish what runs here; results stay in the journal for the next agent.
+    drop(conns);
+    while !agent.running.is_empty() {
+        match done_rx.recv().await {
+            Some(attempt) => ended(&mut agent, attempt),
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn ended(agent: &mut Agent, attempt: AttemptId) {
+    agent.running.remove(&attempt);
+}
+
+/// Closes a connection from our side: its writer ends (EOF to the peer), its reader stops.
+fn drop_conn(conns: &mut HashMap<u64, Conn>, conn: u64) {
+    if let Some(c) = conns.remove(&conn) {
+        c.reader.abort();
+    }
+}

@@ -1,0 +1,14 @@
+//! Datasets for ML folds: CSV tables (`csv`), their column statistics and the train/test
+//! comparison (`stats`), held-out splits (`split`) and scores (`score`).
+//!
+//! **Pure**: no IO, no SQL, no clock. The store keeps what these compute; the API calls them.
+
+pub mod csv;
+pub mod score;
+pub mod split;
+pub mod stats;
+
+pub use csv::{parse, Table};
+pub use score::ScoreType;
+pub use split::{held_out, HeldOut};
+pub use stats::{compare, table_stats, ColumnComparison, TableStats};

@@ -1,0 +1,390 @@
+//! Datasets and their held-out splits. A dataset is its CSV table (a content-addressed blob),
+//! its target column, workflow elements, score types and statistics; a split is the train and
+//! test row indices (blobs holding JSON arrays) with both sides' statistics. Each is created
+//! in one transaction with its blobs, so a refused or failed request stores nothing.
+//!
+//! Deleting a dataset deletes its splits with it: no fold refers to a dataset or split yet.
+//! When submission folds do (issue #6), the delete must be refused while one does.
+
+use super::{blobs, now_ms, Result, Store, StoreError};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::Value;
+
+pub type DatasetId = i64;
+pub type SplitId = i64;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DatasetRecord {
+    pub id: DatasetId,
+    pub name: String,
+    pub target_column: String,
+    pub workflow_elements: Vec<String>,
+    pub score_types: Vec<String>,
+    pub table_sha256: String,
+    pub size: u64,
+    pub rows: u64,
+    pub created_at: i64,
+    /// Column statistics (`dataset::TableStats` as JSON); left out of listings.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub stats: Value,
+}
+
+/// A dataset to store: everything is checked by the caller (the API) beforehand.
+pub struct NewDataset {
+    pub name: String,
+    pub target_column: String,
+    pub workflow_elements: Vec<String>,
+    pub score_types: Vec<String>,
+    pub table: Vec<u8>,
+    pub rows: u64,
+    pub stats: Value,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SplitRecord {
+    pub id: SplitId,
+    pub dataset_id: DatasetId,
+    pub held_out_test: f64,
+    pub random_state: u64,
+    pub stratify: bool,
+    pub train_rows: u64,
+    pub test_rows: u64,
+    pub train_sha256: String,
+    pub test_sha256: String,
+    pub created_at: i64,
+    /// Train and test statistics side by side, with similarity; left out of listings.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub stats: Value,
+}
+
+pub struct NewSplit {
+    pub dataset_id: DatasetId,
+    pub held_out_test: f64,
+    pub random_state: u64,
+    pub stratify: bool,
+    pub train: Vec<usize>,
+    pub test: Vec<usize>,
+    pub stats: Value,
+}
+
+const DATASET_COLUMNS: &str = "id, name, target_column, workflow_elements, score_types, \
+     table_sha256, size, rows, created_at, stats";
+const SPLIT_COLUMNS: &str = "id, dataset_id, ratio, random_state, stratified, train_rows, \
+     test_rows, train_sha256, test_sha256, created_at, stats";
+
+fn json_list(text: String) -> Vec<String> {
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+fn json_value(text: Option<String>) -> Value {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+/// Rows of `DATASET_COLUMNS`; `stats` is read only when `with_stats`.
+fn dataset_row(r: &Row, with_stats: bool) -> rusqlite::Result<DatasetRecord> {
+    Ok(DatasetRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        target_column: r.get(2)?,
+        workflow_elements: json_list(r.get(3)?),
+        score_types: json_list(r.get(4)?),
+        table_sha256: r.get(5)?,
+        size: r.get::<_, i64>(6)? as u64,
+        rows: r.get::<_, i64>(7)? as u64,
+        created_at: r.get(8)?,
+        stats: if with_stats {
+            json_value(r.get(9)?)
+        } else {
+            Value::Null
+        },
+    })
+}
+
+fn split_row(r: &Row, with_stats: bool) -> rusqlite::Result<SplitRecord> {
+    Ok(SplitRecord {
+        id: r.get(0)?,
+        dataset_id: r.get(1)?,
+        held_out_test: r.get(2)?,
+        random_state: r.get::<_, i64>(3)? as u64,
+        stratify: r.get(4)?,
+        train_rows: r.get::<_, i64>(5)? as u64,
+        test_rows: r.get::<_, i64>(6)? as u64,
+        train_sha256: r.get(7)?,
+        test_sha256: r.get(8)?,
+        created_at: r.get(9)?,
+        stats: if with_stats {
+            json_value(r.get(10)?)
+        } else {
+            Value::Null
+        },
+    })
+}
+
+fn find_dataset(conn: &Connection, id: DatasetId) -> Result<DatasetRecord> {
+    conn.prepare_cached(&format!(
+        "SELECT {DATASET_COLUMNS} FROM datasets WHERE id = ?1"
+    ))?
+    .query_row([id], |r| dataset_row(r, true))
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("no dataset with id {id}")))
+}
+
+fn find_split(conn: &Connection, id: SplitId) -> Result<SplitRecord> {
+    conn.prepare_cached(&format!("SELECT {SPLIT_COLUMNS} FROM splits WHERE id = ?1"))?
+        .query_row([id], |r| split_row(r, true))
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no split with id {id}")))
+}
+
+fn indices_blob(indices: &[usize]) -> Vec<u8> {
+    serde_json::to_vec(indices).unwrap_or_default()
+}
+
+fn read_indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
+    let data = blobs::get(conn, sha)?
+        .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))?;
+    serde_json::from_slice(&data)
+        .map_err(|e| StoreError::Invalid(format!("blob {sha} holds no row indices: {e}")))
+}
+
+impl Store {
+    /// Stores a dataset and its table blob in one transaction; a taken name is a conflict.
+    pub async fn create_dataset(&self, new: NewDataset) -> Result<DatasetRecord> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let taken: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM datasets WHERE name = ?1",
+                    [&new.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = taken {
+                return Err(StoreError::Conflict(format!(
+                    "a dataset named {:?} exists already (id {id}); choose another name or delete it first",
+                    new.name
+                )));
+            }
+            let sha = blobs::put(&tx, &new.table)?;
+            tx.execute(
+                "INSERT INTO datasets (name, target_column, workflow_elements, score_types,
+                     table_sha256, size, rows, stats, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    new.name,
+                    new.target_column,
+                    serde_json::to_string(&new.workflow_elements).unwrap_or_default(),
+                    serde_json::to_string(&new.score_types).unwrap_or_default(),
+                    sha,
+                    new.table.len() as i64,
+                    new.rows as i64,
+                    new.stats.to_string(),
+                    now_ms(),
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            let record = find_dataset(&tx, id)?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Every dataset, oldest first, without statistics.
+    pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
+        self.call(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DATASET_COLUMNS} FROM datasets ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([], |r| dataset_row(r, false))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    pub async fn dataset(&self, id: DatasetId) -> Result<DatasetRecord> {
+        self.call(move |conn| find_dataset(conn, id)).await
+    }
+
+    /// The dataset's CSV table, as uploaded.
+    pub async fn dataset_table(&self, id: DatasetId) -> Result<Vec<u8>> {
+        self.call(move |conn| {
+            let d = find_dataset(conn, id)?;
+            blobs::get(conn, &d.table_sha256)?.ok_or_else(|| {
+                StoreError::NotFound(format!("the table blob {} is missing", d.table_sha256))
+            })
+        })
+        .await
+    }
+
+    /// Deletes a dataset and its splits in one transaction; returns how many splits went.
+    /// The blobs stay until a purge finds nothing refers to them.
+    pub async fn delete_dataset(&self, id: DatasetId) -> Result<usize> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            find_dataset(&tx, id)?;
+            let splits = tx.execute("DELETE FROM splits WHERE dataset_id = ?1", [id])?;
+            tx.execute("DELETE FROM datasets WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(splits)
+        })
+        .await
+    }
+
+    /// Stores a split and its index blobs in one transaction; the dataset must still exist.
+    pub async fn create_split(&self, new: NewSplit) -> Result<SplitRecord> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            find_dataset(&tx, new.dataset_id)?;
+            let train = blobs::put(&tx, &indices_blob(&new.train))?;
+            let test = blobs::put(&tx, &indices_blob(&new.test))?;
+            tx.execute(
+                "INSERT INTO splits (dataset_id, ratio, random_state, stratified, train_sha256,
+                     test_sha256, train_rows, test_rows, stats, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![
+                    new.dataset_id,
+                    new.held_out_test,
+                    new.random_state as i64,
+                    new.stratify,
+                    train,
+                    test,
+                    new.train.len() as i64,
+                    new.test.len() as i64,
+                    new.stats.to_string(),
+                    now_ms(),
+                ],
+            )?;
+            let record = find_split(&tx, tx.last_insert_rowid())?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// The dataset's splits, oldest first, without statistics.
+    pub async fn list_splits(&self, dataset: DatasetId) -> Result<Vec<SplitRecord>> {
+        self.call(move |conn| {
+            find_dataset(conn, dataset)?;
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SPLIT_COLUMNS} FROM splits WHERE dataset_id = ?1 ORDER BY id"
+            ))?;
+            let rows = stmt.query_map([dataset], |r| split_row(r, false))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// A split with its train and test row indices.
+    pub async fn split(&self, id: SplitId) -> Result<(SplitRecord, Vec<usize>, Vec<usize>)> {
+        self.call(move |conn| {
+            let s = find_split(conn, id)?;
+            let train = read_indices(conn, &s.train_sha256)?;
+            let test = read_indices(conn, &s.test_sha256)?;
+            Ok((s, train, test))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn iris_like() -> NewDataset {
+        NewDataset {
+            name: "iris".into(),
+            target_column: "species".into(),
+            workflow_elements: vec!["classifier".into()],
+            score_types: vec!["accuracy".into()],
+            table: b"x,species\n1,a\n2,b\n".to_vec(),
+            rows: 2,
+            stats: json!({"rows": 2}),
+        }
+    }
+
+    fn split_of(dataset_id: DatasetId) -> NewSplit {
+        NewSplit {
+            dataset_id,
+            held_out_test: 0.5,
+            random_state: 42,
+            stratify: false,
+            train: vec![1],
+            test: vec![0],
+            stats: json!({"columns": []}),
+        }
+    }
+
+    async fn count(store: &Store, table: &'static str) -> i64 {
+        store
+            .call(move |c| {
+                Ok(c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn datasets_and_splits_round_trip_and_delete_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let d = store.create_dataset(iris_like()).await.unwrap();
+        assert_eq!((d.name.as_str(), d.rows, d.size), ("iris", 2, 18));
+        assert_eq!(d.stats, json!({"rows": 2}));
+        assert_eq!(d.workflow_elements, ["classifier"]);
+        assert_eq!(store.dataset_table(d.id).await.unwrap(), iris_like().table);
+        let listed = store.list_datasets().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].stats, Value::Null);
+
+        let s = store.create_split(split_of(d.id)).await.unwrap();
+        let (rec, train, test) = store.split(s.id).await.unwrap();
+        assert_eq!((train, test), (vec![1], vec![0]));
+        assert_eq!(
+            (rec.random_state, rec.train_rows, rec.test_rows),
+            (42, 1, 1)
+        );
+        assert_eq!(store.list_splits(d.id).await.unwrap().len(), 1);
+
+        assert_eq!(store.delete_dataset(d.id).await.unwrap(), 1);
+        assert!(matches!(
+            store.dataset(d.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.split(s.id).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(count(&store, "splits").await, 0);
+        // Nothing refers to the blobs any more: a purge takes them (and does not trip on the
+        // foreign keys while a dataset still refers to one).
+        let report = store.purge(now_ms() + 1000).await.unwrap();
+        assert_eq!(report.blobs, 3);
+    }
+
+    #[tokio::test]
+    async fn refusals_store_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let d = store.create_dataset(iris_like()).await.unwrap();
+        let mut again = iris_like();
+        again.table = b"other,table\n1,2\n".to_vec();
+        let err = store.create_dataset(again).await.unwrap_err();
+        assert!(
+            matches!(err, StoreError::Conflict(ref m) if m.contains("exists already")),
+            "{err}"
+        );
+        assert!(matches!(
+            store.create_split(split_of(d.id + 1)).await,
+            Err(StoreError::NotFound(_))
+        ));
+        assert_eq!(count(&store, "datasets").await, 1);
+        assert_eq!(count(&store, "blobs").await, 1);
+        // A purge keeps the blob a dataset refers to.
+        assert_eq!(store.purge(now_ms() + 1000).await.unwrap().blobs, 0);
+        assert!(store.dataset_table(d.id).await.is_ok());
+    }
+}

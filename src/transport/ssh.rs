@@ -1,0 +1,145 @@
+//! The ssh transport: the master connects out to the runner (nothing on a runner reaches the
+//! master), checks that the agent daemon answers (`datarun agent --ping`), then runs
+//! `datarun agent --connect SOCKET` on a channel and speaks the protocol over its stdin/stdout,
+//! exactly as over a local child's. When the connection dies the daemon keeps its folds
+//! running; the next connection's hello tells the master what ran and what finished.
+//!
+//! `connect` returns at once: messages sent before the session is up wait in the link's
+//! channel; a failure to connect arrives as `LinkEvent::Closed` with the reason.
+
+use super::{Link, LinkEvent};
+use crate::inventory::RunnerSpec;
+use crate::protocol::{self, FromAgent, ToAgent};
+use crate::provision::{quote, RemoteLayout, Session, SshOptions, SshTarget};
+use std::path::Path;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// `<agent> agent VERB <socket>` on the runner.
+fn agent_command(layout: &RemoteLayout, verb: &str) -> String {
+    format!(
+        "{} agent {verb} {}",
+        quote(&layout.bin().to_string_lossy()),
+        quote(&layout.socket().to_string_lossy())
+    )
+}
+
+/// Where and as whom the master logs in to `spec`: its `user` (else the master's own user) and
+/// `identity_file` (else `~/.ssh/id_ed25519`).
+pub fn target_of(spec: &RunnerSpec) -> SshTarget {
+    let user = spec
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "root".into());
+    let identity = spec.identity_path().unwrap_or_else(|| {
+        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+        Path::new(&home).join(".ssh").join("id_ed25519")
+    });
+    SshTarget {
+        host: spec.host.clone().unwrap_or_default(),
+        port: spec.port,
+        user,
+        identity_file: identity,
+    }
+}
+
+pub fn connect(
+    spec: &RunnerSpec,
+    opts: SshOptions,
+    generation: u64,
+    events: mpsc::UnboundedSender<LinkEvent>,
+) -> Link {
+    let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
+    let target = target_of(spec);
+    let layout = RemoteLayout::for_runner(spec);
+    let name = spec.name.clone();
+    tokio::spawn(async move {
+        let reason = match run(&name, &target, &opts, &layout, generation, rx, &events).await {
+            Ok(reason) | Err(reason) => reason,
+        };
+        let _ = events.send(LinkEvent::Closed {
+            runner: name,
+            generation,
+            reason,
+        });
+    });
+    Link { generation, tx }
+}
+
+/// Runs one connection to its end; returns why it ended.
+async fn run(
+    name: &str,
+    target: &SshTarget,
+    opts: &SshOptions,
+    layout: &RemoteLayout,
+    generation: u64,
+    mut rx: mpsc::UnboundedReceiver<ToAgent>,
+    events: &mpsc::UnboundedSender<LinkEvent>,
+) -> Result<String, String> {
+    let session = Session::connect(target, opts)
+        .await
+        .map_err(|e| e.to_string())?;
+    let ping = session
+        .exec(&agent_command(layout, "--ping"))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !ping.success() {
+        let err = ping.stderr_lossy();
+        session.close().await;
+        return Err(match ping.status {
+            Some(127) => format!(
+                "datarun is not installed at {} on {}; run `datarun provision`",
+                layout.bin().display(),
+                target.label()
+            ),
+            _ => format!(
+                "the agent on {} is not healthy: {}",
+                target.label(),
+                err.trim()
+            ),
+        });
+    }
+    let (mut writer, reader) = session
+        .open_stream(&agent_command(layout, "--connect"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let pump = tokio::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            let line = protocol::encode(&msg);
+            if writer.write_all(line.as_bytes()).await.is_err() || writer.flush().await.is_err() {
+                break;
+            }
+        }
+        // The link was dropped: EOF tells the bridge (and so the daemon) we are gone.
+        let _ = writer.shutdown().await;
+    });
+    let mut pump = pump;
+    let mut lines = BufReader::new(reader).lines();
+    let reason = loop {
+        let line = tokio::select! {
+            line = lines.next_line() => line,
+            _ = &mut pump => break "the master closed the connection".to_string(),
+        };
+        match line {
+            Ok(Some(line)) => match protocol::decode::<FromAgent>(&line) {
+                Ok(msg) => {
+                    let ev = LinkEvent::Message {
+                        runner: name.to_string(),
+                        generation,
+                        msg,
+                    };
+                    if events.send(ev).is_err() {
+                        break "the master stopped".to_string();
+                    }
+                }
+                Err(e) => tracing::warn!("runner {name}: {e}"),
+            },
+            Ok(None) => break format!("the agent on {} closed the connection", target.label()),
+            Err(e) => break format!("the connection to {} failed: {e}", target.label()),
+        }
+    };
+    pump.abort();
+    session.close().await;
+    Ok(reason)
+}
