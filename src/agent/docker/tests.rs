@@ -16,7 +16,10 @@ const IMAGE: &str = "datarun/busybox:test";
 /// No engine test may take longer than this; a hang is a failure, not a stuck CI job.
 const TEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+mod adopt;
 mod config;
+mod grants;
+mod usage;
 
 // ---- real folds ----
 
@@ -143,6 +146,25 @@ async fn await_listed(exec: &DockerExecutor, attempt: AttemptId, alive: bool) {
     }
 }
 
+/// Starts `run()` in a task and kills the task once the container runs: the agent "dies",
+/// the container lives on.
+async fn run_and_abandon(exec: &DockerExecutor, req: ExecRequest) -> std::time::Instant {
+    let attempt = req.attempt;
+    let t0 = std::time::Instant::now();
+    let task = {
+        let exec = exec.clone();
+        tokio::spawn(async move {
+            let (tx, _rx) = mpsc::unbounded_channel();
+            let (_keep, cancel) = watch::channel(false);
+            exec.run(req, tx, cancel).await
+        })
+    };
+    await_listed(exec, attempt, true).await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    t0
+}
+
 #[tokio::test]
 async fn a_fold_runs_as_the_fold_user_with_its_env_and_outputs() {
     let exec = executor().await;
@@ -202,88 +224,6 @@ async fn a_non_zero_exit_is_an_exit_code() {
     let ran = run(&exec, req).await;
     assert_eq!(ran.result.outcome, Outcome::ExitCode { code: 3 });
     assert_eq!(ran.log(), "failing\n");
-}
-
-#[tokio::test]
-async fn going_over_the_memory_grant_is_out_of_memory() {
-    let exec = executor().await;
-    let (_dir, mut req) = request(r#"x=$(head -c 300000000 /dev/zero | tr "\0" a); echo ${#x}"#);
-    req.memory_limit = Some(64 * MIB);
-    let ran = run(&exec, req).await;
-    assert_eq!(
-        ran.result.outcome,
-        Outcome::OutOfMemory,
-        "log: {}",
-        ran.log()
-    );
-    assert!(
-        ran.result.metrics.peak_memory <= 64 * MIB,
-        "{:?}",
-        ran.result.metrics
-    );
-}
-
-#[tokio::test]
-async fn the_soft_limit_terminates() {
-    let exec = executor().await;
-    let (_dir, mut req) = request("sleep 30");
-    req.soft_limit = Some(Duration::from_secs(1));
-    let ran = run(&exec, req).await;
-    assert_eq!(ran.result.outcome, Outcome::TimedOutSoft);
-    assert!(ran.took < Duration::from_secs(8), "took {:?}", ran.took);
-    let wall = ran.result.metrics.wall_ms;
-    assert!((900..4000).contains(&wall), "wall {wall} ms");
-}
-
-#[tokio::test]
-async fn ignoring_sigterm_meets_the_hard_limit() {
-    let exec = executor().await;
-    let (_dir, mut req) = request(r#"trap "" TERM; echo trapped; while :; do sleep 1; done"#);
-    req.soft_limit = Some(Duration::from_secs(1));
-    req.hard_limit = Some(Duration::from_secs(3));
-    let ran = run(&exec, req).await;
-    assert_eq!(
-        ran.result.outcome,
-        Outcome::TimedOutHard,
-        "log: {}",
-        ran.log()
-    );
-    let wall = ran.result.metrics.wall_ms;
-    assert!((2900..6000).contains(&wall), "wall {wall} ms");
-    assert!(ran.log().contains("trapped"));
-}
-
-#[tokio::test]
-async fn a_fork_bomb_meets_the_pids_limit_and_the_host_stays_healthy() {
-    let exec = executor_with(DockerOptions {
-        pids_limit: 64,
-        ..DockerOptions::default()
-    })
-    .await;
-    let (_dir, mut req) = request(
-        r#"i=0; while [ $i -lt 1000 ]; do sleep 100 & i=$((i+1)); done; echo spawned $i; wait"#,
-    );
-    req.hard_limit = Some(Duration::from_secs(6));
-    let ran = run(&exec, req).await;
-    let log = ran.log();
-    assert!(
-        log.contains("can't fork"),
-        "the fold saw no fork failure: {log}"
-    );
-    assert!(
-        matches!(
-            ran.result.outcome,
-            Outcome::TimedOutHard | Outcome::ExitCode { .. }
-        ),
-        "{:?}",
-        ran.result.outcome
-    );
-    assert!(ran.took < Duration::from_secs(20), "took {:?}", ran.took);
-    exec.engine_version()
-        .await
-        .expect("the engine still answers");
-    let host = std::process::Command::new("true").status().unwrap();
-    assert!(host.success(), "the host can still start processes");
 }
 
 #[tokio::test]
@@ -358,73 +298,6 @@ async fn only_tmp_and_the_output_are_writable_and_the_input_is_read_only() {
 }
 
 #[tokio::test]
-async fn peak_memory_of_a_200_mb_fold() {
-    let exec = executor().await;
-    let (_dir, mut req) = request("head -c 200000000 /dev/zero | tail -c 200000000 | wc -c");
-    req.memory_limit = Some(1024 * MIB);
-    let ran = run(&exec, req).await;
-    assert_eq!(ran.result.outcome, Outcome::Success, "{}", ran.log());
-    let peak = ran.result.metrics.peak_memory;
-    eprintln!(
-        "peak of a 200 MB fold: {peak} bytes ({:?})",
-        ran.result.metrics
-    );
-    assert!(
-        (170_000_000..=230_000_000).contains(&peak),
-        "peak {peak} is not within 15% of 200 MB"
-    );
-}
-
-#[tokio::test]
-async fn cpu_time_of_a_two_second_busy_loop() {
-    let exec = executor().await;
-    // Burns 2 s of CPU by the container's own cgroup counter, however busy the machine is.
-    let (_dir, req) =
-        request("while [ $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) -lt 2000000000 ]; do :; done");
-    let ran = run(&exec, req).await;
-    assert_eq!(ran.result.outcome, Outcome::Success, "{}", ran.log());
-    let Metrics {
-        cpu_ms, wall_ms, ..
-    } = ran.result.metrics;
-    eprintln!("2 s busy loop: cpu {cpu_ms} ms, wall {wall_ms} ms");
-    assert!((1400..=2600).contains(&cpu_ms), "cpu {cpu_ms} ms");
-    assert!(
-        cpu_ms <= wall_ms + 200,
-        "cpu {cpu_ms} ms, wall {wall_ms} ms (1 cpu granted)"
-    );
-    assert!(
-        !ran.progress.is_empty(),
-        "progress is reported while it runs"
-    );
-    let last = ran.progress.last().unwrap();
-    assert!(last.cpu_ms > 0 && last.memory > 0, "{last:?}");
-}
-
-#[tokio::test]
-async fn without_cgroup_files_the_engine_stats_are_used() {
-    let mut exec = executor().await;
-    exec.read_cgroups = false;
-    // Holds 100 MB while it burns CPU for 3 s, so the once-a-second stats see both.
-    let (_dir, mut req) = request(
-        "head -c 100000000 /dev/zero | tail -c 100000000 | (while [ $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) -lt 3000000000 ]; do :; done; wc -c)",
-    );
-    req.memory_limit = Some(1024 * MIB);
-    let ran = run(&exec, req).await;
-    assert_eq!(ran.result.outcome, Outcome::Success, "{}", ran.log());
-    let Metrics {
-        cpu_ms,
-        peak_memory,
-        ..
-    } = ran.result.metrics;
-    eprintln!("engine stats only: {:?}", ran.result.metrics);
-    assert!((1500..=3300).contains(&cpu_ms), "cpu {cpu_ms} ms");
-    assert!(
-        (90_000_000..=130_000_000).contains(&peak_memory),
-        "peak {peak_memory}"
-    );
-}
-
-#[tokio::test]
 async fn cancel_kills_quickly_and_removes_the_container() {
     let exec = executor().await;
     let (_dir, req) = request("echo started; sleep 60");
@@ -483,133 +356,6 @@ async fn a_long_log_keeps_its_tail() {
         ran.took
     );
     assert!(log.len() < 4096 + 100);
-}
-
-/// Starts `run()` in a task and kills the task once the container runs: the agent "dies",
-/// the container lives on.
-async fn run_and_abandon(exec: &DockerExecutor, req: ExecRequest) -> std::time::Instant {
-    let attempt = req.attempt;
-    let t0 = std::time::Instant::now();
-    let task = {
-        let exec = exec.clone();
-        tokio::spawn(async move {
-            let (tx, _rx) = mpsc::unbounded_channel();
-            let (_keep, cancel) = watch::channel(false);
-            exec.run(req, tx, cancel).await
-        })
-    };
-    await_listed(exec, attempt, true).await;
-    task.abort();
-    assert!(task.await.unwrap_err().is_cancelled());
-    t0
-}
-
-async fn adopt(exec: &DockerExecutor, req: ExecRequest) -> ExecResult {
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let (_keep, cancel) = watch::channel(false);
-    tokio::time::timeout(TEST_TIMEOUT, exec.adopt(req, tx, cancel))
-        .await
-        .expect("the adopted fold did not end in time")
-}
-
-#[tokio::test]
-async fn adopt_resumes_a_running_fold_and_collects_it_once() {
-    let exec = executor().await;
-    let (_dir, req) =
-        request(r#"echo begun; sleep 3; echo done > "$DATARUN_OUTPUT/r.txt"; echo finished"#);
-    let attempt = req.attempt;
-    let t0 = run_and_abandon(&exec, req.clone()).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        exec.list_attempt_containers()
-            .await
-            .unwrap()
-            .contains(&(attempt, true)),
-        "the container outlives its agent"
-    );
-    let result = adopt(&exec, req.clone()).await;
-    assert_eq!(result.outcome, Outcome::Success);
-    assert_eq!(result.outputs, ["r.txt"]);
-    assert_eq!(String::from_utf8_lossy(&result.log), "begun\nfinished\n");
-    assert!(
-        (2900..6000).contains(&result.metrics.wall_ms),
-        "{:?}",
-        result.metrics
-    );
-    assert!(t0.elapsed() < Duration::from_secs(10));
-    assert_gone(&exec, attempt).await;
-    // Collected once: the container is gone, a second adopt finds nothing to report twice.
-    assert!(matches!(
-        adopt(&exec, req).await.outcome,
-        Outcome::Lost { .. }
-    ));
-}
-
-#[tokio::test]
-async fn adopt_collects_a_fold_that_ended_while_no_agent_watched() {
-    let exec = executor().await;
-    let (_dir, req) =
-        request(r#"sleep 1; echo done > "$DATARUN_OUTPUT/r.txt"; echo finished; exit 4"#);
-    let attempt = req.attempt;
-    run_and_abandon(&exec, req.clone()).await;
-    await_listed(&exec, attempt, false).await;
-    let result = adopt(&exec, req).await;
-    assert_eq!(result.outcome, Outcome::ExitCode { code: 4 });
-    assert_eq!(result.outputs, ["r.txt"]);
-    assert_eq!(String::from_utf8_lossy(&result.log), "finished\n");
-    assert_gone(&exec, attempt).await;
-}
-
-#[tokio::test]
-async fn adopt_counts_the_soft_limit_from_the_original_start() {
-    let exec = executor().await;
-    let (_dir, mut req) = request("sleep 30");
-    req.soft_limit = Some(Duration::from_secs(3));
-    let t0 = run_and_abandon(&exec, req.clone()).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let result = adopt(&exec, req).await;
-    assert_eq!(result.outcome, Outcome::TimedOutSoft);
-    let since_start = t0.elapsed();
-    assert!(since_start < Duration::from_millis(5500), "{since_start:?}");
-    assert!(
-        (2900..4500).contains(&result.metrics.wall_ms),
-        "{:?}",
-        result.metrics
-    );
-}
-
-#[tokio::test]
-async fn adopt_counts_the_hard_limit_from_the_original_start() {
-    let exec = executor().await;
-    let (_dir, mut req) = request(r#"trap "" TERM; while :; do sleep 1; done"#);
-    req.soft_limit = Some(Duration::from_secs(2));
-    req.hard_limit = Some(Duration::from_secs(4));
-    let t0 = run_and_abandon(&exec, req.clone()).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let result = adopt(&exec, req).await;
-    assert_eq!(result.outcome, Outcome::TimedOutHard);
-    let since_start = t0.elapsed();
-    assert!(
-        (Duration::from_millis(3900)..Duration::from_millis(6500)).contains(&since_start),
-        "{since_start:?}"
-    );
-    assert!(
-        (3900..5500).contains(&result.metrics.wall_ms),
-        "{:?}",
-        result.metrics
-    );
-}
-
-#[tokio::test]
-async fn adopting_an_attempt_without_a_container_is_lost() {
-    let exec = executor().await;
-    let (_dir, req) = request("true");
-    let result = adopt(&exec, req).await;
-    assert!(
-        matches!(result.outcome, Outcome::Lost { .. }),
-        "{:?}",
-        result.outcome
-    );
 }
 
 #[tokio::test]
