@@ -113,11 +113,12 @@ impl Agent {
 
     /// The machine's facts, with the engine's version when this is a docker runner.
     pub(super) async fn facts(&self) -> crate::protocol::Facts {
-        let docker = match &self.backend {
-            Backend::Docker(d) => Some(d.as_ref()),
-            _ => None,
+        use super::facts::{gather, Engine};
+        let engine = match &self.backend {
+            Backend::Docker(d) => Engine::Connected(d),
+            _ => Engine::Skip,
         };
-        super::facts::gather(Some(&self.state_dir), docker).await
+        gather(Some(&self.state_dir), engine).await
     }
 
     fn send(&self, msg: FromAgent) {

@@ -50,15 +50,26 @@ fn parse_gpu_indexes(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Where the engine's version comes from.
+pub enum Engine<'a> {
+    /// The agent's own engine connection.
+    Connected(&'a DockerExecutor),
+    /// A quick try of the local engine (the CLI's `--facts` and `--ping`).
+    Probe,
+    /// Not asked (a process runner).
+    Skip,
+}
+
 /// Everything an agent reports: [`collect`] plus GPUs, free disk under `state_dir`, and the
-/// engine's version when `docker` is given (else a quick try of the local engine).
-pub async fn gather(state_dir: Option<&Path>, docker: Option<&DockerExecutor>) -> Facts {
+/// engine's version.
+pub async fn gather(state_dir: Option<&Path>, engine: Engine<'_>) -> Facts {
     let mut facts = collect();
     facts.gpus = tokio::task::spawn_blocking(gpus).await.unwrap_or_default();
     facts.disk_free = state_dir.and_then(disk_free);
-    facts.docker_version = match docker {
-        Some(d) => d.engine_version().await.ok(),
-        None => {
+    facts.docker_version = match engine {
+        Engine::Connected(d) => d.engine_version().await.ok(),
+        Engine::Skip => None,
+        Engine::Probe => {
             let probe = async {
                 let d = DockerExecutor::connect(DockerOptions::default())
                     .await

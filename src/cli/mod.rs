@@ -194,14 +194,16 @@ pub fn main() -> Result<()> {
                 return runtime()?.block_on(async {
                     bridge::ping(&socket, std::time::Duration::from_secs(5)).await?;
                     let dir = socket.parent().map(Path::to_path_buf);
-                    let facts = agent_facts::gather(dir.as_deref(), None).await;
+                    let facts =
+                        agent_facts::gather(dir.as_deref(), agent_facts::Engine::Probe).await;
                     println!("{}", serde_json::to_string(&facts)?);
                     Ok(())
                 });
             }
             if facts {
                 return runtime()?.block_on(async {
-                    let facts = agent_facts::gather(Some(Path::new("/")), None).await;
+                    let facts =
+                        agent_facts::gather(Some(Path::new("/")), agent_facts::Engine::Probe).await;
                     println!("{}", serde_json::to_string(&facts)?);
                     Ok(())
                 });
