@@ -198,6 +198,16 @@ fn sixty_folds_spread_over_three_ssh_runners_without_oversubscribing() {
         3,
         "every runner took folds: {per_runner:?}"
     );
+    // The terminal table shows how each runner is reached and what it is.
+    let table = m.cli_ok(&["runners", "status"]);
+    let header = table.lines().next().unwrap();
+    assert!(
+        header.contains("VIA") && header.contains("MACHINE"),
+        "{table}"
+    );
+    for line in table.lines().skip(1) {
+        assert!(line.contains("ssh") && line.contains("Docker "), "{table}");
+    }
     // Outputs come back over ssh.
     for (i, id) in ids.iter().enumerate().step_by(17) {
         let out = m.cli_ok(&["fold", "output", &id.to_string(), "out.txt"]);

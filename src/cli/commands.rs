@@ -223,7 +223,7 @@ pub fn runners(cmd: RunnersCmd) -> Result<()> {
         return print_json(&v["runners"]);
     }
     let mut t = Table::new(&[
-        "NAME", "STATE", ">SLOTS", ">CPUS", ">MEMORY", "GPUS", "QUEUES",
+        "NAME", "VIA", ">SLOTS", ">CPUS", ">MEMORY", "GPUS", "QUEUES", "MACHINE", "STATE",
     ]);
     for r in v["runners"].as_array().into_iter().flatten() {
         let gpus_total = r["gpus_total"].as_array().map(|a| a.len()).unwrap_or(0);
@@ -236,12 +236,14 @@ pub fn runners(cmd: RunnersCmd) -> Result<()> {
             .collect();
         t.row([
             r["name"].as_str().unwrap_or("").to_string(),
-            r["state"].as_str().unwrap_or("").to_string(),
+            r["transport"].as_str().unwrap_or("").to_string(),
             format!("{}/{}", r["slots_used"], r["slots_total"]),
             format!("{}/{}", r["cpus_used"], r["cpus_total"]),
             format!("{}/{}", size(&r["memory_used"]), size(&r["memory_total"])),
             format!("{gpus_used}/{gpus_total}"),
             queues.join(","),
+            machine(&r["facts"]),
+            r["state"].as_str().unwrap_or("").to_string(),
         ]);
     }
     print!("{}", t.render());
@@ -249,6 +251,21 @@ pub fn runners(cmd: RunnersCmd) -> Result<()> {
         println!("\ninventory edit rejected: {e}");
     }
     Ok(())
+}
+
+/// "x86_64, Docker 20.10.24, 52G free" from an agent's facts ("-" before its first hello).
+fn machine(facts: &Value) -> String {
+    let Some(arch) = facts["arch"].as_str() else {
+        return "-".into();
+    };
+    let mut parts = vec![arch.to_string()];
+    if let Some(v) = facts["docker_version"].as_str() {
+        parts.push(format!("Docker {}", v.split(' ').next().unwrap_or(v)));
+    }
+    if facts["disk_free"].is_u64() {
+        parts.push(format!("{} free", size(&facts["disk_free"])));
+    }
+    parts.join(", ")
 }
 
 #[derive(Subcommand)]
