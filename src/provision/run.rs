@@ -6,7 +6,6 @@
 //! only when they report a change is the data sent. With `--check` every step runs in check
 //! mode and nothing is sent. A healthy host thus costs one connection and one command per step.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -85,36 +84,6 @@ pub async fn provision(
     Ok(reports)
 }
 
-/// The SSH target of an ssh runner: its user (default root) and identity file (default the
-/// first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists).
-pub fn target(runner: &RunnerSpec) -> Result<SshTarget, String> {
-    let host = runner
-        .host
-        .clone()
-        .ok_or_else(|| format!("runner {} has no address", runner.name))?;
-    let identity = match runner.identity_path() {
-        Some(path) => path,
-        None => default_identity().ok_or_else(|| {
-            format!(
-                "runner {}: no identity_file in the inventory and no ~/.ssh/id_ed25519, \
-                 id_ecdsa or id_rsa",
-                runner.name
-            )
-        })?,
-    };
-    let mut target = SshTarget::new(host, runner.user.as_deref().unwrap_or("root"), identity);
-    target.port = runner.port;
-    Ok(target)
-}
-
-fn default_identity() -> Option<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("HOME")?);
-    ["id_ed25519", "id_ecdsa", "id_rsa"]
-        .iter()
-        .map(|name| home.join(".ssh").join(name))
-        .find(|p| p.exists())
-}
-
 struct Host<'a> {
     runner: &'a RunnerSpec,
     playbook: &'a Playbook,
@@ -151,7 +120,7 @@ impl Host<'_> {
         let started = Instant::now();
         let address = self.runner.address().unwrap_or_default();
         let mut report = HostReport::new(&self.runner.name, &address);
-        let connected = match target(self.runner) {
+        let connected = match SshTarget::for_runner(self.runner) {
             Ok(target) => Session::connect(&target, &self.opts.ssh)
                 .await
                 .map_err(|e| e.to_string()),

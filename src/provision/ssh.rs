@@ -43,6 +43,29 @@ impl SshTarget {
         }
     }
 
+    /// The target of an inventory ssh runner: its user (default root) and identity file
+    /// (default the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists). Provisioning
+    /// and the master's ssh transport both log in this way.
+    pub fn for_runner(runner: &crate::inventory::RunnerSpec) -> Result<SshTarget, String> {
+        let host = runner
+            .host
+            .clone()
+            .ok_or_else(|| format!("runner {} has no address", runner.name))?;
+        let identity = match runner.identity_path() {
+            Some(path) => path,
+            None => default_identity().ok_or_else(|| {
+                format!(
+                    "runner {}: no identity_file in the inventory and no ~/.ssh/id_ed25519, \
+                     id_ecdsa or id_rsa",
+                    runner.name
+                )
+            })?,
+        };
+        let mut target = SshTarget::new(host, runner.user.as_deref().unwrap_or("root"), identity);
+        target.port = runner.port;
+        Ok(target)
+    }
+
     /// `host:port` (`[v6]:port` for IPv6 addresses), as errors name it.
     pub fn label(&self) -> String {
         if self.host.contains(':') && !self.host.starts_with('[') {
@@ -74,6 +97,14 @@ impl SshOptions {
             policy: HostKeyPolicy::Strict,
         }
     }
+}
+
+fn default_identity() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    ["id_ed25519", "id_ecdsa", "id_rsa"]
+        .iter()
+        .map(|name| home.join(".ssh").join(name))
+        .find(|p| p.exists())
 }
 
 /// Quotes one word for the remote shell.

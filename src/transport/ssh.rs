@@ -11,7 +11,6 @@ use super::{Link, LinkEvent};
 use crate::inventory::RunnerSpec;
 use crate::protocol::{self, FromAgent, ToAgent};
 use crate::provision::{quote, RemoteLayout, Session, SshOptions, SshTarget};
-use std::path::Path;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
@@ -24,26 +23,6 @@ fn agent_command(layout: &RemoteLayout, verb: &str) -> String {
     )
 }
 
-/// Where and as whom the master logs in to `spec`: its `user` (else the master's own user) and
-/// `identity_file` (else `~/.ssh/id_ed25519`).
-pub fn target_of(spec: &RunnerSpec) -> SshTarget {
-    let user = spec
-        .user
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "root".into());
-    let identity = spec.identity_path().unwrap_or_else(|| {
-        let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-        Path::new(&home).join(".ssh").join("id_ed25519")
-    });
-    SshTarget {
-        host: spec.host.clone().unwrap_or_default(),
-        port: spec.port,
-        user,
-        identity_file: identity,
-    }
-}
-
 pub fn connect(
     spec: &RunnerSpec,
     opts: SshOptions,
@@ -51,11 +30,15 @@ pub fn connect(
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
-    let target = target_of(spec);
+    let target = SshTarget::for_runner(spec);
     let layout = RemoteLayout::for_runner(spec);
     let name = spec.name.clone();
     tokio::spawn(async move {
-        let reason = match run(&name, &target, &opts, &layout, generation, rx, &events).await {
+        let ran = match &target {
+            Ok(target) => run(&name, target, &opts, &layout, generation, rx, &events).await,
+            Err(e) => Err(e.clone()),
+        };
+        let reason = match ran {
             Ok(reason) | Err(reason) => reason,
         };
         let _ = events.send(LinkEvent::Closed {
