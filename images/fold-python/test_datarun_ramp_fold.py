@@ -13,6 +13,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tarfile
 import tempfile
 import unittest
 
@@ -134,6 +135,42 @@ class RampFoldTest(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertTrue(os.path.isfile(os.path.join(self.output, "training_output/fold_1/scores.csv")))
 
+    def test_the_kit_may_come_as_one_archive(self):
+        archive = os.path.join(self.tmp.name, "iris-kit.tar.gz")
+        with tarfile.open(archive, "w:gz") as tar:
+            tar.add(self.input, arcname=".")
+        shutil.rmtree(self.input)
+        os.makedirs(self.input)
+        shutil.copy(archive, self.input)
+        self.fold_json(submission="starting_kit", fold=3, kit_archive="iris-kit.tar.gz")
+        read_only(self.input)
+        done = self.run_fold()
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        expected = os.path.join(RampTestOnce.output(), "fold_3", "scores.csv")
+        self.assertEqual(scores_csv(os.path.join(self.output, "training_output/fold_3/scores.csv")),
+                         scores_csv(expected))
+
+    def test_archives_must_stay_inside_the_kit(self):
+        evil = os.path.join(self.tmp.name, "evil")
+        with open(evil, "w") as f:
+            f.write("x")
+        for name, member in (("up.tar", "../evil"), ("abs.tar", "/tmp/evil"), ("link.tar", None)):
+            with self.subTest(name=name):
+                with tarfile.open(os.path.join(self.input, name), "w") as tar:
+                    if member:  # TarInfo by hand: tar.add would strip a leading /
+                        info = tarfile.TarInfo(member)
+                        info.size = 1
+                        with open(evil, "rb") as f:
+                            tar.addfile(info, f)
+                    else:
+                        info = tarfile.TarInfo("problem.py")
+                        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+                        tar.addfile(info)
+                self.fold_json(submission="starting_kit", fold=0, kit_archive=name)
+                done = self.run_fold()
+                self.assertEqual(done.returncode, 2, done.stdout + done.stderr)
+                self.assertIn("outside the kit" if member else "not a regular file", done.stderr)
+
     def test_broken_submission_exits_1_with_traceback(self):
         self.fold_json(submission="broken", fold=0)
         done = self.run_fold()
@@ -169,6 +206,8 @@ class RampFoldTest(unittest.TestCase):
             ({"submission": "starting_kit", "fold": "0"}, "non-negative integer"),
             ({"submission": "starting_kit", "fold": 0, "folds": 4}, "unknown key(s) ['folds']"),
             ({"submission": "starting_kit", "fold": 0, "kit_dir": "elsewhere"}, "no problem.py"),
+            ({"submission": "starting_kit", "fold": 0, "kit_archive": "kit.tar"},
+             "kit archive kit.tar not found"),
         ]
         for fold, message in cases:
             with self.subTest(fold=fold):
