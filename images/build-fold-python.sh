@@ -33,7 +33,9 @@ packages="python3 python3-numpy python3-pandas python3-sklearn python3-click pyt
 ramp_version=0.7.0
 ramp_wheel=ramp_workflow-$ramp_version-py3-none-any.whl
 ramp_sha256=dcf25007d1cc86957a8ab2f11d9c0263a980a9c67518981d65f66360d891e5c5
-base_key=$(printf '%s\n' "$packages" "$ramp_wheel" "$ramp_sha256" | sha256sum | cut -c1-12)
+# Bump base_recipe when the steps that build the base rootfs change (or build with --fresh).
+base_recipe=2
+base_key=$(printf '%s\n' "$base_recipe" "$packages" "$ramp_wheel" "$ramp_sha256" | sha256sum | cut -c1-12)
 cache=$cache_dir/fold-python-$version-$base_key.tar
 wheels=$cache_dir/wheels
 
@@ -173,7 +175,8 @@ else
     python3 -m pip install -q --isolated --disable-pip-version-check --no-cache-dir \
       --root-user-action=ignore --break-system-packages --no-index --no-deps \
       --require-hashes --find-links /tmp/wheels -r /tmp/wheels/ramp.txt
-    apt-get purge -y -qq --autoremove python3-pip >/dev/null
+    apt-get purge -y -qq --autoremove -o APT::AutoRemove::SuggestsImportant=false \
+      -o APT::AutoRemove::RecommendsImportant=false python3-pip >/dev/null
     python3 -c 'import rampwf.utils.testing, rampwf.utils.cli.testing, rampwf.workflows, rampwf.score_types'
     ramp-test --help >/dev/null
     apt-get clean
