@@ -320,3 +320,16 @@ fn a_ramp_kit_runs_fold_by_fold_in_parallel_and_matches_ramp_test() {
         assert_eq!(String::from_utf8(state).unwrap(), "training_error");
     }
 }
+
+#[test]
+fn the_kit_data_is_what_make_data_writes() {
+    let out = Command::new(common::python3())
+        .args(["examples/ramp_kit/make_data.py", "--check"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "examples/ramp_kit/data differs from make_data.py's split: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
