@@ -62,6 +62,15 @@ save_image() {
   fi
 }
 
+# One build at a time on this machine: tests run in parallel call this script, and a second
+# caller then finds the image the first one built.
+mkdir -p "$cache_dir"
+exec 9>"$cache_dir/fold-python.lock"
+if ! flock -n 9; then
+  echo "waiting for another build of $image to finish"
+  flock 9
+fi
+
 # The label ties the image to the sources it was built from.
 kit_files=$(cd "$kit" && find . -type f ! -name '*.pyc' ! -path '*/training_output/*' | LC_ALL=C sort)
 digest=$( (cat "$0" "$src/datarun-fold" "$src/test_datarun_fold.py" "$src/datarun-ramp-fold" \
