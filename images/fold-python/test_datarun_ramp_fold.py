@@ -135,6 +135,29 @@ class RampFoldTest(unittest.TestCase):
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertTrue(os.path.isfile(os.path.join(self.output, "training_output/fold_1/scores.csv")))
 
+    def test_data_label_selects_data_and_output_dirs(self):
+        problem = os.path.join(self.input, "problem.py")
+        with open(problem) as f:
+            text = f.read()
+        text = text.replace('def get_train_data(path="."):\n    return _read_data(path, "train.csv")',
+                            'def get_train_data(path=".", data_label=""):\n'
+                            '    return _read_data(path, os.path.join(data_label, "train.csv"))')
+        text = text.replace('def get_test_data(path="."):\n    return _read_data(path, "test.csv")',
+                            'def get_test_data(path=".", data_label=""):\n'
+                            '    return _read_data(path, os.path.join(data_label, "test.csv"))')
+        self.assertEqual(text.count("data_label"), 4, "problem.py changed: update this test")
+        with open(problem, "w") as f:
+            f.write(text)
+        os.makedirs(os.path.join(self.input, "data", "iris"))
+        for name in ("train.csv", "test.csv"):
+            os.rename(os.path.join(self.input, "data", name), os.path.join(self.input, "data", "iris", name))
+        self.fold_json(submission="starting_kit", fold=1, data_label="iris")
+        done = self.run_fold()
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        expected = os.path.join(RampTestOnce.output(), "fold_1", "scores.csv")
+        self.assertEqual(scores_csv(os.path.join(self.output, "training_output/iris/fold_1/scores.csv")),
+                         scores_csv(expected))
+
     def test_the_kit_may_come_as_one_archive(self):
         archive = os.path.join(self.tmp.name, "iris-kit.tar.gz")
         with tarfile.open(archive, "w:gz") as tar:
