@@ -6,13 +6,12 @@
 #
 #   images/build-fold-python.sh [--force] [--fresh] [--save FILE.tar] [--no-test]
 #
-# Idempotent: exits at once when the image exists with the label of the current sources
-# (the runners, their tests, iris.csv, the ramp kit and this script). --force rebuilds the
-# image; the base rootfs (debootstrap + apt + ramp-workflow) is cached at
-# $DATARUN_IMAGE_CACHE/fold-python-0.1-<hash of packages and wheel>.tar (default ~/.cache/datarun)
-# and reused, the wheel in wheels/ there (a rebuild needs no PyPI); --fresh rebuilds the base
-# too. After a build the image's own
-# unit tests run inside it (--no-test skips them); a failing image is removed. --save writes
+# Idempotent: exits at once when the image exists with the label of the current sources (the
+# runners, their tests, iris.csv, the ramp kit, this script); one build at a time (flock).
+# --force rebuilds the image; the base rootfs (debootstrap + apt + ramp-workflow) is cached at
+# $DATARUN_IMAGE_CACHE/fold-python-0.1-<recipe hash>.tar (default ~/.cache/datarun), the wheel
+# in wheels/ there (a rebuild needs no PyPI); --fresh rebuilds the base too. After a build the
+# image's unit tests run inside it (--no-test skips them); a failing image is removed. --save writes
 # `docker save` output for `datarun image load` on runners. Mirror override: DATARUN_DEBIAN_MIRROR=URL.
 # Must run as root (debootstrap, chroot).
 set -euo pipefail
@@ -46,7 +45,7 @@ while [ $# -gt 0 ]; do
     --fresh) force=1 fresh=1 ;;
     --no-test) test=0 ;;
     --save) [ $# -ge 2 ] || { echo "--save needs a file name" >&2; exit 2; }; save=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
