@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Builds the fold image datarun/fold-python:0.1 (Debian bookworm, python3 + numpy + pandas +
-# scikit-learn, /usr/local/bin/datarun-fold, user fold 1000) without any container registry:
-# debootstrap from the machine's own Debian mirror, apt-get in a chroot, then `docker import`.
+# scikit-learn, ramp-workflow from PyPI, /usr/local/bin/datarun-fold and datarun-ramp-fold, user
+# fold 1000) without any container registry: debootstrap from the machine's own Debian mirror,
+# apt-get in a chroot, pip for the one pinned (hash-checked) ramp-workflow wheel, `docker import`.
 #
 #   images/build-fold-python.sh [--force] [--fresh] [--save FILE.tar] [--no-test]
 #
-# Idempotent: exits at once when the image exists with the label of the current sources
-# (datarun-fold, its tests, iris.csv and this script). --force rebuilds the image; the base
-# rootfs (debootstrap + apt) is cached at $DATARUN_IMAGE_CACHE/fold-python-0.1.tar (default
-# ~/.cache/datarun) and reused; --fresh rebuilds that too. After a build the image's own
-# unit tests run inside it (--no-test skips them); a failing image is removed. --save writes
+# Idempotent: exits at once when the image exists with the label of the current sources (the
+# runners, their tests, iris.csv, the ramp kit, this script); one build at a time (flock).
+# --force rebuilds the image; the base rootfs (debootstrap + apt + ramp-workflow) is cached at
+# $DATARUN_IMAGE_CACHE/fold-python-0.1-<recipe hash>.tar (default ~/.cache/datarun), the wheel
+# in wheels/ there (a rebuild needs no PyPI); --fresh rebuilds the base too. After a build the
+# image's unit tests run inside it (--no-test skips them); a failing image is removed. --save writes
 # `docker save` output for `datarun image load` on runners. Mirror override: DATARUN_DEBIAN_MIRROR=URL.
 # Must run as root (debootstrap, chroot).
 set -euo pipefail
@@ -19,9 +21,22 @@ image=datarun/fold-python:$version
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/fold-python
 iris=$here/../examples/iris/iris.csv
+kit=$here/../examples/ramp_kit
 cache_dir=${DATARUN_IMAGE_CACHE:-$HOME/.cache/datarun}
-cache=$cache_dir/fold-python-$version.tar
-packages="python3 python3-numpy python3-pandas python3-sklearn"
+# python3-click and python3-cloudpickle are ramp-workflow's dependencies beyond scikit-learn's;
+# python3-pip installs the wheel and is purged again.
+packages="python3 python3-numpy python3-pandas python3-sklearn python3-click python3-cloudpickle"
+# ramp-workflow 0.7.0 (2024-12-02, the newest): requires numpy, scipy, pandas, scikit-learn>=0.22,
+# joblib, cloudpickle, click, all satisfied by bookworm's (sklearn 1.2.1, pandas 1.5.3, numpy
+# 1.24.2), so it goes in with --no-deps and nothing from PyPI but this wheel.
+ramp_version=0.7.0
+ramp_wheel=ramp_workflow-$ramp_version-py3-none-any.whl
+ramp_sha256=dcf25007d1cc86957a8ab2f11d9c0263a980a9c67518981d65f66360d891e5c5
+# Bump base_recipe when the steps that build the base rootfs change (or build with --fresh).
+base_recipe=2
+base_key=$(printf '%s\n' "$base_recipe" "$packages" "$ramp_wheel" "$ramp_sha256" | sha256sum | cut -c1-12)
+cache=$cache_dir/fold-python-$version-$base_key.tar
+wheels=$cache_dir/wheels
 
 force=0 fresh=0 test=1 save=
 while [ $# -gt 0 ]; do
@@ -30,7 +45,7 @@ while [ $# -gt 0 ]; do
     --fresh) force=1 fresh=1 ;;
     --no-test) test=0 ;;
     --save) [ $# -ge 2 ] || { echo "--save needs a file name" >&2; exit 2; }; save=$2; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -46,8 +61,20 @@ save_image() {
   fi
 }
 
+# One build at a time on this machine: tests run in parallel call this script, and a second
+# caller then finds the image the first one built.
+mkdir -p "$cache_dir"
+exec 9>"$cache_dir/fold-python.lock"
+if ! flock -n 9; then
+  echo "waiting for another build of $image to finish"
+  flock 9
+fi
+
 # The label ties the image to the sources it was built from.
-digest=$(cat "$0" "$src/datarun-fold" "$src/test_datarun_fold.py" "$iris" | sha256sum | cut -c1-16)
+kit_files=$(cd "$kit" && find . -type f ! -name '*.pyc' ! -path '*/training_output/*' | LC_ALL=C sort)
+digest=$( (cat "$0" "$src/datarun-fold" "$src/test_datarun_fold.py" "$src/datarun-ramp-fold" \
+  "$src/test_datarun_ramp_fold.py" "$iris"; cd "$kit" && for f in $kit_files; do echo "$f"; cat "$f"; done) |
+  sha256sum | cut -c1-16)
 if [ $force = 0 ] && [ "$(docker image inspect -f '{{index .Config.Labels "datarun.digest"}}' "$image" 2>/dev/null)" = "$digest" ]; then
   echo "$image is up to date (digest $digest)"
   save_image
@@ -77,6 +104,22 @@ find_uri() {
         }
         if (deb && has && on && uri != "") { print uri; exit } }'
   done
+}
+
+# The pinned ramp-workflow wheel, downloaded once by the host's pip (its proxy and CA settings
+# apply; the chroot never reaches PyPI) into $wheels and checked against its sha256 every time.
+fetch_wheel() {
+  printf 'ramp-workflow==%s --hash=sha256:%s\n' "$ramp_version" "$ramp_sha256" >"$work/ramp.txt"
+  if [ ! -f "$wheels/$ramp_wheel" ]; then
+    mkdir -p "$wheels"
+    python3 -m pip --version >/dev/null 2>&1 ||
+      { echo "need pip to download $ramp_wheel (or put it in $wheels)" >&2; exit 1; }
+    python3 -m pip download -q --no-deps --only-binary :all: --require-hashes \
+      -r "$work/ramp.txt" -d "$wheels"
+  fi
+  echo "$ramp_sha256  $wheels/$ramp_wheel" | sha256sum -c --quiet ||
+    { echo "$wheels/$ramp_wheel does not have the pinned sha256; remove it" >&2; exit 1; }
+  step "ramp-workflow wheel $wheels/$ramp_wheel"
 }
 
 work=$(mktemp -d /var/tmp/datarun-fold-python.XXXXXX)
@@ -109,6 +152,7 @@ else
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   fi
+  fetch_wheel
   step "debootstrap bookworm from $mirror"
   debootstrap --variant=minbase bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
@@ -129,16 +173,26 @@ else
   printf '%s\n' 'Package: python3-pythran' 'Version: 0~datarun' 'Architecture: all' \
     'Maintainer: datarun' 'Description: stub: scipy needs pythran only at build time' \
     >"$root/tmp/stub/DEBIAN/control"
+  mkdir -p "$root/tmp/wheels"
+  cp "$wheels/$ramp_wheel" "$work/ramp.txt" "$root/tmp/wheels/"
   chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 sh -ec "
     dpkg-deb -b /tmp/stub /tmp/stub.deb >/dev/null && dpkg -i /tmp/stub.deb >/dev/null
     apt-mark hold python3-pythran >/dev/null && rm -rf /tmp/stub /tmp/stub.deb
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends $packages >/dev/null
+    apt-get install -y -qq --no-install-recommends $packages python3-pip >/dev/null
+    python3 -m pip install -q --isolated --disable-pip-version-check --no-cache-dir \
+      --root-user-action=ignore --break-system-packages --no-index --no-deps \
+      --require-hashes --find-links /tmp/wheels -r /tmp/wheels/ramp.txt
+    apt-get purge -y -qq --autoremove -o APT::AutoRemove::SuggestsImportant=false \
+      -o APT::AutoRemove::RecommendsImportant=false python3-pip >/dev/null
+    python3 -c 'import rampwf.utils.testing, rampwf.utils.cli.testing, rampwf.workflows, rampwf.score_types'
+    ramp-test --help >/dev/null
     apt-get clean
     groupadd -g 1000 fold
     useradd -u 1000 -g 1000 -m -d /home/fold -s /bin/sh fold"
   umount "$root/dev/pts" "$root/proc"
-  step "installed $packages"
+  rm -rf "$root/tmp/wheels"
+  step "installed $packages and $ramp_wheel"
   # Slim down: apt lists and caches, docs, locales, the libraries' own test suites.
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/log/* \
     "$root"/usr/share/doc/* "$root"/usr/share/man/* "$root"/usr/share/info/* \
@@ -152,8 +206,12 @@ fi
 
 # The datarun layer; the cache gets the whole tree (the next build overwrites these files).
 install -D -m 0755 "$src/datarun-fold" "$root/usr/local/bin/datarun-fold"
+install -D -m 0755 "$src/datarun-ramp-fold" "$root/usr/local/bin/datarun-ramp-fold"
 install -D -m 0644 "$src/test_datarun_fold.py" "$root/opt/datarun/test_datarun_fold.py"
+install -D -m 0644 "$src/test_datarun_ramp_fold.py" "$root/opt/datarun/test_datarun_ramp_fold.py"
 install -D -m 0644 "$iris" "$root/opt/datarun/iris.csv"
+rm -rf "$root/opt/datarun/ramp_kit"
+(cd "$kit" && for f in $kit_files; do install -D -m 0644 "$f" "$root/opt/datarun/ramp_kit/$f"; done)
 keep=/dev/null
 if [ ! -f "$cache" ] || [ $fresh = 1 ]; then mkdir -p "$cache_dir"; keep=$cache.tmp; fi
 tar -C "$root" -c . | tee "$keep" | docker import \
@@ -167,7 +225,8 @@ tar -C "$root" -c . | tee "$keep" | docker import \
 step "imported $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{printf "%.0f MB", $1 / 1e6}'))"
 
 if [ $test = 1 ]; then
-  if ! docker run --rm --network none "$image" python3 -m unittest /opt/datarun/test_datarun_fold.py; then
+  if ! docker run --rm --network none -w /opt/datarun "$image" python3 -m unittest \
+      test_datarun_fold test_datarun_ramp_fold; then
     docker rmi "$image" >/dev/null || true
     echo "the image's tests failed; removed $image" >&2
     exit 1
