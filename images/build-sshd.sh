@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
-# Builds datarun/sshd-host:0.2, a stand-in "runner machine" for the SSH tests, without any
+# Builds datarun/sshd-host:0.3, a stand-in "runner machine" for the SSH tests, without any
 # registry: debootstrap a minimal Debian bookworm from the machine's own mirror, add
-# openssh-server, ca-certificates, procps and python3 (which ansible's modules need on a managed
-# host, for the provisioning bench's comparison), and `docker import` the result.
+# openssh-server, ca-certificates, procps, python3 (which ansible's modules need on a managed
+# host, for the provisioning bench's comparison) and sudo, and `docker import` the result.
 #
 # sshd accepts keys only (PasswordAuthentication no, PermitRootLogin prohibit-password).
 # The entrypoint generates host keys on first start (`ssh-keygen -A`), so every container has
 # its own key and a restarted container keeps it. Root's authorized_keys comes from the
 # environment variable AUTHORIZED_KEYS (written to /root/.ssh/authorized_keys at each start),
-# or from a bind mount at /root/.ssh/authorized_keys when the variable is empty.
-#   docker run -d -e AUTHORIZED_KEYS="$(cat id_ed25519.pub)" datarun/sshd-host:0.2
+# or from a bind mount at /root/.ssh/authorized_keys when the variable is empty. With LOGIN_USER
+# set, that user is created too, with the same keys and password-less sudo (an operator's
+# usual non-root login).
+#   docker run -d -e AUTHORIZED_KEYS="$(cat id_ed25519.pub)" datarun/sshd-host:0.3
 #
 # Idempotent: exits at once when the image exists (--force rebuilds). The rootfs tarball is
 # cached in ${DATARUN_IMAGE_CACHE:-~/.cache/datarun} so a rebuild skips debootstrap.
 set -euo pipefail
 cd "$(dirname "$0")"
-version=0.2
+version=0.3
 image=datarun/sshd-host:$version
 force=0
 while [ $# -gt 0 ]; do
@@ -60,7 +62,7 @@ if [ ! -s "$base" ]; then
   printf '#!/bin/sh\nexit 101\n' > "$root/usr/sbin/policy-rc.d"
   chmod 0755 "$root/usr/sbin/policy-rc.d"
   DEBIAN_FRONTEND=noninteractive chroot "$root" apt-get install -y -qq --no-install-recommends \
-    openssh-server ca-certificates procps python3 >/dev/null
+    openssh-server ca-certificates procps python3 sudo >/dev/null
   rm -f "$root/usr/sbin/policy-rc.d"
   chroot "$root" apt-get clean
   umount "$root/proc"
@@ -95,6 +97,16 @@ chmod 0700 /root/.ssh
 if [ -n "${AUTHORIZED_KEYS:-}" ]; then
   printf '%s\n' "$AUTHORIZED_KEYS" > /root/.ssh/authorized_keys
   chmod 0600 /root/.ssh/authorized_keys
+fi
+if [ -n "${LOGIN_USER:-}" ] && ! id -u "$LOGIN_USER" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh "$LOGIN_USER"
+  home=$(getent passwd "$LOGIN_USER" | cut -d: -f6)
+  mkdir -p "$home/.ssh"
+  cp /root/.ssh/authorized_keys "$home/.ssh/authorized_keys"
+  chown -R "$LOGIN_USER:" "$home/.ssh"
+  chmod 0700 "$home/.ssh"
+  printf '%s ALL=(ALL) NOPASSWD: ALL\n' "$LOGIN_USER" > "/etc/sudoers.d/$LOGIN_USER"
+  chmod 0440 "/etc/sudoers.d/$LOGIN_USER"
 fi
 exec /usr/sbin/sshd -D -e "$@"
 SH

@@ -88,15 +88,22 @@ struct Cluster {
     _leftovers: Leftovers,
 }
 
-/// `n` runner hosts with running agents and a master reaching them over ssh.
+/// `n` runner hosts with running agents and a master reaching them over ssh as root.
 fn cluster(n: usize, slots: u32, lease: &str) -> Cluster {
+    cluster_as(n, slots, lease, "root")
+}
+
+/// The same, logging in as `user` (root, or the hosts' sudoer [`hosts::LOGIN_USER`]).
+fn cluster_as(n: usize, slots: u32, lease: &str, user: &str) -> Cluster {
     ensure_busybox();
     let hosts = Hosts::start_runners(n);
     let leftovers = Leftovers((0..n).map(|i| hosts.state_dir(i).to_path_buf()).collect());
-    let inventory = hosts.inventory(&format!(
-        "slots = {slots}\ncpus = 4\nmemory = \"4G\"\nexecutor = \"docker\"\n\
-         images = [\"{BUSYBOX}\"]\nqueues = [\"*\"]"
-    ));
+    let inventory = hosts
+        .inventory(&format!(
+            "slots = {slots}\ncpus = 4\nmemory = \"4G\"\nexecutor = \"docker\"\n\
+             images = [\"{BUSYBOX}\"]\nqueues = [\"*\"]"
+        ))
+        .replace("user = \"root\"", &format!("user = \"{user}\""));
     provision(&hosts, &inventory);
     let known = hosts.known_hosts();
     let master = Master::start_with(
@@ -420,4 +427,35 @@ fn a_runner_back_after_its_lease_has_its_late_results_discarded() {
     // And the results that count are the requeued attempts'.
     let ran = assert_each_done_once(m, &on_h0);
     assert!(ran.iter().all(|(_, n)| *n == 2), "{ran:?}");
+}
+
+#[test]
+fn a_non_root_login_provisions_through_sudo_and_runs_folds() {
+    let c = cluster_as(1, 2, "60s", hosts::LOGIN_USER);
+    let m = &c.master;
+    // The agent runs as its own user; the login user reaches its socket through the group.
+    let ps = c.hosts.sh(0, "ps -o user=,args= -C datarun").unwrap();
+    let daemon: Vec<&str> = ps.lines().filter(|l| l.contains("--listen")).collect();
+    assert!(
+        daemon.len() == 1 && daemon[0].trim_start().starts_with("datarun "),
+        "{ps}"
+    );
+    assert!(
+        ps.lines()
+            .filter(|l| l.contains("--connect"))
+            .all(|l| l.trim_start().starts_with(hosts::LOGIN_USER)),
+        "the master's bridge runs as the login user: {ps}"
+    );
+    let groups = c
+        .hosts
+        .sh(0, &format!("id -nG {}", hosts::LOGIN_USER))
+        .unwrap();
+    assert!(
+        groups.split_whitespace().any(|g| g == "datarun"),
+        "{groups}"
+    );
+    let ids = m.submit((0..4).map(|i| fold(&format!("echo {i}"))).collect());
+    m.wait_all(&ids, Duration::from_secs(120));
+    let ran = assert_each_done_once(m, &ids);
+    assert!(ran.iter().all(|(r, n)| r == "h0" && *n == 1), "{ran:?}");
 }

@@ -312,6 +312,7 @@ pub fn vars(runner: &crate::inventory::RunnerSpec, binary: &AgentBinary) -> Valu
         "log": path(layout.log()),
         "pid": path(layout.pid()),
         "agent_user": AGENT_USER,
+        "login_user": runner.user.as_deref().unwrap_or("root"),
         "install_docker": runner.install_docker,
         "local_arch": std::env::consts::ARCH,
         "sha256": binary.sha256,

@@ -1,4 +1,4 @@
-//! Test support: real sshd hosts in containers (`datarun/sshd-host:0.2`, built by
+//! Test support: real sshd hosts in containers (`datarun/sshd-host:0.3`, built by
 //! `images/build-sshd.sh`) on a Docker network of their own, reachable from the test process by
 //! IP. Containers and network are removed on drop. Without Docker or the image the tests fail
 //! loudly: they never skip.
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use datarun::provision::{HostKeyPolicy, SshOptions, SshTarget};
 
-pub const IMAGE: &str = "datarun/sshd-host:0.2";
+pub const IMAGE: &str = "datarun/sshd-host:0.3";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
@@ -86,6 +86,9 @@ pub enum Kind {
     /// `docker` is true (false: a runner without Docker).
     Runner { docker: bool },
 }
+
+/// A non-root user on every host, with the same keys and password-less sudo.
+pub const LOGIN_USER: &str = "deploy";
 
 /// The engine's socket, given to runner hosts at the same path.
 pub const DOCKER_SOCKET: &str = "/var/run/docker.sock";
@@ -241,6 +244,8 @@ impl Hosts {
             "datarun.test=ssh".into(),
             "-e".into(),
             env,
+            "-e".into(),
+            format!("LOGIN_USER={LOGIN_USER}"),
         ];
         if let Some(dir) = &host.state_dir {
             args.push("-v".into());
