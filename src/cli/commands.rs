@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// An exit with a chosen status code and nothing more to say (the command printed it).
@@ -77,9 +77,10 @@ pub struct SubmitArgs {
     /// SIGKILL after this long.
     #[arg(long, value_parser = crate::units::parse_duration)]
     hard_limit: Option<Duration>,
-    /// A file to place in the fold's input directory, under its file name (repeatable).
-    #[arg(long = "input", short = 'i')]
-    inputs: Vec<PathBuf>,
+    /// A file to place in the fold's input directory (repeatable): `PATH` keeps its file name,
+    /// `NAME=PATH` places it as NAME, which may have directories (`data/train.csv`).
+    #[arg(long = "input", short = 'i', value_name = "[NAME=]PATH")]
+    inputs: Vec<String>,
     /// NAME=VALUE (repeatable).
     #[arg(long = "env", short = 'e')]
     env: Vec<String>,
@@ -106,16 +107,33 @@ pub struct SubmitArgs {
     command: Vec<String>,
 }
 
+/// `--input [NAME=]PATH`: the name in the fold's input directory and the local file.
+fn input_arg(arg: &str) -> Result<(String, PathBuf)> {
+    let (name, path) = match arg.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !Path::new(arg).exists() => {
+            (name.to_string(), PathBuf::from(path))
+        }
+        _ => {
+            let path = PathBuf::from(arg);
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .with_context(|| format!("--input {arg}: not a file name"))?
+                .to_string();
+            (name, path)
+        }
+    };
+    crate::model::check_file_name(&name).map_err(|e| anyhow::anyhow!("--input {arg}: {e}"))?;
+    Ok((name, path))
+}
+
 pub fn submit(a: SubmitArgs) -> Result<()> {
     let client = a.conn.client()?;
     let mut inputs = Vec::new();
-    for path in &a.inputs {
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .with_context(|| format!("--input {}: not a file name", path.display()))?;
-        let data = std::fs::read(path)
-            .with_context(|| format!("--input {}: cannot read it", path.display()))?;
+    for arg in &a.inputs {
+        let (name, path) = input_arg(arg)?;
+        let data = std::fs::read(&path)
+            .with_context(|| format!("--input {arg}: cannot read {}", path.display()))?;
         let blob: Value = client.post_bytes("/blobs", data)?;
         inputs.push(json!({"name": name, "sha256": blob["sha256"]}));
     }
@@ -359,4 +377,28 @@ pub async fn image(cmd: ImageCmd) -> Result<()> {
         println!("loaded {name}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::input_arg;
+    use std::path::PathBuf;
+
+    #[test]
+    fn input_names() {
+        let (name, path) = input_arg("/tmp/kit/train.csv").unwrap();
+        assert_eq!(
+            (name.as_str(), path),
+            ("train.csv", PathBuf::from("/tmp/kit/train.csv"))
+        );
+        let (name, path) = input_arg("data/train.csv=/tmp/kit/train.csv").unwrap();
+        assert_eq!(
+            (name.as_str(), path),
+            ("data/train.csv", PathBuf::from("/tmp/kit/train.csv"))
+        );
+        for hostile in ["../x=/tmp/a", "/etc/passwd=/tmp/a", "a/../../b=/tmp/a"] {
+            let err = input_arg(hostile).unwrap_err().to_string();
+            assert!(err.contains("--input"), "{hostile}: {err}");
+        }
+    }
 }
