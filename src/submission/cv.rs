@@ -135,7 +135,7 @@ mod tests {
         nulls[3] = None;
         assert!(kfold(120, 5, 42, Some(&nulls))
             .unwrap_err()
-            .contains("row 3"));
+            .contains("1 null cells"));
     }
 
     #[test]
