@@ -122,4 +122,6 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 #[cfg(test)]
+mod submission_tests;
+#[cfg(test)]
 mod tests;
