@@ -171,7 +171,19 @@ pub async fn settle(s: &ApiState) -> ApiResult<()> {
         for i in &inputs {
             let key = (i.dataset_id, i.split_id);
             if i.fold.state == crate::model::FoldState::Done && !truths.contains_key(&key) {
-                truths.insert(key, truth(s, i.dataset_id, i.split_id).await?);
+                // Without the truth the fold still gets its state, just no scores: one bad
+                // table must not stop every read.
+                match truth(s, i.dataset_id, i.split_id).await {
+                    Ok(t) => {
+                        truths.insert(key, t);
+                    }
+                    Err(e) => tracing::warn!(
+                        "dataset {} (split {:?}): cannot score: {}",
+                        i.dataset_id,
+                        i.split_id,
+                        e.message
+                    ),
+                }
             }
         }
         let results = blocking(move || {
