@@ -14,7 +14,7 @@ fn folds_stored(m: &Master) -> usize {
 #[test]
 fn bad_submissions_are_refused_and_store_nothing() {
     // The default inventory: a process runner only, so the fold image can never run here.
-    let m = Master::start(None);
+    let mut m = Master::start(None);
     let csv = std::fs::read("examples/iris/iris.csv").unwrap();
     let d = dataset(&m, "iris", &csv, "species", &["accuracy"], &["classifier"]);
     let other = dataset(&m, "iris2", &csv, "species", &["accuracy"], &[]);
@@ -133,6 +133,13 @@ fn bad_submissions_are_refused_and_store_nothing() {
     }
     let (_, new) = m.request("POST", "/results/new", Some(json!({"dataset_id": d})));
     assert_eq!(new["results"].as_array().unwrap().len(), 5);
+    // Results and their delivery survive a kill -9 of the master: nothing expires.
+    m.kill9();
+    m.spawn();
+    let (_, again) = m.request("POST", "/results/new", None);
+    assert_eq!(again["results"], json!([]), "delivered stays delivered");
+    let v = m.get(&format!("/submissions/{}", s["id"]));
+    assert_eq!(v["submission"]["folds"][4]["state"], "ERROR");
     let (status, _) = m.request("POST", "/submissions", Some(ok.clone()));
     assert_eq!(status, 409, "the name is taken");
     assert_eq!(folds_stored(&m), 5);
