@@ -13,6 +13,7 @@ pub mod protocol;
 pub mod provision;
 pub mod scheduler;
 pub mod store;
+pub mod submission;
 pub mod table;
 pub mod transport;
 pub mod units;

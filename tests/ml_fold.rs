@@ -10,22 +10,10 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-const IMAGE: &str = "datarun/fold-python:0.1";
+use common::ml::IMAGE;
 
 fn inventory() -> String {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "this test needs a running Docker engine");
-    let built = Command::new("./images/build-fold-python.sh")
-        .status()
-        .expect("run images/build-fold-python.sh");
-    assert!(built.success(), "cannot build {IMAGE}");
-    format!(
-        "[[runner]]\nname = \"ml\"\ntransport = \"local\"\nexecutor = \"docker\"\nimages = [\"{IMAGE}\"]\nslots = 5\ncpus = 5\nmemory = \"4G\"\nqueues = [\"*\"]\n"
-    )
+    common::ml::docker_inventory(5)
 }
 
 /// The iris table: (rows of features, species).

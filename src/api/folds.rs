@@ -170,7 +170,7 @@ pub async fn output(
 }
 
 /// An optional JSON body: empty means the defaults; anything else must parse, strictly.
-fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
+pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> ApiResult<T> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }

@@ -4,6 +4,8 @@
 mod datasets;
 mod error;
 mod folds;
+mod results;
+mod submissions;
 
 pub use error::ApiError;
 
@@ -57,6 +59,17 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         )
         .route("/splits/{id}", get(datasets::show_split))
         .route("/scores", post(datasets::scores))
+        .route("/submissions", post(submissions::create))
+        .route("/submissions/{id}", get(submissions::show))
+        .route("/submissions/{id}/resubmit", post(submissions::resubmit))
+        .route("/submission-folds/{id}", get(submissions::show_fold))
+        .route(
+            "/submission-folds/{id}/predictions/{phase}",
+            get(results::predictions),
+        )
+        .route("/results/new", post(results::new_results))
+        .route("/results/list", post(results::list_results))
+        .route("/datasets/{id}/leaderboard", get(results::leaderboard))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(

@@ -8,6 +8,7 @@ mod fold;
 mod provision;
 mod queue;
 mod serve;
+mod submission;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -91,6 +92,20 @@ enum Command {
     /// Datasets: upload a CSV, statistics, held-out splits.
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
+    /// Submissions on CV folds: submit, show.
+    #[command(subcommand)]
+    Submission(submission::SubmissionCmd),
+    /// Results of submission folds: the "new results" feed.
+    #[command(subcommand)]
+    Results(submission::ResultsCmd),
+    /// A dataset's leaderboard: mean and std of each score across folds, per submission.
+    Leaderboard {
+        #[command(flatten)]
+        conn: Conn,
+        dataset: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Runners as the master sees them.
     #[command(subcommand)]
     Runners(commands::RunnersCmd),
@@ -235,6 +250,13 @@ pub fn main() -> Result<()> {
         Command::Queue(cmd) => queue::queue(cmd),
         Command::Fold(cmd) => fold::fold(cmd),
         Command::Dataset(cmd) => dataset::dataset(cmd),
+        Command::Submission(cmd) => submission::submission(cmd),
+        Command::Results(cmd) => submission::results(cmd),
+        Command::Leaderboard {
+            conn,
+            dataset,
+            json,
+        } => submission::leaderboard(conn, dataset, json),
         Command::Runners(cmd) => commands::runners(cmd),
         Command::Inventory(cmd) => commands::inventory(cmd),
         Command::Token(cmd) => commands::token(cmd),

@@ -137,6 +137,29 @@ pub fn parse(data: &[u8]) -> Result<Table, String> {
     Ok(Table { columns, rows })
 }
 
+/// The header and the records at `rows` (in that order) of a CSV `parse` accepted, written
+/// back as CSV: cells keep their text exactly (numbers are not reformatted).
+pub fn select_rows(data: &[u8], rows: &[usize]) -> Result<Vec<u8>, String> {
+    let mut reader = ::csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(true)
+        .from_reader(data);
+    let header = reader.headers().map_err(describe)?.clone();
+    let records = reader
+        .records()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(describe)?;
+    let mut out = ::csv::Writer::from_writer(Vec::new());
+    out.write_record(&header).map_err(|e| e.to_string())?;
+    for &r in rows {
+        let record = records
+            .get(r)
+            .ok_or_else(|| format!("row {r} is out of range ({} rows)", records.len()))?;
+        out.write_record(record).map_err(|e| e.to_string())?;
+    }
+    out.into_inner().map_err(|e| e.to_string())
+}
+
 fn type_column(cells: Vec<String>) -> Values {
     let all_numeric = cells.iter().all(|c| is_null(c) || numeric(c).is_some());
     if all_numeric {
@@ -228,6 +251,16 @@ mod tests {
             let err = parse(input).unwrap_err();
             assert!(err.contains(want), "{input:?}: {err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn select_rows_keeps_the_text_of_cells() {
+        let data = b"x,s\n1.50,\"a, b\"\n\n2,b\n3e0,c\n";
+        let out = select_rows(data, &[2, 0]).unwrap();
+        assert_eq!(out, b"x,s\n3e0,c\n1.50,\"a, b\"\n");
+        assert!(select_rows(data, &[3])
+            .unwrap_err()
+            .contains("out of range"));
     }
 
     #[test]

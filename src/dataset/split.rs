@@ -96,17 +96,12 @@ pub fn held_out(
     Ok(HeldOut { train, test })
 }
 
-fn stratified(
-    labels: &[Option<String>],
-    ratio: f64,
-    n_test: usize,
-    rng: &mut SplitMix64,
-) -> Result<Vec<usize>, String> {
+/// The rows of each class, classes in byte order of their names; Err(how many nulls) when a
+/// row has no class.
+pub fn by_class(labels: &[Option<String>]) -> Result<BTreeMap<&str, Vec<usize>>, usize> {
     let nulls = labels.iter().filter(|l| l.is_none()).count();
     if nulls > 0 {
-        return Err(format!(
-            "the target column has {nulls} null cells; a stratified split needs a class on every row"
-        ));
+        return Err(nulls);
     }
     let mut classes: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, l) in labels.iter().enumerate() {
@@ -115,6 +110,20 @@ fn stratified(
             .or_default()
             .push(i);
     }
+    Ok(classes)
+}
+
+fn stratified(
+    labels: &[Option<String>],
+    ratio: f64,
+    n_test: usize,
+    rng: &mut SplitMix64,
+) -> Result<Vec<usize>, String> {
+    let mut classes = by_class(labels).map_err(|nulls| {
+        format!(
+            "the target column has {nulls} null cells; a stratified split needs a class on every row"
+        )
+    })?;
     // Largest remainder allocation of n_test over the classes.
     let mut alloc: Vec<(&str, usize, usize, f64)> = classes
         .iter()

@@ -3,8 +3,8 @@
 //! test row indices (blobs holding JSON arrays) with both sides' statistics. Each is created
 //! in one transaction with its blobs, so a refused or failed request stores nothing.
 //!
-//! Deleting a dataset deletes its splits with it: no fold refers to a dataset or split yet.
-//! When submission folds do (issue #6), the delete must be refused while one does.
+//! Deleting a dataset deletes its splits with it, and is refused while a submission refers
+//! to it.
 
 use super::{blobs, now_ms, Result, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -225,6 +225,16 @@ impl Store {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             find_dataset(&tx, id)?;
+            let submissions: i64 = tx.query_row(
+                "SELECT COUNT(*) FROM submissions WHERE dataset_id = ?1",
+                [id],
+                |r| r.get(0),
+            )?;
+            if submissions > 0 {
+                return Err(StoreError::Conflict(format!(
+                    "dataset {id} has {submissions} submission(s); their folds and scores refer to it, so it stays"
+                )));
+            }
             let splits = tx.execute("DELETE FROM splits WHERE dataset_id = ?1", [id])?;
             tx.execute("DELETE FROM datasets WHERE id = ?1", [id])?;
             tx.commit()?;

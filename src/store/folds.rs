@@ -185,6 +185,71 @@ fn finish_attempt(
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
+/// Inserts folds (each with its hold, if any) in `tx`, with their inputs and events: the one
+/// insert path of the queue, shared by plain folds and submission folds. Fails, storing
+/// nothing once the caller drops the transaction, when an input blob is missing.
+pub(super) fn insert_folds(
+    tx: &Transaction,
+    owner: &str,
+    folds: &[(FoldSpec, Option<(HoldCode, String)>)],
+) -> Result<Vec<FoldId>> {
+    let mut ids = Vec::with_capacity(folds.len());
+    let now = now_ms();
+    for (i, (spec, held)) in folds.iter().enumerate() {
+        for input in &spec.inputs {
+            let known: bool = tx
+                .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = ?1)")?
+                .query_row([&input.sha256], |r| r.get(0))?;
+            if !known {
+                return Err(StoreError::Invalid(format!(
+                    "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
+                    input.name, input.sha256
+                )));
+            }
+        }
+        let (state, hold, reason) = match held {
+            Some((code, reason)) => (FoldState::Held, Some(*code), Some(reason)),
+            None => (FoldState::Idle, None, None),
+        };
+        tx.prepare_cached(
+            "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
+             state, reason, hold_code, submitted_at, updated_at, image, requirements, rank)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
+        )?
+        .execute(params![
+            owner,
+            spec.queue,
+            spec.priority.0,
+            spec.resources.millicpus(),
+            spec.resources.memory as i64,
+            spec.resources.gpus,
+            spec.hard_time_limit.map(|v| v as i64),
+            serde_json::to_string(spec).expect("spec serializes"),
+            state.as_str(),
+            reason,
+            hold.map(HoldCode::as_str),
+            now,
+            spec.image,
+            spec.requirements,
+            spec.rank
+        ])?;
+        let id = tx.last_insert_rowid();
+        for input in &spec.inputs {
+            tx.prepare_cached(
+                "INSERT INTO fold_inputs (fold_id, name, sha256) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![id, input.name, input.sha256])?;
+        }
+        let detail = match reason {
+            Some(reason) => format!("submitted by {owner}; held: {reason}"),
+            None => format!("submitted by {owner} to queue {}", spec.queue),
+        };
+        event(tx, Some(id), None, "submitted", &detail)?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
 fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
     let changed = tx
         .prepare_cached("UPDATE attempts SET state = 'running', started_at = ?1 WHERE id = ?2 AND state = 'assigned'")?
@@ -219,58 +284,7 @@ impl Store {
     ) -> Result<Vec<FoldId>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let mut ids = Vec::with_capacity(folds.len());
-            let now = now_ms();
-            for (i, (spec, held)) in folds.iter().enumerate() {
-                for input in &spec.inputs {
-                    let known: bool = tx
-                        .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = ?1)")?
-                        .query_row([&input.sha256], |r| r.get(0))?;
-                    if !known {
-                        return Err(StoreError::Invalid(format!(
-                            "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
-                            input.name, input.sha256
-                        )));
-                    }
-                }
-                let (state, hold, reason) = match held {
-                    Some((code, reason)) => (FoldState::Held, Some(*code), Some(reason)),
-                    None => (FoldState::Idle, None, None),
-                };
-                tx.prepare_cached(
-                    "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
-                     state, reason, hold_code, submitted_at, updated_at, image, requirements, rank)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?13, ?14, ?15)",
-                )?
-                .execute(params![
-                    owner,
-                    spec.queue,
-                    spec.priority.0,
-                    spec.resources.millicpus(),
-                    spec.resources.memory as i64,
-                    spec.resources.gpus,
-                    spec.hard_time_limit.map(|v| v as i64),
-                    serde_json::to_string(spec).expect("spec serializes"),
-                    state.as_str(),
-                    reason,
-                    hold.map(HoldCode::as_str),
-                    now,
-                    spec.image,
-                    spec.requirements,
-                    spec.rank
-                ])?;
-                let id = tx.last_insert_rowid();
-                for input in &spec.inputs {
-                    tx.prepare_cached("INSERT INTO fold_inputs (fold_id, name, sha256) VALUES (?1, ?2, ?3)")?
-                        .execute(params![id, input.name, input.sha256])?;
-                }
-                let detail = match reason {
-                    Some(reason) => format!("submitted by {owner}; held: {reason}"),
-                    None => format!("submitted by {owner} to queue {}", spec.queue),
-                };
-                event(&tx, Some(id), None, "submitted", &detail)?;
-                ids.push(id);
-            }
+            let ids = insert_folds(&tx, &owner, &folds)?;
             tx.commit()?;
             Ok(ids)
         })

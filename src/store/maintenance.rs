@@ -47,7 +47,8 @@ impl Store {
                 AND sha256 NOT IN (SELECT log_sha256 FROM attempts WHERE log_sha256 IS NOT NULL)
                 AND sha256 NOT IN (SELECT table_sha256 FROM datasets)
                 AND sha256 NOT IN (SELECT train_sha256 FROM splits)
-                AND sha256 NOT IN (SELECT test_sha256 FROM splits)";
+                AND sha256 NOT IN (SELECT test_sha256 FROM splits)
+                AND sha256 NOT IN (SELECT sha256 FROM submission_blobs)";
             let (blobs, bytes): (i64, i64) =
                 tx.query_row(&format!("SELECT COUNT(*), COALESCE(SUM(size), 0) {orphan}"), [before], |r| Ok((r.get(0)?, r.get(1)?)))?;
             tx.execute(&format!("DELETE {orphan}"), [before])?;

@@ -10,11 +10,17 @@ mod maintenance;
 mod records;
 mod runners;
 mod schema;
+mod submission_records;
+mod submissions;
 mod tokens;
 
 pub use blobs::sha256_hex;
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use maintenance::PurgeReport;
+pub use submissions::{
+    LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
+    SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
+};
 pub use tokens::Principal;
 
 pub use folds::{
@@ -115,5 +121,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod submission_tests;
 #[cfg(test)]
 mod tests;

@@ -116,7 +116,70 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 5: datasets and their splits
     DATASETS_MIGRATION,
+    // 6: submissions on cross-validation folds, their results and the feed
+    SUBMISSIONS_MIGRATION,
 ];
+
+/// Submissions (files of a dataset's workflow elements) and their folds. Each submission fold
+/// points at the queue fold of its current run (`fold_id`; earlier runs in
+/// `submission_fold_runs`); its phase state, scores and timings are derived from that fold
+/// once it stops and kept with the key of the run-end they came from (`settled_key`). The
+/// "new results" feed hands out each settled result once (`delivered_key`).
+/// `submission_blobs` names every blob a submission keeps (files, fold indices, predictions),
+/// so a purge keeps them.
+const SUBMISSIONS_MIGRATION: &str = r#"
+    CREATE TABLE submissions (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        dataset_id        INTEGER NOT NULL REFERENCES datasets(id),
+        split_id          INTEGER REFERENCES splits(id),
+        name              TEXT NOT NULL,
+        owner             TEXT NOT NULL,
+        files             TEXT NOT NULL,
+        workflow_elements TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        UNIQUE (dataset_id, owner, name)
+    );
+    CREATE TABLE submission_folds (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        submission_id INTEGER NOT NULL REFERENCES submissions(id),
+        fold_index    INTEGER NOT NULL,
+        client_id     TEXT,
+        train_sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+        test_sha256   TEXT NOT NULL REFERENCES blobs(sha256),
+        train_rows    INTEGER NOT NULL,
+        test_rows     INTEGER NOT NULL,
+        fold_id       INTEGER NOT NULL REFERENCES folds(id),
+        runs          INTEGER NOT NULL DEFAULT 1,
+        state         TEXT NOT NULL DEFAULT 'TODO',
+        reason        TEXT,
+        traceback     TEXT,
+        phases        TEXT,
+        timings       TEXT,
+        metrics       TEXT,
+        scores        TEXT,
+        predictions   TEXT,
+        settled_key   TEXT,
+        ended_at      INTEGER,
+        result_seq    INTEGER,
+        delivered_key TEXT,
+        delivered_at  INTEGER
+    );
+    CREATE INDEX submission_folds_submission ON submission_folds(submission_id);
+    CREATE INDEX submission_folds_fold ON submission_folds(fold_id);
+    CREATE TABLE submission_fold_runs (
+        submission_fold_id INTEGER NOT NULL REFERENCES submission_folds(id),
+        run                INTEGER NOT NULL,
+        fold_id            INTEGER NOT NULL REFERENCES folds(id),
+        cause              TEXT NOT NULL,
+        created_at         INTEGER NOT NULL,
+        PRIMARY KEY (submission_fold_id, run)
+    );
+    CREATE TABLE submission_blobs (
+        submission_id INTEGER NOT NULL REFERENCES submissions(id),
+        sha256        TEXT NOT NULL REFERENCES blobs(sha256),
+        PRIMARY KEY (submission_id, sha256)
+    );
+"#;
 
 /// Datasets (a CSV table blob, its statistics, its score types) and their held-out splits
 /// (train and test row indices as JSON-array blobs, and the train/test statistics).

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod ml;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
 
 pub struct Master {
@@ -162,6 +164,20 @@ impl Master {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// GET raw bytes: (status, headers, body).
+    pub fn get_bytes(&self, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let url = format!("{}/api/v1{path}", self.url);
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        (status, headers, resp.bytes().unwrap().to_vec())
     }
 
     pub fn get(&self, path: &str) -> Value {

@@ -1,0 +1,473 @@
+//! Submissions on cross-validation folds (issue #6): create, resubmit, show. Each submission
+//! fold is an ordinary queue fold of the ML fold image; everything is checked and built before
+//! the store is called, and the store creates the submission with its folds in one
+//! transaction, so a refused request stores nothing.
+
+use super::datasets::blocking;
+use super::results::settle;
+use super::{ApiError, ApiState};
+use crate::dataset;
+use crate::model::{
+    check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
+};
+use crate::store::{
+    sha256_hex, NewSubmission, NewSubmissionFold, Principal, Rerun, SubmissionFoldId, SubmissionId,
+};
+use crate::submission::{self, cv, Phase, SUBMISSION_DIR};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// At most this many files in a submission.
+const MAX_FILES: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientFold {
+    train_is: Vec<usize>,
+    #[serde(default)]
+    test_is: Vec<usize>,
+    /// The client's own id for this fold (a platform's submission-on-fold id).
+    client_id: Option<String>,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cv {
+    k: usize,
+    #[serde(default = "default_seed")]
+    seed: u64,
+    #[serde(default)]
+    stratify: bool,
+}
+
+fn default_resources() -> Resources {
+    Resources {
+        cpus: 1.0,
+        memory: 1 << 30,
+        gpus: 0,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubmission {
+    dataset_id: i64,
+    split_id: Option<i64>,
+    name: String,
+    /// File name → content, base64.
+    files: BTreeMap<String, String>,
+    folds: Option<Vec<ClientFold>>,
+    cv: Option<Cv>,
+    #[serde(default)]
+    priority: Priority,
+    queue: Option<String>,
+    #[serde(default = "default_resources")]
+    resources: Resources,
+    #[serde(default, with = "crate::units::duration_ms::option")]
+    soft_time_limit: Option<u64>,
+    #[serde(default, with = "crate::units::duration_ms::option")]
+    hard_time_limit: Option<u64>,
+    #[serde(default)]
+    max_retries: u32,
+}
+
+/// Decodes and checks a submission's files: safe names, the workflow elements' files present.
+fn decode_files(
+    files: &BTreeMap<String, String>,
+    required: &[String],
+) -> ApiResult<BTreeMap<String, Vec<u8>>> {
+    if files.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!("files: at most {MAX_FILES}")));
+    }
+    let mut out = BTreeMap::new();
+    for (name, text) in files {
+        check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
+        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .map_err(|e| {
+                ApiError::bad_request(format!("files: {name:?} is not valid base64 ({e})"))
+            })?;
+        out.insert(name.clone(), data);
+    }
+    let missing: Vec<&String> = required.iter().filter(|f| !out.contains_key(*f)).collect();
+    if !missing.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "files: the dataset's workflow elements need {missing:?}, which the submission lacks (it has {:?})",
+            out.keys().collect::<Vec<_>>()
+        )));
+    }
+    Ok(out)
+}
+
+/// The inputs of a submission fold's queue fold, in the image's layout.
+fn inputs(
+    train_sha: &str,
+    test_sha: Option<&str>,
+    files: &BTreeMap<String, String>,
+    fold_json_sha: &str,
+) -> Vec<InputRef> {
+    let mut v = vec![InputRef {
+        name: submission::TRAIN_TABLE.into(),
+        sha256: train_sha.into(),
+    }];
+    if let Some(t) = test_sha {
+        v.push(InputRef {
+            name: submission::TEST_TABLE.into(),
+            sha256: t.into(),
+        });
+    }
+    for (name, sha) in files {
+        v.push(InputRef {
+            name: format!("{SUBMISSION_DIR}/{name}"),
+            sha256: sha.clone(),
+        });
+    }
+    v.push(InputRef {
+        name: submission::FOLD_JSON.into(),
+        sha256: fold_json_sha.into(),
+    });
+    v
+}
+
+fn held(s: &ApiState, who: &str, spec: &FoldSpec) -> Option<(HoldCode, String)> {
+    s.master.unmatchable(who, spec).map(|u| (u.code, u.reason))
+}
+
+pub async fn create(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Json<CreateSubmission>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(req) = body?;
+    if !valid_name(&req.name) {
+        return Err(ApiError::bad_request(format!(
+            "name: {:?} is not a valid submission name (letters, digits, '-', '_', '.', at most 64)",
+            req.name
+        )));
+    }
+    let d = s.store.dataset(req.dataset_id).await?;
+    let required = submission::required_files(&d.workflow_elements)
+        .map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
+    let files = decode_files(&req.files, &required)?;
+    let template = FoldSpec {
+        command: vec![submission::FOLD_COMMAND.into()],
+        image: Some(submission::FOLD_IMAGE.into()),
+        inputs: Vec::new(),
+        env: BTreeMap::new(),
+        resources: req.resources.clone(),
+        soft_time_limit: req.soft_time_limit,
+        hard_time_limit: req.hard_time_limit,
+        queue: req.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
+        priority: req.priority,
+        max_retries: req.max_retries,
+        requirements: None,
+        rank: None,
+    };
+    template.validate().map_err(ApiError::bad_request)?;
+    let split = match req.split_id {
+        None => None,
+        Some(id) => {
+            let (rec, train, test) = s.store.split(id).await?;
+            if rec.dataset_id != d.id {
+                return Err(ApiError::bad_request(format!(
+                    "split_id: split {id} belongs to dataset {}, not {}",
+                    rec.dataset_id, d.id
+                )));
+            }
+            Some((train, test))
+        }
+    };
+    let table = s.store.dataset_table(d.id).await?;
+    let target = d.target_column.clone();
+    let (client_folds, cv) = match (req.folds, req.cv) {
+        (Some(f), None) if !f.is_empty() => (Some(f), None),
+        (None, Some(c)) => (None, Some(c)),
+        _ => {
+            return Err(ApiError::bad_request(
+                "give exactly one of folds ([{\"train_is\": [...], \"test_is\": [...]}, ...]) or cv ({\"k\": 5, \"seed\": 42, \"stratify\": true})",
+            ))
+        }
+    };
+    // Tables and folds: CPU work, off the async threads.
+    let built = blocking(move || {
+        let parsed = dataset::parse(&table).map_err(|e| format!("the stored table: {e}"))?;
+        let (train_rows, test_csv) = match &split {
+            None => ((0..parsed.rows).collect::<Vec<_>>(), None),
+            Some((train, test)) => (
+                train.clone(),
+                Some(dataset::csv::select_rows(&table, test)?),
+            ),
+        };
+        let train_csv = match &split {
+            None => table.clone(),
+            Some(_) => dataset::csv::select_rows(&table, &train_rows)?,
+        };
+        let n = train_rows.len();
+        let folds: Vec<(Vec<usize>, Vec<usize>, Option<String>)> = match (client_folds, cv) {
+            (Some(list), _) => {
+                let mut out = Vec::new();
+                for (i, f) in list.into_iter().enumerate() {
+                    cv::check_fold(&format!("folds[{i}]"), &f.train_is, &f.test_is, n)?;
+                    out.push((f.train_is, f.test_is, f.client_id));
+                }
+                out
+            }
+            (None, Some(c)) => {
+                let strata = match c.stratify {
+                    false => None,
+                    true => {
+                        let col = parsed
+                            .column(&target)
+                            .ok_or("the target column is missing")?;
+                        Some(train_rows.iter().map(|&r| col.text(r)).collect::<Vec<_>>())
+                    }
+                };
+                cv::kfold(n, c.k, c.seed, strata.as_deref())?
+                    .into_iter()
+                    .map(|(a, b)| (a, b, None))
+                    .collect()
+            }
+            (None, None) => unreachable!("checked above"),
+        };
+        Ok::<_, String>((train_csv, test_csv, folds))
+    })
+    .await?
+    .map_err(ApiError::bad_request)?;
+    let (train_csv, test_csv, folds) = built;
+    let file_shas: BTreeMap<String, String> = files
+        .iter()
+        .map(|(n, d)| (n.clone(), sha256_hex(d)))
+        .collect();
+    let train_sha = sha256_hex(&train_csv);
+    let test_sha = test_csv.as_deref().map(sha256_hex);
+    let mut blobs: Vec<Vec<u8>> = files.into_values().collect();
+    let mut new_folds = Vec::with_capacity(folds.len());
+    let mut hold = None;
+    for (i, (train_is, test_is, client_id)) in folds.into_iter().enumerate() {
+        let fold_json = submission::fold_json(
+            &d.target_column,
+            &d.workflow_elements,
+            &train_is,
+            &test_is,
+            test_csv.is_some(),
+        );
+        let (tr, te) = (
+            serde_json::to_vec(&train_is).expect("indices serialize"),
+            serde_json::to_vec(&test_is).expect("indices serialize"),
+        );
+        let mut spec = template.clone();
+        spec.inputs = inputs(
+            &train_sha,
+            test_sha.as_deref(),
+            &file_shas,
+            &sha256_hex(&fold_json),
+        );
+        if i == 0 {
+            hold = held(&s, &who.name, &spec);
+        }
+        new_folds.push(NewSubmissionFold {
+            fold_index: i as i64,
+            client_id,
+            train_sha256: sha256_hex(&tr),
+            test_sha256: sha256_hex(&te),
+            train_rows: train_is.len() as u64,
+            test_rows: test_is.len() as u64,
+            spec,
+            held: hold.clone(),
+        });
+        blobs.extend([fold_json, tr, te]);
+    }
+    blobs.push(train_csv);
+    blobs.extend(test_csv);
+    let record = s
+        .store
+        .create_submission(NewSubmission {
+            dataset_id: d.id,
+            split_id: req.split_id,
+            name: req.name,
+            owner: who.name.clone(),
+            files: file_shas,
+            workflow_elements: d.workflow_elements.clone(),
+            blobs,
+            folds: new_folds,
+        })
+        .await?;
+    s.master.wake();
+    let held = hold.map(|(code, reason)| json!({"code": code, "reason": reason}));
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "submission": record, "held": held })),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Resubmit {
+    /// `retrain`: rerun the folds even if they ended well (or still run); `files`: replace
+    /// the files, then rerun. Without: rerun only the folds that ended in ERROR.
+    force: Option<String>,
+    files: Option<BTreeMap<String, String>>,
+    /// Only these submission folds (default: all of the submission's).
+    folds: Option<Vec<SubmissionFoldId>>,
+}
+
+pub async fn resubmit(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<SubmissionId>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let req: Resubmit = super::folds::optional_json(&body)?;
+    settle(&s).await?;
+    let sub = s.store.submission(id).await?;
+    if !who.admin && sub.owner != who.name {
+        return Err(ApiError::forbidden(format!(
+            "submission {id} belongs to {}; only its owner or an admin may resubmit it",
+            sub.owner
+        )));
+    }
+    let force = req.force.as_deref();
+    let new_files = match (force, &req.files) {
+        (Some("files"), Some(files)) => {
+            let required = submission::required_files(&sub.workflow_elements)
+                .map_err(ApiError::bad_request)?;
+            Some(decode_files(files, &required)?)
+        }
+        (Some("files"), None) => {
+            return Err(ApiError::bad_request(
+                "force \"files\" needs files (name → base64)",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "files are replaced only with force \"files\"",
+            ))
+        }
+        (None | Some("retrain"), None) => None,
+        (Some(other), None) => {
+            return Err(ApiError::bad_request(format!(
+                "force: {other:?} is not one of \"retrain\", \"files\""
+            )))
+        }
+    };
+    if let Some(only) = &req.folds {
+        if let Some(bad) = only
+            .iter()
+            .find(|f| !sub.folds.iter().any(|sf| sf.id == **f))
+        {
+            return Err(ApiError::bad_request(format!(
+                "folds: {bad} is not a fold of submission {id}"
+            )));
+        }
+    }
+    let file_shas = new_files.as_ref().map(|files| {
+        files
+            .iter()
+            .map(|(n, d)| (n.clone(), sha256_hex(d)))
+            .collect::<BTreeMap<_, _>>()
+    });
+    let mut reruns = Vec::new();
+    for sf in &sub.folds {
+        let chosen = req.folds.as_ref().is_none_or(|only| only.contains(&sf.id));
+        if !chosen || (force.is_none() && sf.state != Phase::Error) {
+            continue;
+        }
+        let mut spec = s.store.fold(sf.fold_id).await?.spec;
+        if let Some(shas) = &file_shas {
+            let (fold_json, rest): (Vec<InputRef>, Vec<InputRef>) = spec
+                .inputs
+                .into_iter()
+                .filter(|i| !i.name.starts_with(&format!("{SUBMISSION_DIR}/")))
+                .partition(|i| i.name == submission::FOLD_JSON);
+            let train = rest.iter().find(|i| i.name == submission::TRAIN_TABLE);
+            let test = rest.iter().find(|i| i.name == submission::TEST_TABLE);
+            spec.inputs = inputs(
+                &train.map(|i| i.sha256.clone()).unwrap_or_default(),
+                test.map(|i| i.sha256.as_str()),
+                shas,
+                &fold_json
+                    .first()
+                    .map(|i| i.sha256.clone())
+                    .unwrap_or_default(),
+            );
+        }
+        reruns.push(Rerun {
+            id: sf.id,
+            replaces: sf.fold_id,
+            held: held(&s, &sub.owner, &spec),
+            spec,
+        });
+    }
+    let rerun_ids: Vec<SubmissionFoldId> = reruns.iter().map(|r| r.id).collect();
+    if reruns.is_empty() && new_files.is_none() {
+        return Ok(Json(json!({ "rerun": rerun_ids, "submission": sub })));
+    }
+    let cause = match force {
+        Some(f) => format!("resubmitted (force {f})"),
+        None => "resubmitted (folds in ERROR)".to_string(),
+    };
+    let files = new_files.map(|f| (file_shas.unwrap_or_default(), f.into_values().collect()));
+    let cancels = s
+        .store
+        .rerun_submission_folds(id, who.name.clone(), cause, reruns, files)
+        .await?;
+    for c in cancels {
+        s.master.cancel(c);
+    }
+    s.master.wake();
+    Ok(Json(
+        json!({ "rerun": rerun_ids, "submission": s.store.submission(id).await? }),
+    ))
+}
+
+pub async fn show(
+    State(s): State<ApiState>,
+    Path(id): Path<SubmissionId>,
+) -> ApiResult<Json<Value>> {
+    settle(&s).await?;
+    let sub = s.store.submission(id).await?;
+    // Why a TODO fold waits: its queue fold's state and reason.
+    let mut queue = serde_json::Map::new();
+    for sf in sub.folds.iter().filter(|f| f.state == Phase::Todo) {
+        let f = s.store.fold(sf.fold_id).await?;
+        queue.insert(
+            sf.id.to_string(),
+            json!({"fold_id": f.id, "state": f.state, "reason": f.reason}),
+        );
+    }
+    Ok(Json(json!({ "submission": sub, "waiting": queue })))
+}
+
+pub async fn show_fold(
+    State(s): State<ApiState>,
+    Path(id): Path<SubmissionFoldId>,
+) -> ApiResult<Json<Value>> {
+    settle(&s).await?;
+    let (sf, sub, runs) = s.store.submission_fold(id).await?;
+    let fold = s.store.fold(sf.fold_id).await?;
+    let log = String::from_utf8_lossy(&s.store.log(sf.fold_id).await?).into_owned();
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .map(|(run, fold_id, cause)| json!({"run": run, "fold_id": fold_id, "cause": cause}))
+        .collect();
+    Ok(Json(json!({
+        "submission_fold": sf,
+        "submission": sub,
+        "fold": fold,
+        "runs": runs,
+        "log": log,
+    })))
+}

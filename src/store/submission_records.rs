@@ -1,0 +1,187 @@
+//! What the store hands out about submissions, and how rows become it.
+
+use super::datasets::{DatasetId, SplitId};
+use super::records::FoldRecord;
+use crate::model::{FoldId, FoldSpec, HoldCode};
+use crate::submission::Phase;
+use rusqlite::Row;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+pub type SubmissionId = i64;
+pub type SubmissionFoldId = i64;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SubmissionRecord {
+    pub id: SubmissionId,
+    pub dataset_id: DatasetId,
+    pub split_id: Option<SplitId>,
+    pub name: String,
+    pub owner: String,
+    /// File name → blob sha256.
+    pub files: BTreeMap<String, String>,
+    pub workflow_elements: Vec<String>,
+    pub created_at: i64,
+    pub folds: Vec<SubmissionFoldRecord>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SubmissionFoldRecord {
+    pub id: SubmissionFoldId,
+    pub submission_id: SubmissionId,
+    pub fold_index: i64,
+    pub client_id: Option<String>,
+    pub train_rows: u64,
+    pub test_rows: u64,
+    pub train_sha256: String,
+    pub test_sha256: String,
+    /// The queue fold of the current run, and how many runs there have been.
+    pub fold_id: FoldId,
+    pub runs: i64,
+    pub state: Phase,
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+    /// Phases `datarun-fold` reached, per-phase wall and CPU seconds, the whole fold's
+    /// measurements (wall_ms, cpu_ms, peak_memory), scores per phase, predictions (name,
+    /// sha256, dtype, shape per phase).
+    pub phases: Value,
+    pub timings: Value,
+    pub metrics: Value,
+    pub scores: Value,
+    pub predictions: Value,
+    pub ended_at: Option<i64>,
+    /// Orders results in the feed.
+    pub result_seq: Option<i64>,
+    /// The current result has been handed out by the "new results" feed.
+    pub delivered: bool,
+}
+
+pub(super) const SF_COLUMNS: &str = "id, submission_id, fold_index, client_id, train_rows, \
+    test_rows, train_sha256, test_sha256, fold_id, runs, state, reason, traceback, phases, \
+    timings, metrics, scores, predictions, ended_at, result_seq, \
+    (settled_key IS NOT NULL AND delivered_key IS settled_key)";
+
+fn json(text: Option<String>) -> Value {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null)
+}
+
+pub(super) fn sf_from_row(r: &Row) -> rusqlite::Result<SubmissionFoldRecord> {
+    let state: String = r.get(10)?;
+    Ok(SubmissionFoldRecord {
+        id: r.get(0)?,
+        submission_id: r.get(1)?,
+        fold_index: r.get(2)?,
+        client_id: r.get(3)?,
+        train_rows: r.get::<_, i64>(4)? as u64,
+        test_rows: r.get::<_, i64>(5)? as u64,
+        train_sha256: r.get(6)?,
+        test_sha256: r.get(7)?,
+        fold_id: r.get(8)?,
+        runs: r.get(9)?,
+        state: Phase::parse(&state).unwrap_or(Phase::Error),
+        reason: r.get(11)?,
+        traceback: r.get(12)?,
+        phases: json(r.get(13)?),
+        timings: json(r.get(14)?),
+        metrics: json(r.get(15)?),
+        scores: json(r.get(16)?),
+        predictions: json(r.get(17)?),
+        ended_at: r.get(18)?,
+        result_seq: r.get(19)?,
+        delivered: r.get(20)?,
+    })
+}
+
+pub(super) const SUBMISSION_COLUMNS: &str =
+    "id, dataset_id, split_id, name, owner, files, workflow_elements, created_at";
+
+pub(super) fn submission_from_row(r: &Row) -> rusqlite::Result<SubmissionRecord> {
+    Ok(SubmissionRecord {
+        id: r.get(0)?,
+        dataset_id: r.get(1)?,
+        split_id: r.get(2)?,
+        name: r.get(3)?,
+        owner: r.get(4)?,
+        files: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
+        workflow_elements: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
+        created_at: r.get(7)?,
+        folds: Vec::new(),
+    })
+}
+
+/// A submission to store: checked and built by the caller (the API).
+pub struct NewSubmission {
+    pub dataset_id: DatasetId,
+    pub split_id: Option<SplitId>,
+    pub name: String,
+    pub owner: String,
+    pub files: BTreeMap<String, String>,
+    pub workflow_elements: Vec<String>,
+    /// Every blob its folds need (tables, files, fold.json, indices); stored once each.
+    pub blobs: Vec<Vec<u8>>,
+    pub folds: Vec<NewSubmissionFold>,
+}
+
+pub struct NewSubmissionFold {
+    pub fold_index: i64,
+    pub client_id: Option<String>,
+    pub train_sha256: String,
+    pub test_sha256: String,
+    pub train_rows: u64,
+    pub test_rows: u64,
+    /// The queue fold to run, and its hold if no runner could ever run it.
+    pub spec: FoldSpec,
+    pub held: Option<(HoldCode, String)>,
+}
+
+/// New files of a submission: name → sha256, and their contents.
+pub type NewFiles = (BTreeMap<String, String>, Vec<Vec<u8>>);
+
+/// A new run of an existing submission fold (resubmit).
+pub struct Rerun {
+    pub id: SubmissionFoldId,
+    /// The run it replaces must still be current (else someone else resubmitted meanwhile).
+    pub replaces: FoldId,
+    pub spec: FoldSpec,
+    pub held: Option<(HoldCode, String)>,
+}
+
+/// A submission fold whose queue fold changed since its result was last derived.
+pub struct SettleInput {
+    pub id: SubmissionFoldId,
+    pub key: String,
+    pub fold: FoldRecord,
+    pub dataset_id: DatasetId,
+    pub split_id: Option<SplitId>,
+    pub train_is: Vec<usize>,
+    pub test_is: Vec<usize>,
+    /// The run's outputs that matter (only once the fold has stopped): name → (sha256, data).
+    pub outputs: BTreeMap<String, (String, Vec<u8>)>,
+    pub log: Vec<u8>,
+}
+
+/// The result derived from a run.
+#[derive(Clone, Debug, Default)]
+pub struct Settled {
+    pub state: Option<Phase>,
+    pub reason: Option<String>,
+    pub traceback: Option<String>,
+    pub phases: Value,
+    pub timings: Value,
+    pub metrics: Value,
+    pub scores: Value,
+    pub predictions: Value,
+    /// Blobs the result refers to (predictions), kept from purges.
+    pub keep: Vec<String>,
+}
+
+/// A submission's ended folds' scores, for the leaderboard.
+pub struct LeaderboardInput {
+    pub submission_id: SubmissionId,
+    pub name: String,
+    pub owner: String,
+    pub scores: Vec<Value>,
+}

@@ -1,0 +1,458 @@
+//! Submissions and their folds: created in one transaction with their queue folds (through the
+//! queue's one insert path, so scheduling, holds, analyze and remove work unchanged), their
+//! results settled from the queue fold once it stops, the "new results" feed (each result
+//! handed out once, marked in the same transaction that selects it), reruns and the
+//! leaderboard's inputs.
+
+use super::datasets::DatasetId;
+use super::folds::{event, get_fold, insert_folds, set_state};
+use super::holds::active_attempt_of;
+pub use super::submission_records::*;
+use super::{blobs, now_ms, CancelTarget, Result, Store, StoreError};
+use crate::model::{FoldState, HoldCode};
+use crate::submission::{Phase, FOLD_JSON};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::collections::BTreeMap;
+
+/// (submission fold, key, fold, dataset, split, train indices blob, test indices blob).
+type UnsettledRow = (
+    SubmissionFoldId,
+    String,
+    i64,
+    DatasetId,
+    Option<i64>,
+    String,
+    String,
+);
+
+/// The run-end a result is derived from: the queue fold, its state and its newest attempt.
+const KEY: &str = "f.id || ':' || f.state || ':' || COALESCE(f.last_attempt, '-')";
+
+/// The outputs of a run that its result is derived from.
+const RESULT_OUTPUTS: [&str; 5] = [
+    "phases.json",
+    "timings.json",
+    "labels.json",
+    "y_pred_train.npy",
+    "y_pred_test.npy",
+];
+
+fn find_submission(conn: &Connection, id: SubmissionId) -> Result<SubmissionRecord> {
+    let mut s = conn
+        .prepare_cached(&format!(
+            "SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE id = ?1"
+        ))?
+        .query_row([id], submission_from_row)
+        .optional()?
+        .ok_or_else(|| StoreError::NotFound(format!("no submission with id {id}")))?;
+    s.folds = conn
+        .prepare_cached(&format!(
+            "SELECT {SF_COLUMNS} FROM submission_folds WHERE submission_id = ?1 ORDER BY fold_index, id"
+        ))?
+        .query_map([id], sf_from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(s)
+}
+
+fn find_sf(conn: &Connection, id: SubmissionFoldId) -> Result<SubmissionFoldRecord> {
+    conn.prepare_cached(&format!(
+        "SELECT {SF_COLUMNS} FROM submission_folds WHERE id = ?1"
+    ))?
+    .query_row([id], sf_from_row)
+    .optional()?
+    .ok_or_else(|| StoreError::NotFound(format!("no submission fold with id {id}")))
+}
+
+fn indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
+    let data = blobs::get(conn, sha)?
+        .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))?;
+    serde_json::from_slice(&data)
+        .map_err(|e| StoreError::Invalid(format!("blob {sha} holds no row indices: {e}")))
+}
+
+fn keep_blob(tx: &Transaction, submission: SubmissionId, sha: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO submission_blobs (submission_id, sha256) VALUES (?1, ?2)",
+    )?
+    .execute(params![submission, sha])?;
+    Ok(())
+}
+
+fn add_run(
+    tx: &Transaction,
+    sf: SubmissionFoldId,
+    run: i64,
+    fold: i64,
+    cause: &str,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO submission_fold_runs (submission_fold_id, run, fold_id, cause, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![sf, run, fold, cause, now_ms()])?;
+    Ok(())
+}
+
+impl Store {
+    /// Stores a submission, its blobs, its folds and their queue folds in one transaction.
+    pub async fn create_submission(&self, new: NewSubmission) -> Result<SubmissionRecord> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let split_ok: bool = match new.split_id {
+                None => tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM datasets WHERE id = ?1)",
+                    [new.dataset_id],
+                    |r| r.get(0),
+                )?,
+                Some(split) => tx.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM splits WHERE id = ?1 AND dataset_id = ?2)",
+                    params![split, new.dataset_id],
+                    |r| r.get(0),
+                )?,
+            };
+            if !split_ok {
+                return Err(StoreError::NotFound(format!(
+                    "no dataset {} (with split {:?}); it may have just been deleted",
+                    new.dataset_id, new.split_id
+                )));
+            }
+            let taken: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM submissions WHERE dataset_id = ?1 AND owner = ?2 AND name = ?3",
+                    params![new.dataset_id, new.owner, new.name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(id) = taken {
+                return Err(StoreError::Conflict(format!(
+                    "{} has a submission named {:?} on dataset {} already (id {id}); resubmit it (POST /submissions/{id}/resubmit) or choose another name",
+                    new.owner, new.name, new.dataset_id
+                )));
+            }
+            tx.execute(
+                "INSERT INTO submissions (dataset_id, split_id, name, owner, files, workflow_elements, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    new.dataset_id,
+                    new.split_id,
+                    new.name,
+                    new.owner,
+                    serde_json::to_string(&new.files).expect("files serialize"),
+                    serde_json::to_string(&new.workflow_elements).expect("elements serialize"),
+                    now_ms()
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            for data in &new.blobs {
+                let sha = blobs::put(&tx, data)?;
+                keep_blob(&tx, id, &sha)?;
+            }
+            let specs: Vec<_> = new.folds.iter().map(|f| (f.spec.clone(), f.held.clone())).collect();
+            let fold_ids = insert_folds(&tx, &new.owner, &specs)?;
+            for (f, fold_id) in new.folds.iter().zip(fold_ids) {
+                tx.prepare_cached(
+                    "INSERT INTO submission_folds (submission_id, fold_index, client_id, train_sha256,
+                     test_sha256, train_rows, test_rows, fold_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    id,
+                    f.fold_index,
+                    f.client_id,
+                    f.train_sha256,
+                    f.test_sha256,
+                    f.train_rows as i64,
+                    f.test_rows as i64,
+                    fold_id
+                ])?;
+                add_run(&tx, tx.last_insert_rowid(), 1, fold_id, "submitted")?;
+            }
+            let record = find_submission(&tx, id)?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    pub async fn submission(&self, id: SubmissionId) -> Result<SubmissionRecord> {
+        self.call(move |conn| find_submission(conn, id)).await
+    }
+
+    /// A submission fold, its submission (without folds) and its runs (run, fold id, cause).
+    pub async fn submission_fold(
+        &self,
+        id: SubmissionFoldId,
+    ) -> Result<(
+        SubmissionFoldRecord,
+        SubmissionRecord,
+        Vec<(i64, i64, String)>,
+    )> {
+        self.call(move |conn| {
+            let sf = find_sf(conn, id)?;
+            let mut s = find_submission(conn, sf.submission_id)?;
+            s.folds.clear();
+            let runs = conn
+                .prepare_cached("SELECT run, fold_id, cause FROM submission_fold_runs WHERE submission_fold_id = ?1 ORDER BY run")?
+                .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((sf, s, runs))
+        })
+        .await
+    }
+
+    /// Submission folds whose queue fold changed since their result was derived (at most
+    /// `limit`), with what deriving it needs.
+    pub async fn unsettled_submission_folds(&self, limit: u32) -> Result<Vec<SettleInput>> {
+        self.call(move |conn| {
+            let rows: Vec<UnsettledRow> = conn
+                .prepare_cached(&format!(
+                    "SELECT sf.id, {KEY}, f.id, s.dataset_id, s.split_id, sf.train_sha256, sf.test_sha256
+                     FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id
+                     JOIN submissions s ON s.id = sf.submission_id
+                     WHERE sf.settled_key IS NOT {KEY} ORDER BY sf.id LIMIT ?1"
+                ))?
+                .query_map([limit], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (id, key, fold_id, dataset_id, split_id, train_sha, test_sha) in rows {
+                let fold = get_fold(conn, fold_id)?;
+                let stopped = !matches!(fold.state, FoldState::Idle | FoldState::Assigned | FoldState::Running);
+                let mut outputs = BTreeMap::new();
+                let mut log = Vec::new();
+                if stopped {
+                    let mut stmt = conn.prepare_cached(
+                        "SELECT o.name, o.sha256, b.data FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
+                         JOIN blobs b ON b.sha256 = o.sha256 WHERE f.id = ?1",
+                    )?;
+                    let rows = stmt.query_map([fold_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
+                    for row in rows {
+                        let (name, sha, data) = row?;
+                        if RESULT_OUTPUTS.contains(&name.as_str()) {
+                            outputs.insert(name, (sha, data));
+                        }
+                    }
+                    let log_sha: Option<String> = conn
+                        .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
+                        .query_row([fold_id], |r| r.get(0))
+                        .optional()?
+                        .flatten();
+                    if let Some(sha) = log_sha {
+                        log = blobs::get(conn, &sha)?.unwrap_or_default();
+                    }
+                }
+                out.push(SettleInput {
+                    id,
+                    key,
+                    fold,
+                    dataset_id,
+                    split_id,
+                    train_is: indices(conn, &train_sha)?,
+                    test_is: indices(conn, &test_sha)?,
+                    outputs,
+                    log,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records derived results in one transaction. Each applies only if its queue fold is
+    /// still at the run-end it was derived from and it is not recorded yet, so concurrent
+    /// callers deriving the same result record it once. Returns how many were recorded.
+    pub async fn settle_submission_folds(
+        &self,
+        results: Vec<(SubmissionFoldId, String, Settled)>,
+    ) -> Result<usize> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut n = 0;
+            for (id, key, r) in results {
+                let current: Option<(String, Option<String>, i64)> = tx
+                    .prepare_cached(&format!(
+                        "SELECT {KEY}, sf.settled_key, sf.submission_id FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id WHERE sf.id = ?1"
+                    ))?
+                    .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                    .optional()?;
+                let Some((now_key, settled, submission)) = current else { continue };
+                if now_key != key || settled.as_deref() == Some(key.as_str()) {
+                    continue;
+                }
+                let state = r.state.unwrap_or(Phase::Todo);
+                let ended = state.is_ended();
+                let seq: i64 = tx.query_row("SELECT COALESCE(MAX(result_seq), 0) + 1 FROM submission_folds", [], |r| r.get(0))?;
+                tx.prepare_cached(
+                    "UPDATE submission_folds SET state = ?1, reason = ?2, traceback = ?3, phases = ?4, timings = ?5,
+                     metrics = ?6, scores = ?7, predictions = ?8, settled_key = ?9, ended_at = ?10, result_seq = ?11
+                     WHERE id = ?12",
+                )?
+                .execute(params![
+                    state.as_str(),
+                    r.reason,
+                    r.traceback,
+                    r.phases.to_string(),
+                    r.timings.to_string(),
+                    r.metrics.to_string(),
+                    r.scores.to_string(),
+                    r.predictions.to_string(),
+                    key,
+                    ended.then(now_ms),
+                    ended.then_some(seq),
+                    id
+                ])?;
+                for sha in &r.keep {
+                    keep_blob(&tx, submission, sha)?;
+                }
+                n += 1;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+        .await
+    }
+
+    /// The "new results" feed: every ended submission fold whose current result has not been
+    /// handed out, marked handed out in the same transaction (so concurrent callers never get
+    /// the same one), oldest result first.
+    pub async fn take_new_results(
+        &self,
+        dataset: Option<DatasetId>,
+        limit: u32,
+    ) -> Result<Vec<SubmissionFoldRecord>> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let ids: Vec<SubmissionFoldId> = tx
+                .prepare_cached(
+                    "UPDATE submission_folds SET delivered_key = settled_key, delivered_at = ?1
+                     WHERE id IN (SELECT sf.id FROM submission_folds sf JOIN submissions s ON s.id = sf.submission_id
+                         WHERE sf.state IN ('VALIDATED', 'TESTED', 'ERROR') AND sf.settled_key IS NOT NULL
+                         AND sf.delivered_key IS NOT sf.settled_key AND (?2 IS NULL OR s.dataset_id = ?2)
+                         ORDER BY sf.result_seq LIMIT ?3)
+                     RETURNING id",
+                )?
+                .query_map(params![now_ms(), dataset, limit], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = ids.iter().map(|id| find_sf(&tx, *id)).collect::<Result<Vec<_>>>()?;
+            out.sort_by_key(|r| r.result_seq);
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Submission folds by id (unknown ids are left out); delivery does not change.
+    pub async fn submission_folds(
+        &self,
+        ids: Vec<SubmissionFoldId>,
+    ) -> Result<Vec<SubmissionFoldRecord>> {
+        self.call(move |conn| {
+            let mut out = Vec::new();
+            for id in ids {
+                match find_sf(conn, id) {
+                    Ok(r) => out.push(r),
+                    Err(StoreError::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Starts new runs of submission folds in one transaction: a current run still queued or
+    /// running is removed (its attempt returned for the master to kill), the new queue fold
+    /// becomes current, the old stays in the history. `files`, when given, replace the
+    /// submission's files. All or nothing.
+    pub async fn rerun_submission_folds(
+        &self,
+        submission: SubmissionId,
+        by: String,
+        cause: String,
+        reruns: Vec<Rerun>,
+        files: Option<NewFiles>,
+    ) -> Result<Vec<CancelTarget>> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let s = find_submission(&tx, submission)?;
+            if let Some((files, data)) = &files {
+                for d in data {
+                    let sha = blobs::put(&tx, d)?;
+                    keep_blob(&tx, submission, &sha)?;
+                }
+                tx.execute(
+                    "UPDATE submissions SET files = ?1 WHERE id = ?2",
+                    params![serde_json::to_string(files).expect("files serialize"), submission],
+                )?;
+            }
+            let mut cancels = Vec::new();
+            for r in &reruns {
+                let sf = find_sf(&tx, r.id)?;
+                if sf.submission_id != submission || sf.fold_id != r.replaces {
+                    return Err(StoreError::Conflict(format!(
+                        "submission fold {} changed meanwhile (another resubmit?); try again",
+                        r.id
+                    )));
+                }
+                let old = get_fold(&tx, sf.fold_id)?;
+                if !old.state.is_final() {
+                    if let Some(c) = active_attempt_of(&tx, old.id)? {
+                        cancels.push(c);
+                    }
+                    let why = format!("replaced by a new run of submission fold {} ({cause}, by {by})", r.id);
+                    set_state(&tx, old.id, FoldState::Removed, Some(&why), None)?;
+                    event(&tx, Some(old.id), None, "removed", &why)?;
+                }
+                let held: Vec<(crate::model::FoldSpec, Option<(HoldCode, String)>)> = vec![(r.spec.clone(), r.held.clone())];
+                let new_fold = insert_folds(&tx, &s.owner, &held)?[0];
+                tx.prepare_cached(
+                    "UPDATE submission_folds SET fold_id = ?1, runs = runs + 1, state = 'TODO', reason = NULL,
+                     traceback = NULL, phases = NULL, timings = NULL, metrics = NULL, scores = NULL,
+                     predictions = NULL, settled_key = NULL, ended_at = NULL, result_seq = NULL WHERE id = ?2",
+                )?
+                .execute(params![new_fold, r.id])?;
+                add_run(&tx, r.id, sf.runs + 1, new_fold, &cause)?;
+            }
+            tx.commit()?;
+            Ok(cancels)
+        })
+        .await
+    }
+
+    /// Per submission on a dataset, the scores of its folds that ended TESTED or VALIDATED.
+    pub async fn leaderboard_inputs(&self, dataset: DatasetId) -> Result<Vec<LeaderboardInput>> {
+        self.call(move |conn| {
+            let subs: Vec<(i64, String, String)> = conn
+                .prepare_cached("SELECT id, name, owner FROM submissions WHERE dataset_id = ?1 ORDER BY id")?
+                .query_map([dataset], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(subs.len());
+            for (id, name, owner) in subs {
+                let scores = conn
+                    .prepare_cached("SELECT scores FROM submission_folds WHERE submission_id = ?1 AND state IN ('TESTED', 'VALIDATED') ORDER BY fold_index")?
+                    .query_map([id], |r| r.get::<_, Option<String>>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+                    .into_iter()
+                    .map(|t| t.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default())
+                    .collect();
+                out.push(LeaderboardInput { submission_id: id, name, owner, scores });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The fold.json of a submission fold's current run (its indices, as the image reads them).
+    pub async fn submission_fold_json(&self, id: SubmissionFoldId) -> Result<Vec<u8>> {
+        self.call(move |conn| {
+            let sf = find_sf(conn, id)?;
+            let sha: String = conn.query_row(
+                "SELECT sha256 FROM fold_inputs WHERE fold_id = ?1 AND name = ?2",
+                params![sf.fold_id, FOLD_JSON],
+                |r| r.get(0),
+            )?;
+            Ok(blobs::get(conn, &sha)?.unwrap_or_default())
+        })
+        .await
+    }
+}
