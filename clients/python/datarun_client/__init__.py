@@ -1,0 +1,43 @@
+"""datarun_client: a Python client for datarun's REST API (``/api/v1``).
+
+``Client`` talks to a master (bearer token); it carries the original datarun client's helpers
+(``post_data``, ``post_split``, ``post_submission_fold``, ``get_prediction_new``,
+``get_prediction_list``, ``get_submission_fold_detail``, ``get_submission_fold_light_detail``).
+``DatarunWorker`` is a ramp-engine worker that trains RAMP submissions on datarun.
+"""
+
+from .client import (
+    BadRequest,
+    Client,
+    Conflict,
+    DatarunError,
+    Forbidden,
+    IntegrityError,
+    NotFound,
+    PayloadTooLarge,
+    ServerError,
+    Unauthorized,
+    Unreachable,
+    default_data_dir,
+    load_npy,
+)
+from .ramp import DatarunWorker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "DatarunError",
+    "DatarunWorker",
+    "Forbidden",
+    "IntegrityError",
+    "NotFound",
+    "PayloadTooLarge",
+    "ServerError",
+    "Unauthorized",
+    "Unreachable",
+    "default_data_dir",
+    "load_npy",
+]

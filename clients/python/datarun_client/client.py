@@ -1,0 +1,592 @@
+"""The HTTP client for datarun's native REST API (``/api/v1``, bearer token).
+
+``Client`` maps the API one method per endpoint and adds the original datarun client's helpers
+(``post_data``, ``post_split``, ``post_submission_fold``, ``get_prediction_new``, ...) on top of
+it. Every 4xx/5xx answer raises a :class:`DatarunError` subclass carrying the server's message.
+"""
+
+import base64
+import hashlib
+import io
+import json
+import os
+import time
+
+import numpy as np
+import requests
+
+__all__ = [
+    "Client",
+    "DatarunError",
+    "BadRequest",
+    "Unauthorized",
+    "Forbidden",
+    "NotFound",
+    "Conflict",
+    "PayloadTooLarge",
+    "ServerError",
+    "Unreachable",
+    "IntegrityError",
+    "default_data_dir",
+]
+
+
+class DatarunError(Exception):
+    """An error answer of the master: ``status`` (HTTP), ``code`` (the API's error code, e.g.
+    ``bad_request``), ``message`` (the server's explanation), ``method`` and ``path``."""
+
+    def __init__(self, message, status=None, code=None, method=None, path=None):
+        self.message = message
+        self.status = status
+        self.code = code
+        self.method = method
+        self.path = path
+        where = f"{method} {path}: " if method else ""
+        answered = f"the master answered {status}: " if status else ""
+        super().__init__(f"{where}{answered}{message}")
+
+
+class BadRequest(DatarunError):
+    """400: the request is wrong; the message names the field and the problem."""
+
+
+class Unauthorized(DatarunError):
+    """401: missing or unknown token."""
+
+
+class Forbidden(DatarunError):
+    """403: the token may not do this (not an admin, not the owner)."""
+
+
+class NotFound(DatarunError):
+    """404: no such object or endpoint."""
+
+
+class Conflict(DatarunError):
+    """409: a name is taken, or the object is in use."""
+
+
+class PayloadTooLarge(DatarunError):
+    """413: the body is over the master's --max-body."""
+
+
+class ServerError(DatarunError):
+    """5xx: the master failed."""
+
+
+class Unreachable(DatarunError):
+    """The master could not be reached at all (connection refused, DNS, timeout)."""
+
+
+class IntegrityError(DatarunError):
+    """Downloaded bytes do not match the checksum the master announced."""
+
+
+_BY_STATUS = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    413: PayloadTooLarge,
+}
+
+#: Submission-fold states that are final (a result exists).
+ENDED = ("TESTED", "VALIDATED", "ERROR")
+
+
+def default_data_dir():
+    """The master's data directory as the Rust CLI finds it: $DATARUN_DATA_DIR, else
+    $XDG_DATA_HOME/datarun, else ~/.local/share/datarun."""
+    if os.environ.get("DATARUN_DATA_DIR"):
+        return os.environ["DATARUN_DATA_DIR"]
+    if os.environ.get("XDG_DATA_HOME"):
+        return os.path.join(os.environ["XDG_DATA_HOME"], "datarun")
+    return os.path.join(os.path.expanduser("~"), ".local", "share", "datarun")
+
+
+def _read_trimmed(path):
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return text or None
+
+
+def _b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def _read(path_or_bytes):
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return bytes(path_or_bytes)
+    with open(path_or_bytes, "rb") as f:
+        return f.read()
+
+
+def _indices(values, what):
+    """A list of non-negative ints from a numpy array, list or range."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ValueError(f"{what}: expected a 1-D array of row indices, got shape {arr.shape}")
+    if arr.size and arr.dtype.kind == "b":
+        raise ValueError(f"{what}: give row indices, not a boolean mask")
+    if arr.size and arr.dtype.kind not in "iu":
+        raise ValueError(f"{what}: expected integer row indices, got dtype {arr.dtype}")
+    return [int(i) for i in arr]
+
+
+def load_npy(data, sha256=None, what="predictions"):
+    """Decodes ``.npy`` bytes with numpy (no pickles), checking them against ``sha256``."""
+    if sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != sha256:
+            raise IntegrityError(f"{what}: sha256 {got} differs from the announced {sha256}")
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class Client:
+    """A datarun master.
+
+    ``url`` (the master's base address, e.g. ``http://127.0.0.1:4680``) and ``token`` default to
+    $DATARUN_URL (or $DATARUN_SERVER, the Rust CLI's name) and $DATARUN_TOKEN, then to the files
+    ``datarun serve`` writes into its data directory (``server``, ``admin.token``), as the CLI
+    does, so a client on the master's machine needs no configuration.
+    """
+
+    def __init__(self, url=None, token=None, data_dir=None, timeout=300, session=None):
+        data_dir = data_dir or default_data_dir()
+        url = (
+            url
+            or os.environ.get("DATARUN_URL")
+            or os.environ.get("DATARUN_SERVER")
+            or _read_trimmed(os.path.join(data_dir, "server"))
+        )
+        if not url:
+            raise DatarunError(
+                f"no server given and none found in {data_dir}: start one with `datarun serve`, "
+                "or pass url= (or set DATARUN_URL)"
+            )
+        token = (
+            token
+            or os.environ.get("DATARUN_TOKEN")
+            or _read_trimmed(os.path.join(data_dir, "admin.token"))
+        )
+        if not token:
+            raise DatarunError(
+                "no token given: pass token= (or set DATARUN_TOKEN); "
+                "`datarun token create NAME` on the master makes one"
+            )
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+        self.http = session or requests.Session()
+
+    def __repr__(self):
+        return f"Client({self.url!r})"
+
+    # ---- transport -------------------------------------------------------------------------
+
+    def _request(self, method, path, json=None, data=None, headers=None, stream=False):
+        headers = dict(headers or {})
+        headers["Authorization"] = f"Bearer {self.token}"
+        try:
+            resp = self.http.request(
+                method,
+                f"{self.url}/api/v1{path}",
+                json=json,
+                data=data,
+                headers=headers,
+                timeout=self.timeout,
+                stream=stream,
+            )
+        except requests.RequestException as e:
+            raise Unreachable(
+                f"cannot reach the datarun master at {self.url}: {e}", method=method, path=path
+            ) from e
+        if resp.status_code >= 400:
+            code, message = None, resp.text
+            try:
+                err = resp.json()["error"]
+                code, message = err.get("code"), err.get("message", message)
+            except (ValueError, KeyError, TypeError):
+                pass
+            cls = _BY_STATUS.get(resp.status_code)
+            if cls is None:
+                cls = ServerError if resp.status_code >= 500 else DatarunError
+            raise cls(message, status=resp.status_code, code=code, method=method, path=path)
+        return resp
+
+    def get(self, path):
+        return self._request("GET", path).json()
+
+    def post(self, path, body=None):
+        return self._request("POST", path, json=body if body is not None else {}).json()
+
+    def delete(self, path):
+        return self._request("DELETE", path).json()
+
+    def get_bytes(self, path):
+        return self._request("GET", path).content
+
+    # ---- native API: health, blobs, folds ---------------------------------------------------
+
+    def health(self):
+        """``GET /health`` (needs no token)."""
+        return self.get("/health")
+
+    def put_blob(self, data):
+        """``POST /blobs``: stores bytes (or a file's content, given its path); returns the sha256."""
+        body = _read(data)
+        v = self._request(
+            "POST", "/blobs", data=body, headers={"Content-Type": "application/octet-stream"}
+        ).json()
+        return v["sha256"]
+
+    def submit_fold(self, spec):
+        """``POST /folds``: one fold spec (see the README) → ``{id, fold, held}``."""
+        return self.post("/folds", spec)
+
+    def submit_folds(self, specs):
+        """``POST /folds/batch``: all or nothing → ``{ids, held}``."""
+        return self.post("/folds/batch", {"folds": list(specs)})
+
+    def fold(self, fold_id):
+        """``GET /folds/{id}``: the fold, its attempts, events, progress, why_pending."""
+        return self.get(f"/folds/{int(fold_id)}")
+
+    def fold_log(self, fold_id):
+        return self.get_bytes(f"/folds/{int(fold_id)}/log").decode("utf-8", "replace")
+
+    def fold_output(self, fold_id, name):
+        """``GET /folds/{id}/outputs/{name}``: one output file's bytes."""
+        return self.get_bytes(f"/folds/{int(fold_id)}/outputs/{name}")
+
+    def remove_fold(self, fold_id):
+        return self.post(f"/folds/{int(fold_id)}/remove")
+
+    # ---- native API: datasets, splits, scores -----------------------------------------------
+
+    def create_dataset(self, name, target_column, table, workflow_elements=(), score_types=()):
+        """``POST /datasets``; ``table`` is a CSV file's path or its bytes. Returns the dataset."""
+        body = {
+            "name": name,
+            "target_column": target_column,
+            "workflow_elements": list(workflow_elements),
+            "score_types": list(score_types),
+            "csv": _b64(_read(table)),
+        }
+        return self.post("/datasets", body)["dataset"]
+
+    def datasets(self):
+        return self.get("/datasets")["datasets"]
+
+    def dataset(self, dataset_id):
+        """The dataset with its column statistics and its splits."""
+        return self.get(f"/datasets/{int(dataset_id)}")
+
+    def dataset_table(self, dataset_id):
+        return self.get_bytes(f"/datasets/{int(dataset_id)}/table")
+
+    def delete_dataset(self, dataset_id):
+        return self.delete(f"/datasets/{int(dataset_id)}")
+
+    def create_split(self, dataset_id, held_out_test=0.2, random_state=42, stratify=False):
+        """``POST /datasets/{id}/splits`` → ``{split, train, test}`` (row indices)."""
+        body = {
+            "held_out_test": float(held_out_test),
+            "random_state": int(random_state),
+            "stratify": bool(stratify),
+        }
+        return self.post(f"/datasets/{int(dataset_id)}/splits", body)
+
+    def split(self, split_id):
+        return self.get(f"/splits/{int(split_id)}")
+
+    def scores(self, score_types, y_true, y_pred=None, y_proba=None, classes=None):
+        """``POST /scores``: scores computed by the master, as scikit-learn."""
+        body = {"score_types": list(score_types), "y_true": np.asarray(y_true).tolist()}
+        if y_pred is not None:
+            body["y_pred"] = np.asarray(y_pred).tolist()
+        if y_proba is not None:
+            body["y_proba"] = np.asarray(y_proba, dtype=float).tolist()
+        if classes is not None:
+            body["classes"] = list(classes)
+        return self.post("/scores", body)
+
+    # ---- native API: submissions, results ---------------------------------------------------
+
+    def create_submission(
+        self,
+        dataset_id,
+        name,
+        files,
+        split_id=None,
+        folds=None,
+        cv=None,
+        priority=None,
+        queue=None,
+        resources=None,
+        soft_time_limit=None,
+        hard_time_limit=None,
+        max_retries=None,
+    ):
+        """``POST /submissions``. ``files``: {name in the submission: path or bytes}, or a list of
+        paths (named by their base name). Exactly one of ``folds`` ([{"train_is", "test_is",
+        "client_id"?}]) and ``cv`` ({"k", "seed", "stratify"}). Returns ``{submission, held}``."""
+        if isinstance(files, (list, tuple)):
+            files = {os.path.basename(p): p for p in files}
+        body = {
+            "dataset_id": int(dataset_id),
+            "name": name,
+            "files": {n: _b64(_read(content)) for n, content in files.items()},
+        }
+        optional = {
+            "split_id": split_id,
+            "folds": folds,
+            "cv": cv,
+            "priority": priority,
+            "queue": queue,
+            "resources": resources,
+            "soft_time_limit": soft_time_limit,
+            "hard_time_limit": hard_time_limit,
+            "max_retries": max_retries,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._request("POST", "/submissions", json=body).json()
+
+    def submission(self, submission_id):
+        """The submission with its folds (``GET /submissions/{id}``)."""
+        return self.get(f"/submissions/{int(submission_id)}")["submission"]
+
+    def resubmit(self, submission_id, force=None, files=None, folds=None):
+        body = {}
+        if force is not None:
+            body["force"] = force
+        if files is not None:
+            if isinstance(files, (list, tuple)):
+                files = {os.path.basename(p): p for p in files}
+            body["files"] = {n: _b64(_read(c)) for n, c in files.items()}
+        if folds is not None:
+            body["folds"] = [int(f) for f in folds]
+        return self.post(f"/submissions/{int(submission_id)}/resubmit", body)
+
+    def submission_fold(self, submission_fold_id):
+        """``GET /submission-folds/{id}``: the fold, its queue fold, runs, log and traceback."""
+        return self.get(f"/submission-folds/{int(submission_fold_id)}")
+
+    def new_results(self, dataset_id=None, limit=None):
+        """``POST /results/new``: ended folds not handed out yet, each handed out once."""
+        body = {}
+        if dataset_id is not None:
+            body["dataset_id"] = int(dataset_id)
+        if limit is not None:
+            body["limit"] = int(limit)
+        return self.post("/results/new", body)["results"]
+
+    def list_results(self, ids):
+        """``POST /results/list`` → ``(results, missing ids)``; delivery is unchanged."""
+        v = self.post("/results/list", {"ids": [int(i) for i in ids]})
+        return v["results"], v["missing"]
+
+    def predictions(self, submission_fold_id, phase="test"):
+        """A fold's predictions as a numpy array: ``test`` (the test table) or ``train`` (the full
+        training table), checked against the ``X-Sha256`` and ``X-Shape`` the master sends."""
+        resp = self._request("GET", f"/submission-folds/{int(submission_fold_id)}/predictions/{phase}")
+        what = f"submission fold {submission_fold_id} {phase} predictions"
+        array = load_npy(resp.content, resp.headers.get("X-Sha256"), what)
+        shape = resp.headers.get("X-Shape")
+        if shape is not None:
+            expected = tuple(int(d) for d in shape.split(",") if d)
+            if array.shape != expected:
+                raise IntegrityError(f"{what}: shape {array.shape} differs from X-Shape {shape}")
+        return array
+
+    def labels(self, result):
+        """The class labels of a classifier fold's prediction columns (its ``labels.json``
+        output), or None when the fold wrote none (regressors, failed folds)."""
+        try:
+            data = self.fold_output(result["fold_id"], "labels.json")
+        except NotFound:
+            return None
+        return json.loads(data)
+
+    def leaderboard(self, dataset_id):
+        return self.get(f"/datasets/{int(dataset_id)}/leaderboard")
+
+    def wait_submission(self, submission_id, timeout=600, poll=0.5):
+        """Polls until no fold of the submission is TODO; returns the submission."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sub = self.submission(submission_id)
+            if all(f["state"] != "TODO" for f in sub["folds"]):
+                return sub
+            if time.monotonic() > deadline:
+                states = {f["id"]: f["state"] for f in sub["folds"]}
+                raise TimeoutError(f"submission {submission_id} still has TODO folds: {states}")
+            time.sleep(poll)
+
+    def wait_folds(self, fold_ids, timeout=600, poll=0.5):
+        """Polls queue folds until each is done, failed, removed or held; returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            folds = [self.fold(i)["fold"] for i in fold_ids]
+            if all(f["state"] in ("done", "failed", "removed", "held") for f in folds):
+                return folds
+            if time.monotonic() > deadline:
+                states = {f["id"]: f["state"] for f in folds}
+                raise TimeoutError(f"folds did not end in {timeout} s: {states}")
+            time.sleep(poll)
+
+    # ---- the original datarun client's helpers ----------------------------------------------
+
+    def post_data(
+        self,
+        name,
+        target_column,
+        workflow_elements,
+        data_file,
+        score_types=(),
+        extra_files=None,
+    ):
+        """Uploads a dataset (the original ``post_data``); returns it, with its ``id`` (the
+        original's raw_data_id). ``workflow_elements``: a list or a comma-separated string."""
+        if extra_files:
+            raise NotImplementedError(
+                "extra_files: datarun datasets are one CSV table; put helper files in the "
+                "submission's files instead"
+            )
+        if isinstance(workflow_elements, str):
+            workflow_elements = [w.strip() for w in workflow_elements.split(",") if w.strip()]
+        return self.create_dataset(name, target_column, data_file, workflow_elements, score_types)
+
+    def post_split(self, raw_data_id, held_out_test=0.2, random_state=42, stratify=False):
+        """Holds out ``held_out_test`` of the rows for test (the original ``post_split``);
+        returns ``{split, train, test}`` with the row indices as numpy arrays."""
+        v = self.create_split(raw_data_id, held_out_test, random_state, stratify)
+        v["train"] = np.asarray(v["train"], dtype=np.int64)
+        v["test"] = np.asarray(v["test"], dtype=np.int64)
+        return v
+
+    def custom_post_split(self, raw_data_id, *args, **kwargs):
+        """The original's split by a databoard-sent ``prepare_data`` function: not offered."""
+        raise NotImplementedError(
+            "custom_post_split: the datarun master has no custom split (running a "
+            "platform-sent prepare_data function) yet; use post_split(raw_data_id, "
+            "held_out_test, random_state, stratify) or give your own CV folds' indices to "
+            "post_submission_fold"
+        )
+
+    def post_submission_fold(
+        self,
+        raw_data_id,
+        submission_name,
+        submission_files,
+        folds=None,
+        split_id=None,
+        cv=None,
+        priority="L",
+        **options,
+    ):
+        """Submits a submission with its CV folds (the original ``post_submission_fold``, for
+        all of a submission's folds at once, which is how the native API takes them).
+
+        ``folds``: a list of ``(train_is, test_is)`` or ``(train_is, test_is, client_id)`` with
+        numpy arrays (or lists) of row indices into the training table (the split's train rows,
+        or the whole table without a split); ``client_id`` is the platform's own id for the
+        submission-on-fold (the original's ``sub_fold_id``). Or ``cv={"k": 5, "seed": 42,
+        "stratify": True}`` to let the master make the folds. ``submission_files``: paths
+        (named by their base name) or {name: path or bytes}. Other keyword arguments
+        (``queue``, ``resources``, ``hard_time_limit``, ...) go to ``create_submission``.
+        Returns the submission, whose ``folds`` carry the submission-fold ids."""
+        native = None
+        if folds is not None:
+            native = []
+            for i, f in enumerate(folds):
+                if isinstance(f, dict):
+                    train_is, test_is, client_id = f["train_is"], f.get("test_is", []), f.get("client_id")
+                elif len(f) == 3:
+                    train_is, test_is, client_id = f
+                else:
+                    train_is, test_is = f
+                    client_id = None
+                fold = {
+                    "train_is": _indices(train_is, f"folds[{i}].train_is"),
+                    "test_is": _indices(test_is, f"folds[{i}].test_is"),
+                }
+                if client_id is not None:
+                    fold["client_id"] = str(client_id)
+                native.append(fold)
+        answer = self.create_submission(
+            raw_data_id,
+            submission_name,
+            submission_files,
+            split_id=split_id,
+            folds=native,
+            cv=cv,
+            priority=priority,
+            **options,
+        )
+        return answer["submission"]
+
+    def _with_predictions(self, results):
+        out = []
+        for r in results:
+            r = dict(r)
+            preds = {}
+            for phase, meta in (r.get("predictions") or {}).items():
+                if isinstance(meta, dict) and meta.get("sha256"):
+                    preds[phase] = self.predictions(r["id"], phase)
+            r["y_pred"] = preds
+            r["labels"] = self.labels(r) if preds else None
+            out.append(r)
+        return out
+
+    def get_prediction_new(self, raw_data_id=None, limit=None):
+        """New results, each handed out once (the original ``get_prediction_new``): every ended
+        submission fold (TESTED, VALIDATED, ERROR) not handed out before, optionally of one
+        dataset. Each result carries ``y_pred`` = {"train": array, "test": array} (numpy,
+        checked against the master's sha256; shape (rows, classes) for classifiers, in
+        ``labels`` order) and its ``scores``, ``reason`` and ``traceback``."""
+        return self._with_predictions(self.new_results(raw_data_id, limit))
+
+    def get_prediction_list(self, list_submission_fold_ids):
+        """Results of the given submission folds, whatever their state, with their predictions
+        as in ``get_prediction_new``; handing out is unchanged. Unknown ids raise NotFound."""
+        results, missing = self.list_results(list_submission_fold_ids)
+        if missing:
+            raise NotFound(f"no submission fold(s) {missing}", status=404, code="not_found")
+        return self._with_predictions(results)
+
+    def get_submission_fold_detail(self, submission_fold_id):
+        """Everything about one submission fold: the fold with its scores and traceback, its
+        submission, its queue fold, its runs and its log."""
+        return self.submission_fold(submission_fold_id)
+
+    def get_submission_fold_light_detail(self, chunk=1000):
+        """Every submission fold, only its main facts: ``id``, ``submission_id``, ``state`` and
+        ``new`` (ended with a result not handed out yet), like the original's light listing.
+
+        The master has no list endpoint for submission folds, so this pages through
+        ``POST /results/list`` by id (ids are dense: submissions are never deleted) until a
+        page finds none."""
+        out = []
+        start = 1
+        while True:
+            results, _ = self.list_results(range(start, start + chunk))
+            if not results:
+                return out
+            out.extend(
+                {
+                    "id": r["id"],
+                    "submission_id": r["submission_id"],
+                    "state": r["state"],
+                    "new": r["state"] in ENDED and not r["delivered"],
+                }
+                for r in results
+            )
+            start += chunk
+
+    # The original's name for it.
+    get_submission_fold_light = get_submission_fold_light_detail

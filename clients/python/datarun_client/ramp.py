@@ -1,0 +1,319 @@
+"""A ramp-engine worker that trains a RAMP submission on datarun, one datarun fold per CV fold.
+
+ramp-board's dispatcher drives a worker through ``setup()``, ``launch_submission()``, polling
+``status`` until it leaves ``'running'``, ``collect_results()`` → ``(returncode, error_msg)``
+and ``teardown()``. :class:`DatarunWorker` does that against a datarun master: it uploads the
+kit, submits one fold per CV fold (``datarun-ramp-fold`` in the fold image, see the README's
+"RAMP kits"), which run in parallel across slots and runners, and collects each fold's
+``training_output/fold_<k>/`` into the submission's ``training_output`` directory, as
+``ramp-test --save-output`` lays it out.
+
+ramp-engine is not required: the worker inherits from ``ramp_engine.base.BaseWorker`` when it
+can be imported, else from a compatible base with the same life cycle.
+"""
+
+import json
+import os
+import shutil
+import time
+
+from .client import Client, DatarunError
+
+try:  # pragma: no cover - depends on the environment
+    from ramp_engine.base import BaseWorker
+except Exception:  # ramp-engine absent (or failing to import): a compatible base
+
+    class BaseWorker:
+        """The life cycle of ramp-engine's ``BaseWorker``: ``status`` is 'initialized',
+        'setup', 'error', 'running', 'finished' (read while running, once
+        ``_is_submission_finished()``), 'collected', 'killed' (after teardown), or 'timeout'."""
+
+        def __init__(self, config, submission):
+            self.config = config
+            self.submission = submission
+            self.status = "initialized"
+
+        @staticmethod
+        def _check_config_name(config, param):
+            if param not in config.keys():
+                raise ValueError(
+                    f"The worker requires the parameter '{param}' in its configuration; "
+                    f"only {list(config.keys())} were given."
+                )
+
+        def setup(self):
+            self.status = "setup"
+
+        def teardown(self):
+            self.status = "killed"
+
+        def _is_submission_finished(self):
+            raise NotImplementedError
+
+        @property
+        def status(self):
+            if self._status == "running" and self._is_submission_finished():
+                self._status = "finished"
+            return self._status
+
+        @status.setter
+        def status(self, status):
+            self._status = status
+
+        def check_timeout(self):
+            pass
+
+        def launch_submission(self):
+            self.status = "running"
+
+        def collect_results(self):
+            if self.status == "initialized":
+                raise ValueError(
+                    "The worker has not been set up and no submission was launched: call "
+                    "setup() and launch_submission() before collect_results()."
+                )
+            if self.status == "setup":
+                raise ValueError(
+                    "No submission was launched: call launch_submission() before "
+                    "collect_results()."
+                )
+
+        def launch(self):
+            self.setup()
+            self.launch_submission()
+            self.collect_results()
+            self.teardown()
+
+        def __repr__(self):
+            return f'{type(self).__name__}({self.submission}): status="{self.status}"'
+
+        __str__ = __repr__
+
+
+STOPPED = ("done", "failed", "removed", "held")
+#: ramp-board's dispatcher knows two failure codes: 1 (training error) and 124 (timeout).
+TRAINING_ERROR = 1
+TIMEOUT = 124
+
+
+def _files_under(root, rel, skip_dirs=("training_output", "__pycache__", ".git")):
+    """Relative paths (with '/') of the files under root/rel, sorted."""
+    out = []
+    base = os.path.join(root, rel)
+    for dirpath, dirnames, filenames in os.walk(base):
+        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs)
+        for name in sorted(filenames):
+            full = os.path.join(dirpath, name)
+            out.append(os.path.relpath(full, root).replace(os.sep, "/"))
+    return out
+
+
+def _traceback(log):
+    """From the last ``Traceback`` of a log on (ramp-engine keeps from the first one)."""
+    at = log.rfind("Traceback (most recent call last)")
+    if at < 0:
+        at = log.find("Traceback")
+    return log[at:] if at >= 0 else ""
+
+
+class DatarunWorker(BaseWorker):
+    """Trains one RAMP submission on a datarun master.
+
+    ``config`` takes ramp-engine's worker keys:
+
+    * ``kit_dir``: the kit (``problem.py`` and any other top-level ``*.py``, and
+      ``external_imports/`` if present, are sent);
+    * ``data_dir``: the directory holding ``data/`` (default: ``kit_dir``);
+    * ``submissions_dir``: holds ``<submission>/`` (default: ``kit_dir/submissions``);
+      results are written to ``<submissions_dir>/<submission>/training_output/``;
+    * ``logs_dir`` (optional): the folds' logs go to ``<logs_dir>/<submission>/log``;
+    * ``predictions_dir`` (optional): on success, ``training_output`` is copied to
+      ``<predictions_dir>/<submission>`` (what ramp-board's dispatcher reads), and teardown
+      removes the submission's ``training_output`` as ramp-engine's conda worker does;
+    * ``timeout`` (seconds, default 7200): each fold's hard time limit;
+
+    and datarun's:
+
+    * ``n_folds`` (required): how many folds the kit's ``get_cv`` makes;
+    * ``datarun_url``, ``datarun_token`` (default: $DATARUN_URL/$DATARUN_TOKEN, then the
+      master's data directory, as :class:`Client`), or ``client``: a :class:`Client`;
+    * ``image`` (default ``datarun/fold-python:0.1``), ``memory`` (default ``"1G"``),
+      ``cpus`` (1), ``priority``, ``queue``, ``data_label``, ``quick_test``,
+      ``poll_interval`` (seconds, default 1).
+    """
+
+    def __init__(self, config, submission):
+        super().__init__(config, submission)
+        self.fold_ids = []
+        self.fold_scores = {}
+
+    # ---- set up -----------------------------------------------------------------------------
+
+    def setup(self):
+        for param in ("kit_dir", "n_folds"):
+            self._check_config_name(self.config, param)
+        try:
+            self.n_folds = int(self.config["n_folds"])
+            if self.n_folds < 1:
+                raise ValueError
+        except (TypeError, ValueError):
+            self.status = "error"
+            raise ValueError(f"n_folds: a positive integer, got {self.config['n_folds']!r}")
+        self.kit_dir = self.config["kit_dir"]
+        self.data_dir = self.config.get("data_dir") or self.kit_dir
+        self.submissions_dir = self.config.get("submissions_dir") or os.path.join(
+            self.kit_dir, "submissions"
+        )
+        self.submission_dir = os.path.join(self.submissions_dir, self.submission)
+        if not os.path.isfile(os.path.join(self.kit_dir, "problem.py")):
+            self.status = "error"
+            raise ValueError(f"kit_dir: no problem.py in {self.kit_dir}")
+        if not os.path.isdir(self.submission_dir):
+            self.status = "error"
+            raise ValueError(f"no submission directory {self.submission_dir}")
+        self.client = self.config.get("client") or Client(
+            self.config.get("datarun_url"), self.config.get("datarun_token")
+        )
+        self._log_dir = None
+        if self.config.get("logs_dir"):
+            self._log_dir = os.path.join(self.config["logs_dir"], self.submission)
+            os.makedirs(self._log_dir, exist_ok=True)
+        super().setup()
+
+    def _inputs(self):
+        """(name in the fold's input dir, local path) of every file the folds need."""
+        files = []
+        for name in sorted(os.listdir(self.kit_dir)):
+            if name.endswith(".py") and os.path.isfile(os.path.join(self.kit_dir, name)):
+                files.append((name, os.path.join(self.kit_dir, name)))
+        if os.path.isdir(os.path.join(self.kit_dir, "external_imports")):
+            for rel in _files_under(self.kit_dir, "external_imports"):
+                files.append((rel, os.path.join(self.kit_dir, rel)))
+        data = _files_under(self.data_dir, "data")
+        if not data:
+            raise ValueError(f"data_dir: no files under {os.path.join(self.data_dir, 'data')}")
+        files += [(rel, os.path.join(self.data_dir, rel)) for rel in data]
+        for rel in _files_under(self.submissions_dir, self.submission):
+            files.append((f"submissions/{rel}", os.path.join(self.submissions_dir, rel)))
+        return files
+
+    # ---- launch -----------------------------------------------------------------------------
+
+    def launch_submission(self):
+        if self.status == "running":
+            raise ValueError("Wait until the submission is processed before launching a new one.")
+        inputs = [
+            {"name": name, "sha256": self.client.put_blob(path)} for name, path in self._inputs()
+        ]
+        specs = []
+        for k in range(self.n_folds):
+            fold = {"submission": self.submission, "fold": k}
+            if self.config.get("data_label"):
+                fold["data_label"] = self.config["data_label"]
+            if self.config.get("quick_test"):
+                fold["quick_test"] = True
+            sha = self.client.put_blob(json.dumps(fold).encode())
+            spec = {
+                "command": ["datarun-ramp-fold"],
+                "image": self.config.get("image", "datarun/fold-python:0.1"),
+                "inputs": inputs + [{"name": "ramp-fold.json", "sha256": sha}],
+                "resources": {
+                    "cpus": self.config.get("cpus", 1),
+                    "memory": self.config.get("memory", "1G"),
+                },
+                "hard_time_limit": f"{int(self.config.get('timeout', 7200))}s",
+            }
+            for key in ("priority", "queue"):
+                if self.config.get(key) is not None:
+                    spec[key] = self.config[key]
+            specs.append(spec)
+        answer = self.client.submit_folds(specs)
+        self.fold_ids = answer["ids"]
+        self._launched_at = time.monotonic()
+        if self._log_dir:
+            with open(os.path.join(self._log_dir, "datarun.json"), "w") as f:
+                json.dump({"url": self.client.url, "fold_ids": self.fold_ids}, f)
+        super().launch_submission()
+
+    def _folds(self):
+        return [self.client.fold(i)["fold"] for i in self.fold_ids]
+
+    def _is_submission_finished(self):
+        return all(f["state"] in STOPPED for f in self._folds())
+
+    # ---- collect ----------------------------------------------------------------------------
+
+    def _training_output(self):
+        return os.path.join(self.submission_dir, "training_output")
+
+    def collect_results(self):
+        """Blocks until every fold stopped, writes their ``training_output/`` files and logs,
+        and returns ``(returncode, error_msg)``: 0 when every fold was done; 124 when one hit
+        its time limit; else 1 (the submission failed, the kit is bad, a fold was held or
+        removed), with the first failing fold's traceback (or reason) as the message."""
+        super().collect_results()
+        if self.status == "collected":
+            raise ValueError("The results were collected already.")
+        poll = float(self.config.get("poll_interval", 1))
+        while self.status == "running":
+            time.sleep(poll)
+        details = [self.client.fold(i) for i in self.fold_ids]
+        out_dir = self._training_output()
+        if os.path.exists(out_dir):
+            shutil.rmtree(out_dir)
+        logs = []
+        returncode, error_msg = 0, ""
+        for k, (fold_id, d) in enumerate(zip(self.fold_ids, details)):
+            fold = d["fold"]
+            attempts = d.get("attempts") or []
+            names = [o["name"] for o in (attempts[-1].get("outputs") or [])] if attempts else []
+            for name in names:
+                if not name.startswith("training_output/"):
+                    continue
+                dest = os.path.join(self.submission_dir, *name.split("/"))
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                with open(dest, "wb") as f:
+                    f.write(self.client.fold_output(fold_id, name))
+            if "scores.json" in names:
+                self.fold_scores[k] = json.loads(self.client.fold_output(fold_id, "scores.json"))
+            log = self.client.fold_log(fold_id)
+            logs.append(f"==> datarun fold {fold_id} (CV fold {k}): {fold['state']} <==\n{log}")
+            if fold["state"] == "done" or returncode:
+                continue
+            outcome = fold.get("outcome") or {}
+            if outcome.get("kind") in ("timed_out_soft", "timed_out_hard"):
+                returncode = TIMEOUT
+            else:
+                returncode = TRAINING_ERROR
+            why = fold.get("reason") or outcome.get("kind") or fold["state"]
+            error_msg = _traceback(log) or f"datarun fold {fold_id} (CV fold {k}) {fold['state']}: {why}"
+            if returncode == TIMEOUT:
+                error_msg += f"\nFold killed at its time limit ({self.config.get('timeout', 7200)}s)."
+        if self._log_dir:
+            with open(os.path.join(self._log_dir, "log"), "w") as f:
+                f.write("\n".join(logs))
+        pred_dir = self.config.get("predictions_dir")
+        if pred_dir:
+            pred_dir = os.path.join(pred_dir, self.submission)
+            if os.path.exists(pred_dir):
+                shutil.rmtree(pred_dir)
+            if returncode == 0:
+                shutil.copytree(out_dir, pred_dir)
+        self.returncode, self.error_msg = returncode, error_msg
+        self.status = "collected"
+        return returncode, error_msg
+
+    # ---- tear down --------------------------------------------------------------------------
+
+    def teardown(self):
+        """Removes the folds still queued or running (a worker killed before collecting), and,
+        when ``predictions_dir`` holds the results, the submission's ``training_output``."""
+        if self._status != "collected":
+            for fold_id in self.fold_ids:
+                try:
+                    self.client.remove_fold(fold_id)
+                except DatarunError:
+                    pass
+        if self.config.get("predictions_dir") and os.path.exists(self._training_output()):
+            shutil.rmtree(self._training_output())
+        super().teardown()
