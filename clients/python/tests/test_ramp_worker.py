@@ -110,3 +110,14 @@ def test_setup_refuses_a_bad_config(client, kit):
         DatarunWorker({"kit_dir": str(kit), "client": client}, "starting_kit").setup()
     with pytest.raises(ValueError, match="no submission directory"):
         DatarunWorker({"kit_dir": str(kit), "n_folds": 4, "client": client}, "nope").setup()
+
+
+def test_teardown_before_collecting_removes_the_folds(client, kit):
+    """A worker killed while its submission runs leaves nothing running on datarun."""
+    w = DatarunWorker({"kit_dir": str(kit), "n_folds": N_FOLDS, "client": client,
+                       "memory": "512M"}, "starting_kit")
+    w.setup()
+    w.launch_submission()
+    w.teardown()
+    assert w.status == "killed"
+    assert [client.fold(i)["fold"]["state"] for i in w.fold_ids] == ["removed"] * N_FOLDS
