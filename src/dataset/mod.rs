@@ -5,6 +5,7 @@
 
 pub mod csv;
 pub mod score;
+pub mod sklearn_split;
 pub mod split;
 pub mod stats;
 
