@@ -99,7 +99,28 @@ pub async fn create(
                 "give the table as exactly one of csv (base64) or table_sha256 (an uploaded blob)",
             )),
         };
-    let target = req.target_column.clone();
+    let record = store_dataset(
+        &s,
+        req.name,
+        req.target_column,
+        req.workflow_elements,
+        req.score_types,
+        data,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(json!({ "dataset": record }))))
+}
+
+/// Parses and checks a CSV table (`score_types` empty: none), then stores it as a dataset.
+pub(super) async fn store_dataset(
+    s: &ApiState,
+    name: String,
+    target_column: String,
+    workflow_elements: Vec<String>,
+    score_types: Vec<String>,
+    data: Vec<u8>,
+) -> ApiResult<crate::store::DatasetRecord> {
+    let target = target_column.clone();
     let (data, table, stats) = blocking(move || {
         let table = dataset::parse(&data).map_err(|e| format!("csv: {e}"))?;
         if table.column(&target).is_none() {
@@ -113,20 +134,18 @@ pub async fn create(
     })
     .await?
     .map_err(ApiError::bad_request)?;
-    let score_types = check_score_types(&req.score_types, &table, &req.target_column)?;
-    let record = s
-        .store
+    let score_types = check_score_types(&score_types, &table, &target_column)?;
+    Ok(s.store
         .create_dataset(NewDataset {
-            name: req.name,
-            target_column: req.target_column,
-            workflow_elements: req.workflow_elements,
+            name,
+            target_column,
+            workflow_elements,
             score_types,
             table: data,
             rows: table.rows as u64,
             stats: json!(stats),
         })
-        .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "dataset": record }))))
+        .await?)
 }
 
 pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
@@ -179,33 +198,62 @@ pub async fn create_split(
             i64::MAX
         )));
     }
+    let stratify = req.stratify;
+    let (record, train, test) = store_split(
+        &s,
+        id,
+        req.held_out_test,
+        req.random_state,
+        stratify,
+        move |table, target| {
+            let strata: Option<Vec<Option<String>>> = match stratify {
+                false => None,
+                true => {
+                    let col = table.column(target).ok_or_else(|| {
+                        format!("the target column {target:?} is not in the stored table")
+                    })?;
+                    Some((0..table.rows).map(|r| col.text(r)).collect())
+                }
+            };
+            let split = dataset::held_out(
+                table.rows,
+                req.held_out_test,
+                req.random_state,
+                strata.as_deref(),
+            )?;
+            Ok((split.train, split.test))
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "split": record, "train": train, "test": test })),
+    ))
+}
+
+/// Computes a split's (train, test) rows with `rows` (given the table and its target column),
+/// its train/test statistics, and stores it.
+pub(super) async fn store_split(
+    s: &ApiState,
+    id: DatasetId,
+    held_out_test: f64,
+    random_state: u64,
+    stratify: bool,
+    rows: impl FnOnce(&Table, &str) -> Result<(Vec<usize>, Vec<usize>), String> + Send + 'static,
+) -> ApiResult<(crate::store::SplitRecord, Vec<usize>, Vec<usize>)> {
     let dataset = s.store.dataset(id).await?;
     let data = s.store.dataset_table(id).await?;
     let target = dataset.target_column.clone();
-    let (split, stats) = blocking(move || {
+    let (train, test, stats) = blocking(move || {
         let table = dataset::parse(&data).map_err(|e| format!("the stored table: {e}"))?;
-        let strata: Option<Vec<Option<String>>> = match req.stratify {
-            false => None,
-            true => {
-                let col = table.column(&target).ok_or_else(|| {
-                    format!("the target column {target:?} is not in the stored table")
-                })?;
-                Some((0..table.rows).map(|r| col.text(r)).collect())
-            }
-        };
-        let split = dataset::held_out(
-            table.rows,
-            req.held_out_test,
-            req.random_state,
-            strata.as_deref(),
-        )?;
-        let columns = dataset::compare(&table.take(&split.train), &table.take(&split.test));
+        let (train, test) = rows(&table, &target)?;
+        let columns = dataset::compare(&table.take(&train), &table.take(&test));
         let stats = json!({
-            "train_rows": split.train.len(),
-            "test_rows": split.test.len(),
+            "train_rows": train.len(),
+            "test_rows": test.len(),
             "columns": columns,
         });
-        Ok::<_, String>((split, stats))
+        Ok::<_, String>((train, test, stats))
     })
     .await?
     .map_err(ApiError::bad_request)?;
@@ -213,18 +261,15 @@ pub async fn create_split(
         .store
         .create_split(NewSplit {
             dataset_id: id,
-            held_out_test: req.held_out_test,
-            random_state: req.random_state,
-            stratify: req.stratify,
-            train: split.train.clone(),
-            test: split.test.clone(),
+            held_out_test,
+            random_state,
+            stratify,
+            train: train.clone(),
+            test: test.clone(),
             stats,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "split": record, "train": split.train, "test": split.test })),
-    ))
+    Ok((record, train, test))
 }
 
 pub async fn list_splits(

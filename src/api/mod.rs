@@ -5,6 +5,7 @@ mod datasets;
 mod error;
 mod folds;
 mod results;
+mod submission_folds;
 mod submissions;
 
 pub use error::ApiError;
@@ -62,6 +63,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/submissions", post(submissions::create))
         .route("/submissions/{id}", get(submissions::show))
         .route("/submissions/{id}/resubmit", post(submissions::resubmit))
+        .route("/submissions/{id}/folds", post(submission_folds::add_folds))
         .route("/submission-folds/{id}", get(submissions::show_fold))
         .route(
             "/submission-folds/{id}/predictions/{phase}",
@@ -111,13 +113,21 @@ async fn auth(
             "missing token: send `Authorization: Bearer TOKEN` (create one with `datarun token create NAME`)",
         ));
     };
-    match state.store.verify_token(token.trim().to_string()).await? {
+    match principal(&state, token).await? {
         Some(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.run(req).await)
         }
         None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
     }
+}
+
+/// Who a token belongs to (bearer here, Basic under `/runapp/`), or None if it is unknown.
+pub(crate) async fn principal(
+    state: &ApiState,
+    token: &str,
+) -> Result<Option<Principal>, ApiError> {
+    Ok(state.store.verify_token(token.trim().to_string()).await?)
 }
 
 async fn runners(State(state): State<ApiState>) -> Json<serde_json::Value> {

@@ -221,7 +221,7 @@ pub async fn new_results(State(s): State<ApiState>, body: Bytes) -> ApiResult<Js
     settle(&s).await?;
     let results = s
         .store
-        .take_new_results(req.dataset_id, req.limit.unwrap_or(1000).min(10_000))
+        .take_new_results(req.dataset_id, req.limit.unwrap_or(1000).min(10_000), false)
         .await?;
     Ok(Json(json!({ "results": results })))
 }

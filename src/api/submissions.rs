@@ -31,11 +31,11 @@ const MAX_FILES: usize = 100;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFold {
-    train_is: Vec<usize>,
+    pub(super) train_is: Vec<usize>,
     #[serde(default)]
-    test_is: Vec<usize>,
+    pub(super) test_is: Vec<usize>,
     /// The client's own id for this fold (a platform's submission-on-fold id).
-    client_id: Option<String>,
+    pub(super) client_id: Option<String>,
 }
 
 fn default_seed() -> u64 {
@@ -52,7 +52,7 @@ pub struct Cv {
     stratify: bool,
 }
 
-fn default_resources() -> Resources {
+pub(super) fn default_resources() -> Resources {
     Resources {
         cpus: 1.0,
         memory: 1 << 30,
@@ -84,7 +84,7 @@ pub struct CreateSubmission {
 }
 
 /// Decodes and checks a submission's files: safe names, the workflow elements' files present.
-fn decode_files(
+pub(super) fn decode_files(
     files: &BTreeMap<String, String>,
     required: &[String],
 ) -> ApiResult<BTreeMap<String, Vec<u8>>> {
@@ -142,7 +142,55 @@ fn inputs(
     v
 }
 
-fn held(s: &ApiState, who: &str, spec: &FoldSpec) -> Option<(HoldCode, String)> {
+/// What every fold of a submission shares: its tables (blob sha256s) and files.
+pub(super) struct Tables<'a> {
+    pub target_column: &'a str,
+    pub workflow_elements: &'a [String],
+    pub train_sha: &'a str,
+    pub test_sha: Option<&'a str>,
+    pub file_shas: &'a BTreeMap<String, String>,
+}
+
+/// One submission fold (its queue fold from `template`, not held) and the blobs it adds
+/// (fold.json and its indices).
+pub(super) fn build_fold(
+    t: &Tables,
+    template: &FoldSpec,
+    fold_index: i64,
+    train_is: &[usize],
+    test_is: &[usize],
+    client_id: Option<String>,
+) -> (NewSubmissionFold, Vec<Vec<u8>>) {
+    let fold_json = submission::fold_json(
+        t.target_column,
+        t.workflow_elements,
+        train_is,
+        test_is,
+        t.test_sha.is_some(),
+    );
+    let tr = serde_json::to_vec(train_is).expect("indices serialize");
+    let te = serde_json::to_vec(test_is).expect("indices serialize");
+    let mut spec = template.clone();
+    spec.inputs = inputs(
+        t.train_sha,
+        t.test_sha,
+        t.file_shas,
+        &sha256_hex(&fold_json),
+    );
+    let fold = NewSubmissionFold {
+        fold_index,
+        client_id,
+        train_sha256: sha256_hex(&tr),
+        test_sha256: sha256_hex(&te),
+        train_rows: train_is.len() as u64,
+        test_rows: test_is.len() as u64,
+        spec,
+        held: None,
+    };
+    (fold, vec![fold_json, tr, te])
+}
+
+pub(super) fn held(s: &ApiState, who: &str, spec: &FoldSpec) -> Option<(HoldCode, String)> {
     s.master.unmatchable(who, spec).map(|u| (u.code, u.reason))
 }
 
@@ -257,38 +305,21 @@ pub async fn create(
     let mut new_folds = Vec::with_capacity(folds.len());
     let mut hold = None;
     for (i, (train_is, test_is, client_id)) in folds.into_iter().enumerate() {
-        let fold_json = submission::fold_json(
-            &d.target_column,
-            &d.workflow_elements,
-            &train_is,
-            &test_is,
-            test_csv.is_some(),
-        );
-        let (tr, te) = (
-            serde_json::to_vec(&train_is).expect("indices serialize"),
-            serde_json::to_vec(&test_is).expect("indices serialize"),
-        );
-        let mut spec = template.clone();
-        spec.inputs = inputs(
-            &train_sha,
-            test_sha.as_deref(),
-            &file_shas,
-            &sha256_hex(&fold_json),
-        );
+        let tables = Tables {
+            target_column: &d.target_column,
+            workflow_elements: &d.workflow_elements,
+            train_sha: &train_sha,
+            test_sha: test_sha.as_deref(),
+            file_shas: &file_shas,
+        };
+        let (mut fold, fold_blobs) =
+            build_fold(&tables, &template, i as i64, &train_is, &test_is, client_id);
         if i == 0 {
-            hold = held(&s, &who.name, &spec);
+            hold = held(&s, &who.name, &fold.spec);
         }
-        new_folds.push(NewSubmissionFold {
-            fold_index: i as i64,
-            client_id,
-            train_sha256: sha256_hex(&tr),
-            test_sha256: sha256_hex(&te),
-            train_rows: train_is.len() as u64,
-            test_rows: test_is.len() as u64,
-            spec,
-            held: hold.clone(),
-        });
-        blobs.extend([fold_json, tr, te]);
+        fold.held = hold.clone();
+        new_folds.push(fold);
+        blobs.extend(fold_blobs);
     }
     blobs.push(train_csv);
     blobs.extend(test_csv);

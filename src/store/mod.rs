@@ -8,6 +8,7 @@ mod folds;
 mod holds;
 mod maintenance;
 mod records;
+mod runapp;
 mod runners;
 mod schema;
 mod submission_records;
@@ -17,6 +18,7 @@ mod tokens;
 pub use blobs::sha256_hex;
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use maintenance::PurgeReport;
+pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,

@@ -118,6 +118,8 @@ const MIGRATIONS: &[&str] = &[
     DATASETS_MIGRATION,
     // 6: submissions on cross-validation folds, their results and the feed
     SUBMISSIONS_MIGRATION,
+    // 7: the /runapp/ compatibility layer's ids
+    RUNAPP_MIGRATION,
 ];
 
 /// Submissions (files of a dataset's workflow elements) and their folds. Each submission fold
@@ -210,6 +212,31 @@ const DATASETS_MIGRATION: &str = r#"
         created_at    INTEGER NOT NULL
     );
     CREATE INDEX splits_dataset ON splits(dataset_id);
+"#;
+
+/// The `/runapp/` compatibility layer (`api::runapp`): only what the original's clients name
+/// and the native model lacks. A raw data is a dataset with the scikit-learn split made by
+/// `rawdata/split/` (`split_id`); a databoard submission (`databoard_s_id`) is a native
+/// submission; a databoard submission fold (`databoard_sf_id`) is a native submission fold,
+/// with its priority name and its indices as the client encoded them (echoed back verbatim).
+const RUNAPP_MIGRATION: &str = r#"
+    CREATE TABLE runapp_rawdata (
+        dataset_id INTEGER PRIMARY KEY,
+        split_id   INTEGER
+    );
+    CREATE TABLE runapp_submissions (
+        databoard_s_id INTEGER PRIMARY KEY,
+        submission_id  INTEGER NOT NULL REFERENCES submissions(id)
+    );
+    CREATE TABLE runapp_folds (
+        databoard_sf_id    INTEGER PRIMARY KEY,
+        databoard_s_id     INTEGER NOT NULL REFERENCES runapp_submissions(databoard_s_id),
+        submission_fold_id INTEGER NOT NULL REFERENCES submission_folds(id),
+        priority           TEXT NOT NULL,
+        train_is           TEXT NOT NULL,
+        test_is            TEXT NOT NULL
+    );
+    CREATE INDEX runapp_folds_sf ON runapp_folds(submission_fold_id);
 "#;
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -143,12 +143,16 @@ async fn results_are_recorded_once_and_handed_out_once() {
         1
     );
 
-    let first = store.take_new_results(None, 100).await.unwrap();
+    let first = store.take_new_results(None, 100, false).await.unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!((first[0].state, first[0].delivered), (Phase::Error, true));
-    assert!(store.take_new_results(None, 100).await.unwrap().is_empty());
     assert!(store
-        .take_new_results(Some(s.dataset_id + 1), 100)
+        .take_new_results(None, 100, false)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .take_new_results(Some(s.dataset_id + 1), 100, false)
         .await
         .unwrap()
         .is_empty());
@@ -196,6 +200,6 @@ async fn results_are_recorded_once_and_handed_out_once() {
         .settle_submission_folds(vec![(sf.id, mine.key.clone(), ended(Phase::Tested))])
         .await
         .unwrap();
-    let second = store.take_new_results(None, 100).await.unwrap();
+    let second = store.take_new_results(None, 100, false).await.unwrap();
     assert_eq!((second.len(), second[0].state), (1, Phase::Tested));
 }

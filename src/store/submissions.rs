@@ -37,7 +37,7 @@ const RESULT_OUTPUTS: [&str; 5] = [
     "y_pred_test.npy",
 ];
 
-fn find_submission(conn: &Connection, id: SubmissionId) -> Result<SubmissionRecord> {
+pub(super) fn find_submission(conn: &Connection, id: SubmissionId) -> Result<SubmissionRecord> {
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE id = ?1"
@@ -54,7 +54,7 @@ fn find_submission(conn: &Connection, id: SubmissionId) -> Result<SubmissionReco
     Ok(s)
 }
 
-fn find_sf(conn: &Connection, id: SubmissionFoldId) -> Result<SubmissionFoldRecord> {
+pub(super) fn find_sf(conn: &Connection, id: SubmissionFoldId) -> Result<SubmissionFoldRecord> {
     conn.prepare_cached(&format!(
         "SELECT {SF_COLUMNS} FROM submission_folds WHERE id = ?1"
     ))?
@@ -93,6 +93,65 @@ fn add_run(
     Ok(())
 }
 
+/// Inserts a submission's row (not its folds) inside the caller's transaction; its id.
+pub(super) fn insert_submission_row(tx: &Transaction, new: &NewSubmission) -> Result<SubmissionId> {
+    tx.execute(
+        "INSERT INTO submissions (dataset_id, split_id, name, owner, files, workflow_elements, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            new.dataset_id,
+            new.split_id,
+            new.name,
+            new.owner,
+            serde_json::to_string(&new.files).expect("files serialize"),
+            serde_json::to_string(&new.workflow_elements).expect("elements serialize"),
+            now_ms()
+        ],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Stores blobs (kept by the submission) and new folds of submission `id` with their queue
+/// folds, inside the caller's transaction; their ids in order.
+pub(super) fn insert_submission_folds(
+    tx: &Transaction,
+    id: SubmissionId,
+    owner: &str,
+    blobs: &[Vec<u8>],
+    folds: &[NewSubmissionFold],
+) -> Result<Vec<SubmissionFoldId>> {
+    for data in blobs {
+        let sha = blobs::put(tx, data)?;
+        keep_blob(tx, id, &sha)?;
+    }
+    let specs: Vec<_> = folds
+        .iter()
+        .map(|f| (f.spec.clone(), f.held.clone()))
+        .collect();
+    let fold_ids = insert_folds(tx, owner, &specs)?;
+    let mut out = Vec::with_capacity(folds.len());
+    for (f, fold_id) in folds.iter().zip(fold_ids) {
+        tx.prepare_cached(
+            "INSERT INTO submission_folds (submission_id, fold_index, client_id, train_sha256,
+             test_sha256, train_rows, test_rows, fold_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            id,
+            f.fold_index,
+            f.client_id,
+            f.train_sha256,
+            f.test_sha256,
+            f.train_rows as i64,
+            f.test_rows as i64,
+            fold_id
+        ])?;
+        let sf = tx.last_insert_rowid();
+        add_run(tx, sf, 1, fold_id, "submitted")?;
+        out.push(sf);
+    }
+    Ok(out)
+}
+
 impl Store {
     /// Stores a submission, its blobs, its folds and their queue folds in one transaction.
     pub async fn create_submission(&self, new: NewSubmission) -> Result<SubmissionRecord> {
@@ -129,43 +188,8 @@ impl Store {
                     new.owner, new.name, new.dataset_id
                 )));
             }
-            tx.execute(
-                "INSERT INTO submissions (dataset_id, split_id, name, owner, files, workflow_elements, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    new.dataset_id,
-                    new.split_id,
-                    new.name,
-                    new.owner,
-                    serde_json::to_string(&new.files).expect("files serialize"),
-                    serde_json::to_string(&new.workflow_elements).expect("elements serialize"),
-                    now_ms()
-                ],
-            )?;
-            let id = tx.last_insert_rowid();
-            for data in &new.blobs {
-                let sha = blobs::put(&tx, data)?;
-                keep_blob(&tx, id, &sha)?;
-            }
-            let specs: Vec<_> = new.folds.iter().map(|f| (f.spec.clone(), f.held.clone())).collect();
-            let fold_ids = insert_folds(&tx, &new.owner, &specs)?;
-            for (f, fold_id) in new.folds.iter().zip(fold_ids) {
-                tx.prepare_cached(
-                    "INSERT INTO submission_folds (submission_id, fold_index, client_id, train_sha256,
-                     test_sha256, train_rows, test_rows, fold_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    id,
-                    f.fold_index,
-                    f.client_id,
-                    f.train_sha256,
-                    f.test_sha256,
-                    f.train_rows as i64,
-                    f.test_rows as i64,
-                    fold_id
-                ])?;
-                add_run(&tx, tx.last_insert_rowid(), 1, fold_id, "submitted")?;
-            }
+            let id = insert_submission_row(&tx, &new)?;
+            insert_submission_folds(&tx, id, &new.owner, &new.blobs, &new.folds)?;
             let record = find_submission(&tx, id)?;
             tx.commit()?;
             Ok(record)
@@ -314,11 +338,13 @@ impl Store {
 
     /// The "new results" feed: every ended submission fold whose current result has not been
     /// handed out, marked handed out in the same transaction (so concurrent callers never get
-    /// the same one), oldest result first.
+    /// the same one), oldest result first. `runapp_only`: only the folds posted through
+    /// `/runapp/` (one delivery mark: a result handed out by either feed is not handed out again).
     pub async fn take_new_results(
         &self,
         dataset: Option<DatasetId>,
         limit: u32,
+        runapp_only: bool,
     ) -> Result<Vec<SubmissionFoldRecord>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
@@ -328,10 +354,11 @@ impl Store {
                      WHERE id IN (SELECT sf.id FROM submission_folds sf JOIN submissions s ON s.id = sf.submission_id
                          WHERE sf.state IN ('VALIDATED', 'TESTED', 'ERROR') AND sf.settled_key IS NOT NULL
                          AND sf.delivered_key IS NOT sf.settled_key AND (?2 IS NULL OR s.dataset_id = ?2)
+                         AND (?4 = 0 OR sf.id IN (SELECT submission_fold_id FROM runapp_folds))
                          ORDER BY sf.result_seq LIMIT ?3)
                      RETURNING id",
                 )?
-                .query_map(params![now_ms(), dataset, limit], |r| r.get(0))?
+                .query_map(params![now_ms(), dataset, limit, runapp_only], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = ids.iter().map(|id| find_sf(&tx, *id)).collect::<Result<Vec<_>>>()?;
             out.sort_by_key(|r| r.result_seq);
