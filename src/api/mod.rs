@@ -5,6 +5,7 @@ mod datasets;
 mod error;
 mod folds;
 mod results;
+pub mod runapp;
 mod submission_folds;
 mod submissions;
 
@@ -86,8 +87,9 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+        .with_state(state.clone())
         .pipe(|api| Router::new().nest("/api/v1", api))
+        .merge(runapp::router(state, max_body))
 }
 
 trait Pipe: Sized {

@@ -1,0 +1,146 @@
+//! `rawdata/`: raw data are datasets. `POST rawdata/` takes one CSV file (renamed
+//! `<name>.csv` like the original); `rawdata/split/` makes a split with exactly
+//! scikit-learn's `train_test_split` rows (`dataset::sklearn_split`), synchronously.
+
+use super::super::datasets::{store_dataset, store_split};
+use super::super::ApiState;
+use super::{body_object, decode_zb64, RunappError, RunappResult};
+use crate::dataset::sklearn_split;
+use crate::store::DatasetRecord;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+fn render(d: &DatasetRecord) -> Value {
+    json!({
+        "id": d.id,
+        "name": d.name,
+        "files_path": format!("/api/v1/datasets/{}", d.id),
+        "workflow_elements": d.workflow_elements.join(", "),
+        "target_column": d.target_column,
+    })
+}
+
+pub async fn list(State(s): State<ApiState>) -> RunappResult<Json<Value>> {
+    let all = s.store.list_datasets().await?;
+    Ok(Json(Value::Array(all.iter().map(render).collect())))
+}
+
+fn required_str(body: &Map<String, Value>, field: &str) -> RunappResult<String> {
+    match body.get(field) {
+        None | Some(Value::Null) => Err(RunappError::field(field, "This field is required.")),
+        Some(Value::String(t)) if t.trim().is_empty() => {
+            Err(RunappError::field(field, "This field may not be blank."))
+        }
+        Some(Value::String(t)) => Ok(t.clone()),
+        Some(other) => Ok(other.to_string()),
+    }
+}
+
+/// Default score types: accuracy and log loss for a classifier, rmse (and r2) for a
+/// regressor; none for anything else.
+fn default_scores(elements: &[String]) -> Vec<String> {
+    let has = |e: &str| elements.iter().any(|x| x == e);
+    let names: &[&str] = if has("classifier") {
+        &["accuracy", "log_loss"]
+    } else if has("regressor") {
+        &["rmse", "r2"]
+    } else {
+        &[]
+    };
+    names.iter().map(|n| n.to_string()).collect()
+}
+
+pub async fn create(
+    State(s): State<ApiState>,
+    body: Bytes,
+) -> RunappResult<(StatusCode, Json<Value>)> {
+    let body = body_object(&body)?;
+    let name = required_str(&body, "name")?;
+    let target = required_str(&body, "target_column")?;
+    let elements: Vec<String> = required_str(&body, "workflow_elements")?
+        .split(',')
+        .map(|e| e.trim().to_string())
+        .filter(|e| !e.is_empty())
+        .collect();
+    if s.store
+        .list_datasets()
+        .await?
+        .iter()
+        .any(|d| d.name == name)
+    {
+        return Err(RunappError::field(
+            "name",
+            "RawData with this name already exists.",
+        ));
+    }
+    let files = match body.get("files") {
+        Some(Value::Object(f)) if !f.is_empty() => f,
+        _ => {
+            return Err(RunappError::field(
+                "files",
+                "This field is required: {file name: base64(zlib(content))}, one CSV file.",
+            ))
+        }
+    };
+    if files.len() > 1 {
+        if !files.keys().any(|k| k.rsplit('.').next() == Some("py")) {
+            return Err(RunappError(
+                StatusCode::NOT_ACCEPTABLE,
+                json!({"error": "Submit a specific.py when submitting several files"}),
+            ));
+        }
+        return Err(RunappError::detail(
+            StatusCode::NOT_IMPLEMENTED,
+            "several files with a problem script (specific.py) are not supported yet: post one CSV file",
+        ));
+    }
+    let (file, text) = files.iter().next().expect("one file");
+    let text = text
+        .as_str()
+        .ok_or_else(|| RunappError::field("files", format!("{file}: expected a string")))?;
+    let data =
+        decode_zb64(text).map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
+    let scores = default_scores(&elements);
+    let record = store_dataset(&s, name, target, elements, scores, data).await?;
+    Ok((StatusCode::CREATED, Json(render(&record))))
+}
+
+fn raw_data_id(body: &Map<String, Value>) -> RunappResult<i64> {
+    body.get("raw_data_id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| RunappError::field("raw_data_id", "A valid integer is required."))
+}
+
+/// `POST rawdata/split/`: done before it answers; `task_id` names the split.
+pub async fn split(State(s): State<ApiState>, body: Bytes) -> RunappResult<Json<Value>> {
+    let body = body_object(&body)?;
+    let id = raw_data_id(&body)?;
+    let held_out = body
+        .get("held_out_test")
+        .and_then(Value::as_f64)
+        .ok_or_else(|| RunappError::field("held_out_test", "A valid number is required."))?;
+    let seed = match body.get("random_state") {
+        None | Some(Value::Null) => 42,
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| RunappError::field("random_state", "A valid integer is required."))?,
+    };
+    s.store.dataset(id).await?;
+    let (record, _, _) = store_split(&s, id, held_out, seed, false, move |table, _| {
+        sklearn_split::train_test_split(table.rows, held_out, seed)
+    })
+    .await?;
+    s.store.runapp_set_split(id, record.id).await?;
+    Ok(Json(json!({ "task_id": format!("split-{}", record.id) })))
+}
+
+/// `POST rawdata/customsplit/`: needs a problem script (several files), not supported yet.
+pub async fn customsplit() -> RunappError {
+    RunappError::detail(
+        StatusCode::NOT_IMPLEMENTED,
+        "custom splits (a problem script's prepare_data) are not supported yet; use rawdata/split/",
+    )
+}
