@@ -18,19 +18,7 @@ const IRIS: &str = "examples/iris/iris.csv";
 /// Runs `script` with python3 in the fold image, `dir` mounted read-only at /data; its stdout
 /// is JSON.
 fn python(dir: &Path, script: &str) -> Value {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "this test needs a running Docker engine (pandas runs in {IMAGE})"
-    );
-    let built = Command::new("./images/build-fold-python.sh")
-        .status()
-        .expect("run images/build-fold-python.sh");
-    assert!(built.success(), "cannot build {IMAGE}");
+    common::ml::ensure_fold_image();
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = Command::new("docker")
         .args(["run", "--rm", "--network", "none", "-v"])

@@ -8,23 +8,11 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::time::Duration;
 
-const BUSYBOX: &str = "datarun/busybox:test";
+use common::BUSYBOX;
 
 /// An inventory with one docker runner named `name` (unique per test: tests share the engine).
 fn docker_runner(name: &str) -> String {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "these tests need a running Docker engine (docker info failed)"
-    );
-    let built = Command::new("./images/build-busybox.sh")
-        .status()
-        .expect("run images/build-busybox.sh");
-    assert!(built.success(), "cannot build {BUSYBOX}");
+    common::ensure_image("build-busybox.sh", BUSYBOX);
     format!(
         r#"
 [[runner]]

@@ -30,19 +30,7 @@ const LAYOUT: [&str; 7] = [
 ];
 
 fn inventory() -> String {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "this test needs a running Docker engine");
-    let built = Command::new("./images/build-fold-python.sh")
-        .status()
-        .expect("run images/build-fold-python.sh");
-    assert!(built.success(), "cannot build {IMAGE}");
-    format!(
-        "[[runner]]\nname = \"ramp\"\ntransport = \"local\"\nexecutor = \"docker\"\nimages = [\"{IMAGE}\"]\nslots = 4\ncpus = 4\nmemory = \"4G\"\nqueues = [\"*\"]\n"
-    )
+    common::ml::docker_runner("ramp", 4, "4G")
 }
 
 fn upload(m: &Master, data: Vec<u8>) -> String {

@@ -19,13 +19,10 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_datarun");
-const BUSYBOX: &str = "datarun/busybox:test";
+use common::BUSYBOX;
 
 fn ensure_busybox() {
-    let built = Command::new("./images/build-busybox.sh")
-        .status()
-        .expect("run images/build-busybox.sh");
-    assert!(built.success(), "cannot build {BUSYBOX}");
+    common::ensure_image("build-busybox.sh", BUSYBOX);
 }
 
 /// Records each host's key in the hosts' known_hosts file (what `provision --accept-new` does).

@@ -4,7 +4,6 @@
 use super::Master;
 use base64::Engine;
 use serde_json::{json, Value};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const IMAGE: &str = "datarun/fold-python:0.1";
@@ -12,19 +11,20 @@ pub const IMAGE: &str = "datarun/fold-python:0.1";
 /// An inventory with one local Docker runner allowed to run the fold image, which is built
 /// first if needed (`images/build-fold-python.sh` is idempotent).
 pub fn docker_inventory(slots: u32) -> String {
-    let ok = Command::new("docker")
-        .arg("info")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "this test needs a running Docker engine");
-    let built = Command::new("./images/build-fold-python.sh")
-        .status()
-        .expect("run images/build-fold-python.sh");
-    assert!(built.success(), "cannot build {IMAGE}");
+    docker_runner("ml", slots, "8G")
+}
+
+/// One local Docker runner `name` allowed to run the fold image (built first if needed).
+pub fn docker_runner(name: &str, slots: u32, memory: &str) -> String {
+    ensure_fold_image();
     format!(
-        "[[runner]]\nname = \"ml\"\ntransport = \"local\"\nexecutor = \"docker\"\nimages = [\"{IMAGE}\"]\nslots = {slots}\ncpus = {slots}\nmemory = \"8G\"\nqueues = [\"*\"]\n"
+        "[[runner]]\nname = \"{name}\"\ntransport = \"local\"\nexecutor = \"docker\"\nimages = [\"{IMAGE}\"]\nslots = {slots}\ncpus = {slots}\nmemory = \"{memory}\"\nqueues = [\"*\"]\n"
     )
+}
+
+/// The fold image, built if needed (`images/build-fold-python.sh` is idempotent).
+pub fn ensure_fold_image() {
+    super::ensure_image("build-fold-python.sh", IMAGE);
 }
 
 pub fn b64(data: &[u8]) -> String {

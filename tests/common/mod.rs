@@ -10,6 +10,30 @@ use std::time::{Duration, Instant};
 pub mod ml;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
+/// The small test image (`images/build-busybox.sh`).
+pub const BUSYBOX: &str = "datarun/busybox:test";
+
+/// Fails loudly (never skips) unless a Docker engine answers; `why` says what needs it.
+pub fn require_docker(why: &str) {
+    let ok = Command::new("docker")
+        .arg("info")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{why} needs a running Docker engine (docker info failed)"
+    );
+}
+
+/// Builds `image` with its idempotent `images/<script>` (a no-op when it is up to date).
+pub fn ensure_image(script: &str, image: &str) {
+    require_docker(image);
+    let built = Command::new(format!("./images/{script}"))
+        .status()
+        .unwrap_or_else(|e| panic!("run images/{script}: {e}"));
+    assert!(built.success(), "cannot build {image} with images/{script}");
+}
 
 pub struct Master {
     pub dir: tempfile::TempDir,
