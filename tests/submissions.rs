@@ -18,6 +18,17 @@ fn iris_file(dir: &str) -> String {
     b64(&std::fs::read(format!("examples/iris/{dir}/classifier.py")).unwrap())
 }
 
+/// A stratified 80/20 split of dataset `d` (seed 42).
+fn split_20(m: &Master, d: i64) -> Value {
+    let (status, split) = m.request(
+        "POST",
+        &format!("/datasets/{d}/splits"),
+        Some(json!({"held_out_test": 0.2, "random_state": 42, "stratify": true})),
+    );
+    assert_eq!(status, 201, "{split}");
+    split
+}
+
 fn take_new(m: &Master) -> Vec<i64> {
     let (status, v) = m.request("POST", "/results/new", None);
     assert_eq!(status, 200, "{v}");
@@ -41,12 +52,7 @@ fn iris_good_and_broken_on_5_folds_with_the_feed_once() {
         &["accuracy", "roc_auc", "log_loss", "f1"],
         &["classifier"],
     );
-    let (status, split) = m.request(
-        "POST",
-        &format!("/datasets/{d}/splits"),
-        Some(json!({"held_out_test": 0.2, "random_state": 42, "stratify": true})),
-    );
-    assert_eq!(status, 201, "{split}");
+    let split = split_20(&m, d);
     let split_id = split["split"]["id"].as_i64().unwrap();
     let request = |name: &str, dir: &str| {
         json!({"dataset_id": d, "split_id": split_id, "name": name,
@@ -395,5 +401,102 @@ class Classifier:
     assert!(
         high.iter().max() < low.iter().min(),
         "high {high:?} before low {low:?}"
+    );
+}
+
+#[test]
+fn a_calibrator_is_applied_after_the_classifier() {
+    let m = Master::start(Some(&docker_inventory(2)));
+    let csv = std::fs::read("examples/iris/iris.csv").unwrap();
+    let elements = ["classifier", "calibrator"];
+    let d = dataset(&m, "iris-cal", &csv, "species", &["accuracy"], &elements);
+    let split = split_20(&m, d);
+    let split_id = split["split"]["id"].as_i64().unwrap();
+    // Flips the probability columns (setosa <-> virginica): a good classifier scores badly.
+    let calibrator = "import numpy as np\n\nclass Calibrator:\n    def fit(self, y_proba, y):\n        assert np.shape(y_proba)[1] == 3\n\n    def predict_proba(self, y_proba):\n        return np.asarray(y_proba)[:, ::-1]\n";
+    let body = |files: Value| {
+        json!({"dataset_id": d, "split_id": split_id, "name": "cal", "files": files,
+               "cv": {"k": 2, "seed": 1},
+               "resources": {"cpus": 1, "memory": "512M"}})
+    };
+    let (status, v) = m.request(
+        "POST",
+        "/submissions",
+        Some(body(json!({"classifier.py": iris_file("submission")}))),
+    );
+    assert_eq!(status, 400, "calibrator.py is required: {v}");
+    let s = submit(
+        &m,
+        body(json!({"classifier.py": iris_file("submission"),
+                    "calibrator.py": b64(calibrator.as_bytes())})),
+    );
+    let s = wait_submission(&m, s["id"].as_i64().unwrap(), LONG);
+    for f in s["folds"].as_array().unwrap() {
+        assert_eq!(f["state"], "TESTED", "{f}");
+        let acc = f["scores"]["valid"]["accuracy"].as_f64().unwrap();
+        assert!(acc < 0.5, "the flipped columns must show: {f}");
+    }
+}
+
+#[test]
+fn folds_added_to_a_submission_run_and_bad_ones_store_nothing() {
+    let m = Master::start(Some(&docker_inventory(2)));
+    let csv = std::fs::read("examples/iris/iris.csv").unwrap();
+    let d = dataset(
+        &m,
+        "iris-add",
+        &csv,
+        "species",
+        &["accuracy"],
+        &["classifier"],
+    );
+    let split_id = split_20(&m, d)["split"]["id"].as_i64().unwrap();
+    let s = submit(
+        &m,
+        json!({"dataset_id": d, "split_id": split_id, "name": "add",
+               "files": {"classifier.py": iris_file("submission")}, "cv": {"k": 2, "seed": 3},
+               "resources": {"cpus": 1, "memory": "512M"}}),
+    );
+    let id = s["id"].as_i64().unwrap();
+    let path = format!("/submissions/{id}/folds");
+    let every_4th = |k: usize| -> (Vec<usize>, Vec<usize>) { (0..120).partition(|i| i % 4 != k) };
+    let (train, test) = every_4th(0);
+    let (status, v) = m.request(
+        "POST",
+        &path,
+        Some(json!({"folds": [{"train_is": train, "test_is": test, "client_id": "extra"}]})),
+    );
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["added"].as_array().unwrap().len(), 1, "{v}");
+    let (train, test) = every_4th(1);
+    for bad in [
+        json!({"folds": [{"train_is": [0, 120], "test_is": [1]}]}),
+        json!({"folds": [{"train_is": train, "test_is": test}, {"train_is": [2, 3], "test_is": [3]}]}),
+        json!({"folds": []}),
+    ] {
+        let (status, v) = m.request("POST", &path, Some(bad.clone()));
+        assert_eq!(status, 400, "{bad}: {v}");
+    }
+    let (status, v) = m.request(
+        "POST",
+        "/submissions/9999/folds",
+        Some(json!({"folds": [{"train_is": [0], "test_is": [1]}]})),
+    );
+    assert_eq!(status, 404, "{v}");
+    let s = wait_submission(&m, id, LONG);
+    let folds = s["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 3, "the bad posts stored nothing: {s}");
+    for f in folds {
+        assert_eq!(f["state"], "TESTED", "{f}");
+    }
+    let extra = &folds[2];
+    assert_eq!(extra["client_id"], "extra", "{extra}");
+    assert_eq!(
+        (extra["train_rows"].as_u64(), extra["fold_index"].as_u64()),
+        (Some(90), Some(2))
+    );
+    assert!(
+        extra["scores"]["valid"]["accuracy"].as_f64().unwrap() > 0.8,
+        "{extra}"
     );
 }

@@ -254,6 +254,41 @@ class FoldTest(unittest.TestCase):
                   workflow_elements=["regressor"])
         self.assertEqual(self.run_fold().returncode, 1)
 
+    def test_calibrator_is_fitted_on_held_out_rows_and_applied(self):
+        # The calibrator records what it was fitted on and flips the probability columns, so
+        # its hand shows in every prediction (setosa <-> virginica).
+        self.iris_fold(workflow_elements=["classifier", "calibrator"])
+        self.write("submission/calibrator.py", """
+            import json, os
+            import numpy as np
+
+            class Calibrator:
+                def fit(self, y_proba, y):
+                    out = os.path.join(os.environ["DATARUN_OUTPUT"], "calibrator.json")
+                    with open(out, "w") as f:
+                        json.dump({"shape": list(np.shape(y_proba)), "y": sorted(set(y))}, f)
+                def predict_proba(self, y_proba):
+                    return np.asarray(y_proba)[:, ::-1]
+            """)
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # 120 training rows: the classifier fits on 108, the calibrator on the stratified 12.
+        fitted = self.out("calibrator.json")
+        self.assertEqual(fitted["shape"], [12, 3])
+        self.assertEqual(fitted["y"], ["setosa", "versicolor", "virginica"])
+        self.assertLess(self.out("scores.json")["valid"]["accuracy"], 0.5)
+        self.assertEqual(self.out("y_pred_test.npy").shape, (30, 3))
+
+    def test_calibrator_needs_classifier(self):
+        train, test = self.regression_data()
+        self.write("regressor.py", REGRESSOR)
+        self.write("calibrator.py", "class Calibrator: pass\n")
+        self.fold(dataset="data.csv", target_column="y", train_is=train, test_is=test,
+                  workflow_elements=["regressor", "calibrator"])
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("calibrator needs classifier", p.stderr)
+
     def test_fold_json_is_found(self):
         self.iris_fold()
         os.rename(os.path.join(self.input, "fold.json"), os.path.join(self.input, "fold-3.json"))

@@ -31,16 +31,17 @@ pub const TEST_TABLE: &str = "test.csv";
 pub const FOLD_JSON: &str = "fold.json";
 
 /// The workflow elements the fold image knows: (element, the file it needs).
-pub const ELEMENTS: [(&str, &str); 3] = [
+pub const ELEMENTS: [(&str, &str); 4] = [
     ("feature_extractor", "feature_extractor.py"),
     ("classifier", "classifier.py"),
+    ("calibrator", "calibrator.py"),
     ("regressor", "regressor.py"),
 ];
 const MODELS: [&str; 2] = ["classifier", "regressor"];
 
 /// The files a submission must hold for these workflow elements, or why the elements cannot
 /// run in the fold image (exactly one of classifier or regressor, optionally a feature
-/// extractor).
+/// extractor, and a calibrator only with a classifier).
 pub fn required_files(elements: &[String]) -> Result<Vec<String>, String> {
     let mut files = Vec::new();
     for e in elements {
@@ -57,9 +58,12 @@ pub fn required_files(elements: &[String]) -> Result<Vec<String>, String> {
         .iter()
         .filter(|e| MODELS.contains(&e.as_str()))
         .count();
-    if models != 1 || files.len() != elements.len() || has_duplicates(elements) {
+    let calibrator_alone =
+        elements.iter().any(|e| e == "calibrator") && !elements.iter().any(|e| e == "classifier");
+    if models != 1 || calibrator_alone || files.len() != elements.len() || has_duplicates(elements)
+    {
         return Err(format!(
-            "the dataset's workflow elements {elements:?} cannot run: the fold image needs exactly one of classifier or regressor, optionally with feature_extractor (set them when uploading the dataset)"
+            "the dataset's workflow elements {elements:?} cannot run: the fold image needs exactly one of classifier or regressor, optionally with feature_extractor, and calibrator only with classifier (set them when uploading the dataset)"
         ));
     }
     Ok(files)
@@ -153,6 +157,12 @@ mod tests {
         );
         assert!(required_files(&s(&[])).unwrap_err().contains("exactly one"));
         assert!(required_files(&s(&["classifier", "regressor"])).is_err());
+        assert_eq!(
+            required_files(&s(&["classifier", "calibrator"])).unwrap(),
+            ["classifier.py", "calibrator.py"]
+        );
+        assert!(required_files(&s(&["regressor", "calibrator"])).is_err());
+        assert!(required_files(&s(&["calibrator"])).is_err());
         assert!(required_files(&s(&["ts_predictor"]))
             .unwrap_err()
             .contains("not one the fold image runs"));

@@ -55,6 +55,18 @@ def sklearn_split(n, test_size, random_state):
     return perm[n_test:], perm[:n_test]
 
 
+def wait_ended(ids):
+    deadline = time.time() + 300
+    while True:
+        r = post("testpredictions/list/", {"list_submission_fold": ids})
+        assert r.status_code == 200, r.text
+        res = {f["databoard_sf_id"]: f for f in r.json()}
+        if all(f["state"] != "TODO" for f in res.values()) or time.time() > deadline:
+            return res
+        time.sleep(1)
+
+
+
 @pytest.fixture(scope="module")
 def flow(repo):
     csv_bytes = read_file(os.path.join(repo, "examples/iris/iris.csv"))
@@ -107,15 +119,7 @@ def flow(repo):
             assert body["priority"] == ("low" if prio == "L" else "high")
             posted[kind].append(sf_id)
 
-    every = posted["good"] + posted["broken"]
-    deadline = time.time() + 300
-    while True:
-        r = post("testpredictions/list/", {"list_submission_fold": every})
-        assert r.status_code == 200, r.text
-        results = {f["databoard_sf_id"]: f for f in r.json()}
-        if all(f["state"] != "TODO" for f in results.values()) or time.time() > deadline:
-            break
-        time.sleep(2)
+    results = wait_ended(posted["good"] + posted["broken"])
     return {"raw": raw, "posted": posted, "results": results, "y_train": y_train,
             "y_test": y_test, "folds": folds}
 
@@ -191,3 +195,39 @@ def test_bad_input_is_400_and_stores_nothing(flow):
                                  "train_is": ok, "test_is": zb64(test_is.astype(np.int64).tobytes())})
     assert r.status_code == 400
     assert "SubmissionFold with this databoard sf id already exists." in r.text
+
+
+def test_force_reruns_a_fold_or_replaces_the_files(flow, repo):
+    """Databoard's forced retrain: the first fold with `"submission, submission_fold"` and the
+    files, the others with `"submission_fold"`; the broken submission becomes a good one."""
+    raw_id, broken, good = flow["raw"]["id"], flow["posted"]["broken"], flow["posted"]["good"]
+    code = read_file(os.path.join(repo, "examples/iris/submission/classifier.py"))
+
+    def fold(sf_id, s_id, i, force):
+        train_is, test_is = flow["folds"][i]
+        return {"databoard_sf_id": sf_id, "databoard_s_id": s_id, "force": force,
+                "train_is": zb64(train_is.astype(np.int64).tobytes()),
+                "test_is": zb64(test_is.astype(np.int64).tobytes())}
+
+    other = fold(broken[0], 9002, 1, "submission_fold")
+    r = post("submissionfold/", other)
+    assert r.status_code == 400 and "train_is" in r.json(), r.text
+    for i, sf_id in enumerate(broken):
+        data = fold(sf_id, 9002, i, "submission_fold")
+        if i == 0:
+            data.update(force="submission, submission_fold", raw_data=raw_id,
+                        files={"classifier.py": zb64(code)})
+        r = post("submissionfold/", data)
+        assert r.status_code == 201, r.text
+        assert r.json()["state"] == "TODO" and r.json()["databoard_sf_id"] == sf_id
+    res = wait_ended(broken)
+    assert all(res[i]["state"] == "TESTED" for i in broken), res
+    new = post("testpredictions/new/", {"raw_data_id": raw_id}).json()
+    assert sorted(f["databoard_sf_id"] for f in new) == sorted(broken)
+
+    # "submission_fold" alone: that fold runs again, the others stay as they were.
+    r = post("submissionfold/", fold(good[0], 9001, 0, "submission_fold"))
+    assert r.status_code == 201 and r.json()["state"] == "TODO", r.text
+    assert wait_ended([good[0]])[good[0]]["state"] == "TESTED"
+    new = post("testpredictions/new/", {"raw_data_id": raw_id}).json()
+    assert [f["databoard_sf_id"] for f in new] == [good[0]]

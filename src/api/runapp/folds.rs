@@ -74,6 +74,23 @@ fn priority(v: Option<&Value>) -> RunappResult<(Priority, String)> {
     }
 }
 
+/// The posted `files` (name → b64(zlib)) as the native API's name → base64.
+pub(super) fn inflate_files(files: &Map<String, Value>) -> RunappResult<BTreeMap<String, String>> {
+    let mut b64 = BTreeMap::new();
+    for (name, text) in files {
+        let data = text
+            .as_str()
+            .ok_or_else(|| "expected a string".to_string())
+            .and_then(decode_zb64)
+            .map_err(|e| RunappError::field("files", format!("{name}: {e}")))?;
+        b64.insert(
+            name.clone(),
+            base64::engine::general_purpose::STANDARD.encode(data),
+        );
+    }
+    Ok(b64)
+}
+
 pub async fn create(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -85,18 +102,8 @@ pub async fn create(
     let train_text = required_text(&body, "train_is")?.to_string();
     let test_text = required_text(&body, "test_is")?.to_string();
     let (prio, prio_name) = priority(body.get("priority"))?;
-    if body
-        .get("force")
-        .and_then(Value::as_str)
-        .is_some_and(|f| f.contains("submission_fold"))
-    {
-        // Forced re-posts are not mapped onto resubmit yet: say so rather than pretend.
-        if !s.store.runapp_folds(Some(vec![sf_id])).await?.is_empty() {
-            return Err(RunappError::detail(
-                StatusCode::NOT_IMPLEMENTED,
-                "force on an existing submission fold is not supported yet; use POST /api/v1/submissions/{id}/resubmit",
-            ));
-        }
+    if let Some(answer) = super::force::repost(&s, &who, &body, sf_id, s_id).await? {
+        return Ok(answer);
     }
     let existing = s.store.runapp_submission(s_id).await?;
     let (dataset_id, split_id, file_shas, new_files) = match existing {
@@ -121,19 +128,7 @@ pub async fn create(
             let required = submission::required_files(&d.workflow_elements)
                 .map_err(|e| RunappError::bad(format!("raw data {raw}: {e}")))?;
             // Inflate, then check names and required files like the native API.
-            let mut b64 = BTreeMap::new();
-            for (name, text) in files {
-                let data = text
-                    .as_str()
-                    .ok_or_else(|| "expected a string".to_string())
-                    .and_then(decode_zb64)
-                    .map_err(|e| RunappError::field("files", format!("{name}: {e}")))?;
-                b64.insert(
-                    name.clone(),
-                    base64::engine::general_purpose::STANDARD.encode(data),
-                );
-            }
-            let decoded = decode_files(&b64, &required)?;
+            let decoded = decode_files(&inflate_files(files)?, &required)?;
             let shas = decoded
                 .iter()
                 .map(|(n, d)| (n.clone(), sha256_hex(d)))
@@ -245,7 +240,7 @@ pub async fn create(
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Shape {
+pub(super) enum Shape {
     Full,
     TestPred,
 }
@@ -352,7 +347,7 @@ pub struct Light {
     new: bool,
 }
 
-async fn render(
+pub(super) async fn render(
     s: &ApiState,
     meta: &RunappFold,
     sf: &SubmissionFoldRecord,

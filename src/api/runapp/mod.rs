@@ -9,6 +9,7 @@
 
 mod encoding;
 mod folds;
+mod force;
 mod rawdata;
 
 pub use encoding::{decode_indices, decode_zb64, encode_f64, encode_zb64};
