@@ -239,7 +239,7 @@ fn sixty_folds_spread_over_three_ssh_runners_without_oversubscribing() {
 
 #[test]
 fn a_stopped_runner_loses_its_folds_to_the_others_each_ending_once() {
-    let c = cluster(2, 2, "4s");
+    let c = cluster(2, 2, "8s");
     let m = &c.master;
     let ids = m.submit((0..4).map(|_| fold("sleep 4")).collect());
     // Wait until h0 runs something, then stop it: sshd, agent and all.
@@ -371,7 +371,7 @@ fn a_runner_without_an_agent_says_why_it_is_not_connected() {
 
 #[test]
 fn a_runner_back_after_its_lease_has_its_late_results_discarded() {
-    let c = cluster(2, 2, "3s");
+    let c = cluster(2, 2, "6s");
     let m = &c.master;
     let ids = m.submit((0..4).map(|_| fold("sleep 6; echo ok")).collect());
     for id in &ids {
