@@ -2,12 +2,11 @@
 //! the protocol over its stdin/stdout. The child gets its own process group, so a Ctrl-C or a
 //! kill of the master does not reach it: it finishes its folds and journals their results.
 
-use super::{Link, LinkEvent};
+use super::{read_lines, write_lines, Link, LinkEvent, ReadEnd};
 use crate::inventory::{ExecutorKind, RunnerSpec};
-use crate::protocol::{self, FromAgent, ToAgent};
+use crate::protocol::ToAgent;
 use std::path::Path;
 use std::process::Stdio;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 
@@ -37,45 +36,17 @@ pub fn connect(
         .process_group(0)
         .kill_on_drop(false)
         .spawn()?;
-    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToAgent>();
-    tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            if stdin
-                .write_all(protocol::encode(&msg).as_bytes())
-                .await
-                .is_err()
-                || stdin.flush().await.is_err()
-            {
-                break;
-            }
-        }
-        // Dropping stdin closes the agent's input: it finishes its folds and exits.
-    });
+    let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
+    // When the link is dropped the agent's input closes: it finishes its folds and exits.
+    tokio::spawn(write_lines(rx, stdin));
     let name = spec.name.clone();
     tokio::spawn(async move {
-        let mut lines = BufReader::new(stdout).lines();
-        let reason = loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => match protocol::decode::<FromAgent>(&line) {
-                    Ok(msg) => {
-                        if events
-                            .send(LinkEvent::Message {
-                                runner: name.clone(),
-                                generation,
-                                msg,
-                            })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => tracing::warn!("runner {name}: {e}"),
-                },
-                Ok(None) => break "the agent closed its output".to_string(),
-                Err(e) => break format!("reading from the agent failed: {e}"),
-            }
+        let reason = match read_lines(&name, generation, stdout, &events).await {
+            ReadEnd::Eof => "the agent closed its output".to_string(),
+            ReadEnd::Failed(e) => format!("reading from the agent failed: {e}"),
+            ReadEnd::MasterGone => return,
         };
         let status = child
             .wait()

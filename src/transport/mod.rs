@@ -5,7 +5,8 @@
 pub mod local;
 pub mod ssh;
 
-use crate::protocol::{FromAgent, ToAgent};
+use crate::protocol::{self, FromAgent, ToAgent};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -31,5 +32,56 @@ pub struct Link {
 impl Link {
     pub fn send(&self, msg: ToAgent) -> bool {
         self.tx.send(msg).is_ok()
+    }
+}
+
+/// Writes the link's messages to the agent, one line each, until the link is dropped or
+/// writing fails; then shuts the writer down, so the agent sees the end of its input.
+async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<ToAgent>, mut out: W) {
+    while let Some(msg) = rx.recv().await {
+        let line = protocol::encode(&msg);
+        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
+/// How reading an agent's lines ended.
+enum ReadEnd {
+    /// The agent closed its output.
+    Eof,
+    Failed(std::io::Error),
+    /// Nobody listens to the events any more (the master stopped).
+    MasterGone,
+}
+
+/// Turns the agent's lines into `LinkEvent::Message`s of `runner` / `generation` until its
+/// output ends; a line that does not decode is logged and skipped.
+async fn read_lines<R: AsyncRead + Unpin>(
+    runner: &str,
+    generation: u64,
+    input: R,
+    events: &mpsc::UnboundedSender<LinkEvent>,
+) -> ReadEnd {
+    let mut lines = BufReader::new(input).lines();
+    loop {
+        match lines.next_line().await {
+            Ok(Some(line)) => match protocol::decode::<FromAgent>(&line) {
+                Ok(msg) => {
+                    let ev = LinkEvent::Message {
+                        runner: runner.to_string(),
+                        generation,
+                        msg,
+                    };
+                    if events.send(ev).is_err() {
+                        return ReadEnd::MasterGone;
+                    }
+                }
+                Err(e) => tracing::warn!("runner {runner}: {e}"),
+            },
+            Ok(None) => return ReadEnd::Eof,
+            Err(e) => return ReadEnd::Failed(e),
+        }
     }
 }

@@ -7,11 +7,10 @@
 //! `connect` returns at once: messages sent before the session is up wait in the link's
 //! channel; a failure to connect arrives as `LinkEvent::Closed` with the reason.
 
-use super::{Link, LinkEvent};
+use super::{read_lines, write_lines, Link, LinkEvent, ReadEnd};
 use crate::inventory::RunnerSpec;
-use crate::protocol::{self, FromAgent, ToAgent};
+use crate::protocol::ToAgent;
 use crate::provision::{quote, RemoteLayout, Session, SshOptions, SshTarget};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 /// `<agent> agent VERB <socket>` on the runner.
@@ -57,7 +56,7 @@ async fn run(
     opts: &SshOptions,
     layout: &RemoteLayout,
     generation: u64,
-    mut rx: mpsc::UnboundedReceiver<ToAgent>,
+    rx: mpsc::UnboundedReceiver<ToAgent>,
     events: &mpsc::UnboundedSender<LinkEvent>,
 ) -> Result<String, String> {
     let session = Session::connect(target, opts)
@@ -83,44 +82,19 @@ async fn run(
             ),
         });
     }
-    let (mut writer, reader) = session
+    let (writer, reader) = session
         .open_stream(&agent_command(layout, "--connect"))
         .await
         .map_err(|e| e.to_string())?;
-    let pump = tokio::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            let line = protocol::encode(&msg);
-            if writer.write_all(line.as_bytes()).await.is_err() || writer.flush().await.is_err() {
-                break;
-            }
-        }
-        // The link was dropped: EOF tells the bridge (and so the daemon) we are gone.
-        let _ = writer.shutdown().await;
-    });
-    let mut pump = pump;
-    let mut lines = BufReader::new(reader).lines();
-    let reason = loop {
-        let line = tokio::select! {
-            line = lines.next_line() => line,
-            _ = &mut pump => break "the master closed the connection".to_string(),
-        };
-        match line {
-            Ok(Some(line)) => match protocol::decode::<FromAgent>(&line) {
-                Ok(msg) => {
-                    let ev = LinkEvent::Message {
-                        runner: name.to_string(),
-                        generation,
-                        msg,
-                    };
-                    if events.send(ev).is_err() {
-                        break "the master stopped".to_string();
-                    }
-                }
-                Err(e) => tracing::warn!("runner {name}: {e}"),
-            },
-            Ok(None) => break format!("the agent on {} closed the connection", target.label()),
-            Err(e) => break format!("the connection to {} failed: {e}", target.label()),
-        }
+    // When the link is dropped, EOF tells the bridge (and so the daemon) we are gone.
+    let mut pump = tokio::spawn(write_lines(rx, writer));
+    let reason = tokio::select! {
+        end = read_lines(name, generation, reader, events) => match end {
+            ReadEnd::Eof => format!("the agent on {} closed the connection", target.label()),
+            ReadEnd::Failed(e) => format!("the connection to {} failed: {e}", target.label()),
+            ReadEnd::MasterGone => "the master stopped".to_string(),
+        },
+        _ = &mut pump => "the master closed the connection".to_string(),
     };
     pump.abort();
     session.close().await;
