@@ -141,6 +141,23 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
     line
 }
 
+/// Writes each message from `rx` as one line until every sender is gone or writing fails
+/// (the peer went away; later sends then fail at once), then shuts `out` down so the peer
+/// sees the end of its input. Both ends of every link write this way.
+pub async fn write_lines<T, W>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>, mut out: W)
+where
+    T: Serialize,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    while let Some(msg) = rx.recv().await {
+        if out.write_all(encode(&msg).as_bytes()).await.is_err() || out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.shutdown().await;
+}
+
 pub fn decode<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, String> {
     serde_json::from_str(line.trim_end()).map_err(|e| format!("bad protocol message: {e}"))
 }

@@ -15,7 +15,7 @@ use anyhow::Context;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -113,7 +113,7 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_messages(rx, output));
+    let writer = tokio::spawn(protocol::write_lines(rx, output));
     let events = inputs.clone();
     let reader = tokio::spawn(async move {
         let mut lines = BufReader::new(input).lines();
@@ -136,21 +136,6 @@ where
         reader: reader.abort_handle(),
     });
     writer
-}
-
-async fn write_messages<W: AsyncWrite + Unpin>(
-    mut rx: mpsc::UnboundedReceiver<FromAgent>,
-    mut out: W,
-) {
-    while let Some(msg) = rx.recv().await {
-        let line = protocol::encode(&msg);
-        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
-            // The peer went away; keep draining so senders never block.
-            while rx.recv().await.is_some() {}
-            return;
-        }
-    }
-    let _ = out.shutdown().await;
 }
 
 /// The agent loop. With `exit_on_close` (stdio) the first closed connection ends it, after the

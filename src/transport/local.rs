@@ -2,9 +2,9 @@
 //! the protocol over its stdin/stdout. The child gets its own process group, so a Ctrl-C or a
 //! kill of the master does not reach it: it finishes its folds and journals their results.
 
-use super::{read_lines, write_lines, Link, LinkEvent, ReadEnd};
+use super::{read_lines, Link, LinkEvent, ReadEnd};
 use crate::inventory::{ExecutorKind, RunnerSpec};
-use crate::protocol::ToAgent;
+use crate::protocol::{write_lines, ToAgent};
 use std::path::Path;
 use std::process::Stdio;
 use tokio::process::Command;

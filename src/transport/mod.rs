@@ -6,7 +6,7 @@ pub mod local;
 pub mod ssh;
 
 use crate::protocol::{self, FromAgent, ToAgent};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -33,18 +33,6 @@ impl Link {
     pub fn send(&self, msg: ToAgent) -> bool {
         self.tx.send(msg).is_ok()
     }
-}
-
-/// Writes the link's messages to the agent, one line each, until the link is dropped or
-/// writing fails; then shuts the writer down, so the agent sees the end of its input.
-async fn write_lines<W: AsyncWrite + Unpin>(mut rx: mpsc::UnboundedReceiver<ToAgent>, mut out: W) {
-    while let Some(msg) = rx.recv().await {
-        let line = protocol::encode(&msg);
-        if out.write_all(line.as_bytes()).await.is_err() || out.flush().await.is_err() {
-            break;
-        }
-    }
-    let _ = out.shutdown().await;
 }
 
 /// How reading an agent's lines ended.

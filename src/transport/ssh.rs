@@ -7,9 +7,9 @@
 //! `connect` returns at once: messages sent before the session is up wait in the link's
 //! channel; a failure to connect arrives as `LinkEvent::Closed` with the reason.
 
-use super::{read_lines, write_lines, Link, LinkEvent, ReadEnd};
+use super::{read_lines, Link, LinkEvent, ReadEnd};
 use crate::inventory::RunnerSpec;
-use crate::protocol::ToAgent;
+use crate::protocol::{write_lines, ToAgent};
 use crate::provision::{quote, RemoteLayout, Session, SshOptions, SshTarget};
 use tokio::sync::mpsc;
 
