@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -41,9 +40,7 @@ pub(super) async fn blocking<T: Send + 'static>(
 }
 
 fn decode_csv(text: &str) -> ApiResult<Vec<u8>> {
-    let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(compact)
+    crate::protocol::unb64_wrapped(text)
         .map_err(|e| ApiError::bad_request(format!("csv: not valid base64 ({e})")))
 }
 

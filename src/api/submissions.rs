@@ -18,7 +18,6 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -94,12 +93,9 @@ pub(super) fn decode_files(
     let mut out = BTreeMap::new();
     for (name, text) in files {
         check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
-        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        let data = base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .map_err(|e| {
-                ApiError::bad_request(format!("files: {name:?} is not valid base64 ({e})"))
-            })?;
+        let data = crate::protocol::unb64_wrapped(text).map_err(|e| {
+            ApiError::bad_request(format!("files: {name:?} is not valid base64 ({e})"))
+        })?;
         out.insert(name.clone(), data);
     }
     let missing: Vec<&String> = required.iter().filter(|f| !out.contains_key(*f)).collect();

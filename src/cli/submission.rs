@@ -4,7 +4,6 @@ use super::commands::{print_json, size};
 use super::Conn;
 use crate::table::Table;
 use anyhow::{Context, Result};
-use base64::Engine;
 use clap::Subcommand;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -83,7 +82,7 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .with_context(|| format!("{} has no file name", path.display()))?;
-                let text = base64::engine::general_purpose::STANDARD.encode(data);
+                let text = crate::protocol::b64(&data);
                 encoded.insert(name.to_string(), Value::String(text));
             }
             let mut body = json!({"dataset_id": dataset, "split_id": split, "name": name,

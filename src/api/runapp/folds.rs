@@ -20,7 +20,6 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
-use base64::Engine;
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -83,10 +82,7 @@ pub(super) fn inflate_files(files: &Map<String, Value>) -> RunappResult<BTreeMap
             .ok_or_else(|| "expected a string".to_string())
             .and_then(decode_zb64)
             .map_err(|e| RunappError::field("files", format!("{name}: {e}")))?;
-        b64.insert(
-            name.clone(),
-            base64::engine::general_purpose::STANDARD.encode(data),
-        );
+        b64.insert(name.clone(), crate::protocol::b64(&data));
     }
     Ok(b64)
 }
