@@ -48,7 +48,7 @@ fn bad_input_is_refused_with_a_reason_and_stores_nothing() {
             "POST", "/datasets",
             json!({"name": "x", "target_column": "a", "csv": "not base64!!"}), 400, "csv: not valid base64",
         ),
-        ("POST", "/datasets", both, 400, "exactly one of csv (base64) or table_sha256"),
+        ("POST", "/datasets", both, 400, "exactly one of csv (base64), table_sha256 (an uploaded blob) or files"),
         (
             "POST", "/datasets",
             json!({"name": "x", "target_column": "a", "table_sha256": "ab".repeat(32)}), 400, "POST the CSV file to /api/v1/blobs first",

@@ -1,17 +1,18 @@
 //! Datasets, held-out splits and scores (issue #6, native under /api/v1). Everything is checked
 //! and computed before the store is called, so a refused request stores nothing.
 
-use super::{ApiError, ApiState};
+use super::{problems, ApiError, ApiState};
 use crate::dataset::csv::{Table, Values};
 use crate::dataset::{self, ScoreType};
-use crate::store::{DatasetId, NewDataset, NewSplit, SplitId};
+use crate::store::{DatasetId, NewDataset, NewSplit, Principal, SplitId};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -19,7 +20,10 @@ type ApiResult<T> = Result<T, ApiError>;
 #[serde(deny_unknown_fields)]
 pub struct CreateDataset {
     name: String,
-    target_column: String,
+    /// The target column of a CSV dataset (a problem dataset's script says what the target is;
+    /// it is only shown).
+    #[serde(default)]
+    target_column: Option<String>,
     #[serde(default)]
     workflow_elements: Vec<String>,
     #[serde(default)]
@@ -28,6 +32,10 @@ pub struct CreateDataset {
     csv: Option<String>,
     /// Or a blob uploaded before with `POST /blobs`.
     table_sha256: Option<String>,
+    /// Or several files (name → base64) with a problem script: a problem dataset.
+    files: Option<BTreeMap<String, String>>,
+    /// Which of `files` is the problem script (default: the only `.py` file).
+    problem: Option<String>,
 }
 
 /// Runs CPU-heavy pure work (parsing, statistics) off the async threads.
@@ -84,22 +92,53 @@ pub async fn create(
             )));
         }
     }
-    let data =
-        match (&req.csv, &req.table_sha256) {
-            (Some(text), None) => decode_csv(text)?,
-            (None, Some(sha)) => s.store.get_blob(sha.clone()).await.map_err(|_| {
-                ApiError::bad_request(format!(
-                    "table_sha256: no blob {sha}; POST the CSV file to /api/v1/blobs first"
-                ))
-            })?,
-            _ => return Err(ApiError::bad_request(
-                "give the table as exactly one of csv (base64) or table_sha256 (an uploaded blob)",
-            )),
-        };
+    let data = match (&req.csv, &req.table_sha256, &req.files) {
+        (Some(text), None, None) => decode_csv(text)?,
+        (None, Some(sha), None) => s.store.get_blob(sha.clone()).await.map_err(|_| {
+            ApiError::bad_request(format!(
+                "table_sha256: no blob {sha}; POST the CSV file to /api/v1/blobs first"
+            ))
+        })?,
+        (None, None, Some(files)) => {
+            let mut decoded = BTreeMap::new();
+            for (name, text) in files {
+                let data = crate::protocol::unb64_wrapped(text).map_err(|e| {
+                    ApiError::bad_request(format!("files: {name:?} is not valid base64 ({e})"))
+                })?;
+                decoded.insert(name.clone(), data);
+            }
+            let record = problems::create_dataset(
+                &s,
+                problems::ProblemDataset {
+                    name: req.name,
+                    target_column: req.target_column.unwrap_or_default(),
+                    workflow_elements: req.workflow_elements,
+                    score_types: req.score_types,
+                    problem: req.problem,
+                    files: decoded,
+                },
+            )
+            .await?;
+            return Ok((StatusCode::CREATED, Json(json!({ "dataset": record }))));
+        }
+        _ => return Err(ApiError::bad_request(
+            "give exactly one of csv (base64), table_sha256 (an uploaded blob) or files (name → base64, with a problem script)",
+        )),
+    };
+    if req.problem.is_some() {
+        return Err(ApiError::bad_request(
+            "problem names a script among files; a CSV dataset has none",
+        ));
+    }
+    let Some(target_column) = req.target_column else {
+        return Err(ApiError::bad_request(
+            "target_column: a CSV dataset needs the name of its target column",
+        ));
+    };
     let record = store_dataset(
         &s,
         req.name,
-        req.target_column,
+        target_column,
         req.workflow_elements,
         req.score_types,
         data,
@@ -150,14 +189,66 @@ pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
 }
 
 pub async fn show(State(s): State<ApiState>, Path(id): Path<DatasetId>) -> ApiResult<Json<Value>> {
+    problems::settle_splits(&s).await?;
     let dataset = s.store.dataset(id).await?;
     let splits = s.store.list_splits(id).await?;
     Ok(Json(json!({ "dataset": dataset, "splits": splits })))
 }
 
 pub async fn table(State(s): State<ApiState>, Path(id): Path<DatasetId>) -> ApiResult<Response> {
+    let d = s.store.dataset(id).await?;
+    if let Some(script) = &d.problem {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "dataset {id} is files with a problem script ({script}), not one table: GET /api/v1/datasets/{id}/files/NAME for one of {}",
+                d.files.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        ));
+    }
     let data = s.store.dataset_table(id).await?;
     Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], data).into_response())
+}
+
+/// `GET /datasets/{id}/files/{name}`: one file of a problem dataset, or of one of its custom
+/// splits (`?split=ID`).
+pub async fn file(
+    State(s): State<ApiState>,
+    Path((id, name)): Path<(DatasetId, String)>,
+    Query(q): Query<FileQuery>,
+) -> ApiResult<Response> {
+    problems::settle_splits(&s).await?;
+    let d = s.store.dataset(id).await?;
+    let files = match q.split {
+        None => d.files,
+        Some(split) => {
+            let (rec, _, _) = s.store.split(split).await?;
+            if rec.dataset_id != id {
+                return Err(ApiError::bad_request(format!(
+                    "split {split} belongs to dataset {}, not {id}",
+                    rec.dataset_id
+                )));
+            }
+            rec.files
+        }
+    };
+    let sha = files.get(&name).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no file {name:?} here; the files are: {}",
+                files.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })?;
+    let data = s.store.get_blob(sha.clone()).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileQuery {
+    split: Option<SplitId>,
 }
 
 pub async fn delete(
@@ -176,7 +267,12 @@ fn default_random_state() -> u64 {
 #[serde(deny_unknown_fields)]
 pub struct CreateSplit {
     /// The share of rows held out for test, in (0, 1).
-    held_out_test: f64,
+    held_out_test: Option<f64>,
+    /// A problem dataset's split: its script's `prepare_data`, run as a queue fold.
+    #[serde(default)]
+    custom: bool,
+    #[serde(default)]
+    priority: crate::model::Priority,
     #[serde(default = "default_random_state")]
     random_state: u64,
     #[serde(default)]
@@ -185,10 +281,30 @@ pub struct CreateSplit {
 
 pub async fn create_split(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<DatasetId>,
     body: Result<Json<CreateSplit>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(req) = body?;
+    let d = s.store.dataset(id).await?;
+    let held_out_test = match (req.custom, req.held_out_test) {
+        (true, None) => {
+            let split = problems::start_custom_split(&s, &who.name, &d, req.priority).await?;
+            return Ok((StatusCode::ACCEPTED, Json(json!({ "split": split }))));
+        }
+        (false, Some(h)) => h,
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "a custom split takes no held_out_test: the problem script decides",
+            ))
+        }
+        (false, None) => {
+            return Err(ApiError::bad_request(
+                "held_out_test: the share of rows held out for test, in (0, 1) (or custom: true for a problem dataset)",
+            ))
+        }
+    };
+    problems::refuse_held_out(&d)?;
     if req.random_state > i64::MAX as u64 {
         return Err(ApiError::bad_request(format!(
             "random_state: at most {}",
@@ -199,7 +315,7 @@ pub async fn create_split(
     let (record, train, test) = store_split(
         &s,
         id,
-        req.held_out_test,
+        held_out_test,
         req.random_state,
         stratify,
         move |table, target| {
@@ -214,7 +330,7 @@ pub async fn create_split(
             };
             let split = dataset::held_out(
                 table.rows,
-                req.held_out_test,
+                held_out_test,
                 req.random_state,
                 strata.as_deref(),
             )?;
@@ -273,6 +389,7 @@ pub async fn list_splits(
     State(s): State<ApiState>,
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
+    problems::settle_splits(&s).await?;
     Ok(Json(json!({ "splits": s.store.list_splits(id).await? })))
 }
 
@@ -280,7 +397,12 @@ pub async fn show_split(
     State(s): State<ApiState>,
     Path(id): Path<SplitId>,
 ) -> ApiResult<Json<Value>> {
+    problems::settle_splits(&s).await?;
     let (split, train, test) = s.store.split(id).await?;
+    if split.state == "running" {
+        let fold = s.store.custom_split_fold(id).await?;
+        return Ok(Json(json!({ "split": split, "fold": fold })));
+    }
     Ok(Json(
         json!({ "split": split, "train": train, "test": test }),
     ))

@@ -4,6 +4,8 @@
 mod datasets;
 mod error;
 mod folds;
+mod layout;
+mod problems;
 mod results;
 pub mod runapp;
 mod submission_folds;
@@ -55,13 +57,17 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
             get(datasets::show).delete(datasets::delete),
         )
         .route("/datasets/{id}/table", get(datasets::table))
+        .route("/datasets/{id}/files/{*name}", get(datasets::file))
         .route(
             "/datasets/{id}/splits",
             post(datasets::create_split).get(datasets::list_splits),
         )
         .route("/splits/{id}", get(datasets::show_split))
         .route("/scores", post(datasets::scores))
-        .route("/submissions", post(submissions::create))
+        .route(
+            "/submissions",
+            post(submissions::create).get(submissions::list),
+        )
         .route("/submissions/{id}", get(submissions::show))
         .route("/submissions/{id}/resubmit", post(submissions::resubmit))
         .route("/submissions/{id}/folds", post(submission_folds::add_folds))

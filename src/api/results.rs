@@ -37,6 +37,28 @@ struct Truth {
 
 async fn truth(s: &ApiState, dataset: DatasetId, split: Option<i64>) -> ApiResult<Truth> {
     let d = s.store.dataset(dataset).await?;
+    let kinds: Vec<ScoreType> = d
+        .score_types
+        .iter()
+        .filter_map(|n| ScoreType::parse(n).ok())
+        .collect();
+    if d.problem.is_some() {
+        // A problem dataset's targets are what its script's get_*_data returned in the
+        // prepare fold (`truth.json` of the custom split).
+        let id = split.ok_or_else(|| {
+            ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "a problem dataset's submission has no split",
+            )
+        })?;
+        let (record, _, _) = s.store.split(id).await?;
+        let t = super::problems::truth(s, &record).await?;
+        return Ok(Truth {
+            kinds,
+            train: t.y_train,
+            test: Some(t.y_test),
+        });
+    }
     let table = s.store.dataset_table(dataset).await?;
     let rows = match split {
         Some(id) => {
@@ -45,11 +67,6 @@ async fn truth(s: &ApiState, dataset: DatasetId, split: Option<i64>) -> ApiResul
         }
         None => None,
     };
-    let kinds = d
-        .score_types
-        .iter()
-        .filter_map(|n| ScoreType::parse(n).ok())
-        .collect();
     let target = d.target_column.clone();
     blocking(move || {
         let t = dataset::parse(&table).map_err(|e| format!("the stored table: {e}"))?;

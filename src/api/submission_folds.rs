@@ -2,11 +2,10 @@
 //! files and the first fold's resources, limits, queue and priority), in one transaction.
 //! The `/runapp/` layer adds its folds one by one through the same store path.
 
-use super::datasets::blocking;
-use super::submissions::{build_fold, held, ClientFold, Tables};
+use super::layout::Layout;
+use super::submissions::{build_fold, held, ClientFold};
 use super::{ApiError, ApiState};
-use crate::dataset;
-use crate::store::{sha256_hex, Principal, SubmissionId};
+use crate::store::{Principal, SubmissionId};
 use crate::submission::cv;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -44,35 +43,8 @@ pub async fn add_folds(
         .ok_or_else(|| ApiError::bad_request(format!("submission {id} has no fold to copy")))?;
     let template = s.store.fold(first.fold_id).await?.spec;
     let d = s.store.dataset(sub.dataset_id).await?;
-    let table = s.store.dataset_table(d.id).await?;
-    let split = match sub.split_id {
-        Some(sid) => {
-            let (_, train, test) = s.store.split(sid).await?;
-            Some((train, test))
-        }
-        None => None,
-    };
-    let (train_csv, test_csv) = blocking(move || match &split {
-        None => Ok::<_, String>((table, None)),
-        Some((train, test)) => Ok((
-            dataset::csv::select_rows(&table, train)?,
-            Some(dataset::csv::select_rows(&table, test)?),
-        )),
-    })
-    .await?
-    .map_err(ApiError::bad_request)?;
-    let n = match &sub.split_id {
-        Some(_) => dataset::parse(&train_csv).map(|t| t.rows).unwrap_or(0),
-        None => d.rows as usize,
-    };
-    let (train_sha, test_sha) = (sha256_hex(&train_csv), test_csv.as_deref().map(sha256_hex));
-    let tables = Tables {
-        target_column: &d.target_column,
-        workflow_elements: &sub.workflow_elements,
-        train_sha: &train_sha,
-        test_sha: test_sha.as_deref(),
-        file_shas: &sub.files,
-    };
+    let layout = Layout::new(&s, &d, sub.split_id).await?;
+    let n = layout.n_train;
     let mut folds = Vec::new();
     let mut blobs = Vec::new();
     for (i, f) in req.folds.into_iter().enumerate() {
@@ -80,7 +52,8 @@ pub async fn add_folds(
             .map_err(ApiError::bad_request)?;
         let index = (sub.folds.len() + i) as i64;
         let (mut fold, b) = build_fold(
-            &tables,
+            &layout,
+            &sub.files,
             &template,
             index,
             &f.train_is,
@@ -91,8 +64,7 @@ pub async fn add_folds(
         folds.push(fold);
         blobs.extend(b);
     }
-    blobs.push(train_csv);
-    blobs.extend(test_csv);
+    blobs.extend(layout.blobs);
     let ids = s.store.add_submission_folds(id, blobs, folds).await?;
     s.master.wake();
     Ok((

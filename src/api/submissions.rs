@@ -4,9 +4,9 @@
 //! transaction, so a refused request stores nothing.
 
 use super::datasets::blocking;
+use super::layout::{fold_inputs, required_files, Layout};
 use super::results::settle;
 use super::{ApiError, ApiState};
-use crate::dataset;
 use crate::model::{
     check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
 };
@@ -15,7 +15,7 @@ use crate::store::{
 };
 use crate::submission::{self, cv, Phase, SUBMISSION_DIR};
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde::Deserialize;
@@ -108,71 +108,22 @@ pub(super) fn decode_files(
     Ok(out)
 }
 
-/// The inputs of a submission fold's queue fold, in the image's layout.
-fn inputs(
-    train_sha: &str,
-    test_sha: Option<&str>,
-    files: &BTreeMap<String, String>,
-    fold_json_sha: &str,
-) -> Vec<InputRef> {
-    let mut v = vec![InputRef {
-        name: submission::TRAIN_TABLE.into(),
-        sha256: train_sha.into(),
-    }];
-    if let Some(t) = test_sha {
-        v.push(InputRef {
-            name: submission::TEST_TABLE.into(),
-            sha256: t.into(),
-        });
-    }
-    for (name, sha) in files {
-        v.push(InputRef {
-            name: format!("{SUBMISSION_DIR}/{name}"),
-            sha256: sha.clone(),
-        });
-    }
-    v.push(InputRef {
-        name: submission::FOLD_JSON.into(),
-        sha256: fold_json_sha.into(),
-    });
-    v
-}
-
-/// What every fold of a submission shares: its tables (blob sha256s) and files.
-pub(super) struct Tables<'a> {
-    pub target_column: &'a str,
-    pub workflow_elements: &'a [String],
-    pub train_sha: &'a str,
-    pub test_sha: Option<&'a str>,
-    pub file_shas: &'a BTreeMap<String, String>,
-}
-
 /// One submission fold (its queue fold from `template`, not held) and the blobs it adds
 /// (fold.json and its indices).
 pub(super) fn build_fold(
-    t: &Tables,
+    layout: &Layout,
+    file_shas: &BTreeMap<String, String>,
     template: &FoldSpec,
     fold_index: i64,
     train_is: &[usize],
     test_is: &[usize],
     client_id: Option<String>,
 ) -> (NewSubmissionFold, Vec<Vec<u8>>) {
-    let fold_json = submission::fold_json(
-        t.target_column,
-        t.workflow_elements,
-        train_is,
-        test_is,
-        t.test_sha.is_some(),
-    );
+    let fold_json = layout.fold_json(train_is, test_is);
     let tr = serde_json::to_vec(train_is).expect("indices serialize");
     let te = serde_json::to_vec(test_is).expect("indices serialize");
     let mut spec = template.clone();
-    spec.inputs = inputs(
-        t.train_sha,
-        t.test_sha,
-        t.file_shas,
-        &sha256_hex(&fold_json),
-    );
+    spec.inputs = fold_inputs(&layout.base, file_shas, &sha256_hex(&fold_json));
     let fold = NewSubmissionFold {
         fold_index,
         client_id,
@@ -203,8 +154,8 @@ pub async fn create(
         )));
     }
     let d = s.store.dataset(req.dataset_id).await?;
-    let required = submission::required_files(&d.workflow_elements)
-        .map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
+    let required =
+        required_files(&d).map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
     let files = decode_files(&req.files, &required)?;
     let template = FoldSpec {
         command: vec![submission::FOLD_COMMAND.into()],
@@ -221,21 +172,6 @@ pub async fn create(
         rank: None,
     };
     template.validate().map_err(ApiError::bad_request)?;
-    let split = match req.split_id {
-        None => None,
-        Some(id) => {
-            let (rec, train, test) = s.store.split(id).await?;
-            if rec.dataset_id != d.id {
-                return Err(ApiError::bad_request(format!(
-                    "split_id: split {id} belongs to dataset {}, not {}",
-                    rec.dataset_id, d.id
-                )));
-            }
-            Some((train, test))
-        }
-    };
-    let table = s.store.dataset_table(d.id).await?;
-    let target = d.target_column.clone();
     let (client_folds, cv) = match (req.folds, req.cv) {
         (Some(f), None) if !f.is_empty() => (Some(f), None),
         (None, Some(c)) => (None, Some(c)),
@@ -245,21 +181,10 @@ pub async fn create(
             ))
         }
     };
-    // Tables and folds: CPU work, off the async threads.
-    let built = blocking(move || {
-        let parsed = dataset::parse(&table).map_err(|e| format!("the stored table: {e}"))?;
-        let (train_rows, test_csv) = match &split {
-            None => ((0..parsed.rows).collect::<Vec<_>>(), None),
-            Some((train, test)) => (
-                train.clone(),
-                Some(dataset::csv::select_rows(&table, test)?),
-            ),
-        };
-        let train_csv = match &split {
-            None => table.clone(),
-            Some(_) => dataset::csv::select_rows(&table, &train_rows)?,
-        };
-        let n = train_rows.len();
+    let mut layout = Layout::new(&s, &d, req.split_id).await?;
+    let n = layout.n_train;
+    let strata = std::mem::take(&mut layout.strata);
+    let folds = blocking(move || {
         let folds: Vec<(Vec<usize>, Vec<usize>, Option<String>)> = match (client_folds, cv) {
             (Some(list), _) => {
                 let mut out = Vec::new();
@@ -269,47 +194,27 @@ pub async fn create(
                 }
                 out
             }
-            (None, Some(c)) => {
-                let strata = match c.stratify {
-                    false => None,
-                    true => {
-                        let col = parsed
-                            .column(&target)
-                            .ok_or("the target column is missing")?;
-                        Some(train_rows.iter().map(|&r| col.text(r)).collect::<Vec<_>>())
-                    }
-                };
-                cv::kfold(n, c.k, c.seed, strata.as_deref())?
-                    .into_iter()
-                    .map(|(a, b)| (a, b, None))
-                    .collect()
-            }
+            (None, Some(c)) => cv::kfold(n, c.k, c.seed, c.stratify.then_some(&strata[..]))?
+                .into_iter()
+                .map(|(a, b)| (a, b, None))
+                .collect(),
             (None, None) => unreachable!("checked above"),
         };
-        Ok::<_, String>((train_csv, test_csv, folds))
+        Ok::<_, String>(folds)
     })
     .await?
     .map_err(ApiError::bad_request)?;
-    let (train_csv, test_csv, folds) = built;
     let file_shas: BTreeMap<String, String> = files
         .iter()
         .map(|(n, d)| (n.clone(), sha256_hex(d)))
         .collect();
-    let train_sha = sha256_hex(&train_csv);
-    let test_sha = test_csv.as_deref().map(sha256_hex);
     let mut blobs: Vec<Vec<u8>> = files.into_values().collect();
     let mut new_folds = Vec::with_capacity(folds.len());
     let mut hold = None;
     for (i, (train_is, test_is, client_id)) in folds.into_iter().enumerate() {
-        let tables = Tables {
-            target_column: &d.target_column,
-            workflow_elements: &d.workflow_elements,
-            train_sha: &train_sha,
-            test_sha: test_sha.as_deref(),
-            file_shas: &file_shas,
-        };
-        let (mut fold, fold_blobs) =
-            build_fold(&tables, &template, i as i64, &train_is, &test_is, client_id);
+        let (mut fold, fold_blobs) = build_fold(
+            &layout, &file_shas, &template, i as i64, &train_is, &test_is, client_id,
+        );
         if i == 0 {
             hold = held(&s, &who.name, &fold.spec);
         }
@@ -317,8 +222,7 @@ pub async fn create(
         new_folds.push(fold);
         blobs.extend(fold_blobs);
     }
-    blobs.push(train_csv);
-    blobs.extend(test_csv);
+    blobs.append(&mut layout.blobs);
     let record = s
         .store
         .create_submission(NewSubmission {
@@ -369,8 +273,8 @@ pub async fn resubmit(
     let force = req.force.as_deref();
     let new_files = match (force, &req.files) {
         (Some("files"), Some(files)) => {
-            let required = submission::required_files(&sub.workflow_elements)
-                .map_err(ApiError::bad_request)?;
+            let d = s.store.dataset(sub.dataset_id).await?;
+            let required = required_files(&d).map_err(ApiError::bad_request)?;
             Some(decode_files(files, &required)?)
         }
         (Some("files"), None) => {
@@ -414,22 +318,13 @@ pub async fn resubmit(
         }
         let mut spec = s.store.fold(sf.fold_id).await?.spec;
         if let Some(shas) = &file_shas {
-            let (fold_json, rest): (Vec<InputRef>, Vec<InputRef>) = spec
+            let (fold_json, base): (Vec<InputRef>, Vec<InputRef>) = spec
                 .inputs
                 .into_iter()
                 .filter(|i| !i.name.starts_with(&format!("{SUBMISSION_DIR}/")))
                 .partition(|i| i.name == submission::FOLD_JSON);
-            let train = rest.iter().find(|i| i.name == submission::TRAIN_TABLE);
-            let test = rest.iter().find(|i| i.name == submission::TEST_TABLE);
-            spec.inputs = inputs(
-                &train.map(|i| i.sha256.clone()).unwrap_or_default(),
-                test.map(|i| i.sha256.as_str()),
-                shas,
-                &fold_json
-                    .first()
-                    .map(|i| i.sha256.clone())
-                    .unwrap_or_default(),
-            );
+            let fold_json_sha = fold_json.first().map(|i| i.sha256.clone());
+            spec.inputs = fold_inputs(&base, shas, &fold_json_sha.unwrap_or_default());
         }
         reruns.push(Rerun {
             id: sf.id,
@@ -458,6 +353,38 @@ pub async fn resubmit(
     Ok(Json(
         json!({ "rerun": rerun_ids, "submission": s.store.submission(id).await? }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    dataset_id: Option<i64>,
+}
+
+/// `GET /submissions[?dataset_id=N]`: every submission with its folds' ids and states, light.
+pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    settle(&s).await?;
+    let subs = s.store.list_submissions(q.dataset_id).await?;
+    let rows: Vec<Value> = subs
+        .into_iter()
+        .map(|sub| {
+            let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+            for f in &sub.folds {
+                *states.entry(f.state.as_str()).or_default() += 1;
+            }
+            let folds: Vec<Value> = sub
+                .folds
+                .iter()
+                .map(|f| json!({"id": f.id, "fold_index": f.fold_index, "client_id": f.client_id, "state": f.state}))
+                .collect();
+            json!({
+                "id": sub.id, "dataset_id": sub.dataset_id, "split_id": sub.split_id,
+                "name": sub.name, "owner": sub.owner, "created_at": sub.created_at,
+                "states": states, "folds": folds,
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "submissions": rows })))
 }
 
 pub async fn show(

@@ -10,6 +10,7 @@ use super::{blobs, now_ms, Result, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 pub type DatasetId = i64;
 pub type SplitId = i64;
@@ -25,6 +26,12 @@ pub struct DatasetRecord {
     pub size: u64,
     pub rows: u64,
     pub created_at: i64,
+    /// A problem dataset's script, by its name among `files` (`None`: a CSV table dataset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// A problem dataset's files: name → sha256.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
     /// Column statistics (`dataset::TableStats` as JSON); left out of listings.
     #[serde(skip_serializing_if = "Value::is_null")]
     pub stats: Value,
@@ -53,6 +60,20 @@ pub struct SplitRecord {
     pub train_sha256: String,
     pub test_sha256: String,
     pub created_at: i64,
+    /// `held_out` (rows by ratio and seed) or `custom` (a problem script's `prepare_data`).
+    pub kind: String,
+    /// `done`; a custom split is `running` (its fold `fold_id`), then `done` or `failed`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fold_id: Option<i64>,
+    /// A custom split's files (what `prepare_data` wrote): name → sha256.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, String>,
+    /// A custom split's targets (`truth.json`: y_train, y_test, labels).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truth_sha256: Option<String>,
     /// Train and test statistics side by side, with similarity; left out of listings.
     #[serde(skip_serializing_if = "Value::is_null")]
     pub stats: Value,
@@ -68,13 +89,19 @@ pub struct NewSplit {
     pub stats: Value,
 }
 
-const DATASET_COLUMNS: &str = "id, name, target_column, workflow_elements, score_types, \
-     table_sha256, size, rows, created_at, stats";
-const SPLIT_COLUMNS: &str = "id, dataset_id, ratio, random_state, stratified, train_rows, \
-     test_rows, train_sha256, test_sha256, created_at, stats";
+pub(super) const DATASET_COLUMNS: &str = "id, name, target_column, workflow_elements, \
+     score_types, table_sha256, size, rows, created_at, stats, problem, files";
+const SPLIT_COLUMNS: &str = "id, dataset_id, ratio, random_state, stratified, \
+     train_rows, test_rows, train_sha256, test_sha256, created_at, stats, kind, state, reason, \
+     fold_id, files, truth_sha256";
 
 fn json_list(text: String) -> Vec<String> {
     serde_json::from_str(&text).unwrap_or_default()
+}
+
+fn json_map(text: Option<String>) -> BTreeMap<String, String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
 }
 
 fn json_value(text: Option<String>) -> Value {
@@ -99,6 +126,8 @@ fn dataset_row(r: &Row, with_stats: bool) -> rusqlite::Result<DatasetRecord> {
         } else {
             Value::Null
         },
+        problem: r.get(10)?,
+        files: json_map(r.get(11)?),
     })
 }
 
@@ -119,10 +148,16 @@ fn split_row(r: &Row, with_stats: bool) -> rusqlite::Result<SplitRecord> {
         } else {
             Value::Null
         },
+        kind: r.get(11)?,
+        state: r.get(12)?,
+        reason: r.get(13)?,
+        fold_id: r.get(14)?,
+        files: json_map(r.get(15)?),
+        truth_sha256: r.get(16)?,
     })
 }
 
-fn find_dataset(conn: &Connection, id: DatasetId) -> Result<DatasetRecord> {
+pub(super) fn find_dataset(conn: &Connection, id: DatasetId) -> Result<DatasetRecord> {
     conn.prepare_cached(&format!(
         "SELECT {DATASET_COLUMNS} FROM datasets WHERE id = ?1"
     ))?
@@ -131,7 +166,7 @@ fn find_dataset(conn: &Connection, id: DatasetId) -> Result<DatasetRecord> {
     .ok_or_else(|| StoreError::NotFound(format!("no dataset with id {id}")))
 }
 
-fn find_split(conn: &Connection, id: SplitId) -> Result<SplitRecord> {
+pub(super) fn find_split(conn: &Connection, id: SplitId) -> Result<SplitRecord> {
     conn.prepare_cached(&format!("SELECT {SPLIT_COLUMNS} FROM splits WHERE id = ?1"))?
         .query_row([id], |r| split_row(r, true))
         .optional()?
@@ -233,6 +268,18 @@ impl Store {
             if submissions > 0 {
                 return Err(StoreError::Conflict(format!(
                     "dataset {id} has {submissions} submission(s); their folds and scores refer to it, so it stays"
+                )));
+            }
+            let running: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT id, fold_id FROM splits WHERE dataset_id = ?1 AND state = 'running'",
+                    [id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((split, fold)) = running {
+                return Err(StoreError::Conflict(format!(
+                    "dataset {id}: its custom split {split} is still running (fold {fold}); wait for it or remove that fold, then delete"
                 )));
             }
             let splits = tx.execute("DELETE FROM splits WHERE dataset_id = ?1", [id])?;

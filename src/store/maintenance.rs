@@ -48,7 +48,10 @@ impl Store {
                 AND sha256 NOT IN (SELECT table_sha256 FROM datasets)
                 AND sha256 NOT IN (SELECT train_sha256 FROM splits)
                 AND sha256 NOT IN (SELECT test_sha256 FROM splits)
-                AND sha256 NOT IN (SELECT sha256 FROM submission_blobs)";
+                AND sha256 NOT IN (SELECT sha256 FROM submission_blobs)
+                AND sha256 NOT IN (SELECT j.value FROM datasets d, json_each(d.files) j)
+                AND sha256 NOT IN (SELECT j.value FROM splits p, json_each(p.files) j)
+                AND sha256 NOT IN (SELECT truth_sha256 FROM splits WHERE truth_sha256 IS NOT NULL)";
             let (blobs, bytes): (i64, i64) =
                 tx.query_row(&format!("SELECT COUNT(*), COALESCE(SUM(size), 0) {orphan}"), [before], |r| Ok((r.get(0)?, r.get(1)?)))?;
             tx.execute(&format!("DELETE {orphan}"), [before])?;

@@ -7,6 +7,7 @@ mod datasets;
 mod folds;
 mod holds;
 mod maintenance;
+mod problems;
 mod records;
 mod runapp;
 mod runners;
@@ -18,6 +19,7 @@ mod tokens;
 pub use blobs::sha256_hex;
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use maintenance::PurgeReport;
+pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,

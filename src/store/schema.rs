@@ -120,7 +120,26 @@ const MIGRATIONS: &[&str] = &[
     SUBMISSIONS_MIGRATION,
     // 7: the /runapp/ compatibility layer's ids
     RUNAPP_MIGRATION,
+    // 8: datasets driven by a problem script, and their custom splits
+    PROBLEMS_MIGRATION,
 ];
+
+/// A **problem dataset** is several files with a problem script (`problem`, the script's name
+/// among `files`, a JSON {name: sha256}); its `table_sha256` is the script's blob and `rows`
+/// is 0. Its split is **custom**: the script's `prepare_data` runs as the queue fold `fold_id`
+/// (`state` running → done or failed, with `reason`); when it is done, `files` holds the files
+/// it wrote, `truth_sha256` the targets it reads (`truth.json`), `train_rows`/`test_rows` their
+/// lengths, and its index blobs are the empty array (there are no row indices).
+const PROBLEMS_MIGRATION: &str = r#"
+    ALTER TABLE datasets ADD COLUMN problem TEXT;
+    ALTER TABLE datasets ADD COLUMN files TEXT;
+    ALTER TABLE splits ADD COLUMN kind TEXT NOT NULL DEFAULT 'held_out';
+    ALTER TABLE splits ADD COLUMN state TEXT NOT NULL DEFAULT 'done';
+    ALTER TABLE splits ADD COLUMN reason TEXT;
+    ALTER TABLE splits ADD COLUMN fold_id INTEGER REFERENCES folds(id);
+    ALTER TABLE splits ADD COLUMN files TEXT;
+    ALTER TABLE splits ADD COLUMN truth_sha256 TEXT REFERENCES blobs(sha256);
+"#;
 
 /// Submissions (files of a dataset's workflow elements) and their folds. Each submission fold
 /// points at the queue fold of its current run (`fold_id`; earlier runs in

@@ -197,6 +197,25 @@ impl Store {
         .await
     }
 
+    /// Every submission (of one dataset, when given), oldest first, with its folds.
+    pub async fn list_submissions(
+        &self,
+        dataset: Option<DatasetId>,
+    ) -> Result<Vec<SubmissionRecord>> {
+        self.call(move |conn| {
+            let ids = conn
+                .prepare_cached(
+                    "SELECT id FROM submissions WHERE ?1 IS NULL OR dataset_id = ?1 ORDER BY id",
+                )?
+                .query_map([dataset], |r| r.get::<_, SubmissionId>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            ids.into_iter()
+                .map(|id| find_submission(conn, id))
+                .collect()
+        })
+        .await
+    }
+
     pub async fn submission(&self, id: SubmissionId) -> Result<SubmissionRecord> {
         self.call(move |conn| find_submission(conn, id)).await
     }

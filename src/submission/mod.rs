@@ -137,6 +137,32 @@ pub fn fold_json(
     serde_json::to_vec(&fold).expect("fold.json serializes")
 }
 
+/// The files a submission to a problem dataset must hold: `<element>.py` for each workflow
+/// element (the script's `train_submission` imports them; any element names work).
+pub fn problem_required_files(elements: &[String]) -> Vec<String> {
+    elements.iter().map(|e| format!("{e}.py")).collect()
+}
+
+/// The `fold.json` of a fold on a problem dataset: the image's problem mode calls the
+/// script's `get_train_data`, `train_submission` and `test_submission`; indices are into the
+/// script's training data.
+pub fn problem_fold_json(
+    problem: &str,
+    elements: &[String],
+    train_is: &[usize],
+    test_is: &[usize],
+) -> Vec<u8> {
+    let fold = json!({
+        "problem": problem,
+        "data_dir": crate::dataset::problem::DATA_DIR,
+        "submission_dir": SUBMISSION_DIR,
+        "train_is": train_is,
+        "test_is": test_is,
+        "workflow_elements": elements,
+    });
+    serde_json::to_vec(&fold).expect("fold.json serializes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

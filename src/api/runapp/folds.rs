@@ -5,11 +5,11 @@
 //! / `ERROR(test)` markers databoard parses (plus the traceback), wall and CPU seconds per
 //! phase, memory = the fold's own peak in MiB, predictions as b64(zlib(float64 LE)).
 
+use super::super::layout::{required_files, Layout};
 use super::super::results::settle;
-use super::super::submissions::{build_fold, decode_files, default_resources, held, Tables};
+use super::super::submissions::{build_fold, decode_files, default_resources, held};
 use super::super::ApiState;
 use super::{body_object, decode_indices, decode_zb64, encode_f64, RunappError, RunappResult};
-use crate::dataset;
 use crate::model::{FoldSpec, Priority, DEFAULT_QUEUE, PRIORITY_HIGH, PRIORITY_LOW};
 use crate::store::{
     sha256_hex, NewSubmission, Principal, RunappFold, RunappTarget, StoreError,
@@ -121,8 +121,8 @@ pub async fn create(
                 ));
             };
             let d = s.store.dataset(raw).await?;
-            let required = submission::required_files(&d.workflow_elements)
-                .map_err(|e| RunappError::bad(format!("raw data {raw}: {e}")))?;
+            let required =
+                required_files(&d).map_err(|e| RunappError::bad(format!("raw data {raw}: {e}")))?;
             // Inflate, then check names and required files like the native API.
             let decoded = decode_files(&inflate_files(files)?, &required)?;
             let shas = decoded
@@ -139,26 +139,14 @@ pub async fn create(
         }
     };
     let d = s.store.dataset(dataset_id).await?;
-    let table = s.store.dataset_table(dataset_id).await?;
-    let (train_rows, test_rows) = match split_id {
-        Some(id) => {
-            let (_, a, b) = s.store.split(id).await?;
-            (a, b)
-        }
-        None => return Err(RunappError::bad("the submission has no split")),
+    let Some(split_id) = split_id else {
+        return Err(RunappError::bad("the submission has no split"));
     };
-    let n = train_rows.len();
+    let layout = Layout::new(&s, &d, Some(split_id)).await?;
+    let n = layout.n_train;
     let train_is = decode_indices(&train_text, n).map_err(|e| RunappError::field("train_is", e))?;
     let test_is = decode_indices(&test_text, n).map_err(|e| RunappError::field("test_is", e))?;
     cv::check_fold("train_is", &train_is, &test_is, n).map_err(RunappError::bad)?;
-    let (train_csv, test_csv) = super::super::datasets::blocking(move || {
-        Ok::<_, String>((
-            dataset::csv::select_rows(&table, &train_rows)?,
-            dataset::csv::select_rows(&table, &test_rows)?,
-        ))
-    })
-    .await?
-    .map_err(RunappError::bad)?;
     let template = FoldSpec {
         command: vec![submission::FOLD_COMMAND.into()],
         image: Some(submission::FOLD_IMAGE.into()),
@@ -173,20 +161,13 @@ pub async fn create(
         requirements: None,
         rank: None,
     };
-    let (train_sha, test_sha) = (sha256_hex(&train_csv), sha256_hex(&test_csv));
-    let tables = Tables {
-        target_column: &d.target_column,
-        workflow_elements: &d.workflow_elements,
-        train_sha: &train_sha,
-        test_sha: Some(&test_sha),
-        file_shas: &file_shas,
-    };
     let index = match existing {
         Some(id) => s.store.submission(id).await?.folds.len() as i64,
         None => 0,
     };
     let (mut fold, mut blobs) = build_fold(
-        &tables,
+        &layout,
+        &file_shas,
         &template,
         index,
         &train_is,
@@ -195,14 +176,14 @@ pub async fn create(
     );
     let owner = who.name.clone();
     fold.held = held(&s, &owner, &fold.spec);
-    blobs.extend([train_csv, test_csv]);
+    blobs.extend(layout.blobs);
     let target = match (existing, new_files) {
         (Some(id), _) => RunappTarget::Existing(id),
         (None, files) => {
             blobs.extend(files.unwrap_or_default().into_values());
             RunappTarget::New(NewSubmission {
                 dataset_id,
-                split_id,
+                split_id: Some(split_id),
                 name: format!("databoard-{s_id}"),
                 owner,
                 files: file_shas.clone(),

@@ -1,17 +1,21 @@
 //! `rawdata/`: raw data are datasets. `POST rawdata/` takes one CSV file (renamed
-//! `<name>.csv` like the original); `rawdata/split/` makes a split with exactly
-//! scikit-learn's `train_test_split` rows (`dataset::sklearn_split`), synchronously.
+//! `<name>.csv` like the original), or several files with one `.py` problem script (stored as
+//! `specific.py`, a problem dataset); `rawdata/split/` makes a split with exactly
+//! scikit-learn's `train_test_split` rows (`dataset::sklearn_split`), synchronously;
+//! `rawdata/customsplit/` runs the problem script's `prepare_data` as a queue fold.
 
 use super::super::datasets::{store_dataset, store_split};
-use super::super::ApiState;
+use super::super::{problems, ApiState};
 use super::{body_object, decode_zb64, RunappError, RunappResult};
-use crate::dataset::sklearn_split;
-use crate::store::DatasetRecord;
+use crate::dataset::{problem, sklearn_split};
+use crate::model::Priority;
+use crate::store::{DatasetRecord, Principal};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 fn render(d: &DatasetRecord) -> Value {
     json!({
@@ -92,10 +96,42 @@ pub async fn create(
                 json!({"error": "Submit a specific.py when submitting several files"}),
             ));
         }
-        return Err(RunappError::detail(
-            StatusCode::NOT_IMPLEMENTED,
-            "several files with a problem script (specific.py) are not supported yet: post one CSV file",
-        ));
+        // Like the original: the .py file is the problem script and is stored as specific.py;
+        // the data files keep their names (the script reads them).
+        let mut decoded = BTreeMap::new();
+        for (file, text) in files {
+            let text = text
+                .as_str()
+                .ok_or_else(|| RunappError::field("files", format!("{file}: expected a string")))?;
+            let data = decode_zb64(text)
+                .map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
+            decoded.insert(file.clone(), data);
+        }
+        let script = problem::pick_script(decoded.keys(), None)
+            .map_err(|e| RunappError::field("files", e))?;
+        if script != problem::SPECIFIC {
+            let data = decoded.remove(&script).expect("picked among the files");
+            if decoded.insert(problem::SPECIFIC.into(), data).is_some() {
+                return Err(RunappError::field(
+                    "files",
+                    format!("{script} would become specific.py, which is posted too"),
+                ));
+            }
+        }
+        let scores = default_scores(&elements);
+        let record = problems::create_dataset(
+            &s,
+            problems::ProblemDataset {
+                name,
+                target_column: target,
+                workflow_elements: elements,
+                score_types: scores,
+                problem: Some(problem::SPECIFIC.into()),
+                files: decoded,
+            },
+        )
+        .await?;
+        return Ok((StatusCode::CREATED, Json(render(&record))));
     }
     let (file, text) = files.iter().next().expect("one file");
     let text = text
@@ -128,7 +164,7 @@ pub async fn split(State(s): State<ApiState>, body: Bytes) -> RunappResult<Json<
             .as_u64()
             .ok_or_else(|| RunappError::field("random_state", "A valid integer is required."))?,
     };
-    s.store.dataset(id).await?;
+    problems::refuse_held_out(&s.store.dataset(id).await?)?;
     let (record, _, _) = store_split(&s, id, held_out, seed, false, move |table, _| {
         sklearn_split::train_test_split(table.rows, held_out, seed)
     })
@@ -137,10 +173,18 @@ pub async fn split(State(s): State<ApiState>, body: Bytes) -> RunappResult<Json<
     Ok(Json(json!({ "task_id": format!("split-{}", record.id) })))
 }
 
-/// `POST rawdata/customsplit/`: needs a problem script (several files), not supported yet.
-pub async fn customsplit() -> RunappError {
-    RunappError::detail(
-        StatusCode::NOT_IMPLEMENTED,
-        "custom splits (a problem script's prepare_data) are not supported yet; use rawdata/split/",
-    )
+/// `POST rawdata/customsplit/`: the problem script's `prepare_data`, run as a queue fold;
+/// it answers at once like the original's task (`task_id` names the split). Submission folds
+/// posted before it is done answer 409 with what it waits for.
+pub async fn customsplit(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> RunappResult<Json<Value>> {
+    let body = body_object(&body)?;
+    let id = raw_data_id(&body)?;
+    let d = s.store.dataset(id).await?;
+    let split = problems::start_custom_split(&s, &who.name, &d, Priority::default()).await?;
+    s.store.runapp_set_split(id, split.id).await?;
+    Ok(Json(json!({ "task_id": format!("split-{}", split.id) })))
 }

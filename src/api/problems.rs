@@ -1,0 +1,242 @@
+//! Problem datasets (several files with a problem script) and their custom splits, shared by
+//! the native API and `/runapp/`. A custom split is the script's `prepare_data` run as a queue
+//! fold of the fold image (`datarun-prepare`), so it gets the queue's limits, isolation and
+//! "why pending" like any fold; its outcome is settled from that fold when it stops, on read
+//! (`settle_splits`, idempotent like the submission folds' `settle`).
+
+use super::datasets::blocking;
+use super::submissions::{default_resources, held};
+use super::{ApiError, ApiState};
+use crate::dataset::problem::{self, DATA_DIR, PREPARE_COMMAND, PREPARE_JSON, TRUTH_JSON};
+use crate::dataset::{self, ScoreType};
+use crate::model::{check_file_name, FoldSpec, FoldState, InputRef, Priority, DEFAULT_QUEUE};
+use crate::store::{
+    sha256_hex, CustomSplitEnd, CustomSplitInput, DatasetRecord, NewProblemDataset, SplitRecord,
+};
+use crate::submission::{result, FOLD_IMAGE};
+use axum::http::StatusCode;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// At most this many files in a problem dataset.
+const MAX_FILES: usize = 100;
+
+/// What a problem dataset is made of; names and elements are checked by the caller.
+pub(super) struct ProblemDataset {
+    pub name: String,
+    pub target_column: String,
+    pub workflow_elements: Vec<String>,
+    pub score_types: Vec<String>,
+    /// The script's name, when the caller names it (else the only `.py` file).
+    pub problem: Option<String>,
+    pub files: BTreeMap<String, Vec<u8>>,
+}
+
+/// Checks and stores a problem dataset. Its CSV files, when they parse, get statistics.
+pub(super) async fn create_dataset(s: &ApiState, p: ProblemDataset) -> ApiResult<DatasetRecord> {
+    if p.files.len() > MAX_FILES {
+        return Err(ApiError::bad_request(format!("files: at most {MAX_FILES}")));
+    }
+    for name in p.files.keys() {
+        check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
+    }
+    let script = problem::pick_script(p.files.keys(), p.problem.as_deref())
+        .map_err(ApiError::bad_request)?;
+    let mut score_types = Vec::new();
+    for n in &p.score_types {
+        let kind =
+            ScoreType::parse(n).map_err(|e| ApiError::bad_request(format!("score_types: {e}")))?;
+        if !score_types.iter().any(|k: &String| k == kind.name()) {
+            score_types.push(kind.name().to_string());
+        }
+    }
+    let files = p.files;
+    let (files, stats) = blocking(move || {
+        let mut per_file = serde_json::Map::new();
+        for (name, data) in files.iter().filter(|(n, _)| n.ends_with(".csv")) {
+            if let Ok(table) = dataset::parse(data) {
+                per_file.insert(name.clone(), json!(dataset::table_stats(&table)));
+            }
+        }
+        (files, json!({ "files": per_file }))
+    })
+    .await?;
+    Ok(s.store
+        .create_problem_dataset(NewProblemDataset {
+            name: p.name,
+            target_column: p.target_column,
+            workflow_elements: p.workflow_elements,
+            score_types,
+            problem: script,
+            files,
+            stats,
+        })
+        .await?)
+}
+
+/// Starts a custom split of a problem dataset: a queue fold running `datarun-prepare` on the
+/// dataset's files. It answers at once; the split is `running` until that fold stops.
+pub(super) async fn start_custom_split(
+    s: &ApiState,
+    owner: &str,
+    d: &DatasetRecord,
+    priority: Priority,
+) -> ApiResult<SplitRecord> {
+    let Some(script) = &d.problem else {
+        return Err(ApiError::bad_request(format!(
+            "dataset {} is one CSV table without a problem script; split it by ratio (held_out_test, random_state) instead",
+            d.id
+        )));
+    };
+    let prepare = serde_json::to_vec(&json!({ "data_dir": DATA_DIR, "problem": script }))
+        .expect("prepare.json serializes");
+    let mut inputs: Vec<InputRef> = d
+        .files
+        .iter()
+        .map(|(name, sha)| InputRef {
+            name: format!("{DATA_DIR}/{name}"),
+            sha256: sha.clone(),
+        })
+        .collect();
+    inputs.push(InputRef {
+        name: PREPARE_JSON.into(),
+        sha256: sha256_hex(&prepare),
+    });
+    let spec = FoldSpec {
+        command: vec![PREPARE_COMMAND.into()],
+        image: Some(FOLD_IMAGE.into()),
+        inputs,
+        env: BTreeMap::new(),
+        resources: default_resources(),
+        soft_time_limit: None,
+        hard_time_limit: None,
+        queue: DEFAULT_QUEUE.into(),
+        priority,
+        max_retries: 0,
+        requirements: None,
+        rank: None,
+    };
+    spec.validate().map_err(ApiError::bad_request)?;
+    let hold = held(s, owner, &spec);
+    let split = s
+        .store
+        .create_custom_split(d.id, owner.to_string(), spec, hold, vec![prepare])
+        .await?;
+    s.master.wake();
+    Ok(split)
+}
+
+/// How a custom split's fold ended: its files and targets, or why it failed.
+fn derive(i: &CustomSplitInput) -> CustomSplitEnd {
+    let log = String::from_utf8_lossy(&i.log);
+    let failed = |why: String| {
+        let traceback = result::traceback(&log);
+        let reason = match traceback {
+            Some(t) => format!("{why}\n{t}"),
+            None => why,
+        };
+        CustomSplitEnd::Failed { reason }
+    };
+    if i.fold.state != FoldState::Done {
+        let why =
+            i.fold.reason.clone().unwrap_or_else(|| {
+                format!("the prepare fold {} ended {:?}", i.fold.id, i.fold.state)
+            });
+        return failed(format!("prepare_data did not finish: {why}"));
+    }
+    let Some(data) = &i.truth else {
+        return failed(format!("the prepare fold wrote no {TRUTH_JSON}"));
+    };
+    let truth = match problem::parse_truth(data) {
+        Ok(t) => t,
+        Err(e) => return failed(e),
+    };
+    let files = problem::split_files(&i.outputs);
+    let truth_sha256 = i.outputs[TRUTH_JSON].0.clone();
+    let stats = json!({
+        "train_rows": truth.y_train.len(),
+        "test_rows": truth.y_test.len(),
+        "files": files.keys().collect::<Vec<_>>(),
+        "labels": truth.labels,
+    });
+    CustomSplitEnd::Done {
+        files,
+        truth_sha256,
+        n_train: truth.y_train.len() as u64,
+        n_test: truth.y_test.len() as u64,
+        stats,
+    }
+}
+
+/// Records the outcome of every custom split whose fold stopped since the last read.
+pub(super) async fn settle_splits(s: &ApiState) -> ApiResult<()> {
+    for input in s.store.unsettled_custom_splits().await? {
+        let end = blocking(move || (input.split, derive(&input))).await?;
+        s.store.finish_custom_split(end.0, end.1).await?;
+    }
+    Ok(())
+}
+
+/// A split a submission can use: done. A running one answers 409 with its fold's state.
+pub(super) async fn usable_split(s: &ApiState, split: &SplitRecord) -> ApiResult<()> {
+    match split.state.as_str() {
+        "done" => Ok(()),
+        "failed" => Err(ApiError::bad_request(format!(
+            "split {} failed: {}",
+            split.id,
+            split.reason.as_deref().unwrap_or("no reason recorded")
+        ))),
+        _ => {
+            let why = match s.store.custom_split_fold(split.id).await? {
+                Some(f) => format!(
+                    "its fold {} is {}{}",
+                    f.id,
+                    f.state.as_str(),
+                    f.reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+                None => "it is not done".into(),
+            };
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "split {} is still running the problem script's prepare_data: {why}; submit when GET /api/v1/splits/{} says done",
+                    split.id, split.id
+                ),
+            ))
+        }
+    }
+}
+
+/// The targets of a done custom split.
+pub(super) async fn truth(s: &ApiState, split: &SplitRecord) -> ApiResult<problem::Truth> {
+    let sha = split.truth_sha256.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("split {} has no targets recorded", split.id),
+        )
+    })?;
+    let data = s.store.get_blob(sha).await?;
+    blocking(move || problem::parse_truth(&data))
+        .await?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+/// A dataset's id and whether it has a problem script, for the routes that differ by kind.
+pub(super) fn is_problem(d: &DatasetRecord) -> bool {
+    d.problem.is_some()
+}
+
+/// A problem dataset refuses ratio splits: its data is what its script says it is.
+pub(super) fn refuse_held_out(d: &DatasetRecord) -> ApiResult<()> {
+    if is_problem(d) {
+        return Err(ApiError::bad_request(format!(
+            "dataset {} has a problem script ({}); its split is the script's prepare_data: POST {{\"custom\": true}} to /api/v1/datasets/{}/splits",
+            d.id,
+            d.problem.as_deref().unwrap_or_default(),
+            d.id
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,221 @@
+//! Problem datasets (several files with a problem script) and their custom splits. A custom
+//! split is the script's `prepare_data`, run as an ordinary queue fold of the fold image: it is
+//! created `running` in one transaction with that fold, and settled when the fold stops (the
+//! API derives the outcome from the fold's outputs; `finish_custom_split` records it once).
+
+use super::datasets::{find_dataset, find_split, DatasetId, SplitId};
+use super::folds::{get_fold, insert_folds};
+use super::{blobs, now_ms, DatasetRecord, FoldRecord, Result, SplitRecord, Store, StoreError};
+use crate::model::{FoldSpec, HoldCode};
+use rusqlite::{params, OptionalExtension};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// A problem dataset to store; the API checked names and picked the script beforehand.
+pub struct NewProblemDataset {
+    pub name: String,
+    pub target_column: String,
+    pub workflow_elements: Vec<String>,
+    pub score_types: Vec<String>,
+    /// The script's name among `files`.
+    pub problem: String,
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub stats: Value,
+}
+
+/// A running custom split whose fold has stopped, with what deciding its outcome needs.
+pub struct CustomSplitInput {
+    pub split: SplitId,
+    pub fold: FoldRecord,
+    /// The last attempt's outputs: name → (sha256, size).
+    pub outputs: BTreeMap<String, (String, u64)>,
+    /// `truth.json`, when the fold wrote one.
+    pub truth: Option<Vec<u8>>,
+    pub log: Vec<u8>,
+}
+
+pub enum CustomSplitEnd {
+    Done {
+        /// The files `prepare_data` wrote: name (in the data dir) → sha256 of an output.
+        files: BTreeMap<String, String>,
+        truth_sha256: String,
+        n_train: u64,
+        n_test: u64,
+        stats: Value,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// The index blob of a custom split: it has files, not row indices.
+const NO_ROWS: &[u8] = b"[]";
+
+impl Store {
+    /// Stores a problem dataset and its files in one transaction; a taken name is a conflict.
+    /// Its `table_sha256` is the script's blob.
+    pub async fn create_problem_dataset(&self, new: NewProblemDataset) -> Result<DatasetRecord> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let taken: Option<i64> = tx
+                .query_row("SELECT id FROM datasets WHERE name = ?1", [&new.name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if let Some(id) = taken {
+                return Err(StoreError::Conflict(format!(
+                    "a dataset named {:?} exists already (id {id}); choose another name or delete it first",
+                    new.name
+                )));
+            }
+            let mut shas = BTreeMap::new();
+            for (name, data) in &new.files {
+                shas.insert(name.clone(), blobs::put(&tx, data)?);
+            }
+            let script = shas.get(&new.problem).cloned().ok_or_else(|| {
+                StoreError::Invalid(format!("the problem script {:?} is not among the files", new.problem))
+            })?;
+            let size: usize = new.files.values().map(Vec::len).sum();
+            tx.execute(
+                "INSERT INTO datasets (name, target_column, workflow_elements, score_types,
+                     table_sha256, size, rows, stats, created_at, problem, files)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10)",
+                params![
+                    new.name,
+                    new.target_column,
+                    serde_json::to_string(&new.workflow_elements).unwrap_or_default(),
+                    serde_json::to_string(&new.score_types).unwrap_or_default(),
+                    script,
+                    size as i64,
+                    new.stats.to_string(),
+                    now_ms(),
+                    new.problem,
+                    serde_json::to_string(&shas).unwrap_or_default(),
+                ],
+            )?;
+            let record = find_dataset(&tx, tx.last_insert_rowid())?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Creates a custom split, `running`, with the queue fold that runs the script (`spec`,
+    /// held when it could never run) and the blobs that fold adds, in one transaction.
+    pub async fn create_custom_split(
+        &self,
+        dataset: DatasetId,
+        owner: String,
+        spec: FoldSpec,
+        held: Option<(HoldCode, String)>,
+        new_blobs: Vec<Vec<u8>>,
+    ) -> Result<SplitRecord> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let d = find_dataset(&tx, dataset)?;
+            if d.problem.is_none() {
+                return Err(StoreError::Invalid(format!(
+                    "dataset {dataset} has no problem script to split it"
+                )));
+            }
+            for data in &new_blobs {
+                blobs::put(&tx, data)?;
+            }
+            let none = blobs::put(&tx, NO_ROWS)?;
+            let fold = insert_folds(&tx, &owner, &[(spec, held)])?[0];
+            tx.execute(
+                "INSERT INTO splits (dataset_id, ratio, random_state, stratified, train_sha256,
+                     test_sha256, train_rows, test_rows, stats, created_at, kind, state, fold_id)
+                 VALUES (?1, 0, 0, 0, ?2, ?2, 0, 0, '{}', ?3, 'custom', 'running', ?4)",
+                params![dataset, none, now_ms(), fold],
+            )?;
+            let record = find_split(&tx, tx.last_insert_rowid())?;
+            tx.commit()?;
+            Ok(record)
+        })
+        .await
+    }
+
+    /// Running custom splits whose fold stopped (done, failed or removed; a held fold may
+    /// still be released, so its split keeps running).
+    pub async fn unsettled_custom_splits(&self) -> Result<Vec<CustomSplitInput>> {
+        self.call(move |conn| {
+            let rows: Vec<(SplitId, i64)> = conn
+                .prepare_cached(
+                    "SELECT p.id, p.fold_id FROM splits p JOIN folds f ON f.id = p.fold_id
+                     WHERE p.state = 'running' AND f.state IN ('done', 'failed', 'removed')",
+                )?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (split, fold_id) in rows {
+                let fold = get_fold(conn, fold_id)?;
+                let mut outputs = BTreeMap::new();
+                let mut truth = None;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT o.name, o.sha256, b.size FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
+                     JOIN blobs b ON b.sha256 = o.sha256 WHERE f.id = ?1",
+                )?;
+                let found = stmt
+                    .query_map([fold_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for (name, sha, size) in found {
+                    if name == "truth.json" {
+                        truth = blobs::get(conn, &sha)?;
+                    }
+                    outputs.insert(name, (sha, size as u64));
+                }
+                let log_sha: Option<String> = conn
+                    .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
+                    .query_row([fold_id], |r| r.get(0))
+                    .optional()?
+                    .flatten();
+                let log = match log_sha {
+                    Some(sha) => blobs::get(conn, &sha)?.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                out.push(CustomSplitInput { split, fold, outputs, truth, log });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Records a custom split's outcome, once: only a split still `running` changes.
+    pub async fn finish_custom_split(&self, id: SplitId, end: CustomSplitEnd) -> Result<bool> {
+        self.call(move |conn| {
+            let n = match end {
+                CustomSplitEnd::Done { files, truth_sha256, n_train, n_test, stats } => conn.execute(
+                    "UPDATE splits SET state = 'done', files = ?2, truth_sha256 = ?3, train_rows = ?4,
+                         test_rows = ?5, stats = ?6 WHERE id = ?1 AND state = 'running'",
+                    params![
+                        id,
+                        serde_json::to_string(&files).unwrap_or_default(),
+                        truth_sha256,
+                        n_train as i64,
+                        n_test as i64,
+                        stats.to_string()
+                    ],
+                )?,
+                CustomSplitEnd::Failed { reason } => conn.execute(
+                    "UPDATE splits SET state = 'failed', reason = ?2 WHERE id = ?1 AND state = 'running'",
+                    params![id, reason],
+                )?,
+            };
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// A running custom split's fold, to say why it waits (`None` for other splits).
+    pub async fn custom_split_fold(&self, id: SplitId) -> Result<Option<FoldRecord>> {
+        self.call(move |conn| {
+            let s = find_split(conn, id)?;
+            match (s.state.as_str(), s.fold_id) {
+                ("running", Some(f)) => Ok(Some(get_fold(conn, f)?)),
+                _ => Ok(None),
+            }
+        })
+        .await
+    }
+}
