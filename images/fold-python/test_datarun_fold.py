@@ -517,15 +517,24 @@ def train_submission(module_path, X, y, train_is):
     classifier.fit(X[train_is], y[train_is])
     return classifier
 
+def put(root, name, value):
+    with open(os.path.join(root, "memory", name), "w") as f:
+        f.write(f"{{value}}\\n")
+
 def fake(root):
-    # The all-time peak jumps to 7e9 while the current usage reads 1e9 and then 2e9.
-    def put(name, value):
-        with open(os.path.join(root, "memory", name), "w") as f:
-            f.write(f"{{value}}\\n")
-    put("memory.usage_in_bytes", 1000000000)
-    put("memory.max_usage_in_bytes", 7000000000)
-    time.sleep(0.1)
-    put("memory.usage_in_bytes", 2000000000)
+    # Train: the current usage reads 3e9 for 0.3 s, then 1e9; the all-time peak stays as it was.
+    put(root, "memory.usage_in_bytes", 3000000000)
+    time.sleep(0.3)
+    put(root, "memory.usage_in_bytes", 1000000000)
+
+def test_submission(trained, X, indices):
+    # Valid (the first call): the all-time peak rises to 7e9, the current usage ends at 1.5e9.
+    root = os.environ.get("FAKE_CGROUP")
+    if root and not os.path.exists(os.path.join(root, "valid-done")):
+        put(root, "memory.max_usage_in_bytes", 7000000000)
+        put(root, "memory.usage_in_bytes", 1500000000)
+        open(os.path.join(root, "valid-done"), "w").close()
+    return trained.predict_proba(X[list(indices)])
 """
 
 
@@ -569,7 +578,7 @@ class ResourcesTest(ProblemCase):
             self.assertGreaterEqual(t["peak_memory"], BIG_MB * 2**20)
         self.check_child_cpu(timings)
 
-    def test_a_new_all_time_peak_is_the_phase_peak(self):
+    def test_sampled_peak_and_new_all_time_peak(self):
         root = os.path.join(self.tmp.name, "cgroup")
         os.makedirs(os.path.join(root, "memory"))
         for name, value in (("memory.usage_in_bytes", 500000000),
@@ -577,8 +586,9 @@ class ResourcesTest(ProblemCase):
             with open(os.path.join(root, "memory", name), "w") as f:
                 f.write(f"{value}\n")
         timings = self.timings(env={"DATARUN_CGROUP_DIR": root, "FAKE_CGROUP": root})
-        self.assertEqual(timings["train"]["peak_memory"], 7000000000)  # the new all-time peak
-        self.assertEqual(timings["valid"]["peak_memory"], 2000000000)  # sampled: the peak did not rise
+        self.assertEqual(timings["train"]["peak_memory"], 3000000000)  # sampled by the thread
+        self.assertEqual(timings["valid"]["peak_memory"], 7000000000)  # the new all-time peak
+        self.assertEqual(timings["test"]["peak_memory"], 1500000000)   # the current usage
         self.assertEqual({t["memory_source"] for t in timings.values()}, {"cgroup"})
         # No cpuacct file there: rusage of the runner and its children.
         self.check_child_cpu(timings)
