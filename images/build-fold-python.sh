@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds the fold image datarun/fold-python:0.1 (Debian bookworm, python3 + numpy + pandas +
-# scikit-learn, ramp-workflow from PyPI, /usr/local/bin/datarun-fold and datarun-ramp-fold, user
-# fold 1000) without any container registry: debootstrap from the machine's own Debian mirror,
-# apt-get in a chroot, pip for the one pinned (hash-checked) ramp-workflow wheel, `docker import`.
+# scikit-learn, ramp-workflow from PyPI, /usr/local/bin/datarun-fold, datarun-prepare and
+# datarun-ramp-fold, user fold 1000) without any container registry: debootstrap from the
+# machine's own Debian mirror, apt-get in a chroot, pip for the one pinned (hash-checked)
+# ramp-workflow wheel, `docker import`.
 #
 #   images/build-fold-python.sh [--force] [--fresh] [--save FILE.tar] [--no-test]
 #
 # Idempotent: exits at once when the image exists with the label of the current sources (the
-# runners, their tests, iris.csv, the ramp kit, this script); one build at a time (flock).
+# runners, their tests, iris.csv, the ramp kit, the text example, this script); one build at a
+# time (flock).
 # --force rebuilds the image; the base rootfs (debootstrap + apt + ramp-workflow) is cached at
 # $DATARUN_IMAGE_CACHE/fold-python-0.1-<recipe hash>.tar (default ~/.cache/datarun), the wheel
 # in wheels/ there (a rebuild needs no PyPI); --fresh rebuilds the base too. After a build the
@@ -22,6 +24,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$here/fold-python
 iris=$here/../examples/iris/iris.csv
 kit=$here/../examples/ramp_kit
+text=$here/../examples/text_problem
 cache_dir=${DATARUN_IMAGE_CACHE:-$HOME/.cache/datarun}
 # python3-click and python3-cloudpickle are ramp-workflow's dependencies beyond scikit-learn's;
 # python3-pip installs the wheel and is purged again.
@@ -45,7 +48,7 @@ while [ $# -gt 0 ]; do
     --fresh) force=1 fresh=1 ;;
     --no-test) test=0 ;;
     --save) [ $# -ge 2 ] || { echo "--save needs a file name" >&2; exit 2; }; save=$2; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -72,8 +75,11 @@ fi
 
 # The label ties the image to the sources it was built from.
 kit_files=$(cd "$kit" && find . -type f ! -name '*.pyc' ! -path '*/training_output/*' | LC_ALL=C sort)
+text_files=$(cd "$text" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)
 digest=$( (cat "$0" "$src/datarun-fold" "$src/test_datarun_fold.py" "$src/datarun-ramp-fold" \
-  "$src/test_datarun_ramp_fold.py" "$iris"; cd "$kit" && for f in $kit_files; do echo "$f"; cat "$f"; done) |
+  "$src/test_datarun_ramp_fold.py" "$src/datarun-prepare" "$src/test_datarun_prepare.py" "$iris"
+  cd "$kit" && for f in $kit_files; do echo "$f"; cat "$f"; done
+  cd "$text" && for f in $text_files; do echo "text/$f"; cat "$f"; done) |
   sha256sum | cut -c1-16)
 if [ $force = 0 ] && [ "$(docker image inspect -f '{{index .Config.Labels "datarun.digest"}}' "$image" 2>/dev/null)" = "$digest" ]; then
   echo "$image is up to date (digest $digest)"
@@ -207,11 +213,15 @@ fi
 # The datarun layer; the cache gets the whole tree (the next build overwrites these files).
 install -D -m 0755 "$src/datarun-fold" "$root/usr/local/bin/datarun-fold"
 install -D -m 0755 "$src/datarun-ramp-fold" "$root/usr/local/bin/datarun-ramp-fold"
+install -D -m 0755 "$src/datarun-prepare" "$root/usr/local/bin/datarun-prepare"
 install -D -m 0644 "$src/test_datarun_fold.py" "$root/opt/datarun/test_datarun_fold.py"
 install -D -m 0644 "$src/test_datarun_ramp_fold.py" "$root/opt/datarun/test_datarun_ramp_fold.py"
+install -D -m 0644 "$src/test_datarun_prepare.py" "$root/opt/datarun/test_datarun_prepare.py"
 install -D -m 0644 "$iris" "$root/opt/datarun/iris.csv"
 rm -rf "$root/opt/datarun/ramp_kit"
 (cd "$kit" && for f in $kit_files; do install -D -m 0644 "$f" "$root/opt/datarun/ramp_kit/$f"; done)
+rm -rf "$root/opt/datarun/text_problem"
+(cd "$text" && for f in $text_files; do install -D -m 0644 "$f" "$root/opt/datarun/text_problem/$f"; done)
 keep=/dev/null
 if [ ! -f "$cache" ] || [ $fresh = 1 ]; then mkdir -p "$cache_dir"; keep=$cache.tmp; fi
 tar -C "$root" -c . | tee "$keep" | docker import \
@@ -226,7 +236,7 @@ step "imported $image ($(docker image inspect -f '{{.Size}}' "$image" | awk '{pr
 
 if [ $test = 1 ]; then
   if ! docker run --rm --network none -w /opt/datarun "$image" python3 -m unittest \
-      test_datarun_fold test_datarun_ramp_fold; then
+      test_datarun_fold test_datarun_ramp_fold test_datarun_prepare; then
     docker rmi "$image" >/dev/null || true
     echo "the image's tests failed; removed $image" >&2
     exit 1

@@ -64,7 +64,9 @@ def every_fifth(n, k=0):
     return [i for i in range(n) if i % 5 != k], [i for i in range(n) if i % 5 == k]
 
 
-class FoldTest(unittest.TestCase):
+class FoldCase(unittest.TestCase):
+    """A temporary input and output dir, and the runner run on them."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory()
         self.addCleanup(self.tmp.cleanup)
@@ -103,6 +105,8 @@ class FoldTest(unittest.TestCase):
         self.fold(**dict(fields, **extra))
         return test
 
+
+class FoldTest(FoldCase):
     def test_iris_classifier(self):
         test = self.iris_fold()
         p = self.run_fold()
@@ -309,6 +313,294 @@ class FoldTest(unittest.TestCase):
         p = self.run_fold()
         self.assertEqual(p.returncode, 2)
         self.assertIn("train_is", p.stderr)
+
+
+# A problem script over iris.csv: rows i % 5 == 4 are its test set, the others its training set.
+PROBLEM = """
+import importlib
+import os
+import numpy as np
+import pandas as pd
+
+def read(path, test):
+    data = pd.read_csv(os.path.join(path, "iris.csv"))
+    data = data[(data.index % 5 == 4) == test]
+    return data.drop(columns=["species"]).values, data["species"].values
+
+def get_train_data(path):
+    return read(path, False)
+
+def get_test_data(path):
+    return read(path, True)
+
+def train_submission(module_path, X, y, train_is):
+    assert isinstance(train_is, np.ndarray), type(train_is)
+    classifier = importlib.import_module(".classifier", module_path).Classifier()
+    classifier.fit(X[train_is], y[train_is])
+    return classifier
+
+def test_submission(trained, X, indices):
+    return trained.predict_proba(X[list(indices)])
+"""
+TIMING_KEYS = ["cpu", "cpu_process", "memory_source", "peak_memory", "wall"]
+CGROUP_MEMORY = os.path.isfile("/sys/fs/cgroup/memory/memory.usage_in_bytes") or \
+    os.path.isfile("/sys/fs/cgroup/memory.current")
+
+
+def make_read_only(top):
+    for d, _, files in os.walk(top):
+        for name in files:
+            os.chmod(os.path.join(d, name), 0o444)
+        os.chmod(d, 0o555)
+
+
+class ProblemCase(FoldCase):
+    """fold.json with "problem": the dataset's problem script loads the data, runs the submission."""
+
+    def problem_fold(self, script=PROBLEM, classifier=CLASSIFIER, **extra):
+        self.write("data/iris.csv", iris_csv())
+        self.write("data/specific.py", script)
+        self.write("submission/classifier.py", classifier)
+        train, test = every_fifth(120)
+        fields = dict(problem="specific.py", data_dir="data", submission_dir="submission",
+                      train_is=train, test_is=test, workflow_elements=["classifier"])
+        self.fold(**dict(fields, **extra))
+        return train, test
+
+
+class ProblemModeTest(ProblemCase):
+    def test_classifier_on_read_only_inputs(self):
+        train, test = self.problem_fold()
+        make_read_only(self.input)
+        self.addCleanup(lambda: [os.chmod(d, 0o755) for d, _, _ in os.walk(self.input)])
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.out("phases.json"), ["trained", "validated", "tested"])
+        labels = self.out("labels.json")
+        self.assertEqual(labels, ["setosa", "versicolor", "virginica"])
+        train_pred, test_pred = self.out("y_pred_train.npy"), self.out("y_pred_test.npy")
+        self.assertEqual(train_pred.shape, (120, 3))
+        self.assertEqual(test_pred.shape, (30, 3))
+        species = [line.split(",")[-1] for line in iris_csv().split()[1:]]
+        y_train = [s for i, s in enumerate(species) if i % 5 != 4]
+        y_test = [s for i, s in enumerate(species) if i % 5 == 4]
+        valid = np.mean([labels[train_pred[i].argmax()] == y_train[i] for i in test])
+        tested = np.mean([labels[p.argmax()] == t for p, t in zip(test_pred, y_test)])
+        scores = self.out("scores.json")
+        self.assertAlmostEqual(scores["valid"]["accuracy"], valid)
+        self.assertAlmostEqual(scores["test"]["accuracy"], tested)
+        self.assertGreater(tested, 0.9)
+        self.assertGreater(scores["train"]["accuracy"], 0.9)
+        timings = self.out("timings.json")
+        self.assertEqual(sorted(timings), ["test", "train", "valid"])
+        for t in timings.values():
+            self.assertEqual(sorted(t), TIMING_KEYS)
+        self.assertEqual([], [f for _, _, fs in os.walk(self.input) for f in fs if f.endswith(".pyc")])
+
+    def test_numeric_predictions_score_rmse(self):
+        self.problem_fold(script=PROBLEM + """
+def read(path, test):
+    X = np.arange(50.0).reshape(25, 2)
+    return X, X[:, 0] * 2 + (1 if test else 0)
+
+def test_submission(trained, X, indices):
+    return X[list(indices), 0] * 2
+""", train_is=list(range(20)), test_is=list(range(20, 25)))
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(self.out("y_pred_train.npy").shape, (25,))
+        scores = self.out("scores.json")
+        self.assertEqual(scores["valid"], {"rmse": 0.0})
+        self.assertAlmostEqual(scores["test"]["rmse"], 1.0)
+        self.assertFalse(os.path.exists(os.path.join(self.output, "labels.json")))
+
+    def test_submission_dir_is_a_package_with_any_elements(self):
+        # Element names the runner does not know: the problem script imports them.
+        self.problem_fold(script=PROBLEM.replace(
+            'classifier = importlib.import_module(".classifier", module_path).Classifier()',
+            'classifier = importlib.import_module(".my_model", module_path).make()'),
+            submission_dir="subs/mine", workflow_elements=["my_model"])
+        self.write("subs/mine/my_model.py", """
+            from .helper import Classifier
+            def make():
+                return Classifier()
+            """)
+        self.write("subs/mine/helper.py", CLASSIFIER)
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertGreater(self.out("scores.json")["test"]["accuracy"], 0.9)
+
+    def test_data_loader_failure_exits_2_with_traceback(self):
+        self.problem_fold(script=PROBLEM + """
+def get_test_data(path):
+    return pd.read_csv(os.path.join(path, "missing.csv"))
+""")
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("specific.get_test_data(", p.stderr)
+        self.assertIn("FileNotFoundError", p.stderr)
+        self.assertIn("Traceback", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.output, "phases.json")))
+
+    def test_problem_script_errors_exit_2(self):
+        cases = [
+            (PROBLEM.replace("def get_test_data", "def get_the_test_data"), "lacks function(s) ['get_test_data']"),
+            ("import no_such_module\n", "importing the problem script specific.py failed"),
+            (PROBLEM + "\ndef get_train_data(path):\n    return [1, 2, 3]\n", "not a tuple (X, y)"),
+            (PROBLEM + "\ndef get_train_data(path):\n    return [1, 2], [1]\n", "2 samples in X but 1 in y"),
+        ]
+        for problem, message in cases:
+            with self.subTest(message):
+                self.problem_fold(script=problem)
+                p = self.run_fold()
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(message, p.stderr)
+        self.problem_fold(script="specific.py")
+        os.remove(os.path.join(self.input, "data/specific.py"))
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("problem script specific.py not found", p.stderr)
+
+    def test_bad_fold_exits_2(self):
+        cases = [({"train_is": [0, 120]}, "train_is: every index must be an integer in [0, 120)"),
+                 ({"test_is": [-1]}, "test_is"),
+                 ({"problem": "../specific.py"}, "must be the name of a .py file in data_dir"),
+                 ({"submission_dir": "nope"}, "submission dir 'nope' not found"),
+                 ({"data_dir": "nope"}, "data dir 'nope' not found")]
+        for extra, message in cases:
+            with self.subTest(message):
+                self.problem_fold(**extra)
+                p = self.run_fold()
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn(message, p.stderr)
+
+    def test_submission_failure_exits_1(self):
+        self.problem_fold(classifier="""
+            class Classifier:
+                def fit(self, X, y):
+                    raise ValueError("broken on purpose")
+            """)
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("train_submission failed", p.stderr)
+        self.assertIn("Traceback", p.stderr)
+        self.assertIn("ValueError: broken on purpose", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.output, "phases.json")))
+
+    def test_wrong_number_of_predictions_exits_1(self):
+        self.problem_fold(script=PROBLEM + """
+def test_submission(trained, X, indices):
+    return trained.predict_proba(X[list(indices)])[1:]
+""")
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("test_submission on the training data returned 119 predictions for 120 samples",
+                      p.stderr)
+        self.assertEqual(self.out("phases.json"), ["trained"])
+
+
+# Train allocates BIG_MB (touched, held 0.3 s so the 20 ms sampler sees it) and runs a child
+# process that burns CHILD_CPU seconds of CPU; valid and test do neither.
+BIG_MB, CHILD_CPU = 200, 2.0
+HUNGRY_PROBLEM = PROBLEM + f"""
+import subprocess, sys, time
+
+def train_submission(module_path, X, y, train_is):
+    if os.environ.get("FAKE_CGROUP"):
+        fake(os.environ["FAKE_CGROUP"])
+    big = np.ones({BIG_MB} * 2**20 // 8)
+    time.sleep(0.3)
+    del big
+    burn = "import time\\nwhile time.process_time() < {CHILD_CPU}: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)
+    classifier = importlib.import_module(".classifier", module_path).Classifier()
+    classifier.fit(X[train_is], y[train_is])
+    return classifier
+
+def put(root, name, value):
+    with open(os.path.join(root, "memory", name), "w") as f:
+        f.write(f"{{value}}\\n")
+
+def fake(root):
+    # Train: the current usage reads 3e9 for 0.3 s, then 1e9; the all-time peak stays as it was.
+    put(root, "memory.usage_in_bytes", 3000000000)
+    time.sleep(0.3)
+    put(root, "memory.usage_in_bytes", 1000000000)
+
+def test_submission(trained, X, indices):
+    # Valid (the first call): the all-time peak rises to 7e9, the current usage ends at 1.5e9.
+    root = os.environ.get("FAKE_CGROUP")
+    if root and not os.path.exists(os.path.join(root, "valid-done")):
+        put(root, "memory.max_usage_in_bytes", 7000000000)
+        put(root, "memory.usage_in_bytes", 1500000000)
+        open(os.path.join(root, "valid-done"), "w").close()
+    return trained.predict_proba(X[list(indices)])
+"""
+
+
+class ResourcesTest(ProblemCase):
+    """timings.json's per-phase cpu, cpu_process and peak_memory."""
+
+    def timings(self, env=None):
+        self.problem_fold(script=HUNGRY_PROBLEM)
+        p = self.run_fold(env=env)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        timings = self.out("timings.json")
+        for t in timings.values():
+            self.assertEqual(sorted(t), TIMING_KEYS)
+        return timings
+
+    def check_child_cpu(self, timings):
+        train = timings["train"]
+        # The runner's own CPU (sklearn's import, the fit) is well under the child's.
+        self.assertLess(train["cpu_process"], CHILD_CPU * 0.75)
+        self.assertGreaterEqual(train["cpu"], train["cpu_process"] + CHILD_CPU * 0.95)
+        self.assertLess(timings["valid"]["cpu"], CHILD_CPU / 2)
+
+    @unittest.skipUnless(CGROUP_MEMORY, "no memory cgroup files (not in a container?)")
+    def test_cgroup_counts_the_phase_peak_and_children(self):
+        timings = self.timings()
+        mb = {phase: t["peak_memory"] / 2**20 for phase, t in timings.items()}
+        print(f"\npeak memory per phase (MB): {json.dumps({k: round(v) for k, v in mb.items()})}; "
+              f"train cpu {timings['train']['cpu']:.2f}s, cpu_process "
+              f"{timings['train']['cpu_process']:.2f}s", file=sys.stderr)
+        self.assertEqual({t["memory_source"] for t in timings.values()}, {"cgroup"})
+        self.assertGreaterEqual(mb["train"], BIG_MB)
+        self.assertLess(mb["valid"], mb["train"] - BIG_MB * 0.75)
+        self.assertLess(mb["test"], mb["train"] - BIG_MB * 0.75)
+        self.check_child_cpu(timings)
+
+    def test_without_cgroup_files_rusage(self):
+        timings = self.timings(env={"DATARUN_CGROUP_DIR": os.path.join(self.tmp.name, "none")})
+        self.assertEqual({t["memory_source"] for t in timings.values()}, {"rusage"})
+        # ru_maxrss is all-time: every phase shows at least the big array.
+        for t in timings.values():
+            self.assertGreaterEqual(t["peak_memory"], BIG_MB * 2**20)
+        self.check_child_cpu(timings)
+
+    def test_sampled_peak_and_new_all_time_peak(self):
+        root = os.path.join(self.tmp.name, "cgroup")
+        os.makedirs(os.path.join(root, "memory"))
+        for name, value in (("memory.usage_in_bytes", 500000000),
+                            ("memory.max_usage_in_bytes", 6000000000)):
+            with open(os.path.join(root, "memory", name), "w") as f:
+                f.write(f"{value}\n")
+        timings = self.timings(env={"DATARUN_CGROUP_DIR": root, "FAKE_CGROUP": root})
+        self.assertEqual(timings["train"]["peak_memory"], 3000000000)  # sampled by the thread
+        self.assertEqual(timings["valid"]["peak_memory"], 7000000000)  # the new all-time peak
+        self.assertEqual(timings["test"]["peak_memory"], 1500000000)   # the current usage
+        self.assertEqual({t["memory_source"] for t in timings.values()}, {"cgroup"})
+        # No cpuacct file there: rusage of the runner and its children.
+        self.check_child_cpu(timings)
+
+    def test_builtin_mode_timings(self):
+        self.iris_fold()
+        p = self.run_fold()
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for t in self.out("timings.json").values():
+            self.assertEqual(sorted(t), TIMING_KEYS)
+            self.assertGreater(t["peak_memory"], 10 * 2**20)
+            self.assertIn(t["memory_source"], ("cgroup", "rusage"))
 
 
 if __name__ == "__main__":
