@@ -6,16 +6,23 @@ and ``teardown()``. :class:`DatarunWorker` does that against a datarun master: i
 kit, submits one fold per CV fold (``datarun-ramp-fold`` in the fold image, see the README's
 "RAMP kits"), which run in parallel across slots and runners, and collects each fold's
 ``training_output/fold_<k>/`` into the submission's ``training_output`` directory, as
-``ramp-test --save-output`` lays it out.
+``ramp-test --save-output`` lays it out. When every fold is done it bags them as ``ramp-test``
+does after its CV loop (ramp-workflow's own ``bag_submissions`` on the folds' predictions),
+writing ``training_output/bagged_scores.csv``, which ramp-board's dispatcher reads
+(``set_bagged_scores``); without ramp-workflow it logs a warning and writes no bagged scores.
 
 ramp-engine is not required: the worker inherits from ``ramp_engine.base.BaseWorker`` when it
 can be imported, else from a compatible base with the same life cycle.
 """
 
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import time
+import traceback
 
 from .client import Client, DatarunError
 
@@ -90,6 +97,8 @@ except Exception:  # ramp-engine absent (or failing to import): a compatible bas
         __str__ = __repr__
 
 
+logger = logging.getLogger(__name__)
+
 STOPPED = ("done", "failed", "removed", "held")
 #: ramp-board's dispatcher knows two failure codes: 1 (training error) and 124 (timeout).
 TRAINING_ERROR = 1
@@ -116,6 +125,70 @@ def _traceback(log):
     return log[at:] if at >= 0 else ""
 
 
+@contextlib.contextmanager
+def _ramp_test_mode(on):
+    """RAMP_TEST_MODE=1 while reading the data, as ``ramp-test --quick-test`` sets it."""
+    if not on:
+        yield
+        return
+    before = os.environ.get("RAMP_TEST_MODE")
+    os.environ["RAMP_TEST_MODE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["RAMP_TEST_MODE"]
+        else:
+            os.environ["RAMP_TEST_MODE"] = before
+
+
+def bag_training_output(kit_dir, training_output, data_dir=None, data_label=None,
+                        quick_test=False):
+    """Bags the CV folds under ``training_output`` (its ``fold_<k>/y_pred_{train,test}.npz``)
+    as ``ramp-test --save-output`` does after its CV loop, and returns ramp's printout.
+
+    It makes the calls ``rampwf.utils.testing.assert_submission`` makes: ``problem`` from
+    ``assert_read_problem(kit_dir)``, ``y_train``/``y_test`` from ``assert_data`` and ``cv`` from
+    ``assert_cv`` (with ``data_dir``, default ``kit_dir``, and ``data_label``), each fold's
+    ``problem.Predictions(y_pred=y_pred_train, fold_is=valid_is)`` and
+    ``problem.Predictions(y_pred=y_pred_test)`` (read back with ramp's ``load_y_pred``), then
+    ``bag_submissions(..., score_type_index=None, save_output=True)``, which writes
+    ``training_output/bagged_scores.csv`` (index ``step``, ``n_bag``; one column per score type)
+    and calls the kit's ``save_submission`` if it has one. ``training_output`` is where ramp-test
+    would put it: ``<submission>/training_output[/<data_label>]``.
+
+    Raises ImportError when ramp-workflow cannot be imported, and whatever ramp raises (the kit
+    failing to load or to read its data, a fold's predictions missing).
+    """
+    from rampwf.utils.io import load_y_pred
+    from rampwf.utils.submission import bag_submissions
+    from rampwf.utils.testing import assert_cv, assert_data, assert_read_problem
+
+    data_dir = data_dir or kit_dir
+    printout = io.StringIO()
+    with contextlib.redirect_stdout(printout), _ramp_test_mode(quick_test):
+        problem = assert_read_problem(kit_dir)
+        _, y_train, _, y_test = assert_data(kit_dir, data_dir, data_label)
+        cv = assert_cv(kit_dir, data_dir, data_label)
+        predictions_valid_list, predictions_test_list = [], []
+        for k, (_, valid_is) in enumerate(cv):
+            fold_dir = os.path.join(training_output, f"fold_{k}")
+            y_pred_train = load_y_pred(problem, data_path=data_dir, input_path=fold_dir,
+                                       suffix="train")
+            predictions_valid_list.append(problem.Predictions(y_pred=y_pred_train,
+                                                              fold_is=valid_is))
+            if y_test is None:
+                predictions_test_list.append(None)
+            else:
+                y_pred_test = load_y_pred(problem, data_path=data_dir, input_path=fold_dir,
+                                          suffix="test")
+                predictions_test_list.append(problem.Predictions(y_pred=y_pred_test))
+        bag_submissions(
+            problem, cv, y_train, y_test, predictions_valid_list, predictions_test_list,
+            training_output, ramp_data_dir=data_dir, score_type_index=None, save_output=True)
+    return printout.getvalue()
+
+
 class DatarunWorker(BaseWorker):
     """Trains one RAMP submission on a datarun master.
 
@@ -140,12 +213,17 @@ class DatarunWorker(BaseWorker):
     * ``image`` (default ``datarun/fold-python:0.1``), ``memory`` (default ``"1G"``),
       ``cpus`` (1), ``priority``, ``queue``, ``data_label``, ``quick_test``,
       ``poll_interval`` (seconds, default 1).
+
+    After a successful collect, ``bagged_scores`` is the path of the ``bagged_scores.csv``
+    written, or None when bagging was skipped (ramp-workflow not importable, or bagging failed:
+    both logged as warnings on the ``datarun_client.ramp`` logger).
     """
 
     def __init__(self, config, submission):
         super().__init__(config, submission)
         self.fold_ids = []
         self.fold_scores = {}
+        self.bagged_scores = None
 
     # ---- set up -----------------------------------------------------------------------------
 
@@ -246,10 +324,42 @@ class DatarunWorker(BaseWorker):
     def _training_output(self):
         return os.path.join(self.submission_dir, "training_output")
 
+    def _bag(self, out_dir, logs):
+        """Writes ``bagged_scores.csv`` as ramp-test does, if ramp-workflow is importable; a
+        missing ramp-workflow or a failing bagging is a warning, not a failed submission (every
+        fold was scored). Appends ramp's printout (or why not) to ``logs``."""
+        label = self.config.get("data_label")
+        bag_dir = os.path.join(out_dir, label) if label else out_dir
+        target = os.path.join(bag_dir, "bagged_scores.csv")
+        try:
+            import rampwf
+        except Exception as e:
+            msg = (f"DatarunWorker({self.submission}): ramp-workflow (rampwf) cannot be imported "
+                   f"({type(e).__name__}: {e}): bagging skipped, {target} not written; "
+                   f"ramp-board's dispatcher reads it (set_bagged_scores)")
+            logger.warning(msg)
+            logs.append(f"==> bagged scores: skipped <==\n{msg}\n")
+            return
+        try:
+            printout = bag_training_output(
+                self.kit_dir, bag_dir, data_dir=self.data_dir, data_label=label,
+                quick_test=bool(self.config.get("quick_test")))
+        except (Exception, SystemExit):
+            msg = (f"DatarunWorker({self.submission}): bagging the folds with ramp-workflow "
+                   f"{getattr(rampwf, '__version__', '?')} failed, {target} not written:\n"
+                   f"{traceback.format_exc()}")
+            logger.warning(msg)
+            logs.append(f"==> bagged scores: failed <==\n{msg}")
+            return
+        self.bagged_scores = target
+        logs.append(f"==> bagged scores (ramp-workflow {rampwf.__version__}) <==\n{printout}")
+
     def collect_results(self):
         """Blocks until every fold stopped, writes their ``training_output/`` files and logs,
-        and returns ``(returncode, error_msg)``: 0 when every fold was done; 124 when one hit
-        its time limit; else 1 (the submission failed, the kit is bad, a fold was held or
+        when every fold was done bags them into ``training_output/bagged_scores.csv`` (as
+        ``ramp-test --save-output``; skipped with a warning without ramp-workflow), and returns
+        ``(returncode, error_msg)``: 0 when every fold was done; 124 when one hit its time
+        limit; else 1 (the submission failed, the kit is bad, a fold was held or
         removed), with the first failing fold's traceback (or reason) as the message."""
         super().collect_results()
         if self.status == "collected":
@@ -289,6 +399,9 @@ class DatarunWorker(BaseWorker):
             error_msg = _traceback(log) or f"datarun fold {fold_id} (CV fold {k}) {fold['state']}: {why}"
             if returncode == TIMEOUT:
                 error_msg += f"\nFold killed at its time limit ({self.config.get('timeout', 7200)}s)."
+        self.bagged_scores = None
+        if returncode == 0:
+            self._bag(out_dir, logs)
         if self._log_dir:
             with open(os.path.join(self._log_dir, "log"), "w") as f:
                 f.write("\n".join(logs))
