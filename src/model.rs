@@ -431,7 +431,16 @@ pub struct Progress {
     pub cpu_ms: u64,
     pub memory: u64,
     pub peak_memory: u64,
+    /// What the fold says it is doing: the first line of the file `status` in its output
+    /// directory, if it writes one (e.g. the fold image's "trained", "validated").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
 }
+
+/// The file in a fold's output directory whose first line is shown live as its status.
+pub const STATUS_FILE: &str = "status";
+/// At most this many bytes of it are read.
+pub const STATUS_MAX: usize = 200;
 
 /// Why a fold is held, so tools can act on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -124,6 +124,8 @@ class FoldTest(FoldCase):
         self.assertGreater(accuracy, 0.9)
         self.assertAlmostEqual(self.out("scores.json")["valid"]["accuracy"], accuracy)
         self.assertEqual(self.out("phases.json"), ["trained", "validated", "tested"])
+        with open(os.path.join(self.output, "status")) as f:
+            self.assertEqual(f.read(), "tested\n")
         timings = self.out("timings.json")
         self.assertEqual(sorted(timings), ["test", "train", "valid"])
         for t in timings.values():
@@ -174,6 +176,8 @@ class FoldTest(FoldCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn("ZeroDivisionError", p.stderr)
         self.assertEqual(self.out("phases.json"), ["trained"])
+        with open(os.path.join(self.output, "status")) as f:
+            self.assertEqual(f.read(), "trained\n")
         self.assertEqual(sorted(self.out("timings.json")), ["train"])
 
     def test_exit_0_from_submission_is_still_a_failure(self):

@@ -465,12 +465,14 @@ async fn execute(
         log_limit: run.log_limit,
         output_limit: run.output_limit,
     };
-    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel();
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::model::Progress>();
     let _ = out.send(FromAgent::Started { attempt });
     let forward = {
         let out = out.clone();
+        let status_file = req.output_dir.join(crate::model::STATUS_FILE);
         tokio::spawn(async move {
-            while let Some(progress) = progress_rx.recv().await {
+            while let Some(mut progress) = progress_rx.recv().await {
+                progress.status = read_status(&status_file).await;
                 let _ = out.send(FromAgent::Progress { attempt, progress });
             }
         })
@@ -552,4 +554,18 @@ async fn watch_adopted(journal: Arc<Journal>, attempt: AttemptId, pid: u32, out:
             return;
         }
     }
+}
+
+/// The first line of a fold's status file (at most `STATUS_MAX` bytes), if it wrote one.
+async fn read_status(path: &std::path::Path) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let mut buf = Vec::with_capacity(crate::model::STATUS_MAX);
+    file.take(crate::model::STATUS_MAX as u64)
+        .read_to_end(&mut buf)
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next()?.trim();
+    (!line.is_empty()).then(|| line.to_string())
 }

@@ -242,6 +242,7 @@ impl Meter {
             cpu_ms: self.cpu_ms(),
             memory: self.memory,
             peak_memory: self.peak_memory,
+            status: None,
         }
     }
 }

@@ -12,7 +12,7 @@
 use super::datasets::blocking;
 use super::{ApiError, ApiState};
 use crate::dataset::{self, ScoreType};
-use crate::store::{DatasetId, SettleInput, Settled, SubmissionFoldId};
+use crate::store::{DatasetId, SettleInput, Settled, SubmissionFoldId, SubmissionFoldRecord};
 use crate::submission::leaderboard::{self, Entry};
 use crate::submission::result::{self, RunView};
 use crate::submission::{npy, Phase};
@@ -221,6 +221,26 @@ pub async fn settle(s: &ApiState) -> ApiResult<()> {
             tokio::task::yield_now().await;
         }
     }
+    Ok(())
+}
+
+/// A submission fold still TODO whose queue fold runs shows how far it got, live: the fold
+/// image writes "trained", then "validated", to its status file after each phase, and the
+/// agent reports it with the fold's progress. The recorded state changes only when it ends.
+pub(super) async fn live_phase(s: &ApiState, sf: &mut SubmissionFoldRecord) -> ApiResult<()> {
+    if sf.state != Phase::Todo {
+        return Ok(());
+    }
+    let fold = s.store.fold(sf.fold_id).await?;
+    let status = fold
+        .current_attempt
+        .and_then(|a| s.master.progress(a))
+        .and_then(|p| p.status);
+    sf.state = match status.as_deref() {
+        Some("trained") => Phase::Trained,
+        Some("validated" | "tested") => Phase::Validated,
+        _ => Phase::Todo,
+    };
     Ok(())
 }
 

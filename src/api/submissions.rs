@@ -5,7 +5,7 @@
 
 use super::datasets::blocking;
 use super::layout::{fold_inputs, required_files, Layout};
-use super::results::settle;
+use super::results::{live_phase, settle};
 use super::{ApiError, ApiState};
 use crate::model::{
     check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
@@ -392,7 +392,10 @@ pub async fn show(
     Path(id): Path<SubmissionId>,
 ) -> ApiResult<Json<Value>> {
     settle(&s).await?;
-    let sub = s.store.submission(id).await?;
+    let mut sub = s.store.submission(id).await?;
+    for sf in &mut sub.folds {
+        live_phase(&s, sf).await?;
+    }
     // Why a TODO fold waits: its queue fold's state and reason.
     let mut queue = serde_json::Map::new();
     for sf in sub.folds.iter().filter(|f| f.state == Phase::Todo) {
@@ -410,7 +413,8 @@ pub async fn show_fold(
     Path(id): Path<SubmissionFoldId>,
 ) -> ApiResult<Json<Value>> {
     settle(&s).await?;
-    let (sf, sub, runs) = s.store.submission_fold(id).await?;
+    let (mut sf, sub, runs) = s.store.submission_fold(id).await?;
+    live_phase(&s, &mut sf).await?;
     let fold = s.store.fold(sf.fold_id).await?;
     let log = String::from_utf8_lossy(&s.store.log(sf.fold_id).await?).into_owned();
     let runs: Vec<Value> = runs

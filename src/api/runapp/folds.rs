@@ -3,10 +3,10 @@
 //! `databoard_s_id` carries the files and creates the submission. Results are rendered in the
 //! original's shape: upper-case state, `log_messages` with the `ERROR(train)` / `ERROR(validation)`
 //! / `ERROR(test)` markers databoard parses (plus the traceback), wall and CPU seconds per
-//! phase, memory = the fold's own peak in MiB, predictions as b64(zlib(float64 LE)).
+//! phase, memory per phase in MiB (the fold's own container, not a worker's lifetime), predictions as b64(zlib(float64 LE)).
 
 use super::super::layout::{required_files, Layout};
-use super::super::results::settle;
+use super::super::results::{live_phase, settle};
 use super::super::submissions::{build_fold, decode_files, default_resources, held};
 use super::super::ApiState;
 use super::{body_object, decode_indices, decode_zb64, encode_f64, RunappError, RunappResult};
@@ -330,8 +330,22 @@ pub(super) async fn render(
     sf: &SubmissionFoldRecord,
     shape: Shape,
 ) -> RunappResult<Rendered> {
+    let mut live = sf.clone();
+    live_phase(s, &mut live).await?;
+    let sf = &live;
     let t = &sf.timings;
-    let memory = sf.metrics["peak_memory"].as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
+    // Memory in MiB per phase: the fold image's per-phase peak of the fold's own container
+    // (train; test: the larger of valid and test, which is what the original's test phase
+    // covered), else the whole fold's peak measured by the agent.
+    let fold_peak = sf.metrics["peak_memory"].as_f64().unwrap_or(0.0);
+    let mib = |phases: &[&str]| {
+        let peak = phases
+            .iter()
+            .filter_map(|p| t[*p]["peak_memory"].as_f64())
+            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+        peak.unwrap_or(fold_peak) / (1024.0 * 1024.0)
+    };
+    let (train_memory, test_memory) = (mib(&["train"]), mib(&["valid", "test"]));
     let (test_predictions, full_train_predictions) = if sf.state.is_ended() {
         (
             predictions(s, sf, "test").await?,
@@ -356,9 +370,9 @@ pub(super) async fn render(
             validation_time: secs(t, "valid", "wall"),
             test_time: secs(t, "test", "wall"),
             train_cpu_time: secs(t, "train", "cpu"),
-            train_memory: memory,
+            train_memory,
             test_cpu_time: secs(t, "test", "cpu"),
-            test_memory: memory,
+            test_memory,
             new: !sf.delivered,
         })),
         Shape::TestPred => Rendered::TestPred(Box::new(TestPred {
@@ -373,8 +387,8 @@ pub(super) async fn render(
             test_time: secs(t, "test", "wall"),
             train_cpu_time: secs(t, "train", "cpu"),
             test_cpu_time: secs(t, "test", "cpu"),
-            train_memory: memory,
-            test_memory: memory,
+            train_memory,
+            test_memory,
         })),
     };
     Ok(v)
@@ -412,7 +426,10 @@ pub async fn show(
 
 pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> {
     settle(&s).await?;
-    let folds = s.store.runapp_folds(None).await?;
+    let mut folds = s.store.runapp_folds(None).await?;
+    for (_, sf) in &mut folds {
+        live_phase(&s, sf).await?;
+    }
     Ok(Json(
         folds
             .iter()
