@@ -132,11 +132,17 @@ pub(super) async fn start_custom_split(
 fn derive(i: &CustomSplitInput) -> CustomSplitEnd {
     let log = String::from_utf8_lossy(&i.log);
     let failed = |why: String| {
-        let traceback = result::traceback(&log);
-        let reason = match traceback {
-            Some(t) => format!("{why}\n{t}"),
-            None => why,
-        };
+        // What datarun-prepare said (which function of the script failed or is missing),
+        // then the script's traceback.
+        let mut reason = why;
+        for line in log.lines().filter(|l| l.starts_with("datarun-prepare: ")) {
+            reason.push('\n');
+            reason.push_str(line);
+        }
+        if let Some(t) = result::traceback(&log) {
+            reason.push('\n');
+            reason.push_str(&t);
+        }
         CustomSplitEnd::Failed { reason }
     };
     if i.fold.state != FoldState::Done {

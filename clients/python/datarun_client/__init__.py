@@ -1,8 +1,10 @@
 """datarun_client: a Python client for datarun's REST API (``/api/v1``).
 
 ``Client`` talks to a master (bearer token); it carries the original datarun client's helpers
-(``post_data``, ``post_split``, ``post_submission_fold``, ``get_prediction_new``,
-``get_prediction_list``, ``get_submission_fold_detail``, ``get_submission_fold_light_detail``).
+(``post_data``, ``post_split``, ``custom_post_split``, ``post_submission_fold``,
+``get_prediction_new``, ``get_prediction_list``, ``get_submission_fold_detail``,
+``get_submission_fold_light_detail``), for CSV datasets and problem datasets (files with a
+problem script, split by its ``prepare_data``).
 ``DatarunWorker`` is a ramp-engine worker that trains RAMP submissions on datarun.
 """
 
@@ -16,6 +18,7 @@ from .client import (
     NotFound,
     PayloadTooLarge,
     ServerError,
+    SplitFailed,
     Unauthorized,
     Unreachable,
     default_data_dir,
@@ -36,6 +39,7 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "ServerError",
+    "SplitFailed",
     "Unauthorized",
     "Unreachable",
     "default_data_dir",

@@ -1,8 +1,15 @@
 """The HTTP client for datarun's native REST API (``/api/v1``, bearer token).
 
 ``Client`` maps the API one method per endpoint and adds the original datarun client's helpers
-(``post_data``, ``post_split``, ``post_submission_fold``, ``get_prediction_new``, ...) on top of
-it. Every 4xx/5xx answer raises a :class:`DatarunError` subclass carrying the server's message.
+(``post_data``, ``post_split``, ``custom_post_split``, ``post_submission_fold``,
+``get_prediction_new``, ...) on top of it. Every 4xx/5xx answer raises a :class:`DatarunError`
+subclass carrying the server's message.
+
+Datasets are of two kinds: one CSV table (split by ratio, ``post_split``), or a *problem
+dataset*: several files with a Python problem script (the original datarun's ``specific.py``:
+``prepare_data(path)``, ``get_train_data(path)``, ``get_test_data(path)``,
+``train_submission(module_path, X, y, train_is)``, ``test_submission(trained, X, indices)``),
+whose split is the script's ``prepare_data`` run on the master's queue (``custom_post_split``).
 """
 
 import base64
@@ -11,6 +18,7 @@ import io
 import json
 import os
 import time
+from urllib.parse import quote
 
 import numpy as np
 import requests
@@ -27,6 +35,7 @@ __all__ = [
     "ServerError",
     "Unreachable",
     "IntegrityError",
+    "SplitFailed",
     "default_data_dir",
 ]
 
@@ -82,6 +91,17 @@ class IntegrityError(DatarunError):
     """Downloaded bytes do not match the checksum the master announced."""
 
 
+class SplitFailed(DatarunError):
+    """A custom split's ``prepare_data`` failed: ``split_id``, ``reason`` (the master's, with the
+    script's traceback when there is one) and ``split`` (the split record)."""
+
+    def __init__(self, split):
+        self.split = split
+        self.split_id = split.get("id")
+        self.reason = split.get("reason") or "no reason recorded"
+        super().__init__(f"custom split {self.split_id} failed: {self.reason}")
+
+
 _BY_STATUS = {
     400: BadRequest,
     401: Unauthorized,
@@ -125,6 +145,22 @@ def _read(path_or_bytes):
         return f.read()
 
 
+def _named_files(files, what="files"):
+    """{name: path or bytes} from a dict as is, or from a list of paths (named by their base
+    name; two paths with one base name are refused)."""
+    if isinstance(files, dict):
+        return dict(files)
+    if isinstance(files, (str, bytes, bytearray, os.PathLike)):
+        raise TypeError(f"{what}: give a list of paths or {{name: path or bytes}}, not one value")
+    out = {}
+    for p in files:
+        name = os.path.basename(os.fspath(p))
+        if name in out:
+            raise ValueError(f"{what}: two files named {name!r}")
+        out[name] = p
+    return out
+
+
 def _indices(values, what):
     """A list of non-negative ints from a numpy array, list or range."""
     arr = np.asarray(values)
@@ -135,6 +171,11 @@ def _indices(values, what):
     if arr.size and arr.dtype.kind not in "iu":
         raise ValueError(f"{what}: expected integer row indices, got dtype {arr.dtype}")
     return [int(i) for i in arr]
+
+
+def _split_names(text):
+    """``"a, b"`` → ``["a", "b"]`` (the original's comma-separated workflow elements)."""
+    return [w.strip() for w in text.split(",") if w.strip()]
 
 
 def load_npy(data, sha256=None, what="predictions"):
@@ -268,8 +309,29 @@ class Client:
 
     # ---- native API: datasets, splits, scores -----------------------------------------------
 
-    def create_dataset(self, name, target_column, table, workflow_elements=(), score_types=()):
-        """``POST /datasets``; ``table`` is a CSV file's path or its bytes. Returns the dataset."""
+    def create_dataset(
+        self,
+        name,
+        target_column=None,
+        table=None,
+        workflow_elements=(),
+        score_types=(),
+        files=None,
+        problem=None,
+    ):
+        """``POST /datasets``. A CSV dataset: ``table`` is a CSV file's path or its bytes, and
+        ``target_column`` names its target. Or a problem dataset: ``files`` (see
+        ``create_problem_dataset``) instead of ``table``. Returns the dataset."""
+        if files is not None:
+            if table is not None:
+                raise ValueError("give either table (a CSV dataset) or files (a problem dataset)")
+            return self.create_problem_dataset(
+                name, files, workflow_elements, score_types, problem, target_column
+            )
+        if table is None:
+            raise ValueError("table: a CSV file's path or bytes (or files= for a problem dataset)")
+        if problem is not None:
+            raise ValueError("problem names a script among files; a CSV dataset has none")
         body = {
             "name": name,
             "target_column": target_column,
@@ -277,6 +339,36 @@ class Client:
             "score_types": list(score_types),
             "csv": _b64(_read(table)),
         }
+        return self.post("/datasets", body)["dataset"]
+
+    def create_problem_dataset(
+        self,
+        name,
+        files,
+        workflow_elements=(),
+        score_types=(),
+        problem=None,
+        target_column=None,
+    ):
+        """``POST /datasets`` with several files and a problem script (the original's
+        ``specific.py`` contract). ``files``: a list of paths (named by their base name) or
+        {name: path or bytes}; ``problem``: which of them is the script (default: the only
+        ``.py``); ``workflow_elements``: the submission's files are ``<element>.py``;
+        ``target_column`` is only shown (the script says what the target is). Returns the
+        dataset, with ``problem`` and ``files`` ({name: sha256})."""
+        if isinstance(workflow_elements, str):
+            workflow_elements = _split_names(workflow_elements)
+        files = _named_files(files)
+        body = {
+            "name": name,
+            "files": {n: _b64(_read(content)) for n, content in files.items()},
+            "workflow_elements": list(workflow_elements),
+            "score_types": list(score_types),
+        }
+        if problem is not None:
+            body["problem"] = problem
+        if target_column is not None:
+            body["target_column"] = target_column
         return self.post("/datasets", body)["dataset"]
 
     def datasets(self):
@@ -287,13 +379,42 @@ class Client:
         return self.get(f"/datasets/{int(dataset_id)}")
 
     def dataset_table(self, dataset_id):
+        """A CSV dataset's table (a problem dataset answers NotFound: see ``dataset_file``)."""
         return self.get_bytes(f"/datasets/{int(dataset_id)}/table")
+
+    def dataset_file(self, dataset_id, name, split_id=None):
+        """``GET /datasets/{id}/files/{name}``: the bytes of one file of a problem dataset, or
+        with ``split_id`` of one of its custom split's files (e.g. the ``train.jsonl`` the
+        script's ``prepare_data`` wrote)."""
+        path = f"/datasets/{int(dataset_id)}/files/{quote(name, safe='')}"
+        if split_id is not None:
+            path += f"?split={int(split_id)}"
+        return self.get_bytes(path)
 
     def delete_dataset(self, dataset_id):
         return self.delete(f"/datasets/{int(dataset_id)}")
 
-    def create_split(self, dataset_id, held_out_test=0.2, random_state=42, stratify=False):
-        """``POST /datasets/{id}/splits`` → ``{split, train, test}`` (row indices)."""
+    def create_split(
+        self,
+        dataset_id,
+        held_out_test=0.2,
+        random_state=42,
+        stratify=False,
+        custom=False,
+        priority=None,
+    ):
+        """``POST /datasets/{id}/splits``. A CSV dataset's split by ratio → ``{split, train,
+        test}`` (row indices). ``custom=True``: a problem dataset's split, its script's
+        ``prepare_data`` run as a queue fold (``priority`` as a fold's); the master answers at
+        once with ``{split}``, ``state`` ``running`` (see ``wait_split``); the ratio arguments
+        are not sent."""
+        if custom:
+            body = {"custom": True}
+            if priority is not None:
+                body["priority"] = priority
+            return self.post(f"/datasets/{int(dataset_id)}/splits", body)
+        if priority is not None:
+            raise ValueError("priority: only a custom split runs as a fold")
         body = {
             "held_out_test": float(held_out_test),
             "random_state": int(random_state),
@@ -302,7 +423,27 @@ class Client:
         return self.post(f"/datasets/{int(dataset_id)}/splits", body)
 
     def split(self, split_id):
+        """``GET /splits/{id}``: ``{split, train, test}``, or ``{split, fold}`` while a custom
+        split runs (``fold``: its queue fold, with why it is pending)."""
         return self.get(f"/splits/{int(split_id)}")
+
+    def wait_split(self, split_id, timeout=600, poll=0.5):
+        """Polls a custom split until it is no longer ``running``; returns its record
+        (``state`` ``done``, with ``files``, ``train_rows``, ``test_rows``, or ``failed`` with
+        its ``reason``). Raises TimeoutError, saying where its fold is, after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            v = self.split(split_id)
+            split = v["split"]
+            if split.get("state", "done") != "running":
+                return split
+            if time.monotonic() > deadline:
+                fold = v.get("fold") or {}
+                where = f"its fold {fold.get('id')} is {fold.get('state')}"
+                if fold.get("reason"):
+                    where += f" ({fold['reason']})"
+                raise TimeoutError(f"split {split_id} still running after {timeout} s: {where}")
+            time.sleep(poll)
 
     def scores(self, score_types, y_true, y_pred=None, y_proba=None, classes=None):
         """``POST /scores``: scores computed by the master, as scikit-learn."""
@@ -355,6 +496,15 @@ class Client:
         }
         body.update({k: v for k, v in optional.items() if v is not None})
         return self._request("POST", "/submissions", json=body).json()
+
+    def submissions(self, dataset_id=None):
+        """``GET /submissions[?dataset_id=N]``: every submission, light: ``id``,
+        ``dataset_id``, ``split_id``, ``name``, ``owner``, ``created_at``, ``states`` (count
+        per fold state) and ``folds`` (``id``, ``fold_index``, ``client_id``, ``state``)."""
+        path = "/submissions"
+        if dataset_id is not None:
+            path += f"?dataset_id={int(dataset_id)}"
+        return self.get(path)["submissions"]
 
     def submission(self, submission_id):
         """The submission with its folds (``GET /submissions/{id}``)."""
@@ -449,17 +599,39 @@ class Client:
         data_file,
         score_types=(),
         extra_files=None,
+        problem=None,
     ):
         """Uploads a dataset (the original ``post_data``); returns it, with its ``id`` (the
-        original's raw_data_id). ``workflow_elements``: a list or a comma-separated string."""
-        if extra_files:
-            raise NotImplementedError(
-                "extra_files: datarun datasets are one CSV table; put helper files in the "
-                "submission's files instead"
-            )
+        original's raw_data_id). ``workflow_elements``: a list or a comma-separated string.
+
+        ``data_file`` alone: a CSV dataset (path or bytes). With ``extra_files`` (the
+        original's list of paths, "such as a specific.py"; or {name: path or bytes}): a
+        problem dataset of ``data_file`` and the extra files, one of which is the problem
+        script (``problem``, default the only ``.py``; unlike the original's ``/runapp/``, the
+        native API keeps its name). Split it with ``custom_post_split``."""
         if isinstance(workflow_elements, str):
-            workflow_elements = [w.strip() for w in workflow_elements.split(",") if w.strip()]
-        return self.create_dataset(name, target_column, data_file, workflow_elements, score_types)
+            workflow_elements = _split_names(workflow_elements)
+        if not extra_files:
+            if problem is not None:
+                raise ValueError("problem: names a script among extra_files")
+            return self.create_dataset(
+                name, target_column, data_file, workflow_elements, score_types
+            )
+        files = {}
+        if data_file is not None:
+            if isinstance(data_file, (bytes, bytearray)):
+                raise ValueError(
+                    "data_file: give a path with extra_files (its base name names it), or put "
+                    "it in extra_files as {name: bytes}"
+                )
+            files.update(_named_files([data_file], "data_file"))
+        for n, content in _named_files(extra_files, "extra_files").items():
+            if n in files:
+                raise ValueError(f"extra_files: {n!r} is data_file's name too")
+            files[n] = content
+        return self.create_problem_dataset(
+            name, files, workflow_elements, score_types, problem, target_column
+        )
 
     def post_split(self, raw_data_id, held_out_test=0.2, random_state=42, stratify=False):
         """Holds out ``held_out_test`` of the rows for test (the original ``post_split``);
@@ -469,14 +641,22 @@ class Client:
         v["test"] = np.asarray(v["test"], dtype=np.int64)
         return v
 
-    def custom_post_split(self, raw_data_id, *args, **kwargs):
-        """The original's split by a databoard-sent ``prepare_data`` function: not offered."""
-        raise NotImplementedError(
-            "custom_post_split: the datarun master has no custom split (running a "
-            "platform-sent prepare_data function) yet; use post_split(raw_data_id, "
-            "held_out_test, random_state, stratify) or give your own CV folds' indices to "
-            "post_submission_fold"
-        )
+    def custom_post_split(self, raw_data_id, wait=True, timeout=600, poll=1.0, priority=None):
+        """Splits a problem dataset with its script's ``prepare_data`` (the original
+        ``custom_post_split``), run by the master as a queue fold of the fold image. With
+        ``wait`` (default) polls until it ends and returns the done split (``id``, ``files``
+        the script wrote, ``train_rows``, ``test_rows``), raising :class:`SplitFailed` with the
+        reason (and the script's traceback) if it failed, TimeoutError after ``timeout``.
+        ``wait=False`` returns the running split at once; submissions on it answer
+        :class:`Conflict` (409) until it is done. Pass its ``id`` as ``split_id`` to
+        ``post_submission_fold``; the folds' indices are rows of the script's training data."""
+        split = self.create_split(raw_data_id, custom=True, priority=priority)["split"]
+        if not wait:
+            return split
+        split = self.wait_split(split["id"], timeout=timeout, poll=poll)
+        if split.get("state") == "failed":
+            raise SplitFailed(split)
+        return split
 
     def post_submission_fold(
         self,
@@ -494,7 +674,8 @@ class Client:
 
         ``folds``: a list of ``(train_is, test_is)`` or ``(train_is, test_is, client_id)`` with
         numpy arrays (or lists) of row indices into the training table (the split's train rows,
-        or the whole table without a split); ``client_id`` is the platform's own id for the
+        or the whole table without a split; for a problem dataset's custom split, rows of the
+        script's ``get_train_data``: ``split["train_rows"]`` of them); ``client_id`` is the platform's own id for the
         submission-on-fold (the original's ``sub_fold_id``). Or ``cv={"k": 5, "seed": 42,
         "stratify": True}`` to let the master make the folds. ``submission_files``: paths
         (named by their base name) or {name: path or bytes}. Other keyword arguments

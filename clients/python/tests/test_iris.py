@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from datarun_client import Client
+from datarun_client import BadRequest, Client
 
 K = 5
 SCORES = ["accuracy", "roc_auc", "log_loss"]
@@ -88,8 +88,8 @@ def test_split_is_stratified(iris):
         "setosa": 10, "versicolor": 10, "virginica": 10}
 
 
-def test_custom_split_is_not_offered(client, iris):
-    with pytest.raises(NotImplementedError, match="no custom split"):
+def test_a_csv_dataset_has_no_custom_split(client, iris):
+    with pytest.raises(BadRequest, match="one CSV table without a problem script"):
         client.custom_post_split(iris["dataset"]["id"])
 
 

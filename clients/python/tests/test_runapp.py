@@ -150,7 +150,7 @@ def test_good_tested_broken_error(flow):
               f"train {f['train_time']:.3f}s, memory {f['train_memory']:.1f} MiB")
         assert accuracy > 0.9
         assert f["train_time"] > 0 and f["test_time"] > 0 and f["train_memory"] > 1
-        assert f["train_memory"] == f["test_memory"]
+        assert f["test_memory"] > 1, "per phase: the fold's own peak in its test phase"
     for sf_id in flow["posted"]["broken"]:
         f = res[sf_id]
         assert f["state"] == "ERROR"
