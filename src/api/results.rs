@@ -224,9 +224,10 @@ pub async fn settle(s: &ApiState) -> ApiResult<()> {
     Ok(())
 }
 
-/// A submission fold still TODO whose queue fold runs shows how far it got, live: the fold
-/// image writes "trained", then "validated", to its status file after each phase, and the
-/// agent reports it with the fold's progress. The recorded state changes only when it ends.
+/// A submission fold still TODO whose queue fold runs shows how far it got, live, in `live`:
+/// the fold image writes "trained", then "validated", to its status file after each phase,
+/// and the agent reports it with the fold's progress. `state` stays TODO until the fold ends
+/// (VALIDATED is also an end state, for submissions without a test table).
 pub(super) async fn live_phase(s: &ApiState, sf: &mut SubmissionFoldRecord) -> ApiResult<()> {
     if sf.state != Phase::Todo {
         return Ok(());
@@ -236,10 +237,10 @@ pub(super) async fn live_phase(s: &ApiState, sf: &mut SubmissionFoldRecord) -> A
         .current_attempt
         .and_then(|a| s.master.progress(a))
         .and_then(|p| p.status);
-    sf.state = match status.as_deref() {
-        Some("trained") => Phase::Trained,
-        Some("validated" | "tested") => Phase::Validated,
-        _ => Phase::Todo,
+    sf.live = match status.as_deref() {
+        Some("trained") => Some(Phase::Trained),
+        Some("validated" | "tested") => Some(Phase::Validated),
+        _ => None,
     };
     Ok(())
 }

@@ -56,6 +56,10 @@ pub struct SubmissionFoldRecord {
     pub result_seq: Option<i64>,
     /// The current result has been handed out by the "new results" feed.
     pub delivered: bool,
+    /// While its queue fold runs: the phase it reports live (TRAINED, VALIDATED); never
+    /// stored (the API fills it in, `api::results::live_phase`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<Phase>,
 }
 
 pub(super) const SF_COLUMNS: &str = "id, submission_id, fold_index, client_id, train_rows, \
@@ -92,6 +96,7 @@ pub(super) fn sf_from_row(r: &Row) -> rusqlite::Result<SubmissionFoldRecord> {
         ended_at: r.get(18)?,
         result_seq: r.get(19)?,
         delivered: r.get(20)?,
+        live: None,
     })
 }
 

@@ -330,9 +330,10 @@ pub(super) async fn render(
     sf: &SubmissionFoldRecord,
     shape: Shape,
 ) -> RunappResult<Rendered> {
+    // The original's states move TODO → TRAINED → VALIDATED → TESTED while a fold runs.
     let mut live = sf.clone();
     live_phase(s, &mut live).await?;
-    let sf = &live;
+    let state = live.live.unwrap_or(sf.state).as_str();
     let t = &sf.timings;
     // Memory in MiB per phase: the fold image's per-phase peak of the fold's own container
     // (train; test: the larger of valid and test, which is what the original's test phase
@@ -364,7 +365,7 @@ pub(super) async fn render(
             task_id: sf.fold_id.to_string(),
             full_train_predictions,
             test_predictions,
-            state: sf.state.as_str(),
+            state,
             log_messages: log_messages(sf),
             train_time: secs(t, "train", "wall"),
             validation_time: secs(t, "valid", "wall"),
@@ -380,7 +381,7 @@ pub(super) async fn render(
             databoard_s: meta.databoard_s_id,
             test_predictions,
             full_train_predictions,
-            state: sf.state.as_str(),
+            state,
             log_messages: log_messages(sf),
             train_time: secs(t, "train", "wall"),
             validation_time: secs(t, "valid", "wall"),
@@ -436,7 +437,7 @@ pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> 
             .map(|(m, sf)| Light {
                 databoard_sf_id: m.databoard_sf_id,
                 databoard_s: m.databoard_s_id,
-                state: sf.state.as_str(),
+                state: sf.live.unwrap_or(sf.state).as_str(),
                 new: !sf.delivered,
             })
             .collect(),

@@ -63,7 +63,8 @@ async fn without_cgroup_files_the_engine_stats_are_used() {
         ..
     } = ran.result.metrics;
     eprintln!("engine stats only: {:?}", ran.result.metrics);
-    assert!((1500..=3300).contains(&cpu_ms), "cpu {cpu_ms} ms");
+    // The loop stops once the cgroup counted 3 s; the shell overshoots a little on a busy machine.
+    assert!((1500..=3600).contains(&cpu_ms), "cpu {cpu_ms} ms");
     assert!(
         (90_000_000..=130_000_000).contains(&peak_memory),
         "peak {peak_memory}"
