@@ -89,10 +89,10 @@ enum Command {
     /// One fold: show, output, log.
     #[command(subcommand)]
     Fold(fold::FoldCmd),
-    /// Datasets: upload a CSV, statistics, held-out splits.
+    /// Datasets: upload a CSV or files with a problem script, statistics, splits.
     #[command(subcommand)]
     Dataset(dataset::DatasetCmd),
-    /// Submissions on CV folds: submit, show.
+    /// Submissions on CV folds: submit, list, show.
     #[command(subcommand)]
     Submission(submission::SubmissionCmd),
     /// Results of submission folds: the "new results" feed.

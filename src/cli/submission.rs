@@ -1,6 +1,6 @@
-//! `datarun submission submit|show`, `datarun results new`, `datarun leaderboard DATASET`.
+//! `datarun submission submit|list|show`, `datarun results new`, `datarun leaderboard DATASET`.
 
-use super::commands::{print_json, size};
+use super::commands::{print_json, short_when, size};
 use super::Conn;
 use crate::table::Table;
 use anyhow::{Context, Result};
@@ -34,6 +34,15 @@ pub enum SubmissionCmd {
         /// An integer, or H / L.
         #[arg(long)]
         priority: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every submission (or a dataset's): its folds' states counted.
+    List {
+        #[command(flatten)]
+        conn: Conn,
+        #[arg(long)]
+        dataset: Option<i64>,
         #[arg(long)]
         json: bool,
     },
@@ -98,6 +107,48 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
             if let Some(reason) = v["held"]["reason"].as_str() {
                 eprintln!("held: {reason}");
             }
+            Ok(())
+        }
+        SubmissionCmd::List {
+            conn,
+            dataset,
+            json,
+        } => {
+            let path = match dataset {
+                Some(d) => format!("/submissions?dataset_id={d}"),
+                None => "/submissions".into(),
+            };
+            let v: Value = conn.client()?.get(&path)?;
+            if json {
+                return print_json(&v);
+            }
+            let mut t = Table::new(&[
+                ">ID", ">DATASET", ">SPLIT", "NAME", "OWNER", "FOLDS", "CREATED",
+            ]);
+            for s in v["submissions"].as_array().into_iter().flatten() {
+                let states: Vec<String> = s["states"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(state, n)| format!("{state} {n}"))
+                    .collect();
+                t.row([
+                    s["id"].to_string(),
+                    s["dataset_id"].to_string(),
+                    s["split_id"]
+                        .as_i64()
+                        .map_or_else(|| "-".into(), |i| i.to_string()),
+                    s["name"].as_str().unwrap_or("").to_string(),
+                    s["owner"].as_str().unwrap_or("").to_string(),
+                    if states.is_empty() {
+                        "-".into()
+                    } else {
+                        states.join(", ")
+                    },
+                    short_when(&s["created_at"]),
+                ]);
+            }
+            print!("{}", t.render());
             Ok(())
         }
         SubmissionCmd::Show { conn, id, json } => {
