@@ -82,7 +82,8 @@ def wait_ended(ids):
         r = post("testpredictions/list/", {"list_submission_fold": ids})
         assert r.status_code == 200, r.text
         res = {f["databoard_sf_id"]: f for f in r.json()}
-        if all(f["state"] != "TODO" for f in res.values()) or time.time() > deadline:
+        # TRAINED and VALIDATED show while a fold runs, as in the original: wait for an end.
+        if all(f["state"] in ("TESTED", "ERROR") for f in res.values()) or time.time() > deadline:
             return res
         time.sleep(1)
 
