@@ -46,6 +46,19 @@ pub(super) fn set_state(
     Ok(())
 }
 
+/// The log of a fold's last attempt (empty when it has none yet).
+pub(super) fn last_log(conn: &Connection, fold: FoldId) -> Result<Vec<u8>> {
+    let sha: Option<String> = conn
+        .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
+        .query_row([fold], |r| r.get(0))
+        .optional()?
+        .flatten();
+    match sha {
+        Some(sha) => Ok(blobs::get(conn, &sha)?.unwrap_or_default()),
+        None => Ok(Vec::new()),
+    }
+}
+
 pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
     let sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1");
     conn.prepare_cached(&sql)?
@@ -521,15 +534,7 @@ impl Store {
     pub async fn log(&self, fold: FoldId) -> Result<Vec<u8>> {
         self.call(move |conn| {
             get_fold(conn, fold)?;
-            let sha: Option<String> = conn
-                .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
-                .query_row([fold], |r| r.get(0))
-                .optional()?
-                .flatten();
-            match sha {
-                Some(sha) => Ok(blobs::get(conn, &sha)?.unwrap_or_default()),
-                None => Ok(Vec::new()),
-            }
+            last_log(conn, fold)
         })
         .await
     }

@@ -4,7 +4,7 @@
 //! API derives the outcome from the fold's outputs; `finish_custom_split` records it once).
 
 use super::datasets::{find_dataset, find_split, DatasetId, SplitId};
-use super::folds::{get_fold, insert_folds};
+use super::folds::{get_fold, insert_folds, last_log};
 use super::{blobs, now_ms, DatasetRecord, FoldRecord, Result, SplitRecord, Store, StoreError};
 use crate::model::{FoldSpec, HoldCode};
 use rusqlite::{params, OptionalExtension};
@@ -165,15 +165,7 @@ impl Store {
                     }
                     outputs.insert(name, (sha, size as u64));
                 }
-                let log_sha: Option<String> = conn
-                    .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
-                    .query_row([fold_id], |r| r.get(0))
-                    .optional()?
-                    .flatten();
-                let log = match log_sha {
-                    Some(sha) => blobs::get(conn, &sha)?.unwrap_or_default(),
-                    None => Vec::new(),
-                };
+                let log = last_log(conn, fold_id)?;
                 out.push(CustomSplitInput { split, fold, outputs, truth, log });
             }
             Ok(out)

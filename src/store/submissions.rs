@@ -5,7 +5,7 @@
 //! leaderboard's inputs.
 
 use super::datasets::DatasetId;
-use super::folds::{event, get_fold, insert_folds, set_state};
+use super::folds::{event, get_fold, insert_folds, last_log, set_state};
 use super::holds::active_attempt_of;
 pub use super::submission_records::*;
 use super::{blobs, now_ms, CancelTarget, Result, Store, StoreError};
@@ -275,14 +275,7 @@ impl Store {
                             outputs.insert(name, (sha, data));
                         }
                     }
-                    let log_sha: Option<String> = conn
-                        .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
-                        .query_row([fold_id], |r| r.get(0))
-                        .optional()?
-                        .flatten();
-                    if let Some(sha) = log_sha {
-                        log = blobs::get(conn, &sha)?.unwrap_or_default();
-                    }
+                    log = last_log(conn, fold_id)?;
                 }
                 out.push(SettleInput {
                     id,
