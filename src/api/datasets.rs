@@ -100,13 +100,7 @@ pub async fn create(
             ))
         })?,
         (None, None, Some(files)) => {
-            let mut decoded = BTreeMap::new();
-            for (name, text) in files {
-                let data = crate::protocol::unb64_wrapped(text).map_err(|e| {
-                    ApiError::bad_request(format!("files: {name:?} is not valid base64 ({e})"))
-                })?;
-                decoded.insert(name.clone(), data);
-            }
+            let decoded = super::submissions::decode_files(files, &[])?;
             let record = problems::create_dataset(
                 &s,
                 problems::ProblemDataset {

@@ -5,15 +5,15 @@
 //! (`settle_splits`, idempotent like the submission folds' `settle`).
 
 use super::datasets::blocking;
-use super::submissions::{default_resources, held};
+use super::submissions::{held, image_fold};
 use super::{ApiError, ApiState};
 use crate::dataset::problem::{self, DATA_DIR, PREPARE_COMMAND, PREPARE_JSON, TRUTH_JSON};
 use crate::dataset::{self, ScoreType};
-use crate::model::{check_file_name, FoldSpec, FoldState, InputRef, Priority, DEFAULT_QUEUE};
+use crate::model::{check_file_name, FoldSpec, FoldState, InputRef, Priority};
 use crate::store::{
     sha256_hex, CustomSplitEnd, CustomSplitInput, DatasetRecord, NewProblemDataset, SplitRecord,
 };
-use crate::submission::{result, FOLD_IMAGE};
+use crate::submission::result;
 use axum::http::StatusCode;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -105,18 +105,8 @@ pub(super) async fn start_custom_split(
         sha256: sha256_hex(&prepare),
     });
     let spec = FoldSpec {
-        command: vec![PREPARE_COMMAND.into()],
-        image: Some(FOLD_IMAGE.into()),
         inputs,
-        env: BTreeMap::new(),
-        resources: default_resources(),
-        soft_time_limit: None,
-        hard_time_limit: None,
-        queue: DEFAULT_QUEUE.into(),
-        priority,
-        max_retries: 0,
-        requirements: None,
-        rank: None,
+        ..image_fold(PREPARE_COMMAND, priority)
     };
     spec.validate().map_err(ApiError::bad_request)?;
     let hold = held(s, owner, &spec);
@@ -229,14 +219,9 @@ pub(super) async fn truth(s: &ApiState, split: &SplitRecord) -> ApiResult<proble
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
-/// A dataset's id and whether it has a problem script, for the routes that differ by kind.
-pub(super) fn is_problem(d: &DatasetRecord) -> bool {
-    d.problem.is_some()
-}
-
 /// A problem dataset refuses ratio splits: its data is what its script says it is.
 pub(super) fn refuse_held_out(d: &DatasetRecord) -> ApiResult<()> {
-    if is_problem(d) {
+    if d.problem.is_some() {
         return Err(ApiError::bad_request(format!(
             "dataset {} has a problem script ({}); its split is the script's prepare_data: POST {{\"custom\": true}} to /api/v1/datasets/{}/splits",
             d.id,

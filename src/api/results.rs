@@ -224,25 +224,27 @@ pub async fn settle(s: &ApiState) -> ApiResult<()> {
     Ok(())
 }
 
-/// A submission fold still TODO whose queue fold runs shows how far it got, live, in `live`:
+/// How far a submission fold still TODO whose queue fold runs got, live (shown in `live`):
 /// the fold image writes "trained", then "validated", to its status file after each phase,
 /// and the agent reports it with the fold's progress. `state` stays TODO until the fold ends
 /// (VALIDATED is also an end state, for submissions without a test table).
-pub(super) async fn live_phase(s: &ApiState, sf: &mut SubmissionFoldRecord) -> ApiResult<()> {
+pub(super) async fn live_phase(
+    s: &ApiState,
+    sf: &SubmissionFoldRecord,
+) -> ApiResult<Option<Phase>> {
     if sf.state != Phase::Todo {
-        return Ok(());
+        return Ok(None);
     }
     let fold = s.store.fold(sf.fold_id).await?;
     let status = fold
         .current_attempt
         .and_then(|a| s.master.progress(a))
         .and_then(|p| p.status);
-    sf.live = match status.as_deref() {
+    Ok(match status.as_deref() {
         Some("trained") => Some(Phase::Trained),
         Some("validated" | "tested") => Some(Phase::Validated),
         _ => None,
-    };
-    Ok(())
+    })
 }
 
 #[derive(Deserialize, Default)]

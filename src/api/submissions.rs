@@ -51,6 +51,26 @@ pub struct Cv {
     stratify: bool,
 }
 
+/// A queue fold of the fold image running `command` (no inputs yet) with the defaults of
+/// submission folds: default resources and queue, no time limits, no retries. Callers set
+/// what differs.
+pub(super) fn image_fold(command: &str, priority: Priority) -> FoldSpec {
+    FoldSpec {
+        command: vec![command.into()],
+        image: Some(submission::FOLD_IMAGE.into()),
+        inputs: Vec::new(),
+        env: BTreeMap::new(),
+        resources: default_resources(),
+        soft_time_limit: None,
+        hard_time_limit: None,
+        queue: DEFAULT_QUEUE.into(),
+        priority,
+        max_retries: 0,
+        requirements: None,
+        rank: None,
+    }
+}
+
 pub(super) fn default_resources() -> Resources {
     Resources {
         cpus: 1.0,
@@ -158,18 +178,12 @@ pub async fn create(
         required_files(&d).map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
     let files = decode_files(&req.files, &required)?;
     let template = FoldSpec {
-        command: vec![submission::FOLD_COMMAND.into()],
-        image: Some(submission::FOLD_IMAGE.into()),
-        inputs: Vec::new(),
-        env: BTreeMap::new(),
         resources: req.resources.clone(),
         soft_time_limit: req.soft_time_limit,
         hard_time_limit: req.hard_time_limit,
         queue: req.queue.clone().unwrap_or_else(|| DEFAULT_QUEUE.into()),
-        priority: req.priority,
         max_retries: req.max_retries,
-        requirements: None,
-        rank: None,
+        ..image_fold(submission::FOLD_COMMAND, req.priority)
     };
     template.validate().map_err(ApiError::bad_request)?;
     let (client_folds, cv) = match (req.folds, req.cv) {
@@ -394,7 +408,7 @@ pub async fn show(
     settle(&s).await?;
     let mut sub = s.store.submission(id).await?;
     for sf in &mut sub.folds {
-        live_phase(&s, sf).await?;
+        sf.live = live_phase(&s, sf).await?;
     }
     // Why a TODO fold waits: its queue fold's state and reason.
     let mut queue = serde_json::Map::new();
@@ -414,7 +428,7 @@ pub async fn show_fold(
 ) -> ApiResult<Json<Value>> {
     settle(&s).await?;
     let (mut sf, sub, runs) = s.store.submission_fold(id).await?;
-    live_phase(&s, &mut sf).await?;
+    sf.live = live_phase(&s, &sf).await?;
     let fold = s.store.fold(sf.fold_id).await?;
     let log = String::from_utf8_lossy(&s.store.log(sf.fold_id).await?).into_owned();
     let runs: Vec<Value> = runs

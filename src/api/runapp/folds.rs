@@ -7,10 +7,10 @@
 
 use super::super::layout::{required_files, Layout};
 use super::super::results::{live_phase, settle};
-use super::super::submissions::{build_fold, decode_files, default_resources, held};
+use super::super::submissions::{build_fold, decode_files, held, image_fold};
 use super::super::ApiState;
 use super::{body_object, decode_indices, decode_zb64, encode_f64, RunappError, RunappResult};
-use crate::model::{FoldSpec, Priority, DEFAULT_QUEUE, PRIORITY_HIGH, PRIORITY_LOW};
+use crate::model::{Priority, PRIORITY_HIGH, PRIORITY_LOW};
 use crate::store::{
     sha256_hex, NewSubmission, Principal, RunappFold, RunappTarget, StoreError,
     SubmissionFoldRecord,
@@ -147,20 +147,7 @@ pub async fn create(
     let train_is = decode_indices(&train_text, n).map_err(|e| RunappError::field("train_is", e))?;
     let test_is = decode_indices(&test_text, n).map_err(|e| RunappError::field("test_is", e))?;
     cv::check_fold("train_is", &train_is, &test_is, n).map_err(RunappError::bad)?;
-    let template = FoldSpec {
-        command: vec![submission::FOLD_COMMAND.into()],
-        image: Some(submission::FOLD_IMAGE.into()),
-        inputs: Vec::new(),
-        env: BTreeMap::new(),
-        resources: default_resources(),
-        soft_time_limit: None,
-        hard_time_limit: None,
-        queue: DEFAULT_QUEUE.into(),
-        priority: prio,
-        max_retries: 0,
-        requirements: None,
-        rank: None,
-    };
+    let template = image_fold(submission::FOLD_COMMAND, prio);
     let index = match existing {
         Some(id) => s.store.submission(id).await?.folds.len() as i64,
         None => 0,
@@ -331,9 +318,7 @@ pub(super) async fn render(
     shape: Shape,
 ) -> RunappResult<Rendered> {
     // The original's states move TODO → TRAINED → VALIDATED → TESTED while a fold runs.
-    let mut live = sf.clone();
-    live_phase(s, &mut live).await?;
-    let state = live.live.unwrap_or(sf.state).as_str();
+    let state = live_phase(s, sf).await?.unwrap_or(sf.state).as_str();
     let t = &sf.timings;
     // Memory in MiB per phase: the fold image's per-phase peak of the fold's own container
     // (train; test: the larger of valid and test, which is what the original's test phase
@@ -429,7 +414,7 @@ pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> 
     settle(&s).await?;
     let mut folds = s.store.runapp_folds(None).await?;
     for (_, sf) in &mut folds {
-        live_phase(&s, sf).await?;
+        sf.live = live_phase(&s, sf).await?;
     }
     Ok(Json(
         folds
