@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from datarun_client import BadRequest, Client
+from helpers import stratified_folds
 
 K = 5
 SCORES = ["accuracy", "roc_auc", "log_loss"]
@@ -19,22 +20,6 @@ SCORES = ["accuracy", "roc_auc", "log_loss"]
 def species(repo):
     with open(os.path.join(repo, "examples/iris/iris.csv")) as f:
         return [row["species"] for row in csv.DictReader(f)]
-
-
-def stratified_folds(labels, k, seed):
-    """Stratified k-fold of positions 0..len(labels)-1, by numpy alone: each class's positions,
-    shuffled, dealt round-robin to the k folds."""
-    labels = np.asarray(labels)
-    rng = np.random.default_rng(seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    start = 0
-    for cls in np.unique(labels):
-        pos = np.flatnonzero(labels == cls)
-        rng.shuffle(pos)
-        fold_of[pos] = (np.arange(len(pos)) + start) % k
-        start += len(pos)
-    every = np.arange(len(labels))
-    return [(every[fold_of != i], every[fold_of == i]) for i in range(k)]
 
 
 @pytest.fixture(scope="module")

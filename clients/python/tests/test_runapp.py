@@ -9,43 +9,15 @@ good one is TESTED on every fold with test accuracy > 0.9; the broken one ERROR 
 import base64
 import math
 import os
-import time
-import zlib
 
 import numpy as np
 import pytest
 import requests
 
+from helpers import get, post, read_file, unzb64, url, wait_ended, zb64
+
 K = 5
 NAME = "iris-runapp"
-
-
-def url(path):
-    return os.environ["DATARUN_URL"].rstrip("/") + "/runapp/" + path
-
-
-AUTH = ("databoard", os.environ.get("DATARUN_TOKEN", ""))
-
-
-def post(path, data, auth=AUTH):
-    return requests.post(url(path), json=data, auth=auth, timeout=60)
-
-
-def get(path):
-    return requests.get(url(path), auth=AUTH, timeout=60)
-
-
-def zb64(raw):
-    return base64.b64encode(zlib.compress(raw)).decode()
-
-
-def unzb64(text, dtype, shape):
-    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype).reshape(shape)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def sklearn_split(n, test_size, random_state):
@@ -53,19 +25,6 @@ def sklearn_split(n, test_size, random_state):
     n_test = int(math.ceil(test_size * n))
     perm = np.random.RandomState(random_state).permutation(n)
     return perm[n_test:], perm[:n_test]
-
-
-def wait_ended(ids):
-    deadline = time.time() + 300
-    while True:
-        r = post("testpredictions/list/", {"list_submission_fold": ids})
-        assert r.status_code == 200, r.text
-        res = {f["databoard_sf_id"]: f for f in r.json()}
-        # TRAINED and VALIDATED show while a fold runs, as in the original: wait for an end.
-        if all(f["state"] in ("TESTED", "ERROR") for f in res.values()) or time.time() > deadline:
-            return res
-        time.sleep(1)
-
 
 
 @pytest.fixture(scope="module")

@@ -8,84 +8,18 @@ deadline), a good and a broken submission on 5 CV folds of the script's training
 one fold per call, and their results in `testpredictions/new/`, once. Several files without a
 .py are refused with the original's 406."""
 
-import base64
-import json
 import os
-import shutil
 import time
-import zlib
-import importlib.util
 
 import numpy as np
 import pytest
 import requests
 
+from helpers import AUTH, post, url, read_file, stratified_folds, text_problem_split, topics, unzb64, wait_ended, zb64
+
 K = 5
 NAME = "text-runapp"
 EX = "examples/text_problem"
-AUTH = ("databoard", os.environ.get("DATARUN_TOKEN", ""))
-
-
-def url(path):
-    return os.environ["DATARUN_URL"].rstrip("/") + "/runapp/" + path
-
-
-def post(path, data):
-    return requests.post(url(path), json=data, auth=AUTH, timeout=60)
-
-
-def zb64(raw):
-    return base64.b64encode(zlib.compress(raw)).decode()
-
-
-def unzb64(text, dtype, shape):
-    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype=dtype).reshape(shape)
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def topics_of(path):
-    with open(path) as f:
-        return np.array([json.loads(l)["topic"] for l in f if l.strip()])
-
-
-def local_split(repo, tmp):
-    """The script's prepare_data run here: the training and test topics, in the script's order."""
-    shutil.copy(os.path.join(repo, EX, "docs.jsonl"), tmp)
-    spec = importlib.util.spec_from_file_location("runapp_specific", os.path.join(repo, EX, "specific.py"))
-    specific = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(specific)
-    specific.prepare_data(str(tmp))
-    return topics_of(os.path.join(tmp, "train.jsonl")), topics_of(os.path.join(tmp, "test.jsonl"))
-
-
-def stratified_folds(labels, k, seed):
-    labels = np.asarray(labels)
-    rng = np.random.RandomState(seed)
-    fold_of = np.empty(len(labels), dtype=np.int64)
-    start = 0
-    for cls in np.unique(labels):
-        pos = np.flatnonzero(labels == cls)
-        rng.shuffle(pos)
-        fold_of[pos] = (np.arange(len(pos)) + start) % k
-        start += len(pos)
-    every = np.arange(len(labels))
-    return [(every[fold_of != i], every[fold_of == i]) for i in range(k)]
-
-
-def wait_ended(ids):
-    deadline = time.time() + 400
-    while True:
-        r = post("testpredictions/list/", {"list_submission_fold": ids})
-        assert r.status_code == 200, r.text
-        res = {f["databoard_sf_id"]: f for f in r.json()}
-        # TRAINED and VALIDATED show while a fold runs, as in the original: wait for an end.
-        if all(f["state"] in ("TESTED", "ERROR") for f in res.values()) or time.time() > deadline:
-            return res
-        time.sleep(1)
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +39,8 @@ def flow(repo, tmp_path_factory):
     task_id = r.json()["task_id"]
     assert task_id.startswith("split-"), task_id
 
-    y_train, y_test = local_split(repo, tmp_path_factory.mktemp("runapp-text"))
+    train, test = text_problem_split(repo, tmp_path_factory.mktemp("runapp-text"))
+    y_train, y_test = topics(train), topics(test)
     assert len(y_train) == 240 and len(y_test) == 60
     folds = stratified_folds(y_train, K, 0)
 

@@ -8,39 +8,18 @@ to ours from its predictions); the broken one ERROR with its traceback; each res
 through the "new" feed once; the submissions listing counts their states."""
 
 import hashlib
-import importlib.util
-import json
 import os
-import shutil
 import time
 
 import numpy as np
 import pytest
 
 from datarun_client import BadRequest, Conflict, SplitFailed
+from helpers import read_file, text_problem_split, topics
 
 K = 5
 EX = "examples/text_problem"
 TOPICS = ["astronomy", "cooking", "football"]
-
-
-def read_file(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def local_split(repo, tmp):
-    """The script's own prepare_data run here on a copy: (train.jsonl, test.jsonl) bytes."""
-    shutil.copy(os.path.join(repo, EX, "docs.jsonl"), tmp)
-    spec = importlib.util.spec_from_file_location("text_specific", os.path.join(repo, EX, "specific.py"))
-    specific = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(specific)
-    specific.prepare_data(str(tmp))
-    return read_file(os.path.join(tmp, "train.jsonl")), read_file(os.path.join(tmp, "test.jsonl"))
-
-
-def topics(jsonl):
-    return np.array([json.loads(l)["topic"] for l in jsonl.decode().splitlines() if l.strip()])
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +70,7 @@ def text(client, repo, tmp_path_factory):
     good = client.wait_submission(good["id"], timeout=400)
     broken = client.wait_submission(broken["id"], timeout=400)
     print(f"text: both submissions ended {time.monotonic() - t0:.1f}s after the upload")
-    train, test = local_split(repo, tmp_path_factory.mktemp("text-split"))
+    train, test = text_problem_split(repo, tmp_path_factory.mktemp("text-split"))
     return {"dataset": data, "running": running, "early": early, "split": split, "good": good,
             "broken": broken, "train": train, "test": test}
 
