@@ -38,6 +38,8 @@ pub(super) struct Shared {
     pub(super) view: RwLock<MasterView>,
     pub(super) wake: Notify,
     pub(super) commands: mpsc::UnboundedSender<Command>,
+    /// The idle folds, as the loop keeps them (read here for `analyze`).
+    pub(super) index: Arc<RwLock<IdleIndex>>,
 }
 
 /// The API's handle on the master.
@@ -139,6 +141,14 @@ impl MasterHandle {
             .progress
             .get(&attempt)
             .cloned()
+    }
+
+    /// How many idle folds wait ahead of `fold` in line, and how many wait in all (from the
+    /// loop's idle index: no scan of the queue).
+    pub fn place_in_line(&self, fold: &PendingFold) -> (usize, usize) {
+        let fair = self.fair_share();
+        let index = self.shared.index.read().expect("index lock");
+        (index.place_in_line(fold, fair.as_ref()), index.len())
     }
 
     /// Why a fold is not running, against the runners as they are now.

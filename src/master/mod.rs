@@ -16,10 +16,10 @@ pub use reload::ReloadReport;
 pub use runners::RunnerStatus;
 
 use crate::inventory::{ExecutorKind, Inventory, Transport};
-use crate::model::{AttemptId, FoldSpec, Progress};
+use crate::model::{AttemptId, FoldId, FoldSpec, Progress};
 use crate::protocol::{self, FromAgent, Grant, RunAttempt, ToAgent, PROTOCOL_VERSION};
-use crate::scheduler::{self, PendingFold, RunnerView, Snapshot};
-use crate::store::{CancelTarget, NewAttempt, RecordResult, ResultInput, Store};
+use crate::scheduler::{self, IdleIndex, OwnerCap, PendingFold, RunnerView};
+use crate::store::{CancelTarget, FoldChange, NewAttempt, RecordResult, ResultInput, Store};
 use crate::transport::{local, LinkEvent};
 use runners::RunnerState;
 use std::collections::{BTreeMap, HashMap};
@@ -45,35 +45,6 @@ pub struct MasterConfig {
     pub fair_share: Option<Duration>,
     /// At most this many folds of one owner run at once.
     pub owner_cap: Option<u32>,
-}
-
-/// Keeps, of each owner's idle folds, only the first ones in line that its cap still allows
-/// (`cap` running at once, counting those running now).
-fn within_owner_cap(
-    folds: Vec<PendingFold>,
-    cap: u32,
-    running: &BTreeMap<&str, usize>,
-    queue_priority: &BTreeMap<String, i64>,
-    fair: Option<&scheduler::FairShare>,
-) -> Vec<PendingFold> {
-    let order = scheduler::line_order(&folds, queue_priority, fair);
-    let mut room: HashMap<&str, usize> = HashMap::new();
-    let mut keep = vec![false; folds.len()];
-    for i in order {
-        let owner = folds[i].owner.as_str();
-        let left = room.entry(owner).or_insert_with(|| {
-            (cap as usize).saturating_sub(running.get(owner).copied().unwrap_or(0))
-        });
-        if *left > 0 {
-            *left -= 1;
-            keep[i] = true;
-        }
-    }
-    folds
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(f, k)| k.then_some(f))
-        .collect()
 }
 
 /// The scheduler's view of a fold spec.
@@ -111,6 +82,10 @@ pub struct Master {
     inventory_stamp: reload::Stamp,
     inventory_error: Option<String>,
     usage: fair::Usage,
+    /// The idle folds (shared with the API for `analyze`), and the newest store change it
+    /// reflects.
+    index: Arc<RwLock<IdleIndex>>,
+    seq: i64,
 }
 
 impl Master {
@@ -122,6 +97,9 @@ impl Master {
             view: RwLock::new(MasterView::default()),
             wake: Notify::new(),
             commands: cmd_tx,
+            index: Arc::new(RwLock::new(IdleIndex::new(
+                cfg.inventory.queue_priorities(),
+            ))),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut runners: BTreeMap<String, RunnerState> = cfg
@@ -158,7 +136,18 @@ impl Master {
         for a in active.iter().filter(|a| runners.contains_key(&a.runner)) {
             usage.started(a.attempt, &a.owner);
         }
+        // The idle index, loaded once; from here on it follows the store's changes.
+        let (idle, seq) = store.pending_folds().await?;
+        let index = shared.index.clone();
+        {
+            let mut ix = index.write().expect("index lock");
+            for f in idle {
+                ix.insert(f);
+            }
+        }
         let mut master = Master {
+            index,
+            seq,
             cfg,
             store,
             runners,
@@ -295,8 +284,33 @@ impl Master {
         }
     }
 
-    /// One matching cycle: snapshot, match, commit, then tell the agents.
+    /// Brings the idle index up to date with the store: what changed since the last look.
+    async fn follow_changes(&mut self) -> anyhow::Result<()> {
+        const PAGE: usize = 10_000;
+        loop {
+            let (changes, seq) = self.store.fold_changes(self.seq, PAGE).await?;
+            self.seq = seq;
+            let full = changes.len() == PAGE;
+            let mut index = self.index.write().expect("index lock");
+            index.set_queue_priority(self.cfg.inventory.queue_priorities());
+            for change in changes {
+                match change {
+                    FoldChange::Idle(f) => index.insert(f),
+                    FoldChange::NotIdle(id) => {
+                        index.remove(id);
+                    }
+                }
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One matching cycle: follow the store's changes, match from the idle index, commit,
+    /// then tell the agents.
     async fn cycle(&mut self) -> anyhow::Result<()> {
+        self.follow_changes().await?;
         let names: Vec<String> = self.runners.keys().cloned().collect();
         let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
         if !views
@@ -305,51 +319,62 @@ impl Master {
         {
             return Ok(());
         }
-        let folds = self.store.pending_folds().await?;
-        if folds.is_empty() {
-            return Ok(());
-        }
-        let queue_priority = self.cfg.inventory.queue_priorities();
         let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
-        let folds = match self.cfg.owner_cap {
-            Some(cap) => within_owner_cap(
-                folds,
-                cap,
-                &self.usage.running(),
-                &queue_priority,
+        let running = self.usage.running();
+        let assignments = {
+            let index = self.index.read().expect("index lock");
+            if index.is_empty() {
+                return Ok(());
+            }
+            scheduler::schedule_index(
+                &index,
+                &views,
                 fair_share.as_ref(),
-            ),
-            None => folds,
+                self.cfg.owner_cap.map(|cap| OwnerCap {
+                    cap,
+                    running: &running,
+                }),
+            )
         };
-        let snapshot = Snapshot {
-            folds,
-            runners: views,
-            queue_priority,
-            fair_share,
-        };
-        let plan = scheduler::schedule(&snapshot);
-        if plan.assignments.is_empty() {
+        drop(running);
+        if assignments.is_empty() {
             return Ok(());
         }
-        let by_id: HashMap<i64, &PendingFold> = snapshot.folds.iter().map(|f| (f.id, f)).collect();
-        let new: Vec<NewAttempt> = plan
-            .assignments
-            .iter()
-            .map(|a| {
-                let f = by_id[&a.fold];
-                NewAttempt {
-                    fold: a.fold,
-                    runner: names[a.runner].clone(),
-                    grant: Grant {
-                        millicpus: f.millicpus,
-                        memory: f.memory,
-                        gpus: a.gpus.clone(),
-                    },
-                }
-            })
-            .collect();
-        for (attempt, n, spec) in self.store.assign(new).await? {
-            self.usage.started(attempt, &by_id[&n.fold].owner);
+        let mut owners: HashMap<FoldId, String> = HashMap::with_capacity(assignments.len());
+        let new: Vec<NewAttempt> = {
+            let index = self.index.read().expect("index lock");
+            assignments
+                .iter()
+                .map(|a| {
+                    let f = index
+                        .get(a.fold)
+                        .expect("an assigned fold is idle in the index");
+                    owners.insert(a.fold, f.owner);
+                    NewAttempt {
+                        fold: a.fold,
+                        runner: names[a.runner].clone(),
+                        grant: Grant {
+                            millicpus: f.millicpus,
+                            memory: f.memory,
+                            gpus: a.gpus.clone(),
+                        },
+                    }
+                })
+                .collect()
+        };
+        let assigned: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
+        let committed = self.store.assign(new).await?;
+        // Whether committed or found no longer idle, these folds leave the index now.
+        self.index
+            .write()
+            .expect("index lock")
+            .remove_many(&assigned);
+        if committed.len() < assigned.len() {
+            // Some were held or removed meanwhile: their slots are free for the next cycle.
+            self.dirty = true;
+        }
+        for (attempt, n, spec) in committed {
+            self.usage.started(attempt, &owners[&n.fold]);
             let run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
             let r = self
                 .runners

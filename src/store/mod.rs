@@ -28,8 +28,8 @@ pub use submissions::{
 pub use tokens::Principal;
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
-    OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldChange, FoldFilter, FoldRecord,
+    NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;

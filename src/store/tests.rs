@@ -195,13 +195,85 @@ async fn hold_release_remove() {
         .release(fold, "ann".into(), ReleaseChanges::default())
         .await
         .unwrap();
-    assert_eq!(store.pending_folds().await.unwrap().len(), 1);
+    assert_eq!(store.pending_folds().await.unwrap().0.len(), 1);
     assert!(store.remove(fold, "ann".into()).await.unwrap().is_none());
     assert!(matches!(
         store.remove(fold, "ann".into()).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store.pending_folds().await.unwrap().is_empty());
+    assert!(store.pending_folds().await.unwrap().0.is_empty());
+}
+
+/// Applies the changes since `seq` to `index` and checks it holds exactly the idle folds.
+async fn follow(store: &Store, seq: &mut i64, index: &mut crate::scheduler::IdleIndex) {
+    let (changes, next) = store.fold_changes(*seq, 2).await.unwrap();
+    assert!(next >= *seq);
+    *seq = next;
+    let more = changes.len() == 2;
+    for c in changes {
+        match c {
+            FoldChange::Idle(f) => index.insert(f),
+            FoldChange::NotIdle(id) => {
+                index.remove(id);
+            }
+        }
+    }
+    if more {
+        Box::pin(follow(store, seq, index)).await;
+        return;
+    }
+    let (idle, _) = store.pending_folds().await.unwrap();
+    let mut want: Vec<i64> = idle.iter().map(|f| f.id).collect();
+    let mut got: Vec<i64> = index.folds().map(|f| f.id).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    for f in idle {
+        assert_eq!(
+            index.get(f.id),
+            Some(f),
+            "the index holds what the store holds"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_change_feed_keeps_an_idle_index_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let (_, mut seq) = store.pending_folds().await.unwrap();
+    let mut index = crate::scheduler::IdleIndex::default();
+    let ids = store
+        .submit("ann".into(), (0..5).map(|_| (spec(1), None)).collect())
+        .await
+        .unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.len(), 5);
+    let a = assign(&store, ids[0]).await;
+    let b = assign(&store, ids[1]).await;
+    follow(&store, &mut seq, &mut index).await;
+    // A failure with a retry left requeues; a loss of an attempt that never started too.
+    store
+        .record_result(result(a, Outcome::ExitCode { code: 1 }))
+        .await
+        .unwrap();
+    store.mark_lost(b, "gone".into()).await.unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.len(), 5);
+    store
+        .hold(ids[2], HoldCode::User, "wait".into())
+        .await
+        .unwrap();
+    store.remove(ids[3], "ann".into()).await.unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.len(), 3);
+    let more = ReleaseChanges {
+        memory: Some(2 << 30),
+        ..Default::default()
+    };
+    store.release(ids[2], "ann".into(), more).await.unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.get(ids[2]).unwrap().memory, 2 << 30);
 }
 
 #[tokio::test]
