@@ -182,14 +182,17 @@ impl Master {
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
             }
-            let t0 = Instant::now();
             self.flush().await?;
-            let t1 = Instant::now();
             if self.dirty {
                 self.dirty = false;
-                self.cycle().await?;
+                let t = Instant::now();
+                let placed = self.cycle().await?;
+                tracing::debug!(
+                    target: "datarun::timing",
+                    "cycle_ms={:.3} placed={placed}",
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
             }
-            tracing::trace!(target: "datarun::timing", "flush {:?} cycle {:?}", t1 - t0, t1.elapsed());
             self.publish();
         }
     }
@@ -309,7 +312,7 @@ impl Master {
 
     /// One matching cycle: follow the store's changes, match from the idle index, commit,
     /// then tell the agents.
-    async fn cycle(&mut self) -> anyhow::Result<()> {
+    async fn cycle(&mut self) -> anyhow::Result<usize> {
         self.follow_changes().await?;
         let names: Vec<String> = self.runners.keys().cloned().collect();
         let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
@@ -317,14 +320,14 @@ impl Master {
             .iter()
             .any(|v| v.unavailable.is_none() && v.slots_free > 0)
         {
-            return Ok(());
+            return Ok(0);
         }
         let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
         let running = self.usage.running();
         let assignments = {
             let index = self.index.read().expect("index lock");
             if index.is_empty() {
-                return Ok(());
+                return Ok(0);
             }
             scheduler::schedule_index(
                 &index,
@@ -338,7 +341,7 @@ impl Master {
         };
         drop(running);
         if assignments.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut owners: HashMap<FoldId, String> = HashMap::with_capacity(assignments.len());
         let new: Vec<NewAttempt> = {
@@ -373,6 +376,7 @@ impl Master {
             // Some were held or removed meanwhile: their slots are free for the next cycle.
             self.dirty = true;
         }
+        let placed = committed.len();
         for (attempt, n, spec) in committed {
             self.usage.started(attempt, &owners[&n.fold]);
             let run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
@@ -385,7 +389,7 @@ impl Master {
                 link.send(ToAgent::Run(run));
             }
         }
-        Ok(())
+        Ok(placed)
     }
 
     fn run_message(

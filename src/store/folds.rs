@@ -305,11 +305,11 @@ impl Store {
     }
 
     pub async fn fold(&self, id: FoldId) -> Result<FoldRecord> {
-        self.call(move |conn| get_fold(conn, id)).await
+        self.read(move |conn| get_fold(conn, id)).await
     }
 
     pub async fn list_folds(&self, filter: FoldFilter) -> Result<(Vec<FoldRecord>, i64)> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if !filter.states.is_empty() {
@@ -341,7 +341,7 @@ impl Store {
     }
 
     pub async fn attempts(&self, fold: FoldId) -> Result<Vec<AttemptRecord>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE fold_id = ?1 ORDER BY id");
             let mut attempts = conn
                 .prepare_cached(&sql)?
@@ -359,7 +359,7 @@ impl Store {
     }
 
     pub async fn events(&self, fold: FoldId) -> Result<Vec<EventRecord>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT id, at, attempt_id, kind, detail FROM events WHERE fold_id = ?1 ORDER BY id")?
                 .query_map([fold], |r| Ok(EventRecord { id: r.get(0)?, at: r.get(1)?, attempt: r.get(2)?, kind: r.get(3)?, detail: r.get(4)? }))?
@@ -460,31 +460,26 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
-        self.call(move |conn| {
-            // "Started" alone need not reach the disk before we go on: if it is lost, the
-            // agent's hello after a restart says the attempt runs. Results always do.
-            let lazy = results.is_empty();
-            if lazy {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let lazy = results.is_empty();
+        // "Started" alone need not reach the disk before we go on: if it is lost, the agent's
+        // hello after a restart says the attempt runs. Results always do.
+        let apply = move |conn: &mut Connection| {
+            let tx = conn.transaction()?;
+            for attempt in started {
+                start_attempt(&tx, attempt)?;
             }
-            let applied = (|| {
-                let tx = conn.transaction()?;
-                for attempt in started {
-                    start_attempt(&tx, attempt)?;
-                }
-                let mut out = Vec::with_capacity(results.len());
-                for input in &results {
-                    out.push(finish_attempt(&tx, input, true)?);
-                }
-                tx.commit()?;
-                Ok(out)
-            })();
-            if lazy {
-                conn.pragma_update(None, "synchronous", "FULL")?;
+            let mut out = Vec::with_capacity(results.len());
+            for input in &results {
+                out.push(finish_attempt(&tx, input, true)?);
             }
-            applied
-        })
-        .await
+            tx.commit()?;
+            Ok(out)
+        };
+        if lazy {
+            self.call_lazy(apply).await
+        } else {
+            self.call(apply).await
+        }
     }
 
     /// Ends an attempt as lost (its runner or agent is gone). An attempt that never started
@@ -516,7 +511,7 @@ impl Store {
 
     /// An output file of a fold's newest attempt (or of `attempt`).
     pub async fn output(&self, fold: FoldId, name: String) -> Result<Vec<u8>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let sha: Option<String> = conn
                 .prepare_cached(
                     "SELECT o.sha256 FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
@@ -532,7 +527,7 @@ impl Store {
 
     /// The log of a fold's newest attempt (empty when it logged nothing or has not ended).
     pub async fn log(&self, fold: FoldId) -> Result<Vec<u8>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             get_fold(conn, fold)?;
             last_log(conn, fold)
         })
@@ -540,9 +535,9 @@ impl Store {
     }
 
     pub async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
-        self.call(|conn| {
+        self.read(|conn| {
             Ok(conn
-                .prepare_cached("SELECT queue, owner, state, COUNT(*) FROM folds GROUP BY queue, owner, state ORDER BY queue, owner")?
+                .prepare_cached("SELECT queue, owner, state, n FROM fold_counts WHERE n > 0 ORDER BY queue, owner, state")?
                 .query_map([], |r| {
                     let state: String = r.get(2)?;
                     Ok(QueueCount { queue: r.get(0)?, owner: r.get(1)?, state: FoldState::parse(&state).unwrap_or(FoldState::Held), count: r.get::<_, i64>(3)? as u64 })

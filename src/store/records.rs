@@ -231,7 +231,7 @@ impl super::Store {
     /// Idle folds, as the scheduler needs them, and the newest change they include (read in
     /// one transaction, so `fold_changes(seq)` continues exactly where this snapshot ends).
     pub async fn pending_folds(&self) -> super::Result<(Vec<PendingFold>, i64)> {
-        self.call(|conn| {
+        self.read(|conn| {
             let tx = conn.transaction()?;
             let seq: i64 =
                 tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
@@ -253,7 +253,7 @@ impl super::Store {
         seq: i64,
         limit: usize,
     ) -> super::Result<(Vec<FoldChange>, i64)> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let sql = format!(
                 "SELECT seq, state, {PENDING_COLUMNS} FROM folds WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             );

@@ -222,6 +222,24 @@ async fn follow(store: &Store, seq: &mut i64, index: &mut crate::scheduler::Idle
         Box::pin(follow(store, seq, index)).await;
         return;
     }
+    // The counts kept by triggers agree with counting the folds.
+    let counted: Vec<(String, String, String, i64)> = store
+        .read(|conn| {
+            Ok(conn
+                .prepare("SELECT queue, owner, state, COUNT(*) FROM folds GROUP BY queue, owner, state ORDER BY queue, owner, state")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+        .unwrap();
+    let kept: Vec<(String, String, String, i64)> = store
+        .queue_counts()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.queue, c.owner, c.state.to_string(), c.count as i64))
+        .collect();
+    assert_eq!(kept, counted);
     let (idle, _) = store.pending_folds().await.unwrap();
     let mut want: Vec<i64> = idle.iter().map(|f| f.id).collect();
     let mut got: Vec<i64> = index.folds().map(|f| f.id).collect();
@@ -378,4 +396,47 @@ async fn tokens_verify_only_their_secret() {
         .await
         .unwrap();
     assert_ne!(stored, token, "tokens are stored hashed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submits_share_fsyncs_and_all_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let syncs = |store: Store| async move {
+        store
+            .read(|conn| {
+                Ok(conn.query_row("SELECT n FROM sync_marker", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap()
+    };
+    let before = syncs(store.clone()).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .submit(format!("owner{}", i % 7), vec![(spec(0), None)])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    let used = syncs(store.clone()).await - before;
+    assert!(used >= 1 && used < 200, "200 submits used {used} fsyncs");
+    // A lazy change alone (a started report) is not synced.
+    let before = syncs(store.clone()).await;
+    let attempt = assign(&store, ids[0]).await;
+    let after_assign = syncs(store.clone()).await;
+    assert_eq!(after_assign, before + 1, "an assignment is durable");
+    store.mark_started(attempt).await.unwrap();
+    assert_eq!(syncs(store.clone()).await, after_assign);
+    assert_eq!(store.fold(ids[0]).await.unwrap().state, FoldState::Running);
 }
