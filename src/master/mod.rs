@@ -28,6 +28,12 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 
+/// The API's view of the runners is refreshed at most every this much per runner (a
+/// copy of every runner's status costs about a microsecond each): a few runners are
+/// published on every loop turn, 10,000 at most every 200 ms.
+const PUBLISH_PER_RUNNER: Duration = Duration::from_micros(20);
+const PUBLISH_MAX: Duration = Duration::from_millis(200);
+
 pub struct MasterConfig {
     pub data_dir: PathBuf,
     pub inventory: Inventory,
@@ -86,6 +92,37 @@ pub struct Master {
     /// reflects.
     index: Arc<RwLock<IdleIndex>>,
     seq: i64,
+    /// Of the runners' capacity as last published (see `publish`).
+    capacity_fingerprint: u64,
+}
+
+/// A hash of what the capacity check reads of the runners (all but what is free now and
+/// whether they are available).
+fn capacity_fingerprint(views: &[RunnerView]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in views {
+        (
+            &v.name,
+            &v.queues,
+            v.slots_total,
+            v.millicpus_total,
+            v.memory_total,
+        )
+            .hash(&mut h);
+        (
+            &v.gpus_total,
+            v.hard_limit_ms,
+            &v.images,
+            &v.arch,
+            &v.os,
+            &v.labels,
+        )
+            .hash(&mut h);
+        v.requirements.hash(&mut h);
+        format!("{:?}", v.attributes).hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Master {
@@ -100,6 +137,7 @@ impl Master {
             index: Arc::new(RwLock::new(IdleIndex::new(
                 cfg.inventory.queue_priorities(),
             ))),
+            capacity_cache: Default::default(),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut runners: BTreeMap<String, RunnerState> = cfg
@@ -108,12 +146,16 @@ impl Master {
             .iter()
             .map(|r| (r.name.clone(), RunnerState::new(r.clone())))
             .collect();
-        for r in &cfg.inventory.runners {
-            let spec = serde_json::to_string(r).expect("runner spec serializes");
-            store
-                .upsert_runner(r.name.clone(), spec, "connecting".into(), None)
-                .await?;
-        }
+        let rows = cfg
+            .inventory
+            .runners
+            .iter()
+            .map(|r| {
+                let spec = serde_json::to_string(r).expect("runner spec serializes");
+                (r.name.clone(), spec, "connecting".to_string(), None)
+            })
+            .collect();
+        store.upsert_runners(rows).await?;
         for name in store.drained_runners().await? {
             if let Some(r) = runners.get_mut(&name) {
                 r.drained = true;
@@ -148,6 +190,7 @@ impl Master {
         let mut master = Master {
             index,
             seq,
+            capacity_fingerprint: 0,
             cfg,
             store,
             runners,
@@ -171,13 +214,20 @@ impl Master {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let shared = self.shared.clone();
+        let mut published = Instant::now();
+        // Something changed since the view was last published.
+        let mut stale = false;
         loop {
-            tokio::select! {
-                Some(ev) = self.events.recv() => self.on_link_event(ev).await?,
-                Some(cmd) = self.commands.recv() => self.on_command(cmd).await?,
-                _ = shared.wake.notified() => self.dirty = true,
-                _ = tick.tick() => self.housekeeping().await?,
-            }
+            let every = (PUBLISH_PER_RUNNER * self.runners.len() as u32).min(PUBLISH_MAX);
+            let publish_at = tokio::time::Instant::from_std(published + every);
+            let timer = tokio::select! {
+                Some(ev) = self.events.recv() => { self.on_link_event(ev).await?; false }
+                Some(cmd) = self.commands.recv() => { self.on_command(cmd).await?; false }
+                _ = shared.wake.notified() => { self.dirty = true; false }
+                _ = tick.tick() => { self.housekeeping().await?; false }
+                _ = tokio::time::sleep_until(publish_at), if stale => true,
+            };
+            stale |= !timer;
             // Drain whatever else is ready before one matching cycle.
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
@@ -193,14 +243,40 @@ impl Master {
                     t.elapsed().as_secs_f64() * 1000.0
                 );
             }
-            self.publish();
+            // With thousands of runners, copying the view on every loop turn would cost more
+            // than the matching (see PUBLISH_PER_RUNNER).
+            if stale && published.elapsed() >= every {
+                self.publish();
+                published = Instant::now();
+                stale = false;
+            }
         }
     }
 
     fn publish(&mut self) {
+        let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
+        // The capacity check at submit sees the runners as if idle and available; it is
+        // rebuilt (and its answers forgotten) only when that picture changes.
+        let fingerprint = capacity_fingerprint(&views);
+        let capacity = (fingerprint != self.capacity_fingerprint).then(|| {
+            self.capacity_fingerprint = fingerprint;
+            Arc::new(
+                views
+                    .iter()
+                    .map(|v| RunnerView {
+                        unavailable: None,
+                        ..v.clone()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
         let mut view = self.shared.view.write().expect("view lock");
+        if let Some(capacity) = capacity {
+            view.capacity = capacity;
+            view.capacity_gen += 1;
+        }
         view.runners = self.runners.values().map(RunnerState::status).collect();
-        view.views = self.runners.values().map(RunnerState::view).collect();
+        view.views = views;
         view.progress = self.progress.clone();
         view.queue_priority = self.cfg.inventory.queue_priorities();
         view.inventory_error = self.inventory_error.clone();
@@ -222,14 +298,18 @@ impl Master {
                 }
             }
             Command::Reload(reply) => {
-                let _ = reply.send(self.reload().await?);
+                let report = self.reload().await?;
+                self.publish();
+                let _ = reply.send(report);
             }
             Command::Drain {
                 runner,
                 drained,
                 reply,
             } => {
-                let _ = reply.send(self.set_drained(&runner, drained).await?);
+                let done = self.set_drained(&runner, drained).await?;
+                self.publish();
+                let _ = reply.send(done);
             }
             Command::Cancel(target) => {
                 if let Some(link) = self
@@ -314,14 +394,22 @@ impl Master {
     /// then tell the agents.
     async fn cycle(&mut self) -> anyhow::Result<usize> {
         self.follow_changes().await?;
-        let names: Vec<String> = self.runners.keys().cloned().collect();
-        let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
-        if !views
-            .iter()
-            .any(|v| v.unavailable.is_none() && v.slots_free > 0)
-        {
+        // Only the runners that may take a fold now are looked at in full: in a busy pool,
+        // a few of many.
+        let mut size = scheduler::PoolSize::default();
+        let mut names: Vec<&str> = Vec::new();
+        let mut views: Vec<RunnerView> = Vec::new();
+        for (name, r) in &self.runners {
+            r.size_into(&mut size);
+            if r.open() {
+                names.push(name);
+                views.push(r.view());
+            }
+        }
+        if views.is_empty() {
             return Ok(0);
         }
+        let names: Vec<String> = names.into_iter().map(String::from).collect();
         let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
         let running = self.usage.running();
         let assignments = {
@@ -332,6 +420,7 @@ impl Master {
             scheduler::schedule_index(
                 &index,
                 &views,
+                size,
                 fair_share.as_ref(),
                 self.cfg.owner_cap.map(|cap| OwnerCap {
                     cap,

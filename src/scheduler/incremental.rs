@@ -19,7 +19,7 @@
 
 use super::feasibility::{Pool, Shape, NO_IMAGE};
 use super::index::{IdleIndex, Key};
-use super::rank::Norm;
+use super::rank::{Norm, PoolSize};
 use super::requirements::Reqs;
 use super::{Assignment, FairShare, RunnerView};
 use std::cmp::Ordering;
@@ -67,9 +67,15 @@ enum ShapeState {
 
 /// One matching cycle over the index: the assignments `schedule` would make for the same
 /// idle folds (filtered by `cap` as the master filters them) and runners.
+///
+/// `runners` need only hold the runners that may take a fold now (available, a free slot;
+/// others are skipped anyway), so a caller with a busy pool passes a few; `size` is the whole
+/// pool's (`PoolSize::of` all runners), which best fit normalises by. An assignment's `runner`
+/// indexes `runners`.
 pub fn schedule_index(
     index: &IdleIndex,
     runners: &[RunnerView],
+    size: PoolSize,
     fair: Option<&FairShare>,
     cap: Option<OwnerCap<'_>>,
 ) -> Vec<Assignment> {
@@ -109,7 +115,7 @@ pub fn schedule_index(
     }
     let reqs = Reqs::new(&views, false);
     let mut pool = Pool::new(&views, queues, images, reqs);
-    pool.norm = Norm::new(runners);
+    pool.norm = Norm::of(&size);
 
     let mut shape_ids: HashMap<Shape, u32> = HashMap::new();
     let mut shapes: Vec<(Shape, ShapeState)> = Vec::new();

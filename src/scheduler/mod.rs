@@ -56,6 +56,7 @@ pub use feasibility::accepts_image;
 pub use incremental::{schedule_index, OwnerCap};
 pub use index::IdleIndex;
 pub use line::{line_order, order_key, place_in_line, within_owner_cap, FairShare};
+pub use rank::PoolSize;
 
 use crate::model::{FoldId, HoldCode};
 pub use expr::AttrValue;

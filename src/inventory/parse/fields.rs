@@ -8,6 +8,7 @@ use crate::model::valid_name;
 use crate::scheduler::AttrValue;
 use std::collections::BTreeMap;
 
+/// The keys of a `[[runner]]`; the first `RUNNER_ONLY` are not allowed in `[defaults]`.
 const RUNNER_KEYS: &[&str] = &[
     "name",
     "address",
@@ -31,6 +32,8 @@ const RUNNER_KEYS: &[&str] = &[
     "requirements",
     "attributes",
 ];
+
+const RUNNER_ONLY: usize = 3;
 
 /// A value and the line it was written on.
 #[derive(Clone, Debug)]
@@ -336,7 +339,7 @@ pub(super) fn parse_table(
             }
             other => {
                 let (known, what) = if defaults {
-                    (&RUNNER_KEYS[2..], "[defaults]")
+                    (&RUNNER_KEYS[RUNNER_ONLY..], "[defaults]")
                 } else {
                     (RUNNER_KEYS, "a [[runner]]")
                 };

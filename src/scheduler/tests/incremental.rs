@@ -3,7 +3,7 @@
 //! ranks, runner requirements, images, GPUs and time limits, on pools partly busy.
 
 use super::*;
-use crate::scheduler::{schedule_index, within_owner_cap, IdleIndex, OwnerCap};
+use crate::scheduler::{schedule_index, within_owner_cap, IdleIndex, OwnerCap, PoolSize};
 
 /// A random pool and folds from several owners, some with requirements and ranks.
 fn random_case(rng: &mut Lcg, runners: usize, folds: usize) -> Snapshot {
@@ -101,12 +101,25 @@ fn compare(snap: &Snapshot, cap: Option<(u32, &BTreeMap<&str, usize>)>, what: &s
         ..snap.clone()
     });
     let index = IdleIndex::from_folds(snap.folds.clone(), snap.queue_priority.clone());
+    // Only the runners that may take a fold are passed, with the whole pool's size.
+    let open: Vec<usize> = (0..snap.runners.len())
+        .filter(|&i| snap.runners[i].unavailable.is_none() && snap.runners[i].slots_free > 0)
+        .collect();
+    let views: Vec<RunnerView> = open.iter().map(|&i| snap.runners[i].clone()).collect();
     let inc = schedule_index(
         &index,
-        &snap.runners,
+        &views,
+        PoolSize::of(&snap.runners),
         snap.fair_share.as_ref(),
         cap.map(|(cap, running)| OwnerCap { cap, running }),
     );
+    let inc: Vec<Assignment> = inc
+        .into_iter()
+        .map(|a| Assignment {
+            runner: open[a.runner],
+            ..a
+        })
+        .collect();
     assert_eq!(full.assignments, inc, "{what}");
 }
 
@@ -165,7 +178,13 @@ fn incremental_matching_follows_index_changes() {
     });
     assert_eq!(
         full.assignments,
-        schedule_index(&index, &snap.runners, None, None)
+        schedule_index(
+            &index,
+            &snap.runners,
+            PoolSize::of(&snap.runners),
+            None,
+            None
+        )
     );
     assert!(!full.assignments.is_empty());
 }
