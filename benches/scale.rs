@@ -240,7 +240,13 @@ fn main() {
     );
 
     // Status with everything idle.
-    let mut status_idle: Vec<f64> = (0..20).map(|_| timed(|| drop(b.counts()))).collect();
+    let mut status_idle: Vec<f64> = (0..20)
+        .map(|_| {
+            timed(|| {
+                b.counts();
+            })
+        })
+        .collect();
     status_idle.sort_by(f64::total_cmp);
 
     // 2. Release: every runner serves the queue.
@@ -269,7 +275,9 @@ fn main() {
     let mut first_start = Vec::new();
     let mut probe = 1i64;
     while t.elapsed() < Duration::from_secs(steady_secs) {
-        status.push(timed(|| drop(b.counts())));
+        status.push(timed(|| {
+            b.counts();
+        }));
         probe = (probe * 7919) % folds as i64 + 1;
         lookup.push(timed(|| drop(b.get(&format!("/folds/{probe}")))));
         if first_start.len() < 5
