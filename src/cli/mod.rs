@@ -80,6 +80,8 @@ enum Command {
         /// ~/.config/datarun/known_hosts.
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+        #[command(flatten)]
+        edge: serve::EdgeArgs,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -171,6 +173,7 @@ pub fn main() -> Result<()> {
             output_limit,
             lease,
             known_hosts,
+            edge,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -182,6 +185,7 @@ pub fn main() -> Result<()> {
                 output_limit,
                 lease,
                 known_hosts,
+                edge,
             };
             runtime()?.block_on(serve::run(args))
         }
