@@ -126,7 +126,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let bound = listener.local_addr()?;
+    let mut addr = bound;
+    // Local CLI calls reach a master listening on every address through loopback (a TLS
+    // certificate names 127.0.0.1, never 0.0.0.0).
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let agent_exe =
         std::env::current_exe().context("cannot find the datarun binary to start agents from")?;
@@ -184,7 +193,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default (this machine)".into());
-    println!("datarun master serving {url}");
+    if bound == addr {
+        println!("datarun master serving {url}");
+    } else {
+        println!("datarun master serving {url} (listening on {bound})");
+    }
     println!("  data:      {}", args.data_dir.display());
     println!(
         "  inventory: {source} ({} runner{})",
