@@ -40,12 +40,21 @@ pub struct Conn {
     /// The master's data directory (for the local server address and admin token).
     #[arg(long, env = "DATARUN_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Also trust the CA certificates in this PEM file (a master serving HTTPS with a private
+    /// CA); the system's roots stay trusted.
+    #[arg(long, env = "DATARUN_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
     fn client(&self) -> Result<client::Client> {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-        client::Client::new(self.server.clone(), self.token.clone(), &dir)
+        client::Client::new(
+            self.server.clone(),
+            self.token.clone(),
+            self.ca_cert.as_deref(),
+            &dir,
+        )
     }
 }
 
