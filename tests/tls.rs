@@ -110,7 +110,8 @@ fn https_end_to_end_with_a_private_ca_for_the_cli_and_the_python_client() {
         text(&out.stderr)
     );
 
-    // The Python client over HTTPS: ca_cert=, then $DATARUN_CA_CERT; without the CA it fails.
+    // The Python client over HTTPS: ca_cert=, then $DATARUN_CA_CERT (both over
+    // $REQUESTS_CA_BUNDLE); without the CA it fails.
     let script = r#"
 import os
 from datarun_client import Client, Unreachable
@@ -136,7 +137,8 @@ print("python over https: ok")
         .env("CA", &pki.ca)
         .env("FOLD_ID", &id)
         .env_remove("DATARUN_CA_CERT")
-        .env_remove("REQUESTS_CA_BUNDLE")
+        // A bundle without the CA: ca_cert must win over it.
+        .env("REQUESTS_CA_BUNDLE", &pki.cert)
         .env_remove("CURL_CA_BUNDLE")
         .output()
         .unwrap();

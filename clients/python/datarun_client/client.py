@@ -230,10 +230,10 @@ class Client:
         self.timeout = timeout
         self.http = session or requests.Session()
         ca_cert = ca_cert or os.environ.get("DATARUN_CA_CERT")
-        if ca_cert:
-            if not os.path.isfile(ca_cert):
-                raise DatarunError(f"ca_cert {ca_cert}: no such file (a PEM CA certificate)")
-            self.http.verify = ca_cert
+        if ca_cert and not os.path.isfile(ca_cert):
+            raise DatarunError(f"ca_cert {ca_cert}: no such file (a PEM CA certificate)")
+        # Given per request: a session's verify would lose to $REQUESTS_CA_BUNDLE.
+        self.ca_cert = ca_cert or None
 
     def __repr__(self):
         return f"Client({self.url!r})"
@@ -252,6 +252,7 @@ class Client:
                 headers=headers,
                 timeout=self.timeout,
                 stream=stream,
+                verify=self.ca_cert,
             )
         except requests.RequestException as e:
             hint = ""
