@@ -131,7 +131,7 @@ async fn request(req: Request<Incoming>, app: Router, limits: &Limits) -> Respon
             return closing(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the request declares a body of {declared} bytes; this server accepts at most {} (see --max-body)",
+                    "the request body is larger than this server accepts (see --max-body): it declares {declared} bytes, the limit is {}",
                     limits.max_body
                 ),
             ));
