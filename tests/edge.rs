@@ -284,6 +284,42 @@ fn connections_beyond_the_cap_wait_for_a_free_slot() {
 }
 
 #[test]
+fn a_client_that_stops_reading_its_answer_loses_the_connection() {
+    let m = Master::start_with(None, &["--body-timeout", "2s"]);
+    let size: usize = 32 << 20;
+    let id = m.submit(vec![common::sh(&format!(
+        "head -c {size} /dev/zero > $DATARUN_OUTPUT/big"
+    ))])[0];
+    let fold = &m.wait_all(&[id], Duration::from_secs(60))[0];
+    assert_eq!(fold["state"], "done", "{fold}");
+    let mut s = connect(addr(&m));
+    s.write_all(
+        format!(
+            "GET /api/v1/folds/{id}/outputs/big HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\r\n",
+            m.token
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    // Read nothing past the body timeout, then everything there is.
+    std::thread::sleep(Duration::from_secs(4));
+    let (got, closed, _) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert!(
+        closed,
+        "the master kept the connection of a client that stopped reading ({} bytes read: {:?})",
+        got.len(),
+        String::from_utf8_lossy(&got[..got.len().min(300)])
+    );
+    assert!(
+        got.len() < size,
+        "the whole answer ({} bytes) was sent to a client that stopped reading",
+        got.len()
+    );
+    assert!(String::from_utf8_lossy(&got[..12]).starts_with("HTTP/1.1 200"));
+    health(addr(&m));
+}
+
+#[test]
 fn sigterm_stops_the_master_promptly_with_slow_connections_open() {
     let mut m = Master::start_with(None, &["--header-timeout", "2s"]);
     let addr = addr(&m);

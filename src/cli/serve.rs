@@ -39,7 +39,8 @@ pub struct EdgeArgs {
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     pub header_timeout: Duration,
     /// A request body that stalls this long, or falls behind --body-min-rate after it, answers
-    /// 408 and its connection is closed.
+    /// 408 and its connection is closed; so is one whose client reads nothing of its answer
+    /// for this long.
     #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
     pub body_timeout: Duration,
     /// Bytes per second a request body must average once --body-timeout has passed (0: none).

@@ -6,11 +6,14 @@
 //! - the TLS handshake and every request head must arrive within `header_timeout`, and an idle
 //!   keep-alive connection is closed after it too (hyper's header read timeout runs from idle);
 //! - a request body must keep arriving ([`body::BodyPace`]), else 408 and the connection closes;
+//! - an answer must keep leaving: a client that reads nothing of it for the body timeout loses
+//!   the connection ([`stall::Stalling`]);
 //! - a declared `Content-Length` over `max_body` answers 413 before any body byte is read.
 //!
 //! Errors it answers are the API's JSON errors. The router stays ignorant of all this.
 
 mod body;
+mod stall;
 pub mod tls;
 
 pub use body::BodyPace;
@@ -79,6 +82,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let stream = stall::Stalling::new(stream, limits.body.timeout);
         let (app, limits, tls, watcher) =
             (app.clone(), limits.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
