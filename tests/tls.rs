@@ -68,7 +68,7 @@ fn https_end_to_end_with_a_private_ca_for_the_cli_and_the_python_client() {
     let python = common::python::venv();
     let pki_dir = tempfile::tempdir().unwrap();
     let pki = make_pki(pki_dir.path());
-    let m = Master::start_tls(&pki.cert, &pki.key, &pki.ca);
+    let m = Master::start_tls(&pki.cert, &pki.key, &pki.ca, &[]);
     assert!(m.url.starts_with("https://127.0.0.1:"), "{}", m.url);
     let ca = pki.ca.to_str().unwrap();
 
@@ -148,6 +148,40 @@ print("python over https: ok")
         text(&out.stdout),
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_tls_client_that_never_finishes_its_handshake_is_closed_within_the_header_timeout() {
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = make_pki(pki_dir.path());
+    let m = Master::start_tls(&pki.cert, &pki.key, &pki.ca, &["--header-timeout", "2s"]);
+    let addr = m.url.strip_prefix("https://").unwrap();
+    // Silent, and a ClientHello's first bytes only: both are dropped at the timeout.
+    let mut silent = std::net::TcpStream::connect(addr).unwrap();
+    let mut partial = std::net::TcpStream::connect(addr).unwrap();
+    partial
+        .write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01])
+        .unwrap();
+    let start = Instant::now();
+    for s in [&mut silent, &mut partial] {
+        s.set_read_timeout(Some(Duration::from_secs(6))).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            other => panic!(
+                "a stalled TLS handshake was kept {:?}: {other:?}",
+                start.elapsed()
+            ),
+        }
+    }
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1500) && took < Duration::from_millis(3500),
+        "closed after {took:?} (header timeout 2 s)"
+    );
+    // The master still serves HTTPS.
+    assert_eq!(m.get("/folds")["folds"], serde_json::json!([]));
 }
 
 /// Runs `serve` with TLS files that cannot be used; (exit status, stderr).

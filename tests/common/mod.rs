@@ -58,14 +58,17 @@ impl Master {
         Master::launch(inventory, extra, http)
     }
 
-    /// Starts a master serving HTTPS with `cert` and `key` (PEM); the harness trusts `ca`.
-    pub fn start_tls(cert: &Path, key: &Path, ca: &Path) -> Master {
+    /// Starts a master serving HTTPS with `cert` and `key` (PEM) and `extra` `serve` arguments;
+    /// the harness trusts `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Master {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
         let http = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(60))
             .add_root_certificate(ca);
         let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
-        Master::launch(None, &["--tls-cert", cert, "--tls-key", key], http)
+        let mut args = vec!["--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(extra);
+        Master::launch(None, &args, http)
     }
 
     fn launch(
