@@ -40,12 +40,21 @@ pub struct Conn {
     /// The master's data directory (for the local server address and admin token).
     #[arg(long, env = "DATARUN_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Also trust the CA certificates in this PEM file (a master serving HTTPS with a private
+    /// CA); the system's roots stay trusted.
+    #[arg(long, env = "DATARUN_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
     fn client(&self) -> Result<client::Client> {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-        client::Client::new(self.server.clone(), self.token.clone(), &dir)
+        client::Client::new(
+            self.server.clone(),
+            self.token.clone(),
+            self.ca_cert.as_deref(),
+            &dir,
+        )
     }
 }
 
@@ -80,6 +89,8 @@ enum Command {
         /// ~/.config/datarun/known_hosts.
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+        #[command(flatten)]
+        edge: serve::EdgeArgs,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -171,6 +182,7 @@ pub fn main() -> Result<()> {
             output_limit,
             lease,
             known_hosts,
+            edge,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -182,6 +194,7 @@ pub fn main() -> Result<()> {
                 output_limit,
                 lease,
                 known_hosts,
+                edge,
             };
             runtime()?.block_on(serve::run(args))
         }

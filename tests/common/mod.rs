@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ml;
+pub mod python;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
 /// The small test image (`images/build-busybox.sh`).
@@ -53,6 +54,28 @@ impl Master {
 
     /// Starts a master with extra `serve` arguments.
     pub fn start_with(inventory: Option<&str>, extra: &[&str]) -> Master {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        Master::launch(inventory, extra, http)
+    }
+
+    /// Starts a master serving HTTPS with `cert` and `key` (PEM) and `extra` `serve` arguments;
+    /// the harness trusts `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Master {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .add_root_certificate(ca);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut args = vec!["--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(extra);
+        Master::launch(None, &args, http)
+    }
+
+    fn launch(
+        inventory: Option<&str>,
+        extra: &[&str],
+        http: reqwest::blocking::ClientBuilder,
+    ) -> Master {
         let dir = tempfile::tempdir().expect("temp dir");
         let inventory = inventory.map(|text| {
             let path = dir.path().join("runners.toml");
@@ -66,10 +89,7 @@ impl Master {
             token: String::new(),
             inventory,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: http.build().unwrap(),
         };
         m.spawn();
         m
