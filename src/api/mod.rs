@@ -14,7 +14,7 @@ mod submissions;
 pub use error::ApiError;
 
 use crate::master::MasterHandle;
-use crate::store::{Principal, Store};
+use crate::store::{Principal, Store, TokenCheck};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -122,20 +122,47 @@ async fn auth(
         ));
     };
     match principal(&state, token).await? {
-        Some(principal) => {
+        Ok(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.run(req).await)
         }
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
+        Err(refused) => Err(ApiError::new(StatusCode::UNAUTHORIZED, refused.message)),
     }
 }
 
-/// Who a token belongs to (bearer here, Basic under `/runapp/`), or None if it is unknown.
+/// Why a token is refused.
+pub(crate) struct Refused {
+    /// Not a token at all (rather than an expired or revoked one).
+    pub unknown: bool,
+    pub message: String,
+}
+
+/// Who a token belongs to (bearer here, Basic under `/runapp/`), or why it is refused
+/// (unknown, expired or revoked).
 pub(crate) async fn principal(
     state: &ApiState,
     token: &str,
-) -> Result<Option<Principal>, ApiError> {
-    Ok(state.store.verify_token(token.trim().to_string()).await?)
+) -> Result<Result<Principal, Refused>, ApiError> {
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| ms.to_string())
+    };
+    let refused = |why: String| Refused {
+        unknown: false,
+        message: format!("{why}; ask for a new one (`datarun token create NAME` on the master)"),
+    };
+    Ok(
+        match state.store.verify_token(token.trim().to_string()).await? {
+            TokenCheck::Valid(p) => Ok(p),
+            TokenCheck::Expired(t) => Err(refused(format!("token expired at {}", at(t)))),
+            TokenCheck::Revoked(t) => Err(refused(format!("token revoked at {}", at(t)))),
+            TokenCheck::Unknown => Err(Refused {
+                unknown: true,
+                message: "unknown token".into(),
+            }),
+        },
+    )
 }
 
 async fn runners(State(state): State<ApiState>) -> Json<serde_json::Value> {

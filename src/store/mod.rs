@@ -25,7 +25,7 @@ pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
-pub use tokens::Principal;
+pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
     ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
