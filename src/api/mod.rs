@@ -14,7 +14,7 @@ mod submissions;
 pub use error::ApiError;
 
 use crate::master::MasterHandle;
-use crate::store::{Principal, Store, TokenCheck};
+use crate::store::{Principal, Resource, Store, TokenCheck};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -165,10 +165,24 @@ pub(crate) async fn principal(
     )
 }
 
-async fn runners(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(
-        json!({ "runners": state.master.runners(), "inventory_error": state.master.inventory_error() }),
-    )
+/// Ok when `who` may see the resource (README "Tenancy"); else 404 exactly as if it were
+/// missing.
+pub(crate) async fn visible(s: &ApiState, who: &Principal, r: Resource) -> Result<(), ApiError> {
+    Ok(s.store.visible(&who.scope(), r).await?)
+}
+
+/// Runners' facts for everyone; which attempts run where only for admins.
+async fn runners(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Json<serde_json::Value> {
+    let mut runners = state.master.runners();
+    if !who.admin {
+        for r in &mut runners {
+            r.attempts.clear();
+        }
+    }
+    Json(json!({ "runners": runners, "inventory_error": state.master.inventory_error() }))
 }
 
 fn admin(who: &Principal) -> Result<(), ApiError> {
@@ -176,7 +190,7 @@ fn admin(who: &Principal) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
-            "{} is not an admin; runners are managed with an admin token",
+            "{} is not an admin; runners and maintenance are for admin tokens",
             who.name
         )))
     }
@@ -222,7 +236,11 @@ async fn set_drained(
     Ok(Json(json!({ "runner": name, "drained": drained })))
 }
 
-async fn maintenance(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn maintenance(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&who)?;
     let jobs = crate::maintenance::describe(&state.maintenance, chrono::Utc::now());
     let recent = state.store.events_of_kind("maintenance".into(), 50).await?;
     let recent: Vec<_> = recent

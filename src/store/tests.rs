@@ -28,7 +28,7 @@ async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let ids = store
-        .submit("ann".into(), vec![(spec(max_retries), None)])
+        .submit("ann".into(), false, vec![(spec(max_retries), None)])
         .await
         .unwrap();
     let attempt = assign(&store, ids[0]).await;
@@ -216,7 +216,7 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
     let mut good = spec(0);
     good.inputs = vec![crate::model::InputRef {
         name: "d.csv".into(),
-        sha256: sha,
+        sha256: sha.clone(),
     }];
     let mut bad = spec(0);
     bad.inputs = vec![crate::model::InputRef {
@@ -224,7 +224,7 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
         sha256: "f".repeat(64),
     }];
     let err = store
-        .submit("ann".into(), vec![(good.clone(), None), (bad, None)])
+        .submit("ann".into(), false, vec![(good.clone(), None), (bad, None)])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not uploaded"), "{err}");
@@ -234,9 +234,22 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
         .unwrap()
         .0
         .is_empty());
+    // Stored but not ann's (nobody uploaded it as ann): answered as a missing blob; an admin
+    // may name any stored blob.
+    let err = store
+        .submit("ann".into(), false, vec![(good.clone(), None)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not uploaded"), "{err}");
+    store
+        .submit("root".into(), true, vec![(good.clone(), None)])
+        .await
+        .unwrap();
+    store.own_blobs("ann".into(), vec![sha]).await.unwrap();
     let ids = store
         .submit(
             "ann".into(),
+            false,
             vec![
                 (good, None),
                 (spec(0), Some((HoldCode::Unmatchable, "no runner".into()))),
