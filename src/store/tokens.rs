@@ -190,7 +190,8 @@ impl Store {
     /// Revokes one token by id; a token already revoked is an error (nothing changes).
     pub fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
         self.call_blocking(move |conn| {
-            let tx = conn.transaction()?;
+            // Immediate: it reads then writes while the master may be writing.
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let found = tx
                 .query_row(
                     &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = ?1"),
