@@ -200,7 +200,7 @@ pub(super) fn check_name_free(conn: &Connection, owner: &str, name: &str) -> Res
         .optional()?;
     match taken {
         Some(id) => Err(StoreError::Conflict(format!(
-            "a dataset of yours named {name:?} exists already (id {id}); choose another name or delete it first"
+            "a dataset named {name:?} exists already (id {id}); choose another name or delete it first"
         ))),
         None => Ok(()),
     }
