@@ -23,20 +23,7 @@ const MISSING: i64 = 987_654;
 const CSV: &[u8] = b"x,y\n1,a\n2,b\n3,a\n4,b\n5,a\n6,b\n7,a\n8,b\n";
 
 fn call(m: &Master, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::blocking::Client::new()
-        .request(method.parse().unwrap(), format!("{}/api/v1{path}", m.url))
-        .bearer_auth(token)
-        .timeout(Duration::from_secs(60));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    m.request_as(token, method, path, body)
 }
 
 fn ok(m: &Master, token: &str, method: &str, path: &str, body: Option<Value>) -> Value {
