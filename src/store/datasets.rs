@@ -243,9 +243,10 @@ impl Store {
     /// The datasets `scope` sees, oldest first, without statistics.
     pub async fn list_datasets(&self, scope: &Scope) -> Result<Vec<DatasetRecord>> {
         let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 1);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {DATASET_COLUMNS} FROM datasets WHERE ?1 IS NULL OR owner = ?1 ORDER BY id"
+                "SELECT {DATASET_COLUMNS} FROM datasets WHERE {visible} ORDER BY id"
             ))?;
             let rows = stmt.query_map([owner], |r| dataset_row(r, false))?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -542,9 +542,10 @@ impl Store {
     /// Folds per queue, owner and state, of the owners `scope` sees.
     pub async fn queue_counts(&self, scope: &super::Scope) -> Result<Vec<QueueCount>> {
         let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 1);
         self.call(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT queue, owner, state, COUNT(*) FROM folds WHERE ?1 IS NULL OR owner = ?1 GROUP BY queue, owner, state ORDER BY queue, owner")?
+                .prepare_cached(&format!("SELECT queue, owner, state, COUNT(*) FROM folds WHERE {visible} GROUP BY queue, owner, state ORDER BY queue, owner"))?
                 .query_map([owner], |r| {
                     let state: String = r.get(2)?;
                     Ok(QueueCount { queue: r.get(0)?, owner: r.get(1)?, state: FoldState::parse(&state).unwrap_or(FoldState::Held), count: r.get::<_, i64>(3)? as u64 })

@@ -135,6 +135,7 @@ const MIGRATIONS: &[&str] = &[
 /// client, so they are per owner; `tokens` become one row per token (several per owner),
 /// found by the hash's unique index, with an expiry, a revocation and a last use. Tables
 /// are rebuilt the SQLite way (create, copy, drop, rename), keeping AUTOINCREMENT sequences.
+/// Owner indexes make an owner's listings and counts cost their rows, not everyone's.
 const TENANCY_MIGRATION: &str = r#"
     CREATE TABLE datasets_v10 (
         id                INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -223,6 +224,9 @@ const TENANCY_MIGRATION: &str = r#"
     DROP TABLE tokens;
     ALTER TABLE tokens_v10 RENAME TO tokens;
     CREATE INDEX tokens_owner ON tokens(owner);
+
+    CREATE INDEX folds_owner ON folds(owner);
+    CREATE INDEX submissions_owner ON submissions(owner);
 "#;
 
 /// A **problem dataset** is several files with a problem script (`problem`, the script's name

@@ -209,12 +209,13 @@ impl Store {
         dataset: Option<DatasetId>,
     ) -> Result<Vec<SubmissionRecord>> {
         let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 2);
         self.call(move |conn| {
             let ids = conn
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "SELECT id FROM submissions WHERE (?1 IS NULL OR dataset_id = ?1)
-                     AND (?2 IS NULL OR owner = ?2) ORDER BY id",
-                )?
+                     AND {visible} ORDER BY id"
+                ))?
                 .query_map(params![dataset, owner], |r| r.get::<_, SubmissionId>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             ids.into_iter()

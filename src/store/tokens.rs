@@ -37,11 +37,20 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// The owner to filter on (`None`: no filter), for SQL as `(?N IS NULL OR owner = ?N)`.
+    /// The owner to filter on (`None`: no filter).
     pub fn owner(&self) -> Option<&str> {
         match self {
             Scope::All => None,
             Scope::Owner(o) => Some(o),
+        }
+    }
+
+    /// A SQL condition on `column` for this scope, with the owner as parameter `?N` (bind
+    /// `owner()`, which is `None` for `All`): a plain equality, so an owner index serves it.
+    pub(super) fn sql(&self, column: &str, n: usize) -> String {
+        match self {
+            Scope::All => format!("?{n} IS NULL"),
+            Scope::Owner(_) => format!("{column} = ?{n}"),
         }
     }
 
