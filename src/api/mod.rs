@@ -14,7 +14,7 @@ mod submissions;
 pub use error::ApiError;
 
 use crate::master::MasterHandle;
-use crate::store::{Principal, Store};
+use crate::store::{Principal, Resource, Store, TokenCheck};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -122,26 +122,67 @@ async fn auth(
         ));
     };
     match principal(&state, token).await? {
-        Some(principal) => {
+        Ok(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.run(req).await)
         }
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
+        Err(refused) => Err(ApiError::new(StatusCode::UNAUTHORIZED, refused.message)),
     }
 }
 
-/// Who a token belongs to (bearer here, Basic under `/runapp/`), or None if it is unknown.
+/// Why a token is refused.
+pub(crate) struct Refused {
+    /// Not a token at all (rather than an expired or revoked one).
+    pub unknown: bool,
+    pub message: String,
+}
+
+/// Who a token belongs to (bearer here, Basic under `/runapp/`), or why it is refused
+/// (unknown, expired or revoked).
 pub(crate) async fn principal(
     state: &ApiState,
     token: &str,
-) -> Result<Option<Principal>, ApiError> {
-    Ok(state.store.verify_token(token.trim().to_string()).await?)
+) -> Result<Result<Principal, Refused>, ApiError> {
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| ms.to_string())
+    };
+    let refused = |why: String| Refused {
+        unknown: false,
+        message: format!("{why}; ask for a new one (`datarun token create NAME` on the master)"),
+    };
+    Ok(
+        match state.store.verify_token(token.trim().to_string()).await? {
+            TokenCheck::Valid(p) => Ok(p),
+            TokenCheck::Expired(t) => Err(refused(format!("token expired at {}", at(t)))),
+            TokenCheck::Revoked(t) => Err(refused(format!("token revoked at {}", at(t)))),
+            TokenCheck::Unknown => Err(Refused {
+                unknown: true,
+                message: "unknown token".into(),
+            }),
+        },
+    )
 }
 
-async fn runners(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(
-        json!({ "runners": state.master.runners(), "inventory_error": state.master.inventory_error() }),
-    )
+/// Ok when `who` may see the resource (README "Tenancy"); else 404 exactly as if it were
+/// missing.
+pub(crate) async fn visible(s: &ApiState, who: &Principal, r: Resource) -> Result<(), ApiError> {
+    Ok(s.store.visible(&who.scope(), r).await?)
+}
+
+/// Runners' facts for everyone; which attempts run where only for admins.
+async fn runners(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Json<serde_json::Value> {
+    let mut runners = state.master.runners();
+    if !who.admin {
+        for r in &mut runners {
+            r.attempts.clear();
+        }
+    }
+    Json(json!({ "runners": runners, "inventory_error": state.master.inventory_error() }))
 }
 
 fn admin(who: &Principal) -> Result<(), ApiError> {
@@ -149,7 +190,7 @@ fn admin(who: &Principal) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
-            "{} is not an admin; runners are managed with an admin token",
+            "{} is not an admin; runners and maintenance are for admin tokens",
             who.name
         )))
     }
@@ -195,7 +236,11 @@ async fn set_drained(
     Ok(Json(json!({ "runner": name, "drained": drained })))
 }
 
-async fn maintenance(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn maintenance(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&who)?;
     let jobs = crate::maintenance::describe(&state.maintenance, chrono::Utc::now());
     let recent = state.store.events_of_kind("maintenance".into(), 50).await?;
     let recent: Vec<_> = recent

@@ -6,12 +6,13 @@
 use super::datasets::blocking;
 use super::layout::{fold_inputs, required_files, Layout};
 use super::results::{live_phase, settle};
-use super::{ApiError, ApiState};
+use super::{visible, ApiError, ApiState};
 use crate::model::{
     check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
 };
 use crate::store::{
-    sha256_hex, NewSubmission, NewSubmissionFold, Principal, Rerun, SubmissionFoldId, SubmissionId,
+    sha256_hex, NewSubmission, NewSubmissionFold, Principal, Rerun, Resource, SubmissionFoldId,
+    SubmissionId,
 };
 use crate::submission::{self, cv, Phase, SUBMISSION_DIR};
 use axum::extract::rejection::JsonRejection;
@@ -173,6 +174,10 @@ pub async fn create(
             req.name
         )));
     }
+    visible(&s, &who, Resource::Dataset(req.dataset_id)).await?;
+    if let Some(split) = req.split_id {
+        visible(&s, &who, Resource::Split(split)).await?;
+    }
     let d = s.store.dataset(req.dataset_id).await?;
     let required =
         required_files(&d).map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
@@ -244,6 +249,7 @@ pub async fn create(
             split_id: req.split_id,
             name: req.name,
             owner: who.name.clone(),
+            by_admin: who.admin,
             files: file_shas,
             workflow_elements: d.workflow_elements.clone(),
             blobs,
@@ -276,14 +282,9 @@ pub async fn resubmit(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: Resubmit = super::folds::optional_json(&body)?;
+    visible(&s, &who, Resource::Submission(id)).await?;
     settle(&s).await?;
     let sub = s.store.submission(id).await?;
-    if !who.admin && sub.owner != who.name {
-        return Err(ApiError::forbidden(format!(
-            "submission {id} belongs to {}; only its owner or an admin may resubmit it",
-            sub.owner
-        )));
-    }
     let force = req.force.as_deref();
     let new_files = match (force, &req.files) {
         (Some("files"), Some(files)) => {
@@ -358,7 +359,7 @@ pub async fn resubmit(
     let files = new_files.map(|f| (file_shas.unwrap_or_default(), f.into_values().collect()));
     let cancels = s
         .store
-        .rerun_submission_folds(id, who.name.clone(), cause, reruns, files)
+        .rerun_submission_folds(id, who.name.clone(), who.admin, cause, reruns, files)
         .await?;
     for c in cancels {
         s.master.cancel(c);
@@ -375,10 +376,15 @@ pub struct ListQuery {
     dataset_id: Option<i64>,
 }
 
-/// `GET /submissions[?dataset_id=N]`: every submission with its folds' ids and states, light.
-pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+/// `GET /submissions[?dataset_id=N]`: every submission the caller sees (their own; an admin
+/// all) with its folds' ids and states, light.
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<Value>> {
     settle(&s).await?;
-    let subs = s.store.list_submissions(q.dataset_id).await?;
+    let subs = s.store.list_submissions(&who.scope(), q.dataset_id).await?;
     let rows: Vec<Value> = subs
         .into_iter()
         .map(|sub| {
@@ -403,8 +409,10 @@ pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiR
 
 pub async fn show(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<SubmissionId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Submission(id)).await?;
     settle(&s).await?;
     let mut sub = s.store.submission(id).await?;
     for sf in &mut sub.folds {
@@ -424,8 +432,10 @@ pub async fn show(
 
 pub async fn show_fold(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<SubmissionFoldId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::SubmissionFold(id)).await?;
     settle(&s).await?;
     let (mut sf, sub, runs) = s.store.submission_fold(id).await?;
     sf.live = live_phase(&s, &sf).await?;

@@ -81,20 +81,20 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The admin token local CLI calls pick up; made once, kept across restarts.
+/// The admin token local CLI calls pick up; made once, kept across restarts. A new one is made
+/// when the file is missing or its token is no longer a valid admin token (revoked, expired);
+/// other tokens are left as they are.
 async fn ensure_admin_token(store: &Store, dir: &Path) -> Result<()> {
     let path = dir.join("admin.token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        if store
-            .verify_token(existing.trim().to_string())
-            .await?
-            .is_some_and(|p| p.admin)
-        {
+        let check = store.verify_token(existing.trim().to_string()).await?;
+        if matches!(check, crate::store::TokenCheck::Valid(p) if p.admin) {
             return Ok(());
         }
     }
     let store = store.clone();
-    let token = tokio::task::spawn_blocking(move || store.create_token("admin", true)).await??;
+    let (_, token) =
+        tokio::task::spawn_blocking(move || store.create_token("admin", true, None)).await??;
     write_private(&path, &format!("{token}\n"))
 }
 

@@ -64,7 +64,7 @@ pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
     conn.prepare_cached(&sql)?
         .query_row([id], fold_from_row)
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no fold with id {id}")))
+        .ok_or_else(|| super::Resource::Fold(id).missing())
 }
 
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
@@ -198,22 +198,21 @@ fn finish_attempt(
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
-/// Inserts folds (each with its hold, if any) in `tx`, with their inputs and events: the one
-/// insert path of the queue, shared by plain folds and submission folds. Fails, storing
-/// nothing once the caller drops the transaction, when an input blob is missing.
+/// Inserts folds of `owner` (each with its hold, if any) in `tx`, with their inputs and
+/// events: the one insert path of the queue, shared by plain folds and submission folds.
+/// Fails, storing nothing once the caller drops the transaction, when an input blob is missing
+/// or, unless an admin acts (`admin`), not owned by `owner` (the same answer: README "Tenancy").
 pub(super) fn insert_folds(
     tx: &Transaction,
     owner: &str,
+    admin: bool,
     folds: &[(FoldSpec, Option<(HoldCode, String)>)],
 ) -> Result<Vec<FoldId>> {
     let mut ids = Vec::with_capacity(folds.len());
     let now = now_ms();
     for (i, (spec, held)) in folds.iter().enumerate() {
         for input in &spec.inputs {
-            let known: bool = tx
-                .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = ?1)")?
-                .query_row([&input.sha256], |r| r.get(0))?;
-            if !known {
+            if !super::tenancy::may_use(tx, &input.sha256, owner, admin)? {
                 return Err(StoreError::Invalid(format!(
                     "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
                     input.name, input.sha256
@@ -287,17 +286,18 @@ fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// Stores new folds in one transaction. A fold with `Some((code, reason))` is stored held
-    /// (unmatchable, or requirements that cannot be evaluated). Fails, storing nothing, when
-    /// an input blob is missing.
+    /// Stores new folds of `owner` in one transaction. A fold with `Some((code, reason))` is
+    /// stored held (unmatchable, or requirements that cannot be evaluated). Fails, storing
+    /// nothing, when an input blob is missing or not the owner's (`admin`: any blob).
     pub async fn submit(
         &self,
         owner: String,
+        admin: bool,
         folds: Vec<(FoldSpec, Option<(HoldCode, String)>)>,
     ) -> Result<Vec<FoldId>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let ids = insert_folds(&tx, &owner, &folds)?;
+            let ids = insert_folds(&tx, &owner, admin, &folds)?;
             tx.commit()?;
             Ok(ids)
         })
@@ -539,11 +539,14 @@ impl Store {
         .await
     }
 
-    pub async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
-        self.call(|conn| {
+    /// Folds per queue, owner and state, of the owners `scope` sees.
+    pub async fn queue_counts(&self, scope: &super::Scope) -> Result<Vec<QueueCount>> {
+        let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 1);
+        self.call(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT queue, owner, state, COUNT(*) FROM folds GROUP BY queue, owner, state ORDER BY queue, owner")?
-                .query_map([], |r| {
+                .prepare_cached(&format!("SELECT queue, owner, state, COUNT(*) FROM folds WHERE {visible} GROUP BY queue, owner, state ORDER BY queue, owner"))?
+                .query_map([owner], |r| {
                     let state: String = r.get(2)?;
                     Ok(QueueCount { queue: r.get(0)?, owner: r.get(1)?, state: FoldState::parse(&state).unwrap_or(FoldState::Held), count: r.get::<_, i64>(3)? as u64 })
                 })?

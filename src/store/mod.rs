@@ -14,6 +14,7 @@ mod runners;
 mod schema;
 mod submission_records;
 mod submissions;
+mod tenancy;
 mod tokens;
 
 pub use blobs::sha256_hex;
@@ -25,7 +26,8 @@ pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
-pub use tokens::Principal;
+pub use tenancy::Resource;
+pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
     ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,

@@ -175,11 +175,22 @@ impl Master {
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request_as(&self.token, method, path, body)
+    }
+
+    /// `request` with another token (another owner's, for tenancy tests).
+    pub fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}/api/v1{path}", self.url);
         let mut req = self
             .http
             .request(method.parse().unwrap(), url)
-            .bearer_auth(&self.token);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }

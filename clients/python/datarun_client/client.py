@@ -60,15 +60,15 @@ class BadRequest(DatarunError):
 
 
 class Unauthorized(DatarunError):
-    """401: missing or unknown token."""
+    """401: missing, unknown, revoked or expired token (the message says which)."""
 
 
 class Forbidden(DatarunError):
-    """403: the token may not do this (not an admin, not the owner)."""
+    """403: the token may not do this (not an admin; or a listing filter naming another owner)."""
 
 
 class NotFound(DatarunError):
-    """404: no such object or endpoint."""
+    """404: no such object or endpoint (another owner's object answers so too)."""
 
 
 class Conflict(DatarunError):

@@ -8,11 +8,11 @@
 use super::super::layout::{required_files, Layout};
 use super::super::results::{live_phase, settle};
 use super::super::submissions::{build_fold, decode_files, held, image_fold};
-use super::super::ApiState;
+use super::super::{visible, ApiState};
 use super::{body_object, decode_indices, decode_zb64, encode_f64, RunappError, RunappResult};
 use crate::model::{Priority, PRIORITY_HIGH, PRIORITY_LOW};
 use crate::store::{
-    sha256_hex, NewSubmission, Principal, RunappFold, RunappTarget, StoreError,
+    sha256_hex, NewSubmission, Principal, Resource, RunappFold, RunappTarget, StoreError,
     SubmissionFoldRecord,
 };
 use crate::submission::{self, cv, npy, Phase};
@@ -101,7 +101,7 @@ pub async fn create(
     if let Some(answer) = super::force::repost(&s, &who, &body, sf_id, s_id).await? {
         return Ok(answer);
     }
-    let existing = s.store.runapp_submission(s_id).await?;
+    let existing = s.store.runapp_submission(who.name.clone(), s_id).await?;
     let (dataset_id, split_id, file_shas, new_files) = match existing {
         Some(id) => {
             let sub = s.store.submission(id).await?;
@@ -120,6 +120,7 @@ pub async fn create(
                     "the first fold of a submission needs files",
                 ));
             };
+            visible(&s, &who, Resource::Dataset(raw)).await?;
             let d = s.store.dataset(raw).await?;
             let required =
                 required_files(&d).map_err(|e| RunappError::bad(format!("raw data {raw}: {e}")))?;
@@ -173,6 +174,7 @@ pub async fn create(
                 split_id: Some(split_id),
                 name: format!("databoard-{s_id}"),
                 owner,
+                by_admin: who.admin,
                 files: file_shas.clone(),
                 workflow_elements: d.workflow_elements.clone(),
                 blobs: Vec::new(),
@@ -189,7 +191,14 @@ pub async fn create(
     };
     let sf = match s
         .store
-        .runapp_add_fold(target, blobs, fold, meta.clone())
+        .runapp_add_fold(
+            who.name.clone(),
+            who.admin,
+            target,
+            blobs,
+            fold,
+            meta.clone(),
+        )
         .await
     {
         Err(StoreError::Conflict(m)) => return Err(RunappError::field("databoard_sf_id", m)),
@@ -392,27 +401,34 @@ async fn render_all(
     Ok(Json(out))
 }
 
-pub async fn list(State(s): State<ApiState>) -> RunappResult<Json<Vec<Rendered>>> {
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> RunappResult<Json<Vec<Rendered>>> {
     settle(&s).await?;
-    let folds = s.store.runapp_folds(None).await?;
+    let folds = s.store.runapp_folds(who.name, None).await?;
     render_all(&s, folds, Shape::Full).await
 }
 
 pub async fn show(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(pk): Path<String>,
 ) -> RunappResult<Json<Rendered>> {
     let not_found = || RunappError::detail(StatusCode::NOT_FOUND, "Not found.");
     let pk: i64 = pk.parse().map_err(|_| not_found())?;
     settle(&s).await?;
-    let mut folds = s.store.runapp_folds(Some(vec![pk])).await?;
+    let mut folds = s.store.runapp_folds(who.name, Some(vec![pk])).await?;
     let (meta, sf) = folds.pop().ok_or_else(not_found)?;
     Ok(Json(render(&s, &meta, &sf, Shape::Full).await?))
 }
 
-pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> {
+pub async fn light(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> RunappResult<Json<Vec<Light>>> {
     settle(&s).await?;
-    let mut folds = s.store.runapp_folds(None).await?;
+    let mut folds = s.store.runapp_folds(who.name, None).await?;
     for (_, sf) in &mut folds {
         sf.live = live_phase(&s, sf).await?;
     }
@@ -432,6 +448,7 @@ pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> 
 /// `POST testpredictions/list/`: these folds, any state; delivery unchanged.
 pub async fn list_predictions(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> RunappResult<Json<Vec<Rendered>>> {
     let body = body_object(&body)?;
@@ -446,13 +463,14 @@ pub async fn list_predictions(
             )
         })?;
     settle(&s).await?;
-    let folds = s.store.runapp_folds(Some(ids)).await?;
+    let folds = s.store.runapp_folds(who.name, Some(ids)).await?;
     render_all(&s, folds, Shape::TestPred).await
 }
 
 /// `POST testpredictions/new/`: every ended fold (TESTED or ERROR) not handed out yet, each once.
 pub async fn new_predictions(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> RunappResult<Json<Vec<Rendered>>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -462,7 +480,10 @@ pub async fn new_predictions(
     };
     let dataset = int(&body, "raw_data_id")?;
     settle(&s).await?;
-    let taken = s.store.take_new_results(dataset, 10_000, true).await?;
+    let taken = s
+        .store
+        .take_new_results(who.name, dataset, 10_000, true)
+        .await?;
     let metas = s
         .store
         .runapp_meta(taken.iter().map(|r| r.id).collect())

@@ -35,7 +35,12 @@ pub(super) async fn repost(
     if !force.contains("submission_fold") {
         return Ok(None);
     }
-    let Some((meta, sf)) = s.store.runapp_folds(Some(vec![sf_id])).await?.pop() else {
+    let Some((meta, sf)) = s
+        .store
+        .runapp_folds(who.name.clone(), Some(vec![sf_id]))
+        .await?
+        .pop()
+    else {
         return Ok(None);
     };
     if meta.databoard_s_id != s_id {

@@ -100,11 +100,15 @@ async fn basic_auth(
         ));
     };
     match super::principal(&state, token).await? {
-        Some(p) => {
+        Ok(p) => {
             req.extensions_mut().insert(p);
             Ok(next.run(req).await)
         }
-        None => Err(denied("Invalid username/password.")),
+        Err(refused) if refused.unknown => Err(denied("Invalid username/password.")),
+        Err(refused) => Err(denied(&format!(
+            "Invalid username/password: {}",
+            refused.message
+        ))),
     }
 }
 

@@ -5,11 +5,11 @@
 //! `rawdata/customsplit/` runs the problem script's `prepare_data` as a queue fold.
 
 use super::super::datasets::{store_dataset, store_split};
-use super::super::{problems, ApiState};
+use super::super::{problems, visible, ApiState};
 use super::{body_object, decode_zb64, RunappError, RunappResult};
 use crate::dataset::{problem, sklearn_split};
 use crate::model::Priority;
-use crate::store::{DatasetRecord, Principal};
+use crate::store::{DatasetRecord, Principal, Resource};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,8 +27,11 @@ fn render(d: &DatasetRecord) -> Value {
     })
 }
 
-pub async fn list(State(s): State<ApiState>) -> RunappResult<Json<Value>> {
-    let all = s.store.list_datasets().await?;
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> RunappResult<Json<Value>> {
+    let all = s.store.list_datasets(&who.scope()).await?;
     Ok(Json(Value::Array(all.iter().map(render).collect())))
 }
 
@@ -59,6 +62,7 @@ fn default_scores(elements: &[String]) -> Vec<String> {
 
 pub async fn create(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> RunappResult<(StatusCode, Json<Value>)> {
     let body = body_object(&body)?;
@@ -69,8 +73,10 @@ pub async fn create(
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
+    // Names are per owner: only the caller's own datasets can clash.
+    let mine = crate::store::Scope::Owner(who.name.clone());
     if s.store
-        .list_datasets()
+        .list_datasets(&mine)
         .await?
         .iter()
         .any(|d| d.name == name)
@@ -122,6 +128,7 @@ pub async fn create(
         let record = problems::create_dataset(
             &s,
             problems::ProblemDataset {
+                owner: who.name.clone(),
                 name,
                 target_column: target,
                 workflow_elements: elements,
@@ -140,7 +147,7 @@ pub async fn create(
     let data =
         decode_zb64(text).map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
     let scores = default_scores(&elements);
-    let record = store_dataset(&s, name, target, elements, scores, data).await?;
+    let record = store_dataset(&s, who.name.clone(), name, target, elements, scores, data).await?;
     Ok((StatusCode::CREATED, Json(render(&record))))
 }
 
@@ -151,9 +158,14 @@ fn raw_data_id(body: &Map<String, Value>) -> RunappResult<i64> {
 }
 
 /// `POST rawdata/split/`: done before it answers; `task_id` names the split.
-pub async fn split(State(s): State<ApiState>, body: Bytes) -> RunappResult<Json<Value>> {
+pub async fn split(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> RunappResult<Json<Value>> {
     let body = body_object(&body)?;
     let id = raw_data_id(&body)?;
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let held_out = body
         .get("held_out_test")
         .and_then(Value::as_f64)
@@ -183,8 +195,9 @@ pub async fn customsplit(
 ) -> RunappResult<Json<Value>> {
     let body = body_object(&body)?;
     let id = raw_data_id(&body)?;
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let d = s.store.dataset(id).await?;
-    let split = problems::start_custom_split(&s, &who.name, &d, Priority::default()).await?;
+    let split = problems::start_custom_split(&s, &who, &d, Priority::default()).await?;
     s.store.runapp_set_split(id, split.id).await?;
     Ok(Json(json!({ "task_id": format!("split-{}", split.id) })))
 }
