@@ -90,6 +90,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let jobs = master_file.jobs;
     let store = Store::open(&args.data_dir.join("datarun.db"))?;
+    store.set_max_losses(master_file.max_losses);
     ensure_admin_token(&store, &args.data_dir).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -67,12 +67,19 @@ pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
         .ok_or_else(|| StoreError::NotFound(format!("no fold with id {id}")))
 }
 
+/// How an attempt's end counts against its fold.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Budget {
+    /// A lost attempt counts as a loss (false: it never started, nothing of it ran).
+    pub count_loss: bool,
+    /// Losses past this hold the fold `lost_too_often`.
+    pub max_losses: u32,
+}
+
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
-fn finish_attempt(
-    tx: &Transaction,
-    input: &ResultInput,
-    count_retry: bool,
-) -> Result<RecordResult> {
+/// A lost attempt (its runner or agent is gone) is the runner's failure, not the fold's: it
+/// counts as a loss, never as a retry.
+fn finish_attempt(tx: &Transaction, input: &ResultInput, budget: Budget) -> Result<RecordResult> {
     let row: Option<(FoldId, String, Option<String>)> = tx
         .prepare_cached("SELECT fold_id, state, outcome_kind FROM attempts WHERE id = ?1")?
         .query_row([input.attempt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -156,15 +163,32 @@ fn finish_attempt(
     } else if input.outcome.is_success() {
         set_state(tx, fold, FoldState::Done, None, None)?;
         FoldState::Done
-    } else if !count_retry {
-        set_state(
-            tx,
-            fold,
-            FoldState::Idle,
-            Some(&format!("requeued: {}", input.outcome)),
-            None,
-        )?;
-        FoldState::Idle
+    } else if matches!(input.outcome, Outcome::Lost { .. }) {
+        let losses = if budget.count_loss {
+            tx.prepare_cached(
+                "UPDATE folds SET losses = losses + 1 WHERE id = ?1 RETURNING losses",
+            )?
+            .query_row([fold], |r| r.get(0))?
+        } else {
+            0
+        };
+        match lost_too_often(&input.outcome, losses, budget.max_losses) {
+            Some((code, reason)) => {
+                set_state(tx, fold, FoldState::Held, Some(&reason), Some(code))?;
+                FoldState::Held
+            }
+            None => {
+                let reason = match budget.count_loss {
+                    true => format!(
+                        "requeued after loss {losses} (max_losses {}): {}",
+                        budget.max_losses, input.outcome
+                    ),
+                    false => format!("requeued: {}", input.outcome),
+                };
+                set_state(tx, fold, FoldState::Idle, Some(&reason), None)?;
+                FoldState::Idle
+            }
+        }
     } else if retries_used < max_retries {
         tx.prepare_cached("UPDATE folds SET retries_used = retries_used + 1 WHERE id = ?1")?
             .execute([fold])?;
@@ -460,6 +484,10 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
+        let budget = Budget {
+            count_loss: true,
+            max_losses: self.max_losses(),
+        };
         self.call(move |conn| {
             // "Started" alone need not reach the disk before we go on: if it is lost, the
             // agent's hello after a restart says the attempt runs. Results always do.
@@ -474,7 +502,7 @@ impl Store {
                 }
                 let mut out = Vec::with_capacity(results.len());
                 for input in &results {
-                    out.push(finish_attempt(&tx, input, true)?);
+                    out.push(finish_attempt(&tx, input, budget)?);
                 }
                 tx.commit()?;
                 Ok(out)
@@ -487,9 +515,11 @@ impl Store {
         .await
     }
 
-    /// Ends an attempt as lost (its runner or agent is gone). An attempt that never started
-    /// is requeued without using a retry.
+    /// Ends an attempt as lost (its runner or agent is gone): its fold is requeued without
+    /// using a retry, and the loss is counted (unless the attempt never started) up to the
+    /// store's max_losses.
     pub async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
+        let max_losses = self.max_losses();
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let started: bool = tx
@@ -507,7 +537,11 @@ impl Store {
                 log: Vec::new(),
                 outputs: Vec::new(),
             };
-            let r = finish_attempt(&tx, &input, started)?;
+            let budget = Budget {
+                count_loss: started,
+                max_losses,
+            };
+            let r = finish_attempt(&tx, &input, budget)?;
             tx.commit()?;
             Ok(r)
         })
@@ -598,5 +632,5 @@ impl Store {
     }
 }
 
-use super::holds::hold_for;
+use super::holds::{hold_for, lost_too_often};
 pub use super::holds::{Cancel as CancelTarget, ReleaseChanges};

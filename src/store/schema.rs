@@ -122,6 +122,13 @@ const MIGRATIONS: &[&str] = &[
     RUNAPP_MIGRATION,
     // 8: datasets driven by a problem script, and their custom splits
     PROBLEMS_MIGRATION,
+    // 9 and 10: taken by parallel branches (outputs, tenancy); placeholders until they merge.
+    "",
+    "",
+    // 11: runner losses, counted apart from the fold's own retries
+    r#"
+    ALTER TABLE folds ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// A **problem dataset** is several files with a problem script (`problem`, the script's name
