@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ml;
+pub mod procs;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
 /// The small test image (`images/build-busybox.sh`).
