@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::procs::{copies, live_members};
+use common::procs::{copies, kill9, live_members};
 use common::{sh, Master};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -17,29 +17,6 @@ fn runner(name: &str, slots: u32) -> String {
         "[[runner]]\nname = \"{name}\"\ntransport = \"local\"\nexecutor = \"process\"\n\
          slots = {slots}\ncpus = 8\nmemory = \"8G\"\nqueues = [\"*\"]\n"
     )
-}
-
-/// The pid of the agent process that owns `attempt` on local runner `runner` (its journal).
-fn owner_of(m: &Master, runner: &str, attempt: i64) -> i32 {
-    let path = m
-        .data_dir()
-        .join("agents")
-        .join(runner)
-        .join("attempts")
-        .join(attempt.to_string())
-        .join("owner");
-    std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
-fn kill9(pid: i32) {
-    assert!(pid > 1);
-    // SAFETY: kill only sends a signal.
-    let r = unsafe { libc::kill(pid, libc::SIGKILL) };
-    assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -125,19 +102,13 @@ fn a_readopted_fold_whose_agent_dies_is_killed_at_once_and_rerun_alone() {
         .parse()
         .unwrap();
     let attempt = m.fold(id)["fold"]["current_attempt"].as_i64().unwrap();
-    let old_agent = owner_of(&m, "local", attempt);
+    let old_agent = m.attempt_owner("local", attempt);
 
     // A master restart: the old agent (its input closed) keeps running the fold, and the new
     // agent watches it for a result; the master re-adopts it.
     m.kill9();
     m.spawn();
-    wait_for("the re-adoption", Duration::from_secs(20), || {
-        m.fold(id)["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["kind"] == "readopted")
-    });
+    m.wait_event(id, "readopted", Duration::from_secs(20));
     assert!(
         !live_members(first_pgid).is_empty(),
         "the fold still runs under its old agent"
@@ -202,7 +173,7 @@ fn a_killed_local_agent_costs_its_folds_no_retries() {
         (0..8).all(|i| dir.join(format!("again-{i}")).exists())
     });
     let attempt = m.fold(ids[0])["fold"]["current_attempt"].as_i64().unwrap();
-    kill9(owner_of(&m, "local", attempt));
+    kill9(m.attempt_owner("local", attempt));
     let ended = m.wait_all(&ids, Duration::from_secs(60));
     for (id, f) in ids.iter().zip(&ended) {
         assert_eq!(f["state"], "done", "fold {id}: {f}");

@@ -5,7 +5,7 @@
 pub use super::records::*;
 use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use super::{blobs, now_ms, Result, Store, StoreError};
-use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
+use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Outcome};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Appends an event and makes it the fold's newest change.
@@ -67,19 +67,14 @@ pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
         .ok_or_else(|| StoreError::NotFound(format!("no fold with id {id}")))
 }
 
-/// How an attempt's end counts against its fold.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct Budget {
-    /// A lost attempt counts as a loss (false: it never started, nothing of it ran).
-    pub count_loss: bool,
-    /// Losses past this hold the fold `lost_too_often`.
-    pub max_losses: u32,
-}
-
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
 /// A lost attempt (its runner or agent is gone) is the runner's failure, not the fold's: it
 /// counts as a loss, never as a retry.
-fn finish_attempt(tx: &Transaction, input: &ResultInput, budget: Budget) -> Result<RecordResult> {
+pub(super) fn finish_attempt(
+    tx: &Transaction,
+    input: &ResultInput,
+    budget: Budget,
+) -> Result<RecordResult> {
     let row: Option<(FoldId, String, Option<String>)> = tx
         .prepare_cached("SELECT fold_id, state, outcome_kind FROM attempts WHERE id = ?1")?
         .query_row([input.attempt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -164,31 +159,7 @@ fn finish_attempt(tx: &Transaction, input: &ResultInput, budget: Budget) -> Resu
         set_state(tx, fold, FoldState::Done, None, None)?;
         FoldState::Done
     } else if matches!(input.outcome, Outcome::Lost { .. }) {
-        let losses = if budget.count_loss {
-            tx.prepare_cached(
-                "UPDATE folds SET losses = losses + 1 WHERE id = ?1 RETURNING losses",
-            )?
-            .query_row([fold], |r| r.get(0))?
-        } else {
-            0
-        };
-        match lost_too_often(&input.outcome, losses, budget.max_losses) {
-            Some((code, reason)) => {
-                set_state(tx, fold, FoldState::Held, Some(&reason), Some(code))?;
-                FoldState::Held
-            }
-            None => {
-                let reason = match budget.count_loss {
-                    true => format!(
-                        "requeued after loss {losses} (max_losses {}): {}",
-                        budget.max_losses, input.outcome
-                    ),
-                    false => format!("requeued: {}", input.outcome),
-                };
-                set_state(tx, fold, FoldState::Idle, Some(&reason), None)?;
-                FoldState::Idle
-            }
-        }
+        requeue_lost(tx, fold, &input.outcome, budget)?
     } else if retries_used < max_retries {
         tx.prepare_cached("UPDATE folds SET retries_used = retries_used + 1 WHERE id = ?1")?
             .execute([fold])?;
@@ -515,39 +486,6 @@ impl Store {
         .await
     }
 
-    /// Ends an attempt as lost (its runner or agent is gone): its fold is requeued without
-    /// using a retry, and the loss is counted (unless the attempt never started) up to the
-    /// store's max_losses.
-    pub async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
-        let max_losses = self.max_losses();
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let started: bool = tx
-                .query_row(
-                    "SELECT started_at IS NOT NULL FROM attempts WHERE id = ?1",
-                    [attempt],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(false);
-            let input = ResultInput {
-                attempt,
-                outcome: Outcome::Lost { reason },
-                metrics: Metrics::default(),
-                log: Vec::new(),
-                outputs: Vec::new(),
-            };
-            let budget = Budget {
-                count_loss: started,
-                max_losses,
-            };
-            let r = finish_attempt(&tx, &input, budget)?;
-            tx.commit()?;
-            Ok(r)
-        })
-        .await
-    }
-
     /// An output file of a fold's newest attempt (or of `attempt`).
     pub async fn output(&self, fold: FoldId, name: String) -> Result<Vec<u8>> {
         self.call(move |conn| {
@@ -632,5 +570,6 @@ impl Store {
     }
 }
 
-use super::holds::{hold_for, lost_too_often};
+use super::holds::hold_for;
 pub use super::holds::{Cancel as CancelTarget, ReleaseChanges};
+use super::losses::{requeue_lost, Budget};

@@ -6,6 +6,7 @@ mod blobs;
 mod datasets;
 mod folds;
 mod holds;
+mod losses;
 mod maintenance;
 mod problems;
 mod records;

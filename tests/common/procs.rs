@@ -51,3 +51,11 @@ pub fn copies(marker: &str) -> usize {
         .collect::<BTreeSet<_>>()
         .len()
 }
+
+/// SIGKILL to `pid`, which must exist.
+pub fn kill9(pid: i32) {
+    assert!(pid > 1, "not a pid to kill: {pid}");
+    // SAFETY: kill only sends a signal.
+    let r = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(r, 0, "kill -9 {pid}: {}", std::io::Error::last_os_error());
+}
