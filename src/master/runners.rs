@@ -223,3 +223,48 @@ impl RunnerState {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(millicpus: u32, memory: u64) -> Grant {
+        Grant {
+            millicpus,
+            memory,
+            gpus: vec![],
+        }
+    }
+
+    #[test]
+    fn attempts_being_cancelled_take_their_slots_and_resources_until_released() {
+        let inv = "[[runner]]\nname = \"r\"\ntransport = \"local\"\nslots = 2\ncpus = 4\nmemory = \"4G\"\n";
+        let spec = crate::inventory::parse(inv, "runners.toml")
+            .unwrap()
+            .runners[0]
+            .clone();
+        let mut r = RunnerState::new(spec);
+        r.ready = true;
+        r.grants.insert(1, grant(1000, 1 << 30));
+        r.cancelling.insert(
+            2,
+            Cancelling {
+                fold: Some(7),
+                grant: grant(2000, 2 << 30),
+            },
+        );
+        let v = r.view();
+        assert_eq!(v.slots_free, 0, "a stray still running takes its slot");
+        assert_eq!(v.millicpus_free, 1000);
+        assert_eq!(v.memory_free, 1 << 30);
+        let s = r.status();
+        assert_eq!((s.slots_used, s.slots_total), (2, 2));
+        assert_eq!((s.attempts, s.cancelling), (vec![1], vec![2]));
+        assert!(r.busy());
+        r.release(2);
+        assert_eq!(r.view().slots_free, 1, "gone: its slot is free again");
+        r.release(1);
+        assert!(!r.busy());
+        assert_eq!(r.status().slots_used, 0);
+    }
+}
