@@ -18,6 +18,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+mod orphans;
+use orphans::watch_adopted;
+
 pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub runner: String,
@@ -133,73 +136,13 @@ impl Agent {
         let _ = self.out.send(msg);
     }
 
-    /// The attempt containers of this agent (docker runners; none otherwise).
-    async fn containers(&self) -> Vec<(AttemptId, bool)> {
-        match &self.backend {
-            Backend::Docker(d) => d.list_attempt_containers().await.unwrap_or_else(|e| {
-                tracing::warn!("cannot list containers: {e}");
-                Vec::new()
-            }),
-            _ => Vec::new(),
-        }
-    }
-
-    /// An attempt whose agent process died without a result. A container that still exists
-    /// is re-adopted (docker: limits and monitoring resume). Anything else is killed first —
-    /// what is left of its process group, or its container — and then ends lost, so it never
-    /// runs on beside its rerun. Returns the lost report, journaled.
-    async fn orphan(
-        &mut self,
-        attempt: AttemptId,
-        has_container: bool,
-    ) -> std::io::Result<Option<AttemptReport>> {
-        match self.journal.run(attempt) {
-            Some(run) if has_container => {
-                self.start(run, true);
-                Ok(None)
-            }
-            _ => {
-                self.journal.kill_leftovers(attempt);
-                if let Backend::Docker(d) = &self.backend {
-                    if let Err(e) = d.remove_attempt(attempt).await {
-                        tracing::warn!("cannot remove the container of attempt {attempt}: {e}");
-                    }
-                }
-                let report = AttemptReport {
-                    attempt,
-                    outcome: Outcome::Lost {
-                        reason: "the agent running it died before it ended".into(),
-                    },
-                    metrics: Default::default(),
-                    log: String::new(),
-                    outputs: vec![],
-                };
-                self.journal.finish(&report)?;
-                Ok(Some(report))
-            }
-        }
-    }
-
     /// Acts on a notice from one of this agent's tasks.
     pub(super) async fn notice(&mut self, notice: Notice) {
         match notice {
             Notice::Ended(attempt) => {
                 self.running.remove(&attempt);
             }
-            Notice::Orphaned(attempt) => {
-                if !self.adopted.remove(&attempt) || !self.journal.exists(attempt) {
-                    return; // acknowledged meanwhile
-                }
-                if let Some(report) = self.journal.result(attempt) {
-                    return self.send(FromAgent::Finished(report));
-                }
-                let has_container = self.containers().await.iter().any(|(a, _)| *a == attempt);
-                match self.orphan(attempt, has_container).await {
-                    Ok(Some(report)) => self.send(FromAgent::Finished(report)),
-                    Ok(None) => {}
-                    Err(e) => tracing::error!("attempt {attempt}: cannot journal its loss: {e}"),
-                }
-            }
+            Notice::Orphaned(attempt) => self.orphaned(attempt).await,
         }
     }
 
@@ -578,44 +521,6 @@ async fn execute(
         metrics: result.metrics,
         log: protocol::b64(&result.log),
         outputs,
-    }
-}
-
-/// How often an adopted attempt's journal and owner are looked at.
-const WATCH_EVERY: Duration = Duration::from_millis(200);
-
-/// Waits for the result of an attempt run by a previous agent process. If that process dies
-/// without one, the attempt is an orphan: the agent loop kills or re-adopts it
-/// ([`Notice::Orphaned`]), since nothing else would stop it or enforce its limits.
-async fn watch_adopted(
-    journal: Arc<Journal>,
-    attempt: AttemptId,
-    pid: u32,
-    out: Outbox,
-    notices: mpsc::UnboundedSender<Notice>,
-) {
-    loop {
-        tokio::time::sleep(WATCH_EVERY).await;
-        if !journal.exists(attempt) {
-            return;
-        }
-        if let Some(report) = journal.result(attempt) {
-            let _ = out.send(FromAgent::Finished(report));
-            return;
-        }
-        if !pid_alive(pid) {
-            // Its agent died; give a result it was writing a moment to land.
-            tokio::time::sleep(WATCH_EVERY).await;
-            match journal.result(attempt) {
-                Some(report) => {
-                    let _ = out.send(FromAgent::Finished(report));
-                }
-                None => {
-                    let _ = notices.send(Notice::Orphaned(attempt));
-                }
-            }
-            return;
-        }
     }
 }
 
