@@ -450,7 +450,7 @@ pub enum HoldCode {
     User,
     /// No runner in the inventory could ever run it.
     Unmatchable,
-    /// It failed or was lost more often than max_retries allows.
+    /// Its own code failed more often than max_retries allows.
     RetriesExhausted,
     /// It went over its memory grant: release it with more memory.
     OutOfMemory,
@@ -459,6 +459,9 @@ pub enum HoldCode {
     /// Its requirements (or a runner's on it) cannot be evaluated: a type error such as
     /// comparing memory with a string.
     Requirements,
+    /// Its runner was lost under it (crash, partition) more often than the master's
+    /// `[policy] max_losses` allows: it may be what kills its runners.
+    LostTooOften,
 }
 
 impl HoldCode {
@@ -470,15 +473,17 @@ impl HoldCode {
             HoldCode::OutOfMemory => "out_of_memory",
             HoldCode::BadImage => "bad_image",
             HoldCode::Requirements => "requirements",
+            HoldCode::LostTooOften => "lost_too_often",
         }
     }
-    pub const ALL: [HoldCode; 6] = [
+    pub const ALL: [HoldCode; 7] = [
         HoldCode::User,
         HoldCode::Unmatchable,
         HoldCode::RetriesExhausted,
         HoldCode::OutOfMemory,
         HoldCode::BadImage,
         HoldCode::Requirements,
+        HoldCode::LostTooOften,
     ];
 
     pub fn parse(s: &str) -> Option<HoldCode> {

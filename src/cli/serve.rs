@@ -122,6 +122,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let limits = edge_limits(&args);
     let store = Store::open(&args.data_dir.join("datarun.db"))?;
+    store.set_max_losses(master_file.max_losses);
     ensure_admin_token(&store, &args.data_dir).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)

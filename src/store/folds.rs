@@ -5,7 +5,7 @@
 pub use super::records::*;
 use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use super::{blobs, now_ms, Result, Store, StoreError};
-use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
+use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Outcome};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Appends an event and makes it the fold's newest change.
@@ -68,10 +68,12 @@ pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
 }
 
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
-fn finish_attempt(
+/// A lost attempt (its runner or agent is gone) is the runner's failure, not the fold's: it
+/// counts as a loss, never as a retry.
+pub(super) fn finish_attempt(
     tx: &Transaction,
     input: &ResultInput,
-    count_retry: bool,
+    budget: Budget,
 ) -> Result<RecordResult> {
     let row: Option<(FoldId, String, Option<String>)> = tx
         .prepare_cached("SELECT fold_id, state, outcome_kind FROM attempts WHERE id = ?1")?
@@ -156,15 +158,8 @@ fn finish_attempt(
     } else if input.outcome.is_success() {
         set_state(tx, fold, FoldState::Done, None, None)?;
         FoldState::Done
-    } else if !count_retry {
-        set_state(
-            tx,
-            fold,
-            FoldState::Idle,
-            Some(&format!("requeued: {}", input.outcome)),
-            None,
-        )?;
-        FoldState::Idle
+    } else if matches!(input.outcome, Outcome::Lost { .. }) {
+        requeue_lost(tx, fold, &input.outcome, budget)?
     } else if retries_used < max_retries {
         tx.prepare_cached("UPDATE folds SET retries_used = retries_used + 1 WHERE id = ?1")?
             .execute([fold])?;
@@ -460,6 +455,10 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
+        let budget = Budget {
+            count_loss: true,
+            max_losses: self.max_losses(),
+        };
         self.call(move |conn| {
             // "Started" alone need not reach the disk before we go on: if it is lost, the
             // agent's hello after a restart says the attempt runs. Results always do.
@@ -474,7 +473,7 @@ impl Store {
                 }
                 let mut out = Vec::with_capacity(results.len());
                 for input in &results {
-                    out.push(finish_attempt(&tx, input, true)?);
+                    out.push(finish_attempt(&tx, input, budget)?);
                 }
                 tx.commit()?;
                 Ok(out)
@@ -483,33 +482,6 @@ impl Store {
                 conn.pragma_update(None, "synchronous", "FULL")?;
             }
             applied
-        })
-        .await
-    }
-
-    /// Ends an attempt as lost (its runner or agent is gone). An attempt that never started
-    /// is requeued without using a retry.
-    pub async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let started: bool = tx
-                .query_row(
-                    "SELECT started_at IS NOT NULL FROM attempts WHERE id = ?1",
-                    [attempt],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(false);
-            let input = ResultInput {
-                attempt,
-                outcome: Outcome::Lost { reason },
-                metrics: Metrics::default(),
-                log: Vec::new(),
-                outputs: Vec::new(),
-            };
-            let r = finish_attempt(&tx, &input, started)?;
-            tx.commit()?;
-            Ok(r)
         })
         .await
     }
@@ -603,3 +575,4 @@ impl Store {
 
 use super::holds::hold_for;
 pub use super::holds::{Cancel as CancelTarget, ReleaseChanges};
+use super::losses::{requeue_lost, Budget};

@@ -6,6 +6,7 @@ mod blobs;
 mod datasets;
 mod folds;
 mod holds;
+mod losses;
 mod maintenance;
 mod problems;
 mod records;
@@ -36,6 +37,8 @@ pub use folds::{
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,13 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Store {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// How many runner losses a fold may take before it is held (`set_max_losses`).
+    max_losses: Arc<AtomicU32>,
 }
+
+/// How many times a fold may lose its runner (crash, partition past the lease) before it is
+/// held `lost_too_often`, unless the master's config (`[policy] max_losses`) says otherwise.
+pub const DEFAULT_MAX_LOSSES: u32 = 5;
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
@@ -86,7 +95,19 @@ impl Store {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        Ok(Store { jobs: tx })
+        Ok(Store {
+            jobs: tx,
+            max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
+        })
+    }
+
+    /// Sets how many runner losses a fold may take before it is held (for every clone).
+    pub fn set_max_losses(&self, max: u32) {
+        self.max_losses.store(max, Ordering::Relaxed);
+    }
+
+    fn max_losses(&self) -> u32 {
+        self.max_losses.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the owner thread and waits for its answer without blocking the runtime.
@@ -127,6 +148,8 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod loss_tests;
 #[cfg(test)]
 mod submission_tests;
 #[cfg(test)]

@@ -126,6 +126,10 @@ const MIGRATIONS: &[&str] = &[
     "",
     // 10: tenancy: owned datasets and blobs, /runapp/ ids per owner, several tokens per owner
     TENANCY_MIGRATION,
+    // 11: runner losses, counted apart from the fold's own retries
+    r#"
+    ALTER TABLE folds ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Tenants. A dataset has an `owner` (NULL for those made before: only admins see them) and

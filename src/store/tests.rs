@@ -4,13 +4,13 @@ use super::*;
 use crate::model::{FoldSpec, FoldState, HoldCode, Metrics, Outcome};
 use crate::protocol::Grant;
 
-fn spec(max_retries: u32) -> FoldSpec {
+pub(super) fn spec(max_retries: u32) -> FoldSpec {
     let mut s: FoldSpec = serde_json::from_str(r#"{"command":["true"]}"#).unwrap();
     s.max_retries = max_retries;
     s
 }
 
-fn result(attempt: i64, outcome: Outcome) -> ResultInput {
+pub(super) fn result(attempt: i64, outcome: Outcome) -> ResultInput {
     ResultInput {
         attempt,
         outcome,
@@ -24,7 +24,7 @@ fn result(attempt: i64, outcome: Outcome) -> ResultInput {
     }
 }
 
-async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i64) {
+pub(super) async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let ids = store
@@ -35,7 +35,7 @@ async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i64) {
     (dir, store, ids[0], attempt)
 }
 
-async fn assign(store: &Store, fold: i64) -> i64 {
+pub(super) async fn assign(store: &Store, fold: i64) -> i64 {
     let grant = Grant {
         millicpus: 1000,
         memory: 1 << 20,
@@ -111,8 +111,9 @@ async fn a_late_result_of_a_lost_attempt_is_rejected_and_logged() {
     );
     let f = store.fold(fold).await.unwrap();
     assert_eq!(
-        f.retries_used, 1,
-        "a lost attempt that had started uses a retry"
+        (f.retries_used, f.losses),
+        (0, 1),
+        "a lost attempt that had started is a loss, not a retry"
     );
     let second = assign(&store, fold).await;
     let late = store

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ml;
+pub mod procs;
 pub mod python;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
@@ -282,6 +283,37 @@ impl Master {
                 panic!("folds did not end in {timeout:?}: {}", states.join(" "));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pid of the agent process that owns `attempt` on local runner `runner`, from its
+    /// journal (`agents/<runner>/attempts/<attempt>/owner`).
+    pub fn attempt_owner(&self, runner: &str, attempt: i64) -> i32 {
+        let path = self
+            .data_dir()
+            .join("agents")
+            .join(runner)
+            .join("attempts")
+            .join(attempt.to_string())
+            .join("owner");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until fold `id` has an event of `kind`.
+    pub fn wait_event(&self, id: i64, kind: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.fold(id)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == kind)
+        {
+            assert!(Instant::now() < deadline, "fold {id}: no {kind} event");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
