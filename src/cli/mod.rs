@@ -158,8 +158,25 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(s)
 }
 
+/// Client commands that only talk to the master and print stop quietly when their output
+/// closes (`datarun fold show 1 | head`): Rust ignores SIGPIPE, so `println!` would panic on
+/// the closed pipe; the default disposition ends the process as any Unix tool does. Never for
+/// the master, the agent, or the commands that drive SSH sessions or the Docker engine, which
+/// must see EPIPE as an error on their own connections instead of dying.
+fn restore_sigpipe(command: &Command) {
+    let client = !matches!(
+        command,
+        Command::Serve { .. } | Command::Agent { .. } | Command::Provision(_) | Command::Image(_)
+    );
+    if client {
+        // SAFETY: setting a signal disposition to its default before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+}
+
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    restore_sigpipe(&cli.command);
     match cli.command {
         Command::Serve {
             data_dir,
