@@ -1,6 +1,10 @@
 //! The domain: folds, attempts, outcomes and metrics. Plain data shared by the store, the
 //! scheduler snapshot builder, the API and the agent protocol. No IO here.
 
+pub mod limits;
+
+pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
+
 use crate::scheduler::expr::{Expr, Home};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -139,34 +143,23 @@ fn default_queue() -> String {
     DEFAULT_QUEUE.to_string()
 }
 
-/// Limits on what a client may ask for, independent of any runner.
-pub const MAX_COMMAND_ARGS: usize = 4096;
-pub const MAX_INPUTS: usize = 1024;
-pub const MAX_RETRIES: u32 = 100;
-/// The longest requirements or rank expression, in bytes.
-pub const MAX_EXPRESSION: usize = 4096;
-
 impl FoldSpec {
-    /// Checks a spec for mistakes a person can fix; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks a spec for mistakes a person can fix; the message names the field. Size limits
+    /// ([`limits`]) come first, so nothing costly is done on an oversized spec.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.check_sizes()?;
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err("command: must name a program (e.g. [\"python3\", \"train.py\"])".into());
-        }
-        if self.command.len() > MAX_COMMAND_ARGS {
-            return Err(format!("command: at most {MAX_COMMAND_ARGS} arguments"));
         }
         if self.command.iter().any(|a| a.contains('\0')) {
             return Err("command: arguments must not contain NUL bytes".into());
         }
         let r = &self.resources;
         if !r.cpus.is_finite() || r.cpus < 0.0 {
-            return Err(format!(
-                "resources.cpus: {} is not a non-negative number",
-                r.cpus
-            ));
+            return Err(format!("resources.cpus: {} is not a non-negative number", r.cpus).into());
         }
         if r.cpus > 100_000.0 {
-            return Err(format!("resources.cpus: {} is beyond any machine", r.cpus));
+            return Err(format!("resources.cpus: {} is beyond any machine", r.cpus).into());
         }
         if r.memory == 0 {
             return Err("resources.memory: must be more than 0 (e.g. \"512M\")".into());
@@ -177,7 +170,7 @@ impl FoldSpec {
                     "soft_time_limit ({}) is longer than hard_time_limit ({}): the soft limit must come first",
                     crate::units::format_duration(std::time::Duration::from_millis(soft)),
                     crate::units::format_duration(std::time::Duration::from_millis(hard))
-                ));
+                ).into());
             }
         }
         if self.soft_time_limit == Some(0) || self.hard_time_limit == Some(0) {
@@ -185,28 +178,23 @@ impl FoldSpec {
         }
         if !valid_name(&self.queue) {
             return Err(format!(
-                "queue: {:?} is not a valid queue name (letters, digits, '-', '_', '.')",
+                "queue: {:?} is not a valid queue name (1-64 letters, digits, '-', '_', '.')",
                 self.queue
-            ));
+            )
+            .into());
         }
         if let Some(image) = &self.image {
             if !valid_image(image) {
-                return Err(format!("image: {image:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\")"));
+                return Err(format!("image: {image:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\", at most 255 bytes)").into());
             }
         }
         for (field, text) in [("requirements", &self.requirements), ("rank", &self.rank)] {
             if let Some(text) = text {
-                if text.len() > MAX_EXPRESSION {
-                    return Err(format!("{field}: at most {MAX_EXPRESSION} bytes"));
-                }
                 Expr::parse(text, Home::Runner).map_err(|e| format!("{field}: {e}"))?;
             }
         }
         if self.max_retries > MAX_RETRIES {
-            return Err(format!("max_retries: at most {MAX_RETRIES}"));
-        }
-        if self.inputs.len() > MAX_INPUTS {
-            return Err(format!("inputs: at most {MAX_INPUTS}"));
+            return Err(format!("max_retries: at most {MAX_RETRIES}").into());
         }
         let mut seen = std::collections::BTreeSet::new();
         for input in &self.inputs {
@@ -215,10 +203,11 @@ impl FoldSpec {
                 return Err(format!(
                     "inputs: {:?} has sha256 {:?}, which is not 64 lowercase hex digits",
                     input.name, input.sha256
-                ));
+                )
+                .into());
             }
             if !seen.insert(&input.name) {
-                return Err(format!("inputs: {:?} is named twice", input.name));
+                return Err(format!("inputs: {:?} is named twice", input.name).into());
             }
         }
         for key in self.env.keys() {
@@ -227,8 +216,59 @@ impl FoldSpec {
                 || key.contains('\0')
                 || key.starts_with("DATARUN_")
             {
-                return Err(format!("env: {key:?} is not allowed as a variable name"));
+                return Err(format!("env: {key:?} is not allowed as a variable name").into());
             }
+        }
+        Ok(())
+    }
+
+    /// The size limits: counts and bytes of the command, env, inputs and expressions, then
+    /// the whole spec. Over one is [`FieldError::TooLarge`] (413).
+    fn check_sizes(&self) -> Result<(), FieldError> {
+        use limits::*;
+        check_count("command", self.command.len(), "arguments", MAX_COMMAND_ARGS)?;
+        let command: usize = self.command.iter().map(String::len).sum();
+        if command > MAX_COMMAND_BYTES {
+            return Err(FieldError::too_large("command", command, MAX_COMMAND_BYTES));
+        }
+        check_count("env", self.env.len(), "variables", MAX_ENV_VARS)?;
+        let mut env = 0;
+        for (key, value) in &self.env {
+            if key.len() > MAX_ENV_NAME {
+                let short: String = key.chars().take(20).collect();
+                return Err(FieldError::too_large(
+                    &format!("env: the name {short:?}…"),
+                    key.len(),
+                    MAX_ENV_NAME,
+                ));
+            }
+            if value.len() > MAX_ENV_VALUE {
+                return Err(FieldError::too_large(
+                    &format!("env: {key}"),
+                    value.len(),
+                    MAX_ENV_VALUE,
+                ));
+            }
+            env += key.len() + value.len();
+        }
+        if env > MAX_ENV_BYTES {
+            return Err(FieldError::too_large("env", env, MAX_ENV_BYTES));
+        }
+        check_count("inputs", self.inputs.len(), "inputs", MAX_INPUTS)?;
+        for (field, text) in [("requirements", &self.requirements), ("rank", &self.rank)] {
+            if let Some(text) = text {
+                if text.len() > MAX_EXPRESSION {
+                    return Err(FieldError::too_large(field, text.len(), MAX_EXPRESSION));
+                }
+            }
+        }
+        let whole = json_size(self);
+        if whole > MAX_SPEC_BYTES {
+            return Err(FieldError::too_large(
+                "the fold spec",
+                whole,
+                MAX_SPEC_BYTES,
+            ));
         }
         Ok(())
     }
@@ -534,16 +574,114 @@ mod tests {
     }
 
     #[test]
+    fn size_limits_name_the_field_and_the_limit() {
+        use limits::*;
+        let base = || -> FoldSpec { serde_json::from_str(r#"{"command":["true"]}"#).unwrap() };
+        let input = |i: usize| InputRef {
+            name: format!("{i:0>200}"),
+            sha256: "a".repeat(64),
+        };
+        let cases: Vec<(&str, Box<dyn Fn(&mut FoldSpec)>, &str)> = vec![
+            (
+                "args",
+                Box::new(|s| s.command = vec!["x".into(); MAX_COMMAND_ARGS + 1]),
+                "command: 4097 arguments is over the limit of 4096",
+            ),
+            (
+                "command bytes",
+                Box::new(|s| s.command = vec!["x".repeat(40 << 10), "y".repeat(40 << 10)]),
+                "command: 80 KiB is over the limit of 64 KiB",
+            ),
+            (
+                "env count",
+                Box::new(|s| {
+                    s.env = (0..=MAX_ENV_VARS)
+                        .map(|i| (format!("V{i}"), String::new()))
+                        .collect()
+                }),
+                "env: 1025 variables",
+            ),
+            (
+                "env name",
+                Box::new(|s| {
+                    s.env.insert("N".repeat(300), "1".into());
+                }),
+                "is over the limit of 256 bytes",
+            ),
+            (
+                "env value",
+                Box::new(|s| {
+                    s.env.insert("BIG".into(), "v".repeat(33 << 10));
+                }),
+                "env: BIG: 33 KiB is over the limit of 32 KiB",
+            ),
+            (
+                "env total",
+                Box::new(|s| {
+                    s.env = (0..3)
+                        .map(|i| (format!("V{i}"), "v".repeat(30 << 10)))
+                        .collect()
+                }),
+                "env: 90 KiB is over the limit of 64 KiB",
+            ),
+            (
+                "inputs",
+                Box::new(|s| s.inputs = (0..=MAX_INPUTS).map(input).collect()),
+                "inputs: 1025 inputs is over the limit of 1024",
+            ),
+            (
+                "expression",
+                Box::new(|s| s.requirements = Some("1 == 1 && ".repeat(500))),
+                "requirements: 4.9 KiB is over the limit of 4 KiB",
+            ),
+            (
+                "whole spec",
+                Box::new(move |s| s.inputs = (0..1000).map(input).collect()),
+                "the fold spec: ",
+            ),
+        ];
+        for (what, change, needle) in cases {
+            let mut spec = base();
+            change(&mut spec);
+            let e = spec.validate().unwrap_err();
+            assert!(e.is_too_large(), "{what}: {e}");
+            assert!(
+                e.message().contains(needle),
+                "{what}: {e:?} should contain {needle:?}"
+            );
+        }
+        // Just under every limit is fine.
+        let mut spec = base();
+        spec.command = vec!["x".repeat(32 << 10), "y".repeat(32 << 10 - 1)];
+        spec.env = (0..2)
+            .map(|i| (format!("V{i}"), "v".repeat(30 << 10)))
+            .collect();
+        spec.validate().unwrap();
+        // Malformed is not too large.
+        let mut spec = base();
+        spec.queue = "a b".into();
+        assert!(!spec.validate().unwrap_err().is_too_large());
+    }
+
+    #[test]
     fn spec_validation_names_the_field() {
         let spec: FoldSpec = serde_json::from_str(r#"{"command":["true"]}"#).unwrap();
         assert!(spec.validate().is_ok());
         assert_eq!(spec.queue, "default");
         let bad = r#"{"command":["true"],"resources":{"cpus":-1}}"#;
         let spec: FoldSpec = serde_json::from_str(bad).unwrap();
-        assert!(spec.validate().unwrap_err().contains("resources.cpus"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .message()
+            .contains("resources.cpus"));
         let bad = r#"{"command":["true"],"soft_time_limit":"10s","hard_time_limit":"5s"}"#;
         let spec: FoldSpec = serde_json::from_str(bad).unwrap();
-        assert!(spec.validate().unwrap_err().contains("soft_time_limit"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .message()
+            .contains("soft_time_limit"));
         assert!(
             serde_json::from_str::<FoldSpec>(r#"{"command":["true"],"colour":"red"}"#).is_err()
         );

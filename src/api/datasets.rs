@@ -85,6 +85,11 @@ pub async fn create(
             req.name
         )));
     }
+    check_labels(
+        req.target_column.as_deref(),
+        &req.workflow_elements,
+        &req.score_types,
+    )?;
     for w in &req.workflow_elements {
         if !crate::model::valid_name(w) {
             return Err(ApiError::bad_request(format!(
@@ -139,6 +144,27 @@ pub async fn create(
     )
     .await?;
     Ok((StatusCode::CREATED, Json(json!({ "dataset": record }))))
+}
+
+/// The size limits on a dataset's labels: its target column's name and how many workflow
+/// elements and score types it names (the native and `/runapp/` APIs alike).
+pub(super) fn check_labels(
+    target_column: Option<&str>,
+    workflow_elements: &[String],
+    score_types: &[String],
+) -> ApiResult<()> {
+    use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_NAMES};
+    if let Some(target) = target_column {
+        check_text("target_column", target, MAX_LABEL)?;
+    }
+    check_count(
+        "workflow_elements",
+        workflow_elements.len(),
+        "names",
+        MAX_NAMES,
+    )?;
+    check_count("score_types", score_types.len(), "names", MAX_NAMES)?;
+    Ok(())
 }
 
 /// Parses and checks a CSV table (`score_types` empty: none), then stores it as a dataset.

@@ -2,6 +2,7 @@
 
 use super::{ApiError, ApiState};
 use crate::master::pending_of;
+use crate::model::limits::{MAX_BATCH_FOLDS, MAX_REASON};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
 use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges};
 use axum::body::Bytes;
@@ -37,14 +38,15 @@ async fn submit_specs(
     if specs.is_empty() {
         return Err(ApiError::bad_request("folds: give at least one fold"));
     }
+    crate::model::limits::check_count("folds", specs.len(), "folds", MAX_BATCH_FOLDS)?;
     let mut checked = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
         spec.validate().map_err(|e| {
-            ApiError::bad_request(if i == 0 {
-                e.clone()
+            if i == 0 {
+                e
             } else {
-                format!("fold {i}: {e}")
-            })
+                e.prefixed(&format!("fold {i}"))
+            }
         })?;
         let held = s
             .master
@@ -202,6 +204,9 @@ pub async fn hold(
 ) -> ApiResult<Json<Value>> {
     owned(&s, &who, id).await?;
     let body: HoldBody = optional_json(&body)?;
+    if let Some(reason) = &body.reason {
+        crate::model::limits::check_text("reason", reason, MAX_REASON)?;
+    }
     let reason = body
         .reason
         .unwrap_or_else(|| format!("held by {}", who.name));

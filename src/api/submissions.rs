@@ -7,6 +7,7 @@ use super::datasets::blocking;
 use super::layout::{fold_inputs, required_files, Layout};
 use super::results::{live_phase, settle};
 use super::{ApiError, ApiState};
+use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_SUBMISSION_FOLDS};
 use crate::model::{
     check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
 };
@@ -102,14 +103,23 @@ pub struct CreateSubmission {
     max_retries: u32,
 }
 
+/// The size limits on folds a client gives: how many, and their `client_id`s.
+pub(super) fn check_client_folds(folds: &[ClientFold]) -> ApiResult<()> {
+    check_count("folds", folds.len(), "folds", MAX_SUBMISSION_FOLDS)?;
+    for (i, f) in folds.iter().enumerate() {
+        if let Some(id) = &f.client_id {
+            check_text(&format!("folds[{i}].client_id"), id, MAX_LABEL)?;
+        }
+    }
+    Ok(())
+}
+
 /// Decodes and checks a submission's files: safe names, the workflow elements' files present.
 pub(super) fn decode_files(
     files: &BTreeMap<String, String>,
     required: &[String],
 ) -> ApiResult<BTreeMap<String, Vec<u8>>> {
-    if files.len() > MAX_FILES {
-        return Err(ApiError::bad_request(format!("files: at most {MAX_FILES}")));
-    }
+    check_count("files", files.len(), "files", MAX_FILES)?;
     let mut out = BTreeMap::new();
     for (name, text) in files {
         check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
@@ -173,6 +183,12 @@ pub async fn create(
             req.name
         )));
     }
+    if let Some(folds) = &req.folds {
+        check_client_folds(folds)?;
+    }
+    if let Some(cv) = &req.cv {
+        check_count("cv.k", cv.k, "folds", MAX_SUBMISSION_FOLDS)?;
+    }
     let d = s.store.dataset(req.dataset_id).await?;
     let required =
         required_files(&d).map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
@@ -185,7 +201,7 @@ pub async fn create(
         max_retries: req.max_retries,
         ..image_fold(submission::FOLD_COMMAND, req.priority)
     };
-    template.validate().map_err(ApiError::bad_request)?;
+    template.validate()?;
     let (client_folds, cv) = match (req.folds, req.cv) {
         (Some(f), None) if !f.is_empty() => (Some(f), None),
         (None, Some(c)) => (None, Some(c)),

@@ -80,6 +80,19 @@ enum Command {
         /// ~/.config/datarun/known_hosts.
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+        /// `/runapp/`: the most the b64(zlib) fields of one request may inflate to, together
+        /// (a zlib bomb stops there and answers 413).
+        #[arg(long, default_value = "64M", value_parser = parse_size)]
+        max_inflated: u64,
+        /// Requests per token: `20/s`, `600/m`, or `off`; over it answers 429 with Retry-After.
+        #[arg(long, default_value = "20/s", value_parser = crate::api::rate_limit::parse_rate)]
+        rate_limit: f64,
+        /// Requests a token may make at once after a quiet spell.
+        #[arg(long, default_value = "100")]
+        rate_burst: u32,
+        /// Limit admin tokens too (by default they are exempt).
+        #[arg(long)]
+        rate_limit_admins: bool,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -188,6 +201,10 @@ pub fn main() -> Result<()> {
             output_limit,
             lease,
             known_hosts,
+            max_inflated,
+            rate_limit,
+            rate_burst,
+            rate_limit_admins,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -199,6 +216,12 @@ pub fn main() -> Result<()> {
                 output_limit,
                 lease,
                 known_hosts,
+                max_inflated,
+                rate_limit: crate::api::rate_limit::RateLimit {
+                    per_second: rate_limit,
+                    burst: f64::from(rate_burst),
+                    admins: rate_limit_admins,
+                },
             };
             runtime()?.block_on(serve::run(args))
         }
