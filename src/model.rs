@@ -581,7 +581,8 @@ mod tests {
             name: format!("{i:0>200}"),
             sha256: "a".repeat(64),
         };
-        let cases: Vec<(&str, Box<dyn Fn(&mut FoldSpec)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut FoldSpec)>;
+        let cases: Vec<(&str, Change, &str)> = vec![
             (
                 "args",
                 Box::new(|s| s.command = vec!["x".into(); MAX_COMMAND_ARGS + 1]),
@@ -652,7 +653,7 @@ mod tests {
         }
         // Just under every limit is fine.
         let mut spec = base();
-        spec.command = vec!["x".repeat(32 << 10), "y".repeat(32 << 10 - 1)];
+        spec.command = vec!["x".repeat(32 << 10), "y".repeat((32 << 10) - 1)];
         spec.env = (0..2)
             .map(|i| (format!("V{i}"), "v".repeat(30 << 10)))
             .collect();
