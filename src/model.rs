@@ -581,7 +581,7 @@ mod tests {
             name: format!("{i:0>200}"),
             sha256: "a".repeat(64),
         };
-        type Change = Box<dyn Fn(&mut FoldSpec)>;
+        type Change<'a> = Box<dyn Fn(&mut FoldSpec) + 'a>;
         let cases: Vec<(&str, Change, &str)> = vec![
             (
                 "args",
