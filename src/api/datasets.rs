@@ -204,8 +204,23 @@ pub(super) async fn store_dataset(
         .await?)
 }
 
-pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "datasets": s.store.list_datasets().await? })))
+/// `?after=ID&limit=N` of a listing in id order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /datasets`: one page in id order; `next` is the `after` of the next page.
+pub async fn list(
+    State(s): State<ApiState>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(super::folds::bad_query)?;
+    let limit = super::folds::page_limit(q.limit)?;
+    let (datasets, next) = s.store.list_datasets(q.after, Some(limit)).await?;
+    Ok(Json(json!({ "datasets": datasets, "next": next })))
 }
 
 pub async fn show(State(s): State<ApiState>, Path(id): Path<DatasetId>) -> ApiResult<Json<Value>> {

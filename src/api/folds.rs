@@ -2,7 +2,7 @@
 
 use super::{ApiError, ApiState};
 use crate::master::pending_of;
-use crate::model::limits::{MAX_BATCH_FOLDS, MAX_REASON};
+use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
 use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges};
 use axum::body::Bytes;
@@ -107,15 +107,47 @@ pub struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     owner: Option<String>,
+    /// Folds changed after this seq, in seq order.
     since: Option<i64>,
+    /// Folds whose id is greater, in id order.
+    after: Option<FoldId>,
     limit: Option<u32>,
 }
 
+/// A listing's page size: `limit`, else the default; over the maximum is refused (page on
+/// with the answer's `next` instead).
+pub(super) fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(0) => Err(ApiError::bad_request("limit: at least 1")),
+        Some(n) if n > MAX_PAGE => Err(ApiError::bad_request(format!(
+            "limit: {n} is over the maximum page of {MAX_PAGE}; page on with the answer's `next` (see the README, \"Paging\")"
+        ))),
+        Some(n) => Ok(n),
+    }
+}
+
+/// A query string that does not parse: 400 naming the parameter.
+pub(super) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::bad_request(format!("query: {text}"))
+}
+
+/// `GET /folds`: one page, in id order (`after`) or "changed since" order (`since`).
 pub async fn list(
     State(s): State<ApiState>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = q.map_err(bad_query)?;
+    let limit = page_limit(q.limit)?;
+    if q.since.is_some() && q.after.is_some() {
+        return Err(ApiError::bad_request(
+            "give since (changed since, in seq order) or after (in id order), not both",
+        ));
+    }
     let mut states = Vec::new();
     for part in q
         .state
@@ -132,10 +164,11 @@ pub async fn list(
         queue: q.queue,
         owner: q.owner,
         since: q.since,
-        limit: q.limit,
+        after: q.after,
+        limit: Some(limit),
     };
-    let (folds, seq) = s.store.list_folds(filter).await?;
-    Ok(Json(json!({ "folds": folds, "seq": seq })))
+    let page = s.store.list_folds(filter).await?;
+    Ok(Json(json!(page)))
 }
 
 pub async fn show(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Json<Value>> {

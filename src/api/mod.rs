@@ -134,6 +134,9 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .with_state(state.clone())
         .pipe(|api| Router::new().nest("/api/v1", api))
         .merge(runapp::router(state, max_body))
+        // As the fallback of an otherwise empty router, the layer wraps the whole app (a
+        // router's own `layer` wraps each route, inside the 405 answer and its Allow header).
+        .pipe(|app| Router::new().fallback_service(app))
         .layer(middleware::from_fn(json_errors::json_errors))
 }
 

@@ -12,6 +12,7 @@
 use super::datasets::blocking;
 use super::{ApiError, ApiState};
 use crate::dataset::{self, ScoreType};
+use crate::model::limits::MAX_IDS;
 use crate::store::{DatasetId, SettleInput, Settled, SubmissionFoldId, SubmissionFoldRecord};
 use crate::submission::leaderboard::{self, Entry};
 use crate::submission::result::{self, RunView};
@@ -261,7 +262,7 @@ pub async fn new_results(State(s): State<ApiState>, body: Bytes) -> ApiResult<Js
     settle(&s).await?;
     let results = s
         .store
-        .take_new_results(req.dataset_id, req.limit.unwrap_or(1000).min(10_000), false)
+        .take_new_results(req.dataset_id, super::folds::page_limit(req.limit)?, false)
         .await?;
     Ok(Json(json!({ "results": results })))
 }
@@ -278,9 +279,7 @@ pub async fn list_results(
     body: Result<Json<ListResults>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(req) = body?;
-    if req.ids.len() > 10_000 {
-        return Err(ApiError::bad_request("ids: at most 10000"));
-    }
+    crate::model::limits::check_count("ids", req.ids.len(), "ids", MAX_IDS)?;
     settle(&s).await?;
     let found = s.store.submission_folds(req.ids.clone()).await?;
     let missing: Vec<_> = req

@@ -389,12 +389,23 @@ pub async fn resubmit(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     dataset_id: Option<i64>,
+    after: Option<SubmissionId>,
+    limit: Option<u32>,
 }
 
-/// `GET /submissions[?dataset_id=N]`: every submission with its folds' ids and states, light.
-pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+/// `GET /submissions[?dataset_id=N]`: one page of submissions in id order, each with its
+/// folds' ids and states, light; `next` is the `after` of the next page.
+pub async fn list(
+    State(s): State<ApiState>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(super::folds::bad_query)?;
+    let limit = super::folds::page_limit(q.limit)?;
     settle(&s).await?;
-    let subs = s.store.list_submissions(q.dataset_id).await?;
+    let (subs, next) = s
+        .store
+        .list_submissions(q.dataset_id, q.after, limit)
+        .await?;
     let rows: Vec<Value> = subs
         .into_iter()
         .map(|sub| {
@@ -414,7 +425,7 @@ pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiR
             })
         })
         .collect();
-    Ok(Json(json!({ "submissions": rows })))
+    Ok(Json(json!({ "submissions": rows, "next": next })))
 }
 
 pub async fn show(

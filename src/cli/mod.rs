@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod dataset;
 mod fold;
+mod paging;
 mod provision;
 mod queue;
 mod serve;

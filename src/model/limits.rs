@@ -41,6 +41,17 @@ pub const MAX_SUBMISSION_FOLDS: usize = 1000;
 /// A `/runapp/` fold's `train_is` or `test_is` text (b64(zlib(int64 LE)); it is kept).
 pub const MAX_INDICES_TEXT: usize = 16 << 20;
 
+/// Rows in one page of a listing when the client gives no `limit`.
+pub const DEFAULT_PAGE: u32 = 500;
+/// The most rows in one page of a listing (`limit`); more answers 400.
+pub const MAX_PAGE: u32 = 1000;
+/// A page of folds ends early once its specs reach this many bytes (a full page of the
+/// largest specs would otherwise be 256 MiB); its `next` cursor goes on from there.
+pub const MAX_PAGE_BYTES: usize = 8 << 20;
+
+/// Ids in one lookup by ids (`POST /results/list`).
+pub const MAX_IDS: usize = 10_000;
+
 /// Why a field of a request was refused: over a size limit (HTTP 413) or malformed (400). The
 /// message starts with the field (`env: 3 MiB is over the limit of 64 KiB`).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@ mod blobs;
 mod datasets;
 mod folds;
 mod holds;
+mod listing;
 mod maintenance;
 mod problems;
 mod records;
@@ -28,8 +29,8 @@ pub use submissions::{
 pub use tokens::Principal;
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
-    OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldPage, FoldRecord,
+    NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;

@@ -444,6 +444,10 @@ pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> 
     ))
 }
 
+/// The most folds one `testpredictions/` answer carries, each with its predictions: more ids
+/// answer 413; the feed hands out the rest on the next call.
+const MAX_PREDICTIONS: usize = 100;
+
 /// `POST testpredictions/list/`: these folds, any state; delivery unchanged.
 pub async fn list_predictions(
     State(s): State<ApiState>,
@@ -460,6 +464,7 @@ pub async fn list_predictions(
                 "You need to post list_submission_fold: a list of submission on cv fold id",
             )
         })?;
+    crate::model::limits::check_count("list_submission_fold", ids.len(), "folds", MAX_PREDICTIONS)?;
     settle(&s).await?;
     let folds = s.store.runapp_folds(Some(ids)).await?;
     render_all(&s, folds, Shape::TestPred).await
@@ -477,7 +482,10 @@ pub async fn new_predictions(
     };
     let dataset = int(&body, "raw_data_id")?;
     settle(&s).await?;
-    let taken = s.store.take_new_results(dataset, 10_000, true).await?;
+    let taken = s
+        .store
+        .take_new_results(dataset, MAX_PREDICTIONS as u32, true)
+        .await?;
     let metas = s
         .store
         .runapp_meta(taken.iter().map(|r| r.id).collect())

@@ -29,7 +29,8 @@ fn render(d: &DatasetRecord) -> Value {
 }
 
 pub async fn list(State(s): State<ApiState>) -> RunappResult<Json<Value>> {
-    let all = s.store.list_datasets().await?;
+    // The original's list has no pages; datasets are few and listed without statistics.
+    let (all, _) = s.store.list_datasets(None, None).await?;
     Ok(Json(Value::Array(all.iter().map(render).collect())))
 }
 
@@ -75,8 +76,9 @@ pub async fn create(
         .collect();
     check_labels(Some(&target), &elements, &[])?;
     if s.store
-        .list_datasets()
+        .list_datasets(None, None)
         .await?
+        .0
         .iter()
         .any(|d| d.name == name)
     {
