@@ -122,6 +122,58 @@ impl From<FieldError> for String {
     }
 }
 
+impl super::FoldSpec {
+    /// The size limits: counts and bytes of the command, env, inputs and expressions, then
+    /// the whole spec. Over one is [`FieldError::TooLarge`] (413).
+    pub(super) fn check_sizes(&self) -> Result<(), FieldError> {
+        check_count("command", self.command.len(), "arguments", MAX_COMMAND_ARGS)?;
+        let command: usize = self.command.iter().map(String::len).sum();
+        if command > MAX_COMMAND_BYTES {
+            return Err(FieldError::too_large("command", command, MAX_COMMAND_BYTES));
+        }
+        check_count("env", self.env.len(), "variables", MAX_ENV_VARS)?;
+        let mut env = 0;
+        for (key, value) in &self.env {
+            if key.len() > MAX_ENV_NAME {
+                let short: String = key.chars().take(20).collect();
+                return Err(FieldError::too_large(
+                    &format!("env: the name {short:?}…"),
+                    key.len(),
+                    MAX_ENV_NAME,
+                ));
+            }
+            if value.len() > MAX_ENV_VALUE {
+                return Err(FieldError::too_large(
+                    &format!("env: {key}"),
+                    value.len(),
+                    MAX_ENV_VALUE,
+                ));
+            }
+            env += key.len() + value.len();
+        }
+        if env > MAX_ENV_BYTES {
+            return Err(FieldError::too_large("env", env, MAX_ENV_BYTES));
+        }
+        check_count("inputs", self.inputs.len(), "inputs", MAX_INPUTS)?;
+        for (field, text) in [("requirements", &self.requirements), ("rank", &self.rank)] {
+            if let Some(text) = text {
+                if text.len() > MAX_EXPRESSION {
+                    return Err(FieldError::too_large(field, text.len(), MAX_EXPRESSION));
+                }
+            }
+        }
+        let whole = json_size(self);
+        if whole > MAX_SPEC_BYTES {
+            return Err(FieldError::too_large(
+                "the fold spec",
+                whole,
+                MAX_SPEC_BYTES,
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A size for people: `900 bytes`, `64 KiB`, `1.5 MiB`.
 pub fn bytes(n: usize) -> String {
     if n < 1024 {
@@ -178,6 +230,97 @@ pub fn json_size<T: serde::Serialize>(value: &T) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn size_limits_name_the_field_and_the_limit() {
+        use crate::model::{FoldSpec, InputRef};
+        let base = || -> FoldSpec { serde_json::from_str(r#"{"command":["true"]}"#).unwrap() };
+        let input = |i: usize| InputRef {
+            name: format!("{i:0>200}"),
+            sha256: "a".repeat(64),
+        };
+        type Change<'a> = Box<dyn Fn(&mut FoldSpec) + 'a>;
+        let cases: Vec<(&str, Change, &str)> = vec![
+            (
+                "args",
+                Box::new(|s| s.command = vec!["x".into(); MAX_COMMAND_ARGS + 1]),
+                "command: 4097 arguments is over the limit of 4096",
+            ),
+            (
+                "command bytes",
+                Box::new(|s| s.command = vec!["x".repeat(40 << 10), "y".repeat(40 << 10)]),
+                "command: 80 KiB is over the limit of 64 KiB",
+            ),
+            (
+                "env count",
+                Box::new(|s| {
+                    s.env = (0..=MAX_ENV_VARS)
+                        .map(|i| (format!("V{i}"), String::new()))
+                        .collect()
+                }),
+                "env: 1025 variables",
+            ),
+            (
+                "env name",
+                Box::new(|s| {
+                    s.env.insert("N".repeat(300), "1".into());
+                }),
+                "is over the limit of 256 bytes",
+            ),
+            (
+                "env value",
+                Box::new(|s| {
+                    s.env.insert("BIG".into(), "v".repeat(33 << 10));
+                }),
+                "env: BIG: 33 KiB is over the limit of 32 KiB",
+            ),
+            (
+                "env total",
+                Box::new(|s| {
+                    s.env = (0..3)
+                        .map(|i| (format!("V{i}"), "v".repeat(30 << 10)))
+                        .collect()
+                }),
+                "env: 90 KiB is over the limit of 64 KiB",
+            ),
+            (
+                "inputs",
+                Box::new(|s| s.inputs = (0..=MAX_INPUTS).map(input).collect()),
+                "inputs: 1025 inputs is over the limit of 1024",
+            ),
+            (
+                "expression",
+                Box::new(|s| s.requirements = Some("1 == 1 && ".repeat(500))),
+                "requirements: 4.9 KiB is over the limit of 4 KiB",
+            ),
+            (
+                "whole spec",
+                Box::new(move |s| s.inputs = (0..1000).map(input).collect()),
+                "the fold spec: ",
+            ),
+        ];
+        for (what, change, needle) in cases {
+            let mut spec = base();
+            change(&mut spec);
+            let e = spec.validate().unwrap_err();
+            assert!(e.is_too_large(), "{what}: {e}");
+            assert!(
+                e.message().contains(needle),
+                "{what}: {e:?} should contain {needle:?}"
+            );
+        }
+        // Just under every limit is fine.
+        let mut spec = base();
+        spec.command = vec!["x".repeat(32 << 10), "y".repeat((32 << 10) - 1)];
+        spec.env = (0..2)
+            .map(|i| (format!("V{i}"), "v".repeat(30 << 10)))
+            .collect();
+        spec.validate().unwrap();
+        // Malformed is not too large.
+        let mut spec = base();
+        spec.queue = "a b".into();
+        assert!(!spec.validate().unwrap_err().is_too_large());
+    }
 
     #[test]
     fn sizes_for_people() {
