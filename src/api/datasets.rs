@@ -86,6 +86,11 @@ pub async fn create(
             req.name
         )));
     }
+    check_labels(
+        req.target_column.as_deref(),
+        &req.workflow_elements,
+        &req.score_types,
+    )?;
     for w in &req.workflow_elements {
         if !crate::model::valid_name(w) {
             return Err(ApiError::bad_request(format!(
@@ -151,6 +156,27 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "dataset": record }))))
 }
 
+/// The size limits on a dataset's labels: its target column's name and how many workflow
+/// elements and score types it names (the native and `/runapp/` APIs alike).
+pub(super) fn check_labels(
+    target_column: Option<&str>,
+    workflow_elements: &[String],
+    score_types: &[String],
+) -> ApiResult<()> {
+    use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_NAMES};
+    if let Some(target) = target_column {
+        check_text("target_column", target, MAX_LABEL)?;
+    }
+    check_count(
+        "workflow_elements",
+        workflow_elements.len(),
+        "names",
+        MAX_NAMES,
+    )?;
+    check_count("score_types", score_types.len(), "names", MAX_NAMES)?;
+    Ok(())
+}
+
 /// Parses and checks a CSV table (`score_types` empty: none), then stores it as a dataset of
 /// `owner`.
 pub(super) async fn store_dataset(
@@ -191,13 +217,28 @@ pub(super) async fn store_dataset(
         .await?)
 }
 
+/// `?after=ID&limit=N` of a listing in id order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
+}
+
+/// `GET /datasets`: one page of the caller's datasets (an admin's: all) in id order; `next`
+/// is the `after` of the next page.
 pub async fn list(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(
-        json!({ "datasets": s.store.list_datasets(&who.scope()).await? }),
-    ))
+    let Query(q) = q.map_err(super::folds::bad_query)?;
+    let limit = super::folds::page_limit(q.limit)?;
+    let (datasets, next) = s
+        .store
+        .list_datasets(&who.scope(), q.after, Some(limit))
+        .await?;
+    Ok(Json(json!({ "datasets": datasets, "next": next })))
 }
 
 pub async fn show(

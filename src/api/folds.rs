@@ -2,6 +2,7 @@
 
 use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
+use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
 use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
 use axum::body::Bytes;
@@ -41,14 +42,15 @@ async fn submit_specs(
     if specs.is_empty() {
         return Err(ApiError::bad_request("folds: give at least one fold"));
     }
+    crate::model::limits::check_count("folds", specs.len(), "folds", MAX_BATCH_FOLDS)?;
     let mut checked = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
         spec.validate().map_err(|e| {
-            ApiError::bad_request(if i == 0 {
-                e.clone()
+            if i == 0 {
+                e
             } else {
-                format!("fold {i}: {e}")
-            })
+                e.prefixed(&format!("fold {i}"))
+            }
         })?;
         let held = s
             .master
@@ -109,18 +111,49 @@ pub struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     owner: Option<String>,
+    /// Folds changed after this seq, in seq order.
     since: Option<i64>,
+    /// Folds whose id is greater, in id order.
+    after: Option<FoldId>,
     limit: Option<u32>,
 }
 
-/// `GET /folds`: a non-admin lists only their own folds (no `owner` means theirs; naming
-/// another owner is 403).
+/// A listing's page size: `limit`, else the default; over the maximum is refused (page on
+/// with the answer's `next` instead).
+pub(super) fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(0) => Err(ApiError::bad_request("limit: at least 1")),
+        Some(n) if n > MAX_PAGE => Err(ApiError::bad_request(format!(
+            "limit: {n} is over the maximum page of {MAX_PAGE}; page on with the answer's `next` (see the README, \"Paging\")"
+        ))),
+        Some(n) => Ok(n),
+    }
+}
+
+/// A query string that does not parse: 400 naming the parameter.
+pub(super) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::bad_request(format!("query: {text}"))
+}
+
+/// `GET /folds`: one page, in id order (`after`) or "changed since" order (`since`). A
+/// non-admin lists only their own folds (no `owner` means theirs; naming another owner is 403).
 pub async fn list(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = q.map_err(bad_query)?;
+    let limit = page_limit(q.limit)?;
+    if q.since.is_some() && q.after.is_some() {
+        return Err(ApiError::bad_request(
+            "give since (changed since, in seq order) or after (in id order), not both",
+        ));
+    }
     let owner = match (who.admin, q.owner) {
         (true, owner) => owner,
         (false, Some(o)) if o != who.name => {
@@ -147,10 +180,11 @@ pub async fn list(
         queue: q.queue,
         owner,
         since: q.since,
-        limit: q.limit,
+        after: q.after,
+        limit: Some(limit),
     };
-    let (folds, seq) = s.store.list_folds(filter).await?;
-    Ok(Json(json!({ "folds": folds, "seq": seq })))
+    let page = s.store.list_folds(filter).await?;
+    Ok(Json(json!(page)))
 }
 
 pub async fn show(
@@ -225,6 +259,9 @@ pub async fn hold(
 ) -> ApiResult<Json<Value>> {
     owned(&s, &who, id).await?;
     let body: HoldBody = optional_json(&body)?;
+    if let Some(reason) = &body.reason {
+        crate::model::limits::check_text("reason", reason, MAX_REASON)?;
+    }
     let reason = body
         .reason
         .unwrap_or_else(|| format!("held by {}", who.name));

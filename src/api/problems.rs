@@ -111,7 +111,7 @@ pub(super) async fn start_custom_split(
         inputs,
         ..image_fold(PREPARE_COMMAND, priority)
     };
-    spec.validate().map_err(ApiError::bad_request)?;
+    spec.validate()?;
     let hold = held(s, &who.name, &spec);
     let split = s
         .store

@@ -12,6 +12,7 @@
 use super::datasets::blocking;
 use super::{visible, ApiError, ApiState};
 use crate::dataset::{self, ScoreType};
+use crate::model::limits::MAX_IDS;
 use crate::store::{
     DatasetId, Principal, Resource, SettleInput, Settled, SubmissionFoldId, SubmissionFoldRecord,
 };
@@ -265,10 +266,14 @@ pub async fn new_results(
 ) -> ApiResult<Json<Value>> {
     let req: NewResults = super::folds::optional_json(&body)?;
     settle(&s).await?;
-    let limit = req.limit.unwrap_or(1000).min(10_000);
     let results = s
         .store
-        .take_new_results(who.name, req.dataset_id, limit, false)
+        .take_new_results(
+            who.name,
+            req.dataset_id,
+            super::folds::page_limit(req.limit)?,
+            false,
+        )
         .await?;
     Ok(Json(json!({ "results": results })))
 }
@@ -287,9 +292,7 @@ pub async fn list_results(
     body: Result<Json<ListResults>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(req) = body?;
-    if req.ids.len() > 10_000 {
-        return Err(ApiError::bad_request("ids: at most 10000"));
-    }
+    crate::model::limits::check_count("ids", req.ids.len(), "ids", MAX_IDS)?;
     settle(&s).await?;
     let found = s
         .store

@@ -27,10 +27,11 @@ pub async fn add_folds(
     body: Result<Json<AddFolds>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body?;
-    if req.folds.is_empty() || req.folds.len() > 1000 {
-        return Err(ApiError::bad_request("folds: give 1 to 1000 folds"));
+    if req.folds.is_empty() {
+        return Err(ApiError::bad_request("folds: give at least one fold"));
     }
     visible(&s, &who, Resource::Submission(id)).await?;
+    super::submissions::check_client_folds(&req.folds)?;
     let sub = s.store.submission(id).await?;
     let first = sub
         .folds

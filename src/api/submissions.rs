@@ -7,6 +7,7 @@ use super::datasets::blocking;
 use super::layout::{fold_inputs, required_files, Layout};
 use super::results::{live_phase, settle};
 use super::{visible, ApiError, ApiState};
+use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_SUBMISSION_FOLDS};
 use crate::model::{
     check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
 };
@@ -103,14 +104,23 @@ pub struct CreateSubmission {
     max_retries: u32,
 }
 
+/// The size limits on folds a client gives: how many, and their `client_id`s.
+pub(super) fn check_client_folds(folds: &[ClientFold]) -> ApiResult<()> {
+    check_count("folds", folds.len(), "folds", MAX_SUBMISSION_FOLDS)?;
+    for (i, f) in folds.iter().enumerate() {
+        if let Some(id) = &f.client_id {
+            check_text(&format!("folds[{i}].client_id"), id, MAX_LABEL)?;
+        }
+    }
+    Ok(())
+}
+
 /// Decodes and checks a submission's files: safe names, the workflow elements' files present.
 pub(super) fn decode_files(
     files: &BTreeMap<String, String>,
     required: &[String],
 ) -> ApiResult<BTreeMap<String, Vec<u8>>> {
-    if files.len() > MAX_FILES {
-        return Err(ApiError::bad_request(format!("files: at most {MAX_FILES}")));
-    }
+    check_count("files", files.len(), "files", MAX_FILES)?;
     let mut out = BTreeMap::new();
     for (name, text) in files {
         check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
@@ -174,6 +184,12 @@ pub async fn create(
             req.name
         )));
     }
+    if let Some(folds) = &req.folds {
+        check_client_folds(folds)?;
+    }
+    if let Some(cv) = &req.cv {
+        check_count("cv.k", cv.k, "folds", MAX_SUBMISSION_FOLDS)?;
+    }
     visible(&s, &who, Resource::Dataset(req.dataset_id)).await?;
     if let Some(split) = req.split_id {
         visible(&s, &who, Resource::Split(split)).await?;
@@ -190,7 +206,7 @@ pub async fn create(
         max_retries: req.max_retries,
         ..image_fold(submission::FOLD_COMMAND, req.priority)
     };
-    template.validate().map_err(ApiError::bad_request)?;
+    template.validate()?;
     let (client_folds, cv) = match (req.folds, req.cv) {
         (Some(f), None) if !f.is_empty() => (Some(f), None),
         (None, Some(c)) => (None, Some(c)),
@@ -374,17 +390,25 @@ pub async fn resubmit(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     dataset_id: Option<i64>,
+    after: Option<SubmissionId>,
+    limit: Option<u32>,
 }
 
-/// `GET /submissions[?dataset_id=N]`: every submission the caller sees (their own; an admin
-/// all) with its folds' ids and states, light.
+/// `GET /submissions[?dataset_id=N]`: one page of the submissions the caller sees (their own;
+/// an admin all) in id order, each with its folds' ids and states, light; `next` is the
+/// `after` of the next page.
 pub async fn list(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(super::folds::bad_query)?;
+    let limit = super::folds::page_limit(q.limit)?;
     settle(&s).await?;
-    let subs = s.store.list_submissions(&who.scope(), q.dataset_id).await?;
+    let (subs, next) = s
+        .store
+        .list_submissions(&who.scope(), q.dataset_id, q.after, limit)
+        .await?;
     let rows: Vec<Value> = subs
         .into_iter()
         .map(|sub| {
@@ -404,7 +428,7 @@ pub async fn list(
             })
         })
         .collect();
-    Ok(Json(json!({ "submissions": rows })))
+    Ok(Json(json!({ "submissions": rows, "next": next })))
 }
 
 pub async fn show(

@@ -127,6 +127,37 @@ impl Client {
         format!("{}/api/v1{}", self.base, path)
     }
 
+    /// Sends a request; over the token's rate limit (429) waits as `Retry-After` says and
+    /// sends it again, for at most a minute in all.
+    fn send(
+        &self,
+        what: &str,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let Some(again) = req.try_clone() else {
+                return self.check(what, req.send());
+            };
+            let resp = again.send();
+            let retry = match &resp {
+                Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.clamp(1, 10))),
+                _ => None,
+            };
+            match retry {
+                Some(wait) if waited + wait <= Duration::from_secs(60) => {
+                    std::thread::sleep(wait);
+                    waited += wait;
+                }
+                _ => return self.check(what, resp),
+            }
+        }
+    }
+
     fn check(
         &self,
         what: &str,
@@ -166,36 +197,28 @@ impl Client {
     }
 
     fn bodiless<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T> {
-        let resp = self.check(
+        let resp = self.send(
             path,
             self.http
                 .request(method, self.url(path))
-                .bearer_auth(&self.token)
-                .send(),
+                .bearer_auth(&self.token),
         )?;
         resp.json()
             .with_context(|| format!("{path}: unreadable answer"))
     }
 
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self.check(
-            path,
-            self.http
-                .get(self.url(path))
-                .bearer_auth(&self.token)
-                .send(),
-        )?;
+        let resp = self.send(path, self.http.get(self.url(path)).bearer_auth(&self.token))?;
         Ok(resp.bytes()?.to_vec())
     }
 
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
-        let resp = self.check(
+        let resp = self.send(
             path,
             self.http
                 .post(self.url(path))
                 .bearer_auth(&self.token)
-                .json(body)
-                .send(),
+                .json(body),
         )?;
         resp.json()
             .with_context(|| format!("{path}: unreadable answer"))
@@ -208,7 +231,7 @@ impl Client {
             .bearer_auth(&self.token)
             .header("content-type", "application/octet-stream")
             .body(body);
-        let resp = self.check(path, req.send())?;
+        let resp = self.send(path, req)?;
         resp.json()
             .with_context(|| format!("{path}: unreadable answer"))
     }

@@ -238,7 +238,8 @@ pub fn runners(cmd: RunnersCmd) -> Result<()> {
     };
     let v: Value = conn.client()?.get("/runners")?;
     if json {
-        return print_json(&v["runners"]);
+        // The whole answer: the runners and a rejected inventory edit (`inventory_error`).
+        return print_json(&v);
     }
     let mut t = Table::new(&[
         "NAME", "VIA", ">SLOTS", ">CPUS", ">MEMORY", "GPUS", "QUEUES", "MACHINE", "STATE",

@@ -22,6 +22,9 @@ pub struct ServeArgs {
     pub output_limit: u64,
     pub lease: Duration,
     pub known_hosts: Option<PathBuf>,
+    /// `/runapp/`: the most one request's b64(zlib) fields inflate to.
+    pub max_inflated: u64,
+    pub rate_limit: api::rate_limit::RateLimit,
     pub edge: EdgeArgs,
 }
 
@@ -185,6 +188,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             store,
             master: handle,
             maintenance: jobs,
+            limits: std::sync::Arc::new(api::ApiLimits {
+                max_inflated: args.max_inflated as usize,
+                rate: api::rate_limit::RateLimiter::new(args.rate_limit),
+            }),
         },
         args.max_body as usize,
     );

@@ -240,16 +240,27 @@ impl Store {
         .await
     }
 
-    /// The datasets `scope` sees, oldest first, without statistics.
-    pub async fn list_datasets(&self, scope: &Scope) -> Result<Vec<DatasetRecord>> {
+    /// The datasets `scope` sees with an id over `after`, oldest first, without statistics: at
+    /// most `limit` (None: all), and the id to go on after when there are more.
+    pub async fn list_datasets(
+        &self,
+        scope: &Scope,
+        after: Option<DatasetId>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<DatasetRecord>, Option<DatasetId>)> {
         let owner = scope.owner().map(str::to_string);
-        let visible = scope.sql("owner", 1);
+        let visible = scope.sql("owner", 3);
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {DATASET_COLUMNS} FROM datasets WHERE {visible} ORDER BY id"
+                "SELECT {DATASET_COLUMNS} FROM datasets WHERE id > ?1 AND {visible} ORDER BY id LIMIT ?2"
             ))?;
-            let rows = stmt.query_map([owner], |r| dataset_row(r, false))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let probe = limit.map_or(-1, |l| i64::from(l) + 1);
+            let rows = stmt.query_map(params![after.unwrap_or(0), probe, owner], |r| {
+                dataset_row(r, false)
+            })?;
+            let mut all = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let next = super::listing::cut(&mut all, limit, |d| d.id);
+            Ok((all, next))
         })
         .await
     }
@@ -413,7 +424,11 @@ mod tests {
         assert_eq!(d.stats, json!({"rows": 2}));
         assert_eq!(d.workflow_elements, ["classifier"]);
         assert_eq!(store.dataset_table(d.id).await.unwrap(), iris_like().table);
-        let listed = store.list_datasets(&Scope::All).await.unwrap();
+        let listed = store
+            .list_datasets(&Scope::All, None, Some(10))
+            .await
+            .unwrap()
+            .0;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].stats, Value::Null);
 

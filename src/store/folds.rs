@@ -303,38 +303,6 @@ impl Store {
         self.call(move |conn| get_fold(conn, id)).await
     }
 
-    pub async fn list_folds(&self, filter: FoldFilter) -> Result<(Vec<FoldRecord>, i64)> {
-        self.call(move |conn| {
-            let mut sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE 1=1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            if !filter.states.is_empty() {
-                let marks: Vec<String> = filter.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-                sql.push_str(&format!(" AND f.state IN ({})", marks.join(",")));
-            }
-            if let Some(q) = filter.queue {
-                args.push(q.into());
-                sql.push_str(&format!(" AND f.queue = ?{}", args.len()));
-            }
-            if let Some(o) = filter.owner {
-                args.push(o.into());
-                sql.push_str(&format!(" AND f.owner = ?{}", args.len()));
-            }
-            if let Some(s) = filter.since {
-                args.push(s.into());
-                sql.push_str(&format!(" AND f.seq > ?{}", args.len()));
-            }
-            sql.push_str(if filter.since.is_some() { " ORDER BY f.seq" } else { " ORDER BY f.id" });
-            sql.push_str(&format!(" LIMIT {}", filter.limit.unwrap_or(100_000)));
-            let mut stmt = conn.prepare(&sql)?;
-            let folds = stmt
-                .query_map(rusqlite::params_from_iter(args), fold_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let seq: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-            Ok((folds, seq))
-        })
-        .await
-    }
-
     pub async fn attempts(&self, fold: FoldId) -> Result<Vec<AttemptRecord>> {
         self.call(move |conn| {
             let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE fold_id = ?1 ORDER BY id");

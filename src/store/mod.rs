@@ -7,6 +7,7 @@ mod datasets;
 mod folds;
 mod holds;
 mod losses;
+mod listing;
 mod maintenance;
 mod problems;
 mod records;
@@ -31,8 +32,8 @@ pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
-    OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldPage, FoldRecord,
+    NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;

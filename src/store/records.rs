@@ -115,9 +115,24 @@ pub struct FoldFilter {
     pub states: Vec<FoldState>,
     pub queue: Option<String>,
     pub owner: Option<String>,
-    /// Only folds whose seq is greater.
+    /// Only folds whose seq is greater, in seq order.
     pub since: Option<i64>,
+    /// Only folds whose id is greater, in id order (when `since` is not given).
+    pub after: Option<FoldId>,
+    /// At most this many (default and cap: `limits::DEFAULT_PAGE`, `limits::MAX_PAGE`).
     pub limit: Option<u32>,
+}
+
+/// One page of folds. `more`: the page stopped at its limit (or at
+/// `limits::MAX_PAGE_BYTES` of specs) and more folds match. `seq`: with `since`, the seq of
+/// the last fold when there are more (the `since` of the next page), else the newest seq of
+/// all, to follow changes from; `next`: the cursor of the next page (a `since` with `since`,
+/// an `after` otherwise), None at the end.
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldPage {
+    pub folds: Vec<FoldRecord>,
+    pub seq: i64,
+    pub next: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -87,7 +87,7 @@ async fn created_with_queue_folds_or_not_at_all() {
         .list_folds(FoldFilter::default())
         .await
         .unwrap()
-        .0
+        .folds
         .len();
     let err = store
         .create_submission(new_submission(s.dataset_id, "t", true))
@@ -104,7 +104,7 @@ async fn created_with_queue_folds_or_not_at_all() {
             .list_folds(FoldFilter::default())
             .await
             .unwrap()
-            .0
+            .folds
             .len(),
         before
     );

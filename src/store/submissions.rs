@@ -201,26 +201,35 @@ impl Store {
         .await
     }
 
-    /// The submissions `scope` sees (of one dataset, when given), oldest first, with their
-    /// folds.
+    /// The submissions `scope` sees (of one dataset, when given) with an id over `after`,
+    /// oldest first, with their folds: at most `limit`, and the id to go on after when there
+    /// are more.
     pub async fn list_submissions(
         &self,
         scope: &Scope,
         dataset: Option<DatasetId>,
-    ) -> Result<Vec<SubmissionRecord>> {
+        after: Option<SubmissionId>,
+        limit: u32,
+    ) -> Result<(Vec<SubmissionRecord>, Option<SubmissionId>)> {
         let owner = scope.owner().map(str::to_string);
-        let visible = scope.sql("owner", 2);
+        let visible = scope.sql("owner", 4);
         self.call(move |conn| {
-            let ids = conn
+            let mut ids = conn
                 .prepare_cached(&format!(
-                    "SELECT id FROM submissions WHERE (?1 IS NULL OR dataset_id = ?1)
-                     AND {visible} ORDER BY id"
+                    "SELECT id FROM submissions WHERE (?1 IS NULL OR dataset_id = ?1) AND id > ?2
+                     AND {visible} ORDER BY id LIMIT ?3"
                 ))?
-                .query_map(params![dataset, owner], |r| r.get::<_, SubmissionId>(0))?
+                .query_map(
+                    params![dataset, after.unwrap_or(0), i64::from(limit) + 1, owner],
+                    |r| r.get::<_, SubmissionId>(0),
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            ids.into_iter()
+            let next = super::listing::cut(&mut ids, Some(limit), |id| *id);
+            let subs = ids
+                .into_iter()
                 .map(|id| find_submission(conn, id))
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            Ok((subs, next))
         })
         .await
     }

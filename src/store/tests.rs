@@ -233,7 +233,7 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
         .list_folds(FoldFilter::default())
         .await
         .unwrap()
-        .0
+        .folds
         .is_empty());
     // Stored but not ann's (nobody uploaded it as ann): answered as a missing blob; an admin
     // may name any stored blob.
@@ -273,30 +273,23 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
 #[tokio::test]
 async fn changed_since_pages_on_seq() {
     let (_d, store, fold, attempt) = setup(0).await;
-    let (all, seq) = store.list_folds(FoldFilter::default()).await.unwrap();
-    assert_eq!(all.len(), 1);
-    let (none, _) = store
-        .list_folds(FoldFilter {
-            since: Some(seq),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(none.is_empty());
+    let all = store.list_folds(FoldFilter::default()).await.unwrap();
+    assert_eq!(all.folds.len(), 1);
+    assert_eq!(all.next, None);
+    let since = |seq: i64| FoldFilter {
+        since: Some(seq),
+        ..Default::default()
+    };
+    let none = store.list_folds(since(all.seq)).await.unwrap();
+    assert!(none.folds.is_empty());
     store
         .record_result(result(attempt, Outcome::Success))
         .await
         .unwrap();
-    let (changed, seq2) = store
-        .list_folds(FoldFilter {
-            since: Some(seq),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(changed.len(), 1);
-    assert_eq!(changed[0].id, fold);
-    assert!(seq2 > seq);
+    let changed = store.list_folds(since(all.seq)).await.unwrap();
+    assert_eq!(changed.folds.len(), 1);
+    assert_eq!(changed.folds[0].id, fold);
+    assert!(changed.seq > all.seq);
 }
 
 #[tokio::test]

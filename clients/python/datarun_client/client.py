@@ -288,6 +288,18 @@ class Client:
     def get_bytes(self, path):
         return self._request("GET", path).content
 
+    def all_pages(self, path, key):
+        """Every row of a listing that pages in id order (``next`` is the ``after`` of the
+        next page), however many pages."""
+        sep = "&" if "?" in path else "?"
+        rows, after = [], None
+        while True:
+            page = self.get(path + (f"{sep}after={after}" if after is not None else ""))
+            rows.extend(page[key])
+            after = page.get("next")
+            if after is None:
+                return rows
+
     # ---- native API: health, blobs, folds ---------------------------------------------------
 
     def health(self):
@@ -389,7 +401,7 @@ class Client:
         return self.post("/datasets", body)["dataset"]
 
     def datasets(self):
-        return self.get("/datasets")["datasets"]
+        return self.all_pages("/datasets", "datasets")
 
     def dataset(self, dataset_id):
         """The dataset with its column statistics and its splits."""
@@ -521,7 +533,7 @@ class Client:
         path = "/submissions"
         if dataset_id is not None:
             path += f"?dataset_id={int(dataset_id)}"
-        return self.get(path)["submissions"]
+        return self.all_pages(path, "submissions")
 
     def submission(self, submission_id):
         """The submission with its folds (``GET /submissions/{id}``)."""

@@ -9,8 +9,9 @@ use super::super::layout::{required_files, Layout};
 use super::super::results::{live_phase, settle};
 use super::super::submissions::{build_fold, decode_files, held, image_fold};
 use super::super::{visible, ApiState};
-use super::{body_object, decode_indices, decode_zb64, encode_f64, RunappError, RunappResult};
-use crate::model::{Priority, PRIORITY_HIGH, PRIORITY_LOW};
+use super::{body_object, encode_f64, Inflater, RunappError, RunappResult};
+use crate::model::limits::MAX_INDICES_TEXT;
+use crate::model::{FieldError, Priority, PRIORITY_HIGH, PRIORITY_LOW};
 use crate::store::{
     sha256_hex, NewSubmission, Principal, Resource, RunappFold, RunappTarget, StoreError,
     SubmissionFoldRecord,
@@ -74,14 +75,18 @@ fn priority(v: Option<&Value>) -> RunappResult<(Priority, String)> {
 }
 
 /// The posted `files` (name → b64(zlib)) as the native API's name → base64.
-pub(super) fn inflate_files(files: &Map<String, Value>) -> RunappResult<BTreeMap<String, String>> {
+pub(super) fn inflate_files(
+    inflater: &mut Inflater,
+    files: &Map<String, Value>,
+) -> RunappResult<BTreeMap<String, String>> {
     let mut b64 = BTreeMap::new();
     for (name, text) in files {
-        let data = text
+        let text = text
             .as_str()
-            .ok_or_else(|| "expected a string".to_string())
-            .and_then(decode_zb64)
-            .map_err(|e| RunappError::field("files", format!("{name}: {e}")))?;
+            .ok_or_else(|| RunappError::field("files", format!("{name}: expected a string")))?;
+        let data = inflater
+            .decode(text)
+            .map_err(|e| RunappError::undecodable("files", &format!("{name}: "), e))?;
         b64.insert(name.clone(), crate::protocol::b64(&data));
     }
     Ok(b64)
@@ -97,8 +102,14 @@ pub async fn create(
     let s_id = required_int(&body, "databoard_s_id")?;
     let train_text = required_text(&body, "train_is")?.to_string();
     let test_text = required_text(&body, "test_is")?.to_string();
+    for (field, text) in [("train_is", &train_text), ("test_is", &test_text)] {
+        if text.len() > MAX_INDICES_TEXT {
+            return Err(FieldError::too_large(field, text.len(), MAX_INDICES_TEXT).into());
+        }
+    }
     let (prio, prio_name) = priority(body.get("priority"))?;
-    if let Some(answer) = super::force::repost(&s, &who, &body, sf_id, s_id).await? {
+    let mut inflater = s.inflater();
+    if let Some(answer) = super::force::repost(&s, &who, &body, sf_id, s_id, &mut inflater).await? {
         return Ok(answer);
     }
     let existing = s.store.runapp_submission(who.name.clone(), s_id).await?;
@@ -125,7 +136,7 @@ pub async fn create(
             let required =
                 required_files(&d).map_err(|e| RunappError::bad(format!("raw data {raw}: {e}")))?;
             // Inflate, then check names and required files like the native API.
-            let decoded = decode_files(&inflate_files(files)?, &required)?;
+            let decoded = decode_files(&inflate_files(&mut inflater, files)?, &required)?;
             let shas = decoded
                 .iter()
                 .map(|(n, d)| (n.clone(), sha256_hex(d)))
@@ -145,8 +156,12 @@ pub async fn create(
     };
     let layout = Layout::new(&s, &d, Some(split_id)).await?;
     let n = layout.n_train;
-    let train_is = decode_indices(&train_text, n).map_err(|e| RunappError::field("train_is", e))?;
-    let test_is = decode_indices(&test_text, n).map_err(|e| RunappError::field("test_is", e))?;
+    let train_is = inflater
+        .indices(&train_text, n)
+        .map_err(|e| RunappError::undecodable("train_is", "", e))?;
+    let test_is = inflater
+        .indices(&test_text, n)
+        .map_err(|e| RunappError::undecodable("test_is", "", e))?;
     cv::check_fold("train_is", &train_is, &test_is, n).map_err(RunappError::bad)?;
     let template = image_fold(submission::FOLD_COMMAND, prio);
     let index = match existing {
@@ -445,6 +460,10 @@ pub async fn light(
     ))
 }
 
+/// The most folds one `testpredictions/` answer carries, each with its predictions: more ids
+/// answer 413; the feed hands out the rest on the next call.
+const MAX_PREDICTIONS: usize = 100;
+
 /// `POST testpredictions/list/`: these folds, any state; delivery unchanged.
 pub async fn list_predictions(
     State(s): State<ApiState>,
@@ -462,6 +481,7 @@ pub async fn list_predictions(
                 "You need to post list_submission_fold: a list of submission on cv fold id",
             )
         })?;
+    crate::model::limits::check_count("list_submission_fold", ids.len(), "folds", MAX_PREDICTIONS)?;
     settle(&s).await?;
     let folds = s.store.runapp_folds(who.name, Some(ids)).await?;
     render_all(&s, folds, Shape::TestPred).await
@@ -482,7 +502,7 @@ pub async fn new_predictions(
     settle(&s).await?;
     let taken = s
         .store
-        .take_new_results(who.name, dataset, 10_000, true)
+        .take_new_results(who.name, dataset, MAX_PREDICTIONS as u32, true)
         .await?;
     let metas = s
         .store

@@ -4,10 +4,11 @@
 //! scikit-learn's `train_test_split` rows (`dataset::sklearn_split`), synchronously;
 //! `rawdata/customsplit/` runs the problem script's `prepare_data` as a queue fold.
 
-use super::super::datasets::{store_dataset, store_split};
+use super::super::datasets::{check_labels, store_dataset, store_split};
 use super::super::{problems, visible, ApiState};
-use super::{body_object, decode_zb64, RunappError, RunappResult};
+use super::{body_object, RunappError, RunappResult};
 use crate::dataset::{problem, sklearn_split};
+use crate::model::limits::{check_text, MAX_LABEL};
 use crate::model::Priority;
 use crate::store::{DatasetRecord, Principal, Resource};
 use axum::body::Bytes;
@@ -31,7 +32,8 @@ pub async fn list(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
 ) -> RunappResult<Json<Value>> {
-    let all = s.store.list_datasets(&who.scope()).await?;
+    // The original's list has no pages; datasets are few and listed without statistics.
+    let (all, _) = s.store.list_datasets(&who.scope(), None, None).await?;
     Ok(Json(Value::Array(all.iter().map(render).collect())))
 }
 
@@ -68,16 +70,21 @@ pub async fn create(
     let body = body_object(&body)?;
     let name = required_str(&body, "name")?;
     let target = required_str(&body, "target_column")?;
-    let elements: Vec<String> = required_str(&body, "workflow_elements")?
+    let elements = required_str(&body, "workflow_elements")?;
+    check_text("name", &name, MAX_LABEL)?;
+    check_text("workflow_elements", &elements, MAX_LABEL)?;
+    let elements: Vec<String> = elements
         .split(',')
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
+    check_labels(Some(&target), &elements, &[])?;
     // Names are per owner: only the caller's own datasets can clash.
     let mine = crate::store::Scope::Owner(who.name.clone());
     if s.store
-        .list_datasets(&mine)
+        .list_datasets(&mine, None, None)
         .await?
+        .0
         .iter()
         .any(|d| d.name == name)
     {
@@ -86,6 +93,7 @@ pub async fn create(
             "RawData with this name already exists.",
         ));
     }
+    let mut inflater = s.inflater();
     let files = match body.get("files") {
         Some(Value::Object(f)) if !f.is_empty() => f,
         _ => {
@@ -109,8 +117,9 @@ pub async fn create(
             let text = text
                 .as_str()
                 .ok_or_else(|| RunappError::field("files", format!("{file}: expected a string")))?;
-            let data = decode_zb64(text)
-                .map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
+            let data = inflater
+                .decode(text)
+                .map_err(|e| RunappError::undecodable("files", &format!("{file}: "), e))?;
             decoded.insert(file.clone(), data);
         }
         let script = problem::pick_script(decoded.keys(), None)
@@ -144,8 +153,9 @@ pub async fn create(
     let text = text
         .as_str()
         .ok_or_else(|| RunappError::field("files", format!("{file}: expected a string")))?;
-    let data =
-        decode_zb64(text).map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
+    let data = inflater
+        .decode(text)
+        .map_err(|e| RunappError::undecodable("files", &format!("{file}: "), e))?;
     let scores = default_scores(&elements);
     let record = store_dataset(&s, who.name.clone(), name, target, elements, scores, data).await?;
     Ok((StatusCode::CREATED, Json(render(&record))))
