@@ -8,11 +8,14 @@
 //! - a request body must keep arriving ([`body::BodyPace`]), else 408 and the connection closes;
 //! - an answer must keep leaving: a client that reads nothing of it for the body timeout loses
 //!   the connection ([`stall::Stalling`]);
-//! - a declared `Content-Length` over `max_body` answers 413 before any body byte is read.
+//! - a declared `Content-Length` over `max_body` answers 413 before any body byte is read;
+//! - a connection closes lingering ([`linger::Linger`]): what the client still sends is read and
+//!   discarded for a moment, so a reset does not destroy the error answer it is about to read.
 //!
 //! Errors it answers are the API's JSON errors. The router stays ignorant of all this.
 
 mod body;
+mod linger;
 mod stall;
 pub mod tls;
 
@@ -82,7 +85,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let stream = stall::Stalling::new(stream, limits.body.timeout);
+        let stream = linger::Linger::new(stall::Stalling::new(stream, limits.body.timeout));
         let (app, limits, tls, watcher) =
             (app.clone(), limits.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
@@ -135,7 +138,7 @@ async fn request(req: Request<Incoming>, app: Router, limits: &Limits) -> Respon
             return closing(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
-                    "the request body is larger than this server accepts (see --max-body): it declares {declared} bytes, the limit is {}",
+                    "the request body is larger than this server accepts: it declares {declared} bytes, the limit is {} (serve --max-body)",
                     limits.max_body
                 ),
             ));

@@ -84,7 +84,7 @@ mod tests {
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         let spec: FoldSpec = serde_json::from_str(r#"{"command":["true"]}"#).unwrap();
         let ids = store
-            .submit("ann".into(), vec![(spec, None); 10])
+            .submit("ann".into(), false, vec![(spec, None); 10])
             .await
             .unwrap();
         let page = |since: Option<i64>, after: Option<i64>| FoldFilter {
