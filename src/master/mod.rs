@@ -22,7 +22,7 @@ use crate::scheduler::{self, IdleIndex, OwnerCap, PendingFold, RunnerView};
 use crate::store::{CancelTarget, FoldChange, NewAttempt, RecordResult, ResultInput, Store};
 use crate::transport::{local, LinkEvent};
 use runners::RunnerState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -94,6 +94,8 @@ pub struct Master {
     seq: i64,
     /// Of the runners' capacity as last published (see `publish`).
     capacity_fingerprint: u64,
+    /// Idle folds kept out of the index while an attempt of theirs is being cancelled.
+    parked: HashMap<FoldId, PendingFold>,
 }
 
 /// A hash of what the capacity check reads of the runners (all but what is free now and
@@ -191,6 +193,7 @@ impl Master {
             index,
             seq,
             capacity_fingerprint: 0,
+            parked: HashMap::new(),
             cfg,
             store,
             runners,
@@ -390,10 +393,45 @@ impl Master {
         }
     }
 
+    /// A fold whose given-up attempt is still being cancelled on a runner waits, out of the
+    /// index, until that attempt is gone: an attempt never runs beside its fold's retry.
+    fn park_cancelling(&mut self) {
+        let cancelling: HashSet<FoldId> = self
+            .runners
+            .values()
+            .flat_map(|r| r.cancelling.values().filter_map(|c| c.fold))
+            .collect();
+        if cancelling.is_empty() && self.parked.is_empty() {
+            return;
+        }
+        let mut index = self.index.write().expect("index lock");
+        let back: Vec<FoldId> = self
+            .parked
+            .keys()
+            .copied()
+            .filter(|id| !cancelling.contains(id))
+            .collect();
+        for id in back {
+            if let Some(f) = self.parked.remove(&id) {
+                // Still idle unless the store said otherwise meanwhile (follow_changes).
+                if !index.contains(id) {
+                    index.insert(f);
+                }
+            }
+        }
+        for id in cancelling {
+            if let Some(f) = index.get(id) {
+                index.remove(id);
+                self.parked.insert(id, f);
+            }
+        }
+    }
+
     /// One matching cycle: follow the store's changes, match from the idle index, commit,
     /// then tell the agents.
     async fn cycle(&mut self) -> anyhow::Result<usize> {
         self.follow_changes().await?;
+        self.park_cancelling();
         // Only the runners that may take a fold now are looked at in full: in a busy pool,
         // a few of many.
         let mut size = scheduler::PoolSize::default();
