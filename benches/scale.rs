@@ -1,15 +1,16 @@
 //! One master, many runners, a big queue: simulated runners (`transport = "simulated"`, the
 //! real protocol, master, store and scheduler) stand in for SCALE_RUNNERS machines of 4 slots
 //! (default 10,000), and SCALE_FOLDS folds (default 1,000,000) of SCALE_FOLD_SECS simulated
-//! seconds each (default 10) wait in the queue.
+//! seconds on average (default 10; each between half and one and a half times that, seeded, so
+//! that folds end all the time rather than in waves) wait in the queue.
 //!
-//! 1. Submit: the folds go in batches of 2,000 from 4 clients while no runner serves their
-//!    queue (durable: each batch is acknowledged after its commit) → submits/s.
-//! 2. Release: the inventory is edited so every runner serves the queue and reloaded; the
-//!    pool fills (→ placements/s to fill) and then drains at the rate folds end (steady
-//!    state, SCALE_SECS seconds, default 20 → placements/s).
-//! 3. Meanwhile: `GET /queue` and `GET /folds/{id}` latencies, a new high-priority fold's time
-//!    to start, the master's cycle times (from its log) and RSS.
+//! 1. Submit: the folds go in batches of 2,000 from 4 clients while the runners already run
+//!    them (durable: each batch is acknowledged after its commit) → submits/s, and how long
+//!    the pool took to fill.
+//! 2. Steady state, SCALE_SECS seconds (default 20), the rest of the folds idle behind the
+//!    full pool: folds end and are replaced → placements/s; meanwhile `GET /queue` and
+//!    `GET /folds/{id}` latencies, a new high-priority fold's time to start, the master's cycle
+//!    times (from its log) and RSS.
 //!
 //! The last line printed is one JSON object with the figures (`placements_per_s`,
 //! `cycle_p99_ms`, `status_p50_ms`, `rss_mb`, ...). Run: `cargo bench --bench scale`;
@@ -30,7 +31,6 @@ fn env(name: &str, default: u64) -> u64 {
 
 struct Bench {
     _dir: tempfile::TempDir,
-    inventory: std::path::PathBuf,
     child: Child,
     url: String,
     token: String,
@@ -49,7 +49,7 @@ impl Bench {
     fn start(runners: u64) -> Bench {
         let dir = tempfile::tempdir().unwrap();
         let inv = dir.path().join("runners.toml");
-        std::fs::write(&inv, inventory(runners, "parked")).unwrap();
+        std::fs::write(&inv, inventory(runners, "bench")).unwrap();
         let data = dir.path().join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_datarun"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
@@ -75,6 +75,7 @@ impl Bench {
                 match (field("cycle_ms="), field("placed=")) {
                     (Some(ms), Some(n)) => sink.lock().unwrap().push((ms, n as u64)),
                     _ if line.contains("WARN") || line.contains("ERROR") => eprintln!("{line}"),
+                    _ if std::env::var_os("SCALE_TRACE").is_some() => eprintln!("{line}"),
                     _ => {}
                 }
             }
@@ -91,7 +92,6 @@ impl Bench {
             .to_string();
         Bench {
             _dir: dir,
-            inventory: inv,
             child,
             url,
             token,
@@ -206,14 +206,20 @@ fn main() {
     let start_s = t0.elapsed().as_secs_f64();
     println!("  start: {runners} runners ready in {start_s:.1} s");
 
-    // 1. Submit while no runner serves the queue.
-    let fold = json!({"command": ["sleep", fold_secs.to_string()], "queue": "bench",
-                      "resources": {"cpus": 1, "memory": "1G"}});
+    // 1. Submit while the runners run what is already there.
+    // Fold i runs fold_secs × (0.5 .. 1.5), from a fixed sequence.
+    let fold = |i: u64| {
+        let x = (i.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+        let secs = fold_secs as f64 * (0.5 + x);
+        json!({"command": ["sleep", format!("{secs:.3}")], "queue": "bench",
+               "resources": {"cpus": 1, "memory": "1G"}})
+    };
     let batch = 2_000u64;
     let batches = folds.div_ceil(batch);
     let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fill_target = slots.min(folds);
     let t = Instant::now();
-    std::thread::scope(|s| {
+    let fill_s = std::thread::scope(|s| {
         for _ in 0..4 {
             let (b, next, fold) = (&b, next.clone(), &fold);
             s.spawn(move || loop {
@@ -222,24 +228,28 @@ fn main() {
                     return;
                 }
                 let n = batch.min(folds - i * batch);
-                let v = b.post(
-                    "/folds/batch",
-                    &json!({"folds": vec![fold.clone(); n as usize]}),
-                );
+                let batch_folds: Vec<Value> = (0..n).map(|k| fold(i * batch + k)).collect();
+                let v = b.post("/folds/batch", &json!({ "folds": batch_folds }));
                 assert_eq!(v["ids"].as_array().unwrap().len() as u64, n);
             });
+        }
+        // Meanwhile: when is the pool full?
+        loop {
+            let (_, running, done) = b.counts();
+            if running + done >= fill_target {
+                break t.elapsed().as_secs_f64();
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
     });
     let submit_s = t.elapsed().as_secs_f64();
     let submits_per_s = folds as f64 / submit_s;
-    let (idle, _, _) = b.counts();
-    assert_eq!(idle, folds);
+    let (idle, running, done) = b.counts();
+    assert_eq!(idle + running + done, folds);
     let (rss_parked, _) = b.rss_mb();
     println!(
-        "  submit: {folds} folds in {submit_s:.1} s = {submits_per_s:.0} folds/s (durable); master RSS {rss_parked:.0} MB with them idle"
+        "  submit: {folds} folds in {submit_s:.1} s = {submits_per_s:.0} folds/s (durable), pool of {fill_target} full after {fill_s:.1} s; {idle} idle, master RSS {rss_parked:.0} MB"
     );
-
-    // Status with everything idle.
     let mut status_idle: Vec<f64> = (0..20)
         .map(|_| {
             timed(|| {
@@ -248,24 +258,7 @@ fn main() {
         })
         .collect();
     status_idle.sort_by(f64::total_cmp);
-
-    // 2. Release: every runner serves the queue.
     b.cycles.lock().unwrap().clear();
-    std::fs::write(&b.inventory, inventory(runners, "bench")).unwrap();
-    let t = Instant::now();
-    b.post("/runners/reload", &json!({}));
-    let fill_target = slots.min(folds);
-    let fill_s = loop {
-        let (_, running, done) = b.counts();
-        if running + done >= fill_target {
-            break t.elapsed().as_secs_f64();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    println!(
-        "  fill: {fill_target} placements in {fill_s:.2} s = {:.0}/s",
-        fill_target as f64 / fill_s
-    );
 
     // 3. Steady state: folds end and are replaced; measure while it lasts.
     let (_, _, done0) = b.counts();
@@ -322,7 +315,7 @@ fn main() {
         cycles.last().copied().unwrap_or(0.0)
     );
     println!(
-        "  queue status: p50 {:.1} ms p99 {:.1} ms (all idle: p50 {:.1} ms); fold lookup: p50 {:.1} ms p99 {:.1} ms",
+        "  queue status: p50 {:.1} ms p99 {:.1} ms (after submitting: p50 {:.1} ms); fold lookup: p50 {:.1} ms p99 {:.1} ms",
         percentile(&status, 0.5),
         percentile(&status, 0.99),
         percentile(&status_idle, 0.5),
@@ -338,7 +331,7 @@ fn main() {
         json!({
             "runners": runners, "folds": folds, "start_s": start_s,
             "submits_per_s": submits_per_s.round(),
-            "fill_placements_per_s": (fill_target as f64 / fill_s).round(),
+            "fill_s": fill_s,
             "placements_per_s": placements_per_s.round(),
             "cycle_p50_ms": percentile(&cycles, 0.5), "cycle_p99_ms": percentile(&cycles, 0.99),
             "status_p50_ms": percentile(&status, 0.5), "status_p99_ms": percentile(&status, 0.99),

@@ -50,7 +50,7 @@ impl BenchMaster {
         m
     }
 
-    fn get(&self, path: &str) -> Value {
+    pub fn get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}/api/v1{path}", self.url))
             .bearer_auth(&self.token)
@@ -60,9 +60,50 @@ impl BenchMaster {
             .unwrap()
     }
 
+    pub fn post(&self, path: &str, body: &Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().unwrap();
+        assert!(status.is_success(), "POST {path}: {status}: {v}");
+        v
+    }
+
+    /// The master's resident memory now and at its peak, MB.
+    pub fn rss_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+    }
+
+    fn done(&self) -> u64 {
+        let v = self.get("/queue");
+        v["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == "done")
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum()
+    }
+
     /// Submits `n` copies of `fold` in batches of 100 and waits until all are done; returns
     /// (time to submit, time to the last fold done), both from the first submit.
     pub fn run(&self, fold: &Value, n: usize) -> (Duration, Duration) {
+        let before = self.done() as usize;
         let start = Instant::now();
         for chunk in (0..n).collect::<Vec<_>>().chunks(100) {
             let folds: Vec<Value> = chunk.iter().map(|_| fold.clone()).collect();
@@ -88,7 +129,7 @@ impl BenchMaster {
                     .sum()
             };
             assert_eq!(count("failed"), 0, "folds failed: {v}");
-            if count("done") as usize == n {
+            if count("done") as usize == before + n {
                 return (submitted, start.elapsed());
             }
             std::thread::sleep(Duration::from_millis(10));

@@ -235,7 +235,16 @@ impl Master {
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
             }
+            let t = Instant::now();
+            let reported = self.finished.len();
             self.flush().await?;
+            if reported > 0 {
+                tracing::debug!(
+                    target: "datarun::timing",
+                    "flush_ms={:.3} results={reported}",
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
+            }
             if self.dirty {
                 self.dirty = false;
                 let t = Instant::now();
@@ -430,7 +439,9 @@ impl Master {
     /// One matching cycle: follow the store's changes, match from the idle index, commit,
     /// then tell the agents.
     async fn cycle(&mut self) -> anyhow::Result<usize> {
+        let t = Instant::now();
         self.follow_changes().await?;
+        let followed = t.elapsed();
         self.park_cancelling();
         // Only the runners that may take a fold now are looked at in full: in a busy pool,
         // a few of many.
@@ -467,6 +478,7 @@ impl Master {
             )
         };
         drop(running);
+        let matched = t.elapsed();
         if assignments.is_empty() {
             return Ok(0);
         }
@@ -494,6 +506,13 @@ impl Master {
         };
         let assigned: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
         let committed = self.store.assign(new).await?;
+        tracing::debug!(
+            target: "datarun::timing",
+            "follow_ms={:.3} match_ms={:.3} assign_ms={:.3}",
+            followed.as_secs_f64() * 1000.0,
+            (matched - followed).as_secs_f64() * 1000.0,
+            (t.elapsed() - matched).as_secs_f64() * 1000.0
+        );
         // Whether committed or found no longer idle, these folds leave the index now.
         self.index
             .write()
