@@ -8,6 +8,7 @@ mod links;
 mod reload;
 mod reports;
 mod runners;
+mod transfers;
 
 pub use fair::OwnerShare;
 use handle::{Command, Shared};
@@ -111,6 +112,8 @@ pub struct Master {
     inventory_stamp: reload::Stamp,
     inventory_error: Option<String>,
     usage: fair::Usage,
+    /// Files being pulled from agents (results' outputs) or read for them (inputs).
+    transfers: transfers::Transfers,
 }
 
 impl Master {
@@ -160,7 +163,7 @@ impl Master {
         }
         let mut master = Master {
             cfg,
-            store,
+            store: store.clone(),
             runners,
             shared: shared.clone(),
             commands: cmd_rx,
@@ -174,6 +177,7 @@ impl Master {
             inventory_stamp: cfg_stamp,
             inventory_error: None,
             usage,
+            transfers: transfers::Transfers::new(store.clone()),
         };
         master.publish();
         Ok((master, MasterHandle { shared }))
@@ -186,6 +190,7 @@ impl Master {
             tokio::select! {
                 Some(ev) = self.events.recv() => self.on_link_event(ev).await?,
                 Some(cmd) = self.commands.recv() => self.on_command(cmd).await?,
+                Some(done) = self.transfers.done_rx.recv() => self.on_transfer_done(done),
                 _ = shared.wake.notified() => self.dirty = true,
                 _ = tick.tick() => self.housekeeping().await?,
             }

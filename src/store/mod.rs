@@ -16,9 +16,9 @@ mod submission_records;
 mod submissions;
 mod tokens;
 
-pub use blobs::sha256_hex;
+pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
-pub use maintenance::PurgeReport;
+pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
@@ -28,8 +28,8 @@ pub use submissions::{
 pub use tokens::Principal;
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldFilter, FoldRecord, NewAttempt,
-    OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldFilter, FoldRecord,
+    NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;
@@ -46,6 +46,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The blob files (disk full, a damaged blob directory).
+    #[error("{0}")]
+    Io(String),
     #[error("the store has shut down")]
     Closed,
     #[error("cannot open the database {path}: {message}")]
@@ -60,6 +63,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct Store {
     jobs: std::sync::mpsc::Sender<Job>,
+    /// The files of large blobs (`blobs/` next to the database).
+    files: BlobDir,
 }
 
 impl Store {
@@ -84,7 +89,10 @@ impl Store {
                 path: path.to_path_buf(),
                 message: e.to_string(),
             })?;
-        Ok(Store { jobs: tx })
+        Ok(Store {
+            jobs: tx,
+            files: BlobDir::for_database(path),
+        })
     }
 
     /// Runs `f` on the owner thread and waits for its answer without blocking the runtime.

@@ -122,7 +122,16 @@ const MIGRATIONS: &[&str] = &[
     RUNAPP_MIGRATION,
     // 8: datasets driven by a problem script, and their custom splits
     PROBLEMS_MIGRATION,
+    // 9: large blobs live in files (see `store::blobs`)
+    BLOB_FILES_MIGRATION,
 ];
+
+/// Where a blob's bytes are: `row` (in `data`, every blob written before this migration and
+/// every small one since) or `file` (`<data>/blobs/ab/<sha256>`, `data` empty). Old rows stay
+/// inline and are read as they are.
+const BLOB_FILES_MIGRATION: &str = r#"
+    ALTER TABLE blobs ADD COLUMN location TEXT NOT NULL DEFAULT 'row';
+"#;
 
 /// A **problem dataset** is several files with a problem script (`problem`, the script's name
 /// among `files`, a JSON {name: sha256}); its `table_sha256` is the script's blob and `rows`
@@ -277,4 +286,43 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blobs_stored_before_migration_9_are_read_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // A database as datarun left it at schema 8, with a blob in its row.
+            let mut conn = Connection::open(&path).unwrap();
+            configure(&conn).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..8] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 8).unwrap();
+            tx.execute(
+                "INSERT INTO blobs (sha256, size, data, created_at) VALUES (?1, 3, ?2, 0)",
+                rusqlite::params![crate::store::sha256_hex(b"old"), b"old".to_vec()],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = crate::store::Store::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let data = rt
+            .block_on(store.get_blob(crate::store::sha256_hex(b"old")))
+            .unwrap();
+        assert_eq!(data, b"old");
+        let version: i64 = rt
+            .block_on(store.call(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
 }

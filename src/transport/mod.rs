@@ -5,8 +5,8 @@
 pub mod local;
 pub mod ssh;
 
-use crate::protocol::{self, FromAgent, ToAgent};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use crate::protocol::{self, FromAgent, Line, ToAgent};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -45,17 +45,22 @@ enum ReadEnd {
 }
 
 /// Turns the agent's lines into `LinkEvent::Message`s of `runner` / `generation` until its
-/// output ends; a line that does not decode is logged and skipped.
+/// output ends; a line that does not decode, or is longer than `protocol::MAX_LINE` (dropped
+/// without being buffered), is logged and skipped.
 async fn read_lines<R: AsyncRead + Unpin>(
     runner: &str,
     generation: u64,
     input: R,
     events: &mpsc::UnboundedSender<LinkEvent>,
 ) -> ReadEnd {
-    let mut lines = BufReader::new(input).lines();
+    let mut input = BufReader::new(input);
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => match protocol::decode::<FromAgent>(&line) {
+        match protocol::read_line(&mut input, protocol::MAX_LINE).await {
+            Ok(Line::TooLong(len)) => tracing::warn!(
+                "runner {runner}: a message of {len} bytes, over the limit of {}, was dropped",
+                protocol::MAX_LINE
+            ),
+            Ok(Line::Text(line)) => match protocol::decode::<FromAgent>(&line) {
                 Ok(msg) => {
                     let ev = LinkEvent::Message {
                         runner: runner.to_string(),
@@ -68,7 +73,7 @@ async fn read_lines<R: AsyncRead + Unpin>(
                 }
                 Err(e) => tracing::warn!("runner {runner}: {e}"),
             },
-            Ok(None) => return ReadEnd::Eof,
+            Ok(Line::Eof) => return ReadEnd::Eof,
             Err(e) => return ReadEnd::Failed(e),
         }
     }
