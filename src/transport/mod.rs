@@ -78,3 +78,23 @@ async fn read_lines<R: AsyncRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oversized_and_malformed_lines_from_an_agent_are_skipped() {
+        let mut input = vec![b'x'; protocol::MAX_LINE + 1];
+        input.extend_from_slice(b"\nnot json\n{\"type\":\"launch_missiles\"}\n");
+        input.extend_from_slice(protocol::encode(&FromAgent::Pong { seq: 9 }).as_bytes());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let end = read_lines("r", 1, &input[..], &tx).await;
+        assert!(matches!(end, ReadEnd::Eof));
+        let Some(LinkEvent::Message { msg, .. }) = rx.recv().await else {
+            panic!("the pong gets through")
+        };
+        assert_eq!(msg, FromAgent::Pong { seq: 9 });
+        assert!(rx.try_recv().is_err(), "nothing else does");
+    }
+}
