@@ -214,3 +214,53 @@ fn a_master_restarted_over_poisoned_journal_entries_records_them_as_errors_and_g
         "fine"
     );
 }
+
+#[test]
+fn uploads_stream_into_blob_files_and_inputs_and_long_logs_travel_in_chunks() {
+    let m = Master::start_with(None, &["--max-body", "8M"]);
+    // 3 MB: a blob file, sent to the agent in three chunks.
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let sha = datarun::store::sha256_hex(&data);
+    let (status, v) = m.raw("POST", "/blobs", "application/octet-stream", data.clone());
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(
+        (v["sha256"].as_str(), v["size"].as_u64()),
+        (Some(sha.as_str()), Some(3_000_000))
+    );
+    let file = m.data_dir().join("blobs").join(&sha[..2]).join(&sha);
+    assert_eq!(std::fs::read(&file).unwrap(), data);
+    // Over --max-body: 413, and nothing left behind.
+    let (status, v) = m.raw(
+        "POST",
+        "/blobs",
+        "application/octet-stream",
+        vec![1; 9 << 20],
+    );
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{v}"
+    );
+    let tmp = m.data_dir().join("blobs/tmp");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "no temp file left"
+    );
+
+    // The fold checks its input; its 300 KB log is fetched like an output.
+    let mut fold = sh(
+        "sha256sum $DATARUN_INPUT/table.bin | cut -d' ' -f1 > $DATARUN_OUTPUT/seen; \
+                       head -c 300000 /dev/zero | tr '\\0' 'x'",
+    );
+    fold["inputs"] = serde_json::json!([{"name": "table.bin", "sha256": sha}]);
+    let ids = m.submit(vec![fold]);
+    let folds = m.wait_all(&ids, Duration::from_secs(60));
+    assert_eq!(folds[0]["state"], "done", "{}", folds[0]);
+    let seen = m.cli_ok(&["fold", "output", &ids[0].to_string(), "seen"]);
+    assert_eq!(seen.trim(), sha, "the input arrived whole");
+    let (status, headers, log) = m.get_bytes(&format!("/folds/{}/log", ids[0]));
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-length"], "300000");
+    assert!(log.iter().all(|&b| b == b'x') && log.len() == 300_000);
+}
