@@ -237,31 +237,33 @@ impl Journal {
     }
 }
 
+/// A run request for tests: `true`, with small grants and limits.
+#[cfg(test)]
+pub(crate) fn test_run(attempt: AttemptId) -> RunAttempt {
+    RunAttempt {
+        attempt,
+        fold: 1,
+        command: vec!["true".into()],
+        image: None,
+        env: Default::default(),
+        inputs: vec![],
+        grant: crate::protocol::Grant {
+            millicpus: 1000,
+            memory: 1 << 20,
+            gpus: vec![],
+        },
+        soft_limit_ms: None,
+        hard_limit_ms: None,
+        log_limit: 1000,
+        output_limit: 1000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_run as run;
     use super::*;
     use crate::model::Outcome;
-    use crate::protocol::Grant;
-
-    fn run(attempt: AttemptId) -> RunAttempt {
-        RunAttempt {
-            attempt,
-            fold: 1,
-            command: vec!["true".into()],
-            image: None,
-            env: Default::default(),
-            inputs: vec![],
-            grant: Grant {
-                millicpus: 1000,
-                memory: 1 << 20,
-                gpus: vec![],
-            },
-            soft_limit_ms: None,
-            hard_limit_ms: None,
-            log_limit: 1000,
-            output_limit: 1000,
-        }
-    }
 
     #[test]
     fn recover_sorts_attempts() {

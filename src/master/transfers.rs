@@ -378,6 +378,18 @@ pub(super) async fn pull(
         .enumerate()
         .map(|(i, w)| (w.file.as_str(), i))
         .collect();
+    let fetch = |i: usize, offset: u64, len: u64| {
+        let file = files[i].file.clone();
+        send(
+            link,
+            ToAgent::Fetch {
+                attempt,
+                file,
+                offset,
+                len,
+            },
+        )
+    };
     let mut silent = Duration::ZERO;
     loop {
         // Keep WINDOW requests out, over the files in order.
@@ -388,16 +400,7 @@ pub(super) async fn pull(
             }
             for (offset, len) in p.requests(p.pending() + WINDOW - out) {
                 out += 1;
-                let file = files[i].file.clone();
-                send(
-                    link,
-                    ToAgent::Fetch {
-                        attempt,
-                        file,
-                        offset,
-                        len,
-                    },
-                )?;
+                fetch(i, offset, len)?;
             }
         }
         if pulls.iter().all(Pull::done) {
@@ -420,16 +423,7 @@ pub(super) async fn pull(
                 if silent.as_secs().is_multiple_of(RESEND_AFTER.as_secs()) {
                     for (i, p) in pulls.iter().enumerate() {
                         for (offset, len) in p.outstanding() {
-                            let file = files[i].file.clone();
-                            send(
-                                link,
-                                ToAgent::Fetch {
-                                    attempt,
-                                    file,
-                                    offset,
-                                    len,
-                                },
-                            )?;
+                            fetch(i, offset, len)?;
                         }
                     }
                 }
@@ -479,7 +473,7 @@ mod tests {
     use super::*;
     use crate::agent::journal::Journal;
     use crate::model::Metrics;
-    use crate::protocol::{FromAgent, Grant, OutputFile, RunAttempt};
+    use crate::protocol::{FromAgent, OutputFile};
     use tokio::sync::mpsc::UnboundedReceiver;
 
     const ATTEMPT: AttemptId = 7;
@@ -487,23 +481,7 @@ mod tests {
     /// An agent's journal holding a finished attempt with one output, and its report.
     fn finished(root: &std::path::Path, data: &[u8]) -> (Journal, AttemptReport) {
         let journal = Journal::open(root).unwrap();
-        let run = RunAttempt {
-            attempt: ATTEMPT,
-            fold: 1,
-            command: vec!["true".into()],
-            image: None,
-            env: Default::default(),
-            inputs: vec![],
-            grant: Grant {
-                millicpus: 1000,
-                memory: 1 << 20,
-                gpus: vec![],
-            },
-            soft_limit_ms: None,
-            hard_limit_ms: None,
-            log_limit: 1000,
-            output_limit: 1 << 30,
-        };
+        let run = crate::agent::journal::test_run(ATTEMPT);
         let dir = journal.begin(&run).unwrap();
         std::fs::write(dir.join("output/big"), data).unwrap();
         let report = AttemptReport {
