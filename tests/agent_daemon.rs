@@ -373,5 +373,39 @@ fn inputs_travel_once_per_runner() {
         _ => None,
     });
     assert_eq!(first, "started");
+
+    // A blob whose bytes do not match its hash never reaches a fold: the attempt ends in error.
+    let claimed = datarun::store::sha256_hex(b"what the fold was promised");
+    let ToAgent::Run(mut bad) = run(4, "true") else {
+        unreachable!()
+    };
+    bad.inputs = vec![datarun::model::InputRef {
+        name: "x".into(),
+        sha256: claimed.clone(),
+    }];
+    conn.send(&ToAgent::Run(bad));
+    let offset = conn.expect("a blob request", |m| match m {
+        FromAgent::FetchBlob { sha256, offset, .. } if sha256 == claimed => Some(offset),
+        _ => None,
+    });
+    conn.send(&ToAgent::BlobChunk {
+        sha256: claimed.clone(),
+        offset,
+        size: 5,
+        data: protocol::b64(b"other"),
+        eof: true,
+    });
+    let report = conn.expect("attempt 4 ends", |m| match m {
+        FromAgent::Finished(r) if r.attempt == 4 => Some(r),
+        _ => None,
+    });
+    let Outcome::Error { message } = &report.outcome else {
+        panic!("{report:?}")
+    };
+    assert!(message.contains("does not match its sha256"), "{message}");
+    assert!(
+        !dir.path().join("agent/blobs").join(&claimed).exists(),
+        "nothing is cached"
+    );
     conn.close();
 }
