@@ -283,13 +283,17 @@ impl Agent {
         if missing.is_empty() {
             self.start(run, false);
         } else {
-            // Inputs travel once: a blob already being pulled is not asked for again.
-            for sha in &missing {
-                if !self.downloads.contains_key(sha) {
-                    self.start_download(sha);
-                }
-            }
+            // Inputs travel once: a blob already being pulled is not asked for again. The
+            // attempt waits before the pulls start, so a pull that fails at once ends it.
+            let start: Vec<String> = missing
+                .iter()
+                .filter(|sha| !self.downloads.contains_key(*sha))
+                .cloned()
+                .collect();
             self.waiting.insert(attempt, (run, missing));
+            for sha in start {
+                self.start_download(&sha);
+            }
         }
     }
 
