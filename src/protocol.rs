@@ -2,6 +2,10 @@
 //! every transport (a local child's stdio today, an SSH channel for remote runners). The first
 //! message each way is `hello`, carrying `PROTOCOL_VERSION`; a peer that speaks another version
 //! is refused with a message saying which versions were seen.
+//!
+//! Files never travel whole in one message (protocol 2): a result lists its outputs by name,
+//! size and sha256 and the master pulls them in chunks (`Fetch` / `Chunk`); an agent pulls
+//! input blobs the same way (`FetchBlob` / `BlobChunk`). See `crate::transfer`.
 
 use crate::model::{AttemptId, FoldId, InputRef, Metrics, Outcome, Progress};
 use serde::{Deserialize, Serialize};

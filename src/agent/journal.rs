@@ -56,9 +56,30 @@ impl Journal {
     pub fn open(root: &Path) -> std::io::Result<Journal> {
         std::fs::create_dir_all(root.join("attempts"))?;
         std::fs::create_dir_all(root.join("blobs"))?;
-        Ok(Journal {
+        let journal = Journal {
             root: root.to_path_buf(),
-        })
+        };
+        journal.remove_stale_pulls();
+        Ok(journal)
+    }
+
+    /// Temp files of input pulls an earlier agent process left (an hour old: a pull under way
+    /// in a process still finishing its folds is left alone).
+    fn remove_stale_pulls(&self) {
+        let Ok(entries) = std::fs::read_dir(self.blob_dir()) else {
+            return;
+        };
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in entries.flatten() {
+            let stale = entry.file_name().to_string_lossy().starts_with(".tmp-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff);
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     pub fn dir(&self, attempt: AttemptId) -> PathBuf {
