@@ -5,6 +5,7 @@ pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod dataset;
+pub mod edge;
 pub mod inventory;
 pub mod maintenance;
 pub mod master;

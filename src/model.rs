@@ -1,6 +1,10 @@
 //! The domain: folds, attempts, outcomes and metrics. Plain data shared by the store, the
 //! scheduler snapshot builder, the API and the agent protocol. No IO here.
 
+pub mod limits;
+
+pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
+
 use crate::scheduler::expr::{Expr, Home};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -139,34 +143,23 @@ fn default_queue() -> String {
     DEFAULT_QUEUE.to_string()
 }
 
-/// Limits on what a client may ask for, independent of any runner.
-pub const MAX_COMMAND_ARGS: usize = 4096;
-pub const MAX_INPUTS: usize = 1024;
-pub const MAX_RETRIES: u32 = 100;
-/// The longest requirements or rank expression, in bytes.
-pub const MAX_EXPRESSION: usize = 4096;
-
 impl FoldSpec {
-    /// Checks a spec for mistakes a person can fix; the message names the field.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Checks a spec for mistakes a person can fix; the message names the field. Size limits
+    /// ([`limits`]) come first, so nothing costly is done on an oversized spec.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        self.check_sizes()?;
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err("command: must name a program (e.g. [\"python3\", \"train.py\"])".into());
-        }
-        if self.command.len() > MAX_COMMAND_ARGS {
-            return Err(format!("command: at most {MAX_COMMAND_ARGS} arguments"));
         }
         if self.command.iter().any(|a| a.contains('\0')) {
             return Err("command: arguments must not contain NUL bytes".into());
         }
         let r = &self.resources;
         if !r.cpus.is_finite() || r.cpus < 0.0 {
-            return Err(format!(
-                "resources.cpus: {} is not a non-negative number",
-                r.cpus
-            ));
+            return Err(format!("resources.cpus: {} is not a non-negative number", r.cpus).into());
         }
         if r.cpus > 100_000.0 {
-            return Err(format!("resources.cpus: {} is beyond any machine", r.cpus));
+            return Err(format!("resources.cpus: {} is beyond any machine", r.cpus).into());
         }
         if r.memory == 0 {
             return Err("resources.memory: must be more than 0 (e.g. \"512M\")".into());
@@ -177,7 +170,7 @@ impl FoldSpec {
                     "soft_time_limit ({}) is longer than hard_time_limit ({}): the soft limit must come first",
                     crate::units::format_duration(std::time::Duration::from_millis(soft)),
                     crate::units::format_duration(std::time::Duration::from_millis(hard))
-                ));
+                ).into());
             }
         }
         if self.soft_time_limit == Some(0) || self.hard_time_limit == Some(0) {
@@ -185,28 +178,23 @@ impl FoldSpec {
         }
         if !valid_name(&self.queue) {
             return Err(format!(
-                "queue: {:?} is not a valid queue name (letters, digits, '-', '_', '.')",
+                "queue: {:?} is not a valid queue name (1-64 letters, digits, '-', '_', '.')",
                 self.queue
-            ));
+            )
+            .into());
         }
         if let Some(image) = &self.image {
             if !valid_image(image) {
-                return Err(format!("image: {image:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\")"));
+                return Err(format!("image: {image:?} is not a valid image reference (e.g. \"datarun/fold-python:0.1\", at most 255 bytes)").into());
             }
         }
         for (field, text) in [("requirements", &self.requirements), ("rank", &self.rank)] {
             if let Some(text) = text {
-                if text.len() > MAX_EXPRESSION {
-                    return Err(format!("{field}: at most {MAX_EXPRESSION} bytes"));
-                }
                 Expr::parse(text, Home::Runner).map_err(|e| format!("{field}: {e}"))?;
             }
         }
         if self.max_retries > MAX_RETRIES {
-            return Err(format!("max_retries: at most {MAX_RETRIES}"));
-        }
-        if self.inputs.len() > MAX_INPUTS {
-            return Err(format!("inputs: at most {MAX_INPUTS}"));
+            return Err(format!("max_retries: at most {MAX_RETRIES}").into());
         }
         let mut seen = std::collections::BTreeSet::new();
         for input in &self.inputs {
@@ -215,10 +203,11 @@ impl FoldSpec {
                 return Err(format!(
                     "inputs: {:?} has sha256 {:?}, which is not 64 lowercase hex digits",
                     input.name, input.sha256
-                ));
+                )
+                .into());
             }
             if !seen.insert(&input.name) {
-                return Err(format!("inputs: {:?} is named twice", input.name));
+                return Err(format!("inputs: {:?} is named twice", input.name).into());
             }
         }
         for key in self.env.keys() {
@@ -227,7 +216,7 @@ impl FoldSpec {
                 || key.contains('\0')
                 || key.starts_with("DATARUN_")
             {
-                return Err(format!("env: {key:?} is not allowed as a variable name"));
+                return Err(format!("env: {key:?} is not allowed as a variable name").into());
             }
         }
         Ok(())
@@ -475,7 +464,7 @@ pub enum HoldCode {
     User,
     /// No runner in the inventory could ever run it.
     Unmatchable,
-    /// It failed or was lost more often than max_retries allows.
+    /// Its own code failed more often than max_retries allows.
     RetriesExhausted,
     /// It went over its memory grant: release it with more memory.
     OutOfMemory,
@@ -484,6 +473,9 @@ pub enum HoldCode {
     /// Its requirements (or a runner's on it) cannot be evaluated: a type error such as
     /// comparing memory with a string.
     Requirements,
+    /// Its runner was lost under it (crash, partition) more often than the master's
+    /// `[policy] max_losses` allows: it may be what kills its runners.
+    LostTooOften,
 }
 
 impl HoldCode {
@@ -495,15 +487,17 @@ impl HoldCode {
             HoldCode::OutOfMemory => "out_of_memory",
             HoldCode::BadImage => "bad_image",
             HoldCode::Requirements => "requirements",
+            HoldCode::LostTooOften => "lost_too_often",
         }
     }
-    pub const ALL: [HoldCode; 6] = [
+    pub const ALL: [HoldCode; 7] = [
         HoldCode::User,
         HoldCode::Unmatchable,
         HoldCode::RetriesExhausted,
         HoldCode::OutOfMemory,
         HoldCode::BadImage,
         HoldCode::Requirements,
+        HoldCode::LostTooOften,
     ];
 
     pub fn parse(s: &str) -> Option<HoldCode> {
@@ -565,10 +559,18 @@ mod tests {
         assert_eq!(spec.queue, "default");
         let bad = r#"{"command":["true"],"resources":{"cpus":-1}}"#;
         let spec: FoldSpec = serde_json::from_str(bad).unwrap();
-        assert!(spec.validate().unwrap_err().contains("resources.cpus"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .message()
+            .contains("resources.cpus"));
         let bad = r#"{"command":["true"],"soft_time_limit":"10s","hard_time_limit":"5s"}"#;
         let spec: FoldSpec = serde_json::from_str(bad).unwrap();
-        assert!(spec.validate().unwrap_err().contains("soft_time_limit"));
+        assert!(spec
+            .validate()
+            .unwrap_err()
+            .message()
+            .contains("soft_time_limit"));
         assert!(
             serde_json::from_str::<FoldSpec>(r#"{"command":["true"],"colour":"red"}"#).is_err()
         );

@@ -148,7 +148,8 @@ fn tokens_own_folds() {
         .bearer_auth(&bob)
         .send()
         .unwrap();
-    assert_eq!(resp.status().as_u16(), 403);
+    // Another owner's fold answers as a missing one (README "Tenancy").
+    assert_eq!(resp.status().as_u16(), 404);
     let resp = http
         .post(format!("{}/api/v1/folds/{id}/remove", m.url))
         .bearer_auth(&alice)

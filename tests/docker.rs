@@ -166,6 +166,38 @@ fn a_restarted_agent_readopts_its_running_container() {
 }
 
 #[test]
+fn a_readopted_container_whose_agent_dies_is_adopted_again_not_rerun() {
+    let mut m = Master::start(Some(&docker_runner("readopt-box")));
+    let mut f = fold("sleep 5; echo finished > $DATARUN_OUTPUT/done");
+    // A retry would rerun it beside its container: it must be adopted, not given up.
+    f["max_retries"] = json!(1);
+    let id = m.submit(vec![f])[0];
+    m.wait_state(id, "running", Duration::from_secs(30));
+    let attempt = m.fold(id)["fold"]["current_attempt"].as_i64().unwrap();
+    let old_agent = m.attempt_owner("readopt-box", attempt);
+    // A master restart: the old agent keeps watching the container, the new one watches it.
+    m.kill9();
+    m.spawn();
+    m.wait_event(id, "readopted", Duration::from_secs(30));
+    // Then the old agent dies: the new one adopts the container itself.
+    common::procs::kill9(old_agent);
+    let folds = m.wait_all(&[id], Duration::from_secs(60));
+    assert_eq!(folds[0]["state"], "done", "{}", folds[0]);
+    let shown = m.fold(id);
+    assert_eq!(
+        shown["attempts"].as_array().unwrap().len(),
+        1,
+        "adopted again, not rerun: {}",
+        shown["attempts"]
+    );
+    assert_eq!(
+        m.cli_ok(&["fold", "output", &id.to_string(), "done"])
+            .trim(),
+        "finished"
+    );
+}
+
+#[test]
 fn a_mixed_pool_routes_folds_by_image() {
     let docker = docker_runner("mixed-box").replace(
         &format!(r#"images = ["{BUSYBOX}", "datarun/fold-python:0.1"]"#),

@@ -9,6 +9,7 @@ mod common;
 #[path = "common/hosts.rs"]
 mod hosts;
 
+use common::procs::copies;
 use common::Master;
 use datarun::provision::{Session, SshOptions};
 use hosts::Hosts;
@@ -92,14 +93,20 @@ fn cluster(n: usize, slots: u32, lease: &str) -> Cluster {
 
 /// The same, logging in as `user` (root, or the hosts' sudoer [`hosts::LOGIN_USER`]).
 fn cluster_as(n: usize, slots: u32, lease: &str, user: &str) -> Cluster {
+    let runner = format!(
+        "slots = {slots}\ncpus = 4\nmemory = \"4G\"\nexecutor = \"docker\"\n\
+         images = [\"{BUSYBOX}\"]\nqueues = [\"*\"]"
+    );
+    cluster_of(n, &runner, lease, user)
+}
+
+/// `n` runner hosts whose inventory entries end with `runner` (slots, executor, ...).
+fn cluster_of(n: usize, runner: &str, lease: &str, user: &str) -> Cluster {
     ensure_busybox();
     let hosts = Hosts::start_runners(n);
     let leftovers = Leftovers((0..n).map(|i| hosts.state_dir(i).to_path_buf()).collect());
     let inventory = hosts
-        .inventory(&format!(
-            "slots = {slots}\ncpus = 4\nmemory = \"4G\"\nexecutor = \"docker\"\n\
-             images = [\"{BUSYBOX}\"]\nqueues = [\"*\"]"
-        ))
+        .inventory(runner)
         .replace("user = \"root\"", &format!("user = \"{user}\""));
     provision(&hosts, &inventory);
     let known = hosts.known_hosts();
@@ -457,4 +464,97 @@ fn a_non_root_login_provisions_through_sudo_and_runs_folds() {
     m.wait_all(&ids, Duration::from_secs(120));
     let ran = assert_each_done_once(m, &ids);
     assert!(ran.iter().all(|(r, n)| r == "h0" && *n == 1), "{ran:?}");
+}
+
+#[test]
+fn a_runner_back_after_its_lease_never_runs_a_lost_attempt_beside_its_retry() {
+    // One 2-slot runner running folds as processes, so that they leave witness lines in its
+    // state dir (a directory of this machine) and show in this machine's /proc.
+    let runner = "slots = 2\ncpus = 4\nmemory = \"4G\"\nexecutor = \"process\"\nqueues = [\"*\"]";
+    let c = cluster_of(1, runner, "5s", "root");
+    let m = &c.master;
+    let state = c.hosts.state_dir(0).to_path_buf();
+    let marker = |i: usize| format!("partition-witness-{}-{i}", std::process::id());
+    // Two folds whose first run takes 20 s (its rerun 2 s); each run writes a start line
+    // and, unless it is killed, an end line.
+    let folds: Vec<Value> = (0..2)
+        .map(|i| {
+            let w = state.join(format!("witness-{i}"));
+            json!({
+                "command": ["sh", "-c", format!(
+                    ": {}; if [ -e {w} ]; then t=2; else t=20; fi; \
+                     echo \"start $DATARUN_ATTEMPT $(date +%s%N)\" >> {w}; sleep $t; \
+                     echo \"end $DATARUN_ATTEMPT $(date +%s%N)\" >> {w}",
+                    marker(i), w = w.display()
+                )],
+                "resources": { "cpus": 0.1, "memory": "64M" },
+                // Fold 0 has no retries, fold 1 one: a loss must use neither.
+                "max_retries": i,
+            })
+        })
+        .collect();
+    let ids = m.submit(folds);
+    for id in &ids {
+        m.wait_state(*id, "running", Duration::from_secs(60));
+    }
+    // Partition 2 s in, for 8 s: past the lease, the master gives both attempts up and
+    // requeues the folds, while the runner keeps running them in the dark.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (most, most_at_once) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            // The most copies of one fold, and of both, seen running at once.
+            let (mut most, mut total) = (0, 0);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let now: Vec<usize> = (0..2).map(|i| copies(&marker(i))).collect();
+                most = most.max(*now.iter().max().unwrap());
+                total = total.max(now.iter().sum());
+                let runners = m.get("/runners");
+                let r = &runners["runners"][0];
+                assert!(r["slots_used"].as_u64() <= r["slots_total"].as_u64(), "{r}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (most, total)
+        });
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            std::thread::sleep(Duration::from_secs(2));
+            c.hosts.disconnect(0);
+            std::thread::sleep(Duration::from_secs(8));
+            c.hosts.reconnect(0);
+            m.wait_all(&ids, Duration::from_secs(120));
+        }));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let seen = watcher.join().unwrap();
+        if let Err(panic) = ran {
+            std::panic::resume_unwind(panic);
+        }
+        seen
+    });
+    assert_eq!(most, 1, "two runs of one fold overlapped on the runner");
+    assert!(
+        most_at_once <= 2,
+        "the 2-slot runner ran {most_at_once} folds at once"
+    );
+    for (i, id) in ids.iter().enumerate() {
+        let shown = m.fold(*id);
+        let f = &shown["fold"];
+        // Lost once to the partition, then done: the loss used no retry (max_retries = 0).
+        assert_eq!(f["state"], "done", "fold {id}: {f}");
+        assert_eq!(
+            (f["losses"].as_u64(), f["retries_used"].as_u64()),
+            (Some(1), Some(0)),
+            "{f}"
+        );
+        let kinds: Vec<&str> = shown["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["outcome"]["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["lost", "success"], "fold {id}");
+        // The lost run was cancelled when the runner came back: it never reached its end.
+        let witness = std::fs::read_to_string(state.join(format!("witness-{i}"))).unwrap();
+        let starts = witness.lines().filter(|l| l.starts_with("start")).count();
+        let ends = witness.lines().filter(|l| l.starts_with("end")).count();
+        assert_eq!((starts, ends), (2, 1), "fold {id}: {witness}");
+    }
 }

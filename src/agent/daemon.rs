@@ -20,6 +20,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 mod inputs;
+mod orphans;
+use orphans::watch_adopted;
 
 pub struct AgentConfig {
     pub state_dir: PathBuf,
@@ -68,6 +70,14 @@ pub(super) struct Running {
     cancel: watch::Sender<bool>,
 }
 
+/// What the agent's own tasks tell its loop.
+pub(super) enum Notice {
+    /// An attempt this process ran has ended (its result is journaled and sent).
+    Ended(AttemptId),
+    /// The agent process that ran an adopted attempt died without a result.
+    Orphaned(AttemptId),
+}
+
 pub(super) struct Agent {
     runner: Arc<str>,
     state_dir: PathBuf,
@@ -83,16 +93,16 @@ pub(super) struct Agent {
     downloads: BTreeMap<String, Pull>,
     /// Attempts run by a previous agent process that we watch for a result.
     adopted: BTreeSet<AttemptId>,
-    done: mpsc::UnboundedSender<AttemptId>,
+    notices: mpsc::UnboundedSender<Notice>,
 }
 
 impl Agent {
-    /// The agent and the receiver of its "attempt ended" notices.
+    /// The agent and the receiver of its tasks' notices (for [`Agent::notice`]).
     pub(super) async fn new(
         cfg: &AgentConfig,
-    ) -> anyhow::Result<(Agent, mpsc::UnboundedReceiver<AttemptId>)> {
+    ) -> anyhow::Result<(Agent, mpsc::UnboundedReceiver<Notice>)> {
         let journal = Arc::new(Journal::open(&cfg.state_dir)?);
-        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let (notices, notices_rx) = mpsc::unbounded_channel();
         let agent = Agent {
             runner: Arc::from(cfg.runner.as_str()),
             state_dir: cfg.state_dir.clone(),
@@ -104,9 +114,9 @@ impl Agent {
             waiting: HashMap::new(),
             downloads: BTreeMap::new(),
             adopted: BTreeSet::new(),
-            done: done_tx,
+            notices,
         };
-        Ok((agent, done_rx))
+        Ok((agent, notices_rx))
     }
 
     pub(super) fn runner(&self) -> &str {
@@ -131,9 +141,19 @@ impl Agent {
         let _ = self.out.send(msg);
     }
 
+    /// Acts on a notice from one of this agent's tasks.
+    pub(super) async fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Ended(attempt) => {
+                self.running.remove(&attempt);
+            }
+            Notice::Orphaned(attempt) => self.orphaned(attempt).await,
+        }
+    }
+
     /// Reports facts, results the master has not acknowledged, and what runs. Attempts whose
-    /// agent process died are re-adopted when their container still exists (docker), and
-    /// otherwise end as lost after what is left of them is killed (process).
+    /// agent process died are orphans (see [`Agent::orphan`]): re-adopted when their container
+    /// still exists, otherwise killed and lost.
     /// `tx` is the connection that said hello; messages produced meanwhile wait for the reply.
     pub(super) async fn hello(
         &mut self,
@@ -141,13 +161,7 @@ impl Agent {
     ) -> anyhow::Result<()> {
         self.out.greet(tx);
         let recovered = self.journal.recover()?;
-        let containers = match &self.backend {
-            Backend::Docker(d) => d.list_attempt_containers().await.unwrap_or_else(|e| {
-                tracing::warn!("cannot list containers: {e}");
-                Vec::new()
-            }),
-            _ => Vec::new(),
-        };
+        let containers = self.containers().await;
         let mut lost = Vec::new();
         // An orphan of this very process (a daemon hello after a reconnect) is simply ours.
         let orphaned = recovered
@@ -157,22 +171,7 @@ impl Agent {
             .collect::<Vec<_>>();
         for attempt in orphaned {
             let has_container = containers.iter().any(|(a, _)| *a == attempt);
-            match self.journal.run(attempt) {
-                Some(run) if has_container => self.start(run, true),
-                _ => {
-                    self.journal.kill_leftovers(attempt);
-                    lost.push(attempt);
-                }
-            }
-        }
-        for attempt in &lost {
-            let report = AttemptReport::bare(
-                *attempt,
-                Outcome::Lost {
-                    reason: "the agent running it died before it ended".into(),
-                },
-            );
-            self.journal.finish(&report)?;
+            lost.extend(self.orphan(attempt, has_container).await?);
         }
         // Containers of attempts nobody owns any more (finished, forgotten) are removed.
         if let Backend::Docker(d) = &self.backend {
@@ -187,7 +186,7 @@ impl Agent {
             }
         }
         let mut finished = recovered.finished;
-        finished.extend(lost.iter().filter_map(|a| self.journal.result(*a)));
+        finished.extend(lost);
         let mut running: Vec<AttemptId> = self.running.keys().copied().collect();
         running.extend(self.waiting.keys().copied());
         for (attempt, pid) in recovered.adopted {
@@ -198,6 +197,7 @@ impl Agent {
                     attempt,
                     pid,
                     self.out.clone(),
+                    self.notices.clone(),
                 ));
             }
         }
@@ -321,7 +321,7 @@ impl Agent {
         );
         let journal = self.journal.clone();
         let out = self.out.clone();
-        let done = self.done.clone();
+        let notices = self.notices.clone();
         let ctx = Ctx {
             runner: self.runner.clone(),
             backend: self.backend.clone(),
@@ -350,7 +350,7 @@ impl Agent {
                 tracing::error!("attempt {attempt}: cannot journal its result: {written:?}");
             }
             let _ = out.send(FromAgent::Finished(report));
-            let _ = done.send(attempt);
+            let _ = notices.send(Notice::Ended(attempt));
         });
     }
 }
@@ -518,35 +518,6 @@ fn describe(
         }
     };
     Ok((log, outputs))
-}
-
-/// Waits for the result of an attempt run by a previous agent process.
-async fn watch_adopted(journal: Arc<Journal>, attempt: AttemptId, pid: u32, out: Outbox) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if !journal.exists(attempt) {
-            return;
-        }
-        if let Some(report) = journal.result(attempt) {
-            let _ = out.send(FromAgent::Finished(report));
-            return;
-        }
-        if !pid_alive(pid) {
-            // Its agent died without a result; give it a moment to have written one.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let report = journal.result(attempt).unwrap_or_else(|| {
-                AttemptReport::bare(
-                    attempt,
-                    Outcome::Lost {
-                        reason: "the agent running it died before it ended".into(),
-                    },
-                )
-            });
-            let _ = journal.finish(&report);
-            let _ = out.send(FromAgent::Finished(report));
-            return;
-        }
-    }
 }
 
 /// The first line of a fold's status file (at most `STATUS_MAX` bytes), if it wrote one.

@@ -339,14 +339,16 @@ impl DockerExecutor {
         };
         let reason = match ended {
             Ok(reason) => reason,
-            // The container may still be there: leave it for a later adopt or cleanup.
+            // The attempt ends lost and will be rerun: a container that is still there (the
+            // engine answers again) must not run on beside the rerun.
             Err(outcome) => {
+                self.remove_quietly(name).await;
                 return ExecResult {
                     outcome,
                     metrics,
                     log,
                     outputs: vec![],
-                }
+                };
             }
         };
         let state = match self.docker.inspect_container(name, None).await {

@@ -47,9 +47,21 @@ pub fn write_atomic(path: &Path, data: &[u8], durable: bool) -> std::io::Result<
     Ok(())
 }
 
+/// Whether process `pid` lives. A zombie (dead, not yet reaped: an agent killed after its
+/// master died is reaped by whatever adopted it, maybe never) is dead.
 pub fn pid_alive(pid: u32) -> bool {
     // SAFETY: kill with signal 0 only checks for existence and permission.
-    pid > 0 && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0
+    if pid == 0 || unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // pid (comm) state ...: comm may hold spaces and parentheses.
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_none_or(|state| state != "Z"),
+        Err(_) => true,
+    }
 }
 
 impl Journal {
@@ -285,6 +297,22 @@ mod tests {
     use super::test_run as run;
     use super::*;
     use crate::model::Outcome;
+
+    #[test]
+    fn a_zombie_is_not_alive() {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while pid_alive(pid) {
+            assert!(std::time::Instant::now() < deadline, "`true` never ended");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // SAFETY: signal 0 only checks for existence.
+        let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+        assert!(exists, "not reaped yet: a zombie, which is not alive");
+        child.wait().unwrap();
+        assert!(pid_alive(std::process::id()));
+    }
 
     #[test]
     fn recover_sorts_attempts() {

@@ -9,7 +9,6 @@
 //!   A connection that only pings (a health check) never displaces the master.
 
 use super::daemon::{Agent, AgentConfig};
-use crate::model::AttemptId;
 use crate::protocol::{self, FromAgent, Line, ToAgent, PROTOCOL_VERSION};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -151,7 +150,7 @@ async fn serve(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     exit_on_close: bool,
 ) -> anyhow::Result<()> {
-    let (mut agent, mut done_rx) = Agent::new(&cfg).await?;
+    let (mut agent, mut notices) = Agent::new(&cfg).await?;
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     let mut master: Option<u64> = None;
     loop {
@@ -212,22 +211,18 @@ async fn serve(
                     }
                 }
             }
-            Some(attempt) = done_rx.recv() => ended(&mut agent, attempt),
+            Some(notice) = notices.recv() => agent.notice(notice).await,
         }
     }
     // The master is gone: finish what runs here; results stay in the journal for the next agent.
     drop(conns);
     while !agent.running.is_empty() {
-        match done_rx.recv().await {
-            Some(attempt) => ended(&mut agent, attempt),
+        match notices.recv().await {
+            Some(notice) => agent.notice(notice).await,
             None => break,
         }
     }
     Ok(())
-}
-
-fn ended(agent: &mut Agent, attempt: AttemptId) {
-    agent.running.remove(&attempt);
 }
 
 /// Closes a connection from our side: its writer ends (EOF to the peer), its reader stops.

@@ -1,10 +1,10 @@
 //! Datasets, held-out splits and scores (issue #6, native under /api/v1). Everything is checked
 //! and computed before the store is called, so a refused request stores nothing.
 
-use super::{problems, ApiError, ApiState};
+use super::{problems, visible, ApiError, ApiState};
 use crate::dataset::csv::{Table, Values};
 use crate::dataset::{self, ScoreType};
-use crate::store::{DatasetId, NewDataset, NewSplit, Principal, SplitId};
+use crate::store::{DatasetId, NewDataset, NewSplit, Principal, Resource, SplitId};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
@@ -76,6 +76,7 @@ fn check_score_types(names: &[String], table: &Table, target: &str) -> ApiResult
 
 pub async fn create(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<CreateDataset>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(req) = body?;
@@ -85,6 +86,11 @@ pub async fn create(
             req.name
         )));
     }
+    check_labels(
+        req.target_column.as_deref(),
+        &req.workflow_elements,
+        &req.score_types,
+    )?;
     for w in &req.workflow_elements {
         if !crate::model::valid_name(w) {
             return Err(ApiError::bad_request(format!(
@@ -94,16 +100,24 @@ pub async fn create(
     }
     let data = match (&req.csv, &req.table_sha256, &req.files) {
         (Some(text), None, None) => decode_csv(text)?,
-        (None, Some(sha), None) => s.store.get_blob(sha.clone()).await.map_err(|_| {
-            ApiError::bad_request(format!(
-                "table_sha256: no blob {sha}; POST the CSV file to /api/v1/blobs first"
-            ))
-        })?,
+        (None, Some(sha), None) => {
+            let missing = || {
+                ApiError::bad_request(format!(
+                    "table_sha256: no blob {sha}; POST the CSV file to /api/v1/blobs first"
+                ))
+            };
+            // Another owner's blob answers as a missing one (README "Tenancy").
+            if !s.store.may_use_blob(&who.scope(), sha.clone()).await? {
+                return Err(missing());
+            }
+            s.store.get_blob(sha.clone()).await.map_err(|_| missing())?
+        }
         (None, None, Some(files)) => {
             let decoded = super::submissions::decode_files(files, &[])?;
             let record = problems::create_dataset(
                 &s,
                 problems::ProblemDataset {
+                    owner: who.name.clone(),
                     name: req.name,
                     target_column: req.target_column.unwrap_or_default(),
                     workflow_elements: req.workflow_elements,
@@ -131,6 +145,7 @@ pub async fn create(
     };
     let record = store_dataset(
         &s,
+        who.name.clone(),
         req.name,
         target_column,
         req.workflow_elements,
@@ -141,9 +156,32 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(json!({ "dataset": record }))))
 }
 
-/// Parses and checks a CSV table (`score_types` empty: none), then stores it as a dataset.
+/// The size limits on a dataset's labels: its target column's name and how many workflow
+/// elements and score types it names (the native and `/runapp/` APIs alike).
+pub(super) fn check_labels(
+    target_column: Option<&str>,
+    workflow_elements: &[String],
+    score_types: &[String],
+) -> ApiResult<()> {
+    use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_NAMES};
+    if let Some(target) = target_column {
+        check_text("target_column", target, MAX_LABEL)?;
+    }
+    check_count(
+        "workflow_elements",
+        workflow_elements.len(),
+        "names",
+        MAX_NAMES,
+    )?;
+    check_count("score_types", score_types.len(), "names", MAX_NAMES)?;
+    Ok(())
+}
+
+/// Parses and checks a CSV table (`score_types` empty: none), then stores it as a dataset of
+/// `owner`.
 pub(super) async fn store_dataset(
     s: &ApiState,
+    owner: String,
     name: String,
     target_column: String,
     workflow_elements: Vec<String>,
@@ -167,6 +205,7 @@ pub(super) async fn store_dataset(
     let score_types = check_score_types(&score_types, &table, &target_column)?;
     Ok(s.store
         .create_dataset(NewDataset {
+            owner,
             name,
             target_column,
             workflow_elements,
@@ -178,18 +217,48 @@ pub(super) async fn store_dataset(
         .await?)
 }
 
-pub async fn list(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "datasets": s.store.list_datasets().await? })))
+/// `?after=ID&limit=N` of a listing in id order.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    after: Option<i64>,
+    limit: Option<u32>,
 }
 
-pub async fn show(State(s): State<ApiState>, Path(id): Path<DatasetId>) -> ApiResult<Json<Value>> {
+/// `GET /datasets`: one page of the caller's datasets (an admin's: all) in id order; `next`
+/// is the `after` of the next page.
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    q: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(super::folds::bad_query)?;
+    let limit = super::folds::page_limit(q.limit)?;
+    let (datasets, next) = s
+        .store
+        .list_datasets(&who.scope(), q.after, Some(limit))
+        .await?;
+    Ok(Json(json!({ "datasets": datasets, "next": next })))
+}
+
+pub async fn show(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<DatasetId>,
+) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Dataset(id)).await?;
     problems::settle_splits(&s).await?;
     let dataset = s.store.dataset(id).await?;
     let splits = s.store.list_splits(id).await?;
     Ok(Json(json!({ "dataset": dataset, "splits": splits })))
 }
 
-pub async fn table(State(s): State<ApiState>, Path(id): Path<DatasetId>) -> ApiResult<Response> {
+pub async fn table(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<DatasetId>,
+) -> ApiResult<Response> {
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let d = s.store.dataset(id).await?;
     if let Some(script) = &d.problem {
         return Err(ApiError::new(
@@ -208,14 +277,17 @@ pub async fn table(State(s): State<ApiState>, Path(id): Path<DatasetId>) -> ApiR
 /// splits (`?split=ID`).
 pub async fn file(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path((id, name)): Path<(DatasetId, String)>,
     Query(q): Query<FileQuery>,
 ) -> ApiResult<Response> {
+    visible(&s, &who, Resource::Dataset(id)).await?;
     problems::settle_splits(&s).await?;
     let d = s.store.dataset(id).await?;
     let files = match q.split {
         None => d.files,
         Some(split) => {
+            visible(&s, &who, Resource::Split(split)).await?;
             let (rec, _, _) = s.store.split(split).await?;
             if rec.dataset_id != id {
                 return Err(ApiError::bad_request(format!(
@@ -247,8 +319,10 @@ pub struct FileQuery {
 
 pub async fn delete(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let splits = s.store.delete_dataset(id).await?;
     Ok(Json(json!({ "deleted": id, "splits_deleted": splits })))
 }
@@ -280,10 +354,11 @@ pub async fn create_split(
     body: Result<Json<CreateSplit>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let Json(req) = body?;
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let d = s.store.dataset(id).await?;
     let held_out_test = match (req.custom, req.held_out_test) {
         (true, None) => {
-            let split = problems::start_custom_split(&s, &who.name, &d, req.priority).await?;
+            let split = problems::start_custom_split(&s, &who, &d, req.priority).await?;
             return Ok((StatusCode::ACCEPTED, Json(json!({ "split": split }))));
         }
         (false, Some(h)) => h,
@@ -381,16 +456,20 @@ pub(super) async fn store_split(
 
 pub async fn list_splits(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Dataset(id)).await?;
     problems::settle_splits(&s).await?;
     Ok(Json(json!({ "splits": s.store.list_splits(id).await? })))
 }
 
 pub async fn show_split(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<SplitId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Split(id)).await?;
     problems::settle_splits(&s).await?;
     let (split, train, test) = s.store.split(id).await?;
     if split.state == "running" {

@@ -8,6 +8,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+/// A body over a route's limit (`DefaultBodyLimit`).
+pub(super) const TOO_LARGE: &str = "the request body is larger than this server accepts here (POST /folds: 1 MiB, POST /folds/batch: 64 MiB, other requests: serve --max-body); see the README, \"Limits\"";
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -35,6 +38,9 @@ fn code(status: StatusCode) -> &'static str {
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
         StatusCode::NOT_FOUND => "not_found",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::TOO_MANY_REQUESTS => "too_many_requests",
         StatusCode::CONFLICT => "conflict",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
@@ -54,6 +60,18 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<crate::model::FieldError> for ApiError {
+    /// Over a size limit: 413; malformed: 400.
+    fn from(e: crate::model::FieldError) -> ApiError {
+        let status = if e.is_too_large() {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        ApiError::new(status, e.message())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         let status = match &e {
@@ -70,9 +88,7 @@ impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         let status = r.status();
         let message = match status {
-            StatusCode::PAYLOAD_TOO_LARGE => {
-                "the request body is larger than this server accepts (see --max-body)".to_string()
-            }
+            StatusCode::PAYLOAD_TOO_LARGE => TOO_LARGE.to_string(),
             StatusCode::UNSUPPORTED_MEDIA_TYPE => {
                 "send JSON with the header Content-Type: application/json".to_string()
             }
@@ -92,7 +108,7 @@ impl From<BytesRejection> for ApiError {
     fn from(r: BytesRejection) -> ApiError {
         let status = r.status();
         let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            "the upload is larger than this server accepts (see --max-body)".to_string()
+            TOO_LARGE.to_string()
         } else {
             r.body_text()
         };

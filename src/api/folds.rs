@@ -1,9 +1,10 @@
 //! Fold, blob and queue endpoints.
 
-use super::{ApiError, ApiState};
+use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
+use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
-use crate::store::{BlobBody, FoldFilter, FoldRecord, Principal, ReleaseChanges};
+use crate::store::{BlobBody, FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -19,9 +20,12 @@ type ApiResult<T> = Result<T, ApiError>;
 const UPLOAD_BUFFER: usize = 1 << 20;
 
 /// `POST /blobs`: the body streams into a temp file of the blob store while it is hashed
-/// (bounded memory; still at most `--max-body`), then becomes the blob.
+/// (bounded memory; still at most `--max-body`), then becomes the blob, and the caller is
+/// recorded as an owner of it (having the bytes proves possession), so their folds may name
+/// the blob as an input.
 pub async fn put_blob(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     req: axum::extract::Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     use axum::RequestExt;
@@ -41,6 +45,7 @@ pub async fn put_blob(
         .map_err(upload_failed)?
         .map_err(upload_failed)?;
     let (sha256, size) = s.store.put_staged(staged).await?;
+    s.store.own_blobs(who.name, vec![sha256.clone()]).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "sha256": sha256, "size": size })),
@@ -70,10 +75,7 @@ fn body_error(e: axum::Error) -> ApiError {
     while let Some(err) = source {
         // http_body_util::LengthLimitError, which --max-body's limit raises.
         if err.to_string() == "length limit exceeded" {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "the upload is larger than this server accepts (see --max-body)",
-            );
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, super::error::TOO_LARGE);
         }
         source = err.source();
     }
@@ -110,14 +112,15 @@ async fn submit_specs(
     if specs.is_empty() {
         return Err(ApiError::bad_request("folds: give at least one fold"));
     }
+    crate::model::limits::check_count("folds", specs.len(), "folds", MAX_BATCH_FOLDS)?;
     let mut checked = Vec::with_capacity(specs.len());
     for (i, spec) in specs.into_iter().enumerate() {
         spec.validate().map_err(|e| {
-            ApiError::bad_request(if i == 0 {
-                e.clone()
+            if i == 0 {
+                e
             } else {
-                format!("fold {i}: {e}")
-            })
+                e.prefixed(&format!("fold {i}"))
+            }
         })?;
         let held = s
             .master
@@ -126,7 +129,7 @@ async fn submit_specs(
         checked.push((spec, held));
     }
     let reasons: Vec<Option<(HoldCode, String)>> = checked.iter().map(|(_, u)| u.clone()).collect();
-    let ids = s.store.submit(who.name.clone(), checked).await?;
+    let ids = s.store.submit(who.name.clone(), who.admin, checked).await?;
     s.master.wake();
     let held = ids
         .iter()
@@ -178,15 +181,59 @@ pub struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     owner: Option<String>,
+    /// Folds changed after this seq, in seq order.
     since: Option<i64>,
+    /// Folds whose id is greater, in id order.
+    after: Option<FoldId>,
     limit: Option<u32>,
 }
 
+/// A listing's page size: `limit`, else the default; over the maximum is refused (page on
+/// with the answer's `next` instead).
+pub(super) fn page_limit(limit: Option<u32>) -> ApiResult<u32> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(0) => Err(ApiError::bad_request("limit: at least 1")),
+        Some(n) if n > MAX_PAGE => Err(ApiError::bad_request(format!(
+            "limit: {n} is over the maximum page of {MAX_PAGE}; page on with the answer's `next` (see the README, \"Paging\")"
+        ))),
+        Some(n) => Ok(n),
+    }
+}
+
+/// A query string that does not parse: 400 naming the parameter.
+pub(super) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError {
+    let text = e.body_text();
+    let text = text
+        .strip_prefix("Failed to deserialize query string: ")
+        .unwrap_or(&text);
+    ApiError::bad_request(format!("query: {text}"))
+}
+
+/// `GET /folds`: one page, in id order (`after`) or "changed since" order (`since`). A
+/// non-admin lists only their own folds (no `owner` means theirs; naming another owner is 403).
 pub async fn list(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Json<Value>> {
-    let Query(q) = q.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let Query(q) = q.map_err(bad_query)?;
+    let limit = page_limit(q.limit)?;
+    if q.since.is_some() && q.after.is_some() {
+        return Err(ApiError::bad_request(
+            "give since (changed since, in seq order) or after (in id order), not both",
+        ));
+    }
+    let owner = match (who.admin, q.owner) {
+        (true, owner) => owner,
+        (false, Some(o)) if o != who.name => {
+            return Err(ApiError::forbidden(format!(
+                "owner: {} may list only its own folds (owner={}); admin tokens list anyone's",
+                who.name, who.name
+            )))
+        }
+        (false, _) => Some(who.name.clone()),
+    };
     let mut states = Vec::new();
     for part in q
         .state
@@ -201,16 +248,21 @@ pub async fn list(
     let filter = FoldFilter {
         states,
         queue: q.queue,
-        owner: q.owner,
+        owner,
         since: q.since,
-        limit: q.limit,
+        after: q.after,
+        limit: Some(limit),
     };
-    let (folds, seq) = s.store.list_folds(filter).await?;
-    Ok(Json(json!({ "folds": folds, "seq": seq })))
+    let page = s.store.list_folds(filter).await?;
+    Ok(Json(json!(page)))
 }
 
-pub async fn show(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Json<Value>> {
-    let fold = s.store.fold(id).await?;
+pub async fn show(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<FoldId>,
+) -> ApiResult<Json<Value>> {
+    let fold = owned(&s, &who, id).await?;
     let attempts = s.store.attempts(id).await?;
     let events = s.store.events(id).await?;
     let progress = fold.current_attempt.and_then(|a| s.master.progress(a));
@@ -228,16 +280,23 @@ pub async fn show(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResul
     ))
 }
 
-pub async fn log(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Response> {
+pub async fn log(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<FoldId>,
+) -> ApiResult<Response> {
+    visible(&s, &who, Resource::Fold(id)).await?;
     let body = s.store.log_body(id).await?;
     Ok(blob_response(body, "text/plain; charset=utf-8"))
 }
 
 pub async fn output(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path((id, name)): Path<(FoldId, String)>,
 ) -> ApiResult<Response> {
     crate::model::check_file_name(&name).map_err(ApiError::bad_request)?;
+    visible(&s, &who, Resource::Fold(id)).await?;
     let body = s.store.output(id, name).await?;
     Ok(blob_response(body, "application/octet-stream"))
 }
@@ -250,15 +309,10 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 
+/// The fold, if `who` may see it (its owner, or an admin); else 404 as for a missing fold.
 async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecord> {
-    let fold = s.store.fold(id).await?;
-    if !who.admin && fold.owner != who.name {
-        return Err(ApiError::forbidden(format!(
-            "fold {id} belongs to {}; only its owner or an admin may change it",
-            fold.owner
-        )));
-    }
-    Ok(fold)
+    visible(s, who, Resource::Fold(id)).await?;
+    Ok(s.store.fold(id).await?)
 }
 
 #[derive(Deserialize, Default)]
@@ -275,6 +329,9 @@ pub async fn hold(
 ) -> ApiResult<Json<Value>> {
     owned(&s, &who, id).await?;
     let body: HoldBody = optional_json(&body)?;
+    if let Some(reason) = &body.reason {
+        crate::model::limits::check_text("reason", reason, MAX_REASON)?;
+    }
     let reason = body
         .reason
         .unwrap_or_else(|| format!("held by {}", who.name));
@@ -318,15 +375,25 @@ pub async fn remove(
     Ok(Json(json!({ "fold": s.store.fold(id).await? })))
 }
 
-pub async fn queue(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
-    Ok(Json(json!({ "counts": s.store.queue_counts().await? })))
+/// Counts per queue, owner and state: a non-admin's own rows only.
+pub async fn queue(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(
+        json!({ "counts": s.store.queue_counts(&who.scope()).await? }),
+    ))
 }
 
 /// `queue analyze`: for a fold that waits, how many runners pass each feasibility step and why
 /// the others fail, whether it could run on an empty pool, and its place in line.
-pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiResult<Json<Value>> {
+pub async fn analyze(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<FoldId>,
+) -> ApiResult<Json<Value>> {
     use crate::scheduler::Step;
-    let fold = s.store.fold(id).await?;
+    let fold = owned(&s, &who, id).await?;
     let me = pending_of(fold.id, &fold.owner, &fold.spec, fold.submitted_at);
     let why = s.master.explain(&me);
     let mut left = why.runners;
@@ -368,10 +435,20 @@ pub async fn analyze(State(s): State<ApiState>, Path(id): Path<FoldId>) -> ApiRe
     })))
 }
 
-/// Fair share per owner (`queue status --owners`).
-pub async fn owners(State(s): State<ApiState>) -> ApiResult<Json<Value>> {
+/// Fair share per owner (`queue status --owners`): a non-admin's own row only.
+pub async fn owners(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> ApiResult<Json<Value>> {
     let fair = s.master.fair_share().is_some();
+    let scope = who.scope();
+    let owners: Vec<_> = s
+        .master
+        .owners()
+        .into_iter()
+        .filter(|o| scope.sees(Some(&o.owner)))
+        .collect();
     Ok(Json(
-        json!({ "fair_share": fair, "owner_cap": s.master.owner_cap(), "owners": s.master.owners(), "counts": s.store.queue_counts().await? }),
+        json!({ "fair_share": fair, "owner_cap": s.master.owner_cap(), "owners": owners, "counts": s.store.queue_counts(&scope).await? }),
     ))
 }

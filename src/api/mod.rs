@@ -1,11 +1,14 @@
 //! The REST API under `/api/v1` (axum): blobs, folds, queue, runners, datasets, splits and
-//! scores. Bearer-token auth; every 4xx is JSON with a message; bodies over the limit answer 413.
+//! scores. Bearer-token auth, then a per-token rate limit (429); every error is JSON with a
+//! message (`json_errors` rewrites axum's own); bodies over a route's limit answer 413.
 
 mod datasets;
 mod error;
 mod folds;
+mod json_errors;
 mod layout;
 mod problems;
+pub mod rate_limit;
 mod results;
 pub mod runapp;
 mod submission_folds;
@@ -14,14 +17,16 @@ mod submissions;
 pub use error::ApiError;
 
 use crate::master::MasterHandle;
-use crate::store::{Principal, Store};
+use crate::model::limits::{MAX_BATCH_BODY, MAX_SPEC_BODY};
+use crate::store::{Principal, Resource, Store, TokenCheck};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
+use rate_limit::RateLimiter;
 use serde_json::json;
 
 #[derive(Clone)]
@@ -30,13 +35,44 @@ pub struct ApiState {
     pub master: MasterHandle,
     /// Scheduled maintenance jobs from the master's config file.
     pub maintenance: std::sync::Arc<Vec<crate::maintenance::config::Job>>,
+    /// Limits set by `serve` flags: inflated sizes, request rates.
+    pub limits: std::sync::Arc<ApiLimits>,
+}
+
+/// `/runapp/`'s default cap on what one request's b64(zlib) fields inflate to.
+pub const DEFAULT_MAX_INFLATED: usize = 64 << 20;
+
+/// The API's limits that `serve` flags set.
+pub struct ApiLimits {
+    /// `/runapp/`: the most bytes the b64(zlib) fields of one request inflate to, together
+    /// (`serve --max-inflated`).
+    pub max_inflated: usize,
+    /// Requests per token (`serve --rate-limit`, `--rate-burst`, `--rate-limit-admins`).
+    pub rate: RateLimiter,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_inflated: DEFAULT_MAX_INFLATED,
+            rate: RateLimiter::new(Default::default()),
+        }
+    }
 }
 
 pub fn router(state: ApiState, max_body: usize) -> Router {
     let authed = Router::new()
         .route("/blobs", post(folds::put_blob))
-        .route("/folds", post(folds::submit).get(folds::list))
-        .route("/folds/batch", post(folds::submit_batch))
+        .route(
+            "/folds",
+            post(folds::submit)
+                .layer(DefaultBodyLimit::max(max_body.min(MAX_SPEC_BODY)))
+                .get(folds::list),
+        )
+        .route(
+            "/folds/batch",
+            post(folds::submit_batch).layer(DefaultBodyLimit::max(max_body.min(MAX_BATCH_BODY))),
+        )
         .route("/folds/{id}", get(folds::show))
         .route("/folds/{id}/log", get(folds::log))
         .route("/folds/{id}/analyze", get(folds::analyze))
@@ -79,6 +115,8 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/results/new", post(results::new_results))
         .route("/results/list", post(results::list_results))
         .route("/datasets/{id}/leaderboard", get(results::leaderboard))
+        // Route layers wrap what is above them: auth runs first, then the rate limit.
+        .route_layer(middleware::from_fn_with_state(state.clone(), throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     Router::new()
         .route(
@@ -96,6 +134,10 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .with_state(state.clone())
         .pipe(|api| Router::new().nest("/api/v1", api))
         .merge(runapp::router(state, max_body))
+        // As the fallback of an otherwise empty router, the layer wraps the whole app (a
+        // router's own `layer` wraps each route, inside the 405 answer and its Allow header).
+        .pipe(|app| Router::new().fallback_service(app))
+        .layer(middleware::from_fn(json_errors::json_errors))
 }
 
 trait Pipe: Sized {
@@ -122,26 +164,99 @@ async fn auth(
         ));
     };
     match principal(&state, token).await? {
-        Some(principal) => {
+        Ok(principal) => {
             req.extensions_mut().insert(principal);
             Ok(next.run(req).await)
         }
-        None => Err(ApiError::new(StatusCode::UNAUTHORIZED, "unknown token")),
+        Err(refused) => Err(ApiError::new(StatusCode::UNAUTHORIZED, refused.message)),
     }
 }
 
-/// Who a token belongs to (bearer here, Basic under `/runapp/`), or None if it is unknown.
+/// The per-token rate limit, after auth: 429 with `Retry-After` over it (`{"detail": ...}`
+/// under `/runapp/`, as DRF's throttling answered).
+pub(crate) async fn throttle(State(state): State<ApiState>, req: Request, next: Next) -> Response {
+    let Some(who) = req.extensions().get::<Principal>() else {
+        return next.run(req).await;
+    };
+    let Err(wait) = state.limits.rate.check(who, std::time::Instant::now()) else {
+        return next.run(req).await;
+    };
+    let limit = state.limits.rate.limit();
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut resp = if req.uri().path().starts_with("/runapp") {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            Json(json!({ "detail": format!("Request was throttled. Expected available in {secs} second{}.", if secs == 1 { "" } else { "s" }) })),
+        )
+            .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "rate limit: {} makes more than {} requests per second (bursts of {}); retry in {:.2} s (see serve --rate-limit)",
+                who.name, limit.per_second, limit.burst, wait.as_secs_f64()
+            ),
+        )
+        .into_response()
+    };
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, json_errors::retry_after(wait));
+    resp
+}
+
+/// Why a token is refused.
+pub(crate) struct Refused {
+    /// Not a token at all (rather than an expired or revoked one).
+    pub unknown: bool,
+    pub message: String,
+}
+
+/// Who a token belongs to (bearer here, Basic under `/runapp/`), or why it is refused
+/// (unknown, expired or revoked).
 pub(crate) async fn principal(
     state: &ApiState,
     token: &str,
-) -> Result<Option<Principal>, ApiError> {
-    Ok(state.store.verify_token(token.trim().to_string()).await?)
+) -> Result<Result<Principal, Refused>, ApiError> {
+    let at = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_else(|| ms.to_string())
+    };
+    let refused = |why: String| Refused {
+        unknown: false,
+        message: format!("{why}; ask for a new one (`datarun token create NAME` on the master)"),
+    };
+    Ok(
+        match state.store.verify_token(token.trim().to_string()).await? {
+            TokenCheck::Valid(p) => Ok(p),
+            TokenCheck::Expired(t) => Err(refused(format!("token expired at {}", at(t)))),
+            TokenCheck::Revoked(t) => Err(refused(format!("token revoked at {}", at(t)))),
+            TokenCheck::Unknown => Err(Refused {
+                unknown: true,
+                message: "unknown token".into(),
+            }),
+        },
+    )
 }
 
-async fn runners(State(state): State<ApiState>) -> Json<serde_json::Value> {
-    Json(
-        json!({ "runners": state.master.runners(), "inventory_error": state.master.inventory_error() }),
-    )
+/// Ok when `who` may see the resource (README "Tenancy"); else 404 exactly as if it were
+/// missing.
+pub(crate) async fn visible(s: &ApiState, who: &Principal, r: Resource) -> Result<(), ApiError> {
+    Ok(s.store.visible(&who.scope(), r).await?)
+}
+
+/// Runners' facts for everyone; which attempts run where only for admins.
+async fn runners(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Json<serde_json::Value> {
+    let mut runners = state.master.runners();
+    if !who.admin {
+        for r in &mut runners {
+            r.attempts.clear();
+        }
+    }
+    Json(json!({ "runners": runners, "inventory_error": state.master.inventory_error() }))
 }
 
 fn admin(who: &Principal) -> Result<(), ApiError> {
@@ -149,7 +264,7 @@ fn admin(who: &Principal) -> Result<(), ApiError> {
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
-            "{} is not an admin; runners are managed with an admin token",
+            "{} is not an admin; runners and maintenance are for admin tokens",
             who.name
         )))
     }
@@ -195,7 +310,11 @@ async fn set_drained(
     Ok(Json(json!({ "runner": name, "drained": drained })))
 }
 
-async fn maintenance(State(state): State<ApiState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn maintenance(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    admin(&who)?;
     let jobs = crate::maintenance::describe(&state.maintenance, chrono::Utc::now());
     let recent = state.store.events_of_kind("maintenance".into(), 50).await?;
     let recent: Vec<_> = recent

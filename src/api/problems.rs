@@ -11,7 +11,8 @@ use crate::dataset::problem::{self, DATA_DIR, PREPARE_COMMAND, PREPARE_JSON, TRU
 use crate::dataset::{self, ScoreType};
 use crate::model::{check_file_name, FoldSpec, FoldState, InputRef, Priority};
 use crate::store::{
-    sha256_hex, CustomSplitEnd, CustomSplitInput, DatasetRecord, NewProblemDataset, SplitRecord,
+    sha256_hex, CustomSplitEnd, CustomSplitInput, DatasetRecord, NewProblemDataset, Principal,
+    SplitRecord,
 };
 use crate::submission::result;
 use axum::http::StatusCode;
@@ -25,6 +26,7 @@ const MAX_FILES: usize = 100;
 
 /// What a problem dataset is made of; names and elements are checked by the caller.
 pub(super) struct ProblemDataset {
+    pub owner: String,
     pub name: String,
     pub target_column: String,
     pub workflow_elements: Vec<String>,
@@ -65,6 +67,7 @@ pub(super) async fn create_dataset(s: &ApiState, p: ProblemDataset) -> ApiResult
     .await?;
     Ok(s.store
         .create_problem_dataset(NewProblemDataset {
+            owner: p.owner,
             name: p.name,
             target_column: p.target_column,
             workflow_elements: p.workflow_elements,
@@ -80,7 +83,7 @@ pub(super) async fn create_dataset(s: &ApiState, p: ProblemDataset) -> ApiResult
 /// dataset's files. It answers at once; the split is `running` until that fold stops.
 pub(super) async fn start_custom_split(
     s: &ApiState,
-    owner: &str,
+    who: &Principal,
     d: &DatasetRecord,
     priority: Priority,
 ) -> ApiResult<SplitRecord> {
@@ -108,11 +111,11 @@ pub(super) async fn start_custom_split(
         inputs,
         ..image_fold(PREPARE_COMMAND, priority)
     };
-    spec.validate().map_err(ApiError::bad_request)?;
-    let hold = held(s, owner, &spec);
+    spec.validate()?;
+    let hold = held(s, &who.name, &spec);
     let split = s
         .store
-        .create_custom_split(d.id, owner.to_string(), spec, hold, vec![prepare])
+        .create_custom_split(d.id, who.name.clone(), who.admin, spec, hold, vec![prepare])
         .await?;
     s.master.wake();
     Ok(split)

@@ -10,9 +10,12 @@
 //! concurrent readers record it once.
 
 use super::datasets::blocking;
-use super::{ApiError, ApiState};
+use super::{visible, ApiError, ApiState};
 use crate::dataset::{self, ScoreType};
-use crate::store::{DatasetId, SettleInput, Settled, SubmissionFoldId, SubmissionFoldRecord};
+use crate::model::limits::MAX_IDS;
+use crate::store::{
+    DatasetId, Principal, Resource, SettleInput, Settled, SubmissionFoldId, SubmissionFoldRecord,
+};
 use crate::submission::leaderboard::{self, Entry};
 use crate::submission::result::{self, RunView};
 use crate::submission::{npy, Phase};
@@ -20,7 +23,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -254,14 +257,23 @@ pub struct NewResults {
     limit: Option<u32>,
 }
 
-/// `POST /results/new`: every ended submission fold (TESTED, VALIDATED or ERROR) not handed
-/// out yet, handed out now, once.
-pub async fn new_results(State(s): State<ApiState>, body: Bytes) -> ApiResult<Json<Value>> {
+/// `POST /results/new`: every ended submission fold (TESTED, VALIDATED or ERROR) of the
+/// caller's submissions not handed out yet, handed out now, once.
+pub async fn new_results(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
     let req: NewResults = super::folds::optional_json(&body)?;
     settle(&s).await?;
     let results = s
         .store
-        .take_new_results(req.dataset_id, req.limit.unwrap_or(1000).min(10_000), false)
+        .take_new_results(
+            who.name,
+            req.dataset_id,
+            super::folds::page_limit(req.limit)?,
+            false,
+        )
         .await?;
     Ok(Json(json!({ "results": results })))
 }
@@ -273,16 +285,19 @@ pub struct ListResults {
 }
 
 /// `POST /results/list`: submission folds by id, whatever their state; delivery unchanged.
+/// Those the caller does not see are `missing`, as unknown ids are.
 pub async fn list_results(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Result<Json<ListResults>, axum::extract::rejection::JsonRejection>,
 ) -> ApiResult<Json<Value>> {
     let Json(req) = body?;
-    if req.ids.len() > 10_000 {
-        return Err(ApiError::bad_request("ids: at most 10000"));
-    }
+    crate::model::limits::check_count("ids", req.ids.len(), "ids", MAX_IDS)?;
     settle(&s).await?;
-    let found = s.store.submission_folds(req.ids.clone()).await?;
+    let found = s
+        .store
+        .submission_folds(&who.scope(), req.ids.clone())
+        .await?;
     let missing: Vec<_> = req
         .ids
         .iter()
@@ -294,8 +309,10 @@ pub async fn list_results(
 /// `GET /submission-folds/{id}/predictions/{train|test}`: the .npy bytes.
 pub async fn predictions(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path((id, phase)): Path<(SubmissionFoldId, String)>,
 ) -> ApiResult<Response> {
+    visible(&s, &who, Resource::SubmissionFold(id)).await?;
     if phase != "train" && phase != "test" {
         return Err(ApiError::bad_request(format!(
             "predictions: {phase:?} is not train or test"
@@ -338,8 +355,10 @@ pub async fn predictions(
 /// `GET /datasets/{id}/leaderboard`.
 pub async fn leaderboard(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Dataset(id)).await?;
     settle(&s).await?;
     let d = s.store.dataset(id).await?;
     let kinds: Vec<ScoreType> = d

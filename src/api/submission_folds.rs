@@ -4,8 +4,8 @@
 
 use super::layout::Layout;
 use super::submissions::{build_fold, held, ClientFold};
-use super::{ApiError, ApiState};
-use crate::store::{Principal, SubmissionId};
+use super::{visible, ApiError, ApiState};
+use crate::store::{Principal, Resource, SubmissionId};
 use crate::submission::cv;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -27,16 +27,12 @@ pub async fn add_folds(
     body: Result<Json<AddFolds>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let Json(req) = body?;
-    if req.folds.is_empty() || req.folds.len() > 1000 {
-        return Err(ApiError::bad_request("folds: give 1 to 1000 folds"));
+    if req.folds.is_empty() {
+        return Err(ApiError::bad_request("folds: give at least one fold"));
     }
+    visible(&s, &who, Resource::Submission(id)).await?;
+    super::submissions::check_client_folds(&req.folds)?;
     let sub = s.store.submission(id).await?;
-    if !who.admin && sub.owner != who.name {
-        return Err(ApiError::forbidden(format!(
-            "submission {id} belongs to {}; only its owner or an admin may add folds",
-            sub.owner
-        )));
-    }
     let first = sub
         .folds
         .first()
@@ -65,7 +61,10 @@ pub async fn add_folds(
         blobs.extend(b);
     }
     blobs.extend(layout.blobs);
-    let ids = s.store.add_submission_folds(id, blobs, folds).await?;
+    let ids = s
+        .store
+        .add_submission_folds(id, who.admin, blobs, folds)
+        .await?;
     s.master.wake();
     Ok((
         StatusCode::CREATED,

@@ -6,12 +6,14 @@
 use super::datasets::blocking;
 use super::layout::{fold_inputs, required_files, Layout};
 use super::results::{live_phase, settle};
-use super::{ApiError, ApiState};
+use super::{visible, ApiError, ApiState};
+use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_SUBMISSION_FOLDS};
 use crate::model::{
     check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
 };
 use crate::store::{
-    sha256_hex, NewSubmission, NewSubmissionFold, Principal, Rerun, SubmissionFoldId, SubmissionId,
+    sha256_hex, NewSubmission, NewSubmissionFold, Principal, Rerun, Resource, SubmissionFoldId,
+    SubmissionId,
 };
 use crate::submission::{self, cv, Phase, SUBMISSION_DIR};
 use axum::extract::rejection::JsonRejection;
@@ -102,14 +104,23 @@ pub struct CreateSubmission {
     max_retries: u32,
 }
 
+/// The size limits on folds a client gives: how many, and their `client_id`s.
+pub(super) fn check_client_folds(folds: &[ClientFold]) -> ApiResult<()> {
+    check_count("folds", folds.len(), "folds", MAX_SUBMISSION_FOLDS)?;
+    for (i, f) in folds.iter().enumerate() {
+        if let Some(id) = &f.client_id {
+            check_text(&format!("folds[{i}].client_id"), id, MAX_LABEL)?;
+        }
+    }
+    Ok(())
+}
+
 /// Decodes and checks a submission's files: safe names, the workflow elements' files present.
 pub(super) fn decode_files(
     files: &BTreeMap<String, String>,
     required: &[String],
 ) -> ApiResult<BTreeMap<String, Vec<u8>>> {
-    if files.len() > MAX_FILES {
-        return Err(ApiError::bad_request(format!("files: at most {MAX_FILES}")));
-    }
+    check_count("files", files.len(), "files", MAX_FILES)?;
     let mut out = BTreeMap::new();
     for (name, text) in files {
         check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
@@ -173,6 +184,16 @@ pub async fn create(
             req.name
         )));
     }
+    if let Some(folds) = &req.folds {
+        check_client_folds(folds)?;
+    }
+    if let Some(cv) = &req.cv {
+        check_count("cv.k", cv.k, "folds", MAX_SUBMISSION_FOLDS)?;
+    }
+    visible(&s, &who, Resource::Dataset(req.dataset_id)).await?;
+    if let Some(split) = req.split_id {
+        visible(&s, &who, Resource::Split(split)).await?;
+    }
     let d = s.store.dataset(req.dataset_id).await?;
     let required =
         required_files(&d).map_err(|e| ApiError::bad_request(format!("dataset {}: {e}", d.id)))?;
@@ -185,7 +206,7 @@ pub async fn create(
         max_retries: req.max_retries,
         ..image_fold(submission::FOLD_COMMAND, req.priority)
     };
-    template.validate().map_err(ApiError::bad_request)?;
+    template.validate()?;
     let (client_folds, cv) = match (req.folds, req.cv) {
         (Some(f), None) if !f.is_empty() => (Some(f), None),
         (None, Some(c)) => (None, Some(c)),
@@ -244,6 +265,7 @@ pub async fn create(
             split_id: req.split_id,
             name: req.name,
             owner: who.name.clone(),
+            by_admin: who.admin,
             files: file_shas,
             workflow_elements: d.workflow_elements.clone(),
             blobs,
@@ -276,14 +298,9 @@ pub async fn resubmit(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: Resubmit = super::folds::optional_json(&body)?;
+    visible(&s, &who, Resource::Submission(id)).await?;
     settle(&s).await?;
     let sub = s.store.submission(id).await?;
-    if !who.admin && sub.owner != who.name {
-        return Err(ApiError::forbidden(format!(
-            "submission {id} belongs to {}; only its owner or an admin may resubmit it",
-            sub.owner
-        )));
-    }
     let force = req.force.as_deref();
     let new_files = match (force, &req.files) {
         (Some("files"), Some(files)) => {
@@ -358,7 +375,7 @@ pub async fn resubmit(
     let files = new_files.map(|f| (file_shas.unwrap_or_default(), f.into_values().collect()));
     let cancels = s
         .store
-        .rerun_submission_folds(id, who.name.clone(), cause, reruns, files)
+        .rerun_submission_folds(id, who.name.clone(), who.admin, cause, reruns, files)
         .await?;
     for c in cancels {
         s.master.cancel(c);
@@ -373,12 +390,25 @@ pub async fn resubmit(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     dataset_id: Option<i64>,
+    after: Option<SubmissionId>,
+    limit: Option<u32>,
 }
 
-/// `GET /submissions[?dataset_id=N]`: every submission with its folds' ids and states, light.
-pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiResult<Json<Value>> {
+/// `GET /submissions[?dataset_id=N]`: one page of the submissions the caller sees (their own;
+/// an admin all) in id order, each with its folds' ids and states, light; `next` is the
+/// `after` of the next page.
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult<Json<Value>> {
+    let Query(q) = q.map_err(super::folds::bad_query)?;
+    let limit = super::folds::page_limit(q.limit)?;
     settle(&s).await?;
-    let subs = s.store.list_submissions(q.dataset_id).await?;
+    let (subs, next) = s
+        .store
+        .list_submissions(&who.scope(), q.dataset_id, q.after, limit)
+        .await?;
     let rows: Vec<Value> = subs
         .into_iter()
         .map(|sub| {
@@ -398,13 +428,15 @@ pub async fn list(State(s): State<ApiState>, Query(q): Query<ListQuery>) -> ApiR
             })
         })
         .collect();
-    Ok(Json(json!({ "submissions": rows })))
+    Ok(Json(json!({ "submissions": rows, "next": next })))
 }
 
 pub async fn show(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<SubmissionId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::Submission(id)).await?;
     settle(&s).await?;
     let mut sub = s.store.submission(id).await?;
     for sf in &mut sub.folds {
@@ -424,8 +456,10 @@ pub async fn show(
 
 pub async fn show_fold(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(id): Path<SubmissionFoldId>,
 ) -> ApiResult<Json<Value>> {
+    visible(&s, &who, Resource::SubmissionFold(id)).await?;
     settle(&s).await?;
     let (mut sf, sub, runs) = s.store.submission_fold(id).await?;
     sf.live = live_phase(&s, &sf).await?;

@@ -1,6 +1,9 @@
 //! The CLI's HTTP client. It finds the master by `--server`/`DATARUN_SERVER` and the token by
 //! `--token`/`DATARUN_TOKEN`; failing those, from the files `datarun serve` writes into its data
-//! directory (`server`, `admin.token`), so local use needs no copying of secrets.
+//! directory (`server`, `admin.token`), so local use needs no copying of secrets. The admin
+//! token read there goes only to the master that same directory names: with another
+//! `--server`, a token must be given. HTTPS masters with a private CA are trusted with
+//! `--ca-cert`/`DATARUN_CA_CERT`, besides the system's roots.
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::de::DeserializeOwned;
@@ -36,23 +39,87 @@ fn read_trimmed(path: &Path) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// A master's address: scheme, host and port (`http://h:80/` and `http://h` are one).
+fn origin(url: &str) -> Result<(String, String, Option<u16>)> {
+    let parsed = reqwest::Url::parse(url.trim())
+        .with_context(|| format!("{url:?} is not a master URL (e.g. https://host:4680)"))?;
+    Ok((
+        parsed.scheme().to_string(),
+        parsed.host_str().unwrap_or("").to_ascii_lowercase(),
+        parsed.port_or_known_default(),
+    ))
+}
+
+/// The data dir's admin token, for `base` only if it is the master that data dir names.
+fn local_admin_token(base: &str, local: Option<&str>, data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("admin.token");
+    let same = match local {
+        Some(local) => origin(local)? == origin(base)?,
+        None => false,
+    };
+    if !same {
+        let withheld = if path.exists() {
+            format!(
+                " (the admin token in {} is sent only to the master that data dir names, {})",
+                path.display(),
+                local.unwrap_or("none")
+            )
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "error: no token for {base}{withheld}: pass --token TOKEN (or set DATARUN_TOKEN) for it; `datarun token create NAME` on its machine makes one"
+        );
+        return Err(super::Exit(2).into());
+    }
+    match read_trimmed(&path) {
+        Some(t) => Ok(t),
+        None => bail!("no token given: pass --token (or set DATARUN_TOKEN); `datarun token create NAME` on the master makes one"),
+    }
+}
+
+/// The CA certificates of a PEM file, to trust besides the system's roots.
+fn ca_certificates(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path)
+        .with_context(|| format!("--ca-cert {}: cannot read it", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .with_context(|| format!("--ca-cert {}: not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!(
+            "--ca-cert {}: no PEM certificate in it (expected -----BEGIN CERTIFICATE-----)",
+            path.display()
+        );
+    }
+    Ok(certs)
+}
+
 impl Client {
-    pub fn new(server: Option<String>, token: Option<String>, data_dir: &Path) -> Result<Client> {
-        let base = match server.or_else(|| read_trimmed(&data_dir.join("server"))) {
-            Some(s) => s.trim_end_matches('/').to_string(),
+    pub fn new(
+        server: Option<String>,
+        token: Option<String>,
+        ca_cert: Option<&Path>,
+        data_dir: &Path,
+    ) -> Result<Client> {
+        let local = read_trimmed(&data_dir.join("server"));
+        let base = match server.or_else(|| local.clone()) {
+            Some(s) => s.trim().trim_end_matches('/').to_string(),
             None => bail!(
                 "no server given and none found in {}: start one with `datarun serve`, or pass --server URL (or set DATARUN_SERVER)",
                 data_dir.display()
             ),
         };
-        let token = match token.or_else(|| read_trimmed(&data_dir.join("admin.token"))) {
+        origin(&base)?;
+        let token = match token {
             Some(t) => t,
-            None => bail!("no token given: pass --token (or set DATARUN_TOKEN); `datarun token create NAME` on the master makes one"),
+            None => local_admin_token(&base, local.as_deref(), data_dir)?,
         };
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .context("cannot build the HTTP client")?;
+        let mut http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(300));
+        if let Some(path) = ca_cert {
+            for cert in ca_certificates(path)? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().context("cannot build the HTTP client")?;
         Ok(Client { base, token, http })
     }
 
@@ -60,13 +127,54 @@ impl Client {
         format!("{}/api/v1{}", self.base, path)
     }
 
+    /// Sends a request; over the token's rate limit (429) waits as `Retry-After` says and
+    /// sends it again, for at most a minute in all.
+    fn send(
+        &self,
+        what: &str,
+        req: reqwest::blocking::RequestBuilder,
+    ) -> Result<reqwest::blocking::Response> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let Some(again) = req.try_clone() else {
+                return self.check(what, req.send());
+            };
+            let resp = again.send();
+            let retry = match &resp {
+                Ok(r) if r.status() == reqwest::StatusCode::TOO_MANY_REQUESTS => r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map(|s| Duration::from_secs(s.clamp(1, 10))),
+                _ => None,
+            };
+            match retry {
+                Some(wait) if waited + wait <= Duration::from_secs(60) => {
+                    std::thread::sleep(wait);
+                    waited += wait;
+                }
+                _ => return self.check(what, resp),
+            }
+        }
+    }
+
     fn check(
         &self,
         what: &str,
         resp: reqwest::Result<reqwest::blocking::Response>,
     ) -> Result<reqwest::blocking::Response> {
-        let resp = resp.with_context(|| {
-            format!("cannot reach the datarun master at {} ({what})", self.base)
+        let resp = resp.map_err(|e| {
+            let untrusted = std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                .any(|e| e.to_string().contains("certificate"));
+            let hint = if untrusted {
+                ": its TLS certificate is not trusted; pass --ca-cert FILE (or set DATARUN_CA_CERT) with the CA that signed it"
+            } else {
+                ""
+            };
+            anyhow::Error::new(e).context(format!(
+                "cannot reach the datarun master at {} ({what}){hint}",
+                self.base
+            ))
         })?;
         if resp.status().is_success() {
             return Ok(resp);
@@ -89,36 +197,28 @@ impl Client {
     }
 
     fn bodiless<T: DeserializeOwned>(&self, method: reqwest::Method, path: &str) -> Result<T> {
-        let resp = self.check(
+        let resp = self.send(
             path,
             self.http
                 .request(method, self.url(path))
-                .bearer_auth(&self.token)
-                .send(),
+                .bearer_auth(&self.token),
         )?;
         resp.json()
             .with_context(|| format!("{path}: unreadable answer"))
     }
 
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>> {
-        let resp = self.check(
-            path,
-            self.http
-                .get(self.url(path))
-                .bearer_auth(&self.token)
-                .send(),
-        )?;
+        let resp = self.send(path, self.http.get(self.url(path)).bearer_auth(&self.token))?;
         Ok(resp.bytes()?.to_vec())
     }
 
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
-        let resp = self.check(
+        let resp = self.send(
             path,
             self.http
                 .post(self.url(path))
                 .bearer_auth(&self.token)
-                .json(body)
-                .send(),
+                .json(body),
         )?;
         resp.json()
             .with_context(|| format!("{path}: unreadable answer"))
@@ -131,7 +231,7 @@ impl Client {
             .bearer_auth(&self.token)
             .header("content-type", "application/octet-stream")
             .body(body);
-        let resp = self.check(path, req.send())?;
+        let resp = self.send(path, req)?;
         resp.json()
             .with_context(|| format!("{path}: unreadable answer"))
     }

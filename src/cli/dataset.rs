@@ -4,6 +4,7 @@ mod show;
 mod split;
 
 use super::commands::{print_json, short_when, size};
+use super::paging::all_pages;
 use super::Conn;
 use crate::table::Table;
 use anyhow::{bail, Context, Result};
@@ -154,7 +155,7 @@ pub fn dataset(cmd: DatasetCmd) -> Result<()> {
             Ok(())
         }
         DatasetCmd::List { conn, json } => {
-            let v: Value = conn.client()?.get("/datasets")?;
+            let v = json!({ "datasets": all_pages(&conn.client()?, "/datasets", "datasets")? });
             if json {
                 return print_json(&v);
             }

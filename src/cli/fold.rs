@@ -146,8 +146,8 @@ fn show_fold(v: &Value, phases: Option<Vec<String>>) {
     row(
         "attempts",
         format!(
-            "{} (retries used {} of {})",
-            f["attempts"], f["retries_used"], s["max_retries"]
+            "{} (retries used {} of {}; runner lost {} times)",
+            f["attempts"], f["retries_used"], s["max_retries"], f["losses"]
         ),
     );
     if let Some(o) = f["outcome"].as_object() {

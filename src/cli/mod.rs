@@ -5,6 +5,7 @@ mod client;
 mod commands;
 mod dataset;
 mod fold;
+mod paging;
 mod provision;
 mod queue;
 mod serve;
@@ -40,12 +41,21 @@ pub struct Conn {
     /// The master's data directory (for the local server address and admin token).
     #[arg(long, env = "DATARUN_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
+    /// Also trust the CA certificates in this PEM file (a master serving HTTPS with a private
+    /// CA); the system's roots stay trusted.
+    #[arg(long, env = "DATARUN_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
 }
 
 impl Conn {
     fn client(&self) -> Result<client::Client> {
         let dir = self.data_dir.clone().unwrap_or_else(default_data_dir);
-        client::Client::new(self.server.clone(), self.token.clone(), &dir)
+        client::Client::new(
+            self.server.clone(),
+            self.token.clone(),
+            self.ca_cert.as_deref(),
+            &dir,
+        )
     }
 }
 
@@ -80,6 +90,21 @@ enum Command {
         /// ~/.config/datarun/known_hosts.
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+        #[command(flatten)]
+        edge: serve::EdgeArgs,
+        /// `/runapp/`: the most the b64(zlib) fields of one request may inflate to, together
+        /// (a zlib bomb stops there and answers 413).
+        #[arg(long, default_value = "64M", value_parser = parse_size)]
+        max_inflated: u64,
+        /// Requests per token: `20/s`, `600/m`, or `off`; over it answers 429 with Retry-After.
+        #[arg(long, default_value = "20/s", value_parser = crate::api::rate_limit::parse_rate)]
+        rate_limit: f64,
+        /// Requests a token may make at once after a quiet spell.
+        #[arg(long, default_value = "100")]
+        rate_burst: u32,
+        /// Limit admin tokens too (by default they are exempt).
+        #[arg(long)]
+        rate_limit_admins: bool,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -158,8 +183,25 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(s)
 }
 
+/// Client commands that only talk to the master and print stop quietly when their output
+/// closes (`datarun fold show 1 | head`): Rust ignores SIGPIPE, so `println!` would panic on
+/// the closed pipe; the default disposition ends the process as any Unix tool does. Never for
+/// the master, the agent, or the commands that drive SSH sessions or the Docker engine, which
+/// must see EPIPE as an error on their own connections instead of dying.
+fn restore_sigpipe(command: &Command) {
+    let client = !matches!(
+        command,
+        Command::Serve { .. } | Command::Agent { .. } | Command::Provision(_) | Command::Image(_)
+    );
+    if client {
+        // SAFETY: setting a signal disposition to its default before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
+}
+
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    restore_sigpipe(&cli.command);
     match cli.command {
         Command::Serve {
             data_dir,
@@ -171,6 +213,11 @@ pub fn main() -> Result<()> {
             output_limit,
             lease,
             known_hosts,
+            edge,
+            max_inflated,
+            rate_limit,
+            rate_burst,
+            rate_limit_admins,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -182,6 +229,13 @@ pub fn main() -> Result<()> {
                 output_limit,
                 lease,
                 known_hosts,
+                edge,
+                max_inflated,
+                rate_limit: crate::api::rate_limit::RateLimit {
+                    per_second: rate_limit,
+                    burst: f64::from(rate_burst),
+                    admins: rate_limit_admins,
+                },
             };
             runtime()?.block_on(serve::run(args))
         }

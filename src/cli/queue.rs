@@ -2,10 +2,11 @@
 
 use super::commands::{ms, short_when, size, when};
 use super::commands::{print_json, Exit};
+use super::paging::{each_page, JsonArray};
 use super::Conn;
 use crate::model::FoldState;
 use crate::table::Table;
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -114,12 +115,22 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
                     Some(s) => format!("/folds?state={s}"),
                     None => "/folds".into(),
                 };
-                let v: Value = client.get(&path)?;
-                return if json {
-                    print_json(&v["folds"])
-                } else {
-                    print_folds(&v["folds"])
-                };
+                // Every page, however many folds (the master answers at most 1,000 a page).
+                if json {
+                    let mut out = JsonArray::start();
+                    each_page(&client, &path, "folds", ("after", None), |folds| {
+                        out.rows(folds)
+                    })?;
+                    out.end();
+                    return Ok(());
+                }
+                let mut t = fold_table();
+                each_page(&client, &path, "folds", ("after", None), |folds| {
+                    folds.iter().for_each(|f| fold_row(&mut t, f));
+                    Ok(())
+                })?;
+                print!("{}", t.render());
+                return Ok(());
             }
             let v: Value = client.get("/queue")?;
             if json {
@@ -362,8 +373,8 @@ fn print_counts(counts: &Value) {
     println!("\nTotal: {total} folds; {}", parts.join(", "));
 }
 
-fn print_folds(folds: &Value) -> Result<()> {
-    let mut t = Table::new(&[
+fn fold_table() -> Table {
+    Table::new(&[
         "ID",
         "OWNER",
         "SUBMITTED",
@@ -372,59 +383,58 @@ fn print_folds(folds: &Value) -> Result<()> {
         ">RUN_TIME",
         ">MEMORY",
         "COMMAND",
-    ]);
-    for f in folds.as_array().into_iter().flatten() {
-        let cmd = f["spec"]["command"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        let cmd: String = if cmd.chars().count() > 40 {
-            cmd.chars().take(39).chain(['…']).collect()
-        } else {
-            cmd
-        };
-        t.row([
-            f["id"].to_string(),
-            f["owner"].as_str().unwrap_or("").to_string(),
-            short_when(&f["submitted_at"]),
-            f["state"].as_str().unwrap_or("").to_string(),
-            f["runner"].as_str().unwrap_or("-").to_string(),
-            ms(&f["metrics"]["wall_ms"]),
-            size(&f["metrics"]["peak_memory"]),
-            cmd,
-        ]);
-    }
-    print!("{}", t.render());
-    Ok(())
+    ])
 }
 
+fn fold_row(t: &mut Table, f: &Value) {
+    let cmd = f["spec"]["command"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    let cmd: String = if cmd.chars().count() > 40 {
+        cmd.chars().take(39).chain(['…']).collect()
+    } else {
+        cmd
+    };
+    t.row([
+        f["id"].to_string(),
+        f["owner"].as_str().unwrap_or("").to_string(),
+        short_when(&f["submitted_at"]),
+        f["state"].as_str().unwrap_or("").to_string(),
+        f["runner"].as_str().unwrap_or("-").to_string(),
+        ms(&f["metrics"]["wall_ms"]),
+        size(&f["metrics"]["peak_memory"]),
+        cmd,
+    ]);
+}
+
+/// Waits for folds by id, however many folds the master holds: the newest seq first, then
+/// each fold by id (`GET /folds/{id}`: one that does not exist is an error at once), then
+/// only what changed since, page by page.
 fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
     let client = conn.client()?;
     let start = Instant::now();
     let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    // In id order a page's seq is the newest of all: changes after it are followed below.
+    let first: Value = client.get("/folds?limit=1")?;
+    let mut seq = first["seq"].as_i64().unwrap_or(0);
     let mut states: BTreeMap<i64, FoldState> = BTreeMap::new();
-    let mut seq = 0i64;
+    let state_of = |f: &Value| f["state"].as_str().and_then(FoldState::parse);
+    for &id in &wanted {
+        let v: Value = client
+            .get(&format!("/folds/{id}"))
+            .with_context(|| format!("fold {id} does not exist or cannot be read"))?;
+        if let Some(st) = state_of(&v["fold"]) {
+            states.insert(id, st);
+        }
+    }
+    let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
     loop {
-        let v: Value = client.get(&format!("/folds?since={seq}"))?;
-        for f in v["folds"].as_array().into_iter().flatten() {
-            let id = f["id"].as_i64().unwrap_or(-1);
-            if wanted.contains(&id) {
-                if let Some(st) = f["state"].as_str().and_then(FoldState::parse) {
-                    states.insert(id, st);
-                }
-            }
-        }
-        seq = v["seq"].as_i64().unwrap_or(seq);
-        // After the first (full) listing, a fold we have not seen does not exist.
-        if let Some(missing) = wanted.iter().find(|id| !states.contains_key(id)) {
-            bail!("fold {missing} does not exist");
-        }
-        let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
         if states.len() == wanted.len() && states.values().all(stopped) {
             let bad: Vec<String> = states
                 .iter()
@@ -444,5 +454,15 @@ fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
             return Err(Exit(2).into());
         }
         std::thread::sleep(Duration::from_millis(200));
+        let last = each_page(&client, "/folds", "folds", ("since", Some(seq)), |folds| {
+            for f in folds {
+                let id = f["id"].as_i64().unwrap_or(-1);
+                if let (true, Some(st)) = (wanted.contains(&id), state_of(f)) {
+                    states.insert(id, st);
+                }
+            }
+            Ok(())
+        })?;
+        seq = last["seq"].as_i64().unwrap_or(seq);
     }
 }

@@ -22,6 +22,36 @@ pub struct ServeArgs {
     pub output_limit: u64,
     pub lease: Duration,
     pub known_hosts: Option<PathBuf>,
+    /// `/runapp/`: the most one request's b64(zlib) fields inflate to.
+    pub max_inflated: u64,
+    pub rate_limit: api::rate_limit::RateLimit,
+    pub edge: EdgeArgs,
+}
+
+/// `serve` flags for the HTTP edge: TLS and the limits that hold against hostile clients.
+#[derive(clap::Args, Clone, Debug)]
+pub struct EdgeArgs {
+    /// Serve HTTPS with this PEM certificate chain (server certificate first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Time for a TLS handshake and for each request's head; idle keep-alive connections are
+    /// closed after it too.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    pub header_timeout: Duration,
+    /// A request body that stalls this long, or falls behind --body-min-rate after it, answers
+    /// 408 and its connection is closed; so is one whose client reads nothing of its answer
+    /// for this long.
+    #[arg(long, default_value = "30s", value_parser = super::parse_duration)]
+    pub body_timeout: Duration,
+    /// Bytes per second a request body must average once --body-timeout has passed (0: none).
+    #[arg(long, default_value = "1K", value_parser = super::parse_size)]
+    pub body_min_rate: u64,
+    /// Connections served at once; further ones wait to be accepted.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
 }
 
 /// Holds an exclusive lock on the data directory for the life of the process: two masters on
@@ -54,20 +84,20 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// The admin token local CLI calls pick up; made once, kept across restarts.
+/// The admin token local CLI calls pick up; made once, kept across restarts. A new one is made
+/// when the file is missing or its token is no longer a valid admin token (revoked, expired);
+/// other tokens are left as they are.
 async fn ensure_admin_token(store: &Store, dir: &Path) -> Result<()> {
     let path = dir.join("admin.token");
     if let Ok(existing) = std::fs::read_to_string(&path) {
-        if store
-            .verify_token(existing.trim().to_string())
-            .await?
-            .is_some_and(|p| p.admin)
-        {
+        let check = store.verify_token(existing.trim().to_string()).await?;
+        if matches!(check, crate::store::TokenCheck::Valid(p) if p.admin) {
             return Ok(());
         }
     }
     let store = store.clone();
-    let token = tokio::task::spawn_blocking(move || store.create_token("admin", true)).await??;
+    let (_, token) =
+        tokio::task::spawn_blocking(move || store.create_token("admin", true, None)).await??;
     write_private(&path, &format!("{token}\n"))
 }
 
@@ -89,14 +119,29 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         None => Default::default(),
     };
     let jobs = master_file.jobs;
+    let tls = match (&args.edge.tls_cert, &args.edge.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::edge::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let limits = edge_limits(&args);
     let store = Store::open(&args.data_dir.join("datarun.db"))?;
+    store.set_max_losses(master_file.max_losses);
     ensure_admin_token(&store, &args.data_dir).await?;
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    let url = format!("http://{addr}");
+    let bound = listener.local_addr()?;
+    let mut addr = bound;
+    // Local CLI calls reach a master listening on every address through loopback (a TLS
+    // certificate names 127.0.0.1, never 0.0.0.0).
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
     let agent_exe =
         std::env::current_exe().context("cannot find the datarun binary to start agents from")?;
     let cfg = MasterConfig {
@@ -143,6 +188,10 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             store,
             master: handle,
             maintenance: jobs,
+            limits: std::sync::Arc::new(api::ApiLimits {
+                max_inflated: args.max_inflated as usize,
+                rate: api::rate_limit::RateLimiter::new(args.rate_limit),
+            }),
         },
         args.max_body as usize,
     );
@@ -153,7 +202,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         .as_ref()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "embedded default (this machine)".into());
-    println!("datarun master serving {url}");
+    if bound == addr {
+        println!("datarun master serving {url}");
+    } else {
+        println!("datarun master serving {url} (listening on {bound})");
+    }
     println!("  data:      {}", args.data_dir.display());
     println!(
         "  inventory: {source} ({} runner{})",
@@ -181,9 +234,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("serving on {url}");
 
-    let server = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal());
+    let server = crate::edge::serve(listener, app, limits, tls, shutdown_signal());
     tokio::select! {
-        r = server => r.context("the API server failed")?,
+        () = server => {}
         r = master_task => match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(e.context("the master loop failed")),
@@ -191,6 +244,26 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         },
     }
     Ok(())
+}
+
+/// The edge's limits from the flags, with connections capped by what file descriptors allow.
+fn edge_limits(args: &ServeArgs) -> crate::edge::Limits {
+    let wanted = args.edge.max_connections as usize;
+    let max_connections = crate::edge::connection_budget(wanted);
+    if max_connections < wanted {
+        tracing::warn!(
+            "--max-connections {wanted} lowered to {max_connections}: the open-file limit (ulimit -n) leaves no more"
+        );
+    }
+    crate::edge::Limits {
+        header_timeout: args.edge.header_timeout,
+        body: crate::edge::BodyPace {
+            timeout: args.edge.body_timeout,
+            min_rate: args.edge.body_min_rate,
+        },
+        max_body: args.max_body,
+        max_connections,
+    }
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! `datarun submission submit|list|show`, `datarun results new`, `datarun leaderboard DATASET`.
 
 use super::commands::{print_json, short_when, size};
+use super::paging::all_pages;
 use super::Conn;
 use crate::table::Table;
 use anyhow::{Context, Result};
@@ -118,7 +119,7 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
                 Some(d) => format!("/submissions?dataset_id={d}"),
                 None => "/submissions".into(),
             };
-            let v: Value = conn.client()?.get(&path)?;
+            let v = json!({ "submissions": all_pages(&conn.client()?, &path, "submissions")? });
             if json {
                 return print_json(&v);
             }
@@ -184,13 +185,25 @@ pub fn results(cmd: ResultsCmd) -> Result<()> {
             dataset,
             json,
         } => {
-            let v: Value = conn
-                .client()?
-                .post("/results/new", &json!({"dataset_id": dataset}))?;
-            if json {
-                return print_json(&v);
+            // The feed hands out at most a page a call: take pages until it is empty.
+            let client = conn.client()?;
+            let limit = crate::model::limits::MAX_PAGE as usize;
+            let mut results: Vec<Value> = Vec::new();
+            loop {
+                let v: Value = client.post(
+                    "/results/new",
+                    &json!({"dataset_id": dataset, "limit": limit}),
+                )?;
+                let page = v["results"].as_array().cloned().unwrap_or_default();
+                let last = page.len() < limit;
+                results.extend(page);
+                if last {
+                    break;
+                }
             }
-            let results = v["results"].as_array().cloned().unwrap_or_default();
+            if json {
+                return print_json(&json!({ "results": results }));
+            }
             if results.is_empty() {
                 println!("no new results");
             } else {

@@ -26,14 +26,14 @@ type Result<T> = std::result::Result<T, InventoryError>;
 
 /// The text being parsed, to turn spans into lines and build errors.
 struct Ctx<'a> {
-    text: &'a str,
+    lines: tree::Lines,
     file: &'a str,
 }
 
 impl Ctx<'_> {
     fn line(&self, span: &Option<Range<usize>>, fallback: usize) -> usize {
         span.as_ref()
-            .map_or(fallback, |s| tree::line_of(self.text, s.start))
+            .map_or(fallback, |s| self.lines.line_of(s.start))
     }
 
     fn err(&self, line: usize, key: &str, message: impl Into<String>) -> InventoryError {
@@ -54,7 +54,7 @@ impl Ctx<'_> {
     }
 
     fn syntax(&self, e: &toml::de::Error) -> InventoryError {
-        let line = e.span().map_or(1, |s| tree::line_of(self.text, s.start));
+        let line = e.span().map_or(1, |s| self.lines.line_of(s.start));
         let message = e
             .message()
             .trim()
@@ -170,7 +170,10 @@ struct Seen {
 }
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
-    let ctx = Ctx { text, file };
+    let ctx = Ctx {
+        lines: tree::Lines::new(text),
+        file,
+    };
     let root = tree::parse_document(text).map_err(|e| ctx.syntax(&e))?;
     let Node::Table(top) = &root.node else {
         return Err(ctx.err(1, "syntax", "expected a TOML document"));

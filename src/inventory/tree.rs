@@ -64,14 +64,29 @@ pub(crate) fn parse_document(text: &str) -> Result<Item, toml::de::Error> {
     toml::from_str(text)
 }
 
-/// The 1-based line of a byte offset.
-pub(crate) fn line_of(text: &str, offset: usize) -> usize {
-    let end = offset.min(text.len());
-    text.as_bytes()[..end]
-        .iter()
-        .filter(|&&b| b == b'\n')
-        .count()
-        + 1
+/// Where the lines of a text start, so that the line of a byte offset is a binary search
+/// (counting newlines from the start for every key made `inventory check` quadratic).
+pub(crate) struct Lines {
+    /// Byte offsets of the newlines, in order.
+    newlines: Vec<usize>,
+}
+
+impl Lines {
+    pub(crate) fn new(text: &str) -> Lines {
+        Lines {
+            newlines: text
+                .bytes()
+                .enumerate()
+                .filter(|(_, b)| *b == b'\n')
+                .map(|(i, _)| i)
+                .collect(),
+        }
+    }
+
+    /// The 1-based line of a byte offset.
+    pub(crate) fn line_of(&self, offset: usize) -> usize {
+        self.newlines.partition_point(|&nl| nl < offset) + 1
+    }
 }
 
 impl<'de> Deserialize<'de> for Item {
@@ -212,5 +227,30 @@ impl<'de> Visitor<'de> for KeyVisitor {
             name: name.ok_or_else(|| de::Error::missing_field(SPANNED_VALUE))?,
             span: start.zip(end).map(|(s, e)| s..e),
         })
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::Lines;
+
+    #[test]
+    fn lines_of_offsets() {
+        let text = "a = 1\n\nb = 2\nc";
+        let lines = Lines::new(text);
+        let expect = |offset: usize| {
+            text.as_bytes()[..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+                + 1
+        };
+        for offset in 0..=text.len() + 3 {
+            assert_eq!(
+                lines.line_of(offset),
+                expect(offset.min(text.len())),
+                "offset {offset}"
+            );
+        }
     }
 }

@@ -13,6 +13,9 @@
 //! schedule = "0 4 * * *"
 //! retention = "30d"             # outputs and logs of ended folds older than this go
 //!
+//! [policy]
+//! max_losses = 5                # runner losses a fold may take; past them it is held
+//!
 //! [policy.out_of_memory]        # release folds held for OOM with a larger grant
 //! grow = 2.0                    # new grant = old grant x grow ...
 //! ceiling = "8G"                # ... up to this; at the ceiling the fold stays held
@@ -50,7 +53,11 @@ fn default_true() -> bool {
 #[serde(deny_unknown_fields)]
 struct Policy {
     out_of_memory: Option<OomRaw>,
+    max_losses: Option<u32>,
 }
+
+/// The most `[policy] max_losses` may be.
+pub const MAX_LOSSES_LIMIT: u32 = 1000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +90,8 @@ pub struct MasterFile {
     pub fair_share: Option<Duration>,
     /// At most this many folds of one owner run at once.
     pub owner_cap: Option<u32>,
+    /// Runner losses (crashes, partitions) a fold may take before it is held `lost_too_often`.
+    pub max_losses: u32,
 }
 
 /// Fair share is on by default, with usage halving every hour.
@@ -95,6 +104,7 @@ impl Default for MasterFile {
             oom: None,
             fair_share: Some(DEFAULT_HALF_LIFE),
             owner_cap: None,
+            max_losses: crate::store::DEFAULT_MAX_LOSSES,
         }
     }
 }
@@ -164,6 +174,15 @@ pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<MasterFile, Stri
             })
         }
     };
+    let max_losses = raw
+        .policy
+        .max_losses
+        .unwrap_or(crate::store::DEFAULT_MAX_LOSSES);
+    if max_losses > MAX_LOSSES_LIMIT {
+        return Err(format!(
+            "{file}: policy.max_losses: {max_losses} is more than {MAX_LOSSES_LIMIT}"
+        ));
+    }
     let at = |what: &str, e: String| format!("{file}: maintenance.{what}: {e}");
     let mut jobs = Vec::new();
     let m = raw.maintenance;
@@ -235,6 +254,7 @@ pub fn parse(text: &str, file: &str, data_dir: &Path) -> Result<MasterFile, Stri
         oom,
         fair_share,
         owner_cap,
+        max_losses,
     })
 }
 
@@ -283,6 +303,21 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("policy.out_of_memory.grow"), "{e}");
+    }
+
+    #[test]
+    fn max_losses_policy() {
+        let d = Path::new("/d");
+        assert_eq!(parse("", "m.toml", d).unwrap().max_losses, 5, "the default");
+        let cfg = parse("[policy]\nmax_losses = 0\n", "m.toml", d).unwrap();
+        assert_eq!(cfg.max_losses, 0, "0: the first loss holds the fold");
+        let e = parse("[policy]\nmax_losses = 1001\n", "m.toml", d).unwrap_err();
+        assert!(
+            e.contains("m.toml: policy.max_losses") && e.contains("1000"),
+            "{e}"
+        );
+        let e = parse("[policy]\nmax_losses = -1\n", "m.toml", d).unwrap_err();
+        assert!(e.contains("max_losses"), "{e}");
     }
 
     #[test]

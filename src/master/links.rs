@@ -95,8 +95,7 @@ impl Master {
                     r.last_ping = Some(now);
                 }
             }
-            if !r.ready && !r.grants.is_empty() && now.duration_since(r.last_seen) > self.cfg.lease
-            {
+            if !r.ready && r.busy() && now.duration_since(r.last_seen) > self.cfg.lease {
                 let reason = format!(
                     "runner {} was unreachable for longer than its lease ({}s)",
                     r.spec.name,
@@ -104,6 +103,9 @@ impl Master {
                 );
                 lost.extend(r.grants.keys().map(|a| (*a, reason.clone())));
                 r.grants.clear();
+                // Attempts it was cancelling no longer hold their folds back: they may run
+                // elsewhere (the next hello cancels the stray copies again).
+                r.cancelling.clear();
             }
         }
         for (runner, reason) in dropped {

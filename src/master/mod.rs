@@ -17,13 +17,13 @@ pub use reload::ReloadReport;
 pub use runners::RunnerStatus;
 
 use crate::inventory::{ExecutorKind, Inventory, Transport};
-use crate::model::{AttemptId, FoldSpec, Progress};
+use crate::model::{AttemptId, FoldId, FoldSpec, Progress};
 use crate::protocol::{self, FromAgent, Grant, RunAttempt, ToAgent, PROTOCOL_VERSION};
 use crate::scheduler::{self, PendingFold, RunnerView, Snapshot};
 use crate::store::{CancelTarget, NewAttempt, RecordResult, ResultInput, Store};
 use crate::transport::{local, LinkEvent};
 use runners::RunnerState;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -310,7 +310,17 @@ impl Master {
         {
             return Ok(());
         }
-        let folds = self.store.pending_folds().await?;
+        let mut folds = self.store.pending_folds().await?;
+        // A fold whose given-up attempt is still being cancelled on a runner waits until it is
+        // gone: an attempt never runs beside its fold's retry.
+        let cancelling: HashSet<FoldId> = self
+            .runners
+            .values()
+            .flat_map(|r| r.cancelling.values().filter_map(|c| c.fold))
+            .collect();
+        if !cancelling.is_empty() {
+            folds.retain(|f| !cancelling.contains(&f.id));
+        }
         if folds.is_empty() {
             return Ok(());
         }

@@ -131,7 +131,7 @@ impl Master {
     /// Drops removed runners once their last attempt has ended.
     pub(super) fn retire_drained(&mut self) {
         self.runners.retain(|name, r| {
-            let keep = !(r.removed && r.grants.is_empty());
+            let keep = !r.removed || r.busy();
             if !keep {
                 tracing::info!(
                     "runner {name}: removed from the inventory and drained; disconnecting"

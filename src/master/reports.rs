@@ -2,6 +2,7 @@
 //! started, progress, blob requests, results. Results of one loop turn are applied in one
 //! transaction (`flush`) before they are acknowledged.
 
+use super::runners::Cancelling;
 use super::transfers::{self, Piece};
 use super::*;
 use crate::store::{BlobData, StoreError};
@@ -111,7 +112,9 @@ impl Master {
         for attempt in self.store.superseded_attempts(still_running).await? {
             self.send(runner, ToAgent::Cancel { attempt });
         }
+        let cancelling = self.cancel_strays(runner, &known, &running).await?;
         let r = self.runners.get_mut(runner).expect("known runner");
+        r.cancelling = cancelling;
         for attempt in &lost {
             r.grants.remove(attempt);
         }
@@ -138,6 +141,66 @@ impl Master {
         self.dirty = true;
         tracing::info!("runner {runner}: ready");
         Ok(())
+    }
+
+    /// Attempts the runner still runs that the master no longer holds: given up while the
+    /// runner was away past its lease (their folds requeued, maybe already rerun), or ended
+    /// otherwise. Each is cancelled, so that it never runs beside its fold's retry, and counted
+    /// against the runner (slot and resources) until the agent reports it gone; its late result
+    /// is then rejected by the store and acknowledged.
+    async fn cancel_strays(
+        &mut self,
+        runner: &str,
+        known: &[AttemptId],
+        running: &[AttemptId],
+    ) -> anyhow::Result<BTreeMap<AttemptId, Cancelling>> {
+        let strays: Vec<AttemptId> = running
+            .iter()
+            .copied()
+            .filter(|a| !known.contains(a))
+            .collect();
+        if strays.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let mut out: BTreeMap<AttemptId, Cancelling> = strays
+            .iter()
+            .map(|a| {
+                // Unknown to the store: nothing to wait for but its slot.
+                let grant = Grant {
+                    millicpus: 0,
+                    memory: 0,
+                    gpus: vec![],
+                };
+                (*a, Cancelling { fold: None, grant })
+            })
+            .collect();
+        for (attempt, fold, grant) in self.store.attempt_grants(strays.clone()).await? {
+            out.insert(
+                attempt,
+                Cancelling {
+                    fold: Some(fold),
+                    grant,
+                },
+            );
+        }
+        for attempt in strays {
+            tracing::warn!(
+                "runner {runner} still runs attempt {attempt}, which was given up; cancelling it"
+            );
+            self.send(runner, ToAgent::Cancel { attempt });
+            self.store
+                .log_event(
+                    None,
+                    Some(attempt),
+                    "stray_cancelled".into(),
+                    format!(
+                        "attempt {attempt} was given up but still ran on {runner}; cancelled \
+                         (its fold waits until it is gone)"
+                    ),
+                )
+                .await?;
+        }
+        Ok(out)
     }
 
     /// The weak end of `runner`'s current link, with its generation: transfers hold it so
@@ -227,7 +290,7 @@ impl Master {
                 _ => {}
             }
             if let Some(r) = self.runners.get_mut(runner) {
-                r.grants.remove(&attempt);
+                r.release(attempt);
             }
             self.progress.remove(&attempt);
             self.send(runner, ToAgent::Ack { attempt });

@@ -2,7 +2,7 @@
 //! agent reported, and the grants of the attempts out on it.
 
 use crate::inventory::{ExecutorKind, RunnerSpec, Transport};
-use crate::model::AttemptId;
+use crate::model::{AttemptId, FoldId};
 use crate::protocol::{Facts, Grant};
 use crate::scheduler::RunnerView;
 use crate::transport::Link;
@@ -17,6 +17,10 @@ pub struct RunnerState {
     pub ready: bool,
     pub facts: Option<Facts>,
     pub grants: BTreeMap<AttemptId, Grant>,
+    /// Attempts the runner still ran at its hello although the master no longer held them
+    /// (given up past the lease, or ended otherwise): cancelled, and counted against the
+    /// runner until the agent reports them gone. Their folds wait for that.
+    pub cancelling: BTreeMap<AttemptId, Cancelling>,
     pub last_error: Option<String>,
     pub reconnect_at: Option<Instant>,
     /// When the runner was last heard from, or when it was first missed.
@@ -29,6 +33,13 @@ pub struct RunnerState {
     pub failures: u32,
     /// When the last heartbeat ping went out.
     pub last_ping: Option<Instant>,
+}
+
+/// An attempt being cancelled on a runner: its fold (if the store knows it) and its grant.
+#[derive(Clone, Debug)]
+pub struct Cancelling {
+    pub fold: Option<FoldId>,
+    pub grant: Grant,
 }
 
 /// What `datarun runners status` shows.
@@ -47,6 +58,8 @@ pub struct RunnerStatus {
     pub gpus_used: Vec<String>,
     pub queues: Vec<String>,
     pub attempts: Vec<AttemptId>,
+    /// Attempts being cancelled (counted in the used figures): see `RunnerState::cancelling`.
+    pub cancelling: Vec<AttemptId>,
     pub last_error: Option<String>,
     /// What the agent reported at its last hello (cpus, memory, arch, Docker, GPUs, disk).
     pub facts: Option<Facts>,
@@ -60,6 +73,7 @@ impl RunnerState {
             ready: false,
             facts: None,
             grants: BTreeMap::new(),
+            cancelling: BTreeMap::new(),
             last_error: None,
             reconnect_at: Some(Instant::now()),
             last_seen: Instant::now(),
@@ -92,15 +106,37 @@ impl RunnerState {
         }
     }
 
-    fn used(&self) -> (u32, u64, Vec<String>) {
-        let cpus = self.grants.values().map(|g| g.millicpus).sum();
-        let mem = self.grants.values().map(|g| g.memory).sum();
-        let gpus = self
-            .grants
+    /// Every grant out on the runner: its attempts' and those being cancelled.
+    fn all_grants(&self) -> impl Iterator<Item = &Grant> {
+        self.grants
             .values()
+            .chain(self.cancelling.values().map(|c| &c.grant))
+    }
+
+    fn used(&self) -> (u32, u64, Vec<String>) {
+        let cpus = self.all_grants().map(|g| g.millicpus).sum();
+        let mem = self.all_grants().map(|g| g.memory).sum();
+        let gpus = self
+            .all_grants()
             .flat_map(|g| g.gpus.iter().cloned())
             .collect();
         (cpus, mem, gpus)
+    }
+
+    /// Slots taken: attempts out, and attempts being cancelled.
+    fn slots_used(&self) -> u32 {
+        (self.grants.len() + self.cancelling.len()) as u32
+    }
+
+    /// Whether anything still runs (or may run) on the runner.
+    pub fn busy(&self) -> bool {
+        !self.grants.is_empty() || !self.cancelling.is_empty()
+    }
+
+    /// The attempt has ended on the runner (its result arrived): it takes nothing any more.
+    pub fn release(&mut self, attempt: AttemptId) {
+        self.grants.remove(&attempt);
+        self.cancelling.remove(&attempt);
     }
 
     pub fn unavailable(&self) -> Option<String> {
@@ -130,7 +166,7 @@ impl RunnerState {
             name: self.spec.name.clone(),
             queues: self.spec.queues.clone(),
             slots_total: self.spec.slots,
-            slots_free: self.spec.slots.saturating_sub(self.grants.len() as u32),
+            slots_free: self.spec.slots.saturating_sub(self.slots_used()),
             millicpus_total,
             millicpus_free: millicpus_total.saturating_sub(cpus_used),
             memory_total,
@@ -168,7 +204,7 @@ impl RunnerState {
                 Some(reason) => reason,
             },
             slots_total: self.spec.slots,
-            slots_used: self.grants.len() as u32,
+            slots_used: self.slots_used(),
             cpus_total: if total_m == u32::MAX {
                 0.0
             } else {
@@ -182,7 +218,53 @@ impl RunnerState {
             facts: self.facts.clone(),
             queues: self.spec.queues.clone(),
             attempts: self.grants.keys().copied().collect(),
+            cancelling: self.cancelling.keys().copied().collect(),
             last_error: self.last_error.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(millicpus: u32, memory: u64) -> Grant {
+        Grant {
+            millicpus,
+            memory,
+            gpus: vec![],
+        }
+    }
+
+    #[test]
+    fn attempts_being_cancelled_take_their_slots_and_resources_until_released() {
+        let inv = "[[runner]]\nname = \"r\"\ntransport = \"local\"\nslots = 2\ncpus = 4\nmemory = \"4G\"\n";
+        let spec = crate::inventory::parse(inv, "runners.toml")
+            .unwrap()
+            .runners[0]
+            .clone();
+        let mut r = RunnerState::new(spec);
+        r.ready = true;
+        r.grants.insert(1, grant(1000, 1 << 30));
+        r.cancelling.insert(
+            2,
+            Cancelling {
+                fold: Some(7),
+                grant: grant(2000, 2 << 30),
+            },
+        );
+        let v = r.view();
+        assert_eq!(v.slots_free, 0, "a stray still running takes its slot");
+        assert_eq!(v.millicpus_free, 1000);
+        assert_eq!(v.memory_free, 1 << 30);
+        let s = r.status();
+        assert_eq!((s.slots_used, s.slots_total), (2, 2));
+        assert_eq!((s.attempts, s.cancelling), (vec![1], vec![2]));
+        assert!(r.busy());
+        r.release(2);
+        assert_eq!(r.view().slots_free, 1, "gone: its slot is free again");
+        r.release(1);
+        assert!(!r.busy());
+        assert_eq!(r.status().slots_used, 0);
     }
 }

@@ -6,7 +6,8 @@
 //! Deleting a dataset deletes its splits with it, and is refused while a submission refers
 //! to it.
 
-use super::{blobs, now_ms, Result, Store, StoreError};
+use super::tenancy::{own, Resource};
+use super::{blobs, now_ms, Result, Scope, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value;
@@ -18,6 +19,8 @@ pub type SplitId = i64;
 #[derive(Clone, Debug, Serialize)]
 pub struct DatasetRecord {
     pub id: DatasetId,
+    /// Who made it (`None`: made before datasets had owners; only admins see it).
+    pub owner: Option<String>,
     pub name: String,
     pub target_column: String,
     pub workflow_elements: Vec<String>,
@@ -39,6 +42,7 @@ pub struct DatasetRecord {
 
 /// A dataset to store: everything is checked by the caller (the API) beforehand.
 pub struct NewDataset {
+    pub owner: String,
     pub name: String,
     pub target_column: String,
     pub workflow_elements: Vec<String>,
@@ -90,7 +94,7 @@ pub struct NewSplit {
 }
 
 pub(super) const DATASET_COLUMNS: &str = "id, name, target_column, workflow_elements, \
-     score_types, table_sha256, size, rows, created_at, stats, problem, files";
+     score_types, table_sha256, size, rows, created_at, stats, problem, files, owner";
 const SPLIT_COLUMNS: &str = "id, dataset_id, ratio, random_state, stratified, \
      train_rows, test_rows, train_sha256, test_sha256, created_at, stats, kind, state, reason, \
      fold_id, files, truth_sha256";
@@ -128,6 +132,7 @@ fn dataset_row(r: &Row, with_stats: bool) -> rusqlite::Result<DatasetRecord> {
         },
         problem: r.get(10)?,
         files: json_map(r.get(11)?),
+        owner: r.get(12)?,
     })
 }
 
@@ -163,14 +168,14 @@ pub(super) fn find_dataset(conn: &Connection, id: DatasetId) -> Result<DatasetRe
     ))?
     .query_row([id], |r| dataset_row(r, true))
     .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("no dataset with id {id}")))
+    .ok_or_else(|| Resource::Dataset(id).missing())
 }
 
 pub(super) fn find_split(conn: &Connection, id: SplitId) -> Result<SplitRecord> {
     conn.prepare_cached(&format!("SELECT {SPLIT_COLUMNS} FROM splits WHERE id = ?1"))?
         .query_row([id], |r| split_row(r, true))
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no split with id {id}")))
+        .ok_or_else(|| Resource::Split(id).missing())
 }
 
 fn indices_blob(indices: &[usize]) -> Vec<u8> {
@@ -184,29 +189,36 @@ fn read_indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
         .map_err(|e| StoreError::Invalid(format!("blob {sha} holds no row indices: {e}")))
 }
 
+/// Refuses a name `owner` has given a dataset already (names are per owner).
+pub(super) fn check_name_free(conn: &Connection, owner: &str, name: &str) -> Result<()> {
+    let taken: Option<i64> = conn
+        .query_row(
+            "SELECT id FROM datasets WHERE owner = ?1 AND name = ?2",
+            [owner, name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match taken {
+        Some(id) => Err(StoreError::Conflict(format!(
+            "a dataset named {name:?} exists already (id {id}); choose another name or delete it first"
+        ))),
+        None => Ok(()),
+    }
+}
+
 impl Store {
-    /// Stores a dataset and its table blob in one transaction; a taken name is a conflict.
+    /// Stores a dataset of `new.owner` and its table blob (owned by them) in one transaction;
+    /// a name the owner has used already is a conflict.
     pub async fn create_dataset(&self, new: NewDataset) -> Result<DatasetRecord> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let taken: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM datasets WHERE name = ?1",
-                    [&new.name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(id) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "a dataset named {:?} exists already (id {id}); choose another name or delete it first",
-                    new.name
-                )));
-            }
+            check_name_free(&tx, &new.owner, &new.name)?;
             let sha = blobs::put(&tx, &new.table)?;
+            own(&tx, &sha, &new.owner)?;
             tx.execute(
                 "INSERT INTO datasets (name, target_column, workflow_elements, score_types,
-                     table_sha256, size, rows, stats, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     table_sha256, size, rows, stats, created_at, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     new.name,
                     new.target_column,
@@ -217,6 +229,7 @@ impl Store {
                     new.rows as i64,
                     new.stats.to_string(),
                     now_ms(),
+                    new.owner,
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -227,14 +240,27 @@ impl Store {
         .await
     }
 
-    /// Every dataset, oldest first, without statistics.
-    pub async fn list_datasets(&self) -> Result<Vec<DatasetRecord>> {
-        self.call(|conn| {
+    /// The datasets `scope` sees with an id over `after`, oldest first, without statistics: at
+    /// most `limit` (None: all), and the id to go on after when there are more.
+    pub async fn list_datasets(
+        &self,
+        scope: &Scope,
+        after: Option<DatasetId>,
+        limit: Option<u32>,
+    ) -> Result<(Vec<DatasetRecord>, Option<DatasetId>)> {
+        let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 3);
+        self.call(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {DATASET_COLUMNS} FROM datasets ORDER BY id"
+                "SELECT {DATASET_COLUMNS} FROM datasets WHERE id > ?1 AND {visible} ORDER BY id LIMIT ?2"
             ))?;
-            let rows = stmt.query_map([], |r| dataset_row(r, false))?;
-            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            let probe = limit.map_or(-1, |l| i64::from(l) + 1);
+            let rows = stmt.query_map(params![after.unwrap_or(0), probe, owner], |r| {
+                dataset_row(r, false)
+            })?;
+            let mut all = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+            let next = super::listing::cut(&mut all, limit, |d| d.id);
+            Ok((all, next))
         })
         .await
     }
@@ -294,9 +320,13 @@ impl Store {
     pub async fn create_split(&self, new: NewSplit) -> Result<SplitRecord> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            find_dataset(&tx, new.dataset_id)?;
+            let d = find_dataset(&tx, new.dataset_id)?;
             let train = blobs::put(&tx, &indices_blob(&new.train))?;
             let test = blobs::put(&tx, &indices_blob(&new.test))?;
+            if let Some(owner) = &d.owner {
+                own(&tx, &train, owner)?;
+                own(&tx, &test, owner)?;
+            }
             tx.execute(
                 "INSERT INTO splits (dataset_id, ratio, random_state, stratified, train_sha256,
                      test_sha256, train_rows, test_rows, stats, created_at)
@@ -353,6 +383,7 @@ mod tests {
 
     fn iris_like() -> NewDataset {
         NewDataset {
+            owner: "ann".into(),
             name: "iris".into(),
             target_column: "species".into(),
             workflow_elements: vec!["classifier".into()],
@@ -393,7 +424,11 @@ mod tests {
         assert_eq!(d.stats, json!({"rows": 2}));
         assert_eq!(d.workflow_elements, ["classifier"]);
         assert_eq!(store.dataset_table(d.id).await.unwrap(), iris_like().table);
-        let listed = store.list_datasets().await.unwrap();
+        let listed = store
+            .list_datasets(&Scope::All, None, Some(10))
+            .await
+            .unwrap()
+            .0;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].stats, Value::Null);
 

@@ -5,7 +5,7 @@
 pub use super::records::*;
 use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use super::{blobs, now_ms, BlobBody, Result, Store, StoreError};
-use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
+use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Outcome};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 /// Appends an event and makes it the fold's newest change.
@@ -67,7 +67,7 @@ pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
     conn.prepare_cached(&sql)?
         .query_row([id], fold_from_row)
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no fold with id {id}")))
+        .ok_or_else(|| super::Resource::Fold(id).missing())
 }
 
 /// Stores a result's log or output; returns its sha256.
@@ -82,10 +82,12 @@ fn put_data(tx: &Transaction, data: &BlobData) -> Result<String> {
 }
 
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
-fn finish_attempt(
+/// A lost attempt (its runner or agent is gone) is the runner's failure, not the fold's: it
+/// counts as a loss, never as a retry.
+pub(super) fn finish_attempt(
     tx: &Transaction,
     input: &ResultInput,
-    count_retry: bool,
+    budget: Budget,
 ) -> Result<RecordResult> {
     let row: Option<(FoldId, String, Option<String>)> = tx
         .prepare_cached("SELECT fold_id, state, outcome_kind FROM attempts WHERE id = ?1")?
@@ -170,15 +172,8 @@ fn finish_attempt(
     } else if input.outcome.is_success() {
         set_state(tx, fold, FoldState::Done, None, None)?;
         FoldState::Done
-    } else if !count_retry {
-        set_state(
-            tx,
-            fold,
-            FoldState::Idle,
-            Some(&format!("requeued: {}", input.outcome)),
-            None,
-        )?;
-        FoldState::Idle
+    } else if matches!(input.outcome, Outcome::Lost { .. }) {
+        requeue_lost(tx, fold, &input.outcome, budget)?
     } else if retries_used < max_retries {
         tx.prepare_cached("UPDATE folds SET retries_used = retries_used + 1 WHERE id = ?1")?
             .execute([fold])?;
@@ -212,22 +207,21 @@ fn finish_attempt(
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
-/// Inserts folds (each with its hold, if any) in `tx`, with their inputs and events: the one
-/// insert path of the queue, shared by plain folds and submission folds. Fails, storing
-/// nothing once the caller drops the transaction, when an input blob is missing.
+/// Inserts folds of `owner` (each with its hold, if any) in `tx`, with their inputs and
+/// events: the one insert path of the queue, shared by plain folds and submission folds.
+/// Fails, storing nothing once the caller drops the transaction, when an input blob is missing
+/// or, unless an admin acts (`admin`), not owned by `owner` (the same answer: README "Tenancy").
 pub(super) fn insert_folds(
     tx: &Transaction,
     owner: &str,
+    admin: bool,
     folds: &[(FoldSpec, Option<(HoldCode, String)>)],
 ) -> Result<Vec<FoldId>> {
     let mut ids = Vec::with_capacity(folds.len());
     let now = now_ms();
     for (i, (spec, held)) in folds.iter().enumerate() {
         for input in &spec.inputs {
-            let known: bool = tx
-                .prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = ?1)")?
-                .query_row([&input.sha256], |r| r.get(0))?;
-            if !known {
+            if !super::tenancy::may_use(tx, &input.sha256, owner, admin)? {
                 return Err(StoreError::Invalid(format!(
                     "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
                     input.name, input.sha256
@@ -301,17 +295,18 @@ fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
 }
 
 impl Store {
-    /// Stores new folds in one transaction. A fold with `Some((code, reason))` is stored held
-    /// (unmatchable, or requirements that cannot be evaluated). Fails, storing nothing, when
-    /// an input blob is missing.
+    /// Stores new folds of `owner` in one transaction. A fold with `Some((code, reason))` is
+    /// stored held (unmatchable, or requirements that cannot be evaluated). Fails, storing
+    /// nothing, when an input blob is missing or not the owner's (`admin`: any blob).
     pub async fn submit(
         &self,
         owner: String,
+        admin: bool,
         folds: Vec<(FoldSpec, Option<(HoldCode, String)>)>,
     ) -> Result<Vec<FoldId>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let ids = insert_folds(&tx, &owner, &folds)?;
+            let ids = insert_folds(&tx, &owner, admin, &folds)?;
             tx.commit()?;
             Ok(ids)
         })
@@ -320,38 +315,6 @@ impl Store {
 
     pub async fn fold(&self, id: FoldId) -> Result<FoldRecord> {
         self.call(move |conn| get_fold(conn, id)).await
-    }
-
-    pub async fn list_folds(&self, filter: FoldFilter) -> Result<(Vec<FoldRecord>, i64)> {
-        self.call(move |conn| {
-            let mut sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE 1=1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            if !filter.states.is_empty() {
-                let marks: Vec<String> = filter.states.iter().map(|s| format!("'{}'", s.as_str())).collect();
-                sql.push_str(&format!(" AND f.state IN ({})", marks.join(",")));
-            }
-            if let Some(q) = filter.queue {
-                args.push(q.into());
-                sql.push_str(&format!(" AND f.queue = ?{}", args.len()));
-            }
-            if let Some(o) = filter.owner {
-                args.push(o.into());
-                sql.push_str(&format!(" AND f.owner = ?{}", args.len()));
-            }
-            if let Some(s) = filter.since {
-                args.push(s.into());
-                sql.push_str(&format!(" AND f.seq > ?{}", args.len()));
-            }
-            sql.push_str(if filter.since.is_some() { " ORDER BY f.seq" } else { " ORDER BY f.id" });
-            sql.push_str(&format!(" LIMIT {}", filter.limit.unwrap_or(100_000)));
-            let mut stmt = conn.prepare(&sql)?;
-            let folds = stmt
-                .query_map(rusqlite::params_from_iter(args), fold_from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            let seq: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
-            Ok((folds, seq))
-        })
-        .await
     }
 
     pub async fn attempts(&self, fold: FoldId) -> Result<Vec<AttemptRecord>> {
@@ -474,6 +437,10 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
+        let budget = Budget {
+            count_loss: true,
+            max_losses: self.max_losses(),
+        };
         self.call(move |conn| {
             // "Started" alone need not reach the disk before we go on: if it is lost, the
             // agent's hello after a restart says the attempt runs. Results always do.
@@ -488,7 +455,7 @@ impl Store {
                 }
                 let mut out = Vec::with_capacity(results.len());
                 for input in &results {
-                    out.push(finish_attempt(&tx, input, true)?);
+                    out.push(finish_attempt(&tx, input, budget)?);
                 }
                 tx.commit()?;
                 Ok(out)
@@ -497,33 +464,6 @@ impl Store {
                 conn.pragma_update(None, "synchronous", "FULL")?;
             }
             applied
-        })
-        .await
-    }
-
-    /// Ends an attempt as lost (its runner or agent is gone). An attempt that never started
-    /// is requeued without using a retry.
-    pub async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let started: bool = tx
-                .query_row(
-                    "SELECT started_at IS NOT NULL FROM attempts WHERE id = ?1",
-                    [attempt],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(false);
-            let input = ResultInput {
-                attempt,
-                outcome: Outcome::Lost { reason },
-                metrics: Metrics::default(),
-                log: BlobData::default(),
-                outputs: Vec::new(),
-            };
-            let r = finish_attempt(&tx, &input, started)?;
-            tx.commit()?;
-            Ok(r)
         })
         .await
     }
@@ -566,11 +506,14 @@ impl Store {
         .await
     }
 
-    pub async fn queue_counts(&self) -> Result<Vec<QueueCount>> {
-        self.call(|conn| {
+    /// Folds per queue, owner and state, of the owners `scope` sees.
+    pub async fn queue_counts(&self, scope: &super::Scope) -> Result<Vec<QueueCount>> {
+        let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 1);
+        self.call(move |conn| {
             Ok(conn
-                .prepare_cached("SELECT queue, owner, state, COUNT(*) FROM folds GROUP BY queue, owner, state ORDER BY queue, owner")?
-                .query_map([], |r| {
+                .prepare_cached(&format!("SELECT queue, owner, state, COUNT(*) FROM folds WHERE {visible} GROUP BY queue, owner, state ORDER BY queue, owner"))?
+                .query_map([owner], |r| {
                     let state: String = r.get(2)?;
                     Ok(QueueCount { queue: r.get(0)?, owner: r.get(1)?, state: FoldState::parse(&state).unwrap_or(FoldState::Held), count: r.get::<_, i64>(3)? as u64 })
                 })?
@@ -627,3 +570,4 @@ impl Store {
 
 use super::holds::hold_for;
 pub use super::holds::{Cancel as CancelTarget, ReleaseChanges};
+use super::losses::{requeue_lost, Budget};

@@ -25,16 +25,33 @@ pub(super) fn hold_for(
             ),
         )),
         Outcome::ImageMissing { message, .. } => Some((HoldCode::BadImage, message.clone())),
-        Outcome::Lost { reason } => Some((
-            HoldCode::RetriesExhausted,
-            format!("lost {} times (max_retries {max_retries}); last: {reason}", max_retries + 1),
-        )),
         _ if max_retries > 0 => Some((
             HoldCode::RetriesExhausted,
             format!("failed {} times (max_retries {max_retries}); last: {outcome}", max_retries + 1),
         )),
         _ => None,
     }
+}
+
+/// When a fold has lost its runner `losses` times (this `outcome` included): past
+/// `max_losses` it is held, since it may be what kills its runners. Losses never use retries.
+pub(super) fn lost_too_often(
+    outcome: &Outcome,
+    losses: u32,
+    max_losses: u32,
+) -> Option<(HoldCode, String)> {
+    let Outcome::Lost { reason } = outcome else {
+        return None;
+    };
+    (losses > max_losses).then(|| {
+        (
+            HoldCode::LostTooOften,
+            format!(
+                "lost {losses} times (max_losses {max_losses}; a fold that keeps losing its \
+                 runner may be what kills it); last: {reason}"
+            ),
+        )
+    })
 }
 
 /// New requests for a fold being released.

@@ -178,7 +178,11 @@ mod tests {
         let store = Store::open(&dir.path().join("t.db")).unwrap();
         let spec: FoldSpec = serde_json::from_str(r#"{"command":["true"]}"#).unwrap();
         let ids = store
-            .submit("ann".into(), vec![(spec.clone(), None), (spec, None)])
+            .submit(
+                "ann".into(),
+                false,
+                vec![(spec.clone(), None), (spec, None)],
+            )
             .await
             .unwrap();
         let grant = Grant {

@@ -6,6 +6,8 @@ mod blobs;
 mod datasets;
 mod folds;
 mod holds;
+mod listing;
+mod losses;
 mod maintenance;
 mod problems;
 mod records;
@@ -14,6 +16,7 @@ mod runners;
 mod schema;
 mod submission_records;
 mod submissions;
+mod tenancy;
 mod tokens;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
@@ -25,15 +28,19 @@ pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
-pub use tokens::Principal;
+pub use tenancy::Resource;
+pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldFilter, FoldRecord,
+    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldFilter, FoldPage,
+    FoldRecord,
     NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +72,13 @@ pub struct Store {
     jobs: std::sync::mpsc::Sender<Job>,
     /// The files of large blobs (`blobs/` next to the database).
     files: BlobDir,
+    /// How many runner losses a fold may take before it is held (`set_max_losses`).
+    max_losses: Arc<AtomicU32>,
 }
+
+/// How many times a fold may lose its runner (crash, partition past the lease) before it is
+/// held `lost_too_often`, unless the master's config (`[policy] max_losses`) says otherwise.
+pub const DEFAULT_MAX_LOSSES: u32 = 5;
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and migrates it to the current schema.
@@ -92,7 +105,17 @@ impl Store {
         Ok(Store {
             jobs: tx,
             files: BlobDir::for_database(path),
+            max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
         })
+    }
+
+    /// Sets how many runner losses a fold may take before it is held (for every clone).
+    pub fn set_max_losses(&self, max: u32) {
+        self.max_losses.store(max, Ordering::Relaxed);
+    }
+
+    fn max_losses(&self) -> u32 {
+        self.max_losses.load(Ordering::Relaxed)
     }
 
     /// Runs `f` on the owner thread and waits for its answer without blocking the runtime.
@@ -133,6 +156,8 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[cfg(test)]
+mod loss_tests;
 #[cfg(test)]
 mod submission_tests;
 #[cfg(test)]

@@ -3,8 +3,9 @@
 //! created `running` in one transaction with that fold, and settled when the fold stops (the
 //! API derives the outcome from the fold's outputs; `finish_custom_split` records it once).
 
-use super::datasets::{find_dataset, find_split, DatasetId, SplitId};
+use super::datasets::{check_name_free, find_dataset, find_split, DatasetId, SplitId};
 use super::folds::{get_fold, insert_folds, last_log};
+use super::tenancy::own;
 use super::{blobs, now_ms, DatasetRecord, FoldRecord, Result, SplitRecord, Store, StoreError};
 use crate::model::{FoldSpec, HoldCode};
 use rusqlite::{params, OptionalExtension};
@@ -13,6 +14,7 @@ use std::collections::BTreeMap;
 
 /// A problem dataset to store; the API checked names and picked the script beforehand.
 pub struct NewProblemDataset {
+    pub owner: String,
     pub name: String,
     pub target_column: String,
     pub workflow_elements: Vec<String>,
@@ -52,34 +54,30 @@ pub enum CustomSplitEnd {
 const NO_ROWS: &[u8] = b"[]";
 
 impl Store {
-    /// Stores a problem dataset and its files in one transaction; a taken name is a conflict.
-    /// Its `table_sha256` is the script's blob.
+    /// Stores a problem dataset of `new.owner` and its files (owned by them) in one
+    /// transaction; a name the owner has used already is a conflict. Its `table_sha256` is the
+    /// script's blob.
     pub async fn create_problem_dataset(&self, new: NewProblemDataset) -> Result<DatasetRecord> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let taken: Option<i64> = tx
-                .query_row("SELECT id FROM datasets WHERE name = ?1", [&new.name], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            if let Some(id) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "a dataset named {:?} exists already (id {id}); choose another name or delete it first",
-                    new.name
-                )));
-            }
+            check_name_free(&tx, &new.owner, &new.name)?;
             let mut shas = BTreeMap::new();
             for (name, data) in &new.files {
-                shas.insert(name.clone(), blobs::put(&tx, data)?);
+                let sha = blobs::put(&tx, data)?;
+                own(&tx, &sha, &new.owner)?;
+                shas.insert(name.clone(), sha);
             }
             let script = shas.get(&new.problem).cloned().ok_or_else(|| {
-                StoreError::Invalid(format!("the problem script {:?} is not among the files", new.problem))
+                StoreError::Invalid(format!(
+                    "the problem script {:?} is not among the files",
+                    new.problem
+                ))
             })?;
             let size: usize = new.files.values().map(Vec::len).sum();
             tx.execute(
                 "INSERT INTO datasets (name, target_column, workflow_elements, score_types,
-                     table_sha256, size, rows, stats, created_at, problem, files)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10)",
+                     table_sha256, size, rows, stats, created_at, problem, files, owner)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     new.name,
                     new.target_column,
@@ -91,6 +89,7 @@ impl Store {
                     now_ms(),
                     new.problem,
                     serde_json::to_string(&shas).unwrap_or_default(),
+                    new.owner,
                 ],
             )?;
             let record = find_dataset(&tx, tx.last_insert_rowid())?;
@@ -100,12 +99,14 @@ impl Store {
         .await
     }
 
-    /// Creates a custom split, `running`, with the queue fold that runs the script (`spec`,
-    /// held when it could never run) and the blobs that fold adds, in one transaction.
+    /// Creates a custom split, `running`, with the queue fold of `owner` that runs the script
+    /// (`spec`, held when it could never run) and the blobs that fold adds, in one
+    /// transaction. `admin`: an admin acts (the fold may use any stored blob).
     pub async fn create_custom_split(
         &self,
         dataset: DatasetId,
         owner: String,
+        admin: bool,
         spec: FoldSpec,
         held: Option<(HoldCode, String)>,
         new_blobs: Vec<Vec<u8>>,
@@ -119,10 +120,10 @@ impl Store {
                 )));
             }
             for data in &new_blobs {
-                blobs::put(&tx, data)?;
+                own(&tx, &blobs::put(&tx, data)?, &owner)?;
             }
             let none = blobs::put(&tx, NO_ROWS)?;
-            let fold = insert_folds(&tx, &owner, &[(spec, held)])?[0];
+            let fold = insert_folds(&tx, &owner, admin, &[(spec, held)])?[0];
             tx.execute(
                 "INSERT INTO splits (dataset_id, ratio, random_state, stratified, train_sha256,
                      test_sha256, train_rows, test_rows, stats, created_at, kind, state, fold_id)
@@ -173,11 +174,24 @@ impl Store {
         .await
     }
 
-    /// Records a custom split's outcome, once: only a split still `running` changes.
+    /// Records a custom split's outcome, once: only a split still `running` changes. Its
+    /// files become the dataset owner's, so their submissions may use them.
     pub async fn finish_custom_split(&self, id: SplitId, end: CustomSplitEnd) -> Result<bool> {
         self.call(move |conn| {
+            let tx = conn.transaction()?;
             let n = match end {
-                CustomSplitEnd::Done { files, truth_sha256, n_train, n_test, stats } => conn.execute(
+                CustomSplitEnd::Done { files, truth_sha256, n_train, n_test, stats } => {
+                    let owner: Option<String> = tx.query_row(
+                        "SELECT d.owner FROM splits p JOIN datasets d ON d.id = p.dataset_id WHERE p.id = ?1 AND p.state = 'running'",
+                        [id],
+                        |r| r.get(0),
+                    ).optional()?.flatten();
+                    for sha in files.values().chain([&truth_sha256]) {
+                        if let Some(owner) = &owner {
+                            own(&tx, sha, owner)?;
+                        }
+                    }
+                    tx.execute(
                     "UPDATE splits SET state = 'done', files = ?2, truth_sha256 = ?3, train_rows = ?4,
                          test_rows = ?5, stats = ?6 WHERE id = ?1 AND state = 'running'",
                     params![
@@ -188,12 +202,14 @@ impl Store {
                         n_test as i64,
                         stats.to_string()
                     ],
-                )?,
-                CustomSplitEnd::Failed { reason } => conn.execute(
+                )?
+                }
+                CustomSplitEnd::Failed { reason } => tx.execute(
                     "UPDATE splits SET state = 'failed', reason = ?2 WHERE id = ?1 AND state = 'running'",
                     params![id, reason],
                 )?,
             };
+            tx.commit()?;
             Ok(n == 1)
         })
         .await

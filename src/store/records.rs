@@ -20,7 +20,10 @@ pub struct FoldRecord {
     pub submitted_at: i64,
     pub updated_at: i64,
     pub attempts: u32,
+    /// Retries its own failures used (of `spec.max_retries`).
     pub retries_used: u32,
+    /// Times its runner was lost under it (crash, partition): requeued without a retry.
+    pub losses: u32,
     pub current_attempt: Option<AttemptId>,
     pub runner: Option<String>,
     pub started_at: Option<i64>,
@@ -158,9 +161,24 @@ pub struct FoldFilter {
     pub states: Vec<FoldState>,
     pub queue: Option<String>,
     pub owner: Option<String>,
-    /// Only folds whose seq is greater.
+    /// Only folds whose seq is greater, in seq order.
     pub since: Option<i64>,
+    /// Only folds whose id is greater, in id order (when `since` is not given).
+    pub after: Option<FoldId>,
+    /// At most this many (default and cap: `limits::DEFAULT_PAGE`, `limits::MAX_PAGE`).
     pub limit: Option<u32>,
+}
+
+/// One page of folds. `more`: the page stopped at its limit (or at
+/// `limits::MAX_PAGE_BYTES` of specs) and more folds match. `seq`: with `since`, the seq of
+/// the last fold when there are more (the `since` of the next page), else the newest seq of
+/// all, to follow changes from; `next`: the cursor of the next page (a `since` with `since`,
+/// an `after` otherwise), None at the end.
+#[derive(Clone, Debug, Serialize)]
+pub struct FoldPage {
+    pub folds: Vec<FoldRecord>,
+    pub seq: i64,
+    pub next: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -174,7 +192,8 @@ pub struct QueueCount {
 pub(super) const FOLD_COLUMNS: &str =
     "f.id, f.owner, f.queue, f.priority, f.state, f.reason, f.hold_code,
     f.submitted_at, f.updated_at, f.attempts, f.retries_used, f.current_attempt, a.runner,
-    a.started_at, a.ended_at, a.outcome, a.wall_ms, a.cpu_ms, a.peak_memory, f.seq, f.spec";
+    a.started_at, a.ended_at, a.outcome, a.wall_ms, a.cpu_ms, a.peak_memory, f.seq, f.spec,
+    f.losses";
 
 pub(super) fn fold_from_row(r: &Row) -> rusqlite::Result<FoldRecord> {
     let state: String = r.get(4)?;
@@ -194,6 +213,7 @@ pub(super) fn fold_from_row(r: &Row) -> rusqlite::Result<FoldRecord> {
         updated_at: r.get(8)?,
         attempts: r.get(9)?,
         retries_used: r.get(10)?,
+        losses: r.get(21)?,
         current_attempt: r.get(11)?,
         runner: r.get(12)?,
         started_at: r.get(13)?,

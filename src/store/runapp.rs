@@ -1,6 +1,8 @@
-//! The `/runapp/` compatibility layer's ids (migration 7) and "add folds to a submission".
-//! The compat layer keeps ONE model: its submissions and folds are native ones; these tables
-//! only map the original's client-chosen ids onto them.
+//! The `/runapp/` compatibility layer's ids (migration 7; per owner since migration 10) and
+//! "add folds to a submission". The compat layer keeps ONE model: its submissions and folds
+//! are native ones; these tables only map the original's client-chosen ids onto them. Those
+//! ids are chosen by each client (each databoard counts from 1), so each token owner has
+//! their own: `owner` is part of every key.
 
 use super::datasets::{DatasetId, SplitId};
 use super::submissions::{
@@ -29,24 +31,33 @@ pub enum RunappTarget {
     Existing(SubmissionId),
 }
 
-fn runapp_fold(conn: &Connection, sf_id: i64) -> Result<Option<(RunappFold, SubmissionFoldId)>> {
+const RUNAPP_FOLD_COLUMNS: &str =
+    "databoard_sf_id, databoard_s_id, priority, train_is, test_is, submission_fold_id";
+
+fn runapp_fold_row(r: &rusqlite::Row) -> rusqlite::Result<(RunappFold, SubmissionFoldId)> {
+    Ok((
+        RunappFold {
+            databoard_sf_id: r.get(0)?,
+            databoard_s_id: r.get(1)?,
+            priority: r.get(2)?,
+            train_is: r.get(3)?,
+            test_is: r.get(4)?,
+        },
+        r.get(5)?,
+    ))
+}
+
+/// `owner`'s fold `sf_id`.
+fn runapp_fold(
+    conn: &Connection,
+    owner: &str,
+    sf_id: i64,
+) -> Result<Option<(RunappFold, SubmissionFoldId)>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT databoard_sf_id, databoard_s_id, priority, train_is, test_is, submission_fold_id
-             FROM runapp_folds WHERE databoard_sf_id = ?1",
-        )?
-        .query_row([sf_id], |r| {
-            Ok((
-                RunappFold {
-                    databoard_sf_id: r.get(0)?,
-                    databoard_s_id: r.get(1)?,
-                    priority: r.get(2)?,
-                    train_is: r.get(3)?,
-                    test_is: r.get(4)?,
-                },
-                r.get(5)?,
-            ))
-        })
+        .prepare_cached(&format!(
+            "SELECT {RUNAPP_FOLD_COLUMNS} FROM runapp_folds WHERE owner = ?1 AND databoard_sf_id = ?2"
+        ))?
+        .query_row(params![owner, sf_id], runapp_fold_row)
         .optional()?)
 }
 
@@ -79,13 +90,17 @@ impl Store {
         .await
     }
 
-    /// The native submission of a databoard submission id.
-    pub async fn runapp_submission(&self, s_id: i64) -> Result<Option<SubmissionId>> {
+    /// The native submission of `owner`'s databoard submission id.
+    pub async fn runapp_submission(
+        &self,
+        owner: String,
+        s_id: i64,
+    ) -> Result<Option<SubmissionId>> {
         self.call(move |conn| {
             Ok(conn
                 .query_row(
-                    "SELECT submission_id FROM runapp_submissions WHERE databoard_s_id = ?1",
-                    [s_id],
+                    "SELECT submission_id FROM runapp_submissions WHERE owner = ?1 AND databoard_s_id = ?2",
+                    params![owner, s_id],
                     |r| r.get(0),
                 )
                 .optional()?)
@@ -93,10 +108,13 @@ impl Store {
         .await
     }
 
-    /// Adds one `/runapp/` fold (and its submission if new) in one transaction. A taken
-    /// `databoard_sf_id` is a conflict and stores nothing.
+    /// Adds one `/runapp/` fold of `owner` (and its submission if new) in one transaction. A
+    /// `databoard_sf_id` the owner has used is a conflict and stores nothing. `admin`: an
+    /// admin acts (the fold may use any stored blob).
     pub async fn runapp_add_fold(
         &self,
+        owner: String,
+        admin: bool,
         target: RunappTarget,
         blobs: Vec<Vec<u8>>,
         fold: NewSubmissionFold,
@@ -104,27 +122,27 @@ impl Store {
     ) -> Result<SubmissionFoldId> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            if runapp_fold(&tx, meta.databoard_sf_id)?.is_some() {
+            if runapp_fold(&tx, &owner, meta.databoard_sf_id)?.is_some() {
                 return Err(StoreError::Conflict(
                     "SubmissionFold with this databoard sf id already exists.".into(),
                 ));
             }
-            let (id, owner) = match &target {
+            let (id, fold_owner) = match &target {
                 RunappTarget::Existing(id) => (*id, find_submission(&tx, *id)?.owner),
                 RunappTarget::New(new) => {
                     let id = insert_submission_row(&tx, new)?;
                     tx.execute(
-                        "INSERT INTO runapp_submissions (databoard_s_id, submission_id) VALUES (?1, ?2)",
-                        params![meta.databoard_s_id, id],
+                        "INSERT INTO runapp_submissions (owner, databoard_s_id, submission_id) VALUES (?1, ?2, ?3)",
+                        params![owner, meta.databoard_s_id, id],
                     )?;
                     (id, new.owner.clone())
                 }
             };
-            let sf = insert_submission_folds(&tx, id, &owner, &blobs, &[fold])?[0];
+            let sf = insert_submission_folds(&tx, id, &fold_owner, admin, &blobs, &[fold])?[0];
             tx.execute(
-                "INSERT INTO runapp_folds (databoard_sf_id, databoard_s_id, submission_fold_id, priority, train_is, test_is)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![meta.databoard_sf_id, meta.databoard_s_id, sf, meta.priority, meta.train_is, meta.test_is],
+                "INSERT INTO runapp_folds (owner, databoard_sf_id, databoard_s_id, submission_fold_id, priority, train_is, test_is)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![owner, meta.databoard_sf_id, meta.databoard_s_id, sf, meta.priority, meta.train_is, meta.test_is],
             )?;
             tx.commit()?;
             Ok(sf)
@@ -132,27 +150,30 @@ impl Store {
         .await
     }
 
-    /// Adds folds to an existing submission (blobs kept by it), in one transaction.
+    /// Adds folds to an existing submission (blobs kept by it), in one transaction. `admin`:
+    /// an admin acts (the folds may use any stored blob).
     pub async fn add_submission_folds(
         &self,
         submission: SubmissionId,
+        admin: bool,
         blobs: Vec<Vec<u8>>,
         folds: Vec<NewSubmissionFold>,
     ) -> Result<Vec<SubmissionFoldId>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let owner = find_submission(&tx, submission)?.owner;
-            let ids = insert_submission_folds(&tx, submission, &owner, &blobs, &folds)?;
+            let ids = insert_submission_folds(&tx, submission, &owner, admin, &blobs, &folds)?;
             tx.commit()?;
             Ok(ids)
         })
         .await
     }
 
-    /// `/runapp/` folds with their native records: these databoard ids (unknown ones left
-    /// out), or all of them, by databoard id.
+    /// `owner`'s `/runapp/` folds with their native records: these databoard ids (unknown
+    /// ones left out), or all of them, by databoard id.
     pub async fn runapp_folds(
         &self,
+        owner: String,
         ids: Option<Vec<i64>>,
     ) -> Result<Vec<(RunappFold, SubmissionFoldRecord)>> {
         self.call(move |conn| {
@@ -160,14 +181,14 @@ impl Store {
                 Some(ids) => ids,
                 None => conn
                     .prepare_cached(
-                        "SELECT databoard_sf_id FROM runapp_folds ORDER BY databoard_sf_id",
+                        "SELECT databoard_sf_id FROM runapp_folds WHERE owner = ?1 ORDER BY databoard_sf_id",
                     )?
-                    .query_map([], |r| r.get(0))?
+                    .query_map([&owner], |r| r.get(0))?
                     .collect::<rusqlite::Result<_>>()?,
             };
             let mut out = Vec::new();
             for id in ids {
-                if let Some((meta, sf)) = runapp_fold(conn, id)? {
+                if let Some((meta, sf)) = runapp_fold(conn, &owner, id)? {
                     out.push((meta, find_sf(conn, sf)?));
                 }
             }
@@ -180,15 +201,11 @@ impl Store {
     pub async fn runapp_meta(&self, sfs: Vec<SubmissionFoldId>) -> Result<Vec<RunappFold>> {
         self.call(move |conn| {
             let mut out = Vec::new();
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RUNAPP_FOLD_COLUMNS} FROM runapp_folds WHERE submission_fold_id = ?1"
+            ))?;
             for sf in sfs {
-                let id: Option<i64> = conn
-                    .query_row(
-                        "SELECT databoard_sf_id FROM runapp_folds WHERE submission_fold_id = ?1",
-                        [sf],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                if let Some((meta, _)) = id.map(|id| runapp_fold(conn, id)).transpose()?.flatten() {
+                if let Some((meta, _)) = stmt.query_row([sf], runapp_fold_row).optional()? {
                     out.push(meta);
                 }
             }

@@ -1,6 +1,6 @@
 //! Connection settings and versioned migrations (PRAGMA user_version).
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 /// WAL with synchronous=FULL: a commit is fsynced before it returns, so a fold acknowledged
 /// to a client is on disk. Foreign keys on.
@@ -124,6 +124,12 @@ const MIGRATIONS: &[&str] = &[
     PROBLEMS_MIGRATION,
     // 9: large blobs live in files (see `store::blobs`)
     BLOB_FILES_MIGRATION,
+    // 10: tenancy: owned datasets and blobs, /runapp/ ids per owner, several tokens per owner
+    TENANCY_MIGRATION,
+    // 11: runner losses, counted apart from the fold's own retries
+    r#"
+    ALTER TABLE folds ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// Where a blob's bytes are: `row` (in `data`, every blob written before this migration and
@@ -131,6 +137,107 @@ const MIGRATIONS: &[&str] = &[
 /// inline and are read as they are.
 const BLOB_FILES_MIGRATION: &str = r#"
     ALTER TABLE blobs ADD COLUMN location TEXT NOT NULL DEFAULT 'row';
+"#;
+
+/// Tenants. A dataset has an `owner` (NULL for those made before: only admins see them) and
+/// its name is unique per owner; `blob_owners` says who may name a blob as a fold input
+/// (whoever uploaded its bytes, or had the store put them for them), filled here from what
+/// each owner's folds and submissions already use; the `/runapp/` ids are chosen by each
+/// client, so they are per owner; `tokens` become one row per token (several per owner),
+/// found by the hash's unique index, with an expiry, a revocation and a last use. Tables
+/// are rebuilt the SQLite way (create, copy, drop, rename), keeping AUTOINCREMENT sequences.
+/// Owner indexes make an owner's listings and counts cost their rows, not everyone's.
+const TENANCY_MIGRATION: &str = r#"
+    CREATE TABLE datasets_v10 (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner             TEXT,
+        name              TEXT NOT NULL,
+        target_column     TEXT NOT NULL,
+        workflow_elements TEXT NOT NULL,
+        score_types       TEXT NOT NULL,
+        table_sha256      TEXT NOT NULL REFERENCES blobs(sha256),
+        size              INTEGER NOT NULL,
+        rows              INTEGER NOT NULL,
+        stats             TEXT NOT NULL,
+        created_at        INTEGER NOT NULL,
+        problem           TEXT,
+        files             TEXT,
+        UNIQUE (owner, name)
+    );
+    INSERT INTO datasets_v10 (id, owner, name, target_column, workflow_elements, score_types,
+        table_sha256, size, rows, stats, created_at, problem, files)
+    SELECT id, NULL, name, target_column, workflow_elements, score_types, table_sha256, size,
+        rows, stats, created_at, problem, files FROM datasets;
+    DELETE FROM sqlite_sequence WHERE name = 'datasets_v10';
+    INSERT INTO sqlite_sequence (name, seq) SELECT 'datasets_v10', seq FROM sqlite_sequence
+        WHERE name = 'datasets';
+    DROP TABLE datasets;
+    ALTER TABLE datasets_v10 RENAME TO datasets;
+    CREATE INDEX datasets_owner ON datasets(owner);
+
+    CREATE TABLE blob_owners (
+        sha256 TEXT NOT NULL,
+        owner  TEXT NOT NULL,
+        PRIMARY KEY (sha256, owner)
+    ) WITHOUT ROWID;
+    INSERT OR IGNORE INTO blob_owners (sha256, owner)
+        SELECT i.sha256, f.owner FROM fold_inputs i JOIN folds f ON f.id = i.fold_id;
+    INSERT OR IGNORE INTO blob_owners (sha256, owner)
+        SELECT b.sha256, s.owner FROM submission_blobs b JOIN submissions s ON s.id = b.submission_id;
+    INSERT OR IGNORE INTO blob_owners (sha256, owner)
+        SELECT o.sha256, f.owner FROM outputs o JOIN attempts a ON a.id = o.attempt_id
+        JOIN folds f ON f.id = a.fold_id;
+
+    CREATE TABLE runapp_submissions_v10 (
+        owner          TEXT NOT NULL,
+        databoard_s_id INTEGER NOT NULL,
+        submission_id  INTEGER NOT NULL REFERENCES submissions(id),
+        PRIMARY KEY (owner, databoard_s_id)
+    );
+    INSERT INTO runapp_submissions_v10 (owner, databoard_s_id, submission_id)
+        SELECT s.owner, r.databoard_s_id, r.submission_id
+        FROM runapp_submissions r JOIN submissions s ON s.id = r.submission_id;
+    CREATE TABLE runapp_folds_v10 (
+        owner              TEXT NOT NULL,
+        databoard_sf_id    INTEGER NOT NULL,
+        databoard_s_id     INTEGER NOT NULL,
+        submission_fold_id INTEGER NOT NULL REFERENCES submission_folds(id),
+        priority           TEXT NOT NULL,
+        train_is           TEXT NOT NULL,
+        test_is            TEXT NOT NULL,
+        PRIMARY KEY (owner, databoard_sf_id),
+        FOREIGN KEY (owner, databoard_s_id) REFERENCES runapp_submissions(owner, databoard_s_id)
+    );
+    INSERT INTO runapp_folds_v10 (owner, databoard_sf_id, databoard_s_id, submission_fold_id,
+        priority, train_is, test_is)
+    SELECT s.owner, f.databoard_sf_id, f.databoard_s_id, f.submission_fold_id, f.priority,
+        f.train_is, f.test_is
+    FROM runapp_folds f JOIN runapp_submissions r ON r.databoard_s_id = f.databoard_s_id
+    JOIN submissions s ON s.id = r.submission_id;
+    DROP TABLE runapp_folds;
+    DROP TABLE runapp_submissions;
+    ALTER TABLE runapp_submissions_v10 RENAME TO runapp_submissions;
+    ALTER TABLE runapp_folds_v10 RENAME TO runapp_folds;
+    CREATE INDEX runapp_folds_sf ON runapp_folds(submission_fold_id);
+
+    CREATE TABLE tokens_v10 (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner        TEXT NOT NULL,
+        hash         TEXT NOT NULL UNIQUE,
+        admin        INTEGER NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        revoked_at   INTEGER,
+        last_used_at INTEGER
+    );
+    INSERT INTO tokens_v10 (owner, hash, admin, created_at)
+        SELECT name, hash, admin, created_at FROM tokens ORDER BY created_at, name;
+    DROP TABLE tokens;
+    ALTER TABLE tokens_v10 RENAME TO tokens;
+    CREATE INDEX tokens_owner ON tokens(owner);
+
+    CREATE INDEX folds_owner ON folds(owner);
+    CREATE INDEX submissions_owner ON submissions(owner);
 "#;
 
 /// A **problem dataset** is several files with a problem script (`problem`, the script's name
@@ -267,6 +374,9 @@ const RUNAPP_MIGRATION: &str = r#"
     CREATE INDEX runapp_folds_sf ON runapp_folds(submission_fold_id);
 "#;
 
+/// Applies the migrations this database lacks, each in its own transaction. Foreign keys are
+/// off meanwhile (SQLite's way to rebuild a table others refer to) and checked before each
+/// commit, so a migration that would break them changes nothing.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
@@ -279,18 +389,112 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             )),
         ));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
+    if current == MIGRATIONS.len() {
+        return Ok(());
     }
-    Ok(())
+    let keys: bool = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    let applied = (|| {
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            let broken: Option<String> = tx
+                .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+                .optional()?;
+            if let Some(table) = broken {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY),
+                    Some(format!(
+                        "migration {}: a row of {table} refers to a missing row; nothing was changed",
+                        i + 1
+                    )),
+                ));
+            }
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    })();
+    conn.pragma_update(None, "foreign_keys", keys)?;
+    applied
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database of version 8 with a tenant's rows, as main made them, migrates: datasets
+    /// keep their ids and sequence (owner NULL), blobs a fold or submission uses are owned by
+    /// that owner, `/runapp/` ids move under their submission's owner, tokens keep working.
+    #[test]
+    fn version_8_rows_migrate_to_tenancy() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("t.db")).unwrap();
+        configure(&conn).unwrap();
+        for (i, sql) in MIGRATIONS[..8].iter().enumerate() {
+            conn.execute_batch(sql).unwrap();
+            conn.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO blobs VALUES ('t', 1, x'00', 0), ('i', 1, x'00', 0), ('u', 1, x'00', 0);
+             INSERT INTO datasets (id, name, target_column, workflow_elements, score_types,
+                 table_sha256, size, rows, stats, created_at) VALUES
+                 (3, 'iris', 'y', '[]', '[]', 't', 1, 1, '{}', 0),
+                 (7, 'gone', 'y', '[]', '[]', 't', 1, 1, '{}', 0);
+             DELETE FROM datasets WHERE id = 7;
+             INSERT INTO splits (id, dataset_id, ratio, random_state, stratified, train_sha256,
+                 test_sha256, train_rows, test_rows, stats, created_at)
+                 VALUES (1, 3, 0.5, 1, 0, 'i', 'i', 1, 1, '{}', 0);
+             INSERT INTO folds (id, owner, queue, priority, millicpus, memory, gpus, spec, state,
+                 submitted_at, updated_at) VALUES (1, 'ann', 'default', 0, 1, 1, 0, '{}', 'idle', 0, 0);
+             INSERT INTO fold_inputs VALUES (1, 'train.csv', 'i');
+             INSERT INTO submissions (id, dataset_id, split_id, name, owner, files,
+                 workflow_elements, created_at) VALUES (5, 3, 1, 's', 'ann', '{}', '[]', 0);
+             INSERT INTO submission_folds (id, submission_id, fold_index, train_sha256,
+                 test_sha256, train_rows, test_rows, fold_id) VALUES (9, 5, 0, 'i', 'i', 1, 1, 1);
+             INSERT INTO submission_blobs VALUES (5, 't');
+             INSERT INTO runapp_submissions VALUES (40, 5);
+             INSERT INTO runapp_folds VALUES (400, 40, 9, 'low', 'a', 'b');
+             INSERT INTO tokens VALUES ('ann', 'h1', 0, 5), ('admin', 'h0', 1, 1);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let q =
+            |sql: &str| -> String { conn.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap() };
+        assert_eq!(
+            q("SELECT group_concat(id || ':' || COALESCE(owner, '-') || ':' || name) FROM datasets"),
+            "3:-:iris"
+        );
+        assert_eq!(
+            q("SELECT CAST(seq AS TEXT) FROM sqlite_sequence WHERE name = 'datasets'"),
+            "7",
+            "a deleted dataset's id is not handed out again"
+        );
+        assert_eq!(
+            q("SELECT group_concat(sha256 || ':' || owner) FROM (SELECT * FROM blob_owners ORDER BY sha256)"),
+            "i:ann,t:ann",
+            "the upload nobody used ('u') is owned by nobody"
+        );
+        assert_eq!(
+            q("SELECT owner || ':' || databoard_s_id || ':' || submission_id FROM runapp_submissions"),
+            "ann:40:5"
+        );
+        assert_eq!(
+            q("SELECT owner || ':' || databoard_sf_id || ':' || submission_fold_id FROM runapp_folds"),
+            "ann:400:9"
+        );
+        assert_eq!(
+            q("SELECT group_concat(id || ':' || owner || ':' || hash) FROM tokens"),
+            "1:admin:h0,2:ann:h1"
+        );
+        let keys: bool = conn
+            .pragma_query_value(None, "foreign_keys", |r| r.get(0))
+            .unwrap();
+        assert!(keys, "foreign keys are on again");
+        conn.execute("DELETE FROM datasets WHERE id = 3", [])
+            .expect_err("splits and submissions still refer to the rebuilt datasets table");
+    }
 
     #[test]
     fn blobs_stored_before_migration_9_are_read_inline() {

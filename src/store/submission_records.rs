@@ -123,6 +123,8 @@ pub struct NewSubmission {
     pub split_id: Option<SplitId>,
     pub name: String,
     pub owner: String,
+    /// An admin token makes it: its folds may use any stored blob, not only the owner's.
+    pub by_admin: bool,
     pub files: BTreeMap<String, String>,
     pub workflow_elements: Vec<String>,
     /// Every blob its folds need (tables, files, fold.json, indices); stored once each.

@@ -33,6 +33,7 @@ fn new_submission(dataset_id: DatasetId, name: &str, blob_missing: bool) -> NewS
         split_id: None,
         name: name.into(),
         owner: "ann".into(),
+        by_admin: false,
         files: [("classifier.py".to_string(), sha.clone())].into(),
         workflow_elements: vec!["classifier".into()],
         blobs: vec![indices],
@@ -45,6 +46,7 @@ async fn setup() -> (tempfile::TempDir, Store, SubmissionRecord) {
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let d = store
         .create_dataset(NewDataset {
+            owner: "ann".into(),
             name: "d".into(),
             target_column: "y".into(),
             workflow_elements: vec!["classifier".into()],
@@ -85,7 +87,7 @@ async fn created_with_queue_folds_or_not_at_all() {
         .list_folds(FoldFilter::default())
         .await
         .unwrap()
-        .0
+        .folds
         .len();
     let err = store
         .create_submission(new_submission(s.dataset_id, "t", true))
@@ -102,7 +104,7 @@ async fn created_with_queue_folds_or_not_at_all() {
             .list_folds(FoldFilter::default())
             .await
             .unwrap()
-            .0
+            .folds
             .len(),
         before
     );
@@ -143,21 +145,24 @@ async fn results_are_recorded_once_and_handed_out_once() {
         1
     );
 
-    let first = store.take_new_results(None, 100, false).await.unwrap();
+    let first = store
+        .take_new_results("ann".into(), None, 100, false)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!((first[0].state, first[0].delivered), (Phase::Error, true));
     assert!(store
-        .take_new_results(None, 100, false)
+        .take_new_results("ann".into(), None, 100, false)
         .await
         .unwrap()
         .is_empty());
     assert!(store
-        .take_new_results(Some(s.dataset_id + 1), 100, false)
+        .take_new_results("ann".into(), Some(s.dataset_id + 1), 100, false)
         .await
         .unwrap()
         .is_empty());
     let listed = store
-        .submission_folds(vec![first[0].id, 999])
+        .submission_folds(&Scope::All, vec![first[0].id, 999])
         .await
         .unwrap();
     assert_eq!(listed.len(), 1);
@@ -172,7 +177,7 @@ async fn results_are_recorded_once_and_handed_out_once() {
         held: None,
     };
     let cancels = store
-        .rerun_submission_folds(s.id, "ann".into(), "force".into(), vec![rerun], None)
+        .rerun_submission_folds(s.id, "ann".into(), false, "force".into(), vec![rerun], None)
         .await
         .unwrap();
     assert!(cancels.is_empty());
@@ -190,7 +195,7 @@ async fn results_are_recorded_once_and_handed_out_once() {
         held: None,
     };
     let err = store
-        .rerun_submission_folds(s.id, "ann".into(), "force".into(), vec![again], None)
+        .rerun_submission_folds(s.id, "ann".into(), false, "force".into(), vec![again], None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Conflict(_)), "{err}");
@@ -200,6 +205,9 @@ async fn results_are_recorded_once_and_handed_out_once() {
         .settle_submission_folds(vec![(sf.id, mine.key.clone(), ended(Phase::Tested))])
         .await
         .unwrap();
-    let second = store.take_new_results(None, 100, false).await.unwrap();
+    let second = store
+        .take_new_results("ann".into(), None, 100, false)
+        .await
+        .unwrap();
     assert_eq!((second.len(), second[0].state), (1, Phase::Tested));
 }

@@ -8,7 +8,8 @@ use super::datasets::DatasetId;
 use super::folds::{event, get_fold, insert_folds, last_log, set_state};
 use super::holds::active_attempt_of;
 pub use super::submission_records::*;
-use super::{blobs, now_ms, CancelTarget, Result, Store, StoreError};
+use super::tenancy::{check, own, Resource};
+use super::{blobs, now_ms, CancelTarget, Result, Scope, Store, StoreError};
 use crate::model::{FoldState, HoldCode};
 use crate::submission::{Phase, FOLD_JSON};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
@@ -44,7 +45,7 @@ pub(super) fn find_submission(conn: &Connection, id: SubmissionId) -> Result<Sub
         ))?
         .query_row([id], submission_from_row)
         .optional()?
-        .ok_or_else(|| StoreError::NotFound(format!("no submission with id {id}")))?;
+        .ok_or_else(|| Resource::Submission(id).missing())?;
     s.folds = conn
         .prepare_cached(&format!(
             "SELECT {SF_COLUMNS} FROM submission_folds WHERE submission_id = ?1 ORDER BY fold_index, id"
@@ -60,7 +61,7 @@ pub(super) fn find_sf(conn: &Connection, id: SubmissionFoldId) -> Result<Submiss
     ))?
     .query_row([id], sf_from_row)
     .optional()?
-    .ok_or_else(|| StoreError::NotFound(format!("no submission fold with id {id}")))
+    .ok_or_else(|| Resource::SubmissionFold(id).missing())
 }
 
 fn indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
@@ -111,24 +112,27 @@ pub(super) fn insert_submission_row(tx: &Transaction, new: &NewSubmission) -> Re
     Ok(tx.last_insert_rowid())
 }
 
-/// Stores blobs (kept by the submission) and new folds of submission `id` with their queue
-/// folds, inside the caller's transaction; their ids in order.
+/// Stores blobs (kept by the submission, owned by its owner) and new folds of submission `id`
+/// with their queue folds, inside the caller's transaction; their ids in order. `admin`: an
+/// admin acts (the folds may use any stored blob).
 pub(super) fn insert_submission_folds(
     tx: &Transaction,
     id: SubmissionId,
     owner: &str,
+    admin: bool,
     blobs: &[Vec<u8>],
     folds: &[NewSubmissionFold],
 ) -> Result<Vec<SubmissionFoldId>> {
     for data in blobs {
         let sha = blobs::put(tx, data)?;
         keep_blob(tx, id, &sha)?;
+        own(tx, &sha, owner)?;
     }
     let specs: Vec<_> = folds
         .iter()
         .map(|f| (f.spec.clone(), f.held.clone()))
         .collect();
-    let fold_ids = insert_folds(tx, owner, &specs)?;
+    let fold_ids = insert_folds(tx, owner, admin, &specs)?;
     let mut out = Vec::with_capacity(folds.len());
     for (f, fold_id) in folds.iter().zip(fold_ids) {
         tx.prepare_cached(
@@ -189,7 +193,7 @@ impl Store {
                 )));
             }
             let id = insert_submission_row(&tx, &new)?;
-            insert_submission_folds(&tx, id, &new.owner, &new.blobs, &new.folds)?;
+            insert_submission_folds(&tx, id, &new.owner, new.by_admin, &new.blobs, &new.folds)?;
             let record = find_submission(&tx, id)?;
             tx.commit()?;
             Ok(record)
@@ -197,21 +201,35 @@ impl Store {
         .await
     }
 
-    /// Every submission (of one dataset, when given), oldest first, with its folds.
+    /// The submissions `scope` sees (of one dataset, when given) with an id over `after`,
+    /// oldest first, with their folds: at most `limit`, and the id to go on after when there
+    /// are more.
     pub async fn list_submissions(
         &self,
+        scope: &Scope,
         dataset: Option<DatasetId>,
-    ) -> Result<Vec<SubmissionRecord>> {
+        after: Option<SubmissionId>,
+        limit: u32,
+    ) -> Result<(Vec<SubmissionRecord>, Option<SubmissionId>)> {
+        let owner = scope.owner().map(str::to_string);
+        let visible = scope.sql("owner", 4);
         self.call(move |conn| {
-            let ids = conn
-                .prepare_cached(
-                    "SELECT id FROM submissions WHERE ?1 IS NULL OR dataset_id = ?1 ORDER BY id",
+            let mut ids = conn
+                .prepare_cached(&format!(
+                    "SELECT id FROM submissions WHERE (?1 IS NULL OR dataset_id = ?1) AND id > ?2
+                     AND {visible} ORDER BY id LIMIT ?3"
+                ))?
+                .query_map(
+                    params![dataset, after.unwrap_or(0), i64::from(limit) + 1, owner],
+                    |r| r.get::<_, SubmissionId>(0),
                 )?
-                .query_map([dataset], |r| r.get::<_, SubmissionId>(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            ids.into_iter()
+            let next = super::listing::cut(&mut ids, Some(limit), |id| *id);
+            let subs = ids
+                .into_iter()
                 .map(|id| find_submission(conn, id))
-                .collect()
+                .collect::<Result<Vec<_>>>()?;
+            Ok((subs, next))
         })
         .await
     }
@@ -350,12 +368,15 @@ impl Store {
         .await
     }
 
-    /// The "new results" feed: every ended submission fold whose current result has not been
-    /// handed out, marked handed out in the same transaction (so concurrent callers never get
-    /// the same one), oldest result first. `runapp_only`: only the folds posted through
-    /// `/runapp/` (one delivery mark: a result handed out by either feed is not handed out again).
+    /// The "new results" feed of `owner`'s submissions: every ended submission fold whose
+    /// current result has not been handed out, marked handed out in the same transaction (so
+    /// concurrent callers never get the same one), oldest result first. `runapp_only`: only
+    /// the folds posted through `/runapp/` (one delivery mark: a result handed out by either
+    /// feed is not handed out again). Always one owner's, admins' too: taking a result from
+    /// the feed consumes it, so nobody takes another's.
     pub async fn take_new_results(
         &self,
+        owner: String,
         dataset: Option<DatasetId>,
         limit: u32,
         runapp_only: bool,
@@ -369,10 +390,11 @@ impl Store {
                          WHERE sf.state IN ('VALIDATED', 'TESTED', 'ERROR') AND sf.settled_key IS NOT NULL
                          AND sf.delivered_key IS NOT sf.settled_key AND (?2 IS NULL OR s.dataset_id = ?2)
                          AND (?4 = 0 OR sf.id IN (SELECT submission_fold_id FROM runapp_folds))
+                         AND s.owner = ?5
                          ORDER BY sf.result_seq LIMIT ?3)
                      RETURNING id",
                 )?
-                .query_map(params![now_ms(), dataset, limit, runapp_only], |r| r.get(0))?
+                .query_map(params![now_ms(), dataset, limit, runapp_only, owner], |r| r.get(0))?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = ids.iter().map(|id| find_sf(&tx, *id)).collect::<Result<Vec<_>>>()?;
             out.sort_by_key(|r| r.result_seq);
@@ -382,15 +404,20 @@ impl Store {
         .await
     }
 
-    /// Submission folds by id (unknown ids are left out); delivery does not change.
+    /// Submission folds by id (unknown ids, and those `scope` does not see, are left out);
+    /// delivery does not change.
     pub async fn submission_folds(
         &self,
+        scope: &Scope,
         ids: Vec<SubmissionFoldId>,
     ) -> Result<Vec<SubmissionFoldRecord>> {
+        let scope = scope.clone();
         self.call(move |conn| {
             let mut out = Vec::new();
             for id in ids {
-                match find_sf(conn, id) {
+                match check(conn, &scope, Resource::SubmissionFold(id))
+                    .and_then(|_| find_sf(conn, id))
+                {
                     Ok(r) => out.push(r),
                     Err(StoreError::NotFound(_)) => {}
                     Err(e) => return Err(e),
@@ -404,11 +431,13 @@ impl Store {
     /// Starts new runs of submission folds in one transaction: a current run still queued or
     /// running is removed (its attempt returned for the master to kill), the new queue fold
     /// becomes current, the old stays in the history. `files`, when given, replace the
-    /// submission's files. All or nothing.
+    /// submission's files. All or nothing. `admin`: an admin acts (the new folds may use any
+    /// stored blob).
     pub async fn rerun_submission_folds(
         &self,
         submission: SubmissionId,
         by: String,
+        admin: bool,
         cause: String,
         reruns: Vec<Rerun>,
         files: Option<NewFiles>,
@@ -420,6 +449,7 @@ impl Store {
                 for d in data {
                     let sha = blobs::put(&tx, d)?;
                     keep_blob(&tx, submission, &sha)?;
+                    own(&tx, &sha, &s.owner)?;
                 }
                 tx.execute(
                     "UPDATE submissions SET files = ?1 WHERE id = ?2",
@@ -445,7 +475,7 @@ impl Store {
                     event(&tx, Some(old.id), None, "removed", &why)?;
                 }
                 let held: Vec<(crate::model::FoldSpec, Option<(HoldCode, String)>)> = vec![(r.spec.clone(), r.held.clone())];
-                let new_fold = insert_folds(&tx, &s.owner, &held)?[0];
+                let new_fold = insert_folds(&tx, &s.owner, admin, &held)?[0];
                 tx.prepare_cached(
                     "UPDATE submission_folds SET fold_id = ?1, runs = runs + 1, state = 'TODO', reason = NULL,
                      traceback = NULL, phases = NULL, timings = NULL, metrics = NULL, scores = NULL,

@@ -4,13 +4,13 @@ use super::*;
 use crate::model::{FoldSpec, FoldState, HoldCode, Metrics, Outcome};
 use crate::protocol::Grant;
 
-fn spec(max_retries: u32) -> FoldSpec {
+pub(super) fn spec(max_retries: u32) -> FoldSpec {
     let mut s: FoldSpec = serde_json::from_str(r#"{"command":["true"]}"#).unwrap();
     s.max_retries = max_retries;
     s
 }
 
-fn result(attempt: i64, outcome: Outcome) -> ResultInput {
+pub(super) fn result(attempt: i64, outcome: Outcome) -> ResultInput {
     ResultInput {
         attempt,
         outcome,
@@ -24,18 +24,18 @@ fn result(attempt: i64, outcome: Outcome) -> ResultInput {
     }
 }
 
-async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i64) {
+pub(super) async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let ids = store
-        .submit("ann".into(), vec![(spec(max_retries), None)])
+        .submit("ann".into(), false, vec![(spec(max_retries), None)])
         .await
         .unwrap();
     let attempt = assign(&store, ids[0]).await;
     (dir, store, ids[0], attempt)
 }
 
-async fn assign(store: &Store, fold: i64) -> i64 {
+pub(super) async fn assign(store: &Store, fold: i64) -> i64 {
     let grant = Grant {
         millicpus: 1000,
         memory: 1 << 20,
@@ -112,8 +112,9 @@ async fn a_late_result_of_a_lost_attempt_is_rejected_and_logged() {
     );
     let f = store.fold(fold).await.unwrap();
     assert_eq!(
-        f.retries_used, 1,
-        "a lost attempt that had started uses a retry"
+        (f.retries_used, f.losses),
+        (0, 1),
+        "a lost attempt that had started is a loss, not a retry"
     );
     let second = assign(&store, fold).await;
     let late = store
@@ -217,7 +218,7 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
     let mut good = spec(0);
     good.inputs = vec![crate::model::InputRef {
         name: "d.csv".into(),
-        sha256: sha,
+        sha256: sha.clone(),
     }];
     let mut bad = spec(0);
     bad.inputs = vec![crate::model::InputRef {
@@ -225,7 +226,7 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
         sha256: "f".repeat(64),
     }];
     let err = store
-        .submit("ann".into(), vec![(good.clone(), None), (bad, None)])
+        .submit("ann".into(), false, vec![(good.clone(), None), (bad, None)])
         .await
         .unwrap_err();
     assert!(err.to_string().contains("not uploaded"), "{err}");
@@ -233,11 +234,24 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
         .list_folds(FoldFilter::default())
         .await
         .unwrap()
-        .0
+        .folds
         .is_empty());
+    // Stored but not ann's (nobody uploaded it as ann): answered as a missing blob; an admin
+    // may name any stored blob.
+    let err = store
+        .submit("ann".into(), false, vec![(good.clone(), None)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not uploaded"), "{err}");
+    store
+        .submit("root".into(), true, vec![(good.clone(), None)])
+        .await
+        .unwrap();
+    store.own_blobs("ann".into(), vec![sha]).await.unwrap();
     let ids = store
         .submit(
             "ann".into(),
+            false,
             vec![
                 (good, None),
                 (spec(0), Some((HoldCode::Unmatchable, "no runner".into()))),
@@ -260,30 +274,23 @@ async fn submit_is_all_or_nothing_and_blobs_are_stored_once() {
 #[tokio::test]
 async fn changed_since_pages_on_seq() {
     let (_d, store, fold, attempt) = setup(0).await;
-    let (all, seq) = store.list_folds(FoldFilter::default()).await.unwrap();
-    assert_eq!(all.len(), 1);
-    let (none, _) = store
-        .list_folds(FoldFilter {
-            since: Some(seq),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert!(none.is_empty());
+    let all = store.list_folds(FoldFilter::default()).await.unwrap();
+    assert_eq!(all.folds.len(), 1);
+    assert_eq!(all.next, None);
+    let since = |seq: i64| FoldFilter {
+        since: Some(seq),
+        ..Default::default()
+    };
+    let none = store.list_folds(since(all.seq)).await.unwrap();
+    assert!(none.folds.is_empty());
     store
         .record_result(result(attempt, Outcome::Success))
         .await
         .unwrap();
-    let (changed, seq2) = store
-        .list_folds(FoldFilter {
-            since: Some(seq),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(changed.len(), 1);
-    assert_eq!(changed[0].id, fold);
-    assert!(seq2 > seq);
+    let changed = store.list_folds(since(all.seq)).await.unwrap();
+    assert_eq!(changed.folds.len(), 1);
+    assert_eq!(changed.folds[0].id, fold);
+    assert!(changed.seq > all.seq);
 }
 
 #[tokio::test]
@@ -291,20 +298,86 @@ async fn tokens_verify_only_their_secret() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let s2 = store.clone();
-    let token = tokio::task::spawn_blocking(move || s2.create_token("ann", false))
+    let (_, token) = tokio::task::spawn_blocking(move || s2.create_token("ann", false, None))
         .await
         .unwrap()
         .unwrap();
-    let p = store.verify_token(token.clone()).await.unwrap().unwrap();
-    assert_eq!((p.name.as_str(), p.admin), ("ann", false));
-    assert!(store
-        .verify_token(format!("{token}x"))
-        .await
-        .unwrap()
-        .is_none());
+    let valid = |p: &str, admin| {
+        TokenCheck::Valid(Principal {
+            name: p.into(),
+            admin,
+        })
+    };
+    assert_eq!(
+        store.verify_token(token.clone()).await.unwrap(),
+        valid("ann", false)
+    );
+    assert_eq!(
+        store.verify_token(format!("{token}x")).await.unwrap(),
+        TokenCheck::Unknown
+    );
     let stored: String = store
         .call(|c| Ok(c.query_row("SELECT hash FROM tokens", [], |r| r.get(0))?))
         .await
         .unwrap();
     assert_ne!(stored, token, "tokens are stored hashed");
+}
+
+#[tokio::test]
+async fn tokens_are_many_per_owner_and_end_by_revocation_or_expiry() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let s = store.clone();
+    let (a, b, c, d) = tokio::task::spawn_blocking(move || {
+        let a = s.create_token("ann", false, None).unwrap();
+        let b = s.create_token("ann", true, None).unwrap();
+        let c = s.create_token("ann", false, Some(now_ms() - 1)).unwrap();
+        let d = s.create_token("bob", false, None).unwrap();
+        (a, b, c, d)
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(store.verify_token(a.1.clone()).await.unwrap(), TokenCheck::Valid(p) if !p.admin)
+    );
+    assert!(
+        matches!(store.verify_token(b.1.clone()).await.unwrap(), TokenCheck::Valid(p) if p.admin)
+    );
+    assert!(matches!(
+        store.verify_token(c.1.clone()).await.unwrap(),
+        TokenCheck::Expired(_)
+    ));
+    let s = store.clone();
+    let (one, list, again) = tokio::task::spawn_blocking(move || {
+        let one = s.revoke_token(a.0).unwrap();
+        let again = s.revoke_token(a.0).unwrap_err();
+        (one, s.list_tokens().unwrap(), again)
+    })
+    .await
+    .unwrap();
+    assert_eq!(one.owner, "ann");
+    assert!(matches!(again, StoreError::Conflict(_)), "{again}");
+    assert_eq!(list.len(), 4);
+    assert!(list[0].revoked_at.is_some() && list[1].revoked_at.is_none());
+    assert!(list[1].last_used_at.is_some(), "a valid use is recorded");
+    assert!(matches!(
+        store.verify_token(a.1).await.unwrap(),
+        TokenCheck::Revoked(_)
+    ));
+    assert!(matches!(
+        store.verify_token(b.1.clone()).await.unwrap(),
+        TokenCheck::Valid(_)
+    ));
+    let s = store.clone();
+    let ids = tokio::task::spawn_blocking(move || s.revoke_owner_tokens("ann").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2, "b and the expired c; a was revoked already");
+    assert!(matches!(
+        store.verify_token(b.1).await.unwrap(),
+        TokenCheck::Revoked(_)
+    ));
+    assert!(
+        matches!(store.verify_token(d.1).await.unwrap(), TokenCheck::Valid(p) if p.name == "bob")
+    );
 }

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ml;
+pub mod procs;
+pub mod python;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_datarun");
 /// The small test image (`images/build-busybox.sh`).
@@ -53,6 +55,28 @@ impl Master {
 
     /// Starts a master with extra `serve` arguments.
     pub fn start_with(inventory: Option<&str>, extra: &[&str]) -> Master {
+        let http = reqwest::blocking::Client::builder().timeout(Duration::from_secs(60));
+        Master::launch(inventory, extra, http)
+    }
+
+    /// Starts a master serving HTTPS with `cert` and `key` (PEM) and `extra` `serve` arguments;
+    /// the harness trusts `ca`.
+    pub fn start_tls(cert: &Path, key: &Path, ca: &Path, extra: &[&str]) -> Master {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(ca).unwrap()).unwrap();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .add_root_certificate(ca);
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+        let mut args = vec!["--tls-cert", cert, "--tls-key", key];
+        args.extend_from_slice(extra);
+        Master::launch(None, &args, http)
+    }
+
+    fn launch(
+        inventory: Option<&str>,
+        extra: &[&str],
+        http: reqwest::blocking::ClientBuilder,
+    ) -> Master {
         let dir = tempfile::tempdir().expect("temp dir");
         let inventory = inventory.map(|text| {
             let path = dir.path().join("runners.toml");
@@ -66,10 +90,7 @@ impl Master {
             token: String::new(),
             inventory,
             extra: extra.iter().map(|s| s.to_string()).collect(),
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap(),
+            http: http.build().unwrap(),
         };
         m.spawn();
         m
@@ -155,11 +176,22 @@ impl Master {
     }
 
     pub fn request(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request_as(&self.token, method, path, body)
+    }
+
+    /// `request` with another token (another owner's, for tenancy tests).
+    pub fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let url = format!("{}/api/v1{path}", self.url);
         let mut req = self
             .http
             .request(method.parse().unwrap(), url)
-            .bearer_auth(&self.token);
+            .bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -251,6 +283,37 @@ impl Master {
                 panic!("folds did not end in {timeout:?}: {}", states.join(" "));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pid of the agent process that owns `attempt` on local runner `runner`, from its
+    /// journal (`agents/<runner>/attempts/<attempt>/owner`).
+    pub fn attempt_owner(&self, runner: &str, attempt: i64) -> i32 {
+        let path = self
+            .data_dir()
+            .join("agents")
+            .join(runner)
+            .join("attempts")
+            .join(attempt.to_string())
+            .join("owner");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until fold `id` has an event of `kind`.
+    pub fn wait_event(&self, id: i64, kind: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.fold(id)["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == kind)
+        {
+            assert!(Instant::now() < deadline, "fold {id}: no {kind} event");
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 

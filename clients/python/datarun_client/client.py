@@ -60,15 +60,15 @@ class BadRequest(DatarunError):
 
 
 class Unauthorized(DatarunError):
-    """401: missing or unknown token."""
+    """401: missing, unknown, revoked or expired token (the message says which)."""
 
 
 class Forbidden(DatarunError):
-    """403: the token may not do this (not an admin, not the owner)."""
+    """403: the token may not do this (not an admin; or a listing filter naming another owner)."""
 
 
 class NotFound(DatarunError):
-    """404: no such object or endpoint."""
+    """404: no such object or endpoint (another owner's object answers so too)."""
 
 
 class Conflict(DatarunError):
@@ -194,9 +194,15 @@ class Client:
     $DATARUN_URL (or $DATARUN_SERVER, the Rust CLI's name) and $DATARUN_TOKEN, then to the files
     ``datarun serve`` writes into its data directory (``server``, ``admin.token``), as the CLI
     does, so a client on the master's machine needs no configuration.
+
+    ``ca_cert`` (default $DATARUN_CA_CERT): a PEM file of the CA that signed the certificate of
+    a master serving HTTPS (``datarun serve --tls-cert``); it is passed to requests as
+    ``verify``, so only that CA is trusted then. Without it, requests' own CA bundle is used.
     """
 
-    def __init__(self, url=None, token=None, data_dir=None, timeout=300, session=None):
+    def __init__(
+        self, url=None, token=None, data_dir=None, timeout=300, session=None, ca_cert=None
+    ):
         data_dir = data_dir or default_data_dir()
         url = (
             url
@@ -223,6 +229,11 @@ class Client:
         self.token = token
         self.timeout = timeout
         self.http = session or requests.Session()
+        ca_cert = ca_cert or os.environ.get("DATARUN_CA_CERT")
+        if ca_cert and not os.path.isfile(ca_cert):
+            raise DatarunError(f"ca_cert {ca_cert}: no such file (a PEM CA certificate)")
+        # Given per request: a session's verify would lose to $REQUESTS_CA_BUNDLE.
+        self.ca_cert = ca_cert or None
 
     def __repr__(self):
         return f"Client({self.url!r})"
@@ -241,10 +252,16 @@ class Client:
                 headers=headers,
                 timeout=self.timeout,
                 stream=stream,
+                verify=self.ca_cert,
             )
         except requests.RequestException as e:
+            hint = ""
+            if isinstance(e, requests.exceptions.SSLError):
+                hint = " (is its certificate signed by a private CA? pass ca_cert= or set DATARUN_CA_CERT)"
             raise Unreachable(
-                f"cannot reach the datarun master at {self.url}: {e}", method=method, path=path
+                f"cannot reach the datarun master at {self.url}: {e}{hint}",
+                method=method,
+                path=path,
             ) from e
         if resp.status_code >= 400:
             code, message = None, resp.text
@@ -270,6 +287,18 @@ class Client:
 
     def get_bytes(self, path):
         return self._request("GET", path).content
+
+    def all_pages(self, path, key):
+        """Every row of a listing that pages in id order (``next`` is the ``after`` of the
+        next page), however many pages."""
+        sep = "&" if "?" in path else "?"
+        rows, after = [], None
+        while True:
+            page = self.get(path + (f"{sep}after={after}" if after is not None else ""))
+            rows.extend(page[key])
+            after = page.get("next")
+            if after is None:
+                return rows
 
     # ---- native API: health, blobs, folds ---------------------------------------------------
 
@@ -372,7 +401,7 @@ class Client:
         return self.post("/datasets", body)["dataset"]
 
     def datasets(self):
-        return self.get("/datasets")["datasets"]
+        return self.all_pages("/datasets", "datasets")
 
     def dataset(self, dataset_id):
         """The dataset with its column statistics and its splits."""
@@ -504,7 +533,7 @@ class Client:
         path = "/submissions"
         if dataset_id is not None:
             path += f"?dataset_id={int(dataset_id)}"
-        return self.get(path)["submissions"]
+        return self.all_pages(path, "submissions")
 
     def submission(self, submission_id):
         """The submission with its folds (``GET /submissions/{id}``)."""

@@ -8,11 +8,12 @@
 use super::super::layout::{required_files, Layout};
 use super::super::results::{live_phase, settle};
 use super::super::submissions::{build_fold, decode_files, held, image_fold};
-use super::super::ApiState;
-use super::{body_object, decode_indices, decode_zb64, encode_f64, RunappError, RunappResult};
-use crate::model::{Priority, PRIORITY_HIGH, PRIORITY_LOW};
+use super::super::{visible, ApiState};
+use super::{body_object, encode_f64, Inflater, RunappError, RunappResult};
+use crate::model::limits::MAX_INDICES_TEXT;
+use crate::model::{FieldError, Priority, PRIORITY_HIGH, PRIORITY_LOW};
 use crate::store::{
-    sha256_hex, NewSubmission, Principal, RunappFold, RunappTarget, StoreError,
+    sha256_hex, NewSubmission, Principal, Resource, RunappFold, RunappTarget, StoreError,
     SubmissionFoldRecord,
 };
 use crate::submission::{self, cv, npy, Phase};
@@ -74,14 +75,18 @@ fn priority(v: Option<&Value>) -> RunappResult<(Priority, String)> {
 }
 
 /// The posted `files` (name → b64(zlib)) as the native API's name → base64.
-pub(super) fn inflate_files(files: &Map<String, Value>) -> RunappResult<BTreeMap<String, String>> {
+pub(super) fn inflate_files(
+    inflater: &mut Inflater,
+    files: &Map<String, Value>,
+) -> RunappResult<BTreeMap<String, String>> {
     let mut b64 = BTreeMap::new();
     for (name, text) in files {
-        let data = text
+        let text = text
             .as_str()
-            .ok_or_else(|| "expected a string".to_string())
-            .and_then(decode_zb64)
-            .map_err(|e| RunappError::field("files", format!("{name}: {e}")))?;
+            .ok_or_else(|| RunappError::field("files", format!("{name}: expected a string")))?;
+        let data = inflater
+            .decode(text)
+            .map_err(|e| RunappError::undecodable("files", &format!("{name}: "), e))?;
         b64.insert(name.clone(), crate::protocol::b64(&data));
     }
     Ok(b64)
@@ -97,11 +102,17 @@ pub async fn create(
     let s_id = required_int(&body, "databoard_s_id")?;
     let train_text = required_text(&body, "train_is")?.to_string();
     let test_text = required_text(&body, "test_is")?.to_string();
+    for (field, text) in [("train_is", &train_text), ("test_is", &test_text)] {
+        if text.len() > MAX_INDICES_TEXT {
+            return Err(FieldError::too_large(field, text.len(), MAX_INDICES_TEXT).into());
+        }
+    }
     let (prio, prio_name) = priority(body.get("priority"))?;
-    if let Some(answer) = super::force::repost(&s, &who, &body, sf_id, s_id).await? {
+    let mut inflater = s.inflater();
+    if let Some(answer) = super::force::repost(&s, &who, &body, sf_id, s_id, &mut inflater).await? {
         return Ok(answer);
     }
-    let existing = s.store.runapp_submission(s_id).await?;
+    let existing = s.store.runapp_submission(who.name.clone(), s_id).await?;
     let (dataset_id, split_id, file_shas, new_files) = match existing {
         Some(id) => {
             let sub = s.store.submission(id).await?;
@@ -120,11 +131,12 @@ pub async fn create(
                     "the first fold of a submission needs files",
                 ));
             };
+            visible(&s, &who, Resource::Dataset(raw)).await?;
             let d = s.store.dataset(raw).await?;
             let required =
                 required_files(&d).map_err(|e| RunappError::bad(format!("raw data {raw}: {e}")))?;
             // Inflate, then check names and required files like the native API.
-            let decoded = decode_files(&inflate_files(files)?, &required)?;
+            let decoded = decode_files(&inflate_files(&mut inflater, files)?, &required)?;
             let shas = decoded
                 .iter()
                 .map(|(n, d)| (n.clone(), sha256_hex(d)))
@@ -144,8 +156,12 @@ pub async fn create(
     };
     let layout = Layout::new(&s, &d, Some(split_id)).await?;
     let n = layout.n_train;
-    let train_is = decode_indices(&train_text, n).map_err(|e| RunappError::field("train_is", e))?;
-    let test_is = decode_indices(&test_text, n).map_err(|e| RunappError::field("test_is", e))?;
+    let train_is = inflater
+        .indices(&train_text, n)
+        .map_err(|e| RunappError::undecodable("train_is", "", e))?;
+    let test_is = inflater
+        .indices(&test_text, n)
+        .map_err(|e| RunappError::undecodable("test_is", "", e))?;
     cv::check_fold("train_is", &train_is, &test_is, n).map_err(RunappError::bad)?;
     let template = image_fold(submission::FOLD_COMMAND, prio);
     let index = match existing {
@@ -173,6 +189,7 @@ pub async fn create(
                 split_id: Some(split_id),
                 name: format!("databoard-{s_id}"),
                 owner,
+                by_admin: who.admin,
                 files: file_shas.clone(),
                 workflow_elements: d.workflow_elements.clone(),
                 blobs: Vec::new(),
@@ -189,7 +206,14 @@ pub async fn create(
     };
     let sf = match s
         .store
-        .runapp_add_fold(target, blobs, fold, meta.clone())
+        .runapp_add_fold(
+            who.name.clone(),
+            who.admin,
+            target,
+            blobs,
+            fold,
+            meta.clone(),
+        )
         .await
     {
         Err(StoreError::Conflict(m)) => return Err(RunappError::field("databoard_sf_id", m)),
@@ -392,27 +416,34 @@ async fn render_all(
     Ok(Json(out))
 }
 
-pub async fn list(State(s): State<ApiState>) -> RunappResult<Json<Vec<Rendered>>> {
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> RunappResult<Json<Vec<Rendered>>> {
     settle(&s).await?;
-    let folds = s.store.runapp_folds(None).await?;
+    let folds = s.store.runapp_folds(who.name, None).await?;
     render_all(&s, folds, Shape::Full).await
 }
 
 pub async fn show(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     Path(pk): Path<String>,
 ) -> RunappResult<Json<Rendered>> {
     let not_found = || RunappError::detail(StatusCode::NOT_FOUND, "Not found.");
     let pk: i64 = pk.parse().map_err(|_| not_found())?;
     settle(&s).await?;
-    let mut folds = s.store.runapp_folds(Some(vec![pk])).await?;
+    let mut folds = s.store.runapp_folds(who.name, Some(vec![pk])).await?;
     let (meta, sf) = folds.pop().ok_or_else(not_found)?;
     Ok(Json(render(&s, &meta, &sf, Shape::Full).await?))
 }
 
-pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> {
+pub async fn light(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> RunappResult<Json<Vec<Light>>> {
     settle(&s).await?;
-    let mut folds = s.store.runapp_folds(None).await?;
+    let mut folds = s.store.runapp_folds(who.name, None).await?;
     for (_, sf) in &mut folds {
         sf.live = live_phase(&s, sf).await?;
     }
@@ -429,9 +460,14 @@ pub async fn light(State(s): State<ApiState>) -> RunappResult<Json<Vec<Light>>> 
     ))
 }
 
+/// The most folds one `testpredictions/` answer carries, each with its predictions: more ids
+/// answer 413; the feed hands out the rest on the next call.
+const MAX_PREDICTIONS: usize = 100;
+
 /// `POST testpredictions/list/`: these folds, any state; delivery unchanged.
 pub async fn list_predictions(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> RunappResult<Json<Vec<Rendered>>> {
     let body = body_object(&body)?;
@@ -445,14 +481,16 @@ pub async fn list_predictions(
                 "You need to post list_submission_fold: a list of submission on cv fold id",
             )
         })?;
+    crate::model::limits::check_count("list_submission_fold", ids.len(), "folds", MAX_PREDICTIONS)?;
     settle(&s).await?;
-    let folds = s.store.runapp_folds(Some(ids)).await?;
+    let folds = s.store.runapp_folds(who.name, Some(ids)).await?;
     render_all(&s, folds, Shape::TestPred).await
 }
 
 /// `POST testpredictions/new/`: every ended fold (TESTED or ERROR) not handed out yet, each once.
 pub async fn new_predictions(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> RunappResult<Json<Vec<Rendered>>> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
@@ -462,7 +500,10 @@ pub async fn new_predictions(
     };
     let dataset = int(&body, "raw_data_id")?;
     settle(&s).await?;
-    let taken = s.store.take_new_results(dataset, 10_000, true).await?;
+    let taken = s
+        .store
+        .take_new_results(who.name, dataset, MAX_PREDICTIONS as u32, true)
+        .await?;
     let metas = s
         .store
         .runapp_meta(taken.iter().map(|r| r.id).collect())

@@ -11,7 +11,7 @@
 use super::super::submissions::resubmit;
 use super::super::ApiState;
 use super::folds::{inflate_files, render, Rendered, Shape};
-use super::{decode_zb64, RunappError, RunappResult};
+use super::{Inflater, RunappError, RunappResult};
 use crate::store::Principal;
 use crate::submission::Phase;
 use axum::body::Bytes;
@@ -28,6 +28,7 @@ pub(super) async fn repost(
     body: &Map<String, Value>,
     sf_id: i64,
     s_id: i64,
+    inflater: &mut Inflater,
 ) -> RunappResult<Option<(StatusCode, Json<Rendered>)>> {
     let Some(force) = body.get("force").and_then(Value::as_str) else {
         return Ok(None);
@@ -35,7 +36,12 @@ pub(super) async fn repost(
     if !force.contains("submission_fold") {
         return Ok(None);
     }
-    let Some((meta, sf)) = s.store.runapp_folds(Some(vec![sf_id])).await?.pop() else {
+    let Some((meta, sf)) = s
+        .store
+        .runapp_folds(who.name.clone(), Some(vec![sf_id]))
+        .await?
+        .pop()
+    else {
         return Ok(None);
     };
     if meta.databoard_s_id != s_id {
@@ -47,7 +53,11 @@ pub(super) async fn repost(
     for (field, stored) in [("train_is", &meta.train_is), ("test_is", &meta.test_is)] {
         let posted = body.get(field).and_then(Value::as_str).unwrap_or_default();
         let same = posted == stored.as_str()
-            || matches!((decode_zb64(posted), decode_zb64(stored)), (Ok(a), Ok(b)) if a == b);
+            || match inflater.decode(posted) {
+                Ok(a) => inflater.decode(stored).is_ok_and(|b| a == b),
+                Err(e) if e.too_large => return Err(RunappError::undecodable(field, "", e)),
+                Err(_) => false,
+            };
         if !same {
             return Err(RunappError::field(
                 field,
@@ -58,7 +68,7 @@ pub(super) async fn repost(
     let whole = force.split(',').any(|item| item.trim() == "submission");
     let request = match (whole, body.get("files")) {
         (true, Some(Value::Object(files))) => {
-            Some(json!({"force": "files", "files": inflate_files(files)?}))
+            Some(json!({"force": "files", "files": inflate_files(inflater, files)?}))
         }
         (true, _) => Some(json!({"force": "retrain"})),
         (false, _) if sf.state == Phase::Todo => None,

@@ -12,7 +12,7 @@ mod folds;
 mod force;
 mod rawdata;
 
-pub use encoding::{decode_indices, decode_zb64, encode_f64, encode_zb64};
+pub use encoding::{encode_f64, encode_zb64, Inflater, Undecodable};
 
 use super::ApiState;
 use crate::store::StoreError;
@@ -40,6 +40,22 @@ impl RunappError {
     pub fn bad(message: impl Into<String>) -> RunappError {
         RunappError::detail(StatusCode::BAD_REQUEST, message)
     }
+    /// A b64(zlib) field that could not be decoded: 413 over the inflate cap, else 400.
+    pub fn undecodable(field: &str, prefix: &str, e: Undecodable) -> RunappError {
+        let status = if e.too_large {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        RunappError(status, json!({ field: [format!("{prefix}{}", e.message)] }))
+    }
+}
+
+impl ApiState {
+    /// The inflate budget of one `/runapp/` request (`serve --max-inflated`).
+    pub(crate) fn inflater(&self) -> Inflater {
+        Inflater::new(self.limits.max_inflated)
+    }
 }
 
 impl IntoResponse for RunappError {
@@ -54,6 +70,12 @@ impl IntoResponse for RunappError {
 impl From<super::ApiError> for RunappError {
     fn from(e: super::ApiError) -> RunappError {
         RunappError::detail(e.status, e.message)
+    }
+}
+
+impl From<crate::model::FieldError> for RunappError {
+    fn from(e: crate::model::FieldError) -> RunappError {
+        super::ApiError::from(e).into()
     }
 }
 
@@ -100,11 +122,15 @@ async fn basic_auth(
         ));
     };
     match super::principal(&state, token).await? {
-        Some(p) => {
+        Ok(p) => {
             req.extensions_mut().insert(p);
             Ok(next.run(req).await)
         }
-        None => Err(denied("Invalid username/password.")),
+        Err(refused) if refused.unknown => Err(denied("Invalid username/password.")),
+        Err(refused) => Err(denied(&format!(
+            "Invalid username/password: {}",
+            refused.message
+        ))),
     }
 }
 
@@ -125,7 +151,11 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
     r = both(r, "submissionfold-light", get(folds::light));
     r = both(r, "testpredictions/list", post(folds::list_predictions));
     r = both(r, "testpredictions/new", post(folds::new_predictions));
-    r.route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
+    r.route_layer(middleware::from_fn_with_state(
+        state.clone(),
+        super::throttle,
+    ))
+    .route_layer(middleware::from_fn_with_state(state.clone(), basic_auth))
+    .layer(DefaultBodyLimit::max(max_body))
+    .with_state(state)
 }

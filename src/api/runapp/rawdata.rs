@@ -4,12 +4,13 @@
 //! scikit-learn's `train_test_split` rows (`dataset::sklearn_split`), synchronously;
 //! `rawdata/customsplit/` runs the problem script's `prepare_data` as a queue fold.
 
-use super::super::datasets::{store_dataset, store_split};
-use super::super::{problems, ApiState};
-use super::{body_object, decode_zb64, RunappError, RunappResult};
+use super::super::datasets::{check_labels, store_dataset, store_split};
+use super::super::{problems, visible, ApiState};
+use super::{body_object, RunappError, RunappResult};
 use crate::dataset::{problem, sklearn_split};
+use crate::model::limits::{check_text, MAX_LABEL};
 use crate::model::Priority;
-use crate::store::{DatasetRecord, Principal};
+use crate::store::{DatasetRecord, Principal, Resource};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -27,8 +28,12 @@ fn render(d: &DatasetRecord) -> Value {
     })
 }
 
-pub async fn list(State(s): State<ApiState>) -> RunappResult<Json<Value>> {
-    let all = s.store.list_datasets().await?;
+pub async fn list(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+) -> RunappResult<Json<Value>> {
+    // The original's list has no pages; datasets are few and listed without statistics.
+    let (all, _) = s.store.list_datasets(&who.scope(), None, None).await?;
     Ok(Json(Value::Array(all.iter().map(render).collect())))
 }
 
@@ -59,19 +64,27 @@ fn default_scores(elements: &[String]) -> Vec<String> {
 
 pub async fn create(
     State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> RunappResult<(StatusCode, Json<Value>)> {
     let body = body_object(&body)?;
     let name = required_str(&body, "name")?;
     let target = required_str(&body, "target_column")?;
-    let elements: Vec<String> = required_str(&body, "workflow_elements")?
+    let elements = required_str(&body, "workflow_elements")?;
+    check_text("name", &name, MAX_LABEL)?;
+    check_text("workflow_elements", &elements, MAX_LABEL)?;
+    let elements: Vec<String> = elements
         .split(',')
         .map(|e| e.trim().to_string())
         .filter(|e| !e.is_empty())
         .collect();
+    check_labels(Some(&target), &elements, &[])?;
+    // Names are per owner: only the caller's own datasets can clash.
+    let mine = crate::store::Scope::Owner(who.name.clone());
     if s.store
-        .list_datasets()
+        .list_datasets(&mine, None, None)
         .await?
+        .0
         .iter()
         .any(|d| d.name == name)
     {
@@ -80,6 +93,7 @@ pub async fn create(
             "RawData with this name already exists.",
         ));
     }
+    let mut inflater = s.inflater();
     let files = match body.get("files") {
         Some(Value::Object(f)) if !f.is_empty() => f,
         _ => {
@@ -103,8 +117,9 @@ pub async fn create(
             let text = text
                 .as_str()
                 .ok_or_else(|| RunappError::field("files", format!("{file}: expected a string")))?;
-            let data = decode_zb64(text)
-                .map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
+            let data = inflater
+                .decode(text)
+                .map_err(|e| RunappError::undecodable("files", &format!("{file}: "), e))?;
             decoded.insert(file.clone(), data);
         }
         let script = problem::pick_script(decoded.keys(), None)
@@ -122,6 +137,7 @@ pub async fn create(
         let record = problems::create_dataset(
             &s,
             problems::ProblemDataset {
+                owner: who.name.clone(),
                 name,
                 target_column: target,
                 workflow_elements: elements,
@@ -137,10 +153,11 @@ pub async fn create(
     let text = text
         .as_str()
         .ok_or_else(|| RunappError::field("files", format!("{file}: expected a string")))?;
-    let data =
-        decode_zb64(text).map_err(|e| RunappError::field("files", format!("{file}: {e}")))?;
+    let data = inflater
+        .decode(text)
+        .map_err(|e| RunappError::undecodable("files", &format!("{file}: "), e))?;
     let scores = default_scores(&elements);
-    let record = store_dataset(&s, name, target, elements, scores, data).await?;
+    let record = store_dataset(&s, who.name.clone(), name, target, elements, scores, data).await?;
     Ok((StatusCode::CREATED, Json(render(&record))))
 }
 
@@ -151,9 +168,14 @@ fn raw_data_id(body: &Map<String, Value>) -> RunappResult<i64> {
 }
 
 /// `POST rawdata/split/`: done before it answers; `task_id` names the split.
-pub async fn split(State(s): State<ApiState>, body: Bytes) -> RunappResult<Json<Value>> {
+pub async fn split(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Bytes,
+) -> RunappResult<Json<Value>> {
     let body = body_object(&body)?;
     let id = raw_data_id(&body)?;
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let held_out = body
         .get("held_out_test")
         .and_then(Value::as_f64)
@@ -183,8 +205,9 @@ pub async fn customsplit(
 ) -> RunappResult<Json<Value>> {
     let body = body_object(&body)?;
     let id = raw_data_id(&body)?;
+    visible(&s, &who, Resource::Dataset(id)).await?;
     let d = s.store.dataset(id).await?;
-    let split = problems::start_custom_split(&s, &who.name, &d, Priority::default()).await?;
+    let split = problems::start_custom_split(&s, &who, &d, Priority::default()).await?;
     s.store.runapp_set_split(id, split.id).await?;
     Ok(Json(json!({ "task_id": format!("split-{}", split.id) })))
 }

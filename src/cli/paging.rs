@@ -1,0 +1,73 @@
+//! Listings answer in pages with a `next` cursor; client commands follow it to the end, so a
+//! listing never stops silently at the first page.
+
+use super::client::Client;
+use anyhow::Result;
+use serde_json::Value;
+
+/// GETs every page of `path` (which may carry a query already), the rows under `key`, and
+/// hands each page's rows to `each`. `cursor` is the parameter `next` fills (`after`, or
+/// `since` for "changed since" listings) and `from` its first value, if any. Returns the last
+/// page's answer (its `seq`).
+pub fn each_page(
+    client: &Client,
+    path: &str,
+    key: &str,
+    (cursor, from): (&str, Option<i64>),
+    mut each: impl FnMut(&[Value]) -> Result<()>,
+) -> Result<Value> {
+    let limit = crate::model::limits::MAX_PAGE;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut at = from;
+    loop {
+        let url = match at {
+            Some(at) => format!("{path}{sep}limit={limit}&{cursor}={at}"),
+            None => format!("{path}{sep}limit={limit}"),
+        };
+        let page: Value = client.get(&url)?;
+        each(page[key].as_array().map(Vec::as_slice).unwrap_or_default())?;
+        match page["next"].as_i64() {
+            Some(next) => at = Some(next),
+            None => return Ok(page),
+        }
+    }
+}
+
+/// Every row of every page of a listing in id order.
+pub fn all_pages(client: &Client, path: &str, key: &str) -> Result<Vec<Value>> {
+    let mut all = Vec::new();
+    each_page(client, path, key, ("after", None), |rows| {
+        all.extend_from_slice(rows);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// Prints rows as one pretty JSON array while the pages come, without holding them all.
+pub struct JsonArray {
+    first: bool,
+}
+
+impl JsonArray {
+    pub fn start() -> JsonArray {
+        print!("[");
+        JsonArray { first: true }
+    }
+
+    pub fn rows(&mut self, rows: &[Value]) -> Result<()> {
+        for row in rows {
+            let text = serde_json::to_string_pretty(row)?;
+            print!(
+                "{}\n  {}",
+                if self.first { "" } else { "," },
+                text.replace('\n', "\n  ")
+            );
+            self.first = false;
+        }
+        Ok(())
+    }
+
+    pub fn end(self) {
+        println!("{}]", if self.first { "" } else { "\n" });
+    }
+}
