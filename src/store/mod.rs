@@ -33,8 +33,7 @@ pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
     ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldFilter, FoldPage,
-    FoldRecord,
-    NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    FoldRecord, NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;
