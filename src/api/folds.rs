@@ -406,15 +406,8 @@ pub async fn analyze(
                     "why": rejected.iter().map(|r| r.detail.clone()).collect::<Vec<_>>() })
         })
         .collect();
-    let idle = s.store.pending_folds().await?;
-    let place = (fold.state == FoldState::Idle).then(|| {
-        crate::scheduler::place_in_line(
-            &me,
-            &idle,
-            &s.master.queue_priority(),
-            s.master.fair_share().as_ref(),
-        )
-    });
+    let (place, idle) = s.master.place_in_line(&me);
+    let place = (fold.state == FoldState::Idle).then_some(place);
     Ok(Json(json!({
         "fold": id,
         "state": fold.state,
@@ -431,7 +424,7 @@ pub async fn analyze(
             "cap": cap,
             "running": s.master.owners().iter().find(|o| o.owner == fold.owner).map(|o| o.running).unwrap_or(0),
         })),
-        "idle": idle.len(),
+        "idle": idle,
     })))
 }
 

@@ -42,6 +42,8 @@ use std::time::Duration;
 
 /// The most slots one runner may have.
 pub const MAX_SLOTS: u32 = 1024;
+/// The most simulated runners one `[[runner]]` entry may expand to (`count`).
+pub const MAX_SIMULATED: u32 = 100_000;
 /// The most runners one CIDR pool may expand to.
 pub const MAX_CIDR_HOSTS: u128 = 1024;
 /// The ssh port used when neither the address nor a `port` key gives one.
@@ -54,6 +56,9 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/datarun";
 pub enum Transport {
     Local,
     Ssh,
+    /// Agents simulated inside the master process (for scale tests and benchmarks): they speak
+    /// the real protocol and "run" a fold for the time its command names (`sleep 3`).
+    Simulated,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -301,6 +306,7 @@ pub fn render_table(inv: &Inventory) -> String {
             match r.transport {
                 Transport::Local => "local",
                 Transport::Ssh => "ssh",
+                Transport::Simulated => "simulated",
             }
             .to_string(),
             r.address().unwrap_or_else(|| "-".to_string()),

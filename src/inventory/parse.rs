@@ -284,6 +284,16 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
         }
 
         let transport = f.transport.as_ref().map_or(Transport::Ssh, |t| t.v);
+        if let (Some(count), false) = (&t.count, transport == Transport::Simulated) {
+            return Err(ctx.err(
+                count.line,
+                "runner.count",
+                format!(
+                    "only simulated runners have a count; runner {:?} is not transport = \"simulated\"",
+                    name.v
+                ),
+            ));
+        }
         let base = RunnerSpec {
             name: name.v.clone(),
             host: None,
@@ -305,7 +315,14 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             images: f.images.as_ref().map_or_else(Vec::new, |l| l.v.clone()),
             soft_time_limit_ms: f.soft.as_ref().map(|s| s.v),
             hard_time_limit_ms: f.hard.as_ref().map(|h| h.v),
-            executor: f.executor.as_ref().map_or(ExecutorKind::Docker, |e| e.v),
+            executor: f.executor.as_ref().map_or(
+                if transport == Transport::Simulated {
+                    ExecutorKind::Process
+                } else {
+                    ExecutorKind::Docker
+                },
+                |e| e.v,
+            ),
             requirements: f.requirements.as_ref().map(|r| r.v.clone()),
             attributes: f
                 .attributes
@@ -322,6 +339,44 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
         }
 
         match transport {
+            Transport::Simulated => {
+                if let Some(a) = &t.address {
+                    return Err(ctx.err(
+                        a.line,
+                        "runner.address",
+                        format!(
+                            "runner {:?} is simulated, which takes no address (use count = N for many)",
+                            name.v
+                        ),
+                    ));
+                }
+                match &t.count {
+                    None => add(base, name.line, String::new())?,
+                    Some(count) => {
+                        for i in 1..=count.v {
+                            let expanded = format!("{}-{i}", name.v);
+                            if !valid_name(&expanded) {
+                                return Err(ctx.err(
+                                    name.line,
+                                    "runner.name",
+                                    format!(
+                                        "{expanded:?}, the name of simulated runner {i}, is longer than 64 characters; shorten the name"
+                                    ),
+                                ));
+                            }
+                            let spec = RunnerSpec {
+                                name: expanded,
+                                ..base.clone()
+                            };
+                            add(
+                                spec,
+                                name.line,
+                                format!(" (from {:?}, count = {})", name.v, count.v),
+                            )?;
+                        }
+                    }
+                }
+            }
             Transport::Local => {
                 if let Some(a) = &t.address {
                     return Err(ctx.err(

@@ -19,7 +19,35 @@ pub struct MasterView {
     pub fair_share: bool,
     /// At most this many folds of one owner run at once.
     pub owner_cap: Option<u32>,
+    /// The runners as if idle and available (what the capacity check at submit asks), and a
+    /// number that changes whenever they do.
+    pub capacity: Arc<Vec<RunnerView>>,
+    pub capacity_gen: u64,
 }
+
+/// What the capacity check of a fold depends on (a runner's requirements may read the fold's
+/// owner, queue, priority, resources and image).
+type CapacityKey = (
+    String,
+    String,
+    i64,
+    u32,
+    u64,
+    u32,
+    Option<u64>,
+    Option<String>,
+    Option<String>,
+);
+
+/// Capacity checks already made against the current `capacity_gen`.
+#[derive(Default)]
+pub(super) struct CapacityCache {
+    generation: u64,
+    answers: HashMap<CapacityKey, Option<scheduler::Unmatchable>>,
+}
+
+/// The capacity check answers kept at most (a batch of one shape needs one).
+const CAPACITY_CACHE: usize = 10_000;
 
 pub(super) type Reply<T> = tokio::sync::oneshot::Sender<Result<T, String>>;
 
@@ -38,6 +66,9 @@ pub(super) struct Shared {
     pub(super) view: RwLock<MasterView>,
     pub(super) wake: Notify,
     pub(super) commands: mpsc::UnboundedSender<Command>,
+    /// The idle folds, as the loop keeps them (read here for `analyze`).
+    pub(super) index: Arc<RwLock<IdleIndex>>,
+    pub(super) capacity_cache: std::sync::Mutex<CapacityCache>,
 }
 
 /// The API's handle on the master.
@@ -141,24 +172,57 @@ impl MasterHandle {
             .cloned()
     }
 
+    /// How many idle folds wait ahead of `fold` in line, and how many wait in all (from the
+    /// loop's idle index: no scan of the queue).
+    pub fn place_in_line(&self, fold: &PendingFold) -> (usize, usize) {
+        let fair = self.fair_share();
+        let index = self.shared.index.read().expect("index lock");
+        (index.place_in_line(fold, fair.as_ref()), index.len())
+    }
+
     /// Why a fold is not running, against the runners as they are now.
     pub fn explain(&self, fold: &PendingFold) -> scheduler::Explanation {
         scheduler::explain(fold, &self.shared.view.read().expect("view lock").views)
     }
 
     /// `Some` when no runner in the inventory could ever run a fold of this spec and owner
-    /// (owner: runners' requirements may read it).
+    /// (owner: runners' requirements may read it). Checked once per fold shape while the
+    /// runners' capacity stays the same: a batch of 10,000 alike folds costs one check.
     pub fn unmatchable(&self, owner: &str, spec: &FoldSpec) -> Option<scheduler::Unmatchable> {
-        let view = self.shared.view.read().expect("view lock");
-        // Capacity check: whether a runner is connected right now does not matter here.
-        let capacity: Vec<RunnerView> = view
-            .views
-            .iter()
-            .map(|v| RunnerView {
-                unavailable: None,
-                ..v.clone()
-            })
-            .collect();
-        scheduler::unmatchable(&pending_of(0, owner, spec, 0), &capacity)
+        let fold = pending_of(0, owner, spec, 0);
+        let (capacity, generation) = {
+            let view = self.shared.view.read().expect("view lock");
+            (view.capacity.clone(), view.capacity_gen)
+        };
+        let key: CapacityKey = (
+            fold.owner.clone(),
+            fold.queue.clone(),
+            fold.priority,
+            fold.millicpus,
+            fold.memory,
+            fold.gpus,
+            fold.hard_limit_ms,
+            fold.image.clone(),
+            fold.requirements.clone(),
+        );
+        {
+            let mut cache = self.shared.capacity_cache.lock().expect("cache lock");
+            if cache.generation != generation {
+                cache.generation = generation;
+                cache.answers.clear();
+            }
+            if let Some(answer) = cache.answers.get(&key) {
+                return answer.clone();
+            }
+        }
+        let answer = scheduler::unmatchable(&fold, &capacity);
+        let mut cache = self.shared.capacity_cache.lock().expect("cache lock");
+        if cache.generation == generation {
+            if cache.answers.len() >= CAPACITY_CACHE {
+                cache.answers.clear();
+            }
+            cache.answers.insert(key, answer.clone());
+        }
+        answer
     }
 }

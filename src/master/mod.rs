@@ -19,8 +19,8 @@ pub use runners::RunnerStatus;
 use crate::inventory::{ExecutorKind, Inventory, Transport};
 use crate::model::{AttemptId, FoldId, FoldSpec, Progress};
 use crate::protocol::{self, FromAgent, Grant, RunAttempt, ToAgent, PROTOCOL_VERSION};
-use crate::scheduler::{self, PendingFold, RunnerView, Snapshot};
-use crate::store::{CancelTarget, NewAttempt, RecordResult, ResultInput, Store};
+use crate::scheduler::{self, IdleIndex, OwnerCap, PendingFold, RunnerView};
+use crate::store::{CancelTarget, FoldChange, NewAttempt, RecordResult, ResultInput, Store};
 use crate::transport::{local, LinkEvent};
 use runners::RunnerState;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,6 +28,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
+
+/// The API's view of the runners is refreshed at most every this much per runner (a
+/// copy of every runner's status costs about a microsecond each): a few runners are
+/// published on every loop turn, 10,000 at most every 200 ms.
+const PUBLISH_PER_RUNNER: Duration = Duration::from_micros(20);
+const PUBLISH_MAX: Duration = Duration::from_millis(200);
 
 pub struct MasterConfig {
     pub data_dir: PathBuf,
@@ -46,35 +52,6 @@ pub struct MasterConfig {
     pub fair_share: Option<Duration>,
     /// At most this many folds of one owner run at once.
     pub owner_cap: Option<u32>,
-}
-
-/// Keeps, of each owner's idle folds, only the first ones in line that its cap still allows
-/// (`cap` running at once, counting those running now).
-fn within_owner_cap(
-    folds: Vec<PendingFold>,
-    cap: u32,
-    running: &BTreeMap<&str, usize>,
-    queue_priority: &BTreeMap<String, i64>,
-    fair: Option<&scheduler::FairShare>,
-) -> Vec<PendingFold> {
-    let order = scheduler::line_order(&folds, queue_priority, fair);
-    let mut room: HashMap<&str, usize> = HashMap::new();
-    let mut keep = vec![false; folds.len()];
-    for i in order {
-        let owner = folds[i].owner.as_str();
-        let left = room.entry(owner).or_insert_with(|| {
-            (cap as usize).saturating_sub(running.get(owner).copied().unwrap_or(0))
-        });
-        if *left > 0 {
-            *left -= 1;
-            keep[i] = true;
-        }
-    }
-    folds
-        .into_iter()
-        .zip(keep)
-        .filter_map(|(f, k)| k.then_some(f))
-        .collect()
 }
 
 /// The scheduler's view of a fold spec.
@@ -114,6 +91,43 @@ pub struct Master {
     usage: fair::Usage,
     /// Files being pulled from agents (results' outputs) or read for them (inputs).
     transfers: transfers::Transfers,
+    /// The idle folds (shared with the API for `analyze`), and the newest store change it
+    /// reflects.
+    index: Arc<RwLock<IdleIndex>>,
+    seq: i64,
+    /// Of the runners' capacity as last published (see `publish`).
+    capacity_fingerprint: u64,
+    /// Idle folds kept out of the index while an attempt of theirs is being cancelled.
+    parked: HashMap<FoldId, PendingFold>,
+}
+
+/// A hash of what the capacity check reads of the runners (all but what is free now and
+/// whether they are available).
+fn capacity_fingerprint(views: &[RunnerView]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for v in views {
+        (
+            &v.name,
+            &v.queues,
+            v.slots_total,
+            v.millicpus_total,
+            v.memory_total,
+        )
+            .hash(&mut h);
+        (
+            &v.gpus_total,
+            v.hard_limit_ms,
+            &v.images,
+            &v.arch,
+            &v.os,
+            &v.labels,
+        )
+            .hash(&mut h);
+        v.requirements.hash(&mut h);
+        format!("{:?}", v.attributes).hash(&mut h);
+    }
+    h.finish()
 }
 
 impl Master {
@@ -125,6 +139,10 @@ impl Master {
             view: RwLock::new(MasterView::default()),
             wake: Notify::new(),
             commands: cmd_tx,
+            index: Arc::new(RwLock::new(IdleIndex::new(
+                cfg.inventory.queue_priorities(),
+            ))),
+            capacity_cache: Default::default(),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut runners: BTreeMap<String, RunnerState> = cfg
@@ -133,12 +151,16 @@ impl Master {
             .iter()
             .map(|r| (r.name.clone(), RunnerState::new(r.clone())))
             .collect();
-        for r in &cfg.inventory.runners {
-            let spec = serde_json::to_string(r).expect("runner spec serializes");
-            store
-                .upsert_runner(r.name.clone(), spec, "connecting".into(), None)
-                .await?;
-        }
+        let rows = cfg
+            .inventory
+            .runners
+            .iter()
+            .map(|r| {
+                let spec = serde_json::to_string(r).expect("runner spec serializes");
+                (r.name.clone(), spec, "connecting".to_string(), None)
+            })
+            .collect();
+        store.upsert_runners(rows).await?;
         for name in store.drained_runners().await? {
             if let Some(r) = runners.get_mut(&name) {
                 r.drained = true;
@@ -161,7 +183,20 @@ impl Master {
         for a in active.iter().filter(|a| runners.contains_key(&a.runner)) {
             usage.started(a.attempt, &a.owner);
         }
+        // The idle index, loaded once; from here on it follows the store's changes.
+        let (idle, seq) = store.pending_folds().await?;
+        let index = shared.index.clone();
+        {
+            let mut ix = index.write().expect("index lock");
+            for f in idle {
+                ix.insert(f);
+            }
+        }
         let mut master = Master {
+            index,
+            seq,
+            capacity_fingerprint: 0,
+            parked: HashMap::new(),
             cfg,
             store: store.clone(),
             runners,
@@ -186,34 +221,70 @@ impl Master {
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let shared = self.shared.clone();
+        let mut published = Instant::now();
+        // Something changed since the view was last published.
+        let mut stale = false;
         loop {
-            tokio::select! {
-                Some(ev) = self.events.recv() => self.on_link_event(ev).await?,
-                Some(cmd) = self.commands.recv() => self.on_command(cmd).await?,
-                Some(done) = self.transfers.done_rx.recv() => self.on_transfer_done(done),
-                _ = shared.wake.notified() => self.dirty = true,
-                _ = tick.tick() => self.housekeeping().await?,
-            }
+            let every = (PUBLISH_PER_RUNNER * self.runners.len() as u32).min(PUBLISH_MAX);
+            let publish_at = tokio::time::Instant::from_std(published + every);
+            let timer = tokio::select! {
+                Some(ev) = self.events.recv() => { self.on_link_event(ev).await?; false }
+                Some(cmd) = self.commands.recv() => { self.on_command(cmd).await?; false }
+                _ = shared.wake.notified() => { self.dirty = true; false }
+                Some(done) = self.transfers.done_rx.recv() => { self.on_transfer_done(done); false }
+                _ = tick.tick() => { self.housekeeping().await?; false }
+                _ = tokio::time::sleep_until(publish_at), if stale => true,
+            };
+            stale |= !timer;
             // Drain whatever else is ready before one matching cycle.
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
             }
-            let t0 = Instant::now();
             self.flush().await?;
-            let t1 = Instant::now();
             if self.dirty {
                 self.dirty = false;
-                self.cycle().await?;
+                let t = Instant::now();
+                let placed = self.cycle().await?;
+                tracing::debug!(
+                    target: "datarun::timing",
+                    "cycle_ms={:.3} placed={placed}",
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
             }
-            tracing::trace!(target: "datarun::timing", "flush {:?} cycle {:?}", t1 - t0, t1.elapsed());
-            self.publish();
+            // With thousands of runners, copying the view on every loop turn would cost more
+            // than the matching (see PUBLISH_PER_RUNNER).
+            if stale && published.elapsed() >= every {
+                self.publish();
+                published = Instant::now();
+                stale = false;
+            }
         }
     }
 
     fn publish(&mut self) {
+        let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
+        // The capacity check at submit sees the runners as if idle and available; it is
+        // rebuilt (and its answers forgotten) only when that picture changes.
+        let fingerprint = capacity_fingerprint(&views);
+        let capacity = (fingerprint != self.capacity_fingerprint).then(|| {
+            self.capacity_fingerprint = fingerprint;
+            Arc::new(
+                views
+                    .iter()
+                    .map(|v| RunnerView {
+                        unavailable: None,
+                        ..v.clone()
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        });
         let mut view = self.shared.view.write().expect("view lock");
+        if let Some(capacity) = capacity {
+            view.capacity = capacity;
+            view.capacity_gen += 1;
+        }
         view.runners = self.runners.values().map(RunnerState::status).collect();
-        view.views = self.runners.values().map(RunnerState::view).collect();
+        view.views = views;
         view.progress = self.progress.clone();
         view.queue_priority = self.cfg.inventory.queue_priorities();
         view.inventory_error = self.inventory_error.clone();
@@ -235,14 +306,18 @@ impl Master {
                 }
             }
             Command::Reload(reply) => {
-                let _ = reply.send(self.reload().await?);
+                let report = self.reload().await?;
+                self.publish();
+                let _ = reply.send(report);
             }
             Command::Drain {
                 runner,
                 drained,
                 reply,
             } => {
-                let _ = reply.send(self.set_drained(&runner, drained).await?);
+                let done = self.set_drained(&runner, drained).await?;
+                self.publish();
+                let _ = reply.send(done);
             }
             Command::Cancel(target) => {
                 if let Some(link) = self
@@ -300,71 +375,142 @@ impl Master {
         }
     }
 
-    /// One matching cycle: snapshot, match, commit, then tell the agents.
-    async fn cycle(&mut self) -> anyhow::Result<()> {
-        let names: Vec<String> = self.runners.keys().cloned().collect();
-        let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
-        if !views
-            .iter()
-            .any(|v| v.unavailable.is_none() && v.slots_free > 0)
-        {
-            return Ok(());
+    /// Brings the idle index up to date with the store: what changed since the last look.
+    async fn follow_changes(&mut self) -> anyhow::Result<()> {
+        const PAGE: usize = 10_000;
+        loop {
+            let (changes, seq) = self.store.fold_changes(self.seq, PAGE).await?;
+            self.seq = seq;
+            let full = changes.len() == PAGE;
+            let mut index = self.index.write().expect("index lock");
+            index.set_queue_priority(self.cfg.inventory.queue_priorities());
+            for change in changes {
+                match change {
+                    FoldChange::Idle(f) => index.insert(f),
+                    FoldChange::NotIdle(id) => {
+                        index.remove(id);
+                    }
+                }
+            }
+            if !full {
+                return Ok(());
+            }
         }
-        let mut folds = self.store.pending_folds().await?;
-        // A fold whose given-up attempt is still being cancelled on a runner waits until it is
-        // gone: an attempt never runs beside its fold's retry.
+    }
+
+    /// A fold whose given-up attempt is still being cancelled on a runner waits, out of the
+    /// index, until that attempt is gone: an attempt never runs beside its fold's retry.
+    fn park_cancelling(&mut self) {
         let cancelling: HashSet<FoldId> = self
             .runners
             .values()
             .flat_map(|r| r.cancelling.values().filter_map(|c| c.fold))
             .collect();
-        if !cancelling.is_empty() {
-            folds.retain(|f| !cancelling.contains(&f.id));
+        if cancelling.is_empty() && self.parked.is_empty() {
+            return;
         }
-        if folds.is_empty() {
-            return Ok(());
-        }
-        let queue_priority = self.cfg.inventory.queue_priorities();
-        let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
-        let folds = match self.cfg.owner_cap {
-            Some(cap) => within_owner_cap(
-                folds,
-                cap,
-                &self.usage.running(),
-                &queue_priority,
-                fair_share.as_ref(),
-            ),
-            None => folds,
-        };
-        let snapshot = Snapshot {
-            folds,
-            runners: views,
-            queue_priority,
-            fair_share,
-        };
-        let plan = scheduler::schedule(&snapshot);
-        if plan.assignments.is_empty() {
-            return Ok(());
-        }
-        let by_id: HashMap<i64, &PendingFold> = snapshot.folds.iter().map(|f| (f.id, f)).collect();
-        let new: Vec<NewAttempt> = plan
-            .assignments
-            .iter()
-            .map(|a| {
-                let f = by_id[&a.fold];
-                NewAttempt {
-                    fold: a.fold,
-                    runner: names[a.runner].clone(),
-                    grant: Grant {
-                        millicpus: f.millicpus,
-                        memory: f.memory,
-                        gpus: a.gpus.clone(),
-                    },
-                }
-            })
+        let mut index = self.index.write().expect("index lock");
+        let back: Vec<FoldId> = self
+            .parked
+            .keys()
+            .copied()
+            .filter(|id| !cancelling.contains(id))
             .collect();
-        for (attempt, n, spec) in self.store.assign(new).await? {
-            self.usage.started(attempt, &by_id[&n.fold].owner);
+        for id in back {
+            if let Some(f) = self.parked.remove(&id) {
+                // Still idle unless the store said otherwise meanwhile (follow_changes).
+                if !index.contains(id) {
+                    index.insert(f);
+                }
+            }
+        }
+        for id in cancelling {
+            if let Some(f) = index.get(id) {
+                index.remove(id);
+                self.parked.insert(id, f);
+            }
+        }
+    }
+
+    /// One matching cycle: follow the store's changes, match from the idle index, commit,
+    /// then tell the agents.
+    async fn cycle(&mut self) -> anyhow::Result<usize> {
+        self.follow_changes().await?;
+        self.park_cancelling();
+        // Only the runners that may take a fold now are looked at in full: in a busy pool,
+        // a few of many.
+        let mut size = scheduler::PoolSize::default();
+        let mut names: Vec<&str> = Vec::new();
+        let mut views: Vec<RunnerView> = Vec::new();
+        for (name, r) in &self.runners {
+            r.size_into(&mut size);
+            if r.open() {
+                names.push(name);
+                views.push(r.view());
+            }
+        }
+        if views.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<String> = names.into_iter().map(String::from).collect();
+        let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
+        let running = self.usage.running();
+        let assignments = {
+            let index = self.index.read().expect("index lock");
+            if index.is_empty() {
+                return Ok(0);
+            }
+            scheduler::schedule_index(
+                &index,
+                &views,
+                size,
+                fair_share.as_ref(),
+                self.cfg.owner_cap.map(|cap| OwnerCap {
+                    cap,
+                    running: &running,
+                }),
+            )
+        };
+        drop(running);
+        if assignments.is_empty() {
+            return Ok(0);
+        }
+        let mut owners: HashMap<FoldId, String> = HashMap::with_capacity(assignments.len());
+        let new: Vec<NewAttempt> = {
+            let index = self.index.read().expect("index lock");
+            assignments
+                .iter()
+                .map(|a| {
+                    let f = index
+                        .get(a.fold)
+                        .expect("an assigned fold is idle in the index");
+                    owners.insert(a.fold, f.owner);
+                    NewAttempt {
+                        fold: a.fold,
+                        runner: names[a.runner].clone(),
+                        grant: Grant {
+                            millicpus: f.millicpus,
+                            memory: f.memory,
+                            gpus: a.gpus.clone(),
+                        },
+                    }
+                })
+                .collect()
+        };
+        let assigned: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
+        let committed = self.store.assign(new).await?;
+        // Whether committed or found no longer idle, these folds leave the index now.
+        self.index
+            .write()
+            .expect("index lock")
+            .remove_many(&assigned);
+        if committed.len() < assigned.len() {
+            // Some were held or removed meanwhile: their slots are free for the next cycle.
+            self.dirty = true;
+        }
+        let placed = committed.len();
+        for (attempt, n, spec) in committed {
+            self.usage.started(attempt, &owners[&n.fold]);
             let run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
             let r = self
                 .runners
@@ -375,7 +521,7 @@ impl Master {
                 link.send(ToAgent::Run(run));
             }
         }
-        Ok(())
+        Ok(placed)
     }
 
     fn run_message(

@@ -96,19 +96,25 @@ impl Master {
                 }
             }
         }
+        let listed: std::collections::HashSet<&str> =
+            inv.runners.iter().map(|s| s.name.as_str()).collect();
         for (name, r) in self.runners.iter_mut() {
-            if !r.removed && !inv.runners.iter().any(|s| &s.name == name) {
+            if !r.removed && !listed.contains(name.as_str()) {
                 r.removed = true;
                 report.removed.push(name.clone());
             }
         }
-        for name in report.added.iter().chain(&report.changed) {
-            let spec =
-                serde_json::to_string(&self.runners[name].spec).expect("runner spec serializes");
-            self.store
-                .upsert_runner(name.clone(), spec, "connecting".into(), None)
-                .await?;
-        }
+        let rows = report
+            .added
+            .iter()
+            .chain(&report.changed)
+            .map(|name| {
+                let spec = serde_json::to_string(&self.runners[name].spec)
+                    .expect("runner spec serializes");
+                (name.clone(), spec, "connecting".to_string(), None)
+            })
+            .collect();
+        self.store.upsert_runners(rows).await?;
         self.cfg.inventory = inv;
         self.inventory_error = None;
         self.dirty = true;

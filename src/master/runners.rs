@@ -139,6 +139,20 @@ impl RunnerState {
         self.cancelling.remove(&attempt);
     }
 
+    /// Whether the runner may take a fold now (available, a free slot), without allocating.
+    pub fn open(&self) -> bool {
+        self.ready && !self.drained && !self.removed && self.slots_used() < self.spec.slots
+    }
+
+    /// Counts this runner's capacity into the pool's size (what best fit normalises by).
+    pub fn size_into(&self, size: &mut crate::scheduler::PoolSize) {
+        let gpus = self.gpus();
+        let distinct = (0..gpus.len())
+            .filter(|&i| !gpus[..i].contains(&gpus[i]))
+            .count() as u32;
+        size.include(self.millicpus_total(), self.memory_total(), distinct);
+    }
+
     pub fn unavailable(&self) -> Option<String> {
         if self.removed {
             return Some("removed from the inventory: draining".into());

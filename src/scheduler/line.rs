@@ -73,6 +73,35 @@ pub fn line_order(
     order
 }
 
+/// Keeps, of each owner's idle folds, only the first ones in line that its cap still allows
+/// (`cap` running at once, counting those running now).
+pub fn within_owner_cap(
+    folds: Vec<PendingFold>,
+    cap: u32,
+    running: &BTreeMap<&str, usize>,
+    queue_priority: &BTreeMap<String, i64>,
+    fair: Option<&FairShare>,
+) -> Vec<PendingFold> {
+    let order = line_order(&folds, queue_priority, fair);
+    let mut room: HashMap<&str, usize> = HashMap::new();
+    let mut keep = vec![false; folds.len()];
+    for i in order {
+        let owner = folds[i].owner.as_str();
+        let left = room.entry(owner).or_insert_with(|| {
+            (cap as usize).saturating_sub(running.get(owner).copied().unwrap_or(0))
+        });
+        if *left > 0 {
+            *left -= 1;
+            keep[i] = true;
+        }
+    }
+    folds
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(f, k)| k.then_some(f))
+        .collect()
+}
+
 /// How many of `idle` come before `fold` (0 = first in line).
 pub fn place_in_line(
     fold: &PendingFold,

@@ -44,6 +44,8 @@ mod capacity;
 mod explain;
 pub mod expr;
 mod feasibility;
+mod incremental;
+mod index;
 mod line;
 mod rank;
 mod requirements;
@@ -51,7 +53,10 @@ mod requirements;
 mod tests;
 
 pub use feasibility::accepts_image;
-pub use line::{line_order, order_key, place_in_line, FairShare};
+pub use incremental::{schedule_index, OwnerCap};
+pub use index::IdleIndex;
+pub use line::{line_order, order_key, place_in_line, within_owner_cap, FairShare};
+pub use rank::PoolSize;
 
 use crate::model::{FoldId, HoldCode};
 pub use expr::AttrValue;

@@ -10,6 +10,37 @@ use super::feasibility::{capacity, Room, Shape};
 use super::RunnerView;
 use std::cmp::Ordering;
 
+/// The largest known capacity of each resource in the pool: what best fit normalises by.
+/// `u32::MAX` / `u64::MAX` stand for "unknown" (the agent has not reported yet): such a
+/// runner counts as being as big as the biggest known one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolSize {
+    pub millicpus: u32,
+    pub memory: u64,
+    pub gpus: u32,
+}
+
+impl PoolSize {
+    pub fn of(runners: &[RunnerView]) -> PoolSize {
+        let mut size = PoolSize::default();
+        for r in runners {
+            size.include(r.millicpus_total, r.memory_total, capacity(r).gpus);
+        }
+        size
+    }
+
+    /// Counts a runner of these totals (GPUs: distinct ids) in.
+    pub fn include(&mut self, millicpus: u32, memory: u64, gpus: u32) {
+        if millicpus != u32::MAX {
+            self.millicpus = self.millicpus.max(millicpus);
+        }
+        if memory != u64::MAX {
+            self.memory = self.memory.max(memory);
+        }
+        self.gpus = self.gpus.max(gpus);
+    }
+}
+
 /// Normalisers for the leftover score: 1 / the largest known capacity of each resource.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Norm {
@@ -22,28 +53,13 @@ pub(super) struct Norm {
 
 impl Norm {
     pub fn new(runners: &[RunnerView]) -> Norm {
-        // u32::MAX / u64::MAX stand for "unknown" (the agent has not reported yet): such a
-        // runner counts as being as big as the biggest known one.
-        let max_cpu = runners
-            .iter()
-            .map(|r| r.millicpus_total)
-            .filter(|&c| c != u32::MAX)
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let max_memory = runners
-            .iter()
-            .map(|r| r.memory_total)
-            .filter(|&m| m != u64::MAX)
-            .max()
-            .unwrap_or(0)
-            .max(1);
-        let max_gpus = runners
-            .iter()
-            .map(|r| capacity(r).gpus)
-            .max()
-            .unwrap_or(0)
-            .max(1);
+        Norm::of(&PoolSize::of(runners))
+    }
+
+    pub fn of(size: &PoolSize) -> Norm {
+        let max_cpu = size.millicpus.max(1);
+        let max_memory = size.memory.max(1);
+        let max_gpus = size.gpus.max(1);
         Norm {
             cpu: 1.0 / max_cpu as f64,
             memory: 1.0 / max_memory as f64,

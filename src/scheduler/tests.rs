@@ -400,6 +400,7 @@ fn explain_on_demand_reports_a_runner_that_can_take_the_fold_now() {
 }
 
 mod images;
+mod incremental;
 mod placement;
 mod properties;
 mod requirements;

@@ -275,6 +275,25 @@ fn present(conn: &Connection, sha: &str, location: &str) -> Result<bool> {
     Ok(location == "row" || BlobDir::of(conn)?.exists(sha))
 }
 
+/// Whether a row names blob `sha`.
+pub(super) fn named(conn: &Connection, sha: &str) -> Result<bool> {
+    Ok(row(conn, sha)?.is_some())
+}
+
+/// Deletes the files of these blobs, except those a row names (again): the second step of a
+/// purge, once the deletion of their rows is durable.
+pub(super) fn delete_files(conn: &Connection, shas: &[String]) -> Result<()> {
+    let dir = BlobDir::of(conn)?;
+    for sha in shas {
+        if !named(conn, sha)? {
+            if let Err(e) = dir.delete(sha) {
+                tracing::warn!("purge: cannot remove the file of blob {sha}: {e}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Stores bytes already in memory if they are not stored yet; returns their hash.
 pub(crate) fn put(conn: &Connection, data: &[u8]) -> Result<String> {
     let sha = sha256_hex(data);
@@ -381,7 +400,7 @@ impl Store {
     }
 
     pub async fn get_blob(&self, sha: String) -> Result<Vec<u8>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             get(conn, &sha)?
                 .ok_or_else(|| StoreError::NotFound(format!("no blob with sha256 {sha}")))
         })
@@ -399,7 +418,7 @@ impl Store {
         let len = len.min(crate::transfer::CHUNK);
         let (size, range) = {
             let sha = sha.clone();
-            self.call(move |conn| {
+            self.read(move |conn| {
                 let Some((location, size)) = row(conn, &sha)? else {
                     return Err(StoreError::NotFound(format!("no blob with sha256 {sha}")));
                 };

@@ -314,11 +314,11 @@ impl Store {
     }
 
     pub async fn fold(&self, id: FoldId) -> Result<FoldRecord> {
-        self.call(move |conn| get_fold(conn, id)).await
+        self.read(move |conn| get_fold(conn, id)).await
     }
 
     pub async fn attempts(&self, fold: FoldId) -> Result<Vec<AttemptRecord>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE fold_id = ?1 ORDER BY id");
             let mut attempts = conn
                 .prepare_cached(&sql)?
@@ -336,7 +336,7 @@ impl Store {
     }
 
     pub async fn events(&self, fold: FoldId) -> Result<Vec<EventRecord>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT id, at, attempt_id, kind, detail FROM events WHERE fold_id = ?1 ORDER BY id")?
                 .query_map([fold], |r| Ok(EventRecord { id: r.get(0)?, at: r.get(1)?, attempt: r.get(2)?, kind: r.get(3)?, detail: r.get(4)? }))?
@@ -437,40 +437,35 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
+        let lazy = results.is_empty();
         let budget = Budget {
             count_loss: true,
             max_losses: self.max_losses(),
         };
-        self.call(move |conn| {
-            // "Started" alone need not reach the disk before we go on: if it is lost, the
-            // agent's hello after a restart says the attempt runs. Results always do.
-            let lazy = results.is_empty();
-            if lazy {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // "Started" alone need not reach the disk before we go on: if it is lost, the agent's
+        // hello after a restart says the attempt runs. Results always do.
+        let apply = move |conn: &mut Connection| {
+            let tx = conn.transaction()?;
+            for attempt in started {
+                start_attempt(&tx, attempt)?;
             }
-            let applied = (|| {
-                let tx = conn.transaction()?;
-                for attempt in started {
-                    start_attempt(&tx, attempt)?;
-                }
-                let mut out = Vec::with_capacity(results.len());
-                for input in &results {
-                    out.push(finish_attempt(&tx, input, budget)?);
-                }
-                tx.commit()?;
-                Ok(out)
-            })();
-            if lazy {
-                conn.pragma_update(None, "synchronous", "FULL")?;
+            let mut out = Vec::with_capacity(results.len());
+            for input in &results {
+                out.push(finish_attempt(&tx, input, budget)?);
             }
-            applied
-        })
-        .await
+            tx.commit()?;
+            Ok(out)
+        };
+        if lazy {
+            self.call_lazy(apply).await
+        } else {
+            self.call(apply).await
+        }
     }
 
     /// An output file of a fold's newest attempt, to stream.
     pub async fn output(&self, fold: FoldId, name: String) -> Result<BlobBody> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let sha: Option<String> = conn
                 .prepare_cached(
                     "SELECT o.sha256 FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
@@ -487,7 +482,7 @@ impl Store {
     /// The log of a fold's newest attempt, to stream (empty when it logged nothing or has not
     /// ended).
     pub async fn log_body(&self, fold: FoldId) -> Result<BlobBody> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             get_fold(conn, fold)?;
             match last_log_sha(conn, fold)? {
                 Some(sha) => Ok(blobs::open(conn, &sha)?.unwrap_or(BlobBody::Bytes(Vec::new()))),
@@ -499,20 +494,21 @@ impl Store {
 
     /// The log of a fold's newest attempt (empty when it logged nothing or has not ended).
     pub async fn log(&self, fold: FoldId) -> Result<Vec<u8>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             get_fold(conn, fold)?;
             last_log(conn, fold)
         })
         .await
     }
 
-    /// Folds per queue, owner and state, of the owners `scope` sees.
+    /// Folds per queue, owner and state, of the owners `scope` sees (from the counts the
+    /// triggers keep: a few rows, however many folds).
     pub async fn queue_counts(&self, scope: &super::Scope) -> Result<Vec<QueueCount>> {
         let owner = scope.owner().map(str::to_string);
         let visible = scope.sql("owner", 1);
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
-                .prepare_cached(&format!("SELECT queue, owner, state, COUNT(*) FROM folds WHERE {visible} GROUP BY queue, owner, state ORDER BY queue, owner"))?
+                .prepare_cached(&format!("SELECT queue, owner, state, n FROM fold_counts WHERE n > 0 AND {visible} ORDER BY queue, owner, state"))?
                 .query_map([owner], |r| {
                     let state: String = r.get(2)?;
                     Ok(QueueCount { queue: r.get(0)?, owner: r.get(1)?, state: FoldState::parse(&state).unwrap_or(FoldState::Held), count: r.get::<_, i64>(3)? as u64 })

@@ -1,6 +1,6 @@
 //! Online backup and retention purge.
 
-use super::{BlobDir, BlobFiles, Result, Store, StoreError};
+use super::{blobs, BlobDir, Result, Store, StoreError};
 use rusqlite::params;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -96,7 +96,7 @@ impl Store {
     /// (ms since the epoch), then every blob nothing refers to any more that is older than that
     /// (its row, and its file), then blob files no row names that are older than that.
     pub async fn purge(&self, before: i64) -> Result<PurgeReport> {
-        self.call(move |conn| {
+        let (report, files) = self.call(move |conn| {
             let tx = conn.transaction()?;
             let old = "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
                        WHERE a.ended_at < ?1 AND f.state IN ('done', 'failed', 'removed')";
@@ -124,26 +124,29 @@ impl Store {
                 .collect::<rusqlite::Result<_>>()?;
             tx.execute(&format!("DELETE {orphan}"), [before])?;
             tx.commit()?;
-            // The rows are gone: their files follow (one left behind is swept next time).
-            let dir = BlobDir::of(conn)?;
-            for sha in &files {
-                if let Err(e) = dir.delete(sha) {
-                    tracing::warn!("purge: cannot remove the file of blob {sha}: {e}");
-                }
-            }
-            let cutoff = UNIX_EPOCH + Duration::from_millis(before.max(0) as u64);
-            let temp_cutoff = cutoff.min(SystemTime::now() - TEMP_AGE);
-            let conn = &*conn;
-            let (stray_files, stray_bytes) = dir
-                .sweep(cutoff, temp_cutoff, |sha| {
-                    conn.prepare_cached("SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = ?1)")
-                        .and_then(|mut s| s.query_row([sha], |r| r.get(0)))
-                        .unwrap_or(true)
-                })
-                .map_err(|e| StoreError::Io(format!("purge: sweeping the blob files: {e}")))?;
-            Ok(PurgeReport { outputs, logs, blobs: blobs as u64, bytes: bytes as u64, stray_files, stray_bytes })
+            Ok((PurgeReport { outputs, logs, blobs: blobs as u64, bytes: bytes as u64, ..Default::default() }, files))
         })
-        .await
+        .await?;
+        // The rows' deletion is durable now: their files follow (unless a row names one
+        // again by now), then blob files no row names and stale temp files are swept.
+        let cutoff = UNIX_EPOCH + Duration::from_millis(before.max(0) as u64);
+        let (stray_files, stray_bytes) = self
+            .call(move |conn| {
+                blobs::delete_files(conn, &files)?;
+                let temp_cutoff = cutoff.min(SystemTime::now() - TEMP_AGE);
+                let dir = BlobDir::of(conn)?;
+                let conn = &*conn;
+                dir.sweep(cutoff, temp_cutoff, |sha| {
+                    blobs::named(conn, sha).unwrap_or(true)
+                })
+                .map_err(|e| StoreError::Io(format!("purge: sweeping the blob files: {e}")))
+            })
+            .await?;
+        Ok(PurgeReport {
+            stray_files,
+            stray_bytes,
+            ..report
+        })
     }
 
     /// The newest events of one kind, newest first: (at, detail).

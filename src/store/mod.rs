@@ -32,8 +32,9 @@ pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldFilter, FoldPage,
-    FoldRecord, NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldChange, FoldFilter,
+    FoldPage, FoldRecord, NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges,
+    ResultInput,
 };
 
 use rusqlite::Connection;
@@ -63,12 +64,43 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// A job for the writer: runs on the connection and returns how to answer its caller, which
+/// happens only once the job's changes are durable (see `writer`).
+type Job = Box<dyn FnOnce(&mut Connection) -> Reply + Send>;
+type Reply = Box<dyn FnOnce() + Send>;
+/// A job for a reader: runs on a read-only connection and answers at once.
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
-/// A handle to the store's owner thread. Cheap to clone.
+/// How the writer treats a job's changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// On disk before the caller hears back.
+    Durable,
+    /// May be lost in a crash of the machine (not of the process): what an agent reports
+    /// again on reconnect anyway.
+    Lazy,
+}
+
+/// Jobs the writer takes in one group, at most.
+const GROUP: usize = 256;
+/// Reader threads beside the writer.
+const READERS: usize = 2;
+
+/// A handle to the store's threads. Cheap to clone.
+///
+/// One writer thread owns the read-write connection; every change is a job run there, one at
+/// a time, each in its own transaction. The writer **commits in groups**: it runs the jobs
+/// that are waiting (up to `GROUP`) with `synchronous=NORMAL`, then makes the group durable
+/// with one fsync (a write of `sync_marker` with `synchronous=FULL`, which syncs the WAL and so
+/// every commit before it), and only then answers the callers. Many small submits share an
+/// fsync and each is still on disk before it is acknowledged.
+///
+/// Reader threads own read-only connections: queries that change nothing (`read`) run there,
+/// never waiting behind the writer (WAL lets readers and a writer work at once).
 #[derive(Clone)]
 pub struct Store {
-    jobs: std::sync::mpsc::Sender<Job>,
+    jobs: std::sync::mpsc::Sender<(Durability, Job)>,
+    reads: std::sync::mpsc::Sender<ReadJob>,
     /// The files of large blobs (`blobs/` next to the database).
     files: BlobDir,
     /// How many runner losses a fold may take before it is held (`set_max_losses`).
@@ -86,23 +118,45 @@ impl Store {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
+        let thread_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
         let mut conn = Connection::open(path).map_err(open_err)?;
         schema::configure(&conn).map_err(open_err)?;
         schema::migrate(&mut conn).map_err(open_err)?;
-        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        let (tx, rx) = std::sync::mpsc::channel::<(Durability, Job)>();
         std::thread::Builder::new()
             .name("datarun-store".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
-                }
-            })
-            .map_err(|e| StoreError::Open {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+            .spawn(move || writer(conn, rx))
+            .map_err(thread_err)?;
+        let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
+        let read_rx = std::sync::Arc::new(std::sync::Mutex::new(read_rx));
+        for i in 0..READERS {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+            let mut reader = Connection::open_with_flags(path, flags).map_err(open_err)?;
+            reader
+                .busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(open_err)?;
+            let rx = read_rx.clone();
+            std::thread::Builder::new()
+                .name(format!("datarun-read-{i}"))
+                .spawn(move || loop {
+                    let job = match rx.lock().map(|rx| rx.recv()) {
+                        Ok(Ok(job)) => job,
+                        _ => return,
+                    };
+                    job(&mut reader);
+                })
+                .map_err(thread_err)?;
+        }
         Ok(Store {
             jobs: tx,
+            reads: read_tx,
             files: BlobDir::for_database(path),
             max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
         })
@@ -117,14 +171,65 @@ impl Store {
         self.max_losses.load(Ordering::Relaxed)
     }
 
-    /// Runs `f` on the owner thread and waits for its answer without blocking the runtime.
-    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    /// Queues `f` for the writer; `answer` gets its result once its changes are durable.
+    fn enqueue<T, F>(
+        &self,
+        durability: Durability,
+        f: F,
+        answer: impl FnOnce(Result<T>) + Send + 'static,
+    ) -> Result<()>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let job: Job = Box::new(move |conn| {
+            let out = f(conn);
+            Box::new(move || answer(out))
+        });
+        self.jobs
+            .send((durability, job))
+            .map_err(|_| StoreError::Closed)
+    }
+
+    async fn call_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.jobs
+        self.enqueue(durability, f, move |out| {
+            let _ = tx.send(out);
+        })?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on the writer and waits for its answer (after its changes are on disk)
+    /// without blocking the runtime.
+    pub async fn call<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        self.call_with(Durability::Durable, f).await
+    }
+
+    /// Like `call`, for changes that need not survive a crash of the machine.
+    pub(crate) async fn call_lazy<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        self.call_with(Durability::Lazy, f).await
+    }
+
+    /// Runs a query that changes nothing on a reader connection.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.reads
             .send(Box::new(move |conn| {
                 let _ = tx.send(f(conn));
             }))
@@ -138,14 +243,49 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.jobs
-            .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
-            }))
-            .map_err(|_| StoreError::Closed)?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.enqueue(Durability::Durable, f, move |out| {
+            let _ = tx.send(out);
+        })?;
         rx.recv().map_err(|_| StoreError::Closed)?
     }
+}
+
+/// The writer's loop: takes the jobs that wait (a group), runs each (its own transaction,
+/// `synchronous=NORMAL`), makes the group's changes durable with one fsync when a durable job
+/// changed anything, then answers every caller of the group.
+fn writer(mut conn: Connection, rx: std::sync::mpsc::Receiver<(Durability, Job)>) {
+    let mut replies: Vec<Reply> = Vec::with_capacity(GROUP);
+    while let Ok(first) = rx.recv() {
+        let mut sync = false;
+        let mut next = Some(first);
+        while let Some((durability, job)) = next.take() {
+            let before = conn.total_changes();
+            replies.push(job(&mut conn));
+            sync |= durability == Durability::Durable && conn.total_changes() != before;
+            if replies.len() < GROUP {
+                next = rx.try_recv().ok();
+            }
+        }
+        if sync {
+            if let Err(e) = sync_group(&conn) {
+                // Nothing acknowledged can be trusted to be on disk: stop answering.
+                tracing::error!("the store cannot make its changes durable: {e}");
+                return;
+            }
+        }
+        for reply in replies.drain(..) {
+            reply();
+        }
+    }
+}
+
+/// One fully synced commit: makes every earlier commit of the WAL durable too.
+fn sync_group(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let done = conn.execute("UPDATE sync_marker SET n = n + 1 WHERE id = 1", []);
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    done.map(|_| ())
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -265,32 +265,85 @@ pub(super) const ATTEMPT_COLUMNS: &str =
     "id, fold_id, runner, millicpus, memory, gpus, state, assigned_at,
     started_at, ended_at, outcome, wall_ms, cpu_ms, peak_memory";
 
+/// The scheduler's columns of a fold, read by `pending_of_row` from column `at` on.
+const PENDING_COLUMNS: &str = "id, queue, owner, priority, submitted_at, millicpus, memory, gpus,
+    hard_limit_ms, image, requirements, rank";
+
+fn pending_of_row(r: &rusqlite::Row, at: usize) -> rusqlite::Result<PendingFold> {
+    Ok(PendingFold {
+        id: r.get(at)?,
+        queue: r.get(at + 1)?,
+        owner: r.get(at + 2)?,
+        priority: r.get(at + 3)?,
+        submitted_at: r.get(at + 4)?,
+        millicpus: r.get(at + 5)?,
+        memory: r.get::<_, i64>(at + 6)? as u64,
+        gpus: r.get(at + 7)?,
+        hard_limit_ms: r.get::<_, Option<i64>>(at + 8)?.map(|v| v as u64),
+        image: r.get(at + 9)?,
+        requirements: r.get(at + 10)?,
+        rank: r.get(at + 11)?,
+    })
+}
+
+/// A fold that changed since a `seq`: idle now (with what the scheduler needs), or not.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FoldChange {
+    Idle(PendingFold),
+    NotIdle(FoldId),
+}
+
 impl super::Store {
-    /// Idle folds, as the scheduler needs them.
-    pub async fn pending_folds(&self) -> super::Result<Vec<PendingFold>> {
-        self.call(|conn| {
-            Ok(conn
-                .prepare_cached(
-                    "SELECT id, queue, owner, priority, submitted_at, millicpus, memory, gpus, hard_limit_ms, image, requirements, rank
-                     FROM folds WHERE state = 'idle'",
-                )?
-                .query_map([], |r| {
-                    Ok(PendingFold {
-                        id: r.get(0)?,
-                        queue: r.get(1)?,
-                        owner: r.get(2)?,
-                        priority: r.get(3)?,
-                        submitted_at: r.get(4)?,
-                        millicpus: r.get(5)?,
-                        memory: r.get::<_, i64>(6)? as u64,
-                        gpus: r.get(7)?,
-                        hard_limit_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
-                        image: r.get(9)?,
-                        requirements: r.get(10)?,
-                        rank: r.get(11)?,
-                    })
+    /// Idle folds, as the scheduler needs them, and the newest change they include (read in
+    /// one transaction, so `fold_changes(seq)` continues exactly where this snapshot ends).
+    pub async fn pending_folds(&self) -> super::Result<(Vec<PendingFold>, i64)> {
+        self.read(|conn| {
+            let tx = conn.transaction()?;
+            let seq: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM events", [], |r| r.get(0))?;
+            let sql = format!("SELECT {PENDING_COLUMNS} FROM folds WHERE state = 'idle'");
+            let folds = tx
+                .prepare(&sql)?
+                .query_map([], |r| pending_of_row(r, 0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(tx);
+            Ok((folds, seq))
+        })
+        .await
+    }
+
+    /// Folds changed after `seq` (at most `limit`, oldest change first), and the `seq` to ask
+    /// from next time. What the master's idle index follows; costs what changed.
+    pub async fn fold_changes(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> super::Result<(Vec<FoldChange>, i64)> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT seq, state, {PENDING_COLUMNS} FROM folds WHERE seq > ?1 ORDER BY seq LIMIT ?2"
+            );
+            let mut last = seq;
+            let changes = conn
+                .prepare_cached(&sql)?
+                .query_map(rusqlite::params![seq, limit as i64], |r| {
+                    let seq: i64 = r.get(0)?;
+                    let state: String = r.get(1)?;
+                    let change = if state == "idle" {
+                        FoldChange::Idle(pending_of_row(r, 2)?)
+                    } else {
+                        FoldChange::NotIdle(r.get(2)?)
+                    };
+                    Ok((seq, change))
                 })?
-                .collect::<rusqlite::Result<Vec<_>>>()?)
+                .map(|row| {
+                    row.map(|(s, c)| {
+                        last = last.max(s);
+                        c
+                    })
+                })
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok((changes, last))
         })
         .await
     }

@@ -13,15 +13,33 @@ impl Store {
         state: String,
         facts: Option<String>,
     ) -> Result<()> {
+        self.upsert_runners(vec![(name, spec, state, facts)]).await
+    }
+
+    /// `upsert_runner` for many runners in one transaction (a start-up or reload with
+    /// thousands of runners is one commit, not thousands).
+    pub async fn upsert_runners(
+        &self,
+        rows: Vec<(String, String, String, Option<String>)>,
+    ) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         self.call(move |conn| {
             let now = now_ms();
-            let seen = facts.as_ref().map(|_| now);
-            conn.prepare_cached(
-                "INSERT INTO runners (name, spec, facts, state, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, state = excluded.state,
-                   facts = COALESCE(excluded.facts, runners.facts), last_seen = COALESCE(excluded.last_seen, runners.last_seen)",
-            )?
-            .execute(params![name, spec, facts, state, now, seen])?;
+            let tx = conn.transaction()?;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "INSERT INTO runners (name, spec, facts, state, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT(name) DO UPDATE SET spec = excluded.spec, state = excluded.state,
+                       facts = COALESCE(excluded.facts, runners.facts), last_seen = COALESCE(excluded.last_seen, runners.last_seen)",
+                )?;
+                for (name, spec, state, facts) in rows {
+                    let seen = facts.as_ref().map(|_| now);
+                    stmt.execute(params![name, spec, facts, state, now, seen])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
         .await

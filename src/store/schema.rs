@@ -130,6 +130,8 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE folds ADD COLUMN losses INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 12: counts per queue, owner and state kept by triggers; the group-commit marker
+    COUNTS_MIGRATION,
 ];
 
 /// Where a blob's bytes are: `row` (in `data`, every blob written before this migration and
@@ -137,6 +139,40 @@ const MIGRATIONS: &[&str] = &[
 /// inline and are read as they are.
 const BLOB_FILES_MIGRATION: &str = r#"
     ALTER TABLE blobs ADD COLUMN location TEXT NOT NULL DEFAULT 'row';
+"#;
+
+/// `fold_counts` holds how many folds each (queue, owner, state) has, kept by triggers in the
+/// same transaction as every change, so `queue status` reads a few rows instead of counting
+/// the whole queue. `sync_marker` is the row a group commit writes last, with a full sync,
+/// to make the batch's earlier commits durable (see `Store`).
+const COUNTS_MIGRATION: &str = r#"
+    CREATE TABLE fold_counts (
+        queue TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n     INTEGER NOT NULL,
+        PRIMARY KEY (queue, owner, state)
+    ) WITHOUT ROWID;
+    INSERT INTO fold_counts (queue, owner, state, n)
+        SELECT queue, owner, state, COUNT(*) FROM folds GROUP BY queue, owner, state;
+    CREATE TRIGGER fold_counts_insert AFTER INSERT ON folds BEGIN
+        INSERT INTO fold_counts (queue, owner, state, n) VALUES (NEW.queue, NEW.owner, NEW.state, 1)
+            ON CONFLICT (queue, owner, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER fold_counts_update AFTER UPDATE OF state, queue, owner ON folds
+        WHEN OLD.state IS NOT NEW.state OR OLD.queue IS NOT NEW.queue OR OLD.owner IS NOT NEW.owner
+    BEGIN
+        UPDATE fold_counts SET n = n - 1
+            WHERE queue = OLD.queue AND owner = OLD.owner AND state = OLD.state;
+        INSERT INTO fold_counts (queue, owner, state, n) VALUES (NEW.queue, NEW.owner, NEW.state, 1)
+            ON CONFLICT (queue, owner, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER fold_counts_delete AFTER DELETE ON folds BEGIN
+        UPDATE fold_counts SET n = n - 1
+            WHERE queue = OLD.queue AND owner = OLD.owner AND state = OLD.state;
+    END;
+    CREATE TABLE sync_marker (id INTEGER PRIMARY KEY CHECK (id = 1), n INTEGER NOT NULL);
+    INSERT INTO sync_marker (id, n) VALUES (1, 0);
 "#;
 
 /// Tenants. A dataset has an `owner` (NULL for those made before: only admins see them) and

@@ -197,13 +197,107 @@ async fn hold_release_remove() {
         .release(fold, "ann".into(), ReleaseChanges::default())
         .await
         .unwrap();
-    assert_eq!(store.pending_folds().await.unwrap().len(), 1);
+    assert_eq!(store.pending_folds().await.unwrap().0.len(), 1);
     assert!(store.remove(fold, "ann".into()).await.unwrap().is_none());
     assert!(matches!(
         store.remove(fold, "ann".into()).await,
         Err(StoreError::Conflict(_))
     ));
-    assert!(store.pending_folds().await.unwrap().is_empty());
+    assert!(store.pending_folds().await.unwrap().0.is_empty());
+}
+
+/// Applies the changes since `seq` to `index` and checks it holds exactly the idle folds.
+async fn follow(store: &Store, seq: &mut i64, index: &mut crate::scheduler::IdleIndex) {
+    let (changes, next) = store.fold_changes(*seq, 2).await.unwrap();
+    assert!(next >= *seq);
+    *seq = next;
+    let more = changes.len() == 2;
+    for c in changes {
+        match c {
+            FoldChange::Idle(f) => index.insert(f),
+            FoldChange::NotIdle(id) => {
+                index.remove(id);
+            }
+        }
+    }
+    if more {
+        Box::pin(follow(store, seq, index)).await;
+        return;
+    }
+    // The counts kept by triggers agree with counting the folds.
+    let counted: Vec<(String, String, String, i64)> = store
+        .read(|conn| {
+            Ok(conn
+                .prepare("SELECT queue, owner, state, COUNT(*) FROM folds GROUP BY queue, owner, state ORDER BY queue, owner, state")?
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+        .unwrap();
+    let kept: Vec<(String, String, String, i64)> = store
+        .queue_counts(&Scope::All)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.queue, c.owner, c.state.to_string(), c.count as i64))
+        .collect();
+    assert_eq!(kept, counted);
+    let (idle, _) = store.pending_folds().await.unwrap();
+    let mut want: Vec<i64> = idle.iter().map(|f| f.id).collect();
+    let mut got: Vec<i64> = index.folds().map(|f| f.id).collect();
+    want.sort_unstable();
+    got.sort_unstable();
+    assert_eq!(got, want);
+    for f in idle {
+        assert_eq!(
+            index.get(f.id),
+            Some(f),
+            "the index holds what the store holds"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_change_feed_keeps_an_idle_index_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let (_, mut seq) = store.pending_folds().await.unwrap();
+    let mut index = crate::scheduler::IdleIndex::default();
+    let ids = store
+        .submit(
+            "ann".into(),
+            false,
+            (0..5).map(|_| (spec(1), None)).collect(),
+        )
+        .await
+        .unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.len(), 5);
+    let a = assign(&store, ids[0]).await;
+    let b = assign(&store, ids[1]).await;
+    follow(&store, &mut seq, &mut index).await;
+    // A failure with a retry left requeues; a loss of an attempt that never started too.
+    store
+        .record_result(result(a, Outcome::ExitCode { code: 1 }))
+        .await
+        .unwrap();
+    store.mark_lost(b, "gone".into()).await.unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.len(), 5);
+    store
+        .hold(ids[2], HoldCode::User, "wait".into())
+        .await
+        .unwrap();
+    store.remove(ids[3], "ann".into()).await.unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.len(), 3);
+    let more = ReleaseChanges {
+        memory: Some(2 << 30),
+        ..Default::default()
+    };
+    store.release(ids[2], "ann".into(), more).await.unwrap();
+    follow(&store, &mut seq, &mut index).await;
+    assert_eq!(index.get(ids[2]).unwrap().memory, 2 << 30);
 }
 
 #[tokio::test]
@@ -321,6 +415,49 @@ async fn tokens_verify_only_their_secret() {
         .await
         .unwrap();
     assert_ne!(stored, token, "tokens are stored hashed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_submits_share_fsyncs_and_all_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let syncs = |store: Store| async move {
+        store
+            .read(|conn| {
+                Ok(conn.query_row("SELECT n FROM sync_marker", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap()
+    };
+    let before = syncs(store.clone()).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .submit(format!("owner{}", i % 7), false, vec![(spec(0), None)])
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.extend(t.await.unwrap());
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 200);
+    let used = syncs(store.clone()).await - before;
+    assert!((1..200).contains(&used), "200 submits used {used} fsyncs");
+    // A lazy change alone (a started report) is not synced.
+    let before = syncs(store.clone()).await;
+    let attempt = assign(&store, ids[0]).await;
+    let after_assign = syncs(store.clone()).await;
+    assert_eq!(after_assign, before + 1, "an assignment is durable");
+    store.mark_started(attempt).await.unwrap();
+    assert_eq!(syncs(store.clone()).await, after_assign);
+    assert_eq!(store.fold(ids[0]).await.unwrap().state, FoldState::Running);
 }
 
 #[tokio::test]

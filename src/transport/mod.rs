@@ -3,6 +3,7 @@
 //! number (so events from a dead connection are told apart from its replacement's).
 
 pub mod local;
+pub mod simulated;
 pub mod ssh;
 
 use crate::protocol::{self, FromAgent, Line, ToAgent};

@@ -8,9 +8,11 @@ use crate::model::valid_name;
 use crate::scheduler::AttrValue;
 use std::collections::BTreeMap;
 
+/// The keys of a `[[runner]]`; the first `RUNNER_ONLY` are not allowed in `[defaults]`.
 const RUNNER_KEYS: &[&str] = &[
     "name",
     "address",
+    "count",
     "transport",
     "user",
     "identity_file",
@@ -30,6 +32,8 @@ const RUNNER_KEYS: &[&str] = &[
     "requirements",
     "attributes",
 ];
+
+const RUNNER_ONLY: usize = 3;
 
 /// A value and the line it was written on.
 #[derive(Clone, Debug)]
@@ -100,6 +104,8 @@ pub(super) struct Table {
     pub(super) fields: Fields,
     pub(super) name: Option<At<String>>,
     pub(super) address: Option<At<String>>,
+    /// Simulated runners: how many (named NAME-1 .. NAME-N).
+    pub(super) count: Option<At<u32>>,
 }
 
 pub(super) fn parse_table(
@@ -113,6 +119,7 @@ pub(super) fn parse_table(
         fields: Fields::default(),
         name: None,
         address: None,
+        count: None,
     };
     for e in entries {
         let line = ctx.line(&e.key_span, ctx.line(&e.value.span, table_line));
@@ -121,7 +128,7 @@ pub(super) fn parse_table(
         let v = &e.value;
         let f = &mut t.fields;
         match e.key.as_str() {
-            "name" | "address" if defaults => {
+            "name" | "address" | "count" if defaults => {
                 return Err(ctx.err(
                     line,
                     key,
@@ -142,6 +149,23 @@ pub(super) fn parse_table(
                 }
                 t.name = Some(At::of(line, defaults, name.to_string()));
             }
+            "count" => {
+                let n = ctx.integer(v, line, key)?;
+                let n = u32::try_from(n)
+                    .ok()
+                    .filter(|n| (1..=crate::inventory::MAX_SIMULATED).contains(n))
+                    .ok_or_else(|| {
+                        ctx.err(
+                            line,
+                            key,
+                            format!(
+                                "{n} is not between 1 and {}",
+                                crate::inventory::MAX_SIMULATED
+                            ),
+                        )
+                    })?;
+                t.count = Some(At::of(line, defaults, n));
+            }
             "address" => {
                 t.address = Some(At::of(
                     line,
@@ -156,11 +180,14 @@ pub(super) fn parse_table(
                     match ctx.string(v, line, key)? {
                         "local" => Transport::Local,
                         "ssh" => Transport::Ssh,
+                        "simulated" => Transport::Simulated,
                         other => {
                             return Err(ctx.err(
                                 line,
                                 key,
-                                format!("expected \"local\" or \"ssh\", found {other:?}"),
+                                format!(
+                                    "expected \"local\", \"ssh\" or \"simulated\", found {other:?}"
+                                ),
                             ))
                         }
                     },
@@ -312,7 +339,7 @@ pub(super) fn parse_table(
             }
             other => {
                 let (known, what) = if defaults {
-                    (&RUNNER_KEYS[2..], "[defaults]")
+                    (&RUNNER_KEYS[RUNNER_ONLY..], "[defaults]")
                 } else {
                     (RUNNER_KEYS, "a [[runner]]")
                 };

@@ -8,7 +8,7 @@ fn errors_name_file_line_and_key() {
     let cases: Vec<(&str, String, usize, &str, &str)> = vec![
         // (what, text, line, key, part of the message)
         ("unknown runner key", local_then("slot = 4\n"), 4, "runner.slot", "unknown key \"slot\"; did you mean \"slots\"?"),
-        ("unknown key, no near match", local_then("colour = 4\n"), 4, "runner.colour", "a [[runner]] takes: name, address, transport"),
+        ("unknown key, no near match", local_then("colour = 4\n"), 4, "runner.colour", "a [[runner]] takes: name, address, count, transport"),
         ("unknown defaults key", format!("[defaults]\nfoo = 1\n{LOCAL}"), 2, "defaults.foo", "unknown key \"foo\"; [defaults] takes: transport, user"),
         ("dotted unknown key", local_then("a.b = 1\n"), 4, "runner.a", "unknown key \"a\""),
         ("unknown queue key", format!("[queues.H]\npriority = 1\nweight = 2\n{LOCAL}"), 3, "queues.H.weight", "unknown key \"weight\"; a queue takes: priority"),
@@ -70,7 +70,7 @@ fn errors_name_file_line_and_key() {
         ("star with others", local_then("queues = [\"*\", \"H\"]\n"), 4, "runner.queues", "\"*\" already serves every queue"),
         ("bad queue on its own line", local_then("queues = [\n  \"H\",\n  \"a b\",\n]\n"), 6, "runner.queues", "\"a b\" is not a valid name"),
         ("duplicate gpu", local_then("gpus = [\"0\", \"0\"]\n"), 4, "runner.gpus", "\"0\" is listed twice"),
-        ("bad transport", local_then("").replace("\"local\"", "\"rsh\""), 3, "runner.transport", "expected \"local\" or \"ssh\", found \"rsh\""),
+        ("bad transport", local_then("").replace("\"local\"", "\"rsh\""), 3, "runner.transport", "expected \"local\", \"ssh\" or \"simulated\", found \"rsh\""),
         ("bad executor", local_then("executor = \"podman\"\n"), 4, "runner.executor", "expected \"docker\" or \"process\", found \"podman\""),
         ("no runners", "[defaults]\nslots = 2\n".into(), 1, "runner", "no runners: add at least one [[runner]]"),
         ("empty file", String::new(), 1, "runner", "no runners"),

@@ -1,0 +1,350 @@
+//! One master, many runners, a big queue: simulated runners (`transport = "simulated"`, the
+//! real protocol, master, store and scheduler) stand in for SCALE_RUNNERS machines of 4 slots
+//! (default 10,000), and SCALE_FOLDS folds (default 1,000,000) of SCALE_FOLD_SECS simulated
+//! seconds each (default 10) wait in the queue.
+//!
+//! 1. Submit: the folds go in batches of 2,000 from 4 clients while no runner serves their
+//!    queue (durable: each batch is acknowledged after its commit) → submits/s.
+//! 2. Release: the inventory is edited so every runner serves the queue and reloaded; the
+//!    pool fills (→ placements/s to fill) and then drains at the rate folds end (steady
+//!    state, SCALE_SECS seconds, default 20 → placements/s).
+//! 3. Meanwhile: `GET /queue` and `GET /folds/{id}` latencies, a new high-priority fold's time
+//!    to start, the master's cycle times (from its log) and RSS.
+//!
+//! The last line printed is one JSON object with the figures (`placements_per_s`,
+//! `cycle_p99_ms`, `status_p50_ms`, `rss_mb`, ...). Run: `cargo bench --bench scale`;
+//! small: `SCALE_RUNNERS=1000 SCALE_FOLDS=50000 cargo bench --bench scale`.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    inventory: std::path::PathBuf,
+    child: Child,
+    url: String,
+    token: String,
+    http: reqwest::blocking::Client,
+    /// (cycle ms, folds placed) from the master's log.
+    cycles: Arc<Mutex<Vec<(f64, u64)>>>,
+}
+
+fn inventory(runners: u64, queue: &str) -> String {
+    format!(
+        "[[runner]]\nname = \"sim\"\ntransport = \"simulated\"\ncount = {runners}\nslots = 4\ncpus = 8\nmemory = \"32G\"\nqueues = [\"{queue}\", \"H\"]\n\n[queues.H]\npriority = 10\n"
+    )
+}
+
+impl Bench {
+    fn start(runners: u64) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = dir.path().join("runners.toml");
+        std::fs::write(&inv, inventory(runners, "parked")).unwrap();
+        let data = dir.path().join("data");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_datarun"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            .arg("--inventory")
+            .arg(&inv)
+            .env("DATARUN_LOG", "warn,datarun::timing=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let cycles = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = cycles.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                // "... cycle_ms=1.234 placed=56"
+                let field = |name: &str| {
+                    line.split_whitespace()
+                        .find_map(|w| w.strip_prefix(name))
+                        .and_then(|v| v.parse::<f64>().ok())
+                };
+                match (field("cycle_ms="), field("placed=")) {
+                    (Some(ms), Some(n)) => sink.lock().unwrap().push((ms, n as u64)),
+                    _ if line.contains("WARN") || line.contains("ERROR") => eprintln!("{line}"),
+                    _ => {}
+                }
+            }
+        });
+        let url = loop {
+            if let Ok(u) = std::fs::read_to_string(data.join("server")) {
+                break u.trim().to_string();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let token = std::fs::read_to_string(data.join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        Bench {
+            _dir: dir,
+            inventory: inv,
+            child,
+            url,
+            token,
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()
+                .unwrap(),
+            cycles,
+        }
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let resp = self
+            .http
+            .get(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .send()
+            .unwrap();
+        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
+        resp.json().unwrap()
+    }
+
+    fn post(&self, path: &str, body: &Value) -> Value {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1{path}", self.url))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .unwrap();
+        let status = resp.status();
+        let v: Value = resp.json().unwrap();
+        assert!(status.is_success(), "POST {path}: {status}: {v}");
+        v
+    }
+
+    fn counts(&self) -> (u64, u64, u64) {
+        let v = self.get("/queue");
+        let sum = |states: &[&str]| -> u64 {
+            v["counts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| states.contains(&c["state"].as_str().unwrap()))
+                .map(|c| c["count"].as_u64().unwrap())
+                .sum()
+        };
+        (
+            sum(&["idle"]),
+            sum(&["assigned", "running"]),
+            sum(&["done"]),
+        )
+    }
+
+    fn rss_mb(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        let kb = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
+    }
+}
+
+impl Drop for Bench {
+    fn drop(&mut self) {
+        // SAFETY: kill only sends a signal.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn timed(mut f: impl FnMut()) -> f64 {
+    let t = Instant::now();
+    f();
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runners = env("SCALE_RUNNERS", 10_000);
+    let folds = env("SCALE_FOLDS", 1_000_000);
+    let fold_secs = env("SCALE_FOLD_SECS", 10);
+    let steady_secs = env("SCALE_SECS", 20);
+    let slots = runners * 4;
+    println!("scale: {runners} simulated runners x 4 slots, {folds} folds of {fold_secs} s");
+
+    let t0 = Instant::now();
+    let b = Bench::start(runners);
+    loop {
+        let v = b.get("/runners");
+        let list = v["runners"].as_array().unwrap();
+        if list.iter().filter(|r| r["state"] == "ready").count() as u64 == runners {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let start_s = t0.elapsed().as_secs_f64();
+    println!("  start: {runners} runners ready in {start_s:.1} s");
+
+    // 1. Submit while no runner serves the queue.
+    let fold = json!({"command": ["sleep", fold_secs.to_string()], "queue": "bench",
+                      "resources": {"cpus": 1, "memory": "1G"}});
+    let batch = 2_000u64;
+    let batches = folds.div_ceil(batch);
+    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            let (b, next, fold) = (&b, next.clone(), &fold);
+            s.spawn(move || loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= batches {
+                    return;
+                }
+                let n = batch.min(folds - i * batch);
+                let v = b.post(
+                    "/folds/batch",
+                    &json!({"folds": vec![fold.clone(); n as usize]}),
+                );
+                assert_eq!(v["ids"].as_array().unwrap().len() as u64, n);
+            });
+        }
+    });
+    let submit_s = t.elapsed().as_secs_f64();
+    let submits_per_s = folds as f64 / submit_s;
+    let (idle, _, _) = b.counts();
+    assert_eq!(idle, folds);
+    let (rss_parked, _) = b.rss_mb();
+    println!(
+        "  submit: {folds} folds in {submit_s:.1} s = {submits_per_s:.0} folds/s (durable); master RSS {rss_parked:.0} MB with them idle"
+    );
+
+    // Status with everything idle.
+    let mut status_idle: Vec<f64> = (0..20)
+        .map(|_| {
+            timed(|| {
+                b.counts();
+            })
+        })
+        .collect();
+    status_idle.sort_by(f64::total_cmp);
+
+    // 2. Release: every runner serves the queue.
+    b.cycles.lock().unwrap().clear();
+    std::fs::write(&b.inventory, inventory(runners, "bench")).unwrap();
+    let t = Instant::now();
+    b.post("/runners/reload", &json!({}));
+    let fill_target = slots.min(folds);
+    let fill_s = loop {
+        let (_, running, done) = b.counts();
+        if running + done >= fill_target {
+            break t.elapsed().as_secs_f64();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    println!(
+        "  fill: {fill_target} placements in {fill_s:.2} s = {:.0}/s",
+        fill_target as f64 / fill_s
+    );
+
+    // 3. Steady state: folds end and are replaced; measure while it lasts.
+    let (_, _, done0) = b.counts();
+    let t = Instant::now();
+    let mut status = Vec::new();
+    let mut lookup = Vec::new();
+    let mut first_start = Vec::new();
+    let mut probe = 1i64;
+    while t.elapsed() < Duration::from_secs(steady_secs) {
+        status.push(timed(|| {
+            b.counts();
+        }));
+        probe = (probe * 7919) % folds as i64 + 1;
+        lookup.push(timed(|| drop(b.get(&format!("/folds/{probe}")))));
+        if first_start.len() < 5
+            && t.elapsed() > Duration::from_secs(2 + 3 * first_start.len() as u64)
+        {
+            let v = b.post(
+                "/folds",
+                &json!({"command": ["sleep", "1"], "queue": "H", "resources": {"cpus": 1, "memory": "1G"}}),
+            );
+            let id = v["id"].as_i64().unwrap();
+            let s = Instant::now();
+            loop {
+                let f = b.get(&format!("/folds/{id}"));
+                if f["fold"]["state"] != "idle" {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            first_start.push(s.elapsed().as_secs_f64() * 1000.0);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (_, _, done1) = b.counts();
+    let steady = t.elapsed().as_secs_f64();
+    let placements_per_s = (done1 - done0) as f64 / steady;
+    let (rss, hwm) = b.rss_mb();
+    status.sort_by(f64::total_cmp);
+    lookup.sort_by(f64::total_cmp);
+    first_start.sort_by(f64::total_cmp);
+    let mut cycles: Vec<f64> = b.cycles.lock().unwrap().iter().map(|c| c.0).collect();
+    cycles.sort_by(f64::total_cmp);
+    println!(
+        "  steady: {} folds ended and replaced in {steady:.1} s = {placements_per_s:.0} placements/s (demand {:.0}/s)",
+        done1 - done0,
+        slots as f64 / fold_secs as f64
+    );
+    println!(
+        "  cycles: {} (p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms)",
+        cycles.len(),
+        percentile(&cycles, 0.5),
+        percentile(&cycles, 0.99),
+        cycles.last().copied().unwrap_or(0.0)
+    );
+    println!(
+        "  queue status: p50 {:.1} ms p99 {:.1} ms (all idle: p50 {:.1} ms); fold lookup: p50 {:.1} ms p99 {:.1} ms",
+        percentile(&status, 0.5),
+        percentile(&status, 0.99),
+        percentile(&status_idle, 0.5),
+        percentile(&lookup, 0.5),
+        percentile(&lookup, 0.99)
+    );
+    println!(
+        "  high-priority fold left idle after: {:?} ms; master RSS {rss:.0} MB (peak {hwm:.0} MB)",
+        first_start.iter().map(|v| v.round()).collect::<Vec<_>>()
+    );
+    println!(
+        "{}",
+        json!({
+            "runners": runners, "folds": folds, "start_s": start_s,
+            "submits_per_s": submits_per_s.round(),
+            "fill_placements_per_s": (fill_target as f64 / fill_s).round(),
+            "placements_per_s": placements_per_s.round(),
+            "cycle_p50_ms": percentile(&cycles, 0.5), "cycle_p99_ms": percentile(&cycles, 0.99),
+            "status_p50_ms": percentile(&status, 0.5), "status_p99_ms": percentile(&status, 0.99),
+            "lookup_p50_ms": percentile(&lookup, 0.5), "lookup_p99_ms": percentile(&lookup, 0.99),
+            "first_start_ms_max": first_start.last().copied().unwrap_or(0.0),
+            "rss_mb": rss.round(), "rss_peak_mb": hwm.round(),
+        })
+    );
+}
