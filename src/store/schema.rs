@@ -413,6 +413,20 @@ const RUNAPP_MIGRATION: &str = r#"
 /// Applies the migrations this database lacks, each in its own transaction. Foreign keys are
 /// off meanwhile (SQLite's way to rebuild a table others refer to) and checked before each
 /// commit, so a migration that would break them changes nothing.
+/// Migration 9 was an empty placeholder in builds made while it was reserved: a database they
+/// migrated past it lacks `blobs.location`, which is added here (as migration 9 does).
+fn blob_location(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('blobs') WHERE name = 'location')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(BLOB_FILES_MIGRATION)?;
+    }
+    Ok(())
+}
+
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
@@ -424,6 +438,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                 MIGRATIONS.len()
             )),
         ));
+    }
+    if current >= 9 {
+        blob_location(conn)?;
     }
     if current == MIGRATIONS.len() {
         return Ok(());
@@ -530,6 +547,25 @@ mod tests {
         assert!(keys, "foreign keys are on again");
         conn.execute("DELETE FROM datasets WHERE id = 3", [])
             .expect_err("splits and submissions still refer to the rebuilt datasets table");
+    }
+
+    #[test]
+    fn a_database_migrated_past_an_empty_migration_9_gets_its_blob_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gap.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate(&mut conn).unwrap();
+            // As a build with the placeholder left it: every migration, no `location`.
+            conn.execute_batch("ALTER TABLE blobs DROP COLUMN location")
+                .unwrap();
+        }
+        let store = crate::store::Store::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (sha, _) = rt.block_on(store.put_blob(vec![1; 100_000])).unwrap();
+        assert_eq!(rt.block_on(store.get_blob(sha)).unwrap(), vec![1; 100_000]);
     }
 
     #[test]
