@@ -199,7 +199,10 @@ pub(super) struct Transfers {
 }
 
 impl Transfers {
+    /// The transfers of a master that is starting: what a previous one left half pulled is
+    /// removed (its agents report those results again).
     pub fn new(store: Store) -> Transfers {
+        store.clear_staging();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Transfers {
             store,

@@ -389,6 +389,19 @@ impl Store {
             .map_err(|e| StoreError::Io(format!("cannot make a temp file for a blob: {e}")))
     }
 
+    /// Empties the staging area: temp files of uploads and transfers a previous master left
+    /// (only the master may call it, before it serves: one master per data dir).
+    pub fn clear_staging(&self) {
+        let Ok(entries) = std::fs::read_dir(self.files.tmp()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Err(e) = std::fs::remove_file(entry.path()) {
+                tracing::warn!("cannot remove {}: {e}", entry.path().display());
+            }
+        }
+    }
+
     /// Stores a staged blob; returns (sha256, size). The temp file is gone afterwards.
     pub async fn put_staged(&self, staged: StagedBlob) -> Result<(String, u64)> {
         self.call(move |conn| {
@@ -497,6 +510,12 @@ mod tests {
             );
             assert!(!path.exists());
         }
+        // A master starting clears what a previous one left staged.
+        let mut left = store.stage_blob().unwrap();
+        left.write(b"half").unwrap();
+        let left = left.finish(false).unwrap();
+        store.clear_staging();
+        assert!(!left.path.exists());
         // A blob file lost from the disk is put back by the next upload of its content.
         std::fs::remove_file(&file).unwrap();
         assert!(store.get_blob(l_sha.clone()).await.is_err());
