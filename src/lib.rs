@@ -16,5 +16,6 @@ pub mod scheduler;
 pub mod store;
 pub mod submission;
 pub mod table;
+pub mod transfer;
 pub mod transport;
 pub mod units;

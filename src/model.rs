@@ -363,6 +363,17 @@ pub enum Outcome {
     Error {
         message: String,
     },
+    /// Its outputs went over the runner's output limit: the agent killed it as soon as it saw
+    /// that (or found it at the end), deleted them and sent none. `bytes` is what it had
+    /// written by then, `limit` the limit; with `entries`, it made more than that many files
+    /// and directories (the most the agent counts). A failure of the fold's own, like an
+    /// exit code: retried per `max_retries`, then failed.
+    OutputLimit {
+        bytes: u64,
+        limit: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entries: Option<u64>,
+    },
 }
 
 impl Outcome {
@@ -378,6 +389,7 @@ impl Outcome {
             Outcome::Cancelled => "cancelled",
             Outcome::ImageMissing { .. } => "image_missing",
             Outcome::Error { .. } => "error",
+            Outcome::OutputLimit { .. } => "output_limit",
         }
     }
     pub fn is_success(&self) -> bool {
@@ -398,6 +410,19 @@ impl fmt::Display for Outcome {
             Outcome::Cancelled => write!(f, "cancelled"),
             Outcome::ImageMissing { message, .. } => write!(f, "image missing: {message}"),
             Outcome::Error { message } => write!(f, "error: {message}"),
+            Outcome::OutputLimit {
+                entries: Some(entries),
+                ..
+            } => write!(
+                f,
+                "outputs too large: more than {entries} files and directories, over the limit of {entries}"
+            ),
+            Outcome::OutputLimit { bytes, limit, .. } => write!(
+                f,
+                "outputs too large: {} ({bytes} bytes) over the limit of {}",
+                crate::units::format_size(*bytes),
+                crate::units::format_size(*limit)
+            ),
         }
     }
 }

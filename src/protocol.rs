@@ -2,15 +2,36 @@
 //! every transport (a local child's stdio today, an SSH channel for remote runners). The first
 //! message each way is `hello`, carrying `PROTOCOL_VERSION`; a peer that speaks another version
 //! is refused with a message saying which versions were seen.
+//!
+//! Files never travel whole in one message (protocol 2): a result lists its outputs by name,
+//! size and sha256 and the master pulls them in chunks (`Fetch` / `Chunk`); an agent pulls
+//! input blobs the same way (`FetchBlob` / `BlobChunk`). See `crate::transfer`.
 
 use crate::model::{AttemptId, FoldId, InputRef, Metrics, Outcome, Progress};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
-/// Largest single protocol line accepted (outputs travel inline, base64-encoded).
-pub const MAX_LINE: usize = 512 << 20;
+/// The longest protocol line either side accepts. A longer line is skipped (its bytes are
+/// read and dropped, never buffered whole) and logged. Files never travel in one line: they
+/// come in chunks of at most [`crate::transfer::CHUNK`] bytes.
+pub const MAX_LINE: usize = 32 << 20;
+
+/// A log up to this size travels inline (base64) in the report; a longer one stays in the
+/// attempt's directory and is fetched like an output.
+pub const INLINE_LOG: usize = 64 << 10;
+
+/// The most entries (files and directories) a fold's output directory may hold: more is over
+/// the output limit, and a report never lists more outputs.
+pub const MAX_OUTPUTS: u64 = 1000;
+
+/// The largest log an agent keeps (the tail): `log_limit` is capped to this.
+pub const MAX_LOG: u64 = 16 << 20;
+
+/// The file of an attempt that holds its log when it is not inline (relative to the attempt's
+/// directory, like `output/NAME` for an output).
+pub const LOG_FILE: &str = "log";
 
 /// What the master grants an attempt.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,12 +58,29 @@ pub struct RunAttempt {
     pub output_limit: u64,
 }
 
-/// An output file travelling back to the master.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// An output file of a finished attempt, as the agent hashed it on disk. The master pulls its
+/// bytes with `Fetch` (file `output/NAME`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputFile {
     pub name: String,
-    /// base64 (standard alphabet) of the file's bytes.
-    pub data: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// An attempt's log: inline (base64, at most [`INLINE_LOG`] bytes before encoding; a plain
+/// JSON string, as in protocol 1), or left in the attempt's directory ([`LOG_FILE`]) to be
+/// fetched.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogData {
+    Inline(String),
+    File { size: u64, sha256: String },
+}
+
+impl Default for LogData {
+    fn default() -> LogData {
+        LogData::Inline(String::new())
+    }
 }
 
 /// The result of one attempt, as the agent journals and reports it.
@@ -51,9 +89,21 @@ pub struct AttemptReport {
     pub attempt: AttemptId,
     pub outcome: Outcome,
     pub metrics: Metrics,
-    /// base64 of the (tail-capped) log.
-    pub log: String,
+    pub log: LogData,
     pub outputs: Vec<OutputFile>,
+}
+
+impl AttemptReport {
+    /// A report with no log and no outputs (an attempt that never ran, or was lost).
+    pub fn bare(attempt: AttemptId, outcome: Outcome) -> AttemptReport {
+        AttemptReport {
+            attempt,
+            outcome,
+            metrics: Metrics::default(),
+            log: LogData::default(),
+            outputs: Vec::new(),
+        }
+    }
 }
 
 /// Facts an agent reports about its machine.
@@ -84,10 +134,27 @@ pub enum ToAgent {
         runner: String,
     },
     Run(RunAttempt),
-    /// A blob the agent asked for; `data` is base64.
-    Blob {
+    /// A chunk of a blob the agent asked for with `FetchBlob`: `data` is base64 of at most
+    /// `transfer::CHUNK` bytes from `offset`; `size` is the whole blob's; `eof` when it ends.
+    BlobChunk {
         sha256: String,
+        offset: u64,
+        size: u64,
         data: String,
+        eof: bool,
+    },
+    /// The master cannot send that blob.
+    BlobMissing {
+        sha256: String,
+        message: String,
+    },
+    /// Send `len` bytes (at most `transfer::CHUNK`) from `offset` of a finished attempt's
+    /// file: `output/NAME` or `log` ([`LOG_FILE`]).
+    Fetch {
+        attempt: AttemptId,
+        file: String,
+        offset: u64,
+        len: u64,
     },
     /// Kill the attempt (outcome cancelled).
     Cancel {
@@ -113,9 +180,11 @@ pub enum FromAgent {
         /// Attempts finished but not yet acknowledged.
         finished: Vec<AttemptReport>,
     },
-    NeedBlobs {
-        attempt: AttemptId,
-        sha256: Vec<String>,
+    /// Send `len` bytes (at most `transfer::CHUNK`) of a blob from `offset` (`BlobChunk`).
+    FetchBlob {
+        sha256: String,
+        offset: u64,
+        len: u64,
     },
     Started {
         attempt: AttemptId,
@@ -125,6 +194,21 @@ pub enum FromAgent {
         progress: Progress,
     },
     Finished(AttemptReport),
+    /// A chunk of a file the master asked for with `Fetch`: base64 of the bytes from
+    /// `offset`; `eof` when they reach the end of the file.
+    Chunk {
+        attempt: AttemptId,
+        file: String,
+        offset: u64,
+        data: String,
+        eof: bool,
+    },
+    /// The agent cannot send that file.
+    FetchFailed {
+        attempt: AttemptId,
+        file: String,
+        message: String,
+    },
     Pong {
         seq: u64,
     },
@@ -156,6 +240,60 @@ where
         }
     }
     let _ = out.shutdown().await;
+}
+
+/// One line read by [`read_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    Text(String),
+    /// A line longer than the limit, read and dropped: its length.
+    TooLong(usize),
+    Eof,
+}
+
+/// Reads the next line (without its newline). A line longer than `max` bytes is read to its
+/// end and dropped without being buffered; invalid UTF-8 is replaced, so it fails to decode
+/// like any other bad message.
+pub async fn read_line<R>(input: &mut R, max: usize) -> std::io::Result<Line>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::AsyncBufReadExt;
+    let mut buf = Vec::new();
+    let mut len = 0usize;
+    let mut over = false;
+    loop {
+        let avail = input.fill_buf().await?;
+        if avail.is_empty() {
+            if len == 0 {
+                return Ok(Line::Eof);
+            }
+            break;
+        }
+        let newline = avail.iter().position(|&b| b == b'\n');
+        let part = &avail[..newline.unwrap_or(avail.len())];
+        len += part.len();
+        if !over && buf.len() + part.len() > max {
+            over = true;
+            buf = Vec::new();
+        }
+        if !over {
+            buf.extend_from_slice(part);
+        }
+        let used = part.len() + usize::from(newline.is_some());
+        input.consume(used);
+        if newline.is_some() {
+            break;
+        }
+    }
+    Ok(if over {
+        Line::TooLong(len)
+    } else {
+        Line::Text(
+            String::from_utf8(buf)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        )
+    })
 }
 
 pub fn decode<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, String> {
@@ -196,10 +334,11 @@ mod tests {
                 cpu_ms: 5,
                 peak_memory: 1 << 20,
             },
-            log: b64(b"line one\nline two\n"),
+            log: LogData::Inline(b64(b"line one\nline two\n")),
             outputs: vec![OutputFile {
                 name: "pred.csv".into(),
-                data: b64(b"1,2\n"),
+                size: 4,
+                sha256: "ab".repeat(32),
             }],
         });
         let line = encode(&msg);
@@ -208,5 +347,49 @@ mod tests {
         let back: FromAgent = decode(&line).unwrap();
         assert_eq!(back, msg);
         assert!(decode::<ToAgent>(r#"{"type":"launch_missiles"}"#).is_err());
+    }
+
+    #[test]
+    fn an_inline_log_is_a_plain_string_and_a_long_one_a_file() {
+        let inline = serde_json::to_value(LogData::Inline("aGk=".into())).unwrap();
+        assert_eq!(inline, serde_json::json!("aGk="));
+        let file = LogData::File {
+            size: 70_000,
+            sha256: "cd".repeat(32),
+        };
+        let text = serde_json::to_string(&file).unwrap();
+        assert_eq!(serde_json::from_str::<LogData>(&text).unwrap(), file);
+    }
+
+    #[tokio::test]
+    async fn lines_past_the_limit_are_dropped_whole_and_reading_goes_on() {
+        let long = "x".repeat(100);
+        let text = format!("short\n{long}\n\u{e9}t\u{e9}\nlast");
+        let bytes = text.into_bytes();
+        let mut input = tokio::io::BufReader::with_capacity(7, &bytes[..]);
+        let mut lines = Vec::new();
+        loop {
+            match read_line(&mut input, 10).await.unwrap() {
+                Line::Eof => break,
+                line => lines.push(line),
+            }
+        }
+        assert_eq!(
+            lines,
+            vec![
+                Line::Text("short".into()),
+                Line::TooLong(100),
+                Line::Text("\u{e9}t\u{e9}".into()),
+                Line::Text("last".into()),
+            ]
+        );
+        let mut bad = tokio::io::BufReader::new(&b"\xff\xfe{\n"[..]);
+        let Line::Text(text) = read_line(&mut bad, 10).await.unwrap() else {
+            panic!("a short line")
+        };
+        assert!(
+            decode::<FromAgent>(&text).is_err(),
+            "invalid UTF-8 fails to decode"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! nobody is connected, and a reconnecting master learns what runs and what finished.
 
 use datarun::model::Outcome;
-use datarun::protocol::{self, FromAgent, Grant, RunAttempt, ToAgent, PROTOCOL_VERSION};
+use datarun::protocol::{self, FromAgent, Grant, LogData, RunAttempt, ToAgent, PROTOCOL_VERSION};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -127,6 +127,14 @@ impl Conn {
     }
 }
 
+/// The bytes of a short log (inline in the report).
+fn inline(log: &LogData) -> Vec<u8> {
+    match log {
+        LogData::Inline(text) => protocol::unb64(text).unwrap(),
+        other => panic!("a short log travels inline: {other:?}"),
+    }
+}
+
 fn run(attempt: i64, script: &str) -> ToAgent {
     ToAgent::Run(RunAttempt {
         attempt,
@@ -155,7 +163,10 @@ fn folds_outlive_master_connections() {
     let mut first = Conn::open(&daemon.socket);
     let (running, finished) = first.hello();
     assert!(running.is_empty() && finished.is_empty());
-    first.send(&run(1, "sleep 1.5; echo one-done"));
+    first.send(&run(
+        1,
+        "sleep 1.5; echo one-done; echo result > $DATARUN_OUTPUT/r.txt",
+    ));
     first.send(&run(2, "sleep 30"));
     first.expect("started 1", |m| {
         matches!(m, FromAgent::Started { attempt: 1 }).then_some(())
@@ -186,8 +197,43 @@ fn folds_outlive_master_connections() {
     assert_eq!(finished.len(), 1, "{finished:?}");
     assert_eq!(finished[0].attempt, 1);
     assert_eq!(finished[0].outcome, Outcome::Success);
-    let log = protocol::unb64(&finished[0].log).unwrap();
+    let log = inline(&finished[0].log);
     assert!(String::from_utf8_lossy(&log).contains("one-done"));
+    // Its output is listed by size and hash, and sent in chunks when asked for.
+    let out = &finished[0].outputs;
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].name.as_str(), out[0].size), ("r.txt", 7));
+    assert_eq!(out[0].sha256, datarun::store::sha256_hex(b"result\n"));
+    second.send(&ToAgent::Fetch {
+        attempt: 1,
+        file: "output/r.txt".into(),
+        offset: 2,
+        len: 1 << 20,
+    });
+    let (data, eof) = second.expect("chunk", |m| match m {
+        FromAgent::Chunk {
+            attempt: 1,
+            offset: 2,
+            data,
+            eof,
+            ..
+        } => Some((data, eof)),
+        _ => None,
+    });
+    assert_eq!(
+        (protocol::unb64(&data).unwrap(), eof),
+        (b"sult\n".to_vec(), true)
+    );
+    second.send(&ToAgent::Fetch {
+        attempt: 2,
+        file: "output/r.txt".into(),
+        offset: 0,
+        len: 10,
+    });
+    second.expect("nothing of a running attempt", |m| match m {
+        FromAgent::FetchFailed { attempt: 2, .. } => Some(()),
+        _ => None,
+    });
 
     // A run the daemon already has is not started twice; a cancel reaches the running fold.
     second.send(&ToAgent::Ack { attempt: 1 });
@@ -254,7 +300,8 @@ fn inputs_travel_once_per_runner() {
     let daemon = start_daemon(dir.path());
     let mut conn = Conn::open(&daemon.socket);
     conn.hello();
-    let data = b"shared training table\n".repeat(1000);
+    // Several chunks' worth: the agent pulls it in pieces.
+    let data = b"shared training table\n".repeat(120_000);
     let sha = datarun::store::sha256_hex(&data);
     let with_input = |attempt: i64| {
         let ToAgent::Run(mut run) = run(attempt, "cat \"$DATARUN_INPUT/table.csv\" | wc -c") else {
@@ -268,21 +315,18 @@ fn inputs_travel_once_per_runner() {
     };
     conn.send(&with_input(1));
     conn.send(&with_input(2));
-    let asked = conn.expect("need blobs", |m| match m {
-        FromAgent::NeedBlobs { sha256, .. } => Some(sha256),
-        _ => None,
-    });
-    assert_eq!(asked, vec![sha.clone()]);
-    conn.send(&ToAgent::Blob {
-        sha256: sha.clone(),
-        data: protocol::b64(&data),
-    });
-    let mut seen_need = 0;
+    let mut asked = Vec::new();
+    let mut answered = 0;
     let mut done = Vec::new();
     while done.len() < 2 {
-        conn.expect("results", |m| match m {
-            FromAgent::NeedBlobs { .. } => {
-                seen_need += 1;
+        conn.expect("blob requests and results", |m| match m {
+            FromAgent::FetchBlob {
+                sha256,
+                offset,
+                len,
+            } => {
+                assert_eq!(sha256, sha);
+                asked.push((offset, len));
                 Some(())
             }
             FromAgent::Finished(r) => {
@@ -291,23 +335,77 @@ fn inputs_travel_once_per_runner() {
             }
             _ => None,
         });
+        for &(offset, len) in &asked[answered..] {
+            let end = (offset + len).min(data.len() as u64);
+            conn.send(&ToAgent::BlobChunk {
+                sha256: sha.clone(),
+                offset,
+                size: data.len() as u64,
+                data: protocol::b64(&data[offset as usize..end as usize]),
+                eof: end == data.len() as u64,
+            });
+        }
+        answered = asked.len();
     }
+    let mut offsets: Vec<u64> = asked.iter().map(|(o, _)| *o).collect();
+    offsets.sort_unstable();
+    offsets.dedup();
     assert_eq!(
-        seen_need, 0,
-        "the second attempt did not ask for the blob again"
+        offsets.len(),
+        asked.len(),
+        "each chunk asked once: {asked:?}"
+    );
+    assert_eq!(
+        asked.len(),
+        3,
+        "2.6 MB in 1 MiB chunks, for both attempts: {asked:?}"
     );
     for r in &done {
         assert_eq!(r.outcome, Outcome::Success, "{r:?}");
-        let log = String::from_utf8(protocol::unb64(&r.log).unwrap()).unwrap();
+        let log = String::from_utf8(inline(&r.log)).unwrap();
         assert_eq!(log.trim(), data.len().to_string());
     }
     // A third fold with the same input runs from the runner's cache: no request at all.
     conn.send(&with_input(3));
     let first = conn.expect("started or need", |m| match m {
-        FromAgent::NeedBlobs { .. } => Some("need"),
+        FromAgent::FetchBlob { .. } => Some("need"),
         FromAgent::Started { .. } => Some("started"),
         _ => None,
     });
     assert_eq!(first, "started");
+
+    // A blob whose bytes do not match its hash never reaches a fold: the attempt ends in error.
+    let claimed = datarun::store::sha256_hex(b"what the fold was promised");
+    let ToAgent::Run(mut bad) = run(4, "true") else {
+        unreachable!()
+    };
+    bad.inputs = vec![datarun::model::InputRef {
+        name: "x".into(),
+        sha256: claimed.clone(),
+    }];
+    conn.send(&ToAgent::Run(bad));
+    let offset = conn.expect("a blob request", |m| match m {
+        FromAgent::FetchBlob { sha256, offset, .. } if sha256 == claimed => Some(offset),
+        _ => None,
+    });
+    conn.send(&ToAgent::BlobChunk {
+        sha256: claimed.clone(),
+        offset,
+        size: 5,
+        data: protocol::b64(b"other"),
+        eof: true,
+    });
+    let report = conn.expect("attempt 4 ends", |m| match m {
+        FromAgent::Finished(r) if r.attempt == 4 => Some(r),
+        _ => None,
+    });
+    let Outcome::Error { message } = &report.outcome else {
+        panic!("{report:?}")
+    };
+    assert!(message.contains("does not match its sha256"), "{message}");
+    assert!(
+        !dir.path().join("agent/blobs").join(&claimed).exists(),
+        "nothing is cached"
+    );
     conn.close();
 }

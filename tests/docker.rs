@@ -226,3 +226,36 @@ fn a_mixed_pool_routes_folds_by_image() {
     );
     assert!(folds.iter().all(|f| f["state"] == "done"), "{folds:?}");
 }
+
+#[test]
+fn a_container_writing_5_gb_of_outputs_is_killed_early_and_nothing_crosses_the_wire() {
+    let m = Master::start(Some(&docker_runner("outputs-5g")));
+    let before = m.stored_bytes();
+    let ids = m.submit(vec![fold(
+        "dd if=/dev/zero of=$DATARUN_OUTPUT/big bs=1048576 count=5000",
+    )]);
+    let folds = m.wait_all(&ids, Duration::from_secs(120));
+    assert_eq!(folds[0]["state"], "failed", "{}", folds[0]);
+    assert_eq!(outcome(&folds[0]), "output_limit", "{}", folds[0]);
+    let written = folds[0]["outcome"]["bytes"].as_u64().unwrap();
+    assert_eq!(folds[0]["outcome"]["limit"], 128u64 << 20);
+    assert!(
+        written < 2000 << 20,
+        "killed early, long before 5 GB: {written} bytes"
+    );
+    let shown = m.fold(ids[0]);
+    assert_eq!(shown["attempts"][0]["outputs"], json!([]), "{shown}");
+    let grown = m.stored_bytes().saturating_sub(before);
+    assert!(
+        grown < 10 << 20,
+        "database and blob files grew {grown} bytes"
+    );
+    let (master, agent) = (common::peak_rss(m.pid()), common::peak_rss(m.agent_pid()));
+    assert!(master < 200 << 20, "master peak RSS {master}");
+    assert!(agent < 200 << 20, "agent peak RSS {agent}");
+    eprintln!(
+        "5 GB container: killed after {written} bytes; peak RSS master {} MB, agent {} MB",
+        master >> 20,
+        agent >> 20
+    );
+}

@@ -17,7 +17,10 @@ fn backups_rotate_purges_free_old_outputs_and_runs_are_listed() {
     )
     .unwrap();
     let m = Master::start_with(None, &["--config", cfg.to_str().unwrap()]);
-    let ids = m.submit(vec![sh("echo kept > $DATARUN_OUTPUT/out")]);
+    // A large output too: its blob is a file, which backups carry beside the database.
+    let ids = m.submit(vec![sh(
+        "echo kept > $DATARUN_OUTPUT/out; head -c 100000 /dev/zero > $DATARUN_OUTPUT/big",
+    )]);
     m.wait_all(&ids, Duration::from_secs(20));
     let id = ids[0].to_string();
     assert_eq!(
@@ -34,12 +37,20 @@ fn backups_rotate_purges_free_old_outputs_and_runs_are_listed() {
     }
     assert_eq!(m.fold(ids[0])["fold"]["state"], "done");
 
-    // Backups: at most `keep` files, each a database holding the fold.
-    let backups: Vec<_> = std::fs::read_dir(m.data_dir().join("backups"))
+    // Backups: at most `keep` files, each a database holding the fold; blob files sit in a
+    // `.blobs` directory beside their database and go with it.
+    let (backups, blobs): (Vec<_>, Vec<_>) = std::fs::read_dir(m.data_dir().join("backups"))
         .unwrap()
         .map(|e| e.unwrap().path())
-        .collect();
+        .partition(|p| p.extension().is_some_and(|e| e == "db"));
     assert!((1..=2).contains(&backups.len()), "{backups:?}");
+    for dir in &blobs {
+        assert!(dir.extension().is_some_and(|e| e == "blobs"), "{dir:?}");
+        assert!(
+            dir.with_extension("db").exists() || !dir.exists(),
+            "{dir:?} outlived its database"
+        );
+    }
     let bytes = std::fs::read(&backups[0]).unwrap();
     assert!(bytes.starts_with(b"SQLite format 3\0"));
 
@@ -50,7 +61,7 @@ fn backups_rotate_purges_free_old_outputs_and_runs_are_listed() {
         "backup",
         "purge",
         "1 runners ready",
-        "removed 1 outputs",
+        "removed 2 outputs",
         "removed 1 old backups",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from:\n{text}");

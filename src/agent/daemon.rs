@@ -10,14 +10,16 @@ use super::outbox::Outbox;
 use crate::inventory::ExecutorKind;
 use crate::model::{check_file_name, AttemptId, Outcome};
 use crate::protocol::{
-    self, AttemptReport, FromAgent, OutputFile, RunAttempt, ToAgent, PROTOCOL_VERSION,
+    self, AttemptReport, FromAgent, LogData, OutputFile, RunAttempt, ToAgent, PROTOCOL_VERSION,
 };
-use std::collections::{BTreeSet, HashMap};
+use crate::transfer::Pull;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+mod inputs;
 mod orphans;
 use orphans::watch_adopted;
 
@@ -87,6 +89,8 @@ pub(super) struct Agent {
     pub(super) running: HashMap<AttemptId, Running>,
     /// Attempts waiting for blobs: the run and the hashes still missing.
     waiting: HashMap<AttemptId, (RunAttempt, BTreeSet<String>)>,
+    /// Input blobs being pulled from the master, by sha256 (each once, whatever needs it).
+    downloads: BTreeMap<String, Pull>,
     /// Attempts run by a previous agent process that we watch for a result.
     adopted: BTreeSet<AttemptId>,
     notices: mpsc::UnboundedSender<Notice>,
@@ -108,6 +112,7 @@ impl Agent {
             out: Outbox::default(),
             running: HashMap::new(),
             waiting: HashMap::new(),
+            downloads: BTreeMap::new(),
             adopted: BTreeSet::new(),
             notices,
         };
@@ -204,21 +209,8 @@ impl Agent {
             running,
             finished,
         });
-        // Blob requests sent on a connection that died before answering them are asked again.
-        let mut asked = BTreeSet::new();
-        for (attempt, (_, missing)) in &self.waiting {
-            let ask: Vec<String> = missing
-                .iter()
-                .filter(|sha| asked.insert(*sha))
-                .cloned()
-                .collect();
-            if !ask.is_empty() {
-                self.send(FromAgent::NeedBlobs {
-                    attempt: *attempt,
-                    sha256: ask,
-                });
-            }
-        }
+        // Blobs being pulled over a connection that died start again on this one.
+        self.restart_downloads();
         Ok(())
     }
 
@@ -227,7 +219,27 @@ impl Agent {
             ToAgent::Hello { .. } => {}
             ToAgent::Ping { seq } => self.send(FromAgent::Pong { seq }),
             ToAgent::Run(run) => self.run(run),
-            ToAgent::Blob { sha256, data } => self.blob(sha256, data),
+            ToAgent::BlobChunk {
+                sha256,
+                offset,
+                size,
+                data,
+                eof,
+            } => self.blob_chunk(sha256, offset, size, &data, eof),
+            ToAgent::BlobMissing { sha256, message } => {
+                self.download_failed(&sha256, format!("the master cannot send it: {message}"))
+            }
+            ToAgent::Fetch {
+                attempt,
+                file,
+                offset,
+                len,
+            } => {
+                let (journal, out) = (self.journal.clone(), self.out.clone());
+                tokio::task::spawn_blocking(move || {
+                    out.send(journal.fetch(attempt, file, offset, len));
+                });
+            }
             ToAgent::Cancel { attempt } => self.cancel(attempt),
             ToAgent::Ack { attempt } => {
                 self.adopted.remove(&attempt);
@@ -254,6 +266,14 @@ impl Agent {
         if self.journal.exists(attempt) {
             return;
         }
+        if let Some(bad) = run
+            .inputs
+            .iter()
+            .find(|i| !crate::store::is_sha256(&i.sha256))
+        {
+            let message = format!("input {:?}: {:?} is not a sha256", bad.name, bad.sha256);
+            return self.end_unstarted(run, Outcome::Error { message });
+        }
         let missing: BTreeSet<String> = run
             .inputs
             .iter()
@@ -263,53 +283,16 @@ impl Agent {
         if missing.is_empty() {
             self.start(run, false);
         } else {
-            // Inputs travel once: a blob another waiting attempt already asked for is not
-            // asked for again.
-            let ask: Vec<String> = missing
+            // Inputs travel once: a blob already being pulled is not asked for again. The
+            // attempt waits before the pulls start, so a pull that fails at once ends it.
+            let start: Vec<String> = missing
                 .iter()
-                .filter(|sha| !self.waiting.values().any(|(_, m)| m.contains(*sha)))
+                .filter(|sha| !self.downloads.contains_key(*sha))
                 .cloned()
                 .collect();
-            if !ask.is_empty() {
-                self.send(FromAgent::NeedBlobs {
-                    attempt,
-                    sha256: ask,
-                });
-            }
             self.waiting.insert(attempt, (run, missing));
-        }
-    }
-
-    fn blob(&mut self, sha: String, data: String) {
-        let bytes = match protocol::unb64(&data) {
-            Ok(b) => b,
-            Err(e) => {
-                return self.send(FromAgent::Error {
-                    message: format!("blob {sha}: {e}"),
-                })
-            }
-        };
-        if crate::store::sha256_hex(&bytes) != sha {
-            return self.send(FromAgent::Error {
-                message: format!("blob {sha}: content does not match its hash"),
-            });
-        }
-        if let Err(e) = self.journal.put_blob(&sha, &bytes) {
-            return self.send(FromAgent::Error {
-                message: format!("blob {sha}: cannot cache it: {e}"),
-            });
-        }
-        let ready: Vec<AttemptId> = self
-            .waiting
-            .iter_mut()
-            .filter_map(|(id, (_, missing))| {
-                missing.remove(&sha);
-                missing.is_empty().then_some(*id)
-            })
-            .collect();
-        for id in ready {
-            if let Some((run, _)) = self.waiting.remove(&id) {
-                self.start(run, false);
+            for sha in start {
+                self.start_download(&sha);
             }
         }
     }
@@ -318,18 +301,7 @@ impl Agent {
         if let Some(r) = self.running.get(&attempt) {
             let _ = r.cancel.send(true);
         } else if let Some((run, _)) = self.waiting.remove(&attempt) {
-            let report = AttemptReport {
-                attempt: run.attempt,
-                outcome: Outcome::Cancelled,
-                metrics: Default::default(),
-                log: String::new(),
-                outputs: vec![],
-            };
-            let _ = self
-                .journal
-                .begin(&run)
-                .and_then(|_| self.journal.finish(&report));
-            self.send(FromAgent::Finished(report));
+            self.end_unstarted(run, Outcome::Cancelled);
         } else if self.adopted.contains(&attempt) {
             let _ = self.journal.request_cancel(attempt);
         }
@@ -384,13 +356,7 @@ impl Agent {
 }
 
 fn error_report(attempt: AttemptId, message: String) -> AttemptReport {
-    AttemptReport {
-        attempt,
-        outcome: Outcome::Error { message },
-        metrics: Default::default(),
-        log: String::new(),
-        outputs: vec![],
-    }
+    AttemptReport::bare(attempt, Outcome::Error { message })
 }
 
 /// What an attempt's task needs to know about its agent.
@@ -445,6 +411,7 @@ async fn execute(
             return error_report(attempt, format!("cannot place input {:?}: {e}", input.name));
         }
     }
+    let log_limit = run.log_limit.min(protocol::MAX_LOG);
     let req = ExecRequest {
         attempt,
         fold: run.fold,
@@ -460,7 +427,7 @@ async fn execute(
         soft_limit: run.soft_limit_ms.map(Duration::from_millis),
         hard_limit: run.hard_limit_ms.map(Duration::from_millis),
         gpus: run.grant.gpus.clone(),
-        log_limit: run.log_limit,
+        log_limit,
         output_limit: run.output_limit,
     };
     let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::model::Progress>();
@@ -505,23 +472,52 @@ async fn execute(
     };
     cancel_file.abort();
     let _ = forward.await;
-    let mut outputs = Vec::with_capacity(result.outputs.len());
-    for name in &result.outputs {
-        match std::fs::read(dir.join("output").join(name)) {
-            Ok(data) => outputs.push(OutputFile {
+    let (names, log) = (result.outputs, result.log);
+    let described =
+        tokio::task::spawn_blocking(move || describe(&dir, attempt, &names, &log)).await;
+    match described {
+        Ok(Ok((log, outputs))) => AttemptReport {
+            attempt,
+            outcome: result.outcome,
+            metrics: result.metrics,
+            log,
+            outputs,
+        },
+        Ok(Err(e)) => error_report(attempt, format!("cannot keep the log: {e}")),
+        Err(e) => error_report(attempt, format!("cannot describe the outputs: {e}")),
+    }
+}
+
+/// The report's view of an attempt's files: each output hashed from disk (never read whole),
+/// and the log inline when short, else written to the attempt's [`protocol::LOG_FILE`] to be
+/// fetched like an output.
+fn describe(
+    dir: &std::path::Path,
+    attempt: AttemptId,
+    names: &[String],
+    log: &[u8],
+) -> std::io::Result<(LogData, Vec<OutputFile>)> {
+    let mut outputs = Vec::with_capacity(names.len());
+    for name in names {
+        match crate::transfer::hash_file(&dir.join("output").join(name)) {
+            Ok((sha256, size)) => outputs.push(OutputFile {
                 name: name.clone(),
-                data: protocol::b64(&data),
+                size,
+                sha256,
             }),
             Err(e) => tracing::warn!("attempt {attempt}: cannot read output {name:?}: {e}"),
         }
     }
-    AttemptReport {
-        attempt,
-        outcome: result.outcome,
-        metrics: result.metrics,
-        log: protocol::b64(&result.log),
-        outputs,
-    }
+    let log = if log.len() <= protocol::INLINE_LOG {
+        LogData::Inline(protocol::b64(log))
+    } else {
+        super::journal::write_atomic(&dir.join(protocol::LOG_FILE), log, true)?;
+        LogData::File {
+            size: log.len() as u64,
+            sha256: crate::store::sha256_hex(log),
+        }
+    };
+    Ok((log, outputs))
 }
 
 /// The first line of a fold's status file (at most `STATUS_MAX` bytes), if it wrote one.

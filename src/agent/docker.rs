@@ -44,6 +44,7 @@ mod spec;
 mod tests;
 
 use super::exec::{cancelled, sleep_until, ExecRequest, ExecResult};
+use super::outputs::{Guard, CHECK_EVERY};
 use crate::model::{AttemptId, Metrics, Outcome, Progress};
 use bollard::errors::Error as EngineError;
 use bollard::models::{
@@ -305,8 +306,9 @@ impl DockerExecutor {
         ));
         // If this future is dropped (the agent dies or gives up), the helpers stop with it.
         let _helpers = AbortOnDrop(vec![log_task.abort_handle(), sampler.abort_handle()]);
+        let mut guard = Guard::new(req);
         let ended = self
-            .wait_for_exit(req, name, start, &meter, &progress, &mut cancel)
+            .wait_for_exit(req, start, &meter, &progress, &mut cancel, &mut guard)
             .await;
         sampler.abort();
         if tokio::time::timeout(LOG_DRAIN, &mut log_task)
@@ -374,16 +376,9 @@ impl DockerExecutor {
         }
         let oom_killed = state.oom_killed.unwrap_or(false);
         let exit_code = state.exit_code.unwrap_or(-1);
-        let outputs = super::outputs::collect_for(req).await;
-        let outcome = match limits::outcome(reason, oom_killed, exit_code) {
-            Outcome::Success if outputs.total_bytes > req.output_limit => Outcome::Error {
-                message: format!(
-                    "outputs are {} bytes, over the limit of {}",
-                    outputs.total_bytes, req.output_limit
-                ),
-            },
-            outcome => outcome,
-        };
+        let (outcome, outputs) = guard
+            .settle(limits::outcome(reason, oom_killed, exit_code))
+            .await;
         tracing::debug!(
             "attempt {}: {name} ended: {outcome} (exit code {exit_code}, OOMKilled {oom_killed})",
             req.attempt
@@ -393,7 +388,7 @@ impl DockerExecutor {
             outcome,
             metrics,
             log,
-            outputs: outputs.names,
+            outputs,
         }
     }
 
@@ -402,16 +397,19 @@ impl DockerExecutor {
     async fn wait_for_exit(
         &self,
         req: &ExecRequest,
-        name: &str,
         start: Instant,
         meter: &Mutex<Meter>,
         progress: &mpsc::UnboundedSender<Progress>,
         cancel: &mut watch::Receiver<bool>,
+        outputs: &mut Guard,
     ) -> Result<Option<Reason>, Outcome> {
+        let name = &self.container_name(req.attempt);
         let mut limits = Limits::new(start, req.soft_limit, req.hard_limit);
         let mut waiting = self.docker.wait_container(name, None);
         let mut ticker = tokio::time::interval(PROGRESS_EVERY);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut output_ticker = tokio::time::interval(CHECK_EVERY);
+        output_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut engine_trouble: Option<Instant> = None;
         loop {
             let signal = tokio::select! {
@@ -461,6 +459,10 @@ impl DockerExecutor {
                     let _ = progress.send(figures);
                     None
                 }
+                _ = output_ticker.tick(), if !limits.killed => match outputs.check().await {
+                    Some(over) => limits.kill(Reason::OutputLimit(over)),
+                    None => None,
+                },
             };
             if let Some(signal) = signal {
                 self.signal(req.attempt, name, signal).await;

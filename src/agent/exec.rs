@@ -32,7 +32,8 @@ pub struct ExecRequest {
     pub gpus: Vec<String>,
     /// Keep at most this many bytes of stdout+stderr (the tail; the cut is marked).
     pub log_limit: u64,
-    /// Outputs larger than this in total fail the attempt with an error naming the limit.
+    /// Outputs larger than this in total end the attempt as `OutputLimit` (the fold is killed
+    /// as soon as the agent sees it; see `agent::outputs`).
     pub output_limit: u64,
 }
 

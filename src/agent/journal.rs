@@ -5,7 +5,8 @@
 //! Blobs are cached once per runner under `<state>/blobs/<sha256>`.
 
 use crate::model::AttemptId;
-use crate::protocol::{AttemptReport, RunAttempt};
+use crate::protocol::{AttemptReport, FromAgent, RunAttempt};
+use crate::transfer::StagedBlob;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -67,9 +68,30 @@ impl Journal {
     pub fn open(root: &Path) -> std::io::Result<Journal> {
         std::fs::create_dir_all(root.join("attempts"))?;
         std::fs::create_dir_all(root.join("blobs"))?;
-        Ok(Journal {
+        let journal = Journal {
             root: root.to_path_buf(),
-        })
+        };
+        journal.remove_stale_pulls();
+        Ok(journal)
+    }
+
+    /// Temp files of input pulls an earlier agent process left (an hour old: a pull under way
+    /// in a process still finishing its folds is left alone).
+    fn remove_stale_pulls(&self) {
+        let Ok(entries) = std::fs::read_dir(self.blob_dir()) else {
+            return;
+        };
+        let cutoff = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in entries.flatten() {
+            let stale = entry.file_name().to_string_lossy().starts_with(".tmp-")
+                && entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t < cutoff);
+            if stale {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     pub fn dir(&self, attempt: AttemptId) -> PathBuf {
@@ -84,8 +106,61 @@ impl Journal {
         self.blob_path(sha).is_file()
     }
 
-    pub fn put_blob(&self, sha: &str, data: &[u8]) -> std::io::Result<()> {
-        write_atomic(&self.blob_path(sha), data, false)
+    /// The blob cache (temp files of pulls under way live there too, as `.tmp-*`).
+    pub fn blob_dir(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    /// Puts a pulled, checked blob into the cache.
+    pub fn keep_blob(&self, staged: &StagedBlob) -> std::io::Result<()> {
+        std::fs::rename(&staged.path, self.blob_path(&staged.sha256))
+    }
+
+    /// Answers a master's `Fetch`: a chunk of `file` (`log` or `output/NAME`) of a finished
+    /// attempt, or why it cannot be sent. Only files of attempts with a journaled result are
+    /// served, only regular files, and never through a link.
+    pub fn fetch(&self, attempt: AttemptId, file: String, offset: u64, len: u64) -> FromAgent {
+        match self.fetch_path(attempt, &file).and_then(|path| {
+            crate::transfer::read_chunk(&path, offset, len).map_err(|e| e.to_string())
+        }) {
+            Ok((data, eof)) => FromAgent::Chunk {
+                attempt,
+                file,
+                offset,
+                data: crate::protocol::b64(&data),
+                eof,
+            },
+            Err(message) => FromAgent::FetchFailed {
+                attempt,
+                file,
+                message,
+            },
+        }
+    }
+
+    fn fetch_path(&self, attempt: AttemptId, file: &str) -> Result<PathBuf, String> {
+        let dir = self.dir(attempt);
+        if !dir.join("result.json").is_file() {
+            return Err(format!("attempt {attempt} has no result here"));
+        }
+        let rel = if file == crate::protocol::LOG_FILE {
+            PathBuf::from(file)
+        } else {
+            let name = file
+                .strip_prefix("output/")
+                .ok_or_else(|| format!("{file:?} is neither the log nor an output"))?;
+            crate::model::check_file_name(name)?;
+            Path::new("output").join(name)
+        };
+        let path = dir.join(rel);
+        // The directories on the way must be the attempt's own, not links out of it.
+        let parent = path.parent().unwrap_or(&dir);
+        let real = parent.canonicalize().map_err(|e| format!("{file}: {e}"))?;
+        let root = dir.canonicalize().map_err(|e| format!("{file}: {e}"))?;
+        if !real.starts_with(&root) {
+            return Err(format!("{file} leads out of the attempt's directory"));
+        }
+        Ok(path)
     }
 
     pub fn exists(&self, attempt: AttemptId) -> bool {
@@ -195,31 +270,33 @@ impl Journal {
     }
 }
 
+/// A run request for tests: `true`, with small grants and limits.
+#[cfg(test)]
+pub(crate) fn test_run(attempt: AttemptId) -> RunAttempt {
+    RunAttempt {
+        attempt,
+        fold: 1,
+        command: vec!["true".into()],
+        image: None,
+        env: Default::default(),
+        inputs: vec![],
+        grant: crate::protocol::Grant {
+            millicpus: 1000,
+            memory: 1 << 20,
+            gpus: vec![],
+        },
+        soft_limit_ms: None,
+        hard_limit_ms: None,
+        log_limit: 1000,
+        output_limit: 1000,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::test_run as run;
     use super::*;
-    use crate::model::{Metrics, Outcome};
-    use crate::protocol::Grant;
-
-    fn run(attempt: AttemptId) -> RunAttempt {
-        RunAttempt {
-            attempt,
-            fold: 1,
-            command: vec!["true".into()],
-            image: None,
-            env: Default::default(),
-            inputs: vec![],
-            grant: Grant {
-                millicpus: 1000,
-                memory: 1 << 20,
-                gpus: vec![],
-            },
-            soft_limit_ms: None,
-            hard_limit_ms: None,
-            log_limit: 1000,
-            output_limit: 1000,
-        }
-    }
+    use crate::model::Outcome;
 
     #[test]
     fn a_zombie_is_not_alive() {
@@ -242,14 +319,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let j = Journal::open(tmp.path()).unwrap();
         j.begin(&run(1)).unwrap();
-        j.finish(&AttemptReport {
-            attempt: 1,
-            outcome: Outcome::Success,
-            metrics: Metrics::default(),
-            log: String::new(),
-            outputs: vec![],
-        })
-        .unwrap();
+        j.finish(&AttemptReport::bare(1, Outcome::Success)).unwrap();
         j.begin(&run(2)).unwrap();
         // Attempt 3 is owned by a live process that is not us (our parent, the test runner's).
         j.begin(&run(3)).unwrap();
@@ -270,5 +340,42 @@ mod tests {
         assert_eq!(r.adopted, vec![(3, std::os::unix::process::parent_id())]);
         j.forget(1).unwrap();
         assert!(!j.exists(1));
+    }
+
+    #[test]
+    fn fetch_serves_finished_attempts_files_and_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        let dir = j.begin(&run(5)).unwrap();
+        std::fs::create_dir_all(dir.join("output/sub")).unwrap();
+        std::fs::write(dir.join("output/sub/a.txt"), b"hello").unwrap();
+        std::os::unix::fs::symlink("/etc", dir.join("output/etc")).unwrap();
+        let chunk = |file: &str| j.fetch(5, file.to_string(), 1, 3);
+        assert!(
+            matches!(chunk("output/sub/a.txt"), FromAgent::FetchFailed { message, .. } if message.contains("no result")),
+            "nothing is served while the attempt runs"
+        );
+        j.finish(&AttemptReport::bare(5, Outcome::Success)).unwrap();
+        match chunk("output/sub/a.txt") {
+            FromAgent::Chunk {
+                data, eof, offset, ..
+            } => {
+                assert_eq!(crate::protocol::unb64(&data).unwrap(), b"ell");
+                assert_eq!((offset, eof), (1, false));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            "output/../run.json",
+            "run.json",
+            "output/etc/passwd",
+            "output/missing",
+            "/etc/passwd",
+        ] {
+            assert!(
+                matches!(chunk(bad), FromAgent::FetchFailed { .. }),
+                "{bad} must not be served"
+            );
+        }
     }
 }

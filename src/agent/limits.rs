@@ -15,6 +15,8 @@ pub enum Reason {
     HardLimit,
     OutOfMemory,
     Cancelled,
+    /// Its outputs went over the output limit.
+    OutputLimit(super::outputs::Over),
 }
 
 /// The signals datarun sends a fold.

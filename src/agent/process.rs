@@ -16,6 +16,7 @@ mod tests;
 
 use super::exec::{cancelled, format_cpus, sleep_until, ExecRequest, ExecResult};
 use super::limits::{Limits, Reason};
+use super::outputs::{Guard, CHECK_EVERY};
 use crate::model::{Metrics, Outcome, Progress};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -62,23 +63,15 @@ pub async fn run(
     let _ = std::fs::write(req.work_dir.join(PGID_FILE), pid.to_string());
     let (stop_log, log_task) = read_log(log_pipe, req.log_limit);
     let reaper = tokio::task::spawn_blocking(move || reap(pid));
-    let ended = watch_fold(pid, &req, start, reaper, &progress, &mut cancel).await;
+    let mut guard = Guard::new(&req);
+    let ended = watch_fold(pid, &req, start, reaper, &progress, &mut cancel, &mut guard).await;
     let log = finish_log(stop_log, log_task).await;
-    let outputs = super::outputs::collect_for(&req).await;
-    let outcome = match ended.outcome() {
-        Outcome::Success if outputs.total_bytes > req.output_limit => Outcome::Error {
-            message: format!(
-                "outputs are {} bytes, over the limit of {}",
-                outputs.total_bytes, req.output_limit
-            ),
-        },
-        outcome => outcome,
-    };
+    let (outcome, outputs) = guard.settle(ended.outcome()).await;
     ExecResult {
         outcome,
         metrics: ended.metrics(),
         log,
-        outputs: outputs.names,
+        outputs,
     }
 }
 
@@ -285,6 +278,7 @@ fn reason_outcome(reason: Reason) -> Outcome {
         Reason::HardLimit => Outcome::TimedOutHard,
         Reason::OutOfMemory => Outcome::OutOfMemory,
         Reason::Cancelled => Outcome::Cancelled,
+        Reason::OutputLimit(over) => over.outcome(),
     }
 }
 
@@ -314,12 +308,15 @@ async fn watch_fold(
     mut reaper: JoinHandle<io::Result<Exit>>,
     progress: &mpsc::UnboundedSender<Progress>,
     cancel: &mut watch::Receiver<bool>,
+    outputs: &mut Guard,
 ) -> Ended {
     let mut limits = Limits::new(start, req.soft_limit, req.hard_limit);
     let mut meter = Meter::default();
     // The first sample comes one interval in: a fold that ends sooner is measured by wait4.
     let mut ticker = tokio::time::interval_at(start + SAMPLE_EVERY, SAMPLE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut output_ticker = tokio::time::interval_at(start + CHECK_EVERY, CHECK_EVERY);
+    output_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next_progress = start + PROGRESS_EVERY;
     loop {
         let signal = tokio::select! {
@@ -347,6 +344,10 @@ async fn watch_fold(
                 let over = req.memory_limit.is_some_and(|limit| meter.memory > limit);
                 if over { limits.kill(Reason::OutOfMemory) } else { None }
             }
+            _ = output_ticker.tick(), if !limits.killed => match outputs.check().await {
+                Some(over) => limits.kill(Reason::OutputLimit(over)),
+                None => None,
+            },
         };
         if let Some(signal) = signal {
             tracing::debug!("attempt {}: {} to group {pgid}", req.attempt, signal.name());

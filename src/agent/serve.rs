@@ -9,12 +9,12 @@
 //!   A connection that only pings (a health check) never displaces the master.
 
 use super::daemon::{Agent, AgentConfig};
-use crate::protocol::{self, FromAgent, ToAgent, PROTOCOL_VERSION};
+use crate::protocol::{self, FromAgent, Line, ToAgent, PROTOCOL_VERSION};
 use anyhow::Context;
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -115,15 +115,21 @@ where
     let writer = tokio::spawn(protocol::write_lines(rx, output));
     let events = inputs.clone();
     let reader = tokio::spawn(async move {
-        let mut lines = BufReader::new(input).lines();
+        let mut input = BufReader::new(input);
         let reason = loop {
-            match lines.next_line().await {
-                Ok(Some(line)) => {
+            match protocol::read_line(&mut input, protocol::MAX_LINE).await {
+                Ok(Line::Text(line)) => {
                     if events.send(Input::Line { conn, line }).is_err() {
                         return;
                     }
                 }
-                Ok(None) => break "end of input".to_string(),
+                Ok(Line::TooLong(len)) => {
+                    tracing::warn!(
+                        "a message of {len} bytes, over the limit of {}, was dropped",
+                        protocol::MAX_LINE
+                    )
+                }
+                Ok(Line::Eof) => break "end of input".to_string(),
                 Err(e) => break format!("reading failed: {e}"),
             }
         };

@@ -4,9 +4,9 @@ use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
 use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
-use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
+use crate::store::{BlobBody, FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, JsonRejection};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,20 +16,90 @@ use serde_json::{json, Value};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// `POST /blobs`: stores the bytes once and records the caller as an owner of them (having
-/// the bytes proves possession), so their folds may name the blob as an input.
+/// How much of an upload is gathered before it is written out.
+const UPLOAD_BUFFER: usize = 1 << 20;
+
+/// `POST /blobs`: the body streams into a temp file of the blob store while it is hashed
+/// (bounded memory; still at most `--max-body`), then becomes the blob, and the caller is
+/// recorded as an owner of it (having the bytes proves possession), so their folds may name
+/// the blob as an input.
 pub async fn put_blob(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
-    body: Result<Bytes, BytesRejection>,
+    req: axum::extract::Request,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let body = body?;
-    let (sha256, size) = s.store.put_blob(body.to_vec()).await?;
+    use axum::RequestExt;
+    use futures_util::StreamExt;
+    let mut body = req.into_limited_body().into_data_stream();
+    let mut file = s.store.stage_blob()?;
+    let mut buf = Vec::with_capacity(UPLOAD_BUFFER);
+    while let Some(frame) = body.next().await {
+        buf.extend_from_slice(&frame.map_err(body_error)?);
+        if buf.len() >= UPLOAD_BUFFER {
+            file = write_blocking(file, std::mem::take(&mut buf)).await?;
+        }
+    }
+    let file = write_blocking(file, buf).await?;
+    let staged = tokio::task::spawn_blocking(move || file.finish(true))
+        .await
+        .map_err(upload_failed)?
+        .map_err(upload_failed)?;
+    let (sha256, size) = s.store.put_staged(staged).await?;
     s.store.own_blobs(who.name, vec![sha256.clone()]).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({ "sha256": sha256, "size": size })),
     ))
+}
+
+async fn write_blocking(
+    mut file: crate::transfer::HashingFile,
+    data: Vec<u8>,
+) -> ApiResult<crate::transfer::HashingFile> {
+    tokio::task::spawn_blocking(move || file.write(&data).map(|_| file))
+        .await
+        .map_err(upload_failed)?
+        .map_err(upload_failed)
+}
+
+fn upload_failed(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        format!("cannot store the upload: {e}"),
+    )
+}
+
+/// A body that could not be read: too large (413) or broken off (400).
+fn body_error(e: axum::Error) -> ApiError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(err) = source {
+        // http_body_util::LengthLimitError, which --max-body's limit raises.
+        if err.to_string() == "length limit exceeded" {
+            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, super::error::TOO_LARGE);
+        }
+        source = err.source();
+    }
+    ApiError::bad_request(format!("cannot read the upload: {e}"))
+}
+
+/// A blob as a response with its Content-Length, streamed from its file when it has one.
+fn blob_response(body: BlobBody, content_type: &'static str) -> Response {
+    match body {
+        BlobBody::Bytes(data) => ([(header::CONTENT_TYPE, content_type)], data).into_response(),
+        BlobBody::File { file, size } => {
+            use tokio::io::AsyncReadExt;
+            let file = tokio::fs::File::from_std(file).take(size);
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
+            (
+                [
+                    (header::CONTENT_TYPE, content_type.to_string()),
+                    (header::CONTENT_LENGTH, size.to_string()),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Validates specs and checks each against the inventory's capacity; folds no runner could
@@ -216,8 +286,8 @@ pub async fn log(
     Path(id): Path<FoldId>,
 ) -> ApiResult<Response> {
     visible(&s, &who, Resource::Fold(id)).await?;
-    let data = s.store.log(id).await?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], data).into_response())
+    let body = s.store.log_body(id).await?;
+    Ok(blob_response(body, "text/plain; charset=utf-8"))
 }
 
 pub async fn output(
@@ -227,8 +297,8 @@ pub async fn output(
 ) -> ApiResult<Response> {
     crate::model::check_file_name(&name).map_err(ApiError::bad_request)?;
     visible(&s, &who, Resource::Fold(id)).await?;
-    let data = s.store.output(id, name).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    let body = s.store.output(id, name).await?;
+    Ok(blob_response(body, "application/octet-stream"))
 }
 
 /// An optional JSON body: empty means the defaults; anything else must parse, strictly.

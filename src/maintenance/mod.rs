@@ -113,15 +113,17 @@ async fn run_task(task: &Task, store: &Store, master: &MasterHandle) -> Result<S
     }
 }
 
-/// Writes `datarun-<time>.db` into `dir` and keeps the newest `keep` of them.
+/// Writes `datarun-<time>.db` (and its blob files, `datarun-<time>.blobs/`) into `dir` and
+/// keeps the newest `keep` of them.
 async fn backup(store: &Store, dir: &Path, keep: usize) -> Result<String, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let name = format!("datarun-{}.db", Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
     let path = dir.join(&name);
-    let size = store
+    let report = store
         .backup_to(path.clone())
         .await
         .map_err(|e| e.to_string())?;
+    let size = report.db_bytes + report.blob_bytes;
     let mut old: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok())
@@ -131,9 +133,15 @@ async fn backup(store: &Store, dir: &Path, keep: usize) -> Result<String, String
     old.sort();
     let mut removed = 0;
     while old.len() > keep {
-        let victim = old.remove(0);
-        if std::fs::remove_file(dir.join(&victim)).is_ok() {
+        let victim = dir.join(old.remove(0));
+        if std::fs::remove_file(&victim).is_ok() {
             removed += 1;
+        }
+        let blobs = crate::store::backup_blobs_dir(&victim);
+        if blobs.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&blobs) {
+                tracing::warn!("cannot remove {}: {e}", blobs.display());
+            }
         }
     }
     Ok(format!(

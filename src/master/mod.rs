@@ -8,6 +8,7 @@ mod links;
 mod reload;
 mod reports;
 mod runners;
+mod transfers;
 
 pub use fair::OwnerShare;
 use handle::{Command, Shared};
@@ -88,6 +89,8 @@ pub struct Master {
     inventory_stamp: reload::Stamp,
     inventory_error: Option<String>,
     usage: fair::Usage,
+    /// Files being pulled from agents (results' outputs) or read for them (inputs).
+    transfers: transfers::Transfers,
     /// The idle folds (shared with the API for `analyze`), and the newest store change it
     /// reflects.
     index: Arc<RwLock<IdleIndex>>,
@@ -195,7 +198,7 @@ impl Master {
             capacity_fingerprint: 0,
             parked: HashMap::new(),
             cfg,
-            store,
+            store: store.clone(),
             runners,
             shared: shared.clone(),
             commands: cmd_rx,
@@ -209,6 +212,7 @@ impl Master {
             inventory_stamp: cfg_stamp,
             inventory_error: None,
             usage,
+            transfers: transfers::Transfers::new(store.clone()),
         };
         master.publish();
         Ok((master, MasterHandle { shared }))
@@ -227,6 +231,7 @@ impl Master {
                 Some(ev) = self.events.recv() => { self.on_link_event(ev).await?; false }
                 Some(cmd) = self.commands.recv() => { self.on_command(cmd).await?; false }
                 _ = shared.wake.notified() => { self.dirty = true; false }
+                Some(done) = self.transfers.done_rx.recv() => { self.on_transfer_done(done); false }
                 _ = tick.tick() => { self.housekeeping().await?; false }
                 _ = tokio::time::sleep_until(publish_at), if stale => true,
             };

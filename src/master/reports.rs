@@ -3,7 +3,10 @@
 //! transaction (`flush`) before they are acknowledged.
 
 use super::runners::Cancelling;
+use super::transfers::{self, Piece};
 use super::*;
+use crate::store::{BlobData, StoreError};
+use tokio::sync::mpsc::WeakUnboundedSender;
 
 impl Master {
     pub(super) async fn on_message(&mut self, runner: &str, msg: FromAgent) -> anyhow::Result<()> {
@@ -29,21 +32,37 @@ impl Master {
             FromAgent::Progress { attempt, progress } => {
                 self.progress.insert(attempt, progress);
             }
-            FromAgent::NeedBlobs { attempt, sha256 } => {
-                for sha in sha256 {
-                    match self.store.get_blob(sha.clone()).await {
-                        Ok(data) => self.send(
-                            runner,
-                            ToAgent::Blob {
-                                sha256: sha,
-                                data: protocol::b64(&data),
-                            },
-                        ),
-                        Err(e) => {
-                            tracing::error!("attempt {attempt}: blob {sha} asked by {runner}: {e}")
-                        }
-                    }
+            FromAgent::FetchBlob {
+                sha256,
+                offset,
+                len,
+            } => {
+                if let Some((_, link)) = self.link_of(runner) {
+                    self.transfers.serve_blob(link, sha256, offset, len);
                 }
+            }
+            FromAgent::Chunk {
+                attempt,
+                file,
+                offset,
+                data,
+                eof,
+            } => {
+                let piece = Piece::Chunk {
+                    file,
+                    offset,
+                    data,
+                    eof,
+                };
+                self.transfers.route(runner, attempt, piece);
+            }
+            FromAgent::FetchFailed {
+                attempt,
+                file,
+                message,
+            } => {
+                let piece = Piece::Failed { file, message };
+                self.transfers.route(runner, attempt, piece);
             }
             FromAgent::Finished(report) => self.on_finished(runner, report),
             FromAgent::Pong { .. } => {}
@@ -184,34 +203,52 @@ impl Master {
         Ok(out)
     }
 
-    fn on_finished(&mut self, runner: &str, report: protocol::AttemptReport) {
-        let mut outputs = Vec::with_capacity(report.outputs.len());
-        let mut outcome = report.outcome;
-        for f in report.outputs {
-            match (
-                crate::model::check_file_name(&f.name),
-                protocol::unb64(&f.data),
-            ) {
-                (Ok(()), Ok(data)) => outputs.push((f.name, data)),
-                (Err(e), _) | (_, Err(e)) => {
-                    outcome = crate::model::Outcome::Error {
-                        message: format!("output {:?} rejected: {e}", f.name),
-                    }
+    /// The weak end of `runner`'s current link, with its generation: transfers hold it so
+    /// that dropping the link still closes it.
+    fn link_of(&self, runner: &str) -> Option<(u64, WeakUnboundedSender<ToAgent>)> {
+        let link = self.runners.get(runner)?.link.as_ref()?;
+        Some((link.generation, link.tx.downgrade()))
+    }
+
+    /// A result: checked, then recorded at once when it names no files (or is for an attempt
+    /// this runner no longer holds: the store will not keep it anyway), else its files are
+    /// pulled first (`transfers`).
+    pub(super) fn on_finished(&mut self, runner: &str, report: protocol::AttemptReport) {
+        let granted = self
+            .runners
+            .get(runner)
+            .is_some_and(|r| r.grants.contains_key(&report.attempt));
+        let input = match transfers::plan(&report, self.cfg.output_limit) {
+            Err(why) => transfers::refused(&report, Vec::new(), &why),
+            Ok(plan) if plan.files.is_empty() || !granted => ResultInput {
+                attempt: report.attempt,
+                outcome: report.outcome,
+                metrics: report.metrics,
+                log: plan.log.into(),
+                outputs: Vec::new(),
+            },
+            Ok(plan) => {
+                // Without a link the agent reports it again when it is back.
+                if let Some((generation, link)) = self.link_of(runner) {
+                    self.transfers.start(runner, generation, link, report, plan);
                 }
+                return;
             }
-        }
-        let input = ResultInput {
-            attempt: report.attempt,
-            outcome,
-            metrics: report.metrics,
-            log: protocol::unb64(&report.log).unwrap_or_default(),
-            outputs,
         };
         self.finished.push((runner.to_string(), input));
     }
 
+    /// A transfer ended: its result is applied with the next flush (none when its link died).
+    pub(super) fn on_transfer_done(&mut self, done: transfers::Done) {
+        self.transfers.finished(done.attempt, done.generation);
+        if let Some(input) = done.input {
+            self.finished.push((done.runner, input));
+        }
+    }
+
     /// Applies the reports of this loop turn in one transaction, then acks the results: an
-    /// agent forgets an attempt only after its result is on disk here.
+    /// agent forgets an attempt only after its result is on disk here. A result the store
+    /// cannot record never stops the master (see [`Master::apply`]).
     pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
         if self.started.is_empty() && self.finished.is_empty() {
             return Ok(());
@@ -219,28 +256,20 @@ impl Master {
         let started = std::mem::take(&mut self.started);
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
             std::mem::take(&mut self.finished).into_iter().unzip();
-        let attempts: Vec<AttemptId> = inputs.iter().map(|i| i.attempt).collect();
         for i in &inputs {
             self.usage.ended(i.attempt, i.metrics.wall_ms);
         }
-        let oom: Vec<bool> = inputs
-            .iter()
-            .map(|i| i.outcome == crate::model::Outcome::OutOfMemory)
-            .collect();
-        let results = self.store.apply_reports(started, inputs).await?;
-        for (result, oom) in results.iter().zip(oom) {
-            if let (
-                true,
-                RecordResult::Recorded {
-                    fold,
-                    state: crate::model::FoldState::Held,
-                },
-            ) = (oom, result)
-            {
-                self.release_oom(*fold).await?;
-            }
+        let results = self.apply(started, &inputs).await?;
+        // Staged files the store did not move into place (small ones, duplicates) go now.
+        for i in &inputs {
+            i.log.discard();
+            i.outputs.iter().for_each(|(_, o)| o.discard());
         }
-        for ((runner, attempt), result) in runners.iter().zip(attempts).zip(results) {
+        for ((runner, input), result) in runners.iter().zip(&inputs).zip(results) {
+            let attempt = input.attempt;
+            let Some(result) = result else {
+                continue; // not recorded: the agent reports it again on its next hello
+            };
             match result {
                 RecordResult::Superseded { fold } => {
                     tracing::warn!(
@@ -249,6 +278,14 @@ impl Master {
                 }
                 RecordResult::Unknown => {
                     tracing::warn!("runner {runner} reported unknown attempt {attempt}")
+                }
+                RecordResult::Recorded {
+                    fold,
+                    state: crate::model::FoldState::Held,
+                } if input.outcome == crate::model::Outcome::OutOfMemory => {
+                    if let Err(e) = self.release_oom(fold).await {
+                        tracing::error!("fold {fold}: the out-of-memory policy failed: {e}");
+                    }
                 }
                 _ => {}
             }
@@ -260,6 +297,63 @@ impl Master {
             self.dirty = true;
         }
         Ok(())
+    }
+
+    /// Records results: all in one transaction; when that fails, one by one; and one that
+    /// still cannot be recorded (its log or an output cannot be stored) as an error of its
+    /// attempt, so that its fold moves on and the agent can forget it. None: not even that
+    /// could be recorded (the database itself fails); it is not acked.
+    async fn apply(
+        &self,
+        started: Vec<AttemptId>,
+        inputs: &[ResultInput],
+    ) -> anyhow::Result<Vec<Option<RecordResult>>> {
+        let batch = self
+            .store
+            .apply_reports(started.clone(), inputs.to_vec())
+            .await;
+        match batch {
+            Ok(results) => return Ok(results.into_iter().map(Some).collect()),
+            Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
+            Err(e) => tracing::warn!(
+                "recording {} results in one transaction failed ({e}); recording them one by one",
+                inputs.len()
+            ),
+        }
+        if let Err(e) = self.store.apply_reports(started, Vec::new()).await {
+            tracing::warn!("cannot mark attempts started: {e}");
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let why = match self.store.record_result(input.clone()).await {
+                Ok(result) => {
+                    out.push(Some(result));
+                    continue;
+                }
+                Err(e) => e,
+            };
+            tracing::error!("attempt {}: cannot record its result: {why}", input.attempt);
+            let error = ResultInput {
+                attempt: input.attempt,
+                outcome: crate::model::Outcome::Error {
+                    message: format!("the master could not record this result: {why}"),
+                },
+                metrics: input.metrics.clone(),
+                log: BlobData::default(),
+                outputs: Vec::new(),
+            };
+            match self.store.record_result(error).await {
+                Ok(result) => out.push(Some(result)),
+                Err(e) => {
+                    tracing::error!(
+                        "attempt {}: cannot record even an error for it: {e}",
+                        input.attempt
+                    );
+                    out.push(None);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The OOM policy: a fold held for running out of memory goes back in line with a larger

@@ -4,7 +4,7 @@
 
 pub use super::records::*;
 use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
-use super::{blobs, now_ms, Result, Store, StoreError};
+use super::{blobs, now_ms, BlobBody, Result, Store, StoreError};
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Outcome};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
@@ -46,14 +46,17 @@ pub(super) fn set_state(
     Ok(())
 }
 
-/// The log of a fold's last attempt (empty when it has none yet).
-pub(super) fn last_log(conn: &Connection, fold: FoldId) -> Result<Vec<u8>> {
-    let sha: Option<String> = conn
+fn last_log_sha(conn: &Connection, fold: FoldId) -> Result<Option<String>> {
+    Ok(conn
         .prepare_cached("SELECT a.log_sha256 FROM folds f JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1")?
         .query_row([fold], |r| r.get(0))
         .optional()?
-        .flatten();
-    match sha {
+        .flatten())
+}
+
+/// The log of a fold's last attempt (empty when it has none yet).
+pub(super) fn last_log(conn: &Connection, fold: FoldId) -> Result<Vec<u8>> {
+    match last_log_sha(conn, fold)? {
         Some(sha) => Ok(blobs::get(conn, &sha)?.unwrap_or_default()),
         None => Ok(Vec::new()),
     }
@@ -65,6 +68,17 @@ pub(super) fn get_fold(conn: &Connection, id: FoldId) -> Result<FoldRecord> {
         .query_row([id], fold_from_row)
         .optional()?
         .ok_or_else(|| super::Resource::Fold(id).missing())
+}
+
+/// Stores a result's log or output; returns its sha256.
+fn put_data(tx: &Transaction, data: &BlobData) -> Result<String> {
+    match data {
+        BlobData::Bytes(bytes) => blobs::put(tx, bytes),
+        BlobData::Staged(staged) => {
+            blobs::adopt(tx, staged)?;
+            Ok(staged.sha256.clone())
+        }
+    }
 }
 
 /// Ends an attempt with its outcome and moves its fold on. The heart of "exactly once".
@@ -103,12 +117,12 @@ pub(super) fn finish_attempt(
     let log_sha = if input.log.is_empty() {
         None
     } else {
-        Some(blobs::put(tx, &input.log)?)
+        Some(put_data(tx, &input.log)?)
     };
     for (name, data) in &input.outputs {
-        let sha = blobs::put(tx, data)?;
+        let sha = put_data(tx, data)?;
         tx.prepare_cached("INSERT OR REPLACE INTO outputs (attempt_id, name, sha256, size) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![input.attempt, name, sha, data.len() as i64])?;
+            .execute(params![input.attempt, name, sha, data.size() as i64])?;
     }
     let m = &input.metrics;
     tx.prepare_cached(
@@ -449,8 +463,8 @@ impl Store {
         }
     }
 
-    /// An output file of a fold's newest attempt (or of `attempt`).
-    pub async fn output(&self, fold: FoldId, name: String) -> Result<Vec<u8>> {
+    /// An output file of a fold's newest attempt, to stream.
+    pub async fn output(&self, fold: FoldId, name: String) -> Result<BlobBody> {
         self.read(move |conn| {
             let sha: Option<String> = conn
                 .prepare_cached(
@@ -460,7 +474,20 @@ impl Store {
                 .query_row(params![fold, name], |r| r.get(0))
                 .optional()?;
             let sha = sha.ok_or_else(|| StoreError::NotFound(format!("fold {fold} has no output named {name:?} (see `datarun fold show {fold}` for its outputs)")))?;
-            blobs::get(conn, &sha)?.ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))
+            blobs::open(conn, &sha)?.ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))
+        })
+        .await
+    }
+
+    /// The log of a fold's newest attempt, to stream (empty when it logged nothing or has not
+    /// ended).
+    pub async fn log_body(&self, fold: FoldId) -> Result<BlobBody> {
+        self.read(move |conn| {
+            get_fold(conn, fold)?;
+            match last_log_sha(conn, fold)? {
+                Some(sha) => Ok(blobs::open(conn, &sha)?.unwrap_or(BlobBody::Bytes(Vec::new()))),
+                None => Ok(BlobBody::Bytes(Vec::new())),
+            }
         })
         .await
     }

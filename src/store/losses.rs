@@ -4,7 +4,7 @@
 //! which the fold is held `lost_too_often` (it may be what kills its runners). Also what a
 //! runner still runs after the master gave it up, for the master to cancel and count.
 
-use super::folds::{set_state, ResultInput};
+use super::folds::{set_state, BlobData, ResultInput};
 use super::holds::lost_too_often;
 use super::{RecordResult, Result, Store};
 use crate::model::{AttemptId, FoldId, FoldState, Metrics, Outcome};
@@ -68,7 +68,7 @@ impl Store {
                 attempt,
                 outcome: Outcome::Lost { reason },
                 metrics: Metrics::default(),
-                log: Vec::new(),
+                log: BlobData::default(),
                 outputs: Vec::new(),
             };
             let budget = Budget {

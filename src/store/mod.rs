@@ -19,9 +19,9 @@ mod submissions;
 mod tenancy;
 mod tokens;
 
-pub use blobs::sha256_hex;
+pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
-pub use maintenance::PurgeReport;
+pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
@@ -32,8 +32,9 @@ pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, CancelTarget, EventRecord, FoldChange, FoldFilter, FoldPage,
-    FoldRecord, NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges, ResultInput,
+    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldChange, FoldFilter,
+    FoldPage, FoldRecord, NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges,
+    ResultInput,
 };
 
 use rusqlite::Connection;
@@ -52,6 +53,9 @@ pub enum StoreError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The blob files (disk full, a damaged blob directory).
+    #[error("{0}")]
+    Io(String),
     #[error("the store has shut down")]
     Closed,
     #[error("cannot open the database {path}: {message}")]
@@ -97,6 +101,8 @@ const READERS: usize = 2;
 pub struct Store {
     jobs: std::sync::mpsc::Sender<(Durability, Job)>,
     reads: std::sync::mpsc::Sender<ReadJob>,
+    /// The files of large blobs (`blobs/` next to the database).
+    files: BlobDir,
     /// How many runner losses a fold may take before it is held (`set_max_losses`).
     max_losses: Arc<AtomicU32>,
 }
@@ -151,6 +157,7 @@ impl Store {
         Ok(Store {
             jobs: tx,
             reads: read_tx,
+            files: BlobDir::for_database(path),
             max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
         })
     }

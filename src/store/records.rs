@@ -84,14 +84,60 @@ pub struct NewAttempt {
     pub grant: Grant,
 }
 
-/// A finished attempt's result, decoded.
+/// A finished attempt's result, decoded. Its log and outputs are bytes in memory (small) or
+/// staged temp files the master pulled from the agent, which the store moves into the blob
+/// store when it records the result (and leaves in place when it cannot, so the caller may
+/// retry with the same input, then discard them).
 #[derive(Clone, Debug)]
 pub struct ResultInput {
     pub attempt: AttemptId,
     pub outcome: Outcome,
     pub metrics: Metrics,
-    pub log: Vec<u8>,
-    pub outputs: Vec<(String, Vec<u8>)>,
+    /// Empty bytes: no log.
+    pub log: BlobData,
+    pub outputs: Vec<(String, BlobData)>,
+}
+
+/// The content of a blob to store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BlobData {
+    Bytes(Vec<u8>),
+    Staged(crate::transfer::StagedBlob),
+}
+
+impl BlobData {
+    pub fn is_empty(&self) -> bool {
+        match self {
+            BlobData::Bytes(b) => b.is_empty(),
+            BlobData::Staged(s) => s.size == 0,
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match self {
+            BlobData::Bytes(b) => b.len() as u64,
+            BlobData::Staged(s) => s.size,
+        }
+    }
+
+    /// Removes a staged temp file the store did not move (a no-op for bytes).
+    pub fn discard(&self) {
+        if let BlobData::Staged(s) = self {
+            s.discard();
+        }
+    }
+}
+
+impl Default for BlobData {
+    fn default() -> BlobData {
+        BlobData::Bytes(Vec::new())
+    }
+}
+
+impl From<Vec<u8>> for BlobData {
+    fn from(bytes: Vec<u8>) -> BlobData {
+        BlobData::Bytes(bytes)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

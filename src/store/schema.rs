@@ -122,8 +122,8 @@ const MIGRATIONS: &[&str] = &[
     RUNAPP_MIGRATION,
     // 8: datasets driven by a problem script, and their custom splits
     PROBLEMS_MIGRATION,
-    // 9: taken by a parallel branch (outputs in a file store); empty until they merge
-    "",
+    // 9: large blobs live in files (see `store::blobs`)
+    BLOB_FILES_MIGRATION,
     // 10: tenancy: owned datasets and blobs, /runapp/ ids per owner, several tokens per owner
     TENANCY_MIGRATION,
     // 11: runner losses, counted apart from the fold's own retries
@@ -133,6 +133,13 @@ const MIGRATIONS: &[&str] = &[
     // 12: counts per queue, owner and state kept by triggers; the group-commit marker
     COUNTS_MIGRATION,
 ];
+
+/// Where a blob's bytes are: `row` (in `data`, every blob written before this migration and
+/// every small one since) or `file` (`<data>/blobs/ab/<sha256>`, `data` empty). Old rows stay
+/// inline and are read as they are.
+const BLOB_FILES_MIGRATION: &str = r#"
+    ALTER TABLE blobs ADD COLUMN location TEXT NOT NULL DEFAULT 'row';
+"#;
 
 /// `fold_counts` holds how many folds each (queue, owner, state) has, kept by triggers in the
 /// same transaction as every change, so `queue status` reads a few rows instead of counting
@@ -406,6 +413,20 @@ const RUNAPP_MIGRATION: &str = r#"
 /// Applies the migrations this database lacks, each in its own transaction. Foreign keys are
 /// off meanwhile (SQLite's way to rebuild a table others refer to) and checked before each
 /// commit, so a migration that would break them changes nothing.
+/// Migration 9 was an empty placeholder in builds made while it was reserved: a database they
+/// migrated past it lacks `blobs.location`, which is added here (as migration 9 does).
+fn blob_location(conn: &Connection) -> rusqlite::Result<()> {
+    let has: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM pragma_table_info('blobs') WHERE name = 'location')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch(BLOB_FILES_MIGRATION)?;
+    }
+    Ok(())
+}
+
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: usize =
         conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
@@ -417,6 +438,9 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
                 MIGRATIONS.len()
             )),
         ));
+    }
+    if current >= 9 {
+        blob_location(conn)?;
     }
     if current == MIGRATIONS.len() {
         return Ok(());
@@ -523,5 +547,58 @@ mod tests {
         assert!(keys, "foreign keys are on again");
         conn.execute("DELETE FROM datasets WHERE id = 3", [])
             .expect_err("splits and submissions still refer to the rebuilt datasets table");
+    }
+
+    #[test]
+    fn a_database_migrated_past_an_empty_migration_9_gets_its_blob_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gap.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrate(&mut conn).unwrap();
+            // As a build with the placeholder left it: every migration, no `location`.
+            conn.execute_batch("ALTER TABLE blobs DROP COLUMN location")
+                .unwrap();
+        }
+        let store = crate::store::Store::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let (sha, _) = rt.block_on(store.put_blob(vec![1; 100_000])).unwrap();
+        assert_eq!(rt.block_on(store.get_blob(sha)).unwrap(), vec![1; 100_000]);
+    }
+
+    #[test]
+    fn blobs_stored_before_migration_9_are_read_inline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // A database as datarun left it at schema 8, with a blob in its row.
+            let mut conn = Connection::open(&path).unwrap();
+            configure(&conn).unwrap();
+            let tx = conn.transaction().unwrap();
+            for sql in &MIGRATIONS[..8] {
+                tx.execute_batch(sql).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 8).unwrap();
+            tx.execute(
+                "INSERT INTO blobs (sha256, size, data, created_at) VALUES (?1, 3, ?2, 0)",
+                rusqlite::params![crate::store::sha256_hex(b"old"), b"old".to_vec()],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = crate::store::Store::open(&path).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let data = rt
+            .block_on(store.get_blob(crate::store::sha256_hex(b"old")))
+            .unwrap();
+        assert_eq!(data, b"old");
+        let version: i64 = rt
+            .block_on(store.call(|c| Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))?)))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
     }
 }

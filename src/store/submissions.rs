@@ -283,13 +283,15 @@ impl Store {
                 let mut log = Vec::new();
                 if stopped {
                     let mut stmt = conn.prepare_cached(
-                        "SELECT o.name, o.sha256, b.data FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
-                         JOIN blobs b ON b.sha256 = o.sha256 WHERE f.id = ?1",
+                        "SELECT o.name, o.sha256 FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
+                         WHERE f.id = ?1",
                     )?;
-                    let rows = stmt.query_map([fold_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)))?;
-                    for row in rows {
-                        let (name, sha, data) = row?;
+                    let rows = stmt
+                        .query_map([fold_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    for (name, sha) in rows {
                         if RESULT_OUTPUTS.contains(&name.as_str()) {
+                            let data = blobs::get(conn, &sha)?.unwrap_or_default();
                             outputs.insert(name, (sha, data));
                         }
                     }

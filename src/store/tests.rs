@@ -19,8 +19,8 @@ pub(super) fn result(attempt: i64, outcome: Outcome) -> ResultInput {
             cpu_ms: 1,
             peak_memory: 1 << 20,
         },
-        log: b"log".to_vec(),
-        outputs: vec![("out.txt".into(), b"42".to_vec())],
+        log: b"log".to_vec().into(),
+        outputs: vec![("out.txt".into(), b"42".to_vec().into())],
     }
 }
 
@@ -75,7 +75,8 @@ async fn a_result_is_recorded_once() {
             .unwrap(),
         RecordResult::Duplicate
     );
-    assert_eq!(store.output(fold, "out.txt".into()).await.unwrap(), b"42");
+    let output = store.output(fold, "out.txt".into()).await.unwrap();
+    assert_eq!(output.read_all().unwrap(), b"42");
     assert_eq!(store.log(fold).await.unwrap(), b"log");
     let ended = store
         .events(fold)

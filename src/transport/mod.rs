@@ -6,8 +6,8 @@ pub mod local;
 pub mod simulated;
 pub mod ssh;
 
-use crate::protocol::{self, FromAgent, ToAgent};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use crate::protocol::{self, FromAgent, Line, ToAgent};
+use tokio::io::{AsyncRead, BufReader};
 use tokio::sync::mpsc;
 
 #[derive(Debug)]
@@ -46,17 +46,22 @@ enum ReadEnd {
 }
 
 /// Turns the agent's lines into `LinkEvent::Message`s of `runner` / `generation` until its
-/// output ends; a line that does not decode is logged and skipped.
+/// output ends; a line that does not decode, or is longer than `protocol::MAX_LINE` (dropped
+/// without being buffered), is logged and skipped.
 async fn read_lines<R: AsyncRead + Unpin>(
     runner: &str,
     generation: u64,
     input: R,
     events: &mpsc::UnboundedSender<LinkEvent>,
 ) -> ReadEnd {
-    let mut lines = BufReader::new(input).lines();
+    let mut input = BufReader::new(input);
     loop {
-        match lines.next_line().await {
-            Ok(Some(line)) => match protocol::decode::<FromAgent>(&line) {
+        match protocol::read_line(&mut input, protocol::MAX_LINE).await {
+            Ok(Line::TooLong(len)) => tracing::warn!(
+                "runner {runner}: a message of {len} bytes, over the limit of {}, was dropped",
+                protocol::MAX_LINE
+            ),
+            Ok(Line::Text(line)) => match protocol::decode::<FromAgent>(&line) {
                 Ok(msg) => {
                     let ev = LinkEvent::Message {
                         runner: runner.to_string(),
@@ -69,8 +74,28 @@ async fn read_lines<R: AsyncRead + Unpin>(
                 }
                 Err(e) => tracing::warn!("runner {runner}: {e}"),
             },
-            Ok(None) => return ReadEnd::Eof,
+            Ok(Line::Eof) => return ReadEnd::Eof,
             Err(e) => return ReadEnd::Failed(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn oversized_and_malformed_lines_from_an_agent_are_skipped() {
+        let mut input = vec![b'x'; protocol::MAX_LINE + 1];
+        input.extend_from_slice(b"\nnot json\n{\"type\":\"launch_missiles\"}\n");
+        input.extend_from_slice(protocol::encode(&FromAgent::Pong { seq: 9 }).as_bytes());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let end = read_lines("r", 1, &input[..], &tx).await;
+        assert!(matches!(end, ReadEnd::Eof));
+        let Some(LinkEvent::Message { msg, .. }) = rx.recv().await else {
+            panic!("the pong gets through")
+        };
+        assert_eq!(msg, FromAgent::Pong { seq: 9 });
+        assert!(rx.try_recv().is_err(), "nothing else does");
     }
 }

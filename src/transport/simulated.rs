@@ -154,8 +154,10 @@ async fn agent(
                     ToAgent::Ack { attempt } => {
                         unacked.remove(&attempt);
                     }
-                    // Simulated folds read no inputs.
-                    ToAgent::Blob { .. } => {}
+                    // Simulated folds read no inputs and write no outputs.
+                    ToAgent::BlobChunk { .. }
+                    | ToAgent::BlobMissing { .. }
+                    | ToAgent::Fetch { .. } => {}
                 }
             }
             Some(r) = done_rx.recv() => {
@@ -180,7 +182,7 @@ fn report(attempt: AttemptId, outcome: Outcome, wall: Duration) -> AttemptReport
             cpu_ms: 0,
             peak_memory: 0,
         },
-        log: String::new(),
+        log: Default::default(),
         outputs: Vec::new(),
     }
 }

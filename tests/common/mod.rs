@@ -371,3 +371,90 @@ pub fn python3() -> &'static str {
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
+
+/// Peak resident memory (VmHWM) of a live process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("process {pid} is gone: {e}"));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    let kb: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in kB");
+    kb * 1024
+}
+
+/// The pids of a process's children.
+pub fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// Bytes in the files under `path` (recursively; 0 when it does not exist).
+pub fn disk_usage(path: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return 0;
+    };
+    if !meta.is_dir() {
+        return meta.len();
+    }
+    std::fs::read_dir(path)
+        .map(|entries| entries.flatten().map(|e| disk_usage(&e.path())).sum())
+        .unwrap_or(0)
+}
+
+impl Master {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("serve runs").id()
+    }
+
+    /// The pid of the master's local agent (`datarun agent --stdio`), once it runs.
+    pub fn agent_pid(&self) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let agent = children(self.pid()).into_iter().find(|c| {
+                std::fs::read(format!("/proc/{c}/cmdline"))
+                    .map(|cmd| String::from_utf8_lossy(&cmd).contains("agent\0--stdio"))
+                    .unwrap_or(false)
+            });
+            if let Some(pid) = agent {
+                return pid;
+            }
+            assert!(Instant::now() < deadline, "the local agent never started");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the master keeps on disk: the database (with its WAL) and the blob files.
+    pub fn stored_bytes(&self) -> u64 {
+        let data = self.data_dir();
+        ["datarun.db", "datarun.db-wal", "datarun.db-shm", "blobs"]
+            .iter()
+            .map(|p| disk_usage(&data.join(p)))
+            .sum()
+    }
+}

@@ -39,15 +39,12 @@ impl Agent {
                         tracing::warn!("cannot remove the container of attempt {attempt}: {e}");
                     }
                 }
-                let report = AttemptReport {
+                let report = AttemptReport::bare(
                     attempt,
-                    outcome: Outcome::Lost {
+                    Outcome::Lost {
                         reason: "the agent running it died before it ended".into(),
                     },
-                    metrics: Default::default(),
-                    log: String::new(),
-                    outputs: vec![],
-                };
+                );
                 self.journal.finish(&report)?;
                 Ok(Some(report))
             }

@@ -14,6 +14,7 @@ pub use crate::agent::limits::{Limits, Reason, Signal};
 pub fn outcome(reason: Option<Reason>, oom_killed: bool, exit_code: i64) -> Outcome {
     match reason {
         Some(Reason::Cancelled) => Outcome::Cancelled,
+        Some(Reason::OutputLimit(over)) => over.outcome(),
         _ if oom_killed => Outcome::OutOfMemory,
         Some(Reason::HardLimit) => Outcome::TimedOutHard,
         Some(Reason::SoftLimit) => Outcome::TimedOutSoft,

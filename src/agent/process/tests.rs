@@ -409,19 +409,44 @@ async fn background_processes_die_with_the_leader() {
 
 #[tokio::test]
 async fn outputs_over_the_limit_fail_a_successful_fold() {
-    let (_dir, mut req) = sh(r#"head -c 2000 /dev/zero > "$DATARUN_OUTPUT/big.bin""#);
+    let (dir, mut req) = sh(r#"head -c 2000 /dev/zero > "$DATARUN_OUTPUT/big.bin""#);
     req.output_limit = 1000;
+    let output_dir = req.output_dir.clone();
     let result = run_fold(req).await;
-    let expected = "outputs are 2000 bytes, over the limit of 1000";
     assert_eq!(
         result.outcome,
-        Outcome::Error {
-            message: expected.into()
+        Outcome::OutputLimit {
+            bytes: 2000,
+            limit: 1000,
+            entries: None
         }
     );
-    assert_eq!(result.outputs, ["big.bin"]);
+    assert!(result.outputs.is_empty(), "none is reported");
+    assert!(!output_dir.join("big.bin").exists(), "and they are deleted");
+    drop(dir);
 
     let (_dir, mut req) = sh(r#"head -c 2000 /dev/zero > "$DATARUN_OUTPUT/big.bin"; exit 4"#);
     req.output_limit = 1000;
-    assert_eq!(run_fold(req).await.outcome, Outcome::ExitCode { code: 4 });
+    let result = run_fold(req).await;
+    assert_eq!(result.outcome, Outcome::ExitCode { code: 4 });
+    assert!(result.outputs.is_empty());
+}
+
+#[tokio::test]
+async fn a_fold_writing_past_the_output_limit_is_killed_while_it_runs() {
+    let (_dir, mut req) = sh(
+        r#"while true; do head -c 100000 /dev/zero >> "$DATARUN_OUTPUT/grow"; sleep 0.02; done"#,
+    );
+    req.output_limit = 1 << 20;
+    let result = run_fold(req).await;
+    let Outcome::OutputLimit { bytes, limit, .. } = result.outcome else {
+        panic!("{:?}", result.outcome)
+    };
+    assert_eq!(limit, 1 << 20);
+    assert!(
+        bytes > limit && bytes < 4 << 20,
+        "killed soon after it went over: {bytes}"
+    );
+    assert!(result.metrics.wall_ms < 5000, "{:?}", result.metrics);
+    assert!(result.outputs.is_empty());
 }
