@@ -16,17 +16,29 @@ pub(super) fn event(
     kind: &str,
     detail: &str,
 ) -> rusqlite::Result<i64> {
-    let now = now_ms();
-    tx.prepare_cached(
-        "INSERT INTO events (at, fold_id, attempt_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![now, fold, attempt, kind, detail])?;
-    let id = tx.last_insert_rowid();
+    let (id, now) = append_event(tx, fold, attempt, kind, detail)?;
     if let Some(fold) = fold {
         tx.prepare_cached("UPDATE folds SET seq = ?1, updated_at = ?2 WHERE id = ?3")?
             .execute(params![id, now, fold])?;
     }
     Ok(id)
+}
+
+/// Appends an event only; the caller's own update of the fold must set `seq` to the returned
+/// id and `updated_at` to the returned time (one statement instead of two on hot paths).
+fn append_event(
+    tx: &Transaction,
+    fold: Option<FoldId>,
+    attempt: Option<AttemptId>,
+    kind: &str,
+    detail: &str,
+) -> rusqlite::Result<(i64, i64)> {
+    let now = now_ms();
+    tx.prepare_cached(
+        "INSERT INTO events (at, fold_id, attempt_id, kind, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![now, fold, attempt, kind, detail])?;
+    Ok((tx.last_insert_rowid(), now))
 }
 
 pub(super) fn set_state(
@@ -140,11 +152,9 @@ pub(super) fn finish_attempt(
         input.attempt
     ])?;
 
-    let (current, fold_state, retries_used, spec): (Option<AttemptId>, String, u32, String) = tx
-        .prepare_cached(
-            "SELECT current_attempt, state, retries_used, spec FROM folds WHERE id = ?1",
-        )?
-        .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    let (current, fold_state, retries_used): (Option<AttemptId>, String, u32) = tx
+        .prepare_cached("SELECT current_attempt, state, retries_used FROM folds WHERE id = ?1")?
+        .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let fold_state = FoldState::parse(&fold_state).unwrap_or(FoldState::Held);
     let detail = format!("attempt {} ended: {}", input.attempt, input.outcome);
     if current != Some(input.attempt) {
@@ -161,8 +171,31 @@ pub(super) fn finish_attempt(
             state: fold_state,
         });
     }
+    if fold_state.is_active() && input.outcome.is_success() {
+        // The common case, in two statements: the event, then the fold done with it.
+        let (id, now) = append_event(
+            tx,
+            Some(fold),
+            Some(input.attempt),
+            "attempt_ended",
+            &format!("{detail}; fold is done"),
+        )?;
+        tx.prepare_cached(
+            "UPDATE folds SET current_attempt = NULL, state = 'done', reason = NULL, hold_code = NULL,
+             seq = ?1, updated_at = ?2 WHERE id = ?3",
+        )?
+        .execute(params![id, now, fold])?;
+        return Ok(RecordResult::Recorded {
+            fold,
+            state: FoldState::Done,
+        });
+    }
     tx.prepare_cached("UPDATE folds SET current_attempt = NULL WHERE id = ?1")?
         .execute([fold])?;
+    // Only a failure needs the spec (its retry budget, and what a hold says to do).
+    let spec: String = tx
+        .prepare_cached("SELECT spec FROM folds WHERE id = ?1")?
+        .query_row([fold], |r| r.get(0))?;
     let max_retries = serde_json::from_str::<FoldSpec>(&spec)
         .map(|s| s.max_retries)
         .unwrap_or(0);
@@ -272,24 +305,26 @@ pub(super) fn insert_folds(
 }
 
 fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
-    let changed = tx
-        .prepare_cached("UPDATE attempts SET state = 'running', started_at = ?1 WHERE id = ?2 AND state = 'assigned'")?
-        .execute(params![now_ms(), attempt])?;
-    if changed == 1 {
-        let fold: FoldId = tx.query_row(
-            "SELECT fold_id FROM attempts WHERE id = ?1",
-            [attempt],
-            |r| r.get(0),
-        )?;
-        tx.prepare_cached("UPDATE folds SET state = 'running' WHERE id = ?1 AND state = 'assigned' AND current_attempt = ?2")?
-            .execute(params![fold, attempt])?;
-        event(
+    let fold: Option<FoldId> = tx
+        .prepare_cached(
+            "UPDATE attempts SET state = 'running', started_at = ?1 WHERE id = ?2 AND state = 'assigned'
+             RETURNING fold_id",
+        )?
+        .query_row(params![now_ms(), attempt], |r| r.get(0))
+        .optional()?;
+    if let Some(fold) = fold {
+        let (id, now) = append_event(
             tx,
             Some(fold),
             Some(attempt),
             "started",
             &format!("attempt {attempt} started"),
         )?;
+        tx.prepare_cached(
+            "UPDATE folds SET state = CASE WHEN state = 'assigned' AND current_attempt = ?2
+             THEN 'running' ELSE state END, seq = ?3, updated_at = ?4 WHERE id = ?1",
+        )?
+        .execute(params![fold, attempt, id, now])?;
     }
     Ok(())
 }
@@ -403,12 +438,12 @@ impl Store {
                     now
                 ])?;
                 let attempt = tx.last_insert_rowid();
+                let (id, at) = append_event(&tx, Some(n.fold), Some(attempt), "assigned", &format!("attempt {attempt} assigned to {}", n.runner))?;
                 tx.prepare_cached(
                     "UPDATE folds SET state = 'assigned', reason = NULL, current_attempt = ?1, last_attempt = ?1,
-                     attempts = attempts + 1 WHERE id = ?2",
+                     attempts = attempts + 1, seq = ?3, updated_at = ?4 WHERE id = ?2",
                 )?
-                .execute(params![attempt, n.fold])?;
-                event(&tx, Some(n.fold), Some(attempt), "assigned", &format!("attempt {attempt} assigned to {}", n.runner))?;
+                .execute(params![attempt, n.fold, id, at])?;
                 let spec: FoldSpec = serde_json::from_str(&spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
                 out.push((attempt, n, spec));
             }
