@@ -33,7 +33,10 @@ fn main() {
     let t = Instant::now();
     let park = json!({"command": ["sleep", "1"], "queue": "parked", "resources": {"cpus": 1, "memory": "1G"}});
     for chunk in (0..parked).collect::<Vec<_>>().chunks(5000) {
-        m.post("/folds/batch", &json!({"folds": vec![park.clone(); chunk.len()]}));
+        m.post(
+            "/folds/batch",
+            &json!({"folds": vec![park.clone(); chunk.len()]}),
+        );
     }
     println!(
         "  {parked} folds parked behind (their runner drained) in {:.1} s",

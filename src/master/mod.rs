@@ -86,6 +86,13 @@ pub struct Master {
     /// Reports received this loop turn, applied in one transaction by `flush`.
     started: Vec<AttemptId>,
     finished: Vec<(String, ResultInput)>,
+    /// When the recording under way (see `flush`) started, if one is.
+    applying: Option<Instant>,
+    applied_tx: mpsc::UnboundedSender<reports::Applied>,
+    applied_rx: mpsc::UnboundedReceiver<reports::Applied>,
+    /// Attempts whose results are being recorded: their slots are free already, and
+    /// this is where their grants go back if the store could not take the result.
+    releasing: HashMap<AttemptId, (String, Grant)>,
     inventory_stamp: reload::Stamp,
     inventory_error: Option<String>,
     usage: fair::Usage,
@@ -192,7 +199,12 @@ impl Master {
                 ix.insert(f);
             }
         }
+        let (applied_tx, applied_rx) = mpsc::unbounded_channel();
         let mut master = Master {
+            applying: None,
+            applied_tx,
+            applied_rx,
+            releasing: HashMap::new(),
             index,
             seq,
             capacity_fingerprint: 0,
@@ -232,6 +244,7 @@ impl Master {
                 Some(cmd) = self.commands.recv() => { self.on_command(cmd).await?; false }
                 _ = shared.wake.notified() => { self.dirty = true; false }
                 Some(done) = self.transfers.done_rx.recv() => { self.on_transfer_done(done); false }
+                Some(applied) = self.applied_rx.recv() => { self.on_applied(applied).await?; false }
                 _ = tick.tick() => { self.housekeeping().await?; false }
                 _ = tokio::time::sleep_until(publish_at), if stale => true,
             };
@@ -240,16 +253,7 @@ impl Master {
             while let Ok(ev) = self.events.try_recv() {
                 self.on_link_event(ev).await?;
             }
-            let t = Instant::now();
-            let reported = self.finished.len();
-            self.flush().await?;
-            if reported > 0 {
-                tracing::debug!(
-                    target: "datarun::timing",
-                    "flush_ms={:.3} results={reported}",
-                    t.elapsed().as_secs_f64() * 1000.0
-                );
-            }
+            self.flush();
             if self.dirty {
                 self.dirty = false;
                 let t = Instant::now();

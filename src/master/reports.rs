@@ -86,7 +86,7 @@ impl Master {
         for report in finished {
             self.on_finished(runner, report);
         }
-        self.flush().await?;
+        self.flush();
         let mut lost = Vec::new();
         for &attempt in &known {
             if running.contains(&attempt) {
@@ -203,6 +203,17 @@ impl Master {
         Ok(out)
     }
 
+    /// Whether `attempt` is out on `runner`, or was until its result went to be recorded.
+    fn holds(&self, runner: &str, attempt: AttemptId) -> bool {
+        self.runners
+            .get(runner)
+            .is_some_and(|r| r.grants.contains_key(&attempt))
+            || self
+                .releasing
+                .get(&attempt)
+                .is_some_and(|(name, _)| name == runner)
+    }
+
     /// The weak end of `runner`'s current link, with its generation: transfers hold it so
     /// that dropping the link still closes it.
     fn link_of(&self, runner: &str) -> Option<(u64, WeakUnboundedSender<ToAgent>)> {
@@ -214,10 +225,7 @@ impl Master {
     /// this runner no longer holds: the store will not keep it anyway), else its files are
     /// pulled first (`transfers`).
     pub(super) fn on_finished(&mut self, runner: &str, report: protocol::AttemptReport) {
-        let granted = self
-            .runners
-            .get(runner)
-            .is_some_and(|r| r.grants.contains_key(&report.attempt));
+        let granted = self.holds(runner, report.attempt);
         let input = match transfers::plan(&report, self.cfg.output_limit) {
             Err(why) => transfers::refused(&report, Vec::new(), &why),
             Ok(plan) if plan.files.is_empty() || !granted => ResultInput {
@@ -246,20 +254,59 @@ impl Master {
         }
     }
 
-    /// Applies the reports of this loop turn in one transaction, then acks the results: an
-    /// agent forgets an attempt only after its result is on disk here. A result the store
-    /// cannot record never stops the master (see [`Master::apply`]).
-    pub(super) async fn flush(&mut self) -> anyhow::Result<()> {
-        if self.started.is_empty() && self.finished.is_empty() {
-            return Ok(());
+    /// Starts recording the reports received so far (one transaction, off the loop) unless a
+    /// recording is already under way; what arrives meanwhile waits for the next one. The
+    /// slots of the finished attempts are free at once (their folds have stopped on the
+    /// runner): the next cycle refills them while the results are written. Results are acked
+    /// only once recorded (`on_applied`): an agent forgets an attempt only after its result is
+    /// on disk here.
+    pub(super) fn flush(&mut self) {
+        if self.applying.is_some() || (self.started.is_empty() && self.finished.is_empty()) {
+            return;
         }
         let started = std::mem::take(&mut self.started);
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
             std::mem::take(&mut self.finished).into_iter().unzip();
-        for i in &inputs {
+        for (runner, i) in runners.iter().zip(&inputs) {
             self.usage.ended(i.attempt, i.metrics.wall_ms);
+            self.progress.remove(&i.attempt);
+            if let Some(r) = self.runners.get_mut(runner) {
+                if let Some(grant) = r.grants.get(&i.attempt).cloned() {
+                    self.releasing.insert(i.attempt, (runner.clone(), grant));
+                }
+                r.release(i.attempt);
+            }
+            self.dirty = true;
         }
-        let results = self.apply(started, &inputs).await?;
+        let (store, done) = (self.store.clone(), self.applied_tx.clone());
+        self.applying = Some(Instant::now());
+        tokio::spawn(async move {
+            let results = apply(&store, started, &inputs).await;
+            let _ = done.send(Applied {
+                runners,
+                inputs,
+                results,
+            });
+        });
+    }
+
+    /// A recording ended: acks what was recorded, applies the out-of-memory policy, and
+    /// starts the next recording if reports are waiting.
+    pub(super) async fn on_applied(&mut self, applied: Applied) -> anyhow::Result<()> {
+        if let Some(since) = self.applying.take() {
+            tracing::debug!(
+                target: "datarun::timing",
+                "flush_ms={:.3} results={}",
+                since.elapsed().as_secs_f64() * 1000.0,
+                applied.inputs.len()
+            );
+        }
+        let Applied {
+            runners,
+            inputs,
+            results,
+        } = applied;
+        let results = results?;
         // Staged files the store did not move into place (small ones, duplicates) go now.
         for i in &inputs {
             i.log.discard();
@@ -267,8 +314,16 @@ impl Master {
         }
         for ((runner, input), result) in runners.iter().zip(&inputs).zip(results) {
             let attempt = input.attempt;
+            let released = self.releasing.remove(&attempt);
             let Some(result) = result else {
-                continue; // not recorded: the agent reports it again on its next hello
+                // Not recorded: the agent reports it again on its next hello, which must find
+                // the attempt still out on the runner.
+                if let Some((name, grant)) = released {
+                    if let Some(r) = self.runners.get_mut(&name) {
+                        r.grants.insert(attempt, grant);
+                    }
+                }
+                continue;
             };
             match result {
                 RecordResult::Superseded { fold } => {
@@ -289,71 +344,11 @@ impl Master {
                 }
                 _ => {}
             }
-            if let Some(r) = self.runners.get_mut(runner) {
-                r.release(attempt);
-            }
-            self.progress.remove(&attempt);
             self.send(runner, ToAgent::Ack { attempt });
             self.dirty = true;
         }
+        self.flush();
         Ok(())
-    }
-
-    /// Records results: all in one transaction; when that fails, one by one; and one that
-    /// still cannot be recorded (its log or an output cannot be stored) as an error of its
-    /// attempt, so that its fold moves on and the agent can forget it. None: not even that
-    /// could be recorded (the database itself fails); it is not acked.
-    async fn apply(
-        &self,
-        started: Vec<AttemptId>,
-        inputs: &[ResultInput],
-    ) -> anyhow::Result<Vec<Option<RecordResult>>> {
-        let batch = self
-            .store
-            .apply_reports(started.clone(), inputs.to_vec())
-            .await;
-        match batch {
-            Ok(results) => return Ok(results.into_iter().map(Some).collect()),
-            Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
-            Err(e) => tracing::warn!(
-                "recording {} results in one transaction failed ({e}); recording them one by one",
-                inputs.len()
-            ),
-        }
-        if let Err(e) = self.store.apply_reports(started, Vec::new()).await {
-            tracing::warn!("cannot mark attempts started: {e}");
-        }
-        let mut out = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            let why = match self.store.record_result(input.clone()).await {
-                Ok(result) => {
-                    out.push(Some(result));
-                    continue;
-                }
-                Err(e) => e,
-            };
-            tracing::error!("attempt {}: cannot record its result: {why}", input.attempt);
-            let error = ResultInput {
-                attempt: input.attempt,
-                outcome: crate::model::Outcome::Error {
-                    message: format!("the master could not record this result: {why}"),
-                },
-                metrics: input.metrics.clone(),
-                log: BlobData::default(),
-                outputs: Vec::new(),
-            };
-            match self.store.record_result(error).await {
-                Ok(result) => out.push(Some(result)),
-                Err(e) => {
-                    tracing::error!(
-                        "attempt {}: cannot record even an error for it: {e}",
-                        input.attempt
-                    );
-                    out.push(None);
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// The OOM policy: a fold held for running out of memory goes back in line with a larger
@@ -391,4 +386,65 @@ impl Master {
             .await?;
         Ok(())
     }
+}
+
+/// Reports recorded off the loop, back to it (`on_applied`).
+pub(super) struct Applied {
+    runners: Vec<String>,
+    inputs: Vec<ResultInput>,
+    results: anyhow::Result<Vec<Option<RecordResult>>>,
+}
+
+/// Records results: all in one transaction; when that fails, one by one; and one that
+/// still cannot be recorded (its log or an output cannot be stored) as an error of its
+/// attempt, so that its fold moves on and the agent can forget it. None: not even that
+/// could be recorded (the database itself fails); it is not acked.
+async fn apply(
+    store: &Store,
+    started: Vec<AttemptId>,
+    inputs: &[ResultInput],
+) -> anyhow::Result<Vec<Option<RecordResult>>> {
+    let batch = store.apply_reports(started.clone(), inputs.to_vec()).await;
+    match batch {
+        Ok(results) => return Ok(results.into_iter().map(Some).collect()),
+        Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
+        Err(e) => tracing::warn!(
+            "recording {} results in one transaction failed ({e}); recording them one by one",
+            inputs.len()
+        ),
+    }
+    if let Err(e) = store.apply_reports(started, Vec::new()).await {
+        tracing::warn!("cannot mark attempts started: {e}");
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let why = match store.record_result(input.clone()).await {
+            Ok(result) => {
+                out.push(Some(result));
+                continue;
+            }
+            Err(e) => e,
+        };
+        tracing::error!("attempt {}: cannot record its result: {why}", input.attempt);
+        let error = ResultInput {
+            attempt: input.attempt,
+            outcome: crate::model::Outcome::Error {
+                message: format!("the master could not record this result: {why}"),
+            },
+            metrics: input.metrics.clone(),
+            log: BlobData::default(),
+            outputs: Vec::new(),
+        };
+        match store.record_result(error).await {
+            Ok(result) => out.push(Some(result)),
+            Err(e) => {
+                tracing::error!(
+                    "attempt {}: cannot record even an error for it: {e}",
+                    input.attempt
+                );
+                out.push(None);
+            }
+        }
+    }
+    Ok(out)
 }
