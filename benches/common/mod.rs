@@ -1,4 +1,5 @@
 //! What the end-to-end benches share: a real `datarun serve` on a temp dir, driven over HTTP.
+#![allow(dead_code)]
 
 use serde_json::{json, Value};
 use std::process::{Child, Command, Stdio};
