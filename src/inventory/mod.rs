@@ -59,6 +59,9 @@ pub enum Transport {
     /// Agents simulated inside the master process (for scale tests and benchmarks): they speak
     /// the real protocol and "run" a fold for the time its command names (`sleep 3`).
     Simulated,
+    /// An agent daemon on this machine, reached on its Unix socket (`socket`), which several
+    /// masters may share.
+    Unix,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -82,6 +85,9 @@ pub struct RunnerSpec {
     /// [`DEFAULT_STATE_DIR`]. Docker bind-mounts attempt directories from here, so on a runner
     /// whose engine is not its own (docker-in-docker) it must be the same path on both sides.
     pub state_dir: Option<PathBuf>,
+    /// Unix runners: the agent daemon's socket (`datarun agent --listen SOCKET`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
     /// Ssh runners: provisioning may install Docker (Debian/Ubuntu) when it is missing.
     pub install_docker: bool,
     pub slots: u32,
@@ -239,6 +245,7 @@ pub fn local_default() -> Inventory {
             user: None,
             identity_file: None,
             state_dir: None,
+            socket: None,
             install_docker: false,
             slots: u32::try_from(cpus).unwrap_or(MAX_SLOTS).clamp(1, MAX_SLOTS),
             queues: vec!["*".to_string()],
@@ -307,6 +314,7 @@ pub fn render_table(inv: &Inventory) -> String {
                 Transport::Local => "local",
                 Transport::Ssh => "ssh",
                 Transport::Simulated => "simulated",
+                Transport::Unix => "unix",
             }
             .to_string(),
             r.address().unwrap_or_else(|| "-".to_string()),

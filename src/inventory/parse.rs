@@ -302,6 +302,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             user: None,
             identity_file: None,
             state_dir: None,
+            socket: None,
             install_docker: false,
             slots: f.slots.as_ref().map_or(1, |s| s.v),
             queues: f
@@ -338,7 +339,46 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             ));
         }
 
+        if let (Some(socket), false) = (&f.socket, transport == Transport::Unix) {
+            if !socket.inherited {
+                return Err(ctx.err(
+                    socket.line,
+                    "runner.socket",
+                    format!(
+                        "only unix runners have a socket; runner {:?} is not transport = \"unix\"",
+                        name.v
+                    ),
+                ));
+            }
+        }
         match transport {
+            Transport::Unix => {
+                if let Some(a) = &t.address {
+                    return Err(ctx.err(
+                        a.line,
+                        "runner.address",
+                        format!(
+                            "runner {:?} is reached on its Unix socket, which takes no address; use socket = \"/path/agent.sock\"",
+                            name.v
+                        ),
+                    ));
+                }
+                let socket = f.socket.as_ref().ok_or_else(|| {
+                    ctx.err(
+                        rline,
+                        "runner.socket",
+                        format!(
+                            "missing: unix runner {:?} needs the socket of its agent daemon (socket = \"/path/agent.sock\", served by `datarun agent --listen`)",
+                            name.v
+                        ),
+                    )
+                })?;
+                let spec = RunnerSpec {
+                    socket: Some(PathBuf::from(&socket.v)),
+                    ..base
+                };
+                add(spec, name.line, String::new())?;
+            }
             Transport::Simulated => {
                 if let Some(a) = &t.address {
                     return Err(ctx.err(

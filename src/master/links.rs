@@ -4,7 +4,7 @@
 //! (a late result of such an attempt is then discarded by the store).
 
 use super::*;
-use crate::transport::{simulated, ssh};
+use crate::transport::{simulated, ssh, unix};
 
 /// The longest wait between two connection attempts to a runner that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -43,6 +43,11 @@ impl Master {
                             )
                         })
                     }
+                    Transport::Unix => Ok(unix::connect(
+                        &r.spec,
+                        self.generation,
+                        self.events_tx.clone(),
+                    )),
                     Transport::Simulated => Ok(simulated::connect(
                         &r.spec,
                         self.generation,

@@ -5,6 +5,7 @@
 pub mod local;
 pub mod simulated;
 pub mod ssh;
+pub mod unix;
 
 use crate::protocol::{self, FromAgent, Line, ToAgent};
 use tokio::io::{AsyncRead, BufReader};

@@ -18,6 +18,7 @@ const RUNNER_KEYS: &[&str] = &[
     "identity_file",
     "port",
     "state_dir",
+    "socket",
     "install_docker",
     "slots",
     "queues",
@@ -58,6 +59,7 @@ pub(super) struct Fields {
     pub(super) identity_file: Option<At<String>>,
     pub(super) port: Option<At<u16>>,
     pub(super) state_dir: Option<At<String>>,
+    pub(super) socket: Option<At<String>>,
     pub(super) install_docker: Option<At<bool>>,
     pub(super) slots: Option<At<u32>>,
     pub(super) queues: Option<At<Vec<String>>>,
@@ -82,6 +84,7 @@ impl Fields {
             identity_file: self.identity_file.or_else(|| d.identity_file.clone()),
             port: self.port.or_else(|| d.port.clone()),
             state_dir: self.state_dir.or_else(|| d.state_dir.clone()),
+            socket: self.socket.or_else(|| d.socket.clone()),
             install_docker: self.install_docker.or_else(|| d.install_docker.clone()),
             slots: self.slots.or_else(|| d.slots.clone()),
             queues: self.queues.or_else(|| d.queues.clone()),
@@ -181,12 +184,13 @@ pub(super) fn parse_table(
                         "local" => Transport::Local,
                         "ssh" => Transport::Ssh,
                         "simulated" => Transport::Simulated,
+                        "unix" => Transport::Unix,
                         other => {
                             return Err(ctx.err(
                                 line,
                                 key,
                                 format!(
-                                    "expected \"local\", \"ssh\" or \"simulated\", found {other:?}"
+                                    "expected \"local\", \"ssh\", \"unix\" or \"simulated\", found {other:?}"
                                 ),
                             ))
                         }
@@ -245,6 +249,21 @@ pub(super) fn parse_table(
                     defaults,
                     path.trim_end_matches('/').to_string(),
                 ));
+            }
+            "socket" => {
+                let path = ctx.string(v, line, key)?;
+                if !path.starts_with('/')
+                    || path.chars().any(|c| c.is_control())
+                    || path.split('/').any(|part| part == "..")
+                    || path.len() > 107
+                {
+                    return Err(ctx.err(
+                        line,
+                        key,
+                        format!("{path:?} must be an absolute path of at most 107 bytes without \"..\", e.g. \"/var/lib/datarun/agent.sock\""),
+                    ));
+                }
+                f.socket = Some(At::of(line, defaults, path.to_string()));
             }
             "install_docker" => {
                 let Node::Bool(b) = v.node else {
