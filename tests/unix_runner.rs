@@ -97,3 +97,40 @@ fn unix_runner_inventory_mistakes_name_the_key() {
         );
     }
 }
+
+#[test]
+fn an_unreachable_runner_is_reported_once_not_at_every_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("runners.toml");
+    let mut text = String::new();
+    for i in 0..3 {
+        text.push_str(&format!(
+            "[[runner]]\nname = \"gone{i}\"\ntransport = \"unix\"\nsocket = \"{}/gone{i}.sock\"\nexecutor = \"process\"\n\n",
+            dir.path().display()
+        ));
+    }
+    std::fs::write(&inv, text).unwrap();
+    let log = dir.path().join("serve.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--inventory")
+        .arg(&inv)
+        .env("DATARUN_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Connects at 0 s, then retries after 2 and 4 more seconds: three failures each.
+    std::thread::sleep(Duration::from_secs(7));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    for i in 0..3 {
+        let n = text
+            .lines()
+            .filter(|l| l.contains(&format!("runner gone{i}: cannot connect")))
+            .count();
+        assert_eq!(n, 1, "runner gone{i} warned {n} times:\n{text}");
+    }
+}

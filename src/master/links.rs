@@ -145,13 +145,20 @@ impl Master {
             return Ok(());
         }
         let now = Instant::now();
+        // Said once per change of state: a runner that keeps failing the same way is retried
+        // quietly (10,000 unreachable runners must not flood the log or the store).
+        let changed = r.ready || r.last_error.as_deref() != Some(reason.as_str());
         if r.ready {
             tracing::warn!("runner {runner}: connection closed: {reason}");
             // First missed now: the lease counts from here.
             r.last_seen = now;
             r.failures = 0;
         } else {
-            tracing::warn!("runner {runner}: cannot connect: {reason}");
+            if changed {
+                tracing::warn!("runner {runner}: cannot connect: {reason} (retrying quietly)");
+            } else {
+                tracing::debug!("runner {runner}: cannot connect: {reason}");
+            }
             r.failures = r.failures.saturating_add(1);
         }
         r.link = None;
@@ -160,6 +167,9 @@ impl Master {
         // 1 s after a live connection ends, then 2, 4, 8, 10, 10 ... s while connecting fails.
         let backoff = Duration::from_secs(1 << r.failures.min(4)).min(MAX_BACKOFF);
         r.reconnect_at = Some(now + backoff);
+        if !changed {
+            return Ok(());
+        }
         self.record_disconnect(runner, &reason).await
     }
 
