@@ -27,6 +27,26 @@ pub use commands::Exit;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines are written on stderr: `text` (colours only on a terminal, and never
+    /// with NO_COLOR set) or `json` (one object a line, for log collectors).
+    #[arg(long, global = true, env = "DATARUN_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+/// Logging on stderr, filtered by `DATARUN_LOG` (default `warn,datarun=info`).
+fn init_logging(format: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DATARUN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,datarun=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().with_current_span(false).init();
+    } else {
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(colour).init();
+    }
 }
 
 /// How a client command finds the master.
@@ -201,6 +221,7 @@ fn restore_sigpipe(command: &Command) {
 
 pub fn main() -> Result<()> {
     let cli = Cli::parse();
+    init_logging(&cli.log_format);
     restore_sigpipe(&cli.command);
     match cli.command {
         Command::Serve {
