@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct BenchMaster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     child: Child,
     url: String,
     token: String,
@@ -38,7 +38,7 @@ impl BenchMaster {
             .trim()
             .to_string();
         let m = BenchMaster {
-            _dir: dir,
+            dir,
             child,
             url,
             token,
@@ -50,7 +50,13 @@ impl BenchMaster {
         m
     }
 
-    fn get(&self, path: &str) -> Value {
+    /// The master's data directory (the CLI finds the master and its token there).
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn get(&self, path: &str) -> Value {
         self.http
             .get(format!("{}/api/v1{path}", self.url))
             .bearer_auth(&self.token)
