@@ -4,6 +4,10 @@
 //! `BENCH_ROUNDS` rounds (default 20) after one warm-up, and beside it what the master itself
 //! records from the fold's `submitted` event to its end. When `submit` takes `--wait`, the
 //! same with that one command too. Run with `cargo bench --bench round_trip`.
+//!
+//! `BENCH_BASELINE=PATH` names another `datarun` binary (e.g. built from main) whose CLI runs
+//! the same rounds against the same master, interleaved round by round with this one's, so
+//! both meet the same load.
 
 #[allow(dead_code)]
 mod common;
@@ -23,8 +27,9 @@ fn main() {
     let m = common::BenchMaster::start(
         "[[runner]]\nname = \"local\"\ntransport = \"local\"\nexecutor = \"process\"\nslots = 8\ncpus = 8\nmemory = \"8G\"\nqueues = [\"*\"]\n",
     );
-    let cli = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_datarun"))
+    let baseline = std::env::var("BENCH_BASELINE").ok();
+    let run = |bin: &str, args: &[&str]| {
+        let out = Command::new(bin)
             .args(args)
             .env("DATARUN_DATA_DIR", m.data_dir())
             .env_remove("DATARUN_SERVER")
@@ -38,22 +43,31 @@ fn main() {
         );
         String::from_utf8(out.stdout).unwrap()
     };
+    let cli = |args: &[&str]| run(env!("CARGO_BIN_EXE_datarun"), args);
     let submit = ["submit", "--cpus", "0.5", "--memory", "16M"];
     // submit, then queue wait: (round trip, what the master recorded from submit to end).
-    let round = |command: &[&str]| {
+    let round = |bin: &str, command: &[&str]| {
         let start = Instant::now();
-        let out = cli(&[&submit[..], &["--"], command].concat());
+        let out = run(bin, &[&submit[..], &["--"], command].concat());
         let id = out.trim().to_string();
-        cli(&["queue", "wait", &id, "--timeout", "60s"]);
+        run(bin, &["queue", "wait", &id, "--timeout", "60s"]);
         (start.elapsed(), recorded(&m.get(&format!("/folds/{id}"))))
     };
     let with_wait = cli(&["submit", "--help"]).contains("--wait");
     let mut lines = Vec::new();
     // `true` ends before `queue wait` has started; `sleep 0.25` ends while it waits.
     for command in [&["true"][..], &["sleep", "0.25"][..]] {
-        round(command);
-        let (mut trips, mut master): (Vec<Duration>, Vec<Duration>) =
-            (0..rounds).map(|_| round(command)).unzip();
+        let this = env!("CARGO_BIN_EXE_datarun");
+        round(this, command);
+        let (mut trips, mut master, mut base) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            if let Some(bin) = &baseline {
+                base.push(round(bin, command).0);
+            }
+            let (trip, recorded) = round(this, command);
+            trips.push(trip);
+            master.push(recorded);
+        }
         let mut line = format!(
             "round_trip: submit + queue wait of one `{}` fold through the CLI: {}; the master records {} from submitted to ended",
             command.join(" "),
@@ -69,6 +83,12 @@ fn main() {
                 })
                 .collect();
             line.push_str(&format!("; submit --wait: {}", summary(&mut waits)));
+        }
+        if !base.is_empty() {
+            line.push_str(&format!(
+                "; the baseline's CLI, interleaved: {}",
+                summary(&mut base)
+            ));
         }
         lines.push(line);
     }
