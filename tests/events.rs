@@ -154,21 +154,7 @@ fn pages_tenancy_and_bad_parameters() {
     let m = Master::start(None);
     let a = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
     let b = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
-    let submit = |token: &str, n: usize| -> Vec<i64> {
-        let (status, v) = m.request_as(
-            token,
-            "POST",
-            "/folds/batch",
-            Some(json!({"folds": vec![held(); n]})),
-        );
-        assert_eq!(status, 201, "{v}");
-        v["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_i64().unwrap())
-            .collect()
-    };
+    let submit = |token: &str, n: usize| m.submit_as(token, vec![held(); n]);
     let mut alice = Vec::new();
     let mut bob = Vec::new();
     for _ in 0..3 {
