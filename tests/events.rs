@@ -301,10 +301,11 @@ fn read_sse(resp: reqwest::blocking::Response, n: usize) -> Vec<(i64, Value)> {
 
 /// Server-sent events deliver a fold's events in order, each with its seq as id, and resume
 /// after `Last-Event-ID`; at most `--max-waiters` long polls and streams at once: one more
-/// answers 503 with Retry-After, and once they end there is room again.
+/// answers 503 with Retry-After, and once they end there is room again; at shutdown they end
+/// at once.
 #[test]
 fn server_sent_events_and_the_waiter_cap() {
-    let m = Master::start_with(Some(EIGHT_SLOTS), &["--max-waiters", "2"]);
+    let mut m = Master::start_with(Some(EIGHT_SLOTS), &["--max-waiters", "2"]);
     let http = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -389,4 +390,38 @@ fn server_sent_events_and_the_waiter_cap() {
     }
     let (status, v) = m.request("GET", "/events?timeout=0", None);
     assert_eq!(status, 200, "room again: {v}");
+
+    // At shutdown a long poll answers and a stream ends at once: the master exits promptly
+    // (not after its 10 s grace for requests in flight).
+    let poll = {
+        let (url, token) = (m.url.clone(), m.token.clone());
+        std::thread::spawn(move || {
+            let resp = reqwest::blocking::Client::new()
+                .get(format!("{url}/api/v1/events?timeout=60s"))
+                .bearer_auth(token)
+                .send()
+                .unwrap();
+            (resp.status().as_u16(), resp.json::<Value>().unwrap())
+        })
+    };
+    let live = stream("", None);
+    let ended = std::thread::spawn(move || read_sse(live, 1).len());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut child = m.child.take().unwrap();
+    let start = Instant::now();
+    // SAFETY: kill only sends a signal.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    let (status, v) = poll.join().unwrap();
+    assert_eq!((status, &v["events"]), (200, &json!([])), "{v}");
+    assert_eq!(
+        ended.join().unwrap(),
+        0,
+        "the stream ended without an event"
+    );
 }
