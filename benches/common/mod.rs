@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct BenchMaster {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     child: Child,
     url: String,
     token: String,
@@ -39,7 +39,7 @@ impl BenchMaster {
             .trim()
             .to_string();
         let m = BenchMaster {
-            _dir: dir,
+            dir,
             child,
             url,
             token,
@@ -49,6 +49,12 @@ impl BenchMaster {
             std::thread::sleep(Duration::from_millis(20));
         }
         m
+    }
+
+    /// The master's data directory (the CLI finds the master and its token there).
+    #[allow(dead_code)]
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
     }
 
     pub fn get(&self, path: &str) -> Value {

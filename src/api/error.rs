@@ -45,6 +45,7 @@ fn code(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         _ if status.is_server_error() => "internal",
         _ => "error",
     }
@@ -52,7 +53,8 @@ fn code(status: StatusCode) -> &'static str {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if self.status.is_server_error() {
+        // A 503 is a limit reached (too many waiters), not a failure of the master.
+        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
             tracing::error!("{}", self.message);
         }
         let body = json!({"error": {"code": code(self.status), "message": self.message}});

@@ -4,6 +4,7 @@
 
 mod datasets;
 mod error;
+mod events;
 mod folds;
 mod json_errors;
 mod layout;
@@ -15,6 +16,7 @@ mod submission_folds;
 mod submissions;
 
 pub use error::ApiError;
+pub use events::Waiters;
 
 use crate::master::MasterHandle;
 use crate::model::limits::{MAX_BATCH_BODY, MAX_SPEC_BODY};
@@ -49,6 +51,8 @@ pub struct ApiLimits {
     pub max_inflated: usize,
     /// Requests per token (`serve --rate-limit`, `--rate-burst`, `--rate-limit-admins`).
     pub rate: RateLimiter,
+    /// Long polls and event streams of `GET /events` open at once (`serve --max-waiters`).
+    pub waiters: Waiters,
 }
 
 impl Default for ApiLimits {
@@ -56,6 +60,7 @@ impl Default for ApiLimits {
         ApiLimits {
             max_inflated: DEFAULT_MAX_INFLATED,
             rate: RateLimiter::new(Default::default()),
+            waiters: Waiters::new(crate::model::limits::DEFAULT_MAX_WAITERS as usize),
         }
     }
 }
@@ -82,6 +87,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/{id}/remove", post(folds::remove))
         .route("/queue", get(folds::queue))
         .route("/owners", get(folds::owners))
+        .route("/events", get(events::events))
         .route("/runners", get(runners))
         .route("/runners/reload", post(reload))
         .route("/maintenance", get(maintenance))

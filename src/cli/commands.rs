@@ -102,6 +102,13 @@ pub struct SubmitArgs {
     count: u32,
     #[arg(long)]
     json: bool,
+    /// Then wait until the folds end, as `queue wait` does: exit 0 when all are done, 1 when
+    /// any failed, was removed or is held, 2 on --timeout.
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up waiting after this long (exit 2).
+    #[arg(long, requires = "wait", value_parser = crate::units::parse_duration)]
+    timeout: Option<Duration>,
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
@@ -161,17 +168,27 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
     let folds: Vec<Value> = (0..a.count).map(|_| spec.clone()).collect();
     let answer: Value = client.post("/folds/batch", &json!({ "folds": folds }))?;
     if a.json {
-        return print_json(&answer);
+        print_json(&answer)?;
+    } else {
+        for id in answer["ids"].as_array().into_iter().flatten() {
+            println!("{id}");
+        }
+        for h in answer["held"].as_array().into_iter().flatten() {
+            eprintln!(
+                "warning: fold {} is held: {}",
+                h["id"],
+                h["reason"].as_str().unwrap_or("")
+            );
+        }
     }
-    for id in answer["ids"].as_array().into_iter().flatten() {
-        println!("{id}");
-    }
-    for h in answer["held"].as_array().into_iter().flatten() {
-        eprintln!(
-            "warning: fold {} is held: {}",
-            h["id"],
-            h["reason"].as_str().unwrap_or("")
-        );
+    if a.wait {
+        let ids: Vec<i64> = answer["ids"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_i64)
+            .collect();
+        return super::queue::wait(&a.conn, &ids, a.timeout);
     }
     Ok(())
 }

@@ -413,29 +413,38 @@ fn fold_row(t: &mut Table, f: &Value) {
     ]);
 }
 
-/// Waits for folds by id, however many folds the master holds: the newest seq first, then
-/// each fold by id (`GET /folds/{id}`: one that does not exist is an error at once), then
-/// only what changed since, page by page.
-fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
+/// Waits for folds by id, however many folds the master holds, on events the master pushes:
+/// where its event log stands first, then each fold by id (`GET /folds/{id}`: one that does
+/// not exist is an error at once), then long polls of the events of the folds still going
+/// (`GET /events?folds=...&since=...`; an event that is a fold's newest carries its state),
+/// until every fold stopped or `timeout` passed. No sleeping: each poll returns as soon as one
+/// of the folds changes.
+pub(super) fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
+    use crate::model::limits::{MAX_EVENTS_WAIT, MAX_EVENT_FOLDS};
     let client = conn.client()?;
     let start = Instant::now();
     let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
-    // In id order a page's seq is the newest of all: changes after it are followed below.
-    let first: Value = client.get("/folds?limit=1")?;
-    let mut seq = first["seq"].as_i64().unwrap_or(0);
+    // From now: whatever changes after the lookups below comes as an event after this seq.
+    let now: Value = client.get("/events?timeout=0")?;
+    let mut seq = now["seq"].as_i64().unwrap_or(0);
     let mut states: BTreeMap<i64, FoldState> = BTreeMap::new();
-    let state_of = |f: &Value| f["state"].as_str().and_then(FoldState::parse);
+    let state_of = |v: &Value| v.as_str().and_then(FoldState::parse);
     for &id in &wanted {
         let v: Value = client
             .get(&format!("/folds/{id}"))
             .with_context(|| format!("fold {id} does not exist or cannot be read"))?;
-        if let Some(st) = state_of(&v["fold"]) {
+        if let Some(st) = state_of(&v["fold"]["state"]) {
             states.insert(id, st);
         }
     }
     let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
     loop {
-        if states.len() == wanted.len() && states.values().all(stopped) {
+        let going: Vec<String> = wanted
+            .iter()
+            .filter(|id| !states.get(id).is_some_and(stopped))
+            .map(i64::to_string)
+            .collect();
+        if going.is_empty() {
             let bad: Vec<String> = states
                 .iter()
                 .filter(|(_, s)| **s != FoldState::Done)
@@ -447,22 +456,30 @@ fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
             eprintln!("not done: {}", bad.join(", "));
             return Err(Exit(1).into());
         }
-        if timeout.is_some_and(|t| start.elapsed() >= t) {
-            let pending =
-                states.iter().filter(|(_, s)| !stopped(s)).count() + wanted.len() - states.len();
-            eprintln!("timed out with {pending} folds still pending");
-            return Err(Exit(2).into());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-        let last = each_page(&client, "/folds", "folds", ("since", Some(seq)), |folds| {
-            for f in folds {
-                let id = f["id"].as_i64().unwrap_or(-1);
-                if let (true, Some(st)) = (wanted.contains(&id), state_of(f)) {
-                    states.insert(id, st);
-                }
+        let left = match timeout {
+            Some(t) if start.elapsed() >= t => {
+                eprintln!("timed out with {} folds still pending", going.len());
+                return Err(Exit(2).into());
             }
-            Ok(())
-        })?;
-        seq = last["seq"].as_i64().unwrap_or(seq);
+            Some(t) => (t - start.elapsed()).min(MAX_EVENTS_WAIT),
+            None => MAX_EVENTS_WAIT,
+        };
+        // Only these folds' events, while they fit a filter; else all the caller may see.
+        let folds = if going.len() <= MAX_EVENT_FOLDS {
+            format!("&folds={}", going.join(","))
+        } else {
+            String::new()
+        };
+        let page: Value = client.get(&format!(
+            "/events?since={seq}{folds}&timeout={}ms",
+            left.as_millis()
+        ))?;
+        for e in page["events"].as_array().into_iter().flatten() {
+            let id = e["fold"].as_i64().unwrap_or(-1);
+            if let (true, Some(st)) = (wanted.contains(&id), state_of(&e["state"])) {
+                states.insert(id, st);
+            }
+        }
+        seq = page["seq"].as_i64().unwrap_or(seq);
     }
 }

@@ -52,6 +52,10 @@ pub struct EdgeArgs {
     /// Connections served at once; further ones wait to be accepted.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// Long polls and event streams (`GET /events`) served at once; more answer 503 with
+    /// Retry-After. Each holds a connection: keep it below --max-connections.
+    #[arg(long, default_value_t = crate::model::limits::DEFAULT_MAX_WAITERS, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_waiters: u32,
 }
 
 /// Holds an exclusive lock on the data directory for the life of the process: two masters on
@@ -177,6 +181,11 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         }
     });
     let jobs = std::sync::Arc::new(jobs);
+    let api_limits = std::sync::Arc::new(api::ApiLimits {
+        max_inflated: args.max_inflated as usize,
+        rate: api::rate_limit::RateLimiter::new(args.rate_limit),
+        waiters: api::Waiters::new(args.edge.max_waiters as usize),
+    });
     tokio::spawn(crate::maintenance::run(
         jobs.as_ref().clone(),
         store.clone(),
@@ -188,10 +197,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             store,
             master: handle,
             maintenance: jobs,
-            limits: std::sync::Arc::new(api::ApiLimits {
-                max_inflated: args.max_inflated as usize,
-                rate: api::rate_limit::RateLimiter::new(args.rate_limit),
-            }),
+            limits: api_limits.clone(),
         },
         args.max_body as usize,
     );
@@ -234,7 +240,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("serving on {url}");
 
-    let server = crate::edge::serve(listener, app, limits, tls, shutdown_signal());
+    let shutdown = async move {
+        shutdown_signal().await;
+        // Long polls answer and event streams end now, not at the end of the grace period.
+        api_limits.waiters.close();
+    };
+    let server = crate::edge::serve(listener, app, limits, tls, shutdown);
     tokio::select! {
         () = server => {}
         r = master_task => match r {

@@ -52,6 +52,17 @@ pub const MAX_PAGE_BYTES: usize = 8 << 20;
 /// Ids in one lookup by ids (`POST /results/list`).
 pub const MAX_IDS: usize = 10_000;
 
+/// Fold ids in the `folds` filter of `GET /events`.
+pub const MAX_EVENT_FOLDS: usize = 1000;
+/// How long a long poll of `GET /events` waits when the client gives no `timeout`.
+pub const DEFAULT_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The longest `timeout` of a long poll of `GET /events`.
+pub const MAX_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+/// How long one event stream (`GET /events` as server-sent events) lasts; clients reconnect.
+pub const EVENT_STREAM_LIFE: std::time::Duration = std::time::Duration::from_secs(600);
+/// Long polls and event streams served at once, unless `serve --max-waiters` says otherwise.
+pub const DEFAULT_MAX_WAITERS: u32 = 1000;
+
 /// Why a field of a request was refused: over a size limit (HTTP 413) or malformed (400). The
 /// message starts with the field (`env: 3 MiB is over the limit of 64 KiB`).
 #[derive(Clone, Debug, PartialEq, Eq)]

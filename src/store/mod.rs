@@ -4,6 +4,7 @@
 
 mod blobs;
 mod datasets;
+mod events;
 mod folds;
 mod holds;
 mod listing;
@@ -21,6 +22,7 @@ mod tokens;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
+pub use events::{EventFilter, EventPage, FeedEvent};
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use runapp::{RunappFold, RunappTarget};
@@ -105,6 +107,9 @@ pub struct Store {
     files: BlobDir,
     /// How many runner losses a fold may take before it is held (`set_max_losses`).
     max_losses: Arc<AtomicU32>,
+    /// The change signal (`subscribe`): the newest event's id, published by the writer after
+    /// each group of jobs that changed anything (once it is durable).
+    changes: tokio::sync::watch::Receiver<i64>,
 }
 
 /// How many times a fold may lose its runner (crash, partition past the lease) before it is
@@ -128,9 +133,11 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
         let (tx, rx) = std::sync::mpsc::channel::<(Durability, Job)>();
+        let (changed, changes) =
+            tokio::sync::watch::channel(events::newest(&conn).map_err(open_err)?);
         std::thread::Builder::new()
             .name("datarun-store".into())
-            .spawn(move || writer(conn, rx))
+            .spawn(move || writer(conn, rx, changed))
             .map_err(thread_err)?;
         let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
         let read_rx = std::sync::Arc::new(std::sync::Mutex::new(read_rx));
@@ -159,6 +166,7 @@ impl Store {
             reads: read_tx,
             files: BlobDir::for_database(path),
             max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
+            changes,
         })
     }
 
@@ -253,10 +261,16 @@ impl Store {
 
 /// The writer's loop: takes the jobs that wait (a group), runs each (its own transaction,
 /// `synchronous=NORMAL`), makes the group's changes durable with one fsync when a durable job
-/// changed anything, then answers every caller of the group.
-fn writer(mut conn: Connection, rx: std::sync::mpsc::Receiver<(Durability, Job)>) {
+/// changed anything, publishes the newest event's id when any job changed anything (the
+/// event feed's change signal), then answers every caller of the group.
+fn writer(
+    mut conn: Connection,
+    rx: std::sync::mpsc::Receiver<(Durability, Job)>,
+    changed: tokio::sync::watch::Sender<i64>,
+) {
     let mut replies: Vec<Reply> = Vec::with_capacity(GROUP);
     while let Ok(first) = rx.recv() {
+        let group_start = conn.total_changes();
         let mut sync = false;
         let mut next = Some(first);
         while let Some((durability, job)) = next.take() {
@@ -267,11 +281,21 @@ fn writer(mut conn: Connection, rx: std::sync::mpsc::Receiver<(Durability, Job)>
                 next = rx.try_recv().ok();
             }
         }
+        let changed_any = conn.total_changes() != group_start;
         if sync {
             if let Err(e) = sync_group(&conn) {
                 // Nothing acknowledged can be trusted to be on disk: stop answering.
                 tracing::error!("the store cannot make its changes durable: {e}");
                 return;
+            }
+        }
+        if changed_any {
+            // Waiters on the event feed read again when it moved (`Store::subscribe`).
+            match events::newest(&conn) {
+                Ok(top) => {
+                    changed.send_if_modified(|seen| std::mem::replace(seen, top) != top);
+                }
+                Err(e) => tracing::error!("the store cannot read its newest event: {e}"),
             }
         }
         for reply in replies.drain(..) {

@@ -244,7 +244,17 @@ impl Master {
 
     /// Submits folds in one batch and returns their ids.
     pub fn submit(&self, folds: Vec<Value>) -> Vec<i64> {
-        let (status, v) = self.request("POST", "/folds/batch", Some(json!({ "folds": folds })));
+        self.submit_as(&self.token, folds)
+    }
+
+    /// `submit` with another token (another owner's folds).
+    pub fn submit_as(&self, token: &str, folds: Vec<Value>) -> Vec<i64> {
+        let (status, v) = self.request_as(
+            token,
+            "POST",
+            "/folds/batch",
+            Some(json!({ "folds": folds })),
+        );
         assert_eq!(status, 201, "submit: {v}");
         v["ids"]
             .as_array()

@@ -18,7 +18,7 @@ import io
 import json
 import os
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import numpy as np
 import requests
@@ -113,6 +113,15 @@ _BY_STATUS = {
 
 #: Submission-fold states that are final (a result exists).
 ENDED = ("TESTED", "VALIDATED", "ERROR")
+
+#: Queue-fold states a fold waits in no longer: final, or held until someone acts.
+STOPPED = ("done", "failed", "removed", "held")
+
+#: The most fold ids in one ``folds`` filter of ``GET /events``; more are followed unfiltered.
+MAX_EVENT_FOLDS = 1000
+
+#: The longest long poll the master takes (``GET /events?timeout=``), in seconds.
+MAX_EVENTS_WAIT = 60
 
 
 def default_data_dir():
@@ -240,7 +249,9 @@ class Client:
 
     # ---- transport -------------------------------------------------------------------------
 
-    def _request(self, method, path, json=None, data=None, headers=None, stream=False):
+    def _request(
+        self, method, path, json=None, data=None, headers=None, stream=False, timeout=None
+    ):
         headers = dict(headers or {})
         headers["Authorization"] = f"Bearer {self.token}"
         try:
@@ -250,7 +261,7 @@ class Client:
                 json=json,
                 data=data,
                 headers=headers,
-                timeout=self.timeout,
+                timeout=timeout or self.timeout,
                 stream=stream,
                 verify=self.ca_cert,
             )
@@ -335,6 +346,126 @@ class Client:
 
     def remove_fold(self, fold_id):
         return self.post(f"/folds/{int(fold_id)}/remove")
+
+    # ---- native API: events -----------------------------------------------------------------
+
+    @staticmethod
+    def _events_query(since=None, folds=None, timeout=None, limit=None):
+        params = {}
+        if since is not None:
+            params["since"] = int(since)
+        if folds is not None:
+            folds = sorted({int(f) for f in folds})
+            if not folds:
+                raise ValueError("folds: give fold ids, or None for every fold you may see")
+            params["folds"] = ",".join(map(str, folds))
+        if timeout is not None:
+            params["timeout"] = f"{max(0.0, float(timeout)):.3f}"
+        if limit is not None:
+            params["limit"] = int(limit)
+        return "/events" + (f"?{urlencode(params, safe=',')}" if params else "")
+
+    def events(self, since=None, folds=None, timeout=30, limit=None):
+        """``GET /events``: one long poll of the master's event log. Returns ``{"events":
+        [...], "seq": N}`` as soon as there are events after ``since`` (``None``: from now, no
+        backlog), else when one is committed or after ``timeout`` seconds (at most 60) with
+        none; pass ``seq`` as the next ``since`` and no event is missed or repeated. Each event
+        has ``seq``, ``at`` (ms since the epoch), ``fold``, ``attempt``, ``kind``, ``detail``,
+        and ``state`` (the fold's state after it) when it is the fold's newest event.
+        ``folds``: only these fold ids (at most 1000); another owner's show nothing."""
+        wait = 30 if timeout is None else float(timeout)
+        path = self._events_query(since, folds, wait, limit)
+        # The HTTP read timeout outlasts the poll's.
+        return self._request("GET", path, timeout=max(self.timeout, wait + 30)).json()
+
+    def stream_events(self, since=None, folds=None, timeout=None, sse=True):
+        """Yields the master's events as they are committed, oldest first, each once:
+        server-sent events (``Accept: text/event-stream``), reconnecting with
+        ``Last-Event-ID`` when a stream ends (the master ends each after 10 minutes) or breaks;
+        with ``sse=False``, repeated long polls (``events``). ``since``/``folds`` as in
+        ``events``; ends after ``timeout`` seconds (``None``: never; stop it with ``break``)."""
+        deadline = None if timeout is None else time.monotonic() + float(timeout)
+
+        def left():
+            return None if deadline is None else deadline - time.monotonic()
+
+        if since is None:
+            since = self.events(folds=folds, timeout=0)["seq"]
+        failures = 0
+        while left() is None or left() > 0:
+            if not sse:
+                wait = MAX_EVENTS_WAIT if left() is None else min(MAX_EVENTS_WAIT, left())
+                page = self.events(since, folds, timeout=wait)
+                yield from page["events"]
+                since = page["seq"]
+                continue
+            # Keep-alives come every 15 s: a read that waits longer is a dead connection.
+            read = 20.0 if left() is None else max(0.05, min(20.0, left()))
+            try:
+                resp = self._request(
+                    "GET",
+                    self._events_query(folds=folds),
+                    headers={"Accept": "text/event-stream", "Last-Event-ID": str(since)},
+                    stream=True,
+                    timeout=(10, read),
+                )
+                with resp:
+                    for event in _sse_events(resp):
+                        failures = 0
+                        yield event
+                        since = event["seq"]
+                        if left() is not None and left() <= 0:
+                            return
+            except (requests.RequestException, Unreachable, ServerError) as e:
+                if isinstance(e, ServerError) and e.status != 503:
+                    raise
+                if left() is not None and left() <= 0:
+                    return
+                failures += 1
+                if failures > 1:
+                    # The master is away: try again after a pause, not in a tight loop.
+                    time.sleep(min(5.0, 0.5 * failures))
+
+    def _wait_stopped(self, fold_ids, timeout):
+        """{id: state} once every queue fold stopped (done, failed, removed, held), following
+        their events (long polls, no sleeping). Raises TimeoutError after ``timeout`` seconds
+        (``None``: waits as long as it takes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        since = self.events(timeout=0)["seq"]
+        states = {int(i): self.fold(i)["fold"]["state"] for i in fold_ids}
+        while True:
+            going = [i for i, st in states.items() if st not in STOPPED]
+            if not going:
+                return states
+            wait = MAX_EVENTS_WAIT
+            if deadline is not None:
+                wait = min(wait, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"folds did not end in {timeout} s: {states}")
+            watch = going if len(going) <= MAX_EVENT_FOLDS else None
+            page = self.events(since, watch, timeout=wait)
+            for e in page["events"]:
+                if e.get("state") and e.get("fold") in states:
+                    states[e["fold"]] = e["state"]
+            since = page["seq"]
+
+    def _until(self, read, watch, timeout, describe):
+        """``read()`` until ``watch(value)`` says nothing more to wait for (None); between
+        reads, a long poll waits for an event of the queue folds ``watch`` names (no sleeping:
+        each read follows a change). Raises TimeoutError(``describe(value)``) after
+        ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        since = self.events(timeout=0)["seq"]
+        while True:
+            value = read()
+            folds = watch(value)
+            if folds is None:
+                return value
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(describe(value))
+            folds = folds if 0 < len(folds) <= MAX_EVENT_FOLDS else None
+            since = self.events(since, folds, timeout=min(left, MAX_EVENTS_WAIT))["seq"]
 
     # ---- native API: datasets, splits, scores -----------------------------------------------
 
@@ -456,23 +587,27 @@ class Client:
         split runs (``fold``: its queue fold, with why it is pending)."""
         return self.get(f"/splits/{int(split_id)}")
 
-    def wait_split(self, split_id, timeout=600, poll=0.5):
-        """Polls a custom split until it is no longer ``running``; returns its record
+    def wait_split(self, split_id, timeout=600, poll=None):
+        """Waits until a custom split is no longer ``running`` and returns its record
         (``state`` ``done``, with ``files``, ``train_rows``, ``test_rows``, or ``failed`` with
-        its ``reason``). Raises TimeoutError, saying where its fold is, after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            v = self.split(split_id)
-            split = v["split"]
-            if split.get("state", "done") != "running":
-                return split
-            if time.monotonic() > deadline:
-                fold = v.get("fold") or {}
-                where = f"its fold {fold.get('id')} is {fold.get('state')}"
-                if fold.get("reason"):
-                    where += f" ({fold['reason']})"
-                raise TimeoutError(f"split {split_id} still running after {timeout} s: {where}")
-            time.sleep(poll)
+        its ``reason``), reading it again only when its fold changes (the master's events; no
+        polling: ``poll`` is ignored). Raises TimeoutError, saying where its fold is, after
+        ``timeout``."""
+
+        def running(v):
+            if v["split"].get("state", "done") != "running":
+                return None
+            fold = (v.get("fold") or {}).get("id")
+            return [fold] if fold is not None else []
+
+        def describe(v):
+            fold = v.get("fold") or {}
+            where = f"its fold {fold.get('id')} is {fold.get('state')}"
+            if fold.get("reason"):
+                where += f" ({fold['reason']})"
+            return f"split {split_id} still running after {timeout} s: {where}"
+
+        return self._until(lambda: self.split(split_id), running, timeout, describe)["split"]
 
     def scores(self, score_types, y_true, y_pred=None, y_proba=None, classes=None):
         """``POST /scores``: scores computed by the master, as scikit-learn."""
@@ -594,29 +729,27 @@ class Client:
     def leaderboard(self, dataset_id):
         return self.get(f"/datasets/{int(dataset_id)}/leaderboard")
 
-    def wait_submission(self, submission_id, timeout=600, poll=0.5):
-        """Polls until no fold of the submission is TODO; returns the submission."""
-        deadline = time.monotonic() + timeout
-        while True:
-            sub = self.submission(submission_id)
-            if all(f["state"] != "TODO" for f in sub["folds"]):
-                return sub
-            if time.monotonic() > deadline:
-                states = {f["id"]: f["state"] for f in sub["folds"]}
-                raise TimeoutError(f"submission {submission_id} still has TODO folds: {states}")
-            time.sleep(poll)
+    def wait_submission(self, submission_id, timeout=600, poll=None):
+        """Waits until no fold of the submission is TODO and returns the submission, reading
+        it again only when the queue fold of a TODO fold changes (the master's events; no
+        polling: ``poll`` is ignored). Raises TimeoutError after ``timeout`` seconds."""
 
-    def wait_folds(self, fold_ids, timeout=600, poll=0.5):
-        """Polls queue folds until each is done, failed, removed or held; returns them."""
-        deadline = time.monotonic() + timeout
-        while True:
-            folds = [self.fold(i)["fold"] for i in fold_ids]
-            if all(f["state"] in ("done", "failed", "removed", "held") for f in folds):
-                return folds
-            if time.monotonic() > deadline:
-                states = {f["id"]: f["state"] for f in folds}
-                raise TimeoutError(f"folds did not end in {timeout} s: {states}")
-            time.sleep(poll)
+        def todo(sub):
+            folds = [f["fold_id"] for f in sub["folds"] if f["state"] == "TODO"]
+            return folds or None
+
+        def describe(sub):
+            states = {f["id"]: f["state"] for f in sub["folds"]}
+            return f"submission {submission_id} still has TODO folds: {states}"
+
+        return self._until(lambda: self.submission(submission_id), todo, timeout, describe)
+
+    def wait_folds(self, fold_ids, timeout=600, poll=None):
+        """Waits until each queue fold is done, failed, removed or held, on the master's
+        events (long polls that return when a fold changes; ``poll`` is ignored); returns the
+        folds. Raises TimeoutError after ``timeout`` seconds."""
+        self._wait_stopped(fold_ids, timeout)
+        return [self.fold(i)["fold"] for i in fold_ids]
 
     # ---- the original datarun client's helpers ----------------------------------------------
 
@@ -670,10 +803,10 @@ class Client:
         v["test"] = np.asarray(v["test"], dtype=np.int64)
         return v
 
-    def custom_post_split(self, raw_data_id, wait=True, timeout=600, poll=1.0, priority=None):
+    def custom_post_split(self, raw_data_id, wait=True, timeout=600, poll=None, priority=None):
         """Splits a problem dataset with its script's ``prepare_data`` (the original
         ``custom_post_split``), run by the master as a queue fold of the fold image. With
-        ``wait`` (default) polls until it ends and returns the done split (``id``, ``files``
+        ``wait`` (default) waits until it ends (on the master's events) and returns the done split (``id``, ``files``
         the script wrote, ``train_rows``, ``test_rows``), raising :class:`SplitFailed` with the
         reason (and the script's traceback) if it failed, TimeoutError after ``timeout``.
         ``wait=False`` returns the running split at once; submissions on it answer
@@ -682,7 +815,7 @@ class Client:
         split = self.create_split(raw_data_id, custom=True, priority=priority)["split"]
         if not wait:
             return split
-        split = self.wait_split(split["id"], timeout=timeout, poll=poll)
+        split = self.wait_split(split["id"], timeout=timeout)
         if split.get("state") == "failed":
             raise SplitFailed(split)
         return split
@@ -800,3 +933,17 @@ class Client:
 
     # The original's name for it.
     get_submission_fold_light = get_submission_fold_light_detail
+
+
+def _sse_events(resp):
+    """The events of a server-sent-events answer (``id:`` and ``data:`` lines, a blank line
+    ending each; comments such as ``: keep-alive`` skipped), as dicts."""
+    data = []
+    for raw in resp.iter_lines():
+        line = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        if not line:
+            if data:
+                yield json.loads("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip(" "))

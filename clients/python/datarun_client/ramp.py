@@ -24,7 +24,7 @@ import shutil
 import time
 import traceback
 
-from .client import Client, DatarunError
+from .client import MAX_EVENT_FOLDS, Client, DatarunError
 
 try:  # pragma: no cover - depends on the environment
     from ramp_engine.base import BaseWorker
@@ -211,8 +211,11 @@ class DatarunWorker(BaseWorker):
     * ``datarun_url``, ``datarun_token`` (default: $DATARUN_URL/$DATARUN_TOKEN, then the
       master's data directory, as :class:`Client`), or ``client``: a :class:`Client`;
     * ``image`` (default ``datarun/fold-python:0.1``), ``memory`` (default ``"1G"``),
-      ``cpus`` (1), ``priority``, ``queue``, ``data_label``, ``quick_test``,
-      ``poll_interval`` (seconds, default 1).
+      ``cpus`` (1), ``priority``, ``queue``, ``data_label``, ``quick_test``.
+
+    The worker follows its folds on the master's events (``Client.events``): ``status`` asks
+    only for what changed since it last looked, and ``collect_results`` waits on long polls
+    that return when a fold changes, never on a timer (``poll_interval`` is ignored).
 
     After a successful collect, ``bagged_scores`` is the path of the ``bagged_scores.csv``
     written, or None when bagging was skipped (ramp-workflow not importable, or bagging failed:
@@ -222,6 +225,9 @@ class DatarunWorker(BaseWorker):
     def __init__(self, config, submission):
         super().__init__(config, submission)
         self.fold_ids = []
+        # The folds' states as their events told, and where the event log was read up to.
+        self._states = {}
+        self._seq = None
         self.fold_scores = {}
         self.bagged_scores = None
 
@@ -305,19 +311,34 @@ class DatarunWorker(BaseWorker):
                 if self.config.get(key) is not None:
                     spec[key] = self.config[key]
             specs.append(spec)
+        # Where the event log stands before the folds exist: all their events come after it.
+        self._seq = self.client.events(timeout=0)["seq"]
         answer = self.client.submit_folds(specs)
         self.fold_ids = answer["ids"]
+        self._states = {}
         self._launched_at = time.monotonic()
         if self._log_dir:
             with open(os.path.join(self._log_dir, "datarun.json"), "w") as f:
                 json.dump({"url": self.client.url, "fold_ids": self.fold_ids}, f)
         super().launch_submission()
 
-    def _folds(self):
-        return [self.client.fold(i)["fold"] for i in self.fold_ids]
+    def _follow(self, wait):
+        """Reads the folds' events since the last read: one long poll of up to ``wait``
+        seconds (0: what is there now), returning as soon as one of the folds changes.
+        Returns whether every fold stopped (done, failed, removed or held)."""
+        going = [i for i in self.fold_ids if self._states.get(i) not in STOPPED]
+        if not going:
+            return True
+        watch = going if len(going) <= MAX_EVENT_FOLDS else None
+        page = self.client.events(self._seq, watch, timeout=wait)
+        for e in page["events"]:
+            if e.get("state") and e.get("fold") in self.fold_ids:
+                self._states[e["fold"]] = e["state"]
+        self._seq = page["seq"]
+        return all(self._states.get(i) in STOPPED for i in self.fold_ids)
 
     def _is_submission_finished(self):
-        return all(f["state"] in STOPPED for f in self._folds())
+        return self._follow(0)
 
     # ---- collect ----------------------------------------------------------------------------
 
@@ -364,9 +385,8 @@ class DatarunWorker(BaseWorker):
         super().collect_results()
         if self.status == "collected":
             raise ValueError("The results were collected already.")
-        poll = float(self.config.get("poll_interval", 1))
         while self.status == "running":
-            time.sleep(poll)
+            self._follow(30)
         details = [self.client.fold(i) for i in self.fold_ids]
         out_dir = self._training_output()
         if os.path.exists(out_dir):
