@@ -9,7 +9,6 @@
 //! the same rounds against the same master, interleaved round by round with this one's, so
 //! both meet the same load.
 
-#[allow(dead_code)]
 mod common;
 
 use serde_json::Value;

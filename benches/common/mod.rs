@@ -52,7 +52,6 @@ impl BenchMaster {
     }
 
     /// The master's data directory (the CLI finds the master and its token there).
-    #[allow(dead_code)]
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.dir.path().join("data")
     }
