@@ -7,7 +7,7 @@ fn main() -> ExitCode {
             Some(exit) => ExitCode::from(exit.0),
             None => {
                 eprintln!("error: {e:#}");
-                ExitCode::from(1)
+                ExitCode::from(datarun::cli::exit::of(&e))
             }
         },
     }

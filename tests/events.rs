@@ -139,7 +139,7 @@ fn waits_return_when_folds_end() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("failed"));
     let out = sub(&["--timeout", "300ms", "--", "sleep", "5"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(6), "a wait that runs out");
     let out = m.cli(&["submit", "--timeout", "1s", "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "--timeout needs --wait");
 }

@@ -5,7 +5,7 @@
 //! `--server`, a token must be given. HTTPS masters with a private CA are trusted with
 //! `--ca-cert`/`DATARUN_CA_CERT`, besides the system's roots.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -70,7 +70,7 @@ fn local_admin_token(base: &str, local: Option<&str>, data_dir: &Path) -> Result
         eprintln!(
             "error: no token for {base}{withheld}: pass --token TOKEN (or set DATARUN_TOKEN) for it; `datarun token create NAME` on its machine makes one"
         );
-        return Err(super::Exit(2).into());
+        return Err(super::Exit(super::exit::USAGE).into());
     }
     match read_trimmed(&path) {
         Some(t) => Ok(t),
@@ -171,7 +171,11 @@ impl Client {
             } else {
                 ""
             };
-            anyhow::Error::new(e).context(format!(
+            anyhow::Error::new(super::exit::Failure {
+                code: super::exit::UNREACHABLE,
+                message: format!("{e}"),
+            })
+            .context(format!(
                 "cannot reach the datarun master at {} ({what}){hint}",
                 self.base
             ))
@@ -185,7 +189,11 @@ impl Client {
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(String::from))
             .unwrap_or(text);
-        Err(anyhow!("{what}: the master answered {status}: {message}"))
+        Err(super::exit::Failure {
+            code: super::exit::for_status(status.as_u16()),
+            message: format!("{what}: the master answered {status}: {message}"),
+        }
+        .into())
     }
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {

@@ -106,7 +106,7 @@ pub struct SubmitArgs {
     /// any failed, was removed or is held, 2 on --timeout.
     #[arg(long)]
     wait: bool,
-    /// With --wait: give up waiting after this long (exit 2).
+    /// With --wait: give up waiting after this long (exit 6).
     #[arg(long, requires = "wait", value_parser = crate::units::parse_duration)]
     timeout: Option<Duration>,
     /// The command and its arguments, after `--`.

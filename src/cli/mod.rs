@@ -4,6 +4,7 @@
 mod client;
 mod commands;
 mod dataset;
+pub mod exit;
 mod fold;
 mod paging;
 mod provision;
@@ -42,6 +43,8 @@ fn init_logging(format: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     if format == "json" {
+        // Children (local agents) log the same way.
+        std::env::set_var("DATARUN_LOG_FORMAT", "json");
         builder.json().with_current_span(false).init();
     } else {
         let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
@@ -165,6 +168,14 @@ enum Command {
     /// API tokens (run on the master's machine; writes to its data dir).
     #[command(subcommand)]
     Token(commands::TokenCmd),
+    /// Shell completions for bash, zsh or fish, on stdout
+    /// (`datarun completions bash > /etc/bash_completion.d/datarun`).
+    Completions {
+        #[arg(value_parser = ["bash", "zsh", "fish"])]
+        shell: String,
+    },
+    /// The manual page (roff) on stdout (`datarun man | man -l -`).
+    Man,
     /// Run the agent (started by the master; not for people).
     #[command(hide = true)]
     Agent {
@@ -320,6 +331,26 @@ pub fn main() -> Result<()> {
                 Some(socket) => runtime()?.block_on(serve::run_listen(cfg, &socket)),
                 None => runtime()?.block_on(serve::run_stdio(cfg)),
             }
+        }
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            let shell = match shell.as_str() {
+                "bash" => clap_complete::Shell::Bash,
+                "zsh" => clap_complete::Shell::Zsh,
+                _ => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "datarun",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(())
         }
         Command::Submit(args) => commands::submit(args),
         Command::Queue(cmd) => queue::queue(cmd),

@@ -72,7 +72,7 @@ pub enum QueueCmd {
         json: bool,
     },
     /// Wait until the folds end: exit 0 when all are done, 1 when any failed, was removed or
-    /// is held, 2 on timeout.
+    /// is held, 6 on timeout.
     Wait {
         #[command(flatten)]
         conn: Conn,
@@ -459,7 +459,7 @@ pub(super) fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Resul
         let left = match timeout {
             Some(t) if start.elapsed() >= t => {
                 eprintln!("timed out with {} folds still pending", going.len());
-                return Err(Exit(2).into());
+                return Err(Exit(super::exit::TIMEOUT).into());
             }
             Some(t) => (t - start.elapsed()).min(MAX_EVENTS_WAIT),
             None => MAX_EVENTS_WAIT,

@@ -77,7 +77,7 @@ pub(super) fn custom(
                 fold["id"],
                 fold["state"].as_str().unwrap_or("?")
             );
-            return Err(Exit(2).into());
+            return Err(Exit(crate::cli::exit::TIMEOUT).into());
         }
         std::thread::sleep(Duration::from_millis(250));
     }
