@@ -406,7 +406,7 @@ fn listings_page_without_skipping_and_wait_finds_any_fold() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("{last} held")), "{err}");
     let out = m.cli(&["queue", "wait", "999999", "--timeout", "10s"]);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(3), "not found");
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("fold 999999 does not exist"),
         "{}",

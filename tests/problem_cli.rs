@@ -169,7 +169,7 @@ fn a_text_problem_through_the_cli_end_to_end() {
     fails(
         &m,
         &["dataset", "file", &d, "train.jsonl"],
-        1,
+        3,
         "404 Not Found: no file \"train.jsonl\" here; the files are: docs.jsonl, specific.py",
     );
 
