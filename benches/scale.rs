@@ -16,9 +16,12 @@
 //! `cycle_p99_ms`, `status_p50_ms`, `rss_mb`, ...). Run: `cargo bench --bench scale`;
 //! small: `SCALE_RUNNERS=1000 SCALE_FOLDS=50000 cargo bench --bench scale`.
 
+mod common;
+
+use common::BenchMaster;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,144 +32,60 @@ fn env(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-struct Bench {
-    _dir: tempfile::TempDir,
-    child: Child,
-    url: String,
-    token: String,
-    http: reqwest::blocking::Client,
-    /// (cycle ms, folds placed) from the master's log.
-    cycles: Arc<Mutex<Vec<(f64, u64)>>>,
-}
-
 fn inventory(runners: u64, queue: &str) -> String {
     format!(
         "[[runner]]\nname = \"sim\"\ntransport = \"simulated\"\ncount = {runners}\nslots = 4\ncpus = 8\nmemory = \"32G\"\nqueues = [\"{queue}\", \"H\"]\n\n[queues.H]\npriority = 10\n"
     )
 }
 
-impl Bench {
-    fn start(runners: u64) -> Bench {
-        let dir = tempfile::tempdir().unwrap();
-        let inv = dir.path().join("runners.toml");
-        std::fs::write(&inv, inventory(runners, "bench")).unwrap();
-        let data = dir.path().join("data");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_datarun"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(&data)
-            .arg("--inventory")
-            .arg(&inv)
-            .env("DATARUN_LOG", "warn,datarun::timing=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let cycles = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = cycles.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                // "... cycle_ms=1.234 placed=56"
-                let field = |name: &str| {
-                    line.split_whitespace()
-                        .find_map(|w| w.strip_prefix(name))
-                        .and_then(|v| v.parse::<f64>().ok())
-                };
-                match (field("cycle_ms="), field("placed=")) {
-                    (Some(ms), Some(n)) => sink.lock().unwrap().push((ms, n as u64)),
-                    _ if line.contains("WARN") || line.contains("ERROR") => eprintln!("{line}"),
-                    _ if std::env::var_os("SCALE_TRACE").is_some() => eprintln!("{line}"),
-                    _ => {}
-                }
+/// The master's cycles as its log tells them: (ms, folds placed).
+type Cycles = Arc<Mutex<Vec<(f64, u64)>>>;
+
+/// A master on `runners` simulated runners whose cycles are collected.
+fn start(runners: u64) -> (BenchMaster, Cycles) {
+    let mut m = BenchMaster::start_with(&inventory(runners, "bench"), |cmd| {
+        cmd.env("DATARUN_LOG", "warn,datarun::timing=debug")
+            .stderr(Stdio::piped());
+    });
+    let cycles = Arc::new(Mutex::new(Vec::new()));
+    let stderr = m.take_stderr().expect("piped stderr");
+    let sink = cycles.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // "... cycle_ms=1.234 placed=56"
+            let field = |name: &str| {
+                line.split_whitespace()
+                    .find_map(|w| w.strip_prefix(name))
+                    .and_then(|v| v.parse::<f64>().ok())
+            };
+            match (field("cycle_ms="), field("placed=")) {
+                (Some(ms), Some(n)) => sink.lock().unwrap().push((ms, n as u64)),
+                _ if line.contains("WARN") || line.contains("ERROR") => eprintln!("{line}"),
+                _ if std::env::var_os("SCALE_TRACE").is_some() => eprintln!("{line}"),
+                _ => {}
             }
-        });
-        let url = loop {
-            if let Ok(u) = std::fs::read_to_string(data.join("server")) {
-                break u.trim().to_string();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let token = std::fs::read_to_string(data.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        Bench {
-            _dir: dir,
-            child,
-            url,
-            token,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(600))
-                .build()
-                .unwrap(),
-            cycles,
         }
-    }
-
-    fn get(&self, path: &str) -> Value {
-        let resp = self
-            .http
-            .get(format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .unwrap();
-        assert!(resp.status().is_success(), "GET {path}: {}", resp.status());
-        resp.json().unwrap()
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Value {
-        let resp = self
-            .http
-            .post(format!("{}/api/v1{path}", self.url))
-            .bearer_auth(&self.token)
-            .json(body)
-            .send()
-            .unwrap();
-        let status = resp.status();
-        let v: Value = resp.json().unwrap();
-        assert!(status.is_success(), "POST {path}: {status}: {v}");
-        v
-    }
-
-    fn counts(&self) -> (u64, u64, u64) {
-        let v = self.get("/queue");
-        let sum = |states: &[&str]| -> u64 {
-            v["counts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|c| states.contains(&c["state"].as_str().unwrap()))
-                .map(|c| c["count"].as_u64().unwrap())
-                .sum()
-        };
-        (
-            sum(&["idle"]),
-            sum(&["assigned", "running"]),
-            sum(&["done"]),
-        )
-    }
-
-    fn rss_mb(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        let kb = |key: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(key))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        (kb("VmRSS:") / 1024.0, kb("VmHWM:") / 1024.0)
-    }
+    });
+    (m, cycles)
 }
 
-impl Drop for Bench {
-    fn drop(&mut self) {
-        // SAFETY: kill only sends a signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
+/// (idle, assigned or running, done) from `GET /queue`.
+fn counts(b: &BenchMaster) -> (u64, u64, u64) {
+    let v = b.get("/queue");
+    let sum = |states: &[&str]| -> u64 {
+        v["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| states.contains(&c["state"].as_str().unwrap()))
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum()
+    };
+    (
+        sum(&["idle"]),
+        sum(&["assigned", "running"]),
+        sum(&["done"]),
+    )
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -194,7 +113,7 @@ fn main() {
     println!("scale: {runners} simulated runners x 4 slots, {folds} folds of {fold_secs} s");
 
     let t0 = Instant::now();
-    let b = Bench::start(runners);
+    let (b, cycles) = start(runners);
     loop {
         let v = b.get("/runners");
         let list = v["runners"].as_array().unwrap();
@@ -235,7 +154,7 @@ fn main() {
         }
         // Meanwhile: when is the pool full?
         loop {
-            let (_, running, done) = b.counts();
+            let (_, running, done) = counts(&b);
             if running + done >= fill_target {
                 break t.elapsed().as_secs_f64();
             }
@@ -244,7 +163,7 @@ fn main() {
     });
     let submit_s = t.elapsed().as_secs_f64();
     let submits_per_s = folds as f64 / submit_s;
-    let (idle, running, done) = b.counts();
+    let (idle, running, done) = counts(&b);
     assert_eq!(idle + running + done, folds);
     let (rss_parked, _) = b.rss_mb();
     println!(
@@ -253,15 +172,15 @@ fn main() {
     let mut status_idle: Vec<f64> = (0..20)
         .map(|_| {
             timed(|| {
-                b.counts();
+                counts(&b);
             })
         })
         .collect();
     status_idle.sort_by(f64::total_cmp);
-    b.cycles.lock().unwrap().clear();
+    cycles.lock().unwrap().clear();
 
     // 3. Steady state: folds end and are replaced; measure while it lasts.
-    let (_, _, done0) = b.counts();
+    let (_, _, done0) = counts(&b);
     let t = Instant::now();
     let mut status = Vec::new();
     let mut lookup = Vec::new();
@@ -269,7 +188,7 @@ fn main() {
     let mut probe = 1i64;
     while t.elapsed() < Duration::from_secs(steady_secs) {
         status.push(timed(|| {
-            b.counts();
+            counts(&b);
         }));
         probe = (probe * 7919) % folds as i64 + 1;
         lookup.push(timed(|| drop(b.get(&format!("/folds/{probe}")))));
@@ -293,14 +212,14 @@ fn main() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    let (_, _, done1) = b.counts();
+    let (_, _, done1) = counts(&b);
     let steady = t.elapsed().as_secs_f64();
     let placements_per_s = (done1 - done0) as f64 / steady;
     let (rss, hwm) = b.rss_mb();
     status.sort_by(f64::total_cmp);
     lookup.sort_by(f64::total_cmp);
     first_start.sort_by(f64::total_cmp);
-    let mut cycles: Vec<f64> = b.cycles.lock().unwrap().iter().map(|c| c.0).collect();
+    let mut cycles: Vec<f64> = cycles.lock().unwrap().iter().map(|c| c.0).collect();
     cycles.sort_by(f64::total_cmp);
     println!(
         "  steady: {} folds ended and replaced in {steady:.1} s = {placements_per_s:.0} placements/s (demand {:.0}/s)",

@@ -16,18 +16,24 @@ pub struct BenchMaster {
 impl BenchMaster {
     /// Starts a master on `inventory` (TOML text) and waits until its first runner is ready.
     pub fn start(inventory: &str) -> BenchMaster {
+        BenchMaster::start_with(inventory, |_| {})
+    }
+
+    /// `start`, with `configure` setting what else the `serve` command gets (environment,
+    /// where its stderr goes).
+    pub fn start_with(inventory: &str, configure: impl FnOnce(&mut Command)) -> BenchMaster {
         let dir = tempfile::tempdir().unwrap();
         let inv = dir.path().join("runners.toml");
         std::fs::write(&inv, inventory).unwrap();
         let data = dir.path().join("data");
-        let child = Command::new(env!("CARGO_BIN_EXE_datarun"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_datarun"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .arg("--inventory")
             .arg(&inv)
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::null());
+        configure(&mut cmd);
+        let child = cmd.spawn().unwrap();
         let url = loop {
             if let Ok(u) = std::fs::read_to_string(data.join("server")) {
                 break u.trim().to_string();
@@ -43,7 +49,10 @@ impl BenchMaster {
             child,
             url,
             token,
-            http: reqwest::blocking::Client::new(),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(600))
+                .build()
+                .unwrap(),
         };
         while m.get("/runners")["runners"][0]["state"] != "ready" {
             std::thread::sleep(Duration::from_millis(20));
@@ -78,6 +87,11 @@ impl BenchMaster {
         let v: Value = resp.json().unwrap();
         assert!(status.is_success(), "POST {path}: {status}: {v}");
         v
+    }
+
+    /// The master's stderr, when `start_with` piped it.
+    pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
+        self.child.stderr.take()
     }
 
     /// The master's resident memory now and at its peak, MB.

@@ -26,33 +26,28 @@ pub fn connect(
     let name = spec.name.clone();
     let socket = spec.socket.clone().unwrap_or_default();
     tokio::spawn(async move {
+        let closed = |reason: String| {
+            let _ = events.send(LinkEvent::Closed {
+                runner: name.clone(),
+                generation,
+                reason,
+            });
+        };
         let dialed = tokio::time::timeout(DIAL_TIMEOUT, UnixStream::connect(&socket)).await;
         let stream = match dialed {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
-                let reason = format!(
+                return closed(format!(
                     "no agent answers on {}: {e} (start it with `datarun agent --listen {}`)",
                     socket.display(),
                     socket.display()
-                );
-                let _ = events.send(LinkEvent::Closed {
-                    runner: name,
-                    generation,
-                    reason,
-                });
-                return;
+                ))
             }
             Err(_) => {
-                let reason = format!(
+                return closed(format!(
                     "the agent on {} did not accept within {DIAL_TIMEOUT:?}",
                     socket.display()
-                );
-                let _ = events.send(LinkEvent::Closed {
-                    runner: name,
-                    generation,
-                    reason,
-                });
-                return;
+                ))
             }
         };
         let (from_daemon, to_daemon) = stream.into_split();

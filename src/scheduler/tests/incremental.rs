@@ -7,43 +7,11 @@ use crate::scheduler::{schedule_index, within_owner_cap, IdleIndex, OwnerCap, Po
 
 /// A random pool and folds from several owners, some with requirements and ranks.
 fn random_case(rng: &mut Lcg, runners: usize, folds: usize) -> Snapshot {
-    let queues = ["default", "H", "L", "gpu"];
+    use super::properties::{random_fold, random_runner};
     let owners = ["ann", "bob", "cy", "guest"];
     let mut rs = Vec::new();
     for i in 0..runners {
-        let slots = rng.below(5) as u32;
-        let memory = (1 + rng.below(32)) * G;
-        let mut r = runner(
-            &format!("r{i}"),
-            &[],
-            slots,
-            1 + rng.below(16) as u32,
-            memory,
-        );
-        r.queues = match rng.below(5) {
-            0 => vec!["*".into()],
-            1 => vec!["default".into(), "H".into()],
-            2 => vec!["L".into()],
-            3 => vec!["gpu".into(), "default".into()],
-            _ => vec!["default".into()],
-        };
-        r.slots_free = rng.below(slots as u64 + 1) as u32;
-        r.millicpus_free = rng.below(r.millicpus_total as u64 + 1) as u32;
-        r.memory_free = rng.below(memory + 1);
-        let n_gpus = if rng.below(3) == 0 { rng.below(5) } else { 0 };
-        let ids: Vec<String> = (0..n_gpus).map(|g| format!("gpu{g}")).collect();
-        r.gpus_free = ids.iter().filter(|_| rng.below(3) > 0).cloned().collect();
-        r.gpus_total = ids;
-        r.hard_limit_ms = [None, Some(HOUR), Some(4 * HOUR)][rng.below(3) as usize];
-        if rng.below(10) == 0 {
-            r.unavailable = Some("connecting".into());
-        }
-        r.images = match rng.below(6) {
-            0 => Some(vec![PY.into()]),
-            1 => Some(vec![PY.into(), TORCH.into()]),
-            2 => Some(vec!["*".into()]),
-            _ => None,
-        };
+        let mut r = random_runner(rng, i);
         if rng.below(3) == 0 {
             r.labels = vec!["fast".into()];
         }
@@ -54,19 +22,8 @@ fn random_case(rng: &mut Lcg, runners: usize, folds: usize) -> Snapshot {
     }
     let mut fs = Vec::new();
     for id in 0..folds as i64 {
-        let mut f = fold(
-            id,
-            queues[rng.below(4) as usize],
-            [250, 500, 1000, 2000, 4000, 8000][rng.below(6) as usize],
-            [256 * M, G, 2 * G, 4 * G, 16 * G][rng.below(5) as usize],
-            [0, 0, 0, 1, 2, 3][rng.below(6) as usize],
-        );
+        let mut f = random_fold(rng, id);
         f.owner = owners[rng.below(4) as usize].into();
-        f.priority = rng.below(3) as i64 - 1;
-        f.submitted_at = rng.below(1000) as i64;
-        f.hard_limit_ms = [None, Some(HOUR / 2), Some(2 * HOUR)][rng.below(3) as usize];
-        f.image = [None, None, Some(PY), Some(TORCH), Some("evil:latest")][rng.below(5) as usize]
-            .map(String::from);
         f.requirements = [
             None,
             None,
