@@ -70,7 +70,7 @@ fn errors_name_file_line_and_key() {
         ("star with others", local_then("queues = [\"*\", \"H\"]\n"), 4, "runner.queues", "\"*\" already serves every queue"),
         ("bad queue on its own line", local_then("queues = [\n  \"H\",\n  \"a b\",\n]\n"), 6, "runner.queues", "\"a b\" is not a valid name"),
         ("duplicate gpu", local_then("gpus = [\"0\", \"0\"]\n"), 4, "runner.gpus", "\"0\" is listed twice"),
-        ("bad transport", local_then("").replace("\"local\"", "\"rsh\""), 3, "runner.transport", "expected \"local\", \"ssh\" or \"simulated\", found \"rsh\""),
+        ("bad transport", local_then("").replace("\"local\"", "\"rsh\""), 3, "runner.transport", "expected \"local\", \"ssh\", \"unix\" or \"simulated\", found \"rsh\""),
         ("bad executor", local_then("executor = \"podman\"\n"), 4, "runner.executor", "expected \"docker\" or \"process\", found \"podman\""),
         ("no runners", "[defaults]\nslots = 2\n".into(), 1, "runner", "no runners: add at least one [[runner]]"),
         ("empty file", String::new(), 1, "runner", "no runners"),
