@@ -236,6 +236,23 @@ impl Master {
         (status, headers, resp.bytes().unwrap().to_vec())
     }
 
+    /// Waits (20 s at most) until `n` runners are ready, so that a test's first placements see
+    /// the whole pool rather than whichever runner connected first.
+    pub fn wait_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.get("/runners");
+            let ready = v["runners"]
+                .as_array()
+                .map_or(0, |rs| rs.iter().filter(|r| r["state"] == "ready").count());
+            if ready >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} runners ready: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn get(&self, path: &str) -> Value {
         let (status, v) = self.request("GET", path, None);
         assert_eq!(status, 200, "GET {path}: {v}");
