@@ -31,6 +31,8 @@ const PAGE: u32 = 1_000;
 pub struct BulkBody {
     owner: Option<String>,
     queue: Option<String>,
+    /// The folds of this array.
+    array: Option<i64>,
     /// Comma-separated states.
     state: Option<String>,
     #[serde(default)]
@@ -65,9 +67,15 @@ impl Action {
     /// The states the action applies to.
     fn applies_to(self) -> &'static [FoldState] {
         match self {
-            Action::Hold => &[FoldState::Idle, FoldState::Assigned, FoldState::Running],
+            Action::Hold => &[
+                FoldState::Waiting,
+                FoldState::Idle,
+                FoldState::Assigned,
+                FoldState::Running,
+            ],
             Action::Release => &[FoldState::Held],
             Action::Remove => &[
+                FoldState::Waiting,
                 FoldState::Idle,
                 FoldState::Assigned,
                 FoldState::Running,
@@ -85,9 +93,14 @@ pub async fn bulk(
 ) -> ApiResult<Json<Value>> {
     let action = Action::parse(&action)?;
     let body: BulkBody = super::folds::optional_json(&body)?;
-    if body.owner.is_none() && body.queue.is_none() && body.state.is_none() && body.ids.is_empty() {
+    if body.owner.is_none()
+        && body.queue.is_none()
+        && body.state.is_none()
+        && body.array.is_none()
+        && body.ids.is_empty()
+    {
         return Err(ApiError::bad_request(
-            "constraint: name at least one of owner, queue, state or ids (every fold of yours: owner=YOU)",
+            "constraint: name at least one of owner, queue, state, array or ids (every fold of yours: owner=YOU)",
         ));
     }
     if body.ids.len() > MAX_IDS {
@@ -124,6 +137,7 @@ pub async fn bulk(
             .store
             .list_folds(FoldFilter {
                 states: states.clone(),
+                array: body.array,
                 queue: body.queue.clone(),
                 owner: owner.clone(),
                 after,

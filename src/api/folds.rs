@@ -181,6 +181,8 @@ pub struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     owner: Option<String>,
+    /// Only the folds of this array.
+    array: Option<i64>,
     /// Folds changed after this seq, in seq order.
     since: Option<i64>,
     /// Folds whose id is greater, in id order.
@@ -234,7 +236,7 @@ pub(super) fn parse_states(text: Option<&str>) -> ApiResult<Vec<FoldState>> {
         .filter(|p| !p.is_empty())
         .map(|part| {
             FoldState::parse(part).ok_or_else(|| {
-                ApiError::bad_request(format!("state: unknown state {part:?} (one of idle, assigned, running, done, failed, held, removed)"))
+                ApiError::bad_request(format!("state: unknown state {part:?} (one of waiting, idle, assigned, running, done, failed, held, removed)"))
             })
         })
         .collect()
@@ -274,6 +276,7 @@ pub async fn list(
     let owner = listing_owner(&who, q.owner)?;
     let filter = FoldFilter {
         states: parse_states(q.state.as_deref())?,
+        array: q.array,
         queue: q.queue,
         owner,
         since: q.since,

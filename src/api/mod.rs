@@ -2,6 +2,7 @@
 //! scores. Bearer-token auth, then a per-token rate limit (429); every error is JSON with a
 //! message (`json_errors` rewrites axum's own); bodies over a route's limit answer 413.
 
+mod arrays;
 mod bulk;
 mod datasets;
 mod error;
@@ -87,6 +88,9 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/{id}/release", post(folds::release))
         .route("/folds/{id}/remove", post(folds::remove))
         .route("/folds/bulk/{action}", post(bulk::bulk))
+        .route("/arrays", post(arrays::create))
+        .route("/arrays/{id}", get(arrays::show))
+        .route("/arrays/{id}/{index}", get(arrays::fold))
         .route("/queue", get(folds::queue))
         .route("/owners", get(folds::owners))
         .route("/events", get(events::events))

@@ -48,7 +48,8 @@ pub enum QueueCmd {
         reason: Option<String>,
         #[command(flatten)]
         filter: Constraint,
-        ids: Vec<i64>,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
     /// Put held folds back in line (by id or by constraint), optionally with new requests.
     Release {
@@ -64,7 +65,8 @@ pub enum QueueCmd {
         hard_limit: Option<Duration>,
         #[command(flatten)]
         filter: Constraint,
-        ids: Vec<i64>,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
     /// Remove folds by id or by constraint (a running one is killed).
     Remove {
@@ -72,13 +74,15 @@ pub enum QueueCmd {
         conn: Conn,
         #[command(flatten)]
         filter: Constraint,
-        ids: Vec<i64>,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
     /// Why a fold is not running: each feasibility step, the empty pool, its place in line.
     Analyze {
         #[command(flatten)]
         conn: Conn,
-        id: i64,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -90,7 +94,8 @@ pub enum QueueCmd {
         #[arg(long, value_parser = crate::units::parse_duration)]
         timeout: Option<Duration>,
         #[arg(required = true)]
-        ids: Vec<i64>,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
 }
 
@@ -103,6 +108,9 @@ pub struct Constraint {
     /// Only this queue's folds.
     #[arg(long)]
     queue: Option<String>,
+    /// Only the folds of this array.
+    #[arg(long)]
+    array: Option<i64>,
     /// Only folds in these states (comma-separated: idle, assigned, running, held, done, failed, removed).
     #[arg(long)]
     state: Option<String>,
@@ -110,7 +118,7 @@ pub struct Constraint {
 
 impl Constraint {
     fn is_empty(&self) -> bool {
-        self.owner.is_none() && self.queue.is_none() && self.state.is_none()
+        self.owner.is_none() && self.queue.is_none() && self.state.is_none() && self.array.is_none()
     }
 
     /// The query string of a listing, with `state` unless the caller sets its own.
@@ -131,6 +139,9 @@ impl Constraint {
                 }
                 q.push(format!("{key}={v}"));
             }
+        }
+        if let Some(a) = self.array {
+            q.push(format!("array={a}"));
         }
         Ok(q.join("&"))
     }
@@ -269,9 +280,14 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
         QueueCmd::Remove { conn, filter, ids } => {
             by_ids_or_constraint(&conn, &ids, &filter, "remove", None)
         }
-        QueueCmd::Wait { conn, timeout, ids } => wait(&conn, &ids, timeout),
+        QueueCmd::Wait { conn, timeout, ids } => {
+            let ids = super::commands::resolve_folds(&conn.client()?, &ids)?;
+            wait(&conn, &ids, timeout)
+        }
         QueueCmd::Analyze { conn, id, json } => {
-            let v: Value = conn.client()?.get(&format!("/folds/{id}/analyze"))?;
+            let client = conn.client()?;
+            let id = super::commands::resolve_fold(&client, &id)?;
+            let v: Value = client.get(&format!("/folds/{id}/analyze"))?;
             if json {
                 return print_json(&v);
             }
@@ -285,7 +301,7 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
 /// given) through `POST /folds/bulk/ACTION`, called again while more match.
 fn by_ids_or_constraint(
     conn: &Conn,
-    ids: &[i64],
+    ids: &[String],
     filter: &Constraint,
     action: &str,
     body: Option<Value>,
@@ -296,9 +312,11 @@ fn by_ids_or_constraint(
                 "queue {action}: name fold ids or a constraint (--owner, --queue, --state)"
             )));
         }
-        return each(conn, ids, action, body);
+        let ids = super::commands::resolve_folds(&conn.client()?, ids)?;
+        return each(conn, &ids, action, body);
     }
     let client = conn.client()?;
+    let ids = super::commands::resolve_folds(&client, ids)?;
     let mut req = body.unwrap_or_else(|| json!({}));
     for (key, value) in [
         ("owner", &filter.owner),
@@ -308,6 +326,9 @@ fn by_ids_or_constraint(
         if let Some(v) = value {
             req[key] = json!(v);
         }
+    }
+    if let Some(a) = filter.array {
+        req["array"] = json!(a);
     }
     if !ids.is_empty() {
         req["ids"] = json!(ids);
@@ -507,9 +528,11 @@ fn print_counts(counts: &Value) {
             .or_default() += n;
         *totals.entry(state).or_default() += n;
     }
-    let cols = ["idle", "running", "held", "done", "failed", "removed"];
+    let cols = [
+        "waiting", "idle", "running", "held", "done", "failed", "removed",
+    ];
     let mut t = Table::new(&[
-        "QUEUE", "OWNER", ">IDLE", ">RUNNING", ">HELD", ">DONE", ">FAILED", ">REMOVED",
+        "QUEUE", "OWNER", ">WAITING", ">IDLE", ">RUNNING", ">HELD", ">DONE", ">FAILED", ">REMOVED",
     ]);
     let get = |m: &BTreeMap<String, u64>, s: &str| -> u64 {
         if s == "running" {
@@ -525,8 +548,10 @@ fn print_counts(counts: &Value) {
     }
     print!("{}", t.render());
     let total: u64 = totals.values().sum();
+    // "0 waiting" only when some fold waits (most pools use no dependencies nor arrays).
     let parts: Vec<String> = cols
         .iter()
+        .filter(|s| **s != "waiting" || get(&totals, s) > 0)
         .map(|s| format!("{} {s}", get(&totals, s)))
         .collect();
     println!("\nTotal: {total} folds; {}", parts.join(", "));

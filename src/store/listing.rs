@@ -31,6 +31,10 @@ impl Store {
                 args.push(q.into());
                 sql.push_str(&format!(" AND f.queue = ?{}", args.len()));
             }
+            if let Some(a) = filter.array {
+                args.push(a.into());
+                sql.push_str(&format!(" AND f.array_id = ?{}", args.len()));
+            }
             if let Some(o) = filter.owner {
                 args.push(o.into());
                 sql.push_str(&format!(" AND f.owner = ?{}", args.len()));
