@@ -84,7 +84,7 @@ async fn security_headers(mut resp: Response) -> Response {
         ),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
@@ -172,9 +172,12 @@ struct LoginForm {
     next: String,
 }
 
-/// A form posted from another site (`Origin` naming another host) is refused: nobody can sign
-/// a browser in or out from elsewhere.
+/// A form posted from another site (`Sec-Fetch-Site`, else `Origin` naming another host) is
+/// refused: nobody can sign a browser in or out from elsewhere.
 fn same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return site == "same-origin" || site == "none";
+    }
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };

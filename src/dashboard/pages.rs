@@ -182,7 +182,7 @@ pub async fn fold(State(s): State<ApiState>, Extension(who): Who, Path(id): Path
             "events_skipped": skipped,
             "analyze": analyze,
             "waiting": waiting,
-            "log": log,
+            "log_text": log,
             "log_cut": cut > 0,
         }))
         .render(&who, since))
