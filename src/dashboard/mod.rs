@@ -34,6 +34,7 @@ const APP_CSS: &str = include_str!("static/app.css");
 
 /// The dashboard's routes, to merge beside the API (outside its JSON error layer).
 pub fn router(state: ApiState) -> Router {
+    render::init();
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/ui/runners", get(pages::runners))

@@ -37,6 +37,11 @@ static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
     hb
 });
 
+/// Compiles the templates now (at startup) rather than on the first page.
+pub fn init() {
+    LazyLock::force(&REGISTRY);
+}
+
 /// A page to render: a template, its title and data, and who is signed in.
 pub struct Page {
     template: &'static str,
