@@ -462,7 +462,7 @@ fn pages_need_a_session_escape_values_and_show_only_the_callers_own() {
     let (status, html) = page(&m, &cb, &format!("/ui/folds/{a}"));
     assert_eq!(status, 404);
     assert!(html.contains(&format!("no fold with id {a}")), "{html}");
-    let (status, _) = page(&m, &cb, &format!("/ui/folds?owner=alice"));
+    let (status, _) = page(&m, &cb, "/ui/folds?owner=alice");
     assert_eq!(status, 403);
 
     // The cookie works on the JSON API for reading only: a change needs the bearer token.
