@@ -496,3 +496,31 @@ fn pages_need_a_session_escape_values_and_show_only_the_callers_own() {
     assert_eq!(status, 401);
     assert!(html.contains("revoked"), "{html}");
 }
+
+#[test]
+fn over_https_the_cookie_is_secure() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let (pem, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key, cert.key_pair.serialize_pem()).unwrap();
+    let m = Master::start_tls(&pem, &key, &pem, &[]);
+    assert!(m.url.starts_with("https://"), "{}", m.url);
+    let http = Client::builder()
+        .redirect(Policy::none())
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let resp = http
+        .post(format!("{}/ui/login", m.url))
+        .form(&[("token", m.token.as_str())])
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+}
