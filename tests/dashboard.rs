@@ -524,3 +524,55 @@ fn over_https_the_cookie_is_secure() {
         "{cookie}"
     );
 }
+
+#[test]
+fn submissions_their_folds_and_the_leaderboard_have_pages() {
+    // The default inventory runs no fold image: the submission's folds end held (ERROR).
+    let m = Master::start(None);
+    let csv = std::fs::read("examples/iris/iris.csv").unwrap();
+    let d = common::ml::dataset(&m, "iris", &csv, "species", &["accuracy"], &["classifier"]);
+    let code = common::ml::b64(&std::fs::read("examples/iris/submission/classifier.py").unwrap());
+    let s = common::ml::submit(
+        &m,
+        json!({"dataset_id": d, "name": "forest", "files": {"classifier.py": code}, "cv": {"k": 3}}),
+    );
+    let id = s["id"].as_i64().unwrap();
+    let admin = sign_in(&m, &m.token);
+
+    let (status, html) = page(&m, &admin, "/ui/submissions");
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&format!("href=\"/ui/submissions/{id}\"")),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("/ui/datasets/{d}/leaderboard")),
+        "{html}"
+    );
+    let (status, html) = page(&m, &admin, &format!("/ui/submissions/{id}"));
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("forest by admin"), "{html}");
+    for f in s["folds"].as_array().unwrap() {
+        assert!(
+            html.contains(&format!("href=\"/ui/folds/{}\"", f["fold_id"])),
+            "{html}"
+        );
+    }
+    let (status, html) = page(&m, &admin, &format!("/ui/datasets/{d}/leaderboard"));
+    assert_eq!(status, 200, "{html}");
+    assert!(
+        html.contains(&format!("<a href=\"/ui/submissions/{id}\">forest</a>")),
+        "{html}"
+    );
+
+    // Another owner sees neither.
+    let bob = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
+    let bob = sign_in(&m, &bob);
+    assert_eq!(page(&m, &bob, &format!("/ui/submissions/{id}")).0, 404);
+    assert_eq!(
+        page(&m, &bob, &format!("/ui/datasets/{d}/leaderboard")).0,
+        404
+    );
+    let (_, html) = page(&m, &bob, "/ui/submissions");
+    assert!(html.contains("No submissions."), "{html}");
+}
