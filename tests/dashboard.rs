@@ -289,6 +289,19 @@ fn a_fold_moves_from_idle_to_done_and_shows_its_log_without_a_reload() {
         m.dir.path().join("dashboard.png")
     };
     std::fs::write(&path, png).unwrap();
+
+    // The queue page follows too: a second fold waits, then ends, and the counts change.
+    m.request("POST", "/runners/local/drain", None);
+    m.submit(vec![
+        json!({"command": ["true"], "resources": {"cpus": 0.1, "memory": "16M"}}),
+    ]);
+    b.goto(&format!("{}/", m.url));
+    assert_eq!(b.text("[data-total=idle]"), "1");
+    b.run("window.__same_page = 43; return 1;");
+    m.request("POST", "/runners/local/resume", None);
+    b.wait_text("[data-total=done]", Duration::from_secs(20), |s| s == "2");
+    assert_eq!(b.text("[data-total=idle]"), "0");
+    assert_eq!(b.run("return window.__same_page;"), json!(43));
 }
 
 #[test]

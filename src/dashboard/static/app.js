@@ -42,7 +42,11 @@
   function listen() {
     var since = document.body.getAttribute("data-since");
     if (!window.EventSource || since === null) return;
-    var src = new EventSource("/api/v1/events?since=" + encodeURIComponent(since));
+    // A fold's page follows that fold's events only.
+    var one = document.querySelector("[data-fold]");
+    var url = "/api/v1/events?since=" + encodeURIComponent(since);
+    if (one) url += "&folds=" + encodeURIComponent(one.getAttribute("data-fold"));
+    var src = new EventSource(url);
     src.onopen = function () { status("live"); };
     src.onerror = function () { status("reconnecting…"); };
     src.onmessage = function (m) {
