@@ -458,6 +458,15 @@ fn pages_need_a_session_escape_values_and_show_only_the_callers_own() {
         1,
         "only the page's own script"
     );
+    // Why it waits: the analyze table and its summary.
+    assert!(
+        html.contains("no runner can ever run this fold: memory"),
+        "{html}"
+    );
+    assert!(
+        html.contains("<td>memory</td><td class=\"n\">0</td><td class=\"n\">1</td>"),
+        "{html}"
+    );
     let (_, list) = page(&m, &ca, "/ui/folds");
     assert!(list.contains(&format!("/ui/folds/{a}\"")));
     assert!(
