@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod dashboard;
 pub mod dataset;
 pub mod edge;
 pub mod inventory;

@@ -7,15 +7,15 @@ mod bulk;
 mod datasets;
 mod error;
 mod events;
-mod folds;
+pub(crate) mod folds;
 mod json_errors;
 mod layout;
 mod problems;
 pub mod rate_limit;
-mod results;
+pub(crate) mod results;
 pub mod runapp;
 mod submission_folds;
-mod submissions;
+pub(crate) mod submissions;
 
 pub use error::ApiError;
 pub use events::Waiters;
@@ -24,7 +24,7 @@ use crate::master::MasterHandle;
 use crate::model::limits::{MAX_BATCH_BODY, MAX_SPEC_BODY};
 use crate::store::{Principal, Resource, Store, TokenCheck};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -55,6 +55,8 @@ pub struct ApiLimits {
     pub rate: RateLimiter,
     /// Long polls and event streams of `GET /events` open at once (`serve --max-waiters`).
     pub waiters: Waiters,
+    /// The master serves HTTPS: the dashboard's cookie is `Secure`.
+    pub https: bool,
 }
 
 impl Default for ApiLimits {
@@ -63,11 +65,13 @@ impl Default for ApiLimits {
             max_inflated: DEFAULT_MAX_INFLATED,
             rate: RateLimiter::new(Default::default()),
             waiters: Waiters::new(crate::model::limits::DEFAULT_MAX_WAITERS as usize),
+            https: false,
         }
     }
 }
 
 pub fn router(state: ApiState, max_body: usize) -> Router {
+    let dashboard = crate::dashboard::router(state.clone());
     let authed = Router::new()
         .route("/blobs", post(folds::put_blob))
         .route(
@@ -150,6 +154,8 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         // router's own `layer` wraps each route, inside the 405 answer and its Allow header).
         .pipe(|app| Router::new().fallback_service(app))
         .layer(middleware::from_fn(json_errors::json_errors))
+        // The web dashboard at `/`: HTML pages, outside the JSON error layer.
+        .merge(dashboard)
 }
 
 trait Pipe: Sized {
@@ -169,7 +175,12 @@ async fn auth(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(token) = header.strip_prefix("Bearer ") else {
+    // The dashboard's session cookie stands for a token on GET requests only: nothing that
+    // changes anything is done with a cookie, so no other site can do it with one (CSRF).
+    let cookie = matches!(*req.method(), Method::GET | Method::HEAD)
+        .then(|| crate::dashboard::cookie_token(req.headers()))
+        .flatten();
+    let Some(token) = header.strip_prefix("Bearer ").or(cookie.as_deref()) else {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "missing token: send `Authorization: Bearer TOKEN` (create one with `datarun token create NAME`)",
@@ -274,7 +285,7 @@ pub(crate) async fn visible(s: &ApiState, who: &Principal, r: Resource) -> Resul
 }
 
 /// Runners' facts for everyone; which attempts run where only for admins.
-async fn runners(
+pub(crate) async fn runners(
     State(state): State<ApiState>,
     Extension(who): Extension<Principal>,
 ) -> Json<serde_json::Value> {

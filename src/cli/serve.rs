@@ -185,6 +185,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         max_inflated: args.max_inflated as usize,
         rate: api::rate_limit::RateLimiter::new(args.rate_limit),
         waiters: api::Waiters::new(args.edge.max_waiters as usize),
+        https: tls.is_some(),
     });
     tokio::spawn(crate::maintenance::run(
         jobs.as_ref().clone(),
