@@ -64,6 +64,12 @@ impl Waiters {
         self.closing.send_replace(true);
     }
 
+    /// A slot for a log follower (`GET /folds/{id}/log?follow=1`), counted with the long
+    /// polls and event streams, and the signal that the master is shutting down.
+    pub(super) fn follower(&self) -> Result<(OwnedSemaphorePermit, watch::Receiver<bool>), ApiError> {
+        Ok((self.enter()?, self.closing.subscribe()))
+    }
+
     fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.slots.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
