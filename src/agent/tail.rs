@@ -108,7 +108,10 @@ impl Drop for Tail {
     fn drop(&mut self) {
         if let Some(attempt) = self.live {
             let mut live = lock(&LIVE);
-            if live.get(&attempt).is_some_and(|k| Arc::ptr_eq(k, &self.kept)) {
+            if live
+                .get(&attempt)
+                .is_some_and(|k| Arc::ptr_eq(k, &self.kept))
+            {
                 live.remove(&attempt);
             }
         }
@@ -268,7 +271,10 @@ mod tests {
         assert_eq!((read.offset, read.size, read.eof), (0, 0, false));
         tail.push(b"abcdef");
         let read = fetch(attempt, 2, 3).unwrap();
-        assert_eq!((read.offset, &read.data[..], read.size), (2, &b"cde"[..], 6));
+        assert_eq!(
+            (read.offset, &read.data[..], read.size),
+            (2, &b"cde"[..], 6)
+        );
         // Past the end: nothing yet.
         let read = fetch(attempt, 50, 10).unwrap();
         assert_eq!((read.offset, read.data.len(), read.eof), (50, 0, false));

@@ -66,7 +66,9 @@ impl Waiters {
 
     /// A slot for a log follower (`GET /folds/{id}/log?follow=1`), counted with the long
     /// polls and event streams, and the signal that the master is shutting down.
-    pub(super) fn follower(&self) -> Result<(OwnedSemaphorePermit, watch::Receiver<bool>), ApiError> {
+    pub(super) fn follower(
+        &self,
+    ) -> Result<(OwnedSemaphorePermit, watch::Receiver<bool>), ApiError> {
         Ok((self.enter()?, self.closing.subscribe()))
     }
 

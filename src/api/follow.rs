@@ -182,14 +182,21 @@ struct Follower {
 }
 
 /// The attempt to follow of a fold, and whether it is still out (assigned or running).
-async fn attempt_of(s: &ApiState, id: FoldId) -> Result<Option<(AttemptId, String, bool)>, ApiError> {
+async fn attempt_of(
+    s: &ApiState,
+    id: FoldId,
+) -> Result<Option<(AttemptId, String, bool)>, ApiError> {
     let fold = s.store.fold(id).await?;
     let attempts = s.store.attempts(id).await?;
     let Some(last) = attempts.last() else {
         return Ok(None);
     };
     let out = fold.state.is_active() && fold.current_attempt == Some(last.id);
-    Ok(Some((last.id, last.runner.clone(), out && last.state != "ended")))
+    Ok(Some((
+        last.id,
+        last.runner.clone(),
+        out && last.state != "ended",
+    )))
 }
 
 /// `?follow=1`: streams fold `id`'s log from `offset` until its attempt ends (see the module).

@@ -6,7 +6,7 @@ mod datasets;
 mod error;
 mod events;
 mod folds;
-mod follow;
+pub mod follow;
 mod json_errors;
 mod layout;
 mod problems;

@@ -30,11 +30,18 @@ pub enum FoldCmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// The fold's log (stdout and stderr, tail-capped).
+    /// The fold's log (stdout and stderr, tail-capped); with --follow, as it is written.
     Log {
         #[command(flatten)]
         conn: Conn,
         id: i64,
+        /// Print the log as the fold writes it, until the fold ends; the exit code then says
+        /// how it ended (0 done, 1 otherwise).
+        #[arg(long, short)]
+        follow: bool,
+        /// Start at this byte of the fold's output (see README "Live logs").
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
     },
 }
 
@@ -87,11 +94,102 @@ pub fn fold(cmd: FoldCmd) -> Result<()> {
                 }
             }
         }
-        FoldCmd::Log { conn, id } => {
-            let data = conn.client()?.get_bytes(&format!("/folds/{id}/log"))?;
+        FoldCmd::Log {
+            conn,
+            id,
+            follow: true,
+            offset,
+        } => follow_log(&conn, id, offset),
+        FoldCmd::Log {
+            conn, id, offset, ..
+        } => {
+            let path = match offset {
+                0 => format!("/folds/{id}/log"),
+                n => format!("/folds/{id}/log?offset={n}"),
+            };
+            let data = conn.client()?.get_bytes(&path)?;
             use std::io::Write;
             std::io::stdout().write_all(&data)?;
             Ok(())
+        }
+    }
+}
+
+/// How long one followed response may last: the master ends it after `EVENT_STREAM_LIFE`
+/// (after waiting up to `MAX_EVENTS_WAIT` for the fold to start), and it is asked again.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(
+    crate::model::limits::EVENT_STREAM_LIFE.as_secs()
+        + crate::model::limits::MAX_EVENTS_WAIT.as_secs()
+        + 60,
+);
+
+/// A number from a response header.
+fn header_num(resp: &reqwest::blocking::Response, name: &str) -> Option<i64> {
+    resp.headers().get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// `fold log ID --follow`: prints the log as it arrives, asking again where a response ended
+/// (it ends with the attempt, after a while, or when a flood dropped unread bytes), until the
+/// fold stopped and its log is all printed. A retry's attempt is followed from its start.
+fn follow_log(conn: &Conn, id: i64, mut offset: u64) -> Result<()> {
+    use crate::api::follow::{HEADER_ATTEMPT, HEADER_OFFSET, HEADER_SKIPPED};
+    use crate::model::FoldState;
+    use std::io::{Read, Write};
+    let client = conn.client()?;
+    let mut attempt: Option<i64> = None;
+    let mut out = std::io::stdout().lock();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let path = format!("/folds/{id}/log?follow=1&offset={offset}");
+        let mut resp = client.get_stream(&path, FOLLOW_TIMEOUT)?;
+        let now = header_num(&resp, HEADER_ATTEMPT);
+        if attempt.is_some() && now.is_some() && now != attempt {
+            eprintln!(
+                "[datarun: fold {id}: attempt {} ended; following attempt {}]",
+                attempt.unwrap_or_default(),
+                now.unwrap_or_default()
+            );
+            attempt = now;
+            if offset != 0 {
+                offset = 0;
+                continue;
+            }
+        }
+        attempt = attempt.or(now);
+        let start = header_num(&resp, HEADER_OFFSET).unwrap_or(offset as i64) as u64;
+        let skipped = header_num(&resp, HEADER_SKIPPED).unwrap_or(0) as u64;
+        let marker = match skipped {
+            0 => 0,
+            n => crate::agent::tail::marker(n).len() as u64,
+        };
+        let mut got = 0u64;
+        loop {
+            let n = match resp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                // A response cut off is asked again from where it stopped.
+                Err(_) => break,
+            };
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+            got += n as u64;
+        }
+        offset = start + got.saturating_sub(marker);
+        let v: Value = client.get(&format!("/folds/{id}"))?;
+        let state = v["fold"]["state"].as_str().and_then(FoldState::parse);
+        let stopped = state.is_some_and(|s| s.is_final() || s == FoldState::Held);
+        if stopped && got == 0 {
+            return match state {
+                Some(FoldState::Done) => Ok(()),
+                _ => {
+                    let state = state.map(|s| s.to_string()).unwrap_or_default();
+                    eprintln!("fold {id} ended {state}");
+                    Err(super::commands::Exit(super::exit::FAILED).into())
+                }
+            };
+        }
+        if got == 0 {
+            std::thread::sleep(Duration::from_millis(500));
         }
     }
 }
