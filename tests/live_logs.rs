@@ -250,7 +250,7 @@ fn follows_of_done_folds_offsets_and_tenancy() {
         }
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (status, _) = m.request_as(&alice, "DELETE", &format!("/folds/{}", ids[1]), None);
+    let (status, _) = m.request_as(&alice, "POST", &format!("/folds/{}/remove", ids[1]), None);
     assert_eq!(status, 200);
     let (took, body) = follower.join().unwrap();
     assert!(body.is_empty());
