@@ -345,3 +345,44 @@ fn a_fold_on_an_ssh_runner_is_followed_live() {
     assert_eq!(seen.bytes, recorded_log(&m, id));
     let _: Value = m.fold(id);
 }
+
+/// A fold that floods 12 MB: the master keeps answering while it is followed, the recorded log
+/// is the kept 1 MiB after its marker, and the follower, however far behind it fell, ends with
+/// exactly those kept bytes (a marker line where bytes it had not read were dropped).
+#[test]
+fn a_flood_is_followed_without_slowing_the_master() {
+    let m = Master::start(Some(PROCESS_RUNNER));
+    // 12 MB in 40 bursts over 2 s or more: faster than a follower reads (64 KiB per ask).
+    let flood = "i=0; while [ $i -lt 40 ]; do head -c 300000 /dev/zero | tr '\\0' x; i=$((i+1)); sleep 0.05; done; echo; echo the end";
+    let id = m.submit(vec![sh(flood)])[0];
+    let follower = std::thread::scope(|s| {
+        let follower = s.spawn(|| follow_cli(&m, id));
+        let mut worst = Duration::ZERO;
+        while !follower.is_finished() {
+            let t = Instant::now();
+            m.get("/queue");
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("flood: the slowest GET /queue while followed took {worst:?}");
+        assert!(worst < Duration::from_secs(2), "GET /queue took {worst:?}");
+        follower.join().unwrap()
+    });
+    let (seen, code) = follower;
+    assert_eq!(code, Some(0));
+    let log = recorded_log(&m, id);
+    let (dropped, marker) = datarun::agent::tail::dropped_head(&log);
+    assert_eq!(log.len() - marker, 1 << 20, "the kept tail is 1 MiB");
+    assert_eq!(dropped + (1 << 20), 12_000_000 + 9);
+    assert!(log.ends_with(b"\nthe end\n"));
+    assert!(
+        seen.bytes.ends_with(&log[marker..]),
+        "the follower ends with the kept log ({} bytes followed)",
+        seen.bytes.len()
+    );
+    let markers = seen.bytes.windows(9).filter(|w| w == b"[datarun:").count();
+    eprintln!(
+        "flood: {} bytes followed, {markers} markers where the follower fell behind",
+        seen.bytes.len()
+    );
+}

@@ -128,57 +128,63 @@ fn header_num(resp: &reqwest::blocking::Response, name: &str) -> Option<i64> {
     resp.headers().get(name)?.to_str().ok()?.parse().ok()
 }
 
+/// Copies a response to stdout as it arrives; returns how many bytes it had. A response cut
+/// off ends the copy: the caller asks again from where it stopped.
+fn print_stream(
+    resp: &mut reqwest::blocking::Response,
+    out: &mut impl std::io::Write,
+) -> Result<u64> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0u64;
+    loop {
+        let n = match resp.read(&mut buf) {
+            Ok(0) | Err(_) => return Ok(got),
+            Ok(n) => n,
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+        got += n as u64;
+    }
+}
+
 /// `fold log ID --follow`: prints the log as it arrives, asking again where a response ended
-/// (it ends with the attempt, after a while, or when a flood dropped unread bytes), until the
-/// fold stopped and its log is all printed. A retry's attempt is followed from its start.
+/// (it ends with the attempt, after a while, or when a flood dropped unread bytes); once the
+/// fold stopped, prints the rest of its recorded log and exits with how it ended. A retry's
+/// attempt is followed from its start.
 fn follow_log(conn: &Conn, id: i64, mut offset: u64) -> Result<()> {
     use crate::api::follow::{HEADER_ATTEMPT, HEADER_OFFSET, HEADER_SKIPPED};
     use crate::model::FoldState;
-    use std::io::{Read, Write};
     let client = conn.client()?;
     let mut attempt: Option<i64> = None;
     let mut out = std::io::stdout().lock();
-    let mut buf = vec![0u8; 64 << 10];
     loop {
-        let path = format!("/folds/{id}/log?follow=1&offset={offset}");
+        let v: Value = client.get(&format!("/folds/{id}"))?;
+        let state = v["fold"]["state"].as_str().and_then(FoldState::parse);
+        let stopped = state.is_some_and(|s| s.is_final() || s == FoldState::Held);
+        let query = if stopped { "" } else { "&follow=1" };
+        let path = format!("/folds/{id}/log?offset={offset}{query}");
         let mut resp = client.get_stream(&path, FOLLOW_TIMEOUT)?;
         let now = header_num(&resp, HEADER_ATTEMPT);
-        if attempt.is_some() && now.is_some() && now != attempt {
-            eprintln!(
-                "[datarun: fold {id}: attempt {} ended; following attempt {}]",
-                attempt.unwrap_or_default(),
-                now.unwrap_or_default()
-            );
-            attempt = now;
-            if offset != 0 {
-                offset = 0;
-                continue;
+        if let (Some(before), Some(now)) = (attempt, now) {
+            if before != now {
+                eprintln!("[datarun: fold {id}: attempt {before} ended; attempt {now} follows]");
+                attempt = Some(now);
+                if offset != 0 {
+                    offset = 0;
+                    continue;
+                }
             }
         }
         attempt = attempt.or(now);
         let start = header_num(&resp, HEADER_OFFSET).unwrap_or(offset as i64) as u64;
-        let skipped = header_num(&resp, HEADER_SKIPPED).unwrap_or(0) as u64;
-        let marker = match skipped {
-            0 => 0,
-            n => crate::agent::tail::marker(n).len() as u64,
+        let marker = match header_num(&resp, HEADER_SKIPPED).unwrap_or(0) {
+            n if n > 0 => crate::agent::tail::marker(n as u64).len() as u64,
+            _ => 0,
         };
-        let mut got = 0u64;
-        loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                // A response cut off is asked again from where it stopped.
-                Err(_) => break,
-            };
-            out.write_all(&buf[..n])?;
-            out.flush()?;
-            got += n as u64;
-        }
+        let got = print_stream(&mut resp, &mut out)?;
         offset = start + got.saturating_sub(marker);
-        let v: Value = client.get(&format!("/folds/{id}"))?;
-        let state = v["fold"]["state"].as_str().and_then(FoldState::parse);
-        let stopped = state.is_some_and(|s| s.is_final() || s == FoldState::Held);
-        if stopped && got == 0 {
+        if stopped {
             return match state {
                 Some(FoldState::Done) => Ok(()),
                 _ => {
@@ -189,7 +195,7 @@ fn follow_log(conn: &Conn, id: i64, mut offset: u64) -> Result<()> {
             };
         }
         if got == 0 {
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

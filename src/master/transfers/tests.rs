@@ -272,7 +272,10 @@ async fn live_log_asks_are_matched_to_their_answers() {
     assert!(got.try_recv().is_err(), "answers of others are dropped");
     asks.answer("r1", chunk(3, seq, b"hello", true));
     let live = got.await.unwrap().unwrap();
-    assert_eq!((live.offset, &live.data[..], live.size), (5, &b"hello"[..], 10));
+    assert_eq!(
+        (live.offset, &live.data[..], live.size),
+        (5, &b"hello"[..], 10)
+    );
 
     let big = vec![b'x'; protocol::MAX_LOG_CHUNK as usize + 1];
     for (data, live) in [(&big[..], true), (&b"x"[..], false)] {
