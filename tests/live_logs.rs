@@ -13,10 +13,9 @@ mod common;
 mod hosts;
 
 use common::{sh, Master, BUSYBOX};
-use hosts::Hosts;
-use serde_json::{json, Value};
+use hosts::{Hosts, Leftovers};
+use serde_json::json;
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -265,42 +264,32 @@ fn a_docker_fold_is_followed_live() {
     common::ensure_image("build-busybox.sh", BUSYBOX);
     let inventory = format!("[[runner]]\nname = \"dock\"\ntransport = \"local\"\nexecutor = \"docker\"\nimages = [\"{BUSYBOX}\"]\nslots = 2\ncpus = 2\nmemory = \"2G\"\nqueues = [\"*\"]\n");
     let m = Master::start(Some(&inventory));
+    follow_busybox_ticker(&m, "docker fold");
+}
+
+/// Submits the ticker in the busybox image and follows it with the CLI: live, done, and the
+/// followed bytes are the recorded log.
+fn follow_busybox_ticker(m: &Master, what: &str) {
     let id = m.submit(vec![json!({
         "command": ["sh", "-c", TICKER],
         "image": BUSYBOX,
         "resources": { "cpus": 0.1, "memory": "64M" },
     })])[0];
-    let (seen, code) = follow_cli(&m, id);
-    assert_eq!(code, Some(0));
-    seen.check("docker fold");
-    assert_eq!(seen.bytes, recorded_log(&m, id));
-}
-
-/// Fold containers a host's agent left on the shared engine are removed.
-struct Leftovers(PathBuf);
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        let dir = self.0.join("agent");
-        let dir = dir.canonicalize().unwrap_or(dir);
-        let ns = &datarun::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12];
-        let filter = format!("label=datarun.namespace={ns}");
-        if let Ok(out) = Command::new("docker")
-            .args(["ps", "-aq", "--filter", &filter])
-            .output()
-        {
-            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
-    }
+    let (seen, code) = follow_cli(m, id);
+    assert_eq!(code, Some(0), "{what}: the CLI exits 0 for a done fold");
+    seen.check(what);
+    assert_eq!(
+        seen.bytes,
+        recorded_log(m, id),
+        "{what}: followed = recorded"
+    );
 }
 
 #[test]
 fn a_fold_on_an_ssh_runner_is_followed_live() {
     common::ensure_image("build-busybox.sh", BUSYBOX);
     let hosts = Hosts::start_runners(1);
-    let _leftovers = Leftovers(hosts.state_dir(0).to_path_buf());
+    let _leftovers = Leftovers(vec![hosts.state_dir(0).to_path_buf()]);
     let inventory = hosts.inventory(&format!(
         "slots = 2\ncpus = 4\nmemory = \"4G\"\nexecutor = \"docker\"\nimages = [\"{BUSYBOX}\"]\nqueues = [\"*\"]"
     ));
@@ -334,16 +323,7 @@ fn a_fold_on_an_ssh_runner_is_followed_live() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    let id = m.submit(vec![json!({
-        "command": ["sh", "-c", TICKER],
-        "image": BUSYBOX,
-        "resources": { "cpus": 0.1, "memory": "64M" },
-    })])[0];
-    let (seen, code) = follow_cli(&m, id);
-    assert_eq!(code, Some(0));
-    seen.check("fold on an ssh runner");
-    assert_eq!(seen.bytes, recorded_log(&m, id));
-    let _: Value = m.fold(id);
+    follow_busybox_ticker(&m, "fold on an ssh runner");
 }
 
 /// A fold that floods 12 MB: the master keeps answering while it is followed, the recorded log

@@ -149,6 +149,14 @@ fn wait_time(text: Option<&str>) -> Result<Duration, ApiError> {
     Ok(wait)
 }
 
+/// The answer when every waiter's slot is taken: 503, retry in a second.
+pub(super) fn retry_soon(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 fn wants_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -189,12 +197,7 @@ pub async fn events(
     let waiters = &s.limits.waiters;
     let slot = match waiters.enter() {
         Ok(slot) => slot,
-        Err(e) => {
-            let mut resp = e.into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Ok(resp);
-        }
+        Err(e) => return Ok(retry_soon(e)),
     };
     let mut feed = Feed {
         store: s.store.clone(),
