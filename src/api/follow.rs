@@ -177,6 +177,8 @@ struct Follower {
     closing: watch::Receiver<bool>,
     ends: Instant,
     checked: Instant,
+    /// The store changed since it was last read.
+    dirty: bool,
     next_ask: Instant,
     _slot: OwnedSemaphorePermit,
 }
@@ -222,9 +224,13 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
             };
             return Ok(respond(None, at, axum::body::Body::empty()));
         }
+        // At most one look every POLL, however busy the store is.
+        let poll = tokio::time::sleep(POLL);
+        let mut closing = closing.clone();
         tokio::select! {
-            _ = changes.changed() => {}
+            _ = async { changes.changed().await.ok(); poll.await } => {}
             () = tokio::time::sleep_until(waited) => {}
+            _ = closing.wait_for(|c| *c) => {}
         }
     };
     let mut follower = Follower {
@@ -239,6 +245,7 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
         closing,
         ends: Instant::now() + EVENT_STREAM_LIFE,
         checked: Instant::now(),
+        dirty: false,
         next_ask: Instant::now(),
         _slot: slot,
     };
@@ -295,9 +302,12 @@ impl Follower {
                 Phase::Stored(stored) => return stored.next().await,
                 Phase::Live | Phase::Recording => {}
             }
-            let changed = self.changes.has_changed().unwrap_or(true);
-            if changed || self.checked.elapsed() >= STORE_CHECK {
+            // The store is read when it changed (at most every POLL), else every STORE_CHECK.
+            let changed = self.dirty || self.changes.has_changed().unwrap_or(true);
+            let due = if changed { POLL } else { STORE_CHECK };
+            if self.checked.elapsed() >= due {
                 self.changes.borrow_and_update();
+                self.dirty = false;
                 self.checked = Instant::now();
                 if self.ended().await {
                     self.phase = self.recorded().await;
@@ -323,11 +333,18 @@ impl Follower {
                     None => self.next_ask = Instant::now() + POLL,
                 }
             }
-            let wake = tokio::time::sleep_until(self.next_ask.min(self.checked + STORE_CHECK));
+            let dirty = self.dirty || self.changes.has_changed().unwrap_or(true);
+            let check_at = self.checked + if dirty { POLL } else { STORE_CHECK };
+            let wake = match self.phase {
+                Phase::Live => self.next_ask.min(check_at),
+                _ => check_at,
+            };
             let closing = &mut self.closing;
+            let changes = &mut self.changes;
             tokio::select! {
-                () = wake => {}
-                _ = self.changes.changed() => {}
+                () = tokio::time::sleep_until(wake) => {}
+                // Seen once: the store is then read at the next POLL.
+                changed = changes.changed(), if !dirty => self.dirty = changed.is_ok(),
                 _ = closing.wait_for(|c| *c) => {}
             }
         }
