@@ -122,12 +122,17 @@ fn internal(message: String) -> ApiError {
 /// The recorded log of fold `id` from `offset` (no follow).
 pub async fn stored(s: &ApiState, id: FoldId, offset: u64) -> Result<Response, ApiError> {
     let attempt = s.store.attempts(id).await?.last().map(|a| a.id);
-    let (at, mut stored) = Stored::open(s.store.log_body(id).await?, offset).await?;
-    let mut body = marker_of(at.skipped);
-    while let Some(data) = stored.next().await {
-        body.extend(data);
-    }
-    Ok(respond(attempt, at, axum::body::Body::from(body)))
+    let (at, stored) = Stored::open(s.store.log_body(id).await?, offset).await?;
+    // Streamed a chunk at a time, as a follow's recorded rest is.
+    let marker = futures_util::stream::iter([marker_of(at.skipped)]);
+    let rest = futures_util::stream::unfold(stored, |mut stored| async move {
+        Some((stored.next().await?, stored))
+    });
+    let body = futures_util::StreamExt::map(
+        futures_util::StreamExt::chain(marker, rest),
+        Ok::<_, std::convert::Infallible>,
+    );
+    Ok(respond(attempt, at, axum::body::Body::from_stream(body)))
 }
 
 fn marker_of(skipped: u64) -> Vec<u8> {
