@@ -360,9 +360,70 @@ fn a_flood_is_followed_without_slowing_the_master() {
         "the follower ends with the kept log ({} bytes followed)",
         seen.bytes.len()
     );
+    // Offsets over the recorded log: from 0 it is the whole of it; below the dropped head a
+    // marker for what is gone, then the kept bytes; past the head the kept bytes from there.
+    let kept = &log[marker..];
+    let (_, headers, seen0) = follow_http(&m, &m.token, "offset=0", id);
+    assert_eq!(seen0.bytes, log);
+    assert_eq!(
+        headers["x-datarun-log-skipped"],
+        dropped.to_string().as_str()
+    );
+    let (_, headers, some) = follow_http(&m, &m.token, "follow=1&offset=100", id);
+    let gone = datarun::agent::tail::marker(dropped - 100);
+    assert_eq!(some.bytes, [gone.as_bytes(), kept].concat());
+    assert_eq!(
+        headers["x-datarun-log-offset"],
+        dropped.to_string().as_str()
+    );
+    let (_, headers, tail) = follow_http(&m, &m.token, &format!("offset={}", dropped + 5), id);
+    assert_eq!(tail.bytes, kept[5..]);
+    assert_eq!(headers["x-datarun-log-skipped"], "0");
+
     let markers = seen.bytes.windows(9).filter(|w| w == b"[datarun:").count();
     eprintln!(
         "flood: {} bytes followed, {markers} markers where the follower fell behind",
         seen.bytes.len()
     );
+}
+
+/// Follows count against `serve --max-waiters` (503 with Retry-After beyond), and end when the
+/// master shuts down.
+#[test]
+fn follows_are_capped_and_end_at_shutdown() {
+    let mut m = Master::start_with(Some(PROCESS_RUNNER), &["--max-waiters", "1"]);
+    let id = m.submit(vec![sh("echo started; sleep 60")])[0];
+    m.wait_state(id, "running", Duration::from_secs(30));
+    let url = format!("{}/api/v1/folds/{id}/log?follow=1", m.url);
+    let first = reqwest::blocking::Client::new()
+        .get(&url)
+        .bearer_auth(&m.token)
+        .send()
+        .unwrap();
+    assert_eq!(first.status().as_u16(), 200);
+    let (status, v) = m.request("GET", &format!("/folds/{id}/log?follow=1"), None);
+    assert_eq!(status, 503, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max-waiters"));
+    let reader = std::thread::spawn(move || {
+        let mut body = Vec::new();
+        let mut first = first;
+        let _ = first.read_to_end(&mut body);
+        (Instant::now(), body)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let child = m.child.take().unwrap();
+    let stopping = Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (ended, body) = reader.join().unwrap();
+    assert_eq!(body, b"started\n");
+    let took = ended.duration_since(stopping);
+    assert!(
+        took < Duration::from_secs(5),
+        "the follow ended {took:?} after SIGTERM"
+    );
+    let mut child = child;
+    let _ = child.wait();
 }
