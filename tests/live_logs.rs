@@ -39,6 +39,20 @@ struct Followed {
 }
 
 impl Followed {
+    /// Reads lines until the end, each recorded as it arrives.
+    fn read(mut reader: impl BufRead) -> Followed {
+        let mut seen = Followed {
+            lags: Vec::new(),
+            bytes: Vec::new(),
+        };
+        let mut line = Vec::new();
+        while reader.read_until(b'\n', &mut line).unwrap() > 0 {
+            seen.record(&line);
+            line.clear();
+        }
+        seen
+    }
+
     fn record(&mut self, line: &[u8]) {
         self.bytes.extend_from_slice(line);
         let text = String::from_utf8_lossy(line);
@@ -76,16 +90,7 @@ fn follow_cli(m: &Master, id: i64) -> (Followed, Option<i32>) {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut seen = Followed {
-        lags: Vec::new(),
-        bytes: Vec::new(),
-    };
-    let mut line = Vec::new();
-    while out.read_until(b'\n', &mut line).unwrap() > 0 {
-        seen.record(&line);
-        line.clear();
-    }
+    let seen = Followed::read(BufReader::new(child.stdout.take().unwrap()));
     let status = child.wait().unwrap();
     (seen, status.code())
 }
@@ -107,17 +112,7 @@ fn follow_http(
         .unwrap();
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let mut reader = BufReader::new(resp);
-    let mut seen = Followed {
-        lags: Vec::new(),
-        bytes: Vec::new(),
-    };
-    let mut line = Vec::new();
-    while reader.read_until(b'\n', &mut line).unwrap() > 0 {
-        seen.record(&line);
-        line.clear();
-    }
-    (status, headers, seen)
+    (status, headers, Followed::read(BufReader::new(resp)))
 }
 
 fn recorded_log(m: &Master, id: i64) -> Vec<u8> {

@@ -23,7 +23,6 @@ use crate::model::{AttemptId, FoldId, FoldState};
 use crate::store::BlobBody;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, OwnedSemaphorePermit};
@@ -95,19 +94,7 @@ impl Stored {
 }
 
 async fn read_at(file: Arc<std::fs::File>, at: u64, len: usize) -> Result<Vec<u8>, ApiError> {
-    let read = tokio::task::spawn_blocking(move || {
-        let mut buf = vec![0; len];
-        let mut got = 0;
-        while got < len {
-            match file.read_at(&mut buf[got..], at + got as u64)? {
-                0 => break,
-                n => got += n,
-            }
-        }
-        buf.truncate(got);
-        Ok::<_, std::io::Error>(buf)
-    })
-    .await;
+    let read = tokio::task::spawn_blocking(move || crate::transfer::read_at(&file, at, len)).await;
     match read {
         Ok(Ok(data)) => Ok(data),
         Ok(Err(e)) => Err(internal(format!("cannot read the log: {e}"))),
