@@ -202,6 +202,8 @@ fn follows_of_done_folds_offsets_and_tenancy() {
     ]);
     assert_eq!(out.stdout, b"three\n");
     assert_eq!(out.status.code(), Some(0));
+    let out = m.cli(&["fold", "log", "987654", "--follow"]);
+    assert_eq!(out.status.code(), Some(3), "a missing fold is not found (3)");
 
     // Another owner: the very 404 of a missing fold, as JSON, running or done.
     m.wait_state(ids[1], "running", Duration::from_secs(30));
