@@ -128,6 +128,18 @@ fn a_process_fold_is_followed_live_by_the_cli_and_the_api() {
     // Both follows start before the folds write anything (they wait for the attempt).
     let api = std::thread::scope(|s| {
         let api = s.spawn(|| follow_http(&m, &m.token, "follow=1", ids[1]));
+        // Without follow, a running fold's log is what it wrote so far (the CLI's and the
+        // API's), and from an offset.
+        let so_far = s.spawn(|| {
+            m.wait_state(ids[0], "running", Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(1500));
+            let (status, _, now) = m.get_bytes(&format!("/folds/{}/log", ids[0]));
+            assert_eq!(status, 200);
+            let cli = m.cli_ok(&["fold", "log", &ids[0].to_string()]);
+            let (_, headers, from) = m.get_bytes(&format!("/folds/{}/log?offset=5", ids[0]));
+            assert_eq!(headers["x-datarun-log-offset"], "5");
+            (now, cli, from)
+        });
         let (cli, code) = follow_cli(&m, ids[0]);
         assert_eq!(code, Some(0), "the CLI exits 0 for a done fold");
         cli.check("process fold, CLI");
@@ -136,6 +148,17 @@ fn a_process_fold_is_followed_live_by_the_cli_and_the_api() {
             String::from_utf8_lossy(&recorded_log(&m, ids[0])),
             "the followed bytes are the recorded log"
         );
+        let (now, cli_now, from) = so_far.join().unwrap();
+        let log = recorded_log(&m, ids[0]);
+        assert!(
+            now.len() > 20 && now.len() < log.len(),
+            "{} of {} bytes",
+            now.len(),
+            log.len()
+        );
+        assert!(log.starts_with(&now) && log.starts_with(cli_now.as_bytes()));
+        assert!(!cli_now.is_empty());
+        assert!(log[5..].starts_with(&from) && !from.is_empty());
         api.join().unwrap()
     });
     let (status, headers, followed) = api;
@@ -203,7 +226,11 @@ fn follows_of_done_folds_offsets_and_tenancy() {
     assert_eq!(out.stdout, b"three\n");
     assert_eq!(out.status.code(), Some(0));
     let out = m.cli(&["fold", "log", "987654", "--follow"]);
-    assert_eq!(out.status.code(), Some(3), "a missing fold is not found (3)");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a missing fold is not found (3)"
+    );
 
     // Another owner: the very 404 of a missing fold, as JSON, running or done.
     m.wait_state(ids[1], "running", Duration::from_secs(30));

@@ -289,8 +289,9 @@ pub struct LogQuery {
     follow: Option<String>,
 }
 
-/// `GET /folds/{id}/log[?offset=N][&follow=1]`: the recorded log, from an offset, or followed
-/// while the fold runs (`api::follow`). Only its owner (or an admin) sees it.
+/// `GET /folds/{id}/log[?offset=N][&follow=1]`: the log from an offset (a running fold's as
+/// its agent has it now, else the recorded one), or followed while the fold runs
+/// (`api::follow`). Only its owner (or an admin) sees it.
 pub async fn log(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
@@ -321,6 +322,9 @@ pub async fn log(
     visible(&s, &who, Resource::Fold(id)).await?;
     if follow {
         return super::follow::follow(s, id, offset.unwrap_or(0)).await;
+    }
+    if let Some(now) = super::follow::running(&s, id, offset.unwrap_or(0)).await? {
+        return Ok(now);
     }
     match offset {
         Some(offset) => super::follow::stored(&s, id, offset).await,

@@ -172,6 +172,9 @@ struct Follower {
     /// The store changed since it was last read.
     dirty: bool,
     next_ask: Instant,
+    /// A read of the log as it is now (no follow): it ends at this offset, the bytes written
+    /// when it began.
+    until: Option<u64>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -239,6 +242,7 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
         checked: Instant::now(),
         dirty: false,
         next_ask: Instant::now(),
+        until: None,
         _slot: slot,
     };
     let mut at = tail::Slice {
@@ -269,12 +273,60 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
     ))
 }
 
+/// Without `follow`, a running fold's log as it is now, from `offset`: the bytes its agent
+/// has when asked, then the response ends. None when the fold is not running or its agent
+/// keeps no live log (the recorded log answers then), or every waiter's slot is taken.
+pub async fn running(s: &ApiState, id: FoldId, offset: u64) -> Result<Option<Response>, ApiError> {
+    let Some((attempt, runner, true)) = attempt_of(s, id).await? else {
+        return Ok(None);
+    };
+    let Ok((slot, closing)) = s.limits.waiters.follower() else {
+        return Ok(None);
+    };
+    let Some(chunk) = s.master.live_log(&runner, attempt, offset).await else {
+        return Ok(None);
+    };
+    let at = tail::Slice {
+        skipped: chunk.offset.saturating_sub(offset),
+        offset: chunk.offset,
+        from: 0,
+    };
+    let mut reader = Follower {
+        s: s.clone(),
+        fold: id,
+        attempt,
+        runner,
+        offset,
+        phase: Phase::Live,
+        first: marker_of(at.skipped),
+        changes: s.store.subscribe(),
+        closing,
+        ends: Instant::now() + MAX_EVENTS_WAIT,
+        checked: Instant::now(),
+        dirty: false,
+        next_ask: Instant::now(),
+        until: Some(chunk.size),
+        _slot: slot,
+    };
+    reader.take(&chunk);
+    reader.next_ask = Instant::now();
+    let stream = futures_util::stream::unfold(reader, |mut f| async move {
+        let data = f.next().await?;
+        Some((Ok::<_, std::convert::Infallible>(data), f))
+    });
+    Ok(Some(respond(
+        Some(attempt),
+        at,
+        axum::body::Body::from_stream(stream),
+    )))
+}
+
 impl Follower {
     /// Takes a chunk that starts at the follower's offset.
     fn take(&mut self, chunk: &crate::master::LiveChunk) {
         self.offset = chunk.offset + chunk.data.len() as u64;
         self.first.extend_from_slice(&chunk.data);
-        let full = chunk.data.len() as u64 >= MAX_LIVE_CHUNK;
+        let full = chunk.data.len() as u64 >= MAX_LIVE_CHUNK || self.until.is_some();
         self.next_ask = Instant::now() + if full { BEHIND } else { POLL };
         if chunk.eof {
             self.phase = Phase::Recording;
@@ -287,6 +339,10 @@ impl Follower {
         }
         loop {
             if *self.closing.borrow() || Instant::now() >= self.ends {
+                return None;
+            }
+            let read_all = self.until.is_some_and(|until| self.offset >= until);
+            if read_all && matches!(self.phase, Phase::Live | Phase::Recording) {
                 return None;
             }
             match &mut self.phase {
@@ -322,6 +378,7 @@ impl Follower {
                             return Some(std::mem::take(&mut self.first));
                         }
                     }
+                    None if self.until.is_some() => return None,
                     None => self.next_ask = Instant::now() + POLL,
                 }
             }
