@@ -228,23 +228,9 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
             _ = closing.wait_for(|c| *c) => {}
         }
     };
-    let mut follower = Follower {
-        s: s.clone(),
-        fold: id,
-        attempt,
-        runner,
-        offset,
-        phase: Phase::Live,
-        first: Vec::new(),
-        changes,
-        closing,
-        ends: Instant::now() + EVENT_STREAM_LIFE,
-        checked: Instant::now(),
-        dirty: false,
-        next_ask: Instant::now(),
-        until: None,
-        _slot: slot,
-    };
+    let mut follower = Follower::new(&s, id, (attempt, runner), offset, (slot, closing));
+    follower.changes = changes;
+    follower.ends = Instant::now() + EVENT_STREAM_LIFE;
     let mut at = tail::Slice {
         skipped: 0,
         offset,
@@ -262,15 +248,7 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
         follower.phase = Phase::Stored(stored);
     }
     follower.first = [marker_of(at.skipped), std::mem::take(&mut follower.first)].concat();
-    let stream = futures_util::stream::unfold(follower, |mut f| async move {
-        let data = f.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(data), f))
-    });
-    Ok(respond(
-        Some(attempt),
-        at,
-        axum::body::Body::from_stream(stream),
-    ))
+    Ok(follower.respond(at))
 }
 
 /// Without `follow`, a running fold's log as it is now, from `offset`: the bytes its agent
@@ -291,37 +269,53 @@ pub async fn running(s: &ApiState, id: FoldId, offset: u64) -> Result<Option<Res
         offset: chunk.offset,
         from: 0,
     };
-    let mut reader = Follower {
-        s: s.clone(),
-        fold: id,
-        attempt,
-        runner,
-        offset,
-        phase: Phase::Live,
-        first: marker_of(at.skipped),
-        changes: s.store.subscribe(),
-        closing,
-        ends: Instant::now() + MAX_EVENTS_WAIT,
-        checked: Instant::now(),
-        dirty: false,
-        next_ask: Instant::now(),
-        until: Some(chunk.size),
-        _slot: slot,
-    };
+    let mut reader = Follower::new(s, id, (attempt, runner), offset, (slot, closing));
+    reader.first = marker_of(at.skipped);
+    reader.until = Some(chunk.size);
     reader.take(&chunk);
     reader.next_ask = Instant::now();
-    let stream = futures_util::stream::unfold(reader, |mut f| async move {
-        let data = f.next().await?;
-        Some((Ok::<_, std::convert::Infallible>(data), f))
-    });
-    Ok(Some(respond(
-        Some(attempt),
-        at,
-        axum::body::Body::from_stream(stream),
-    )))
+    Ok(Some(reader.respond(at)))
 }
 
 impl Follower {
+    /// A reader of `attempt` (on its runner) from `offset`, live, for at most
+    /// `MAX_EVENTS_WAIT` unless told otherwise.
+    fn new(
+        s: &ApiState,
+        fold: FoldId,
+        (attempt, runner): (AttemptId, String),
+        offset: u64,
+        (slot, closing): (OwnedSemaphorePermit, watch::Receiver<bool>),
+    ) -> Follower {
+        Follower {
+            s: s.clone(),
+            fold,
+            attempt,
+            runner,
+            offset,
+            phase: Phase::Live,
+            first: Vec::new(),
+            changes: s.store.subscribe(),
+            closing,
+            ends: Instant::now() + MAX_EVENTS_WAIT,
+            checked: Instant::now(),
+            dirty: false,
+            next_ask: Instant::now(),
+            until: None,
+            _slot: slot,
+        }
+    }
+
+    /// The response streaming what this reader reads, starting `at`.
+    fn respond(self, at: tail::Slice) -> Response {
+        let attempt = self.attempt;
+        let stream = futures_util::stream::unfold(self, |mut f| async move {
+            let data = f.next().await?;
+            Some((Ok::<_, std::convert::Infallible>(data), f))
+        });
+        respond(Some(attempt), at, axum::body::Body::from_stream(stream))
+    }
+
     /// Takes a chunk that starts at the follower's offset.
     fn take(&mut self, chunk: &crate::master::LiveChunk) {
         self.offset = chunk.offset + chunk.data.len() as u64;
