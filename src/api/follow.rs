@@ -15,6 +15,9 @@
 //! `EVENT_STREAM_LIFE`, and when a flood dropped bytes the follower had not read yet (asking
 //! again from its offset then starts with the marker). A follower holds a slot of the
 //! waiters' cap (`serve --max-waiters`) and at most one chunk in memory.
+//!
+//! Without `follow`, a running fold's log is read the same way up to what its agent had
+//! written when asked ([`running`]), and a stopped fold's from the recorded log ([`stored`]).
 
 use super::{ApiError, ApiState};
 use crate::agent::tail::{self, MAX_LIVE_CHUNK};
