@@ -165,6 +165,10 @@ pub struct FoldFilter {
     pub since: Option<i64>,
     /// Only folds whose id is greater, in id order (when `since` is not given).
     pub after: Option<FoldId>,
+    /// Newest first: in descending id order, only folds whose id is smaller than `before`
+    /// when given (`queue status --history`).
+    pub newest_first: bool,
+    pub before: Option<FoldId>,
     /// At most this many (default and cap: `limits::DEFAULT_PAGE`, `limits::MAX_PAGE`).
     pub limit: Option<u32>,
 }
