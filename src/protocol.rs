@@ -29,6 +29,9 @@ pub const MAX_OUTPUTS: u64 = 1000;
 /// The largest log an agent keeps (the tail): `log_limit` is capped to this.
 pub const MAX_LOG: u64 = 16 << 20;
 
+/// The most bytes of a running attempt's log one `LogChunk` carries.
+pub const MAX_LOG_CHUNK: u64 = 64 << 10;
+
 /// The file of an attempt that holds its log when it is not inline (relative to the attempt's
 /// directory, like `output/NAME` for an output).
 pub const LOG_FILE: &str = "log";
@@ -156,6 +159,15 @@ pub enum ToAgent {
         offset: u64,
         len: u64,
     },
+    /// Send at most `max` bytes (at most [`MAX_LOG_CHUNK`]) of a running attempt's
+    /// log from output offset `offset` (`LogChunk`, echoing `seq`). Added compatibly: an
+    /// agent that does not know it answers `Error`, and the master treats the log as not live.
+    FetchLog {
+        attempt: AttemptId,
+        seq: u64,
+        offset: u64,
+        max: u64,
+    },
     /// Kill the attempt (outcome cancelled).
     Cancel {
         attempt: AttemptId,
@@ -202,6 +214,19 @@ pub enum FromAgent {
         offset: u64,
         data: String,
         eof: bool,
+    },
+    /// The answer to `FetchLog` `seq`: base64 of the log's bytes from `offset` (past the offset
+    /// asked for when those bytes were dropped from the kept tail); `size`, the bytes written
+    /// so far; `eof` when the log is complete. `live` is false when the agent keeps no live
+    /// log of the attempt (it is not running there, or has just ended).
+    LogChunk {
+        attempt: AttemptId,
+        seq: u64,
+        offset: u64,
+        data: String,
+        size: u64,
+        eof: bool,
+        live: bool,
     },
     /// The agent cannot send that file.
     FetchFailed {
@@ -347,6 +372,29 @@ mod tests {
         let back: FromAgent = decode(&line).unwrap();
         assert_eq!(back, msg);
         assert!(decode::<ToAgent>(r#"{"type":"launch_missiles"}"#).is_err());
+    }
+
+    #[test]
+    fn live_log_messages_round_trip() {
+        let ask = ToAgent::FetchLog {
+            attempt: 3,
+            seq: 9,
+            offset: 100,
+            max: 65536,
+        };
+        let line = encode(&ask);
+        assert!(line.contains(r#""type":"fetch_log""#));
+        assert_eq!(decode::<ToAgent>(&line).unwrap(), ask);
+        let chunk = FromAgent::LogChunk {
+            attempt: 3,
+            seq: 9,
+            offset: 100,
+            data: b64(b"hello\n"),
+            size: 106,
+            eof: false,
+            live: true,
+        };
+        assert_eq!(decode::<FromAgent>(&encode(&chunk)).unwrap(), chunk);
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub fn hash_file(path: &Path) -> io::Result<(String, u64)> {
 /// Up to `len` bytes (at most [`CHUNK`]) of the regular file `path` from `offset`, and whether
 /// that reaches its end. A symlink as the last component is refused (`O_NOFOLLOW`).
 pub fn read_chunk(path: &Path, offset: u64, len: u64) -> io::Result<(Vec<u8>, bool)> {
-    use std::os::unix::fs::{FileExt, OpenOptionsExt};
+    use std::os::unix::fs::OpenOptionsExt;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -137,6 +137,14 @@ pub fn read_chunk(path: &Path, offset: u64, len: u64) -> io::Result<(Vec<u8>, bo
         ));
     }
     let len = len.min(CHUNK).min(meta.len().saturating_sub(offset)) as usize;
+    let data = read_at(&file, offset, len)?;
+    let end = offset + data.len() as u64 >= meta.len();
+    Ok((data, end))
+}
+
+/// Up to `len` bytes of `file` from `offset` (fewer at its end).
+pub fn read_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
     let mut data = vec![0u8; len];
     let mut got = 0;
     while got < len {
@@ -146,7 +154,7 @@ pub fn read_chunk(path: &Path, offset: u64, len: u64) -> io::Result<(Vec<u8>, bo
         }
     }
     data.truncate(got);
-    Ok((data, offset + got as u64 >= meta.len()))
+    Ok(data)
 }
 
 #[derive(Debug, thiserror::Error)]

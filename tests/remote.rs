@@ -12,10 +12,9 @@ mod hosts;
 use common::procs::copies;
 use common::Master;
 use datarun::provision::{Session, SshOptions};
-use hosts::Hosts;
+use hosts::{Hosts, Leftovers};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -56,28 +55,6 @@ fn provision(hosts: &Hosts, inventory: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Removes fold containers a dead host's agent left on the shared engine.
-struct Leftovers(Vec<PathBuf>);
-
-impl Drop for Leftovers {
-    fn drop(&mut self) {
-        for state in &self.0 {
-            let dir = state.join("agent");
-            let dir = dir.canonicalize().unwrap_or(dir);
-            let ns = &datarun::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12];
-            let filter = format!("label=datarun.namespace={ns}");
-            if let Ok(out) = Command::new("docker")
-                .args(["ps", "-aq", "--filter", &filter])
-                .output()
-            {
-                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
-                }
-            }
-        }
-    }
 }
 
 struct Cluster {

@@ -240,6 +240,12 @@ impl Agent {
                     out.send(journal.fetch(attempt, file, offset, len));
                 });
             }
+            ToAgent::FetchLog {
+                attempt,
+                seq,
+                offset,
+                max,
+            } => self.send(super::tail::answer(attempt, seq, offset, max)),
             ToAgent::Cancel { attempt } => self.cancel(attempt),
             ToAgent::Ack { attempt } => {
                 self.adopted.remove(&attempt);

@@ -277,7 +277,7 @@ impl DockerExecutor {
         progress: mpsc::UnboundedSender<Progress>,
         mut cancel: watch::Receiver<bool>,
     ) -> ExecResult {
-        let log = Arc::new(Mutex::new(LogState::new(req.log_limit)));
+        let log = Arc::new(Mutex::new(LogState::live(req.attempt, req.log_limit)));
         let meter = Arc::new(Mutex::new(Meter::default()));
         // The engine's StartedAt is the start the limits count from (for a container started
         // here as for an adopted one), and the main process leads to the cgroup (none if it

@@ -11,4 +11,4 @@ mod outbox;
 mod outputs;
 pub mod process;
 pub mod serve;
-mod tail;
+pub mod tail;

@@ -61,7 +61,8 @@ pub async fn run(
     );
     // If this agent dies, the next one kills the group it leaves behind (see the journal).
     let _ = std::fs::write(req.work_dir.join(PGID_FILE), pid.to_string());
-    let (stop_log, log_task) = read_log(log_pipe, req.log_limit);
+    let tail = super::tail::Tail::live(req.attempt, req.log_limit);
+    let (stop_log, log_task) = read_log(log_pipe, tail);
     let reaper = tokio::task::spawn_blocking(move || reap(pid));
     let mut guard = Guard::new(&req);
     let ended = watch_fold(pid, &req, start, reaper, &progress, &mut cancel, &mut guard).await;
@@ -358,10 +359,13 @@ async fn watch_fold(
 
 /// Drains the log pipe into a tail buffer, always, so the fold never blocks on a write.
 /// The task ends at end of file, or when told to stop.
-fn read_log(mut pipe: pipe::Receiver, limit: u64) -> (oneshot::Sender<()>, JoinHandle<Vec<u8>>) {
+/// The tail is live: the agent reads it while the fold runs (`fold log --follow`).
+fn read_log(
+    mut pipe: pipe::Receiver,
+    mut tail: super::tail::Tail,
+) -> (oneshot::Sender<()>, JoinHandle<Vec<u8>>) {
     let (stop_tx, mut stop) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        let mut tail = super::tail::Tail::new(limit);
         let mut buf = vec![0; 64 * 1024];
         loop {
             tokio::select! {

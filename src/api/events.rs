@@ -64,6 +64,14 @@ impl Waiters {
         self.closing.send_replace(true);
     }
 
+    /// A slot for a log follower (`GET /folds/{id}/log?follow=1`), counted with the long
+    /// polls and event streams, and the signal that the master is shutting down.
+    pub(super) fn follower(
+        &self,
+    ) -> Result<(OwnedSemaphorePermit, watch::Receiver<bool>), ApiError> {
+        Ok((self.enter()?, self.closing.subscribe()))
+    }
+
     fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
         self.slots.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
@@ -141,6 +149,14 @@ fn wait_time(text: Option<&str>) -> Result<Duration, ApiError> {
     Ok(wait)
 }
 
+/// The answer when every waiter's slot is taken: 503, retry in a second.
+pub(super) fn retry_soon(e: ApiError) -> Response {
+    let mut resp = e.into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    resp
+}
+
 fn wants_stream(headers: &HeaderMap) -> bool {
     headers
         .get(header::ACCEPT)
@@ -181,12 +197,7 @@ pub async fn events(
     let waiters = &s.limits.waiters;
     let slot = match waiters.enter() {
         Ok(slot) => slot,
-        Err(e) => {
-            let mut resp = e.into_response();
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return Ok(resp);
-        }
+        Err(e) => return Ok(retry_soon(e)),
     };
     let mut feed = Feed {
         store: s.store.clone(),

@@ -312,14 +312,59 @@ pub async fn show(
     ))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Output offset to start from (see `api::follow`).
+    offset: Option<String>,
+    /// `1`: stream the log while the fold runs.
+    follow: Option<String>,
+}
+
+/// `GET /folds/{id}/log[?offset=N][&follow=1]`: the log from an offset (a running fold's as
+/// its agent has it now, else the recorded one), or followed while the fold runs
+/// (`api::follow`). Only its owner (or an admin) sees it.
 pub async fn log(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
     Path(id): Path<FoldId>,
+    q: Result<Query<LogQuery>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult<Response> {
+    let Query(q) = q.map_err(bad_query)?;
+    let offset = q
+        .offset
+        .as_deref()
+        .map(|t| {
+            t.trim().parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "offset: {t:?} is not a byte offset (a whole number, 0 or more)"
+                ))
+            })
+        })
+        .transpose()?;
+    let follow = match q.follow.as_deref().map(str::trim) {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "follow: {other:?} is not 1 or 0"
+            )))
+        }
+    };
     visible(&s, &who, Resource::Fold(id)).await?;
-    let body = s.store.log_body(id).await?;
-    Ok(blob_response(body, "text/plain; charset=utf-8"))
+    if follow {
+        return super::follow::follow(s, id, offset.unwrap_or(0)).await;
+    }
+    if let Some(now) = super::follow::running(&s, id, offset.unwrap_or(0)).await? {
+        return Ok(now);
+    }
+    match offset {
+        Some(offset) => super::follow::stored(&s, id, offset).await,
+        None => {
+            let body = s.store.log_body(id).await?;
+            Ok(blob_response(body, "text/plain; charset=utf-8"))
+        }
+    }
 }
 
 pub async fn output(

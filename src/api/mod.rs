@@ -8,6 +8,7 @@ mod datasets;
 mod error;
 mod events;
 pub(crate) mod folds;
+pub mod follow;
 mod json_errors;
 mod layout;
 mod problems;

@@ -220,6 +220,17 @@ impl Client {
         Ok(resp.bytes()?.to_vec())
     }
 
+    /// A GET whose answer is read as it arrives (a followed log): `timeout` for the whole of
+    /// it instead of the client's.
+    pub fn get_stream(&self, path: &str, timeout: Duration) -> Result<reqwest::blocking::Response> {
+        let req = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(timeout);
+        self.send(path, req)
+    }
+
     pub fn post<T: DeserializeOwned>(&self, path: &str, body: &Value) -> Result<T> {
         let resp = self.send(
             path,

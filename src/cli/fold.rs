@@ -32,12 +32,19 @@ pub enum FoldCmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
-    /// The fold's log (stdout and stderr, tail-capped).
+    /// The fold's log (stdout and stderr, tail-capped); with --follow, as it is written.
     Log {
         #[command(flatten)]
         conn: Conn,
         /// A fold id, or ARRAY.INDEX.
         id: String,
+        /// Print the log as the fold writes it, until the fold ends; the exit code then says
+        /// how it ended (0 done, 1 otherwise).
+        #[arg(long, short)]
+        follow: bool,
+        /// Start at this byte of the fold's output (see README "Live logs").
+        #[arg(long, default_value_t = 0)]
+        offset: u64,
     },
 }
 
@@ -91,13 +98,113 @@ pub fn fold(cmd: FoldCmd) -> Result<()> {
                 }
             }
         }
-        FoldCmd::Log { conn, id } => {
+        FoldCmd::Log {
+            conn,
+            id,
+            follow: true,
+            offset,
+        } => {
+            let id = super::commands::resolve_fold(&conn.client()?, &id)?;
+            follow_log(&conn, id, offset)
+        }
+        FoldCmd::Log {
+            conn, id, offset, ..
+        } => {
             let client = conn.client()?;
             let id = super::commands::resolve_fold(&client, &id)?;
-            let data = client.get_bytes(&format!("/folds/{id}/log"))?;
+            let path = match offset {
+                0 => format!("/folds/{id}/log"),
+                n => format!("/folds/{id}/log?offset={n}"),
+            };
+            let data = client.get_bytes(&path)?;
             use std::io::Write;
             std::io::stdout().write_all(&data)?;
             Ok(())
+        }
+    }
+}
+
+/// How long one followed response may last: the master ends it after `EVENT_STREAM_LIFE`
+/// (after waiting up to `MAX_EVENTS_WAIT` for the fold to start), and it is asked again.
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(
+    crate::model::limits::EVENT_STREAM_LIFE.as_secs()
+        + crate::model::limits::MAX_EVENTS_WAIT.as_secs()
+        + 60,
+);
+
+/// A number from a response header.
+fn header_num(resp: &reqwest::blocking::Response, name: &str) -> Option<i64> {
+    resp.headers().get(name)?.to_str().ok()?.parse().ok()
+}
+
+/// Copies a response to stdout as it arrives; returns how many bytes it had. A response cut
+/// off ends the copy: the caller asks again from where it stopped.
+fn print_stream(
+    resp: &mut reqwest::blocking::Response,
+    out: &mut impl std::io::Write,
+) -> Result<u64> {
+    use std::io::Read;
+    let mut buf = vec![0u8; 64 << 10];
+    let mut got = 0u64;
+    loop {
+        let n = match resp.read(&mut buf) {
+            Ok(0) | Err(_) => return Ok(got),
+            Ok(n) => n,
+        };
+        out.write_all(&buf[..n])?;
+        out.flush()?;
+        got += n as u64;
+    }
+}
+
+/// `fold log ID --follow`: prints the log as it arrives, asking again where a response ended
+/// (it ends with the attempt, after a while, or when a flood dropped unread bytes); once the
+/// fold stopped, prints the rest of its recorded log and exits with how it ended. A retry's
+/// attempt is followed from its start.
+fn follow_log(conn: &Conn, id: i64, mut offset: u64) -> Result<()> {
+    use crate::api::follow::{HEADER_ATTEMPT, HEADER_OFFSET, HEADER_SKIPPED};
+    use crate::model::FoldState;
+    let client = conn.client()?;
+    let mut attempt: Option<i64> = None;
+    let mut out = std::io::stdout().lock();
+    loop {
+        let v: Value = client.get(&format!("/folds/{id}"))?;
+        let state = v["fold"]["state"].as_str().and_then(FoldState::parse);
+        let stopped = state.is_some_and(|s| s.is_final() || s == FoldState::Held);
+        let query = if stopped { "" } else { "&follow=1" };
+        let path = format!("/folds/{id}/log?offset={offset}{query}");
+        let mut resp = client.get_stream(&path, FOLLOW_TIMEOUT)?;
+        let now = header_num(&resp, HEADER_ATTEMPT);
+        if let (Some(before), Some(now)) = (attempt, now) {
+            if before != now {
+                eprintln!("[datarun: fold {id}: attempt {before} ended; attempt {now} follows]");
+                attempt = Some(now);
+                if offset != 0 {
+                    offset = 0;
+                    continue;
+                }
+            }
+        }
+        attempt = attempt.or(now);
+        let start = header_num(&resp, HEADER_OFFSET).unwrap_or(offset as i64) as u64;
+        let marker = match header_num(&resp, HEADER_SKIPPED).unwrap_or(0) {
+            n if n > 0 => crate::agent::tail::marker(n as u64).len() as u64,
+            _ => 0,
+        };
+        let got = print_stream(&mut resp, &mut out)?;
+        offset = start + got.saturating_sub(marker);
+        if stopped {
+            return match state {
+                Some(FoldState::Done) => Ok(()),
+                _ => {
+                    let state = state.map(|s| s.to_string()).unwrap_or_default();
+                    eprintln!("fold {id} ended {state}");
+                    Err(super::commands::Exit(super::exit::FAILED).into())
+                }
+            };
+        }
+        if got == 0 {
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }

@@ -60,7 +60,17 @@ pub(super) enum Command {
         drained: bool,
         reply: Reply<()>,
     },
+    /// A chunk of a running attempt's log (`MasterHandle::live_log`).
+    FetchLog {
+        runner: String,
+        attempt: AttemptId,
+        offset: u64,
+        reply: super::transfers::LogReply,
+    },
 }
+
+/// How long the API waits for an agent's live log chunk.
+const LIVE_LOG_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) struct Shared {
     pub(super) view: RwLock<MasterView>,
@@ -160,6 +170,26 @@ impl MasterHandle {
             reply,
         })
         .await
+    }
+
+    /// A chunk (at most 64 KiB) of the log of `attempt`, running on `runner`, from output
+    /// `offset`, as its agent keeps it; None when the agent keeps no live log of it, is not
+    /// connected or does not answer within a moment (an agent older than live logs).
+    pub async fn live_log(
+        &self,
+        runner: &str,
+        attempt: AttemptId,
+        offset: u64,
+    ) -> Option<super::LiveChunk> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let ask = Command::FetchLog {
+            runner: runner.to_string(),
+            attempt,
+            offset,
+            reply,
+        };
+        self.shared.commands.send(ask).ok()?;
+        tokio::time::timeout(LIVE_LOG_WAIT, rx).await.ok()?.ok()?
     }
 
     pub fn progress(&self, attempt: AttemptId) -> Option<Progress> {

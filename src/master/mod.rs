@@ -15,6 +15,7 @@ use handle::{Command, Shared};
 pub use handle::{MasterHandle, MasterView};
 pub use reload::ReloadReport;
 pub use runners::RunnerStatus;
+pub use transfers::LiveChunk;
 
 use crate::inventory::{ExecutorKind, Inventory, Transport};
 use crate::model::{AttemptId, FoldId, FoldSpec, Progress};
@@ -343,6 +344,17 @@ impl Master {
                     });
                 }
                 // A runner that is not connected gets the cancel when it reconnects (see hello).
+            }
+            Command::FetchLog {
+                runner,
+                attempt,
+                offset,
+                reply,
+            } => {
+                let link = self.runners.get(&runner).and_then(|r| r.link.as_ref());
+                self.transfers
+                    .logs
+                    .ask(link, &runner, attempt, offset, reply);
             }
         }
         Ok(())

@@ -64,6 +64,7 @@ impl Master {
                 let piece = Piece::Failed { file, message };
                 self.transfers.route(runner, attempt, piece);
             }
+            msg @ FromAgent::LogChunk { .. } => self.transfers.logs.answer(runner, msg),
             FromAgent::Finished(report) => self.on_finished(runner, report),
             FromAgent::Pong { .. } => {}
             FromAgent::Error { message } => {

@@ -12,9 +12,15 @@
 //!   master.
 //! - input blobs an agent pulls (`FetchBlob` → `BlobChunk`) are read from the store a chunk at
 //!   a time, a few reads at once.
+//! - a running attempt's log, for `fold log --follow`: the API asks through the handle, the
+//!   loop sends `FetchLog` and hands the agent's `LogChunk` back to the asker (`LogAsks`);
+//!   each answer is at most `protocol::MAX_LOG_CHUNK` bytes, and at most
+//!   [`MAX_LOG_ASKS`] wait at once.
 
 use crate::model::{check_file_name, AttemptId, Outcome};
-use crate::protocol::{self, AttemptReport, LogData, ToAgent, INLINE_LOG, LOG_FILE, MAX_LOG};
+use crate::protocol::{
+    self, AttemptReport, FromAgent, LogData, ToAgent, INLINE_LOG, LOG_FILE, MAX_LOG,
+};
 use crate::store::{is_sha256, BlobData, ResultInput, Store};
 use crate::transfer::{Pull, StagedBlob, WINDOW};
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -36,6 +42,104 @@ const POLL: Duration = Duration::from_secs(5);
 /// gives up (with a link that stays up but says nothing).
 const RESEND_AFTER: Duration = Duration::from_secs(60);
 const GIVE_UP_AFTER: Duration = Duration::from_secs(180);
+
+/// Requests for live logs out to agents at once; more are answered "not live" at once.
+pub(super) const MAX_LOG_ASKS: usize = 256;
+
+/// A chunk of a running attempt's log, as its agent sent it (see `agent::tail::fetch`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveChunk {
+    /// The output offset of `data`'s first byte (past the one asked for when those bytes
+    /// were dropped from the kept tail).
+    pub offset: u64,
+    pub data: Vec<u8>,
+    /// Bytes of output written so far.
+    pub size: u64,
+    /// The log is complete (the fold ended on the agent).
+    pub eof: bool,
+}
+
+pub(super) type LogReply = tokio::sync::oneshot::Sender<Option<LiveChunk>>;
+
+/// Live log requests waiting for their agent's answer, by the `seq` they were sent with.
+#[derive(Default)]
+pub(super) struct LogAsks {
+    next: u64,
+    waiting: HashMap<u64, (String, AttemptId, LogReply)>,
+}
+
+impl LogAsks {
+    /// Asks `runner`'s agent (over `link`, if connected) for the log of `attempt` from
+    /// `offset`; `reply` gets the chunk, or None (not live, too many asks, no link).
+    pub fn ask(
+        &mut self,
+        link: Option<&crate::transport::Link>,
+        runner: &str,
+        attempt: AttemptId,
+        offset: u64,
+        reply: LogReply,
+    ) {
+        // Askers that gave up (timed out) leave room.
+        self.waiting.retain(|_, w| !w.2.is_closed());
+        let Some(link) = link.filter(|_| self.waiting.len() < MAX_LOG_ASKS) else {
+            let _ = reply.send(None);
+            return;
+        };
+        self.next += 1;
+        let seq = self.next;
+        let max = protocol::MAX_LOG_CHUNK;
+        if link.send(ToAgent::FetchLog {
+            attempt,
+            seq,
+            offset,
+            max,
+        }) {
+            self.waiting
+                .insert(seq, (runner.to_string(), attempt, reply));
+        } else {
+            let _ = reply.send(None);
+        }
+    }
+
+    /// An agent's `LogChunk`: to its asker, if it is the answer asked for (same runner and
+    /// attempt, not over the chunk limit); else dropped.
+    pub fn answer(&mut self, runner: &str, msg: FromAgent) {
+        let FromAgent::LogChunk {
+            attempt,
+            seq,
+            offset,
+            data,
+            size,
+            eof,
+            live,
+        } = msg
+        else {
+            return;
+        };
+        let asked = self
+            .waiting
+            .get(&seq)
+            .is_some_and(|(r, a, _)| r == runner && *a == attempt);
+        if !asked {
+            return;
+        }
+        let Some((_, _, reply)) = self.waiting.remove(&seq) else {
+            return;
+        };
+        let limit = protocol::MAX_LOG_CHUNK as usize;
+        let chunk = (live && data.len() <= limit.div_ceil(3) * 4)
+            .then(|| protocol::unb64(&data).ok())
+            .flatten()
+            .filter(|d| d.len() <= limit)
+            .map(|data| LiveChunk {
+                offset,
+                data,
+                size,
+                eof,
+            });
+        let _ = reply.send(chunk);
+    }
+}
 
 /// What the loop hands a transfer: a chunk the agent sent, or why it cannot send a file.
 #[derive(Debug)]
@@ -196,6 +300,8 @@ pub(super) struct Transfers {
     done_tx: UnboundedSender<Done>,
     pub done_rx: mpsc::UnboundedReceiver<Done>,
     blob_reads: Arc<Semaphore>,
+    /// Live log requests out to agents.
+    pub logs: LogAsks,
 }
 
 impl Transfers {
@@ -211,6 +317,7 @@ impl Transfers {
             done_tx,
             done_rx,
             blob_reads: Arc::new(Semaphore::new(BLOB_READS)),
+            logs: LogAsks::default(),
         }
     }
 

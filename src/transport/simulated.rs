@@ -154,6 +154,12 @@ async fn agent(
                     ToAgent::Ack { attempt } => {
                         unacked.remove(&attempt);
                     }
+                    // Simulated folds log nothing.
+                    ToAgent::FetchLog { attempt, seq, offset, .. } => {
+                        send(&FromAgent::LogChunk {
+                            attempt, seq, offset, data: String::new(), size: 0, eof: false, live: false,
+                        });
+                    }
                     // Simulated folds read no inputs and write no outputs.
                     ToAgent::BlobChunk { .. }
                     | ToAgent::BlobMissing { .. }

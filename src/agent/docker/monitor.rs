@@ -98,9 +98,18 @@ pub(super) struct LogState {
 }
 
 impl LogState {
+    #[cfg(test)]
     pub(super) fn new(limit: u64) -> LogState {
         LogState {
             tail: Tail::new(limit),
+            last: None,
+        }
+    }
+
+    /// A log state whose tail the agent reads while the container runs (`fold log --follow`).
+    pub(super) fn live(attempt: crate::model::AttemptId, limit: u64) -> LogState {
+        LogState {
+            tail: Tail::live(attempt, limit),
             last: None,
         }
     }

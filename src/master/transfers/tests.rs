@@ -236,3 +236,72 @@ fn reports_are_checked_before_anything_is_pulled() {
         assert!(err.contains(why), "{err}");
     }
 }
+
+/// A live log ask goes out with its seq; only the answer of that runner and attempt reaches
+/// the asker, decoded; an answer over the chunk limit or "not live" is None; askers that gave
+/// up leave room, and past the cap an ask is answered None at once.
+#[tokio::test]
+async fn live_log_asks_are_matched_to_their_answers() {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let link = crate::transport::Link { generation: 1, tx };
+    let mut asks = LogAsks::default();
+    let chunk = |attempt: AttemptId, seq: u64, data: &[u8], live: bool| FromAgent::LogChunk {
+        attempt,
+        seq,
+        offset: 5,
+        data: protocol::b64(data),
+        size: 5 + data.len() as u64,
+        eof: false,
+        live,
+    };
+    let (reply, mut got) = tokio::sync::oneshot::channel();
+    asks.ask(Some(&link), "r1", 3, 5, reply);
+    let Some(ToAgent::FetchLog {
+        attempt: 3,
+        seq,
+        offset: 5,
+        max,
+    }) = rx.recv().await
+    else {
+        panic!("a FetchLog goes out")
+    };
+    assert_eq!(max, protocol::MAX_LOG_CHUNK);
+    asks.answer("r2", chunk(3, seq, b"x", true));
+    asks.answer("r1", chunk(4, seq, b"x", true));
+    asks.answer("r1", chunk(3, seq + 1, b"x", true));
+    assert!(got.try_recv().is_err(), "answers of others are dropped");
+    asks.answer("r1", chunk(3, seq, b"hello", true));
+    let live = got.await.unwrap().unwrap();
+    assert_eq!(
+        (live.offset, &live.data[..], live.size),
+        (5, &b"hello"[..], 10)
+    );
+
+    let big = vec![b'x'; protocol::MAX_LOG_CHUNK as usize + 1];
+    for (data, live) in [(&big[..], true), (&b"x"[..], false)] {
+        let (reply, got) = tokio::sync::oneshot::channel();
+        asks.ask(Some(&link), "r1", 3, 0, reply);
+        let Some(ToAgent::FetchLog { seq, .. }) = rx.recv().await else {
+            panic!("a FetchLog goes out")
+        };
+        asks.answer("r1", chunk(3, seq, data, live));
+        assert_eq!(got.await.unwrap(), None);
+    }
+
+    let (reply, got) = tokio::sync::oneshot::channel();
+    asks.ask(None, "r1", 3, 0, reply);
+    assert_eq!(got.await.unwrap(), None, "no link, no live log");
+    let mut waiting = Vec::new();
+    for _ in 0..MAX_LOG_ASKS {
+        let (reply, got) = tokio::sync::oneshot::channel();
+        asks.ask(Some(&link), "r1", 3, 0, reply);
+        waiting.push(got);
+    }
+    let (reply, got) = tokio::sync::oneshot::channel();
+    asks.ask(Some(&link), "r1", 3, 0, reply);
+    assert_eq!(got.await.unwrap(), None, "over the cap");
+    drop(waiting);
+    let (reply, mut got) = tokio::sync::oneshot::channel();
+    asks.ask(Some(&link), "r1", 3, 0, reply);
+    assert!(got.try_recv().is_err(), "askers that gave up left room");
+}
