@@ -4,12 +4,14 @@
 
 mod blobs;
 mod datasets;
+pub mod engine;
 mod events;
 mod folds;
 mod holds;
 mod listing;
 mod losses;
 mod maintenance;
+pub mod pg;
 mod problems;
 mod records;
 mod runapp;
@@ -30,6 +32,7 @@ pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
+pub use engine::{NewFold, QueueStore};
 pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
@@ -49,6 +52,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL store (`pg`).
+    #[error("database error: {0}")]
+    Postgres(String),
+    /// A write by a master that no longer holds the leadership lease (`pg::lease`).
+    #[error("{0}")]
+    Fenced(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
