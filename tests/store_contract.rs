@@ -11,8 +11,7 @@ use datarun::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, 
 use datarun::protocol::Grant;
 use datarun::store::pg::PgStore;
 use datarun::store::{
-    BlobData, NewAttempt, QueueStore, RecordResult, ReleaseChanges, ResultInput, Store,
-    StoreError,
+    BlobData, NewAttempt, QueueStore, RecordResult, ReleaseChanges, ResultInput, Store, StoreError,
 };
 use std::time::{Duration, Instant};
 
@@ -54,7 +53,10 @@ async fn submit_one<S: QueueStore>(s: &S, json: &str) -> FoldId {
 
 /// Assigns `fold` to runner `r` and starts it; its attempt.
 async fn run<S: QueueStore>(s: &S, fold: FoldId) -> AttemptId {
-    let assigned = s.assign(vec![new_attempt(fold, "r")]).await.expect("assign");
+    let assigned = s
+        .assign(vec![new_attempt(fold, "r")])
+        .await
+        .expect("assign");
     assert_eq!(assigned.len(), 1, "fold {fold} is assigned");
     let attempt = assigned[0].0;
     s.mark_started(attempt).await.expect("start");
@@ -83,9 +85,16 @@ async fn exactly_once<S: QueueStore>(s: S) {
     assert_eq!(active.len(), 1);
     assert!(active[0].started && active[0].attempt == attempt && active[0].owner == "ann");
     // A fold no longer idle is not assigned again.
-    assert!(s.assign(vec![new_attempt(fold, "r2")]).await.unwrap().is_empty());
+    assert!(s
+        .assign(vec![new_attempt(fold, "r2")])
+        .await
+        .unwrap()
+        .is_empty());
 
-    let first = s.record_result(result(attempt, Outcome::Success)).await.unwrap();
+    let first = s
+        .record_result(result(attempt, Outcome::Success))
+        .await
+        .unwrap();
     assert_eq!(
         first,
         RecordResult::Recorded {
@@ -93,9 +102,14 @@ async fn exactly_once<S: QueueStore>(s: S) {
             state: FoldState::Done
         }
     );
-    let again = s.record_result(result(attempt, Outcome::Success)).await.unwrap();
+    let again = s
+        .record_result(result(attempt, Outcome::Success))
+        .await
+        .unwrap();
     assert_eq!(again, RecordResult::Duplicate);
-    let unknown = s.record_result(result(attempt + 1000, Outcome::Success)).await;
+    let unknown = s
+        .record_result(result(attempt + 1000, Outcome::Success))
+        .await;
     assert_eq!(unknown.unwrap(), RecordResult::Unknown);
 
     let f = s.fold(fold).await.unwrap();
@@ -124,11 +138,16 @@ async fn late_results_rejected<S: QueueStore>(s: S) {
         }
     );
     // Its result arrives after all: rejected, recorded as such, nothing else changes.
-    let late = s.record_result(result(lost, Outcome::Success)).await.unwrap();
+    let late = s
+        .record_result(result(lost, Outcome::Success))
+        .await
+        .unwrap();
     assert_eq!(late, RecordResult::Superseded { fold });
     let f = s.fold(fold).await.unwrap();
     assert_eq!((f.state, f.losses, f.retries_used), (FoldState::Idle, 1, 0));
-    assert!(kinds(&s, fold).await.contains(&"late_result_rejected".to_string()));
+    assert!(kinds(&s, fold)
+        .await
+        .contains(&"late_result_rejected".to_string()));
 
     // Its own failures use retries; out of them, it is held.
     let second = run(&s, fold).await;
@@ -203,7 +222,13 @@ async fn concurrent_callers<S: QueueStore>(s: S) {
     }
     let mut attempts = Vec::new();
     for t in tasks {
-        attempts.extend(t.await.unwrap().expect("assign").into_iter().map(|(a, n, _)| (a, n.fold)));
+        attempts.extend(
+            t.await
+                .unwrap()
+                .expect("assign")
+                .into_iter()
+                .map(|(a, n, _)| (a, n.fold)),
+        );
     }
     attempts.sort_by_key(|(_, fold)| *fold);
     assert_eq!(
@@ -256,7 +281,11 @@ async fn holds_and_releases<S: QueueStore>(s: S) {
         Err(StoreError::Conflict(_))
     ));
     assert!(s.pending_folds().await.unwrap().0.is_empty());
-    assert!(s.assign(vec![new_attempt(fold, "r")]).await.unwrap().is_empty());
+    assert!(s
+        .assign(vec![new_attempt(fold, "r")])
+        .await
+        .unwrap()
+        .is_empty());
     let more = ReleaseChanges {
         memory: Some(128 << 20),
         ..Default::default()
@@ -267,7 +296,8 @@ async fn holds_and_releases<S: QueueStore>(s: S) {
     assert_eq!((f.state, f.hold_code), (FoldState::Idle, None));
     assert_eq!(f.spec.resources.memory, 128 << 20);
     assert!(matches!(
-        s.release(fold, "ann".into(), ReleaseChanges::default()).await,
+        s.release(fold, "ann".into(), ReleaseChanges::default())
+            .await,
         Err(StoreError::Conflict(_))
     ));
 
@@ -312,12 +342,18 @@ async fn holds_and_releases<S: QueueStore>(s: S) {
         .submit(
             "ann".into(),
             false,
-            vec![(spec(r#"{"command":["true"]}"#), Some((HoldCode::Unmatchable, "no runner".into())))],
+            vec![(
+                spec(r#"{"command":["true"]}"#),
+                Some((HoldCode::Unmatchable, "no runner".into())),
+            )],
         )
         .await
         .unwrap()[0];
     let f = s.fold(held).await.unwrap();
-    assert_eq!((f.state, f.hold_code), (FoldState::Held, Some(HoldCode::Unmatchable)));
+    assert_eq!(
+        (f.state, f.hold_code),
+        (FoldState::Held, Some(HoldCode::Unmatchable))
+    );
 }
 
 async fn purge<S: QueueStore>(s: S) {
@@ -344,7 +380,10 @@ async fn purge<S: QueueStore>(s: S) {
     assert_eq!(report.bytes, (25 + 3) as u64);
     // The fold and its result stay; only its files went.
     let f = s.fold(done).await.unwrap();
-    assert_eq!((f.state, f.outcome), (FoldState::Done, Some(Outcome::Success)));
+    assert_eq!(
+        (f.state, f.outcome),
+        (FoldState::Done, Some(Outcome::Success))
+    );
     // A running fold is untouched, and its result still records.
     assert_eq!(
         s.record_result(result(b, Outcome::Success)).await.unwrap(),
@@ -364,15 +403,15 @@ fn sqlite() -> (tempfile::TempDir, Store) {
 }
 
 /// A PostgreSQL store on a new database, holding the leadership lease.
-async fn postgres() -> Option<PgStore> {
-    let url = common::pg::database()?;
+async fn postgres() -> PgStore {
+    let url = common::pg::database();
     let store = PgStore::connect(&url).await.expect("connect");
     let generation = store
         .try_acquire("contract", Duration::from_secs(600))
         .await
         .expect("lease");
     assert_eq!(generation, Some(1));
-    Some(store)
+    store
 }
 
 macro_rules! contract {
@@ -390,8 +429,7 @@ macro_rules! contract {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let Some(store) = super::postgres().await else { return };
-                    super::$name(store).await;
+                    super::$name(super::postgres().await).await;
                 }
             )*
         }
@@ -409,11 +447,13 @@ contract!(
 /// Writes without the lease are refused, and so is everything after the lease expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_writes_need_the_live_lease() {
-    let Some(url) = common::pg::database() else {
-        return;
-    };
+    let url = common::pg::database();
     let s = PgStore::connect(&url).await.unwrap();
-    let refused = s.submit("ann".into(), false, vec![(spec(r#"{"command":["true"]}"#), None)]);
+    let refused = s.submit(
+        "ann".into(),
+        false,
+        vec![(spec(r#"{"command":["true"]}"#), None)],
+    );
     assert!(matches!(refused.await, Err(StoreError::Fenced(_))));
     let g = s
         .try_acquire("m1", Duration::from_millis(300))
@@ -514,17 +554,23 @@ async fn pump(
 /// refused by its fencing token, changing nothing; A's renewer sees the loss.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_partitioned_master_is_fenced() {
-    let Some(url) = common::pg::database() else {
-        return;
-    };
-    let port = common::pg::cluster().unwrap().port;
+    let url = common::pg::database();
+    let port = common::pg::cluster().port;
     let relay = Relay::start(port).await;
     let via_relay = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
     let lease = Duration::from_millis(1500);
     let a = PgStore::connect(&via_relay).await.unwrap();
     let b = PgStore::connect(&url).await.unwrap();
-    let ga = a.try_acquire("master-a", lease).await.unwrap().expect("A leads");
-    assert_eq!(b.try_acquire("master-b", lease).await.unwrap(), None, "A's lease is live");
+    let ga = a
+        .try_acquire("master-a", lease)
+        .await
+        .unwrap()
+        .expect("A leads");
+    assert_eq!(
+        b.try_acquire("master-b", lease).await.unwrap(),
+        None,
+        "A's lease is live"
+    );
     let fold = submit_one(&a, r#"{"command":["true"]}"#).await;
     let attempt = run(&a, fold).await;
     a.renew("master-a", ga, lease).await.expect("A renews");
@@ -540,7 +586,10 @@ async fn postgres_partitioned_master_is_fenced() {
         if let Some(g) = b.try_acquire("master-b", lease).await.unwrap() {
             break g;
         }
-        assert!(renewed.elapsed() < Duration::from_secs(10), "B never took over");
+        assert!(
+            renewed.elapsed() < Duration::from_secs(10),
+            "B never took over"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let takeover = renewed.elapsed();
@@ -556,7 +605,10 @@ async fn postgres_partitioned_master_is_fenced() {
         .unwrap();
     match refused {
         Err(StoreError::Fenced(m)) => {
-            assert!(m.contains(&format!("generation {gb} is held by master-b")), "{m}")
+            assert!(
+                m.contains(&format!("generation {gb} is held by master-b")),
+                "{m}"
+            )
         }
         other => panic!("A's late write was not fenced: {other:?}"),
     }
@@ -572,7 +624,9 @@ async fn postgres_partitioned_master_is_fenced() {
     assert_eq!(a.generation(), 0);
     // B goes on: the result, when it comes to B, is recorded once.
     assert_eq!(
-        b.record_result(result(attempt, Outcome::Success)).await.unwrap(),
+        b.record_result(result(attempt, Outcome::Success))
+            .await
+            .unwrap(),
         RecordResult::Recorded {
             fold,
             state: FoldState::Done

@@ -24,6 +24,7 @@ mod tokens;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
+pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
@@ -32,7 +33,6 @@ pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
-pub use engine::{NewFold, QueueStore};
 pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 

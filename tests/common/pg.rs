@@ -2,7 +2,7 @@
 //! loopback port (fsync off: tests only), one per test process, one database per test
 //! (`database`). Torn down when the test process ends (a reaper kills the server and removes
 //! the dir), never a shared server. Run as the `postgres` user when the tests run as root.
-//! Under `CI=true` a missing PostgreSQL fails loudly; elsewhere the tests say so and pass.
+//! A missing PostgreSQL fails the tests loudly (they never skip).
 
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -88,7 +88,16 @@ fn start() -> Cluster {
     }
     let data = dir.join("data");
     let out = command(&bin.join("initdb"), user)
-        .args(["-A", "trust", "-U", "postgres", "-E", "UTF8", "--no-sync", "-D"])
+        .args([
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ])
         .arg(&data)
         .output()
         .expect("run initdb");
@@ -119,7 +128,11 @@ fn start() -> Cluster {
             "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -QUIT \"$2\" 2>/dev/null; \
              sleep 2; kill -KILL \"$2\" 2>/dev/null; rm -rf \"$3\"",
         )
-        .args(["reaper", &std::process::id().to_string(), &child.id().to_string()])
+        .args([
+            "reaper",
+            &std::process::id().to_string(),
+            &child.id().to_string(),
+        ])
         .arg(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -146,34 +159,38 @@ fn start() -> Cluster {
     Cluster { port, dir }
 }
 
-/// This process's cluster, started on first use; None (after saying so) when PostgreSQL is
-/// not installed and this is not CI.
-pub fn cluster() -> Option<&'static Cluster> {
-    static CLUSTER: OnceLock<Option<Cluster>> = OnceLock::new();
-    CLUSTER
-        .get_or_init(|| {
-            if bin_dir().is_none() {
-                let ci = std::env::var("CI").map(|v| v == "true").unwrap_or(false);
-                assert!(
-                    !ci,
-                    "the PostgreSQL tests need initdb and postgres (Debian: apt-get install postgresql)"
-                );
-                eprintln!("PostgreSQL is not installed: the PostgreSQL store tests do not run");
-                return None;
-            }
-            Some(start())
-        })
-        .as_ref()
+/// This process's cluster, started on first use. Fails loudly (never skips) when PostgreSQL
+/// is not installed.
+pub fn cluster() -> &'static Cluster {
+    static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+    CLUSTER.get_or_init(|| {
+        assert!(
+            bin_dir().is_some(),
+            "the PostgreSQL store tests need initdb and postgres (Debian: apt-get install postgresql)"
+        );
+        start()
+    })
 }
 
 /// A new, empty database in this process's cluster: its URL.
-pub fn database() -> Option<String> {
+pub fn database() -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let cluster = cluster()?;
-    let name = format!("t{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let cluster = cluster();
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
     let bin = bin_dir().expect("found by cluster");
     let out = Command::new(bin.join("createdb"))
-        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+        ])
         .arg(&name)
         .output()
         .expect("run createdb");
@@ -182,8 +199,5 @@ pub fn database() -> Option<String> {
         "createdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    Some(format!(
-        "postgres://postgres@127.0.0.1:{}/{name}",
-        cluster.port
-    ))
+    format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)
 }

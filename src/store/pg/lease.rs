@@ -109,12 +109,9 @@ impl PgStore {
                 millis(lease)
             ),
         };
-        let _ = self.generation.compare_exchange(
-            generation,
-            0,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
+        let _ = self
+            .generation
+            .compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
         Err(StoreError::Fenced(lost))
     }
 

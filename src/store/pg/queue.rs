@@ -13,8 +13,8 @@ use crate::store::holds::{hold_for, lost_too_often};
 use crate::store::losses::Budget;
 use crate::store::records::{ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use crate::store::{
-    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldRecord,
-    NewAttempt, PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
+    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldRecord, NewAttempt,
+    PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
 };
 use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
 
@@ -159,7 +159,8 @@ async fn finish_attempt(
     let Some(row) = row else {
         return Ok(RecordResult::Unknown);
     };
-    let (fold, state, kind): (FoldId, String, Option<String>) = (row.get(0), row.get(1), row.get(2));
+    let (fold, state, kind): (FoldId, String, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
     if state == "ended" {
         if kind.as_deref() == Some(input.outcome.kind()) {
             return Ok(RecordResult::Duplicate);
@@ -223,7 +224,14 @@ async fn finish_attempt(
     let detail = format!("attempt {} ended: {}", input.attempt, input.outcome);
     if current != Some(input.attempt) {
         // The fold moved on (held and released, or removed): keep the attempt's record only.
-        event(tx, Some(fold), Some(input.attempt), "attempt_ended", &detail).await?;
+        event(
+            tx,
+            Some(fold),
+            Some(input.attempt),
+            "attempt_ended",
+            &detail,
+        )
+        .await?;
         return Ok(RecordResult::Recorded {
             fold,
             state: fold_state,
@@ -267,7 +275,14 @@ async fn finish_attempt(
         FoldState::Failed
     };
     let detail = format!("{detail}; fold is {next}");
-    event(tx, Some(fold), Some(input.attempt), "attempt_ended", &detail).await?;
+    event(
+        tx,
+        Some(fold),
+        Some(input.attempt),
+        "attempt_ended",
+        &detail,
+    )
+    .await?;
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
@@ -504,7 +519,8 @@ impl QueueStore for PgStore {
                 .await?
                 .get(0);
             let detail = format!("attempt {attempt} assigned to {}", n.runner);
-            let (id, at) = append_event(&tx, Some(n.fold), Some(attempt), "assigned", &detail).await?;
+            let (id, at) =
+                append_event(&tx, Some(n.fold), Some(attempt), "assigned", &detail).await?;
             tx.execute(
                 "UPDATE folds SET state = 'assigned', reason = NULL, current_attempt = $1, last_attempt = $1,
                  attempts = attempts + 1, seq = $3, updated_at = $4 WHERE id = $2",
@@ -535,7 +551,8 @@ impl QueueStore for PgStore {
         if let Some(fold) = fold {
             let fold: FoldId = fold.get(0);
             let detail = format!("attempt {attempt} started");
-            let (id, now) = append_event(&tx, Some(fold), Some(attempt), "started", &detail).await?;
+            let (id, now) =
+                append_event(&tx, Some(fold), Some(attempt), "started", &detail).await?;
             tx.execute(
                 "UPDATE folds SET state = CASE WHEN state = 'assigned' AND current_attempt = $2
                  THEN 'running' ELSE state END, seq = $3, updated_at = $4 WHERE id = $1",

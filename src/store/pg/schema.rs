@@ -135,8 +135,11 @@ pub async fn migrate(client: &mut Client) -> Result<(), String> {
     tx.execute("DELETE FROM schema_version", &[])
         .await
         .map_err(|e| e.to_string())?;
-    tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&VERSION])
-        .await
-        .map_err(|e| e.to_string())?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        &[&VERSION],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     tx.commit().await.map_err(|e| e.to_string())
 }
