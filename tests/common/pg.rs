@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     pub port: u16,
     pub dir: PathBuf,
+    /// The server, stopped by the reaper once this process is gone.
+    pub server: std::process::Child,
 }
 
 /// Where `initdb` and `postgres` are: on PATH, or Debian's /usr/lib/postgresql/<v>/bin.
@@ -121,12 +123,13 @@ fn start() -> Cluster {
         .stderr(log)
         .spawn()
         .expect("start postgres");
-    // The reaper: once this test process is gone, stop the server and remove its files.
-    Command::new("sh")
+    // The reaper (in the background, so `sh` returns at once): once this test process is gone,
+    // it stops the server and removes its files.
+    let reaper = Command::new("sh")
         .arg("-c")
         .arg(
-            "while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -QUIT \"$2\" 2>/dev/null; \
-             sleep 2; kill -KILL \"$2\" 2>/dev/null; rm -rf \"$3\"",
+            "(while kill -0 \"$1\" 2>/dev/null; do sleep 1; done; kill -QUIT \"$2\" 2>/dev/null; \
+             sleep 2; kill -KILL \"$2\" 2>/dev/null; rm -rf \"$3\") >/dev/null 2>&1 </dev/null &",
         )
         .args([
             "reaper",
@@ -137,8 +140,9 @@ fn start() -> Cluster {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .spawn()
+        .status()
         .expect("start the cluster's reaper");
+    assert!(reaper.success(), "cannot start the cluster's reaper");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = command(&bin.join("pg_isready"), None)
@@ -156,7 +160,11 @@ fn start() -> Cluster {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    Cluster { port, dir }
+    Cluster {
+        port,
+        dir,
+        server: child,
+    }
 }
 
 /// This process's cluster, started on first use. Fails loudly (never skips) when PostgreSQL
