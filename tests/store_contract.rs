@@ -641,3 +641,63 @@ async fn postgres_partitioned_master_is_fenced() {
         }
     );
 }
+
+/// A's renewer keeps the lease while the database answers; once A's link is cut, it gives
+/// the lease up (A stops writing) before B can take it, and B takes it within the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_renewer_steps_down_before_the_standby_takes_over() {
+    let url = common::pg::database();
+    let port = common::pg::cluster().port;
+    let relay = Relay::start(port).await;
+    let via_relay = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
+    let lease = Duration::from_millis(1200);
+    let a = PgStore::connect(&via_relay).await.unwrap();
+    let b = PgStore::connect(&url).await.unwrap();
+    let taken_at = Instant::now();
+    let ga = a
+        .try_acquire("master-a", lease)
+        .await
+        .unwrap()
+        .expect("A leads");
+    let mut leading = a.spawn_renewer("master-a".into(), ga, lease, taken_at);
+    // Renewed past several leases: B cannot take it.
+    tokio::time::sleep(lease * 3).await;
+    assert!(*leading.borrow());
+    assert_eq!(b.try_acquire("master-b", lease).await.unwrap(), None);
+    submit_one(&a, r#"{"command":["true"]}"#).await;
+
+    relay.pause(true);
+    let cut = Instant::now();
+    let stepped_down = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(10), leading.wait_for(|l| !*l))
+            .await
+            .expect("A's renewer sees the loss")
+            .unwrap();
+        Instant::now()
+    });
+    let gb = loop {
+        if let Some(g) = b.try_acquire("master-b", lease).await.unwrap() {
+            break g;
+        }
+        assert!(cut.elapsed() < Duration::from_secs(10), "B never took over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let took_over = Instant::now();
+    let stepped_down = stepped_down.await.unwrap();
+    eprintln!(
+        "A stepped down {:?} after its link was cut; B took over after {:?} (lease {lease:?})",
+        stepped_down - cut,
+        took_over - cut
+    );
+    assert_eq!(gb, ga + 1);
+    assert!(stepped_down < took_over, "A stopped writing before B led");
+    assert!(took_over - cut <= lease + Duration::from_millis(500));
+    assert_eq!(a.generation(), 0);
+    relay.pause(false);
+    let refused = a.submit(
+        "ann".into(),
+        false,
+        vec![(spec(r#"{"command":["true"]}"#), None)],
+    );
+    assert!(matches!(refused.await, Err(StoreError::Fenced(_))));
+}

@@ -10,7 +10,7 @@
 use super::PgStore;
 use crate::store::{Result, StoreError};
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_postgres::Transaction;
 
 /// Who holds the leadership, as the database says.
@@ -82,23 +82,33 @@ impl PgStore {
         Ok(taken)
     }
 
+    /// One renewal: true when the lease was extended by `lease` from now, false when this
+    /// holder's lease is gone (expired, or another generation holds it).
+    async fn renew_once(&self, holder: &str, generation: i64, lease: Duration) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_opt(
+                "UPDATE leadership SET expires_at = now() + $3::BIGINT * interval '1 millisecond'
+                 WHERE id = 1 AND holder = $1 AND generation = $2 AND expires_at > now()
+                 RETURNING generation",
+                &[&holder, &generation, &millis(lease)],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Stops writing under `generation` (a no-op if this handle moved on to another).
+    fn step_down(&self, generation: i64) {
+        let _ = self
+            .generation
+            .compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
     /// Extends this handle's lease (`holder`, `generation`) by `lease` from now, if it still
     /// holds it and it has not expired. Otherwise, or when the database does not answer within
     /// the lease, the leadership is lost: the handle stops writing and the error says why.
     pub async fn renew(&self, holder: &str, generation: i64, lease: Duration) -> Result<()> {
-        let renewed = async {
-            let c = self.pool.get().await?;
-            let row = c
-                .query_opt(
-                    "UPDATE leadership SET expires_at = now() + $3::BIGINT * interval '1 millisecond'
-                     WHERE id = 1 AND holder = $1 AND generation = $2 AND expires_at > now()
-                     RETURNING generation",
-                    &[&holder, &generation, &millis(lease)],
-                )
-                .await?;
-            Ok::<bool, StoreError>(row.is_some())
-        };
-        let lost = match tokio::time::timeout(lease, renewed).await {
+        let lost = match tokio::time::timeout(lease, self.renew_once(holder, generation, lease)).await {
             Ok(Ok(true)) => return Ok(()),
             Ok(Ok(false)) => format!(
                 "leadership generation {generation} is lost: its lease expired or another master took it"
@@ -109,10 +119,54 @@ impl PgStore {
                 millis(lease)
             ),
         };
-        let _ = self
-            .generation
-            .compare_exchange(generation, 0, Ordering::SeqCst, Ordering::SeqCst);
+        self.step_down(generation);
         Err(StoreError::Fenced(lost))
+    }
+
+    /// Renews the lease taken at `taken_at` (an instant before `try_acquire` was called) every
+    /// third of it, until it is lost; the answer turns false then. A renewal counts from when
+    /// it was sent, less a fifth of the lease (for clocks that run at slightly different
+    /// rates, and for this process to act), so this master's own deadline comes before the
+    /// database's: when a renewal has not succeeded by then (a partition, a dead database),
+    /// the handle stops writing before any standby can take the lease. Ends when the receiver
+    /// is dropped.
+    pub fn spawn_renewer(
+        &self,
+        holder: String,
+        generation: i64,
+        lease: Duration,
+        taken_at: Instant,
+    ) -> tokio::sync::watch::Receiver<bool> {
+        let (leading, rx) = tokio::sync::watch::channel(true);
+        let store = self.clone();
+        tokio::spawn(async move {
+            let margin = lease / 5;
+            let mut valid_until = taken_at + lease - margin;
+            loop {
+                let next = (Instant::now() + lease / 3).min(valid_until);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => {}
+                    _ = leading.closed() => return,
+                }
+                let sent = Instant::now();
+                let left = valid_until.saturating_duration_since(sent);
+                if left.is_zero() {
+                    break;
+                }
+                match tokio::time::timeout(left, store.renew_once(&holder, generation, lease)).await
+                {
+                    Ok(Ok(true)) => valid_until = sent + lease - margin,
+                    Ok(Ok(false)) => break,
+                    // A failed renewal is tried again while the lease lasts.
+                    Ok(Err(e)) => tracing::warn!("cannot renew the leadership lease: {e}"),
+                    Err(_) => break,
+                }
+            }
+            store.step_down(generation);
+            tracing::warn!("leadership generation {generation} is lost; this master stops writing");
+            leading.send_replace(false);
+        });
+        rx
     }
 
     /// Who holds the leadership now.
