@@ -11,7 +11,8 @@ use datarun::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, 
 use datarun::protocol::Grant;
 use datarun::store::pg::PgStore;
 use datarun::store::{
-    BlobData, NewAttempt, QueueStore, RecordResult, ReleaseChanges, ResultInput, Store, StoreError,
+    BlobData, FoldChange, NewAttempt, QueueStore, RecordResult, ReleaseChanges, ResultInput, Store,
+    StoreError,
 };
 use std::time::{Duration, Instant};
 
@@ -396,6 +397,122 @@ async fn purge<S: QueueStore>(s: S) {
     assert_eq!((again.outputs, again.logs, again.blobs), (0, 0, 0));
 }
 
+/// What the master's idle index follows: the idle folds, then every change after them.
+async fn change_feed<S: QueueStore>(s: S) {
+    let before = submit_one(&s, r#"{"command":["true"]}"#).await;
+    let (idle, seq) = s.pending_folds().await.unwrap();
+    assert_eq!(idle.iter().map(|p| p.id).collect::<Vec<_>>(), [before]);
+    let (nothing, same) = s.fold_changes(seq, 100).await.unwrap();
+    assert!(nothing.is_empty());
+    assert_eq!(same, seq);
+
+    let new = s
+        .submit(
+            "bob".into(),
+            false,
+            vec![
+                (
+                    spec(r#"{"command":["true"],"queue":"gpu","priority":5}"#),
+                    None,
+                ),
+                (spec(r#"{"command":["true"]}"#), None),
+            ],
+        )
+        .await
+        .unwrap();
+    run(&s, before).await;
+    // One at a time, oldest change first.
+    let (first, seq1) = s.fold_changes(seq, 1).await.unwrap();
+    match &first[..] {
+        [FoldChange::Idle(p)] => {
+            assert_eq!(
+                (p.id, p.queue.as_str(), p.owner.as_str()),
+                (new[0], "gpu", "bob")
+            );
+            assert_eq!(p.priority, 5);
+        }
+        other => panic!("{other:?}"),
+    }
+    let (rest, seq2) = s.fold_changes(seq1, 100).await.unwrap();
+    assert!(seq2 > seq1);
+    match &rest[..] {
+        [FoldChange::Idle(p), FoldChange::NotIdle(running)] => {
+            assert_eq!((p.id, *running), (new[1], before));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(s.fold_changes(seq2, 100).await.unwrap().0.is_empty());
+}
+
+/// A loop turn's reports in one transaction; what a runner still runs that it should not.
+async fn reports_and_superseded<S: QueueStore>(s: S) {
+    let folds = s
+        .submit(
+            "ann".into(),
+            false,
+            (0..3)
+                .map(|_| (spec(r#"{"command":["true"]}"#), None))
+                .collect(),
+        )
+        .await
+        .unwrap();
+    let assigned = s
+        .assign(folds.iter().map(|f| new_attempt(*f, "r")).collect())
+        .await
+        .unwrap();
+    let a: Vec<AttemptId> = assigned.iter().map(|(a, _, _)| *a).collect();
+    s.mark_started(a[0]).await.unwrap();
+    let out = s
+        .apply_reports(
+            vec![a[1], a[2]],
+            vec![
+                result(a[0], Outcome::Success),
+                result(a[0], Outcome::Success),
+            ],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        [
+            RecordResult::Recorded {
+                fold: folds[0],
+                state: FoldState::Done
+            },
+            RecordResult::Duplicate
+        ]
+    );
+    assert_eq!(s.fold(folds[1]).await.unwrap().state, FoldState::Running);
+    let grants = s.attempt_grants(vec![a[2], 9999, a[0]]).await.unwrap();
+    assert_eq!(
+        grants
+            .iter()
+            .map(|(a, f, g)| (*a, *f, g.millicpus))
+            .collect::<Vec<_>>(),
+        [(a[2], folds[2], 1000), (a[0], folds[0], 1000)]
+    );
+    // Held and removed folds' attempts, and ended ones, are superseded; a running one is not.
+    s.hold(folds[1], HoldCode::User, "stop".into())
+        .await
+        .unwrap();
+    s.remove(folds[2], "ann".into()).await.unwrap();
+    let gone = s.superseded_attempts(vec![a[2], a[0], a[1]]).await.unwrap();
+    assert_eq!(gone, [a[2], a[0], a[1]]);
+    let fresh = submit_one(&s, r#"{"command":["true"]}"#).await;
+    let live = run(&s, fresh).await;
+    assert!(s.superseded_attempts(vec![live]).await.unwrap().is_empty());
+    assert_eq!(
+        s.active_attempts()
+            .await
+            .unwrap()
+            .iter()
+            .map(|x| x.attempt)
+            .collect::<Vec<_>>(),
+        [a[1], a[2], live],
+        "held and removed folds' attempts are out until they end"
+    );
+}
+
 fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("datarun.db")).unwrap();
@@ -441,7 +558,9 @@ contract!(
     late_results_rejected,
     concurrent_callers,
     holds_and_releases,
-    purge
+    purge,
+    change_feed,
+    reports_and_superseded
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

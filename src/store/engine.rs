@@ -8,10 +8,11 @@
 //! copies them.
 
 use super::{
-    ActiveAttempt, CancelTarget, EventRecord, FoldRecord, NewAttempt, PurgeReport, RecordResult,
-    ReleaseChanges, Result, ResultInput, Store,
+    ActiveAttempt, CancelTarget, EventRecord, FoldChange, FoldRecord, NewAttempt, PurgeReport,
+    RecordResult, ReleaseChanges, Result, ResultInput, Store,
 };
 use crate::model::{AttemptId, FoldId, FoldSpec, HoldCode};
+use crate::protocol::Grant;
 use crate::scheduler::PendingFold;
 use std::future::Future;
 
@@ -36,8 +37,28 @@ pub trait QueueStore: Clone + Send + Sync + 'static {
     /// Idle folds as the scheduler needs them, and the newest change they include.
     fn pending_folds(&self) -> impl Future<Output = Result<(Vec<PendingFold>, i64)>> + Send;
 
+    /// Folds changed after `seq` (at most `limit`, oldest change first) and the `seq` to ask
+    /// from next time: what the master's idle index follows.
+    fn fold_changes(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<FoldChange>, i64)>> + Send;
+
     /// Attempts out on runners (assigned or running).
     fn active_attempts(&self) -> impl Future<Output = Result<Vec<ActiveAttempt>>> + Send;
+
+    /// Of these attempts, those whose fold has moved on (to kill wherever they still run).
+    fn superseded_attempts(
+        &self,
+        attempts: Vec<AttemptId>,
+    ) -> impl Future<Output = Result<Vec<AttemptId>>> + Send;
+
+    /// Of these attempts, those the store knows, with their fold and grant.
+    fn attempt_grants(
+        &self,
+        attempts: Vec<AttemptId>,
+    ) -> impl Future<Output = Result<Vec<(AttemptId, FoldId, Grant)>>> + Send;
 
     /// Commits assignments in one transaction; folds no longer idle are skipped.
     fn assign(
@@ -46,6 +67,13 @@ pub trait QueueStore: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<(AttemptId, NewAttempt, FoldSpec)>>> + Send;
 
     fn mark_started(&self, attempt: AttemptId) -> impl Future<Output = Result<()>> + Send;
+
+    /// Agent reports (attempts started, results) in one transaction.
+    fn apply_reports(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+    ) -> impl Future<Output = Result<Vec<RecordResult>>> + Send;
 
     /// Ends an attempt exactly once (a duplicate is ignored, a late one rejected).
     fn record_result(
@@ -107,8 +135,30 @@ impl QueueStore for Store {
         Store::pending_folds(self)
     }
 
+    fn fold_changes(
+        &self,
+        seq: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<FoldChange>, i64)>> + Send {
+        Store::fold_changes(self, seq, limit)
+    }
+
     fn active_attempts(&self) -> impl Future<Output = Result<Vec<ActiveAttempt>>> + Send {
         Store::active_attempts(self)
+    }
+
+    fn superseded_attempts(
+        &self,
+        attempts: Vec<AttemptId>,
+    ) -> impl Future<Output = Result<Vec<AttemptId>>> + Send {
+        Store::superseded_attempts(self, attempts)
+    }
+
+    fn attempt_grants(
+        &self,
+        attempts: Vec<AttemptId>,
+    ) -> impl Future<Output = Result<Vec<(AttemptId, FoldId, Grant)>>> + Send {
+        Store::attempt_grants(self, attempts)
     }
 
     fn assign(
@@ -120,6 +170,14 @@ impl QueueStore for Store {
 
     fn mark_started(&self, attempt: AttemptId) -> impl Future<Output = Result<()>> + Send {
         Store::mark_started(self, attempt)
+    }
+
+    fn apply_reports(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+    ) -> impl Future<Output = Result<Vec<RecordResult>>> + Send {
+        Store::apply_reports(self, started, results)
     }
 
     fn record_result(

@@ -13,6 +13,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio_postgres::Transaction;
 
+/// The advisory lock every write transaction holds (one writer at a time).
+const WRITER_LOCK: i64 = 0x6461_7461_7275_6e01;
+
 /// Who holds the leadership, as the database says.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Leadership {
@@ -23,13 +26,18 @@ pub struct Leadership {
 }
 
 /// Refuses the transaction unless `generation` holds a lease that has not expired. The row
-/// stays locked shared until the transaction ends, so no takeover can interleave.
+/// stays locked shared until the transaction ends, so no takeover can interleave. Takes the
+/// writers' turn first (`WRITER_LOCK`), so the check is made once it is this one's turn.
 pub(super) async fn fence(tx: &Transaction<'_>, generation: i64) -> Result<()> {
     if generation == 0 {
         return Err(StoreError::Fenced(
             "this master holds no leadership lease; only the active master writes".into(),
         ));
     }
+    // Writers take turns, as on SQLite: a change's events get ids in commit order, so a
+    // reader following `seq` (`fold_changes`) never passes a change that commits later.
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
+        .await?;
     let row = tx
         .query_one(
             "SELECT holder, generation, expires_at > clock_timestamp() FROM leadership WHERE id = 1

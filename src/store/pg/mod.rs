@@ -2,8 +2,8 @@
 //! operations (`engine::QueueStore`) on a server database several masters can share, one of
 //! them active at a time through a leadership lease whose generation fences every write
 //! (`lease`). Connections come from a small pool; each operation is one transaction, as on
-//! SQLite, and row locks (`FOR UPDATE`) give the same exactly-once answers under concurrent
-//! callers that SQLite gets from its single writer.
+//! SQLite, and write transactions take turns (`lease::fence`), as SQLite's single writer, so
+//! events get ids in commit order; the rows a change depends on are locked too.
 
 pub mod lease;
 mod queue;
@@ -245,18 +245,23 @@ const PENDING_COLUMNS: &str = "id, queue, owner, priority, submitted_at, millicp
     hard_limit_ms, image, requirements, rank";
 
 fn pending_from_row(r: &Row) -> Result<PendingFold> {
+    pending_from_row_at(r, 0)
+}
+
+/// A pending fold from `PENDING_COLUMNS` read from column `at` on.
+fn pending_from_row_at(r: &Row, at: usize) -> Result<PendingFold> {
     Ok(PendingFold {
-        id: r.try_get(0)?,
-        queue: r.try_get(1)?,
-        owner: r.try_get(2)?,
-        priority: r.try_get(3)?,
-        submitted_at: r.try_get(4)?,
-        millicpus: r.try_get::<_, i64>(5)? as u32,
-        memory: r.try_get::<_, i64>(6)? as u64,
-        gpus: r.try_get::<_, i64>(7)? as u32,
-        hard_limit_ms: r.try_get::<_, Option<i64>>(8)?.map(|v| v as u64),
-        image: r.try_get(9)?,
-        requirements: r.try_get(10)?,
-        rank: r.try_get(11)?,
+        id: r.try_get(at)?,
+        queue: r.try_get(at + 1)?,
+        owner: r.try_get(at + 2)?,
+        priority: r.try_get(at + 3)?,
+        submitted_at: r.try_get(at + 4)?,
+        millicpus: r.try_get::<_, i64>(at + 5)? as u32,
+        memory: r.try_get::<_, i64>(at + 6)? as u64,
+        gpus: r.try_get::<_, i64>(at + 7)? as u32,
+        hard_limit_ms: r.try_get::<_, Option<i64>>(at + 8)?.map(|v| v as u64),
+        image: r.try_get(at + 9)?,
+        requirements: r.try_get(at + 10)?,
+        rank: r.try_get(at + 11)?,
     })
 }

@@ -5,16 +5,20 @@
 //! so concurrent callers see each other's changes as SQLite's single writer makes them.
 
 use super::lease::fence;
-use super::{attempt_from_row, fold_from_row, pending_from_row, PgStore, PENDING_COLUMNS};
+use super::{
+    attempt_from_row, fold_from_row, pending_from_row, pending_from_row_at, PgStore,
+    PENDING_COLUMNS,
+};
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
+use crate::protocol::Grant;
 use crate::scheduler::PendingFold;
 use crate::store::engine::{NewFold, QueueStore};
 use crate::store::holds::{hold_for, lost_too_often};
 use crate::store::losses::Budget;
 use crate::store::records::{ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use crate::store::{
-    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldRecord, NewAttempt,
-    PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
+    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldChange, FoldRecord,
+    NewAttempt, PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
 };
 use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
 
@@ -286,6 +290,29 @@ async fn finish_attempt(
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
+/// Marks an assigned attempt running, and its fold if the attempt is still its current one.
+async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
+    let fold = tx
+        .query_opt(
+            "UPDATE attempts SET state = 'running', started_at = $1 WHERE id = $2 AND state = 'assigned'
+             RETURNING fold_id",
+            &[&now_ms(), &attempt],
+        )
+        .await?;
+    if let Some(fold) = fold {
+        let fold: FoldId = fold.get(0);
+        let detail = format!("attempt {attempt} started");
+        let (id, now) = append_event(tx, Some(fold), Some(attempt), "started", &detail).await?;
+        tx.execute(
+            "UPDATE folds SET state = CASE WHEN state = 'assigned' AND current_attempt = $2
+             THEN 'running' ELSE state END, seq = $3, updated_at = $4 WHERE id = $1",
+            &[&fold, &attempt, &id, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// The attempt a hold or remove must kill, if one is out.
 async fn active_attempt_of(tx: &Transaction<'_>, fold: FoldId) -> Result<Option<CancelTarget>> {
     Ok(tx
@@ -477,6 +504,73 @@ impl QueueStore for PgStore {
             .collect()
     }
 
+    async fn fold_changes(&self, seq: i64, limit: usize) -> Result<(Vec<FoldChange>, i64)> {
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "SELECT seq, state, {PENDING_COLUMNS} FROM folds WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let mut last = seq;
+        let mut changes = Vec::new();
+        for r in c.query(&sql, &[&seq, &(limit as i64)]).await? {
+            let state: String = r.try_get(1)?;
+            let rest = pending_from_row_at(&r, 2)?;
+            last = last.max(r.try_get(0)?);
+            changes.push(if state == "idle" {
+                FoldChange::Idle(rest)
+            } else {
+                FoldChange::NotIdle(rest.id)
+            });
+        }
+        Ok((changes, last))
+    }
+
+    async fn superseded_attempts(&self, attempts: Vec<AttemptId>) -> Result<Vec<AttemptId>> {
+        let c = self.pool.get().await?;
+        let moved_on: std::collections::HashSet<AttemptId> = c
+            .query(
+                "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
+                 WHERE a.id = ANY($1)
+                 AND (f.current_attempt IS DISTINCT FROM a.id OR f.state NOT IN ('assigned', 'running'))",
+                &[&attempts],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(attempts
+            .into_iter()
+            .filter(|a| moved_on.contains(a))
+            .collect())
+    }
+
+    async fn attempt_grants(
+        &self,
+        attempts: Vec<AttemptId>,
+    ) -> Result<Vec<(AttemptId, FoldId, Grant)>> {
+        let c = self.pool.get().await?;
+        let known: std::collections::HashMap<AttemptId, (FoldId, Grant)> = c
+            .query(
+                "SELECT id, fold_id, millicpus, memory, gpus FROM attempts WHERE id = ANY($1)",
+                &[&attempts],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let gpus: String = r.get(4);
+                let grant = Grant {
+                    millicpus: r.get::<_, i64>(2) as u32,
+                    memory: r.get::<_, i64>(3) as u64,
+                    gpus: serde_json::from_str(&gpus).unwrap_or_default(),
+                };
+                (r.get(0), (r.get(1), grant))
+            })
+            .collect();
+        Ok(attempts
+            .into_iter()
+            .filter_map(|a| known.get(&a).map(|(f, g)| (a, *f, g.clone())))
+            .collect())
+    }
+
     async fn assign(&self, new: Vec<NewAttempt>) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
         // The write carries the token it was issued under, however long it waits.
         let generation = self.generation();
@@ -536,32 +630,29 @@ impl QueueStore for PgStore {
     }
 
     async fn mark_started(&self, attempt: AttemptId) -> Result<()> {
-        // The write carries the token it was issued under, however long it waits.
+        self.apply_reports(vec![attempt], Vec::new())
+            .await
+            .map(|_| ())
+    }
+
+    async fn apply_reports(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+    ) -> Result<Vec<RecordResult>> {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
         fence(&tx, generation).await?;
-        let fold = tx
-            .query_opt(
-                "UPDATE attempts SET state = 'running', started_at = $1 WHERE id = $2 AND state = 'assigned'
-                 RETURNING fold_id",
-                &[&now_ms(), &attempt],
-            )
-            .await?;
-        if let Some(fold) = fold {
-            let fold: FoldId = fold.get(0);
-            let detail = format!("attempt {attempt} started");
-            let (id, now) =
-                append_event(&tx, Some(fold), Some(attempt), "started", &detail).await?;
-            tx.execute(
-                "UPDATE folds SET state = CASE WHEN state = 'assigned' AND current_attempt = $2
-                 THEN 'running' ELSE state END, seq = $3, updated_at = $4 WHERE id = $1",
-                &[&fold, &attempt, &id, &now],
-            )
-            .await?;
+        for attempt in started {
+            start_attempt(&tx, attempt).await?;
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for input in &results {
+            out.push(finish_attempt(&tx, input, self.budget(true)).await?);
         }
         tx.commit().await?;
-        Ok(())
+        Ok(out)
     }
 
     async fn record_result(&self, input: ResultInput) -> Result<RecordResult> {
