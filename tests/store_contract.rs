@@ -513,6 +513,50 @@ async fn reports_and_superseded<S: QueueStore>(s: S) {
     );
 }
 
+/// A follower of the change feed misses nothing while many writers submit at once (on
+/// PostgreSQL: no change commits behind a seq the follower has passed).
+async fn follower_misses_nothing<S: QueueStore>(s: S) {
+    let (_, mut seq) = s.pending_folds().await.unwrap();
+    let writers: Vec<_> = (0..6)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut ids = Vec::new();
+                for _ in 0..15 {
+                    ids.push(submit_one(&s, r#"{"command":["true"]}"#).await);
+                }
+                ids
+            })
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut follow = |changes: Vec<FoldChange>| {
+        for c in changes {
+            if let FoldChange::Idle(p) = c {
+                seen.insert(p.id);
+            }
+        }
+    };
+    while !writers.iter().all(|w| w.is_finished()) {
+        let (changes, next) = s.fold_changes(seq, 7).await.unwrap();
+        follow(changes);
+        seq = next;
+    }
+    let mut all = std::collections::BTreeSet::new();
+    for w in writers {
+        all.extend(w.await.unwrap());
+    }
+    loop {
+        let (changes, next) = s.fold_changes(seq, 7).await.unwrap();
+        if changes.is_empty() {
+            break;
+        }
+        follow(changes);
+        seq = next;
+    }
+    assert_eq!(seen, all, "the follower saw every new fold");
+}
+
 fn sqlite() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("datarun.db")).unwrap();
@@ -560,6 +604,7 @@ contract!(
     holds_and_releases,
     purge,
     change_feed,
+    follower_misses_nothing,
     reports_and_superseded
 );
 
