@@ -1,6 +1,6 @@
 //! A throwaway PostgreSQL cluster for tests: `initdb` in a temp dir, `postgres` on a free
-//! loopback port (fsync off: tests only), one per test process, one database per test
-//! (`database`). Torn down when the test process ends (a reaper kills the server and removes
+//! loopback port (fsync off: tests only, unless `DATARUN_PG_DURABLE=1`), one per test
+//! process, one database per test (`database`). Torn down when the test process ends (a reaper kills the server and removes
 //! the dir), never a shared server. Run as the `postgres` user when the tests run as root.
 //! A missing PostgreSQL fails the tests loudly (they never skip).
 
@@ -70,6 +70,11 @@ fn command(program: &Path, user: Option<(u32, u32)>) -> Command {
     c
 }
 
+/// `DATARUN_PG_DURABLE=1` (the benches): the server syncs its commits as a real one does.
+fn durable() -> bool {
+    std::env::var("DATARUN_PG_DURABLE").is_ok_and(|v| v == "1")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -115,9 +120,24 @@ fn start() -> Cluster {
         .arg(&data)
         .args(["-p", &port.to_string(), "-k"])
         .arg(&dir)
-        .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
-        .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
-        .args(["-c", "max_connections=200"])
+        .args([
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+        ])
+        .args(if durable() {
+            &[][..]
+        } else {
+            &[
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ][..]
+        })
         .stdin(Stdio::null())
         .stdout(log.try_clone().expect("log"))
         .stderr(log)
