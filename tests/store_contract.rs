@@ -867,3 +867,40 @@ async fn postgres_renewer_steps_down_before_the_standby_takes_over() {
     );
     assert!(matches!(refused.await, Err(StoreError::Fenced(_))));
 }
+
+/// Migrations run once, however many masters connect, and a database newer than this build
+/// is refused with a clear message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_migrations_are_versioned() {
+    let url = common::pg::database();
+    let connects: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PgStore::connect(&url).await.map(|_| ()) })
+        })
+        .collect();
+    for c in connects {
+        c.await
+            .unwrap()
+            .expect("masters starting together migrate once");
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let version: i64 = client
+        .query_one("SELECT version FROM schema_version", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(version, datarun::store::pg::schema::VERSION);
+    client
+        .execute("UPDATE schema_version SET version = version + 1", &[])
+        .await
+        .unwrap();
+    match PgStore::connect(&url).await {
+        Err(StoreError::Postgres(m)) => assert!(m.contains("upgrade datarun"), "{m}"),
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a newer database was accepted"),
+    }
+}
