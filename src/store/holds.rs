@@ -94,7 +94,7 @@ impl ReleaseChanges {
         Ok(new)
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(m) = self.memory {
             parts.push(format!("memory {}", crate::units::format_size(m)));

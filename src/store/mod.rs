@@ -4,12 +4,14 @@
 
 mod blobs;
 mod datasets;
+pub mod engine;
 mod events;
 mod folds;
 mod holds;
 mod listing;
 mod losses;
 mod maintenance;
+pub mod pg;
 mod problems;
 mod records;
 mod runapp;
@@ -23,6 +25,7 @@ mod waiting;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
+pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
@@ -50,6 +53,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// The PostgreSQL store (`pg`).
+    #[error("database error: {0}")]
+    Postgres(String),
+    /// A write by a master that no longer holds the leadership lease (`pg::lease`).
+    #[error("{0}")]
+    Fenced(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]

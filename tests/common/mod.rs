@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod ml;
+pub mod pg;
 pub mod procs;
 pub mod python;
 

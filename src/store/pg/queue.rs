@@ -1,0 +1,824 @@
+//! The queue's core operations on PostgreSQL, with the SQLite store's semantics
+//! (`store::folds`, `holds`, `losses`, `maintenance`): every state change is one transaction
+//! with its event; every write transaction first checks the caller's leadership generation
+//! (`lease::fence`). Rows a change depends on are locked (`FOR UPDATE`, attempt before fold)
+//! so concurrent callers see each other's changes as SQLite's single writer makes them.
+
+use super::lease::fence;
+use super::{
+    attempt_from_row, fold_from_row, pending_from_row, pending_from_row_at, PgStore,
+    PENDING_COLUMNS,
+};
+use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode, Metrics, Outcome};
+use crate::protocol::Grant;
+use crate::scheduler::PendingFold;
+use crate::store::engine::{NewFold, QueueStore};
+use crate::store::holds::{hold_for, lost_too_often};
+use crate::store::losses::Budget;
+use crate::store::records::{ATTEMPT_COLUMNS, FOLD_COLUMNS};
+use crate::store::{
+    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldChange, FoldRecord,
+    NewAttempt, PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
+};
+use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
+
+/// Appends an event only; the caller's own update of the fold sets `seq` and `updated_at`.
+async fn append_event(
+    tx: &Transaction<'_>,
+    fold: Option<FoldId>,
+    attempt: Option<AttemptId>,
+    kind: &str,
+    detail: &str,
+) -> Result<(i64, i64)> {
+    let now = now_ms();
+    let row = tx
+        .query_one(
+            "INSERT INTO events (at, fold_id, attempt_id, kind, detail) VALUES ($1, $2, $3, $4, $5)
+             RETURNING id",
+            &[&now, &fold, &attempt, &kind, &detail],
+        )
+        .await?;
+    Ok((row.get(0), now))
+}
+
+/// Appends an event and makes it the fold's newest change.
+async fn event(
+    tx: &Transaction<'_>,
+    fold: Option<FoldId>,
+    attempt: Option<AttemptId>,
+    kind: &str,
+    detail: &str,
+) -> Result<i64> {
+    let (id, now) = append_event(tx, fold, attempt, kind, detail).await?;
+    if let Some(fold) = fold {
+        tx.execute(
+            "UPDATE folds SET seq = $1, updated_at = $2 WHERE id = $3",
+            &[&id, &now, &fold],
+        )
+        .await?;
+    }
+    Ok(id)
+}
+
+async fn set_state(
+    tx: &Transaction<'_>,
+    fold: FoldId,
+    state: FoldState,
+    reason: Option<&str>,
+    hold: Option<HoldCode>,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE folds SET state = $1, reason = $2, hold_code = $3 WHERE id = $4",
+        &[&state.as_str(), &reason, &hold.map(HoldCode::as_str), &fold],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A fold, its row locked for the rest of the transaction when `lock`.
+async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> Result<FoldRecord> {
+    let sql = format!(
+        "SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt
+         WHERE f.id = $1{}",
+        if lock { " FOR UPDATE OF f" } else { "" }
+    );
+    match c.query_opt(&sql, &[&id]).await? {
+        Some(row) => fold_from_row(&row),
+        None => Err(crate::store::Resource::Fold(id).missing()),
+    }
+}
+
+/// Stores a result's log or output (inline, in `blobs.data`); returns its sha256.
+async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
+    let (sha, bytes) = match data {
+        BlobData::Bytes(b) => (sha256_hex(b), std::borrow::Cow::Borrowed(b.as_slice())),
+        BlobData::Staged(s) => {
+            let bytes = tokio::fs::read(&s.path).await.map_err(|e| {
+                StoreError::Io(format!("cannot read the staged blob {}: {e}", s.sha256))
+            })?;
+            if bytes.len() as u64 != s.size {
+                return Err(StoreError::Io(format!(
+                    "the staged blob {} changed size ({} bytes, {} expected)",
+                    s.sha256,
+                    bytes.len(),
+                    s.size
+                )));
+            }
+            (s.sha256.clone(), std::borrow::Cow::Owned(bytes))
+        }
+    };
+    tx.execute(
+        "INSERT INTO blobs (sha256, size, data, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sha256) DO NOTHING",
+        &[&sha, &(bytes.len() as i64), &bytes.as_ref(), &now_ms()],
+    )
+    .await?;
+    Ok(sha)
+}
+
+/// Moves the (active) fold of a lost attempt on: back in line, or held past max_losses.
+async fn requeue_lost(
+    tx: &Transaction<'_>,
+    fold: FoldId,
+    outcome: &Outcome,
+    budget: Budget,
+) -> Result<FoldState> {
+    let losses = if budget.count_loss {
+        tx.query_one(
+            "UPDATE folds SET losses = losses + 1 WHERE id = $1 RETURNING losses",
+            &[&fold],
+        )
+        .await?
+        .get::<_, i64>(0) as u32
+    } else {
+        0
+    };
+    if let Some((code, reason)) = lost_too_often(outcome, losses, budget.max_losses) {
+        set_state(tx, fold, FoldState::Held, Some(&reason), Some(code)).await?;
+        return Ok(FoldState::Held);
+    }
+    let reason = match budget.count_loss {
+        true => format!(
+            "requeued after loss {losses} (max_losses {}): {outcome}",
+            budget.max_losses
+        ),
+        false => format!("requeued: {outcome}"),
+    };
+    set_state(tx, fold, FoldState::Idle, Some(&reason), None).await?;
+    Ok(FoldState::Idle)
+}
+
+/// Ends an attempt with its outcome and moves its fold on, once (as `folds::finish_attempt`).
+async fn finish_attempt(
+    tx: &Transaction<'_>,
+    input: &ResultInput,
+    budget: Budget,
+) -> Result<RecordResult> {
+    let row = tx
+        .query_opt(
+            "SELECT fold_id, state, outcome_kind FROM attempts WHERE id = $1 FOR UPDATE",
+            &[&input.attempt],
+        )
+        .await?;
+    let Some(row) = row else {
+        return Ok(RecordResult::Unknown);
+    };
+    let (fold, state, kind): (FoldId, String, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    if state == "ended" {
+        if kind.as_deref() == Some(input.outcome.kind()) {
+            return Ok(RecordResult::Duplicate);
+        }
+        let detail = format!(
+            "attempt {} had already ended as {}; its late result ({}) was discarded",
+            input.attempt,
+            kind.unwrap_or_default(),
+            input.outcome
+        );
+        event(
+            tx,
+            Some(fold),
+            Some(input.attempt),
+            "late_result_rejected",
+            &detail,
+        )
+        .await?;
+        return Ok(RecordResult::Superseded { fold });
+    }
+    let log_sha = if input.log.is_empty() {
+        None
+    } else {
+        Some(put_data(tx, &input.log).await?)
+    };
+    for (name, data) in &input.outputs {
+        let sha = put_data(tx, data).await?;
+        tx.execute(
+            "INSERT INTO outputs (attempt_id, name, sha256, size) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (attempt_id, name) DO UPDATE SET sha256 = EXCLUDED.sha256, size = EXCLUDED.size",
+            &[&input.attempt, name, &sha, &(data.size() as i64)],
+        )
+        .await?;
+    }
+    let m = &input.metrics;
+    tx.execute(
+        "UPDATE attempts SET state = 'ended', ended_at = $1, outcome_kind = $2, outcome = $3,
+         wall_ms = $4, cpu_ms = $5, peak_memory = $6, log_sha256 = $7 WHERE id = $8",
+        &[
+            &now_ms(),
+            &input.outcome.kind(),
+            &serde_json::to_string(&input.outcome).expect("outcome serializes"),
+            &(m.wall_ms as i64),
+            &(m.cpu_ms as i64),
+            &(m.peak_memory as i64),
+            &log_sha,
+            &input.attempt,
+        ],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT current_attempt, state, retries_used, spec FROM folds WHERE id = $1 FOR UPDATE",
+            &[&fold],
+        )
+        .await?;
+    let current: Option<AttemptId> = row.get(0);
+    let fold_state = FoldState::parse(row.get(1)).unwrap_or(FoldState::Held);
+    let retries_used = row.get::<_, i64>(2) as u32;
+    let spec: String = row.get(3);
+    let detail = format!("attempt {} ended: {}", input.attempt, input.outcome);
+    if current != Some(input.attempt) {
+        // The fold moved on (held and released, or removed): keep the attempt's record only.
+        event(
+            tx,
+            Some(fold),
+            Some(input.attempt),
+            "attempt_ended",
+            &detail,
+        )
+        .await?;
+        return Ok(RecordResult::Recorded {
+            fold,
+            state: fold_state,
+        });
+    }
+    tx.execute(
+        "UPDATE folds SET current_attempt = NULL WHERE id = $1",
+        &[&fold],
+    )
+    .await?;
+    let max_retries = serde_json::from_str::<FoldSpec>(&spec)
+        .map(|s| s.max_retries)
+        .unwrap_or(0);
+    let next = if !fold_state.is_active() {
+        // Held or removed while it ran: the kill is now confirmed; the fold stays where it is.
+        fold_state
+    } else if input.outcome.is_success() {
+        set_state(tx, fold, FoldState::Done, None, None).await?;
+        FoldState::Done
+    } else if matches!(input.outcome, Outcome::Lost { .. }) {
+        requeue_lost(tx, fold, &input.outcome, budget).await?
+    } else if retries_used < max_retries {
+        tx.execute(
+            "UPDATE folds SET retries_used = retries_used + 1 WHERE id = $1",
+            &[&fold],
+        )
+        .await?;
+        let reason = format!(
+            "retry {} of {max_retries} after: {}",
+            retries_used + 1,
+            input.outcome
+        );
+        set_state(tx, fold, FoldState::Idle, Some(&reason), None).await?;
+        FoldState::Idle
+    } else if let Some((code, reason)) = hold_for(&input.outcome, &spec, max_retries) {
+        set_state(tx, fold, FoldState::Held, Some(&reason), Some(code)).await?;
+        FoldState::Held
+    } else {
+        let reason = input.outcome.to_string();
+        set_state(tx, fold, FoldState::Failed, Some(&reason), None).await?;
+        FoldState::Failed
+    };
+    let detail = format!("{detail}; fold is {next}");
+    event(
+        tx,
+        Some(fold),
+        Some(input.attempt),
+        "attempt_ended",
+        &detail,
+    )
+    .await?;
+    Ok(RecordResult::Recorded { fold, state: next })
+}
+
+/// Marks an assigned attempt running, and its fold if the attempt is still its current one.
+async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
+    let fold = tx
+        .query_opt(
+            "UPDATE attempts SET state = 'running', started_at = $1 WHERE id = $2 AND state = 'assigned'
+             RETURNING fold_id",
+            &[&now_ms(), &attempt],
+        )
+        .await?;
+    if let Some(fold) = fold {
+        let fold: FoldId = fold.get(0);
+        let detail = format!("attempt {attempt} started");
+        let (id, now) = append_event(tx, Some(fold), Some(attempt), "started", &detail).await?;
+        tx.execute(
+            "UPDATE folds SET state = CASE WHEN state = 'assigned' AND current_attempt = $2
+             THEN 'running' ELSE state END, seq = $3, updated_at = $4 WHERE id = $1",
+            &[&fold, &attempt, &id, &now],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// The attempt a hold or remove must kill, if one is out.
+async fn active_attempt_of(tx: &Transaction<'_>, fold: FoldId) -> Result<Option<CancelTarget>> {
+    Ok(tx
+        .query_opt(
+            "SELECT a.id, a.runner FROM folds f JOIN attempts a ON a.id = f.current_attempt
+             WHERE f.id = $1 AND a.state <> 'ended'",
+            &[&fold],
+        )
+        .await?
+        .map(|r| CancelTarget {
+            attempt: r.get(0),
+            runner: r.get(1),
+        }))
+}
+
+impl PgStore {
+    async fn insert_folds(
+        tx: &Transaction<'_>,
+        owner: &str,
+        admin: bool,
+        folds: &[NewFold],
+    ) -> Result<Vec<FoldId>> {
+        let mut ids = Vec::with_capacity(folds.len());
+        let now = now_ms();
+        for (i, (spec, held)) in folds.iter().enumerate() {
+            for input in &spec.inputs {
+                let usable: bool = if admin {
+                    tx.query_one(
+                        "SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = $1)",
+                        &[&input.sha256],
+                    )
+                    .await?
+                    .get(0)
+                } else {
+                    tx.query_one(
+                        "SELECT EXISTS(SELECT 1 FROM blob_owners WHERE sha256 = $1 AND owner = $2)",
+                        &[&input.sha256, &owner],
+                    )
+                    .await?
+                    .get(0)
+                };
+                if !usable {
+                    return Err(StoreError::Invalid(format!(
+                        "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
+                        input.name, input.sha256
+                    )));
+                }
+            }
+            let (state, hold, reason) = match held {
+                Some((code, reason)) => (FoldState::Held, Some(*code), Some(reason.as_str())),
+                None => (FoldState::Idle, None, None),
+            };
+            let id: FoldId = tx
+                .query_one(
+                    "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
+                     state, reason, hold_code, submitted_at, updated_at, image, requirements, rank)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)
+                     RETURNING id",
+                    &[
+                        &owner,
+                        &spec.queue,
+                        &spec.priority.0,
+                        &(spec.resources.millicpus() as i64),
+                        &(spec.resources.memory as i64),
+                        &(spec.resources.gpus as i64),
+                        &spec.hard_time_limit.map(|v| v as i64),
+                        &serde_json::to_string(spec).expect("spec serializes"),
+                        &state.as_str(),
+                        &reason,
+                        &hold.map(HoldCode::as_str),
+                        &now,
+                        &spec.image,
+                        &spec.requirements,
+                        &spec.rank,
+                    ],
+                )
+                .await?
+                .get(0);
+            for input in &spec.inputs {
+                tx.execute(
+                    "INSERT INTO fold_inputs (fold_id, name, sha256) VALUES ($1, $2, $3)",
+                    &[&id, &input.name, &input.sha256],
+                )
+                .await?;
+            }
+            let detail = match reason {
+                Some(reason) => format!("submitted by {owner}; held: {reason}"),
+                None => format!("submitted by {owner} to queue {}", spec.queue),
+            };
+            event(tx, Some(id), None, "submitted", &detail).await?;
+            ids.push(id);
+        }
+        Ok(ids)
+    }
+
+    fn budget(&self, count_loss: bool) -> Budget {
+        Budget {
+            count_loss,
+            max_losses: self.max_losses,
+        }
+    }
+}
+
+impl QueueStore for PgStore {
+    async fn submit(&self, owner: String, admin: bool, folds: Vec<NewFold>) -> Result<Vec<FoldId>> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let ids = Self::insert_folds(&tx, &owner, admin, &folds).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
+    async fn fold(&self, id: FoldId) -> Result<FoldRecord> {
+        let c = self.pool.get().await?;
+        get_fold(&*c, id, false).await
+    }
+
+    async fn events(&self, fold: FoldId) -> Result<Vec<EventRecord>> {
+        let c = self.pool.get().await?;
+        c.query(
+            "SELECT id, at, attempt_id, kind, detail FROM events WHERE fold_id = $1 ORDER BY id",
+            &[&fold],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(EventRecord {
+                id: r.try_get(0)?,
+                at: r.try_get(1)?,
+                attempt: r.try_get(2)?,
+                kind: r.try_get(3)?,
+                detail: r.try_get(4)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn pending_folds(&self) -> Result<(Vec<PendingFold>, i64)> {
+        let mut c = self.pool.get().await?;
+        let tx = c
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let seq: i64 = tx
+            .query_one("SELECT COALESCE(MAX(id), 0)::BIGINT FROM events", &[])
+            .await?
+            .get(0);
+        let sql = format!("SELECT {PENDING_COLUMNS} FROM folds WHERE state = 'idle' ORDER BY id");
+        let folds = tx
+            .query(&sql, &[])
+            .await?
+            .iter()
+            .map(pending_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        tx.commit().await?;
+        Ok((folds, seq))
+    }
+
+    async fn active_attempts(&self) -> Result<Vec<ActiveAttempt>> {
+        let c = self.pool.get().await?;
+        let columns = ATTEMPT_COLUMNS
+            .split(',')
+            .map(|c| format!("a.{}", c.trim()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT {columns}, f.owner FROM attempts a JOIN folds f ON f.id = a.fold_id
+             WHERE a.state <> 'ended' ORDER BY a.id"
+        );
+        c.query(&sql, &[])
+            .await?
+            .iter()
+            .map(|r| {
+                let a = attempt_from_row(r)?;
+                Ok(ActiveAttempt {
+                    attempt: a.id,
+                    fold: a.fold,
+                    runner: a.runner,
+                    grant: a.grant,
+                    started: a.state == "running",
+                    owner: r.try_get(14)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn fold_changes(&self, seq: i64, limit: usize) -> Result<(Vec<FoldChange>, i64)> {
+        let c = self.pool.get().await?;
+        let sql = format!(
+            "SELECT seq, state, {PENDING_COLUMNS} FROM folds WHERE seq > $1 ORDER BY seq LIMIT $2"
+        );
+        let mut last = seq;
+        let mut changes = Vec::new();
+        for r in c.query(&sql, &[&seq, &(limit as i64)]).await? {
+            let state: String = r.try_get(1)?;
+            let rest = pending_from_row_at(&r, 2)?;
+            last = last.max(r.try_get(0)?);
+            changes.push(if state == "idle" {
+                FoldChange::Idle(rest)
+            } else {
+                FoldChange::NotIdle(rest.id)
+            });
+        }
+        Ok((changes, last))
+    }
+
+    async fn superseded_attempts(&self, attempts: Vec<AttemptId>) -> Result<Vec<AttemptId>> {
+        let c = self.pool.get().await?;
+        let moved_on: std::collections::HashSet<AttemptId> = c
+            .query(
+                "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
+                 WHERE a.id = ANY($1)
+                 AND (f.current_attempt IS DISTINCT FROM a.id OR f.state NOT IN ('assigned', 'running'))",
+                &[&attempts],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        Ok(attempts
+            .into_iter()
+            .filter(|a| moved_on.contains(a))
+            .collect())
+    }
+
+    async fn attempt_grants(
+        &self,
+        attempts: Vec<AttemptId>,
+    ) -> Result<Vec<(AttemptId, FoldId, Grant)>> {
+        let c = self.pool.get().await?;
+        let known: std::collections::HashMap<AttemptId, (FoldId, Grant)> = c
+            .query(
+                "SELECT id, fold_id, millicpus, memory, gpus FROM attempts WHERE id = ANY($1)",
+                &[&attempts],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let gpus: String = r.get(4);
+                let grant = Grant {
+                    millicpus: r.get::<_, i64>(2) as u32,
+                    memory: r.get::<_, i64>(3) as u64,
+                    gpus: serde_json::from_str(&gpus).unwrap_or_default(),
+                };
+                (r.get(0), (r.get(1), grant))
+            })
+            .collect();
+        Ok(attempts
+            .into_iter()
+            .filter_map(|a| known.get(&a).map(|(f, g)| (a, *f, g.clone())))
+            .collect())
+    }
+
+    async fn assign(&self, new: Vec<NewAttempt>) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        // Lock the folds in id order first: concurrent cycles never deadlock.
+        let mut ids: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        tx.execute(
+            "SELECT id FROM folds WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+            &[&ids],
+        )
+        .await?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(new.len());
+        for n in new {
+            let spec = tx
+                .query_opt(
+                    "SELECT spec FROM folds WHERE id = $1 AND state = 'idle'",
+                    &[&n.fold],
+                )
+                .await?;
+            let Some(spec) = spec else { continue };
+            let spec: String = spec.get(0);
+            let attempt: AttemptId = tx
+                .query_one(
+                    "INSERT INTO attempts (fold_id, runner, millicpus, memory, gpus, state, assigned_at)
+                     VALUES ($1, $2, $3, $4, $5, 'assigned', $6) RETURNING id",
+                    &[
+                        &n.fold,
+                        &n.runner,
+                        &(n.grant.millicpus as i64),
+                        &(n.grant.memory as i64),
+                        &serde_json::to_string(&n.grant.gpus).expect("gpus serialize"),
+                        &now,
+                    ],
+                )
+                .await?
+                .get(0);
+            let detail = format!("attempt {attempt} assigned to {}", n.runner);
+            let (id, at) =
+                append_event(&tx, Some(n.fold), Some(attempt), "assigned", &detail).await?;
+            tx.execute(
+                "UPDATE folds SET state = 'assigned', reason = NULL, current_attempt = $1, last_attempt = $1,
+                 attempts = attempts + 1, seq = $3, updated_at = $4 WHERE id = $2",
+                &[&attempt, &n.fold, &id, &at],
+            )
+            .await?;
+            let spec: FoldSpec =
+                serde_json::from_str(&spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            out.push((attempt, n, spec));
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn mark_started(&self, attempt: AttemptId) -> Result<()> {
+        self.apply_reports(vec![attempt], Vec::new())
+            .await
+            .map(|_| ())
+    }
+
+    async fn apply_reports(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+    ) -> Result<Vec<RecordResult>> {
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        for attempt in started {
+            start_attempt(&tx, attempt).await?;
+        }
+        let mut out = Vec::with_capacity(results.len());
+        for input in &results {
+            out.push(finish_attempt(&tx, input, self.budget(true)).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn record_result(&self, input: ResultInput) -> Result<RecordResult> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let r = finish_attempt(&tx, &input, self.budget(true)).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let started: bool = tx
+            .query_opt(
+                "SELECT started_at IS NOT NULL FROM attempts WHERE id = $1",
+                &[&attempt],
+            )
+            .await?
+            .map(|r| r.get(0))
+            .unwrap_or(false);
+        let input = ResultInput {
+            attempt,
+            outcome: Outcome::Lost { reason },
+            metrics: Metrics::default(),
+            log: BlobData::default(),
+            outputs: Vec::new(),
+        };
+        let r = finish_attempt(&tx, &input, self.budget(started)).await?;
+        tx.commit().await?;
+        Ok(r)
+    }
+
+    async fn hold(
+        &self,
+        fold: FoldId,
+        code: HoldCode,
+        reason: String,
+    ) -> Result<Option<CancelTarget>> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let f = get_fold(&tx, fold, true).await?;
+        if f.state == FoldState::Held {
+            return Err(StoreError::Conflict(format!("fold {fold} is already held")));
+        }
+        if f.state.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "fold {fold} is {}; only idle, assigned or running folds can be held",
+                f.state
+            )));
+        }
+        let cancel = active_attempt_of(&tx, fold).await?;
+        set_state(&tx, fold, FoldState::Held, Some(&reason), Some(code)).await?;
+        let attempt = cancel.as_ref().map(|c| c.attempt);
+        event(&tx, Some(fold), attempt, "held", &reason).await?;
+        tx.commit().await?;
+        Ok(cancel)
+    }
+
+    async fn release(&self, fold: FoldId, by: String, changes: ReleaseChanges) -> Result<FoldSpec> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let f = get_fold(&tx, fold, true).await?;
+        if f.state != FoldState::Held {
+            return Err(StoreError::Conflict(format!(
+                "fold {fold} is {}, not held; only held folds can be released",
+                f.state
+            )));
+        }
+        let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
+        tx.execute(
+            "UPDATE folds SET spec = $1, millicpus = $2, memory = $3, hard_limit_ms = $4,
+             current_attempt = NULL WHERE id = $5",
+            &[
+                &serde_json::to_string(&spec).expect("spec serializes"),
+                &(spec.resources.millicpus() as i64),
+                &(spec.resources.memory as i64),
+                &spec.hard_time_limit.map(|v| v as i64),
+                &fold,
+            ],
+        )
+        .await?;
+        set_state(&tx, fold, FoldState::Idle, None, None).await?;
+        let detail = if changes.is_empty() {
+            format!("released by {by}")
+        } else {
+            format!("released by {by} with {}", changes.describe())
+        };
+        event(&tx, Some(fold), None, "released", &detail).await?;
+        tx.commit().await?;
+        Ok(spec)
+    }
+
+    async fn remove(&self, fold: FoldId, by: String) -> Result<Option<CancelTarget>> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let f = get_fold(&tx, fold, true).await?;
+        if f.state.is_final() {
+            return Err(StoreError::Conflict(format!(
+                "fold {fold} is already {}",
+                f.state
+            )));
+        }
+        let cancel = active_attempt_of(&tx, fold).await?;
+        let why = format!("removed by {by}");
+        set_state(&tx, fold, FoldState::Removed, Some(&why), None).await?;
+        let attempt = cancel.as_ref().map(|c| c.attempt);
+        event(&tx, Some(fold), attempt, "removed", &why).await?;
+        tx.commit().await?;
+        Ok(cancel)
+    }
+
+    async fn purge(&self, before: i64) -> Result<PurgeReport> {
+        // The write carries the token it was issued under, however long it waits.
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let old = "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
+                   WHERE a.ended_at < $1 AND f.state IN ('done', 'failed', 'removed')";
+        let outputs = tx
+            .execute(
+                &format!("DELETE FROM outputs WHERE attempt_id IN ({old})"),
+                &[&before],
+            )
+            .await?;
+        let logs = tx
+            .execute(
+                &format!(
+                    "UPDATE attempts SET log_sha256 = NULL WHERE log_sha256 IS NOT NULL AND id IN ({old})"
+                ),
+                &[&before],
+            )
+            .await?;
+        let dropped = tx
+            .query(
+                "DELETE FROM blobs b WHERE b.created_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.sha256 = b.sha256)
+                 AND NOT EXISTS (SELECT 1 FROM fold_inputs i WHERE i.sha256 = b.sha256)
+                 AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.log_sha256 = b.sha256)
+                 RETURNING b.size",
+                &[&before],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(PurgeReport {
+            outputs,
+            logs,
+            blobs: dropped.len() as u64,
+            bytes: dropped.iter().map(|r| r.get::<_, i64>(0) as u64).sum(),
+            ..Default::default()
+        })
+    }
+}

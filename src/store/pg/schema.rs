@@ -1,0 +1,166 @@
+//! The PostgreSQL store's versioned migrations: the columns the queue's core operations need,
+//! as the SQLite schema has them (`store::schema`), plus the leadership row (`lease`).
+//! Applied in one transaction under an advisory lock, so masters starting together migrate
+//! once; `schema_version` says how far a database is.
+
+use tokio_postgres::Client;
+
+/// Taken (for the migrating transaction) by whoever migrates.
+const MIGRATION_LOCK: i64 = 0x6461_7461_7275_6e00; // "datarun\0"
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the queue's core: blobs (inline), folds, their inputs, attempts, outputs, events,
+    //    and the leadership lease
+    r#"
+    CREATE TABLE blobs (
+        sha256     TEXT PRIMARY KEY,
+        size       BIGINT NOT NULL,
+        data       BYTEA NOT NULL,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE blob_owners (
+        sha256 TEXT NOT NULL REFERENCES blobs(sha256) ON DELETE CASCADE,
+        owner  TEXT NOT NULL,
+        PRIMARY KEY (sha256, owner)
+    );
+    CREATE TABLE folds (
+        id              BIGSERIAL PRIMARY KEY,
+        owner           TEXT NOT NULL,
+        queue           TEXT NOT NULL,
+        priority        BIGINT NOT NULL,
+        millicpus       BIGINT NOT NULL,
+        memory          BIGINT NOT NULL,
+        gpus            BIGINT NOT NULL,
+        hard_limit_ms   BIGINT,
+        spec            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        reason          TEXT,
+        hold_code       TEXT,
+        submitted_at    BIGINT NOT NULL,
+        updated_at      BIGINT NOT NULL,
+        attempts        BIGINT NOT NULL DEFAULT 0,
+        retries_used    BIGINT NOT NULL DEFAULT 0,
+        losses          BIGINT NOT NULL DEFAULT 0,
+        current_attempt BIGINT,
+        last_attempt    BIGINT,
+        seq             BIGINT NOT NULL DEFAULT 0,
+        image           TEXT,
+        requirements    TEXT,
+        rank            TEXT
+    );
+    CREATE INDEX folds_state ON folds(state);
+    CREATE INDEX folds_seq ON folds(seq);
+    CREATE INDEX folds_owner ON folds(owner);
+    CREATE TABLE fold_inputs (
+        fold_id BIGINT NOT NULL REFERENCES folds(id),
+        name    TEXT NOT NULL,
+        sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+        PRIMARY KEY (fold_id, name)
+    );
+    CREATE TABLE attempts (
+        id           BIGSERIAL PRIMARY KEY,
+        fold_id      BIGINT NOT NULL REFERENCES folds(id),
+        runner       TEXT NOT NULL,
+        millicpus    BIGINT NOT NULL,
+        memory       BIGINT NOT NULL,
+        gpus         TEXT NOT NULL,
+        state        TEXT NOT NULL,
+        assigned_at  BIGINT NOT NULL,
+        started_at   BIGINT,
+        ended_at     BIGINT,
+        outcome_kind TEXT,
+        outcome      TEXT,
+        wall_ms      BIGINT,
+        cpu_ms       BIGINT,
+        peak_memory  BIGINT,
+        log_sha256   TEXT REFERENCES blobs(sha256)
+    );
+    CREATE INDEX attempts_fold ON attempts(fold_id);
+    CREATE INDEX attempts_active ON attempts(state) WHERE state <> 'ended';
+    CREATE TABLE outputs (
+        attempt_id BIGINT NOT NULL REFERENCES attempts(id),
+        name       TEXT NOT NULL,
+        sha256     TEXT NOT NULL REFERENCES blobs(sha256),
+        size       BIGINT NOT NULL,
+        PRIMARY KEY (attempt_id, name)
+    );
+    CREATE TABLE events (
+        id         BIGSERIAL PRIMARY KEY,
+        at         BIGINT NOT NULL,
+        fold_id    BIGINT,
+        attempt_id BIGINT,
+        kind       TEXT NOT NULL,
+        detail     TEXT NOT NULL
+    );
+    CREATE INDEX events_fold ON events(fold_id);
+    CREATE TABLE leadership (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        holder     TEXT NOT NULL,
+        generation BIGINT NOT NULL,
+        expires_at TIMESTAMPTZ NOT NULL
+    );
+    INSERT INTO leadership (id, holder, generation, expires_at) VALUES (1, '', 0, '-infinity');
+    "#,
+    // 2: arrays of folds and dependencies between folds, as SQLite's migration 13 (the
+    //    columns `records::FOLD_COLUMNS` reads; waiting folds are not yet settled here)
+    r#"
+    CREATE TABLE arrays (
+        id         BIGSERIAL PRIMARY KEY,
+        owner      TEXT NOT NULL,
+        size       BIGINT NOT NULL,
+        cap        BIGINT,
+        created_at BIGINT NOT NULL
+    );
+    ALTER TABLE folds ADD COLUMN array_id BIGINT REFERENCES arrays(id);
+    ALTER TABLE folds ADD COLUMN array_index BIGINT;
+    CREATE UNIQUE INDEX folds_array ON folds(array_id, array_index) WHERE array_id IS NOT NULL;
+    CREATE TABLE fold_deps (
+        child  BIGINT NOT NULL,
+        parent BIGINT NOT NULL,
+        kind   TEXT NOT NULL,
+        PRIMARY KEY (child, parent)
+    );
+    CREATE INDEX fold_deps_parent ON fold_deps(parent);
+    "#,
+];
+
+/// The newest schema version this build knows.
+pub const VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Migrates the database to [`VERSION`]; refuses one newer than this build.
+pub async fn migrate(client: &mut Client) -> Result<(), String> {
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .await
+        .map_err(|e| e.to_string())?;
+    let version: i64 = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await
+        .map_err(|e| e.to_string())?
+        .map(|r| r.get(0))
+        .unwrap_or(0);
+    if version > VERSION {
+        return Err(format!(
+            "the database is at schema version {version}, newer than this datarun's {VERSION}: \
+             upgrade datarun"
+        ));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(sql)
+            .await
+            .map_err(|e| format!("migration {}: {e}", i + 1))?;
+    }
+    tx.execute("DELETE FROM schema_version", &[])
+        .await
+        .map_err(|e| e.to_string())?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        &[&VERSION],
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    tx.commit().await.map_err(|e| e.to_string())
+}
