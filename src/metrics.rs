@@ -436,10 +436,12 @@ async fn scrape(State(state): State<ApiState>, req: Request) -> Result<Response,
         };
         match crate::api::principal(&state, token).await? {
             Ok(who) if who.admin => {}
-            Ok(who) => return Err(ApiError::forbidden(format!(
+            Ok(who) => {
+                return Err(ApiError::forbidden(format!(
                 "{} is not an admin; /metrics is for admin tokens (or `serve --metrics-public`)",
                 who.name
-            ))),
+            )))
+            }
             Err(refused) => return Err(ApiError::new(StatusCode::UNAUTHORIZED, refused.message)),
         }
     }

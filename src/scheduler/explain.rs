@@ -5,6 +5,7 @@ use super::capacity::capacity_reason_in;
 use super::feasibility::{accepts_image, serves, Pool, Room, Shape};
 use super::requirements::NONE;
 use super::{Explanation, Rejection, RunnerView, Step};
+use crate::model::{FoldId, FoldState};
 use crate::units::{format_duration, format_size};
 use std::time::Duration;
 
@@ -85,8 +86,9 @@ impl Tally {
         self.n[k] += 1;
     }
 
-    /// One rejection per step that rejected a runner, in step order.
-    fn rejections(&self, shape: &Shape) -> Vec<Rejection> {
+    /// One rejection per step that rejected a runner, in step order, against what is free
+    /// now (`Free`) or what the runners have in all (`InAll`).
+    fn rejections(&self, shape: &Shape, of: Offer) -> Vec<Rejection> {
         TALLIED
             .iter()
             .enumerate()
@@ -94,10 +96,19 @@ impl Tally {
             .map(|(k, &step)| Rejection {
                 step,
                 runners: self.n[k],
-                detail: detail(step, self.n[k], self.lo[k], self.hi[k], shape),
+                detail: detail(step, self.n[k], self.lo[k], self.hi[k], shape, of),
             })
             .collect()
     }
+}
+
+/// What a resource rejection compares the fold with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    /// What is free now (the runner could run the fold once others end).
+    Free,
+    /// The runner's whole capacity (it can never run the fold, busy or not).
+    InAll,
 }
 
 pub(super) fn n_runners(n: usize) -> String {
@@ -201,17 +212,22 @@ fn union_list<'a>(lists: impl Iterator<Item = &'a [String]>) -> String {
     s
 }
 
-/// The detail line of a rejection against what is free now.
-fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
+/// The detail line of a rejection against what is free now or what runners have in all.
+fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape, of: Offer) -> String {
     let who = n_runners(n);
     let have = verb(n, "has", "have");
     let at_most = if lo == hi { "" } else { "at most " };
+    let free = match of {
+        Offer::Free => "free",
+        Offer::InAll => "in all",
+    };
     match step {
+        Step::Slots if of == Offer::InAll => format!("slots: {who} {have} no slots"),
         Step::Slots => format!("slots: {who} {have} no free slot"),
         Step::Cpus => {
             let ask = shape.millicpus as u64;
             format!(
-                "cpus: {who} {have} {at_most}{} {} free, fold asks {}",
+                "cpus: {who} {have} {at_most}{} {} {free}, fold asks {}",
                 cpus(hi),
                 cpus_word(hi),
                 cpus(ask)
@@ -219,10 +235,10 @@ fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
         }
         Step::Memory => {
             let (h, a) = sizes(hi, shape.memory);
-            format!("memory: {who} {have} {at_most}{h} free, fold asks {a}")
+            format!("memory: {who} {have} {at_most}{h} {free}, fold asks {a}")
         }
         Step::Gpus => format!(
-            "gpus: {who} {have} {at_most}{hi} {} free, fold asks {}",
+            "gpus: {who} {have} {at_most}{hi} {} {free}, fold asks {}",
             gpus_word(hi),
             shape.gpus
         ),
@@ -425,31 +441,39 @@ impl Pool<'_> {
             rejections.extend(j.rejections.iter().cloned());
         }
         let meeting = judged.as_ref().map_or(&serving, |j| &j.passing);
-        let mut all = Tally::default();
+        // A runner the fold can never fit is rejected at the first step its whole capacity
+        // fails (a busy 2G runner is rejected for memory, not for its slot, when the fold
+        // asks 4G): the table then agrees with a summary that blames memory.
+        let mut never = Tally::default();
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
         let (mut usable, mut outranked) = (0, 0);
         for &r in meeting {
             let r = r as usize;
             let limit = self.runners[r].hard_limit_ms;
-            let free = &self.free[r];
-            let failure = shape.failure(free, limit);
-            match failure {
-                Some(step) => all.add(step, offered(step, free, limit), r),
-                None => now.push(r),
+            let total = &self.total[r];
+            if !(shape.limit_ok(limit) && shape.fits(total)) {
+                let step = shape
+                    .failure(total, limit)
+                    .expect("a shape that does not fit a runner fails one of its steps");
+                never.add(step, offered(step, total, limit), r);
+                continue;
             }
-            if shape.limit_ok(limit) && shape.fits(&self.total[r]) {
-                usable += 1;
-                if let Some(step) = failure {
+            usable += 1;
+            let free = &self.free[r];
+            match shape.failure(free, limit) {
+                Some(step) => {
                     busy.add(step, offered(step, free, limit), r);
                     if shape.fits(&self.initial[r]) {
                         outranked += 1;
                     }
                 }
+                None => now.push(r),
             }
         }
         self.lane_serving[lane] = Some(serving);
-        rejections.extend(all.rejections(shape));
+        rejections.extend(never.rejections(shape, Offer::InAll));
+        rejections.extend(busy.rejections(shape, Offer::Free));
 
         let summary = if usable == 0 {
             self.unusable_summary(shape)
@@ -474,7 +498,7 @@ impl Pool<'_> {
             )
         } else {
             let why: Vec<String> = busy
-                .rejections(shape)
+                .rejections(shape, Offer::Free)
                 .into_iter()
                 .map(|r| r.detail)
                 .collect();
@@ -539,4 +563,33 @@ impl Pool<'_> {
             name_list(names, n)
         )
     }
+}
+
+/// What `analyze` says of a fold that is not waiting to run, in place of the pool's answer
+/// (`pool`, the summary of `explain`); None for an idle fold, whose answer is the pool's. A
+/// held fold keeps the pool's answer, for when it is released.
+pub fn state_summary(
+    id: FoldId,
+    state: FoldState,
+    reason: Option<&str>,
+    runner: Option<&str>,
+    pool: &str,
+) -> Option<String> {
+    let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    let on = runner
+        .map(|r| format!(" on runner {r}"))
+        .unwrap_or_default();
+    Some(match state {
+        FoldState::Idle => return None,
+        FoldState::Held => {
+            format!("held{why}: it waits for `datarun queue release {id}`; released now: {pool}")
+        }
+        FoldState::Assigned => format!("assigned{on}: it is starting, not waiting for a runner"),
+        FoldState::Running => format!("running{on}: it is not waiting for a runner"),
+        FoldState::Done => format!("done{on}: it ran to the end; nothing waits"),
+        FoldState::Failed => {
+            format!("failed{why}: it will not run again unless it is submitted again")
+        }
+        FoldState::Removed => format!("removed{why}: it will not run"),
+    })
 }
