@@ -14,7 +14,7 @@
 use crate::api::{ApiError, ApiState};
 use crate::model::{FoldState, Metrics as FoldMetrics, Outcome};
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -51,7 +51,7 @@ struct StoreLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
-    method: String,
+    method: &'static str,
     route: String,
     status: u16,
 }
@@ -285,10 +285,10 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    fn http(&self, method: &str, route: &str, status: StatusCode, took: Duration) {
+    fn http(&self, method: &Method, route: &str, status: StatusCode, took: Duration) {
         self.http_requests
             .get_or_create(&HttpLabels {
-                method: method.to_string(),
+                method: method_label(method),
                 route: route.to_string(),
                 status: status.as_u16(),
             })
@@ -388,6 +388,20 @@ pub fn op_name(type_name: &'static str) -> &'static str {
     s.rsplit("::").next().unwrap_or(s)
 }
 
+/// The method as a label: the standard ones, else "other" (a client may send any token).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// The outermost API middleware (inside `json_errors`): counts every answer by method, route
 /// and status, and times it to its head.
 pub async fn track_http(req: Request, next: Next) -> Response {
@@ -399,7 +413,7 @@ pub async fn track_http(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str())
         .unwrap_or("unmatched");
-    get().http(method.as_str(), route, resp.status(), t.elapsed());
+    get().http(&method, route, resp.status(), t.elapsed());
     resp
 }
 

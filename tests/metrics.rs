@@ -148,6 +148,8 @@ fn metrics_agree_with_the_queue() {
         assert_eq!(m.request("GET", &format!("/folds/{id}"), None).0, 404);
     }
     assert_eq!(m.request("GET", "/no/such/route", None).0, 404);
+    // A method of the client's own making is not a label value.
+    assert_eq!(m.request("BREW", "/queue", None).0, 405);
 
     let (status, ctype, text) = scrape(&m, Some(&m.token));
     assert_eq!(status, 200, "{text}");
@@ -276,13 +278,26 @@ fn metrics_agree_with_the_queue() {
         !text.contains("987654") && !text.contains("/no/such/route"),
         "raw paths leak into labels"
     );
+    let brewed: f64 = s
+        .iter()
+        .filter(|x| {
+            x["name"] == "datarun_http_requests_total"
+                && x["labels"]["method"] == "other"
+                && x["labels"]["status"] == "405"
+        })
+        .map(|x| x["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(brewed, 1.0, "{text}");
+    assert!(!text.contains("BREW"), "a raw method in labels");
+    // The three listings and the BREW: a 405 still matched the route.
+    assert_eq!(http("other", "/api/v1/queue", "405"), 1.0);
     assert_eq!(
         must(
             &s,
             "datarun_http_request_seconds_count",
             json!({"route": "/api/v1/queue"})
         ),
-        3.0
+        4.0
     );
     // Nothing per owner, for anyone.
     assert!(
