@@ -134,6 +134,16 @@ fn the_table_blames_what_the_summary_blames() {
             .starts_with("waiting for free resources"),
         "{v}"
     );
+    // Drained (unavailable) and too small: still memory, what would stop it once resumed;
+    // the fold that fits is stopped by the drain.
+    m.cli_ok(&["runners", "drain", "one"]);
+    let (v, _) = analyze(&m, big);
+    assert_eq!(step(&v, "available")["rejected"], 0, "{v}");
+    assert_eq!(step(&v, "memory")["rejected"], 1, "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("memory"), "{v}");
+    let (v, _) = analyze(&m, small);
+    assert_eq!(step(&v, "available")["rejected"], 1, "{v}");
+    assert_eq!(step(&v, "memory")["rejected"], 0, "{v}");
     m.cli_ok(&["queue", "remove", &busy[0].to_string()]);
 }
 

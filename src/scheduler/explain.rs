@@ -352,7 +352,65 @@ pub(super) fn image_reason(serving: &[&RunnerView], image: Option<&str>, scope: 
     }
 }
 
+/// The Available rejection of these unavailable runners (None when there are none).
+fn unavailable(down: &[&RunnerView]) -> Option<Rejection> {
+    let n = down.len();
+    if n == 0 {
+        return None;
+    }
+    let names = down.iter().map(|r| {
+        format!(
+            "{}: {}",
+            r.name,
+            r.unavailable.as_deref().unwrap_or_default()
+        )
+    });
+    Some(Rejection {
+        step: Step::Available,
+        runners: n,
+        detail: format!(
+            "available: {} {} unavailable ({})",
+            n_runners(n),
+            verb(n, "is", "are"),
+            name_list(names, n)
+        ),
+    })
+}
+
 impl Pool<'_> {
+    /// On demand (not in a cycle), for a shape without requirements: the unavailable runners
+    /// that serve its queue and take its image but could never fit it, tallied in `never` at
+    /// the step their capacity fails; the Available rejection in `rejections` keeps the others.
+    /// A runner down *and* too small is rejected for what would stop it once back.
+    fn down_and_too_small(
+        &self,
+        shape: &Shape,
+        rejections: &mut Vec<Rejection>,
+        never: &mut Tally,
+    ) {
+        if shape.req != NONE || shape.runner_req != NONE {
+            return;
+        }
+        let (queue, image) = (self.queues[shape.queue as usize], self.image(shape));
+        let mut others: Vec<&RunnerView> = Vec::new();
+        for (i, r) in self.runners.iter().enumerate() {
+            if r.unavailable.is_none() {
+                continue;
+            }
+            let limit = r.hard_limit_ms;
+            let total = &self.total[i];
+            let never_fits = serves(r, queue)
+                && accepts_image(r.images.as_deref(), image)
+                && !(shape.limit_ok(limit) && shape.fits(total));
+            match never_fits.then(|| shape.failure(total, limit)).flatten() {
+                Some(step) => never.add(step, offered(step, total, limit), i),
+                None => others.push(r),
+            }
+        }
+        rejections.retain(|r| r.step != Step::Available);
+        rejections.splice(0..0, unavailable(&others));
+    }
+
     /// The Available and Queue rejections for queue `q`; they do not depend on the shape.
     fn head_rejections(&mut self, q: u32) -> Vec<Rejection> {
         if let Some(head) = &self.head[q as usize] {
@@ -362,26 +420,7 @@ impl Pool<'_> {
         let queue = self.queues[q as usize];
         let mut head = Vec::new();
         let down: Vec<&RunnerView> = runners.iter().filter(|r| r.unavailable.is_some()).collect();
-        if !down.is_empty() {
-            let n = down.len();
-            let names = down.iter().map(|r| {
-                format!(
-                    "{}: {}",
-                    r.name,
-                    r.unavailable.as_deref().unwrap_or_default()
-                )
-            });
-            head.push(Rejection {
-                step: Step::Available,
-                runners: n,
-                detail: format!(
-                    "available: {} {} unavailable ({})",
-                    n_runners(n),
-                    verb(n, "is", "are"),
-                    name_list(names, n)
-                ),
-            });
-        }
+        head.extend(unavailable(&down));
         let not_serving = runners.len() - down.len() - self.serving(q).len();
         if not_serving > 0 {
             let others = runners
@@ -445,6 +484,9 @@ impl Pool<'_> {
         // fails (a busy 2G runner is rejected for memory, not for its slot, when the fold
         // asks 4G): the table then agrees with a summary that blames memory.
         let mut never = Tally::default();
+        if now_allowed {
+            self.down_and_too_small(shape, &mut rejections, &mut never);
+        }
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
         let (mut usable, mut outranked) = (0, 0);
