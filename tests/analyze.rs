@@ -105,6 +105,10 @@ fn the_table_blames_what_the_summary_blames() {
     assert_eq!(v["state"], "held", "{v}");
     let summary = v["summary"].as_str().unwrap();
     assert!(summary.contains("memory"), "{summary}");
+    assert!(
+        summary.starts_with("held (") && summary.contains("releasing it would not help"),
+        "{summary}"
+    );
     assert_eq!(step(&v, "slots")["rejected"], 0, "{v}");
     assert_eq!(step(&v, "memory")["rejected"], 1, "{v}");
     assert!(

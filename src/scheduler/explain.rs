@@ -575,7 +575,7 @@ impl Pool<'_> {
         let reqs = &mut self.reqs;
         let reason = capacity_reason_in(queue, image, shape, runners, &serving, reqs, |i| total[i]);
         if let Some(never) = reason {
-            return format!("no runner can ever run this fold: {}", never.reason);
+            return format!("{NEVER}: {}", never.reason);
         }
         let could: Vec<&RunnerView> = serving
             .iter()
@@ -607,6 +607,9 @@ impl Pool<'_> {
     }
 }
 
+/// How the summary of a fold no runner of the pool could ever run begins.
+const NEVER: &str = "no runner can ever run this fold";
+
 /// What `analyze` says of a fold that is not waiting to run, in place of the pool's answer
 /// (`pool`, the summary of `explain`); None for an idle fold, whose answer is the pool's. A
 /// held fold keeps the pool's answer, for when it is released.
@@ -623,6 +626,9 @@ pub fn state_summary(
         .unwrap_or_default();
     Some(match state {
         FoldState::Idle => return None,
+        FoldState::Held if pool.starts_with(NEVER) => {
+            format!("held{why}: releasing it would not help: {pool}")
+        }
         FoldState::Held => {
             format!("held{why}: it waits for `datarun queue release {id}`; released now: {pool}")
         }
