@@ -170,6 +170,17 @@ fn folds_that_do_not_wait_say_so() {
         !text.contains("can run now") && !text.contains("STEP"),
         "{text}"
     );
+    // A fold waiting on the running one is not in line yet, and says so.
+    let mut child = sh("true");
+    child["after"] = json!([{ "fold": running }]);
+    let child = m.submit(vec![child])[0];
+    let (v, text) = analyze(&m, child);
+    assert_eq!(v["state"], "waiting", "{v}");
+    assert!(v["summary"].as_str().unwrap().starts_with("waiting"), "{v}");
+    assert!(
+        !text.contains("can run now") && !text.contains("STEP"),
+        "{text}"
+    );
     m.cli_ok(&["queue", "remove", &running.to_string()]);
     let (v, text) = analyze(&m, running);
     assert!(v["summary"].as_str().unwrap().starts_with("removed"), "{v}");

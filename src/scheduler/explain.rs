@@ -352,6 +352,29 @@ pub(super) fn image_reason(serving: &[&RunnerView], image: Option<&str>, scope: 
     }
 }
 
+/// The Queue rejection of these runners, which do not serve `queue` (None when there are none).
+fn queue_rejection(not_serving: &[&RunnerView], queue: &str) -> Option<Rejection> {
+    let n = not_serving.len();
+    if n == 0 {
+        return None;
+    }
+    let served = queue_list(not_serving.iter().copied());
+    let they = if served.is_empty() {
+        format!("{} no queues", verb(n, "it serves", "they serve"))
+    } else {
+        format!("{}: {served}", verb(n, "it serves", "they serve"))
+    };
+    Some(Rejection {
+        step: Step::Queue,
+        runners: n,
+        detail: format!(
+            "queue: {} {} serve queue {queue:?} ({they})",
+            n_runners(n),
+            verb(n, "does not", "do not")
+        ),
+    })
+}
+
 /// The Available rejection of these unavailable runners (None when there are none).
 fn unavailable(down: &[&RunnerView]) -> Option<Rejection> {
     let n = down.len();
@@ -378,37 +401,42 @@ fn unavailable(down: &[&RunnerView]) -> Option<Rejection> {
 }
 
 impl Pool<'_> {
-    /// On demand (not in a cycle), for a shape without requirements: the unavailable runners
-    /// that serve its queue and take its image but could never fit it, tallied in `never` at
-    /// the step their capacity fails; the Available rejection in `rejections` keeps the others.
-    /// A runner down *and* too small is rejected for what would stop it once back.
-    fn down_and_too_small(
-        &self,
-        shape: &Shape,
-        rejections: &mut Vec<Rejection>,
-        never: &mut Tally,
-    ) {
-        if shape.req != NONE || shape.runner_req != NONE {
-            return;
-        }
+    /// On demand (not in a cycle): the unavailable runners that could never run `shape`
+    /// anyway are rejected at the step that will always stop them: the queue they do not
+    /// serve, the image they do not take, or (for a shape without requirements) the capacity
+    /// step their whole resources fail, tallied in `never`. The Available rejection in
+    /// `rejections` keeps the others: a runner down *and* unable to run the fold is rejected
+    /// for what would stop it once back, as the summary says.
+    fn down_but_never(&self, shape: &Shape, rejections: &mut Vec<Rejection>, never: &mut Tally) {
         let (queue, image) = (self.queues[shape.queue as usize], self.image(shape));
-        let mut others: Vec<&RunnerView> = Vec::new();
+        let plain = shape.req == NONE && shape.runner_req == NONE;
+        let (mut others, mut not_serving, mut refused) = (Vec::new(), Vec::new(), Vec::new());
         for (i, r) in self.runners.iter().enumerate() {
             if r.unavailable.is_none() {
                 continue;
             }
-            let limit = r.hard_limit_ms;
-            let total = &self.total[i];
-            let never_fits = serves(r, queue)
-                && accepts_image(r.images.as_deref(), image)
-                && !(shape.limit_ok(limit) && shape.fits(total));
-            match never_fits.then(|| shape.failure(total, limit)).flatten() {
+            if !serves(r, queue) {
+                not_serving.push(r);
+                continue;
+            }
+            if !accepts_image(r.images.as_deref(), image) {
+                refused.push(r);
+                continue;
+            }
+            let (limit, total) = (r.hard_limit_ms, &self.total[i]);
+            let fits = shape.limit_ok(limit) && shape.fits(total);
+            match (!fits && plain)
+                .then(|| shape.failure(total, limit))
+                .flatten()
+            {
                 Some(step) => never.add(step, offered(step, total, limit), i),
                 None => others.push(r),
             }
         }
         rejections.retain(|r| r.step != Step::Available);
         rejections.splice(0..0, unavailable(&others));
+        rejections.extend(queue_rejection(&not_serving, queue));
+        rejections.extend(image_rejections(&refused, image));
     }
 
     /// The Available and Queue rejections for queue `q`; they do not depend on the shape.
@@ -421,28 +449,11 @@ impl Pool<'_> {
         let mut head = Vec::new();
         let down: Vec<&RunnerView> = runners.iter().filter(|r| r.unavailable.is_some()).collect();
         head.extend(unavailable(&down));
-        let not_serving = runners.len() - down.len() - self.serving(q).len();
-        if not_serving > 0 {
-            let others = runners
-                .iter()
-                .filter(|r| r.unavailable.is_none() && !serves(r, queue));
-            let served = queue_list(others);
-            let n = not_serving;
-            let they = if served.is_empty() {
-                format!("{} no queues", verb(n, "it serves", "they serve"))
-            } else {
-                format!("{}: {served}", verb(n, "it serves", "they serve"))
-            };
-            head.push(Rejection {
-                step: Step::Queue,
-                runners: n,
-                detail: format!(
-                    "queue: {} {} serve queue {queue:?} ({they})",
-                    n_runners(n),
-                    verb(n, "does not", "do not")
-                ),
-            });
-        }
+        let not_serving: Vec<&RunnerView> = runners
+            .iter()
+            .filter(|r| r.unavailable.is_none() && !serves(r, queue))
+            .collect();
+        head.extend(queue_rejection(&not_serving, queue));
         self.head[q as usize] = Some(head.clone());
         head
     }
@@ -485,7 +496,7 @@ impl Pool<'_> {
         // asks 4G): the table then agrees with a summary that blames memory.
         let mut never = Tally::default();
         if now_allowed {
-            self.down_and_too_small(shape, &mut rejections, &mut never);
+            self.down_but_never(shape, &mut rejections, &mut never);
         }
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
@@ -626,6 +637,9 @@ pub fn state_summary(
         .unwrap_or_default();
     Some(match state {
         FoldState::Idle => return None,
+        FoldState::Waiting => format!(
+            "waiting{why}: it gets in line once the folds it depends on end (or its array is under its cap)"
+        ),
         FoldState::Held if pool.starts_with(NEVER) => {
             format!("held{why}: releasing it would not help: {pool}")
         }
