@@ -148,6 +148,13 @@ fn the_table_blames_what_the_summary_blames() {
     let (v, _) = analyze(&m, small);
     assert_eq!(step(&v, "available")["rejected"], 1, "{v}");
     assert_eq!(step(&v, "memory")["rejected"], 0, "{v}");
+    let mut elsewhere = sh("true");
+    elsewhere["queue"] = json!("gpu");
+    let elsewhere = m.submit(vec![elsewhere])[0];
+    let (v, _) = analyze(&m, elsewhere);
+    assert_eq!(step(&v, "available")["rejected"], 0, "{v}");
+    assert_eq!(step(&v, "queue")["rejected"], 1, "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("queue"), "{v}");
     m.cli_ok(&["queue", "remove", &busy[0].to_string()]);
 }
 
