@@ -10,6 +10,7 @@ pub mod edge;
 pub mod inventory;
 pub mod maintenance;
 pub mod master;
+pub mod metrics;
 pub mod model;
 pub mod protocol;
 pub mod provision;

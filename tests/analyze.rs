@@ -90,3 +90,131 @@ fn every_rejection_kind_is_explained() {
     );
     m.cli_ok(&["queue", "remove", &busy[0].to_string()]);
 }
+
+/// The table agrees with the summary: a fold asking 4G of a 2G runner whose one slot is busy
+/// is rejected for memory (what the runner has in all), not for the slot, as the summary says.
+#[test]
+fn the_table_blames_what_the_summary_blames() {
+    let m = Master::start(Some(RUNNER));
+    let busy = m.submit(vec![sh("sleep 30")]);
+    m.wait_state(busy[0], "running", Duration::from_secs(20));
+    let mut big = sh("true");
+    big["resources"]["memory"] = json!("4G");
+    let big = m.submit(vec![big])[0];
+    let (v, text) = analyze(&m, big);
+    assert_eq!(v["state"], "held", "{v}");
+    let summary = v["summary"].as_str().unwrap();
+    assert!(summary.contains("memory"), "{summary}");
+    assert!(
+        summary.starts_with("held (") && summary.contains("releasing it would not help"),
+        "{summary}"
+    );
+    assert_eq!(step(&v, "slots")["rejected"], 0, "{v}");
+    assert_eq!(step(&v, "memory")["rejected"], 1, "{v}");
+    assert!(
+        step(&v, "memory")["why"][0]
+            .as_str()
+            .unwrap()
+            .contains("has 2G in all, fold asks 4G"),
+        "{v}"
+    );
+    let memory_row = text
+        .lines()
+        .find(|l| l.starts_with("memory"))
+        .unwrap()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>();
+    assert_eq!(memory_row, ["memory", "0", "1"], "{text}");
+    // A fold that fits but waits for the slot is still rejected at the slot, as free.
+    let small = m.submit(vec![sh("true")])[0];
+    let (v, _) = analyze(&m, small);
+    assert_eq!(step(&v, "slots")["rejected"], 1, "{v}");
+    assert_eq!(step(&v, "memory")["rejected"], 0, "{v}");
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("waiting for free resources"),
+        "{v}"
+    );
+    // Drained (unavailable) and too small: still memory, what would stop it once resumed;
+    // the fold that fits is stopped by the drain.
+    m.cli_ok(&["runners", "drain", "one"]);
+    let (v, _) = analyze(&m, big);
+    assert_eq!(step(&v, "available")["rejected"], 0, "{v}");
+    assert_eq!(step(&v, "memory")["rejected"], 1, "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("memory"), "{v}");
+    let (v, _) = analyze(&m, small);
+    assert_eq!(step(&v, "available")["rejected"], 1, "{v}");
+    assert_eq!(step(&v, "memory")["rejected"], 0, "{v}");
+    let mut elsewhere = sh("true");
+    elsewhere["queue"] = json!("gpu");
+    let elsewhere = m.submit(vec![elsewhere])[0];
+    let (v, _) = analyze(&m, elsewhere);
+    assert_eq!(step(&v, "available")["rejected"], 0, "{v}");
+    assert_eq!(step(&v, "queue")["rejected"], 1, "{v}");
+    assert!(v["summary"].as_str().unwrap().contains("queue"), "{v}");
+    m.cli_ok(&["queue", "remove", &busy[0].to_string()]);
+}
+
+/// Only a waiting fold gets the pool's answer: running, done, failed, removed and held folds
+/// say what they are, never "can run now".
+#[test]
+fn folds_that_do_not_wait_say_so() {
+    let m = Master::start(Some(RUNNER));
+    let running = m.submit(vec![sh("sleep 30")])[0];
+    m.wait_state(running, "running", Duration::from_secs(20));
+    let (v, text) = analyze(&m, running);
+    assert!(
+        v["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("running on runner one"),
+        "{v}"
+    );
+    assert!(
+        !text.contains("can run now") && !text.contains("STEP"),
+        "{text}"
+    );
+    // A fold waiting on the running one is not in line yet, and says so.
+    let mut child = sh("true");
+    child["after"] = json!([{ "fold": running }]);
+    let child = m.submit(vec![child])[0];
+    let (v, text) = analyze(&m, child);
+    assert_eq!(v["state"], "waiting", "{v}");
+    assert!(v["summary"].as_str().unwrap().starts_with("waiting"), "{v}");
+    assert!(
+        !text.contains("can run now") && !text.contains("STEP"),
+        "{text}"
+    );
+    m.cli_ok(&["queue", "remove", &running.to_string()]);
+    let (v, text) = analyze(&m, running);
+    assert!(v["summary"].as_str().unwrap().starts_with("removed"), "{v}");
+    assert!(!text.contains("can run now"), "{text}");
+
+    let mut failing = sh("exit 3");
+    failing["max_retries"] = json!(0);
+    let ids = m.submit(vec![sh("true"), failing]);
+    m.wait_all(&ids, Duration::from_secs(20));
+    for (id, state) in ids.iter().zip(["done", "failed"]) {
+        let (v, text) = analyze(&m, *id);
+        assert_eq!(v["state"], state, "{v}");
+        assert!(v["summary"].as_str().unwrap().starts_with(state), "{v}");
+        assert!(!text.contains("can run now"), "{text}");
+        assert!(text.contains(&format!("In short: {state}")), "{text}");
+    }
+
+    // Held by hand on an idle pool: it says it is held, then what a release would do.
+    let held = m.submit(vec![sh("sleep 30")])[0];
+    m.cli_ok(&["queue", "hold", &held.to_string()]);
+    m.wait_state(held, "held", Duration::from_secs(20));
+    let (v, text) = analyze(&m, held);
+    let summary = v["summary"].as_str().unwrap();
+    assert!(summary.starts_with("held"), "{summary}");
+    assert!(
+        summary.contains(&format!("datarun queue release {held}")),
+        "{summary}"
+    );
+    assert!(text.contains("In short: held"), "{text}");
+}

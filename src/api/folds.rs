@@ -521,7 +521,7 @@ pub async fn analyze(
         "matching_now": left,
         "outranked": why.outranked,
         "matches_empty_pool": why.matches_empty_pool,
-        "summary": why.summary,
+        "summary": crate::scheduler::state_summary(id, fold.state, fold.reason.as_deref(), fold.runner.as_deref(), &why.summary).unwrap_or(why.summary),
         "place_in_line": place,
         "owner_cap": s.master.owner_cap().map(|cap| json!({
             "owner": fold.owner,

@@ -58,6 +58,8 @@ pub struct ApiLimits {
     pub waiters: Waiters,
     /// The master serves HTTPS: the dashboard's cookie is `Secure`.
     pub https: bool,
+    /// `GET /metrics` without a token (`serve --metrics-public`); else admin tokens only.
+    pub metrics_public: bool,
 }
 
 impl Default for ApiLimits {
@@ -67,6 +69,7 @@ impl Default for ApiLimits {
             rate: RateLimiter::new(Default::default()),
             waiters: Waiters::new(crate::model::limits::DEFAULT_MAX_WAITERS as usize),
             https: false,
+            metrics_public: false,
         }
     }
 }
@@ -141,6 +144,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
             get(|| async { Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})) }),
         )
         .merge(authed)
+        .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -150,10 +154,15 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(state.clone())
         .pipe(|api| Router::new().nest("/api/v1", api))
-        .merge(runapp::router(state, max_body))
+        .merge(crate::metrics::routes(state.clone()))
+        .merge(
+            runapp::router(state, max_body)
+                .route_layer(middleware::from_fn(crate::metrics::tag_route)),
+        )
         // As the fallback of an otherwise empty router, the layer wraps the whole app (a
         // router's own `layer` wraps each route, inside the 405 answer and its Allow header).
         .pipe(|app| Router::new().fallback_service(app))
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(middleware::from_fn(json_errors::json_errors))
         // The web dashboard at `/`: HTML pages, outside the JSON error layer.
         .merge(dashboard)

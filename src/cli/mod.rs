@@ -113,6 +113,10 @@ enum Command {
         /// ~/.config/datarun/known_hosts.
         #[arg(long, value_name = "FILE")]
         known_hosts: Option<PathBuf>,
+        /// Serve `GET /metrics` (Prometheus) without a token; by default it takes an admin
+        /// token. The page has no per-owner figures either way.
+        #[arg(long)]
+        metrics_public: bool,
         #[command(flatten)]
         edge: serve::EdgeArgs,
         /// `/runapp/`: the most the b64(zlib) fields of one request may inflate to, together
@@ -245,6 +249,7 @@ pub fn main() -> Result<()> {
             output_limit,
             lease,
             known_hosts,
+            metrics_public,
             edge,
             max_inflated,
             rate_limit,
@@ -261,6 +266,7 @@ pub fn main() -> Result<()> {
                 output_limit,
                 lease,
                 known_hosts,
+                metrics_public,
                 edge,
                 max_inflated,
                 rate_limit: crate::api::rate_limit::RateLimit {

@@ -436,6 +436,11 @@ fn print_analysis(v: &Value) {
             .map(|r| format!(" ({r})"))
             .unwrap_or_default()
     );
+    // A fold that is not waiting (running, done, failed, removed) has no steps to show.
+    if !matches!(v["state"].as_str(), Some("idle" | "held")) {
+        println!("In short: {}", v["summary"].as_str().unwrap_or(""));
+        return;
+    }
     let mut t = Table::new(&["STEP", ">PASS", ">FAIL", "WHY"]);
     for s in v["steps"].as_array().into_iter().flatten() {
         let why: Vec<&str> = s["why"]

@@ -22,6 +22,8 @@ pub struct ServeArgs {
     pub output_limit: u64,
     pub lease: Duration,
     pub known_hosts: Option<PathBuf>,
+    /// `GET /metrics` without a token.
+    pub metrics_public: bool,
     /// `/runapp/`: the most one request's b64(zlib) fields inflate to.
     pub max_inflated: u64,
     pub rate_limit: api::rate_limit::RateLimit,
@@ -186,6 +188,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         rate: api::rate_limit::RateLimiter::new(args.rate_limit),
         waiters: api::Waiters::new(args.edge.max_waiters as usize),
         https: tls.is_some(),
+        metrics_public: args.metrics_public,
     });
     tokio::spawn(crate::maintenance::run(
         jobs.as_ref().clone(),

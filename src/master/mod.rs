@@ -259,6 +259,7 @@ impl Master {
                 self.dirty = false;
                 let t = Instant::now();
                 let placed = self.cycle().await?;
+                crate::metrics::get().cycle(t.elapsed(), placed);
                 tracing::debug!(
                     target: "datarun::timing",
                     "cycle_ms={:.3} placed={placed}",

@@ -5,6 +5,7 @@ use super::capacity::capacity_reason_in;
 use super::feasibility::{accepts_image, serves, Pool, Room, Shape};
 use super::requirements::NONE;
 use super::{Explanation, Rejection, RunnerView, Step};
+use crate::model::{FoldId, FoldState};
 use crate::units::{format_duration, format_size};
 use std::time::Duration;
 
@@ -85,8 +86,9 @@ impl Tally {
         self.n[k] += 1;
     }
 
-    /// One rejection per step that rejected a runner, in step order.
-    fn rejections(&self, shape: &Shape) -> Vec<Rejection> {
+    /// One rejection per step that rejected a runner, in step order, against what is free
+    /// now (`Free`) or what the runners have in all (`InAll`).
+    fn rejections(&self, shape: &Shape, of: Offer) -> Vec<Rejection> {
         TALLIED
             .iter()
             .enumerate()
@@ -94,10 +96,19 @@ impl Tally {
             .map(|(k, &step)| Rejection {
                 step,
                 runners: self.n[k],
-                detail: detail(step, self.n[k], self.lo[k], self.hi[k], shape),
+                detail: detail(step, self.n[k], self.lo[k], self.hi[k], shape, of),
             })
             .collect()
     }
+}
+
+/// What a resource rejection compares the fold with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Offer {
+    /// What is free now (the runner could run the fold once others end).
+    Free,
+    /// The runner's whole capacity (it can never run the fold, busy or not).
+    InAll,
 }
 
 pub(super) fn n_runners(n: usize) -> String {
@@ -201,17 +212,22 @@ fn union_list<'a>(lists: impl Iterator<Item = &'a [String]>) -> String {
     s
 }
 
-/// The detail line of a rejection against what is free now.
-fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
+/// The detail line of a rejection against what is free now or what runners have in all.
+fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape, of: Offer) -> String {
     let who = n_runners(n);
     let have = verb(n, "has", "have");
     let at_most = if lo == hi { "" } else { "at most " };
+    let free = match of {
+        Offer::Free => "free",
+        Offer::InAll => "in all",
+    };
     match step {
+        Step::Slots if of == Offer::InAll => format!("slots: {who} {have} no slots"),
         Step::Slots => format!("slots: {who} {have} no free slot"),
         Step::Cpus => {
             let ask = shape.millicpus as u64;
             format!(
-                "cpus: {who} {have} {at_most}{} {} free, fold asks {}",
+                "cpus: {who} {have} {at_most}{} {} {free}, fold asks {}",
                 cpus(hi),
                 cpus_word(hi),
                 cpus(ask)
@@ -219,10 +235,10 @@ fn detail(step: Step, n: usize, lo: u64, hi: u64, shape: &Shape) -> String {
         }
         Step::Memory => {
             let (h, a) = sizes(hi, shape.memory);
-            format!("memory: {who} {have} {at_most}{h} free, fold asks {a}")
+            format!("memory: {who} {have} {at_most}{h} {free}, fold asks {a}")
         }
         Step::Gpus => format!(
-            "gpus: {who} {have} {at_most}{hi} {} free, fold asks {}",
+            "gpus: {who} {have} {at_most}{hi} {} {free}, fold asks {}",
             gpus_word(hi),
             shape.gpus
         ),
@@ -336,7 +352,93 @@ pub(super) fn image_reason(serving: &[&RunnerView], image: Option<&str>, scope: 
     }
 }
 
+/// The Queue rejection of these runners, which do not serve `queue` (None when there are none).
+fn queue_rejection(not_serving: &[&RunnerView], queue: &str) -> Option<Rejection> {
+    let n = not_serving.len();
+    if n == 0 {
+        return None;
+    }
+    let served = queue_list(not_serving.iter().copied());
+    let they = if served.is_empty() {
+        format!("{} no queues", verb(n, "it serves", "they serve"))
+    } else {
+        format!("{}: {served}", verb(n, "it serves", "they serve"))
+    };
+    Some(Rejection {
+        step: Step::Queue,
+        runners: n,
+        detail: format!(
+            "queue: {} {} serve queue {queue:?} ({they})",
+            n_runners(n),
+            verb(n, "does not", "do not")
+        ),
+    })
+}
+
+/// The Available rejection of these unavailable runners (None when there are none).
+fn unavailable(down: &[&RunnerView]) -> Option<Rejection> {
+    let n = down.len();
+    if n == 0 {
+        return None;
+    }
+    let names = down.iter().map(|r| {
+        format!(
+            "{}: {}",
+            r.name,
+            r.unavailable.as_deref().unwrap_or_default()
+        )
+    });
+    Some(Rejection {
+        step: Step::Available,
+        runners: n,
+        detail: format!(
+            "available: {} {} unavailable ({})",
+            n_runners(n),
+            verb(n, "is", "are"),
+            name_list(names, n)
+        ),
+    })
+}
+
 impl Pool<'_> {
+    /// On demand (not in a cycle): the unavailable runners that could never run `shape`
+    /// anyway are rejected at the step that will always stop them: the queue they do not
+    /// serve, the image they do not take, or (for a shape without requirements) the capacity
+    /// step their whole resources fail, tallied in `never`. The Available rejection in
+    /// `rejections` keeps the others: a runner down *and* unable to run the fold is rejected
+    /// for what would stop it once back, as the summary says.
+    fn down_but_never(&self, shape: &Shape, rejections: &mut Vec<Rejection>, never: &mut Tally) {
+        let (queue, image) = (self.queues[shape.queue as usize], self.image(shape));
+        let plain = shape.req == NONE && shape.runner_req == NONE;
+        let (mut others, mut not_serving, mut refused) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in self.runners.iter().enumerate() {
+            if r.unavailable.is_none() {
+                continue;
+            }
+            if !serves(r, queue) {
+                not_serving.push(r);
+                continue;
+            }
+            if !accepts_image(r.images.as_deref(), image) {
+                refused.push(r);
+                continue;
+            }
+            let (limit, total) = (r.hard_limit_ms, &self.total[i]);
+            let fits = shape.limit_ok(limit) && shape.fits(total);
+            match (!fits && plain)
+                .then(|| shape.failure(total, limit))
+                .flatten()
+            {
+                Some(step) => never.add(step, offered(step, total, limit), i),
+                None => others.push(r),
+            }
+        }
+        rejections.retain(|r| r.step != Step::Available);
+        rejections.splice(0..0, unavailable(&others));
+        rejections.extend(queue_rejection(&not_serving, queue));
+        rejections.extend(image_rejections(&refused, image));
+    }
+
     /// The Available and Queue rejections for queue `q`; they do not depend on the shape.
     fn head_rejections(&mut self, q: u32) -> Vec<Rejection> {
         if let Some(head) = &self.head[q as usize] {
@@ -346,48 +448,12 @@ impl Pool<'_> {
         let queue = self.queues[q as usize];
         let mut head = Vec::new();
         let down: Vec<&RunnerView> = runners.iter().filter(|r| r.unavailable.is_some()).collect();
-        if !down.is_empty() {
-            let n = down.len();
-            let names = down.iter().map(|r| {
-                format!(
-                    "{}: {}",
-                    r.name,
-                    r.unavailable.as_deref().unwrap_or_default()
-                )
-            });
-            head.push(Rejection {
-                step: Step::Available,
-                runners: n,
-                detail: format!(
-                    "available: {} {} unavailable ({})",
-                    n_runners(n),
-                    verb(n, "is", "are"),
-                    name_list(names, n)
-                ),
-            });
-        }
-        let not_serving = runners.len() - down.len() - self.serving(q).len();
-        if not_serving > 0 {
-            let others = runners
-                .iter()
-                .filter(|r| r.unavailable.is_none() && !serves(r, queue));
-            let served = queue_list(others);
-            let n = not_serving;
-            let they = if served.is_empty() {
-                format!("{} no queues", verb(n, "it serves", "they serve"))
-            } else {
-                format!("{}: {served}", verb(n, "it serves", "they serve"))
-            };
-            head.push(Rejection {
-                step: Step::Queue,
-                runners: n,
-                detail: format!(
-                    "queue: {} {} serve queue {queue:?} ({they})",
-                    n_runners(n),
-                    verb(n, "does not", "do not")
-                ),
-            });
-        }
+        head.extend(unavailable(&down));
+        let not_serving: Vec<&RunnerView> = runners
+            .iter()
+            .filter(|r| r.unavailable.is_none() && !serves(r, queue))
+            .collect();
+        head.extend(queue_rejection(&not_serving, queue));
         self.head[q as usize] = Some(head.clone());
         head
     }
@@ -425,31 +491,42 @@ impl Pool<'_> {
             rejections.extend(j.rejections.iter().cloned());
         }
         let meeting = judged.as_ref().map_or(&serving, |j| &j.passing);
-        let mut all = Tally::default();
+        // A runner the fold can never fit is rejected at the first step its whole capacity
+        // fails (a busy 2G runner is rejected for memory, not for its slot, when the fold
+        // asks 4G): the table then agrees with a summary that blames memory.
+        let mut never = Tally::default();
+        if now_allowed {
+            self.down_but_never(shape, &mut rejections, &mut never);
+        }
         let mut busy = Tally::default();
         let mut now: Vec<usize> = Vec::new();
         let (mut usable, mut outranked) = (0, 0);
         for &r in meeting {
             let r = r as usize;
             let limit = self.runners[r].hard_limit_ms;
-            let free = &self.free[r];
-            let failure = shape.failure(free, limit);
-            match failure {
-                Some(step) => all.add(step, offered(step, free, limit), r),
-                None => now.push(r),
+            let total = &self.total[r];
+            if !(shape.limit_ok(limit) && shape.fits(total)) {
+                let step = shape
+                    .failure(total, limit)
+                    .expect("a shape that does not fit a runner fails one of its steps");
+                never.add(step, offered(step, total, limit), r);
+                continue;
             }
-            if shape.limit_ok(limit) && shape.fits(&self.total[r]) {
-                usable += 1;
-                if let Some(step) = failure {
+            usable += 1;
+            let free = &self.free[r];
+            match shape.failure(free, limit) {
+                Some(step) => {
                     busy.add(step, offered(step, free, limit), r);
                     if shape.fits(&self.initial[r]) {
                         outranked += 1;
                     }
                 }
+                None => now.push(r),
             }
         }
         self.lane_serving[lane] = Some(serving);
-        rejections.extend(all.rejections(shape));
+        rejections.extend(never.rejections(shape, Offer::InAll));
+        rejections.extend(busy.rejections(shape, Offer::Free));
 
         let summary = if usable == 0 {
             self.unusable_summary(shape)
@@ -474,7 +551,7 @@ impl Pool<'_> {
             )
         } else {
             let why: Vec<String> = busy
-                .rejections(shape)
+                .rejections(shape, Offer::Free)
                 .into_iter()
                 .map(|r| r.detail)
                 .collect();
@@ -509,7 +586,7 @@ impl Pool<'_> {
         let reqs = &mut self.reqs;
         let reason = capacity_reason_in(queue, image, shape, runners, &serving, reqs, |i| total[i]);
         if let Some(never) = reason {
-            return format!("no runner can ever run this fold: {}", never.reason);
+            return format!("{NEVER}: {}", never.reason);
         }
         let could: Vec<&RunnerView> = serving
             .iter()
@@ -539,4 +616,42 @@ impl Pool<'_> {
             name_list(names, n)
         )
     }
+}
+
+/// How the summary of a fold no runner of the pool could ever run begins.
+const NEVER: &str = "no runner can ever run this fold";
+
+/// What `analyze` says of a fold that is not waiting to run, in place of the pool's answer
+/// (`pool`, the summary of `explain`); None for an idle fold, whose answer is the pool's. A
+/// held fold keeps the pool's answer, for when it is released.
+pub fn state_summary(
+    id: FoldId,
+    state: FoldState,
+    reason: Option<&str>,
+    runner: Option<&str>,
+    pool: &str,
+) -> Option<String> {
+    let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    let on = runner
+        .map(|r| format!(" on runner {r}"))
+        .unwrap_or_default();
+    Some(match state {
+        FoldState::Idle => return None,
+        FoldState::Waiting => format!(
+            "waiting{why}: it gets in line once the folds it depends on end (or its array is under its cap)"
+        ),
+        FoldState::Held if pool.starts_with(NEVER) => {
+            format!("held{why}: releasing it would not help: {pool}")
+        }
+        FoldState::Held => {
+            format!("held{why}: it waits for `datarun queue release {id}`; released now: {pool}")
+        }
+        FoldState::Assigned => format!("assigned{on}: it is starting, not waiting for a runner"),
+        FoldState::Running => format!("running{on}: it is not waiting for a runner"),
+        FoldState::Done => format!("done{on}: it ran to the end; nothing waits"),
+        FoldState::Failed => {
+            format!("failed{why}: it will not run again unless it is submitted again")
+        }
+        FoldState::Removed => format!("removed{why}: it will not run"),
+    })
 }

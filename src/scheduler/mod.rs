@@ -42,6 +42,7 @@
 
 mod capacity;
 mod explain;
+pub use explain::state_summary;
 pub mod expr;
 mod feasibility;
 mod incremental;

@@ -308,6 +308,12 @@ pub(super) fn insert_folds(
         }
         ids.push(id);
     }
+    // Counted once every fold of the call is in (a transaction that fails after this, at
+    // its commit, is the one case counted without its folds).
+    let held = folds.iter().filter(|(_, h)| h.is_some()).count() as u64;
+    let m = crate::metrics::get();
+    m.submitted(FoldState::Held, held);
+    m.submitted(FoldState::Idle, folds.len() as u64 - held);
     Ok(ids)
 }
 
@@ -546,6 +552,10 @@ impl Store {
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
         let lazy = results.is_empty();
+        let measured: Vec<(Outcome, crate::model::Metrics)> = results
+            .iter()
+            .map(|r| (r.outcome.clone(), r.metrics.clone()))
+            .collect();
         let budget = Budget {
             count_loss: true,
             max_losses: self.max_losses(),
@@ -564,11 +574,17 @@ impl Store {
             tx.commit()?;
             Ok(out)
         };
-        if lazy {
+        let out = if lazy {
             self.call_lazy(apply).await
         } else {
             self.call(apply).await
+        }?;
+        for ((outcome, m), r) in measured.iter().zip(&out) {
+            if let RecordResult::Recorded { state, .. } = r {
+                crate::metrics::get().result(outcome, m, *state);
+            }
         }
+        Ok(out)
     }
 
     /// An output file of a fold's newest attempt, to stream.
@@ -622,6 +638,28 @@ impl Store {
                     Ok(QueueCount { queue: r.get(0)?, owner: r.get(1)?, state: FoldState::parse(&state).unwrap_or(FoldState::Held), count: r.get::<_, i64>(3)? as u64 })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    /// Folds per queue and state, every owner together (for `/metrics`: from the counts the
+    /// triggers keep, never a scan of the folds).
+    pub async fn fold_state_counts(&self) -> Result<Vec<(String, FoldState, i64)>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT queue, state, SUM(n) FROM fold_counts GROUP BY queue, state ORDER BY queue, state",
+            )?;
+            let rows = stmt.query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (queue, state, n) = row?;
+                if let Some(state) = FoldState::parse(&state) {
+                    out.push((queue, state, n));
+                }
+            }
+            Ok(out)
         })
         .await
     }

@@ -54,32 +54,40 @@ impl Store {
     /// store's max_losses.
     pub async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
         let max_losses = self.max_losses();
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let started: bool = tx
-                .query_row(
-                    "SELECT started_at IS NOT NULL FROM attempts WHERE id = ?1",
-                    [attempt],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(false);
-            let input = ResultInput {
-                attempt,
-                outcome: Outcome::Lost { reason },
-                metrics: Metrics::default(),
-                log: BlobData::default(),
-                outputs: Vec::new(),
-            };
-            let budget = Budget {
-                count_loss: started,
-                max_losses,
-            };
-            let r = super::folds::finish_attempt(&tx, &input, budget)?;
-            tx.commit()?;
-            Ok(r)
-        })
-        .await
+        let lost = Outcome::Lost {
+            reason: reason.clone(),
+        };
+        let r = self
+            .call(move |conn| {
+                let tx = conn.transaction()?;
+                let started: bool = tx
+                    .query_row(
+                        "SELECT started_at IS NOT NULL FROM attempts WHERE id = ?1",
+                        [attempt],
+                        |r| r.get(0),
+                    )
+                    .optional()?
+                    .unwrap_or(false);
+                let input = ResultInput {
+                    attempt,
+                    outcome: Outcome::Lost { reason },
+                    metrics: Metrics::default(),
+                    log: BlobData::default(),
+                    outputs: Vec::new(),
+                };
+                let budget = Budget {
+                    count_loss: started,
+                    max_losses,
+                };
+                let r = super::folds::finish_attempt(&tx, &input, budget)?;
+                tx.commit()?;
+                Ok(r)
+            })
+            .await?;
+        if let RecordResult::Recorded { state, .. } = r {
+            crate::metrics::get().result(&lost, &Metrics::default(), state);
+        }
+        Ok(r)
     }
 
     /// Of these attempts, those the store knows, with their fold and grant: what a runner

@@ -200,8 +200,11 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
+        let op = crate::metrics::op_name(std::any::type_name::<F>());
         let job: Job = Box::new(move |conn| {
+            let t = std::time::Instant::now();
             let out = f(conn);
+            crate::metrics::get().store_op("write", op, t.elapsed());
             Box::new(move || answer(out))
         });
         self.jobs
@@ -247,9 +250,13 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
+        let op = crate::metrics::op_name(std::any::type_name::<F>());
         self.reads
             .send(Box::new(move |conn| {
-                let _ = tx.send(f(conn));
+                let t = std::time::Instant::now();
+                let out = f(conn);
+                crate::metrics::get().store_op("read", op, t.elapsed());
+                let _ = tx.send(out);
             }))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -293,7 +300,10 @@ fn writer(
         }
         let changed_any = conn.total_changes() != group_start;
         if sync {
-            if let Err(e) = sync_group(&conn) {
+            let t = std::time::Instant::now();
+            let synced = sync_group(&conn);
+            crate::metrics::get().store_op("fsync", "group", t.elapsed());
+            if let Err(e) = synced {
                 // Nothing acknowledged can be trusted to be on disk: stop answering.
                 tracing::error!("the store cannot make its changes durable: {e}");
                 return;
