@@ -12,6 +12,80 @@ use std::path::{Path, PathBuf};
 
 pub struct Journal {
     root: PathBuf,
+    /// The journal's root directory, open: `syncfs` flushes the filesystem holding it.
+    root_dir: std::fs::File,
+    results: GroupSync,
+}
+
+/// Group commit of results. Durability-before-ack: `finish` returns (and the attempt's
+/// result is reported) only after a `syncfs` of the journal's filesystem that *started after*
+/// the result file was renamed into place has succeeded. syncfs writes back every dirty page
+/// and inode of that filesystem, so the file's content, its directory entry and the fold's
+/// outputs written before it are on disk. Results that finish together share one syncfs
+/// instead of paying an fsync of the file and one of its directory each: a caller that finds
+/// a sync already running waits for it and then for the next one, which a single waiter
+/// starts for everyone queued meanwhile.
+///
+/// The price: syncfs also waits for whatever else is dirty on that filesystem. Part of that
+/// is wanted (the outputs a result names by hash are made durable with it, which per-file
+/// fsyncs of the result never did); a state dir on its own filesystem isolates the rest.
+///
+/// A crash between the rename and the sync may leave a `result.json` that is empty or cut
+/// short; it does not parse, so `result` ignores it and recovery treats the attempt as one
+/// without a result (never reported, since the report waited for the sync). A result seen
+/// by a later agent process (after this one died, the machine still up) is synced again by
+/// `recover` before it is reported.
+#[derive(Default)]
+struct GroupSync {
+    state: std::sync::Mutex<SyncState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Syncs started and finished so far (numbered from 1).
+    started: u64,
+    finished: u64,
+    /// The last sync that failed, and why.
+    failed: Option<(u64, String)>,
+}
+
+impl GroupSync {
+    /// Returns once a sync of `dir`'s filesystem that started after this call has succeeded.
+    fn sync(&self, dir: &std::fs::File) -> std::io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A sync running now may have started before the caller's write: wait for the next.
+        let needed = state.started + 1;
+        while state.finished < needed {
+            if state.started > state.finished {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            state.started += 1;
+            let number = state.started;
+            drop(state);
+            // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+            let synced = match unsafe { libc::syncfs(dir.as_raw_fd()) } {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            };
+            state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.finished = number;
+            if let Err(e) = synced {
+                state.failed = Some((number, e.to_string()));
+            }
+            self.changed.notify_all();
+        }
+        match &state.failed {
+            // A failed writeback may have dropped any page dirty at the time: every result
+            // waiting on that sync or an earlier one is in doubt.
+            Some((number, e)) if *number >= needed => Err(std::io::Error::other(format!(
+                "cannot sync the journal: {e}"
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What a new agent finds in the journal at start.
@@ -70,6 +144,8 @@ impl Journal {
         std::fs::create_dir_all(root.join("blobs"))?;
         let journal = Journal {
             root: root.to_path_buf(),
+            root_dir: std::fs::File::open(root)?,
+            results: GroupSync::default(),
         };
         journal.remove_stale_pulls();
         Ok(journal)
@@ -187,9 +263,11 @@ impl Journal {
         Ok(dir)
     }
 
+    /// Journals an attempt's result; on Ok it is on disk (see [`GroupSync`]).
     pub fn finish(&self, report: &AttemptReport) -> std::io::Result<()> {
         let data = serde_json::to_vec(report).expect("report serializes");
-        write_atomic(&self.dir(report.attempt).join("result.json"), &data, true)
+        write_atomic(&self.dir(report.attempt).join("result.json"), &data, false)?;
+        self.results.sync(&self.root_dir)
     }
 
     pub fn result(&self, attempt: AttemptId) -> Option<AttemptReport> {
@@ -249,6 +327,10 @@ impl Journal {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         ids.sort_unstable();
+        // A result a dead agent process renamed into place may not have been synced yet.
+        if !ids.is_empty() {
+            self.results.sync(&self.root_dir)?;
+        }
         for id in ids {
             if !self.exists(id) {
                 // Created but never begun (crash between mkdir and run.json): nothing ran.
@@ -312,6 +394,63 @@ mod tests {
         assert!(exists, "not reaped yet: a zombie, which is not alive");
         child.wait().unwrap();
         assert!(pid_alive(std::process::id()));
+    }
+
+    #[test]
+    fn results_finishing_together_share_a_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(tmp.path()).unwrap());
+        for attempt in 1..=8 {
+            j.begin(&run(attempt)).unwrap();
+        }
+        // A sync is under way (started before any of these results was written): each
+        // finish must wait for a later one, and one later sync serves them all.
+        j.results.state.lock().unwrap().started = 1;
+        let threads: Vec<_> = (1..=8)
+            .map(|attempt| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    j.finish(&AttemptReport::bare(attempt, Outcome::Success))
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            threads.iter().all(|t| !t.is_finished()),
+            "no result may be acknowledged by a sync that started before it was written"
+        );
+        {
+            let mut state = j.results.state.lock().unwrap();
+            state.finished = 1;
+            j.results.changed.notify_all();
+        }
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let syncs = j.results.state.lock().unwrap().finished;
+        assert!(
+            (2..=3).contains(&syncs),
+            "8 results took {} syncs",
+            syncs - 1
+        );
+        for attempt in 1..=8 {
+            assert_eq!(j.result(attempt).unwrap().outcome, Outcome::Success);
+        }
+        // Without a sync under way, a result waits for one of its own.
+        j.begin(&run(9)).unwrap();
+        j.finish(&AttemptReport::bare(9, Outcome::Success)).unwrap();
+        assert_eq!(j.results.state.lock().unwrap().finished, syncs + 1);
+    }
+
+    #[test]
+    fn a_cut_short_result_is_no_result() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        j.begin(&run(4)).unwrap();
+        std::fs::write(j.dir(4).join("result.json"), b"{\"attempt\":4,\"outc").unwrap();
+        assert!(j.result(4).is_none());
+        let r = j.recover().unwrap();
+        assert_eq!(r.orphaned, vec![4], "{r:?}");
     }
 
     #[test]
