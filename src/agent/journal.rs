@@ -29,9 +29,9 @@ pub struct Journal {
 /// `result.json` and one of its directory each; the log and its directory entry were made
 /// durable once, when the log was created.
 ///
-/// After a crash the log is the truth: `recover` writes every report of a dead process's log
-/// whose attempt is still journaled back to `result.json`, syncs the filesystem once, then
-/// deletes the log. A `result.json` cut short by the crash does not parse and counts as no
+/// After a crash `recover` writes every report of a dead process's log whose attempt is
+/// still journaled but has no `result.json` that parses back to `result.json`, syncs the
+/// filesystem once, then deletes the log. A `result.json` cut short by the crash does not parse and counts as no
 /// result. When a log passes [`LOG_ROTATE`] bytes, one `syncfs` makes every `result.json`
 /// durable by itself and the log starts empty again.
 struct ResultsLog {
@@ -360,7 +360,9 @@ impl Journal {
                 let Ok(report) = serde_json::from_slice::<AttemptReport>(line) else {
                     continue; // empty, or cut short by a crash
                 };
-                if self.exists(report.attempt) {
+                // A result.json that parses is the one written (an attempt's result is
+                // written once; the log only stands in for one the crash lost or cut short).
+                if self.exists(report.attempt) && self.result(report.attempt).is_none() {
                     write_atomic(&self.dir(report.attempt).join("result.json"), line, false)?;
                 }
             }
