@@ -309,6 +309,32 @@ async fn a_forking_fold_is_measured_and_killed_at_its_memory_cap() {
 }
 
 #[tokio::test]
+async fn orphans_handed_to_the_agent_are_reaped() {
+    // The subshell exits at once, so the inner sh is re-parented to this process (the
+    // agent, a child subreaper); it ends while the fold still runs and must not stay a zombie.
+    let (_dir, req) = sh(r#"(sh -c 'echo $$ > "$DATARUN_OUTPUT/orphan"; sleep 0.2' &)
+        sleep 1.5"#);
+    let output_dir = req.output_dir.clone();
+    let result = run_fold(req).await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Success,
+        "log: {}",
+        log_text(&result)
+    );
+    let pid: i32 = std::fs::read_to_string(output_dir.join("orphan"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = procfs::stat(pid);
+    assert!(
+        stat.is_none_or(|s| s.ppid != std::process::id() as i32),
+        "orphan {pid} was left unreaped: {stat:?}"
+    );
+}
+
+#[tokio::test]
 async fn cpu_time_of_a_busy_fold() {
     let (_dir, req) = request(&["python3", "-c", &python_spin(1.0)]);
     let result = run_fold(req).await;
