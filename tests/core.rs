@@ -297,3 +297,20 @@ fn kill_9_of_the_master_loses_nothing_and_runs_nothing_twice() {
         "every fold ran once: {ran:?}"
     );
 }
+
+#[test]
+fn a_missing_program_ends_the_fold_with_an_error_naming_it() {
+    let m = Master::start(Some(FOUR_SLOTS));
+    let ids = m.submit(vec![
+        json!({"command": ["datarun-no-such-program", "x"]}),
+        json!({"command": ["true"]}),
+    ]);
+    let folds = m.wait_all(&ids, Duration::from_secs(60));
+    assert_eq!(folds[0]["outcome"]["kind"], "error", "{}", folds[0]);
+    let message = folds[0]["outcome"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("datarun-no-such-program") && message.contains("not found in PATH"),
+        "{message}"
+    );
+    assert_eq!(folds[1]["outcome"]["kind"], "success", "{}", folds[1]);
+}

@@ -12,6 +12,104 @@ use std::path::{Path, PathBuf};
 
 pub struct Journal {
     root: PathBuf,
+    /// The journal's root directory, open (`syncfs` flushes the filesystem holding it).
+    root_dir: std::fs::File,
+    /// This process's results log, opened at its first result.
+    log: std::sync::Mutex<Option<ResultsLog>>,
+    results: GroupSync,
+}
+
+/// The results log of one agent process, `<state>/results/<pid>.log`: each result it journals,
+/// appended as `\n<json>\n` (a record cut short by a crash ends at the next one's newline).
+///
+/// Durability-before-ack: `finish` writes `result.json` (renamed into place, not synced),
+/// appends the same report to this log and returns (so the result is reported) only after an
+/// `fdatasync` of the log that *started after* the append has succeeded. Results that finish
+/// together share that one fdatasync ([`GroupSync`]) instead of paying an fsync of their
+/// `result.json` and one of its directory each; the log and its directory entry were made
+/// durable once, when the log was created.
+///
+/// After a crash `recover` writes every report of a dead process's log whose attempt is
+/// still journaled but has no `result.json` that parses back to `result.json`, syncs the
+/// filesystem once, then deletes the log. A `result.json` cut short by the crash does not parse and counts as no
+/// result. When a log passes [`LOG_ROTATE`] bytes, one `syncfs` makes every `result.json`
+/// durable by itself and the log starts empty again.
+struct ResultsLog {
+    file: std::sync::Arc<std::fs::File>,
+    len: u64,
+}
+
+/// A results log longer than this is emptied (after a syncfs).
+const LOG_ROTATE: u64 = 4 << 20;
+
+/// Group commit: a caller that finds a sync already running waits for it (it may have
+/// started before the caller's write) and then for the next one, which a single waiter
+/// starts for everyone queued meanwhile.
+#[derive(Default)]
+struct GroupSync {
+    state: std::sync::Mutex<SyncState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct SyncState {
+    /// Syncs started and finished so far (numbered from 1).
+    started: u64,
+    finished: u64,
+    /// The last sync that failed, and why.
+    failed: Option<(u64, String)>,
+}
+
+impl GroupSync {
+    /// Returns once a `sync` that started after this call has succeeded; runs `sync` itself
+    /// when no other caller is running one. Every caller's `sync` must cover what every
+    /// other caller wrote before it (here: the same file).
+    fn sync(&self, sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
+        let mut sync = Some(sync);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let needed = state.started + 1;
+        while state.finished < needed {
+            if state.started > state.finished {
+                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            // A sync this caller starts is `needed` or later: it runs at most one.
+            let run = sync.take().expect("one sync per caller");
+            state.started += 1;
+            let number = state.started;
+            drop(state);
+            let synced = run();
+            state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.finished = number;
+            if let Err(e) = synced {
+                state.failed = Some((number, e.to_string()));
+            }
+            self.changed.notify_all();
+        }
+        match &state.failed {
+            // A failed writeback may have dropped any page dirty at the time: every result
+            // waiting on that sync or an earlier one is in doubt.
+            Some((number, e)) if *number >= needed => Err(std::io::Error::other(format!(
+                "cannot sync the journal's results log: {e}"
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Flushes the filesystem holding `dir` (every file's data and metadata).
+fn syncfs(dir: &std::fs::File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor, which `dir` keeps open.
+    match unsafe { libc::syncfs(dir.as_raw_fd()) } {
+        0 => Ok(()),
+        _ => Err(std::io::Error::last_os_error()),
+    }
+}
+
+/// fsyncs a directory, so the entries made in it are durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// What a new agent finds in the journal at start.
@@ -68,8 +166,12 @@ impl Journal {
     pub fn open(root: &Path) -> std::io::Result<Journal> {
         std::fs::create_dir_all(root.join("attempts"))?;
         std::fs::create_dir_all(root.join("blobs"))?;
+        std::fs::create_dir_all(root.join("results"))?;
         let journal = Journal {
             root: root.to_path_buf(),
+            root_dir: std::fs::File::open(root)?,
+            log: std::sync::Mutex::new(None),
+            results: GroupSync::default(),
         };
         journal.remove_stale_pulls();
         Ok(journal)
@@ -187,9 +289,86 @@ impl Journal {
         Ok(dir)
     }
 
+    /// Journals an attempt's result; on Ok it is on disk (see [`ResultsLog`]).
     pub fn finish(&self, report: &AttemptReport) -> std::io::Result<()> {
         let data = serde_json::to_vec(report).expect("report serializes");
-        write_atomic(&self.dir(report.attempt).join("result.json"), &data, true)
+        write_atomic(&self.dir(report.attempt).join("result.json"), &data, false)?;
+        let log = self.append(&data)?;
+        self.results.sync(|| log.sync_data())
+    }
+
+    fn log_path(&self, pid: u32) -> PathBuf {
+        self.root.join("results").join(format!("{pid}.log"))
+    }
+
+    /// Appends one record to this process's results log (creating it durably first, or
+    /// emptying it once it is long); the log's file, to be synced.
+    fn append(&self, data: &[u8]) -> std::io::Result<std::sync::Arc<std::fs::File>> {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        let log = match &mut *log {
+            Some(log) => log,
+            None => {
+                let path = self.log_path(std::process::id());
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?;
+                file.sync_all()?;
+                sync_dir(&self.root.join("results"))?;
+                let len = file.metadata()?.len();
+                log.insert(ResultsLog {
+                    file: std::sync::Arc::new(file),
+                    len,
+                })
+            }
+        };
+        if log.len > LOG_ROTATE {
+            // Every result.json named by the log is made durable by itself.
+            syncfs(&self.root_dir)?;
+            log.file.set_len(0)?;
+            log.len = 0;
+        }
+        let mut record = Vec::with_capacity(data.len() + 2);
+        record.push(b'\n');
+        record.extend_from_slice(data);
+        record.push(b'\n');
+        (&*log.file).write_all(&record)?;
+        log.len += record.len() as u64;
+        Ok(log.file.clone())
+    }
+
+    /// Writes the reports of dead processes' results logs back to their attempts'
+    /// `result.json` (those still journaled); the logs replayed, to delete once synced.
+    fn replay_logs(&self) -> std::io::Result<Vec<PathBuf>> {
+        let own = self.log_path(std::process::id());
+        let own_open = self.log.lock().unwrap_or_else(|e| e.into_inner()).is_some();
+        let mut replayed = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("results"))?.flatten() {
+            let path = entry.path();
+            let Some(pid) = path
+                .file_name()
+                .and_then(|n| n.to_str()?.strip_suffix(".log")?.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let ours = path == own && own_open;
+            if ours || (pid != std::process::id() && pid_alive(pid)) {
+                continue; // a live process's log is its own to keep
+            }
+            let data = std::fs::read(&path)?;
+            for line in data.split(|&b| b == b'\n') {
+                let Ok(report) = serde_json::from_slice::<AttemptReport>(line) else {
+                    continue; // empty, or cut short by a crash
+                };
+                // A result.json that parses is the one written (an attempt's result is
+                // written once; the log only stands in for one the crash lost or cut short).
+                if self.exists(report.attempt) && self.result(report.attempt).is_none() {
+                    write_atomic(&self.dir(report.attempt).join("result.json"), line, false)?;
+                }
+            }
+            replayed.push(path);
+        }
+        Ok(replayed)
     }
 
     pub fn result(&self, attempt: AttemptId) -> Option<AttemptReport> {
@@ -249,6 +428,15 @@ impl Journal {
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
             .collect();
         ids.sort_unstable();
+        let replayed = self.replay_logs()?;
+        // What the replay wrote, and results a dead agent process renamed into place before
+        // it synced its log, are made durable before they are reported.
+        if !ids.is_empty() || !replayed.is_empty() {
+            syncfs(&self.root_dir)?;
+        }
+        for log in replayed {
+            std::fs::remove_file(log)?;
+        }
         for id in ids {
             if !self.exists(id) {
                 // Created but never begun (crash between mkdir and run.json): nothing ran.
@@ -312,6 +500,119 @@ mod tests {
         assert!(exists, "not reaped yet: a zombie, which is not alive");
         child.wait().unwrap();
         assert!(pid_alive(std::process::id()));
+    }
+
+    #[test]
+    fn results_finishing_together_share_a_sync() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = std::sync::Arc::new(Journal::open(tmp.path()).unwrap());
+        for attempt in 1..=8 {
+            j.begin(&run(attempt)).unwrap();
+        }
+        // A sync of the log is under way (started before any of these results was
+        // written): each finish must wait for a later one, and one later sync serves them all.
+        j.results.state.lock().unwrap().started = 1;
+        let threads: Vec<_> = (1..=8)
+            .map(|attempt| {
+                let j = j.clone();
+                std::thread::spawn(move || {
+                    j.finish(&AttemptReport::bare(attempt, Outcome::Success))
+                })
+            })
+            .collect();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        assert!(
+            threads.iter().all(|t| !t.is_finished()),
+            "no result may be acknowledged by a sync that started before it was written"
+        );
+        {
+            let mut state = j.results.state.lock().unwrap();
+            state.finished = 1;
+            j.results.changed.notify_all();
+        }
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        let syncs = j.results.state.lock().unwrap().finished;
+        assert!(
+            (2..=3).contains(&syncs),
+            "8 results took {} syncs",
+            syncs - 1
+        );
+        for attempt in 1..=8 {
+            assert_eq!(j.result(attempt).unwrap().outcome, Outcome::Success);
+        }
+        // Without a sync under way, a result waits for one of its own.
+        j.begin(&run(9)).unwrap();
+        j.finish(&AttemptReport::bare(9, Outcome::Success)).unwrap();
+        assert_eq!(j.results.state.lock().unwrap().finished, syncs + 1);
+    }
+
+    #[test]
+    fn a_dead_agents_results_log_restores_lost_results() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        for attempt in [1, 2, 3] {
+            j.begin(&run(attempt)).unwrap();
+        }
+        j.finish(&AttemptReport::bare(1, Outcome::Success)).unwrap();
+        j.finish(&AttemptReport::bare(2, Outcome::ExitCode { code: 3 }))
+            .unwrap();
+        // The machine crashed: the renames of result.json never reached the disk, a record
+        // being appended was cut short, and the agent's pid is now a dead one's.
+        std::fs::remove_file(j.dir(1).join("result.json")).unwrap();
+        std::fs::write(j.dir(2).join("result.json"), b"").unwrap();
+        let mut log = std::fs::read(j.log_path(std::process::id())).unwrap();
+        log.extend_from_slice(b"\n{\"attempt\":3,\"outc");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        std::fs::write(j.log_path(dead), &log).unwrap();
+        std::fs::remove_file(j.log_path(std::process::id())).unwrap();
+        drop(j);
+
+        let j = Journal::open(tmp.path()).unwrap();
+        let r = j.recover().unwrap();
+        let finished: Vec<_> = r
+            .finished
+            .iter()
+            .map(|f| (f.attempt, f.outcome.clone()))
+            .collect();
+        assert_eq!(
+            finished,
+            vec![(1, Outcome::Success), (2, Outcome::ExitCode { code: 3 })]
+        );
+        assert_eq!(r.orphaned, vec![3], "the cut-short record is no result");
+        assert!(!j.log_path(dead).exists(), "a replayed log is deleted");
+        assert_eq!(j.result(1).unwrap().outcome, Outcome::Success);
+    }
+
+    #[test]
+    fn a_long_results_log_starts_again_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        let mut report = AttemptReport::bare(1, Outcome::Success);
+        report.log = crate::protocol::LogData::Inline("x".repeat(1 << 20));
+        j.begin(&run(1)).unwrap();
+        for _ in 0..5 {
+            j.finish(&report).unwrap();
+        }
+        let len = std::fs::metadata(j.log_path(std::process::id()))
+            .unwrap()
+            .len();
+        assert!(len < 2 << 20, "the log was not emptied: {len} bytes");
+        assert!(j.result(1).is_some());
+    }
+
+    #[test]
+    fn a_cut_short_result_is_no_result() {
+        let tmp = tempfile::tempdir().unwrap();
+        let j = Journal::open(tmp.path()).unwrap();
+        j.begin(&run(4)).unwrap();
+        std::fs::write(j.dir(4).join("result.json"), b"{\"attempt\":4,\"outc").unwrap();
+        assert!(j.result(4).is_none());
+        let r = j.recover().unwrap();
+        assert_eq!(r.orphaned, vec![4], "{r:?}");
     }
 
     #[test]

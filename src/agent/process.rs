@@ -7,6 +7,12 @@
 //! allocation can meet the kernel's OOM killer first). The docker executor gives a hard cgroup
 //! cap; this one is for hosts without Docker and for development.
 //!
+//! A sample reads only the fold's own processes: the tree under its leader, the members seen
+//! by the last sample, and the agent's own children. The agent is a child subreaper
+//! (PR_SET_CHILD_SUBREAPER), so a fold's process whose parent exits (a `(cmd &)` subshell, a
+//! double fork) is re-parented to the agent instead of init and stays in reach; the agent
+//! reaps those orphans once they are zombies (see [`reap_adopted`]).
+//!
 //! The fold is not tied to the agent's life (no PR_SET_PDEATHSIG): folds survive an agent
 //! restart.
 
@@ -19,10 +25,12 @@ use super::limits::{Limits, Reason};
 use super::outputs::{Guard, CHECK_EVERY};
 use crate::model::{Metrics, Outcome, Progress};
 use std::collections::BTreeMap;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -50,6 +58,8 @@ pub async fn run(
     mut cancel: watch::Receiver<bool>,
 ) -> ExecResult {
     let start = Instant::now();
+    become_subreaper();
+    reap_adopted(None);
     let (pid, log_pipe) = match spawn(&req) {
         Ok(started) => started,
         Err(message) => return ExecResult::error(message),
@@ -86,16 +96,26 @@ fn spawn(req: &ExecRequest) -> Result<(i32, pipe::Receiver), String> {
             req.work_dir.display()
         ));
     }
+    let env = fold_env(req);
+    // Resolved here, so std sees an absolute path and can use posix_spawn (a vfork-style
+    // spawn) instead of forking the whole agent and trying every PATH entry in the child.
+    let program = resolve_program(
+        OsStr::new(program),
+        env.get("PATH").map(OsString::as_os_str),
+        &req.work_dir,
+    )?;
     let pipe_error = |e: io::Error| format!("cannot make the log pipe: {e}");
     let (reader, writer) = io::pipe().map_err(pipe_error)?;
     let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).map_err(pipe_error)?;
     let writer_too = writer.try_clone().map_err(pipe_error)?;
     // The Command owns the write ends; dropping it at return leaves them to the child only.
-    let child = Command::new(program)
+    // The leader is registered before `reap_adopted` can see it, so only `reap` reaps it.
+    let mut leaders = LEADERS.lock().unwrap_or_else(|e| e.into_inner());
+    let child = Command::new(&program)
         .args(args)
         .current_dir(&req.work_dir)
         .env_clear()
-        .envs(fold_env(req))
+        .envs(env)
         .stdin(Stdio::null())
         .stdout(writer)
         .stderr(writer_too)
@@ -104,7 +124,117 @@ fn spawn(req: &ExecRequest) -> Result<(i32, pipe::Receiver), String> {
         .map_err(|e| format!("cannot run {program:?}: {e}"))?;
     // The Child is only dropped, never waited for: `reap` is the one place that reaps it.
     let pid = i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())?;
+    leaders.insert(pid);
     Ok((pid, reader))
+}
+
+/// The leaders of the folds this process runs, until `reap` has reaped them.
+static LEADERS: std::sync::Mutex<std::collections::BTreeSet<i32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Makes this process the reaper of its descendants' orphans (once per process).
+fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag of this process.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            let e = io::Error::last_os_error();
+            tracing::warn!("cannot become a child subreaper ({e}): orphans of process folds escape measurement");
+        }
+    });
+}
+
+/// The processes re-parented to this agent: children of its main thread, the thread the
+/// kernel hands orphans to while it lives. Fold leaders are children of whichever thread
+/// spawned them and are reached from the leader.
+fn adopted() -> Vec<i32> {
+    // SAFETY: getpid cannot fail.
+    let me = unsafe { libc::getpid() };
+    procfs::children(me, Some(me))
+}
+
+/// Reaps the zombies among the orphans this agent adopted: those of group `pgid` (a fold's),
+/// or with None, every one that is not a fold's leader nor in the agent's own group (which
+/// holds the children the agent spawns and waits for itself). Never blocks.
+fn reap_adopted(pgid: Option<i32>) {
+    // SAFETY: getpid and getpgrp cannot fail.
+    let (me, my_group) = unsafe { (libc::getpid(), libc::getpgrp()) };
+    let leaders = LEADERS.lock().unwrap_or_else(|e| e.into_inner());
+    for pid in adopted() {
+        let Some(stat) = procfs::stat(pid) else {
+            continue;
+        };
+        let ours = match pgid {
+            Some(pgid) => stat.pgrp == pgid,
+            None => stat.pgrp != my_group,
+        };
+        if stat.state == b'Z' && stat.ppid == me && ours && !leaders.contains(&pid) {
+            // SAFETY: a plain non-blocking wait for one zombie child.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    }
+}
+
+/// Where `program` is, the way execvp(3) finds it: a name with a slash as it stands (relative
+/// to the fold's working directory `cwd`), any other name in the directories of `path` (the
+/// fold's own PATH; an empty entry is the working directory), the first regular file there
+/// that may be executed. A candidate that exists but may not be executed is skipped, and
+/// named in the error if nothing else is found.
+pub(crate) fn resolve_program(
+    program: &OsStr,
+    path: Option<&OsStr>,
+    cwd: &Path,
+) -> Result<PathBuf, String> {
+    let shown = Path::new(program).display();
+    if program.is_empty() {
+        return Err("the command's program is empty".into());
+    }
+    if program.as_bytes().contains(&b'/') {
+        let full = cwd.join(program);
+        return match executable(&full) {
+            Ok(()) => Ok(full),
+            Err(e) => Err(format!("cannot run {shown:?}: {e}")),
+        };
+    }
+    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
+    let mut refused = None;
+    for dir in path.as_bytes().split(|&b| b == b':') {
+        let dir = if dir.is_empty() {
+            cwd.to_path_buf()
+        } else {
+            cwd.join(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(program);
+        match executable(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                refused.get_or_insert((candidate, e));
+            }
+            Err(_) => {}
+        }
+    }
+    Err(match refused {
+        Some((candidate, e)) => format!("cannot run {shown:?}: {e} ({})", candidate.display()),
+        None => format!(
+            "cannot run {shown:?}: No such file or directory: not found in PATH {}",
+            path.to_string_lossy()
+        ),
+    })
+}
+
+/// Ok if `path` is a regular file this process may execute (access(2) with X_OK).
+fn executable(path: &Path) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    if !meta.is_file() {
+        return Err(io::Error::from(io::ErrorKind::PermissionDenied));
+    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `c_path` is a valid NUL-terminated string; access only reads it.
+    if unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The fold's whole environment: a clean base, the fold's own variables, then datarun's.
@@ -164,7 +294,15 @@ fn reap(pid: i32) -> io::Result<Exit> {
     // SAFETY: a zeroed rusage is a valid out-parameter.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: `status` and `usage` are valid and writable.
-    retry_eintr(|| unsafe { libc::wait4(pid, &mut status, 0, &mut usage) })?;
+    let reaped = retry_eintr(|| unsafe { libc::wait4(pid, &mut status, 0, &mut usage) });
+    LEADERS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&pid);
+    reaped?;
+    // What the SIGKILL above left of the group's adopted orphans (the rest wait for the next
+    // fold's sweep).
+    reap_adopted(Some(pid));
     let ms = |t: libc::timeval| t.tv_sec as u64 * 1000 + t.tv_usec as u64 / 1000;
     Ok(Exit {
         status,
@@ -193,34 +331,30 @@ struct Meter {
     cpu: procfs::CpuLedger,
     memory: u64,
     peak_memory: u64,
-    samples: u32,
-    /// Members found by the last full scan that the tree walk may not reach (re-parented).
-    strays: Vec<i32>,
+    /// The members the last sample found: walked from again, in case they were re-parented
+    /// out of the leader's tree to a subreaper other than this agent.
+    known: Vec<i32>,
 }
 
-/// One sample in this many scans all of /proc for the group (catching members re-parented
-/// away from the leader's tree); the others walk the tree from the leader, which costs a few
-/// reads instead of one per process on the machine.
-const FULL_SCAN_EVERY: u32 = 20;
-
 impl Meter {
+    /// Reads the group's members: the leader's tree, the members known from the last sample
+    /// and the orphans adopted by this agent; then reaps the group's adopted zombies (after
+    /// reading them, so their CPU counts).
     async fn sample(&mut self, pgid: i32) {
-        let full = self.samples.is_multiple_of(FULL_SCAN_EVERY);
-        self.samples += 1;
-        let strays = self.strays.clone();
+        let known = std::mem::take(&mut self.known);
         let scan = move || {
-            if full {
-                procfs::group_members(pgid)
-            } else {
-                procfs::tree_members(pgid, &strays)
-            }
+            let members = procfs::tree_members(pgid, known.into_iter().chain(adopted()));
+            reap_adopted(Some(pgid));
+            members
         };
         let Ok(members) = tokio::task::spawn_blocking(scan).await else {
             return;
         };
-        if full {
-            self.strays = members.iter().map(|m| m.pid).collect();
-        }
+        self.known = members
+            .iter()
+            .map(|m| m.pid)
+            .filter(|&p| p != pgid)
+            .collect();
         self.cpu.record(&members);
         self.memory = procfs::rss_bytes(&members);
         self.peak_memory = self.peak_memory.max(self.memory);

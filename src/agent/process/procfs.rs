@@ -1,11 +1,19 @@
 //! Reading /proc: which processes belong to a process group, and what CPU and memory they use.
+//!
+//! A group is found by walking down from its leader (and from pids already known to be in it)
+//! through `/proc/PID/task/TID/children`, never by reading every process on the machine: the
+//! cost of a sample grows with the fold's own processes, not with the host's.
 
 use std::collections::HashMap;
+use std::path::Path;
 
 /// The figures datarun reads from one /proc/PID/stat line (see proc(5)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stat {
     pub pid: i32,
+    /// The state letter (R, S, D, Z, ...).
+    pub state: u8,
+    pub ppid: i32,
     pub pgrp: i32,
     /// User + system CPU of the process itself (all its threads), in clock ticks.
     pub cpu_ticks: u64,
@@ -25,6 +33,8 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     let number = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
     Some(Stat {
         pid: text[..open].trim().parse().ok()?,
+        state: *fields.first()?.as_bytes().first()?,
+        ppid: fields.get(4 - 3)?.parse().ok()?,
         pgrp: fields.get(5 - 3)?.parse().ok()?,
         cpu_ticks: number(14)? + number(15)?,
         start_ticks: number(22)?,
@@ -32,7 +42,9 @@ pub fn parse_stat(text: &str) -> Option<Stat> {
     })
 }
 
-/// Every process now in process group `pgid` (zombies included, with no memory).
+/// Every process now in process group `pgid` (zombies included, with no memory), by reading
+/// all of /proc: only the tests use it, as the reference the tree walk is checked against.
+#[cfg(test)]
 pub fn group_members(pgid: i32) -> Vec<Stat> {
     let Ok(proc_dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -46,41 +58,57 @@ pub fn group_members(pgid: i32) -> Vec<Stat> {
         .collect()
 }
 
-/// The members of process group `pgid` reachable from its leader (pid = pgid) through
-/// /proc/PID/task/TID/children, plus `extra` pids still in the group.
-pub fn tree_members(pgid: i32, extra: &[i32]) -> Vec<Stat> {
+/// The members of process group `pgid` reachable from its leader (pid = pgid) or from any of
+/// `extra` through /proc/PID/task/TID/children (each of `extra` counts only if it is in the
+/// group itself).
+pub fn tree_members(pgid: i32, extra: impl IntoIterator<Item = i32>) -> Vec<Stat> {
     let mut seen = std::collections::HashSet::new();
     let mut stack = vec![pgid];
-    stack.extend_from_slice(extra);
+    stack.extend(extra);
     let mut out = Vec::new();
     while let Some(pid) = stack.pop() {
         if !seen.insert(pid) {
             continue;
         }
-        let Some(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|t| parse_stat(&t))
-        else {
+        let Some(stat) = stat(pid) else {
             continue;
         };
         if stat.pgrp != pgid {
             continue;
         }
         out.push(stat);
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
-                stack.extend(
-                    children
-                        .split_ascii_whitespace()
-                        .filter_map(|c| c.parse::<i32>().ok()),
-                );
-            }
-        }
+        stack.extend(children(pid, None));
     }
     out
+}
+
+/// The children of process `pid`: of all its threads, or of thread `tid` only.
+pub fn children(pid: i32, tid: Option<i32>) -> Vec<i32> {
+    let read = |task: &Path| {
+        std::fs::read_to_string(task.join("children"))
+            .map(|text| {
+                text.split_ascii_whitespace()
+                    .filter_map(|c| c.parse::<i32>().ok())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let tasks = Path::new("/proc").join(pid.to_string()).join("task");
+    if let Some(tid) = tid {
+        return read(&tasks.join(tid.to_string()));
+    }
+    let Ok(entries) = std::fs::read_dir(&tasks) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|task| read(&task.path()))
+        .collect::<Vec<i32>>()
+}
+
+/// The /proc/PID/stat figures of one process, if it exists.
+pub fn stat(pid: i32) -> Option<Stat> {
+    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 /// Summed resident memory of `members`, in bytes.
@@ -144,6 +172,8 @@ mod tests {
     fn stat(pid: i32, start_ticks: u64, cpu_ticks: u64) -> Stat {
         Stat {
             pid,
+            state: b'R',
+            ppid: 1,
             pgrp: 1,
             cpu_ticks,
             start_ticks,
@@ -155,6 +185,7 @@ mod tests {
     fn parses_the_fields_after_a_hostile_command_name() {
         let s = parse_stat(SAMPLE).unwrap();
         assert_eq!(s.pid, 14876);
+        assert_eq!((s.state, s.ppid), (b'R', 14874));
         assert_eq!(s.pgrp, 14870);
         assert_eq!(s.cpu_ticks, 300, "utime + stime, without the children's");
         assert_eq!(s.start_ticks, 102721);
@@ -220,7 +251,7 @@ mod tree_tests {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         let mut full: Vec<i32> = group_members(pgid).iter().map(|s| s.pid).collect();
-        let mut tree: Vec<i32> = tree_members(pgid, &[]).iter().map(|s| s.pid).collect();
+        let mut tree: Vec<i32> = tree_members(pgid, []).iter().map(|s| s.pid).collect();
         full.sort_unstable();
         tree.sort_unstable();
         unsafe { libc::kill(-pgid, libc::SIGKILL) };

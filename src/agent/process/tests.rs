@@ -266,6 +266,75 @@ async fn over_the_memory_limit_is_out_of_memory() {
 }
 
 #[tokio::test]
+async fn a_forking_fold_is_measured_and_killed_at_its_memory_cap() {
+    // 90 MiB in a child the shell waits for, 90 MiB in an orphan whose subshell is gone at
+    // once (re-parented away from the leader's tree): only together are they over the cap.
+    let hold = |name: &str| {
+        format!(
+            "import os, time\n\
+             open(os.environ['DATARUN_OUTPUT'] + '/{name}', 'w').write(str(os.getpid()))\n\
+             x = b'a' * (90 * 1024 * 1024)\ntime.sleep(30)\n"
+        )
+    };
+    let (_dir, mut req) = sh(r#"(python3 -c "$ORPHAN" &)
+        python3 -c "$CHILD""#);
+    req.env.insert("ORPHAN".into(), hold("orphan"));
+    req.env.insert("CHILD".into(), hold("child"));
+    req.memory_limit = Some(150 * MIB);
+    let output_dir = req.output_dir.clone();
+    let result = run_fold(req).await;
+    assert_eq!(
+        result.outcome,
+        Outcome::OutOfMemory,
+        "log: {}",
+        log_text(&result)
+    );
+    assert!(
+        result.metrics.peak_memory > 150 * MIB,
+        "{:?}",
+        result.metrics
+    );
+    assert!(result.metrics.wall_ms < 10_000, "{:?}", result.metrics);
+    for name in ["orphan", "child"] {
+        let pid: i32 = std::fs::read_to_string(output_dir.join(name))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let gone_by = std::time::Instant::now() + Duration::from_secs(2);
+        while alive(pid) && std::time::Instant::now() < gone_by {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!alive(pid), "the fold's {name} {pid} outlived it");
+    }
+}
+
+#[tokio::test]
+async fn orphans_handed_to_the_agent_are_reaped() {
+    // The subshell exits at once, so the inner sh is re-parented to this process (the
+    // agent, a child subreaper); it ends while the fold still runs and must not stay a zombie.
+    let (_dir, req) = sh(r#"(sh -c 'echo $$ > "$DATARUN_OUTPUT/orphan"; sleep 0.2' &)
+        sleep 1.5"#);
+    let output_dir = req.output_dir.clone();
+    let result = run_fold(req).await;
+    assert_eq!(
+        result.outcome,
+        Outcome::Success,
+        "log: {}",
+        log_text(&result)
+    );
+    let pid: i32 = std::fs::read_to_string(output_dir.join("orphan"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let stat = procfs::stat(pid);
+    assert!(
+        stat.is_none_or(|s| s.ppid != std::process::id() as i32),
+        "orphan {pid} was left unreaped: {stat:?}"
+    );
+}
+
+#[tokio::test]
 async fn cpu_time_of_a_busy_fold() {
     let (_dir, req) = request(&["python3", "-c", &python_spin(1.0)]);
     let result = run_fold(req).await;
@@ -449,4 +518,63 @@ async fn a_fold_writing_past_the_output_limit_is_killed_while_it_runs() {
     );
     assert!(result.metrics.wall_ms < 5000, "{:?}", result.metrics);
     assert!(result.outputs.is_empty());
+}
+
+#[test]
+fn programs_are_found_like_execvp_does() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, cwd) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("w"),
+    );
+    for dir in [&a, &b, &cwd] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let put = |path: &Path, mode: u32| {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    put(&a.join("tool"), 0o644); // not executable: skipped
+    put(&b.join("tool"), 0o755);
+    put(&cwd.join("here"), 0o755);
+    std::fs::create_dir(a.join("dir")).unwrap();
+    let path = std::env::join_paths([&a, &b]).unwrap();
+    let find = |program: &str, path: &OsStr| resolve_program(OsStr::new(program), Some(path), &cwd);
+
+    assert_eq!(find("tool", &path).unwrap(), b.join("tool"));
+    assert_eq!(find("./here", &path).unwrap(), cwd.join("here"));
+    assert_eq!(
+        find("here", OsStr::new("/nonexistent:")).unwrap(),
+        cwd.join("here"),
+        "an empty entry is the working directory"
+    );
+    assert_eq!(
+        resolve_program(OsStr::new("sh"), None, &cwd)
+            .unwrap()
+            .file_name()
+            .unwrap(),
+        "sh",
+        "no PATH: the default one"
+    );
+    let missing = find("datarun-no-such-program", &path).unwrap_err();
+    assert!(
+        missing.contains("datarun-no-such-program") && missing.contains("not found in PATH"),
+        "{missing}"
+    );
+    let refused = find("tool", a.as_os_str()).unwrap_err();
+    assert!(
+        refused.contains("ermission") && refused.contains("a/tool"),
+        "{refused}"
+    );
+    let dir = find("dir", a.as_os_str()).unwrap_err();
+    assert!(
+        dir.contains("ermission"),
+        "a directory is not a program: {dir}"
+    );
+    assert!(find("./nothing", &path)
+        .unwrap_err()
+        .contains("No such file"));
+    assert!(find("", &path).is_err());
 }
