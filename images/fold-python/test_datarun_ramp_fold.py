@@ -161,6 +161,19 @@ class RampFoldTest(unittest.TestCase):
         self.assertEqual(done.returncode, 2, done.stdout + done.stderr)
         self.assertIn("reading fold 0's y_pred_train failed", done.stderr)
 
+    def test_every_module_a_fold_imports_is_byte_compiled(self):
+        """The per-fold start-up cost: what a fold imports (the kit's problem.py imports
+        rampwf, which imports scikit-learn, pandas, scipy) is read from .pyc files baked into
+        the image, none compiled from source at each start."""
+        done = subprocess.run(["python3", "-v", "-c", "import rampwf, rampwf.utils.submission, "
+                               "rampwf.utils.testing, sklearn.linear_model, sklearn.preprocessing"],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        cached = [l for l in done.stderr.splitlines() if l.startswith("# code object from")]
+        source = [l for l in cached if not l.rstrip("'").endswith(".pyc")]
+        self.assertGreater(len(cached), 500, "python3 -v says which file each module came from")
+        self.assertEqual(source, [], f"{len(source)} module(s) compiled from source")
+
     def test_the_kit_may_sit_in_a_subdirectory(self):
         kit = os.path.join(self.tmp.name, "kit")
         os.rename(self.input, kit)
