@@ -504,6 +504,8 @@ class DatarunWorker(_BaseWorker):
                     self.client.remove_fold(fold_id)
                 except DatarunError:
                     pass
-        if self.config.get("predictions_dir") and os.path.exists(self._training_output()):
+        # After a failed setup (the dispatcher tears such a worker down) there is no output.
+        if (self.config.get("predictions_dir") and hasattr(self, "submission_dir")
+                and os.path.exists(self._training_output())):
             shutil.rmtree(self._training_output())
         super().teardown()

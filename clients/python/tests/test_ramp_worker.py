@@ -138,17 +138,25 @@ def test_the_worker_runs_the_kit_fold_by_fold(client, kit, tmp_path, repo, caplo
         train = np.load(fold_dir / "y_pred_train.npz")["y_pred"]
         test = np.load(fold_dir / "y_pred_test.npz")["y_pred"]
         assert train.shape == (120, 3) and test.shape == (30, 3)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "n_folds" in r.getMessage()]
     assert len(warnings) == 2, warnings  # the same n_folds warning from each worker
     assert all("n_folds=5 in the config ignored: the kit's get_cv gives 4 folds" in w
                for w in warnings), warnings
-    assert good.warnings == [warnings[0]]
+    assert good.warnings == [warnings[0]] and good.stopped_because is None
     # The bagged scores: written by the bagging fold in the image, ramp-test's file to the byte.
     log = (tmp_path / "logs" / "starting_kit" / "log").read_text()
     assert good.bagged_scores == str(out / "bagged_scores.csv")
     assert good.bag_fold_id is not None
     bag_fold = client.fold(good.bag_fold_id)
-    assert bag_fold["fold"]["image"] == IMAGE and bag_fold["fold"]["state"] == "done"
+    assert bag_fold["fold"]["spec"]["image"] == IMAGE and bag_fold["fold"]["state"] == "done"
+    # Its inputs: the kit and the 4 folds' predictions, by the sha256 of the folds' outputs.
+    inputs = {i["name"]: i["sha256"] for i in bag_fold["fold"]["spec"]["inputs"]}
+    for k, fold_id in enumerate(good.fold_ids):
+        outputs = {o["name"]: o["sha256"] for o in client.fold(fold_id)["attempts"][-1]["outputs"]}
+        for suffix in ("train", "test"):
+            name = f"training_output/fold_{k}/y_pred_{suffix}.npz"
+            assert inputs[name] == outputs[name], name
     assert f"==> datarun fold {good.bag_fold_id} (bagging): done <==" in log
     assert "bagged 4 folds into training_output/bagged_scores.csv" in log
     reference = bagged_in_image(kit)
@@ -165,13 +173,21 @@ def test_the_worker_runs_the_kit_fold_by_fold(client, kit, tmp_path, repo, caplo
     expected = [f"fold_{k}" for k in range(N_FOLDS)]
     expected += ["bagged_scores.csv"]
     assert sorted(os.listdir(pred)) == sorted(expected)
-    assert log.count("==> datarun fold") == 4
+    assert log.count("==> datarun fold") == 5  # 4 CV folds and the bagging fold
 
     code, msg = broken.collect_results()
     assert code == 1
     assert msg.startswith("Traceback") and "ValueError: this submission is broken on purpose" in msg
     broken_out = kit / "submissions" / "broken" / "training_output"
-    assert (broken_out / "fold_0" / "state.txt").read_text() == "training_error"
+    # Its first failure removed the folds still running, if any were left: each fold failed
+    # with training_error or was removed (and has no output).
+    states = [client.fold(i)["fold"]["state"] for i in broken.fold_ids]
+    assert "failed" in states and set(states) <= {"failed", "removed"}, states
+    if "removed" in states:
+        assert "failed with the submission's own error" in broken.stopped_because
+    for k, state in enumerate(states):
+        if state == "failed":
+            assert (broken_out / f"fold_{k}" / "state.txt").read_text() == "training_error"
     assert not (tmp_path / "predictions" / "broken").exists()
 
     for w in (good, broken):
@@ -193,6 +209,12 @@ def test_setup_refuses_a_bad_config(client, kit, tmp_path):
     with pytest.raises(ValueError, match="get_cv failed .RuntimeError: no folds today"):
         w.setup()
     assert w.status == "error"
+    w.teardown()  # as the dispatcher does after a failed setup
+    assert w.status == "killed"
+    w = DatarunWorker({"client": client, "predictions_dir": str(tmp_path)}, "starting_kit")
+    with pytest.raises(ValueError, match="kit_dir"):
+        w.setup()
+    w.teardown()
 
 
 def test_the_fold_count_is_the_kit_s_get_cv(client, kit):
