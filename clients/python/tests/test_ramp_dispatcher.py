@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import traceback
 
 import pytest
 
@@ -160,7 +161,7 @@ def test_ramp_engine_s_dispatcher_trains_the_kit_on_datarun(postgres, repo, clie
             dispatcher._poison_pill = True
             t.join(60)
             pytest.fail("the dispatcher did not finish in 300 s")
-        assert not failure, failure
+        assert not failure, "".join(traceback.format_exception(failure[0]))
 
         with session_scope(postgres) as session:
             assert get_event_nb_folds(session, EVENT) == 4
@@ -170,8 +171,9 @@ def test_ramp_engine_s_dispatcher_trains_the_kit_on_datarun(postgres, repo, clie
             subs = {i: get_submission_by_id(session, i) for i in ids}
             states = {i: get_submission_state(session, i) for i in ids}
             trained = {subs[i].name: i for i in ids if subs[i].is_not_sandbox}
-            assert sorted(trained) == ["broken", "starting_kit"], trained
-            good, broken = trained["starting_kit"], trained["broken"]
+            # submit_starting_kits names the sandbox kit starting_kit_test, as ramp-board does
+            assert sorted(trained) == ["broken", "starting_kit_test"], trained
+            good, broken = trained["starting_kit_test"], trained["broken"]
             sandbox = [i for i in ids if not subs[i].is_not_sandbox]
             print(f"submission states: {states}")
             assert states[good] == "scored", (states, get_submission_error_msg(session, good))
