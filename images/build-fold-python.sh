@@ -65,7 +65,7 @@ image=datarun/fold-python:$tag
 # The base cache is keyed by the pins too (none: the same key as before there were pins).
 base_key=$(printf '%s\n' "$base_recipe" "$packages" "$ramp_wheel" "$ramp_sha256" ${pins:+"$pins"} |
   sha256sum | cut -c1-12)
-cache=$cache_dir/fold-python-$tag-$base_key.tar
+cache=$cache_dir/fold-python-$version-$base_key.tar
 
 t0=$SECONDS
 step() { echo "[$((SECONDS - t0))s] $*"; }
