@@ -35,15 +35,6 @@ import time
 from .client import MAX_EVENT_FOLDS, Client, DatarunError
 
 
-def _ramp_engine_version():
-    try:
-        from importlib.metadata import version
-
-        return version("ramp-engine")
-    except Exception:
-        return None
-
-
 def _load_base_worker():
     """(ramp-engine's ``BaseWorker``, None), or (None, why it cannot be had).
 
@@ -55,8 +46,12 @@ def _load_base_worker():
         from ramp_engine.base import BaseWorker
 
         return BaseWorker, None
-    except ImportError as e:
+    except Exception as e:  # ImportError, or whatever else the package's __init__ raised
         why = f"{type(e).__name__}: {e}"
+    name = "ramp_engine.base"
+    loaded = sys.modules.get(name)  # imported before the package's __init__ failed
+    if loaded is not None and hasattr(loaded, "BaseWorker"):
+        return loaded.BaseWorker, None
     try:
         spec = importlib.util.find_spec("ramp_engine")
     except (ImportError, ValueError):
@@ -66,7 +61,6 @@ def _load_base_worker():
                  if os.path.isfile(os.path.join(d, "base.py"))), None)
     if path is None:
         return None, why
-    name = "ramp_engine.base"
     base_spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(base_spec)
     base_spec.loader.exec_module(module)
