@@ -12,18 +12,23 @@ serve=$!
 trap 'kill $serve 2>/dev/null; wait $serve 2>/dev/null || true' EXIT
 until [ -s "$DATARUN_DATA_DIR/server" ]; do sleep 0.1; done
 
-ids=()
-for fold in 0 1 2 3 4; do
-  # Inputs land in the fold's input/ directory; the fold runs with its attempt dir as cwd.
-  ids+=("$("$bin" submit --input examples/linear/data.csv --input examples/linear/fold.py \
-          --memory 128M --hard-limit 1m -- python3 input/fold.py "$fold" 5)")
-done
+# One array of five folds: each gets its index in $DATARUN_ARRAY_INDEX. Inputs land in the
+# fold's input/ directory; the fold runs with its attempt dir as cwd.
+mapfile -t ids < <("$bin" submit --array 0-4 --input examples/linear/data.csv \
+    --input examples/linear/fold.py --memory 128M --hard-limit 1m \
+    -- sh -c 'python3 input/fold.py "$DATARUN_ARRAY_INDEX" 5')
 echo "submitted folds: ${ids[*]}"
-"$bin" queue wait --timeout 2m "${ids[@]}"
+# A report fold that waits for all five and takes their scores as inputs.
+from=()
+for id in "${ids[@]}"; do from+=(--input-from "$id:score.json=score-${id#*.}.json"); done
+report=$("$bin" submit "${from[@]}" --memory 64M -- sh -c 'cat input/score-*.json > "$DATARUN_OUTPUT/report.txt"')
+echo "report fold: $report (waits for the five)"
+"$bin" queue wait --timeout 2m "${ids[@]}" "$report"
 "$bin" queue status
 echo
 "$bin" queue status --all
 echo
 "$bin" fold show "${ids[0]}"
 echo
-for id in "${ids[@]}"; do "$bin" fold output "$id" score.json; echo; done
+echo "report.txt of fold $report:"
+"$bin" fold output "$report" report.txt

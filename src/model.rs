@@ -1,6 +1,7 @@
 //! The domain: folds, attempts, outcomes and metrics. Plain data shared by the store, the
 //! scheduler snapshot builder, the API and the agent protocol. No IO here.
 
+pub mod array;
 pub mod limits;
 
 pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
@@ -137,6 +138,61 @@ pub struct FoldSpec {
     /// An expression over runner attributes; runners ranking higher are preferred (`memory`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rank: Option<String>,
+    /// Folds this one waits for (`submit --after`, `--after-any`): it stays `waiting` until
+    /// they end.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<Dependency>,
+    /// Outputs of other folds taken as inputs once those folds are done (`--input-from
+    /// ID:NAME`); each is also an `after` (ok) dependency.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs_from: Vec<InputFrom>,
+}
+
+/// A fold another waits for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependency {
+    pub fold: FoldId,
+    #[serde(default)]
+    pub when: DependOn,
+}
+
+/// When a dependency is met: Slurm's `afterok` and `afterany`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DependOn {
+    /// The parent is done; if it fails or is removed, the child fails too, saying why.
+    #[default]
+    Ok,
+    /// The parent ended, however.
+    Any,
+}
+
+impl DependOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DependOn::Ok => "ok",
+            DependOn::Any => "any",
+        }
+    }
+}
+
+/// An output of a fold taken as an input of another once it is done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFrom {
+    pub fold: FoldId,
+    /// The output's name in the parent.
+    pub output: String,
+    /// The input's name in this fold (default: the output's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl InputFrom {
+    pub fn input_name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.output)
+    }
 }
 
 fn default_queue() -> String {
@@ -206,15 +262,32 @@ impl FoldSpec {
                 )
                 .into());
             }
-            if !seen.insert(&input.name) {
+            if !seen.insert(input.name.as_str()) {
                 return Err(format!("inputs: {:?} is named twice", input.name).into());
             }
         }
+        for dep in &self.after {
+            if dep.fold <= 0 {
+                return Err(format!("after: {} is not a fold id", dep.fold).into());
+            }
+        }
+        for from in &self.inputs_from {
+            if from.fold <= 0 {
+                return Err(format!("inputs_from: {} is not a fold id", from.fold).into());
+            }
+            check_file_name(&from.output).map_err(|e| format!("inputs_from: output: {e}"))?;
+            check_file_name(from.input_name()).map_err(|e| format!("inputs_from: {e}"))?;
+            if !seen.insert(from.input_name()) {
+                return Err(format!("inputs_from: {:?} is named twice", from.input_name()).into());
+            }
+        }
         for key in self.env.keys() {
+            // The array's id and index are set by the master on each fold of an array.
+            let set_by_master = ARRAY_ENV.contains(&key.as_str());
             if key.is_empty()
                 || key.contains('=')
                 || key.contains('\0')
-                || key.starts_with("DATARUN_")
+                || (key.starts_with("DATARUN_") && !set_by_master)
             {
                 return Err(format!("env: {key:?} is not allowed as a variable name").into());
             }
@@ -222,6 +295,9 @@ impl FoldSpec {
         Ok(())
     }
 }
+
+/// The variables an array's folds get: its id and the fold's index.
+pub const ARRAY_ENV: [&str; 2] = ["DATARUN_ARRAY_ID", "DATARUN_ARRAY_INDEX"];
 
 /// Names of queues, runners, owners: short, printable, no separators.
 pub fn valid_name(name: &str) -> bool {
@@ -277,6 +353,8 @@ pub fn check_file_name(name: &str) -> Result<(), String> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
 pub enum FoldState {
+    /// Waiting for other folds (dependencies) or for its array's concurrency cap; not in line.
+    Waiting,
     Idle,
     Assigned,
     Running,
@@ -287,7 +365,8 @@ pub enum FoldState {
 }
 
 impl FoldState {
-    pub const ALL: [FoldState; 7] = [
+    pub const ALL: [FoldState; 8] = [
+        FoldState::Waiting,
         FoldState::Idle,
         FoldState::Assigned,
         FoldState::Running,
@@ -298,6 +377,7 @@ impl FoldState {
     ];
     pub fn as_str(self) -> &'static str {
         match self {
+            FoldState::Waiting => "waiting",
             FoldState::Idle => "idle",
             FoldState::Assigned => "assigned",
             FoldState::Running => "running",

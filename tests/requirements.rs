@@ -64,6 +64,8 @@ fn analyze_step(m: &Master, id: i64, name: &str) -> (u64, String) {
 #[test]
 fn requirements_and_rank_route_folds_and_explain_refusals() {
     let m = Master::start(Some(INVENTORY));
+    // Placement by rank needs both runners in the first cycle.
+    m.wait_ready(2);
 
     // Syntax errors: 400 with the column, nothing stored (single and batch).
     let (status, v) = m.request("POST", "/folds", Some(with(Some("gpus >= 1 &&"), None)));

@@ -181,10 +181,16 @@ pub struct ListQuery {
     state: Option<String>,
     queue: Option<String>,
     owner: Option<String>,
+    /// Only the folds of this array.
+    array: Option<i64>,
     /// Folds changed after this seq, in seq order.
     since: Option<i64>,
     /// Folds whose id is greater, in id order.
     after: Option<FoldId>,
+    /// `id` (the default) or `newest`: descending ids, paged by `before`.
+    order: Option<String>,
+    /// With `order=newest`: folds whose id is smaller.
+    before: Option<FoldId>,
     limit: Option<u32>,
 }
 
@@ -210,6 +216,32 @@ pub(super) fn bad_query(e: axum::extract::rejection::QueryRejection) -> ApiError
     ApiError::bad_request(format!("query: {text}"))
 }
 
+/// Whose folds a listing may name: an admin anyone's (no `owner`: everyone's), anyone else
+/// only its own (no `owner` means theirs; naming another owner is 403).
+pub(super) fn listing_owner(who: &Principal, owner: Option<String>) -> ApiResult<Option<String>> {
+    match (who.admin, owner) {
+        (true, owner) => Ok(owner),
+        (false, Some(o)) if o != who.name => Err(ApiError::forbidden(format!(
+            "owner: {} may list only its own folds (owner={}); admin tokens list anyone's",
+            who.name, who.name
+        ))),
+        (false, _) => Ok(Some(who.name.clone())),
+    }
+}
+
+/// Comma-separated fold states (empty: any).
+pub(super) fn parse_states(text: Option<&str>) -> ApiResult<Vec<FoldState>> {
+    text.into_iter()
+        .flat_map(|s| s.split(','))
+        .filter(|p| !p.is_empty())
+        .map(|part| {
+            FoldState::parse(part).ok_or_else(|| {
+                ApiError::bad_request(format!("state: unknown state {part:?} (one of waiting, idle, assigned, running, done, failed, held, removed)"))
+            })
+        })
+        .collect()
+}
+
 /// `GET /folds`: one page, in id order (`after`) or "changed since" order (`since`). A
 /// non-admin lists only their own folds (no `owner` means theirs; naming another owner is 403).
 pub async fn list(
@@ -224,33 +256,33 @@ pub async fn list(
             "give since (changed since, in seq order) or after (in id order), not both",
         ));
     }
-    let owner = match (who.admin, q.owner) {
-        (true, owner) => owner,
-        (false, Some(o)) if o != who.name => {
-            return Err(ApiError::forbidden(format!(
-                "owner: {} may list only its own folds (owner={}); admin tokens list anyone's",
-                who.name, who.name
+    let newest_first = match q.order.as_deref() {
+        None | Some("id") => false,
+        Some("newest") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "order: {other:?} is not an order (id or newest)"
             )))
         }
-        (false, _) => Some(who.name.clone()),
     };
-    let mut states = Vec::new();
-    for part in q
-        .state
-        .iter()
-        .flat_map(|s| s.split(','))
-        .filter(|p| !p.is_empty())
-    {
-        states.push(FoldState::parse(part).ok_or_else(|| {
-            ApiError::bad_request(format!("state: unknown state {part:?} (one of idle, assigned, running, done, failed, held, removed)"))
-        })?);
+    if newest_first && (q.since.is_some() || q.after.is_some()) {
+        return Err(ApiError::bad_request(
+            "order=newest pages with before, not since or after",
+        ));
     }
+    if !newest_first && q.before.is_some() {
+        return Err(ApiError::bad_request("before pages order=newest only"));
+    }
+    let owner = listing_owner(&who, q.owner)?;
     let filter = FoldFilter {
-        states,
+        states: parse_states(q.state.as_deref())?,
+        array: q.array,
         queue: q.queue,
         owner,
         since: q.since,
         after: q.after,
+        newest_first,
+        before: q.before,
         limit: Some(limit),
     };
     let page = s.store.list_folds(filter).await?;
@@ -329,16 +361,25 @@ pub async fn hold(
 ) -> ApiResult<Json<Value>> {
     owned(&s, &who, id).await?;
     let body: HoldBody = optional_json(&body)?;
-    if let Some(reason) = &body.reason {
+    let reason = hold_reason(&who, body.reason)?;
+    hold_fold(&s, id, reason).await?;
+    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+}
+
+/// A hold's reason: the one given (within its limit), else who held it.
+pub(super) fn hold_reason(who: &Principal, reason: Option<String>) -> ApiResult<String> {
+    if let Some(reason) = &reason {
         crate::model::limits::check_text("reason", reason, MAX_REASON)?;
     }
-    let reason = body
-        .reason
-        .unwrap_or_else(|| format!("held by {}", who.name));
+    Ok(reason.unwrap_or_else(|| format!("held by {}", who.name)))
+}
+
+/// Holds a fold the caller may change; a running one is killed.
+pub(super) async fn hold_fold(s: &ApiState, id: FoldId, reason: String) -> ApiResult<()> {
     if let Some(cancel) = s.store.hold(id, HoldCode::User, reason).await? {
         s.master.cancel(cancel);
     }
-    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+    Ok(())
 }
 
 /// Releases a held fold, optionally with new requests (`{"memory": "2G", "hard_time_limit":
@@ -351,16 +392,28 @@ pub async fn release(
 ) -> ApiResult<Json<Value>> {
     let fold = owned(&s, &who, id).await?;
     let changes: ReleaseChanges = optional_json(&body)?;
+    release_fold(&s, &who, &fold, changes).await?;
+    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+}
+
+/// Releases a held fold the caller may change, with new requests; refused (nothing changed)
+/// when no runner could meet them.
+pub(super) async fn release_fold(
+    s: &ApiState,
+    who: &Principal,
+    fold: &FoldRecord,
+    changes: ReleaseChanges,
+) -> ApiResult<()> {
     let spec = changes.apply(&fold.spec).map_err(ApiError::bad_request)?;
     if let Some(never) = s.master.unmatchable(&fold.owner, &spec) {
         return Err(ApiError::bad_request(format!(
-            "fold {id} would still never run: {}",
-            never.reason
+            "fold {} would still never run: {}",
+            fold.id, never.reason
         )));
     }
-    s.store.release(id, who.name.clone(), changes).await?;
+    s.store.release(fold.id, who.name.clone(), changes).await?;
     s.master.wake();
-    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+    Ok(())
 }
 
 pub async fn remove(
@@ -369,10 +422,16 @@ pub async fn remove(
     Path(id): Path<FoldId>,
 ) -> ApiResult<Json<Value>> {
     owned(&s, &who, id).await?;
+    remove_fold(&s, &who, id).await?;
+    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+}
+
+/// Removes a fold the caller may change; a running one is killed.
+pub(super) async fn remove_fold(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<()> {
     if let Some(cancel) = s.store.remove(id, who.name.clone()).await? {
         s.master.cancel(cancel);
     }
-    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
+    Ok(())
 }
 
 /// Counts per queue, owner and state: a non-admin's own rows only.

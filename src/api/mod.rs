@@ -2,6 +2,8 @@
 //! scores. Bearer-token auth, then a per-token rate limit (429); every error is JSON with a
 //! message (`json_errors` rewrites axum's own); bodies over a route's limit answer 413.
 
+mod arrays;
+mod bulk;
 mod datasets;
 mod error;
 mod events;
@@ -85,6 +87,10 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/{id}/hold", post(folds::hold))
         .route("/folds/{id}/release", post(folds::release))
         .route("/folds/{id}/remove", post(folds::remove))
+        .route("/folds/bulk/{action}", post(bulk::bulk))
+        .route("/arrays", post(arrays::create))
+        .route("/arrays/{id}", get(arrays::show))
+        .route("/arrays/{id}/{index}", get(arrays::fold))
         .route("/queue", get(folds::queue))
         .route("/owners", get(folds::owners))
         .route("/events", get(events::events))
@@ -171,8 +177,24 @@ async fn auth(
     };
     match principal(&state, token).await? {
         Ok(principal) => {
+            // Every change an admin token makes is logged with the token's owner.
+            let audit = (principal.admin && !req.method().is_safe()).then(|| {
+                let uri = req
+                    .extensions()
+                    .get::<axum::extract::OriginalUri>()
+                    .map_or(req.uri(), |o| &o.0);
+                (
+                    principal.name.clone(),
+                    req.method().clone(),
+                    uri.path().to_string(),
+                )
+            });
             req.extensions_mut().insert(principal);
-            Ok(next.run(req).await)
+            let resp = next.run(req).await;
+            if let Some((owner, method, path)) = audit {
+                tracing::info!(target: "datarun::audit", %owner, %method, %path, status = resp.status().as_u16(), "admin action");
+            }
+            Ok(resp)
         }
         Err(refused) => Err(ApiError::new(StatusCode::UNAUTHORIZED, refused.message)),
     }

@@ -70,6 +70,8 @@ pub(super) fn image_fold(command: &str, priority: Priority) -> FoldSpec {
         max_retries: 0,
         requirements: None,
         rank: None,
+        after: Vec::new(),
+        inputs_from: Vec::new(),
     }
 }
 

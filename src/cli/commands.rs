@@ -98,8 +98,23 @@ pub struct SubmitArgs {
     #[arg(long, allow_hyphen_values = true)]
     rank: Option<String>,
     /// How many identical folds to submit.
-    #[arg(long, default_value = "1")]
+    #[arg(long, default_value = "1", conflicts_with = "array")]
     count: u32,
+    /// An array: one fold per index, `$DATARUN_ARRAY_INDEX` in its environment, e.g. 0-4,
+    /// 0-99:2, 1,3,5-7; `%N` runs at most N at once (0-99%8). Prints ARRAY.INDEX per fold.
+    #[arg(long)]
+    array: Option<String>,
+    /// Wait until these folds are done (`ID,ID...`, or `ARRAY.INDEX`); if one fails or is
+    /// removed, this fold fails saying why (Slurm's afterok). Also --after-ok.
+    #[arg(long, alias = "after-ok", value_delimiter = ',')]
+    after: Vec<String>,
+    /// Wait until these folds end, however they end (Slurm's afterany).
+    #[arg(long, value_delimiter = ',')]
+    after_any: Vec<String>,
+    /// `ID:NAME` or `ID:NAME=AS`: once fold ID is done, its output NAME is an input of this
+    /// fold (named AS), which waits for ID as --after does. Repeatable.
+    #[arg(long, value_name = "ID:NAME[=AS]")]
+    input_from: Vec<String>,
     #[arg(long)]
     json: bool,
     /// Then wait until the folds end, as `queue wait` does: exit 0 when all are done, 1 when
@@ -112,6 +127,29 @@ pub struct SubmitArgs {
     /// The command and its arguments, after `--`.
     #[arg(last = true, required = true)]
     command: Vec<String>,
+}
+
+/// A fold named on the command line: its id, or `ARRAY.INDEX` (looked up on the master).
+pub fn resolve_fold(client: &super::client::Client, text: &str) -> Result<i64> {
+    let text = text.trim();
+    if let Ok(id) = text.parse::<i64>() {
+        return Ok(id);
+    }
+    let bad = || super::exit::usage(format!("{text:?} is not a fold id (ID or ARRAY.INDEX)"));
+    let (array, index) = text.split_once('.').ok_or_else(bad)?;
+    let (array, index): (i64, i64) = (
+        array.parse().map_err(|_| bad())?,
+        index.parse().map_err(|_| bad())?,
+    );
+    let v: Value = client.get(&format!("/arrays/{array}/{index}"))?;
+    v["fold"]["id"]
+        .as_i64()
+        .with_context(|| format!("fold {text}: no id in the master's answer"))
+}
+
+/// Fold ids or `ARRAY.INDEX` names, resolved.
+pub fn resolve_folds(client: &super::client::Client, texts: &[String]) -> Result<Vec<i64>> {
+    texts.iter().map(|t| resolve_fold(client, t)).collect()
 }
 
 /// `--input [NAME=]PATH`: the name in the fold's input directory and the local file.
@@ -165,6 +203,52 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         "requirements": a.requirements,
         "rank": a.rank,
     });
+    let mut spec = spec;
+    let mut after = Vec::new();
+    for (ids, when) in [(&a.after, "ok"), (&a.after_any, "any")] {
+        for id in ids {
+            after.push(json!({ "fold": resolve_fold(&client, id)?, "when": when }));
+        }
+    }
+    let mut inputs_from = Vec::new();
+    for arg in &a.input_from {
+        let (id, name) = arg
+            .split_once(':')
+            .with_context(|| format!("--input-from {arg:?}: expected ID:NAME or ID:NAME=AS"))?;
+        let mut from = json!({ "fold": resolve_fold(&client, id)?, "output": name });
+        if let Some((output, to)) = name.split_once('=') {
+            from = json!({ "fold": from["fold"], "output": output, "name": to });
+        }
+        inputs_from.push(from);
+    }
+    if !after.is_empty() {
+        spec["after"] = json!(after);
+    }
+    if !inputs_from.is_empty() {
+        spec["inputs_from"] = json!(inputs_from);
+    }
+    if let Some(array) = &a.array {
+        let answer: Value = client.post("/arrays", &json!({ "spec": spec, "array": array }))?;
+        let folds: Vec<&Value> = answer["folds"].as_array().into_iter().flatten().collect();
+        if a.json {
+            print_json(&answer)?;
+        } else {
+            for f in &folds {
+                println!("{}.{}", answer["array"], f["index"]);
+            }
+            if let Some(h) = answer["held"].as_object() {
+                eprintln!(
+                    "warning: the array's folds are held: {}",
+                    h["reason"].as_str().unwrap_or("")
+                );
+            }
+        }
+        if a.wait {
+            let ids: Vec<i64> = folds.iter().filter_map(|f| f["id"].as_i64()).collect();
+            return super::queue::wait(&a.conn, &ids, a.timeout);
+        }
+        return Ok(());
+    }
     let folds: Vec<Value> = (0..a.count).map(|_| spec.clone()).collect();
     let answer: Value = client.post("/folds/batch", &json!({ "folds": folds }))?;
     if a.json {

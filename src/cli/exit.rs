@@ -32,6 +32,15 @@ impl std::fmt::Display for Failure {
 
 impl std::error::Error for Failure {}
 
+/// A usage error (exit 2) with its message.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    Failure {
+        code: USAGE,
+        message: message.into(),
+    }
+    .into()
+}
+
 /// The exit code for an answer of the master with this HTTP status.
 pub fn for_status(status: u16) -> u8 {
     match status {

@@ -17,7 +17,8 @@ pub enum FoldCmd {
     Show {
         #[command(flatten)]
         conn: Conn,
-        id: i64,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -25,7 +26,8 @@ pub enum FoldCmd {
     Output {
         #[command(flatten)]
         conn: Conn,
-        id: i64,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
         name: String,
         #[arg(long, short)]
         output: Option<PathBuf>,
@@ -34,7 +36,8 @@ pub enum FoldCmd {
     Log {
         #[command(flatten)]
         conn: Conn,
-        id: i64,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
     },
 }
 
@@ -42,6 +45,7 @@ pub fn fold(cmd: FoldCmd) -> Result<()> {
     match cmd {
         FoldCmd::Show { conn, id, json } => {
             let client = conn.client()?;
+            let id = super::commands::resolve_fold(&client, &id)?;
             let v: Value = client.get(&format!("/folds/{id}"))?;
             if json {
                 return print_json(&v);
@@ -74,9 +78,9 @@ pub fn fold(cmd: FoldCmd) -> Result<()> {
             name,
             output,
         } => {
-            let data = conn
-                .client()?
-                .get_bytes(&format!("/folds/{id}/outputs/{name}"))?;
+            let client = conn.client()?;
+            let id = super::commands::resolve_fold(&client, &id)?;
+            let data = client.get_bytes(&format!("/folds/{id}/outputs/{name}"))?;
             match output {
                 Some(path) => std::fs::write(&path, data)
                     .with_context(|| format!("cannot write {}", path.display())),
@@ -88,7 +92,9 @@ pub fn fold(cmd: FoldCmd) -> Result<()> {
             }
         }
         FoldCmd::Log { conn, id } => {
-            let data = conn.client()?.get_bytes(&format!("/folds/{id}/log"))?;
+            let client = conn.client()?;
+            let id = super::commands::resolve_fold(&client, &id)?;
+            let data = client.get_bytes(&format!("/folds/{id}/log"))?;
             use std::io::Write;
             std::io::stdout().write_all(&data)?;
             Ok(())

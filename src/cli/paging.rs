@@ -33,6 +33,35 @@ pub fn each_page(
     }
 }
 
+/// The first `max` rows of a listing (all of them with None), following its pages by `cursor`;
+/// and whether more rows follow.
+pub fn first_rows(
+    client: &Client,
+    path: &str,
+    key: &str,
+    cursor: &str,
+    max: Option<usize>,
+) -> Result<(Vec<Value>, bool)> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let (mut rows, mut at) = (Vec::new(), None::<i64>);
+    loop {
+        let want = max.map_or(crate::model::limits::MAX_PAGE as usize, |m| {
+            (m - rows.len()).clamp(1, crate::model::limits::MAX_PAGE as usize)
+        });
+        let url = match at {
+            Some(at) => format!("{path}{sep}limit={want}&{cursor}={at}"),
+            None => format!("{path}{sep}limit={want}"),
+        };
+        let page: Value = client.get(&url)?;
+        rows.extend_from_slice(page[key].as_array().map(Vec::as_slice).unwrap_or_default());
+        let next = page["next"].as_i64();
+        if max.is_some_and(|m| rows.len() >= m) || next.is_none() {
+            return Ok((rows, next.is_some()));
+        }
+        at = next;
+    }
+}
+
 /// Every row of every page of a listing in id order.
 pub fn all_pages(client: &Client, path: &str, key: &str) -> Result<Vec<Value>> {
     let mut all = Vec::new();

@@ -2,7 +2,7 @@
 
 use super::commands::{ms, short_when, size, when};
 use super::commands::{print_json, Exit};
-use super::paging::{each_page, JsonArray};
+use super::paging::{each_page, first_rows, JsonArray};
 use super::Conn;
 use crate::model::FoldState;
 use crate::table::Table;
@@ -14,15 +14,23 @@ use std::time::{Duration, Instant};
 
 #[derive(Subcommand)]
 pub enum QueueCmd {
-    /// Counts per queue and owner; `--all` lists every fold.
+    /// Counts per queue and owner, then the live folds (running and held; idle ones are
+    /// counted, `--state idle` lists them); `--history` the ended ones, newest first; `--all`
+    /// every fold. Filters: `--owner`, `--queue`, `--state`.
     Status {
         #[command(flatten)]
         conn: Conn,
-        #[arg(long)]
+        /// Every fold that matches the filters, in id order.
+        #[arg(long, conflicts_with = "history")]
         all: bool,
-        /// With --all: only folds in these states (comma-separated).
+        /// Ended folds (done, failed, removed), newest first.
         #[arg(long)]
-        state: Option<String>,
+        history: bool,
+        #[command(flatten)]
+        filter: Constraint,
+        /// At most this many folds listed (0: no limit); default 50.
+        #[arg(long)]
+        limit: Option<usize>,
         /// Scheduled maintenance jobs and their recent runs.
         #[arg(long)]
         maintenance: bool,
@@ -32,16 +40,18 @@ pub enum QueueCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Hold folds (a running one is killed; release puts it back in line).
+    /// Hold folds by id or by constraint (a running one is killed; release puts it back in line).
     Hold {
         #[command(flatten)]
         conn: Conn,
         #[arg(long)]
         reason: Option<String>,
-        #[arg(required = true)]
-        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: Constraint,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
-    /// Put held folds back in line, optionally with new requests.
+    /// Put held folds back in line (by id or by constraint), optionally with new requests.
     Release {
         #[command(flatten)]
         conn: Conn,
@@ -53,21 +63,26 @@ pub enum QueueCmd {
         soft_limit: Option<Duration>,
         #[arg(long, value_parser = crate::units::parse_duration)]
         hard_limit: Option<Duration>,
-        #[arg(required = true)]
-        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: Constraint,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
-    /// Remove folds (a running one is killed).
+    /// Remove folds by id or by constraint (a running one is killed).
     Remove {
         #[command(flatten)]
         conn: Conn,
-        #[arg(required = true)]
-        ids: Vec<i64>,
+        #[command(flatten)]
+        filter: Constraint,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
     /// Why a fold is not running: each feasibility step, the empty pool, its place in line.
     Analyze {
         #[command(flatten)]
         conn: Conn,
-        id: i64,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -79,16 +94,76 @@ pub enum QueueCmd {
         #[arg(long, value_parser = crate::units::parse_duration)]
         timeout: Option<Duration>,
         #[arg(required = true)]
-        ids: Vec<i64>,
+        /// Fold ids, or ARRAY.INDEX.
+        ids: Vec<String>,
     },
 }
+
+/// Which folds: `condor_q`'s and `condor_rm -constraint`'s filters.
+#[derive(clap::Args, Default)]
+pub struct Constraint {
+    /// Only this owner's folds.
+    #[arg(long)]
+    owner: Option<String>,
+    /// Only this queue's folds.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Only the folds of this array.
+    #[arg(long)]
+    array: Option<i64>,
+    /// Only folds in these states (comma-separated: idle, assigned, running, held, done, failed, removed).
+    #[arg(long)]
+    state: Option<String>,
+}
+
+impl Constraint {
+    fn is_empty(&self) -> bool {
+        self.owner.is_none() && self.queue.is_none() && self.state.is_none() && self.array.is_none()
+    }
+
+    /// The query string of a listing, with `state` unless the caller sets its own.
+    fn query(&self, state: Option<&str>) -> Result<String> {
+        let mut q = Vec::new();
+        for (key, value) in [
+            ("owner", self.owner.as_deref()),
+            ("queue", self.queue.as_deref()),
+            ("state", state.or(self.state.as_deref())),
+        ] {
+            if let Some(v) = value {
+                if v.is_empty()
+                    || !v
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.,@".contains(c))
+                {
+                    return Err(super::exit::usage(format!("--{key}: {v:?} is not a name")));
+                }
+                q.push(format!("{key}={v}"));
+            }
+        }
+        if let Some(a) = self.array {
+            q.push(format!("array={a}"));
+        }
+        Ok(q.join("&"))
+    }
+
+    fn counts_row(&self, c: &Value) -> bool {
+        self.owner.as_ref().is_none_or(|o| c["owner"] == o.as_str())
+            && self.queue.as_ref().is_none_or(|q| c["queue"] == q.as_str())
+    }
+}
+
+/// The live folds `queue status` lists by default (idle ones are only counted).
+const LIVE: &str = "assigned,running,held";
+const ENDED: &str = "done,failed,removed";
 
 pub fn queue(cmd: QueueCmd) -> Result<()> {
     match cmd {
         QueueCmd::Status {
             conn,
             all,
-            state,
+            history,
+            filter,
+            limit,
             maintenance,
             owners,
             json,
@@ -111,10 +186,7 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
                 };
             }
             if all {
-                let path = match &state {
-                    Some(s) => format!("/folds?state={s}"),
-                    None => "/folds".into(),
-                };
+                let path = format!("/folds?{}", filter.query(None)?);
                 // Every page, however many folds (the master answers at most 1,000 a page).
                 if json {
                     let mut out = JsonArray::start();
@@ -132,15 +204,49 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
                 print!("{}", t.render());
                 return Ok(());
             }
-            let v: Value = client.get("/queue")?;
-            if json {
-                return print_json(&v);
+            let max = match limit {
+                Some(0) => None,
+                other => Some(other.unwrap_or(50)),
+            };
+            if history {
+                let state = filter.state.is_none().then_some(ENDED);
+                let path = format!("/folds?order=newest&{}", filter.query(state)?);
+                let (folds, more) = first_rows(&client, &path, "folds", "before", max)?;
+                if json {
+                    return print_json(&json!(folds));
+                }
+                print_folds(&folds, more, "queue status --history --limit 0");
+                return Ok(());
             }
-            print_counts(&v["counts"]);
+            let v: Value = client.get("/queue")?;
+            let counts: Vec<Value> = v["counts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|c| filter.counts_row(c))
+                .cloned()
+                .collect();
+            let state = filter.state.is_none().then_some(LIVE);
+            let path = format!("/folds?{}", filter.query(state)?);
+            let (folds, more) = first_rows(&client, &path, "folds", "after", max)?;
+            if json {
+                return print_json(&json!({ "counts": counts, "folds": folds, "more": more }));
+            }
+            print_counts(&json!(counts));
+            if !folds.is_empty() {
+                println!();
+                print_folds(&folds, more, "queue status --all");
+            }
             Ok(())
         }
-        QueueCmd::Hold { conn, reason, ids } => {
-            each(&conn, &ids, "hold", reason.map(|r| json!({"reason": r})))
+        QueueCmd::Hold {
+            conn,
+            reason,
+            filter,
+            ids,
+        } => {
+            let body = reason.map(|r| json!({"reason": r}));
+            by_ids_or_constraint(&conn, &ids, &filter, "hold", body)
         }
         QueueCmd::Release {
             conn,
@@ -148,6 +254,7 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
             cpus,
             soft_limit,
             hard_limit,
+            filter,
             ids,
         } => {
             let mut changes = serde_json::Map::new();
@@ -163,12 +270,24 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
             if let Some(d) = hard_limit {
                 changes.insert("hard_time_limit".into(), json!(d.as_secs_f64()));
             }
-            each(&conn, &ids, "release", Some(Value::Object(changes)))
+            let body = if filter.is_empty() {
+                Some(Value::Object(changes))
+            } else {
+                Some(json!({ "changes": changes }))
+            };
+            by_ids_or_constraint(&conn, &ids, &filter, "release", body)
         }
-        QueueCmd::Remove { conn, ids } => each(&conn, &ids, "remove", None),
-        QueueCmd::Wait { conn, timeout, ids } => wait(&conn, &ids, timeout),
+        QueueCmd::Remove { conn, filter, ids } => {
+            by_ids_or_constraint(&conn, &ids, &filter, "remove", None)
+        }
+        QueueCmd::Wait { conn, timeout, ids } => {
+            let ids = super::commands::resolve_folds(&conn.client()?, &ids)?;
+            wait(&conn, &ids, timeout)
+        }
         QueueCmd::Analyze { conn, id, json } => {
-            let v: Value = conn.client()?.get(&format!("/folds/{id}/analyze"))?;
+            let client = conn.client()?;
+            let id = super::commands::resolve_fold(&client, &id)?;
+            let v: Value = client.get(&format!("/folds/{id}/analyze"))?;
             if json {
                 return print_json(&v);
             }
@@ -176,6 +295,67 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// Folds by id (one request each), or every fold matching a constraint (and the ids, when
+/// given) through `POST /folds/bulk/ACTION`, called again while more match.
+fn by_ids_or_constraint(
+    conn: &Conn,
+    ids: &[String],
+    filter: &Constraint,
+    action: &str,
+    body: Option<Value>,
+) -> Result<()> {
+    if filter.is_empty() {
+        if ids.is_empty() {
+            return Err(super::exit::usage(format!(
+                "queue {action}: name fold ids or a constraint (--owner, --queue, --state)"
+            )));
+        }
+        let ids = super::commands::resolve_folds(&conn.client()?, ids)?;
+        return each(conn, &ids, action, body);
+    }
+    let client = conn.client()?;
+    let ids = super::commands::resolve_folds(&client, ids)?;
+    let mut req = body.unwrap_or_else(|| json!({}));
+    for (key, value) in [
+        ("owner", &filter.owner),
+        ("queue", &filter.queue),
+        ("state", &filter.state),
+    ] {
+        if let Some(v) = value {
+            req[key] = json!(v);
+        }
+    }
+    if let Some(a) = filter.array {
+        req["array"] = json!(a);
+    }
+    if !ids.is_empty() {
+        req["ids"] = json!(ids);
+    }
+    let (mut matched, mut changed, mut failed) = (0, 0, 0);
+    loop {
+        let v: Value = client.post(&format!("/folds/bulk/{action}"), &req)?;
+        matched += v["matched"].as_u64().unwrap_or(0);
+        changed += v["changed"].as_u64().unwrap_or(0);
+        failed += v["failed"].as_u64().unwrap_or(0);
+        for e in v["errors"].as_array().into_iter().flatten() {
+            eprintln!("fold {}: {}", e["id"], e["error"].as_str().unwrap_or(""));
+        }
+        if v["more"] != true || v["changed"] == 0 {
+            break;
+        }
+    }
+    let done = match action {
+        "hold" => "held",
+        "release" => "released",
+        _ => "removed",
+    };
+    println!("{done} {changed} of {matched} matching folds");
+    if failed > 0 {
+        return Err(Exit(1).into());
+    }
+    Ok(())
 }
 
 fn each(conn: &Conn, ids: &[i64], action: &str, body: Option<Value>) -> Result<()> {
@@ -348,9 +528,11 @@ fn print_counts(counts: &Value) {
             .or_default() += n;
         *totals.entry(state).or_default() += n;
     }
-    let cols = ["idle", "running", "held", "done", "failed", "removed"];
+    let cols = [
+        "waiting", "idle", "running", "held", "done", "failed", "removed",
+    ];
     let mut t = Table::new(&[
-        "QUEUE", "OWNER", ">IDLE", ">RUNNING", ">HELD", ">DONE", ">FAILED", ">REMOVED",
+        "QUEUE", "OWNER", ">WAITING", ">IDLE", ">RUNNING", ">HELD", ">DONE", ">FAILED", ">REMOVED",
     ]);
     let get = |m: &BTreeMap<String, u64>, s: &str| -> u64 {
         if s == "running" {
@@ -366,8 +548,10 @@ fn print_counts(counts: &Value) {
     }
     print!("{}", t.render());
     let total: u64 = totals.values().sum();
+    // "0 waiting" only when some fold waits (most pools use no dependencies nor arrays).
     let parts: Vec<String> = cols
         .iter()
+        .filter(|s| **s != "waiting" || get(&totals, s) > 0)
         .map(|s| format!("{} {s}", get(&totals, s)))
         .collect();
     println!("\nTotal: {total} folds; {}", parts.join(", "));
@@ -386,6 +570,31 @@ fn fold_table() -> Table {
     ])
 }
 
+/// A list of folds, and where to see the rest when it was cut.
+fn print_folds(folds: &[Value], more: bool, rest: &str) {
+    let mut t = fold_table();
+    folds.iter().for_each(|f| fold_row(&mut t, f));
+    print!("{}", t.render());
+    if more {
+        println!("… more folds match: {rest}");
+    }
+}
+
+/// How long a fold ran: so far for one running now (by this machine's clock), else its
+/// recorded wall time.
+fn run_time(f: &Value) -> String {
+    let live = matches!(f["state"].as_str(), Some("running" | "assigned"));
+    match (live, f["started_at"].as_i64()) {
+        (true, Some(started)) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            ms(&json!((now - started).max(0)))
+        }
+        _ => ms(&f["metrics"]["wall_ms"]),
+    }
+}
+
 fn fold_row(t: &mut Table, f: &Value) {
     let cmd = f["spec"]["command"]
         .as_array()
@@ -396,6 +605,11 @@ fn fold_row(t: &mut Table, f: &Value) {
                 .join(" ")
         })
         .unwrap_or_default();
+    // A held fold shows why instead of its command.
+    let cmd = match (f["state"].as_str(), f["reason"].as_str()) {
+        (Some("held"), Some(reason)) => format!("held: {reason}"),
+        _ => cmd,
+    };
     let cmd: String = if cmd.chars().count() > 40 {
         cmd.chars().take(39).chain(['…']).collect()
     } else {
@@ -407,7 +621,7 @@ fn fold_row(t: &mut Table, f: &Value) {
         short_when(&f["submitted_at"]),
         f["state"].as_str().unwrap_or("").to_string(),
         f["runner"].as_str().unwrap_or("-").to_string(),
-        ms(&f["metrics"]["wall_ms"]),
+        run_time(f),
         size(&f["metrics"]["peak_memory"]),
         cmd,
     ]);

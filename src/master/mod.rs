@@ -533,6 +533,7 @@ impl Master {
         }
         let placed = committed.len();
         for (attempt, n, spec) in committed {
+            tracing::info!(target: "datarun::fold", fold = %n.fold, attempt = %attempt, runner = %n.runner, "assigned");
             self.usage.started(attempt, &owners[&n.fold]);
             let run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
             let r = self

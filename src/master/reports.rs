@@ -325,6 +325,14 @@ impl Master {
                 }
                 continue;
             };
+            if let RecordResult::Recorded { fold, state } = &result {
+                tracing::info!(
+                    target: "datarun::fold",
+                    fold = %fold, attempt = %attempt, runner = %runner,
+                    outcome = %input.outcome.kind(), state = %state.as_str(),
+                    "ended"
+                );
+            }
             match result {
                 RecordResult::Superseded { fold } => {
                     tracing::warn!(

@@ -22,6 +22,10 @@ pub const MAX_INPUTS: usize = 1024;
 pub const MAX_EXPRESSION: usize = 4096;
 /// Retries a fold may ask for.
 pub const MAX_RETRIES: u32 = 100;
+/// Folds one fold may wait for (`after`).
+pub const MAX_DEPENDENCIES: usize = 1000;
+/// Folds in one array (`submit --array`).
+pub const MAX_ARRAY: usize = 100_000;
 /// A whole fold spec, serialized as the master stores and lists it.
 pub const MAX_SPEC_BYTES: usize = 256 << 10;
 /// The body of `POST /folds` (one spec, with room for whitespace and escapes).
@@ -166,6 +170,8 @@ impl super::FoldSpec {
             return Err(FieldError::too_large("env", env, MAX_ENV_BYTES));
         }
         check_count("inputs", self.inputs.len(), "inputs", MAX_INPUTS)?;
+        check_count("after", self.after.len(), "folds", MAX_DEPENDENCIES)?;
+        check_count("inputs_from", self.inputs_from.len(), "outputs", MAX_INPUTS)?;
         for (field, text) in [("requirements", &self.requirements), ("rank", &self.rank)] {
             if let Some(text) = text {
                 if text.len() > MAX_EXPRESSION {

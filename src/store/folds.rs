@@ -185,6 +185,7 @@ pub(super) fn finish_attempt(
              seq = ?1, updated_at = ?2 WHERE id = ?3",
         )?
         .execute(params![id, now, fold])?;
+        super::waiting::on_final(tx, fold)?;
         return Ok(RecordResult::Recorded {
             fold,
             state: FoldState::Done,
@@ -237,6 +238,9 @@ pub(super) fn finish_attempt(
         "attempt_ended",
         &format!("{detail}; fold is {next}"),
     )?;
+    if next.is_final() && next != fold_state {
+        super::waiting::on_final(tx, fold)?;
+    }
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
@@ -299,6 +303,9 @@ pub(super) fn insert_folds(
             None => format!("submitted by {owner} to queue {}", spec.queue),
         };
         event(tx, Some(id), None, "submitted", &detail)?;
+        if !spec.after.is_empty() || !spec.inputs_from.is_empty() {
+            super::waiting::add_dependencies(tx, id, spec, owner, admin, i)?;
+        }
         ids.push(id);
     }
     Ok(ids)
@@ -344,6 +351,72 @@ impl Store {
             let ids = insert_folds(&tx, &owner, admin, &folds)?;
             tx.commit()?;
             Ok(ids)
+        })
+        .await
+    }
+
+    /// Stores an array of `owner`: one fold of `spec` per index (its id and index in its
+    /// environment), at most `cap` of them in line or running at once. Returns the array's id
+    /// and the folds' ids, in index order.
+    pub async fn submit_array(
+        &self,
+        owner: String,
+        admin: bool,
+        spec: FoldSpec,
+        held: Option<(HoldCode, String)>,
+        indices: Vec<i64>,
+        cap: Option<u32>,
+    ) -> Result<(i64, Vec<FoldId>)> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let array = super::waiting::create_array(&tx, &owner, indices.len(), cap)?;
+            let folds: Vec<(FoldSpec, Option<(HoldCode, String)>)> = indices
+                .iter()
+                .map(|i| (super::waiting::array_spec(&spec, array, *i), held.clone()))
+                .collect();
+            let ids = insert_folds(&tx, &owner, admin, &folds)?;
+            super::waiting::place_in_array(&tx, array, cap, &ids, &indices)?;
+            tx.commit()?;
+            Ok((array, ids))
+        })
+        .await
+    }
+
+    /// An array: its owner, size, cap, creation time and its folds' counts per state.
+    pub async fn array(&self, id: i64) -> Result<ArrayRecord> {
+        self.read(move |conn| {
+            let row: Option<(String, i64, Option<u32>, i64)> = conn
+                .prepare_cached("SELECT owner, size, cap, created_at FROM arrays WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()?;
+            let Some((owner, size, cap, created_at)) = row else {
+                return Err(StoreError::NotFound(format!("array {id} does not exist")));
+            };
+            let counts = conn
+                .prepare_cached(
+                    "SELECT state, COUNT(*) FROM folds WHERE array_id = ?1 GROUP BY state",
+                )?
+                .query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ArrayRecord {
+                id,
+                owner,
+                size,
+                cap,
+                created_at,
+                counts,
+            })
+        })
+        .await
+    }
+
+    /// The fold at `index` of array `array` (`ARRAY.INDEX`).
+    pub async fn array_fold(&self, array: i64, index: i64) -> Result<FoldId> {
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT id FROM folds WHERE array_id = ?1 AND array_index = ?2")?
+                .query_row([array, index], |r| r.get(0))
+                .optional()?
+                .ok_or_else(|| StoreError::NotFound(format!("fold {array}.{index} does not exist")))
         })
         .await
     }

@@ -213,6 +213,8 @@ impl Store {
                 format!("released by {by} with {}", changes.describe())
             };
             event(&tx, Some(fold), None, "released", &detail)?;
+            // Released into line only if what it waits for has ended.
+            super::waiting::settle(&tx, fold)?;
             tx.commit()?;
             Ok(spec)
         })
@@ -245,6 +247,7 @@ impl Store {
                 "removed",
                 &format!("removed by {by}"),
             )?;
+            super::waiting::on_final(&tx, fold)?;
             tx.commit()?;
             Ok(cancel)
         })

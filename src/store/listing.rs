@@ -31,6 +31,10 @@ impl Store {
                 args.push(q.into());
                 sql.push_str(&format!(" AND f.queue = ?{}", args.len()));
             }
+            if let Some(a) = filter.array {
+                args.push(a.into());
+                sql.push_str(&format!(" AND f.array_id = ?{}", args.len()));
+            }
             if let Some(o) = filter.owner {
                 args.push(o.into());
                 sql.push_str(&format!(" AND f.owner = ?{}", args.len()));
@@ -39,11 +43,20 @@ impl Store {
             if let Some(s) = filter.since {
                 args.push(s.into());
                 sql.push_str(&format!(" AND f.seq > ?{}", args.len()));
+            } else if filter.newest_first {
+                if let Some(before) = filter.before {
+                    args.push(before.into());
+                    sql.push_str(&format!(" AND f.id < ?{}", args.len()));
+                }
             } else if let Some(after) = filter.after {
                 args.push(after.into());
                 sql.push_str(&format!(" AND f.id > ?{}", args.len()));
             }
-            sql.push_str(if by_seq { " ORDER BY f.seq" } else { " ORDER BY f.id" });
+            sql.push_str(match (by_seq, filter.newest_first) {
+                (true, _) => " ORDER BY f.seq",
+                (false, true) => " ORDER BY f.id DESC",
+                (false, false) => " ORDER BY f.id",
+            });
             let limit = filter.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE) as usize;
             // One more than the page, to know whether there are more.
             sql.push_str(&format!(" LIMIT {}", limit + 1));
@@ -146,5 +159,41 @@ mod tests {
         // The last page's seq is the newest of all: nothing newer to follow.
         let p = store.list_folds(page(Some(since), None)).await.unwrap();
         assert!(p.folds.is_empty() && p.seq == since && p.next.is_none());
+    }
+
+    /// Newest first: pages of 4 by `before`, in descending ids, filtered by state.
+    #[tokio::test]
+    async fn newest_first_pages_down_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let spec: FoldSpec = serde_json::from_str(r#"{"command":["true"]}"#).unwrap();
+        let ids = store
+            .submit("ann".into(), false, vec![(spec, None); 10])
+            .await
+            .unwrap();
+        store
+            .hold(ids[3], HoldCode::User, "x".into())
+            .await
+            .unwrap();
+        let (mut seen, mut before) = (Vec::new(), None);
+        loop {
+            let p = store
+                .list_folds(FoldFilter {
+                    newest_first: true,
+                    before,
+                    states: vec![crate::model::FoldState::Idle],
+                    limit: Some(4),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(p.folds.iter().map(|f| f.id));
+            match p.next {
+                Some(n) => before = Some(n),
+                None => break,
+            }
+        }
+        let want: Vec<i64> = ids.iter().rev().copied().filter(|i| *i != ids[3]).collect();
+        assert_eq!(seen, want);
     }
 }

@@ -19,6 +19,7 @@ mod submission_records;
 mod submissions;
 mod tenancy;
 mod tokens;
+mod waiting;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
@@ -34,9 +35,9 @@ pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
-    ActiveAttempt, AttemptRecord, BlobData, CancelTarget, EventRecord, FoldChange, FoldFilter,
-    FoldPage, FoldRecord, NewAttempt, OutputRecord, QueueCount, RecordResult, ReleaseChanges,
-    ResultInput,
+    ActiveAttempt, ArrayPlace, ArrayRecord, AttemptRecord, BlobData, CancelTarget, EventRecord,
+    FoldChange, FoldFilter, FoldPage, FoldRecord, NewAttempt, OutputRecord, QueueCount,
+    RecordResult, ReleaseChanges, ResultInput,
 };
 
 use rusqlite::Connection;

@@ -31,7 +31,28 @@ pub struct FoldRecord {
     pub outcome: Option<Outcome>,
     pub metrics: Option<Metrics>,
     pub seq: i64,
+    /// Its array and index in it (`ARRAY.INDEX`), for a fold of an array.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub array: Option<ArrayPlace>,
     pub spec: FoldSpec,
+}
+
+/// An array of folds (`submit --array`).
+#[derive(Clone, Debug, Serialize)]
+pub struct ArrayRecord {
+    pub id: i64,
+    pub owner: String,
+    pub size: i64,
+    pub cap: Option<u32>,
+    pub created_at: i64,
+    /// Its folds per state.
+    pub counts: std::collections::BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ArrayPlace {
+    pub id: i64,
+    pub index: i64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -159,12 +180,18 @@ pub enum RecordResult {
 #[derive(Clone, Debug, Default)]
 pub struct FoldFilter {
     pub states: Vec<FoldState>,
+    /// Only the folds of this array.
+    pub array: Option<i64>,
     pub queue: Option<String>,
     pub owner: Option<String>,
     /// Only folds whose seq is greater, in seq order.
     pub since: Option<i64>,
     /// Only folds whose id is greater, in id order (when `since` is not given).
     pub after: Option<FoldId>,
+    /// Newest first: in descending id order, only folds whose id is smaller than `before`
+    /// when given (`queue status --history`).
+    pub newest_first: bool,
+    pub before: Option<FoldId>,
     /// At most this many (default and cap: `limits::DEFAULT_PAGE`, `limits::MAX_PAGE`).
     pub limit: Option<u32>,
 }
@@ -193,7 +220,7 @@ pub(super) const FOLD_COLUMNS: &str =
     "f.id, f.owner, f.queue, f.priority, f.state, f.reason, f.hold_code,
     f.submitted_at, f.updated_at, f.attempts, f.retries_used, f.current_attempt, a.runner,
     a.started_at, a.ended_at, a.outcome, a.wall_ms, a.cpu_ms, a.peak_memory, f.seq, f.spec,
-    f.losses";
+    f.losses, f.array_id, f.array_index";
 
 pub(super) fn fold_from_row(r: &Row) -> rusqlite::Result<FoldRecord> {
     let state: String = r.get(4)?;
@@ -228,6 +255,10 @@ pub(super) fn fold_from_row(r: &Row) -> rusqlite::Result<FoldRecord> {
             None => None,
         },
         seq: r.get(19)?,
+        array: match (r.get::<_, Option<i64>>(22)?, r.get::<_, Option<i64>>(23)?) {
+            (Some(id), Some(index)) => Some(ArrayPlace { id, index }),
+            _ => None,
+        },
         spec: serde_json::from_str(&spec).map_err(|e| {
             rusqlite::Error::FromSqlConversionFailure(20, rusqlite::types::Type::Text, Box::new(e))
         })?,

@@ -132,7 +132,35 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 12: counts per queue, owner and state kept by triggers; the group-commit marker
     COUNTS_MIGRATION,
+    // 13: arrays of folds and dependencies between folds (see `store::waiting`)
+    WAITING_MIGRATION,
 ];
+
+/// Arrays (one row each: owner, size, the cap on how many of its folds are in line or running
+/// at once) and each fold's place in one; dependencies, one row per (child, parent) with when
+/// the child may go (`ok`: the parent done; `any`: ended however), found from the parent
+/// when it ends.
+const WAITING_MIGRATION: &str = r#"
+    CREATE TABLE arrays (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner      TEXT NOT NULL,
+        size       INTEGER NOT NULL,
+        cap        INTEGER,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX arrays_owner ON arrays(owner);
+    ALTER TABLE folds ADD COLUMN array_id INTEGER REFERENCES arrays(id);
+    ALTER TABLE folds ADD COLUMN array_index INTEGER;
+    CREATE UNIQUE INDEX folds_array ON folds(array_id, array_index) WHERE array_id IS NOT NULL;
+    CREATE INDEX folds_array_state ON folds(array_id, state) WHERE array_id IS NOT NULL;
+    CREATE TABLE fold_deps (
+        child  INTEGER NOT NULL,
+        parent INTEGER NOT NULL,
+        kind   TEXT NOT NULL,
+        PRIMARY KEY (child, parent)
+    ) WITHOUT ROWID;
+    CREATE INDEX fold_deps_parent ON fold_deps(parent);
+"#;
 
 /// Where a blob's bytes are: `row` (in `data`, every blob written before this migration and
 /// every small one since) or `file` (`<data>/blobs/ab/<sha256>`, `data` empty). Old rows stay

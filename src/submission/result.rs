@@ -48,11 +48,13 @@ pub fn verdict(run: &RunView) -> Verdict {
     };
     let reached = |p: &str| run.phases.iter().any(|x| x == p);
     match run.state {
-        FoldState::Idle | FoldState::Assigned | FoldState::Running => Verdict {
-            phase: Phase::Todo,
-            reason: run.reason.map(str::to_string),
-            traceback: None,
-        },
+        FoldState::Waiting | FoldState::Idle | FoldState::Assigned | FoldState::Running => {
+            Verdict {
+                phase: Phase::Todo,
+                reason: run.reason.map(str::to_string),
+                traceback: None,
+            }
+        }
         FoldState::Done if run.has_test_table && reached("tested") => Verdict {
             phase: Phase::Tested,
             reason: None,

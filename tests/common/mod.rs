@@ -44,6 +44,8 @@ pub struct Master {
     pub token: String,
     pub inventory: Option<PathBuf>,
     pub extra: Vec<String>,
+    /// Where `serve` writes its log, when the test reads it (else the test's stderr).
+    pub log: Option<PathBuf>,
     http: reqwest::blocking::Client,
 }
 
@@ -51,6 +53,37 @@ impl Master {
     /// Starts a master with the given inventory text (None: the embedded default).
     pub fn start(inventory: Option<&str>) -> Master {
         Master::start_with(inventory, &[])
+    }
+
+    /// Starts a master whose log goes to a file the test reads (`serve_log`).
+    pub fn start_logged(inventory: Option<&str>) -> Master {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let log = dir.path().join("serve.log");
+        let mut m = Master {
+            dir,
+            child: None,
+            url: String::new(),
+            token: String::new(),
+            inventory: None,
+            extra: Vec::new(),
+            log: Some(log),
+            http: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .build()
+                .unwrap(),
+        };
+        if let Some(text) = inventory {
+            let path = m.dir.path().join("runners.toml");
+            std::fs::write(&path, text).unwrap();
+            m.inventory = Some(path);
+        }
+        m.spawn();
+        m
+    }
+
+    /// What `serve` logged so far (a master from `start_logged`).
+    pub fn serve_log(&self) -> String {
+        std::fs::read_to_string(self.log.as_ref().expect("a logged master")).unwrap_or_default()
     }
 
     /// Starts a master with extra `serve` arguments.
@@ -90,6 +123,7 @@ impl Master {
             token: String::new(),
             inventory,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: None,
             http: http.build().unwrap(),
         };
         m.spawn();
@@ -115,7 +149,16 @@ impl Master {
         cmd.args(&self.extra);
         cmd.env("DATARUN_LOG", "warn,datarun=debug")
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stderr(match &self.log {
+                Some(path) => Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)
+                        .expect("serve log file"),
+                ),
+                None => Stdio::inherit(),
+            });
         self.child = Some(cmd.spawn().expect("spawn datarun serve"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -234,6 +277,23 @@ impl Master {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         (status, headers, resp.bytes().unwrap().to_vec())
+    }
+
+    /// Waits (20 s at most) until `n` runners are ready, so that a test's first placements see
+    /// the whole pool rather than whichever runner connected first.
+    pub fn wait_ready(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let v = self.get("/runners");
+            let ready = v["runners"]
+                .as_array()
+                .map_or(0, |rs| rs.iter().filter(|r| r["state"] == "ready").count());
+            if ready >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} runners ready: {v}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn get(&self, path: &str) -> Value {

@@ -1,0 +1,95 @@
+//! Arrays of folds (`submit --array 0-99:2%8`): one spec, one fold per index with
+//! `$DATARUN_ARRAY_INDEX`, at most the cap of them in line or running at once (the rest wait;
+//! see `store::waiting`). An array is its owner's (README "Tenancy"): anyone else gets 404.
+
+use super::{ApiError, ApiState};
+use crate::model::array::parse_array;
+use crate::model::FoldSpec;
+use crate::store::{ArrayRecord, Principal};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewArray {
+    spec: FoldSpec,
+    /// `0-4`, `0-99:2`, `1,3,5-7`, with `%N` to run at most N at once.
+    array: String,
+}
+
+pub async fn create(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    body: Result<Json<NewArray>, JsonRejection>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let Json(body) = body?;
+    crate::model::limits::check_text("array", &body.array, 4096)?;
+    let array = parse_array(&body.array).map_err(ApiError::bad_request)?;
+    body.spec.validate()?;
+    let held = s
+        .master
+        .unmatchable(&who.name, &body.spec)
+        .map(|u| (u.code, u.reason));
+    let (id, ids) = s
+        .store
+        .submit_array(
+            who.name.clone(),
+            who.admin,
+            body.spec,
+            held.clone(),
+            array.indices.clone(),
+            array.cap,
+        )
+        .await?;
+    s.master.wake();
+    let folds: Vec<Value> = ids
+        .iter()
+        .zip(&array.indices)
+        .map(|(id, index)| json!({ "id": id, "index": index }))
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "array": id,
+            "cap": array.cap,
+            "folds": folds,
+            "held": held.map(|(code, reason)| json!({ "code": code, "reason": reason })),
+        })),
+    ))
+}
+
+/// The array, if `who` may see it; else 404 as for a missing one.
+async fn visible_array(s: &ApiState, who: &Principal, id: i64) -> ApiResult<ArrayRecord> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("array {id} does not exist"));
+    match s.store.array(id).await {
+        Ok(a) if who.admin || a.owner == who.name => Ok(a),
+        Ok(_) => Err(missing()),
+        Err(crate::store::StoreError::NotFound(_)) => Err(missing()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn show(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({ "array": visible_array(&s, &who, id).await? })))
+}
+
+/// `GET /arrays/{id}/{index}`: the fold `ID.INDEX`.
+pub async fn fold(
+    State(s): State<ApiState>,
+    Extension(who): Extension<Principal>,
+    Path((id, index)): Path<(i64, i64)>,
+) -> ApiResult<Json<Value>> {
+    visible_array(&s, &who, id).await?;
+    let fold = s.store.array_fold(id, index).await?;
+    Ok(Json(json!({ "fold": s.store.fold(fold).await? })))
+}

@@ -1,0 +1,273 @@
+//! Folds that wait (`FoldState::Waiting`): for other folds (dependencies: Slurm's `afterok`
+//! and `afterany`, outputs passed along as inputs) or for their array's concurrency cap
+//! (`--array 0-99%8`). A waiting fold is not in line: the scheduler never sees it. It moves
+//! on in the transaction that ends what it waits for (`on_final`), so the master's index
+//! learns of it from the fold's change like any other.
+//!
+//! Cycles cannot be made: a fold may only wait for folds that exist already, and its own id
+//! is new.
+
+use super::folds::{event, set_state};
+use super::{now_ms, Result, StoreError};
+use crate::model::{DependOn, FoldId, FoldSpec, FoldState, InputRef, ARRAY_ENV};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+/// How many folds at most one end moves on (children failing in a chain are followed
+/// through, as a worklist; past this the rest stay waiting and say so in the log).
+const MAX_CASCADE: usize = 100_000;
+
+/// Records the dependencies of the new fold `child` of `owner` (each parent must exist and be
+/// the owner's, unless an admin submits: else the answer is "does not exist", as for a
+/// missing one) and decides whether it waits. Returns its state.
+pub(super) fn add_dependencies(
+    tx: &Transaction,
+    child: FoldId,
+    spec: &FoldSpec,
+    owner: &str,
+    admin: bool,
+    index: usize,
+) -> Result<FoldState> {
+    let parents = spec
+        .after
+        .iter()
+        .map(|d| (d.fold, d.when))
+        .chain(spec.inputs_from.iter().map(|f| (f.fold, DependOn::Ok)));
+    for (parent, when) in parents {
+        let found: Option<String> = tx
+            .prepare_cached("SELECT owner FROM folds WHERE id = ?1")?
+            .query_row([parent], |r| r.get(0))
+            .optional()?;
+        if found.is_none_or(|o| !admin && o != owner) {
+            return Err(StoreError::Invalid(format!(
+                "fold {index}: after: fold {parent} does not exist"
+            )));
+        }
+        // `ok` is the stricter: it wins when a parent is named both ways.
+        tx.prepare_cached(
+            "INSERT INTO fold_deps (child, parent, kind) VALUES (?1, ?2, ?3)
+             ON CONFLICT (child, parent) DO UPDATE SET kind = CASE WHEN kind = 'ok' OR excluded.kind = 'ok' THEN 'ok' ELSE 'any' END",
+        )?
+        .execute(params![child, parent, when.as_str()])?;
+    }
+    settle(tx, child)
+}
+
+/// Creates an array of `owner` with `size` folds; returns its id.
+pub(super) fn create_array(
+    tx: &Transaction,
+    owner: &str,
+    size: usize,
+    cap: Option<u32>,
+) -> Result<i64> {
+    tx.prepare_cached("INSERT INTO arrays (owner, size, cap, created_at) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![owner, size as i64, cap, now_ms()])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Places the new folds `ids` at `indices` of array `array`; beyond its cap those in line
+/// wait instead.
+pub(super) fn place_in_array(
+    tx: &Transaction,
+    array: i64,
+    cap: Option<u32>,
+    ids: &[FoldId],
+    indices: &[i64],
+) -> Result<()> {
+    let mut live = 0u32;
+    for (fold, index) in ids.iter().zip(indices) {
+        tx.prepare_cached("UPDATE folds SET array_id = ?1, array_index = ?2 WHERE id = ?3")?
+            .execute(params![array, index, fold])?;
+        let state: String = tx
+            .prepare_cached("SELECT state FROM folds WHERE id = ?1")?
+            .query_row([fold], |r| r.get(0))?;
+        if state != FoldState::Idle.as_str() {
+            continue;
+        }
+        match cap {
+            Some(cap) if live >= cap => wait(tx, *fold, &cap_reason(array, cap))?,
+            _ => live += 1,
+        }
+    }
+    Ok(())
+}
+
+/// The spec of the fold at `index` of array `array`: the two in its environment.
+pub(super) fn array_spec(spec: &FoldSpec, array: i64, index: i64) -> FoldSpec {
+    let mut s = spec.clone();
+    s.env.insert(ARRAY_ENV[0].to_string(), array.to_string());
+    s.env.insert(ARRAY_ENV[1].to_string(), index.to_string());
+    s
+}
+
+fn cap_reason(array: i64, cap: u32) -> String {
+    format!("array {array} runs at most {cap} folds at once")
+}
+
+fn wait(tx: &Transaction, fold: FoldId, reason: &str) -> Result<()> {
+    set_state(tx, fold, FoldState::Waiting, Some(reason), None)?;
+    event(tx, Some(fold), None, "waiting", reason)?;
+    Ok(())
+}
+
+/// Decides where a waiting (or new) fold goes from its parents and its array: failed when a
+/// parent it needs done failed or was removed (or lacks an output it takes), waiting while
+/// a parent has not ended or its array is at its cap, else in line (idle) with the parents'
+/// outputs as inputs. Returns the fold's state.
+pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
+    let (state, array): (String, Option<i64>) = tx
+        .prepare_cached("SELECT state, array_id FROM folds WHERE id = ?1")?
+        .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let state = FoldState::parse(&state).unwrap_or(FoldState::Held);
+    if !matches!(state, FoldState::Idle | FoldState::Waiting) {
+        return Ok(state);
+    }
+    let parents: Vec<(FoldId, String, String)> = tx
+        .prepare_cached(
+            "SELECT d.parent, d.kind, f.state FROM fold_deps d JOIN folds f ON f.id = d.parent
+             WHERE d.child = ?1 ORDER BY d.parent",
+        )?
+        .query_map([fold], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let ended = |s: &str| FoldState::parse(s).is_some_and(FoldState::is_final);
+    if let Some((parent, _, pstate)) = parents
+        .iter()
+        .find(|(_, kind, s)| kind == "ok" && ended(s) && s != "done")
+    {
+        let reason = format!("fold {parent} it runs after (after-ok) is {pstate}");
+        return fail(tx, fold, &reason);
+    }
+    let unmet: Vec<String> = parents
+        .iter()
+        .filter(|(_, _, s)| !ended(s))
+        .map(|(p, _, _)| p.to_string())
+        .collect();
+    if !unmet.is_empty() {
+        let reason = format!(
+            "waiting for fold{} {} to end",
+            if unmet.len() == 1 { "" } else { "s" },
+            unmet.join(", ")
+        );
+        if state == FoldState::Idle {
+            wait(tx, fold, &reason)?;
+        }
+        return Ok(FoldState::Waiting);
+    }
+    if state == FoldState::Idle {
+        // New, nothing to wait for.
+        return Ok(FoldState::Idle);
+    }
+    if let Some(array) = array {
+        let cap: Option<u32> = tx
+            .prepare_cached("SELECT cap FROM arrays WHERE id = ?1")?
+            .query_row([array], |r| r.get(0))?;
+        if let Some(cap) = cap {
+            let live: u32 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM folds WHERE array_id = ?1 AND state IN ('idle', 'assigned', 'running')",
+                )?
+                .query_row([array], |r| r.get(0))?;
+            if live >= cap {
+                tx.prepare_cached("UPDATE folds SET reason = ?1 WHERE id = ?2")?
+                    .execute(params![cap_reason(array, cap), fold])?;
+                return Ok(FoldState::Waiting);
+            }
+        }
+    }
+    // In line: first the parents' outputs it takes become its inputs.
+    let spec: String = tx
+        .prepare_cached("SELECT spec FROM folds WHERE id = ?1")?
+        .query_row([fold], |r| r.get(0))?;
+    let mut spec: FoldSpec = serde_json::from_str(&spec)
+        .map_err(|e| StoreError::Invalid(format!("fold {fold}: its stored spec: {e}")))?;
+    if !spec.inputs_from.is_empty() {
+        for from in spec.inputs_from.clone() {
+            let sha: Option<String> = tx
+                .prepare_cached(
+                    "SELECT o.sha256 FROM folds f JOIN outputs o ON o.attempt_id = f.last_attempt
+                     WHERE f.id = ?1 AND o.name = ?2",
+                )?
+                .query_row(params![from.fold, from.output], |r| r.get(0))
+                .optional()?;
+            let Some(sha) = sha else {
+                let reason = format!(
+                    "fold {} has no output {:?} to pass on",
+                    from.fold, from.output
+                );
+                return fail(tx, fold, &reason);
+            };
+            let name = from.input_name().to_string();
+            tx.prepare_cached(
+                "INSERT INTO fold_inputs (fold_id, name, sha256) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![fold, name, sha])?;
+            spec.inputs.push(InputRef { name, sha256: sha });
+        }
+        tx.prepare_cached("UPDATE folds SET spec = ?1 WHERE id = ?2")?
+            .execute(params![
+                serde_json::to_string(&spec).expect("spec serializes"),
+                fold
+            ])?;
+    }
+    set_state(tx, fold, FoldState::Idle, None, None)?;
+    event(
+        tx,
+        Some(fold),
+        None,
+        "ready",
+        "what it waited for has ended; in line",
+    )?;
+    Ok(FoldState::Idle)
+}
+
+fn fail(tx: &Transaction, fold: FoldId, reason: &str) -> Result<FoldState> {
+    set_state(tx, fold, FoldState::Failed, Some(reason), None)?;
+    event(tx, Some(fold), None, "dependency_failed", reason)?;
+    Ok(FoldState::Failed)
+}
+
+/// `fold` has just reached a final state (done, failed, removed) in `tx`: the folds waiting
+/// for it move on (those that fail in turn pass it on to theirs), and a fold of its array
+/// waiting for the cap takes its place.
+pub(super) fn on_final(tx: &Transaction, fold: FoldId) -> Result<()> {
+    let mut ended = vec![fold];
+    let mut moved = 0usize;
+    while let Some(parent) = ended.pop() {
+        let children: Vec<FoldId> = tx
+            .prepare_cached(
+                "SELECT d.child FROM fold_deps d JOIN folds f ON f.id = d.child
+                 WHERE d.parent = ?1 AND f.state = 'waiting'",
+            )?
+            .query_map([parent], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        for child in children {
+            moved += 1;
+            if moved > MAX_CASCADE {
+                tracing::warn!("fold {fold}: more than {MAX_CASCADE} folds wait for it; the rest move on at the next end");
+                return Ok(());
+            }
+            if settle(tx, child)?.is_final() {
+                ended.push(child);
+            }
+        }
+        let array: Option<i64> = tx
+            .prepare_cached("SELECT array_id FROM folds WHERE id = ?1")?
+            .query_row([parent], |r| r.get(0))?;
+        if let Some(array) = array {
+            // The waiting folds of the array in index order, until one goes in line.
+            let waiting: Vec<FoldId> = tx
+                .prepare_cached(
+                    "SELECT id FROM folds WHERE array_id = ?1 AND state = 'waiting' ORDER BY array_index LIMIT 64",
+                )?
+                .query_map([array], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for w in waiting {
+                match settle(tx, w)? {
+                    FoldState::Idle => break,
+                    s if s.is_final() => ended.push(w),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
