@@ -222,7 +222,7 @@ else
     apt-get purge -y -qq --autoremove -o APT::AutoRemove::SuggestsImportant=false \
       -o APT::AutoRemove::RecommendsImportant=false python3-pip >/dev/null
     python3 -c 'import rampwf.utils.testing, rampwf.utils.cli.testing, rampwf.workflows, rampwf.score_types'
-    python3 -c 'import sys, sklearn, pandas, numpy, scipy, rampwf; print("versions: python", sys.version.split()[0], "scikit-learn", sklearn.__version__, "pandas", pandas.__version__, "numpy", numpy.__version__, "scipy", scipy.__version__, "ramp-workflow", rampwf.__version__)'
+    python3 -c 'import sys, sklearn, pandas, numpy, scipy, rampwf; print(*[m.__name__ + chr(61) + m.__version__ for m in (sklearn, pandas, numpy, scipy, rampwf)], chr(40) + sys.version.split()[0] + chr(41))'
     # Byte-compiled imports baked in (the image runs with PYTHONDONTWRITEBYTECODE=1, as user
     # 1000: nothing it imports from source would ever be cached). Debian compiles its packages
     # at install and pip its wheel; this covers anything left. test_datarun_ramp_fold checks it.
