@@ -16,8 +16,8 @@
 # in wheels/ there (a rebuild needs no PyPI); --fresh rebuilds the base too. After a build the
 # image's unit tests run inside it (--no-test skips them); a failing image is removed. --save writes
 # `docker save` output for `datarun image load` on runners. Mirror override: DATARUN_DEBIAN_MIRROR=URL.
-# Other versions: --pip "scikit-learn==1.4.2 pandas==2.2.2" --tag 0.1-sk14 builds
-# datarun/fold-python:0.1-sk14 with those requirements installed by pip over bookworm's packages
+# Other versions: --pip "scikit-learn==1.3.2" --tag 0.1-sk13 builds
+# datarun/fold-python:0.1-sk13 with those requirements installed by pip over bookworm's packages
 # (wheels only, downloaded by the host's pip for this Python, cached; the chroot stays offline).
 # Must run as root (debootstrap, chroot).
 set -euo pipefail
