@@ -6,6 +6,7 @@
 # ramp-workflow wheel, `docker import`.
 #
 #   images/build-fold-python.sh [--force] [--fresh] [--save FILE.tar] [--no-test]
+#                               [--pip "REQ..." --tag TAG]
 #
 # Idempotent: exits at once when the image exists with the label of the current sources (the
 # runners, their tests, iris.csv, the ramp kit, the text example, this script); one build at a
@@ -15,11 +16,13 @@
 # in wheels/ there (a rebuild needs no PyPI); --fresh rebuilds the base too. After a build the
 # image's unit tests run inside it (--no-test skips them); a failing image is removed. --save writes
 # `docker save` output for `datarun image load` on runners. Mirror override: DATARUN_DEBIAN_MIRROR=URL.
+# Other versions: --pip "scikit-learn==1.3.2" --tag 0.1-sk13 builds
+# datarun/fold-python:0.1-sk13 with those requirements installed by pip over bookworm's packages
+# (wheels only, downloaded by the host's pip for this Python, cached; the chroot stays offline).
 # Must run as root (debootstrap, chroot).
 set -euo pipefail
 
 version=0.1
-image=datarun/fold-python:$version
 here=$(cd "$(dirname "$0")" && pwd)
 src=$here/fold-python
 iris=$here/../examples/iris/iris.csv
@@ -36,23 +39,33 @@ ramp_version=0.7.0
 ramp_wheel=ramp_workflow-$ramp_version-py3-none-any.whl
 ramp_sha256=dcf25007d1cc86957a8ab2f11d9c0263a980a9c67518981d65f66360d891e5c5
 # Bump base_recipe when the steps that build the base rootfs change (or build with --fresh).
-base_recipe=2
-base_key=$(printf '%s\n' "$base_recipe" "$packages" "$ramp_wheel" "$ramp_sha256" | sha256sum | cut -c1-12)
-cache=$cache_dir/fold-python-$version-$base_key.tar
+base_recipe=3
 wheels=$cache_dir/wheels
 
-force=0 fresh=0 test=1 save=
+force=0 fresh=0 test=1 save= pins= tag=$version
 while [ $# -gt 0 ]; do
   case $1 in
     --force) force=1 ;;
     --fresh) force=1 fresh=1 ;;
     --no-test) test=0 ;;
     --save) [ $# -ge 2 ] || { echo "--save needs a file name" >&2; exit 2; }; save=$2; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --pip) [ $# -ge 2 ] || { echo "--pip needs requirements" >&2; exit 2; }; pins=$2; shift ;;
+    --tag) [ $# -ge 2 ] || { echo "--tag needs a tag" >&2; exit 2; }; tag=$2; shift ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+
+if [ -n "$pins" ] && [ "$tag" = "$version" ]; then
+  echo "--pip needs its own --tag (not $version, the image with bookworm's versions)" >&2; exit 2
+fi
+[[ $tag =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || { echo "bad tag $tag" >&2; exit 2; }
+image=datarun/fold-python:$tag
+# The base cache is keyed by the pins too (none: the same key as before there were pins).
+base_key=$(printf '%s\n' "$base_recipe" "$packages" "$ramp_wheel" "$ramp_sha256" ${pins:+"$pins"} |
+  sha256sum | cut -c1-12)
+cache=$cache_dir/fold-python-$version-$base_key.tar
 
 t0=$SECONDS
 step() { echo "[$((SECONDS - t0))s] $*"; }
@@ -76,7 +89,7 @@ fi
 # The label ties the image to the sources it was built from.
 kit_files=$(cd "$kit" && find . -type f ! -name '*.pyc' ! -path '*/training_output/*' | LC_ALL=C sort)
 text_files=$(cd "$text" && find . -type f ! -name '*.pyc' ! -path '*/__pycache__/*' | LC_ALL=C sort)
-digest=$( (cat "$0" "$src/datarun-fold" "$src/test_datarun_fold.py" "$src/datarun-ramp-fold" \
+digest=$( (echo "$pins"; cat "$0" "$src/datarun-fold" "$src/test_datarun_fold.py" "$src/datarun-ramp-fold" \
   "$src/test_datarun_ramp_fold.py" "$src/datarun-prepare" "$src/test_datarun_prepare.py" "$iris"
   cd "$kit" && for f in $kit_files; do echo "$f"; cat "$f"; done
   cd "$text" && for f in $text_files; do echo "text/$f"; cat "$f"; done) |
@@ -159,6 +172,17 @@ else
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
   fi
   fetch_wheel
+  if [ -n "$pins" ]; then
+    # Wheels for the image's Python (bookworm: CPython 3.11), whatever the host runs.
+    pinned=$wheels/pins-$base_key
+    if [ ! -d "$pinned" ]; then
+      python3 -m pip download -q --only-binary :all: --implementation cp --python-version 3.11 \
+        --abi cp311 --abi abi3 --abi none --platform "manylinux2014_$(uname -m)" \
+        --platform "manylinux_2_28_$(uname -m)" --platform any -d "$pinned.tmp" $pins
+      mv "$pinned.tmp" "$pinned"
+    fi
+    step "wheels for $pins in $pinned"
+  fi
   step "debootstrap bookworm from $mirror"
   debootstrap --variant=minbase bookworm "$root" "$mirror" >"$work/debootstrap.log" 2>&1 ||
     { tail -n 30 "$work/debootstrap.log" >&2; exit 1; }
@@ -181,6 +205,7 @@ else
     >"$root/tmp/stub/DEBIAN/control"
   mkdir -p "$root/tmp/wheels"
   cp "$wheels/$ramp_wheel" "$work/ramp.txt" "$root/tmp/wheels/"
+  [ -z "$pins" ] || cp -r "$pinned" "$root/tmp/pins"
   chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 sh -ec "
     dpkg-deb -b /tmp/stub /tmp/stub.deb >/dev/null && dpkg -i /tmp/stub.deb >/dev/null
     apt-mark hold python3-pythran >/dev/null && rm -rf /tmp/stub /tmp/stub.deb
@@ -189,9 +214,19 @@ else
     python3 -m pip install -q --isolated --disable-pip-version-check --no-cache-dir \
       --root-user-action=ignore --break-system-packages --no-index --no-deps \
       --require-hashes --find-links /tmp/wheels -r /tmp/wheels/ramp.txt
+    if [ -n '$pins' ]; then
+      python3 -m pip install -q --isolated --disable-pip-version-check --no-cache-dir \
+        --root-user-action=ignore --break-system-packages --no-index --find-links /tmp/pins $pins
+      rm -rf /tmp/pins
+    fi
     apt-get purge -y -qq --autoremove -o APT::AutoRemove::SuggestsImportant=false \
       -o APT::AutoRemove::RecommendsImportant=false python3-pip >/dev/null
     python3 -c 'import rampwf.utils.testing, rampwf.utils.cli.testing, rampwf.workflows, rampwf.score_types'
+    python3 -c 'import sys, sklearn, pandas, numpy, scipy, rampwf; print(*[m.__name__ + chr(61) + m.__version__ for m in (sklearn, pandas, numpy, scipy, rampwf)], chr(40) + sys.version.split()[0] + chr(41))'
+    # Byte-compiled imports baked in (the image runs with PYTHONDONTWRITEBYTECODE=1, as user
+    # 1000: nothing it imports from source would ever be cached). Debian compiles its packages
+    # at install and pip its wheel; this covers anything left. test_datarun_ramp_fold checks it.
+    python3 -m compileall -q -j 0 /usr/lib/python3 /usr/lib/python3.11 /usr/local/lib >/dev/null
     ramp-test --help >/dev/null
     apt-get clean
     groupadd -g 1000 fold

@@ -125,6 +125,55 @@ class RampFoldTest(unittest.TestCase):
         self.assertEqual(len(digests), N_FOLDS, "every fold has its own train/valid indices")
         self.assertIn("CV fold 3", RampTestOnce.stdout)
 
+    def test_bagging_the_folds_equals_ramp_test(self):
+        """Every fold run here, then "bag": true on the kit and the folds' predictions writes
+        the bagged_scores.csv of ramp-test --save-output, byte for byte."""
+        expected_dir = RampTestOnce.output()
+        folds = os.path.join(self.tmp.name, "folds")
+        for k in range(N_FOLDS):
+            shutil.rmtree(self.output)
+            os.makedirs(self.output)
+            self.fold_json(submission="starting_kit", fold=k, n_folds=N_FOLDS)
+            done = self.run_fold()
+            self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+            for suffix in ("train", "test"):
+                name = f"training_output/fold_{k}/y_pred_{suffix}.npz"
+                os.makedirs(os.path.dirname(os.path.join(folds, name)), exist_ok=True)
+                shutil.copy(os.path.join(self.output, name), os.path.join(folds, name))
+        shutil.copytree(os.path.join(folds, "training_output"),
+                        os.path.join(self.input, "training_output"))
+        shutil.rmtree(self.output)
+        os.makedirs(self.output)
+        self.fold_json(submission="starting_kit", bag=True, n_folds=N_FOLDS)
+        read_only(self.input)
+        done = self.run_fold()
+        self.assertEqual(done.returncode, 0, done.stdout + done.stderr)
+        self.assertIn(f"bagged {N_FOLDS} folds into training_output/bagged_scores.csv", done.stdout)
+        with open(os.path.join(self.output, "training_output", "bagged_scores.csv")) as f:
+            got = f.read()
+        with open(os.path.join(expected_dir, "bagged_scores.csv")) as f:
+            self.assertEqual(got, f.read())
+        self.assertEqual(len(got.splitlines()), 1 + 2 * N_FOLDS)  # valid and test, n_bag 0..3
+
+    def test_bagging_without_a_fold_s_predictions_exits_2(self):
+        self.fold_json(submission="starting_kit", bag=True)
+        done = self.run_fold()
+        self.assertEqual(done.returncode, 2, done.stdout + done.stderr)
+        self.assertIn("reading fold 0's y_pred_train failed", done.stderr)
+
+    def test_every_module_a_fold_imports_is_byte_compiled(self):
+        """The per-fold start-up cost: what a fold imports (the kit's problem.py imports
+        rampwf, which imports scikit-learn, pandas, scipy) is read from .pyc files baked into
+        the image, none compiled from source at each start."""
+        done = subprocess.run(["python3", "-v", "-c", "import rampwf, rampwf.utils.submission, "
+                               "rampwf.utils.testing, sklearn.linear_model, sklearn.preprocessing"],
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(done.returncode, 0, done.stderr[-2000:])
+        cached = [l for l in done.stderr.splitlines() if l.startswith("# code object from")]
+        source = [l for l in cached if not l.rstrip("'").endswith(".pyc")]
+        self.assertGreater(len(cached), 500, "python3 -v says which file each module came from")
+        self.assertEqual(source, [], f"{len(source)} module(s) compiled from source")
+
     def test_the_kit_may_sit_in_a_subdirectory(self):
         kit = os.path.join(self.tmp.name, "kit")
         os.rename(self.input, kit)
@@ -228,6 +277,11 @@ class RampFoldTest(unittest.TestCase):
             ({"submission": "starting_kit", "fold": -1}, "non-negative integer"),
             ({"submission": "starting_kit", "fold": "0"}, "non-negative integer"),
             ({"submission": "starting_kit", "fold": 0, "folds": 4}, "unknown key(s) ['folds']"),
+            ({"submission": "starting_kit", "fold": 0, "n_folds": 5},
+             "the kit's get_cv gives 4 fold(s) here (ramp-workflow 0.7.0), the caller expected 5"),
+            ({"submission": "starting_kit", "fold": 0, "n_folds": 0}, "positive integer"),
+            ({"submission": "starting_kit", "fold": 0, "bag": True}, "give no \"fold\""),
+            ({"submission": "starting_kit", "bag": "yes"}, "\"bag\" must be true or false"),
             ({"submission": "starting_kit", "fold": 0, "kit_dir": "elsewhere"}, "no problem.py"),
             ({"submission": "starting_kit", "fold": 0, "kit_archive": "kit.tar"},
              "kit archive kit.tar not found"),

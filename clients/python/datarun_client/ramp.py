@@ -1,100 +1,86 @@
 """A ramp-engine worker that trains a RAMP submission on datarun, one datarun fold per CV fold.
 
-ramp-board's dispatcher drives a worker through ``setup()``, ``launch_submission()``, polling
-``status`` until it leaves ``'running'``, ``collect_results()`` → ``(returncode, error_msg)``
-and ``teardown()``. :class:`DatarunWorker` does that against a datarun master: it uploads the
-kit, submits one fold per CV fold (``datarun-ramp-fold`` in the fold image, see the README's
-"RAMP kits"), which run in parallel across slots and runners, and collects each fold's
-``training_output/fold_<k>/`` into the submission's ``training_output`` directory, as
-``ramp-test --save-output`` lays it out. When every fold is done it bags them as ``ramp-test``
-does after its CV loop (ramp-workflow's own ``bag_submissions`` on the folds' predictions),
-writing ``training_output/bagged_scores.csv``, which ramp-board's dispatcher reads
-(``set_bagged_scores``); without ramp-workflow it logs a warning and writes no bagged scores.
+ramp-engine's dispatcher (``ramp_engine.Dispatcher``) drives a worker through ``setup()``,
+``launch_submission()``, polling ``status`` (and ``time_since_last_status_check()``) until it
+leaves ``'running'`` (``'finished'``, or ``'retry'`` when ``_is_submission_interrupted()``),
+``collect_results()`` → ``(returncode, error_msg)`` and ``teardown()``. :class:`DatarunWorker`
+does that against a datarun master: it reads the fold count from the kit's own ``get_cv`` (as
+``ramp-test`` does), uploads the kit, submits one fold per CV fold (``datarun-ramp-fold`` in the
+fold image, see the README's "RAMP kits"), which run in parallel across slots and runners,
+stops the other folds as soon as one fails with the submission's own error, and collects each
+fold's ``training_output/fold_<k>/`` into the submission's ``training_output`` directory, as
+``ramp-test --save-output`` lays it out. When every fold is done one more fold, in the same
+image, bags them as ``ramp-test`` does after its CV loop (ramp-workflow's ``bag_submissions``)
+and writes ``training_output/bagged_scores.csv``, which the dispatcher reads
+(``set_bagged_scores``): bagged and fold scores come from the same library versions.
 
-ramp-engine is not required: the worker inherits from ``ramp_engine.base.BaseWorker`` when it
-can be imported, else from a compatible base with the same life cycle.
+``DatarunWorker`` is a subclass of ramp-engine's own ``ramp_engine.base.BaseWorker``: with
+ramp-engine installed (with or without ramp-database and ramp-utils, which its package
+``__init__`` imports but ``base.py`` does not need) it is that class; without ramp-engine,
+creating a ``DatarunWorker`` raises ImportError saying so. The worker's process needs
+ramp-workflow and the kit's imports to read ``get_cv``, as a ramp-board deployment has them.
 """
 
 import contextlib
+import hashlib
+import importlib.util
 import io
 import json
 import logging
 import os
 import shutil
+import sys
 import time
-import traceback
 
 from .client import MAX_EVENT_FOLDS, Client, DatarunError
 
-try:  # pragma: no cover - depends on the environment
-    from ramp_engine.base import BaseWorker
-except Exception:  # ramp-engine absent (or failing to import): a compatible base
 
-    class BaseWorker:
-        """The life cycle of ramp-engine's ``BaseWorker``: ``status`` is 'initialized',
-        'setup', 'error', 'running', 'finished' (read while running, once
-        ``_is_submission_finished()``), 'collected', 'killed' (after teardown), or 'timeout'."""
+def _load_base_worker():
+    """(ramp-engine's ``BaseWorker``, None), or (None, why it cannot be had).
+
+    ``ramp_engine/__init__.py`` imports the dispatcher and every worker (ramp-database,
+    ramp-utils, boto3...), while ``ramp_engine/base.py`` needs only the standard library: when
+    the package cannot be imported for want of those, ``base.py`` is loaded from the installed
+    package by itself, so the class is ramp-engine's own either way."""
+    try:
+        from ramp_engine.base import BaseWorker
+
+        return BaseWorker, None
+    except Exception as e:  # ImportError, or whatever else the package's __init__ raised
+        why = f"{type(e).__name__}: {e}"
+    name = "ramp_engine.base"
+    loaded = sys.modules.get(name)  # imported before the package's __init__ failed
+    if loaded is not None and hasattr(loaded, "BaseWorker"):
+        return loaded.BaseWorker, None
+    try:
+        spec = importlib.util.find_spec("ramp_engine")
+    except (ImportError, ValueError):
+        spec = None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    path = next((os.path.join(d, "base.py") for d in locations
+                 if os.path.isfile(os.path.join(d, "base.py"))), None)
+    if path is None:
+        return None, why
+    base_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(base_spec)
+    base_spec.loader.exec_module(module)
+    sys.modules.setdefault(name, module)
+    return module.BaseWorker, None
+
+
+_BaseWorker, _MISSING = _load_base_worker()
+
+if _BaseWorker is None:
+
+    class _BaseWorker:
+        """Stands in for ramp-engine's BaseWorker when ramp-engine is not installed: creating
+        a worker raises ImportError (there is no look-alike base class)."""
 
         def __init__(self, config, submission):
-            self.config = config
-            self.submission = submission
-            self.status = "initialized"
-
-        @staticmethod
-        def _check_config_name(config, param):
-            if param not in config.keys():
-                raise ValueError(
-                    f"The worker requires the parameter '{param}' in its configuration; "
-                    f"only {list(config.keys())} were given."
-                )
-
-        def setup(self):
-            self.status = "setup"
-
-        def teardown(self):
-            self.status = "killed"
-
-        def _is_submission_finished(self):
-            raise NotImplementedError
-
-        @property
-        def status(self):
-            if self._status == "running" and self._is_submission_finished():
-                self._status = "finished"
-            return self._status
-
-        @status.setter
-        def status(self, status):
-            self._status = status
-
-        def check_timeout(self):
-            pass
-
-        def launch_submission(self):
-            self.status = "running"
-
-        def collect_results(self):
-            if self.status == "initialized":
-                raise ValueError(
-                    "The worker has not been set up and no submission was launched: call "
-                    "setup() and launch_submission() before collect_results()."
-                )
-            if self.status == "setup":
-                raise ValueError(
-                    "No submission was launched: call launch_submission() before "
-                    "collect_results()."
-                )
-
-        def launch(self):
-            self.setup()
-            self.launch_submission()
-            self.collect_results()
-            self.teardown()
-
-        def __repr__(self):
-            return f'{type(self).__name__}({self.submission}): status="{self.status}"'
-
-        __str__ = __repr__
+            raise ImportError(
+                "DatarunWorker is a ramp-engine worker and ramp-engine is not installed "
+                f"({_MISSING}): pip install ramp-engine==0.10.1 (the version it is tested with)"
+            )
 
 
 logger = logging.getLogger(__name__)
@@ -142,57 +128,39 @@ def _ramp_test_mode(on):
             os.environ["RAMP_TEST_MODE"] = before
 
 
-def bag_training_output(kit_dir, training_output, data_dir=None, data_label=None,
-                        quick_test=False):
-    """Bags the CV folds under ``training_output`` (its ``fold_<k>/y_pred_{train,test}.npz``)
-    as ``ramp-test --save-output`` does after its CV loop, and returns ramp's printout.
+def kit_cv(kit_dir, data_dir=None, data_label=None, quick_test=False):
+    """The kit's CV folds as ``ramp-test`` gets them: ramp-workflow's ``assert_cv(kit_dir,
+    data_dir, data_label)`` (the kit's ``get_cv`` on its training data; ``RAMP_TEST_MODE=1``
+    for ``quick_test``), a list of ``(train_is, valid_is)``. Its printout is swallowed.
+    Raises ImportError without ramp-workflow, and whatever the kit raises."""
+    from rampwf.utils.testing import assert_cv
 
-    It makes the calls ``rampwf.utils.testing.assert_submission`` makes: ``problem`` from
-    ``assert_read_problem(kit_dir)``, ``y_train``/``y_test`` from ``assert_data`` and ``cv`` from
-    ``assert_cv`` (with ``data_dir``, default ``kit_dir``, and ``data_label``), each fold's
-    ``problem.Predictions(y_pred=y_pred_train, fold_is=valid_is)`` and
-    ``problem.Predictions(y_pred=y_pred_test)`` (read back with ramp's ``load_y_pred``), then
-    ``bag_submissions(..., score_type_index=None, save_output=True)``, which writes
-    ``training_output/bagged_scores.csv`` (index ``step``, ``n_bag``; one column per score type)
-    and calls the kit's ``save_submission`` if it has one. ``training_output`` is where ramp-test
-    would put it: ``<submission>/training_output[/<data_label>]``.
-
-    Raises ImportError when ramp-workflow cannot be imported, and whatever ramp raises (the kit
-    failing to load or to read its data, a fold's predictions missing).
-    """
-    from rampwf.utils.io import load_y_pred
-    from rampwf.utils.submission import bag_submissions
-    from rampwf.utils.testing import assert_cv, assert_data, assert_read_problem
-
-    data_dir = data_dir or kit_dir
-    printout = io.StringIO()
-    with contextlib.redirect_stdout(printout), _ramp_test_mode(quick_test):
-        problem = assert_read_problem(kit_dir)
-        _, y_train, _, y_test = assert_data(kit_dir, data_dir, data_label)
-        cv = assert_cv(kit_dir, data_dir, data_label)
-        predictions_valid_list, predictions_test_list = [], []
-        for k, (_, valid_is) in enumerate(cv):
-            fold_dir = os.path.join(training_output, f"fold_{k}")
-            y_pred_train = load_y_pred(problem, data_path=data_dir, input_path=fold_dir,
-                                       suffix="train")
-            predictions_valid_list.append(problem.Predictions(y_pred=y_pred_train,
-                                                              fold_is=valid_is))
-            if y_test is None:
-                predictions_test_list.append(None)
-            else:
-                y_pred_test = load_y_pred(problem, data_path=data_dir, input_path=fold_dir,
-                                          suffix="test")
-                predictions_test_list.append(problem.Predictions(y_pred=y_pred_test))
-        bag_submissions(
-            problem, cv, y_train, y_test, predictions_valid_list, predictions_test_list,
-            training_output, ramp_data_dir=data_dir, score_type_index=None, save_output=True)
-    return printout.getvalue()
+    with contextlib.redirect_stdout(io.StringIO()), _ramp_test_mode(quick_test):
+        return assert_cv(kit_dir, data_dir or kit_dir, data_label)
 
 
-class DatarunWorker(BaseWorker):
+def cv_digest(train_is, valid_is):
+    """sha256 of one fold's train and validation indices, as ``datarun-ramp-fold`` reports
+    it (``cv_sha256`` in ``scores.json``)."""
+    h = hashlib.sha256()
+    for part in (train_is, valid_is):
+        h.update(json.dumps([int(i) for i in part]).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+#: A failed fold whose outcome is one of these failed with the submission's own error (the
+#: program exited non-zero, or wrote too much): its siblings would fail the same way. A fold
+#: lost with its runner, killed out of memory or at its time limit is not.
+OWN_ERRORS = ("exit_code", "output_limit")
+
+
+class DatarunWorker(_BaseWorker):
     """Trains one RAMP submission on a datarun master.
 
-    ``config`` takes ramp-engine's worker keys:
+    ``config`` takes ramp-engine's worker keys, as ``ramp_utils.generate_worker_config``
+    makes them from an event's ``worker:`` section (``worker_type: datarun`` and the keys
+    below) and its ``ramp:`` paths:
 
     * ``kit_dir``: the kit (``problem.py`` and any other top-level ``*.py``, and
       ``external_imports/`` if present, are sent);
@@ -207,19 +175,27 @@ class DatarunWorker(BaseWorker):
 
     and datarun's:
 
-    * ``n_folds`` (required): how many folds the kit's ``get_cv`` makes;
     * ``datarun_url``, ``datarun_token`` (default: $DATARUN_URL/$DATARUN_TOKEN, then the
       master's data directory, as :class:`Client`), or ``client``: a :class:`Client`;
     * ``image`` (default ``datarun/fold-python:0.1``), ``memory`` (default ``"1G"``),
       ``cpus`` (1), ``priority``, ``queue``, ``data_label``, ``quick_test``.
 
+    The fold count is the kit's: ``get_cv`` on the training data, read in ``setup()`` with
+    ramp-workflow (:func:`kit_cv`). An ``n_folds`` key is not needed; one that differs from the
+    kit's is ignored with a warning. Each fold checks that the image's ``get_cv`` gives the
+    same count (and reports its folds' ``cv_sha256``, compared with this process's).
+
     The worker follows its folds on the master's events (``Client.events``): ``status`` asks
     only for what changed since it last looked, and ``collect_results`` waits on long polls
-    that return when a fold changes, never on a timer (``poll_interval`` is ignored).
+    that return when a fold changes, never on a timer (``poll_interval`` is ignored). When a
+    fold fails with the submission's own error (``OWN_ERRORS``), the worker removes the
+    other folds still queued or running at once (``stopped_because`` says why, and the log).
+    A fold removed by someone else (an operator) makes ``status`` ``'retry'``: the dispatcher
+    puts the submission back in its queue.
 
     After a successful collect, ``bagged_scores`` is the path of the ``bagged_scores.csv``
-    written, or None when bagging was skipped (ramp-workflow not importable, or bagging failed:
-    both logged as warnings on the ``datarun_client.ramp`` logger).
+    that the bagging fold wrote, or None when bagging failed (a warning on the
+    ``datarun_client.ramp`` logger; the fold scores stand).
     """
 
     def __init__(self, config, submission):
@@ -228,21 +204,22 @@ class DatarunWorker(BaseWorker):
         # The folds' states as their events told, and where the event log was read up to.
         self._states = {}
         self._seq = None
+        self._removed = set()
         self.fold_scores = {}
         self.bagged_scores = None
+        self.bag_fold_id = None
+        self.stopped_because = None
+        self.warnings = []
+
+    def _warn(self, msg):
+        msg = f"DatarunWorker({self.submission}): {msg}"
+        logger.warning(msg)
+        self.warnings.append(msg)
 
     # ---- set up -----------------------------------------------------------------------------
 
     def setup(self):
-        for param in ("kit_dir", "n_folds"):
-            self._check_config_name(self.config, param)
-        try:
-            self.n_folds = int(self.config["n_folds"])
-            if self.n_folds < 1:
-                raise ValueError
-        except (TypeError, ValueError):
-            self.status = "error"
-            raise ValueError(f"n_folds: a positive integer, got {self.config['n_folds']!r}")
+        self._check_config_name(self.config, "kit_dir")
         self.kit_dir = self.config["kit_dir"]
         self.data_dir = self.config.get("data_dir") or self.kit_dir
         self.submissions_dir = self.config.get("submissions_dir") or os.path.join(
@@ -255,6 +232,26 @@ class DatarunWorker(BaseWorker):
         if not os.path.isdir(self.submission_dir):
             self.status = "error"
             raise ValueError(f"no submission directory {self.submission_dir}")
+        try:
+            self.cv = kit_cv(self.kit_dir, self.data_dir, self.config.get("data_label"),
+                             bool(self.config.get("quick_test")))
+        except ImportError as e:
+            self.status = "error"
+            raise ValueError(
+                f"the fold count comes from the kit's get_cv, read with ramp-workflow as "
+                f"ramp-test reads it, and rampwf cannot be imported here ({e}): install "
+                f"ramp-workflow and the kit's requirements beside ramp-engine") from e
+        except (Exception, SystemExit) as e:
+            self.status = "error"
+            raise ValueError(f"the kit's get_cv failed ({type(e).__name__}: {e})") from e
+        self.n_folds = len(self.cv)
+        if self.n_folds < 1:
+            self.status = "error"
+            raise ValueError("the kit's get_cv gives no fold")
+        given = self.config.get("n_folds")
+        if given is not None and str(given) != str(self.n_folds):
+            self._warn(f"n_folds={given!r} in the config ignored: the kit's get_cv gives "
+                       f"{self.n_folds} folds, which are the folds run")
         self.client = self.config.get("client") or Client(
             self.config.get("datarun_url"), self.config.get("datarun_token")
         )
@@ -283,39 +280,43 @@ class DatarunWorker(BaseWorker):
 
     # ---- launch -----------------------------------------------------------------------------
 
+    def _spec(self, inputs, description):
+        """One fold running ``datarun-ramp-fold`` on ``inputs`` and the fold description."""
+        description = dict(description, submission=self.submission, n_folds=self.n_folds)
+        if self.config.get("data_label"):
+            description["data_label"] = self.config["data_label"]
+        if self.config.get("quick_test"):
+            description["quick_test"] = True
+        sha = self.client.put_blob(json.dumps(description).encode())
+        spec = {
+            "command": ["datarun-ramp-fold"],
+            "image": self.config.get("image", "datarun/fold-python:0.1"),
+            "inputs": inputs + [{"name": "ramp-fold.json", "sha256": sha}],
+            "resources": {
+                "cpus": self.config.get("cpus", 1),
+                "memory": self.config.get("memory", "1G"),
+            },
+            "hard_time_limit": f"{int(self.config.get('timeout', 7200))}s",
+        }
+        for key in ("priority", "queue"):
+            if self.config.get(key) is not None:
+                spec[key] = self.config[key]
+        return spec
+
     def launch_submission(self):
-        if self.status == "running":
+        if self._status == "running":
             raise ValueError("Wait until the submission is processed before launching a new one.")
-        inputs = [
+        self._kit_inputs = [
             {"name": name, "sha256": self.client.put_blob(path)} for name, path in self._inputs()
         ]
-        specs = []
-        for k in range(self.n_folds):
-            fold = {"submission": self.submission, "fold": k}
-            if self.config.get("data_label"):
-                fold["data_label"] = self.config["data_label"]
-            if self.config.get("quick_test"):
-                fold["quick_test"] = True
-            sha = self.client.put_blob(json.dumps(fold).encode())
-            spec = {
-                "command": ["datarun-ramp-fold"],
-                "image": self.config.get("image", "datarun/fold-python:0.1"),
-                "inputs": inputs + [{"name": "ramp-fold.json", "sha256": sha}],
-                "resources": {
-                    "cpus": self.config.get("cpus", 1),
-                    "memory": self.config.get("memory", "1G"),
-                },
-                "hard_time_limit": f"{int(self.config.get('timeout', 7200))}s",
-            }
-            for key in ("priority", "queue"):
-                if self.config.get(key) is not None:
-                    spec[key] = self.config[key]
-            specs.append(spec)
+        specs = [self._spec(self._kit_inputs, {"fold": k}) for k in range(self.n_folds)]
         # Where the event log stands before the folds exist: all their events come after it.
         self._seq = self.client.events(timeout=0)["seq"]
         answer = self.client.submit_folds(specs)
         self.fold_ids = answer["ids"]
         self._states = {}
+        self._removed = set()
+        self.stopped_because = None
         self._launched_at = time.monotonic()
         if self._log_dir:
             with open(os.path.join(self._log_dir, "datarun.json"), "w") as f:
@@ -324,18 +325,54 @@ class DatarunWorker(BaseWorker):
 
     def _follow(self, wait):
         """Reads the folds' events since the last read: one long poll of up to ``wait``
-        seconds (0: what is there now), returning as soon as one of the folds changes.
-        Returns whether every fold stopped (done, failed, removed or held)."""
+        seconds (0: what is there now), returning as soon as one of the folds changes; stops
+        the siblings of a fold that failed with its own error. Returns whether every fold
+        stopped (done, failed, removed or held)."""
         going = [i for i in self.fold_ids if self._states.get(i) not in STOPPED]
         if not going:
             return True
         watch = going if len(going) <= MAX_EVENT_FOLDS else None
         page = self.client.events(self._seq, watch, timeout=wait)
+        failed = []
         for e in page["events"]:
             if e.get("state") and e.get("fold") in self.fold_ids:
+                if e["state"] == "failed" and self._states.get(e["fold"]) != "failed":
+                    failed.append(e["fold"])
                 self._states[e["fold"]] = e["state"]
         self._seq = page["seq"]
+        if failed and self.stopped_because is None:
+            self._stop_siblings(failed)
         return all(self._states.get(i) in STOPPED for i in self.fold_ids)
+
+    def _stop_siblings(self, failed):
+        """When one of ``failed`` failed with the submission's own error, removes the folds
+        still queued or running: they run the same code on other rows."""
+        for fold_id in failed:
+            fold = self.client.fold(fold_id)["fold"]
+            kind = (fold.get("outcome") or {}).get("kind")
+            if fold["state"] != "failed" or kind not in OWN_ERRORS:
+                continue
+            k = self.fold_ids.index(fold_id)
+            others = [i for i in self.fold_ids if self._states.get(i) not in STOPPED]
+            self.stopped_because = (
+                f"CV fold {k} (datarun fold {fold_id}) failed with the submission's own error "
+                f"({kind} {(fold.get('outcome') or {}).get('code', '')}".rstrip() + "): "
+                f"removed its {len(others)} unfinished sibling fold(s) {others}")
+            logger.warning(f"DatarunWorker({self.submission}): {self.stopped_because}")
+            for other in others:
+                try:
+                    self.client.remove_fold(other)
+                    self._removed.add(other)
+                except DatarunError as e:  # it ended meanwhile: its event says how
+                    logger.info(f"DatarunWorker({self.submission}): removing {other}: {e}")
+            return
+
+    def _is_submission_interrupted(self):
+        """A fold removed by someone other than this worker (an operator draining the pool):
+        the submission did not fail, ramp-engine's dispatcher retries it ('retry')."""
+        self._follow(0)
+        return any(self._states.get(i) == "removed" and i not in self._removed
+                   for i in self.fold_ids)
 
     def _is_submission_finished(self):
         return self._follow(0)
@@ -345,45 +382,45 @@ class DatarunWorker(BaseWorker):
     def _training_output(self):
         return os.path.join(self.submission_dir, "training_output")
 
-    def _bag(self, out_dir, logs):
-        """Writes ``bagged_scores.csv`` as ramp-test does, if ramp-workflow is importable; a
-        missing ramp-workflow or a failing bagging is a warning, not a failed submission (every
-        fold was scored). Appends ramp's printout (or why not) to ``logs``."""
+    def _bag(self, out_dir, fold_outputs, logs):
+        """Runs the bagging fold (``datarun-ramp-fold`` with ``"bag": true``, in the same
+        image as the folds) on the kit and every fold's predictions, and writes its
+        ``bagged_scores.csv`` under ``out_dir``. A failing bagging fold is a warning, not a
+        failed submission (every fold was scored). Appends its log to ``logs``."""
         label = self.config.get("data_label")
-        bag_dir = os.path.join(out_dir, label) if label else out_dir
-        target = os.path.join(bag_dir, "bagged_scores.csv")
+        prefix = f"training_output/{label}/" if label else "training_output/"
+        inputs = [{"name": o["name"], "sha256": o["sha256"]} for o in fold_outputs
+                  if o["name"].startswith(prefix) and "/y_pred_" in o["name"]]
+        spec = self._spec(self._kit_inputs + inputs, {"bag": True})
+        self.bag_fold_id = self.client.submit_folds([spec])["ids"][0]
         try:
-            import rampwf
-        except Exception as e:
-            msg = (f"DatarunWorker({self.submission}): ramp-workflow (rampwf) cannot be imported "
-                   f"({type(e).__name__}: {e}): bagging skipped, {target} not written; "
-                   f"ramp-board's dispatcher reads it (set_bagged_scores)")
-            logger.warning(msg)
-            logs.append(f"==> bagged scores: skipped <==\n{msg}\n")
+            self.client._wait_stopped([self.bag_fold_id], int(self.config.get("timeout", 7200)))
+        except TimeoutError as e:
+            self._warn(f"the bagging fold {self.bag_fold_id}: {e}")
+        fold = self.client.fold(self.bag_fold_id)["fold"]
+        log = self.client.fold_log(self.bag_fold_id)
+        logs.append(f"==> datarun fold {self.bag_fold_id} (bagging): {fold['state']} <==\n{log}")
+        name = prefix + "bagged_scores.csv"
+        if fold["state"] != "done":
+            self._warn(f"the bagging fold {self.bag_fold_id} {fold['state']}: "
+                       f"{_traceback(log) or fold.get('reason') or ''} {name} not written; "
+                       f"ramp-board's dispatcher reads it (set_bagged_scores)")
             return
-        try:
-            printout = bag_training_output(
-                self.kit_dir, bag_dir, data_dir=self.data_dir, data_label=label,
-                quick_test=bool(self.config.get("quick_test")))
-        except (Exception, SystemExit):
-            msg = (f"DatarunWorker({self.submission}): bagging the folds with ramp-workflow "
-                   f"{getattr(rampwf, '__version__', '?')} failed, {target} not written:\n"
-                   f"{traceback.format_exc()}")
-            logger.warning(msg)
-            logs.append(f"==> bagged scores: failed <==\n{msg}")
-            return
-        self.bagged_scores = target
-        logs.append(f"==> bagged scores (ramp-workflow {rampwf.__version__}) <==\n{printout}")
+        dest = os.path.join(self.submission_dir, *name.split("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        with open(dest, "wb") as f:
+            f.write(self.client.fold_output(self.bag_fold_id, name))
+        self.bagged_scores = dest
 
     def collect_results(self):
         """Blocks until every fold stopped, writes their ``training_output/`` files and logs,
-        when every fold was done bags them into ``training_output/bagged_scores.csv`` (as
-        ``ramp-test --save-output``; skipped with a warning without ramp-workflow), and returns
+        when every fold was done bags them in the fold image into
+        ``training_output/bagged_scores.csv`` (as ``ramp-test --save-output``), and returns
         ``(returncode, error_msg)``: 0 when every fold was done; 124 when one hit its time
         limit; else 1 (the submission failed, the kit is bad, a fold was held or
         removed), with the first failing fold's traceback (or reason) as the message."""
         super().collect_results()
-        if self.status == "collected":
+        if self._status == "collected":
             raise ValueError("The results were collected already.")
         while self.status == "running":
             self._follow(30)
@@ -392,11 +429,19 @@ class DatarunWorker(BaseWorker):
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         logs = []
+        if self.stopped_because:
+            logs.append(f"==> stopped <==\n{self.stopped_because}\n")
         returncode, error_msg = 0, ""
-        for k, (fold_id, d) in enumerate(zip(self.fold_ids, details)):
+        fold_outputs = []
+        # The folds that failed first: a removed sibling is not the reason.
+        order = sorted(range(len(self.fold_ids)),
+                       key=lambda k: (details[k]["fold"]["state"] != "failed", k))
+        for k in order:
+            fold_id, d = self.fold_ids[k], details[k]
             fold = d["fold"]
             attempts = d.get("attempts") or []
-            names = [o["name"] for o in (attempts[-1].get("outputs") or [])] if attempts else []
+            outputs = (attempts[-1].get("outputs") or []) if attempts else []
+            names = [o["name"] for o in outputs]
             for name in names:
                 if not name.startswith("training_output/"):
                     continue
@@ -404,8 +449,14 @@ class DatarunWorker(BaseWorker):
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 with open(dest, "wb") as f:
                     f.write(self.client.fold_output(fold_id, name))
+            fold_outputs += outputs
             if "scores.json" in names:
-                self.fold_scores[k] = json.loads(self.client.fold_output(fold_id, "scores.json"))
+                scores = json.loads(self.client.fold_output(fold_id, "scores.json"))
+                self.fold_scores[k] = scores
+                train_is, valid_is = self.cv[k]
+                if scores.get("cv_sha256") != cv_digest(train_is, valid_is):
+                    self._warn(f"CV fold {k}: the image's get_cv gave other train/valid rows "
+                               f"than this process's (library versions differ?)")
             log = self.client.fold_log(fold_id)
             logs.append(f"==> datarun fold {fold_id} (CV fold {k}): {fold['state']} <==\n{log}")
             if fold["state"] == "done" or returncode:
@@ -421,7 +472,7 @@ class DatarunWorker(BaseWorker):
                 error_msg += f"\nFold killed at its time limit ({self.config.get('timeout', 7200)}s)."
         self.bagged_scores = None
         if returncode == 0:
-            self._bag(out_dir, logs)
+            self._bag(out_dir, fold_outputs, logs)
         if self._log_dir:
             with open(os.path.join(self._log_dir, "log"), "w") as f:
                 f.write("\n".join(logs))
@@ -442,11 +493,13 @@ class DatarunWorker(BaseWorker):
         """Removes the folds still queued or running (a worker killed before collecting), and,
         when ``predictions_dir`` holds the results, the submission's ``training_output``."""
         if self._status != "collected":
-            for fold_id in self.fold_ids:
+            for fold_id in self.fold_ids + ([self.bag_fold_id] if self.bag_fold_id else []):
                 try:
                     self.client.remove_fold(fold_id)
                 except DatarunError:
                     pass
-        if self.config.get("predictions_dir") and os.path.exists(self._training_output()):
+        # After a failed setup (the dispatcher tears such a worker down) there is no output.
+        if (self.config.get("predictions_dir") and hasattr(self, "submission_dir")
+                and os.path.exists(self._training_output())):
             shutil.rmtree(self._training_output())
         super().teardown()

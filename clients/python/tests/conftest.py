@@ -2,14 +2,20 @@
 DATARUN_TOKEN, DATARUN_DATA_DIR). There is no fake: without a master the tests fail."""
 
 import os
+import tempfile
 
-import pytest
+# ramp-engine's modules open worker.log and dispatcher.log in the working directory when they
+# are imported (datarun_client imports ramp_engine.base): keep them out of the checkout.
+_REPO_FROM_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+os.chdir(tempfile.mkdtemp(prefix="datarun-pytest-"))
 
-from datarun_client import Client
+import pytest  # noqa: E402
+
+from datarun_client import Client  # noqa: E402
 
 #: The repository root (examples/ live there).
 REPO = os.path.abspath(
-    os.environ.get("DATARUN_REPO") or os.path.join(os.path.dirname(__file__), "..", "..", "..")
+    os.environ.get("DATARUN_REPO") or _REPO_FROM_FILE
 )
 
 
