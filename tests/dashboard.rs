@@ -258,8 +258,15 @@ fn a_fold_moves_from_idle_to_done_and_shows_its_log_without_a_reload() {
         "the page was reloaded"
     );
     assert!(log.contains("line 1 <b>bold</b>"), "{log}");
-    assert_eq!(b.text("#attempts tbody tr td:nth-child(3)"), "ended");
-    assert!(b.text("#outcome").contains("success"));
+    // The attempts table is refreshed after the state; the log may be live before either.
+    b.wait_text(
+        "#attempts tbody tr td:nth-child(3)",
+        Duration::from_secs(10),
+        |s| s == "ended",
+    );
+    b.wait_text("#outcome", Duration::from_secs(10), |s| {
+        s.contains("success")
+    });
 
     // Values are text, never markup: nothing ran, no element was made from them.
     assert!(b

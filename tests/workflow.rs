@@ -196,7 +196,9 @@ fn a_chain_passes_outputs_along_and_failures_travel_down_with_the_reason() {
     assert!(out.status.success(), "after-any runs after a failure");
 
     // A parent done without the output a child takes: the child fails, naming it.
+    // (Done before the child is submitted: a parent that ended already is settled at submit.)
     let no_output = m.cli_ok(&["submit", "--", "true"]).trim().to_string();
+    m.wait_all(&[no_output.parse().unwrap()], Duration::from_secs(30));
     let wants = m
         .cli_ok(&[
             "submit",
@@ -221,8 +223,9 @@ fn a_chain_passes_outputs_along_and_failures_travel_down_with_the_reason() {
 fn dependencies_and_arrays_refuse_what_is_not_theirs_or_malformed() {
     let m = Master::start(Some(EIGHT_SLOTS));
     let bob = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
+    m.wait_ready(1);
     let mine = m.submit(vec![sh("true")])[0];
-    m.wait_all(&[mine], Duration::from_secs(30));
+    m.wait_all(&[mine], Duration::from_secs(60));
     // Another owner's fold is as missing as one that does not exist; nothing is stored.
     let before = m.get("/queue");
     for parent in [mine, 999_999] {

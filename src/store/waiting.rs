@@ -152,11 +152,9 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
         }
         return Ok(FoldState::Waiting);
     }
-    if state == FoldState::Idle {
-        // New, nothing to wait for.
-        return Ok(FoldState::Idle);
-    }
-    if let Some(array) = array {
+    // A new fold (idle) whose parents all ended already goes on in line; its array's cap is
+    // the array's placement to keep.
+    if let (FoldState::Waiting, Some(array)) = (state, array) {
         let cap: Option<u32> = tx
             .prepare_cached("SELECT cap FROM arrays WHERE id = ?1")?
             .query_row([array], |r| r.get(0))?;
@@ -196,6 +194,10 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
                 return fail(tx, fold, &reason);
             };
             let name = from.input_name().to_string();
+            if spec.inputs.iter().any(|i| i.name == name) {
+                // Passed on already (a fold released after it ran).
+                continue;
+            }
             tx.prepare_cached(
                 "INSERT INTO fold_inputs (fold_id, name, sha256) VALUES (?1, ?2, ?3)",
             )?
@@ -208,14 +210,16 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
                 fold
             ])?;
     }
-    set_state(tx, fold, FoldState::Idle, None, None)?;
-    event(
-        tx,
-        Some(fold),
-        None,
-        "ready",
-        "what it waited for has ended; in line",
-    )?;
+    if state == FoldState::Waiting {
+        set_state(tx, fold, FoldState::Idle, None, None)?;
+        event(
+            tx,
+            Some(fold),
+            None,
+            "ready",
+            "what it waited for has ended; in line",
+        )?;
+    }
     Ok(FoldState::Idle)
 }
 
