@@ -21,7 +21,7 @@ echo "submitted folds: ${ids[*]}"
 # A report fold that waits for all five and takes their scores as inputs.
 from=()
 for id in "${ids[@]}"; do from+=(--input-from "$id:score.json=score-${id#*.}.json"); done
-report=$("$bin" submit "${from[@]}" --memory 64M -- sh -c 'cat input/score-*.json > "$DATARUN_OUTPUT/report.txt"')
+report=$("$bin" submit "${from[@]}" --memory 64M -- sh -c 'for f in input/score-*.json; do cat "$f"; echo; done > "$DATARUN_OUTPUT/report.txt"')
 echo "report fold: $report (waits for the five)"
 "$bin" queue wait --timeout 2m "${ids[@]}" "$report"
 "$bin" queue status
