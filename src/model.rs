@@ -475,6 +475,14 @@ impl Outcome {
     pub fn is_success(&self) -> bool {
         matches!(self, Outcome::Success)
     }
+    /// The fold's own failure, the same wherever it runs (an exit code, a signal, outputs over
+    /// the limit): not its runner's (lost), not its grant's (out of memory), not time.
+    pub fn is_own_failure(&self) -> bool {
+        matches!(
+            self,
+            Outcome::ExitCode { .. } | Outcome::Signal { .. } | Outcome::OutputLimit { .. }
+        )
+    }
 }
 
 impl fmt::Display for Outcome {

@@ -287,3 +287,57 @@ fn dependencies_and_arrays_refuse_what_is_not_theirs_or_malformed() {
     let v = m.get(&format!("/arrays/{array}"));
     assert_eq!(v["array"]["counts"]["removed"], 6, "{v}");
 }
+
+#[test]
+fn an_array_that_stops_on_failure_removes_its_waiting_siblings_saying_why() {
+    let m = Master::start(Some(EIGHT_SLOTS));
+    m.wait_ready(1);
+    // Index 0 fails at once with its own error; index 1 runs on; the rest wait for the cap.
+    let script = "if [ \"$DATARUN_ARRAY_INDEX\" = 0 ]; then exit 3; fi; sleep 1";
+    let out = m.cli_ok(&[
+        "submit",
+        "--array",
+        "0-9%2",
+        "--stop-on-failure",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let names: Vec<&str> = out.lines().collect();
+    assert_eq!(names.len(), 10);
+    let array = names[0].split_once('.').unwrap().0.to_string();
+    let mut wait = vec!["queue", "wait", "--timeout", "60s"];
+    wait.extend(names.iter().copied());
+    let out = m.cli(&wait);
+    assert_eq!(out.status.code(), Some(1), "one failed, the rest removed");
+    let v = m.get(&format!("/arrays/{array}"));
+    assert_eq!(v["array"]["stop_on_failure"], true);
+    let counts = &v["array"]["counts"];
+    assert_eq!(counts["failed"], 1, "{v}");
+    // Index 1 was running when 0 failed (a cap of 2): it finishes; 2..9 were waiting.
+    assert_eq!(counts["done"], 1, "{v}");
+    assert_eq!(counts["removed"], 8, "{v}");
+    let f: Value = serde_json::from_str(&m.cli_ok(&["fold", "show", names[5], "--json"])).unwrap();
+    let first: i64 =
+        serde_json::from_str::<Value>(&m.cli_ok(&["fold", "show", names[0], "--json"])).unwrap()
+            ["fold"]["id"]
+            .as_i64()
+            .unwrap();
+    assert_eq!(
+        f["fold"]["reason"],
+        format!("stopped: fold {first} of array {array} failed with its own error (exit code 3)"),
+        "{f}"
+    );
+    // Without the option, a failure stops nothing.
+    let out = m.cli_ok(&["submit", "--array", "0-3%1", "--", "sh", "-c", "exit 3"]);
+    let names: Vec<&str> = out.lines().collect();
+    let mut wait = vec!["queue", "wait", "--timeout", "60s"];
+    wait.extend(names.iter().copied());
+    m.cli(&wait);
+    let array = names[0].split_once('.').unwrap().0;
+    assert_eq!(
+        m.get(&format!("/arrays/{array}"))["array"]["counts"]["failed"],
+        4
+    );
+}

@@ -21,6 +21,10 @@ pub struct NewArray {
     spec: FoldSpec,
     /// `0-4`, `0-99:2`, `1,3,5-7`, with `%N` to run at most N at once.
     array: String,
+    /// When a fold fails with its own error (exit code, signal, outputs over the limit), its
+    /// idle and waiting siblings are removed, saying why.
+    #[serde(default)]
+    stop_on_failure: bool,
 }
 
 pub async fn create(
@@ -45,6 +49,7 @@ pub async fn create(
             held.clone(),
             array.indices.clone(),
             array.cap,
+            body.stop_on_failure,
         )
         .await?;
     s.master.wake();

@@ -104,6 +104,10 @@ pub struct SubmitArgs {
     /// 0-99:2, 1,3,5-7; `%N` runs at most N at once (0-99%8). Prints ARRAY.INDEX per fold.
     #[arg(long)]
     array: Option<String>,
+    /// With --array: when a fold fails with its own error (exit code, signal, outputs over the
+    /// limit), remove its idle and waiting siblings, saying why.
+    #[arg(long, requires = "array")]
+    stop_on_failure: bool,
     /// Wait until these folds are done (`ID,ID...`, or `ARRAY.INDEX`); if one fails or is
     /// removed, this fold fails saying why (Slurm's afterok). Also --after-ok.
     #[arg(long, alias = "after-ok", value_delimiter = ',')]
@@ -228,7 +232,10 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         spec["inputs_from"] = json!(inputs_from);
     }
     if let Some(array) = &a.array {
-        let answer: Value = client.post("/arrays", &json!({ "spec": spec, "array": array }))?;
+        let answer: Value = client.post(
+            "/arrays",
+            &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure }),
+        )?;
         let folds: Vec<&Value> = answer["folds"].as_array().into_iter().flatten().collect();
         if a.json {
             print_json(&answer)?;

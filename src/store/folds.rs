@@ -239,6 +239,9 @@ pub(super) fn finish_attempt(
         &format!("{detail}; fold is {next}"),
     )?;
     if next.is_final() && next != fold_state {
+        if next == FoldState::Failed && input.outcome.is_own_failure() {
+            super::waiting::stop_siblings(tx, fold, &input.outcome.to_string())?;
+        }
         super::waiting::on_final(tx, fold)?;
     }
     Ok(RecordResult::Recorded { fold, state: next })
@@ -372,10 +375,12 @@ impl Store {
         held: Option<(HoldCode, String)>,
         indices: Vec<i64>,
         cap: Option<u32>,
+        stop_on_failure: bool,
     ) -> Result<(i64, Vec<FoldId>)> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let array = super::waiting::create_array(&tx, &owner, indices.len(), cap)?;
+            let array =
+                super::waiting::create_array(&tx, &owner, indices.len(), cap, stop_on_failure)?;
             let folds: Vec<(FoldSpec, Option<(HoldCode, String)>)> = indices
                 .iter()
                 .map(|i| (super::waiting::array_spec(&spec, array, *i), held.clone()))
@@ -391,11 +396,11 @@ impl Store {
     /// An array: its owner, size, cap, creation time and its folds' counts per state.
     pub async fn array(&self, id: i64) -> Result<ArrayRecord> {
         self.read(move |conn| {
-            let row: Option<(String, i64, Option<u32>, i64)> = conn
-                .prepare_cached("SELECT owner, size, cap, created_at FROM arrays WHERE id = ?1")?
-                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            let row: Option<(String, i64, Option<u32>, i64, bool)> = conn
+                .prepare_cached("SELECT owner, size, cap, created_at, stop_on_failure FROM arrays WHERE id = ?1")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
                 .optional()?;
-            let Some((owner, size, cap, created_at)) = row else {
+            let Some((owner, size, cap, created_at, stop_on_failure)) = row else {
                 return Err(StoreError::NotFound(format!("array {id} does not exist")));
             };
             let counts = conn
@@ -410,6 +415,7 @@ impl Store {
                 size,
                 cap,
                 created_at,
+                stop_on_failure,
                 counts,
             })
         })

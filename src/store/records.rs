@@ -45,6 +45,8 @@ pub struct ArrayRecord {
     pub size: i64,
     pub cap: Option<u32>,
     pub created_at: i64,
+    /// A fold failing with its own error removes its idle and waiting siblings.
+    pub stop_on_failure: bool,
     /// Its folds per state.
     pub counts: std::collections::BTreeMap<String, u64>,
 }

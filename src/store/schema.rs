@@ -146,7 +146,9 @@ const WAITING_MIGRATION: &str = r#"
         owner      TEXT NOT NULL,
         size       INTEGER NOT NULL,
         cap        INTEGER,
-        created_at INTEGER NOT NULL
+        created_at INTEGER NOT NULL,
+        -- When a fold fails with its own error, its idle and waiting siblings are removed.
+        stop_on_failure INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX arrays_owner ON arrays(owner);
     ALTER TABLE folds ADD COLUMN array_id INTEGER REFERENCES arrays(id);

@@ -58,9 +58,12 @@ pub(super) fn create_array(
     owner: &str,
     size: usize,
     cap: Option<u32>,
+    stop_on_failure: bool,
 ) -> Result<i64> {
-    tx.prepare_cached("INSERT INTO arrays (owner, size, cap, created_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![owner, size as i64, cap, now_ms()])?;
+    tx.prepare_cached(
+        "INSERT INTO arrays (owner, size, cap, created_at, stop_on_failure) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![owner, size as i64, cap, now_ms(), stop_on_failure])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -227,6 +230,33 @@ fn fail(tx: &Transaction, fold: FoldId, reason: &str) -> Result<FoldState> {
     set_state(tx, fold, FoldState::Failed, Some(reason), None)?;
     event(tx, Some(fold), None, "dependency_failed", reason)?;
     Ok(FoldState::Failed)
+}
+
+/// `fold` has just failed with its own error (`Outcome::is_own_failure`): if its array stops
+/// on failure, its idle and waiting siblings are removed, saying why (running ones finish).
+pub(super) fn stop_siblings(tx: &Transaction, fold: FoldId, why: &str) -> Result<()> {
+    let array: Option<(i64, bool)> = tx
+        .prepare_cached(
+            "SELECT a.id, a.stop_on_failure FROM folds f JOIN arrays a ON a.id = f.array_id WHERE f.id = ?1",
+        )?
+        .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((array, true)) = array else {
+        return Ok(());
+    };
+    let siblings: Vec<FoldId> = tx
+        .prepare_cached(
+            "SELECT id FROM folds WHERE array_id = ?1 AND state IN ('idle', 'waiting') ORDER BY array_index",
+        )?
+        .query_map([array], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let reason = format!("stopped: fold {fold} of array {array} failed with its own error ({why})");
+    for s in siblings {
+        set_state(tx, s, FoldState::Removed, Some(&reason), None)?;
+        event(tx, Some(s), None, "stopped", &reason)?;
+        on_final(tx, s)?;
+    }
+    Ok(())
 }
 
 /// `fold` has just reached a final state (done, failed, removed) in `tx`: the folds waiting
