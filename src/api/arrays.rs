@@ -47,9 +47,11 @@ pub async fn create(
             who.admin,
             body.spec,
             held.clone(),
-            array.indices.clone(),
-            array.cap,
-            body.stop_on_failure,
+            crate::store::NewArray {
+                indices: array.indices.clone(),
+                cap: array.cap,
+                stop_on_failure: body.stop_on_failure,
+            },
         )
         .await?;
     s.master.wake();

@@ -373,12 +373,15 @@ impl Store {
         admin: bool,
         spec: FoldSpec,
         held: Option<(HoldCode, String)>,
-        indices: Vec<i64>,
-        cap: Option<u32>,
-        stop_on_failure: bool,
+        array: NewArray,
     ) -> Result<(i64, Vec<FoldId>)> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
+            let NewArray {
+                indices,
+                cap,
+                stop_on_failure,
+            } = array;
             let array =
                 super::waiting::create_array(&tx, &owner, indices.len(), cap, stop_on_failure)?;
             let folds: Vec<(FoldSpec, Option<(HoldCode, String)>)> = indices

@@ -39,7 +39,7 @@ pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 
 pub use folds::{
     ActiveAttempt, ArrayPlace, ArrayRecord, AttemptRecord, BlobData, CancelTarget, EventRecord,
-    FoldChange, FoldFilter, FoldPage, FoldRecord, NewAttempt, OutputRecord, QueueCount,
+    FoldChange, FoldFilter, FoldPage, FoldRecord, NewArray, NewAttempt, OutputRecord, QueueCount,
     RecordResult, ReleaseChanges, ResultInput,
 };
 

@@ -37,6 +37,15 @@ pub struct FoldRecord {
     pub spec: FoldSpec,
 }
 
+/// An array to store: its indices in order, its cap, whether a fold's own failure stops the
+/// rest.
+#[derive(Clone, Debug)]
+pub struct NewArray {
+    pub indices: Vec<i64>,
+    pub cap: Option<u32>,
+    pub stop_on_failure: bool,
+}
+
 /// An array of folds (`submit --array`).
 #[derive(Clone, Debug, Serialize)]
 pub struct ArrayRecord {
