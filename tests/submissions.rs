@@ -187,6 +187,10 @@ fn iris_good_and_broken_on_5_folds_with_the_feed_once() {
     let gid = good["id"].as_i64().unwrap();
     let (status, v) = m.request("POST", &format!("/submissions/{gid}/resubmit"), None);
     assert_eq!((status, v["rerun"].clone()), (200, json!([])), "{v}");
+    // Through the CLI: `--failed` (the default) reruns nothing of a submission that failed
+    // nowhere.
+    let out = m.cli_ok(&["submission", "resubmit", &gid.to_string(), "--failed"]);
+    assert_eq!(out.trim(), format!("submission {gid}: nothing to rerun"));
     let bid = broken["id"].as_i64().unwrap();
     let body = json!({"force": "files", "files": {"classifier.py": iris_file("submission")}});
     let (status, v) = m.request("POST", &format!("/submissions/{bid}/resubmit"), Some(body));

@@ -55,6 +55,24 @@ pub enum SubmissionCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Run a submission's folds again: by default (`--failed`) only those that ended in
+    /// ERROR; `--retrain` all of them (or those of `--fold`), even those that ended well.
+    Resubmit {
+        #[command(flatten)]
+        conn: Conn,
+        id: i64,
+        /// Only the folds that failed (the default).
+        #[arg(long, conflicts_with = "retrain")]
+        failed: bool,
+        /// Every fold (or those of --fold), whatever its state.
+        #[arg(long)]
+        retrain: bool,
+        /// Only these submission folds (repeatable).
+        #[arg(long = "fold")]
+        folds: Vec<i64>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -150,6 +168,40 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
                 ]);
             }
             print!("{}", t.render());
+            Ok(())
+        }
+        SubmissionCmd::Resubmit {
+            conn,
+            id,
+            failed: _,
+            retrain,
+            folds,
+            json,
+        } => {
+            let mut body = serde_json::json!({});
+            if retrain {
+                body["force"] = "retrain".into();
+            }
+            if !folds.is_empty() {
+                body["folds"] = serde_json::json!(folds);
+            }
+            let v: Value = conn
+                .client()?
+                .post(&format!("/submissions/{id}/resubmit"), &body)?;
+            if json {
+                return print_json(&v);
+            }
+            let rerun: Vec<String> = v["rerun"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|f| f.to_string())
+                .collect();
+            if rerun.is_empty() {
+                println!("submission {id}: nothing to rerun");
+            } else {
+                println!("submission {id}: rerunning folds {}", rerun.join(", "));
+            }
             Ok(())
         }
         SubmissionCmd::Show { conn, id, json } => {
