@@ -71,6 +71,10 @@ impl Master {
                         r.last_ping = None;
                     }
                     Err(e) => {
+                        // Said once per new error, not at every retry.
+                        if r.last_error.as_deref() != Some(e.as_str()) {
+                            tracing::warn!("runner {}: {e}; retrying every 5 s", r.spec.name);
+                        }
                         r.last_error = Some(e);
                         r.reconnect_at = Some(now + Duration::from_secs(5));
                     }

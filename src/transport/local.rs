@@ -36,6 +36,11 @@ pub fn connect(
         .process_group(0)
         .kill_on_drop(false)
         .spawn()?;
+    tracing::debug!(
+        "runner {}: agent started as pid {}",
+        spec.name,
+        child.id().unwrap_or(0)
+    );
     let stdin = child.stdin.take().expect("piped stdin");
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
