@@ -9,6 +9,9 @@ use crate::transport::{simulated, ssh, unix};
 /// The longest wait between two connection attempts to a runner that keeps failing.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// How long a local agent may take to say hello before it is started again.
+const LOCAL_HELLO_TIMEOUT: Duration = Duration::from_secs(15);
+
 impl Master {
     /// How often a quiet ssh runner is pinged; three missed pings drop the connection (its
     /// folds keep running on the runner; the lease decides when they are given up).
@@ -69,6 +72,7 @@ impl Master {
                         r.link = Some(link);
                         r.reconnect_at = None;
                         r.last_ping = None;
+                        r.linked_at = Some(now);
                     }
                     Err(e) => {
                         // Said once per new error, not at every retry.
@@ -79,6 +83,23 @@ impl Master {
                         r.reconnect_at = Some(now + Duration::from_secs(5));
                     }
                 }
+            }
+            // A local agent that has not said hello long after it was started (seen stuck
+            // at start-up under heavy load) is let go and started again.
+            if r.spec.transport == Transport::Local
+                && r.link.is_some()
+                && !r.ready
+                && r.linked_at
+                    .is_some_and(|t| now.duration_since(t) > LOCAL_HELLO_TIMEOUT)
+            {
+                tracing::warn!(
+                    "runner {}: its agent has not said hello in {} s; starting it again",
+                    r.spec.name,
+                    LOCAL_HELLO_TIMEOUT.as_secs()
+                );
+                r.link = None;
+                r.linked_at = None;
+                r.reconnect_at = Some(now);
             }
             if r.ready && r.spec.transport == Transport::Ssh {
                 let silent = now.duration_since(r.last_seen);

@@ -23,6 +23,9 @@ pub struct RunnerState {
     pub cancelling: BTreeMap<AttemptId, Cancelling>,
     pub last_error: Option<String>,
     pub reconnect_at: Option<Instant>,
+    /// When the current link was made (a local agent that has not said hello long after is
+    /// started again).
+    pub linked_at: Option<Instant>,
     /// When the runner was last heard from, or when it was first missed.
     pub last_seen: Instant,
     /// Drained by an operator: no new folds.
@@ -76,6 +79,7 @@ impl RunnerState {
             cancelling: BTreeMap::new(),
             last_error: None,
             reconnect_at: Some(Instant::now()),
+            linked_at: None,
             last_seen: Instant::now(),
             drained: false,
             removed: false,
