@@ -14,6 +14,11 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// The sha256 of `data` as 64 lowercase hex digits (how blobs are named everywhere).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
 /// The largest chunk of a file in one message (before base64).
 pub const CHUNK: u64 = 1 << 20;
 /// How many chunk requests a puller keeps outstanding.

@@ -48,7 +48,7 @@ impl Backend {
             .canonicalize()
             .unwrap_or_else(|_| state_dir.to_path_buf());
         let namespace =
-            crate::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12].to_string();
+            crate::transfer::sha256_hex(dir.to_string_lossy().as_bytes())[..12].to_string();
         let opts = DockerOptions {
             namespace,
             ..DockerOptions::default()
@@ -275,7 +275,7 @@ impl Agent {
         if let Some(bad) = run
             .inputs
             .iter()
-            .find(|i| !crate::store::is_sha256(&i.sha256))
+            .find(|i| !crate::model::is_sha256_hex(&i.sha256))
         {
             let message = format!("input {:?}: {:?} is not a sha256", bad.name, bad.sha256);
             return self.end_unstarted(run, Outcome::Error { message });
@@ -520,7 +520,7 @@ fn describe(
         super::journal::write_atomic(&dir.join(protocol::LOG_FILE), log, true)?;
         LogData::File {
             size: log.len() as u64,
-            sha256: crate::store::sha256_hex(log),
+            sha256: crate::transfer::sha256_hex(log),
         }
     };
     Ok((log, outputs))

@@ -15,7 +15,6 @@
 use super::{now_ms, Result, Store, StoreError};
 use crate::transfer::{HashingFile, StagedBlob};
 use rusqlite::{params, Connection, OptionalExtension};
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -24,14 +23,8 @@ use std::time::SystemTime;
 /// Blobs up to this size stay in their row; larger ones are files.
 pub const INLINE_MAX: u64 = 64 << 10;
 
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
-/// Whether `sha` is a sha256 as the store names blobs (64 lowercase hex digits).
-pub fn is_sha256(sha: &str) -> bool {
-    sha.len() == 64 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+pub use crate::model::is_sha256_hex as is_sha256;
+pub use crate::transfer::sha256_hex;
 
 /// The bytes of the blobs kept as files.
 pub trait BlobFiles {
