@@ -261,6 +261,22 @@ fn dependencies_and_arrays_refuse_what_is_not_theirs_or_malformed() {
             "{v}"
         );
     }
+    // 100,000 copies of a 200 KiB spec would be 20 GB: refused before anything is stored.
+    let mut big = sh("true");
+    big["env"] = json!({ "PAD": "x".repeat(30_000), "PAD2": "x".repeat(30_000) });
+    let (status, v) = m.request(
+        "POST",
+        "/arrays",
+        Some(json!({ "spec": big, "array": "0-99999" })),
+    );
+    assert_eq!(status, 413, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("array: its folds' specs"),
+        "{v}"
+    );
     let (status, v) = m.request(
         "POST",
         "/arrays",

@@ -36,6 +36,12 @@ pub async fn create(
     crate::model::limits::check_text("array", &body.array, 4096)?;
     let array = parse_array(&body.array).map_err(ApiError::bad_request)?;
     body.spec.validate()?;
+    // Every fold of the array stores its own spec: bounded as a batch of folds is.
+    use crate::model::limits::{json_size, FieldError, MAX_BATCH_BODY};
+    let total = json_size(&body.spec).saturating_mul(array.indices.len());
+    if total > MAX_BATCH_BODY {
+        return Err(FieldError::too_large("array: its folds' specs", total, MAX_BATCH_BODY).into());
+    }
     let held = s
         .master
         .unmatchable(&who.name, &body.spec)
