@@ -107,6 +107,32 @@ pub struct Master {
     capacity_fingerprint: u64,
     /// Idle folds kept out of the index while an attempt of theirs is being cancelled.
     parked: HashMap<FoldId, PendingFold>,
+    /// The assignments being committed, if any (see `cycle`).
+    assigning: Option<Assigning>,
+}
+
+/// The answer of an assignment commit.
+type Committed = crate::store::Result<Vec<(AttemptId, NewAttempt, FoldSpec)>>;
+
+/// A cycle's assignments on their way to the store. The loop goes on meanwhile (agents'
+/// reports, results, wake-ups), but runs no other cycle and takes no command until they are
+/// committed: no second cycle can count the same slots, and every cancel, drain or reload
+/// sees the attempts of a commit (see `Master::run`).
+struct Assigning {
+    reply: tokio::sync::oneshot::Receiver<Committed>,
+    owners: HashMap<FoldId, String>,
+    planned: usize,
+    since: Instant,
+}
+
+/// The answer of the commit under way.
+async fn committed(assigning: &mut Option<Assigning>) -> Committed {
+    match assigning.as_mut() {
+        Some(a) => (&mut a.reply)
+            .await
+            .unwrap_or(Err(crate::store::StoreError::Closed)),
+        None => std::future::pending().await,
+    }
 }
 
 /// A hash of what the capacity check reads of the runners (all but what is free now and
@@ -210,6 +236,7 @@ impl Master {
             seq,
             capacity_fingerprint: 0,
             parked: HashMap::new(),
+            assigning: None,
             cfg,
             store: store.clone(),
             runners,
@@ -233,6 +260,7 @@ impl Master {
 
     pub async fn run(mut self) -> anyhow::Result<()> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let shared = self.shared.clone();
         let mut published = Instant::now();
         // Something changed since the view was last published.
@@ -242,11 +270,16 @@ impl Master {
             let publish_at = tokio::time::Instant::from_std(published + every);
             let timer = tokio::select! {
                 Some(ev) = self.events.recv() => { self.on_link_event(ev).await?; false }
-                Some(cmd) = self.commands.recv() => { self.on_command(cmd).await?; false }
+                // Commands and housekeeping (cancels, drains, reloads, leases) wait for the
+                // assignments being committed, so that they see the attempts made.
+                Some(cmd) = self.commands.recv(), if self.assigning.is_none() => {
+                    self.on_command(cmd).await?; false
+                }
                 _ = shared.wake.notified() => { self.dirty = true; false }
                 Some(done) = self.transfers.done_rx.recv() => { self.on_transfer_done(done); false }
                 Some(applied) = self.applied_rx.recv() => { self.on_applied(applied).await?; false }
-                _ = tick.tick() => { self.housekeeping().await?; false }
+                result = committed(&mut self.assigning) => { self.on_committed(result)?; false }
+                _ = tick.tick(), if self.assigning.is_none() => { self.housekeeping().await?; false }
                 _ = tokio::time::sleep_until(publish_at), if stale => true,
             };
             stale |= !timer;
@@ -255,7 +288,7 @@ impl Master {
                 self.on_link_event(ev).await?;
             }
             self.flush();
-            if self.dirty {
+            if self.dirty && self.assigning.is_none() {
                 self.dirty = false;
                 let t = Instant::now();
                 let placed = self.cycle().await?;
@@ -527,24 +560,52 @@ impl Master {
                 .collect()
         };
         let assigned: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
-        let committed = self.store.assign(new).await?;
         tracing::debug!(
             target: "datarun::timing",
-            "follow_ms={:.3} match_ms={:.3} assign_ms={:.3}",
+            "follow_ms={:.3} match_ms={:.3}",
             followed.as_secs_f64() * 1000.0,
             (matched - followed).as_secs_f64() * 1000.0,
-            (t.elapsed() - matched).as_secs_f64() * 1000.0
         );
         // Whether committed or found no longer idle, these folds leave the index now.
         self.index
             .write()
             .expect("index lock")
             .remove_many(&assigned);
-        if committed.len() < assigned.len() {
+        // The commit goes on beside the loop (it shares its sync with the results being
+        // recorded meanwhile); the agents hear of the attempts once it is durable.
+        let (tx, reply) = tokio::sync::oneshot::channel();
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let _ = tx.send(store.assign(new).await);
+        });
+        self.assigning = Some(Assigning {
+            reply,
+            owners,
+            planned: assigned.len(),
+            since: Instant::now(),
+        });
+        Ok(assigned.len())
+    }
+
+    /// The assignments of the last cycle are committed: their agents are told.
+    fn on_committed(&mut self, result: Committed) -> anyhow::Result<()> {
+        let Assigning {
+            owners,
+            planned,
+            since,
+            ..
+        } = self.assigning.take().expect("a commit under way");
+        let committed = result?;
+        tracing::debug!(
+            target: "datarun::timing",
+            "assign_ms={:.3} assigned={}",
+            since.elapsed().as_secs_f64() * 1000.0,
+            committed.len()
+        );
+        if committed.len() < planned {
             // Some were held or removed meanwhile: their slots are free for the next cycle.
             self.dirty = true;
         }
-        let placed = committed.len();
         for (attempt, n, spec) in committed {
             tracing::info!(target: "datarun::fold", fold = %n.fold, attempt = %attempt, runner = %n.runner, "assigned");
             self.usage.started(attempt, &owners[&n.fold]);
@@ -558,7 +619,7 @@ impl Master {
                 link.send(ToAgent::Run(run));
             }
         }
-        Ok(placed)
+        Ok(())
     }
 
     fn run_message(
