@@ -462,8 +462,9 @@ mod tests {
         }
         assert_ne!(s.points[0]["x"], s.points[1]["x"]);
         let stop = s.stop.unwrap();
-        assert_eq!(stop.reached(&[("loss".into(), 0.001)].into()), Some(0.001));
-        assert_eq!(stop.reached(&[("loss".into(), 0.1)].into()), None);
+        let m = |v: f64| BTreeMap::from([("loss".to_string(), v)]);
+        assert_eq!(stop.reached(&m(0.001)), Some(0.001));
+        assert_eq!(stop.reached(&m(0.1)), None);
         assert_eq!(env_name("lr"), "DATARUN_PARAM_LR");
         assert_eq!(env_value(&json!(0.01)), "0.01");
         assert_eq!(env_value(&json!("adam")), "adam");
@@ -503,8 +504,8 @@ mod tests {
         let a = parse_metrics(br#"{"loss": 2.5, "acc": 1, "note": "x"}"#).unwrap();
         assert_eq!(a.len(), 2);
         assert!(parse_metrics(b"[1]").is_none());
-        let b: BTreeMap<String, f64> = [("loss".into(), 0.5)].into();
-        let c: BTreeMap<String, f64> = [("acc".into(), 0.5)].into();
+        let b = BTreeMap::from([("loss".to_string(), 0.5)]);
+        let c = BTreeMap::from([("acc".to_string(), 0.5)]);
         let all = [Some(&a), None, Some(&b), Some(&c)];
         assert_eq!(rank(&all, "loss", false), vec![2, 0, 1, 3]);
         assert_eq!(rank(&all, "loss", true), vec![0, 2, 1, 3]);

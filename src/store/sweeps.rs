@@ -36,6 +36,8 @@ pub struct SweepRecord {
     /// Why its points not started were removed (early stop), once they were.
     pub stopped: Option<String>,
     pub created_at: i64,
+    /// Its points in index order (`GET /sweeps/{id}` lists them beside it, ranked if asked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub points: Vec<PointRecord>,
 }
 
