@@ -98,7 +98,9 @@ fn a_grid_over_a_quadratic_ranks_the_optimum_first_and_keeps_the_best_two() {
         "sweep", "show", &id, "--metric", "loss", "--max", "--json",
     ]))
     .unwrap();
-    assert_eq!(worst["points"][0]["metrics"]["loss"], 20.0, "(5-3)^2+(-3+1)^2... {worst}");
+    // The corners: (1, -3), (1, 1), (5, -3), (5, 1), each 4 + 4.
+    assert_eq!(worst["points"][0]["metrics"]["loss"], 8.0, "{worst}");
+    assert_eq!(worst["points"][0]["params"], json!({"x": 1, "y": -3}), "{worst}");
     let table = m.cli_ok(&["sweep", "show", &id, "--metric", "loss"]);
     let lines: Vec<&str> = table.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
