@@ -66,10 +66,9 @@ fn a_grid_over_a_quadratic_ranks_the_optimum_first_and_keeps_the_best_two() {
     assert_eq!(names.len(), 25);
     wait_names(&m, &names);
 
-    let v: Value = serde_json::from_str(&m.cli_ok(&[
-        "sweep", "show", &id, "--metric", "loss", "--json",
-    ]))
-    .unwrap();
+    let v: Value =
+        serde_json::from_str(&m.cli_ok(&["sweep", "show", &id, "--metric", "loss", "--json"]))
+            .unwrap();
     assert_eq!(v["sweep"]["params"], json!(["x", "y"]));
     assert_eq!(v["sweep"]["cap"], 4);
     let points = v["points"].as_array().unwrap();
@@ -94,13 +93,17 @@ fn a_grid_over_a_quadratic_ranks_the_optimum_first_and_keeps_the_best_two() {
         json!({"x": 3, "y": -1})
     );
     // --max puts the worst first; the table is aligned, with the parameters and the metric.
-    let worst: Value = serde_json::from_str(&m.cli_ok(&[
-        "sweep", "show", &id, "--metric", "loss", "--max", "--json",
-    ]))
+    let worst: Value = serde_json::from_str(
+        &m.cli_ok(&["sweep", "show", &id, "--metric", "loss", "--max", "--json"]),
+    )
     .unwrap();
     // The corners: (1, -3), (1, 1), (5, -3), (5, 1), each 4 + 4.
     assert_eq!(worst["points"][0]["metrics"]["loss"], 8.0, "{worst}");
-    assert_eq!(worst["points"][0]["params"], json!({"x": 1, "y": -3}), "{worst}");
+    assert_eq!(
+        worst["points"][0]["params"],
+        json!({"x": 1, "y": -3}),
+        "{worst}"
+    );
     let table = m.cli_ok(&["sweep", "show", &id, "--metric", "loss"]);
     let lines: Vec<&str> = table.lines().collect();
     let header: Vec<&str> = lines[0].split_whitespace().collect();
@@ -181,7 +184,10 @@ fn a_random_sweep_stops_early_once_a_point_reaches_the_target() {
     assert!(table.starts_with(&why), "{table}");
     let ranked = m.get(&format!("/sweeps/{id}?metric=loss"));
     let last = ranked["points"].as_array().unwrap().last().unwrap().clone();
-    assert!(last["rank"].is_null() && last["state"] == "removed", "{ranked}");
+    assert!(
+        last["rank"].is_null() && last["state"] == "removed",
+        "{ranked}"
+    );
     let minimum = points
         .iter()
         .filter_map(|p| p["metrics"]["loss"].as_f64())
@@ -216,13 +222,7 @@ fn bad_sweeps_name_file_line_and_key_store_nothing_and_are_the_owners() {
         ),
     ] {
         std::fs::write(&file, text).unwrap();
-        let out = m.cli(&[
-            "submit",
-            "--sweep",
-            file.to_str().unwrap(),
-            "--",
-            "true",
-        ]);
+        let out = m.cli(&["submit", "--sweep", file.to_str().unwrap(), "--", "true"]);
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{text}: {err}");
@@ -231,8 +231,14 @@ fn bad_sweeps_name_file_line_and_key_store_nothing_and_are_the_owners() {
     for (sweep, says) in [
         (json!({"grid": {"DATA-X": [1]}}), "sweep: grid.DATA-X: "),
         (json!({"grid": {"x": [1]}, "cap": 0}), "sweep: cap: "),
-        (json!({"random": {"n": 2, "seed": -1, "x": {"choice": [1]}}}), "sweep: random.seed"),
-        (json!({"grid": {"x": [{"a": 1}]}}), "sweep: grid.x[0]: expected a number"),
+        (
+            json!({"random": {"n": 2, "seed": -1, "x": {"choice": [1]}}}),
+            "sweep: random.seed",
+        ),
+        (
+            json!({"grid": {"x": [{"a": 1}]}}),
+            "sweep: grid.x[0]: expected a number",
+        ),
     ] {
         let (status, v) = m.request(
             "POST",
@@ -258,7 +264,9 @@ fn bad_sweeps_name_file_line_and_key_store_nothing_and_are_the_owners() {
     let (status, v) = m.request(
         "POST",
         "/sweeps",
-        Some(json!({"spec": common::sh("sleep 30"), "sweep": {"grid": {"x": [1, 2, 3]}, "cap": 1}})),
+        Some(
+            json!({"spec": common::sh("sleep 30"), "sweep": {"grid": {"x": [1, 2, 3]}, "cap": 1}}),
+        ),
     );
     assert_eq!(status, 201, "{v}");
     let id = v["sweep"].as_i64().unwrap();
@@ -308,14 +316,7 @@ fn a_submission_that_stops_on_failure_removes_its_folds_not_started() {
     // are still in line.
     let m = Master::start(Some(&docker_inventory(1)));
     let csv = std::fs::read("examples/iris/iris.csv").unwrap();
-    let d = dataset(
-        &m,
-        "iris",
-        &csv,
-        "species",
-        &["accuracy"],
-        &["classifier"],
-    );
+    let d = dataset(&m, "iris", &csv, "species", &["accuracy"], &["classifier"]);
     let dir = m.dir.path().join("broken");
     std::fs::create_dir(&dir).unwrap();
     let file = dir.join("classifier.py");
@@ -339,9 +340,12 @@ fn a_submission_that_stops_on_failure_removes_its_folds_not_started() {
     let folds = s["folds"].as_array().unwrap();
     // The folds that ran (the first, and any the runner had already taken) failed; the rest
     // were removed naming the first.
-    let (stopped, ran): (Vec<&Value>, Vec<&Value>) = folds
-        .iter()
-        .partition(|f| f["reason"].as_str().unwrap().starts_with("cancelled: stopped"));
+    let (stopped, ran): (Vec<&Value>, Vec<&Value>) = folds.iter().partition(|f| {
+        f["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("cancelled: stopped")
+    });
     assert!(!stopped.is_empty() && ran.len() < 4, "{s}");
     let first = ran
         .iter()

@@ -197,5 +197,7 @@ pub async fn keep(
         .map(|i| sweep.points[i].fold)
         .collect();
     let report = s.store.sweep_drop_outputs(id, kept.clone()).await?;
-    Ok(Json(json!({ "sweep": id, "kept": kept, "dropped": report })))
+    Ok(Json(
+        json!({ "sweep": id, "kept": kept, "dropped": report }),
+    ))
 }

@@ -183,10 +183,16 @@ fn input_arg(arg: &str) -> Result<(String, PathBuf)> {
 
 pub fn submit(a: SubmitArgs) -> Result<()> {
     if a.stop_on_failure && a.array.is_none() && a.sweep.is_none() {
-        return Err(super::exit::usage("--stop-on-failure needs --array or --sweep"));
+        return Err(super::exit::usage(
+            "--stop-on-failure needs --array or --sweep",
+        ));
     }
     // A bad sweep file is refused before anything is uploaded.
-    let sweep = a.sweep.as_deref().map(super::sweep::read_file).transpose()?;
+    let sweep = a
+        .sweep
+        .as_deref()
+        .map(super::sweep::read_file)
+        .transpose()?;
     let client = a.conn.client()?;
     let mut inputs = Vec::new();
     for arg in &a.inputs {

@@ -125,7 +125,11 @@ pub fn env_name(name: &str) -> String {
 
 /// A fold spec for one point: its values as variables and `params.json` (blob `params_sha`)
 /// among its inputs.
-pub fn point_spec(spec: &super::FoldSpec, point: &Map<String, Value>, params_sha: String) -> super::FoldSpec {
+pub fn point_spec(
+    spec: &super::FoldSpec,
+    point: &Map<String, Value>,
+    params_sha: String,
+) -> super::FoldSpec {
     let mut s = spec.clone();
     for (name, value) in point {
         s.env.insert(env_name(name), env_value(value));
@@ -180,7 +184,11 @@ fn json_f64(v: f64) -> Value {
     serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
-fn check_name(key: &str, name: &str, seen: &mut BTreeMap<String, String>) -> Result<(), SweepError> {
+fn check_name(
+    key: &str,
+    name: &str,
+    seen: &mut BTreeMap<String, String>,
+) -> Result<(), SweepError> {
     if !valid_param_name(name) {
         return err(
             key,
@@ -190,7 +198,10 @@ fn check_name(key: &str, name: &str, seen: &mut BTreeMap<String, String>) -> Res
     if let Some(other) = seen.insert(name.to_ascii_uppercase(), name.to_string()) {
         return err(
             key,
-            format!("{name:?} and {other:?} name the same variable {}", env_name(name)),
+            format!(
+                "{name:?} and {other:?} name the same variable {}",
+                env_name(name)
+            ),
         );
     }
     if seen.len() > MAX_SWEEP_PARAMS {
@@ -206,9 +217,18 @@ fn check_scalar(key: &str, v: &Value) -> Result<(), SweepError> {
         Value::String(s) if s.contains('\0') => err(key, "a value may not contain NUL"),
         Value::String(s) => err(
             key,
-            format!("a value of {} bytes is over the limit of {MAX_PARAM_VALUE}", s.len()),
+            format!(
+                "a value of {} bytes is over the limit of {MAX_PARAM_VALUE}",
+                s.len()
+            ),
         ),
-        other => err(key, format!("expected a number, string or boolean, found {}", kind(other))),
+        other => err(
+            key,
+            format!(
+                "expected a number, string or boolean, found {}",
+                kind(other)
+            ),
+        ),
     }
 }
 
@@ -224,14 +244,20 @@ fn kind(v: &Value) -> &'static str {
 }
 
 fn number(key: &str, v: &Value) -> Result<f64, SweepError> {
-    v.as_f64()
-        .filter(|f| f.is_finite())
-        .map_or_else(|| err(key, format!("expected a number, found {}", kind(v))), Ok)
+    v.as_f64().filter(|f| f.is_finite()).map_or_else(
+        || err(key, format!("expected a number, found {}", kind(v))),
+        Ok,
+    )
 }
 
 fn table<'a>(key: &str, v: &'a Value, example: &str) -> Result<&'a Map<String, Value>, SweepError> {
     v.as_object().map_or_else(
-        || err(key, format!("expected a table such as {example}, found {}", kind(v))),
+        || {
+            err(
+                key,
+                format!("expected a table such as {example}, found {}", kind(v)),
+            )
+        },
         Ok,
     )
 }
@@ -271,14 +297,20 @@ fn parse_dist(key: &str, v: &Value) -> Result<Dist, SweepError> {
             }
             Ok(Dist::Choice(args.clone()))
         }
-        other => err(&key, format!("unknown distribution {other:?}; give {example}")),
+        other => err(
+            &key,
+            format!("unknown distribution {other:?}; give {example}"),
+        ),
     }
 }
 
 fn positive(key: &str, v: &Value, max: u64) -> Result<u64, SweepError> {
     match v.as_u64() {
         Some(n) if (1..=max).contains(&n) => Ok(n),
-        _ => err(key, format!("expected a whole number from 1 to {max}, found {v}")),
+        _ => err(
+            key,
+            format!("expected a whole number from 1 to {max}, found {v}"),
+        ),
     }
 }
 
@@ -287,7 +319,10 @@ pub fn from_json(doc: &Value) -> Result<Sweep, SweepError> {
     let top = table("", doc, "{\"grid\": {\"lr\": [0.1, 0.01]}}")?;
     for key in top.keys() {
         if !TOP_KEYS.contains(&key.as_str()) {
-            return err(key, format!("unknown key; a sweep takes {}", TOP_KEYS.join(", ")));
+            return err(
+                key,
+                format!("unknown key; a sweep takes {}", TOP_KEYS.join(", ")),
+            );
         }
     }
     let mut seen = BTreeMap::new();
@@ -299,14 +334,20 @@ pub fn from_json(doc: &Value) -> Result<Sweep, SweepError> {
             let key = format!("grid.{name}");
             check_name(&key, name, &mut seen)?;
             let Some(values) = values.as_array().filter(|v| !v.is_empty()) else {
-                return err(&key, "expected a non-empty array of values, e.g. [0.1, 0.01]");
+                return err(
+                    &key,
+                    "expected a non-empty array of values, e.g. [0.1, 0.01]",
+                );
             };
             for (i, v) in values.iter().enumerate() {
                 check_scalar(&format!("{key}[{i}]"), v)?;
             }
             size = size.saturating_mul(values.len() as u64);
             if size > MAX_SWEEP_POINTS as u64 {
-                return err(&key, format!("the grid has more than {MAX_SWEEP_POINTS} points"));
+                return err(
+                    &key,
+                    format!("the grid has more than {MAX_SWEEP_POINTS} points"),
+                );
             }
             names.push(name.clone());
             grid.push((name.clone(), values.clone()));
@@ -315,14 +356,32 @@ pub fn from_json(doc: &Value) -> Result<Sweep, SweepError> {
     let mut random: Vec<(String, Dist)> = Vec::new();
     let (mut n, mut seed) = (1u64, 0u64);
     if let Some(r) = top.get("random") {
-        let r = table("random", r, "[random] with n = 20, seed = 7, x = { uniform = [-5, 5] }")?;
-        n = positive("random.n", r.get("n").unwrap_or(&Value::Null), MAX_SWEEP_POINTS as u64)?;
+        let r = table(
+            "random",
+            r,
+            "[random] with n = 20, seed = 7, x = { uniform = [-5, 5] }",
+        )?;
+        n = positive(
+            "random.n",
+            r.get("n").unwrap_or(&Value::Null),
+            MAX_SWEEP_POINTS as u64,
+        )?;
         seed = match r.get("seed") {
             Some(s) => s.as_u64().map_or_else(
-                || err("random.seed", format!("expected a whole number (0 or more), found {s}")),
+                || {
+                    err(
+                        "random.seed",
+                        format!("expected a whole number (0 or more), found {s}"),
+                    )
+                },
                 Ok,
             )?,
-            None => return err("random.seed", "give a seed, so that the samples can be drawn again"),
+            None => {
+                return err(
+                    "random.seed",
+                    "give a seed, so that the samples can be drawn again",
+                )
+            }
         };
         for (name, d) in r {
             if name == "n" || name == "seed" {
@@ -334,7 +393,10 @@ pub fn from_json(doc: &Value) -> Result<Sweep, SweepError> {
             names.push(name.clone());
         }
         if random.is_empty() {
-            return err("random", "give at least one parameter, e.g. x = { uniform = [-5, 5] }");
+            return err(
+                "random",
+                "give at least one parameter, e.g. x = { uniform = [-5, 5] }",
+            );
         }
     }
     if names.is_empty() {
@@ -343,7 +405,11 @@ pub fn from_json(doc: &Value) -> Result<Sweep, SweepError> {
     let total = size.saturating_mul(n);
     if total > MAX_SWEEP_POINTS as u64 {
         return err(
-            if random.is_empty() { "grid" } else { "random.n" },
+            if random.is_empty() {
+                "grid"
+            } else {
+                "random.n"
+            },
             format!("{total} points is over the limit of {MAX_SWEEP_POINTS}"),
         );
     }
@@ -353,19 +419,37 @@ pub fn from_json(doc: &Value) -> Result<Sweep, SweepError> {
             let t = table("stop", s, "[stop] with metric = \"loss\", below = 0.01")?;
             for k in t.keys() {
                 if !["metric", "below", "above"].contains(&k.as_str()) {
-                    return err(&format!("stop.{k}"), "unknown key; [stop] takes metric, below, above");
+                    return err(
+                        &format!("stop.{k}"),
+                        "unknown key; [stop] takes metric, below, above",
+                    );
                 }
             }
             let metric = match t.get("metric").and_then(Value::as_str) {
                 Some(m) if !m.is_empty() && m.len() <= 256 => m.to_string(),
-                _ => return err("stop.metric", "give the metric's name (a string, at most 256 bytes)"),
+                _ => {
+                    return err(
+                        "stop.metric",
+                        "give the metric's name (a string, at most 256 bytes)",
+                    )
+                }
             };
-            let below = t.get("below").map(|v| number("stop.below", v)).transpose()?;
-            let above = t.get("above").map(|v| number("stop.above", v)).transpose()?;
+            let below = t
+                .get("below")
+                .map(|v| number("stop.below", v))
+                .transpose()?;
+            let above = t
+                .get("above")
+                .map(|v| number("stop.above", v))
+                .transpose()?;
             if below.is_some() == above.is_some() {
                 return err("stop", "give one of below or above");
             }
-            Some(StopRule { metric, below, above })
+            Some(StopRule {
+                metric,
+                below,
+                above,
+            })
         }
     };
     let cap = top
@@ -448,7 +532,11 @@ mod tests {
         assert_eq!(s.points.len(), 12);
         assert_eq!(s.cap, Some(3));
         assert_eq!(s.names.len(), 5);
-        assert_eq!(from_json(&doc).unwrap(), s, "the same seed draws the same points");
+        assert_eq!(
+            from_json(&doc).unwrap(),
+            s,
+            "the same seed draws the same points"
+        );
         // The last grid parameter (by name: lr) varies fastest; samples inside.
         assert_eq!(s.points[0]["depth"], 2);
         assert_eq!(s.points[0]["lr"], 0.1);
@@ -457,7 +545,10 @@ mod tests {
         for p in &s.points {
             let x = p["x"].as_f64().unwrap();
             let y = p["y"].as_f64().unwrap();
-            assert!((-5.0..5.0).contains(&x) && (1e-4..1.0).contains(&y), "{p:?}");
+            assert!(
+                (-5.0..5.0).contains(&x) && (1e-4..1.0).contains(&y),
+                "{p:?}"
+            );
             assert!(p["k"] == "a" || p["k"] == "b");
         }
         assert_ne!(s.points[0]["x"], s.points[1]["x"]);
@@ -475,20 +566,72 @@ mod tests {
         for (doc, key, says) in [
             (json!({}), "", "give parameters"),
             (json!({"grid": {"lr": []}}), "grid.lr", "non-empty"),
-            (json!({"grid": {"1x": [1]}}), "grid.1x", "not a parameter name"),
-            (json!({"grid": {"a": [1], "A": [2]}}), "grid.a", "same variable"),
+            (
+                json!({"grid": {"1x": [1]}}),
+                "grid.1x",
+                "not a parameter name",
+            ),
+            (
+                json!({"grid": {"a": [1], "A": [2]}}),
+                "grid.a",
+                "same variable",
+            ),
             (json!({"grid": {"a": [[1]]}}), "grid.a[0]", "found an array"),
-            (json!({"grid": {"a": ["x".repeat(2000)]}}), "grid.a[0]", "over the limit"),
-            (json!({"random": {"n": 3, "x": {"uniform": [0, 1]}}}), "random.seed", "give a seed"),
-            (json!({"random": {"n": 0, "seed": 1, "x": {"uniform": [0, 1]}}}), "random.n", "from 1"),
-            (json!({"random": {"n": 1, "seed": 1, "x": {"uniform": [1, 0]}}}), "random.x.uniform", "not below"),
-            (json!({"random": {"n": 1, "seed": 1, "x": {"log_uniform": [0, 1]}}}), "random.x.log_uniform", "above 0"),
-            (json!({"random": {"n": 1, "seed": 1, "x": {"normal": [0, 1]}}}), "random.x.normal", "unknown distribution"),
-            (json!({"random": {"n": 1, "seed": 1}}), "random", "at least one parameter"),
-            (json!({"grid": {"a": [1]}, "stop": {"metric": "l"}}), "stop", "one of below or above"),
-            (json!({"grid": {"a": [1]}, "stpo": {}}), "stpo", "unknown key"),
-            (json!({"grid": {"a": (0..101).collect::<Vec<_>>(), "b": (0..100).collect::<Vec<_>>()}}), "grid.b", "more than 10000"),
-            (json!({"grid": {"a": [1, 2]}, "random": {"n": 5001, "seed": 1, "x": {"uniform": [0, 1]}}}), "random.n", "over the limit"),
+            (
+                json!({"grid": {"a": ["x".repeat(2000)]}}),
+                "grid.a[0]",
+                "over the limit",
+            ),
+            (
+                json!({"random": {"n": 3, "x": {"uniform": [0, 1]}}}),
+                "random.seed",
+                "give a seed",
+            ),
+            (
+                json!({"random": {"n": 0, "seed": 1, "x": {"uniform": [0, 1]}}}),
+                "random.n",
+                "from 1",
+            ),
+            (
+                json!({"random": {"n": 1, "seed": 1, "x": {"uniform": [1, 0]}}}),
+                "random.x.uniform",
+                "not below",
+            ),
+            (
+                json!({"random": {"n": 1, "seed": 1, "x": {"log_uniform": [0, 1]}}}),
+                "random.x.log_uniform",
+                "above 0",
+            ),
+            (
+                json!({"random": {"n": 1, "seed": 1, "x": {"normal": [0, 1]}}}),
+                "random.x.normal",
+                "unknown distribution",
+            ),
+            (
+                json!({"random": {"n": 1, "seed": 1}}),
+                "random",
+                "at least one parameter",
+            ),
+            (
+                json!({"grid": {"a": [1]}, "stop": {"metric": "l"}}),
+                "stop",
+                "one of below or above",
+            ),
+            (
+                json!({"grid": {"a": [1]}, "stpo": {}}),
+                "stpo",
+                "unknown key",
+            ),
+            (
+                json!({"grid": {"a": (0..101).collect::<Vec<_>>(), "b": (0..100).collect::<Vec<_>>()}}),
+                "grid.b",
+                "more than 10000",
+            ),
+            (
+                json!({"grid": {"a": [1, 2]}, "random": {"n": 5001, "seed": 1, "x": {"uniform": [0, 1]}}}),
+                "random.n",
+                "over the limit",
+            ),
         ] {
             let e = from_json(&doc).unwrap_err();
             assert_eq!(e.key, key, "{doc}: {e}");

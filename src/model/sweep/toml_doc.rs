@@ -63,7 +63,10 @@ fn to_json(
             .ok_or_else(|| (key.to_string(), format!("{f} is not a finite number")))?,
         Node::Bool(b) => Value::Bool(*b),
         Node::Datetime(_) => {
-            return Err((key.to_string(), "a date/time is not a parameter value".into()))
+            return Err((
+                key.to_string(),
+                "a date/time is not a parameter value".into(),
+            ))
         }
         Node::Array(items) => Value::Array(
             items
@@ -113,6 +116,9 @@ mod tests {
         assert!(e.starts_with("p.toml:1: not valid TOML"), "{e}");
         let e = from_toml("p.toml", "when = 1979-05-27\n[grid]\na=[1]").unwrap_err();
         assert!(e.starts_with("p.toml:1: when: "), "{e}");
-        assert_eq!(from_toml("p.toml", "").unwrap_err(), "p.toml: give parameters in [grid] and/or [random]");
+        assert_eq!(
+            from_toml("p.toml", "").unwrap_err(),
+            "p.toml: give parameters in [grid] and/or [random]"
+        );
     }
 }
