@@ -114,7 +114,7 @@ pub fn sweep(cmd: SweepCmd) -> Result<()> {
                 .flatten()
                 .filter_map(Value::as_str)
                 .collect();
-            let mut columns = vec![">RANK", ">INDEX", "FOLD", "STATE"];
+            let mut columns = vec![">RANK", ">INDEX", ">FOLD", "STATE"];
             let upper: Vec<String> = names.iter().map(|n| format!(">{n}")).collect();
             columns.extend(upper.iter().map(String::as_str));
             let metric_col = metric.as_ref().map(|m| format!(">{m}"));
