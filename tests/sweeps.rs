@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::ml::{b64, dataset, docker_inventory, wait_submission};
+use common::ml::{dataset, docker_inventory, wait_submission};
 use common::{Master, BIN};
 use serde_json::{json, Value};
 use std::process::Command;
@@ -371,23 +371,6 @@ fn a_submission_that_stops_on_failure_removes_its_folds_not_started() {
     let shown = m.cli_ok(&["submission", "show", &id.to_string()]);
     assert!(shown.contains(&why), "{shown}");
     assert!(shown.contains("stops the folds not started"), "{shown}");
-    // Without the option, every fold runs (and fails).
-    let body = json!({"dataset_id": d, "name": "broken2",
-        "files": {"classifier.py": b64(&std::fs::read(&file).unwrap())},
-        "cv": {"k": 2, "seed": 1}});
-    let (status, v) = m.request("POST", "/submissions", Some(body));
-    assert_eq!(status, 201, "{v}");
-    let s = wait_submission(
-        &m,
-        v["submission"]["id"].as_i64().unwrap(),
-        std::time::Duration::from_secs(300),
-    );
-    assert_eq!(s["stop_on_failure"], false);
-    for f in s["folds"].as_array().unwrap() {
-        assert_eq!(
-            m.fold(f["fold_id"].as_i64().unwrap())["fold"]["state"],
-            "failed",
-            "{f}"
-        );
-    }
+    // Without the option every fold of a broken submission runs and fails: see
+    // `tests/submissions.rs` (iris_good_and_broken_on_5_folds_with_the_feed_once).
 }

@@ -39,6 +39,15 @@ fn grid_times_samples_seeded_and_checked() {
     let m = |v: f64| BTreeMap::from([("loss".to_string(), v)]);
     assert_eq!(stop.reached(&m(0.001)), Some(0.001));
     assert_eq!(stop.reached(&m(0.1)), None);
+    let above = StopRule {
+        metric: "loss".into(),
+        below: None,
+        above: Some(0.5),
+    };
+    assert_eq!(above.reached(&m(0.6)), Some(0.6));
+    assert_eq!(above.reached(&m(0.5)), None);
+    assert_eq!(above.reached(&BTreeMap::new()), None);
+    assert_eq!(above.describe(), "loss above 0.5");
     assert_eq!(env_name("lr"), "DATARUN_PARAM_LR");
     assert_eq!(env_value(&json!(0.01)), "0.01");
     assert_eq!(env_value(&json!("adam")), "adam");
