@@ -3,6 +3,7 @@
 
 pub mod array;
 pub mod limits;
+pub mod sweep;
 
 pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
 
@@ -283,7 +284,9 @@ impl FoldSpec {
         }
         for key in self.env.keys() {
             // The array's id and index are set by the master on each fold of an array.
-            let set_by_master = ARRAY_ENV.contains(&key.as_str());
+            // The array's id and index, and a sweep point's values (`model::sweep`).
+            let set_by_master =
+                ARRAY_ENV.contains(&key.as_str()) || key.starts_with(sweep::PARAM_ENV_PREFIX);
             if key.is_empty()
                 || key.contains('=')
                 || key.contains('\0')

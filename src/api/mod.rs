@@ -17,6 +17,7 @@ pub(crate) mod results;
 pub mod runapp;
 mod submission_folds;
 pub(crate) mod submissions;
+mod sweeps;
 
 pub use error::ApiError;
 pub use events::Waiters;
@@ -99,6 +100,14 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/arrays", post(arrays::create))
         .route("/arrays/{id}", get(arrays::show))
         .route("/arrays/{id}/{index}", get(arrays::fold))
+        .route(
+            "/sweeps",
+            post(sweeps::create).layer(DefaultBodyLimit::max(
+                max_body.min(crate::model::limits::MAX_SWEEP_BODY),
+            )),
+        )
+        .route("/sweeps/{id}", get(sweeps::show))
+        .route("/sweeps/{id}/keep", post(sweeps::keep))
         .route("/queue", get(folds::queue))
         .route("/owners", get(folds::owners))
         .route("/events", get(events::events))

@@ -104,6 +104,10 @@ pub struct CreateSubmission {
     hard_time_limit: Option<u64>,
     #[serde(default)]
     max_retries: u32,
+    /// When a fold fails with its own error, the submission's idle and waiting folds are
+    /// removed, saying why (`store::waiting::stop_siblings`).
+    #[serde(default)]
+    stop_on_failure: bool,
 }
 
 /// The size limits on folds a client gives: how many, and their `client_id`s.
@@ -272,6 +276,7 @@ pub async fn create(
             workflow_elements: d.workflow_elements.clone(),
             blobs,
             folds: new_folds,
+            stop_on_failure: req.stop_on_failure,
         })
         .await?;
     s.master.wake();

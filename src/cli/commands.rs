@@ -104,10 +104,15 @@ pub struct SubmitArgs {
     /// 0-99:2, 1,3,5-7; `%N` runs at most N at once (0-99%8). Prints ARRAY.INDEX per fold.
     #[arg(long)]
     array: Option<String>,
-    /// With --array: when a fold fails with its own error (exit code, signal, outputs over the
-    /// limit), remove its idle and waiting siblings, saying why.
-    #[arg(long, requires = "array")]
+    /// With --array or --sweep: when a fold fails with its own error (exit code, signal,
+    /// outputs over the limit), remove its idle and waiting siblings, saying why.
+    #[arg(long)]
     stop_on_failure: bool,
+    /// A parameter sweep (README "Sweeps"): a TOML file with a [grid] and/or seeded [random]
+    /// samples; one fold per point, its values in $DATARUN_PARAM_<NAME> and params.json.
+    /// Prints SWEEP.INDEX per point (the sweep is an array: `queue remove --array SWEEP`).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["array", "count"])]
+    sweep: Option<PathBuf>,
     /// Wait until these folds are done (`ID,ID...`, or `ARRAY.INDEX`); if one fails or is
     /// removed, this fold fails saying why (Slurm's afterok). Also --after-ok.
     #[arg(long, alias = "after-ok", value_delimiter = ',')]
@@ -177,6 +182,17 @@ fn input_arg(arg: &str) -> Result<(String, PathBuf)> {
 }
 
 pub fn submit(a: SubmitArgs) -> Result<()> {
+    if a.stop_on_failure && a.array.is_none() && a.sweep.is_none() {
+        return Err(super::exit::usage(
+            "--stop-on-failure needs --array or --sweep",
+        ));
+    }
+    // A bad sweep file is refused before anything is uploaded.
+    let sweep = a
+        .sweep
+        .as_deref()
+        .map(super::sweep::read_file)
+        .transpose()?;
     let client = a.conn.client()?;
     let mut inputs = Vec::new();
     for arg in &a.inputs {
@@ -231,11 +247,21 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
     if !inputs_from.is_empty() {
         spec["inputs_from"] = json!(inputs_from);
     }
-    if let Some(array) = &a.array {
-        let answer: Value = client.post(
-            "/arrays",
-            &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure }),
-        )?;
+    if a.array.is_some() || sweep.is_some() {
+        let answer: Value = match (&a.array, sweep) {
+            (Some(array), _) => client.post(
+                "/arrays",
+                &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure }),
+            )?,
+            (None, sweep) => {
+                let mut v: Value = client.post(
+                    "/sweeps",
+                    &json!({ "spec": spec, "sweep": sweep, "stop_on_failure": a.stop_on_failure }),
+                )?;
+                v["array"] = v["sweep"].clone();
+                v
+            }
+        };
         let folds: Vec<&Value> = answer["folds"].as_array().into_iter().flatten().collect();
         if a.json {
             print_json(&answer)?;

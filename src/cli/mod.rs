@@ -11,6 +11,7 @@ mod provision;
 mod queue;
 mod serve;
 mod submission;
+mod sweep;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -147,6 +148,9 @@ enum Command {
     /// Submissions on CV folds: submit, list, show.
     #[command(subcommand)]
     Submission(submission::SubmissionCmd),
+    /// Parameter sweeps (`submit --sweep`): points ranked by a metric, keep the best.
+    #[command(subcommand)]
+    Sweep(sweep::SweepCmd),
     /// Results of submission folds: the "new results" feed.
     #[command(subcommand)]
     Results(submission::ResultsCmd),
@@ -363,6 +367,7 @@ pub fn main() -> Result<()> {
         Command::Fold(cmd) => fold::fold(cmd),
         Command::Dataset(cmd) => dataset::dataset(cmd),
         Command::Submission(cmd) => submission::submission(cmd),
+        Command::Sweep(cmd) => sweep::sweep(cmd),
         Command::Results(cmd) => submission::results(cmd),
         Command::Leaderboard {
             conn,

@@ -35,6 +35,10 @@ pub enum SubmissionCmd {
         /// An integer, or H / L.
         #[arg(long)]
         priority: Option<String>,
+        /// When a fold fails with its own error (exit code, signal, outputs over the limit),
+        /// remove the submission's idle and waiting folds, saying why.
+        #[arg(long)]
+        stop_on_failure: bool,
         #[arg(long)]
         json: bool,
     },
@@ -100,6 +104,7 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
             seed,
             stratify,
             priority,
+            stop_on_failure,
             json,
         } => {
             let mut encoded = Map::new();
@@ -117,6 +122,9 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
                                   "files": encoded, "cv": {"k": cv, "seed": seed, "stratify": stratify}});
             if let Some(p) = priority {
                 body["priority"] = json!(p);
+            }
+            if stop_on_failure {
+                body["stop_on_failure"] = json!(true);
             }
             let v: Value = conn.client()?.post("/submissions", &body)?;
             if json {
@@ -221,6 +229,9 @@ pub fn submission(cmd: SubmissionCmd) -> Result<()> {
                     .map(|i| format!(", split {i}"))
                     .unwrap_or_default()
             );
+            if s["stop_on_failure"] == true {
+                println!("a fold failing with its own error stops the folds not started");
+            }
             print!(
                 "{}",
                 folds_table(s["folds"].as_array().into_iter().flatten())

@@ -26,7 +26,7 @@
 //! - An inventory without any runner is an error.
 
 mod parse;
-mod tree;
+pub(crate) mod tree;
 
 #[cfg(test)]
 mod tests;

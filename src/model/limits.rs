@@ -26,6 +26,14 @@ pub const MAX_RETRIES: u32 = 100;
 pub const MAX_DEPENDENCIES: usize = 1000;
 /// Folds in one array (`submit --array`).
 pub const MAX_ARRAY: usize = 100_000;
+/// Points in one sweep (`submit --sweep`): the grid's size times the random samples.
+pub const MAX_SWEEP_POINTS: usize = 10_000;
+/// Parameters of one sweep.
+pub const MAX_SWEEP_PARAMS: usize = 32;
+/// Bytes of one parameter value given as a string.
+pub const MAX_PARAM_VALUE: usize = 1024;
+/// The body of `POST /sweeps` (a spec and the sweep document).
+pub const MAX_SWEEP_BODY: usize = 4 << 20;
 /// A whole fold spec, serialized as the master stores and lists it.
 pub const MAX_SPEC_BYTES: usize = 256 << 10;
 /// The body of `POST /folds` (one spec, with room for whitespace and escapes).

@@ -185,6 +185,7 @@ pub(super) fn finish_attempt(
              seq = ?1, updated_at = ?2 WHERE id = ?3",
         )?
         .execute(params![id, now, fold])?;
+        super::sweeps::on_done(tx, fold)?;
         super::waiting::on_final(tx, fold)?;
         return Ok(RecordResult::Recorded {
             fold,
@@ -241,6 +242,9 @@ pub(super) fn finish_attempt(
     if next.is_final() && next != fold_state {
         if next == FoldState::Failed && input.outcome.is_own_failure() {
             super::waiting::stop_siblings(tx, fold, &input.outcome.to_string())?;
+        }
+        if next == FoldState::Done {
+            super::sweeps::on_done(tx, fold)?;
         }
         super::waiting::on_final(tx, fold)?;
     }

@@ -37,6 +37,19 @@ pub fn backup_blobs_dir(db: &Path) -> PathBuf {
 /// Temp files of the blob store older than this are swept whatever the retention.
 const TEMP_AGE: Duration = Duration::from_secs(3600);
 
+/// The condition (on `blobs`) that nothing refers to a blob any more: what a purge deletes
+/// (and `sweep keep` of the outputs it drops).
+pub(super) const UNREFERENCED: &str = "sha256 NOT IN (SELECT sha256 FROM outputs)
+    AND sha256 NOT IN (SELECT sha256 FROM fold_inputs)
+    AND sha256 NOT IN (SELECT log_sha256 FROM attempts WHERE log_sha256 IS NOT NULL)
+    AND sha256 NOT IN (SELECT table_sha256 FROM datasets)
+    AND sha256 NOT IN (SELECT train_sha256 FROM splits)
+    AND sha256 NOT IN (SELECT test_sha256 FROM splits)
+    AND sha256 NOT IN (SELECT sha256 FROM submission_blobs)
+    AND sha256 NOT IN (SELECT j.value FROM datasets d, json_each(d.files) j)
+    AND sha256 NOT IN (SELECT j.value FROM splits p, json_each(p.files) j)
+    AND sha256 NOT IN (SELECT truth_sha256 FROM splits WHERE truth_sha256 IS NOT NULL)";
+
 impl Store {
     /// Writes a consistent copy of the database to `path` (`VACUUM INTO`) while the master
     /// keeps running, and the blob files it names to [`backup_blobs_dir`] (hard links when on
@@ -105,17 +118,7 @@ impl Store {
                 &format!("UPDATE attempts SET log_sha256 = NULL WHERE log_sha256 IS NOT NULL AND id IN ({old})"),
                 [before],
             )? as u64;
-            let orphan = "FROM blobs WHERE created_at < ?1
-                AND sha256 NOT IN (SELECT sha256 FROM outputs)
-                AND sha256 NOT IN (SELECT sha256 FROM fold_inputs)
-                AND sha256 NOT IN (SELECT log_sha256 FROM attempts WHERE log_sha256 IS NOT NULL)
-                AND sha256 NOT IN (SELECT table_sha256 FROM datasets)
-                AND sha256 NOT IN (SELECT train_sha256 FROM splits)
-                AND sha256 NOT IN (SELECT test_sha256 FROM splits)
-                AND sha256 NOT IN (SELECT sha256 FROM submission_blobs)
-                AND sha256 NOT IN (SELECT j.value FROM datasets d, json_each(d.files) j)
-                AND sha256 NOT IN (SELECT j.value FROM splits p, json_each(p.files) j)
-                AND sha256 NOT IN (SELECT truth_sha256 FROM splits WHERE truth_sha256 IS NOT NULL)";
+            let orphan = format!("FROM blobs WHERE created_at < ?1 AND {UNREFERENCED}");
             let (blobs, bytes): (i64, i64) =
                 tx.query_row(&format!("SELECT COUNT(*), COALESCE(SUM(size), 0) {orphan}"), [before], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let files: Vec<String> = tx

@@ -19,6 +19,7 @@ mod runners;
 mod schema;
 mod submission_records;
 mod submissions;
+mod sweeps;
 mod tenancy;
 mod tokens;
 mod waiting;
@@ -34,6 +35,7 @@ pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
+pub use sweeps::{KeepReport, NewSweep, PointRecord, SweepRecord};
 pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
 

@@ -134,7 +134,31 @@ const MIGRATIONS: &[&str] = &[
     COUNTS_MIGRATION,
     // 13: arrays of folds and dependencies between folds (see `store::waiting`)
     WAITING_MIGRATION,
+    // 14: parameter sweeps (arrays whose points carry values) and stop-on-failure for
+    // submissions (see `store::sweeps`)
+    SWEEPS_MIGRATION,
 ];
+
+/// A sweep is an array (its id is the array's) whose points carry parameter values; `stop`
+/// is its early-stop rule (JSON) and `stopped` says why its remaining points were removed.
+/// A submission may stop its idle folds when one fails with its own error, as an array does.
+const SWEEPS_MIGRATION: &str = r#"
+    CREATE TABLE sweeps (
+        array_id   INTEGER PRIMARY KEY REFERENCES arrays(id),
+        owner      TEXT NOT NULL,
+        params     TEXT NOT NULL,
+        stop       TEXT,
+        stopped    TEXT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE sweep_points (
+        array_id    INTEGER NOT NULL REFERENCES sweeps(array_id),
+        array_index INTEGER NOT NULL,
+        params      TEXT NOT NULL,
+        PRIMARY KEY (array_id, array_index)
+    );
+    ALTER TABLE submissions ADD COLUMN stop_on_failure INTEGER NOT NULL DEFAULT 0;
+"#;
 
 /// Arrays (one row each: owner, size, the cap on how many of its folds are in line or running
 /// at once) and each fold's place in one; dependencies, one row per (child, parent) with when

@@ -23,6 +23,8 @@ pub struct SubmissionRecord {
     pub files: BTreeMap<String, String>,
     pub workflow_elements: Vec<String>,
     pub created_at: i64,
+    /// A fold failing with its own error removes the submission's idle and waiting folds.
+    pub stop_on_failure: bool,
     pub folds: Vec<SubmissionFoldRecord>,
 }
 
@@ -101,7 +103,7 @@ pub(super) fn sf_from_row(r: &Row) -> rusqlite::Result<SubmissionFoldRecord> {
 }
 
 pub(super) const SUBMISSION_COLUMNS: &str =
-    "id, dataset_id, split_id, name, owner, files, workflow_elements, created_at";
+    "id, dataset_id, split_id, name, owner, files, workflow_elements, created_at, stop_on_failure";
 
 pub(super) fn submission_from_row(r: &Row) -> rusqlite::Result<SubmissionRecord> {
     Ok(SubmissionRecord {
@@ -113,6 +115,7 @@ pub(super) fn submission_from_row(r: &Row) -> rusqlite::Result<SubmissionRecord>
         files: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
         workflow_elements: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
         created_at: r.get(7)?,
+        stop_on_failure: r.get(8)?,
         folds: Vec::new(),
     })
 }
@@ -130,6 +133,8 @@ pub struct NewSubmission {
     /// Every blob its folds need (tables, files, fold.json, indices); stored once each.
     pub blobs: Vec<Vec<u8>>,
     pub folds: Vec<NewSubmissionFold>,
+    /// A fold failing with its own error removes the others not started, saying why.
+    pub stop_on_failure: bool,
 }
 
 pub struct NewSubmissionFold {

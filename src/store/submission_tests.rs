@@ -38,6 +38,7 @@ fn new_submission(dataset_id: DatasetId, name: &str, blob_missing: bool) -> NewS
         workflow_elements: vec!["classifier".into()],
         blobs: vec![indices],
         folds: vec![fold(0), fold(1)],
+        stop_on_failure: false,
     }
 }
 

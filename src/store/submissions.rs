@@ -97,8 +97,8 @@ fn add_run(
 /// Inserts a submission's row (not its folds) inside the caller's transaction; its id.
 pub(super) fn insert_submission_row(tx: &Transaction, new: &NewSubmission) -> Result<SubmissionId> {
     tx.execute(
-        "INSERT INTO submissions (dataset_id, split_id, name, owner, files, workflow_elements, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO submissions (dataset_id, split_id, name, owner, files, workflow_elements, created_at, stop_on_failure)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         params![
             new.dataset_id,
             new.split_id,
@@ -106,7 +106,8 @@ pub(super) fn insert_submission_row(tx: &Transaction, new: &NewSubmission) -> Re
             new.owner,
             serde_json::to_string(&new.files).expect("files serialize"),
             serde_json::to_string(&new.workflow_elements).expect("elements serialize"),
-            now_ms()
+            now_ms(),
+            new.stop_on_failure
         ],
     )?;
     Ok(tx.last_insert_rowid())

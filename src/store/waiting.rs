@@ -232,8 +232,9 @@ fn fail(tx: &Transaction, fold: FoldId, reason: &str) -> Result<FoldState> {
     Ok(FoldState::Failed)
 }
 
-/// `fold` has just failed with its own error (`Outcome::is_own_failure`): if its array stops
-/// on failure, its idle and waiting siblings are removed, saying why (running ones finish).
+/// `fold` has just failed with its own error (`Outcome::is_own_failure`): if its array or its
+/// submission stops on failure, its idle and waiting siblings are removed, saying why
+/// (running ones finish).
 pub(super) fn stop_siblings(tx: &Transaction, fold: FoldId, why: &str) -> Result<()> {
     let array: Option<(i64, bool)> = tx
         .prepare_cached(
@@ -241,20 +242,48 @@ pub(super) fn stop_siblings(tx: &Transaction, fold: FoldId, why: &str) -> Result
         )?
         .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((array, true)) = array else {
-        return Ok(());
-    };
-    let siblings: Vec<FoldId> = tx
+    if let Some((array, true)) = array {
+        let siblings: Vec<FoldId> = tx
+            .prepare_cached(
+                "SELECT id FROM folds WHERE array_id = ?1 AND state IN ('idle', 'waiting') ORDER BY array_index",
+            )?
+            .query_map([array], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let reason =
+            format!("stopped: fold {fold} of array {array} failed with its own error ({why})");
+        remove_not_started(tx, &siblings, &reason)?;
+    }
+    // A submission's folds: those of its current runs (`submission_folds.fold_id`).
+    let submission: Option<(i64, bool)> = tx
         .prepare_cached(
-            "SELECT id FROM folds WHERE array_id = ?1 AND state IN ('idle', 'waiting') ORDER BY array_index",
+            "SELECT s.id, s.stop_on_failure FROM submission_folds sf JOIN submissions s ON s.id = sf.submission_id
+             WHERE sf.fold_id = ?1",
         )?
-        .query_map([array], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    let reason = format!("stopped: fold {fold} of array {array} failed with its own error ({why})");
-    for s in siblings {
-        set_state(tx, s, FoldState::Removed, Some(&reason), None)?;
-        event(tx, Some(s), None, "stopped", &reason)?;
-        on_final(tx, s)?;
+        .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some((submission, true)) = submission {
+        let siblings: Vec<FoldId> = tx
+            .prepare_cached(
+                "SELECT f.id FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id
+                 WHERE sf.submission_id = ?1 AND f.state IN ('idle', 'waiting') ORDER BY sf.fold_index",
+            )?
+            .query_map([submission], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let reason = format!(
+            "stopped: fold {fold} of submission {submission} failed with its own error ({why})"
+        );
+        remove_not_started(tx, &siblings, &reason)?;
+    }
+    Ok(())
+}
+
+/// Removes these folds (idle or waiting: not started) with `reason`, an event `stopped` each,
+/// and moves on what waits for them.
+pub(super) fn remove_not_started(tx: &Transaction, folds: &[FoldId], reason: &str) -> Result<()> {
+    for s in folds {
+        set_state(tx, *s, FoldState::Removed, Some(reason), None)?;
+        event(tx, Some(*s), None, "stopped", reason)?;
+        on_final(tx, *s)?;
     }
     Ok(())
 }

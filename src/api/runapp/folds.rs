@@ -193,6 +193,7 @@ pub async fn create(
                 files: file_shas.clone(),
                 workflow_elements: d.workflow_elements.clone(),
                 blobs: Vec::new(),
+                stop_on_failure: false,
                 folds: Vec::new(),
             })
         }
