@@ -3,6 +3,7 @@
 
 pub mod array;
 pub mod limits;
+pub mod provenance;
 
 pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
 

@@ -94,6 +94,10 @@ pub struct AttemptReport {
     pub metrics: Metrics,
     pub log: LogData,
     pub outputs: Vec<OutputFile>,
+    /// What the agent alone knows about how it ran the attempt (image id, program, its
+    /// version): provenance. Added compatibly: older agents send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<Box<crate::model::provenance::Ran>>,
 }
 
 impl AttemptReport {
@@ -105,6 +109,7 @@ impl AttemptReport {
             metrics: Metrics::default(),
             log: LogData::default(),
             outputs: Vec::new(),
+            ran: None,
         }
     }
 }
@@ -365,6 +370,7 @@ mod tests {
                 size: 4,
                 sha256: "ab".repeat(32),
             }],
+            ran: None,
         });
         let line = encode(&msg);
         assert_eq!(line.matches('\n').count(), 1);

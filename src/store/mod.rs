@@ -13,6 +13,7 @@ mod losses;
 mod maintenance;
 pub mod pg;
 mod problems;
+mod provenance;
 mod records;
 mod runapp;
 mod runners;
@@ -28,6 +29,7 @@ pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, Spli
 pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
+pub use provenance::MAX_PROVENANCE;
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{

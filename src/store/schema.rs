@@ -134,6 +134,10 @@ const MIGRATIONS: &[&str] = &[
     COUNTS_MIGRATION,
     // 13: arrays of folds and dependencies between folds (see `store::waiting`)
     WAITING_MIGRATION,
+    // 14: what produced each attempt's result (see `store::provenance`)
+    r#"
+    ALTER TABLE attempts ADD COLUMN provenance TEXT;
+    "#,
 ];
 
 /// Arrays (one row each: owner, size, the cap on how many of its folds are in line or running
