@@ -53,15 +53,23 @@ fn another_owner_sees_nothing(m: &Master, fold: i64) {
         ("GET", "provenance", None),
         ("POST", "rerun", Some(json!({}))),
     ] {
-        let (status, theirs) =
-            m.request_as(&bob, method, &format!("/folds/{fold}/{route}"), body.clone());
+        let (status, theirs) = m.request_as(
+            &bob,
+            method,
+            &format!("/folds/{fold}/{route}"),
+            body.clone(),
+        );
         let (missing_status, missing) =
             m.request_as(&bob, method, &format!("/folds/987654/{route}"), body);
         assert_eq!(status, 404, "{route}: {theirs}");
         assert_eq!(missing_status, 404);
         assert_eq!(
-            theirs["error"]["message"].as_str().map(|s| s.replace(&fold.to_string(), "N")),
-            missing["error"]["message"].as_str().map(|s| s.replace("987654", "N")),
+            theirs["error"]["message"]
+                .as_str()
+                .map(|s| s.replace(&fold.to_string(), "N")),
+            missing["error"]["message"]
+                .as_str()
+                .map(|s| s.replace("987654", "N")),
             "{route}: the same answer as a missing fold"
         );
     }
@@ -86,7 +94,9 @@ fn a_docker_fold_records_its_image_and_reruns_byte_identical() {
         .args(["image", "inspect", "-f", "{{.Id}}", BUSYBOX])
         .output()
         .unwrap();
-    let engine_id = String::from_utf8_lossy(&engine_id.stdout).trim().to_string();
+    let engine_id = String::from_utf8_lossy(&engine_id.stdout)
+        .trim()
+        .to_string();
     assert!(engine_id.starts_with("sha256:"), "{engine_id}");
     assert_eq!(p["fold"], id);
     assert_eq!(p["executor"], "docker");
@@ -124,7 +134,10 @@ fn a_docker_fold_records_its_image_and_reruns_byte_identical() {
     let before = m.get("/folds")["folds"].as_array().unwrap().len();
     let (code, _, err) = cli(&m, &["fold", "rerun", &id.to_string(), "--compare"]);
     assert_ne!(code, 0);
-    assert!(err.contains("API_TOKEN") && err.contains("give them again"), "{err}");
+    assert!(
+        err.contains("API_TOKEN") && err.contains("give them again"),
+        "{err}"
+    );
     assert_eq!(m.get("/folds")["folds"].as_array().unwrap().len(), before);
 
     let (code, out, err) = cli(
@@ -183,7 +196,10 @@ fn a_process_fold_records_its_program_and_a_clock_reruns_different() {
     assert_eq!(p["runner"]["name"], "prov-proc");
     assert_eq!(p["versions"]["agent"], VERSION);
     assert_eq!(p["limits"]["soft_time_limit_ms"], 30_000);
-    assert_eq!(p["limits"]["hard_time_limit_ms"], 600_000, "the runner's limit");
+    assert_eq!(
+        p["limits"]["hard_time_limit_ms"], 600_000,
+        "the runner's limit"
+    );
 
     // Only redacted secrets may be given again.
     let (status, v) = m.request(
@@ -192,7 +208,10 @@ fn a_process_fold_records_its_program_and_a_clock_reruns_different() {
         Some(json!({"env": {"DB_PASSWORD": "pw", "SEED": "2"}})),
     );
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("SEED"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("SEED"),
+        "{v}"
+    );
 
     let (code, out, err) = cli(
         &m,

@@ -5,7 +5,7 @@
 
 use super::docker::DockerExecutor;
 use super::exec::ExecRequest;
-use crate::model::provenance::{Program, Ran};
+use crate::model::provenance::{Executed, Program, Ran};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -21,10 +21,12 @@ static HASHES: Mutex<Option<HashMap<Key, String>>> = Mutex::new(None);
 
 fn ran(executor: &str, image: Option<String>) -> Ran {
     Ran {
-        executor: executor.to_string(),
+        executed: Executed {
+            executor: Some(executor.to_string()),
+            image,
+            ..Executed::default()
+        },
         agent_version: env!("CARGO_PKG_VERSION").to_string(),
-        image,
-        ..Ran::default()
     }
 }
 
@@ -35,7 +37,7 @@ pub fn program(req: &ExecRequest) -> Ran {
         return out;
     };
     let path = std::fs::canonicalize(&path).unwrap_or(path);
-    out.program = Some(Program {
+    out.executed.program = Some(Program {
         sha256: hash_program(&path),
         path: path.to_string_lossy().into_owned(),
     });
@@ -69,9 +71,9 @@ pub async fn image(docker: &DockerExecutor, image: Option<String>, id: Option<St
     let mut out = ran("docker", image);
     if let Some(id) = id.filter(|i| !i.is_empty()) {
         if let Ok(Some(identity)) = docker.image_identity(&id).await {
-            out.repo_digests = identity.repo_digests;
+            out.executed.repo_digests = identity.repo_digests;
         }
-        out.image_id = Some(id);
+        out.executed.image_id = Some(id);
     }
     out
 }

@@ -56,7 +56,7 @@ fn rerun_spec(
     env: &BTreeMap<String, String>,
 ) -> Result<FoldSpec, String> {
     let env = provenance::rerun_env(p, env)?;
-    let image = match (p.executor.as_deref(), &p.image) {
+    let image = match (p.executed.executor.as_deref(), &p.executed.image) {
         (_, None) => None,
         (Some("process"), Some(_)) => None,
         (_, Some(image)) => Some(provenance::pinned_image(p).ok_or_else(|| {

@@ -112,19 +112,15 @@ pub struct Rerun {
 pub fn rerun(conn: &Conn, id: &str, a: Rerun) -> Result<()> {
     let client = conn.client()?;
     let id = super::commands::resolve_fold(&client, id)?;
-    let mut env = BTreeMap::new();
-    for kv in &a.env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env {kv:?}: expected NAME=VALUE"))?;
-        env.insert(k.to_string(), v.to_string());
-    }
+    let env = super::commands::parse_env(&a.env)?;
     let mut body = json!({ "env": env });
     if let Some(attempt) = a.attempt {
         body["attempt"] = json!(attempt);
     }
     let made: Value = client.post(&format!("/folds/{id}/rerun"), &body)?;
-    let new = made["id"].as_i64().context("the master answered no fold id")?;
+    let new = made["id"]
+        .as_i64()
+        .context("the master answered no fold id")?;
     let original = made["from"]["attempt"].as_i64().unwrap_or_default();
     println!("{new}");
     if !a.compare && !a.wait {
@@ -150,7 +146,12 @@ pub fn rerun(conn: &Conn, id: &str, a: Rerun) -> Result<()> {
             .and_then(|x| x["outputs"].as_array())
             .into_iter()
             .flatten()
-            .filter_map(|o| Some((o["name"].as_str()?.to_string(), o["sha256"].as_str()?.to_string())))
+            .filter_map(|o| {
+                Some((
+                    o["name"].as_str()?.to_string(),
+                    o["sha256"].as_str()?.to_string(),
+                ))
+            })
             .collect()
     };
     let was = outputs_of(&before, Some(original));
@@ -164,7 +165,8 @@ pub fn rerun(conn: &Conn, id: &str, a: Rerun) -> Result<()> {
         if !same {
             differ.push(name.as_str());
         }
-        let show = |s: Option<&String>| s.map_or("-".to_string(), |s| s[..s.len().min(16)].to_string());
+        let show =
+            |s: Option<&String>| s.map_or("-".to_string(), |s| s[..s.len().min(16)].to_string());
         t.row([
             name.to_string(),
             show(x),

@@ -18,14 +18,7 @@ use std::collections::BTreeMap;
 pub const REDACTED: &str = "<redacted>";
 
 /// Name parts that mark a variable as a secret (compared in upper case).
-const SECRET_MARKS: [&str; 6] = [
-    "SECRET",
-    "TOKEN",
-    "PASSWORD",
-    "PASSWD",
-    "KEY",
-    "CREDENTIAL",
-];
+const SECRET_MARKS: [&str; 6] = ["SECRET", "TOKEN", "PASSWORD", "PASSWD", "KEY", "CREDENTIAL"];
 
 /// The most repo digests kept, and the longest text an agent may put in one field: an agent's
 /// report cannot make a record grow without bound.
@@ -57,14 +50,13 @@ pub struct Program {
     pub sha256: Option<String>,
 }
 
-/// What the agent alone knows about how it ran an attempt (an optional field of its report:
-/// older agents send none).
+/// What ran: the executor, and the image (docker) or the program (process).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ran {
-    /// "docker" or "process".
-    pub executor: String,
-    pub agent_version: String,
-    /// The image as the agent was asked to run it (a tag, or a pinned reference).
+pub struct Executed {
+    /// "docker" or "process"; absent when the agent did not say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<String>,
+    /// The image as the fold named it (a tag, or a pinned reference).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// The engine's id of the image the container ran (`sha256:...`).
@@ -75,6 +67,15 @@ pub struct Ran {
     /// A process fold's program.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program: Option<Program>,
+}
+
+/// What the agent alone knows about how it ran an attempt (an optional field of its report:
+/// older agents send none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ran {
+    #[serde(flatten)]
+    pub executed: Executed,
+    pub agent_version: String,
 }
 
 /// The runner as the master knows it when the result arrives.
@@ -133,17 +134,8 @@ pub struct GrantedLimits {
 pub struct Provenance {
     pub fold: FoldId,
     pub attempt: AttemptId,
-    /// "docker" or "process"; absent when the agent did not say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub executor: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub image_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repo_digests: Vec<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub program: Option<Program>,
+    #[serde(flatten)]
+    pub executed: Executed,
     /// Input name -> sha256.
     pub inputs: BTreeMap<String, String>,
     pub argv: Vec<String>,
@@ -192,23 +184,25 @@ pub fn build(
         (spec.soft_time_limit, spec.hard_time_limit),
         (side.soft_time_limit_ms, side.hard_time_limit_ms),
     );
-    let known = |s: String| (!s.is_empty()).then(|| clip(s));
+    let e = ran.executed;
     Provenance {
         fold,
         attempt: side.attempt,
-        executor: known(ran.executor),
-        image: ran.image.map(clip).or_else(|| spec.image.clone()),
-        image_id: ran.image_id.map(clip),
-        repo_digests: ran
-            .repo_digests
-            .into_iter()
-            .take(MAX_DIGESTS)
-            .map(clip)
-            .collect(),
-        program: ran.program.map(|p| Program {
-            path: clip(p.path),
-            sha256: p.sha256.map(clip),
-        }),
+        executed: Executed {
+            executor: e.executor.map(clip),
+            image: e.image.map(clip).or_else(|| spec.image.clone()),
+            image_id: e.image_id.map(clip),
+            repo_digests: e
+                .repo_digests
+                .into_iter()
+                .take(MAX_DIGESTS)
+                .map(clip)
+                .collect(),
+            program: e.program.map(|p| Program {
+                path: clip(p.path),
+                sha256: p.sha256.map(clip),
+            }),
+        },
         inputs: spec
             .inputs
             .iter()
@@ -218,7 +212,7 @@ pub fn build(
         env: redact(&spec.env),
         runner: side.runner,
         versions: Versions {
-            agent: known(ran.agent_version),
+            agent: Some(ran.agent_version).filter(|v| !v.is_empty()).map(clip),
             master: env!("CARGO_PKG_VERSION").to_string(),
         },
         limits: GrantedLimits {
@@ -235,9 +229,10 @@ pub fn build(
 /// allowlists and scheduling match; `HEX` is the engine's image id it ran, or its first repo
 /// digest when the engine gave no id.
 pub fn pinned_image(p: &Provenance) -> Option<String> {
-    let name = unpinned(p.image.as_deref()?);
-    let id = p.image_id.as_deref().or_else(|| {
-        p.repo_digests
+    let e = &p.executed;
+    let name = unpinned(e.image.as_deref()?);
+    let id = e.image_id.as_deref().or_else(|| {
+        e.repo_digests
             .first()
             .and_then(|d| d.split_once('@').map(|(_, d)| d))
     })?;
@@ -345,7 +340,10 @@ mod tests {
             time_limits((Some(5), Some(10)), (None, Some(8))),
             (Some(5), Some(8))
         );
-        assert_eq!(time_limits((Some(9), None), (None, Some(8))), (None, Some(8)));
+        assert_eq!(
+            time_limits((Some(9), None), (None, Some(8))),
+            (None, Some(8))
+        );
         assert_eq!(time_limits((None, None), (Some(3), None)), (Some(3), None));
     }
 
@@ -362,11 +360,11 @@ mod tests {
         let p = Provenance {
             fold: 1,
             attempt: 2,
-            executor: None,
-            image: Some("busybox:test".into()),
-            image_id: Some("sha256:ab".into()),
-            repo_digests: vec![],
-            program: None,
+            executed: Executed {
+                image: Some("busybox:test".into()),
+                image_id: Some("sha256:ab".into()),
+                ..Executed::default()
+            },
             inputs: BTreeMap::new(),
             argv: vec!["true".into()],
             env: [("A_TOKEN", REDACTED), ("SEED", "1")]
@@ -386,10 +384,7 @@ mod tests {
                 hard_time_limit_ms: None,
             },
         };
-        assert_eq!(
-            pinned_image(&p).as_deref(),
-            Some("busybox:test@sha256:ab")
-        );
+        assert_eq!(pinned_image(&p).as_deref(), Some("busybox:test@sha256:ab"));
         let none = BTreeMap::new();
         let err = rerun_env(&p, &none).unwrap_err();
         assert!(err.contains("A_TOKEN"), "{err}");
