@@ -29,8 +29,8 @@ pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, Spli
 pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
-pub use provenance::MAX_PROVENANCE;
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
+pub use provenance::MAX_PROVENANCE;
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
