@@ -381,6 +381,33 @@ mod tests {
     }
 
     #[test]
+    fn provenance_in_a_report_is_optional_both_ways() {
+        use crate::model::provenance::{Executed, Ran};
+        // An older agent's report has no `ran`: it still decodes.
+        let old = r#"{"type":"finished","attempt":3,"outcome":{"kind":"success"},"metrics":{"wall_ms":1,"cpu_ms":0,"peak_memory":0},"log":"","outputs":[]}"#;
+        let FromAgent::Finished(report) = decode::<FromAgent>(old).unwrap() else {
+            panic!("a finished report")
+        };
+        assert_eq!(report.ran, None);
+        let mut report = AttemptReport::bare(3, Outcome::Success);
+        report.ran = Some(Box::new(Ran {
+            executed: Executed {
+                executor: Some("docker".into()),
+                image: Some("busybox:test".into()),
+                image_id: Some(format!("sha256:{}", "ab".repeat(32))),
+                ..Executed::default()
+            },
+            agent_version: "0.1.0".into(),
+        }));
+        let line = encode(&FromAgent::Finished(report.clone()));
+        assert!(line.contains(r#""ran":{"executor":"docker""#), "{line}");
+        assert_eq!(
+            decode::<FromAgent>(&line).unwrap(),
+            FromAgent::Finished(report)
+        );
+    }
+
+    #[test]
     fn live_log_messages_round_trip() {
         let ask = ToAgent::FetchLog {
             attempt: 3,

@@ -201,6 +201,33 @@ fn a_process_fold_records_its_program_and_a_clock_reruns_different() {
         "the runner's limit"
     );
 
+    // A fold with no finished attempt has no record yet; an attempt it does not have, none.
+    let running = m.submit(vec![common::sh("sleep 30")])[0];
+    m.wait_state(running, "running", Duration::from_secs(30));
+    let (status, v) = m.request("GET", &format!("/folds/{running}/provenance"), None);
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("none has finished"),
+        "{v}"
+    );
+    let (status, v) = m.request(
+        "GET",
+        &format!("/folds/{id}/provenance?attempt=99999"),
+        None,
+    );
+    assert_eq!(status, 404, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("has no attempt 99999"),
+        "{v}"
+    );
+    m.cli_ok(&["queue", "remove", &running.to_string()]);
+
     // Only redacted secrets may be given again.
     let (status, v) = m.request(
         "POST",
