@@ -262,3 +262,34 @@ fn a_process_fold_records_its_program_and_a_clock_reruns_different() {
 
     another_owner_sees_nothing(&m, id);
 }
+
+/// On a runner whose allowlist has no "*", a pinned image runs only while the image with that
+/// id still carries an allowed tag: the pin cannot smuggle in another image.
+#[test]
+fn a_pinned_image_that_lost_its_allowed_tag_is_refused() {
+    const MOVED: &str = "datarun/prov-moved:1";
+    common::ensure_image("build-busybox.sh", BUSYBOX);
+    let tag = |args: &[&str]| {
+        let out = Command::new("docker").args(args).output().unwrap();
+        assert!(out.status.success(), "docker {args:?}: {out:?}");
+    };
+    tag(&["tag", BUSYBOX, MOVED]);
+    let m = Master::start(Some(
+        &docker_runner("prov-moved")
+            .replace(&format!("[\"{BUSYBOX}\"]"), &format!("[\"{MOVED}\"]")),
+    ));
+    let spec = json!({
+        "command": ["sh", "-c", "echo hi > $DATARUN_OUTPUT/hi"],
+        "image": MOVED,
+        "resources": {"cpus": 0.25, "memory": "64M"},
+    });
+    let id = submit_one(&m, spec);
+    tag(&["rmi", MOVED]);
+    let made = m.request("POST", &format!("/folds/{id}/rerun"), None);
+    assert_eq!(made.0, 201, "{}", made.1);
+    let rerun = made.1["id"].as_i64().unwrap();
+    let f = &m.wait_all(&[rerun], Duration::from_secs(60))[0];
+    assert_eq!(f["state"], "failed", "{f}");
+    let why = f["outcome"]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("no longer tagged as an allowed image"), "{f}");
+}

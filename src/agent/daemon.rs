@@ -469,6 +469,8 @@ async fn execute(
                 "runner {runner} runs folds as plain processes and cannot run image {:?}",
                 run.image.as_deref().unwrap_or_default()
             );
+            // No progress will come: the forwarder below ends when its sender is gone.
+            drop(progress_tx);
             (ExecResult::error(message), None)
         }
         Backend::Process => {
@@ -482,6 +484,7 @@ async fn execute(
         }
         Backend::Broken(message) => {
             let message = format!("the Docker engine on runner {runner} is unavailable: {message}");
+            drop(progress_tx);
             (ExecResult::error(message), None)
         }
         Backend::Docker(docker) => {
@@ -492,7 +495,10 @@ async fn execute(
                 other => other.map(drop),
             };
             let result = match allowed {
-                Err(message) => ExecResult::error(message),
+                Err(message) => {
+                    drop(progress_tx);
+                    ExecResult::error(message)
+                }
                 Ok(_) if ctx.adopt => docker.adopt(req, progress_tx, cancel_rx).await,
                 Ok(_) => docker.run(req, progress_tx, cancel_rx).await,
             };
