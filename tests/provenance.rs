@@ -46,6 +46,22 @@ fn cli(m: &Master, args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// `datarun fold rerun ID --compare -e SECRET`.
+fn rerun_compare(m: &Master, id: i64, secret: &str) -> (i32, String, String) {
+    let id = id.to_string();
+    let args = [
+        "fold",
+        "rerun",
+        &id,
+        "--compare",
+        "-e",
+        secret,
+        "--timeout",
+        "90s",
+    ];
+    cli(m, &args)
+}
+
 /// Bob, another owner, gets for A's fold exactly what a missing fold answers.
 fn another_owner_sees_nothing(m: &Master, fold: i64) {
     let bob = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
@@ -140,19 +156,7 @@ fn a_docker_fold_records_its_image_and_reruns_byte_identical() {
     );
     assert_eq!(m.get("/folds")["folds"].as_array().unwrap().len(), before);
 
-    let (code, out, err) = cli(
-        &m,
-        &[
-            "fold",
-            "rerun",
-            &id.to_string(),
-            "--compare",
-            "--env",
-            "API_TOKEN=s3cret",
-            "--timeout",
-            "90s",
-        ],
-    );
+    let (code, out, err) = rerun_compare(&m, id, "API_TOKEN=s3cret");
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("identical"), "{out}");
     let rerun: i64 = out.lines().next().unwrap().trim().parse().unwrap();
@@ -240,19 +244,7 @@ fn a_process_fold_records_its_program_and_a_clock_reruns_different() {
         "{v}"
     );
 
-    let (code, out, err) = cli(
-        &m,
-        &[
-            "fold",
-            "rerun",
-            &id.to_string(),
-            "--compare",
-            "-e",
-            "DB_PASSWORD=pw",
-            "--timeout",
-            "60s",
-        ],
-    );
+    let (code, out, err) = rerun_compare(&m, id, "DB_PASSWORD=pw");
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("different: 1 of 2 outputs differ"), "{out}");
     let clock = out.lines().find(|l| l.starts_with("clock")).unwrap();
