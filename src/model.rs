@@ -4,6 +4,7 @@
 pub mod array;
 pub mod limits;
 pub mod sweep;
+pub mod provenance;
 
 pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
 

@@ -94,6 +94,10 @@ pub struct AttemptReport {
     pub metrics: Metrics,
     pub log: LogData,
     pub outputs: Vec<OutputFile>,
+    /// What the agent alone knows about how it ran the attempt (image id, program, its
+    /// version): provenance. Added compatibly: older agents send none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ran: Option<Box<crate::model::provenance::Ran>>,
 }
 
 impl AttemptReport {
@@ -105,6 +109,7 @@ impl AttemptReport {
             metrics: Metrics::default(),
             log: LogData::default(),
             outputs: Vec::new(),
+            ran: None,
         }
     }
 }
@@ -365,6 +370,7 @@ mod tests {
                 size: 4,
                 sha256: "ab".repeat(32),
             }],
+            ran: None,
         });
         let line = encode(&msg);
         assert_eq!(line.matches('\n').count(), 1);
@@ -372,6 +378,33 @@ mod tests {
         let back: FromAgent = decode(&line).unwrap();
         assert_eq!(back, msg);
         assert!(decode::<ToAgent>(r#"{"type":"launch_missiles"}"#).is_err());
+    }
+
+    #[test]
+    fn provenance_in_a_report_is_optional_both_ways() {
+        use crate::model::provenance::{Executed, Ran};
+        // An older agent's report has no `ran`: it still decodes.
+        let old = r#"{"type":"finished","attempt":3,"outcome":{"kind":"success"},"metrics":{"wall_ms":1,"cpu_ms":0,"peak_memory":0},"log":"","outputs":[]}"#;
+        let FromAgent::Finished(report) = decode::<FromAgent>(old).unwrap() else {
+            panic!("a finished report")
+        };
+        assert_eq!(report.ran, None);
+        let mut report = AttemptReport::bare(3, Outcome::Success);
+        report.ran = Some(Box::new(Ran {
+            executed: Executed {
+                executor: Some("docker".into()),
+                image: Some("busybox:test".into()),
+                image_id: Some(format!("sha256:{}", "ab".repeat(32))),
+                ..Executed::default()
+            },
+            agent_version: "0.1.0".into(),
+        }));
+        let line = encode(&FromAgent::Finished(report.clone()));
+        assert!(line.contains(r#""ran":{"executor":"docker""#), "{line}");
+        assert_eq!(
+            decode::<FromAgent>(&line).unwrap(),
+            FromAgent::Finished(report)
+        );
     }
 
     #[test]

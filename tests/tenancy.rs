@@ -90,6 +90,11 @@ fn routes() -> Vec<Route> {
         route("GET", "/folds/{}/log", |i| i.done),
         route("GET", "/folds/{}/outputs/copy", |i| i.done),
         route("GET", "/folds/{}/analyze", |i| i.running),
+        route("GET", "/folds/{}/provenance", |i| i.done),
+        Route {
+            body: Some(|| json!({"env": {"API_KEY": "bob's guess"}})),
+            ..route("POST", "/folds/{}/rerun", |i| i.done)
+        },
         Route {
             body: Some(|| json!({"reason": "mine now"})),
             a_ok: false,

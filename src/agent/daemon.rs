@@ -8,6 +8,7 @@ use super::exec::{ExecRequest, ExecResult};
 use super::journal::{pid_alive, Journal};
 use super::outbox::Outbox;
 use crate::inventory::ExecutorKind;
+use crate::model::provenance::Ran;
 use crate::model::{check_file_name, AttemptId, Outcome};
 use crate::protocol::{
     self, AttemptReport, FromAgent, LogData, OutputFile, RunAttempt, ToAgent, PROTOCOL_VERSION,
@@ -381,7 +382,8 @@ fn allowed_image(run: &RunAttempt, runner: &str, images: &[String]) -> Result<St
             "runner {runner} runs folds in containers and the fold names no image; pass --image"
         ));
     };
-    if images.iter().any(|i| i == image || i == "*") {
+    let name = crate::model::provenance::unpinned(image);
+    if images.iter().any(|i| i == name || i == "*") {
         Ok(image.clone())
     } else {
         Err(format!(
@@ -461,20 +463,54 @@ async fn execute(
             }
         })
     };
-    let result: ExecResult = match &ctx.backend {
-        Backend::Process if run.image.is_some() => ExecResult::error(format!(
-            "runner {runner} runs folds as plain processes and cannot run image {:?}",
-            run.image.as_deref().unwrap_or_default()
-        )),
-        Backend::Process => super::process::run(req, progress_tx, cancel_rx).await,
-        Backend::Broken(message) => ExecResult::error(format!(
-            "the Docker engine on runner {runner} is unavailable: {message}"
-        )),
-        Backend::Docker(docker) => match allowed_image(&run, runner, &ctx.images) {
-            Err(message) => ExecResult::error(message),
-            Ok(_) if ctx.adopt => docker.adopt(req, progress_tx, cancel_rx).await,
-            Ok(_) => docker.run(req, progress_tx, cancel_rx).await,
-        },
+    let (result, ran): (ExecResult, Option<Ran>) = match &ctx.backend {
+        Backend::Process if run.image.is_some() => {
+            let message = format!(
+                "runner {runner} runs folds as plain processes and cannot run image {:?}",
+                run.image.as_deref().unwrap_or_default()
+            );
+            // No progress will come: the forwarder below ends when its sender is gone.
+            drop(progress_tx);
+            (ExecResult::error(message), None)
+        }
+        Backend::Process => {
+            // Hashed beside the run, not before it.
+            let program = {
+                let req = req.clone();
+                tokio::task::spawn_blocking(move || super::provenance::program(&req))
+            };
+            let result = super::process::run(req, progress_tx, cancel_rx).await;
+            (result, program.await.ok())
+        }
+        Backend::Broken(message) => {
+            let message = format!("the Docker engine on runner {runner} is unavailable: {message}");
+            drop(progress_tx);
+            (ExecResult::error(message), None)
+        }
+        Backend::Docker(docker) => {
+            let allowed = match allowed_image(&run, runner, &ctx.images) {
+                Ok(image) if crate::model::provenance::pin(&image).is_some() => {
+                    super::provenance::pinned_allowed(docker, &image, &ctx.images).await
+                }
+                other => other.map(drop),
+            };
+            let result = match allowed {
+                Err(message) => {
+                    drop(progress_tx);
+                    ExecResult::error(message)
+                }
+                Ok(_) if ctx.adopt => docker.adopt(req, progress_tx, cancel_rx).await,
+                Ok(_) => docker.run(req, progress_tx, cancel_rx).await,
+            };
+            let ran = match &result.image_id {
+                Some(id) => {
+                    let id = Some(id.clone());
+                    Some(super::provenance::image(docker, run.image.clone(), id).await)
+                }
+                None => None,
+            };
+            (result, ran)
+        }
     };
     cancel_file.abort();
     let _ = forward.await;
@@ -488,6 +524,7 @@ async fn execute(
             metrics: result.metrics,
             log,
             outputs,
+            ran: ran.map(Box::new),
         },
         Ok(Err(e)) => error_report(attempt, format!("cannot keep the log: {e}")),
         Err(e) => error_report(attempt, format!("cannot describe the outputs: {e}")),

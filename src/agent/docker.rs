@@ -121,6 +121,16 @@ impl DockerExecutor {
         ))
     }
 
+    /// The id, tags and repo digests of an image (by name, pinned name or id), if the engine
+    /// has it: provenance, and the allowlist check of pinned images.
+    pub async fn image_identity(
+        &self,
+        image: &str,
+    ) -> Result<Option<engine::ImageIdentity>, String> {
+        let image = crate::model::provenance::pin(image).unwrap_or(image);
+        engine::identity(&self.docker, image).await
+    }
+
     /// Runs one attempt to its end in a new container, then removes the container.
     /// `progress` gets live figures about once a second; `cancel` turning true kills the fold
     /// (outcome Cancelled).
@@ -137,8 +147,16 @@ impl DockerExecutor {
                 return ExecResult::error("the docker executor needs an image; the fold names none")
             }
         };
-        let volumes = match self.docker.inspect_image(image).await {
+        // A pinned image (`NAME@sha256:HEX`, a rerun's) runs by its id, whatever NAME now is.
+        let pinned = crate::model::provenance::pin(image);
+        let volumes = match self.docker.inspect_image(pinned.unwrap_or(image)).await {
             Ok(info) => info.config.and_then(|c| c.volumes).unwrap_or_default(),
+            Err(e) if status(&e) == Some(404) && pinned.is_some() => {
+                return ExecResult::error(format!(
+                    "image {image:?} is not on runner {:?}: no image there has the id it is pinned to (a rerun runs exactly the image of its record)",
+                    req.runner
+                ))
+            }
             Err(e) if status(&e) == Some(404) => {
                 let message = format!(
                     "image {image:?} is not on runner {:?}: load it with `datarun image load FILE.tar` (no registry is used)",
@@ -170,7 +188,7 @@ impl DockerExecutor {
                 return ExecResult::error(format!("cannot prepare the attempt's directories: {e}"))
             }
         }
-        let config = spec::container_config(&req, image, &self.opts, &volumes);
+        let config = spec::container_config(&req, pinned.unwrap_or(image), &self.opts, &volumes);
         let options = CreateContainerOptionsBuilder::default().name(&name).build();
         if let Err(e) = self.docker.create_container(Some(options), config).await {
             return ExecResult::error(match status(&e) {
@@ -282,8 +300,8 @@ impl DockerExecutor {
         // The engine's StartedAt is the start the limits count from (for a container started
         // here as for an adopted one), and the main process leads to the cgroup (none if it
         // already ended).
-        let state = match self.docker.inspect_container(name, None).await {
-            Ok(info) => info.state.unwrap_or_default(),
+        let (state, image_id) = match self.docker.inspect_container(name, None).await {
+            Ok(info) => (info.state.unwrap_or_default(), info.image),
             Err(_) => Default::default(),
         };
         let started = state.started_at.as_deref().and_then(limits::parse_time);
@@ -348,6 +366,7 @@ impl DockerExecutor {
                     metrics,
                     log,
                     outputs: vec![],
+                    image_id,
                 };
             }
         };
@@ -363,6 +382,7 @@ impl DockerExecutor {
                     metrics,
                     log,
                     outputs: vec![],
+                    image_id,
                 };
             }
         };
@@ -389,6 +409,7 @@ impl DockerExecutor {
             metrics,
             log,
             outputs,
+            image_id,
         }
     }
 

@@ -47,6 +47,8 @@ pub struct ExecResult {
     /// Relative names of regular files found under `output_dir` (sorted), each checked with
     /// `model::check_file_name`.
     pub outputs: Vec<String>,
+    /// The engine's id of the image the container ran (docker executor).
+    pub image_id: Option<String>,
 }
 
 impl ExecResult {
@@ -58,6 +60,7 @@ impl ExecResult {
             metrics: Metrics::default(),
             log: Vec::new(),
             outputs: Vec::new(),
+            image_id: None,
         }
     }
 }

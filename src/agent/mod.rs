@@ -10,5 +10,6 @@ pub mod limits;
 mod outbox;
 mod outputs;
 pub mod process;
+pub mod provenance;
 pub mod serve;
 pub mod tail;

@@ -83,6 +83,7 @@ pub async fn run(
         metrics: ended.metrics(),
         log,
         outputs,
+        image_id: None,
     }
 }
 
@@ -238,6 +239,17 @@ fn executable(path: &Path) -> io::Result<()> {
 }
 
 /// The fold's whole environment: a clean base, the fold's own variables, then datarun's.
+/// The program the fold's command names, resolved as [`run`] resolves it (provenance).
+pub(crate) fn program_path(req: &ExecRequest) -> Result<PathBuf, String> {
+    let program = req.command.first().ok_or("the command is empty")?;
+    let env = fold_env(req);
+    resolve_program(
+        OsStr::new(program),
+        env.get("PATH").map(OsString::as_os_str),
+        &req.work_dir,
+    )
+}
+
 fn fold_env(req: &ExecRequest) -> BTreeMap<String, OsString> {
     let path = std::env::var_os("PATH").filter(|p| !p.is_empty());
     let mut env = BTreeMap::new();

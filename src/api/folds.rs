@@ -104,7 +104,7 @@ fn blob_response(body: BlobBody, content_type: &'static str) -> Response {
 
 /// Validates specs and checks each against the inventory's capacity; folds no runner could
 /// ever run are stored held, with the reason.
-async fn submit_specs(
+pub(super) async fn submit_specs(
     s: &ApiState,
     who: &Principal,
     specs: Vec<FoldSpec>,

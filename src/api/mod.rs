@@ -12,6 +12,7 @@ pub mod follow;
 mod json_errors;
 mod layout;
 mod problems;
+mod provenance;
 pub mod rate_limit;
 pub(crate) mod results;
 pub mod runapp;
@@ -96,6 +97,8 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/folds/{id}/hold", post(folds::hold))
         .route("/folds/{id}/release", post(folds::release))
         .route("/folds/{id}/remove", post(folds::remove))
+        .route("/folds/{id}/provenance", get(provenance::show))
+        .route("/folds/{id}/rerun", post(provenance::rerun))
         .route("/folds/bulk/{action}", post(bulk::bulk))
         .route("/arrays", post(arrays::create))
         .route("/arrays/{id}", get(arrays::show))

@@ -21,6 +21,18 @@ impl std::fmt::Display for Exit {
 }
 impl std::error::Error for Exit {}
 
+/// `--env NAME=VALUE` arguments as a map.
+pub(super) fn parse_env(args: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut env = BTreeMap::new();
+    for kv in args {
+        let (k, v) = kv
+            .split_once('=')
+            .with_context(|| format!("--env {kv:?}: expected NAME=VALUE"))?;
+        env.insert(k.to_string(), v.to_string());
+    }
+    Ok(env)
+}
+
 pub(super) fn print_json(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
@@ -202,13 +214,7 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         let blob: Value = client.post_bytes("/blobs", data)?;
         inputs.push(json!({"name": name, "sha256": blob["sha256"]}));
     }
-    let mut env = BTreeMap::new();
-    for kv in &a.env {
-        let (k, v) = kv
-            .split_once('=')
-            .with_context(|| format!("--env {kv:?}: expected NAME=VALUE"))?;
-        env.insert(k.to_string(), v.to_string());
-    }
+    let env = parse_env(&a.env)?;
     let spec = json!({
         "command": a.command,
         "image": a.image,

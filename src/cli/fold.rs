@@ -1,4 +1,4 @@
-//! `datarun fold ...`: show, output, log.
+//! `datarun fold ...`: show, output, log, provenance, rerun (`cli::provenance`).
 
 use super::commands::print_json;
 use super::commands::{ms, short_when, size, when};
@@ -46,10 +46,71 @@ pub enum FoldCmd {
         #[arg(long, default_value_t = 0)]
         offset: u64,
     },
+    /// What produced a result: image digest, inputs' sha256, argv, environment (secrets
+    /// redacted), runner and its facts, versions, limits (README "Provenance and rerun").
+    Provenance {
+        #[command(flatten)]
+        conn: Conn,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
+        /// Another attempt of the fold than its newest with a record.
+        #[arg(long)]
+        attempt: Option<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Submit a new fold from exactly a result's record (image pinned by id, same inputs,
+    /// argv, environment and limits); prints its id.
+    Rerun {
+        #[command(flatten)]
+        conn: Conn,
+        /// A fold id, or ARRAY.INDEX.
+        id: String,
+        /// Another attempt of the fold than its newest with a record.
+        #[arg(long)]
+        attempt: Option<i64>,
+        /// NAME=VALUE of a secret the record redacted (each must be given again).
+        #[arg(long = "env", short = 'e')]
+        env: Vec<String>,
+        /// Wait for the rerun, then say whether each output is byte-identical to the
+        /// original's: exit 0 all identical, 1 otherwise (with the table).
+        #[arg(long)]
+        compare: bool,
+        /// Wait until the rerun ends (exit 0 done, 1 otherwise).
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long (exit 6).
+        #[arg(long, value_parser = crate::units::parse_duration)]
+        timeout: Option<Duration>,
+    },
 }
 
 pub fn fold(cmd: FoldCmd) -> Result<()> {
     match cmd {
+        FoldCmd::Provenance {
+            conn,
+            id,
+            attempt,
+            json,
+        } => super::provenance::show(&conn, &id, attempt, json),
+        FoldCmd::Rerun {
+            conn,
+            id,
+            attempt,
+            env,
+            compare,
+            wait,
+            timeout,
+        } => {
+            let rerun = super::provenance::Rerun {
+                attempt,
+                env,
+                compare,
+                wait,
+                timeout,
+            };
+            super::provenance::rerun(&conn, &id, rerun)
+        }
         FoldCmd::Show { conn, id, json } => {
             let client = conn.client()?;
             let id = super::commands::resolve_fold(&client, &id)?;

@@ -7,6 +7,7 @@ mod dataset;
 pub mod exit;
 mod fold;
 mod paging;
+mod provenance;
 mod provision;
 mod queue;
 mod serve;

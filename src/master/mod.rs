@@ -87,6 +87,9 @@ pub struct Master {
     /// Reports received this loop turn, applied in one transaction by `flush`.
     started: Vec<AttemptId>,
     finished: Vec<(String, ResultInput)>,
+    /// What the master adds to the provenance of the attempts reported finished, recorded
+    /// by `flush` before (or with) their results.
+    provenance: Vec<crate::model::provenance::RunnerSide>,
     /// When the recording under way (see `flush`) started, if one is.
     applying: Option<Instant>,
     applied_tx: mpsc::UnboundedSender<reports::Applied>,
@@ -249,6 +252,7 @@ impl Master {
             dirty: true,
             started: Vec::new(),
             finished: Vec::new(),
+            provenance: Vec::new(),
             inventory_stamp: cfg_stamp,
             inventory_error: None,
             usage,
@@ -629,14 +633,10 @@ impl Master {
         spec: &FoldSpec,
         r: &RunnerState,
     ) -> RunAttempt {
-        let hard = match (spec.hard_time_limit, r.spec.hard_time_limit_ms) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        let soft = spec
-            .soft_time_limit
-            .or(r.spec.soft_time_limit_ms)
-            .filter(|s| hard.is_none_or(|h| *s < h));
+        let (soft, hard) = crate::model::provenance::time_limits(
+            (spec.soft_time_limit, spec.hard_time_limit),
+            (r.spec.soft_time_limit_ms, r.spec.hard_time_limit_ms),
+        );
         RunAttempt {
             attempt,
             fold: n.fold,

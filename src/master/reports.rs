@@ -84,6 +84,10 @@ impl Master {
     ) -> anyhow::Result<()> {
         let known: Vec<AttemptId> = self.runners[runner].grants.keys().copied().collect();
         let finished_ids: Vec<AttemptId> = finished.iter().map(|f| f.attempt).collect();
+        // The results it reports again record these facts in their provenance.
+        if let Some(r) = self.runners.get_mut(runner) {
+            r.facts = Some(facts.clone());
+        }
         for report in finished {
             self.on_finished(runner, report);
         }
@@ -225,8 +229,13 @@ impl Master {
     /// A result: checked, then recorded at once when it names no files (or is for an attempt
     /// this runner no longer holds: the store will not keep it anyway), else its files are
     /// pulled first (`transfers`).
-    pub(super) fn on_finished(&mut self, runner: &str, report: protocol::AttemptReport) {
+    pub(super) fn on_finished(&mut self, runner: &str, mut report: protocol::AttemptReport) {
         let granted = self.holds(runner, report.attempt);
+        if granted {
+            let ran = report.ran.take().map(|r| *r);
+            let side = self.runner_side(runner, report.attempt, ran);
+            self.provenance.push(side);
+        }
         let input = match transfers::plan(&report, self.cfg.output_limit) {
             Err(why) => transfers::refused(&report, Vec::new(), &why),
             Ok(plan) if plan.files.is_empty() || !granted => ResultInput {
@@ -245,6 +254,40 @@ impl Master {
             }
         };
         self.finished.push((runner.to_string(), input));
+    }
+
+    /// What the master knows of `runner` for an attempt's provenance.
+    fn runner_side(
+        &self,
+        runner: &str,
+        attempt: AttemptId,
+        ran: Option<crate::model::provenance::Ran>,
+    ) -> crate::model::provenance::RunnerSide {
+        let r = &self.runners[runner];
+        let facts = r.facts.as_ref();
+        let mut ran = ran;
+        // An older agent says nothing of itself in its report: its hello gave its version.
+        if let (None, Some(f)) = (&ran, facts) {
+            ran = Some(crate::model::provenance::Ran {
+                agent_version: f.agent_version.clone(),
+                ..Default::default()
+            });
+        }
+        crate::model::provenance::RunnerSide {
+            attempt,
+            runner: crate::model::provenance::RunnerFacts {
+                name: runner.to_string(),
+                cpus: facts.map(|f| f.cpus),
+                memory: facts.map(|f| f.memory),
+                arch: facts.map(|f| f.arch.clone()),
+                os: facts.map(|f| f.os.clone()),
+                hostname: facts.map(|f| f.hostname.clone()),
+                docker_version: facts.and_then(|f| f.docker_version.clone()),
+            },
+            soft_time_limit_ms: r.spec.soft_time_limit_ms,
+            hard_time_limit_ms: r.spec.hard_time_limit_ms,
+            ran,
+        }
     }
 
     /// A transfer ended: its result is applied with the next flush (none when its link died).
@@ -266,6 +309,7 @@ impl Master {
             return;
         }
         let started = std::mem::take(&mut self.started);
+        let provenance = std::mem::take(&mut self.provenance);
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
             std::mem::take(&mut self.finished).into_iter().unzip();
         for (runner, i) in runners.iter().zip(&inputs) {
@@ -282,6 +326,10 @@ impl Master {
         let (store, done) = (self.store.clone(), self.applied_tx.clone());
         self.applying = Some(Instant::now());
         tokio::spawn(async move {
+            // Before the results: whoever sees a fold end can read its provenance.
+            if let Err(e) = store.record_provenance(provenance).await {
+                tracing::warn!("cannot record provenance: {e}");
+            }
             let results = apply(&store, started, &inputs).await;
             let _ = done.send(Applied {
                 runners,

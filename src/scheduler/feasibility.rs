@@ -153,7 +153,9 @@ pub(super) fn serves(r: &RunnerView, queue: &str) -> bool {
 /// The Image step: whether a runner with this allowlist (None: a process runner) can run a
 /// fold naming `image`. A docker runner runs the images it lists ("*" = any); for folds naming
 /// none, its first entry (unless "*") is the default image. Process runners take no images.
+/// A pinned image (`NAME@sha256:HEX`, a rerun's) is matched by its NAME.
 pub fn accepts_image(allowlist: Option<&[String]>, image: Option<&str>) -> bool {
+    let image = image.map(crate::model::provenance::unpinned);
     match (allowlist, image) {
         (None, None) => true,
         (None, Some(_)) => false,

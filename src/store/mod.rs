@@ -13,6 +13,7 @@ mod losses;
 mod maintenance;
 pub mod pg;
 mod problems;
+mod provenance;
 mod records;
 mod runapp;
 mod runners;
@@ -30,6 +31,7 @@ pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
+pub use provenance::MAX_PROVENANCE;
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
     LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,

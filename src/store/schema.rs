@@ -137,6 +137,10 @@ const MIGRATIONS: &[&str] = &[
     // 14: parameter sweeps (arrays whose points carry values) and stop-on-failure for
     // submissions (see `store::sweeps`)
     SWEEPS_MIGRATION,
+    // 15: what produced each attempt's result (see `store::provenance`)
+    r#"
+    ALTER TABLE attempts ADD COLUMN provenance TEXT;
+    "#,
 ];
 
 /// A sweep is an array (its id is the array's) whose points carry parameter values; `stop`

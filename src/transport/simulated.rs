@@ -190,6 +190,7 @@ fn report(attempt: AttemptId, outcome: Outcome, wall: Duration) -> AttemptReport
         },
         log: Default::default(),
         outputs: Vec::new(),
+        ran: None,
     }
 }
 

@@ -35,11 +35,29 @@ pub async fn version(docker: &Docker) -> Result<String, String> {
 
 /// Whether the engine has `image` (by name:tag or id).
 pub async fn has_image(docker: &Docker, image: &str) -> Result<bool, String> {
+    Ok(identity(docker, image).await?.is_some())
+}
+
+/// What the engine says an image is.
+#[derive(Clone, Debug, Default)]
+pub struct ImageIdentity {
+    /// `sha256:...`
+    pub id: String,
+    pub tags: Vec<String>,
+    pub repo_digests: Vec<String>,
+}
+
+/// The id, tags and repo digests of `image` (by name:tag or id); None when the engine lacks it.
+pub async fn identity(docker: &Docker, image: &str) -> Result<Option<ImageIdentity>, String> {
     match docker.inspect_image(image).await {
-        Ok(_) => Ok(true),
+        Ok(info) => Ok(Some(ImageIdentity {
+            id: info.id.unwrap_or_default(),
+            tags: info.repo_tags.unwrap_or_default(),
+            repo_digests: info.repo_digests.unwrap_or_default(),
+        })),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Ok(false),
+        }) => Ok(None),
         Err(e) => Err(format!("cannot inspect image {image}: {e}")),
     }
 }

@@ -24,6 +24,7 @@ fn finished(root: &std::path::Path, data: &[u8]) -> (Journal, AttemptReport) {
             size: data.len() as u64,
             sha256: crate::store::sha256_hex(data),
         }],
+        ran: None,
     };
     journal.finish(&report).unwrap();
     (journal, report)
@@ -179,6 +180,7 @@ fn reports_are_checked_before_anything_is_pulled() {
         metrics: Metrics::default(),
         log,
         outputs,
+        ran: None,
     };
     let fine = report(vec![output("a", 10)], LogData::default());
     assert_eq!(plan(&fine, 100).unwrap().files.len(), 1);

@@ -1,0 +1,118 @@
+//! What an agent reports about how it ran an attempt ([`Ran`], see `model::provenance`): its
+//! version and executor; for a container, the id and repo digests of the image it ran; for a
+//! process, the program's resolved path and its sha256 (files up to [`MAX_PROGRAM_HASH`]
+//! bytes, remembered by path, size and modification time so a program is hashed once).
+
+use super::docker::DockerExecutor;
+use super::exec::ExecRequest;
+use crate::model::provenance::{Executed, Program, Ran};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+/// Larger programs are recorded by path only.
+pub const MAX_PROGRAM_HASH: u64 = 64 << 20;
+/// Programs whose hash is remembered.
+const CACHE: usize = 256;
+
+type Key = (PathBuf, u64, Option<SystemTime>);
+static HASHES: Mutex<Option<HashMap<Key, String>>> = Mutex::new(None);
+
+fn ran(executor: &str, image: Option<String>) -> Ran {
+    Ran {
+        executed: Executed {
+            executor: Some(executor.to_string()),
+            image,
+            ..Executed::default()
+        },
+        agent_version: env!("CARGO_PKG_VERSION").to_string(),
+    }
+}
+
+/// A process fold's program (blocking: it may hash a file).
+pub fn program(req: &ExecRequest) -> Ran {
+    let mut out = ran("process", None);
+    let Ok(path) = super::process::program_path(req) else {
+        return out;
+    };
+    let path = std::fs::canonicalize(&path).unwrap_or(path);
+    out.executed.program = Some(Program {
+        sha256: hash_program(&path),
+        path: path.to_string_lossy().into_owned(),
+    });
+    out
+}
+
+fn hash_program(path: &std::path::Path) -> Option<String> {
+    let meta = std::fs::metadata(path).ok()?;
+    if meta.len() > MAX_PROGRAM_HASH {
+        return None;
+    }
+    let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
+    let mut cache = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(sha) = cache.get_or_insert_with(HashMap::new).get(&key) {
+        return Some(sha.clone());
+    }
+    drop(cache);
+    let (sha, _) = crate::transfer::hash_file(path).ok()?;
+    let mut cache = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    let cache = cache.get_or_insert_with(HashMap::new);
+    if cache.len() >= CACHE {
+        cache.clear();
+    }
+    cache.insert(key, sha.clone());
+    Some(sha)
+}
+
+/// A container fold's image: the id the container ran (from the executor), and its repo
+/// digests as the engine has them now.
+pub async fn image(docker: &DockerExecutor, image: Option<String>, id: Option<String>) -> Ran {
+    let mut out = ran("docker", image);
+    if let Some(id) = id.filter(|i| !i.is_empty()) {
+        if let Ok(Some(identity)) = docker.image_identity(&id).await {
+            out.executed.repo_digests = identity.repo_digests;
+        }
+        out.executed.image_id = Some(id);
+    }
+    out
+}
+
+/// Whether runner allowlist `images` (without "*") lets a pinned image run: the image with
+/// that id must carry one of the allowed names as a tag, or a repo digest of an allowed
+/// name's repository.
+pub async fn pinned_allowed(
+    docker: &DockerExecutor,
+    image: &str,
+    images: &[String],
+) -> Result<(), String> {
+    if images.iter().any(|i| i == "*") {
+        return Ok(());
+    }
+    let identity = docker
+        .image_identity(image)
+        .await?
+        .ok_or_else(|| format!("image {image:?} is not on this runner"))?;
+    let repo = |name: &str| {
+        name.rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or(name, |(r, _)| r)
+            .to_string()
+    };
+    let allowed = images.iter().any(|allowed| {
+        identity.tags.iter().any(|t| t == allowed)
+            || identity
+                .repo_digests
+                .iter()
+                .any(|d| d.split_once('@').is_some_and(|(r, _)| r == repo(allowed)))
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "image {image:?} is pinned to an image that is no longer tagged as an allowed image \
+             here (allowed: {}); tag it again or allow it",
+            images.join(", ")
+        ))
+    }
+}
