@@ -21,13 +21,14 @@ pub const PRIORITY_HIGH: i64 = 10;
 pub const PRIORITY_LOW: i64 = -10;
 
 /// Resources a fold asks for, or a runner offers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Resources {
     /// CPU cores; fractions allowed (0.5 = half a core).
     pub cpus: f64,
     /// Bytes of memory; written "2G", "512M" or a byte count.
     #[serde(with = "crate::units::size_bytes")]
+    #[schema(schema_with = crate::units::size_bytes::schema)]
     pub memory: u64,
     /// Number of GPUs (the scheduler grants concrete device ids).
     pub gpus: u32,
@@ -66,6 +67,22 @@ impl Priority {
     }
 }
 
+impl utoipa::PartialSchema for Priority {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+            )))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(format!(
+                "an integer (higher runs first), or \"H\" (= {PRIORITY_HIGH}) or \"L\" (= {PRIORITY_LOW})"
+            )))
+            .into()
+    }
+}
+impl utoipa::ToSchema for Priority {}
+
 impl Serialize for Priority {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(self.0)
@@ -88,7 +105,7 @@ impl<'de> Deserialize<'de> for Priority {
 }
 
 /// A named input of a fold: a stored blob placed in the fold's input directory under `name`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputRef {
     pub name: String,
@@ -96,7 +113,7 @@ pub struct InputRef {
 }
 
 /// What a client submits: everything needed to run one fold.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FoldSpec {
     /// argv; the first element is the program.
@@ -116,6 +133,7 @@ pub struct FoldSpec {
         with = "crate::units::duration_ms::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     pub soft_time_limit: Option<u64>,
     /// Milliseconds; at the hard limit the fold gets SIGKILL.
     #[serde(
@@ -123,6 +141,7 @@ pub struct FoldSpec {
         with = "crate::units::duration_ms::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     pub hard_time_limit: Option<u64>,
     #[serde(default = "default_queue")]
     pub queue: String,
@@ -149,7 +168,7 @@ pub struct FoldSpec {
 }
 
 /// A fold another waits for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     pub fold: FoldId,
@@ -158,7 +177,7 @@ pub struct Dependency {
 }
 
 /// When a dependency is met: Slurm's `afterok` and `afterany`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DependOn {
     /// The parent is done; if it fails or is removed, the child fails too, saying why.
@@ -178,7 +197,7 @@ impl DependOn {
 }
 
 /// An output of a fold taken as an input of another once it is done.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputFrom {
     pub fold: FoldId,

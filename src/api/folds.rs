@@ -155,7 +155,7 @@ pub async fn submit(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     folds: Vec<FoldSpec>,
@@ -174,8 +174,9 @@ pub async fn submit_batch(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated states.
     state: Option<String>,
@@ -312,8 +313,9 @@ pub async fn show(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Output offset to start from (see `api::follow`).
     offset: Option<String>,
@@ -392,7 +394,7 @@ async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecor
     Ok(s.store.fold(id).await?)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     reason: Option<String>,
