@@ -385,6 +385,7 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    super::json_body::check_object(body)?;
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 

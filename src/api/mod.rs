@@ -9,6 +9,7 @@ mod error;
 mod events;
 pub(crate) mod folds;
 pub mod follow;
+mod json_body;
 mod json_errors;
 mod layout;
 pub mod openapi;
@@ -180,6 +181,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(json_body::objects_only))
         .with_state(state.clone())
         .pipe(|api| Router::new().nest("/api/v1", api))
         .merge(crate::metrics::routes(state.clone()))

@@ -15,7 +15,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::sync::OnceLock;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::schema::{ObjectBuilder, Type};
+use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
@@ -133,7 +133,30 @@ impl Modify for CommonErrors {
                 &mut item.patch,
             ];
             for op in ops.into_iter().flatten() {
+                optional_body(op);
                 add_errors(op, path, public);
+            }
+        }
+    }
+}
+
+/// An `Option<T>` body is declared as `T`, not required: no body (or white space) is the
+/// defaults, while a JSON `null` is refused like any body that is not an object.
+fn optional_body(op: &mut Operation) {
+    let Some(body) = op.request_body.as_mut() else {
+        return;
+    };
+    for content in body.content.values_mut() {
+        let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
+            continue;
+        };
+        let is_null = |s: &RefOr<Schema>| {
+            matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null))
+        };
+        if let [null, inner] = one.items.as_slice() {
+            if is_null(null) {
+                content.schema = Some(inner.clone());
+                body.required = Some(utoipa::openapi::Required::False);
             }
         }
     }
@@ -201,7 +224,7 @@ fn openapi_json() {}
 
 /// Upload a file (the raw body, streamed into the blob store); the caller now owns it.
 #[utoipa::path(post, path = "/api/v1/blobs", tag = "folds",
-    request_body(content = Binary, content_type = "application/octet-stream"),
+    request_body(content = Option<Binary>, content_type = "application/octet-stream"),
     responses((status = 201, description = "`{sha256, size}`", body = Answer)))]
 fn put_blob() {}
 
