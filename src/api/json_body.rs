@@ -63,8 +63,12 @@ pub async fn objects_only(req: Request, next: Next) -> Response {
             None => break None,
         }
     };
-    if first.is_some_and(|b| b != b'{') || (first.is_none() && seen > MAX_LEADING_SPACE) {
+    if first.is_some_and(|b| b != b'{') {
         return ApiError::bad_request(NOT_AN_OBJECT).into_response();
+    }
+    if first.is_none() && seen > MAX_LEADING_SPACE {
+        let msg = format!("{NOT_AN_OBJECT}; this one starts with over 4 KiB of white space");
+        return ApiError::bad_request(msg).into_response();
     }
     pass_on(parts, head, stream, next).await
 }
