@@ -115,9 +115,15 @@ pub mod duration_ms {
     pub fn schema() -> utoipa::openapi::schema::Schema {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Number).minimum(Some(0.0)))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(0.0)),
+            )
             .item(ObjectBuilder::new().schema_type(Type::String))
-            .description(Some("a duration: seconds, or text such as \"300s\", \"5m\", \"1h30m\""))
+            .description(Some(
+                "a duration: seconds, or text such as \"300s\", \"5m\", \"1h30m\"",
+            ))
             .build()
             .into()
     }
@@ -156,7 +162,11 @@ pub mod size_bytes {
     pub fn schema() -> utoipa::openapi::schema::Schema {
         use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
-            .item(ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0.0)))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0.0)),
+            )
             .item(ObjectBuilder::new().schema_type(Type::String))
             .description(Some("a size: bytes, or text such as \"512M\", \"2G\""))
             .build()

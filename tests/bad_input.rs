@@ -144,9 +144,20 @@ fn a_json_body_that_is_not_an_object_is_refused_and_stores_nothing() {
         assert!(msg.contains("must be a JSON object"), "{path}: {msg}");
     }
     // An optional body sent without a content type is held to the same.
-    let (status, v) = m.raw("POST", "/folds/bulk/hold", "text/plain", b"[\"x\"]".to_vec());
+    let (status, v) = m.raw(
+        "POST",
+        "/folds/bulk/hold",
+        "text/plain",
+        b"[\"x\"]".to_vec(),
+    );
     assert_eq!(status, 400, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("JSON object"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JSON object"),
+        "{v}"
+    );
     // White space before the object is fine; an empty optional body still means none.
     let mut spaced = vec![b' '; 2000];
     spaced.extend_from_slice(br#"{"command": ["true"], "queue": "q1"}"#);

@@ -57,8 +57,15 @@ fn concrete(route: &str) -> String {
 fn the_document_names_every_route_of_the_router_with_its_methods_and_no_other() {
     let m = Master::start(None);
     let doc = document(&m);
-    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
-    assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3."),
+        "{}",
+        doc["openapi"]
+    );
+    assert_eq!(
+        doc["components"]["securitySchemes"]["bearer"]["scheme"],
+        "bearer"
+    );
     let documented: BTreeMap<String, BTreeSet<String>> = doc["paths"]
         .as_object()
         .unwrap()
@@ -133,9 +140,17 @@ fn master_with_data() -> (Master, Vec<i64>) {
         fold("echo done"),
     ]);
     m.wait_all(&ids, Duration::from_secs(60));
-    let (status, v) = m.request("POST", "/arrays", Some(json!({"spec": fold("true"), "array": "0-2"})));
+    let (status, v) = m.request(
+        "POST",
+        "/arrays",
+        Some(json!({"spec": fold("true"), "array": "0-2"})),
+    );
     assert_eq!(status, 201, "{v}");
-    let (status, v) = m.request("POST", "/folds", Some(json!({"command": ["true"], "requirements": "gpus >= 1000"})));
+    let (status, v) = m.request(
+        "POST",
+        "/folds",
+        Some(json!({"command": ["true"], "requirements": "gpus >= 1000"})),
+    );
     assert_eq!(status, 201, "{v}");
     ids.push(v["id"].as_i64().unwrap());
     use base64::Engine;
@@ -148,7 +163,11 @@ fn master_with_data() -> (Master, Vec<i64>) {
     );
     assert_eq!(status, 201, "{v}");
     let dataset = v["dataset"]["id"].as_i64().unwrap();
-    let (status, v) = m.request("POST", &format!("/datasets/{dataset}/splits"), Some(json!({"held_out_test": 0.5})));
+    let (status, v) = m.request(
+        "POST",
+        &format!("/datasets/{dataset}/splits"),
+        Some(json!({"held_out_test": 0.5})),
+    );
     assert!(status == 201 || status == 200, "{v}");
     for r in m.get("/runners")["runners"].as_array().unwrap() {
         let name = r["name"].as_str().unwrap();
@@ -247,5 +266,8 @@ fn schemathesis_finds_no_server_error_and_no_undocumented_answer() {
     assert!(generated >= 1000, "too few requests made: {summary}");
     // Every operation was run.
     let tested = format!("Tested: {operations}\n");
-    assert!(stdout.contains(&tested), "not every operation was run ({tested})");
+    assert!(
+        stdout.contains(&tested),
+        "not every operation was run ({tested})"
+    );
 }

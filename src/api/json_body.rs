@@ -96,7 +96,13 @@ mod tests {
         assert!(check_object(b"").is_ok());
         assert!(check_object(b" \n").is_ok());
         assert!(check_object(b" {\"reason\": \"x\"}").is_ok());
-        for bad in [&b"[null, null]"[..], b"null", b"1", b"\"x\"", b" [[\"true\"]]"] {
+        for bad in [
+            &b"[null, null]"[..],
+            b"null",
+            b"1",
+            b"\"x\"",
+            b" [[\"true\"]]",
+        ] {
             let e = check_object(bad).unwrap_err();
             assert_eq!(e.status, 400);
             assert!(e.message.contains("JSON object"), "{}", e.message);

@@ -157,7 +157,10 @@ fn public_routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
 /// rest of the path), without the `/api/v1` prefix.
 pub fn route_paths() -> Vec<&'static str> {
     let authed = authed_routes(0).into_iter();
-    authed.chain(public_routes()).map(|(path, _)| path).collect()
+    authed
+        .chain(public_routes())
+        .map(|(path, _)| path)
+        .collect()
 }
 
 pub fn router(state: ApiState, max_body: usize) -> Router {

@@ -122,7 +122,10 @@ impl Modify for CommonErrors {
                     .build(),
             ),
         );
-        doc.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+        doc.security = Some(vec![SecurityRequirement::new(
+            "bearer",
+            Vec::<String>::new(),
+        )]);
         for (path, item) in doc.paths.paths.iter_mut() {
             let public = PUBLIC.contains(&path.as_str());
             let ops = [
@@ -150,9 +153,7 @@ fn optional_body(op: &mut Operation) {
         let Some(RefOr::T(Schema::OneOf(one))) = &content.schema else {
             continue;
         };
-        let is_null = |s: &RefOr<Schema>| {
-            matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null))
-        };
+        let is_null = |s: &RefOr<Schema>| matches!(s, RefOr::T(Schema::Object(o)) if o.schema_type == SchemaType::Type(Type::Null));
         if let [null, inner] = one.items.as_slice() {
             if is_null(null) {
                 content.schema = Some(inner.clone());
@@ -169,15 +170,27 @@ fn add_errors(op: &mut Operation, path: &str, public: bool) {
         op.security = Some(vec![SecurityRequirement::default()]);
     } else {
         errors.push((401, "no token, or an unknown, expired or revoked one"));
-        errors.push((429, "over the token's rate limit (`Retry-After` says when to retry)"));
+        errors.push((
+            429,
+            "over the token's rate limit (`Retry-After` says when to retry)",
+        ));
     }
     if path.contains('{') {
-        errors.push((400, "a path parameter that does not parse, or a bad request"));
-        errors.push((404, "no such resource, or another owner's (as if it were missing)"));
+        errors.push((
+            400,
+            "a path parameter that does not parse, or a bad request",
+        ));
+        errors.push((
+            404,
+            "no such resource, or another owner's (as if it were missing)",
+        ));
     }
     if let Some(body) = &op.request_body {
         errors.push((400, "a malformed body, an unknown field or a bad value"));
-        errors.push((413, "the body, or a field of it, over its limit (README \"Limits\")"));
+        errors.push((
+            413,
+            "the body, or a field of it, over its limit (README \"Limits\")",
+        ));
         let json_required = body.content.contains_key("application/json")
             && matches!(body.required, Some(utoipa::openapi::Required::True));
         if json_required {
@@ -189,9 +202,10 @@ fn add_errors(op: &mut Operation, path: &str, public: bool) {
     }
     for (status, what) in errors {
         let key = status.to_string();
-        if !op.responses.responses.contains_key(&key) {
-            op.responses.responses.insert(key, error_response(what));
-        }
+        op.responses
+            .responses
+            .entry(key)
+            .or_insert_with(|| error_response(what));
     }
 }
 

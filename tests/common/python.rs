@@ -78,7 +78,13 @@ pub fn venv_with(name: &str, want: &str, install: &[&str], what: &str) -> PathBu
     );
     run(
         Command::new(&python)
-            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
             .args(install),
         what,
     );
