@@ -30,11 +30,6 @@ pub async fn document() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], text.as_str()).into_response()
 }
 
-/// The document as a value (tests, `datarun` tooling).
-pub fn openapi() -> utoipa::openapi::OpenApi {
-    ApiDoc::openapi()
-}
-
 #[derive(OpenApi)]
 #[openapi(
     info(
