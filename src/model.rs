@@ -3,8 +3,8 @@
 
 pub mod array;
 pub mod limits;
-pub mod sweep;
 pub mod provenance;
+pub mod sweep;
 
 pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
 
@@ -23,13 +23,14 @@ pub const PRIORITY_HIGH: i64 = 10;
 pub const PRIORITY_LOW: i64 = -10;
 
 /// Resources a fold asks for, or a runner offers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Resources {
     /// CPU cores; fractions allowed (0.5 = half a core).
     pub cpus: f64,
     /// Bytes of memory; written "2G", "512M" or a byte count.
     #[serde(with = "crate::units::size_bytes")]
+    #[schema(schema_with = crate::units::size_bytes::schema)]
     pub memory: u64,
     /// Number of GPUs (the scheduler grants concrete device ids).
     pub gpus: u32,
@@ -68,6 +69,22 @@ impl Priority {
     }
 }
 
+impl utoipa::PartialSchema for Priority {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::Integer).format(Some(
+                utoipa::openapi::SchemaFormat::KnownFormat(utoipa::openapi::KnownFormat::Int64),
+            )))
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(format!(
+                "an integer (higher runs first), or \"H\" (= {PRIORITY_HIGH}) or \"L\" (= {PRIORITY_LOW})"
+            )))
+            .into()
+    }
+}
+impl utoipa::ToSchema for Priority {}
+
 impl Serialize for Priority {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(self.0)
@@ -90,7 +107,7 @@ impl<'de> Deserialize<'de> for Priority {
 }
 
 /// A named input of a fold: a stored blob placed in the fold's input directory under `name`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputRef {
     pub name: String,
@@ -98,7 +115,7 @@ pub struct InputRef {
 }
 
 /// What a client submits: everything needed to run one fold.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FoldSpec {
     /// argv; the first element is the program.
@@ -118,6 +135,7 @@ pub struct FoldSpec {
         with = "crate::units::duration_ms::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     pub soft_time_limit: Option<u64>,
     /// Milliseconds; at the hard limit the fold gets SIGKILL.
     #[serde(
@@ -125,6 +143,7 @@ pub struct FoldSpec {
         with = "crate::units::duration_ms::option",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     pub hard_time_limit: Option<u64>,
     #[serde(default = "default_queue")]
     pub queue: String,
@@ -151,7 +170,7 @@ pub struct FoldSpec {
 }
 
 /// A fold another waits for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dependency {
     pub fold: FoldId,
@@ -160,7 +179,7 @@ pub struct Dependency {
 }
 
 /// When a dependency is met: Slurm's `afterok` and `afterany`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DependOn {
     /// The parent is done; if it fails or is removed, the child fails too, saying why.
@@ -180,7 +199,7 @@ impl DependOn {
 }
 
 /// An output of a fold taken as an input of another once it is done.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputFrom {
     pub fold: FoldId,

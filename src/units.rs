@@ -111,6 +111,23 @@ pub mod duration_ms {
         }
     }
 
+    /// The OpenAPI schema of what is accepted: seconds, or text as `5m`, `1h30m`.
+    pub fn schema() -> utoipa::openapi::schema::Schema {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Number)
+                    .minimum(Some(0.0)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some(
+                "a duration: seconds, or text such as \"300s\", \"5m\", \"1h30m\"",
+            ))
+            .build()
+            .into()
+    }
+
     pub mod option {
         use super::*;
         pub fn serialize<S: Serializer>(v: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
@@ -139,6 +156,21 @@ pub mod size_bytes {
 
     pub fn serialize<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_u64(*v)
+    }
+
+    /// The OpenAPI schema of what is accepted: bytes, or text as `2G`, `512M`.
+    pub fn schema() -> utoipa::openapi::schema::Schema {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(0.0)),
+            )
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .description(Some("a size: bytes, or text such as \"512M\", \"2G\""))
+            .build()
+            .into()
     }
 
     /// For optional sizes.

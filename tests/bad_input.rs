@@ -126,6 +126,52 @@ fn bad_requests_get_clear_errors_and_store_nothing() {
     assert_eq!(v["folds"].as_array().unwrap().len(), 0, "{v}");
 }
 
+/// serde reads a struct from a JSON array, field by field: `[["true"]]` was a fold running
+/// `true`. Found by the OpenAPI fuzz run (tests/openapi.rs); every JSON body is an object now.
+#[test]
+fn a_json_body_that_is_not_an_object_is_refused_and_stores_nothing() {
+    let m = Master::start(None);
+    let json_bodies: [(&str, &[u8]); 4] = [
+        ("/folds", b"[[\"true\"]]"),
+        ("/folds/batch", b" [[[\"true\"]]]"),
+        ("/results/new", b"[null, null]"),
+        ("/datasets", b"\"x\""),
+    ];
+    for (path, body) in json_bodies {
+        let (status, v) = m.raw("POST", path, "application/json", body.to_vec());
+        assert_eq!(status, 400, "{path}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains("must be a JSON object"), "{path}: {msg}");
+    }
+    // An optional body sent without a content type is held to the same.
+    let (status, v) = m.raw(
+        "POST",
+        "/folds/bulk/hold",
+        "text/plain",
+        b"[\"x\"]".to_vec(),
+    );
+    assert_eq!(status, 400, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("JSON object"),
+        "{v}"
+    );
+    // White space before the object is fine; an empty optional body still means none.
+    let mut spaced = vec![b' '; 2000];
+    spaced.extend_from_slice(br#"{"command": ["true"], "queue": "q1"}"#);
+    let (status, v) = m.raw("POST", "/folds", "application/json", spaced);
+    assert_eq!(status, 201, "{v}");
+    let (status, v) = m.raw("POST", "/results/new", "application/json", Vec::new());
+    assert_eq!(status, 200, "{v}");
+    // Only the one good fold was stored.
+    let v = m.get("/folds");
+    let folds = v["folds"].as_array().unwrap();
+    assert_eq!(folds.len(), 1, "{v}");
+    assert_eq!(folds[0]["spec"]["queue"], "q1");
+}
+
 #[test]
 fn tokens_own_folds() {
     let m = Master::start(None);

@@ -26,7 +26,7 @@ const MAX_IDS: usize = 10_000;
 const MAX_ERRORS: usize = 20;
 const PAGE: u32 = 1_000;
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkBody {
     owner: Option<String>,

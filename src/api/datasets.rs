@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDataset {
     name: String,
@@ -218,8 +218,9 @@ pub(super) async fn store_dataset(
 }
 
 /// `?after=ID&limit=N` of a listing in id order.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
     after: Option<i64>,
     limit: Option<u32>,
@@ -311,8 +312,9 @@ pub async fn file(
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct FileQuery {
     split: Option<SplitId>,
 }
@@ -331,7 +333,7 @@ fn default_random_state() -> u64 {
     42
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSplit {
     /// The share of rows held out for test, in (0, 1).
@@ -481,7 +483,7 @@ pub async fn show_split(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScoreRequest {
     score_types: Vec<String>,

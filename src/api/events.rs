@@ -85,8 +85,9 @@ impl Waiters {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     since: Option<String>,
     folds: Option<String>,

@@ -155,7 +155,7 @@ pub async fn submit(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     folds: Vec<FoldSpec>,
@@ -174,8 +174,9 @@ pub async fn submit_batch(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// Comma-separated states.
     state: Option<String>,
@@ -312,8 +313,9 @@ pub async fn show(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct LogQuery {
     /// Output offset to start from (see `api::follow`).
     offset: Option<String>,
@@ -383,6 +385,7 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
+    super::json_body::check_object(body)?;
     serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("bad JSON: {e}")))
 }
 
@@ -392,7 +395,7 @@ async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecor
     Ok(s.store.fold(id).await?)
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HoldBody {
     reason: Option<String>,

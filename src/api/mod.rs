@@ -9,8 +9,10 @@ mod error;
 mod events;
 pub(crate) mod folds;
 pub mod follow;
+mod json_body;
 mod json_errors;
 mod layout;
+pub mod openapi;
 mod problems;
 mod provenance;
 pub mod rate_limit;
@@ -30,7 +32,7 @@ use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Extension;
 use axum::{Json, Router};
 use rate_limit::RateLimiter;
@@ -76,85 +78,115 @@ impl Default for ApiLimits {
     }
 }
 
-pub fn router(state: ApiState, max_body: usize) -> Router {
-    let dashboard = crate::dashboard::router(state.clone());
-    let authed = Router::new()
-        .route("/blobs", post(folds::put_blob))
-        .route(
+/// Every `/api/v1` route behind a token, as (path, handlers). The router is built from this
+/// list and tests/openapi.rs checks the OpenAPI document against it: a new route goes here
+/// and gets its `#[utoipa::path]` line in `openapi.rs`.
+fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    vec![
+        ("/blobs", post(folds::put_blob)),
+        (
             "/folds",
             post(folds::submit)
                 .layer(DefaultBodyLimit::max(max_body.min(MAX_SPEC_BODY)))
                 .get(folds::list),
-        )
-        .route(
+        ),
+        (
             "/folds/batch",
             post(folds::submit_batch).layer(DefaultBodyLimit::max(max_body.min(MAX_BATCH_BODY))),
-        )
-        .route("/folds/{id}", get(folds::show))
-        .route("/folds/{id}/log", get(folds::log))
-        .route("/folds/{id}/analyze", get(folds::analyze))
-        .route("/folds/{id}/outputs/{*name}", get(folds::output))
-        .route("/folds/{id}/hold", post(folds::hold))
-        .route("/folds/{id}/release", post(folds::release))
-        .route("/folds/{id}/remove", post(folds::remove))
-        .route("/folds/{id}/provenance", get(provenance::show))
-        .route("/folds/{id}/rerun", post(provenance::rerun))
-        .route("/folds/bulk/{action}", post(bulk::bulk))
-        .route("/arrays", post(arrays::create))
-        .route("/arrays/{id}", get(arrays::show))
-        .route("/arrays/{id}/{index}", get(arrays::fold))
-        .route(
+        ),
+        ("/folds/{id}", get(folds::show)),
+        ("/folds/{id}/log", get(folds::log)),
+        ("/folds/{id}/analyze", get(folds::analyze)),
+        ("/folds/{id}/outputs/{*name}", get(folds::output)),
+        ("/folds/{id}/hold", post(folds::hold)),
+        ("/folds/{id}/release", post(folds::release)),
+        ("/folds/{id}/remove", post(folds::remove)),
+        ("/folds/{id}/provenance", get(provenance::show)),
+        ("/folds/{id}/rerun", post(provenance::rerun)),
+        ("/folds/bulk/{action}", post(bulk::bulk)),
+        ("/arrays", post(arrays::create)),
+        ("/arrays/{id}", get(arrays::show)),
+        ("/arrays/{id}/{index}", get(arrays::fold)),
+        (
             "/sweeps",
             post(sweeps::create).layer(DefaultBodyLimit::max(
                 max_body.min(crate::model::limits::MAX_SWEEP_BODY),
             )),
-        )
-        .route("/sweeps/{id}", get(sweeps::show))
-        .route("/sweeps/{id}/keep", post(sweeps::keep))
-        .route("/queue", get(folds::queue))
-        .route("/owners", get(folds::owners))
-        .route("/events", get(events::events))
-        .route("/runners", get(runners))
-        .route("/runners/reload", post(reload))
-        .route("/maintenance", get(maintenance))
-        .route("/runners/{name}/drain", post(drain))
-        .route("/runners/{name}/resume", post(resume))
-        .route("/datasets", post(datasets::create).get(datasets::list))
-        .route(
+        ),
+        ("/sweeps/{id}", get(sweeps::show)),
+        ("/sweeps/{id}/keep", post(sweeps::keep)),
+        ("/queue", get(folds::queue)),
+        ("/owners", get(folds::owners)),
+        ("/events", get(events::events)),
+        ("/runners", get(runners)),
+        ("/runners/reload", post(reload)),
+        ("/maintenance", get(maintenance)),
+        ("/runners/{name}/drain", post(drain)),
+        ("/runners/{name}/resume", post(resume)),
+        ("/datasets", post(datasets::create).get(datasets::list)),
+        (
             "/datasets/{id}",
             get(datasets::show).delete(datasets::delete),
-        )
-        .route("/datasets/{id}/table", get(datasets::table))
-        .route("/datasets/{id}/files/{*name}", get(datasets::file))
-        .route(
+        ),
+        ("/datasets/{id}/table", get(datasets::table)),
+        ("/datasets/{id}/files/{*name}", get(datasets::file)),
+        (
             "/datasets/{id}/splits",
             post(datasets::create_split).get(datasets::list_splits),
-        )
-        .route("/splits/{id}", get(datasets::show_split))
-        .route("/scores", post(datasets::scores))
-        .route(
+        ),
+        ("/splits/{id}", get(datasets::show_split)),
+        ("/scores", post(datasets::scores)),
+        (
             "/submissions",
             post(submissions::create).get(submissions::list),
-        )
-        .route("/submissions/{id}", get(submissions::show))
-        .route("/submissions/{id}/resubmit", post(submissions::resubmit))
-        .route("/submissions/{id}/folds", post(submission_folds::add_folds))
-        .route("/submission-folds/{id}", get(submissions::show_fold))
-        .route(
+        ),
+        ("/submissions/{id}", get(submissions::show)),
+        ("/submissions/{id}/resubmit", post(submissions::resubmit)),
+        ("/submissions/{id}/folds", post(submission_folds::add_folds)),
+        ("/submission-folds/{id}", get(submissions::show_fold)),
+        (
             "/submission-folds/{id}/predictions/{phase}",
             get(results::predictions),
-        )
-        .route("/results/new", post(results::new_results))
-        .route("/results/list", post(results::list_results))
-        .route("/datasets/{id}/leaderboard", get(results::leaderboard))
+        ),
+        ("/results/new", post(results::new_results)),
+        ("/results/list", post(results::list_results)),
+        ("/datasets/{id}/leaderboard", get(results::leaderboard)),
+    ]
+}
+
+/// The `/api/v1` routes that need no token: liveness and the OpenAPI document.
+fn public_routes() -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    vec![
+        (
+            "/health",
+            get(|| async { Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})) }),
+        ),
+        ("/openapi.json", get(openapi::document)),
+    ]
+}
+
+/// The path of every `/api/v1` route the router serves, as written there (`{*name}` for a
+/// rest of the path), without the `/api/v1` prefix.
+pub fn route_paths() -> Vec<&'static str> {
+    let authed = authed_routes(0).into_iter();
+    authed
+        .chain(public_routes())
+        .map(|(path, _)| path)
+        .collect()
+}
+
+pub fn router(state: ApiState, max_body: usize) -> Router {
+    let dashboard = crate::dashboard::router(state.clone());
+    let authed = authed_routes(max_body)
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers))
         // Route layers wrap what is above them: auth runs first, then the rate limit.
         .route_layer(middleware::from_fn_with_state(state.clone(), throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
-    Router::new()
-        .route(
-            "/health",
-            get(|| async { Json(json!({"ok": true, "version": env!("CARGO_PKG_VERSION")})) }),
-        )
+    let public = public_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (path, handlers)| r.route(path, handlers));
+    public
         .merge(authed)
         .route_layer(middleware::from_fn(crate::metrics::tag_route))
         .fallback(|| async {
@@ -164,6 +196,7 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(json_body::objects_only))
         .with_state(state.clone())
         .pipe(|api| Router::new().nest("/api/v1", api))
         .merge(crate::metrics::routes(state.clone()))

@@ -19,8 +19,9 @@ use std::collections::BTreeMap;
 
 type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ProvenanceQuery {
     attempt: Option<AttemptId>,
 }
@@ -37,7 +38,7 @@ pub async fn show(
 }
 
 /// The body of `POST /folds/{id}/rerun` (optional).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RerunBody {
     /// The attempt whose record to rerun (default: the newest with one).

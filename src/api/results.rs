@@ -250,7 +250,7 @@ pub(super) async fn live_phase(
     })
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewResults {
     dataset_id: Option<DatasetId>,
@@ -278,7 +278,7 @@ pub async fn new_results(
     Ok(Json(json!({ "results": results })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListResults {
     ids: Vec<SubmissionFoldId>,

@@ -29,7 +29,7 @@ type ApiResult<T> = Result<T, ApiError>;
 /// At most this many files in a submission.
 const MAX_FILES: usize = 100;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientFold {
     pub(super) train_is: Vec<usize>,
@@ -43,7 +43,7 @@ fn default_seed() -> u64 {
     42
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cv {
     k: usize,
@@ -83,7 +83,7 @@ pub(super) fn default_resources() -> Resources {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubmission {
     dataset_id: i64,
@@ -99,8 +99,10 @@ pub struct CreateSubmission {
     #[serde(default = "default_resources")]
     resources: Resources,
     #[serde(default, with = "crate::units::duration_ms::option")]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     soft_time_limit: Option<u64>,
     #[serde(default, with = "crate::units::duration_ms::option")]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     hard_time_limit: Option<u64>,
     #[serde(default)]
     max_retries: u32,
@@ -287,7 +289,7 @@ pub async fn create(
     ))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resubmit {
     /// `retrain`: rerun the folds even if they ended well (or still run); `files`: replace
@@ -393,8 +395,9 @@ pub async fn resubmit(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     dataset_id: Option<i64>,
     after: Option<SubmissionId>,

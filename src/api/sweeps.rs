@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewSweepBody {
     spec: FoldSpec,
@@ -97,8 +97,9 @@ async fn visible_sweep(s: &ApiState, who: &Principal, id: i64) -> ApiResult<Swee
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct RankQuery {
     /// Rank the points by this metric of their `metrics.json`.
     metric: Option<String>,
@@ -164,7 +165,7 @@ pub async fn show(
     Ok(Json(json!({ "sweep": sweep, "points": out })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeepBody {
     best: usize,

@@ -55,15 +55,18 @@ pub(super) fn lost_too_often(
 }
 
 /// New requests for a fold being released.
-#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[derive(Clone, Debug, Default, serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReleaseChanges {
     #[serde(default, with = "crate::units::size_bytes::option")]
+    #[schema(schema_with = crate::units::size_bytes::schema)]
     pub memory: Option<u64>,
     pub cpus: Option<f64>,
     #[serde(default, with = "crate::units::duration_ms::option")]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     pub soft_time_limit: Option<u64>,
     #[serde(default, with = "crate::units::duration_ms::option")]
+    #[schema(schema_with = crate::units::duration_ms::schema)]
     pub hard_time_limit: Option<u64>,
 }
 

@@ -33,14 +33,6 @@ pub fn run(cmd: &mut Command, what: &str) {
 
 /// The venv's python, with the client installed (editable) and pytest.
 pub fn venv() -> PathBuf {
-    let python3 = super::python3();
-    let dir = target_dir().join("py-client-venv");
-    let python = dir.join("bin/python");
-    let stamp = dir.join("datarun-client.stamp");
-    let lock = std::fs::File::create(target_dir().join("py-client-venv.lock"))
-        .expect("create the venv lock file");
-    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
-    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
     // Redone when the package moves (the install is editable: it points at this checkout)
     // or its pyproject.toml (dependencies) changes.
     let package = std::fs::canonicalize(PACKAGE).expect("clients/python");
@@ -50,7 +42,27 @@ pub fn venv() -> PathBuf {
         std::fs::read_to_string(package.join("pyproject.toml"))
             .expect("clients/python/pyproject.toml")
     );
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want.as_str()) {
+    let editable = format!("{}[test]", package.display());
+    venv_with(
+        "py-client-venv",
+        &want,
+        &["-e", &editable],
+        "pip install -e clients/python[test] (needs PyPI)",
+    )
+}
+
+/// The python of a venv `<target>/<name>` made with `pip install <install>`, made again when
+/// `want` (what it is made from) changes.
+pub fn venv_with(name: &str, want: &str, install: &[&str], what: &str) -> PathBuf {
+    let python3 = super::python3();
+    let dir = target_dir().join(name);
+    let python = dir.join("bin/python");
+    let stamp = dir.join("datarun-venv.stamp");
+    let lock = std::fs::File::create(target_dir().join(format!("{name}.lock")))
+        .expect("create the venv lock file");
+    // SAFETY: flock on a descriptor we own; released when `lock` is dropped.
+    assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(want) {
         return python;
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -65,16 +77,16 @@ pub fn venv() -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     run(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "-e",
-            &format!("{}[test]", package.display()),
-        ]),
-        "pip install -e clients/python[test] (needs PyPI)",
+        Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(install),
+        what,
     );
     std::fs::write(&stamp, want).unwrap();
     python
