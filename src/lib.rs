@@ -7,6 +7,7 @@ pub mod cli;
 pub mod dashboard;
 pub mod dataset;
 pub mod edge;
+pub mod expr;
 pub mod inventory;
 pub mod maintenance;
 pub mod master;
