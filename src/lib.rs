@@ -22,3 +22,4 @@ pub mod table;
 pub mod transfer;
 pub mod transport;
 pub mod units;
+pub mod workflow;

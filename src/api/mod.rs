@@ -10,11 +10,11 @@ mod events;
 pub(crate) mod folds;
 pub mod follow;
 mod json_errors;
-mod layout;
 mod problems;
 pub mod rate_limit;
 pub(crate) mod results;
 pub mod runapp;
+mod shared;
 mod submission_folds;
 pub(crate) mod submissions;
 
