@@ -125,12 +125,15 @@ async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress
             Ok(top) => (Some(top), settle_all(&store).await),
             Err(e) => (None, Err(e.into())),
         };
-        if let Some(top) = top {
+        match (top, &settled) {
+            // More is left than one pass settles: the next pass comes at once.
+            (_, Ok(true)) => notice.notify_one(),
             // Even after a failure: readers must not wait on a settle that keeps failing.
-            progress.send_modify(|p| p.seen = p.seen.max(top));
+            (Some(top), _) => progress.send_modify(|p| p.seen = p.seen.max(top)),
+            (None, _) => {}
         }
         match settled {
-            Ok(()) => last_error = None,
+            Ok(_) => last_error = None,
             Err(e) => {
                 let e = e.to_string();
                 if last_error.as_ref() != Some(&e) {
@@ -155,8 +158,9 @@ async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress
 }
 
 /// Settles every custom split and submission fold whose queue fold changed (splits first: a
-/// submission's scores may need its split's targets).
-pub async fn settle_all(store: &Store) -> Result<()> {
+/// submission's scores may need its split's targets); `true` when more is left for another
+/// pass.
+pub async fn settle_all(store: &Store) -> Result<bool> {
     settle_splits(store).await?;
     settle_submissions(store).await
 }

@@ -160,12 +160,13 @@ fn derive(input: &SettleInput, truth: Option<&Truth>) -> Settled {
     out
 }
 
-/// Derives and records the results of every submission fold whose queue fold changed.
-pub async fn settle_submissions(store: &Store) -> Result<()> {
+/// Derives and records the results of every submission fold whose queue fold changed, up to
+/// 100 pages of 200; `true` when it stopped with more left (the caller runs it again).
+pub async fn settle_submissions(store: &Store) -> Result<bool> {
     for _ in 0..100 {
         let inputs = store.unsettled_submission_folds(200).await?;
         if inputs.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let mut truths: BTreeMap<(DatasetId, Option<i64>), Truth> = BTreeMap::new();
         for i in &inputs {
@@ -204,5 +205,5 @@ pub async fn settle_submissions(store: &Store) -> Result<()> {
             tokio::task::yield_now().await;
         }
     }
-    Ok(())
+    Ok(true)
 }
