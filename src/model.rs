@@ -8,7 +8,7 @@ pub mod sweep;
 
 pub use limits::{FieldError, MAX_EXPRESSION, MAX_RETRIES};
 
-use crate::scheduler::expr::{Expr, Home};
+use crate::expr::{Expr, Home};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -153,7 +153,7 @@ pub struct FoldSpec {
     #[serde(default)]
     pub max_retries: u32,
     /// An expression over runner attributes that a runner must meet, e.g.
-    /// `gpus >= 1 && "fast-disk" in labels` (see `scheduler::expr`).
+    /// `gpus >= 1 && "fast-disk" in labels` (see `crate::expr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requirements: Option<String>,
     /// An expression over runner attributes; runners ranking higher are preferred (`memory`).

@@ -1,11 +1,13 @@
 //! Bad submissions get a clear 4xx and store nothing; a submission no runner could ever run
-//! is ERROR with its hold reason (never TODO forever) and reaches the feed; the CLI.
+//! is ERROR with its hold reason (never TODO forever) and reaches the feed, recorded in the
+//! store without any read; the CLI.
 
 mod common;
 
 use common::ml::{b64, dataset, ids, submit};
 use common::Master;
 use serde_json::{json, Value};
+use std::time::{Duration, Instant};
 
 fn folds_stored(m: &Master) -> usize {
     m.get("/folds")["folds"].as_array().unwrap().len()
@@ -232,4 +234,48 @@ fn bad_submissions_are_refused_and_store_nothing() {
             .unwrap(),
     );
     assert_eq!(fold["fold"]["priority"], 10, "H is priority 10");
+}
+
+/// Results are settled when folds end, not when they are read: a submission held at submit
+/// (nothing here runs the fold image) is ERROR in the store file itself, with no request to
+/// any route that shows submissions or results.
+#[test]
+fn ended_submission_folds_are_recorded_without_any_read() {
+    let m = Master::start(None);
+    let csv = std::fs::read("examples/iris/iris.csv").unwrap();
+    let d = dataset(&m, "iris", &csv, "species", &["accuracy"], &["classifier"]);
+    let code = b64(&std::fs::read("examples/iris/submission/classifier.py").unwrap());
+    let s = submit(
+        &m,
+        json!({"dataset_id": d, "name": "unread", "files": {"classifier.py": code}, "cv": {"k": 3}}),
+    );
+    let id = s["id"].as_i64().unwrap();
+    let db = rusqlite::Connection::open_with_flags(
+        m.data_dir().join("datarun.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows: Vec<(String, Option<String>, Option<i64>)> = db
+            .prepare(
+                "SELECT state, reason, result_seq FROM submission_folds
+                 WHERE submission_id = ?1 ORDER BY fold_index",
+            )
+            .unwrap()
+            .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        if rows.len() == 3 && rows.iter().all(|(state, _, _)| state == "ERROR") {
+            for (_, reason, seq) in &rows {
+                let reason = reason.as_deref().unwrap_or_default();
+                assert!(reason.starts_with("held (unmatchable)"), "{reason}");
+                assert!(seq.is_some(), "an ended result has its place in the feed");
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "not settled: {rows:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

@@ -1,6 +1,7 @@
 //! Datasets, held-out splits and scores (issue #6, native under /api/v1). Everything is checked
 //! and computed before the store is called, so a refused request stores nothing.
 
+use super::shared::{blocking, decode_files, recorded};
 use super::{problems, visible, ApiError, ApiState};
 use crate::dataset::csv::{Table, Values};
 use crate::dataset::{self, ScoreType};
@@ -36,15 +37,6 @@ pub struct CreateDataset {
     files: Option<BTreeMap<String, String>>,
     /// Which of `files` is the problem script (default: the only `.py` file).
     problem: Option<String>,
-}
-
-/// Runs CPU-heavy pure work (parsing, statistics) off the async threads.
-pub(super) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> ApiResult<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 fn decode_csv(text: &str) -> ApiResult<Vec<u8>> {
@@ -113,7 +105,7 @@ pub async fn create(
             s.store.get_blob(sha.clone()).await.map_err(|_| missing())?
         }
         (None, None, Some(files)) => {
-            let decoded = super::submissions::decode_files(files, &[])?;
+            let decoded = decode_files(files, &[])?;
             let record = problems::create_dataset(
                 &s,
                 problems::ProblemDataset {
@@ -248,7 +240,7 @@ pub async fn show(
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
     visible(&s, &who, Resource::Dataset(id)).await?;
-    problems::settle_splits(&s).await?;
+    recorded(&s).await?;
     let dataset = s.store.dataset(id).await?;
     let splits = s.store.list_splits(id).await?;
     Ok(Json(json!({ "dataset": dataset, "splits": splits })))
@@ -283,7 +275,7 @@ pub async fn file(
     Query(q): Query<FileQuery>,
 ) -> ApiResult<Response> {
     visible(&s, &who, Resource::Dataset(id)).await?;
-    problems::settle_splits(&s).await?;
+    recorded(&s).await?;
     let d = s.store.dataset(id).await?;
     let files = match q.split {
         None => d.files,
@@ -462,7 +454,7 @@ pub async fn list_splits(
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
     visible(&s, &who, Resource::Dataset(id)).await?;
-    problems::settle_splits(&s).await?;
+    recorded(&s).await?;
     Ok(Json(json!({ "splits": s.store.list_splits(id).await? })))
 }
 
@@ -472,7 +464,7 @@ pub async fn show_split(
     Path(id): Path<SplitId>,
 ) -> ApiResult<Json<Value>> {
     visible(&s, &who, Resource::Split(id)).await?;
-    problems::settle_splits(&s).await?;
+    recorded(&s).await?;
     let (split, train, test) = s.store.split(id).await?;
     if split.state == "running" {
         let fold = s.store.custom_split_fold(id).await?;

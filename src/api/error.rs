@@ -86,6 +86,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<crate::workflow::WorkflowError> for ApiError {
+    fn from(e: crate::workflow::WorkflowError) -> ApiError {
+        use crate::workflow::WorkflowError as W;
+        match e {
+            W::Store(e) => e.into(),
+            W::Invalid(m) => ApiError::bad_request(m),
+            W::NotReady(m) => ApiError::new(StatusCode::CONFLICT, m),
+            W::Internal(m) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, m),
+        }
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> ApiError {
         let status = r.status();

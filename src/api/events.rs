@@ -15,6 +15,7 @@
 //!   beyond); each holds one page at most; at shutdown they answer or end at once.
 
 use super::folds::{bad_query, page_limit};
+use super::shared::retry_soon;
 use super::{ApiError, ApiState};
 use crate::model::limits::{
     DEFAULT_EVENTS_WAIT, EVENT_STREAM_LIFE, MAX_EVENTS_WAIT, MAX_EVENT_FOLDS,
@@ -148,14 +149,6 @@ fn wait_time(text: Option<&str>) -> Result<Duration, ApiError> {
         )));
     }
     Ok(wait)
-}
-
-/// The answer when every waiter's slot is taken: 503, retry in a second.
-pub(super) fn retry_soon(e: ApiError) -> Response {
-    let mut resp = e.into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    resp
 }
 
 fn wants_stream(headers: &HeaderMap) -> bool {

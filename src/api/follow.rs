@@ -203,7 +203,7 @@ async fn attempt_of(
 pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, ApiError> {
     let (slot, closing) = match s.limits.waiters.follower() {
         Ok(slot) => slot,
-        Err(e) => return Ok(super::events::retry_soon(e)),
+        Err(e) => return Ok(super::shared::retry_soon(e)),
     };
     let mut changes = s.store.subscribe();
     // A fold that has not started yet: wait (a while) for its first attempt.

@@ -1,28 +1,20 @@
 //! Problem datasets (several files with a problem script) and their custom splits, shared by
 //! the native API and `/runapp/`. A custom split is the script's `prepare_data` run as a queue
 //! fold of the fold image (`datarun-prepare`), so it gets the queue's limits, isolation and
-//! "why pending" like any fold; its outcome is settled from that fold when it stops, on read
-//! (`settle_splits`, idempotent like the submission folds' `settle`).
+//! "why pending" like any fold; the workflow task records its outcome when that fold stops
+//! (`workflow::settle_splits`).
 
-use super::datasets::blocking;
-use super::submissions::{held, image_fold};
+use super::shared::{blocking, held, MAX_FILES};
 use super::{ApiError, ApiState};
-use crate::dataset::problem::{self, DATA_DIR, PREPARE_COMMAND, PREPARE_JSON, TRUTH_JSON};
+use crate::dataset::problem::{self, DATA_DIR, PREPARE_COMMAND, PREPARE_JSON};
 use crate::dataset::{self, ScoreType};
-use crate::model::{check_file_name, FoldSpec, FoldState, InputRef, Priority};
-use crate::store::{
-    sha256_hex, CustomSplitEnd, CustomSplitInput, DatasetRecord, NewProblemDataset, Principal,
-    SplitRecord,
-};
-use crate::submission::result;
-use axum::http::StatusCode;
+use crate::model::{check_file_name, FoldSpec, InputRef, Priority};
+use crate::store::{sha256_hex, DatasetRecord, NewProblemDataset, Principal, SplitRecord};
+use crate::workflow::image_fold;
 use serde_json::json;
 use std::collections::BTreeMap;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// At most this many files in a problem dataset.
-const MAX_FILES: usize = 100;
 
 /// What a problem dataset is made of; names and elements are checked by the caller.
 pub(super) struct ProblemDataset {
@@ -119,107 +111,6 @@ pub(super) async fn start_custom_split(
         .await?;
     s.master.wake();
     Ok(split)
-}
-
-/// How a custom split's fold ended: its files and targets, or why it failed.
-fn derive(i: &CustomSplitInput) -> CustomSplitEnd {
-    let log = String::from_utf8_lossy(&i.log);
-    let failed = |why: String| {
-        // What datarun-prepare said (which function of the script failed or is missing),
-        // then the script's traceback.
-        let mut reason = why;
-        for line in log.lines().filter(|l| l.starts_with("datarun-prepare: ")) {
-            reason.push('\n');
-            reason.push_str(line);
-        }
-        if let Some(t) = result::traceback(&log) {
-            reason.push('\n');
-            reason.push_str(&t);
-        }
-        CustomSplitEnd::Failed { reason }
-    };
-    if i.fold.state != FoldState::Done {
-        let why =
-            i.fold.reason.clone().unwrap_or_else(|| {
-                format!("the prepare fold {} ended {:?}", i.fold.id, i.fold.state)
-            });
-        return failed(format!("prepare_data did not finish: {why}"));
-    }
-    let Some(data) = &i.truth else {
-        return failed(format!("the prepare fold wrote no {TRUTH_JSON}"));
-    };
-    let truth = match problem::parse_truth(data) {
-        Ok(t) => t,
-        Err(e) => return failed(e),
-    };
-    let files = problem::split_files(&i.outputs);
-    let truth_sha256 = i.outputs[TRUTH_JSON].0.clone();
-    let stats = json!({
-        "train_rows": truth.y_train.len(),
-        "test_rows": truth.y_test.len(),
-        "files": files.keys().collect::<Vec<_>>(),
-        "labels": truth.labels,
-    });
-    CustomSplitEnd::Done {
-        files,
-        truth_sha256,
-        n_train: truth.y_train.len() as u64,
-        n_test: truth.y_test.len() as u64,
-        stats,
-    }
-}
-
-/// Records the outcome of every custom split whose fold stopped since the last read.
-pub(super) async fn settle_splits(s: &ApiState) -> ApiResult<()> {
-    for input in s.store.unsettled_custom_splits().await? {
-        let end = blocking(move || (input.split, derive(&input))).await?;
-        s.store.finish_custom_split(end.0, end.1).await?;
-    }
-    Ok(())
-}
-
-/// A split a submission can use: done. A running one answers 409 with its fold's state.
-pub(super) async fn usable_split(s: &ApiState, split: &SplitRecord) -> ApiResult<()> {
-    match split.state.as_str() {
-        "done" => Ok(()),
-        "failed" => Err(ApiError::bad_request(format!(
-            "split {} failed: {}",
-            split.id,
-            split.reason.as_deref().unwrap_or("no reason recorded")
-        ))),
-        _ => {
-            let why = match s.store.custom_split_fold(split.id).await? {
-                Some(f) => format!(
-                    "its fold {} is {}{}",
-                    f.id,
-                    f.state.as_str(),
-                    f.reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                ),
-                None => "it is not done".into(),
-            };
-            Err(ApiError::new(
-                StatusCode::CONFLICT,
-                format!(
-                    "split {} is still running the problem script's prepare_data: {why}; submit when GET /api/v1/splits/{} says done",
-                    split.id, split.id
-                ),
-            ))
-        }
-    }
-}
-
-/// The targets of a done custom split.
-pub(super) async fn truth(s: &ApiState, split: &SplitRecord) -> ApiResult<problem::Truth> {
-    let sha = split.truth_sha256.clone().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("split {} has no targets recorded", split.id),
-        )
-    })?;
-    let data = s.store.get_blob(sha).await?;
-    blocking(move || problem::parse_truth(&data))
-        .await?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e))
 }
 
 /// A problem dataset refuses ratio splits: its data is what its script says it is.

@@ -1,24 +1,13 @@
-//! Results of submission folds: derived from their queue folds once those stop (`settle`,
-//! run before every read, idempotent), the "new results" feed, fetch by ids, predictions and
-//! the leaderboard.
-//!
-//! Why on read and not in the master: the queue fold's state is the source of truth and is
-//! written by many paths (results, holds, removes, lost runners); deriving from it after the
-//! fact covers them all without touching the master loop, and the CPU work (parsing `.npy`
-//! files and the dataset's table, scoring) stays off the store's single thread. The store
-//! records a derived result only if the queue fold is still at the run-end it came from, so
-//! concurrent readers record it once.
+//! Results of submission folds as recorded: the "new results" feed, fetch by ids,
+//! predictions and the leaderboard. Nothing here settles: the workflow task records a
+//! submission fold's result when its queue fold stops (see `workflow`).
 
-use super::datasets::blocking;
+use super::shared::recorded;
 use super::{visible, ApiError, ApiState};
-use crate::dataset::{self, ScoreType};
+use crate::dataset::ScoreType;
 use crate::model::limits::MAX_IDS;
-use crate::store::{
-    DatasetId, Principal, Resource, SettleInput, Settled, SubmissionFoldId, SubmissionFoldRecord,
-};
+use crate::store::{DatasetId, Principal, Resource, SubmissionFoldId};
 use crate::submission::leaderboard::{self, Entry};
-use crate::submission::result::{self, RunView};
-use crate::submission::{npy, Phase};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -29,226 +18,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// What scoring a dataset's folds needs: score types and the truth of the training and test
-/// tables (the target column as text).
-struct Truth {
-    kinds: Vec<ScoreType>,
-    train: Vec<Option<String>>,
-    test: Option<Vec<Option<String>>>,
-}
-
-async fn truth(s: &ApiState, dataset: DatasetId, split: Option<i64>) -> ApiResult<Truth> {
-    let d = s.store.dataset(dataset).await?;
-    let kinds: Vec<ScoreType> = d
-        .score_types
-        .iter()
-        .filter_map(|n| ScoreType::parse(n).ok())
-        .collect();
-    if d.problem.is_some() {
-        // A problem dataset's targets are what its script's get_*_data returned in the
-        // prepare fold (`truth.json` of the custom split).
-        let id = split.ok_or_else(|| {
-            ApiError::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "a problem dataset's submission has no split",
-            )
-        })?;
-        let (record, _, _) = s.store.split(id).await?;
-        let t = super::problems::truth(s, &record).await?;
-        return Ok(Truth {
-            kinds,
-            train: t.y_train,
-            test: Some(t.y_test),
-        });
-    }
-    let table = s.store.dataset_table(dataset).await?;
-    let rows = match split {
-        Some(id) => {
-            let (_, train, test) = s.store.split(id).await?;
-            Some((train, test))
-        }
-        None => None,
-    };
-    let target = d.target_column.clone();
-    blocking(move || {
-        let t = dataset::parse(&table).map_err(|e| format!("the stored table: {e}"))?;
-        let col = t.column(&target).ok_or("the target column is missing")?;
-        let all: Vec<Option<String>> = (0..t.rows).map(|r| col.text(r)).collect();
-        let pick = |idx: &[usize]| idx.iter().map(|&i| all[i].clone()).collect::<Vec<_>>();
-        Ok::<_, String>(match &rows {
-            None => Truth {
-                kinds,
-                train: all.clone(),
-                test: None,
-            },
-            Some((train, test)) => Truth {
-                kinds,
-                train: pick(train),
-                test: Some(pick(test)),
-            },
-        })
-    })
-    .await?
-    .map_err(|e| ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))
-}
-
-fn output_json(input: &SettleInput, name: &str) -> Value {
-    input
-        .outputs
-        .get(name)
-        .and_then(|(_, d)| serde_json::from_slice(d).ok())
-        .unwrap_or(Value::Null)
-}
-
-/// The result of one run, from its queue fold, outputs and log.
-fn derive(input: &SettleInput, truth: Option<&Truth>) -> Settled {
-    let phases: Vec<String> =
-        serde_json::from_value(output_json(input, "phases.json")).unwrap_or_default();
-    let log = String::from_utf8_lossy(&input.log);
-    let has_test = input.split_id.is_some();
-    let v = result::verdict(&RunView {
-        state: input.fold.state,
-        reason: input.fold.reason.as_deref(),
-        hold_code: input.fold.hold_code,
-        outcome: input.fold.outcome.as_ref(),
-        phases: &phases,
-        has_test_table: has_test,
-        log: &log,
-    });
-    let mut out = Settled {
-        state: Some(v.phase),
-        reason: v.reason,
-        traceback: v.traceback,
-        phases: json!(phases),
-        timings: output_json(input, "timings.json"),
-        metrics: json!(input.fold.metrics),
-        ..Settled::default()
-    };
-    if v.phase == Phase::Todo {
-        return out;
-    }
-    let labels = result::label_texts(&output_json(input, "labels.json"));
-    let mut predictions = serde_json::Map::new();
-    let mut scores = serde_json::Map::new();
-    let mut errors = serde_json::Map::new();
-    for (phase, name) in [("train", "y_pred_train.npy"), ("test", "y_pred_test.npy")] {
-        let Some((sha, data)) = input.outputs.get(name) else {
-            continue;
-        };
-        let array = match npy::parse(data) {
-            Ok(a) => a,
-            Err(e) => {
-                errors.insert(phase.into(), json!(format!("{name}: {e}")));
-                continue;
-            }
-        };
-        predictions.insert(
-            phase.into(),
-            json!({"name": name, "sha256": sha, "dtype": array.dtype, "shape": array.shape}),
-        );
-        out.keep.push(sha.clone());
-        let Some(t) = truth.filter(|_| v.phase.is_ended() && v.phase != Phase::Error) else {
-            continue;
-        };
-        let mut score = |label: &str, rows: Option<&[usize]>, truth: Vec<Option<String>>| {
-            let (ok, bad) = result::scores(&t.kinds, &array, rows, &truth, labels.as_deref());
-            scores.insert(label.into(), json!(ok));
-            if !bad.is_empty() {
-                errors.insert(label.into(), json!(bad));
-            }
-        };
-        let at = |idx: &[usize]| {
-            idx.iter()
-                .map(|&i| t.train.get(i).cloned().flatten())
-                .collect()
-        };
-        match (phase, &t.test) {
-            ("train", _) => {
-                score("train", Some(&input.train_is), at(&input.train_is));
-                score("valid", Some(&input.test_is), at(&input.test_is));
-            }
-            ("test", Some(test)) => score("test", None, test.clone()),
-            _ => {}
-        }
-    }
-    if !errors.is_empty() {
-        scores.insert("errors".into(), Value::Object(errors));
-    }
-    out.predictions = Value::Object(predictions);
-    out.scores = Value::Object(scores);
-    out
-}
-
-/// Derives and records the results of every submission fold whose queue fold changed.
-pub async fn settle(s: &ApiState) -> ApiResult<()> {
-    for _ in 0..100 {
-        let inputs = s.store.unsettled_submission_folds(200).await?;
-        if inputs.is_empty() {
-            return Ok(());
-        }
-        let mut truths: BTreeMap<(DatasetId, Option<i64>), Truth> = BTreeMap::new();
-        for i in &inputs {
-            let key = (i.dataset_id, i.split_id);
-            if i.fold.state == crate::model::FoldState::Done && !truths.contains_key(&key) {
-                // Without the truth the fold still gets its state, just no scores: one bad
-                // table must not stop every read.
-                match truth(s, i.dataset_id, i.split_id).await {
-                    Ok(t) => {
-                        truths.insert(key, t);
-                    }
-                    Err(e) => tracing::warn!(
-                        "dataset {} (split {:?}): cannot score: {}",
-                        i.dataset_id,
-                        i.split_id,
-                        e.message
-                    ),
-                }
-            }
-        }
-        let results = blocking(move || {
-            inputs
-                .iter()
-                .map(|i| {
-                    (
-                        i.id,
-                        i.key.clone(),
-                        derive(i, truths.get(&(i.dataset_id, i.split_id))),
-                    )
-                })
-                .collect::<Vec<_>>()
-        })
-        .await?;
-        if s.store.settle_submission_folds(results).await? == 0 {
-            // Another caller recorded them meanwhile; what is left changed under us.
-            tokio::task::yield_now().await;
-        }
-    }
-    Ok(())
-}
-
-/// How far a submission fold still TODO whose queue fold runs got, live (shown in `live`):
-/// the fold image writes "trained", then "validated", to its status file after each phase,
-/// and the agent reports it with the fold's progress. `state` stays TODO until the fold ends
-/// (VALIDATED is also an end state, for submissions without a test table).
-pub(super) async fn live_phase(
-    s: &ApiState,
-    sf: &SubmissionFoldRecord,
-) -> ApiResult<Option<Phase>> {
-    if sf.state != Phase::Todo {
-        return Ok(None);
-    }
-    let fold = s.store.fold(sf.fold_id).await?;
-    let status = fold
-        .current_attempt
-        .and_then(|a| s.master.progress(a))
-        .and_then(|p| p.status);
-    Ok(match status.as_deref() {
-        Some("trained") => Some(Phase::Trained),
-        Some("validated" | "tested") => Some(Phase::Validated),
-        _ => None,
-    })
-}
 
 #[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -265,7 +34,7 @@ pub async fn new_results(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     let req: NewResults = super::folds::optional_json(&body)?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let results = s
         .store
         .take_new_results(
@@ -293,7 +62,7 @@ pub async fn list_results(
 ) -> ApiResult<Json<Value>> {
     let Json(req) = body?;
     crate::model::limits::check_count("ids", req.ids.len(), "ids", MAX_IDS)?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let found = s
         .store
         .submission_folds(&who.scope(), req.ids.clone())
@@ -318,7 +87,7 @@ pub async fn predictions(
             "predictions: {phase:?} is not train or test"
         )));
     }
-    settle(&s).await?;
+    recorded(&s).await?;
     let (sf, _, _) = s.store.submission_fold(id).await?;
     let p = &sf.predictions[&phase];
     let Some(sha) = p["sha256"].as_str() else {
@@ -359,7 +128,7 @@ pub async fn leaderboard(
     Path(id): Path<DatasetId>,
 ) -> ApiResult<Json<Value>> {
     visible(&s, &who, Resource::Dataset(id)).await?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let d = s.store.dataset(id).await?;
     let kinds: Vec<ScoreType> = d
         .score_types

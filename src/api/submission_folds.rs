@@ -2,11 +2,11 @@
 //! files and the first fold's resources, limits, queue and priority), in one transaction.
 //! The `/runapp/` layer adds its folds one by one through the same store path.
 
-use super::layout::Layout;
-use super::submissions::{build_fold, held, ClientFold};
+use super::shared::{check_client_folds, held, recorded, ClientFold};
 use super::{visible, ApiError, ApiState};
 use crate::store::{Principal, Resource, SubmissionId};
 use crate::submission::cv;
+use crate::workflow::{build_fold, Layout};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -31,7 +31,7 @@ pub async fn add_folds(
         return Err(ApiError::bad_request("folds: give at least one fold"));
     }
     visible(&s, &who, Resource::Submission(id)).await?;
-    super::submissions::check_client_folds(&req.folds)?;
+    check_client_folds(&req.folds)?;
     let sub = s.store.submission(id).await?;
     let first = sub
         .folds
@@ -39,7 +39,9 @@ pub async fn add_folds(
         .ok_or_else(|| ApiError::bad_request(format!("submission {id} has no fold to copy")))?;
     let template = s.store.fold(first.fold_id).await?.spec;
     let d = s.store.dataset(sub.dataset_id).await?;
-    let layout = Layout::new(&s, &d, sub.split_id).await?;
+    // A custom split that just ended is usable once the workflow recorded it.
+    recorded(&s).await?;
+    let layout = Layout::new(&s.store, &d, sub.split_id).await?;
     let n = layout.n_train;
     let mut folds = Vec::new();
     let mut blobs = Vec::new();

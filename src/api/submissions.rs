@@ -3,19 +3,19 @@
 //! the store is called, and the store creates the submission with its folds in one
 //! transaction, so a refused request stores nothing.
 
-use super::datasets::blocking;
-use super::layout::{fold_inputs, required_files, Layout};
-use super::results::{live_phase, settle};
-use super::{visible, ApiError, ApiState};
-use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_SUBMISSION_FOLDS};
-use crate::model::{
-    check_file_name, valid_name, FoldSpec, HoldCode, InputRef, Priority, Resources, DEFAULT_QUEUE,
+use super::shared::{
+    blocking, check_client_folds, decode_files, held, live_phase, recorded, ClientFold,
 };
+use super::{visible, ApiError, ApiState};
+use crate::model::limits::{check_count, MAX_SUBMISSION_FOLDS};
+use crate::model::{valid_name, FoldSpec, InputRef, Priority, Resources, DEFAULT_QUEUE};
 use crate::store::{
-    sha256_hex, NewSubmission, NewSubmissionFold, Principal, Rerun, Resource, SubmissionFoldId,
-    SubmissionId,
+    sha256_hex, NewSubmission, Principal, Rerun, Resource, SubmissionFoldId, SubmissionId,
 };
 use crate::submission::{self, cv, Phase, SUBMISSION_DIR};
+use crate::workflow::{
+    build_fold, default_resources, fold_inputs, image_fold, required_files, Layout,
+};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -25,19 +25,6 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// At most this many files in a submission.
-const MAX_FILES: usize = 100;
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClientFold {
-    pub(super) train_is: Vec<usize>,
-    #[serde(default)]
-    pub(super) test_is: Vec<usize>,
-    /// The client's own id for this fold (a platform's submission-on-fold id).
-    pub(super) client_id: Option<String>,
-}
 
 fn default_seed() -> u64 {
     42
@@ -51,36 +38,6 @@ pub struct Cv {
     seed: u64,
     #[serde(default)]
     stratify: bool,
-}
-
-/// A queue fold of the fold image running `command` (no inputs yet) with the defaults of
-/// submission folds: default resources and queue, no time limits, no retries. Callers set
-/// what differs.
-pub(super) fn image_fold(command: &str, priority: Priority) -> FoldSpec {
-    FoldSpec {
-        command: vec![command.into()],
-        image: Some(submission::FOLD_IMAGE.into()),
-        inputs: Vec::new(),
-        env: BTreeMap::new(),
-        resources: default_resources(),
-        soft_time_limit: None,
-        hard_time_limit: None,
-        queue: DEFAULT_QUEUE.into(),
-        priority,
-        max_retries: 0,
-        requirements: None,
-        rank: None,
-        after: Vec::new(),
-        inputs_from: Vec::new(),
-    }
-}
-
-pub(super) fn default_resources() -> Resources {
-    Resources {
-        cpus: 1.0,
-        memory: 1 << 30,
-        gpus: 0,
-    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -110,74 +67,6 @@ pub struct CreateSubmission {
     /// removed, saying why (`store::waiting::stop_siblings`).
     #[serde(default)]
     stop_on_failure: bool,
-}
-
-/// The size limits on folds a client gives: how many, and their `client_id`s.
-pub(super) fn check_client_folds(folds: &[ClientFold]) -> ApiResult<()> {
-    check_count("folds", folds.len(), "folds", MAX_SUBMISSION_FOLDS)?;
-    for (i, f) in folds.iter().enumerate() {
-        if let Some(id) = &f.client_id {
-            check_text(&format!("folds[{i}].client_id"), id, MAX_LABEL)?;
-        }
-    }
-    Ok(())
-}
-
-/// Decodes and checks a submission's files: safe names, the workflow elements' files present.
-pub(super) fn decode_files(
-    files: &BTreeMap<String, String>,
-    required: &[String],
-) -> ApiResult<BTreeMap<String, Vec<u8>>> {
-    check_count("files", files.len(), "files", MAX_FILES)?;
-    let mut out = BTreeMap::new();
-    for (name, text) in files {
-        check_file_name(name).map_err(|e| ApiError::bad_request(format!("files: {e}")))?;
-        let data = crate::protocol::unb64_wrapped(text).map_err(|e| {
-            ApiError::bad_request(format!("files: {name:?} is not valid base64 ({e})"))
-        })?;
-        out.insert(name.clone(), data);
-    }
-    let missing: Vec<&String> = required.iter().filter(|f| !out.contains_key(*f)).collect();
-    if !missing.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "files: the dataset's workflow elements need {missing:?}, which the submission lacks (it has {:?})",
-            out.keys().collect::<Vec<_>>()
-        )));
-    }
-    Ok(out)
-}
-
-/// One submission fold (its queue fold from `template`, not held) and the blobs it adds
-/// (fold.json and its indices).
-pub(super) fn build_fold(
-    layout: &Layout,
-    file_shas: &BTreeMap<String, String>,
-    template: &FoldSpec,
-    fold_index: i64,
-    train_is: &[usize],
-    test_is: &[usize],
-    client_id: Option<String>,
-) -> (NewSubmissionFold, Vec<Vec<u8>>) {
-    let fold_json = layout.fold_json(train_is, test_is);
-    let tr = serde_json::to_vec(train_is).expect("indices serialize");
-    let te = serde_json::to_vec(test_is).expect("indices serialize");
-    let mut spec = template.clone();
-    spec.inputs = fold_inputs(&layout.base, file_shas, &sha256_hex(&fold_json));
-    let fold = NewSubmissionFold {
-        fold_index,
-        client_id,
-        train_sha256: sha256_hex(&tr),
-        test_sha256: sha256_hex(&te),
-        train_rows: train_is.len() as u64,
-        test_rows: test_is.len() as u64,
-        spec,
-        held: None,
-    };
-    (fold, vec![fold_json, tr, te])
-}
-
-pub(super) fn held(s: &ApiState, who: &str, spec: &FoldSpec) -> Option<(HoldCode, String)> {
-    s.master.unmatchable(who, spec).map(|u| (u.code, u.reason))
 }
 
 pub async fn create(
@@ -224,7 +113,9 @@ pub async fn create(
             ))
         }
     };
-    let mut layout = Layout::new(&s, &d, req.split_id).await?;
+    // A custom split that just ended is usable once the workflow recorded it.
+    recorded(&s).await?;
+    let mut layout = Layout::new(&s.store, &d, req.split_id).await?;
     let n = layout.n_train;
     let strata = std::mem::take(&mut layout.strata);
     let folds = blocking(move || {
@@ -308,7 +199,7 @@ pub async fn resubmit(
 ) -> ApiResult<Json<Value>> {
     let req: Resubmit = super::folds::optional_json(&body)?;
     visible(&s, &who, Resource::Submission(id)).await?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let sub = s.store.submission(id).await?;
     let force = req.force.as_deref();
     let new_files = match (force, &req.files) {
@@ -414,7 +305,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     let Query(q) = q.map_err(super::folds::bad_query)?;
     let limit = super::folds::page_limit(q.limit)?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let (subs, next) = s
         .store
         .list_submissions(&who.scope(), q.dataset_id, q.after, limit)
@@ -447,7 +338,7 @@ pub async fn show(
     Path(id): Path<SubmissionId>,
 ) -> ApiResult<Json<Value>> {
     visible(&s, &who, Resource::Submission(id)).await?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let mut sub = s.store.submission(id).await?;
     for sf in &mut sub.folds {
         sf.live = live_phase(&s, sf).await?;
@@ -470,7 +361,7 @@ pub async fn show_fold(
     Path(id): Path<SubmissionFoldId>,
 ) -> ApiResult<Json<Value>> {
     visible(&s, &who, Resource::SubmissionFold(id)).await?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let (mut sf, sub, runs) = s.store.submission_fold(id).await?;
     sf.live = live_phase(&s, &sf).await?;
     let fold = s.store.fold(sf.fold_id).await?;

@@ -19,7 +19,7 @@
 //!   At most [`MAX_CIDR_HOSTS`] runners per pool.
 //! - Defaults when neither the runner nor `[defaults]` says: slots 1, queues `["default"]`,
 //!   executor docker, no cpus/memory (the agent reports its own), no gpus, labels, time limits.
-//! - `requirements` (an expression over fold attributes, see `scheduler::expr`) must parse;
+//! - `requirements` (an expression over fold attributes, see `crate::expr`) must parse;
 //!   errors give the column within the expression. `attributes` is a table of strings,
 //!   integers, floats and booleans whose names are identifiers that do not shadow a built-in
 //!   runner attribute. Like every other key, both are inherited from `[defaults]` as a whole.
@@ -31,7 +31,7 @@ pub(crate) mod tree;
 #[cfg(test)]
 mod tests;
 
-use crate::scheduler::AttrValue;
+use crate::expr::AttrValue;
 use crate::table::Table;
 use crate::units::{format_duration, format_size};
 use serde::Serialize;

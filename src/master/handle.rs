@@ -79,6 +79,8 @@ pub(super) struct Shared {
     /// The idle folds, as the loop keeps them (read here for `analyze`).
     pub(super) index: Arc<RwLock<IdleIndex>>,
     pub(super) capacity_cache: std::sync::Mutex<CapacityCache>,
+    /// Settles submission folds and custom splits when folds end (told by the loop).
+    pub(super) workflow: crate::workflow::Workflow,
 }
 
 /// The API's handle on the master.
@@ -91,6 +93,11 @@ impl MasterHandle {
     /// Something changed (a submit, a release): run a matching cycle soon.
     pub fn wake(&self) {
         self.shared.wake.notify_one();
+    }
+
+    /// The workflow task (settles submission folds and custom splits when folds end).
+    pub fn workflow(&self) -> &crate::workflow::Workflow {
+        &self.shared.workflow
     }
 
     /// Kills an attempt that is out on a runner (after a hold or remove was committed).

@@ -180,6 +180,8 @@ impl Master {
                 cfg.inventory.queue_priorities(),
             ))),
             capacity_cache: Default::default(),
+            // It catches up at once with what ended while no master ran.
+            workflow: crate::workflow::Workflow::start(store.clone()),
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut runners: BTreeMap<String, RunnerState> = cfg

@@ -404,6 +404,10 @@ impl Master {
             self.send(runner, ToAgent::Ack { attempt });
             self.dirty = true;
         }
+        if !inputs.is_empty() {
+            // Recorded (or found superseded by a hold or remove): their ends can be settled.
+            self.shared.workflow.fold_stopped();
+        }
         self.flush();
         Ok(())
     }

@@ -42,8 +42,10 @@
 
 mod capacity;
 mod explain;
+/// The expression language lives below the scheduler (`crate::expr`); re-exported for paths
+/// written before the move.
+pub use crate::expr;
 pub use explain::state_summary;
-pub mod expr;
 mod feasibility;
 mod incremental;
 mod index;

@@ -146,6 +146,12 @@ impl Store {
         self.changes.clone()
     }
 
+    /// The newest committed event's id (0: none), on a reader connection: it may be ahead of
+    /// the change signal, which is published once the group is durable.
+    pub async fn newest_event(&self) -> Result<i64> {
+        self.read(|conn| Ok(newest(conn)?)).await
+    }
+
     /// One page of the feed (see [`EventFilter`]), on a reader connection. A `since` after the
     /// newest event, or below 0, is refused (400).
     pub async fn events_after(&self, filter: EventFilter) -> Result<EventPage> {

@@ -346,6 +346,6 @@ pub(crate) fn now_ms() -> i64 {
 #[cfg(test)]
 mod loss_tests;
 #[cfg(test)]
-mod submission_tests;
+pub(crate) mod submission_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

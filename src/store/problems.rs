@@ -138,9 +138,9 @@ impl Store {
     }
 
     /// Running custom splits whose fold stopped (done, failed or removed; a held fold may
-    /// still be released, so its split keeps running).
+    /// still be released, so its split keeps running). On a reader connection.
     pub async fn unsettled_custom_splits(&self) -> Result<Vec<CustomSplitInput>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let rows: Vec<(SplitId, i64)> = conn
                 .prepare_cached(
                     "SELECT p.id, p.fold_id FROM splits p JOIN folds f ON f.id = p.fold_id

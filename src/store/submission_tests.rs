@@ -6,7 +6,11 @@ use crate::model::FoldSpec;
 use crate::submission::Phase;
 use serde_json::json;
 
-fn new_submission(dataset_id: DatasetId, name: &str, blob_missing: bool) -> NewSubmission {
+pub(crate) fn new_submission(
+    dataset_id: DatasetId,
+    name: &str,
+    blob_missing: bool,
+) -> NewSubmission {
     let indices = b"[0]".to_vec();
     let sha = sha256_hex(&indices);
     let input = if blob_missing {
@@ -42,7 +46,7 @@ fn new_submission(dataset_id: DatasetId, name: &str, blob_missing: bool) -> NewS
     }
 }
 
-async fn setup() -> (tempfile::TempDir, Store, SubmissionRecord) {
+pub(crate) async fn setup() -> (tempfile::TempDir, Store, SubmissionRecord) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let d = store

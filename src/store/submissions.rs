@@ -262,9 +262,10 @@ impl Store {
     }
 
     /// Submission folds whose queue fold changed since their result was derived (at most
-    /// `limit`), with what deriving it needs.
+    /// `limit`), with what deriving it needs. On a reader connection: the workflow task's
+    /// scan never waits behind the writer nor delays it.
     pub async fn unsettled_submission_folds(&self, limit: u32) -> Result<Vec<SettleInput>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let rows: Vec<UnsettledRow> = conn
                 .prepare_cached(&format!(
                     "SELECT sf.id, {KEY}, f.id, s.dataset_id, s.split_id, sf.train_sha256, sf.test_sha256

@@ -10,7 +10,7 @@ pub(super) fn spec(max_retries: u32) -> FoldSpec {
     s
 }
 
-pub(super) fn result(attempt: i64, outcome: Outcome) -> ResultInput {
+pub(crate) fn result(attempt: i64, outcome: Outcome) -> ResultInput {
     ResultInput {
         attempt,
         outcome,
@@ -35,7 +35,7 @@ pub(super) async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i
     (dir, store, ids[0], attempt)
 }
 
-pub(super) async fn assign(store: &Store, fold: i64) -> i64 {
+pub(crate) async fn assign(store: &Store, fold: i64) -> i64 {
     let grant = Grant {
         millicpus: 1000,
         memory: 1 << 20,

@@ -5,9 +5,7 @@
 //! / `ERROR(test)` markers databoard parses (plus the traceback), wall and CPU seconds per
 //! phase, memory per phase in MiB (the fold's own container, not a worker's lifetime), predictions as b64(zlib(float64 LE)).
 
-use super::super::layout::{required_files, Layout};
-use super::super::results::{live_phase, settle};
-use super::super::submissions::{build_fold, decode_files, held, image_fold};
+use super::super::shared::{decode_files, held, live_phase, recorded};
 use super::super::{visible, ApiState};
 use super::{body_object, encode_f64, Inflater, RunappError, RunappResult};
 use crate::model::limits::MAX_INDICES_TEXT;
@@ -17,6 +15,7 @@ use crate::store::{
     SubmissionFoldRecord,
 };
 use crate::submission::{self, cv, npy, Phase};
+use crate::workflow::{build_fold, image_fold, required_files, Layout};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -154,7 +153,11 @@ pub async fn create(
     let Some(split_id) = split_id else {
         return Err(RunappError::bad("the submission has no split"));
     };
-    let layout = Layout::new(&s, &d, Some(split_id)).await?;
+    // A custom split that just ended is usable once the workflow recorded it.
+    recorded(&s).await?;
+    let layout = Layout::new(&s.store, &d, Some(split_id))
+        .await
+        .map_err(super::super::ApiError::from)?;
     let n = layout.n_train;
     let train_is = inflater
         .indices(&train_text, n)
@@ -421,7 +424,7 @@ pub async fn list(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
 ) -> RunappResult<Json<Vec<Rendered>>> {
-    settle(&s).await?;
+    recorded(&s).await?;
     let folds = s.store.runapp_folds(who.name, None).await?;
     render_all(&s, folds, Shape::Full).await
 }
@@ -433,7 +436,7 @@ pub async fn show(
 ) -> RunappResult<Json<Rendered>> {
     let not_found = || RunappError::detail(StatusCode::NOT_FOUND, "Not found.");
     let pk: i64 = pk.parse().map_err(|_| not_found())?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let mut folds = s.store.runapp_folds(who.name, Some(vec![pk])).await?;
     let (meta, sf) = folds.pop().ok_or_else(not_found)?;
     Ok(Json(render(&s, &meta, &sf, Shape::Full).await?))
@@ -443,7 +446,7 @@ pub async fn light(
     State(s): State<ApiState>,
     Extension(who): Extension<Principal>,
 ) -> RunappResult<Json<Vec<Light>>> {
-    settle(&s).await?;
+    recorded(&s).await?;
     let mut folds = s.store.runapp_folds(who.name, None).await?;
     for (_, sf) in &mut folds {
         sf.live = live_phase(&s, sf).await?;
@@ -483,7 +486,7 @@ pub async fn list_predictions(
             )
         })?;
     crate::model::limits::check_count("list_submission_fold", ids.len(), "folds", MAX_PREDICTIONS)?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let folds = s.store.runapp_folds(who.name, Some(ids)).await?;
     render_all(&s, folds, Shape::TestPred).await
 }
@@ -500,7 +503,7 @@ pub async fn new_predictions(
         body_object(&body)?
     };
     let dataset = int(&body, "raw_data_id")?;
-    settle(&s).await?;
+    recorded(&s).await?;
     let taken = s
         .store
         .take_new_results(who.name, dataset, MAX_PREDICTIONS as u32, true)

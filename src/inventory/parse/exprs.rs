@@ -2,10 +2,10 @@
 //! and its custom `attributes`.
 
 use super::{Ctx, Result};
+use crate::expr::AttrValue;
+use crate::expr::{check_attribute_name, Expr, Home};
 use crate::inventory::tree::{Item, Node};
 use crate::model::MAX_EXPRESSION;
-use crate::scheduler::expr::{check_attribute_name, Expr, Home};
-use crate::scheduler::AttrValue;
 use std::collections::BTreeMap;
 
 impl Ctx<'_> {

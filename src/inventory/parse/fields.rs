@@ -2,10 +2,10 @@
 //! runner inherits the keys it leaves out from `[defaults]`.
 
 use super::{Ctx, Result};
+use crate::expr::AttrValue;
 use crate::inventory::tree::{Entry, Node};
 use crate::inventory::{ExecutorKind, Transport, MAX_SLOTS};
 use crate::model::valid_name;
-use crate::scheduler::AttrValue;
 use std::collections::BTreeMap;
 
 /// The keys of a `[[runner]]`; the first `RUNNER_ONLY` are not allowed in `[defaults]`.

@@ -2,7 +2,7 @@
 //! `[defaults]`.
 
 use super::*;
-use crate::scheduler::AttrValue;
+use crate::expr::AttrValue;
 
 #[test]
 fn requirements_and_attributes_parse_and_inherit() {
