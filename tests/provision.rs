@@ -37,6 +37,9 @@ fn provision(h: &Hosts, inventory: &str, args: &[&str]) -> Run {
         .args(["--connect-timeout", "4s"])
         .args(args)
         .env("DATARUN_LOG", "warn")
+        // Not the real ~/.ssh/config nor the caller's ssh-agent.
+        .env("DATARUN_SSH_CONFIG", "none")
+        .env_remove("SSH_AUTH_SOCK")
         .output()
         .expect("run datarun provision");
     let run = Run {
@@ -273,9 +276,9 @@ fn a_failing_host_does_not_stop_the_others() {
     h.disconnect(1);
 
     let run = provision(&h, &inv, &["--accept-new"]);
-    assert_eq!(run.code, 1, "a failed host makes the exit code non-zero");
+    assert_eq!(run.code, 2, "a failed host makes the exit code 2, as Ansible's");
     let summary = &run.stdout;
-    assert!(summary.contains("3 failed"), "{summary}");
+    assert!(summary.contains("2 failed, 1 unreachable"), "{summary}");
     let line = |name: &str| {
         summary
             .lines()
@@ -284,10 +287,10 @@ fn a_failing_host_does_not_stop_the_others() {
             .to_string()
     };
     assert!(line("h0").contains("changed"), "{summary}");
-    assert!(line("h1").contains("failed"));
-    // Unreachable: named, failed at connect.
+    assert!(line("h1").contains("unreachable"), "{summary}");
+    // Unreachable: named, at connect, told apart from failed hosts.
     assert!(
-        summary.contains(&format!("h1 failed at connect: ssh {}:22", h.ip(1))),
+        summary.contains(&format!("h1 unreachable at connect: ssh {}:22", h.ip(1))),
         "{summary}"
     );
     // Changed host key: refused, naming the host, the file and the line.
@@ -319,7 +322,7 @@ fn a_failing_host_does_not_stop_the_others() {
 fn a_runner_without_docker_fails_with_what_to_do() {
     let h = Hosts::start_kind(1, Kind::Runner { docker: false });
     let run = provision(&h, &h.inventory("executor = \"docker\""), &["--accept-new"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     assert!(
         run.stdout.contains(
             "h0 failed at docker: Docker is not installed on h0; install it or set \
@@ -331,6 +334,30 @@ fn a_runner_without_docker_fails_with_what_to_do() {
     assert!(run
         .stderr
         .contains("[h0] docker ... failed: Docker is not installed"));
+
+    // A runner running folds as processes does not need Docker: provisioned, and says so.
+    let run = provision(&h, &h.inventory("executor = \"process\""), &["--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let reports = run.json();
+    assert_eq!(statuses(&reports), pairs(&[("h0", "changed")]));
+    let docker_step = reports[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "docker")
+        .expect("a docker step");
+    assert_eq!(docker_step["status"], "ok");
+    assert!(
+        docker_step["notes"].to_string().contains("Docker is not needed"),
+        "{docker_step}"
+    );
+    ping(&h, 0).expect("the agent answers");
+    // Only the hosts that could not be reached: exit 4.
+    h.disconnect(0);
+    let run = provision(&h, &h.inventory("executor = \"process\""), &["--json"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert_eq!(statuses(&run.json()), pairs(&[("h0", "unreachable")]));
+    assert!(run.stderr.contains("[h0] connect ... unreachable: ssh "), "{}", run.stderr);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +380,7 @@ async fn an_image_the_runner_lacks_is_streamed_over_ssh_or_clearly_missing() {
     // Neither the runner nor this machine has it: a clear failure.
     let inv = h.inventory(&format!("executor = \"docker\"\nimages = [\"{tag}\"]"));
     let run = tokio::task::block_in_place(|| provision(&h, &inv, &["--accept-new"]));
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     let want = format!(
         "[h0] images ... failed: image {tag} is not on this machine's Docker engine either"
     );

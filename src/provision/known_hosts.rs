@@ -1,9 +1,10 @@
 //! datarun's own known_hosts file: which host key each runner is expected to present.
 //!
 //! The format is OpenSSH's: one `hosts keytype base64 [comment]` line per key, `#` comments,
-//! `hosts` a comma-separated list of names, `[host]:port` for ports other than 22. Lines datarun
-//! cannot match are skipped: hashed names (`|1|…`) and `@cert-authority` lines. `@revoked`
-//! lines are honoured. Names are compared literally (no `*` or `?` patterns).
+//! `hosts` a comma-separated list of names, `[host]:port` for ports other than 22, patterns with
+//! `*` and `?`, `!` negations, and hashed names (`|1|salt|hash`, HMAC-SHA1 of the name, as
+//! `ssh-keygen -H` and `HashKnownHosts yes` write them). `@revoked` lines are honoured;
+//! `@cert-authority` lines are skipped (datarun checks plain host keys).
 //!
 //! A changed key is always refused, whatever the policy. An unknown host is refused under
 //! [`HostKeyPolicy::Strict`] and recorded once under [`HostKeyPolicy::AcceptNew`]; the record is
@@ -224,7 +225,7 @@ impl KnownHosts {
             else {
                 continue;
             };
-            if !entry.hosts.split(',').any(|h| h.eq_ignore_ascii_case(name)) {
+            if !hosts_match(entry.hosts, name) {
                 continue;
             }
             let same = entry.key.key_data() == key.key_data();
@@ -345,8 +346,12 @@ fn parse_line(raw: &str) -> Result<Option<Entry<'_>>, String> {
     let (Some(key_type), Some(base64)) = (fields.next(), fields.next()) else {
         return Err("expected `hosts keytype base64-key`".into());
     };
-    if first.starts_with("|1|") {
-        return Ok(None);
+    for host in first.split(',') {
+        if let Some(hashed) = host.strip_prefix("|1|") {
+            decode_hashed(hashed).ok_or_else(|| {
+                format!("bad hashed host name {host:?} (expected |1|base64-salt|base64-hash)")
+            })?;
+        }
     }
     let key = PublicKey::from_openssh(&format!("{key_type} {base64}"))
         .map_err(|e| format!("cannot read the {key_type} key: {e}"))?;
@@ -358,6 +363,40 @@ fn parse_line(raw: &str) -> Result<Option<Entry<'_>>, String> {
         hosts: first,
         key,
     }))
+}
+
+/// Whether the `hosts` field of a line names `name` (lowercase, `[host]:port` off port 22).
+fn hosts_match(hosts: &str, name: &str) -> bool {
+    let mut matched = false;
+    for entry in hosts.split(',') {
+        let (negated, entry) = match entry.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, entry),
+        };
+        let hit = match entry.strip_prefix("|1|") {
+            Some(hashed) => decode_hashed(hashed).is_some_and(|(salt, hash)| {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt);
+                ring::hmac::verify(&key, name.as_bytes(), &hash).is_ok()
+            }),
+            None => super::ssh::config::glob(&entry.to_ascii_lowercase(), name),
+        };
+        if hit {
+            if negated {
+                return false;
+            }
+            matched = true;
+        }
+    }
+    matched
+}
+
+/// The salt and hash of a hashed name (`salt|hash` after `|1|`, both base64).
+fn decode_hashed(text: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine;
+    let (salt, hash) = text.split_once('|')?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (salt, hash) = (b64.decode(salt).ok()?, b64.decode(hash).ok()?);
+    (hash.len() == 20).then_some((salt, hash))
 }
 
 #[cfg(test)]
@@ -472,11 +511,14 @@ mod tests {
         let err = kh.check("h", 22, &key(K1), HostKeyPolicy::AcceptNew);
         assert!(matches!(err, Err(KnownHostsError::Revoked { line: 1, .. })));
 
-        let (_d, kh) = file(&format!(
-            "|1|abc|def {K2}\n@cert-authority * {K2}\nh {K1}\n"
-        ));
+        let (_d, kh) = file(&format!("@cert-authority * {K2}\nh {K1}\n"));
         let ok = kh.check("h", 22, &key(K1), HostKeyPolicy::Strict);
-        assert_eq!(ok.unwrap(), HostKeyStatus::Known { line: 3 });
+        assert_eq!(ok.unwrap(), HostKeyStatus::Known { line: 2 });
+
+        let (_d, kh) = file(&format!("h {K1}\n|1|abc|def {K2}\n"));
+        let err = kh.check("h", 22, &key(K1), HostKeyPolicy::Strict);
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains(":2: bad known_hosts line: bad hashed host name"), "{err}");
 
         let (_d, kh) = file(&format!("h {K1}\nbroken ssh-ed25519 !!!\n"));
         let err = kh
@@ -504,5 +546,34 @@ mod tests {
         });
         let text = fs::read_to_string(kh.path()).unwrap();
         assert_eq!(text.lines().count(), 3, "{text}");
+    }
+
+    /// Hashed lines as `ssh-keygen -H` writes them match their host, and only it.
+    #[test]
+    fn hashed_names_and_patterns_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("known_hosts");
+        fs::write(
+            &path,
+            format!("10.9.8.7 {K1}\n[10.9.8.7]:2222 {K2}\n*.lab.example,!bad.lab.example {RSA}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new("ssh-keygen")
+            .arg("-H")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .expect("these tests need ssh-keygen (openssh-client)");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("|1|") && !text.contains("10.9.8.7"), "{text}");
+        let kh = KnownHosts::new(&path);
+        let known = |host: &str, port: u16, k: &str| kh.check(host, port, &key(k), HostKeyPolicy::Strict);
+        assert!(matches!(known("10.9.8.7", 22, K1), Ok(HostKeyStatus::Known { .. })));
+        assert!(matches!(known("10.9.8.7", 2222, K2), Ok(HostKeyStatus::Known { .. })));
+        assert!(matches!(known("10.9.8.7", 22, K2), Err(KnownHostsError::Changed { .. })));
+        assert!(matches!(known("10.9.8.8", 22, K1), Err(KnownHostsError::Unknown { .. })));
+        assert!(matches!(known("Box.Lab.Example", 22, RSA), Ok(HostKeyStatus::Known { .. })));
+        assert!(matches!(known("bad.lab.example", 22, RSA), Err(KnownHostsError::Unknown { .. })));
     }
 }

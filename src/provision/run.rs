@@ -35,6 +35,8 @@ pub struct RunOptions {
 pub enum Event<'a> {
     Step(&'a str, &'a StepReport),
     Failed(&'a str, &'a Failure),
+    /// The host's sshd could not be reached (see [`super::SshError::is_unreachable`]).
+    Unreachable(&'a str, &'a Failure),
 }
 
 /// Called from the hosts' tasks as they go.
@@ -120,18 +122,29 @@ impl Host<'_> {
         let started = Instant::now();
         let address = self.runner.address().unwrap_or_default();
         let mut report = HostReport::new(&self.runner.name, &address);
-        let connected = match SshTarget::for_runner(self.runner) {
-            Ok(target) => Session::connect(&target, &self.opts.ssh)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let connected = match SshTarget::for_runner(self.runner, &self.opts.ssh) {
+            Ok(target) => Session::connect(&target, &self.opts.ssh).await,
+            Err(e) => {
+                self.failed(&mut report, "connect", StepError::new(e));
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return report;
+            }
         };
         match connected {
             Ok(session) => {
                 self.steps(&session, &mut report).await;
                 session.close().await;
             }
-            Err(reason) => self.failed(&mut report, "connect", StepError::new(reason)),
+            Err(e) if e.is_unreachable() => {
+                let failure = Failure {
+                    step: "connect".into(),
+                    reason: e.to_string(),
+                    output: String::new(),
+                };
+                (self.progress)(Event::Unreachable(&self.runner.name, &failure));
+                report.unreachable(failure);
+            }
+            Err(e) => self.failed(&mut report, "connect", StepError::new(e.to_string())),
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report

@@ -29,7 +29,7 @@ pub fn connect(
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
-    let target = SshTarget::for_runner(spec);
+    let target = SshTarget::for_runner(spec, &opts);
     let layout = RemoteLayout::for_runner(spec);
     let name = spec.name.clone();
     tokio::spawn(async move {
