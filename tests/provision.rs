@@ -28,7 +28,10 @@ impl Run {
 /// Runs `datarun provision INVENTORY --known-hosts ... ARGS`.
 fn provision(h: &Hosts, inventory: &str, args: &[&str]) -> Run {
     let file = h.dir.path().join("runners.toml");
-    std::fs::write(&file, inventory).unwrap();
+    // Unchanged, it is not rewritten (runs at once would read it half-written).
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(inventory) {
+        std::fs::write(&file, inventory).unwrap();
+    }
     let out = Command::new(BIN)
         .arg("provision")
         .arg(&file)
@@ -157,15 +160,22 @@ fn three_hosts_in_parallel_then_nothing_changes() {
         &format!("cp {b} {b}.x && printf x >> {b}.x && mv {b}.x {b}"),
     )
     .unwrap();
+    let changes_of = |reports: &[Value]| -> Vec<String> {
+        reports[0]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    // --check predicts exactly what the run then does, the agent's restart included.
+    let run = provision(&h, &inv, &["--json", "--check", "--limit", "h1"]);
+    let predicted = changes_of(&run.json());
     let run = provision(&h, &inv, &["--json", "--limit", "h1"]);
     let reports = run.json();
     assert_eq!(statuses(&reports), pairs(&[("h1", "changed")]));
-    let changes: Vec<&str> = reports[0]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let changes = changes_of(&reports);
+    assert_eq!(predicted, changes);
     assert_eq!(
         changes,
         [
@@ -415,4 +425,22 @@ async fn an_image_the_runner_lacks_is_streamed_over_ssh_or_clearly_missing() {
         .expect("an images step");
     assert_eq!(images["status"], "ok");
     let _ = try_docker(&["rmi", &tag]);
+}
+
+#[test]
+fn two_runs_on_one_host_at_once_take_turns() {
+    let h = Hosts::start_runners(1);
+    let inv = h.inventory("executor = \"process\"");
+    std::fs::write(h.dir.path().join("runners.toml"), &inv).unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| provision(&h, &inv, &["--accept-new", "--json"]));
+        let b = s.spawn(|| provision(&h, &inv, &["--accept-new", "--json"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+    // One run made the changes; the other, waiting on the host's lock, found them made.
+    let mut seen = [statuses(&a.json()), statuses(&b.json())].concat();
+    seen.sort();
+    assert_eq!(seen, pairs(&[("h0", "changed"), ("h0", "ok")]));
+    ping(&h, 0).expect("the agent answers");
 }
