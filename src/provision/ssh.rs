@@ -459,3 +459,7 @@ async fn connect_hop(
         .map_err(|_| timed_out("authenticating"))??;
     Ok(handle)
 }
+
+#[cfg(test)]
+#[path = "ssh/resolve_tests.rs"]
+mod resolve_tests;

@@ -336,7 +336,7 @@ pub fn glob(pattern: &str, name: &str) -> bool {
     let mut star: Option<(usize, usize)> = None;
     while ni < n.len() {
         match p.get(pi) {
-            Some('*') => {
+            Some(&'*') => {
                 star = Some((pi, ni));
                 pi += 1;
             }
