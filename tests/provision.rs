@@ -286,7 +286,10 @@ fn a_failing_host_does_not_stop_the_others() {
     h.disconnect(1);
 
     let run = provision(&h, &inv, &["--accept-new"]);
-    assert_eq!(run.code, 2, "a failed host makes the exit code 2, as Ansible's");
+    assert_eq!(
+        run.code, 2,
+        "a failed host makes the exit code 2, as Ansible's"
+    );
     let summary = &run.stdout;
     assert!(summary.contains("2 failed, 1 unreachable"), "{summary}");
     let line = |name: &str| {
@@ -358,7 +361,9 @@ fn a_runner_without_docker_fails_with_what_to_do() {
         .expect("a docker step");
     assert_eq!(docker_step["status"], "ok");
     assert!(
-        docker_step["notes"].to_string().contains("Docker is not needed"),
+        docker_step["notes"]
+            .to_string()
+            .contains("Docker is not needed"),
         "{docker_step}"
     );
     ping(&h, 0).expect("the agent answers");
@@ -367,7 +372,11 @@ fn a_runner_without_docker_fails_with_what_to_do() {
     let run = provision(&h, &h.inventory("executor = \"process\""), &["--json"]);
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert_eq!(statuses(&run.json()), pairs(&[("h0", "unreachable")]));
-    assert!(run.stderr.contains("[h0] connect ... unreachable: ssh "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("[h0] connect ... unreachable: ssh "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -552,13 +552,22 @@ fn a_runner_rebooted_without_systemd_gets_its_agent_back_and_its_log_is_rotated(
     loop {
         let sizes = c
             .hosts
-            .sh(0, &format!("wc -c < {dir}/agent.log; wc -c < {dir}/agent.log.1 || true"))
+            .sh(
+                0,
+                &format!("wc -c < {dir}/agent.log; wc -c < {dir}/agent.log.1 || true"),
+            )
             .unwrap();
-        let sizes: Vec<u64> = sizes.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        let sizes: Vec<u64> = sizes
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
         if sizes.len() == 2 && sizes[0] < 1_000_000 && sizes[1] >= 11_000_000 {
             break;
         }
-        assert!(Instant::now() < deadline, "the log was never rotated: {sizes:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the log was never rotated: {sizes:?}"
+        );
         std::thread::sleep(Duration::from_millis(500));
     }
 
@@ -566,7 +575,10 @@ fn a_runner_rebooted_without_systemd_gets_its_agent_back_and_its_log_is_rotated(
     c.hosts.stop(0);
     let deadline = Instant::now() + Duration::from_secs(60);
     while m.get("/runners")["runners"][0]["state"] == "ready" {
-        assert!(Instant::now() < deadline, "the master never noticed the reboot");
+        assert!(
+            Instant::now() < deadline,
+            "the master never noticed the reboot"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     c.hosts.start_again(0);

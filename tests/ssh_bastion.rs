@@ -66,7 +66,10 @@ impl Agent {
         let agent = Agent { child, socket };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !agent.socket.exists() {
-            assert!(Instant::now() < deadline, "ssh-agent made no socket in 10 s");
+            assert!(
+                Instant::now() < deadline,
+                "ssh-agent made no socket in 10 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         agent
@@ -162,8 +165,9 @@ fn reports(run: &Run) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisions_through_a_bastion_with_keys_only_in_ssh_agent() {
-    try_docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE])
-        .unwrap_or_else(|_| panic!("image {IMAGE} is missing: build it with ./images/build-sshd.sh"));
+    try_docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE]).unwrap_or_else(|_| {
+        panic!("image {IMAGE} is missing: build it with ./images/build-sshd.sh")
+    });
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let key = keygen(dir, "id_protected", "ed25519", PASSPHRASE);
@@ -174,21 +178,47 @@ async fn provisions_through_a_bastion_with_keys_only_in_ssh_agent() {
         network: format!("ssh-bastion-{pid}"),
         containers: Vec::new(),
     };
-    docker(&["network", "create", "--label", "datarun.test=ssh", &lab.network]);
+    docker(&[
+        "network",
+        "create",
+        "--label",
+        "datarun.test=ssh",
+        &lab.network,
+    ]);
     let bastion = format!("ssh-bastion-{pid}-bastion");
     let target = format!("ssh-bastion-{pid}-target");
     let keys = format!("AUTHORIZED_KEYS={public}");
     lab.containers.push(bastion.clone());
     docker(&[
-        "run", "-d", "--name", &bastion, "--network", &lab.network, "--label",
-        "datarun.test=ssh", "-e", &keys, IMAGE,
+        "run",
+        "-d",
+        "--name",
+        &bastion,
+        "--network",
+        &lab.network,
+        "--label",
+        "datarun.test=ssh",
+        "-e",
+        &keys,
+        IMAGE,
     ]);
     // The target shares the bastion's network namespace and listens on its loopback only.
     lab.containers.push(target.clone());
     let netns = format!("container:{bastion}");
     docker(&[
-        "run", "-d", "--name", &target, "--network", &netns, "--label", "datarun.test=ssh",
-        "-e", &keys, IMAGE, "-o", "ListenAddress=127.0.0.1:2222",
+        "run",
+        "-d",
+        "--name",
+        &target,
+        "--network",
+        &netns,
+        "--label",
+        "datarun.test=ssh",
+        "-e",
+        &keys,
+        IMAGE,
+        "-o",
+        "ListenAddress=127.0.0.1:2222",
     ]);
     wait_listening(&bastion, "Server listening on 0.0.0.0 port 22");
     wait_listening(&target, "Server listening on 127.0.0.1 port 2222");
@@ -255,10 +285,22 @@ async fn provisions_through_a_bastion_with_keys_only_in_ssh_agent() {
     assert!(text.contains("[127.0.0.1]:2222 ssh-"), "{text}");
 
     // Hashed as `ssh-keygen -H` does, the file still vouches for both hosts (strict now).
-    let hashed = Command::new("ssh-keygen").arg("-H").arg("-f").arg(&kh).output().unwrap();
-    assert!(hashed.status.success(), "{}", String::from_utf8_lossy(&hashed.stderr));
+    let hashed = Command::new("ssh-keygen")
+        .arg("-H")
+        .arg("-f")
+        .arg(&kh)
+        .output()
+        .unwrap();
+    assert!(
+        hashed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&hashed.stderr)
+    );
     let text = std::fs::read_to_string(&kh).unwrap();
-    assert!(!text.contains(&bastion_ip) && text.starts_with("|1|"), "{text}");
+    assert!(
+        !text.contains(&bastion_ip) && text.starts_with("|1|"),
+        "{text}"
+    );
     let run = provision(dir, &config, Some(&agent.socket), &[]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(reports(&run)[0]["status"], "ok", "{}", run.stdout);

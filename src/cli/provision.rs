@@ -95,9 +95,7 @@ pub fn provision(args: ProvisionArgs) -> Result<()> {
         let line = match event {
             Event::Step(host, step) => progress_line(host, step, check),
             Event::Failed(host, failure) => failure_line(host, failure, Status::Failed),
-            Event::Unreachable(host, failure) => {
-                failure_line(host, failure, Status::Unreachable)
-            }
+            Event::Unreachable(host, failure) => failure_line(host, failure, Status::Unreachable),
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     });

@@ -518,7 +518,10 @@ mod tests {
         let (_d, kh) = file(&format!("h {K1}\n|1|abc|def {K2}\n"));
         let err = kh.check("h", 22, &key(K1), HostKeyPolicy::Strict);
         let err = err.unwrap_err().to_string();
-        assert!(err.contains(":2: bad known_hosts line: bad hashed host name"), "{err}");
+        assert!(
+            err.contains(":2: bad known_hosts line: bad hashed host name"),
+            "{err}"
+        );
 
         let (_d, kh) = file(&format!("h {K1}\nbroken ssh-ed25519 !!!\n"));
         let err = kh
@@ -564,16 +567,42 @@ mod tests {
             .arg(&path)
             .output()
             .expect("these tests need ssh-keygen (openssh-client)");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = fs::read_to_string(&path).unwrap();
-        assert!(text.starts_with("|1|") && !text.contains("10.9.8.7"), "{text}");
+        assert!(
+            text.starts_with("|1|") && !text.contains("10.9.8.7"),
+            "{text}"
+        );
         let kh = KnownHosts::new(&path);
-        let known = |host: &str, port: u16, k: &str| kh.check(host, port, &key(k), HostKeyPolicy::Strict);
-        assert!(matches!(known("10.9.8.7", 22, K1), Ok(HostKeyStatus::Known { .. })));
-        assert!(matches!(known("10.9.8.7", 2222, K2), Ok(HostKeyStatus::Known { .. })));
-        assert!(matches!(known("10.9.8.7", 22, K2), Err(KnownHostsError::Changed { .. })));
-        assert!(matches!(known("10.9.8.8", 22, K1), Err(KnownHostsError::Unknown { .. })));
-        assert!(matches!(known("Box.Lab.Example", 22, RSA), Ok(HostKeyStatus::Known { .. })));
-        assert!(matches!(known("bad.lab.example", 22, RSA), Err(KnownHostsError::Unknown { .. })));
+        let known =
+            |host: &str, port: u16, k: &str| kh.check(host, port, &key(k), HostKeyPolicy::Strict);
+        assert!(matches!(
+            known("10.9.8.7", 22, K1),
+            Ok(HostKeyStatus::Known { .. })
+        ));
+        assert!(matches!(
+            known("10.9.8.7", 2222, K2),
+            Ok(HostKeyStatus::Known { .. })
+        ));
+        assert!(matches!(
+            known("10.9.8.7", 22, K2),
+            Err(KnownHostsError::Changed { .. })
+        ));
+        assert!(matches!(
+            known("10.9.8.8", 22, K1),
+            Err(KnownHostsError::Unknown { .. })
+        ));
+        assert!(matches!(
+            known("Box.Lab.Example", 22, RSA),
+            Ok(HostKeyStatus::Known { .. })
+        ));
+        assert!(matches!(
+            known("bad.lab.example", 22, RSA),
+            Err(KnownHostsError::Unknown { .. })
+        ));
     }
 }

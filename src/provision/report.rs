@@ -271,7 +271,10 @@ mod tests {
         assert_eq!(exit_code(&[b.clone(), d.clone()]), 2);
         let text = summary(&[d], false, Duration::from_millis(10));
         assert!(text.contains("d unreachable at connect"), "{text}");
-        assert!(text.contains("1 host: 0 ok, 0 changed, 0 failed, 1 unreachable"), "{text}");
+        assert!(
+            text.contains("1 host: 0 ok, 0 changed, 0 failed, 1 unreachable"),
+            "{text}"
+        );
         let text = summary(
             &[a.clone(), b, c.clone()],
             false,

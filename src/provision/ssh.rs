@@ -424,8 +424,7 @@ async fn connect_hop(
                         source,
                     })?;
             let _ = socket.set_nodelay(true);
-            tokio::time::timeout_at(deadline, client::connect_stream(config, socket, handler))
-                .await
+            tokio::time::timeout_at(deadline, client::connect_stream(config, socket, handler)).await
         }
         Some((bastion, bastion_label)) => {
             let open = bastion.channel_open_direct_tcpip(host, u32::from(hop.port), "127.0.0.1", 0);
@@ -439,8 +438,7 @@ async fn connect_hop(
                     )),
                 })?;
             let stream = channel.into_stream();
-            tokio::time::timeout_at(deadline, client::connect_stream(config, stream, handler))
-                .await
+            tokio::time::timeout_at(deadline, client::connect_stream(config, stream, handler)).await
         }
     };
     let mut handle = match handshake {

@@ -15,7 +15,7 @@ use super::{identity, Client, SshError, SshTarget};
 
 /// The signature hash for an RSA key (SHA-2 only: what the server announces, else sha-256).
 async fn rsa_hash(handle: &Handle<Client>, algorithm: &Algorithm) -> Option<HashAlg> {
-    if !algorithm.is_rsa() {
+    if !matches!(algorithm, Algorithm::Rsa { .. }) {
         return None;
     }
     match handle.best_supported_rsa_hash().await {

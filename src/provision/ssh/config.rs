@@ -99,7 +99,8 @@ impl SshConfig {
                 meta.len()
             )));
         }
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
         SshConfig::parse(&text, path)
     }
 
@@ -120,14 +121,14 @@ impl SshConfig {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let (keyword, rest) = split_keyword(line);
-            let keyword = keyword.to_ascii_lowercase();
+            let (written, rest) = split_keyword(line);
+            let keyword = written.to_ascii_lowercase();
             let args = words(rest).map_err(err)?;
             let one = |what: &str| -> Result<String, ConfigError> {
                 match args.as_slice() {
                     [value] => Ok(value.clone()),
-                    [] => Err(err(format!("{keyword} needs {what}"))),
-                    _ => Err(err(format!("{keyword} takes one value ({what})"))),
+                    [] => Err(err(format!("{written} needs {what}"))),
+                    _ => Err(err(format!("{written} takes one value ({what})"))),
                 }
             };
             let setting = match keyword.as_str() {
@@ -169,7 +170,9 @@ impl SshConfig {
                     let value = one("a socket path, SSH_AUTH_SOCK or none")?;
                     Setting::IdentityAgent((!value.eq_ignore_ascii_case("none")).then_some(value))
                 }
-                "proxyjump" => Setting::ProxyJump(parse_jumps(&one("[user@]host[:port],...")?).map_err(err)?),
+                "proxyjump" => {
+                    Setting::ProxyJump(parse_jumps(&one("[user@]host[:port],...")?).map_err(err)?)
+                }
                 _ => continue,
             };
             if let Some(block) = blocks.last_mut() {
@@ -194,7 +197,8 @@ impl SshConfig {
             for setting in &block.settings {
                 match setting {
                     Setting::HostName(v) => {
-                        out.host_name.get_or_insert_with(|| v.replace("%h", host).replace("%%", "%"));
+                        out.host_name
+                            .get_or_insert_with(|| v.replace("%h", host).replace("%%", "%"));
                     }
                     Setting::User(v) => {
                         out.user.get_or_insert_with(|| v.clone());
@@ -299,7 +303,8 @@ pub fn parse_jumps(text: &str) -> Result<Vec<Jump>, String> {
 }
 
 fn parse_jump(text: &str) -> Result<Jump, String> {
-    let bad = |why: &str| format!("bad ProxyJump hop {text:?}: {why} (expected [user@]host[:port])");
+    let bad =
+        |why: &str| format!("bad ProxyJump hop {text:?}: {why} (expected [user@]host[:port])");
     let spec = text.strip_prefix("ssh://").unwrap_or(text);
     let (user, hostport) = match spec.rsplit_once('@') {
         Some((u, rest)) if !u.is_empty() => (Some(u.to_string()), rest),
@@ -310,7 +315,10 @@ fn parse_jump(text: &str) -> Result<Jump, String> {
         let (host, after) = rest.split_once(']').ok_or_else(|| bad("unclosed ["))?;
         match after {
             "" => (host, None),
-            p => (host, Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?)),
+            p => (
+                host,
+                Some(p.strip_prefix(':').ok_or_else(|| bad("junk after ]"))?),
+            ),
         }
     } else {
         match hostport.rsplit_once(':') {
@@ -410,11 +418,18 @@ mod tests {
         .unwrap();
         let lab1 = cfg.resolve("LAB-1");
         assert_eq!(lab1.host_name.as_deref(), Some("LAB-1.example.org"));
-        assert_eq!(lab1.user.as_deref(), Some("everyone"), "the global line is first");
+        assert_eq!(
+            lab1.user.as_deref(),
+            Some("everyone"),
+            "the global line is first"
+        );
         assert_eq!(lab1.port, Some(2200));
         assert_eq!(
             lab1.identity_files,
-            [PathBuf::from("~/.ssh/lab"), PathBuf::from("/keys/with space")]
+            [
+                PathBuf::from("~/.ssh/lab"),
+                PathBuf::from("/keys/with space")
+            ]
         );
         assert_eq!(lab1.identity_agent, Some(None));
         let jumps = lab1.proxy_jump.unwrap();

@@ -40,7 +40,10 @@ Host loop
 fn the_config_fills_in_what_the_inventory_does_not_say() {
     let cfg = config(CONFIG);
     let t = resolve("lab-1", nothing(), Some(&cfg), 0).unwrap();
-    assert_eq!((t.host.as_str(), t.port, t.user.as_str()), ("lab-1.lab", 2200, "deploy"));
+    assert_eq!(
+        (t.host.as_str(), t.port, t.user.as_str()),
+        ("lab-1.lab", 2200, "deploy")
+    );
     assert_eq!(t.identity_files, [PathBuf::from("/keys/lab")]);
     assert_eq!(t.agent, Some(PathBuf::from("/run/agent.sock")));
     // gate's own ProxyJump (outer) comes first; inner is reached through gate.
