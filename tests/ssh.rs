@@ -305,7 +305,7 @@ async fn bad_identity_files_are_named() {
         (dir.join("missing_key"), "cannot read it"),
         (garbage, "not a text file"),
         (text, "not a private key"),
-        (encrypted, "unencrypted key"),
+        (encrypted, "load it into ssh-agent"),
     ] {
         let target = SshTarget {
             identity_files: vec![path.clone()],
