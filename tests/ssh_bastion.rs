@@ -309,7 +309,7 @@ async fn provisions_through_a_bastion_with_keys_only_in_ssh_agent() {
     let with_agent = dir.join("ssh_config_agent");
     let nowhere = dir.join("no-such-key");
     let socket_line = format!(
-        "Host *\n  IdentityAgent {}\n  IdentityFile {}\n",
+        "Host *\n  IdentityAgent {}\n  IdentityFile {}\n  UserKnownHostsFile none\n",
         agent.socket.display(),
         nowhere.display()
     );
@@ -340,6 +340,15 @@ async fn provisions_through_a_bastion_with_keys_only_in_ssh_agent() {
     let facts: Value = serde_json::from_str(&ping.stdout_lossy()).unwrap();
     assert_eq!(facts["agent_version"], env!("CARGO_PKG_VERSION"));
     session.close().await;
+
+    // The operator's own hashed ~/.ssh/known_hosts vouches for both hops, read-only, when
+    // datarun's file knows neither (strict: nothing is recorded).
+    std::fs::create_dir(dir.join(".ssh")).unwrap();
+    std::fs::rename(&kh, dir.join(".ssh/known_hosts")).unwrap();
+    let run = provision(dir, &config, Some(&agent.socket), &[]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(reports(&run)[0]["status"], "ok", "{}", run.stdout);
+    assert!(!kh.exists(), "strict checking recorded nothing");
 
     // Without the ProxyJump the target cannot be reached: unreachable, exit 4.
     let direct_config = dir.join("ssh_config_direct");

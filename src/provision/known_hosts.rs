@@ -132,6 +132,9 @@ fn fingerprint(key: &PublicKey) -> String {
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
     path: PathBuf,
+    /// Skip lines it cannot read (the operator's own files, which may hold key types datarun
+    /// does not know) instead of refusing.
+    lenient: bool,
 }
 
 enum Lookup {
@@ -143,7 +146,43 @@ enum Lookup {
 
 impl KnownHosts {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        KnownHosts { path: path.into() }
+        KnownHosts {
+            path: path.into(),
+            lenient: false,
+        }
+    }
+
+    /// Checks `host:port` against this file and, when it does not know the host, against the
+    /// operator's OpenSSH files `trusted` (read-only, unreadable lines skipped): a key they
+    /// record is accepted, a different one refused as changed. Only a host none of them knows
+    /// is left to `policy` (and recorded in this file). Blocking file IO.
+    pub fn check_with(
+        &self,
+        trusted: &[PathBuf],
+        host: &str,
+        port: u16,
+        key: &PublicKey,
+        policy: HostKeyPolicy,
+    ) -> Result<HostKeyStatus, KnownHostsError> {
+        match self.check(host, port, key, HostKeyPolicy::Strict) {
+            Err(KnownHostsError::Unknown { .. }) => {}
+            other => return other,
+        }
+        for file in trusted {
+            let theirs = KnownHosts {
+                path: file.clone(),
+                lenient: true,
+            };
+            match theirs.check(host, port, key, HostKeyPolicy::Strict) {
+                Err(KnownHostsError::Unknown { .. }) => {}
+                Ok(HostKeyStatus::Known { line }) => {
+                    tracing::debug!(%host, "host key trusted by {}:{line}", file.display());
+                    return Ok(HostKeyStatus::Known { line });
+                }
+                other => return other,
+            }
+        }
+        self.check(host, port, key, policy)
     }
 
     pub fn path(&self) -> &Path {
@@ -217,13 +256,17 @@ impl KnownHosts {
         let mut known = None;
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
-            let Some(entry) = parse_line(raw).map_err(|reason| KnownHostsError::Malformed {
-                file: self.path.clone(),
-                line,
-                reason,
-            })?
-            else {
-                continue;
+            let entry = match parse_line(raw) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(_) if self.lenient => continue,
+                Err(reason) => {
+                    return Err(KnownHostsError::Malformed {
+                        file: self.path.clone(),
+                        line,
+                        reason,
+                    })
+                }
             };
             if !hosts_match(entry.hosts, name) {
                 continue;
@@ -604,5 +647,37 @@ mod tests {
             known("bad.lab.example", 22, RSA),
             Err(KnownHostsError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn the_operators_files_are_trusted_read_only() {
+        let (_d, kh) = file(&format!("other {K2}\n"));
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("ssh_known_hosts");
+        fs::write(
+            &theirs,
+            format!("junk-line\nh sk-unknown-type@openssh.com AAAA\nh {K1}\n"),
+        )
+        .unwrap();
+        let trusted = [dir.path().join("missing"), theirs.clone()];
+        let check = |host: &str, k: &str, policy| kh.check_with(&trusted, host, 22, &key(k), policy);
+        assert_eq!(
+            check("h", K1, HostKeyPolicy::Strict).unwrap(),
+            HostKeyStatus::Known { line: 3 }
+        );
+        let err = check("h", K2, HostKeyPolicy::AcceptNew).unwrap_err();
+        assert!(matches!(err, KnownHostsError::Changed { line: 3, .. }), "{err}");
+        assert!(err.to_string().contains(&theirs.display().to_string()), "{err}");
+        assert!(matches!(
+            check("new", K1, HostKeyPolicy::Strict),
+            Err(KnownHostsError::Unknown { .. })
+        ));
+        assert_eq!(
+            check("new", K1, HostKeyPolicy::AcceptNew).unwrap(),
+            HostKeyStatus::Recorded { line: 2 }
+        );
+        // Nothing was written to the operator's file; datarun's own wins when it knows.
+        assert!(!fs::read_to_string(&theirs).unwrap().contains("new"));
+        assert!(check("other", K2, HostKeyPolicy::Strict).is_ok());
     }
 }

@@ -1,6 +1,8 @@
 //! A small SSH client over russh: one TCP connection per host, many channels on it.
 //!
-//! Host keys are checked against datarun's own known_hosts file ([`super::known_hosts`]). The
+//! Host keys are checked against datarun's own known_hosts file ([`super::known_hosts`]), and,
+//! when an ssh config is followed, the operator's own (`UserKnownHostsFile`, default
+//! `~/.ssh/known_hosts`), read-only. The
 //! client logs in as OpenSSH would ([`auth`]): the identity files given (unencrypted ed25519,
 //! ECDSA or RSA keys, RSA with SHA-2 signatures only), then the keys of an `ssh-agent`
 //! (passphrase-protected keys work through it). Where to connect follows the inventory, then
@@ -44,6 +46,9 @@ pub struct SshTarget {
     /// Jump hosts (`ProxyJump`), first hop first; each is reached through the ones before it,
     /// and this target through the last.
     pub jumps: Vec<SshTarget>,
+    /// The operator's OpenSSH known_hosts files, trusted read-only besides datarun's own
+    /// (see [`KnownHosts::check_with`]).
+    pub trusted_known_hosts: Vec<PathBuf>,
 }
 
 impl SshTarget {
@@ -56,6 +61,7 @@ impl SshTarget {
             identity_files: vec![identity],
             agent: None,
             jumps: Vec::new(),
+            trusted_known_hosts: Vec::new(),
         }
     }
 
@@ -139,6 +145,18 @@ fn resolve(
              (SSH_AUTH_SOCK is not set)"
         ));
     }
+    // With an ssh config followed, the operator's known_hosts files vouch for hosts too.
+    let trusted_known_hosts = match (config, hc.user_known_hosts) {
+        (None, _) => Vec::new(),
+        (Some(_), Some(files)) => files,
+        (Some(_), None) => vec![
+            PathBuf::from("~/.ssh/known_hosts"),
+            PathBuf::from("~/.ssh/known_hosts2"),
+        ],
+    }
+    .iter()
+    .map(|p| config::expand_path(p, &host, &user))
+    .collect();
     let mut jumps = Vec::new();
     for (i, hop) in hc.proxy_jump.unwrap_or_default().into_iter().enumerate() {
         if depth + jumps.len() >= config::MAX_JUMPS {
@@ -168,6 +186,7 @@ fn resolve(
         identity_files,
         agent,
         jumps,
+        trusted_known_hosts,
     })
 }
 
@@ -222,6 +241,7 @@ pub(crate) struct Client {
     port: u16,
     label: String,
     known_hosts: KnownHosts,
+    trusted: Vec<PathBuf>,
     policy: HostKeyPolicy,
     refusal: Arc<Mutex<Option<SshError>>>,
 }
@@ -245,13 +265,16 @@ impl client::Handler for Client {
                 return Ok(false);
             }
         };
-        let (kh, host, port, policy) = (
+        let (kh, trusted, host, port, policy) = (
             self.known_hosts.clone(),
+            self.trusted.clone(),
             self.host.clone(),
             self.port,
             self.policy,
         );
-        let checked = tokio::task::spawn_blocking(move || kh.check(&host, port, &key, policy))
+        let checked = tokio::task::spawn_blocking(move || {
+            kh.check_with(&trusted, &host, port, &key, policy)
+        })
             .await
             .unwrap_or_else(|e| {
                 Err(KnownHostsError::Io {
@@ -410,6 +433,7 @@ async fn connect_hop(
         port: hop.port,
         label: label.clone(),
         known_hosts: KnownHosts::new(&opts.known_hosts),
+        trusted: hop.trusted_known_hosts.clone(),
         policy: opts.policy,
         refusal: refusal.clone(),
     };

@@ -1,8 +1,8 @@
 //! The operator's OpenSSH client configuration (`~/.ssh/config`), the part datarun follows:
 //! `Host` blocks (patterns with `*`, `?` and `!` negation, several per line), `HostName` (with
 //! `%h`), `User`, `Port`, `IdentityFile` (with `~`, `%d`, `%u`, `%h`, `%r`; every one given is
-//! tried, in order), `IdentityAgent` (a socket path, `SSH_AUTH_SOCK` or `none`) and
-//! `ProxyJump` (`[user@]host[:port]`, comma-separated hops, or `none`).
+//! tried, in order), `IdentityAgent` (a socket path, `SSH_AUTH_SOCK` or `none`),
+//! `UserKnownHostsFile` (files, or `none`) and `ProxyJump` (`[user@]host[:port]`, comma-separated hops, or `none`).
 //! As in OpenSSH the first value found for a host wins (so specific blocks go first) and
 //! settings before the first `Host` apply to every host. Other keywords are ignored; `Match`
 //! blocks never apply and `Include` is not followed. A known keyword with a bad value is an
@@ -44,6 +44,8 @@ pub struct HostConfig {
     pub identity_agent: Option<Option<PathBuf>>,
     /// `Some(empty)`: `ProxyJump none`.
     pub proxy_jump: Option<Vec<Jump>>,
+    /// `Some(empty)`: `UserKnownHostsFile none`.
+    pub user_known_hosts: Option<Vec<PathBuf>>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +55,7 @@ enum Setting {
     Port(u16),
     IdentityFile(String),
     IdentityAgent(Option<String>),
+    UserKnownHosts(Vec<String>),
     ProxyJump(Vec<Jump>),
 }
 
@@ -170,6 +173,13 @@ impl SshConfig {
                     let value = one("a socket path, SSH_AUTH_SOCK or none")?;
                     Setting::IdentityAgent((!value.eq_ignore_ascii_case("none")).then_some(value))
                 }
+                "userknownhostsfile" => {
+                    if args.is_empty() {
+                        return Err(err(format!("{written} needs files or none")));
+                    }
+                    let none = args.len() == 1 && args[0].eq_ignore_ascii_case("none");
+                    Setting::UserKnownHosts(if none { Vec::new() } else { args.clone() })
+                }
                 "proxyjump" => {
                     Setting::ProxyJump(parse_jumps(&one("[user@]host[:port],...")?).map_err(err)?)
                 }
@@ -210,6 +220,10 @@ impl SshConfig {
                     Setting::IdentityAgent(v) => {
                         out.identity_agent
                             .get_or_insert_with(|| v.as_ref().map(PathBuf::from));
+                    }
+                    Setting::UserKnownHosts(v) => {
+                        out.user_known_hosts
+                            .get_or_insert_with(|| v.iter().map(PathBuf::from).collect());
                     }
                     Setting::ProxyJump(v) => {
                         out.proxy_jump.get_or_insert_with(|| v.clone());

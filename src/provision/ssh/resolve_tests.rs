@@ -46,6 +46,13 @@ fn the_config_fills_in_what_the_inventory_does_not_say() {
     );
     assert_eq!(t.identity_files, [PathBuf::from("/keys/lab")]);
     assert_eq!(t.agent, Some(PathBuf::from("/run/agent.sock")));
+    assert!(t.trusted_known_hosts[0].ends_with(".ssh/known_hosts"));
+    let none = config("Host *\n  IdentityFile /k\n  UserKnownHostsFile none\n");
+    let t2 = resolve("x", nothing(), Some(&none), 0).unwrap();
+    assert!(t2.trusted_known_hosts.is_empty());
+    if let Ok(t3) = resolve("x", nothing(), None, 0) {
+        assert!(t3.trusted_known_hosts.is_empty(), "no ssh config, no OpenSSH files");
+    }
     // gate's own ProxyJump (outer) comes first; inner is reached through gate.
     let hops: Vec<(String, u16, String)> = t
         .jumps
