@@ -660,14 +660,21 @@ mod tests {
         )
         .unwrap();
         let trusted = [dir.path().join("missing"), theirs.clone()];
-        let check = |host: &str, k: &str, policy| kh.check_with(&trusted, host, 22, &key(k), policy);
+        let check =
+            |host: &str, k: &str, policy| kh.check_with(&trusted, host, 22, &key(k), policy);
         assert_eq!(
             check("h", K1, HostKeyPolicy::Strict).unwrap(),
             HostKeyStatus::Known { line: 3 }
         );
         let err = check("h", K2, HostKeyPolicy::AcceptNew).unwrap_err();
-        assert!(matches!(err, KnownHostsError::Changed { line: 3, .. }), "{err}");
-        assert!(err.to_string().contains(&theirs.display().to_string()), "{err}");
+        assert!(
+            matches!(err, KnownHostsError::Changed { line: 3, .. }),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&theirs.display().to_string()),
+            "{err}"
+        );
         assert!(matches!(
             check("new", K1, HostKeyPolicy::Strict),
             Err(KnownHostsError::Unknown { .. })

@@ -272,16 +272,15 @@ impl client::Handler for Client {
             self.port,
             self.policy,
         );
-        let checked = tokio::task::spawn_blocking(move || {
-            kh.check_with(&trusted, &host, port, &key, policy)
-        })
-            .await
-            .unwrap_or_else(|e| {
-                Err(KnownHostsError::Io {
-                    file: self.known_hosts.path().to_path_buf(),
-                    source: std::io::Error::other(e),
-                })
-            });
+        let checked =
+            tokio::task::spawn_blocking(move || kh.check_with(&trusted, &host, port, &key, policy))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(KnownHostsError::Io {
+                        file: self.known_hosts.path().to_path_buf(),
+                        source: std::io::Error::other(e),
+                    })
+                });
         match checked {
             Ok(HostKeyStatus::Known { .. }) => Ok(true),
             Ok(HostKeyStatus::Recorded { line }) => {

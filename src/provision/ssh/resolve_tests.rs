@@ -51,7 +51,10 @@ fn the_config_fills_in_what_the_inventory_does_not_say() {
     let t2 = resolve("x", nothing(), Some(&none), 0).unwrap();
     assert!(t2.trusted_known_hosts.is_empty());
     if let Ok(t3) = resolve("x", nothing(), None, 0) {
-        assert!(t3.trusted_known_hosts.is_empty(), "no ssh config, no OpenSSH files");
+        assert!(
+            t3.trusted_known_hosts.is_empty(),
+            "no ssh config, no OpenSSH files"
+        );
     }
     // gate's own ProxyJump (outer) comes first; inner is reached through gate.
     let hops: Vec<(String, u16, String)> = t
