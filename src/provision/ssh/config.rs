@@ -4,14 +4,17 @@
 //! tried, in order), `IdentityAgent` (a socket path, `SSH_AUTH_SOCK` or `none`),
 //! `UserKnownHostsFile` (files, or `none`) and `ProxyJump` (`[user@]host[:port]`, comma-separated hops, or `none`).
 //! As in OpenSSH the first value found for a host wins (so specific blocks go first) and
-//! settings before the first `Host` apply to every host. Other keywords are ignored; `Match`
-//! blocks never apply and `Include` is not followed. A known keyword with a bad value is an
-//! error naming `file:line`.
+//! settings before the first `Host` apply to every host. `Include` is followed (`~`, paths
+//! relative to `~/.ssh`, `*` and `?` in file names), its lines in the scope of the block it is
+//! in. Other keywords are ignored; `Match` blocks never apply (except `Match all`). A known
+//! keyword with a bad value is an error naming `file:line` of the file it is in.
 
 use std::path::{Path, PathBuf};
 
 /// The largest ssh config file read.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+/// How deep `Include`s may nest.
+pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// The most hops of a `ProxyJump` chain, the jump hosts' own `ProxyJump`s included.
 pub const MAX_JUMPS: usize = 8;
 
@@ -88,22 +91,13 @@ pub fn default_path() -> Option<PathBuf> {
 }
 
 impl SshConfig {
-    /// Reads and parses a file (at most [`MAX_CONFIG_BYTES`]).
+    /// Reads and parses a file (at most [`MAX_CONFIG_BYTES`]), and the files it includes.
     pub fn load(path: &Path) -> Result<SshConfig, ConfigError> {
-        let err = |message: String| ConfigError {
+        let text = read(path).map_err(|message| ConfigError {
             file: path.to_path_buf(),
             line: 0,
             message,
-        };
-        let meta = std::fs::metadata(path).map_err(|e| err(format!("cannot read it: {e}")))?;
-        if meta.len() > MAX_CONFIG_BYTES {
-            return Err(err(format!(
-                "{} bytes, more than the {MAX_CONFIG_BYTES} an ssh config may have",
-                meta.len()
-            )));
-        }
-        let text =
-            std::fs::read_to_string(path).map_err(|e| err(format!("cannot read it: {e}")))?;
+        })?;
         SshConfig::parse(&text, path)
     }
 
@@ -114,81 +108,7 @@ impl SshConfig {
             never: false,
             settings: Vec::new(),
         }];
-        for (index, raw) in text.lines().enumerate() {
-            let err = |message: String| ConfigError {
-                file: path.to_path_buf(),
-                line: index + 1,
-                message,
-            };
-            let line = raw.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (written, rest) = split_keyword(line);
-            let keyword = written.to_ascii_lowercase();
-            let args = words(rest).map_err(err)?;
-            let one = |what: &str| -> Result<String, ConfigError> {
-                match args.as_slice() {
-                    [value] => Ok(value.clone()),
-                    [] => Err(err(format!("{written} needs {what}"))),
-                    _ => Err(err(format!("{written} takes one value ({what})"))),
-                }
-            };
-            let setting = match keyword.as_str() {
-                "host" => {
-                    if args.is_empty() {
-                        return Err(err("Host needs at least one pattern".into()));
-                    }
-                    let patterns = args
-                        .iter()
-                        .map(|p| match p.strip_prefix('!') {
-                            Some(p) => (true, p.to_ascii_lowercase()),
-                            None => (false, p.to_ascii_lowercase()),
-                        })
-                        .collect();
-                    blocks.push(Block {
-                        patterns,
-                        never: false,
-                        settings: Vec::new(),
-                    });
-                    continue;
-                }
-                "match" => {
-                    let all = args.len() == 1 && args[0].eq_ignore_ascii_case("all");
-                    blocks.push(Block {
-                        patterns: Vec::new(),
-                        never: !all,
-                        settings: Vec::new(),
-                    });
-                    continue;
-                }
-                "hostname" => Setting::HostName(one("a host name")?),
-                "user" => Setting::User(one("a user name")?),
-                "port" => {
-                    let value = one("a port number")?;
-                    Setting::Port(parse_port(&value).map_err(err)?)
-                }
-                "identityfile" => Setting::IdentityFile(one("a file")?),
-                "identityagent" => {
-                    let value = one("a socket path, SSH_AUTH_SOCK or none")?;
-                    Setting::IdentityAgent((!value.eq_ignore_ascii_case("none")).then_some(value))
-                }
-                "userknownhostsfile" => {
-                    if args.is_empty() {
-                        return Err(err(format!("{written} needs files or none")));
-                    }
-                    let none = args.len() == 1 && args[0].eq_ignore_ascii_case("none");
-                    Setting::UserKnownHosts(if none { Vec::new() } else { args.clone() })
-                }
-                "proxyjump" => {
-                    Setting::ProxyJump(parse_jumps(&one("[user@]host[:port],...")?).map_err(err)?)
-                }
-                _ => continue,
-            };
-            if let Some(block) = blocks.last_mut() {
-                block.settings.push(setting);
-            }
-        }
+        parse_into(text, path, &mut blocks, 0)?;
         Ok(SshConfig {
             path: path.to_path_buf(),
             blocks,
@@ -233,6 +153,174 @@ impl SshConfig {
         }
         out
     }
+}
+
+/// Parses `text` (from `path`) onto `blocks`, whose last one is the current block.
+fn parse_into(
+    text: &str,
+    path: &Path,
+    blocks: &mut Vec<Block>,
+    depth: usize,
+) -> Result<(), ConfigError> {
+    for (index, raw) in text.lines().enumerate() {
+        let err = |message: String| ConfigError {
+            file: path.to_path_buf(),
+            line: index + 1,
+            message,
+        };
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (written, rest) = split_keyword(line);
+        let keyword = written.to_ascii_lowercase();
+        let args = words(rest).map_err(err)?;
+        let one = |what: &str| -> Result<String, ConfigError> {
+            match args.as_slice() {
+                [value] => Ok(value.clone()),
+                [] => Err(err(format!("{written} needs {what}"))),
+                _ => Err(err(format!("{written} takes one value ({what})"))),
+            }
+        };
+        let setting = match keyword.as_str() {
+            "host" => {
+                if args.is_empty() {
+                    return Err(err("Host needs at least one pattern".into()));
+                }
+                let patterns = args
+                    .iter()
+                    .map(|p| match p.strip_prefix('!') {
+                        Some(p) => (true, p.to_ascii_lowercase()),
+                        None => (false, p.to_ascii_lowercase()),
+                    })
+                    .collect();
+                blocks.push(Block {
+                    patterns,
+                    never: false,
+                    settings: Vec::new(),
+                });
+                continue;
+            }
+            "include" => {
+                if args.is_empty() {
+                    return Err(err(format!("{written} needs files")));
+                }
+                if depth >= MAX_INCLUDE_DEPTH {
+                    return Err(err(format!(
+                        "Include nested more than {MAX_INCLUDE_DEPTH} deep (a loop?)"
+                    )));
+                }
+                // Included lines are in the scope of the block the Include is in, and so are
+                // the lines after it.
+                let (patterns, never) = blocks
+                    .last()
+                    .map(|b| (b.patterns.clone(), b.never))
+                    .unwrap_or_default();
+                for arg in &args {
+                    for file in include_files(arg) {
+                        let text = read(&file)
+                            .map_err(|e| err(format!("Include {}: {e}", file.display())))?;
+                        blocks.push(Block {
+                            patterns: patterns.clone(),
+                            never,
+                            settings: Vec::new(),
+                        });
+                        parse_into(&text, &file, blocks, depth + 1)?;
+                    }
+                }
+                blocks.push(Block {
+                    patterns,
+                    never,
+                    settings: Vec::new(),
+                });
+                continue;
+            }
+            "match" => {
+                let all = args.len() == 1 && args[0].eq_ignore_ascii_case("all");
+                blocks.push(Block {
+                    patterns: Vec::new(),
+                    never: !all,
+                    settings: Vec::new(),
+                });
+                continue;
+            }
+            "hostname" => Setting::HostName(one("a host name")?),
+            "user" => Setting::User(one("a user name")?),
+            "port" => {
+                let value = one("a port number")?;
+                Setting::Port(parse_port(&value).map_err(err)?)
+            }
+            "identityfile" => Setting::IdentityFile(one("a file")?),
+            "identityagent" => {
+                let value = one("a socket path, SSH_AUTH_SOCK or none")?;
+                Setting::IdentityAgent((!value.eq_ignore_ascii_case("none")).then_some(value))
+            }
+            "userknownhostsfile" => {
+                if args.is_empty() {
+                    return Err(err(format!("{written} needs files or none")));
+                }
+                let none = args.len() == 1 && args[0].eq_ignore_ascii_case("none");
+                Setting::UserKnownHosts(if none { Vec::new() } else { args.clone() })
+            }
+            "proxyjump" => {
+                Setting::ProxyJump(parse_jumps(&one("[user@]host[:port],...")?).map_err(err)?)
+            }
+            _ => continue,
+        };
+        if let Some(block) = blocks.last_mut() {
+            block.settings.push(setting);
+        }
+    }
+    Ok(())
+}
+
+/// A config file's text, at most [`MAX_CONFIG_BYTES`]; the error is the reason.
+fn read(path: &Path) -> Result<String, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot read it: {e}"))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {MAX_CONFIG_BYTES} an ssh config may have",
+            meta.len()
+        ));
+    }
+    std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}"))
+}
+
+/// The files an `Include` argument names: `~/` expanded, relative to `~/.ssh`, `*` and `?`
+/// in the file name matched (sorted); none when nothing matches, as OpenSSH.
+fn include_files(arg: &str) -> Vec<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let path = match arg.strip_prefix("~/") {
+        Some(rest) => home.join(rest),
+        None if Path::new(arg).is_absolute() => PathBuf::from(arg),
+        None => home.join(".ssh").join(arg),
+    };
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !name.contains(['*', '?']) {
+        return if path.is_file() {
+            vec![path]
+        } else {
+            Vec::new()
+        };
+    }
+    let Some(dir) = path.parent() else {
+        return Vec::new();
+    };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter(|e| glob(&name, &e.file_name().to_string_lossy()))
+                .map(|e| e.path())
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
 }
 
 impl Block {
@@ -498,5 +586,44 @@ mod tests {
             expand_path(Path::new("~/.ssh/%h-%r%%"), "box", "root"),
             PathBuf::from(format!("{home}/.ssh/box-root%"))
         );
+    }
+
+    #[test]
+    fn includes_are_followed_in_the_scope_of_their_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("conf.d")).unwrap();
+        std::fs::write(
+            d.join("conf.d/a.conf"),
+            "User from-a\nHost other\n  Port 9\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("conf.d/b.conf"), "Port 7\n").unwrap();
+        std::fs::write(d.join("conf.d/skip.txt"), "Port 1\n").unwrap();
+        let main = d.join("config");
+        std::fs::write(
+            &main,
+            format!(
+                "Host lab-*\n  Include {}/conf.d/*.conf {}/missing\n  User after\nHost *\n  Port 2\n",
+                d.display(),
+                d.display()
+            ),
+        )
+        .unwrap();
+        let cfg = SshConfig::load(&main).unwrap();
+        let lab = cfg.resolve("lab-1");
+        assert_eq!((lab.user.as_deref(), lab.port), (Some("from-a"), Some(7)));
+        assert_eq!(cfg.resolve("other").port, Some(9));
+        let zzz = cfg.resolve("zzz");
+        assert_eq!((zzz.user, zzz.port), (None, Some(2)));
+
+        std::fs::write(d.join("conf.d/c.conf"), "\nPort x\n").unwrap();
+        let err = SshConfig::load(&main).unwrap_err().to_string();
+        assert!(err.contains("c.conf:2: bad port"), "{err}");
+
+        let looping = d.join("loop");
+        std::fs::write(&looping, format!("Include {}\n", looping.display())).unwrap();
+        let err = SshConfig::load(&looping).unwrap_err().to_string();
+        assert!(err.contains("nested more than 16"), "{err}");
     }
 }
