@@ -124,6 +124,66 @@ fn wait_listening(name: &str, what: &str) {
     }
 }
 
+/// A `datarun serve` started by the test, killed on drop.
+struct Serve(Child);
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a master with this inventory, ssh config, agent and HOME, and waits until its
+/// runner is `ready` (connected over ssh, `agent --ping` answered, hello received).
+fn master_reaches_the_runner(dir: &Path, config: &Path, agent: &Path, known_hosts: &Path) {
+    let data = dir.join("data");
+    let child = Command::new(BIN)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["--listen", "127.0.0.1:0", "--inventory"])
+        .arg(dir.join("runners.toml"))
+        .arg("--known-hosts")
+        .arg(known_hosts)
+        .env("HOME", dir)
+        .env("DATARUN_SSH_CONFIG", config)
+        .env("SSH_AUTH_SOCK", agent)
+        .env("DATARUN_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn datarun serve");
+    let _serve = Serve(child);
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = Value::Null;
+    loop {
+        let url = std::fs::read_to_string(data.join("server")).ok();
+        let token = std::fs::read_to_string(data.join("admin.token")).ok();
+        if let (Some(url), Some(token)) = (url, token) {
+            let got = http
+                .get(format!("{}/api/v1/runners", url.trim()))
+                .bearer_auth(token.trim())
+                .send()
+                .and_then(|r| r.json::<Value>());
+            if let Ok(v) = got {
+                if v["runners"][0]["state"] == "ready" {
+                    return;
+                }
+                last = v;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the master never reached the runner through the bastion: {last}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 struct Run {
     code: i32,
     stdout: String,
@@ -340,6 +400,9 @@ async fn provisions_through_a_bastion_with_keys_only_in_ssh_agent() {
     let facts: Value = serde_json::from_str(&ping.stdout_lossy()).unwrap();
     assert_eq!(facts["agent_version"], env!("CARGO_PKG_VERSION"));
     session.close().await;
+
+    // The master's own links: `serve` follows $DATARUN_SSH_CONFIG and the agent the same way.
+    tokio::task::block_in_place(|| master_reaches_the_runner(dir, &config, &agent.socket, &kh));
 
     // The operator's own hashed ~/.ssh/known_hosts vouches for both hops, read-only, when
     // datarun's file knows neither (strict: nothing is recorded).
