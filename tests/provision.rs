@@ -28,7 +28,10 @@ impl Run {
 /// Runs `datarun provision INVENTORY --known-hosts ... ARGS`.
 fn provision(h: &Hosts, inventory: &str, args: &[&str]) -> Run {
     let file = h.dir.path().join("runners.toml");
-    std::fs::write(&file, inventory).unwrap();
+    // Unchanged, it is not rewritten (runs at once would read it half-written).
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(inventory) {
+        std::fs::write(&file, inventory).unwrap();
+    }
     let out = Command::new(BIN)
         .arg("provision")
         .arg(&file)
@@ -37,6 +40,9 @@ fn provision(h: &Hosts, inventory: &str, args: &[&str]) -> Run {
         .args(["--connect-timeout", "4s"])
         .args(args)
         .env("DATARUN_LOG", "warn")
+        // Not the real ~/.ssh/config nor the caller's ssh-agent.
+        .env("DATARUN_SSH_CONFIG", "none")
+        .env_remove("SSH_AUTH_SOCK")
         .output()
         .expect("run datarun provision");
     let run = Run {
@@ -154,15 +160,22 @@ fn three_hosts_in_parallel_then_nothing_changes() {
         &format!("cp {b} {b}.x && printf x >> {b}.x && mv {b}.x {b}"),
     )
     .unwrap();
+    let changes_of = |reports: &[Value]| -> Vec<String> {
+        reports[0]["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_string())
+            .collect()
+    };
+    // --check predicts exactly what the run then does, the agent's restart included.
+    let run = provision(&h, &inv, &["--json", "--check", "--limit", "h1"]);
+    let predicted = changes_of(&run.json());
     let run = provision(&h, &inv, &["--json", "--limit", "h1"]);
     let reports = run.json();
     assert_eq!(statuses(&reports), pairs(&[("h1", "changed")]));
-    let changes: Vec<&str> = reports[0]["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c.as_str().unwrap())
-        .collect();
+    let changes = changes_of(&reports);
+    assert_eq!(predicted, changes);
     assert_eq!(
         changes,
         [
@@ -273,9 +286,12 @@ fn a_failing_host_does_not_stop_the_others() {
     h.disconnect(1);
 
     let run = provision(&h, &inv, &["--accept-new"]);
-    assert_eq!(run.code, 1, "a failed host makes the exit code non-zero");
+    assert_eq!(
+        run.code, 2,
+        "a failed host makes the exit code 2, as Ansible's"
+    );
     let summary = &run.stdout;
-    assert!(summary.contains("3 failed"), "{summary}");
+    assert!(summary.contains("2 failed, 1 unreachable"), "{summary}");
     let line = |name: &str| {
         summary
             .lines()
@@ -284,10 +300,10 @@ fn a_failing_host_does_not_stop_the_others() {
             .to_string()
     };
     assert!(line("h0").contains("changed"), "{summary}");
-    assert!(line("h1").contains("failed"));
-    // Unreachable: named, failed at connect.
+    assert!(line("h1").contains("unreachable"), "{summary}");
+    // Unreachable: named, at connect, told apart from failed hosts.
     assert!(
-        summary.contains(&format!("h1 failed at connect: ssh {}:22", h.ip(1))),
+        summary.contains(&format!("h1 unreachable at connect: ssh {}:22", h.ip(1))),
         "{summary}"
     );
     // Changed host key: refused, naming the host, the file and the line.
@@ -319,7 +335,7 @@ fn a_failing_host_does_not_stop_the_others() {
 fn a_runner_without_docker_fails_with_what_to_do() {
     let h = Hosts::start_kind(1, Kind::Runner { docker: false });
     let run = provision(&h, &h.inventory("executor = \"docker\""), &["--accept-new"]);
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     assert!(
         run.stdout.contains(
             "h0 failed at docker: Docker is not installed on h0; install it or set \
@@ -331,6 +347,36 @@ fn a_runner_without_docker_fails_with_what_to_do() {
     assert!(run
         .stderr
         .contains("[h0] docker ... failed: Docker is not installed"));
+
+    // A runner running folds as processes does not need Docker: provisioned, and says so.
+    let run = provision(&h, &h.inventory("executor = \"process\""), &["--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let reports = run.json();
+    assert_eq!(statuses(&reports), pairs(&[("h0", "changed")]));
+    let docker_step = reports[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "docker")
+        .expect("a docker step");
+    assert_eq!(docker_step["status"], "ok");
+    assert!(
+        docker_step["notes"]
+            .to_string()
+            .contains("Docker is not needed"),
+        "{docker_step}"
+    );
+    ping(&h, 0).expect("the agent answers");
+    // Only the hosts that could not be reached: exit 4.
+    h.disconnect(0);
+    let run = provision(&h, &h.inventory("executor = \"process\""), &["--json"]);
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert_eq!(statuses(&run.json()), pairs(&[("h0", "unreachable")]));
+    assert!(
+        run.stderr.contains("[h0] connect ... unreachable: ssh "),
+        "{}",
+        run.stderr
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,7 +399,7 @@ async fn an_image_the_runner_lacks_is_streamed_over_ssh_or_clearly_missing() {
     // Neither the runner nor this machine has it: a clear failure.
     let inv = h.inventory(&format!("executor = \"docker\"\nimages = [\"{tag}\"]"));
     let run = tokio::task::block_in_place(|| provision(&h, &inv, &["--accept-new"]));
-    assert_eq!(run.code, 1);
+    assert_eq!(run.code, 2);
     let want = format!(
         "[h0] images ... failed: image {tag} is not on this machine's Docker engine either"
     );
@@ -388,4 +434,22 @@ async fn an_image_the_runner_lacks_is_streamed_over_ssh_or_clearly_missing() {
         .expect("an images step");
     assert_eq!(images["status"], "ok");
     let _ = try_docker(&["rmi", &tag]);
+}
+
+#[test]
+fn two_runs_on_one_host_at_once_take_turns() {
+    let h = Hosts::start_runners(1);
+    let inv = h.inventory("executor = \"process\"");
+    std::fs::write(h.dir.path().join("runners.toml"), &inv).unwrap();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| provision(&h, &inv, &["--accept-new", "--json"]));
+        let b = s.spawn(|| provision(&h, &inv, &["--accept-new", "--json"]));
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+    // One run made the changes; the other, waiting on the host's lock, found them made.
+    let mut seen = [statuses(&a.json()), statuses(&b.json())].concat();
+    seen.sort();
+    assert_eq!(seen, pairs(&[("h0", "changed"), ("h0", "ok")]));
+    ping(&h, 0).expect("the agent answers");
 }

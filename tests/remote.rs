@@ -47,6 +47,9 @@ fn provision(hosts: &Hosts, inventory: &str) {
         .arg("--known-hosts")
         .arg(hosts.known_hosts())
         .arg("--accept-new")
+        // Not the real ~/.ssh/config nor the caller's ssh-agent.
+        .env("DATARUN_SSH_CONFIG", "none")
+        .env_remove("SSH_AUTH_SOCK")
         .output()
         .expect("run datarun provision");
     assert!(
@@ -534,4 +537,56 @@ fn a_runner_back_after_its_lease_never_runs_a_lost_attempt_beside_its_retry() {
         let ends = witness.lines().filter(|l| l.starts_with("end")).count();
         assert_eq!((starts, ends), (2, 1), "fold {id}: {witness}");
     }
+}
+
+#[test]
+fn a_runner_rebooted_without_systemd_gets_its_agent_back_and_its_log_is_rotated() {
+    let c = cluster(1, 1, "8s");
+    let m = &c.master;
+    let dir = c.hosts.state_dir(0).display().to_string();
+    // The supervisor rotates the agent's log past 10 MiB: a copy in .1, the log emptied.
+    c.hosts
+        .sh(0, &format!("head -c 11000000 /dev/zero >> {dir}/agent.log"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let sizes = c
+            .hosts
+            .sh(
+                0,
+                &format!("wc -c < {dir}/agent.log; wc -c < {dir}/agent.log.1 || true"),
+            )
+            .unwrap();
+        let sizes: Vec<u64> = sizes
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect();
+        if sizes.len() == 2 && sizes[0] < 1_000_000 && sizes[1] >= 11_000_000 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log was never rotated: {sizes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    // A reboot: every process of the host goes; sshd comes back, nothing else starts.
+    c.hosts.stop(0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while m.get("/runners")["runners"][0]["state"] == "ready" {
+        assert!(
+            Instant::now() < deadline,
+            "the master never noticed the reboot"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.hosts.start_again(0);
+    // The master's link finds no agent, starts its supervisor, and the runner is back.
+    wait_runners_ready(m, 1);
+    let ids = m.submit(vec![fold("echo back")]);
+    m.wait_all(&ids, Duration::from_secs(60));
+    assert_each_done_once(m, &ids);
+    let supervisor = c.hosts.sh(0, "pgrep -f datarun-supervise").unwrap();
+    assert!(!supervisor.trim().is_empty());
 }

@@ -305,10 +305,10 @@ async fn bad_identity_files_are_named() {
         (dir.join("missing_key"), "cannot read it"),
         (garbage, "not a text file"),
         (text, "not a private key"),
-        (encrypted, "unencrypted key"),
+        (encrypted, "load it into ssh-agent"),
     ] {
         let target = SshTarget {
-            identity_file: path.clone(),
+            identity_files: vec![path.clone()],
             ..h.target(0)
         };
         let err = connect_err(&target, &h.options()).await;
@@ -327,7 +327,7 @@ async fn wrong_key_is_refused_naming_user_and_key() {
     let h = Hosts::start(1);
     let stranger = keygen(h.dir.path(), "id_stranger", "ed25519", "");
     let target = SshTarget {
-        identity_file: stranger.clone(),
+        identity_files: vec![stranger.clone()],
         ..h.target(0)
     };
     let err = connect_err(&target, &h.options()).await;
@@ -349,7 +349,7 @@ async fn wrong_key_is_refused_naming_user_and_key() {
 async fn rsa_key_authenticates_with_sha2() {
     let h = Hosts::start(1);
     let target = SshTarget {
-        identity_file: h.rsa.clone(),
+        identity_files: vec![h.rsa.clone()],
         ..h.target(0)
     };
     // OpenSSH 9 refuses SHA-1 `ssh-rsa` signatures by default: success means rsa-sha2-*.

@@ -2,8 +2,9 @@
 
 /// It worked.
 pub const OK: u8 = 0;
-/// What was asked ran and failed (a fold failed, was held or removed; a host failed to
-/// provision; a split failed), or the master refused the request (400, 409, 413, 429, 5xx).
+/// What was asked ran and failed (a fold failed, was held or removed; a split failed), or the
+/// master refused the request (400, 409, 413, 429, 5xx). `provision` has Ansible's codes
+/// (`provision::report::exit_code`).
 pub const FAILED: u8 = 1;
 /// The command line is wrong (clap's usage errors; the admin token withheld from another
 /// server).

@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::commands::Exit;
 use crate::provision::playbook::AgentBinary;
-use crate::provision::report::{failure_line, progress_line, summary};
+use crate::provision::report::{exit_code, failure_line, progress_line, summary, Status};
 use crate::provision::run::{provision as run, Event, RunOptions};
 use crate::provision::{select::select, HostKeyPolicy, SshOptions};
 
@@ -41,6 +41,11 @@ pub struct ProvisionArgs {
     /// Print the reports as JSON (progress still goes to stderr).
     #[arg(long)]
     json: bool,
+    /// The OpenSSH client config to follow (Host aliases, User, Port, IdentityFile,
+    /// IdentityAgent, ProxyJump); `none` for none. Default: $DATARUN_SSH_CONFIG, else
+    /// ~/.ssh/config when it exists.
+    #[arg(long, value_name = "FILE")]
+    ssh_config: Option<PathBuf>,
 }
 
 pub fn provision(args: ProvisionArgs) -> Result<()> {
@@ -68,6 +73,7 @@ pub fn provision(args: ProvisionArgs) -> Result<()> {
             } else {
                 HostKeyPolicy::Strict
             },
+            config: ssh_config(args.ssh_config),
             ..SshOptions::new(known_hosts)
         },
         check: args.check,
@@ -88,7 +94,8 @@ pub fn provision(args: ProvisionArgs) -> Result<()> {
     let progress = Arc::new(move |event: Event| {
         let line = match event {
             Event::Step(host, step) => progress_line(host, step, check),
-            Event::Failed(host, failure) => failure_line(host, failure),
+            Event::Failed(host, failure) => failure_line(host, failure, Status::Failed),
+            Event::Unreachable(host, failure) => failure_line(host, failure, Status::Unreachable),
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     });
@@ -104,11 +111,17 @@ pub fn provision(args: ProvisionArgs) -> Result<()> {
         }
         write!(out, "{}", summary(&reports, check, started.elapsed()))?;
     }
-    if reports
-        .iter()
-        .any(|r| r.status == crate::provision::report::Status::Failed)
-    {
-        return Err(Exit(1).into());
+    match exit_code(&reports) {
+        0 => Ok(()),
+        code => Err(Exit(code).into()),
     }
-    Ok(())
+}
+
+/// The ssh config `--ssh-config` names (`none`: none), else the default one.
+pub(super) fn ssh_config(arg: Option<PathBuf>) -> Option<PathBuf> {
+    match arg {
+        Some(p) if p.as_os_str() == "none" => None,
+        Some(p) => Some(p),
+        None => crate::provision::ssh::config::default_path(),
+    }
 }

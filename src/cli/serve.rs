@@ -157,11 +157,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         log_limit: args.log_limit,
         output_limit: args.output_limit,
         lease: args.lease,
-        ssh: crate::provision::SshOptions::new(
-            args.known_hosts
-                .clone()
-                .unwrap_or_else(crate::provision::known_hosts::default_path),
-        ),
+        // The operator's ssh config: $DATARUN_SSH_CONFIG, else ~/.ssh/config.
+        ssh: crate::provision::SshOptions {
+            config: crate::provision::ssh::config::default_path(),
+            ..crate::provision::SshOptions::new(
+                args.known_hosts
+                    .clone()
+                    .unwrap_or_else(crate::provision::known_hosts::default_path),
+            )
+        },
         oom_policy: master_file.oom,
         fair_share: master_file.fair_share,
         owner_cap: master_file.owner_cap,

@@ -1,9 +1,10 @@
 //! datarun's own known_hosts file: which host key each runner is expected to present.
 //!
 //! The format is OpenSSH's: one `hosts keytype base64 [comment]` line per key, `#` comments,
-//! `hosts` a comma-separated list of names, `[host]:port` for ports other than 22. Lines datarun
-//! cannot match are skipped: hashed names (`|1|…`) and `@cert-authority` lines. `@revoked`
-//! lines are honoured. Names are compared literally (no `*` or `?` patterns).
+//! `hosts` a comma-separated list of names, `[host]:port` for ports other than 22, patterns with
+//! `*` and `?`, `!` negations, and hashed names (`|1|salt|hash`, HMAC-SHA1 of the name, as
+//! `ssh-keygen -H` and `HashKnownHosts yes` write them). `@revoked` lines are honoured;
+//! `@cert-authority` lines are skipped (datarun checks plain host keys).
 //!
 //! A changed key is always refused, whatever the policy. An unknown host is refused under
 //! [`HostKeyPolicy::Strict`] and recorded once under [`HostKeyPolicy::AcceptNew`]; the record is
@@ -131,6 +132,9 @@ fn fingerprint(key: &PublicKey) -> String {
 #[derive(Debug, Clone)]
 pub struct KnownHosts {
     path: PathBuf,
+    /// Skip lines it cannot read (the operator's own files, which may hold key types datarun
+    /// does not know) instead of refusing.
+    lenient: bool,
 }
 
 enum Lookup {
@@ -142,7 +146,43 @@ enum Lookup {
 
 impl KnownHosts {
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        KnownHosts { path: path.into() }
+        KnownHosts {
+            path: path.into(),
+            lenient: false,
+        }
+    }
+
+    /// Checks `host:port` against this file and, when it does not know the host, against the
+    /// operator's OpenSSH files `trusted` (read-only, unreadable lines skipped): a key they
+    /// record is accepted, a different one refused as changed. Only a host none of them knows
+    /// is left to `policy` (and recorded in this file). Blocking file IO.
+    pub fn check_with(
+        &self,
+        trusted: &[PathBuf],
+        host: &str,
+        port: u16,
+        key: &PublicKey,
+        policy: HostKeyPolicy,
+    ) -> Result<HostKeyStatus, KnownHostsError> {
+        match self.check(host, port, key, HostKeyPolicy::Strict) {
+            Err(KnownHostsError::Unknown { .. }) => {}
+            other => return other,
+        }
+        for file in trusted {
+            let theirs = KnownHosts {
+                path: file.clone(),
+                lenient: true,
+            };
+            match theirs.check(host, port, key, HostKeyPolicy::Strict) {
+                Err(KnownHostsError::Unknown { .. }) => {}
+                Ok(HostKeyStatus::Known { line }) => {
+                    tracing::debug!(%host, "host key trusted by {}:{line}", file.display());
+                    return Ok(HostKeyStatus::Known { line });
+                }
+                other => return other,
+            }
+        }
+        self.check(host, port, key, policy)
     }
 
     pub fn path(&self) -> &Path {
@@ -216,15 +256,19 @@ impl KnownHosts {
         let mut known = None;
         for (index, raw) in text.lines().enumerate() {
             let line = index + 1;
-            let Some(entry) = parse_line(raw).map_err(|reason| KnownHostsError::Malformed {
-                file: self.path.clone(),
-                line,
-                reason,
-            })?
-            else {
-                continue;
+            let entry = match parse_line(raw) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => continue,
+                Err(_) if self.lenient => continue,
+                Err(reason) => {
+                    return Err(KnownHostsError::Malformed {
+                        file: self.path.clone(),
+                        line,
+                        reason,
+                    })
+                }
             };
-            if !entry.hosts.split(',').any(|h| h.eq_ignore_ascii_case(name)) {
+            if !hosts_match(entry.hosts, name) {
                 continue;
             }
             let same = entry.key.key_data() == key.key_data();
@@ -345,8 +389,12 @@ fn parse_line(raw: &str) -> Result<Option<Entry<'_>>, String> {
     let (Some(key_type), Some(base64)) = (fields.next(), fields.next()) else {
         return Err("expected `hosts keytype base64-key`".into());
     };
-    if first.starts_with("|1|") {
-        return Ok(None);
+    for host in first.split(',') {
+        if let Some(hashed) = host.strip_prefix("|1|") {
+            decode_hashed(hashed).ok_or_else(|| {
+                format!("bad hashed host name {host:?} (expected |1|base64-salt|base64-hash)")
+            })?;
+        }
     }
     let key = PublicKey::from_openssh(&format!("{key_type} {base64}"))
         .map_err(|e| format!("cannot read the {key_type} key: {e}"))?;
@@ -360,149 +408,40 @@ fn parse_line(raw: &str) -> Result<Option<Entry<'_>>, String> {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const K1: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM7Pn0BO/ZYhv3NlZW9JtWtw1XIv8qzsQBmZtZNoPBu1";
-    const K2: &str =
-        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKfj0bwvll7rqUjwQgI920osavK0tsmIMTLYzDGrdQmb";
-    const RSA: &str = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQCvASs5svJHyClMonwsg+0JWqY9v2u7FMZEPVHq9ybyFDQSWv6l8GblKJTQtR+1B2o95El4S53FC6HKBRF4rKM2UrUQVHp227atZFqoHXD0hPcyYXI0eNRmnLgwfbn65iO7tmpC/mSiTKO98U3azR5SfiZcYzgXAvuK9iGJUCadJ0lKlez9CbvarfPmronePxXuQ66EG0Pm6FzGPBxOXT4HcCtxZSqIdu9UujpZ0gYXhCkoIv/EgkBCZaGdavIgZIKSZ+FYlafoMyazaA5/F0vD37OBKy8sx/Z9X0ut64b5s/IPsCKnAWkZ8QAdnWwfBU42wk1JLN+NuwA6jPv6zp/N";
-
-    fn key(text: &str) -> PublicKey {
-        PublicKey::from_openssh(text).unwrap()
-    }
-
-    fn file(text: &str) -> (tempfile::TempDir, KnownHosts) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("known_hosts");
-        if !text.is_empty() {
-            fs::write(&path, text).unwrap();
-        }
-        (dir, KnownHosts::new(path))
-    }
-
-    #[test]
-    fn names_follow_openssh() {
-        assert_eq!(entry_name("Runner-1", 22), "runner-1");
-        assert_eq!(entry_name("10.0.0.5", 2222), "[10.0.0.5]:2222");
-        assert_eq!(entry_line("h", 22, &key(K1)), format!("h {K1}"));
-    }
-
-    #[test]
-    fn known_key_is_accepted_under_strict() {
-        let (_d, kh) = file(&format!(
-            "# datarun\n\nother {K2}\nh1,[h2]:2200 {K1} comment\n"
-        ));
-        let status = kh.check("h2", 2200, &key(K1), HostKeyPolicy::Strict);
-        assert_eq!(status.unwrap(), HostKeyStatus::Known { line: 4 });
-        assert_eq!(
-            kh.check("H1", 22, &key(K1), HostKeyPolicy::Strict).unwrap(),
-            HostKeyStatus::Known { line: 4 }
-        );
-    }
-
-    #[test]
-    fn strict_refuses_unknown_and_says_how_to_accept() {
-        let (_d, kh) = file("");
-        let err = kh
-            .check("10.1.2.3", 22, &key(K1), HostKeyPolicy::Strict)
-            .unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, KnownHostsError::Unknown { .. }), "{msg}");
-        assert!(
-            msg.contains("10.1.2.3") && msg.contains("--accept-new"),
-            "{msg}"
-        );
-        assert!(msg.contains("SHA256:"), "{msg}");
-        assert!(!kh.path().exists(), "strict must not create the file");
-    }
-
-    #[test]
-    fn accept_new_records_once() {
-        let (_d, kh) = file(&format!("a {K2}")); // no trailing newline
-        let first = kh.check("b", 2222, &key(K1), HostKeyPolicy::AcceptNew);
-        assert_eq!(first.unwrap(), HostKeyStatus::Recorded { line: 2 });
-        let text = fs::read_to_string(kh.path()).unwrap();
-        assert_eq!(text, format!("a {K2}\n[b]:2222 {K1}\n"));
-        let again = kh.check("b", 2222, &key(K1), HostKeyPolicy::AcceptNew);
-        assert_eq!(again.unwrap(), HostKeyStatus::Known { line: 2 });
-        assert_eq!(fs::read_to_string(kh.path()).unwrap(), text);
-    }
-
-    #[test]
-    fn accept_new_creates_the_directory_and_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let kh = KnownHosts::new(dir.path().join("sub/dir/known_hosts"));
-        let status = kh.check("h", 22, &key(RSA), HostKeyPolicy::AcceptNew);
-        assert_eq!(status.unwrap(), HostKeyStatus::Recorded { line: 1 });
-        assert_eq!(fs::read_to_string(kh.path()).unwrap(), format!("h {RSA}\n"));
-    }
-
-    #[test]
-    fn changed_key_is_refused_under_every_policy() {
-        let (_d, kh) = file(&format!("# c\nh {RSA}\nh {K2}\n"));
-        for policy in [HostKeyPolicy::Strict, HostKeyPolicy::AcceptNew] {
-            let err = kh.check("h", 22, &key(K1), policy).unwrap_err();
-            let msg = err.to_string();
-            match err {
-                KnownHostsError::Changed { line, .. } => assert_eq!(line, 3, "same type first"),
-                other => panic!("{other}"),
+/// Whether the `hosts` field of a line names `name` (lowercase, `[host]:port` off port 22).
+fn hosts_match(hosts: &str, name: &str) -> bool {
+    let mut matched = false;
+    for entry in hosts.split(',') {
+        let (negated, entry) = match entry.strip_prefix('!') {
+            Some(rest) => (true, rest),
+            None => (false, entry),
+        };
+        let hit = match entry.strip_prefix("|1|") {
+            Some(hashed) => decode_hashed(hashed).is_some_and(|(salt, hash)| {
+                let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &salt);
+                ring::hmac::verify(&key, name.as_bytes(), &hash).is_ok()
+            }),
+            None => super::ssh::config::glob(&entry.to_ascii_lowercase(), name),
+        };
+        if hit {
+            if negated {
+                return false;
             }
-            assert!(msg.contains("CHANGED for h"), "{msg}");
-            assert!(msg.contains(&format!("{}:3", kh.path().display())), "{msg}");
+            matched = true;
         }
-        assert_eq!(
-            fs::read_to_string(kh.path()).unwrap(),
-            format!("# c\nh {RSA}\nh {K2}\n")
-        );
     }
-
-    #[test]
-    fn other_ports_are_other_hosts() {
-        let (_d, kh) = file(&format!("h {K2}\n"));
-        let status = kh.check("h", 2222, &key(K1), HostKeyPolicy::AcceptNew);
-        assert_eq!(status.unwrap(), HostKeyStatus::Recorded { line: 2 });
-    }
-
-    #[test]
-    fn revoked_and_malformed_lines() {
-        let (_d, kh) = file(&format!("@revoked h {K1}\nh {K1}\n"));
-        let err = kh.check("h", 22, &key(K1), HostKeyPolicy::AcceptNew);
-        assert!(matches!(err, Err(KnownHostsError::Revoked { line: 1, .. })));
-
-        let (_d, kh) = file(&format!(
-            "|1|abc|def {K2}\n@cert-authority * {K2}\nh {K1}\n"
-        ));
-        let ok = kh.check("h", 22, &key(K1), HostKeyPolicy::Strict);
-        assert_eq!(ok.unwrap(), HostKeyStatus::Known { line: 3 });
-
-        let (_d, kh) = file(&format!("h {K1}\nbroken ssh-ed25519 !!!\n"));
-        let err = kh
-            .check("h", 22, &key(K1), HostKeyPolicy::Strict)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains(":2: bad known_hosts line"), "{err}");
-    }
-
-    #[test]
-    fn concurrent_accept_new_records_each_host_once() {
-        let (_d, kh) = file("");
-        let keys = [K1, K2, RSA];
-        std::thread::scope(|s| {
-            for round in 0..4 {
-                for (i, k) in keys.iter().enumerate() {
-                    let kh = kh.clone();
-                    s.spawn(move || {
-                        let host = format!("host{i}");
-                        kh.check(&host, 22, &key(k), HostKeyPolicy::AcceptNew)
-                            .unwrap_or_else(|e| panic!("round {round}: {e}"));
-                    });
-                }
-            }
-        });
-        let text = fs::read_to_string(kh.path()).unwrap();
-        assert_eq!(text.lines().count(), 3, "{text}");
-    }
+    matched
 }
+
+/// The salt and hash of a hashed name (`salt|hash` after `|1|`, both base64).
+fn decode_hashed(text: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    use base64::Engine;
+    let (salt, hash) = text.split_once('|')?;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (salt, hash) = (b64.decode(salt).ok()?, b64.decode(hash).ok()?);
+    (hash.len() == 20).then_some((salt, hash))
+}
+
+#[cfg(test)]
+#[path = "known_hosts_tests.rs"]
+mod tests;

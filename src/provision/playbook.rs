@@ -314,6 +314,7 @@ pub fn vars(runner: &crate::inventory::RunnerSpec, binary: &AgentBinary) -> Valu
         "agent_user": AGENT_USER,
         "login_user": runner.user.as_deref().unwrap_or("root"),
         "install_docker": runner.install_docker,
+        "executor": executor,
         "local_arch": std::env::consts::ARCH,
         "sha256": binary.sha256,
         "version": env!("CARGO_PKG_VERSION"),

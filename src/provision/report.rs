@@ -16,6 +16,8 @@ pub enum Status {
     /// Something changed (or, with `--check`, would change).
     Changed,
     Failed,
+    /// The host's sshd could not be reached (no route, refused, timed out, handshake lost).
+    Unreachable,
 }
 
 impl Status {
@@ -25,6 +27,7 @@ impl Status {
             (Status::Changed, false) => "changed",
             (Status::Changed, true) => "would change",
             (Status::Failed, _) => "failed",
+            (Status::Unreachable, _) => "unreachable",
         }
     }
 }
@@ -95,6 +98,11 @@ impl HostReport {
         self.failure = Some(failure);
     }
 
+    pub fn unreachable(&mut self, failure: Failure) {
+        self.status = Status::Unreachable;
+        self.failure = Some(failure);
+    }
+
     /// `agent, user (4), service (2)`: the steps that changed, with their count of changes.
     fn changed_steps(&self) -> String {
         let steps: Vec<String> = self
@@ -126,9 +134,28 @@ pub fn progress_line(host: &str, step: &StepReport, check: bool) -> String {
     line
 }
 
-/// The line of a failed step: `[lab-2] docker ... failed: REASON`.
-pub fn failure_line(host: &str, failure: &Failure) -> String {
-    format!("[{host}] {} ... failed: {}", failure.step, failure.reason)
+/// The line of a failed step: `[lab-2] docker ... failed: REASON` (`unreachable: REASON` for
+/// a host that could not be reached).
+pub fn failure_line(host: &str, failure: &Failure, status: Status) -> String {
+    format!(
+        "[{host}] {} ... {}: {}",
+        failure.step,
+        status.word(false),
+        failure.reason
+    )
+}
+
+/// `provision`'s exit code, as Ansible's: 0 every host ok or changed, 2 some host failed, 4
+/// some host unreachable (and none failed: a failure is the louder news), 1 for errors before
+/// any host ran (a bad inventory).
+pub fn exit_code(reports: &[HostReport]) -> u8 {
+    if reports.iter().any(|r| r.status == Status::Failed) {
+        2
+    } else if reports.iter().any(|r| r.status == Status::Unreachable) {
+        4
+    } else {
+        0
+    }
 }
 
 fn seconds(ms: u64) -> String {
@@ -151,17 +178,22 @@ pub fn summary(reports: &[HostReport], check: bool, elapsed: Duration) -> String
     let mut out = t.render();
     for r in reports {
         if let Some(f) = &r.failure {
-            out += &format!("\n{} failed at {}: {}\n", r.name, f.step, f.reason);
+            let what = match r.status {
+                Status::Unreachable => "unreachable",
+                _ => "failed",
+            };
+            out += &format!("\n{} {what} at {}: {}\n", r.name, f.step, f.reason);
             for line in f.output.lines() {
                 out += &format!("  | {line}\n");
             }
         }
     }
     let count = |s: Status| reports.iter().filter(|r| r.status == s).count();
-    let (ok, changed, failed) = (
+    let (ok, changed, failed, unreachable) = (
         count(Status::Ok),
         count(Status::Changed),
         count(Status::Failed),
+        count(Status::Unreachable),
     );
     let hosts = match reports.len() {
         1 => "1 host".to_string(),
@@ -169,11 +201,15 @@ pub fn summary(reports: &[HostReport], check: bool, elapsed: Duration) -> String
     };
     let took = elapsed.as_secs_f64();
     out += "\n";
-    if changed == 0 && failed == 0 {
+    if changed == 0 && failed == 0 && unreachable == 0 {
         out += &format!("{hosts}: all ok, nothing changed ({took:.2} s)\n");
     } else {
         let verb = if check { "would change" } else { "changed" };
-        out += &format!("{hosts}: {ok} ok, {changed} {verb}, {failed} failed ({took:.2} s)\n");
+        out += &format!("{hosts}: {ok} ok, {changed} {verb}, {failed} failed");
+        if unreachable > 0 {
+            out += &format!(", {unreachable} unreachable");
+        }
+        out += &format!(" ({took:.2} s)\n");
     }
     if check {
         out += "check mode: nothing was changed\n";
@@ -223,6 +259,22 @@ mod tests {
             output: "line 1\nline 2".into(),
         });
         let c = HostReport::new("c", "10.0.0.3:22");
+        assert_eq!(exit_code(&[a.clone(), c.clone()]), 0);
+        assert_eq!(exit_code(&[a.clone(), b.clone()]), 2);
+        let mut d = HostReport::new("d", "10.0.0.4:22");
+        d.unreachable(Failure {
+            step: "connect".into(),
+            reason: "ssh 10.0.0.4:22: cannot connect".into(),
+            output: String::new(),
+        });
+        assert_eq!(exit_code(&[a.clone(), d.clone()]), 4);
+        assert_eq!(exit_code(&[b.clone(), d.clone()]), 2);
+        let text = summary(&[d], false, Duration::from_millis(10));
+        assert!(text.contains("d unreachable at connect"), "{text}");
+        assert!(
+            text.contains("1 host: 0 ok, 0 changed, 0 failed, 1 unreachable"),
+            "{text}"
+        );
         let text = summary(
             &[a.clone(), b, c.clone()],
             false,

@@ -20,6 +20,8 @@ use crate::inventory::RunnerSpec;
 
 /// Lines of a failed step's output kept in its report.
 const TAIL_LINES: usize = 12;
+/// How long a run waits for another run's lock on a host.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// How to run.
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct RunOptions {
 pub enum Event<'a> {
     Step(&'a str, &'a StepReport),
     Failed(&'a str, &'a Failure),
+    /// The host's sshd could not be reached (see [`super::SshError::is_unreachable`]).
+    Unreachable(&'a str, &'a Failure),
 }
 
 /// Called from the hosts' tasks as they go.
@@ -120,18 +124,36 @@ impl Host<'_> {
         let started = Instant::now();
         let address = self.runner.address().unwrap_or_default();
         let mut report = HostReport::new(&self.runner.name, &address);
-        let connected = match SshTarget::for_runner(self.runner) {
-            Ok(target) => Session::connect(&target, &self.opts.ssh)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let connected = match SshTarget::for_runner(self.runner, &self.opts.ssh) {
+            Ok(target) => Session::connect(&target, &self.opts.ssh).await,
+            Err(e) => {
+                self.failed(&mut report, "connect", StepError::new(e));
+                report.elapsed_ms = started.elapsed().as_millis() as u64;
+                return report;
+            }
         };
         match connected {
             Ok(session) => {
-                self.steps(&session, &mut report).await;
+                match self.lock(&session).await {
+                    Ok(mut lock) => {
+                        self.steps(&session, &mut report).await;
+                        // EOF ends the lock holder on the host, which releases the lock.
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut lock).await;
+                    }
+                    Err(e) => self.failed(&mut report, "lock", e),
+                }
                 session.close().await;
             }
-            Err(reason) => self.failed(&mut report, "connect", StepError::new(reason)),
+            Err(e) if e.is_unreachable() => {
+                let failure = Failure {
+                    step: "connect".into(),
+                    reason: e.to_string(),
+                    output: String::new(),
+                };
+                (self.progress)(Event::Unreachable(&self.runner.name, &failure));
+                report.unreachable(failure);
+            }
+            Err(e) => self.failed(&mut report, "connect", StepError::new(e.to_string())),
         }
         report.elapsed_ms = started.elapsed().as_millis() as u64;
         report
@@ -212,8 +234,9 @@ impl Host<'_> {
                         })?;
                     self.exec(session, step, &script, "apply", Some(Box::new(file)))
                         .await?;
-                    vars["binary_changed"] = Value::Bool(true);
                 }
+                // With --check too: the service step then predicts the restart the run makes.
+                vars["binary_changed"] = Value::Bool(!current);
                 vars["agent_current"] = Value::Bool(current || !check);
             }
             Step::Images if !check => {
@@ -250,6 +273,50 @@ impl Host<'_> {
             return Err(StepError::of(&out));
         }
         Ok(parse_output(&out.stdout_lossy()))
+    }
+
+    /// Takes the host's provisioning lock (`<state_dir>.provision.lock`, with `flock`), so that
+    /// two runs reaching one host take turns instead of failing each other. It is held by a
+    /// command on the host for as long as the returned writer stays open (or the connection
+    /// lives); a host without `flock` is provisioned unlocked.
+    async fn lock(
+        &self,
+        session: &Session,
+    ) -> Result<impl tokio::io::AsyncWrite + Unpin + Send, StepError> {
+        use tokio::io::AsyncBufReadExt;
+        let root = RemoteLayout::for_runner(self.runner).root().to_path_buf();
+        let file = format!("{}.provision.lock", root.display());
+        let script = format!(
+            "f={f}; mkdir -p \"$(dirname \"$f\")\" || exit 1; \
+             if ! command -v flock >/dev/null 2>&1; then echo unlocked; exec cat >/dev/null; fi; \
+             exec flock -w {wait} \"$f\" sh -c 'echo locked; exec cat >/dev/null'",
+            f = quote(&file),
+            wait = LOCK_WAIT.as_secs()
+        );
+        let command = self.command(&format!("sh -c {}", quote(&script)));
+        let (writer, reader) = session
+            .open_stream(&command)
+            .await
+            .map_err(|e| StepError::new(e.to_string()))?;
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(reader);
+        let read = tokio::time::timeout(
+            LOCK_WAIT + std::time::Duration::from_secs(10),
+            reader.read_line(&mut line),
+        )
+        .await;
+        match (read, line.trim()) {
+            (Ok(Ok(_)), "locked") => Ok(writer),
+            (Ok(Ok(_)), "unlocked") => {
+                tracing::warn!(host = %self.runner.name, "no flock on the host: provisioning it unlocked");
+                Ok(writer)
+            }
+            _ => Err(StepError::new(format!(
+                "another `datarun provision` has held the lock {file} on this host for more \
+                 than {} s (or it could not be taken; see the host's log)",
+                LOCK_WAIT.as_secs()
+            ))),
+        }
     }
 
     /// `command`, through `sudo -n` unless the ssh user is root.

@@ -1,11 +1,20 @@
 //! A small SSH client over russh: one TCP connection per host, many channels on it.
 //!
-//! Host keys are checked against datarun's own known_hosts file ([`super::known_hosts`]); the
-//! client authenticates with one unencrypted private key (ed25519, ECDSA or RSA, RSA with
-//! SHA-2 signatures only). Connecting (TCP, handshake, authentication) is bounded by
-//! `connect_timeout`; a live connection sends keepalives and is dropped after three unanswered.
+//! Host keys are checked against datarun's own known_hosts file ([`super::known_hosts`]), and,
+//! when an ssh config is followed, the operator's own (`UserKnownHostsFile`, default
+//! `~/.ssh/known_hosts`), read-only. The
+//! client logs in as OpenSSH would ([`auth`]): the identity files given (unencrypted ed25519,
+//! ECDSA or RSA keys, RSA with SHA-2 signatures only), then the keys of an `ssh-agent`
+//! (passphrase-protected keys work through it). Where to connect follows the inventory, then
+//! the operator's ssh config ([`config`]: Host aliases, HostName, User, Port, IdentityFile,
+//! IdentityAgent, ProxyJump). Jump hosts are connected to in turn, each next hop over a
+//! `direct-tcpip` channel of the previous one, their host keys checked too. Each hop's
+//! connecting (TCP or channel, handshake, authentication) is bounded by `connect_timeout`; a
+//! live connection sends keepalives and is dropped after three unanswered.
 
+mod auth;
 mod channel;
+pub mod config;
 mod error;
 mod identity;
 
@@ -14,56 +23,77 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client;
-use russh::keys::{HashAlg, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::keys::PublicKeyOrCertificate;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 pub use channel::{ExecOutput, StreamWriter};
+pub use config::{ConfigError, SshConfig};
 pub use error::SshError;
 
 use super::known_hosts::{HostKeyPolicy, HostKeyStatus, KnownHosts, KnownHostsError};
 
-/// Where to connect and as whom.
+/// Where to connect, as whom, with which keys, through which jump hosts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshTarget {
     pub host: String,
     pub port: u16,
     pub user: String,
-    pub identity_file: PathBuf,
+    /// Private key files tried in order (may be empty when an agent holds the keys).
+    pub identity_files: Vec<PathBuf>,
+    /// The `ssh-agent` socket whose keys are tried after the files.
+    pub agent: Option<PathBuf>,
+    /// Jump hosts (`ProxyJump`), first hop first; each is reached through the ones before it,
+    /// and this target through the last.
+    pub jumps: Vec<SshTarget>,
+    /// The operator's OpenSSH known_hosts files, trusted read-only besides datarun's own
+    /// (see [`KnownHosts::check_with`]).
+    pub trusted_known_hosts: Vec<PathBuf>,
 }
 
 impl SshTarget {
-    /// `user@host:22` with this identity file.
+    /// `user@host:22` with this identity file, no agent, no jump host.
     pub fn new(host: impl Into<String>, user: impl Into<String>, identity: PathBuf) -> Self {
         SshTarget {
             host: host.into(),
             port: 22,
             user: user.into(),
-            identity_file: identity,
+            identity_files: vec![identity],
+            agent: None,
+            jumps: Vec::new(),
+            trusted_known_hosts: Vec::new(),
         }
     }
 
-    /// The target of an inventory ssh runner: its user (default root) and identity file
-    /// (default the first of ~/.ssh/id_ed25519, id_ecdsa, id_rsa that exists). Provisioning
-    /// and the master's ssh transport both log in this way.
-    pub fn for_runner(runner: &crate::inventory::RunnerSpec) -> Result<SshTarget, String> {
-        let host = runner
+    /// The target of an inventory ssh runner. The runner's `address` is looked up in the ssh
+    /// config (`opts.config`) as a Host alias; the inventory's `user`, `port` (when not 22) and
+    /// `identity_file` win over the config's `User`, `Port` and `IdentityFile`. Defaults: user
+    /// root; keys: the config's IdentityFiles, else those of ~/.ssh/id_ed25519, id_ecdsa,
+    /// id_rsa that exist, then the agent's (`IdentityAgent`, else `$SSH_AUTH_SOCK`).
+    /// Provisioning and the master's ssh transport both log in this way.
+    pub fn for_runner(
+        runner: &crate::inventory::RunnerSpec,
+        opts: &SshOptions,
+    ) -> Result<SshTarget, String> {
+        let alias = runner
             .host
             .clone()
             .ok_or_else(|| format!("runner {} has no address", runner.name))?;
-        let identity = match runner.identity_path() {
-            Some(path) => path,
-            None => default_identity().ok_or_else(|| {
-                format!(
-                    "runner {}: no identity_file in the inventory and no ~/.ssh/id_ed25519, \
-                     id_ecdsa or id_rsa",
-                    runner.name
-                )
-            })?,
+        let config = match &opts.config {
+            Some(path) => Some(
+                SshConfig::load(path)
+                    .map_err(|e| format!("runner {}: ssh config {e}", runner.name))?,
+            ),
+            None => None,
         };
-        let mut target = SshTarget::new(host, runner.user.as_deref().unwrap_or("root"), identity);
-        target.port = runner.port;
-        Ok(target)
+        let port = (runner.port != crate::inventory::DEFAULT_SSH_PORT).then_some(runner.port);
+        let given = Given {
+            user: runner.user.clone(),
+            port,
+            identity: runner.identity_path(),
+        };
+        resolve(&alias, given, config.as_ref(), 0)
+            .map_err(|e| format!("runner {}: {e}", runner.name))
     }
 
     /// `host:port` (`[v6]:port` for IPv6 addresses), as errors name it.
@@ -76,35 +106,128 @@ impl SshTarget {
     }
 }
 
+/// What the inventory (or a ProxyJump hop) says itself; it wins over the ssh config.
+struct Given {
+    user: Option<String>,
+    port: Option<u16>,
+    identity: Option<PathBuf>,
+}
+
+/// The target for `alias`: what is given, then the config, then the defaults; its jump
+/// hosts resolved the same way (the first hop's own ProxyJump too, at most
+/// [`config::MAX_JUMPS`] hops in all).
+fn resolve(
+    alias: &str,
+    given: Given,
+    config: Option<&SshConfig>,
+    depth: usize,
+) -> Result<SshTarget, String> {
+    let hc = config.map(|c| c.resolve(alias)).unwrap_or_default();
+    let host = hc.host_name.clone().unwrap_or_else(|| alias.to_string());
+    let user = given.user.or(hc.user).unwrap_or_else(|| "root".into());
+    let port = given.port.or(hc.port).unwrap_or(22);
+    let agent = auth::agent_socket(hc.identity_agent.as_ref());
+    let mut identity_files: Vec<PathBuf> = match given.identity {
+        Some(path) => vec![path],
+        None => hc
+            .identity_files
+            .iter()
+            .map(|p| config::expand_path(p, &host, &user))
+            .collect(),
+    };
+    if identity_files.is_empty() {
+        identity_files = default_identities();
+    }
+    if identity_files.is_empty() && agent.is_none() {
+        return Err(format!(
+            "no key to log in to {alias} with: no identity_file in the inventory or IdentityFile \
+             in the ssh config, no ~/.ssh/id_ed25519, id_ecdsa or id_rsa, and no ssh-agent \
+             (SSH_AUTH_SOCK is not set)"
+        ));
+    }
+    // With an ssh config followed, the operator's known_hosts files vouch for hosts too.
+    let trusted_known_hosts = match (config, hc.user_known_hosts) {
+        (None, _) => Vec::new(),
+        (Some(_), Some(files)) => files,
+        (Some(_), None) => vec![
+            PathBuf::from("~/.ssh/known_hosts"),
+            PathBuf::from("~/.ssh/known_hosts2"),
+        ],
+    }
+    .iter()
+    .map(|p| config::expand_path(p, &host, &user))
+    .collect();
+    let mut jumps = Vec::new();
+    for (i, hop) in hc.proxy_jump.unwrap_or_default().into_iter().enumerate() {
+        if depth + jumps.len() >= config::MAX_JUMPS {
+            return Err(format!(
+                "more than {} ProxyJump hops to reach {alias} (a loop in the ssh config?)",
+                config::MAX_JUMPS
+            ));
+        }
+        let given = Given {
+            user: hop.user,
+            port: hop.port,
+            identity: None,
+        };
+        let mut target = resolve(&hop.host, given, config, depth + jumps.len() + 1)?;
+        // Only the first hop is reached by its own ProxyJump; later ones go through the hop
+        // before them, as with `ssh -J a,b`.
+        let own = std::mem::take(&mut target.jumps);
+        if i == 0 {
+            jumps.extend(own);
+        }
+        jumps.push(target);
+    }
+    Ok(SshTarget {
+        host,
+        port,
+        user,
+        identity_files,
+        agent,
+        jumps,
+        trusted_known_hosts,
+    })
+}
+
 /// How to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SshOptions {
-    /// Bound on TCP connect + handshake + authentication.
+    /// Bound on TCP connect + handshake + authentication, per hop.
     pub connect_timeout: Duration,
     /// Interval of keepalives when the server is silent.
     pub keepalive: Duration,
     pub known_hosts: PathBuf,
     pub policy: HostKeyPolicy,
+    /// The operator's ssh config to follow (see [`config::default_path`]); None: none.
+    pub config: Option<PathBuf>,
 }
 
 impl SshOptions {
-    /// The defaults (10 s connect timeout, 15 s keepalive, strict host keys) with this file.
+    /// The defaults (10 s connect timeout, 15 s keepalive, strict host keys, no ssh config)
+    /// with this file.
     pub fn new(known_hosts: impl Into<PathBuf>) -> Self {
         SshOptions {
             connect_timeout: Duration::from_secs(10),
             keepalive: Duration::from_secs(15),
             known_hosts: known_hosts.into(),
             policy: HostKeyPolicy::Strict,
+            config: None,
         }
     }
 }
 
-fn default_identity() -> Option<PathBuf> {
-    let home = PathBuf::from(std::env::var_os("HOME")?);
+/// The default key files that exist: ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+fn default_identities() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
+    let home = PathBuf::from(home);
     ["id_ed25519", "id_ecdsa", "id_rsa"]
         .iter()
         .map(|name| home.join(".ssh").join(name))
-        .find(|p| p.exists())
+        .filter(|p| p.exists())
+        .collect()
 }
 
 /// Quotes one word for the remote shell.
@@ -118,6 +241,7 @@ pub(crate) struct Client {
     port: u16,
     label: String,
     known_hosts: KnownHosts,
+    trusted: Vec<PathBuf>,
     policy: HostKeyPolicy,
     refusal: Arc<Mutex<Option<SshError>>>,
 }
@@ -141,20 +265,22 @@ impl client::Handler for Client {
                 return Ok(false);
             }
         };
-        let (kh, host, port, policy) = (
+        let (kh, trusted, host, port, policy) = (
             self.known_hosts.clone(),
+            self.trusted.clone(),
             self.host.clone(),
             self.port,
             self.policy,
         );
-        let checked = tokio::task::spawn_blocking(move || kh.check(&host, port, &key, policy))
-            .await
-            .unwrap_or_else(|e| {
-                Err(KnownHostsError::Io {
-                    file: self.known_hosts.path().to_path_buf(),
-                    source: std::io::Error::other(e),
-                })
-            });
+        let checked =
+            tokio::task::spawn_blocking(move || kh.check_with(&trusted, &host, port, &key, policy))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(KnownHostsError::Io {
+                        file: self.known_hosts.path().to_path_buf(),
+                        source: std::io::Error::other(e),
+                    })
+                });
         match checked {
             Ok(HostKeyStatus::Known { .. }) => Ok(true),
             Ok(HostKeyStatus::Recorded { line }) => {
@@ -188,6 +314,8 @@ pub struct Session {
 struct Inner {
     handle: client::Handle<Client>,
     label: String,
+    /// The jump hosts' connections, first hop first: kept open while this one is.
+    via: Vec<client::Handle<Client>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -199,97 +327,23 @@ impl std::fmt::Debug for Session {
 }
 
 impl Session {
-    /// Connects, checks the host key and authenticates, all within `opts.connect_timeout`.
+    /// Connects through the target's jump hosts, if any, then to the target, checking every
+    /// host key and authenticating on each; each hop within `opts.connect_timeout`.
     pub async fn connect(target: &SshTarget, opts: &SshOptions) -> Result<Session, SshError> {
-        let label = target.label();
-        let key = identity::load(&target.identity_file).map_err(|reason| SshError::Identity {
-            host: label.clone(),
-            path: target.identity_file.clone(),
-            reason,
-        })?;
-        let started = Instant::now();
-        let deadline = started + opts.connect_timeout;
-        let timed_out = |stage| SshError::TimedOut {
-            host: label.clone(),
-            stage,
-            after: started.elapsed(),
-            timeout: opts.connect_timeout,
-        };
-
-        let host = target.host.trim_start_matches('[').trim_end_matches(']');
-        let socket = tokio::time::timeout_at(
-            deadline,
-            tokio::net::TcpStream::connect((host, target.port)),
-        )
-        .await
-        .map_err(|_| timed_out("connecting (TCP)"))?
-        .map_err(|source| SshError::Unreachable {
-            host: label.clone(),
-            source,
-        })?;
-        let _ = socket.set_nodelay(true);
-
-        let config = Arc::new(client::Config {
-            keepalive_interval: Some(opts.keepalive),
-            keepalive_max: 3,
-            inactivity_timeout: None,
-            nodelay: true,
-            ..Default::default()
-        });
-        let refusal = Arc::new(Mutex::new(None));
-        let handler = Client {
-            host: host.to_string(),
-            port: target.port,
-            label: label.clone(),
-            known_hosts: KnownHosts::new(&opts.known_hosts),
-            policy: opts.policy,
-            refusal: refusal.clone(),
-        };
-        let handshake = client::connect_stream(config, socket, handler);
-        let mut handle = match tokio::time::timeout_at(deadline, handshake).await {
-            Err(_) => return Err(timed_out("exchanging keys (SSH handshake)")),
-            Ok(Ok(handle)) => handle,
-            Ok(Err(e)) => {
-                let refused = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
-                return Err(refused.unwrap_or_else(|| SshError::Handshake {
-                    host: label.clone(),
-                    message: e.to_string(),
-                }));
-            }
-        };
-
-        let key_type = key.algorithm().as_str().to_string();
-        let authenticate = async {
-            let hash = if key.algorithm().is_rsa() {
-                // SHA-2 only: sha-512 or sha-256 as the server announces, sha-256 otherwise.
-                match handle.best_supported_rsa_hash().await {
-                    Ok(Some(Some(hash))) => Some(hash),
-                    _ => Some(HashAlg::Sha256),
-                }
-            } else {
-                None
-            };
-            let key = PrivateKeyWithHashAlg::new(Arc::new(key), hash);
-            handle.authenticate_publickey(&target.user, key).await
-        };
-        let auth = tokio::time::timeout_at(deadline, authenticate)
-            .await
-            .map_err(|_| timed_out("authenticating"))?
-            .map_err(|e| SshError::Handshake {
-                host: label.clone(),
-                message: format!("authentication failed: {e}"),
-            })?;
-        if !auth.success() {
-            return Err(SshError::AuthRefused {
-                host: label,
-                user: target.user.clone(),
-                key: target.identity_file.clone(),
-                key_type,
-            });
+        let mut via: Vec<(client::Handle<Client>, String)> = Vec::new();
+        for hop in &target.jumps {
+            let handle = connect_hop(hop, via.last(), opts).await?;
+            via.push((handle, hop.label()));
         }
-        tracing::debug!(host = %label, user = %target.user, "ssh connected");
+        let handle = connect_hop(target, via.last(), opts).await?;
+        let label = target.label();
+        tracing::debug!(host = %label, user = %target.user, jumps = via.len(), "ssh connected");
         Ok(Session {
-            inner: Arc::new(Inner { handle, label }),
+            inner: Arc::new(Inner {
+                handle,
+                label,
+                via: via.into_iter().map(|(h, _)| h).collect(),
+            }),
         })
     }
 
@@ -340,5 +394,93 @@ impl Session {
             .handle
             .disconnect(russh::Disconnect::ByApplication, "", "en")
             .await;
+        for hop in self.inner.via.iter().rev() {
+            let _ = hop
+                .disconnect(russh::Disconnect::ByApplication, "", "en")
+                .await;
+        }
     }
 }
+
+/// Connects to one hop: over TCP, or through the previous hop's `direct-tcpip` channel;
+/// checks its host key and authenticates, all within `opts.connect_timeout`.
+async fn connect_hop(
+    hop: &SshTarget,
+    via: Option<&(client::Handle<Client>, String)>,
+    opts: &SshOptions,
+) -> Result<client::Handle<Client>, SshError> {
+    let label = hop.label();
+    let started = Instant::now();
+    let deadline = started + opts.connect_timeout;
+    let timed_out = |stage| SshError::TimedOut {
+        host: label.clone(),
+        stage,
+        after: started.elapsed(),
+        timeout: opts.connect_timeout,
+    };
+    let host = hop.host.trim_start_matches('[').trim_end_matches(']');
+    let config = Arc::new(client::Config {
+        keepalive_interval: Some(opts.keepalive),
+        keepalive_max: 3,
+        inactivity_timeout: None,
+        nodelay: true,
+        ..Default::default()
+    });
+    let refusal = Arc::new(Mutex::new(None));
+    let handler = Client {
+        host: host.to_string(),
+        port: hop.port,
+        label: label.clone(),
+        known_hosts: KnownHosts::new(&opts.known_hosts),
+        trusted: hop.trusted_known_hosts.clone(),
+        policy: opts.policy,
+        refusal: refusal.clone(),
+    };
+    let handshake = match via {
+        None => {
+            let socket =
+                tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect((host, hop.port)))
+                    .await
+                    .map_err(|_| timed_out("connecting (TCP)"))?
+                    .map_err(|source| SshError::Unreachable {
+                        host: label.clone(),
+                        source,
+                    })?;
+            let _ = socket.set_nodelay(true);
+            tokio::time::timeout_at(deadline, client::connect_stream(config, socket, handler)).await
+        }
+        Some((bastion, bastion_label)) => {
+            let open = bastion.channel_open_direct_tcpip(host, u32::from(hop.port), "127.0.0.1", 0);
+            let channel = tokio::time::timeout_at(deadline, open)
+                .await
+                .map_err(|_| timed_out("opening a channel through the jump host"))?
+                .map_err(|e| SshError::Unreachable {
+                    host: label.clone(),
+                    source: std::io::Error::other(format!(
+                        "the jump host {bastion_label} cannot reach it: {e}"
+                    )),
+                })?;
+            let stream = channel.into_stream();
+            tokio::time::timeout_at(deadline, client::connect_stream(config, stream, handler)).await
+        }
+    };
+    let mut handle = match handshake {
+        Err(_) => return Err(timed_out("exchanging keys (SSH handshake)")),
+        Ok(Ok(handle)) => handle,
+        Ok(Err(e)) => {
+            let refused = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+            return Err(refused.unwrap_or_else(|| SshError::Handshake {
+                host: label.clone(),
+                message: e.to_string(),
+            }));
+        }
+    };
+    tokio::time::timeout_at(deadline, auth::authenticate(&mut handle, hop, &label))
+        .await
+        .map_err(|_| timed_out("authenticating"))??;
+    Ok(handle)
+}
+
+#[cfg(test)]
+#[path = "ssh/resolve_tests.rs"]
+mod resolve_tests;

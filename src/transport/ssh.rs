@@ -4,6 +4,9 @@
 //! exactly as over a local child's. When the connection dies the daemon keeps its folds
 //! running; the next connection's hello tells the master what ran and what finished.
 //!
+//! A host without systemd whose agent is not running (after a reboot) gets its supervisor
+//! started again by the link, which then pings once more.
+//!
 //! `connect` returns at once: messages sent before the session is up wait in the link's
 //! channel; a failure to connect arrives as `LinkEvent::Closed` with the reason.
 
@@ -29,7 +32,7 @@ pub fn connect(
     events: mpsc::UnboundedSender<LinkEvent>,
 ) -> Link {
     let (tx, rx) = mpsc::unbounded_channel::<ToAgent>();
-    let target = SshTarget::for_runner(spec);
+    let target = SshTarget::for_runner(spec, &opts);
     let layout = RemoteLayout::for_runner(spec);
     let name = spec.name.clone();
     tokio::spawn(async move {
@@ -49,6 +52,55 @@ pub fn connect(
     Link { generation, tx }
 }
 
+/// Starts the agent's supervisor on a host without systemd when it is there and not running;
+/// true when it was started.
+async fn start_supervisor(session: &Session, target: &SshTarget, layout: &RemoteLayout) -> bool {
+    let script = format!(
+        "sup={sup}; pidfile={pid}; log={log}; [ -x \"$sup\" ] || exit 3; \
+         pid=$(cat \"$pidfile\" 2>/dev/null) && [ -n \"$pid\" ] && kill -0 \"$pid\" 2>/dev/null && \
+         grep -q datarun-supervise \"/proc/$pid/cmdline\" 2>/dev/null && exit 4; \
+         setsid \"$sup\" </dev/null >>\"$log\" 2>&1 & echo started",
+        sup = quote(&layout.supervisor().to_string_lossy()),
+        pid = quote(&layout.pid().to_string_lossy()),
+        log = quote(&layout.log().to_string_lossy()),
+    );
+    let mut command = format!("sh -c {}", quote(&script));
+    if target.user != "root" {
+        command = format!("sudo -n {command}");
+    }
+    match session.exec(&command).await {
+        Ok(out) if out.success() => {
+            tracing::warn!(host = %target.label(), "no agent answered and its supervisor was not \
+                running (a reboot without systemd?): started it");
+            true
+        }
+        Ok(_) => false,
+        Err(e) => {
+            tracing::debug!(host = %target.label(), "cannot start the agent's supervisor: {e}");
+            false
+        }
+    }
+}
+
+/// Pings the agent until it answers or `wait` has passed; the last answer.
+async fn ping_until(
+    session: &Session,
+    layout: &RemoteLayout,
+    wait: std::time::Duration,
+) -> Result<crate::provision::ExecOutput, String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let ping = session
+            .exec(&agent_command(layout, "--ping"))
+            .await
+            .map_err(|e| e.to_string())?;
+        if ping.success() || tokio::time::Instant::now() >= deadline {
+            return Ok(ping);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs one connection to its end; returns why it ended.
 async fn run(
     name: &str,
@@ -62,10 +114,17 @@ async fn run(
     let session = Session::connect(target, opts)
         .await
         .map_err(|e| e.to_string())?;
-    let ping = session
+    let mut ping = session
         .exec(&agent_command(layout, "--ping"))
         .await
         .map_err(|e| e.to_string())?;
+    if !ping.success() && ping.status != Some(127) {
+        // No agent answers, e.g. after a reboot of a host without systemd: start its
+        // supervisor (written by `provision`) when it is not running, and ask again.
+        if start_supervisor(&session, target, layout).await {
+            ping = ping_until(&session, layout, std::time::Duration::from_secs(10)).await?;
+        }
+    }
     if !ping.success() {
         let err = ping.stderr_lossy();
         session.close().await;

@@ -44,17 +44,16 @@ pub enum SshError {
         path: PathBuf,
         reason: String,
     },
-    /// The server refused the key for this user.
+    /// The server accepted none of the keys tried for this user (each named with why).
     #[error(
-        "ssh {host}: authentication refused for user {user} with key {} ({key_type}); is its \
-         public key ({}.pub) in ~{user}/.ssh/authorized_keys on the host?",
-        .key.display(), .key.display()
+        "ssh {host}: authentication refused for user {user}; tried: {}. Is one of these \
+         public keys in ~{user}/.ssh/authorized_keys on the host?",
+        .tried.join("; ")
     )]
     AuthRefused {
         host: String,
         user: String,
-        key: PathBuf,
-        key_type: String,
+        tried: Vec<String>,
     },
     /// Opening or using a channel failed, or the connection was lost meanwhile.
     #[error("ssh {host}: {message}")]
@@ -70,6 +69,16 @@ pub enum SshError {
 }
 
 impl SshError {
+    /// Whether the host's sshd could not be reached at all (no route, refused, timed out,
+    /// the SSH handshake failed or the connection was lost), as opposed to a host that answered
+    /// and refused (host key, keys) or failed a step.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            SshError::Unreachable { .. } | SshError::TimedOut { .. } | SshError::Handshake { .. }
+        )
+    }
+
     /// The `host:port` the error is about.
     pub fn host(&self) -> &str {
         match self {

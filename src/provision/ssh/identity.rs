@@ -4,8 +4,9 @@ use std::path::Path;
 
 use russh::keys::ssh_key::PrivateKey;
 
-const ENCRYPTED: &str = "the key is protected by a passphrase; datarun needs an unencrypted key \
-     (ssh-agent support is not there yet): make an unencrypted copy for datarun with \
+const ENCRYPTED: &str = "the key is protected by a passphrase, which datarun does not ask for: \
+     load it into ssh-agent (`ssh-add KEY`, with SSH_AUTH_SOCK set for datarun) and datarun \
+     uses it through the agent, or make an unencrypted copy with \
      `cp KEY COPY && ssh-keygen -p -N '' -f COPY`";
 
 /// Reads an unencrypted private key in OpenSSH format (or PEM, for older RSA keys).
