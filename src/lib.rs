@@ -21,3 +21,4 @@ pub mod table;
 pub mod transfer;
 pub mod transport;
 pub mod units;
+pub mod webhooks;

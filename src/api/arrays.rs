@@ -25,6 +25,8 @@ pub struct NewArray {
     /// idle and waiting siblings are removed, saying why.
     #[serde(default)]
     stop_on_failure: bool,
+    /// A URL called once every fold of the array has ended (README "Webhooks").
+    webhook: Option<String>,
 }
 
 pub async fn create(
@@ -32,10 +34,17 @@ pub async fn create(
     Extension(who): Extension<Principal>,
     body: Result<Json<NewArray>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    let Json(mut body) = body?;
     crate::model::limits::check_text("array", &body.array, 4096)?;
     let array = parse_array(&body.array).map_err(ApiError::bad_request)?;
     body.spec.validate()?;
+    // `webhook`: the array's end; `spec.webhook`: each of its folds' ends.
+    let fold_hook = body.spec.webhook.take();
+    for (field, url) in [("webhook", &body.webhook), ("spec.webhook", &fold_hook)] {
+        if let Some(url) = url {
+            super::webhooks::check(&s, field, url).await?;
+        }
+    }
     // Every fold of the array stores its own spec: bounded as a batch of folds is.
     use crate::model::limits::{json_size, FieldError, MAX_BATCH_BODY};
     let total = json_size(&body.spec).saturating_mul(array.indices.len());
@@ -60,6 +69,16 @@ pub async fn create(
             },
         )
         .await?;
+    use crate::store::HookKind;
+    let mut hooks: Vec<(HookKind, i64, String)> = body
+        .webhook
+        .map(|url| (HookKind::Array, id, url))
+        .into_iter()
+        .collect();
+    if let Some(url) = fold_hook {
+        hooks.extend(ids.iter().map(|f| (HookKind::Fold, *f, url.clone())));
+    }
+    super::webhooks::subscribe(&s, &who, hooks).await?;
     s.master.wake();
     let folds: Vec<Value> = ids
         .iter()

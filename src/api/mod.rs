@@ -17,6 +17,7 @@ pub(crate) mod results;
 pub mod runapp;
 mod submission_folds;
 pub(crate) mod submissions;
+mod webhooks;
 
 pub use error::ApiError;
 pub use events::Waiters;
@@ -60,6 +61,8 @@ pub struct ApiLimits {
     pub https: bool,
     /// `GET /metrics` without a token (`serve --metrics-public`); else admin tokens only.
     pub metrics_public: bool,
+    /// Internal ranges webhooks may call (`serve --webhook-allow`).
+    pub webhook_allow: crate::webhooks::Allow,
 }
 
 impl Default for ApiLimits {
@@ -70,6 +73,7 @@ impl Default for ApiLimits {
             waiters: Waiters::new(crate::model::limits::DEFAULT_MAX_WAITERS as usize),
             https: false,
             metrics_public: false,
+            webhook_allow: Default::default(),
         }
     }
 }
@@ -135,6 +139,8 @@ pub fn router(state: ApiState, max_body: usize) -> Router {
         .route("/results/new", post(results::new_results))
         .route("/results/list", post(results::list_results))
         .route("/datasets/{id}/leaderboard", get(results::leaderboard))
+        .route("/webhooks", get(webhooks::list))
+        .route("/webhook-secret", get(webhooks::secret))
         // Route layers wrap what is above them: auth runs first, then the rate limit.
         .route_layer(middleware::from_fn_with_state(state.clone(), throttle))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));

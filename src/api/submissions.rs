@@ -72,6 +72,7 @@ pub(super) fn image_fold(command: &str, priority: Priority) -> FoldSpec {
         rank: None,
         after: Vec::new(),
         inputs_from: Vec::new(),
+        webhook: None,
     }
 }
 
@@ -104,6 +105,8 @@ pub struct CreateSubmission {
     hard_time_limit: Option<u64>,
     #[serde(default)]
     max_retries: u32,
+    /// A URL called once every fold of the submission has ended (README "Webhooks").
+    webhook: Option<String>,
 }
 
 /// The size limits on folds a client gives: how many, and their `client_id`s.
@@ -192,6 +195,9 @@ pub async fn create(
     if let Some(cv) = &req.cv {
         check_count("cv.k", cv.k, "folds", MAX_SUBMISSION_FOLDS)?;
     }
+    if let Some(url) = &req.webhook {
+        super::webhooks::check(&s, "webhook", url).await?;
+    }
     visible(&s, &who, Resource::Dataset(req.dataset_id)).await?;
     if let Some(split) = req.split_id {
         visible(&s, &who, Resource::Split(split)).await?;
@@ -274,6 +280,10 @@ pub async fn create(
             folds: new_folds,
         })
         .await?;
+    if let Some(url) = req.webhook {
+        let hook = (crate::store::HookKind::Submission, record.id, url);
+        super::webhooks::subscribe(&s, &who, vec![hook]).await?;
+    }
     s.master.wake();
     let held = hold.map(|(code, reason)| json!({"code": code, "reason": reason}));
     Ok((

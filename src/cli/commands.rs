@@ -108,6 +108,10 @@ pub struct SubmitArgs {
     /// limit), remove its idle and waiting siblings, saying why.
     #[arg(long, requires = "array")]
     stop_on_failure: bool,
+    /// Call this URL when each fold ends (with --array: once, when the whole array has
+    /// ended): a signed JSON POST, retried until delivered (README "Webhooks").
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
     /// Wait until these folds are done (`ID,ID...`, or `ARRAY.INDEX`); if one fails or is
     /// removed, this fold fails saying why (Slurm's afterok). Also --after-ok.
     #[arg(long, alias = "after-ok", value_delimiter = ',')]
@@ -234,7 +238,7 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
     if let Some(array) = &a.array {
         let answer: Value = client.post(
             "/arrays",
-            &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure }),
+            &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure, "webhook": a.webhook }),
         )?;
         let folds: Vec<&Value> = answer["folds"].as_array().into_iter().flatten().collect();
         if a.json {
@@ -255,6 +259,9 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
             return super::queue::wait(&a.conn, &ids, a.timeout);
         }
         return Ok(());
+    }
+    if let Some(url) = &a.webhook {
+        spec["webhook"] = json!(url);
     }
     let folds: Vec<Value> = (0..a.count).map(|_| spec.clone()).collect();
     let answer: Value = client.post("/folds/batch", &json!({ "folds": folds }))?;
@@ -491,7 +498,9 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
                 .map(|t| format!(", expires {}", when(&json!(t))))
                 .unwrap_or_default();
             let kind = if admin { "admin token" } else { "token" };
+            let hook_secret = store.webhook_secret_blocking(id)?;
             eprintln!("{kind} {id} for {name}{until} (shown once; revoke it with `datarun token revoke {id}`)");
+            eprintln!("webhook secret (signs the webhooks this token asks for; also GET /api/v1/webhook-secret): {hook_secret}");
             println!("{secret}");
         }
         TokenCmd::List { json, data_dir } => {

@@ -22,6 +22,7 @@ mod submissions;
 mod tenancy;
 mod tokens;
 mod waiting;
+mod webhooks;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
@@ -36,6 +37,7 @@ pub use submissions::{
 };
 pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
+pub use webhooks::{AttemptEnd, Delivery, HookKind, WebhookRecord};
 
 pub use folds::{
     ActiveAttempt, ArrayPlace, ArrayRecord, AttemptRecord, BlobData, CancelTarget, EventRecord,
