@@ -5,13 +5,16 @@
 //! missing python3/venv/Docker fails this test. The RAMP files (`test_ramp_worker.py`, and
 //! `test_ramp_dispatcher.py`: ramp-engine 0.10.1's own Dispatcher over DatarunWorker against a
 //! throwaway PostgreSQL) run as a test of their own, on a master of their own, so each half
-//! stays within the per-test time limit.
+//! stays within the per-test time limit. The package is also checked with `mypy --strict`, and
+//! every `/api/v1` route of the master's router (read from `src/api/mod.rs`) must have its
+//! client method (`datarun_client.client.ROUTES`).
 
 mod common;
 
 use common::ml::docker_inventory;
 use common::python::venv;
 use common::Master;
+use std::collections::BTreeSet;
 use std::process::Command;
 
 const RAMP_FILES: [&str; 2] = [
@@ -22,7 +25,11 @@ const RAMP_FILES: [&str; 2] = [
 /// Runs pytest with `args` against a fresh master; every collected test must pass.
 fn pytest(args: &[&str]) {
     let python = venv();
-    let m = Master::start(Some(&docker_inventory(4)));
+    // Webhook tests call a receiver on loopback.
+    let m = Master::start_with(
+        Some(&docker_inventory(4)),
+        &["--webhook-allow", "127.0.0.0/8", "--webhook-backoff", "200ms"],
+    );
     let repo = std::env::current_dir().unwrap();
     let out = Command::new(&python)
         .args(["-m", "pytest", "-q", "-rs"])
@@ -58,4 +65,85 @@ fn the_python_client_passes_its_pytest_suite_against_a_real_master() {
 #[test]
 fn ramp_engine_s_dispatcher_and_the_ramp_worker_pass_their_pytest_files() {
     pytest(&RAMP_FILES);
+}
+
+#[test]
+fn the_python_client_passes_mypy_strict() {
+    let python = venv();
+    let out = Command::new(&python)
+        .args(["-m", "mypy", "--strict", "datarun_client"])
+        .current_dir("clients/python")
+        .output()
+        .expect("run mypy");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("mypy: {text}");
+    assert!(out.status.success() && text.contains("Success: no issues found"), "mypy --strict failed: {text}");
+}
+
+/// The `(METHOD, /path)` pairs of the `/api/v1` router in `src/api/mod.rs`: each
+/// `.route("PATH", get(..).post(..))` up to where the router is nested under `/api/v1`, with
+/// `/health`.
+fn api_routes() -> BTreeSet<(String, String)> {
+    let text = std::fs::read_to_string("src/api/mod.rs").unwrap();
+    let start = text.find("pub fn router").expect("router() in src/api/mod.rs");
+    let end = start + text[start..].find("nest(\"/api/v1\"").expect("the /api/v1 nest");
+    let body = &text[start..end];
+    let mut routes = BTreeSet::new();
+    let mut rest = body;
+    while let Some(at) = rest.find(".route(") {
+        rest = &rest[at + ".route(".len()..];
+        // The call's argument: up to its closing parenthesis.
+        let mut depth = 1;
+        let mut close = 0;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 {
+                close = i;
+                break;
+            }
+        }
+        let arg = &rest[..close];
+        let path = arg.split('"').nth(1).expect("a route's path");
+        for method in ["get", "post", "put", "patch", "delete"] {
+            let called = arg.match_indices(&format!("{method}(")).any(|(i, _)| {
+                i == 0 || !arg[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
+            });
+            if called {
+                routes.insert((method.to_uppercase(), path.to_string()));
+            }
+        }
+        rest = &rest[close..];
+    }
+    routes
+}
+
+#[test]
+fn every_api_route_has_a_client_method() {
+    let routes = api_routes();
+    assert!(routes.len() > 40, "the parse found too few routes: {routes:?}");
+    assert!(routes.contains(&("GET".into(), "/health".into())));
+    assert!(routes.contains(&("DELETE".into(), "/datasets/{id}".into())));
+    let python = venv();
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import json; from datarun_client.client import ROUTES; print(json.dumps(sorted([m, p, n] for (m, p), n in ROUTES.items())))",
+        ])
+        .output()
+        .expect("run python");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed: Vec<(String, String, String)> = serde_json::from_slice(&out.stdout).unwrap();
+    let client: BTreeSet<(String, String)> = listed.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
+    let missing: Vec<_> = routes.difference(&client).collect();
+    let stale: Vec<_> = client.difference(&routes).collect();
+    assert!(missing.is_empty(), "routes without a client method: {missing:?}");
+    assert!(stale.is_empty(), "client methods for routes the master lacks: {stale:?}");
 }
