@@ -288,3 +288,78 @@ fn loopback_is_refused_without_webhook_allow() {
     assert!(err.contains("webhook") && err.contains("loopback"), "{err}");
     assert_eq!(m.get("/folds")["folds"].as_array().unwrap().len(), 0, "nothing stored");
 }
+
+/// The delivery is kept by the store: a master killed (SIGKILL) while its receiver is down
+/// delivers it after a restart, with the same event id.
+#[test]
+fn a_pending_delivery_survives_a_crash_of_the_master() {
+    let mut m = Master::start_with(
+        Some(FOUR_SLOTS),
+        &["--webhook-allow", "127.0.0.0/8", "--webhook-backoff", "200ms", "--webhook-max-backoff", "1s"],
+    );
+    // A port with nothing listening (yet).
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let (status, v) = m.request(
+        "POST",
+        "/folds",
+        Some(json!({"command": ["true"], "resources": {"cpus": 0.1, "memory": "16M"}, "webhook": url})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let fold = v["id"].as_i64().unwrap();
+    // The fold ends; its delivery fails (connection refused) and is retried.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let hook = loop {
+        let hooks = m.get(&format!("/webhooks?kind=fold&id={fold}"))["webhooks"].clone();
+        let h = hooks[0].clone();
+        if h["attempts"].as_i64().unwrap_or(0) >= 1 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "no attempt: {h}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(hook["state"], "pending", "{hook}");
+    assert!(hook["last_error"].as_str().unwrap().contains("error"), "{hook}");
+    m.kill9();
+    // The receiver comes up, then the master again: the end is delivered.
+    let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let got = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = got.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            let mut event = String::new();
+            let mut len = 0;
+            loop {
+                line.clear();
+                reader.read_line(&mut line).unwrap();
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("x-datarun-event:") {
+                    event = v.trim().to_string();
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            seen.lock().unwrap().push(event);
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    m.spawn();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "not delivered after the restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(*got.lock().unwrap(), vec![hook["event_id"].as_str().unwrap().to_string()]);
+    let after = m.get(&format!("/webhooks?kind=fold&id={fold}"))["webhooks"][0].clone();
+    assert_eq!(after["state"], "delivered", "{after}");
+}
