@@ -85,7 +85,7 @@ def test_arrays_queue_owners_and_runners(client: Client) -> None:
 
 def test_splits_of_a_dataset(client: Client) -> None:
     csv = b"a,b,y\n" + b"".join(f"{i},{i * 2},{i % 2}\n".encode() for i in range(20))
-    d = client.create_dataset("typed-splits", "y", csv, "classifier", ["accuracy"])
+    d = client.create_dataset(f"typed-splits-{time.time_ns()}", "y", csv, "classifier", ["accuracy"])
     split = client.create_split(d["id"], held_out_test=0.25)
     assert [s["id"] for s in client.splits(d["id"])] == [split["split"]["id"]]
     with pytest.raises(NotFound):
@@ -97,7 +97,7 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's name)
         body = self.rfile.read(int(self.headers["Content-Length"]))
-        self.got.append((dict(self.headers), body))
+        self.got.append(({k.lower(): v for k, v in self.headers.items()}, body))
         self.send_response(204)
         self.end_headers()
 
@@ -120,11 +120,11 @@ def test_webhooks_are_signed_with_the_token_s_secret(client: Client) -> None:
         assert len(_Receiver.got) == 2, _Receiver.got
         bodies = []
         for headers, body in _Receiver.got:
-            delivery = verify_webhook(secret, body, headers["X-Datarun-Signature"])
-            assert delivery["event_id"] == headers["X-Datarun-Event"]
+            delivery = verify_webhook(secret, body, headers["x-datarun-signature"])
+            assert delivery["event_id"] == headers["x-datarun-event"]
             bodies.append(delivery)
             with pytest.raises(ValueError):
-                verify_webhook(secret, body + b" ", headers["X-Datarun-Signature"])
+                verify_webhook(secret, body + b" ", headers["x-datarun-signature"])
         assert {(b["kind"], b["id"], b["state"]) for b in bodies} == {
             ("fold", fold, "done"),
             ("array", array["array"], "done"),
