@@ -77,7 +77,12 @@ fn the_typed_client_s_route_methods_and_webhooks_pass_against_a_real_master() {
     // The webhook test's receiver listens on loopback.
     pytest(
         &[NATIVE_API_FILE],
-        &["--webhook-allow", "127.0.0.0/8", "--webhook-backoff", "200ms"],
+        &[
+            "--webhook-allow",
+            "127.0.0.0/8",
+            "--webhook-backoff",
+            "200ms",
+        ],
     );
 }
 
@@ -95,7 +100,10 @@ fn the_python_client_passes_mypy_strict() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("mypy: {text}");
-    assert!(out.status.success() && text.contains("Success: no issues found"), "mypy --strict failed: {text}");
+    assert!(
+        out.status.success() && text.contains("Success: no issues found"),
+        "mypy --strict failed: {text}"
+    );
 }
 
 /// The `(METHOD, /path)` pairs of the `/api/v1` router in `src/api/mod.rs`: each
@@ -103,8 +111,13 @@ fn the_python_client_passes_mypy_strict() {
 /// `/health`.
 fn api_routes() -> BTreeSet<(String, String)> {
     let text = std::fs::read_to_string("src/api/mod.rs").unwrap();
-    let start = text.find("pub fn router").expect("router() in src/api/mod.rs");
-    let end = start + text[start..].find("nest(\"/api/v1\"").expect("the /api/v1 nest");
+    let start = text
+        .find("pub fn router")
+        .expect("router() in src/api/mod.rs");
+    let end = start
+        + text[start..]
+            .find("nest(\"/api/v1\"")
+            .expect("the /api/v1 nest");
     let body = &text[start..end];
     let mut routes = BTreeSet::new();
     let mut rest = body;
@@ -142,7 +155,10 @@ fn api_routes() -> BTreeSet<(String, String)> {
 #[test]
 fn every_api_route_has_a_client_method() {
     let routes = api_routes();
-    assert!(routes.len() > 40, "the parse found too few routes: {routes:?}");
+    assert!(
+        routes.len() > 40,
+        "the parse found too few routes: {routes:?}"
+    );
     assert!(routes.contains(&("GET".into(), "/health".into())));
     assert!(routes.contains(&("DELETE".into(), "/datasets/{id}".into())));
     let python = venv();
@@ -153,11 +169,24 @@ fn every_api_route_has_a_client_method() {
         ])
         .output()
         .expect("run python");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed: Vec<(String, String, String)> = serde_json::from_slice(&out.stdout).unwrap();
-    let client: BTreeSet<(String, String)> = listed.iter().map(|(m, p, _)| (m.clone(), p.clone())).collect();
+    let client: BTreeSet<(String, String)> = listed
+        .iter()
+        .map(|(m, p, _)| (m.clone(), p.clone()))
+        .collect();
     let missing: Vec<_> = routes.difference(&client).collect();
     let stale: Vec<_> = client.difference(&routes).collect();
-    assert!(missing.is_empty(), "routes without a client method: {missing:?}");
-    assert!(stale.is_empty(), "client methods for routes the master lacks: {stale:?}");
+    assert!(
+        missing.is_empty(),
+        "routes without a client method: {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "client methods for routes the master lacks: {stale:?}"
+    );
 }

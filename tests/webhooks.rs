@@ -36,7 +36,8 @@ fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(conn) = conn else { continue };
-            conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
             let mut reader = BufReader::new(conn.try_clone().unwrap());
             let mut headers = BTreeMap::new();
             let mut line = String::new();
@@ -64,7 +65,11 @@ fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
                 answered,
             });
             drop(all);
-            let reason = if answered == 200 { "OK" } else { "Internal Server Error" };
+            let reason = if answered == 200 {
+                "OK"
+            } else {
+                "Internal Server Error"
+            };
             let answer = format!("HTTP/1.1 {answered} {reason}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
             let mut conn = conn;
             let _ = conn.write_all(answer.as_bytes());
@@ -115,14 +120,22 @@ print(json.dumps(bad))
 }
 
 fn message(v: &Value) -> String {
-    v["error"]["message"].as_str().unwrap_or_default().to_string()
+    v["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[test]
 fn ends_are_delivered_signed_retried_and_once_per_event() {
     let m = Master::start_with(
         Some(FOUR_SLOTS),
-        &["--webhook-allow", "127.0.0.0/8", "--webhook-backoff", "300ms"],
+        &[
+            "--webhook-allow",
+            "127.0.0.0/8",
+            "--webhook-backoff",
+            "300ms",
+        ],
     );
     let (url, got) = receiver();
 
@@ -135,23 +148,57 @@ fn ends_are_delivered_signed_retried_and_once_per_event() {
     let (status, v) = m.request_as(&ann, "GET", "/webhook-secret", None);
     assert_eq!(status, 200, "{v}");
     let ann_secret = v["secret"].as_str().unwrap().to_string();
-    assert!(stderr.contains(&ann_secret), "token create shows the webhook secret: {stderr}");
+    assert!(
+        stderr.contains(&ann_secret),
+        "token create shows the webhook secret: {stderr}"
+    );
     // The admin token predates nothing, but its secret comes the same way.
-    let admin_secret = m.get("/webhook-secret")["secret"].as_str().unwrap().to_string();
+    let admin_secret = m.get("/webhook-secret")["secret"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(admin_secret, ann_secret);
 
     // Through the binary: two folds, and an array of three whose indices 1 and 2 fail.
     let folds = m.cli_ok(&[
-        "submit", "--webhook", &url, "--count", "2", "--cpus", "0.1", "--memory", "16M", "--",
+        "submit",
+        "--webhook",
+        &url,
+        "--count",
+        "2",
+        "--cpus",
+        "0.1",
+        "--memory",
+        "16M",
+        "--",
         "true",
     ]);
     let folds: Vec<i64> = folds.lines().map(|l| l.trim().parse().unwrap()).collect();
     assert_eq!(folds.len(), 2);
     let array = m.cli_ok(&[
-        "submit", "--array", "0-2", "--webhook", &url, "--cpus", "0.1", "--memory", "16M", "--",
-        "sh", "-c", "exit $DATARUN_ARRAY_INDEX",
+        "submit",
+        "--array",
+        "0-2",
+        "--webhook",
+        &url,
+        "--cpus",
+        "0.1",
+        "--memory",
+        "16M",
+        "--",
+        "sh",
+        "-c",
+        "exit $DATARUN_ARRAY_INDEX",
     ]);
-    let array_id: i64 = array.lines().next().unwrap().split('.').next().unwrap().parse().unwrap();
+    let array_id: i64 = array
+        .lines()
+        .next()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     // Through REST, with ann's token.
     let (status, v) = m.request_as(
         &ann,
@@ -161,7 +208,10 @@ fn ends_are_delivered_signed_retried_and_once_per_event() {
     );
     assert_eq!(status, 201, "{v}");
     let ann_fold = v["id"].as_i64().unwrap();
-    assert!(v["fold"]["spec"].get("webhook").is_none(), "the URL is the fold's webhook, not its spec: {v}");
+    assert!(
+        v["fold"]["spec"].get("webhook").is_none(),
+        "the URL is the fold's webhook, not its spec: {v}"
+    );
 
     // Four ends: each delivered (answered 200) once; the first delivery, answered 500, again.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -171,7 +221,11 @@ fn ends_are_delivered_signed_retried_and_once_per_event() {
         if ok.len() >= 4 {
             break all;
         }
-        assert!(Instant::now() < deadline, "only {} of 4 delivered: {all:?}", ok.len());
+        assert!(
+            Instant::now() < deadline,
+            "only {} of 4 delivered: {all:?}",
+            ok.len()
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     // Nothing more comes: a delivered event is not sent again.
@@ -182,8 +236,15 @@ fn ends_are_delivered_signed_retried_and_once_per_event() {
     let first = &all[0];
     assert_eq!(first.answered, 500);
     let retried: Vec<&Received> = all[1..].iter().filter(|r| r.event == first.event).collect();
-    assert_eq!(retried.len(), 1, "the failed delivery came again, once: {all:?}");
-    assert_eq!(retried[0].body, first.body, "the same body (and event id) on a retry");
+    assert_eq!(
+        retried.len(),
+        1,
+        "the failed delivery came again, once: {all:?}"
+    );
+    assert_eq!(
+        retried[0].body, first.body,
+        "the same body (and event id) on a retry"
+    );
     let mut per_event = BTreeMap::new();
     for r in all.iter().filter(|r| r.answered == 200) {
         *per_event.entry(r.event.clone()).or_insert(0) += 1;
@@ -238,11 +299,19 @@ fn ends_are_delivered_signed_retried_and_once_per_event() {
     let hooks = m.get("/webhooks")["webhooks"].as_array().unwrap().clone();
     assert_eq!(hooks.len(), 4, "{hooks:?}");
     assert!(hooks.iter().all(|h| h["state"] == "delivered"), "{hooks:?}");
-    let twice = hooks.iter().find(|h| h["event_id"] == first.event.as_str()).unwrap();
+    let twice = hooks
+        .iter()
+        .find(|h| h["event_id"] == first.event.as_str())
+        .unwrap();
     assert_eq!(twice["attempts"], 2, "{twice}");
     let (_, mine) = m.request_as(&ann, "GET", "/webhooks", None);
     assert_eq!(mine["webhooks"].as_array().unwrap().len(), 1, "{mine}");
-    let (status, _) = m.request_as(&ann, "GET", &format!("/webhooks?kind=fold&id={}", folds[0]), None);
+    let (status, _) = m.request_as(
+        &ann,
+        "GET",
+        &format!("/webhooks?kind=fold&id={}", folds[0]),
+        None,
+    );
     assert_eq!(status, 200);
 
     // A private range not opened by --webhook-allow: 400 naming the field, nothing stored.
@@ -268,7 +337,11 @@ fn ends_are_delivered_signed_retried_and_once_per_event() {
     );
     assert_eq!(status, 400, "{v}");
     assert!(message(&v).contains("webhook"), "{v}");
-    assert_eq!(m.get("/folds")["folds"].as_array().unwrap().len(), before, "nothing stored");
+    assert_eq!(
+        m.get("/folds")["folds"].as_array().unwrap().len(),
+        before,
+        "nothing stored"
+    );
 }
 
 #[test]
@@ -281,12 +354,19 @@ fn loopback_is_refused_without_webhook_allow() {
     );
     assert_eq!(status, 400, "{v}");
     let msg = message(&v);
-    assert!(msg.starts_with("webhook: ") && msg.contains("loopback") && msg.contains("--webhook-allow"), "{msg}");
+    assert!(
+        msg.starts_with("webhook: ") && msg.contains("loopback") && msg.contains("--webhook-allow"),
+        "{msg}"
+    );
     let out = m.cli(&["submit", "--webhook", "http://localhost:9/", "--", "true"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("webhook") && err.contains("loopback"), "{err}");
-    assert_eq!(m.get("/folds")["folds"].as_array().unwrap().len(), 0, "nothing stored");
+    assert_eq!(
+        m.get("/folds")["folds"].as_array().unwrap().len(),
+        0,
+        "nothing stored"
+    );
 }
 
 /// The delivery is kept by the store: a master killed (SIGKILL) while its receiver is down
@@ -295,10 +375,21 @@ fn loopback_is_refused_without_webhook_allow() {
 fn a_pending_delivery_survives_a_crash_of_the_master() {
     let mut m = Master::start_with(
         Some(FOUR_SLOTS),
-        &["--webhook-allow", "127.0.0.0/8", "--webhook-backoff", "200ms", "--webhook-max-backoff", "1s"],
+        &[
+            "--webhook-allow",
+            "127.0.0.0/8",
+            "--webhook-backoff",
+            "200ms",
+            "--webhook-max-backoff",
+            "1s",
+        ],
     );
     // A port with nothing listening (yet).
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let (status, v) = m.request(
         "POST",
@@ -319,7 +410,10 @@ fn a_pending_delivery_survives_a_crash_of_the_master() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(hook["state"], "pending", "{hook}");
-    assert!(hook["last_error"].as_str().unwrap().contains("error"), "{hook}");
+    assert!(
+        hook["last_error"].as_str().unwrap().contains("error"),
+        "{hook}"
+    );
     m.kill9();
     // The receiver comes up, then the master again: the end is delivered.
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -349,7 +443,8 @@ fn a_pending_delivery_survives_a_crash_of_the_master() {
             let mut body = vec![0; len];
             reader.read_exact(&mut body).unwrap();
             seen.lock().unwrap().push(event);
-            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
         }
     });
     m.spawn();
@@ -359,7 +454,10 @@ fn a_pending_delivery_survives_a_crash_of_the_master() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(*got.lock().unwrap(), vec![hook["event_id"].as_str().unwrap().to_string()]);
+    assert_eq!(
+        *got.lock().unwrap(),
+        vec![hook["event_id"].as_str().unwrap().to_string()]
+    );
     let after = m.get(&format!("/webhooks?kind=fold&id={fold}"))["webhooks"][0].clone();
     assert_eq!(after["state"], "delivered", "{after}");
 }

@@ -126,7 +126,11 @@ async fn submit_specs(
         // The webhook is the fold's subscription, not part of what it runs.
         if let Some(url) = spec.webhook.take() {
             if !hooks.iter().any(|(_, u)| *u == url) {
-                let field = if i == 0 { "webhook".to_string() } else { format!("fold {i}: webhook") };
+                let field = if i == 0 {
+                    "webhook".to_string()
+                } else {
+                    format!("fold {i}: webhook")
+                };
                 super::webhooks::check(s, &field, &url).await?;
             }
             hooks.push((i, url));

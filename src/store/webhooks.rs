@@ -173,7 +173,9 @@ fn fire(tx: &Transaction, kind: HookKind, target: i64, state: &str, outcome: &Va
         .prepare_cached(
             "SELECT id, event_id FROM webhooks WHERE kind = ?1 AND target = ?2 AND state = 'armed'",
         )?
-        .query_map(params![kind.as_str(), target], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map(params![kind.as_str(), target], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     let now = now_ms();
     for (id, event_id) in armed {
@@ -339,10 +341,7 @@ impl Store {
             );
             let rows = conn
                 .prepare_cached(&sql)?
-                .query_map(
-                    params![scope.owner(), after, kind, id, limit],
-                    record,
-                )?
+                .query_map(params![scope.owner(), after, kind, id, limit], record)?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(rows)
         })
@@ -361,7 +360,15 @@ impl Store {
                      WHERE state = 'pending' AND next_at <= ?1 ORDER BY next_at LIMIT ?2",
                 )?
                 .query_map(params![now, limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                    ))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             let mut out = Vec::with_capacity(due.len());

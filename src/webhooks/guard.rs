@@ -28,7 +28,9 @@ impl Allow {
             let net = part
                 .parse::<IpNet>()
                 .or_else(|_| part.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{part:?} is not a CIDR range (e.g. 10.0.0.0/8) or an address"))?;
+                .map_err(|_| {
+                    format!("{part:?} is not a CIDR range (e.g. 10.0.0.0/8) or an address")
+                })?;
             nets.push(net);
         }
         Ok(Allow(nets))

@@ -128,7 +128,9 @@ pub async fn run(store: Store, cfg: Config) {
                     AttemptEnd::Delivered { status } => {
                         tracing::info!(event_id = %d.event_id, status, "webhook delivered")
                     }
-                    AttemptEnd::Failed { error, retry_at, .. } => {
+                    AttemptEnd::Failed {
+                        error, retry_at, ..
+                    } => {
                         tracing::warn!(event_id = %d.event_id, attempt = d.attempts + 1, retry = retry_at.is_some(), "webhook not delivered: {error}")
                     }
                 }
@@ -240,7 +242,10 @@ mod tests {
         for attempt in 1..40 {
             let d = cfg.delay(attempt);
             let full = (cfg.backoff * (1 << (attempt - 1).min(20))).min(cfg.max_backoff);
-            assert!(d >= full / 2 && d <= full, "attempt {attempt}: {d:?} of {full:?}");
+            assert!(
+                d >= full / 2 && d <= full,
+                "attempt {attempt}: {d:?} of {full:?}"
+            );
         }
         assert!(cfg.delay(30) <= Duration::from_secs(600));
     }
