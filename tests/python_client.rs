@@ -22,6 +22,13 @@ const RAMP_FILES: [&str; 2] = [
     "clients/python/tests/test_ramp_dispatcher.py",
 ];
 
+/// Problem datasets (a script's `prepare_data` run as a fold, then submissions): a test of
+/// their own, so the main one stays well within the per-test time limit on a loaded machine.
+const PROBLEM_FILES: [&str; 2] = [
+    "clients/python/tests/test_runapp_problem.py",
+    "clients/python/tests/test_text_problem.py",
+];
+
 /// The typed client's methods for every route, webhooks included: a test of its own (on a
 /// master that lets webhooks call loopback), so each stays within the per-test time limit.
 const NATIVE_API_FILE: &str = "clients/python/tests/test_native_api.py";
@@ -62,6 +69,7 @@ fn the_python_client_passes_its_pytest_suite_against_a_real_master() {
     let repo = std::env::current_dir().unwrap();
     let ignore: Vec<String> = RAMP_FILES
         .iter()
+        .chain(&PROBLEM_FILES)
         .chain([&NATIVE_API_FILE])
         .map(|f| format!("--ignore={}", repo.join(f).display()))
         .collect();
@@ -73,6 +81,11 @@ fn the_python_client_passes_its_pytest_suite_against_a_real_master() {
 #[test]
 fn ramp_engine_s_dispatcher_and_the_ramp_worker_pass_their_pytest_files() {
     pytest(&RAMP_FILES, &[]);
+}
+
+#[test]
+fn the_python_client_s_problem_dataset_files_pass() {
+    pytest(&PROBLEM_FILES, &[]);
 }
 
 #[test]
