@@ -7,6 +7,7 @@ maintenance, splits, and webhooks (a receiver in this process checks each delive
 from __future__ import annotations
 
 import http.server
+import os
 import threading
 import time
 from typing import Any, Dict, List, Tuple
@@ -106,6 +107,7 @@ class _Receiver(http.server.BaseHTTPRequestHandler):
 
 
 def test_webhooks_are_signed_with_the_token_s_secret(client: Client) -> None:
+    _Receiver.got = []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/hook"
@@ -137,6 +139,42 @@ def test_webhooks_are_signed_with_the_token_s_secret(client: Client) -> None:
     with pytest.raises(BadRequest) as e:
         client.submit_fold(sleeper(0), webhook="http://10.0.0.1/hook")
     assert e.value.message.startswith("webhook: ")
+
+
+def test_a_submission_s_webhook_comes_when_all_its_folds_ended(client: Client, repo: str) -> None:
+    _Receiver.got = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    try:
+        data = client.post_data(
+            f"iris-hook-{time.time_ns()}",
+            "species",
+            "classifier",
+            os.path.join(repo, "examples/iris/iris.csv"),
+            score_types=["accuracy"],
+        )
+        sub = client.create_submission(
+            data["id"],
+            "logreg",
+            [os.path.join(repo, "examples/iris/submission/classifier.py")],
+            cv={"k": 2, "seed": 1},
+            resources={"cpus": 1, "memory": "512M"},
+            webhook=url,
+        )["submission"]
+        deadline = time.monotonic() + 240
+        while not _Receiver.got and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(_Receiver.got) == 1, _Receiver.got
+        headers, body = _Receiver.got[0]
+        delivery = verify_webhook(client.webhook_secret(), body, headers["x-datarun-signature"])
+        assert (delivery["kind"], delivery["id"]) == ("submission", sub["id"])
+        assert delivery["state"] == "done" and delivery["outcome"] == {"folds": 2, "done": 2}
+        # Every fold had ended when it came.
+        folds = client.submission(sub["id"])["folds"]
+        assert all(client.fold(f["fold_id"])["fold"]["state"] == "done" for f in folds)
+    finally:
+        server.shutdown()
 
 
 def test_every_method_named_for_a_route_exists() -> None:
