@@ -22,4 +22,5 @@ pub mod table;
 pub mod transfer;
 pub mod transport;
 pub mod units;
+pub mod webhooks;
 pub mod workflow;

@@ -167,6 +167,10 @@ pub struct FoldSpec {
     /// ID:NAME`); each is also an `after` (ok) dependency.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inputs_from: Vec<InputFrom>,
+    /// A URL called when the fold ends (README "Webhooks"); taken out of the spec at submit
+    /// and kept as the fold's webhook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// A fold another waits for.
@@ -225,6 +229,9 @@ impl FoldSpec {
     /// ([`limits`]) come first, so nothing costly is done on an oversized spec.
     pub fn validate(&self) -> Result<(), FieldError> {
         self.check_sizes()?;
+        if let Some(url) = &self.webhook {
+            crate::webhooks::guard::check_url("webhook", url)?;
+        }
         if self.command.is_empty() || self.command[0].is_empty() {
             return Err("command: must name a program (e.g. [\"python3\", \"train.py\"])".into());
         }

@@ -25,6 +25,8 @@ pub struct NewArray {
     /// idle and waiting siblings are removed, saying why.
     #[serde(default)]
     stop_on_failure: bool,
+    /// A URL called once every fold of the array has ended (README "Webhooks").
+    webhook: Option<String>,
 }
 
 pub async fn create(
@@ -32,10 +34,11 @@ pub async fn create(
     Extension(who): Extension<Principal>,
     body: Result<Json<NewArray>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    let Json(mut body) = body?;
     crate::model::limits::check_text("array", &body.array, 4096)?;
     let array = parse_array(&body.array).map_err(ApiError::bad_request)?;
     body.spec.validate()?;
+    let fold_hook = super::webhooks::check_array_hooks(&s, &body.webhook, &mut body.spec).await?;
     // Every fold of the array stores its own spec: bounded as a batch of folds is.
     use crate::model::limits::{json_size, FieldError, MAX_BATCH_BODY};
     let total = json_size(&body.spec).saturating_mul(array.indices.len());
@@ -60,6 +63,7 @@ pub async fn create(
             },
         )
         .await?;
+    super::webhooks::subscribe_array(&s, &who, id, &ids, body.webhook, fold_hook).await?;
     s.master.wake();
     let folds: Vec<Value> = ids
         .iter()

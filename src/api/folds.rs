@@ -114,7 +114,8 @@ pub(super) async fn submit_specs(
     }
     crate::model::limits::check_count("folds", specs.len(), "folds", MAX_BATCH_FOLDS)?;
     let mut checked = Vec::with_capacity(specs.len());
-    for (i, spec) in specs.into_iter().enumerate() {
+    let mut hooks = Vec::new();
+    for (i, mut spec) in specs.into_iter().enumerate() {
         spec.validate().map_err(|e| {
             if i == 0 {
                 e
@@ -122,6 +123,18 @@ pub(super) async fn submit_specs(
                 e.prefixed(&format!("fold {i}"))
             }
         })?;
+        // The webhook is the fold's subscription, not part of what it runs.
+        if let Some(url) = spec.webhook.take() {
+            if !hooks.iter().any(|(_, u)| *u == url) {
+                let field = if i == 0 {
+                    "webhook".to_string()
+                } else {
+                    format!("fold {i}: webhook")
+                };
+                super::webhooks::check(s, &field, &url).await?;
+            }
+            hooks.push((i, url));
+        }
         let held = s
             .master
             .unmatchable(&who.name, &spec)
@@ -130,6 +143,11 @@ pub(super) async fn submit_specs(
     }
     let reasons: Vec<Option<(HoldCode, String)>> = checked.iter().map(|(_, u)| u.clone()).collect();
     let ids = s.store.submit(who.name.clone(), who.admin, checked).await?;
+    let hooks = hooks
+        .into_iter()
+        .map(|(i, url)| (crate::store::HookKind::Fold, ids[i], url))
+        .collect();
+    super::webhooks::subscribe(s, who, hooks).await?;
     s.master.wake();
     let held = ids
         .iter()

@@ -21,6 +21,7 @@ mod shared;
 mod submission_folds;
 pub(crate) mod submissions;
 mod sweeps;
+mod webhooks;
 
 pub use error::ApiError;
 pub use events::Waiters;
@@ -64,6 +65,8 @@ pub struct ApiLimits {
     pub https: bool,
     /// `GET /metrics` without a token (`serve --metrics-public`); else admin tokens only.
     pub metrics_public: bool,
+    /// Internal ranges webhooks may call (`serve --webhook-allow`).
+    pub webhook_allow: crate::webhooks::Allow,
 }
 
 impl Default for ApiLimits {
@@ -74,6 +77,7 @@ impl Default for ApiLimits {
             waiters: Waiters::new(crate::model::limits::DEFAULT_MAX_WAITERS as usize),
             https: false,
             metrics_public: false,
+            webhook_allow: Default::default(),
         }
     }
 }
@@ -151,6 +155,8 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
         ("/results/new", post(results::new_results)),
         ("/results/list", post(results::list_results)),
         ("/datasets/{id}/leaderboard", get(results::leaderboard)),
+        ("/webhooks", get(webhooks::list)),
+        ("/webhook-secret", get(webhooks::secret)),
     ]
 }
 

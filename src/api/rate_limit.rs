@@ -148,6 +148,7 @@ mod tests {
         Principal {
             name: name.into(),
             admin,
+            token: 1,
         }
     }
 

@@ -67,6 +67,8 @@ pub struct CreateSubmission {
     /// removed, saying why (`store::waiting::stop_siblings`).
     #[serde(default)]
     stop_on_failure: bool,
+    /// A URL called once every fold of the submission has ended (README "Webhooks").
+    webhook: Option<String>,
 }
 
 pub async fn create(
@@ -86,6 +88,9 @@ pub async fn create(
     }
     if let Some(cv) = &req.cv {
         check_count("cv.k", cv.k, "folds", MAX_SUBMISSION_FOLDS)?;
+    }
+    if let Some(url) = &req.webhook {
+        super::webhooks::check(&s, "webhook", url).await?;
     }
     visible(&s, &who, Resource::Dataset(req.dataset_id)).await?;
     if let Some(split) = req.split_id {
@@ -172,6 +177,10 @@ pub async fn create(
             stop_on_failure: req.stop_on_failure,
         })
         .await?;
+    if let Some(url) = req.webhook {
+        let hook = (crate::store::HookKind::Submission, record.id, url);
+        super::webhooks::subscribe(&s, &who, vec![hook]).await?;
+    }
     s.master.wake();
     let held = hold.map(|(code, reason)| json!({"code": code, "reason": reason}));
     Ok((

@@ -25,6 +25,9 @@ pub struct NewSweepBody {
     /// When a point fails with its own error, the points not started are removed.
     #[serde(default)]
     stop_on_failure: bool,
+    /// A URL called once every point of the sweep has ended (README "Webhooks");
+    /// `spec.webhook`: each point's end.
+    webhook: Option<String>,
 }
 
 pub async fn create(
@@ -32,8 +35,9 @@ pub async fn create(
     Extension(who): Extension<Principal>,
     body: Result<Json<NewSweepBody>, JsonRejection>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let Json(body) = body?;
+    let Json(mut body) = body?;
     body.spec.validate()?;
+    let fold_hook = super::webhooks::check_array_hooks(&s, &body.webhook, &mut body.spec).await?;
     let sweep = from_json(&body.sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
     // Every point's fold stores its own spec: bounded as a batch of folds is.
     let total = json_size(&body.spec).saturating_mul(sweep.points.len());
@@ -68,6 +72,7 @@ pub async fn create(
             },
         )
         .await?;
+    super::webhooks::subscribe_array(&s, &who, id, &ids, body.webhook, fold_hook).await?;
     s.master.wake();
     let folds: Vec<Value> = ids
         .iter()

@@ -125,6 +125,10 @@ pub struct SubmitArgs {
     /// Prints SWEEP.INDEX per point (the sweep is an array: `queue remove --array SWEEP`).
     #[arg(long, value_name = "FILE", conflicts_with_all = ["array", "count"])]
     sweep: Option<PathBuf>,
+    /// Call this URL when each fold ends (with --array: once, when the whole array has
+    /// ended): a signed JSON POST, retried until delivered (README "Webhooks").
+    #[arg(long, value_name = "URL")]
+    webhook: Option<String>,
     /// Wait until these folds are done (`ID,ID...`, or `ARRAY.INDEX`); if one fails or is
     /// removed, this fold fails saying why (Slurm's afterok). Also --after-ok.
     #[arg(long, alias = "after-ok", value_delimiter = ',')]
@@ -257,12 +261,12 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
         let answer: Value = match (&a.array, sweep) {
             (Some(array), _) => client.post(
                 "/arrays",
-                &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure }),
+                &json!({ "spec": spec, "array": array, "stop_on_failure": a.stop_on_failure, "webhook": a.webhook }),
             )?,
             (None, sweep) => {
                 let mut v: Value = client.post(
                     "/sweeps",
-                    &json!({ "spec": spec, "sweep": sweep, "stop_on_failure": a.stop_on_failure }),
+                    &json!({ "spec": spec, "sweep": sweep, "stop_on_failure": a.stop_on_failure, "webhook": a.webhook }),
                 )?;
                 v["array"] = v["sweep"].clone();
                 v
@@ -287,6 +291,9 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
             return super::queue::wait(&a.conn, &ids, a.timeout);
         }
         return Ok(());
+    }
+    if let Some(url) = &a.webhook {
+        spec["webhook"] = json!(url);
     }
     let folds: Vec<Value> = (0..a.count).map(|_| spec.clone()).collect();
     let answer: Value = client.post("/folds/batch", &json!({ "folds": folds }))?;
@@ -523,7 +530,9 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
                 .map(|t| format!(", expires {}", when(&json!(t))))
                 .unwrap_or_default();
             let kind = if admin { "admin token" } else { "token" };
+            let hook_secret = store.webhook_secret_blocking(id)?;
             eprintln!("{kind} {id} for {name}{until} (shown once; revoke it with `datarun token revoke {id}`)");
+            eprintln!("webhook secret (signs the webhooks this token asks for; also GET /api/v1/webhook-secret): {hook_secret}");
             println!("{secret}");
         }
         TokenCmd::List { json, data_dir } => {

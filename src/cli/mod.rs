@@ -121,6 +121,8 @@ enum Command {
         metrics_public: bool,
         #[command(flatten)]
         edge: serve::EdgeArgs,
+        #[command(flatten)]
+        webhooks: crate::webhooks::WebhookArgs,
         /// `/runapp/`: the most the b64(zlib) fields of one request may inflate to, together
         /// (a zlib bomb stops there and answers 413).
         #[arg(long, default_value = "64M", value_parser = parse_size)]
@@ -219,7 +221,7 @@ fn parse_size(s: &str) -> Result<u64, String> {
     crate::units::parse_size(s)
 }
 
-fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::units::parse_duration(s)
 }
 
@@ -256,6 +258,7 @@ pub fn main() -> Result<()> {
             known_hosts,
             metrics_public,
             edge,
+            webhooks,
             max_inflated,
             rate_limit,
             rate_burst,
@@ -273,6 +276,7 @@ pub fn main() -> Result<()> {
                 known_hosts,
                 metrics_public,
                 edge,
+                webhooks,
                 max_inflated,
                 rate_limit: crate::api::rate_limit::RateLimit {
                     per_second: rate_limit,

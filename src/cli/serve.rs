@@ -28,6 +28,7 @@ pub struct ServeArgs {
     pub max_inflated: u64,
     pub rate_limit: api::rate_limit::RateLimit,
     pub edge: EdgeArgs,
+    pub webhooks: crate::webhooks::WebhookArgs,
 }
 
 /// `serve` flags for the HTTP edge: TLS and the limits that hold against hostile clients.
@@ -193,7 +194,12 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         waiters: api::Waiters::new(args.edge.max_waiters as usize),
         https: tls.is_some(),
         metrics_public: args.metrics_public,
+        webhook_allow: args.webhooks.webhook_allow.clone().unwrap_or_default(),
     });
+    tokio::spawn(crate::webhooks::run(
+        store.clone(),
+        crate::webhooks::Config::from(&args.webhooks),
+    ));
     tokio::spawn(crate::maintenance::run(
         jobs.as_ref().clone(),
         store.clone(),

@@ -72,6 +72,8 @@ pub const DEFAULT_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_s
 pub const MAX_EVENTS_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long one event stream (`GET /events` as server-sent events) lasts; clients reconnect.
 pub const EVENT_STREAM_LIFE: std::time::Duration = std::time::Duration::from_secs(600);
+/// The longest webhook URL (`submit --webhook`, the `webhook` field of REST bodies).
+pub const MAX_WEBHOOK_URL: usize = 2048;
 /// Long polls and event streams served at once, unless `serve --max-waiters` says otherwise.
 pub const DEFAULT_MAX_WAITERS: u32 = 1000;
 

@@ -24,6 +24,7 @@ mod sweeps;
 mod tenancy;
 mod tokens;
 mod waiting;
+mod webhooks;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
@@ -40,6 +41,7 @@ pub use submissions::{
 pub use sweeps::{KeepReport, NewSweep, PointRecord, SweepRecord};
 pub use tenancy::Resource;
 pub use tokens::{Principal, Scope, TokenCheck, TokenRecord};
+pub use webhooks::{AttemptEnd, Delivery, HookKind, WebhookRecord};
 
 pub use folds::{
     ActiveAttempt, ArrayPlace, ArrayRecord, AttemptRecord, BlobData, CancelTarget, EventRecord,

@@ -141,6 +141,8 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE attempts ADD COLUMN provenance TEXT;
     "#,
+    // 16: webhooks, each with its delivery kept as an outbox (see `store::webhooks`)
+    WEBHOOKS_MIGRATION,
 ];
 
 /// A sweep is an array (its id is the array's) whose points carry parameter values; `stop`
@@ -162,6 +164,36 @@ const SWEEPS_MIGRATION: &str = r#"
         PRIMARY KEY (array_id, array_index)
     );
     ALTER TABLE submissions ADD COLUMN stop_on_failure INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Webhooks: one row per subscription (a fold, array or submission, and the URL to call when
+/// it ends), signed with the secret of the token that asked for it. The row is its own
+/// outbox: `armed` until the thing ends, then `pending` (body written in the transaction
+/// that ended it) until delivered or given up (`failed`). Each token gets a webhook secret,
+/// kept in the clear (it signs) and made at creation or on first use.
+const WEBHOOKS_MIGRATION: &str = r#"
+    ALTER TABLE tokens ADD COLUMN webhook_secret TEXT;
+    CREATE TABLE webhooks (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id     TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        target       INTEGER NOT NULL,
+        url          TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        token_id     INTEGER NOT NULL REFERENCES tokens(id),
+        created_at   INTEGER NOT NULL,
+        state        TEXT NOT NULL,
+        body         TEXT,
+        ended_at     INTEGER,
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        next_at      INTEGER,
+        last_status  INTEGER,
+        last_error   TEXT,
+        delivered_at INTEGER
+    );
+    CREATE INDEX webhooks_armed ON webhooks(kind, target) WHERE state = 'armed';
+    CREATE INDEX webhooks_due ON webhooks(next_at) WHERE state = 'pending';
+    CREATE INDEX webhooks_owner ON webhooks(owner, id);
 "#;
 
 /// Arrays (one row each: owner, size, the cap on how many of its folds are in line or running

@@ -392,7 +392,7 @@ async fn tokens_verify_only_their_secret() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
     let s2 = store.clone();
-    let (_, token) = tokio::task::spawn_blocking(move || s2.create_token("ann", false, None))
+    let (id, token) = tokio::task::spawn_blocking(move || s2.create_token("ann", false, None))
         .await
         .unwrap()
         .unwrap();
@@ -400,6 +400,7 @@ async fn tokens_verify_only_their_secret() {
         TokenCheck::Valid(Principal {
             name: p.into(),
             admin,
+            token: id,
         })
     };
     assert_eq!(

@@ -14,6 +14,8 @@ use subtle::ConstantTimeEq;
 pub struct Principal {
     pub name: String,
     pub admin: bool,
+    /// The token's id (its webhook secret signs the webhooks it asks for).
+    pub token: i64,
 }
 
 impl Principal {
@@ -139,9 +141,16 @@ impl Store {
         let hashed = hash(&secret);
         let id = self.call_blocking(move |conn| {
             conn.execute(
-                "INSERT INTO tokens (owner, hash, admin, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![owner, hashed, admin, now_ms(), expires_at],
+                "INSERT INTO tokens (owner, hash, admin, created_at, expires_at, webhook_secret)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    owner,
+                    hashed,
+                    admin,
+                    now_ms(),
+                    expires_at,
+                    super::webhooks::new_secret()
+                ],
             )?;
             Ok(conn.last_insert_rowid())
         })?;
@@ -180,6 +189,7 @@ impl Store {
             Ok(TokenCheck::Valid(Principal {
                 name: t.owner,
                 admin: t.admin,
+                token: t.id,
             }))
         })
         .await

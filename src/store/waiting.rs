@@ -295,6 +295,8 @@ pub(super) fn on_final(tx: &Transaction, fold: FoldId) -> Result<()> {
     let mut ended = vec![fold];
     let mut moved = 0usize;
     while let Some(parent) = ended.pop() {
+        // Its webhooks (and its array's or submission's, when this was their last fold).
+        super::webhooks::fold_ended(tx, parent)?;
         let children: Vec<FoldId> = tx
             .prepare_cached(
                 "SELECT d.child FROM fold_deps d JOIN folds f ON f.id = d.child

@@ -196,6 +196,7 @@ pub fn image_fold(command: &str, priority: Priority) -> FoldSpec {
         rank: None,
         after: Vec::new(),
         inputs_from: Vec::new(),
+        webhook: None,
     }
 }
 

@@ -6,6 +6,8 @@
 ``get_submission_fold_light_detail``), for CSV datasets and problem datasets (files with a
 problem script, split by its ``prepare_data``).
 ``DatarunWorker`` is a ramp-engine worker that trains RAMP submissions on datarun.
+``verify_webhook`` checks a webhook delivery's signature. The package is typed (PEP 561); the
+answers' shapes are in ``datarun_client.types``.
 """
 
 from .client import (
@@ -23,6 +25,7 @@ from .client import (
     Unreachable,
     default_data_dir,
     load_npy,
+    verify_webhook,
 )
 from .ramp import DatarunWorker
 
@@ -44,4 +47,5 @@ __all__ = [
     "Unreachable",
     "default_data_dir",
     "load_npy",
+    "verify_webhook",
 ]

@@ -21,6 +21,8 @@ creating a ``DatarunWorker`` raises ImportError saying so. The worker's process 
 ramp-workflow and the kit's imports to read ``get_cv``, as a ramp-board deployment has them.
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import importlib.util
@@ -31,11 +33,13 @@ import os
 import shutil
 import sys
 import time
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 from .client import MAX_EVENT_FOLDS, Client, DatarunError
+from .types import JSON
 
 
-def _load_base_worker():
+def _load_base_worker() -> Tuple[Any, Optional[str]]:
     """(ramp-engine's ``BaseWorker``, None), or (None, why it cannot be had).
 
     ``ramp_engine/__init__.py`` imports the dispatcher and every worker (ramp-database,
@@ -62,25 +66,48 @@ def _load_base_worker():
     if path is None:
         return None, why
     base_spec = importlib.util.spec_from_file_location(name, path)
+    if base_spec is None or base_spec.loader is None:
+        return None, why
     module = importlib.util.module_from_spec(base_spec)
     base_spec.loader.exec_module(module)
     sys.modules.setdefault(name, module)
     return module.BaseWorker, None
 
 
-_BaseWorker, _MISSING = _load_base_worker()
+_LoadedBase, _MISSING = _load_base_worker()
 
-if _BaseWorker is None:
+
+class _NoBaseWorker:
+    """Stands in for ramp-engine's BaseWorker when ramp-engine is not installed: creating
+    a worker raises ImportError (there is no look-alike base class)."""
+
+    def __init__(self, config: Dict[str, Any], submission: str) -> None:
+        raise ImportError(
+            "DatarunWorker is a ramp-engine worker and ramp-engine is not installed "
+            f"({_MISSING}): pip install ramp-engine==0.10.1 (the version it is tested with)"
+        )
+
+
+if TYPE_CHECKING:
 
     class _BaseWorker:
-        """Stands in for ramp-engine's BaseWorker when ramp-engine is not installed: creating
-        a worker raises ImportError (there is no look-alike base class)."""
+        """What DatarunWorker uses of ramp-engine's BaseWorker (which has no type hints)."""
 
-        def __init__(self, config, submission):
-            raise ImportError(
-                "DatarunWorker is a ramp-engine worker and ramp-engine is not installed "
-                f"({_MISSING}): pip install ramp-engine==0.10.1 (the version it is tested with)"
-            )
+        config: Dict[str, Any]
+        submission: str
+        status: str
+        _status: str
+
+        def __init__(self, config: Dict[str, Any], submission: str) -> None: ...
+        def setup(self) -> None: ...
+        def launch_submission(self) -> None: ...
+        def collect_results(self) -> Any: ...
+        def teardown(self) -> None: ...
+        @staticmethod
+        def _check_config_name(config: Dict[str, Any], name: str) -> None: ...
+
+else:
+    _BaseWorker = _LoadedBase if _LoadedBase is not None else _NoBaseWorker
 
 
 logger = logging.getLogger(__name__)
@@ -91,7 +118,9 @@ TRAINING_ERROR = 1
 TIMEOUT = 124
 
 
-def _files_under(root, rel, skip_dirs=("training_output", "__pycache__", ".git")):
+def _files_under(
+    root: str, rel: str, skip_dirs: Sequence[str] = ("training_output", "__pycache__", ".git")
+) -> List[str]:
     """Relative paths (with '/') of the files under root/rel, sorted."""
     out = []
     base = os.path.join(root, rel)
@@ -103,7 +132,7 @@ def _files_under(root, rel, skip_dirs=("training_output", "__pycache__", ".git")
     return out
 
 
-def _traceback(log):
+def _traceback(log: str) -> str:
     """From the last ``Traceback`` of a log on (ramp-engine keeps from the first one)."""
     at = log.rfind("Traceback (most recent call last)")
     if at < 0:
@@ -112,7 +141,7 @@ def _traceback(log):
 
 
 @contextlib.contextmanager
-def _ramp_test_mode(on):
+def _ramp_test_mode(on: bool) -> Iterator[None]:
     """RAMP_TEST_MODE=1 while reading the data, as ``ramp-test --quick-test`` sets it."""
     if not on:
         yield
@@ -128,7 +157,12 @@ def _ramp_test_mode(on):
             os.environ["RAMP_TEST_MODE"] = before
 
 
-def kit_cv(kit_dir, data_dir=None, data_label=None, quick_test=False):
+def kit_cv(
+    kit_dir: str,
+    data_dir: Optional[str] = None,
+    data_label: Optional[str] = None,
+    quick_test: bool = False,
+) -> List[Tuple[Any, Any]]:
     """The kit's CV folds as ``ramp-test`` gets them: ramp-workflow's ``assert_cv(kit_dir,
     data_dir, data_label)`` (the kit's ``get_cv`` on its training data; ``RAMP_TEST_MODE=1``
     for ``quick_test``), a list of ``(train_is, valid_is)``. Its printout is swallowed.
@@ -136,10 +170,10 @@ def kit_cv(kit_dir, data_dir=None, data_label=None, quick_test=False):
     from rampwf.utils.testing import assert_cv
 
     with contextlib.redirect_stdout(io.StringIO()), _ramp_test_mode(quick_test):
-        return assert_cv(kit_dir, data_dir or kit_dir, data_label)
+        return list(assert_cv(kit_dir, data_dir or kit_dir, data_label))
 
 
-def cv_digest(train_is, valid_is):
+def cv_digest(train_is: Any, valid_is: Any) -> str:
     """sha256 of one fold's train and validation indices, as ``datarun-ramp-fold`` reports
     it (``cv_sha256`` in ``scores.json``)."""
     h = hashlib.sha256()
@@ -198,31 +232,37 @@ class DatarunWorker(_BaseWorker):
     ``datarun_client.ramp`` logger; the fold scores stand).
     """
 
-    def __init__(self, config, submission):
+    def __init__(self, config: Dict[str, Any], submission: str) -> None:
         super().__init__(config, submission)
-        self.fold_ids = []
+        self.fold_ids: List[int] = []
         # The folds' states as their events told, and where the event log was read up to.
-        self._states = {}
-        self._seq = None
-        self._removed = set()
-        self.fold_scores = {}
-        self.bagged_scores = None
-        self.bag_fold_id = None
-        self.stopped_because = None
-        self.warnings = []
+        self._states: Dict[int, str] = {}
+        self._seq: Optional[int] = None
+        self._removed: Set[int] = set()
+        self.fold_scores: Dict[int, JSON] = {}
+        self.bagged_scores: Optional[str] = None
+        self.bag_fold_id: Optional[int] = None
+        self.stopped_because: Optional[str] = None
+        self.warnings: List[str] = []
+        self.cv: List[Tuple[Any, Any]] = []
+        self.n_folds = 0
+        self._kit_inputs: List[JSON] = []
+        self._log_dir: Optional[str] = None
+        self.returncode: Optional[int] = None
+        self.error_msg: Optional[str] = None
 
-    def _warn(self, msg):
+    def _warn(self, msg: str) -> None:
         msg = f"DatarunWorker({self.submission}): {msg}"
         logger.warning(msg)
         self.warnings.append(msg)
 
     # ---- set up -----------------------------------------------------------------------------
 
-    def setup(self):
+    def setup(self) -> None:
         self._check_config_name(self.config, "kit_dir")
-        self.kit_dir = self.config["kit_dir"]
-        self.data_dir = self.config.get("data_dir") or self.kit_dir
-        self.submissions_dir = self.config.get("submissions_dir") or os.path.join(
+        self.kit_dir: str = self.config["kit_dir"]
+        self.data_dir: str = self.config.get("data_dir") or self.kit_dir
+        self.submissions_dir: str = self.config.get("submissions_dir") or os.path.join(
             self.kit_dir, "submissions"
         )
         self.submission_dir = os.path.join(self.submissions_dir, self.submission)
@@ -252,7 +292,7 @@ class DatarunWorker(_BaseWorker):
         if given is not None and str(given) != str(self.n_folds):
             self._warn(f"n_folds={given!r} in the config ignored: the kit's get_cv gives "
                        f"{self.n_folds} folds, which are the folds run")
-        self.client = self.config.get("client") or Client(
+        self.client: Client = self.config.get("client") or Client(
             self.config.get("datarun_url"), self.config.get("datarun_token")
         )
         self._log_dir = None
@@ -261,9 +301,9 @@ class DatarunWorker(_BaseWorker):
             os.makedirs(self._log_dir, exist_ok=True)
         super().setup()
 
-    def _inputs(self):
+    def _inputs(self) -> List[Tuple[str, str]]:
         """(name in the fold's input dir, local path) of every file the folds need."""
-        files = []
+        files: List[Tuple[str, str]] = []
         for name in sorted(os.listdir(self.kit_dir)):
             if name.endswith(".py") and os.path.isfile(os.path.join(self.kit_dir, name)):
                 files.append((name, os.path.join(self.kit_dir, name)))
@@ -280,7 +320,7 @@ class DatarunWorker(_BaseWorker):
 
     # ---- launch -----------------------------------------------------------------------------
 
-    def _spec(self, inputs, description):
+    def _spec(self, inputs: List[JSON], description: JSON) -> JSON:
         """One fold running ``datarun-ramp-fold`` on ``inputs`` and the fold description."""
         description = dict(description, submission=self.submission, n_folds=self.n_folds)
         if self.config.get("data_label"):
@@ -288,7 +328,7 @@ class DatarunWorker(_BaseWorker):
         if self.config.get("quick_test"):
             description["quick_test"] = True
         sha = self.client.put_blob(json.dumps(description).encode())
-        spec = {
+        spec: JSON = {
             "command": ["datarun-ramp-fold"],
             "image": self.config.get("image", "datarun/fold-python:0.1"),
             "inputs": inputs + [{"name": "ramp-fold.json", "sha256": sha}],
@@ -303,7 +343,7 @@ class DatarunWorker(_BaseWorker):
                 spec[key] = self.config[key]
         return spec
 
-    def launch_submission(self):
+    def launch_submission(self) -> None:
         if self._status == "running":
             raise ValueError("Wait until the submission is processed before launching a new one.")
         self._kit_inputs = [
@@ -323,7 +363,7 @@ class DatarunWorker(_BaseWorker):
                 json.dump({"url": self.client.url, "fold_ids": self.fold_ids}, f)
         super().launch_submission()
 
-    def _follow(self, wait):
+    def _follow(self, wait: float) -> bool:
         """Reads the folds' events since the last read: one long poll of up to ``wait``
         seconds (0: what is there now), returning as soon as one of the folds changes; stops
         the siblings of a fold that failed with its own error. Returns whether every fold
@@ -333,18 +373,19 @@ class DatarunWorker(_BaseWorker):
             return True
         watch = going if len(going) <= MAX_EVENT_FOLDS else None
         page = self.client.events(self._seq, watch, timeout=wait)
-        failed = []
+        failed: List[int] = []
         for e in page["events"]:
-            if e.get("state") and e.get("fold") in self.fold_ids:
-                if e["state"] == "failed" and self._states.get(e["fold"]) != "failed":
-                    failed.append(e["fold"])
-                self._states[e["fold"]] = e["state"]
+            fold, state = e.get("fold"), e.get("state")
+            if state and fold is not None and fold in self.fold_ids:
+                if state == "failed" and self._states.get(fold) != "failed":
+                    failed.append(fold)
+                self._states[fold] = state
         self._seq = page["seq"]
         if failed and self.stopped_because is None:
             self._stop_siblings(failed)
         return all(self._states.get(i) in STOPPED for i in self.fold_ids)
 
-    def _stop_siblings(self, failed):
+    def _stop_siblings(self, failed: List[int]) -> None:
         """When one of ``failed`` failed with the submission's own error, removes the folds
         still queued or running: they run the same code on other rows."""
         for fold_id in failed:
@@ -367,22 +408,22 @@ class DatarunWorker(_BaseWorker):
                     logger.info(f"DatarunWorker({self.submission}): removing {other}: {e}")
             return
 
-    def _is_submission_interrupted(self):
+    def _is_submission_interrupted(self) -> bool:
         """A fold removed by someone other than this worker (an operator draining the pool):
         the submission did not fail, ramp-engine's dispatcher retries it ('retry')."""
         self._follow(0)
         return any(self._states.get(i) == "removed" and i not in self._removed
                    for i in self.fold_ids)
 
-    def _is_submission_finished(self):
+    def _is_submission_finished(self) -> bool:
         return self._follow(0)
 
     # ---- collect ----------------------------------------------------------------------------
 
-    def _training_output(self):
+    def _training_output(self) -> str:
         return os.path.join(self.submission_dir, "training_output")
 
-    def _bag(self, out_dir, fold_outputs, logs):
+    def _bag(self, out_dir: str, fold_outputs: List[JSON], logs: List[str]) -> None:
         """Runs the bagging fold (``datarun-ramp-fold`` with ``"bag": true``, in the same
         image as the folds) on the kit and every fold's predictions, and writes its
         ``bagged_scores.csv`` under ``out_dir``. A failing bagging fold is a warning, not a
@@ -392,14 +433,14 @@ class DatarunWorker(_BaseWorker):
         inputs = [{"name": o["name"], "sha256": o["sha256"]} for o in fold_outputs
                   if o["name"].startswith(prefix) and "/y_pred_" in o["name"]]
         spec = self._spec(self._kit_inputs + inputs, {"bag": True})
-        self.bag_fold_id = self.client.submit_folds([spec])["ids"][0]
+        bag = self.bag_fold_id = self.client.submit_folds([spec])["ids"][0]
         try:
-            self.client._wait_stopped([self.bag_fold_id], int(self.config.get("timeout", 7200)))
+            self.client._wait_stopped([bag], int(self.config.get("timeout", 7200)))
         except TimeoutError as e:
-            self._warn(f"the bagging fold {self.bag_fold_id}: {e}")
-        fold = self.client.fold(self.bag_fold_id)["fold"]
-        log = self.client.fold_log(self.bag_fold_id)
-        logs.append(f"==> datarun fold {self.bag_fold_id} (bagging): {fold['state']} <==\n{log}")
+            self._warn(f"the bagging fold {bag}: {e}")
+        fold = self.client.fold(bag)["fold"]
+        log = self.client.fold_log(bag)
+        logs.append(f"==> datarun fold {bag} (bagging): {fold['state']} <==\n{log}")
         name = prefix + "bagged_scores.csv"
         if fold["state"] != "done":
             self._warn(f"the bagging fold {self.bag_fold_id} {fold['state']}: "
@@ -409,10 +450,10 @@ class DatarunWorker(_BaseWorker):
         dest = os.path.join(self.submission_dir, *name.split("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         with open(dest, "wb") as f:
-            f.write(self.client.fold_output(self.bag_fold_id, name))
+            f.write(self.client.fold_output(bag, name))
         self.bagged_scores = dest
 
-    def collect_results(self):
+    def collect_results(self) -> Tuple[int, str]:
         """Blocks until every fold stopped, writes their ``training_output/`` files and logs,
         when every fold was done bags them in the fold image into
         ``training_output/bagged_scores.csv`` (as ``ramp-test --save-output``), and returns
@@ -428,11 +469,11 @@ class DatarunWorker(_BaseWorker):
         out_dir = self._training_output()
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
-        logs = []
+        logs: List[str] = []
         if self.stopped_because:
             logs.append(f"==> stopped <==\n{self.stopped_because}\n")
         returncode, error_msg = 0, ""
-        fold_outputs = []
+        fold_outputs: List[JSON] = []
         # The folds that failed first: a removed sibling is not the reason.
         order = sorted(range(len(self.fold_ids)),
                        key=lambda k: (details[k]["fold"]["state"] != "failed", k))
@@ -489,7 +530,7 @@ class DatarunWorker(_BaseWorker):
 
     # ---- tear down --------------------------------------------------------------------------
 
-    def teardown(self):
+    def teardown(self) -> None:
         """Removes the folds still queued or running (a worker killed before collecting), and,
         when ``predictions_dir`` holds the results, the submission's ``training_output``."""
         if self._status != "collected":
