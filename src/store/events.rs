@@ -143,6 +143,9 @@ impl Store {
     /// value passes the page's `seq` (`wait_for(|top| *top > seq)`): an event committed after
     /// the read is always published later, so none is missed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        if let Some(pg) = self.pg() {
+            return pg.subscribe();
+        }
         self.changes.clone()
     }
 

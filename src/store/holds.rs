@@ -149,6 +149,13 @@ impl Store {
         code: HoldCode,
         reason: String,
     ) -> Result<Option<Cancel>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::hold(pg, fold, code, reason),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;
@@ -184,6 +191,13 @@ impl Store {
         by: String,
         changes: ReleaseChanges,
     ) -> Result<FoldSpec> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::release(pg, fold, by, changes),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;
@@ -223,6 +237,10 @@ impl Store {
 
     /// Removes a fold; returns the attempt to kill if one is out.
     pub async fn remove(&self, fold: FoldId, by: String) -> Result<Option<Cancel>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, crate::store::QueueStore::remove(pg, fold, by))
+                .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;

@@ -89,13 +89,13 @@ pub struct TokenRecord {
 }
 
 /// `last_used_at` is written only when older than this (ms).
-const LAST_USED_GRAIN: i64 = 60_000;
+pub(super) const LAST_USED_GRAIN: i64 = 60_000;
 
-fn hash(token: &str) -> String {
+pub(super) fn hash_token(token: &str) -> String {
     super::blobs::sha256_hex(token.as_bytes())
 }
 
-fn new_secret() -> String {
+pub(super) fn new_secret() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
     format!("drt_{}", hex::encode(bytes))
@@ -135,8 +135,13 @@ impl Store {
             )));
         }
         let owner = owner.to_string();
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move {
+                pg.create_token(owner, admin, expires_at).await
+            });
+        }
         let secret = new_secret();
-        let hashed = hash(&secret);
+        let hashed = hash_token(&secret);
         let id = self.call_blocking(move |conn| {
             conn.execute(
                 "INSERT INTO tokens (owner, hash, admin, created_at, expires_at)
@@ -152,7 +157,10 @@ impl Store {
     /// then compared in constant time. A valid token's last use is recorded (at most once a
     /// minute).
     pub async fn verify_token(&self, token: String) -> Result<TokenCheck> {
-        let presented = hash(&token);
+        if let Some(pg) = self.pg() {
+            return pg.verify_token(token).await;
+        }
+        let presented = hash_token(&token);
         self.call(move |conn| {
             let found = conn
                 .prepare_cached(&format!(
