@@ -134,12 +134,26 @@ fn killing_the_active_master_five_times_under_load_loses_and_repeats_nothing() {
         );
     }
 
-    let ended = masters[active].wait_all(&ids, Duration::from_secs(120));
-    for f in &ended {
-        assert_eq!(f["state"], "done", "{f}");
+    // Every fold done (by the queue's counts, then each fold's own record).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let counts = masters[active].get("/queue");
+        let done: u64 = counts["counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["state"] == "done")
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum();
+        if done == FOLDS as u64 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not all folds done: {counts}");
+        std::thread::sleep(Duration::from_millis(200));
     }
     for id in &ids {
         let f = masters[active].fold(*id);
+        assert_eq!(f["fold"]["state"], "done", "{f}");
         let finals = f["events"]
             .as_array()
             .unwrap()

@@ -10,8 +10,8 @@ use crate::model::{FoldId, FoldState};
 use crate::store::records::{FoldFilter, FoldPage, FOLD_COLUMNS};
 use crate::store::tokens::{hash_token, new_secret, LAST_USED_GRAIN};
 use crate::store::{
-    now_ms, AttemptRecord, OutputRecord, Principal, QueueCount, Result, Scope, StoreError,
-    TokenCheck,
+    now_ms, AttemptRecord, OutputRecord, Principal, QueueCount, Resource, Result, Scope,
+    StoreError, TokenCheck,
 };
 use subtle::ConstantTimeEq;
 use tokio_postgres::types::ToSql;
@@ -337,5 +337,24 @@ impl PgStore {
             seq,
             next: last.filter(|_| more),
         })
+    }
+}
+
+impl PgStore {
+    /// Ok when `scope` sees the resource, else the same NotFound as for a missing one (as
+    /// `Store::visible`); only folds are on PostgreSQL.
+    pub async fn visible(&self, scope: &Scope, r: Resource) -> Result<()> {
+        let Resource::Fold(id) = r else {
+            return Err(StoreError::Unsupported(format!("{r:?}")));
+        };
+        let c = self.pool.get().await?;
+        let owner: Option<String> = c
+            .query_opt("SELECT owner FROM folds WHERE id = $1", &[&id])
+            .await?
+            .map(|row| row.get(0));
+        match owner {
+            Some(owner) if scope.sees(Some(&owner)) => Ok(()),
+            _ => Err(r.missing()),
+        }
     }
 }
