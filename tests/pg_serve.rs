@@ -45,6 +45,47 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     let f = m.fold(ids[0]);
     assert_eq!(f["attempts"].as_array().unwrap().len(), 1, "{f}");
 
+    // The event feed: the backlog, then a long poll woken by the change signal of a write.
+    let feed = m.get("/events?since=0");
+    let kinds: Vec<&str> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["fold"] == ids[0])
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"submitted"), "{feed}");
+    let seq = feed["seq"].as_i64().unwrap();
+    let poll = {
+        let (url, token) = (m.url.clone(), m.token.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let v: Value = reqwest::blocking::Client::new()
+                .get(format!("{url}/api/v1/events?since={seq}&timeout=20s"))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            (v, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let more = m.submit(vec![sh("true")]);
+    let (woke, waited) = poll.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the long poll was not woken: {waited:?}"
+    );
+    assert!(
+        woke["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["fold"] == more[0]),
+        "{woke}"
+    );
+
     // Not on PostgreSQL yet: a JSON 501 naming the operation, nothing changed.
     let (status, v) = m.request("GET", "/datasets", None);
     assert_eq!(status, 501, "{v}");
@@ -70,6 +111,16 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     let (status, v) = m.request_as(&bob, "GET", "/queue", None);
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["counts"].as_array().unwrap().len(), 0, "{v}");
+    let list = m.cli_ok(&["token", "list", "--json", "--store", &url]);
+    assert!(list.contains("\"owner\": \"bob\""), "{list}");
+    let out = m.cli(&["token", "revoke", "--owner", "bob", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, v) = m.request_as(&bob, "GET", "/queue", None);
+    assert_eq!(status, 401, "a revoked token: {v}");
 
     // The CLI says which master is active.
     let status = m.cli_ok(&["queue", "status"]);

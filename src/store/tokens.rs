@@ -195,6 +195,9 @@ impl Store {
 
     /// Every token, oldest first (revoked and expired ones too).
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.blocking(|pg| async move { pg.list_tokens().await });
+        }
         self.call_blocking(|conn| {
             let rows = conn
                 .prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"))?
@@ -206,6 +209,9 @@ impl Store {
 
     /// Revokes one token by id; a token already revoked is an error (nothing changes).
     pub fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move { pg.revoke_token(id).await });
+        }
         self.call_blocking(move |conn| {
             // Immediate: it reads then writes while the master may be writing.
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -241,6 +247,9 @@ impl Store {
     /// Revokes every token of `owner` not revoked yet; their ids (none: an error).
     pub fn revoke_owner_tokens(&self, owner: &str) -> Result<Vec<i64>> {
         let owner = owner.to_string();
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move { pg.revoke_owner_tokens(owner).await });
+        }
         self.call_blocking(move |conn| {
             let ids = conn
                 .prepare(

@@ -10,8 +10,8 @@ use crate::model::{FoldId, FoldState};
 use crate::store::records::{FoldFilter, FoldPage, FOLD_COLUMNS};
 use crate::store::tokens::{hash_token, new_secret, LAST_USED_GRAIN};
 use crate::store::{
-    now_ms, AttemptRecord, OutputRecord, Principal, QueueCount, Resource, Result, Scope,
-    StoreError, TokenCheck,
+    now_ms, AttemptRecord, EventFilter, EventPage, FeedEvent, OutputRecord, Principal, QueueCount,
+    Resource, Result, Scope, StoreError, TokenCheck, TokenRecord,
 };
 use subtle::ConstantTimeEq;
 use tokio_postgres::types::ToSql;
@@ -356,5 +356,129 @@ impl PgStore {
             Some(owner) if scope.sees(Some(&owner)) => Ok(()),
             _ => Err(r.missing()),
         }
+    }
+}
+
+/// A token row (`id, owner, admin, created_at, expires_at, revoked_at, last_used_at`).
+fn token_from_row(r: &tokio_postgres::Row) -> TokenRecord {
+    TokenRecord {
+        id: r.get(0),
+        owner: r.get(1),
+        admin: r.get(2),
+        created_at: r.get(3),
+        expires_at: r.get(4),
+        revoked_at: r.get(5),
+        last_used_at: r.get(6),
+    }
+}
+
+const TOKEN_COLUMNS: &str = "id, owner, admin, created_at, expires_at, revoked_at, last_used_at";
+
+impl PgStore {
+    /// Every token, oldest first (as `Store::list_tokens`).
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let c = self.pool.get().await?;
+        let rows = c
+            .query(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"),
+                &[],
+            )
+            .await?;
+        Ok(rows.iter().map(token_from_row).collect())
+    }
+
+    /// Revokes one token by id (as `Store::revoke_token`).
+    pub async fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+        let c = self.pool.get().await?;
+        let Some(row) = c
+            .query_opt(
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE id = $1"),
+                &[&id],
+            )
+            .await?
+        else {
+            return Err(StoreError::NotFound(format!(
+                "no token with id {id} (see `datarun token list`)"
+            )));
+        };
+        let mut t = token_from_row(&row);
+        let now = now_ms();
+        let changed = c
+            .execute(
+                "UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                &[&now, &id],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(StoreError::Conflict(format!(
+                "token {id} of {} is revoked already",
+                t.owner
+            )));
+        }
+        t.revoked_at = Some(now);
+        Ok(t)
+    }
+
+    /// Revokes every token of `owner` not revoked yet (as `Store::revoke_owner_tokens`).
+    pub async fn revoke_owner_tokens(&self, owner: String) -> Result<Vec<i64>> {
+        let c = self.pool.get().await?;
+        let ids: Vec<i64> = c
+            .query(
+                "UPDATE tokens SET revoked_at = $1 WHERE owner = $2 AND revoked_at IS NULL
+                 RETURNING id",
+                &[&now_ms(), &owner],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        if ids.is_empty() {
+            return Err(StoreError::NotFound(format!(
+                "{owner} has no token that is not revoked (see `datarun token list`)"
+            )));
+        }
+        Ok(ids)
+    }
+}
+
+impl PgStore {
+    /// One page of the event feed, as `Store::events_after`: events get ids in commit order
+    /// here too (writers take turns), so a window ending at the newest id misses nothing.
+    pub async fn events_after(&self, filter: EventFilter) -> Result<EventPage> {
+        use crate::store::events::{page, window, window_sql};
+        let c = self.pool.get().await?;
+        let top: i64 = c
+            .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?
+            .get(0);
+        let (since, end) = window(&filter, top)?;
+        let limit = filter.limit.max(1) as usize;
+        // SQLite's query with PostgreSQL's placeholders and types.
+        let sql = window_sql(&filter.scope, filter.folds.as_deref())
+            .replace("?3 IS NULL", "$3::TEXT IS NULL")
+            .replace("+f.owner = ?3", "f.owner = $3")
+            .replace("?1", "$1")
+            .replace("?2", "$2")
+            .replace("?4", "$4");
+        let owner = filter.scope.owner().map(str::to_string);
+        let rows = c
+            .query(&sql, &[&since, &end, &owner, &(limit as i64 + 1)])
+            .await?;
+        let events = rows
+            .iter()
+            .map(|r| FeedEvent {
+                seq: r.get(0),
+                at: r.get(1),
+                fold: r.get(2),
+                attempt: r.get(3),
+                kind: r.get(4),
+                detail: r.get(5),
+                state: r
+                    .get::<_, Option<String>>(6)
+                    .as_deref()
+                    .and_then(FoldState::parse),
+            })
+            .collect();
+        Ok(page(events, since, end, top, limit))
     }
 }
