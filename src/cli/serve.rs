@@ -193,8 +193,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         https: tls.is_some(),
         metrics_public: args.metrics_public,
     });
-    write_private(&args.data_dir.join("server"), &format!("{url}\n"))?;
-
     let source = inventory
         .source
         .as_ref()
@@ -245,7 +243,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         // Long polls answer and event streams end now, not at the end of the grace period.
         waiters.waiters.close();
     };
-    let server = crate::edge::serve(listener, role.app(), limits, tls, shutdown);
+    let app = role.app();
+    let server_file = args.data_dir.join("server");
+    let on_pg = store.pg().is_some();
     let active = Active {
         args: &args,
         inventory,
@@ -257,9 +257,59 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         store,
         role,
     };
+    if !on_pg {
+        // One master: the API answers once the master is up (requests wait in the backlog
+        // until then, as the `server` file is written only now).
+        let running = active.start().await?;
+        write_private(&server_file, &format!("{url}\n"))?;
+        let server = crate::edge::serve(listener, app, limits, tls, shutdown);
+        return tokio::select! {
+            () = server => Ok(()),
+            r = running.wait() => r,
+        };
+    }
+    // On PostgreSQL a standby serves (its health, 503 for the rest) while it waits.
+    write_private(&server_file, &format!("{url}\n"))?;
+    let server = crate::edge::serve(listener, app, limits, tls, shutdown);
     tokio::select! {
         () = server => Ok(()),
-        r = active.run() => r,
+        r = async { active.start().await?.wait().await } => r,
+    }
+}
+
+/// The active master at work: its loop and, on PostgreSQL, its hold on the leadership.
+struct Running {
+    master_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Running {
+    /// Until the loop ends or the leadership is lost: a master that loses it stops with an
+    /// error (restart it to serve as a standby again).
+    async fn wait(mut self) -> Result<()> {
+        let lost = async {
+            match self.leading.as_mut() {
+                Some(rx) => {
+                    while *rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = self.master_task => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context("the master loop failed")),
+                Err(e) => bail!("the master loop panicked: {e}"),
+            },
+            () = lost => bail!(
+                "this master lost the leadership lease (the database did not renew it in time, or another master took it); \
+                 it has stopped writing and exits: restart it to serve as a standby"
+            ),
+        }
     }
 }
 
@@ -277,11 +327,10 @@ struct Active<'a> {
 }
 
 impl Active<'_> {
-    /// Waits for the leadership (PostgreSQL; at once on SQLite), then runs the master loop,
-    /// its maintenance and its API until the loop ends or the leadership is lost: a master
-    /// that loses it stops with an error (restart it to serve as a standby again).
-    async fn run(self) -> Result<()> {
-        let mut leading = match self.store.pg() {
+    /// Waits for the leadership (PostgreSQL; at once on SQLite), then starts the master loop,
+    /// its maintenance and its API.
+    async fn start(self) -> Result<Running> {
+        let leading = match self.store.pg() {
             Some(pg) => {
                 let holder = holder_name(self.role.advertise());
                 let (generation, taken_at) =
@@ -345,29 +394,10 @@ impl Active<'_> {
             },
             args.max_body as usize,
         ));
-        let lost = async {
-            match leading.as_mut() {
-                Some(rx) => {
-                    while *rx.borrow_and_update() {
-                        if rx.changed().await.is_err() {
-                            break;
-                        }
-                    }
-                }
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = master_task => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(e.context("the master loop failed")),
-                Err(e) => bail!("the master loop panicked: {e}"),
-            },
-            () = lost => bail!(
-                "this master lost the leadership lease (the database did not renew it in time, or another master took it); \
-                 it has stopped writing and exits: restart it to serve as a standby"
-            ),
-        }
+        Ok(Running {
+            master_task,
+            leading,
+        })
     }
 }
 
