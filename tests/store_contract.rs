@@ -644,75 +644,6 @@ async fn postgres_writes_need_the_live_lease() {
     s.hold(fold, HoldCode::User, "now".into()).await.unwrap();
 }
 
-/// A TCP relay between a master and the database that a test can stop (a partition: bytes
-/// wait in the kernel, nothing is lost) and start again.
-struct Relay {
-    port: u16,
-    paused: tokio::sync::watch::Sender<bool>,
-}
-
-impl Relay {
-    async fn start(upstream: u16) -> Relay {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let (paused, watch) = tokio::sync::watch::channel(false);
-        tokio::spawn(async move {
-            while let Ok((down, _)) = listener.accept().await {
-                let watch = watch.clone();
-                tokio::spawn(async move {
-                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
-                    else {
-                        return;
-                    };
-                    let (dr, dw) = down.into_split();
-                    let (ur, uw) = up.into_split();
-                    tokio::join!(pump(dr, uw, watch.clone()), pump(ur, dw, watch));
-                });
-            }
-        });
-        Relay { port, paused }
-    }
-
-    fn pause(&self, on: bool) {
-        self.paused.send_replace(on);
-    }
-}
-
-async fn pump(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    mut paused: tokio::sync::watch::Receiver<bool>,
-) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        while *paused.borrow_and_update() {
-            if paused.changed().await.is_err() {
-                return;
-            }
-        }
-        let n = tokio::select! {
-            n = from.read(&mut buf) => n,
-            _ = paused.changed() => continue,
-        };
-        let n = match n {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
-                return;
-            }
-            Ok(n) => n,
-        };
-        while *paused.borrow_and_update() {
-            if paused.changed().await.is_err() {
-                return;
-            }
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-    }
-}
-
 /// Two masters on one database. A holds the lease; its link to the database is cut (a
 /// partition) while a result write is on its way. B takes the lease once it expires, with the
 /// next generation. When the link comes back, A's late write reaches the database and is
@@ -721,7 +652,7 @@ async fn pump(
 async fn postgres_partitioned_master_is_fenced() {
     let url = common::pg::database();
     let port = common::pg::cluster().port;
-    let relay = Relay::start(port).await;
+    let relay = common::pg::Relay::start(port).await;
     let via_relay = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
     let lease = Duration::from_millis(1500);
     let a = PgStore::connect(&via_relay).await.unwrap();
@@ -814,7 +745,7 @@ async fn postgres_partitioned_master_is_fenced() {
 async fn postgres_renewer_steps_down_before_the_standby_takes_over() {
     let url = common::pg::database();
     let port = common::pg::cluster().port;
-    let relay = Relay::start(port).await;
+    let relay = common::pg::Relay::start(port).await;
     let via_relay = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
     let lease = Duration::from_millis(1200);
     let a = PgStore::connect(&via_relay).await.unwrap();

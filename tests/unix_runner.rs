@@ -4,43 +4,10 @@
 
 mod common;
 
+use common::daemon::Daemon;
 use common::{sh, Master, BIN};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// `datarun agent --listen SOCKET` in its own state dir, killed when dropped.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(dir: &std::path::Path, name: &str) -> (Daemon, std::path::PathBuf) {
-        let socket = dir.join(format!("{name}.sock"));
-        let child = Command::new(BIN)
-            .args(["agent", "--listen"])
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(dir.join(name))
-            .args(["--runner", name, "--executor", "process"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the agent daemon");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !socket.exists() {
-            assert!(Instant::now() < deadline, "the daemon did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (Daemon { child }, socket)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 #[test]
 fn a_unix_runner_runs_folds_and_keeps_them_across_a_master_kill() {

@@ -46,6 +46,7 @@ fn code(status: StatusCode) -> &'static str {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        StatusCode::NOT_IMPLEMENTED => "not_implemented",
         _ if status.is_server_error() => "internal",
         _ => "error",
     }
@@ -54,7 +55,10 @@ fn code(status: StatusCode) -> &'static str {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         // A 503 is a limit reached (too many waiters), not a failure of the master.
-        if self.status.is_server_error() && self.status != StatusCode::SERVICE_UNAVAILABLE {
+        if self.status.is_server_error()
+            && self.status != StatusCode::SERVICE_UNAVAILABLE
+            && self.status != StatusCode::NOT_IMPLEMENTED
+        {
             tracing::error!("{}", self.message);
         }
         let body = json!({"error": {"code": code(self.status), "message": self.message}});
@@ -80,6 +84,9 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(_) => StatusCode::NOT_FOUND,
             StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
             StoreError::Conflict(_) => StatusCode::CONFLICT,
+            StoreError::Unsupported(_) => StatusCode::NOT_IMPLEMENTED,
+            // A master that is not (or no longer) the active one does not write.
+            StoreError::Fenced(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         ApiError::new(status, e.to_string())

@@ -196,6 +196,30 @@ impl Client {
         .into())
     }
 
+    /// `GET /health`: which master answers and its role (`master::role`); Null when it does
+    /// not say (an older master).
+    pub fn health(&self) -> Value {
+        self.get::<Value>("/health").unwrap_or(Value::Null)
+    }
+
+    /// The line above `queue status` and `runners status` tables on PostgreSQL, where
+    /// several masters may serve: which one is active (one master on SQLite: no line).
+    pub fn master_line(health: &Value) -> Option<String> {
+        if health["store"] != "postgres" {
+            return None;
+        }
+        let role = health["role"].as_str()?;
+        let store = health["store"].as_str().unwrap_or("?");
+        let me = health["advertise"].as_str().unwrap_or("?");
+        Some(match (role, health["active"].as_str()) {
+            ("active", _) => format!("master: {me} (active, {store} store)"),
+            (_, Some(active)) => {
+                format!("master: {active} is active ({me} is a standby, {store} store)")
+            }
+            (_, None) => format!("master: none active ({me} is a standby, {store} store)"),
+        })
+    }
+
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.bodiless(reqwest::Method::GET, path)
     }

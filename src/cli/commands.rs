@@ -383,10 +383,17 @@ pub fn runners(cmd: RunnersCmd) -> Result<()> {
             return Ok(());
         }
     };
-    let v: Value = conn.client()?.get("/runners")?;
+    let client = conn.client()?;
+    let mut v: Value = client.get("/runners")?;
+    let health = client.health();
     if json {
-        // The whole answer: the runners and a rejected inventory edit (`inventory_error`).
+        // The whole answer: the runners and a rejected inventory edit (`inventory_error`),
+        // with which master answered (`master`).
+        v["master"] = health;
         return print_json(&v);
+    }
+    if let Some(line) = super::client::Client::master_line(&health) {
+        println!("{line}");
     }
     let mut t = Table::new(&[
         "NAME", "VIA", ">SLOTS", ">CPUS", ">MEMORY", "GPUS", "QUEUES", "MACHINE", "STATE",
@@ -473,6 +480,14 @@ pub enum TokenCmd {
         expires: Option<String>,
         #[arg(long, env = "DATARUN_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The master's PostgreSQL store (`serve --store`), instead of the data dir's SQLite.
+        #[arg(
+            long,
+            env = "DATARUN_STORE",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        store: Option<String>,
     },
     /// Every token: id, owner, admin, created, expires, revoked, last used (never a secret).
     List {
@@ -480,6 +495,14 @@ pub enum TokenCmd {
         json: bool,
         #[arg(long, env = "DATARUN_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The master's PostgreSQL store (`serve --store`), instead of the data dir's SQLite.
+        #[arg(
+            long,
+            env = "DATARUN_STORE",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        store: Option<String>,
     },
     /// Revoke the token ID (from `token list`), or with --owner every token of NAME.
     Revoke {
@@ -489,12 +512,26 @@ pub enum TokenCmd {
         owner: Option<String>,
         #[arg(long, env = "DATARUN_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// The master's PostgreSQL store (`serve --store`), instead of the data dir's SQLite.
+        #[arg(
+            long,
+            env = "DATARUN_STORE",
+            value_name = "URL",
+            hide_env_values = true
+        )]
+        store: Option<String>,
     },
 }
 
 /// Tokens are managed on the master's machine, in its data dir's database.
-fn token_store(data_dir: Option<PathBuf>) -> Result<crate::store::Store> {
+fn token_store(data_dir: Option<PathBuf>, store: Option<String>) -> Result<crate::store::Store> {
     let dir = data_dir.unwrap_or_else(super::default_data_dir);
+    if let Some(url) = store {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        return Ok(rt.block_on(crate::store::Store::open_pg(&url, &dir))?);
+    }
     let db = dir.join("datarun.db");
     if !db.exists() {
         bail!("no datarun database in {}: run `datarun serve --data-dir {}` once first, or pass --data-dir", dir.display(), dir.display());
@@ -512,6 +549,7 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
             admin,
             expires,
             data_dir,
+            store,
         } => {
             let expires_at = match expires {
                 None => None,
@@ -524,7 +562,7 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
                     Some(crate::store::now_ms() + life.as_millis() as i64)
                 }
             };
-            let store = token_store(data_dir)?;
+            let store = token_store(data_dir, store)?;
             let (id, secret) = store.create_token(&name, admin, expires_at)?;
             let until = expires_at
                 .map(|t| format!(", expires {}", when(&json!(t))))
@@ -535,8 +573,12 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
             eprintln!("webhook secret (signs the webhooks this token asks for; also GET /api/v1/webhook-secret): {hook_secret}");
             println!("{secret}");
         }
-        TokenCmd::List { json, data_dir } => {
-            let tokens = token_store(data_dir)?.list_tokens()?;
+        TokenCmd::List {
+            json,
+            data_dir,
+            store,
+        } => {
+            let tokens = token_store(data_dir, store)?.list_tokens()?;
             if json {
                 return print_json(&json!({ "tokens": tokens }));
             }
@@ -572,8 +614,9 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
             id,
             owner,
             data_dir,
+            store,
         } => {
-            let store = token_store(data_dir)?;
+            let store = token_store(data_dir, store)?;
             match (id, owner) {
                 (Some(id), _) => {
                     let t = store.revoke_token(id)?;

@@ -136,6 +136,8 @@ enum Command {
         /// Limit admin tokens too (by default they are exempt).
         #[arg(long)]
         rate_limit_admins: bool,
+        #[command(flatten)]
+        ha: serve::StoreArgs,
     },
     /// Submit one fold: `datarun submit [OPTIONS] -- CMD ARGS...`; prints its id.
     Submit(commands::SubmitArgs),
@@ -263,6 +265,7 @@ pub fn main() -> Result<()> {
             rate_limit,
             rate_burst,
             rate_limit_admins,
+            ha,
         } => {
             let args = serve::ServeArgs {
                 data_dir: data_dir.unwrap_or_else(default_data_dir),
@@ -283,6 +286,7 @@ pub fn main() -> Result<()> {
                     burst: f64::from(rate_burst),
                     admins: rate_limit_admins,
                 },
+                ha,
             };
             runtime()?.block_on(serve::run(args))
         }

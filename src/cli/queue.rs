@@ -229,8 +229,14 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
             let state = filter.state.is_none().then_some(LIVE);
             let path = format!("/folds?{}", filter.query(state)?);
             let (folds, more) = first_rows(&client, &path, "folds", "after", max)?;
+            let health = client.health();
             if json {
-                return print_json(&json!({ "counts": counts, "folds": folds, "more": more }));
+                return print_json(
+                    &json!({ "master": health, "counts": counts, "folds": folds, "more": more }),
+                );
+            }
+            if let Some(line) = super::client::Client::master_line(&health) {
+                println!("{line}");
             }
             print_counts(&json!(counts));
             if !folds.is_empty() {

@@ -3,6 +3,7 @@
 //! server address for local CLI calls, and serves the API while the master loop runs.
 
 use crate::api::{self, ApiState};
+use crate::master::role::{holder_name, holder_url, Role};
 use crate::master::{Master, MasterConfig};
 use crate::store::Store;
 use anyhow::{bail, Context, Result};
@@ -29,6 +30,28 @@ pub struct ServeArgs {
     pub rate_limit: api::rate_limit::RateLimit,
     pub edge: EdgeArgs,
     pub webhooks: crate::webhooks::WebhookArgs,
+    pub ha: StoreArgs,
+}
+
+/// `serve` flags for the store and, on PostgreSQL, the masters' leadership.
+#[derive(clap::Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Keep the queue in PostgreSQL (`postgres://user:password@host:port/db`) instead of
+    /// SQLite in the data directory; several masters may share it, one active at a time.
+    #[arg(
+        long,
+        env = "DATARUN_STORE",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    pub store: Option<String>,
+    /// On PostgreSQL: how long the active master's leadership lasts without a renewal; a
+    /// standby takes over within it once the active master is gone.
+    #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
+    pub leader_lease: Duration,
+    /// The URL other masters' standby answers name for this one (default: its listen address).
+    #[arg(long, value_name = "URL")]
+    pub advertise: Option<String>,
 }
 
 /// `serve` flags for the HTTP edge: TLS and the limits that hold against hostile clients.
@@ -131,7 +154,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         _ => None,
     };
     let limits = edge_limits(&args);
-    let store = Store::open(&args.data_dir.join("datarun.db"))?;
+    let pg_url = args.ha.store.as_deref();
+    let store = match pg_url {
+        Some(url) => Store::open_pg(url, &args.data_dir)
+            .await
+            .context("cannot open the PostgreSQL store (--store)")?,
+        None => Store::open(&args.data_dir.join("datarun.db"))?,
+    };
     store.set_max_losses(master_file.max_losses);
     ensure_admin_token(&store, &args.data_dir).await?;
 
@@ -149,45 +178,15 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         });
     }
     let url = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
-    let agent_exe =
-        std::env::current_exe().context("cannot find the datarun binary to start agents from")?;
-    let cfg = MasterConfig {
-        data_dir: args.data_dir.clone(),
-        inventory: inventory.clone(),
-        agent_exe,
-        log_limit: args.log_limit,
-        output_limit: args.output_limit,
-        lease: args.lease,
-        // The operator's ssh config: $DATARUN_SSH_CONFIG, else ~/.ssh/config.
-        ssh: crate::provision::SshOptions {
-            config: crate::provision::ssh::config::default_path(),
-            ..crate::provision::SshOptions::new(
-                args.known_hosts
-                    .clone()
-                    .unwrap_or_else(crate::provision::known_hosts::default_path),
-            )
+    let advertise = args.ha.advertise.clone().unwrap_or_else(|| url.clone());
+    let role = Role::new(
+        if pg_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
         },
-        oom_policy: master_file.oom,
-        fair_share: master_file.fair_share,
-        owner_cap: master_file.owner_cap,
-    };
-    let (master, handle) = Master::new(cfg, store.clone()).await?;
-    let master_task = tokio::spawn(master.run());
-    // SIGHUP re-reads the inventory, as `datarun runners reload` does.
-    let hup_handle = handle.clone();
-    tokio::spawn(async move {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            match hup_handle.reload().await {
-                Ok(report) => tracing::info!("SIGHUP: inventory reloaded: {report:?}"),
-                Err(e) => tracing::error!("SIGHUP: inventory reload rejected: {e}"),
-            }
-        }
-    });
-    let jobs = std::sync::Arc::new(jobs);
+        advertise.clone(),
+    );
     let api_limits = std::sync::Arc::new(api::ApiLimits {
         max_inflated: args.max_inflated as usize,
         rate: api::rate_limit::RateLimiter::new(args.rate_limit),
@@ -196,27 +195,6 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         metrics_public: args.metrics_public,
         webhook_allow: args.webhooks.webhook_allow.clone().unwrap_or_default(),
     });
-    tokio::spawn(crate::webhooks::run(
-        store.clone(),
-        crate::webhooks::Config::from(&args.webhooks),
-    ));
-    tokio::spawn(crate::maintenance::run(
-        jobs.as_ref().clone(),
-        store.clone(),
-        handle.clone(),
-    ));
-    let schedule = crate::maintenance::describe(&jobs, chrono::Utc::now());
-    let app = api::router(
-        ApiState {
-            store,
-            master: handle,
-            maintenance: jobs,
-            limits: api_limits.clone(),
-        },
-        args.max_body as usize,
-    );
-    write_private(&args.data_dir.join("server"), &format!("{url}\n"))?;
-
     let source = inventory
         .source
         .as_ref()
@@ -227,7 +205,13 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     } else {
         println!("datarun master serving {url} (listening on {bound})");
     }
-    println!("  data:      {}", args.data_dir.display());
+    match pg_url {
+        Some(_) => println!(
+            "  store:     PostgreSQL (--store), leadership lease {}ms, advertised as {advertise}",
+            args.ha.leader_lease.as_millis()
+        ),
+        None => println!("  data:      {}", args.data_dir.display()),
+    }
     println!(
         "  inventory: {source} ({} runner{})",
         inventory.runners.len(),
@@ -241,6 +225,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         "  token:     {} (admin)",
         args.data_dir.join("admin.token").display()
     );
+    let schedule = crate::maintenance::describe(&jobs, chrono::Utc::now());
     if schedule.is_empty() {
         println!("  maintenance: none scheduled (see --config)");
     }
@@ -254,21 +239,213 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     }
     tracing::info!("serving on {url}");
 
+    let waiters = api_limits.clone();
     let shutdown = async move {
         shutdown_signal().await;
         // Long polls answer and event streams end now, not at the end of the grace period.
-        api_limits.waiters.close();
+        waiters.waiters.close();
     };
+    let app = role.app();
+    let server_file = args.data_dir.join("server");
+    let on_pg = store.pg().is_some();
+    let active = Active {
+        args: &args,
+        inventory,
+        master_file_oom: master_file.oom,
+        fair_share: master_file.fair_share,
+        owner_cap: master_file.owner_cap,
+        jobs,
+        api_limits,
+        store,
+        role,
+    };
+    if !on_pg {
+        // One master: the API answers once the master is up (requests wait in the backlog
+        // until then, as the `server` file is written only now).
+        let running = active.start().await?;
+        write_private(&server_file, &format!("{url}\n"))?;
+        let server = crate::edge::serve(listener, app, limits, tls, shutdown);
+        return tokio::select! {
+            () = server => Ok(()),
+            r = running.wait() => r,
+        };
+    }
+    // On PostgreSQL a standby serves (its health, 503 for the rest) while it waits.
+    write_private(&server_file, &format!("{url}\n"))?;
     let server = crate::edge::serve(listener, app, limits, tls, shutdown);
     tokio::select! {
-        () = server => {}
-        r = master_task => match r {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e.context("the master loop failed")),
-            Err(e) => bail!("the master loop panicked: {e}"),
-        },
+        () = server => Ok(()),
+        r = async { active.start().await?.wait().await } => r,
     }
-    Ok(())
+}
+
+/// The active master at work: its loop and, on PostgreSQL, its hold on the leadership.
+struct Running {
+    master_task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Running {
+    /// Until the loop ends or the leadership is lost: a master that loses it stops with an
+    /// error (restart it to serve as a standby again).
+    async fn wait(mut self) -> Result<()> {
+        let lost = async {
+            match self.leading.as_mut() {
+                Some(rx) => {
+                    while *rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = self.master_task => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e.context("the master loop failed")),
+                Err(e) => bail!("the master loop panicked: {e}"),
+            },
+            () = lost => bail!(
+                "this master lost the leadership lease (the database did not renew it in time, or another master took it); \
+                 it has stopped writing and exits: restart it to serve as a standby"
+            ),
+        }
+    }
+}
+
+/// What the master needs to become the active one.
+struct Active<'a> {
+    args: &'a ServeArgs,
+    inventory: crate::inventory::Inventory,
+    master_file_oom: Option<crate::maintenance::config::OomPolicy>,
+    fair_share: Option<Duration>,
+    owner_cap: Option<u32>,
+    jobs: Vec<crate::maintenance::config::Job>,
+    api_limits: std::sync::Arc<api::ApiLimits>,
+    store: Store,
+    role: Role,
+}
+
+impl Active<'_> {
+    /// Waits for the leadership (PostgreSQL; at once on SQLite), then starts the master loop,
+    /// its maintenance and its API.
+    async fn start(self) -> Result<Running> {
+        let leading = match self.store.pg() {
+            Some(pg) => {
+                let holder = holder_name(self.role.advertise());
+                let (generation, taken_at) =
+                    take_leadership(pg, &self.role, &holder, self.args.ha.leader_lease).await;
+                tracing::info!(
+                    "took the leadership (generation {generation}); this master is active"
+                );
+                println!("  role:      active (leadership generation {generation})");
+                Some(pg.spawn_renewer(holder, generation, self.args.ha.leader_lease, taken_at))
+            }
+            None => None,
+        };
+        let args = self.args;
+        let agent_exe = std::env::current_exe()
+            .context("cannot find the datarun binary to start agents from")?;
+        let cfg = MasterConfig {
+            data_dir: args.data_dir.clone(),
+            inventory: self.inventory,
+            agent_exe,
+            log_limit: args.log_limit,
+            output_limit: args.output_limit,
+            lease: args.lease,
+            // The operator's ssh config: $DATARUN_SSH_CONFIG, else ~/.ssh/config.
+            ssh: crate::provision::SshOptions {
+                config: crate::provision::ssh::config::default_path(),
+                ..crate::provision::SshOptions::new(
+                    args.known_hosts
+                        .clone()
+                        .unwrap_or_else(crate::provision::known_hosts::default_path),
+                )
+            },
+            oom_policy: self.master_file_oom,
+            fair_share: self.fair_share,
+            owner_cap: self.owner_cap,
+        };
+        let (master, handle) = Master::new(cfg, self.store.clone()).await?;
+        let master_task = tokio::spawn(master.run());
+        // SIGHUP re-reads the inventory, as `datarun runners reload` does.
+        let hup_handle = handle.clone();
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                match hup_handle.reload().await {
+                    Ok(report) => tracing::info!("SIGHUP: inventory reloaded: {report:?}"),
+                    Err(e) => tracing::error!("SIGHUP: inventory reload rejected: {e}"),
+                }
+            }
+        });
+        let jobs = std::sync::Arc::new(self.jobs);
+        // Webhooks are SQLite's for now (README "PostgreSQL": what is not there yet).
+        if self.store.pg().is_none() {
+            tokio::spawn(crate::webhooks::run(
+                self.store.clone(),
+                crate::webhooks::Config::from(&args.webhooks),
+            ));
+        }
+        tokio::spawn(crate::maintenance::run(
+            jobs.as_ref().clone(),
+            self.store.clone(),
+            handle.clone(),
+        ));
+        self.role.activate(api::router(
+            ApiState {
+                store: self.store,
+                master: handle,
+                maintenance: jobs,
+                limits: self.api_limits,
+            },
+            args.max_body as usize,
+        ));
+        Ok(Running {
+            master_task,
+            leading,
+        })
+    }
+}
+
+/// Polls the leadership until this master takes it; meanwhile it is a standby and its role
+/// names the active master. Returns the generation and when the winning attempt was sent.
+async fn take_leadership(
+    pg: &crate::store::pg::PgStore,
+    role: &Role,
+    holder: &str,
+    lease: Duration,
+) -> (i64, std::time::Instant) {
+    let poll = (lease / 20).max(Duration::from_millis(50));
+    let mut announced = false;
+    loop {
+        let sent = std::time::Instant::now();
+        match pg.try_acquire(holder, lease).await {
+            Ok(Some(generation)) => return (generation, sent),
+            Ok(None) => match pg.leadership().await {
+                Ok(l) => {
+                    let active = l.live.then(|| holder_url(&l.holder).to_string());
+                    if !announced {
+                        println!(
+                            "  role:      standby (active master: {})",
+                            active.as_deref().unwrap_or("none yet")
+                        );
+                        announced = true;
+                    }
+                    role.set_active_url(active);
+                }
+                Err(e) => tracing::warn!("cannot read the leadership: {e}"),
+            },
+            Err(e) => tracing::warn!("cannot take the leadership: {e}"),
+        }
+        tokio::time::sleep(poll).await;
+    }
 }
 
 /// The edge's limits from the flags, with connections capped by what file descriptors allow.

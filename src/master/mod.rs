@@ -7,6 +7,7 @@ mod handle;
 mod links;
 mod reload;
 mod reports;
+pub mod role;
 mod runners;
 mod transfers;
 

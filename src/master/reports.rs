@@ -326,8 +326,10 @@ impl Master {
         let (store, done) = (self.store.clone(), self.applied_tx.clone());
         self.applying = Some(Instant::now());
         tokio::spawn(async move {
-            // Before the results: whoever sees a fold end can read its provenance.
-            if let Err(e) = store.record_provenance(provenance).await {
+            // Before the results: whoever sees a fold end can read its provenance (not kept
+            // on PostgreSQL yet).
+            if store.pg().is_some() {
+            } else if let Err(e) = store.record_provenance(provenance).await {
                 tracing::warn!("cannot record provenance: {e}");
             }
             let results = apply(&store, started, &inputs).await;

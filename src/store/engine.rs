@@ -1,12 +1,16 @@
 //! The queue's core operations as one interface, so the master can run on either store: the
-//! embedded SQLite store (`Store`, the default) or PostgreSQL (`pg::PgStore`, in progress:
-//! README "PostgreSQL (in progress)"). The contract suite (`tests/store_contract.rs`) runs the
-//! same tests against both.
+//! embedded SQLite store (`Store`, the default) or PostgreSQL (`pg::PgStore`; README
+//! "PostgreSQL: several masters, one active"). The contract suite (`tests/store_contract.rs`)
+//! runs the same tests against both. A `Store` opened with `open_pg` carries a `PgStore`
+//! inside: the operations ported to PostgreSQL route there (the `if let Some(pg)` at the top
+//! of each), every other one fails as `StoreError::Unsupported` where it would have reached
+//! the SQLite threads (`enqueue`, `read`).
 //!
 //! The SQLite implementation delegates to the store's own methods; the semantics (exactly
 //! once, late results rejected, holds, losses, purge) are theirs, and the PostgreSQL store
 //! copies them.
 
+use super::pg::PgStore;
 use super::{
     ActiveAttempt, CancelTarget, EventRecord, FoldChange, FoldRecord, NewAttempt, PurgeReport,
     RecordResult, ReleaseChanges, Result, ResultInput, Store,
@@ -224,4 +228,49 @@ impl QueueStore for Store {
     fn purge(&self, before: i64) -> impl Future<Output = Result<PurgeReport>> + Send {
         Store::purge(self, before)
     }
+}
+
+impl Store {
+    /// A store on PostgreSQL at `url` (migrated to the current schema). Large blobs stay in
+    /// their rows there; `data_dir` holds only the staging files of uploads and results on
+    /// their way in. Operations not ported yet fail as `StoreError::Unsupported`.
+    pub async fn open_pg(url: &str, data_dir: &std::path::Path) -> Result<Store> {
+        let pg = PgStore::connect(url).await?;
+        Ok(Store::on_pg(pg, data_dir))
+    }
+
+    /// A store over a connected PostgreSQL handle (see `open_pg`).
+    pub fn on_pg(pg: PgStore, data_dir: &std::path::Path) -> Store {
+        // No SQLite threads: the queues lead nowhere, and `enqueue`/`read` refuse first.
+        let (jobs, _) = std::sync::mpsc::channel();
+        let (reads, _) = std::sync::mpsc::channel();
+        let changes = pg.subscribe();
+        Store {
+            jobs,
+            reads,
+            files: super::BlobDir::new(data_dir.join("blobs")),
+            max_losses: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(
+                super::DEFAULT_MAX_LOSSES,
+            )),
+            changes,
+            pg: Some(pg),
+        }
+    }
+
+    /// The PostgreSQL engine, when this store runs on one.
+    pub fn pg(&self) -> Option<&PgStore> {
+        self.pg.as_ref()
+    }
+}
+
+/// Awaits a PostgreSQL write and, when it committed, publishes the change (`Store::subscribe`).
+pub(super) async fn published<T>(
+    pg: &PgStore,
+    write: impl Future<Output = Result<T>>,
+) -> Result<T> {
+    let out = write.await;
+    if out.is_ok() {
+        pg.publish().await;
+    }
+    out
 }

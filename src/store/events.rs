@@ -86,10 +86,8 @@ pub(super) fn newest(conn: &Connection) -> rusqlite::Result<i64> {
         .query_row([], |r| r.get(0))
 }
 
-fn read_page(conn: &Connection, filter: &EventFilter) -> Result<EventPage> {
-    // The newest id first: every event up to it is committed (one writer, ids in commit
-    // order), so a window that ends there never passes over one that commits later.
-    let top = newest(conn)?;
+/// The window a read looks at, `since < id <= end`, given the newest event `top`.
+pub(super) fn window(filter: &EventFilter, top: i64) -> Result<(i64, i64)> {
     let since = filter.since.unwrap_or(top);
     if since < 0 {
         return Err(StoreError::Invalid(format!(
@@ -101,7 +99,38 @@ fn read_page(conn: &Connection, filter: &EventFilter) -> Result<EventPage> {
             "since: {since} is after the newest event, {top} (a seq from another master?)"
         )));
     }
-    let end = top.min(since.saturating_add(WINDOW));
+    Ok((since, top.min(since.saturating_add(WINDOW))))
+}
+
+/// The page of a window's events (read with one more than `limit`, to know a page is full).
+pub(super) fn page(
+    mut events: Vec<FeedEvent>,
+    since: i64,
+    end: i64,
+    top: i64,
+    limit: usize,
+) -> EventPage {
+    if events.len() > limit {
+        events.truncate(limit);
+        let seq = events.last().map_or(since, |e| e.seq);
+        return EventPage {
+            events,
+            seq,
+            caught_up: false,
+        };
+    }
+    EventPage {
+        events,
+        seq: end,
+        caught_up: end == top,
+    }
+}
+
+fn read_page(conn: &Connection, filter: &EventFilter) -> Result<EventPage> {
+    // The newest id first: every event up to it is committed (one writer, ids in commit
+    // order), so a window that ends there never passes over one that commits later.
+    let top = newest(conn)?;
+    let (since, end) = window(filter, top)?;
     let limit = filter.limit.max(1) as usize;
     let sql = window_sql(&filter.scope, filter.folds.as_deref());
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -120,21 +149,8 @@ fn read_page(conn: &Connection, filter: &EventFilter) -> Result<EventPage> {
             })
         },
     )?;
-    let mut events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
-    if events.len() > limit {
-        events.truncate(limit);
-        let seq = events.last().map_or(since, |e| e.seq);
-        return Ok(EventPage {
-            events,
-            seq,
-            caught_up: false,
-        });
-    }
-    Ok(EventPage {
-        events,
-        seq: end,
-        caught_up: end == top,
-    })
+    let events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(page(events, since, end, top, limit))
 }
 
 impl Store {
@@ -143,6 +159,9 @@ impl Store {
     /// value passes the page's `seq` (`wait_for(|top| *top > seq)`): an event committed after
     /// the read is always published later, so none is missed.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<i64> {
+        if let Some(pg) = self.pg() {
+            return pg.subscribe();
+        }
         self.changes.clone()
     }
 
@@ -155,6 +174,9 @@ impl Store {
     /// One page of the feed (see [`EventFilter`]), on a reader connection. A `since` after the
     /// newest event, or below 0, is refused (400).
     pub async fn events_after(&self, filter: EventFilter) -> Result<EventPage> {
+        if let Some(pg) = self.pg() {
+            return pg.events_after(filter).await;
+        }
         self.read(move |conn| read_page(conn, &filter)).await
     }
 }

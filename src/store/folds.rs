@@ -359,6 +359,13 @@ impl Store {
         admin: bool,
         folds: Vec<(FoldSpec, Option<(HoldCode, String)>)>,
     ) -> Result<Vec<FoldId>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::submit(pg, owner, admin, folds),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let ids = insert_folds(&tx, &owner, admin, &folds)?;
@@ -441,10 +448,16 @@ impl Store {
     }
 
     pub async fn fold(&self, id: FoldId) -> Result<FoldRecord> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::fold(pg, id).await;
+        }
         self.read(move |conn| get_fold(conn, id)).await
     }
 
     pub async fn attempts(&self, fold: FoldId) -> Result<Vec<AttemptRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.attempts(fold).await;
+        }
         self.read(move |conn| {
             let sql = format!("SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE fold_id = ?1 ORDER BY id");
             let mut attempts = conn
@@ -463,6 +476,9 @@ impl Store {
     }
 
     pub async fn events(&self, fold: FoldId) -> Result<Vec<EventRecord>> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::events(pg, fold).await;
+        }
         self.read(move |conn| {
             Ok(conn
                 .prepare_cached("SELECT id, at, attempt_id, kind, detail FROM events WHERE fold_id = ?1 ORDER BY id")?
@@ -474,6 +490,9 @@ impl Store {
 
     /// Attempts out on runners (assigned or running), for the master to track and reconcile.
     pub async fn active_attempts(&self) -> Result<Vec<ActiveAttempt>> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::active_attempts(pg).await;
+        }
         self.call(|conn| {
             let sql = format!(
                 "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE state != 'ended' ORDER BY id"
@@ -507,6 +526,9 @@ impl Store {
         &self,
         new: Vec<NewAttempt>,
     ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, crate::store::QueueStore::assign(pg, new)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let now = now_ms();
@@ -546,6 +568,13 @@ impl Store {
     }
 
     pub async fn mark_started(&self, attempt: AttemptId) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::mark_started(pg, attempt),
+            )
+            .await;
+        }
         self.apply_reports(vec![attempt], Vec::new())
             .await
             .map(|_| ())
@@ -553,6 +582,13 @@ impl Store {
 
     /// Records an attempt's result exactly once (see `RecordResult`).
     pub async fn record_result(&self, input: ResultInput) -> Result<RecordResult> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::record_result(pg, input),
+            )
+            .await;
+        }
         let mut r = self.apply_reports(Vec::new(), vec![input]).await?;
         Ok(r.pop().expect("one result per input"))
     }
@@ -564,6 +600,13 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::apply_reports(pg, started, results),
+            )
+            .await;
+        }
         let lazy = results.is_empty();
         let measured: Vec<(Outcome, crate::model::Metrics)> = results
             .iter()
@@ -641,6 +684,9 @@ impl Store {
     /// Folds per queue, owner and state, of the owners `scope` sees (from the counts the
     /// triggers keep: a few rows, however many folds).
     pub async fn queue_counts(&self, scope: &super::Scope) -> Result<Vec<QueueCount>> {
+        if let Some(pg) = self.pg() {
+            return pg.queue_counts(scope).await;
+        }
         let owner = scope.owner().map(str::to_string);
         let visible = scope.sql("owner", 1);
         self.read(move |conn| {
@@ -658,6 +704,9 @@ impl Store {
     /// Folds per queue and state, every owner together (for `/metrics`: from the counts the
     /// triggers keep, never a scan of the folds).
     pub async fn fold_state_counts(&self) -> Result<Vec<(String, FoldState, i64)>> {
+        if let Some(pg) = self.pg() {
+            return pg.fold_state_counts().await;
+        }
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT queue, state, SUM(n) FROM fold_counts GROUP BY queue, state ORDER BY queue, state",
@@ -680,6 +729,9 @@ impl Store {
     /// Of these attempts, those whose fold has moved on (held, removed, or another attempt is
     /// current): they must be killed wherever they still run.
     pub async fn superseded_attempts(&self, attempts: Vec<AttemptId>) -> Result<Vec<AttemptId>> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::superseded_attempts(pg, attempts).await;
+        }
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id

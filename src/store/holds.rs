@@ -152,6 +152,13 @@ impl Store {
         code: HoldCode,
         reason: String,
     ) -> Result<Option<Cancel>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::hold(pg, fold, code, reason),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;
@@ -187,6 +194,13 @@ impl Store {
         by: String,
         changes: ReleaseChanges,
     ) -> Result<FoldSpec> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::release(pg, fold, by, changes),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;
@@ -226,6 +240,10 @@ impl Store {
 
     /// Removes a fold; returns the attempt to kill if one is out.
     pub async fn remove(&self, fold: FoldId, by: String) -> Result<Option<Cancel>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, crate::store::QueueStore::remove(pg, fold, by))
+                .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let f = get_fold(&tx, fold)?;

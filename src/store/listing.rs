@@ -20,6 +20,9 @@ impl Store {
     /// cost is the page's, whatever the number of folds (indexes on seq and id).
     pub async fn list_folds(&self, filter: FoldFilter) -> Result<FoldPage> {
         use crate::model::limits::{json_size, DEFAULT_PAGE, MAX_PAGE, MAX_PAGE_BYTES};
+        if let Some(pg) = self.pg() {
+            return pg.list_folds(filter).await;
+        }
         self.call(move |conn| {
             let mut sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();

@@ -53,6 +53,13 @@ impl Store {
     /// using a retry, and the loss is counted (unless the attempt never started) up to the
     /// store's max_losses.
     pub async fn mark_lost(&self, attempt: AttemptId, reason: String) -> Result<RecordResult> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                crate::store::QueueStore::mark_lost(pg, attempt, reason),
+            )
+            .await;
+        }
         let max_losses = self.max_losses();
         let lost = Outcome::Lost {
             reason: reason.clone(),
@@ -96,6 +103,9 @@ impl Store {
         &self,
         attempts: Vec<AttemptId>,
     ) -> Result<Vec<(AttemptId, FoldId, Grant)>> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::attempt_grants(pg, attempts).await;
+        }
         self.call(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT fold_id, millicpus, memory, gpus FROM attempts WHERE id = ?1",

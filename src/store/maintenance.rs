@@ -109,6 +109,9 @@ impl Store {
     /// (ms since the epoch), then every blob nothing refers to any more that is older than that
     /// (its row, and its file), then blob files no row names that are older than that.
     pub async fn purge(&self, before: i64) -> Result<PurgeReport> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, crate::store::QueueStore::purge(pg, before)).await;
+        }
         let (report, files) = self.call(move |conn| {
             let tx = conn.transaction()?;
             let old = "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id

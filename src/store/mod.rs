@@ -76,6 +76,11 @@ pub enum StoreError {
     Io(String),
     #[error("the store has shut down")]
     Closed,
+    /// An operation the PostgreSQL store does not have yet (README "PostgreSQL").
+    #[error(
+        "{0} is not available on the PostgreSQL store yet (README \"PostgreSQL\" lists what is)"
+    )]
+    Unsupported(String),
     #[error("cannot open the database {path}: {message}")]
     Open { path: PathBuf, message: String },
 }
@@ -126,6 +131,9 @@ pub struct Store {
     /// The change signal (`subscribe`): the newest event's id, published by the writer after
     /// each group of jobs that changed anything (once it is durable).
     changes: tokio::sync::watch::Receiver<i64>,
+    /// The PostgreSQL engine, when this store is one (`open_pg`): the operations it has go
+    /// there, every other one fails as `StoreError::Unsupported` (`engine`).
+    pg: Option<pg::PgStore>,
 }
 
 /// How many times a fold may lose its runner (crash, partition past the lease) before it is
@@ -183,11 +191,15 @@ impl Store {
             files: BlobDir::for_database(path),
             max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
             changes,
+            pg: None,
         })
     }
 
     /// Sets how many runner losses a fold may take before it is held (for every clone).
     pub fn set_max_losses(&self, max: u32) {
+        if let Some(pg) = self.pg() {
+            pg.set_max_losses(max);
+        }
         self.max_losses.store(max, Ordering::Relaxed);
     }
 
@@ -207,6 +219,9 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let op = crate::metrics::op_name(std::any::type_name::<F>());
+        if self.pg.is_some() {
+            return Err(StoreError::Unsupported(op.to_string()));
+        }
         let job: Job = Box::new(move |conn| {
             let t = std::time::Instant::now();
             let out = f(conn);
@@ -257,6 +272,9 @@ impl Store {
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let op = crate::metrics::op_name(std::any::type_name::<F>());
+        if self.pg.is_some() {
+            return Err(StoreError::Unsupported(op.to_string()));
+        }
         self.reads
             .send(Box::new(move |conn| {
                 let t = std::time::Instant::now();

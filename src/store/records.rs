@@ -339,6 +339,9 @@ impl super::Store {
     /// Idle folds, as the scheduler needs them, and the newest change they include (read in
     /// one transaction, so `fold_changes(seq)` continues exactly where this snapshot ends).
     pub async fn pending_folds(&self) -> super::Result<(Vec<PendingFold>, i64)> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::pending_folds(pg).await;
+        }
         self.read(|conn| {
             let tx = conn.transaction()?;
             let seq: i64 =
@@ -361,6 +364,9 @@ impl super::Store {
         seq: i64,
         limit: usize,
     ) -> super::Result<(Vec<FoldChange>, i64)> {
+        if let Some(pg) = self.pg() {
+            return crate::store::QueueStore::fold_changes(pg, seq, limit).await;
+        }
         self.read(move |conn| {
             let sql = format!(
                 "SELECT seq, state, {PENDING_COLUMNS} FROM folds WHERE seq > ?1 ORDER BY seq LIMIT ?2"

@@ -22,6 +22,9 @@ impl Store {
         &self,
         rows: Vec<(String, String, String, Option<String>)>,
     ) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.upsert_runners(rows).await;
+        }
         if rows.is_empty() {
             return Ok(());
         }
@@ -46,6 +49,9 @@ impl Store {
     }
 
     pub async fn set_drained(&self, name: String, drained: bool) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.set_drained(name, drained).await;
+        }
         self.call(move |conn| {
             conn.execute(
                 "UPDATE runners SET drained = ?1 WHERE name = ?2",
@@ -57,6 +63,9 @@ impl Store {
     }
 
     pub async fn drained_runners(&self) -> Result<Vec<String>> {
+        if let Some(pg) = self.pg() {
+            return pg.drained_runners().await;
+        }
         self.call(|conn| {
             Ok(conn
                 .prepare_cached("SELECT name FROM runners WHERE drained = 1 ORDER BY name")?
@@ -68,6 +77,9 @@ impl Store {
 
     /// (name, state, facts JSON) of every runner ever seen.
     pub async fn runners(&self) -> Result<Vec<(String, String, Option<String>)>> {
+        if let Some(pg) = self.pg() {
+            return pg.runners().await;
+        }
         self.call(|conn| {
             Ok(conn
                 .prepare_cached("SELECT name, state, facts FROM runners ORDER BY name")?

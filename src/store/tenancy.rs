@@ -87,6 +87,9 @@ pub(super) fn may_use(conn: &Connection, sha: &str, owner: &str, admin: bool) ->
 impl Store {
     /// Ok when `scope` sees the resource, else the same NotFound as for a missing one.
     pub async fn visible(&self, scope: &Scope, r: Resource) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.visible(scope, r).await;
+        }
         let scope = scope.clone();
         self.call(move |conn| check(conn, &scope, r)).await
     }

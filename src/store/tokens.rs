@@ -91,13 +91,13 @@ pub struct TokenRecord {
 }
 
 /// `last_used_at` is written only when older than this (ms).
-const LAST_USED_GRAIN: i64 = 60_000;
+pub(super) const LAST_USED_GRAIN: i64 = 60_000;
 
-fn hash(token: &str) -> String {
+pub(super) fn hash_token(token: &str) -> String {
     super::blobs::sha256_hex(token.as_bytes())
 }
 
-fn new_secret() -> String {
+pub(super) fn new_secret() -> String {
     let mut bytes = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut bytes);
     format!("drt_{}", hex::encode(bytes))
@@ -137,8 +137,13 @@ impl Store {
             )));
         }
         let owner = owner.to_string();
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move {
+                pg.create_token(owner, admin, expires_at).await
+            });
+        }
         let secret = new_secret();
-        let hashed = hash(&secret);
+        let hashed = hash_token(&secret);
         let id = self.call_blocking(move |conn| {
             conn.execute(
                 "INSERT INTO tokens (owner, hash, admin, created_at, expires_at, webhook_secret)
@@ -161,7 +166,10 @@ impl Store {
     /// then compared in constant time. A valid token's last use is recorded (at most once a
     /// minute).
     pub async fn verify_token(&self, token: String) -> Result<TokenCheck> {
-        let presented = hash(&token);
+        if let Some(pg) = self.pg() {
+            return pg.verify_token(token).await;
+        }
+        let presented = hash_token(&token);
         self.call(move |conn| {
             let found = conn
                 .prepare_cached(&format!(
@@ -197,6 +205,9 @@ impl Store {
 
     /// Every token, oldest first (revoked and expired ones too).
     pub fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.blocking(|pg| async move { pg.list_tokens().await });
+        }
         self.call_blocking(|conn| {
             let rows = conn
                 .prepare(&format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id"))?
@@ -208,6 +219,9 @@ impl Store {
 
     /// Revokes one token by id; a token already revoked is an error (nothing changes).
     pub fn revoke_token(&self, id: i64) -> Result<TokenRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move { pg.revoke_token(id).await });
+        }
         self.call_blocking(move |conn| {
             // Immediate: it reads then writes while the master may be writing.
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -243,6 +257,9 @@ impl Store {
     /// Revokes every token of `owner` not revoked yet; their ids (none: an error).
     pub fn revoke_owner_tokens(&self, owner: &str) -> Result<Vec<i64>> {
         let owner = owner.to_string();
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move { pg.revoke_owner_tokens(owner).await });
+        }
         self.call_blocking(move |conn| {
             let ids = conn
                 .prepare(

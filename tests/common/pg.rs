@@ -229,3 +229,72 @@ pub fn database() -> String {
     );
     format!("postgres://postgres@127.0.0.1:{}/{name}", cluster.port)
 }
+
+/// A TCP relay between a master and the database that a test can stop (a partition: bytes
+/// wait in the kernel, nothing is lost) and start again.
+pub struct Relay {
+    pub port: u16,
+    paused: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    pub async fn start(upstream: u16) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (paused, watch) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            while let Ok((down, _)) = listener.accept().await {
+                let watch = watch.clone();
+                tokio::spawn(async move {
+                    let Ok(up) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (dr, dw) = down.into_split();
+                    let (ur, uw) = up.into_split();
+                    tokio::join!(pump(dr, uw, watch.clone()), pump(ur, dw, watch));
+                });
+            }
+        });
+        Relay { port, paused }
+    }
+
+    pub fn pause(&self, on: bool) {
+        self.paused.send_replace(on);
+    }
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut paused: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        let n = tokio::select! {
+            n = from.read(&mut buf) => n,
+            _ = paused.changed() => continue,
+        };
+        let n = match n {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(n) => n,
+        };
+        while *paused.borrow_and_update() {
+            if paused.changed().await.is_err() {
+                return;
+            }
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}

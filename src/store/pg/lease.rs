@@ -2,10 +2,13 @@
 //! holder, a generation (the fencing token) and when the lease expires, by the database's
 //! clock so the masters' clocks do not matter. A master takes the lease once it has expired
 //! (the generation goes up by one), renews it well within its length, and writes only while
-//! it holds it: every write transaction first reads the row `FOR SHARE` (`fence`) and goes on
-//! only if the generation is still its own and the lease has not expired. A deposed master's
-//! late write is refused (`StoreError::Fenced`) and changes nothing; a takeover waits for
-//! writes in flight (they hold the row shared), so writes never interleave across generations.
+//! it holds it: every write transaction first reads the row `FOR KEY SHARE` (`fence`) and goes
+//! on only if the generation is still its own and the lease has not expired. A deposed master's
+//! late write is refused (`StoreError::Fenced`) and changes nothing; a takeover locks the row
+//! `FOR UPDATE` and so waits for the writes in flight, so writes never interleave across
+//! generations. A renewal is a plain `UPDATE` (a `FOR NO KEY UPDATE` lock), which the writes'
+//! `KEY SHARE` locks do not block: a long write (a batch of thousands of folds) never keeps the
+//! active master from renewing its lease.
 
 use super::PgStore;
 use crate::store::{Result, StoreError};
@@ -26,7 +29,7 @@ pub struct Leadership {
 }
 
 /// Refuses the transaction unless `generation` holds a lease that has not expired. The row
-/// stays locked shared until the transaction ends, so no takeover can interleave. Takes the
+/// stays locked (`KEY SHARE`) until the transaction ends, so no takeover can interleave. Takes the
 /// writers' turn first (`WRITER_LOCK`), so the check is made once it is this one's turn.
 pub(super) async fn fence(tx: &Transaction<'_>, generation: i64) -> Result<()> {
     if generation == 0 {
@@ -41,7 +44,7 @@ pub(super) async fn fence(tx: &Transaction<'_>, generation: i64) -> Result<()> {
     let row = tx
         .query_one(
             "SELECT holder, generation, expires_at > clock_timestamp() FROM leadership WHERE id = 1
-             FOR SHARE",
+             FOR KEY SHARE",
             &[],
         )
         .await?;
@@ -70,20 +73,39 @@ impl PgStore {
     /// `holder`'s: a new generation, which this handle then writes under. `None` when another
     /// holder's lease is live.
     pub async fn try_acquire(&self, holder: &str, lease: Duration) -> Result<Option<i64>> {
-        let c = self.pool.get().await?;
-        let row = tokio::time::timeout(
-            lease.max(Duration::from_secs(1)),
-            c.query_opt(
-                "UPDATE leadership SET holder = $1, generation = generation + 1,
-                 expires_at = now() + $2::BIGINT * interval '1 millisecond'
-                 WHERE id = 1 AND (expires_at <= now() OR holder = $1)
-                 RETURNING generation",
-                &[&holder, &millis(lease)],
-            ),
-        )
-        .await
-        .map_err(|_| StoreError::Postgres("taking the leadership lease timed out".into()))??;
-        let taken = row.map(|r| r.get::<_, i64>(0));
+        let mut c = self.pool.get().await?;
+        let attempt = async {
+            // A cheap look first: a standby polls often, and the lock below waits for the
+            // active master's writes in flight (and makes its next ones wait behind it).
+            let free: bool = c
+                .query_one(
+                    "SELECT expires_at <= now() OR holder = $1 FROM leadership WHERE id = 1",
+                    &[&holder],
+                )
+                .await?
+                .get(0);
+            if !free {
+                return Ok(None);
+            }
+            let tx = c.transaction().await?;
+            // FOR UPDATE: waits for the writes in flight under the old generation (`fence`).
+            tx.execute("SELECT 1 FROM leadership WHERE id = 1 FOR UPDATE", &[])
+                .await?;
+            let row = tx
+                .query_opt(
+                    "UPDATE leadership SET holder = $1, generation = generation + 1,
+                     expires_at = now() + $2::BIGINT * interval '1 millisecond'
+                     WHERE id = 1 AND (expires_at <= now() OR holder = $1)
+                     RETURNING generation",
+                    &[&holder, &millis(lease)],
+                )
+                .await?;
+            tx.commit().await?;
+            Ok::<_, StoreError>(row.map(|r| r.get::<_, i64>(0)))
+        };
+        let taken = tokio::time::timeout(lease.max(Duration::from_secs(1)), attempt)
+            .await
+            .map_err(|_| StoreError::Postgres("taking the leadership lease timed out".into()))??;
         if let Some(g) = taken {
             self.generation.store(g, Ordering::SeqCst);
         }

@@ -1,4 +1,4 @@
-//! The PostgreSQL store (in progress; README "PostgreSQL (in progress)"): the queue's core
+//! The PostgreSQL store (README "PostgreSQL: several masters, one active"): the queue's core
 //! operations (`engine::QueueStore`) on a server database several masters can share, one of
 //! them active at a time through a leadership lease whose generation fences every write
 //! (`lease`). Connections come from a small pool; each operation is one transaction, as on
@@ -6,6 +6,7 @@
 //! events get ids in commit order; the rows a change depends on are locked too.
 
 pub mod lease;
+mod ops;
 mod queue;
 pub mod schema;
 
@@ -14,7 +15,7 @@ use super::{Result, StoreError};
 use crate::model::{FoldState, HoldCode, Metrics};
 use crate::protocol::Grant;
 use crate::scheduler::PendingFold;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::{Client, Config, NoTls, Row};
@@ -42,7 +43,9 @@ pub struct PgStore {
     /// The leadership generation this handle writes under (0: none; every write is refused).
     generation: Arc<AtomicI64>,
     /// How many runner losses a fold may take before it is held.
-    max_losses: u32,
+    max_losses: Arc<AtomicU32>,
+    /// The change signal (`ops::subscribe`): the newest event's id this handle saw.
+    changes: Arc<tokio::sync::watch::Sender<i64>>,
 }
 
 impl PgStore {
@@ -64,32 +67,54 @@ impl PgStore {
         schema::migrate(&mut conn)
             .await
             .map_err(|message| StoreError::Postgres(format!("cannot migrate: {message}")))?;
+        let newest: i64 = conn
+            .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?
+            .get(0);
         drop(conn);
         Ok(PgStore {
             pool,
             generation: Arc::new(AtomicI64::new(0)),
-            max_losses: super::DEFAULT_MAX_LOSSES,
+            max_losses: Arc::new(AtomicU32::new(super::DEFAULT_MAX_LOSSES)),
+            changes: Arc::new(tokio::sync::watch::channel(newest).0),
         })
+    }
+
+    fn new_pool(&self) -> Arc<Pool> {
+        Arc::new(Pool {
+            config: self.pool.config.clone(),
+            idle: Mutex::new(Vec::new()),
+            permits: tokio::sync::Semaphore::new(POOL),
+        })
+    }
+
+    /// This handle (same generation, limits and change signal) with connections of its own:
+    /// for a caller in another runtime (`blocking`).
+    fn detached(&self) -> PgStore {
+        PgStore {
+            pool: self.new_pool(),
+            ..self.clone()
+        }
     }
 
     /// A second handle on the same database with its own connections and no lease: what
     /// another master process would have.
     pub async fn another(&self) -> Result<PgStore> {
-        let pool = Arc::new(Pool {
-            config: self.pool.config.clone(),
-            idle: Mutex::new(Vec::new()),
-            permits: tokio::sync::Semaphore::new(POOL),
-        });
         Ok(PgStore {
-            pool,
+            pool: self.new_pool(),
             generation: Arc::new(AtomicI64::new(0)),
-            max_losses: self.max_losses,
+            max_losses: Arc::new(AtomicU32::new(self.max_losses())),
+            changes: Arc::new(tokio::sync::watch::channel(*self.changes.borrow()).0),
         })
     }
 
-    /// Sets how many runner losses a fold may take before it is held.
-    pub fn set_max_losses(&mut self, max: u32) {
-        self.max_losses = max;
+    /// Sets how many runner losses a fold may take before it is held (for every clone).
+    pub fn set_max_losses(&self, max: u32) {
+        self.max_losses.store(max, Ordering::Relaxed);
+    }
+
+    fn max_losses(&self) -> u32 {
+        self.max_losses.load(Ordering::Relaxed)
     }
 
     /// The generation this handle writes under (0 when it holds no lease).

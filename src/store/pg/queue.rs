@@ -411,7 +411,7 @@ impl PgStore {
     fn budget(&self, count_loss: bool) -> Budget {
         Budget {
             count_loss,
-            max_losses: self.max_losses,
+            max_losses: self.max_losses(),
         }
     }
 }

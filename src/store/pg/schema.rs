@@ -122,6 +122,30 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX fold_deps_parent ON fold_deps(parent);
     "#,
+    // 3: what a master running on PostgreSQL needs beside the queue: runners as last seen
+    //    (SQLite's `runners`) and API tokens (SQLite's `tokens` since its migration 10)
+    r#"
+    CREATE TABLE runners (
+        name       TEXT PRIMARY KEY,
+        spec       TEXT NOT NULL,
+        facts      TEXT,
+        state      TEXT NOT NULL,
+        first_seen BIGINT NOT NULL,
+        last_seen  BIGINT,
+        drained    BOOLEAN NOT NULL DEFAULT FALSE
+    );
+    CREATE TABLE tokens (
+        id           BIGSERIAL PRIMARY KEY,
+        owner        TEXT NOT NULL,
+        hash         TEXT NOT NULL UNIQUE,
+        admin        BOOLEAN NOT NULL,
+        created_at   BIGINT NOT NULL,
+        expires_at   BIGINT,
+        revoked_at   BIGINT,
+        last_used_at BIGINT
+    );
+    CREATE INDEX tokens_owner ON tokens(owner);
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -1,0 +1,196 @@
+//! `serve --store postgres://…`: a master on PostgreSQL runs the queue, says it is active, and
+//! answers a clear 501 for what is not on PostgreSQL yet; a master cut off from the database
+//! stops and exits while the standby takes over.
+
+mod common;
+
+use common::{sh, Master};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+const LEASE: Duration = Duration::from_secs(2);
+
+fn health(m: &Master) -> Value {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/health", m.url))
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_active(m: &Master, within: Duration) -> Duration {
+    let t = Instant::now();
+    while health(m)["role"] != "active" {
+        assert!(t.elapsed() < within, "{} not active: {}", m.url, health(m));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.elapsed()
+}
+
+#[test]
+fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
+    let url = common::pg::database();
+    let m = Master::start_with(None, &["--store", &url, "--leader-lease", "2s"]);
+    wait_active(&m, Duration::from_secs(10));
+    let h = health(&m);
+    assert_eq!(h["store"], "postgres", "{h}");
+    assert_eq!(h["active"], m.url.as_str(), "{h}");
+
+    let ids = m.submit(vec![sh("echo hello")]);
+    let done = m.wait_all(&ids, Duration::from_secs(30));
+    assert_eq!(done[0]["state"], "done", "{}", done[0]);
+    let f = m.fold(ids[0]);
+    assert_eq!(f["attempts"].as_array().unwrap().len(), 1, "{f}");
+
+    // The event feed: the backlog, then a long poll woken by the change signal of a write.
+    let feed = m.get("/events?since=0");
+    let kinds: Vec<&str> = feed["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["fold"] == ids[0])
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"submitted"), "{feed}");
+    let seq = feed["seq"].as_i64().unwrap();
+    let poll = {
+        let (url, token) = (m.url.clone(), m.token.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let v: Value = reqwest::blocking::Client::new()
+                .get(format!("{url}/api/v1/events?since={seq}&timeout=20s"))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .json()
+                .unwrap();
+            (v, t.elapsed())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let more = m.submit(vec![sh("true")]);
+    let (woke, waited) = poll.join().unwrap();
+    assert!(
+        waited < Duration::from_secs(10),
+        "the long poll was not woken: {waited:?}"
+    );
+    assert!(
+        woke["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["fold"] == more[0]),
+        "{woke}"
+    );
+
+    // Not on PostgreSQL yet: a JSON 501 naming the operation, nothing changed.
+    let (status, v) = m.request("GET", "/datasets", None);
+    assert_eq!(status, 501, "{v}");
+    assert_eq!(v["error"]["code"], "not_implemented", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("is not available on the PostgreSQL store yet"),
+        "{v}"
+    );
+
+    // Tokens live in the database: made by the CLI with --store, accepted by the master.
+    let out = m.cli(&["token", "create", "bob", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bob = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let (status, v) = m.request_as(&bob, "GET", &format!("/folds/{}", ids[0]), None);
+    assert_eq!(status, 404, "another owner's fold answers as missing: {v}");
+    let (status, v) = m.request_as(&bob, "GET", "/queue", None);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["counts"].as_array().unwrap().len(), 0, "{v}");
+    let list = m.cli_ok(&["token", "list", "--json", "--store", &url]);
+    assert!(list.contains("\"owner\": \"bob\""), "{list}");
+    let out = m.cli(&["token", "revoke", "--owner", "bob", "--store", &url]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (status, v) = m.request_as(&bob, "GET", "/queue", None);
+    assert_eq!(status, 401, "a revoked token: {v}");
+
+    // The CLI says which master is active.
+    let status = m.cli_ok(&["queue", "status"]);
+    let first = status.lines().next().unwrap_or("");
+    assert_eq!(
+        first,
+        format!("master: {} (active, postgres store)", m.url),
+        "{status}"
+    );
+    let json: Value = serde_json::from_str(&m.cli_ok(&["runners", "status", "--json"])).unwrap();
+    assert_eq!(json["master"]["role"], "active", "{json}");
+}
+
+#[test]
+fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
+    let url = common::pg::database();
+    let port = common::pg::cluster().port;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let relay = rt.block_on(common::pg::Relay::start(port));
+    let via_relay = url.replace(&format!(":{port}/"), &format!(":{}/", relay.port));
+    let mut a = Master::start_with(None, &["--store", &via_relay, "--leader-lease", "2s"]);
+    wait_active(&a, Duration::from_secs(10));
+    let b = Master::start_with(None, &["--store", &url, "--leader-lease", "2s"]);
+    assert_eq!(health(&b)["role"], "standby", "{}", health(&b));
+    let ids = a.submit(vec![sh("true"), sh("true")]);
+    a.wait_all(&ids, Duration::from_secs(30));
+
+    // The partition: A's bytes to and from the database wait in the relay.
+    relay.pause(true);
+    let cut = Instant::now();
+    // A write sent to A now is not stored (A cannot reach the database, then exits).
+    let sent = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .post(format!("{}/api/v1/folds/batch", a.url))
+        .bearer_auth(&a.token)
+        .json(&serde_json::json!({"folds": [sh("true")]}))
+        .send()
+        .map(|r| r.status().as_u16());
+    assert!(
+        !matches!(sent, Ok(201)),
+        "a write acknowledged by a master cut off from the database"
+    );
+    wait_active(&b, LEASE * 3);
+    let took = cut.elapsed();
+    eprintln!("standby active {took:?} after the cut (lease {LEASE:?})");
+    assert!(took <= LEASE + Duration::from_millis(1500), "took {took:?}");
+    // A stepped down and exits with an error.
+    let child = a.child.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the cut-off master did not exit");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!exit.success(), "{exit}");
+    eprintln!("cut-off master exited {:?} after the cut", cut.elapsed());
+    a.child = None;
+    // Its late writes change nothing: B sees only the two folds.
+    relay.pause(false);
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = b.get("/queue");
+    let total: u64 = counts["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 2, "{counts}");
+}
