@@ -6,7 +6,7 @@
 //! `test_ramp_dispatcher.py`: ramp-engine 0.10.1's own Dispatcher over DatarunWorker against a
 //! throwaway PostgreSQL) run as a test of their own, on a master of their own, so each half
 //! stays within the per-test time limit. The package is also checked with `mypy --strict`, and
-//! every `/api/v1` route of the master's router (read from `src/api/mod.rs`) must have its
+//! every `/api/v1` route of the master's router (from its OpenAPI document) must have its
 //! client method (`datarun_client.client.ROUTES`).
 
 mod common;
@@ -122,48 +122,26 @@ fn the_python_client_passes_mypy_strict() {
     );
 }
 
-/// The `(METHOD, /path)` pairs of the `/api/v1` router in `src/api/mod.rs`: each
-/// `.route("PATH", get(..).post(..))` up to where the router is nested under `/api/v1`, with
-/// `/health`.
+/// The `(METHOD, /path)` pairs of the `/api/v1` router, from a real master's OpenAPI document
+/// (`tests/openapi.rs` proves it names every route of the router, with its methods, and no
+/// other); a rest-of-path parameter is written `{*name}` as in the router.
 fn api_routes() -> BTreeSet<(String, String)> {
-    let text = std::fs::read_to_string("src/api/mod.rs").unwrap();
-    let start = text
-        .find("pub fn router")
-        .expect("router() in src/api/mod.rs");
-    let end = start
-        + text[start..]
-            .find("nest(\"/api/v1\"")
-            .expect("the /api/v1 nest");
-    let body = &text[start..end];
+    let m = Master::start(None);
+    let doc: serde_json::Value = reqwest::blocking::get(format!("{}/api/v1/openapi.json", m.url))
+        .unwrap()
+        .json()
+        .unwrap();
     let mut routes = BTreeSet::new();
-    let mut rest = body;
-    while let Some(at) = rest.find(".route(") {
-        rest = &rest[at + ".route(".len()..];
-        // The call's argument: up to its closing parenthesis.
-        let mut depth = 1;
-        let mut close = 0;
-        for (i, c) in rest.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth -= 1,
-                _ => {}
-            }
-            if depth == 0 {
-                close = i;
-                break;
-            }
+    for (path, item) in doc["paths"].as_object().expect("the document's paths") {
+        let path = path.strip_prefix("/api/v1").expect("an /api/v1 path");
+        // Only a file name ends a path (`outputs/{name}`, `files/{name}`): the rest of it.
+        let path = match path.strip_suffix("/{name}") {
+            Some(head) => format!("{head}/{{*name}}"),
+            None => path.to_string(),
+        };
+        for method in item.as_object().unwrap().keys() {
+            routes.insert((method.to_uppercase(), path.clone()));
         }
-        let arg = &rest[..close];
-        let path = arg.split('"').nth(1).expect("a route's path");
-        for method in ["get", "post", "put", "patch", "delete"] {
-            let called = arg.match_indices(&format!("{method}(")).any(|(i, _)| {
-                i == 0 || !arg[..i].ends_with(|c: char| c.is_alphanumeric() || c == '_' || c == ':')
-            });
-            if called {
-                routes.insert((method.to_uppercase(), path.to_string()));
-            }
-        }
-        rest = &rest[close..];
     }
     routes
 }

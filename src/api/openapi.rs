@@ -10,7 +10,7 @@
 
 use super::{
     arrays, bulk, datasets, events, folds, provenance, results, submission_folds, submissions,
-    sweeps,
+    sweeps, webhooks,
 };
 use crate::model::FoldSpec;
 use crate::store::ReleaseChanges;
@@ -51,6 +51,7 @@ pub async fn document() -> Response {
         dataset_file, create_split, list_splits, show_split, scores,
         create_submission, list_submissions, show_submission, resubmit, add_submission_folds,
         show_submission_fold, predictions, new_results, list_results, leaderboard,
+        list_webhooks, webhook_secret,
     ),
     components(schemas(ErrorBody, ErrorDetail, Answer, Binary)),
     modifiers(&CommonErrors),
@@ -62,6 +63,7 @@ pub async fn document() -> Response {
         (name = "runners", description = "runners and maintenance (changes: admin tokens)"),
         (name = "datasets", description = "datasets, splits and scores"),
         (name = "submissions", description = "submissions, their folds, results and the leaderboard"),
+        (name = "webhooks", description = "webhooks and the secret that signs them"),
     )
 )]
 struct ApiDoc;
@@ -612,3 +614,16 @@ fn new_results() {}
     request_body = results::ListResults,
     responses((status = 200, description = "`{results, missing}`", body = Answer)))]
 fn list_results() {}
+
+// ---- webhooks
+
+/// The caller's webhooks (an admin's: everyone's) with their delivery state.
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
+    params(webhooks::ListQuery),
+    responses((status = 200, description = "`{webhooks, next}`", body = Answer)))]
+fn list_webhooks() {}
+
+/// The secret of the caller's token that signs its webhooks (`X-Datarun-Signature`).
+#[utoipa::path(get, path = "/api/v1/webhook-secret", tag = "webhooks",
+    responses((status = 200, description = "`{token, secret}`", body = Answer)))]
+fn webhook_secret() {}

@@ -38,8 +38,9 @@ pub(super) async fn subscribe(
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// `fold`, `array` or `submission`, with `id`: only that target's webhooks.
     kind: Option<String>,

@@ -417,6 +417,11 @@ class Client:
         """``GET /health`` (needs no token)."""
         return cast(Health, self.get("/health"))
 
+    @route("GET", "/openapi.json")
+    def openapi(self) -> JSON:
+        """``GET /openapi.json`` (needs no token): the OpenAPI 3.1 document of ``/api/v1``."""
+        return cast(JSON, self.get("/openapi.json"))
+
     @route("POST", "/blobs")
     def put_blob(self, data: FileLike) -> str:
         """``POST /blobs``: stores bytes (or a file's content, given its path); returns the sha256."""
@@ -541,6 +546,29 @@ class Client:
         """``POST /folds/{id}/remove`` → ``{fold}``."""
         return cast(JSON, self.post(f"/folds/{int(fold_id)}/remove"))
 
+    @route("GET", "/folds/{id}/provenance")
+    def provenance(self, fold_id: int, attempt: Optional[int] = None) -> JSON:
+        """``GET /folds/{id}/provenance``: what produced the fold's result (image id, inputs'
+        sha256, argv, environment with secrets redacted, runner, versions, limits)."""
+        query = f"?attempt={int(attempt)}" if attempt is not None else ""
+        return cast(JSON, self.get(f"/folds/{int(fold_id)}/provenance{query}"))
+
+    @route("POST", "/folds/{id}/rerun")
+    def rerun(
+        self,
+        fold_id: int,
+        attempt: Optional[int] = None,
+        env: Optional[Dict[str, str]] = None,
+    ) -> JSON:
+        """``POST /folds/{id}/rerun``: a new fold from the fold's provenance record (image
+        pinned by id, the same inputs); ``env`` gives the redacted secrets again."""
+        body: JSON = {}
+        if attempt is not None:
+            body["attempt"] = int(attempt)
+        if env:
+            body["env"] = env
+        return cast(JSON, self.post(f"/folds/{int(fold_id)}/rerun", body))
+
     @route("POST", "/folds/bulk/{action}")
     def bulk(
         self,
@@ -598,6 +626,39 @@ class Client:
     def array_fold(self, array_id: int, index: int) -> JSON:
         """``GET /arrays/{id}/{index}``: the fold ``ARRAY.INDEX``."""
         return cast(JSON, self.get(f"/arrays/{int(array_id)}/{int(index)}")["fold"])
+
+    @route("POST", "/sweeps")
+    def create_sweep(
+        self,
+        spec: JSON,
+        sweep: JSON,
+        stop_on_failure: bool = False,
+        webhook: Optional[str] = None,
+    ) -> JSON:
+        """``POST /sweeps``: one fold of ``spec`` per point of ``sweep`` (the params.toml
+        document as JSON: ``grid``, ``random``, ``stop``, ``cap``), each with its values in
+        ``$DATARUN_PARAM_<NAME>`` and ``params.json``. Answers ``{sweep, cap, folds, held}``."""
+        body: JSON = {"spec": spec, "sweep": sweep, "stop_on_failure": stop_on_failure}
+        if webhook is not None:
+            body["webhook"] = webhook
+        return cast(JSON, self.post("/sweeps", body))
+
+    @route("GET", "/sweeps/{id}")
+    def sweep(
+        self, sweep_id: int, metric: Optional[str] = None, order: Optional[str] = None
+    ) -> JSON:
+        """``GET /sweeps/{id}``: the sweep and its points (params, state, metrics), ranked by
+        ``metric`` (``order``: ``"min"``, the default, or ``"max"``) when given."""
+        params = {"metric": metric, "order": order}
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        return cast(JSON, self.get(f"/sweeps/{int(sweep_id)}" + (f"?{query}" if query else "")))
+
+    @route("POST", "/sweeps/{id}/keep")
+    def keep_sweep(self, sweep_id: int, best: int, metric: str, order: str = "min") -> JSON:
+        """``POST /sweeps/{id}/keep``: drops the outputs of every ended point but the best
+        ``best`` by ``metric``."""
+        body = {"best": best, "metric": metric, "order": order}
+        return cast(JSON, self.post(f"/sweeps/{int(sweep_id)}/keep", body))
 
     @route("GET", "/queue")
     def queue(self) -> List[QueueCount]:
