@@ -39,16 +39,8 @@ pub async fn create(
     let array = parse_array(&body.array).map_err(ApiError::bad_request)?;
     body.spec.validate()?;
     let fold_hook = super::webhooks::check_array_hooks(&s, &body.webhook, &mut body.spec).await?;
-    // Every fold of the array stores its own spec: bounded as a batch of folds is.
-    use crate::model::limits::{json_size, FieldError, MAX_BATCH_BODY};
-    let total = json_size(&body.spec).saturating_mul(array.indices.len());
-    if total > MAX_BATCH_BODY {
-        return Err(FieldError::too_large("array: its folds' specs", total, MAX_BATCH_BODY).into());
-    }
-    let held = s
-        .master
-        .unmatchable(&who.name, &body.spec)
-        .map(|u| (u.code, u.reason));
+    crate::model::limits::check_copies("array: its folds' specs", &body.spec, array.indices.len())?;
+    let held = super::shared::held(&s, &who.name, &body.spec);
     let (id, ids) = s
         .store
         .submit_array(
@@ -83,13 +75,8 @@ pub async fn create(
 
 /// The array, if `who` may see it; else 404 as for a missing one.
 async fn visible_array(s: &ApiState, who: &Principal, id: i64) -> ApiResult<ArrayRecord> {
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("array {id} does not exist"));
-    match s.store.array(id).await {
-        Ok(a) if who.admin || a.owner == who.name => Ok(a),
-        Ok(_) => Err(missing()),
-        Err(crate::store::StoreError::NotFound(_)) => Err(missing()),
-        Err(e) => Err(e.into()),
-    }
+    let found = s.store.array(id).await;
+    super::shared::owned_or_missing(who, "array", id, found, |a| &a.owner)
 }
 
 pub async fn show(

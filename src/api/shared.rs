@@ -18,6 +18,23 @@ type ApiResult<T> = Result<T, ApiError>;
 /// At most this many files in a submission or a problem dataset.
 pub(super) const MAX_FILES: usize = 100;
 
+/// A record found by id, if `who` may see it (an admin, or its owner); another owner's, as a
+/// missing one, answers 404 "KIND ID does not exist" (arrays, and sweeps, which are arrays).
+pub(super) fn owned_or_missing<T>(
+    who: &crate::store::Principal,
+    kind: &str,
+    id: i64,
+    found: crate::store::Result<T>,
+    owner: impl FnOnce(&T) -> &str,
+) -> ApiResult<T> {
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("{kind} {id} does not exist"));
+    match found {
+        Ok(r) if who.admin || owner(&r) == who.name => Ok(r),
+        Ok(_) | Err(crate::store::StoreError::NotFound(_)) => Err(missing()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// The answer when every waiter's slot is taken: 503, retry in a second (`GET /events`, a
 /// followed log).
 pub(super) fn retry_soon(e: ApiError) -> Response {

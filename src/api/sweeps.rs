@@ -3,7 +3,7 @@
 //! N, stopped early. A sweep is its owner's (README "Tenancy"): anyone else gets 404.
 
 use super::{ApiError, ApiState};
-use crate::model::limits::{json_size, FieldError, MAX_BATCH_BODY};
+use crate::model::limits::check_copies;
 use crate::model::sweep::{from_json, point_spec, rank};
 use crate::model::FoldSpec;
 use crate::store::{NewSweep, Principal, SweepRecord};
@@ -39,11 +39,7 @@ pub async fn create(
     body.spec.validate()?;
     let fold_hook = super::webhooks::check_array_hooks(&s, &body.webhook, &mut body.spec).await?;
     let sweep = from_json(&body.sweep).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    // Every point's fold stores its own spec: bounded as a batch of folds is.
-    let total = json_size(&body.spec).saturating_mul(sweep.points.len());
-    if total > MAX_BATCH_BODY {
-        return Err(FieldError::too_large("sweep: its folds' specs", total, MAX_BATCH_BODY).into());
-    }
+    check_copies("sweep: its folds' specs", &body.spec, sweep.points.len())?;
     // Each point's spec, with its values, must be a valid fold (variables' sizes, inputs).
     let placeholder = "0".repeat(64);
     for (i, point) in sweep.points.iter().enumerate() {
@@ -51,10 +47,7 @@ pub async fn create(
             .validate()
             .map_err(|e| ApiError::bad_request(format!("sweep: point {i}: {e}")))?;
     }
-    let held = s
-        .master
-        .unmatchable(&who.name, &body.spec)
-        .map(|u| (u.code, u.reason));
+    let held = super::shared::held(&s, &who.name, &body.spec);
     let points = sweep.points.clone();
     let (id, ids) = s
         .store
@@ -93,13 +86,8 @@ pub async fn create(
 
 /// The sweep, if `who` may see it; else 404 as for a missing one.
 async fn visible_sweep(s: &ApiState, who: &Principal, id: i64) -> ApiResult<SweepRecord> {
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, format!("sweep {id} does not exist"));
-    match s.store.sweep(id).await {
-        Ok(sw) if who.admin || sw.owner == who.name => Ok(sw),
-        Ok(_) => Err(missing()),
-        Err(crate::store::StoreError::NotFound(_)) => Err(missing()),
-        Err(e) => Err(e.into()),
-    }
+    let found = s.store.sweep(id).await;
+    super::shared::owned_or_missing(who, "sweep", id, found, |sw| &sw.owner)
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

@@ -328,9 +328,10 @@ impl Master {
         tokio::spawn(async move {
             // Before the results: whoever sees a fold end can read its provenance (not kept
             // on PostgreSQL yet).
-            if store.pg().is_some() {
-            } else if let Err(e) = store.record_provenance(provenance).await {
-                tracing::warn!("cannot record provenance: {e}");
+            if store.pg().is_none() {
+                if let Err(e) = store.record_provenance(provenance).await {
+                    tracing::warn!("cannot record provenance: {e}");
+                }
             }
             let results = apply(&store, started, &inputs).await;
             let _ = done.send(Applied {

@@ -236,6 +236,20 @@ pub fn check_count(field: &str, count: usize, what: &str, limit: usize) -> Resul
     Ok(())
 }
 
+/// A spec stored once per fold of an array or a sweep: the copies together are bounded as a
+/// batch of folds is (`MAX_BATCH_BODY`), so a small body cannot make a huge insert.
+pub fn check_copies<T: serde::Serialize>(
+    field: &str,
+    spec: &T,
+    copies: usize,
+) -> Result<(), FieldError> {
+    let total = json_size(spec).saturating_mul(copies);
+    if total > MAX_BATCH_BODY {
+        return Err(FieldError::too_large(field, total, MAX_BATCH_BODY));
+    }
+    Ok(())
+}
+
 /// How many bytes `value` takes as JSON, without building the text.
 pub fn json_size<T: serde::Serialize>(value: &T) -> usize {
     struct Count(usize);
