@@ -21,8 +21,8 @@ pub(super) type Committed = crate::store::Result<Vec<(AttemptId, NewAttempt, Fol
 /// sees the attempts of a commit (see `Master::run`).
 pub(super) struct Assigning {
     reply: tokio::sync::oneshot::Receiver<Committed>,
+    /// The owner of each fold assigned (one entry per assignment).
     owners: HashMap<FoldId, String>,
-    planned: usize,
     since: Instant,
 }
 
@@ -184,7 +184,6 @@ impl Master {
         self.assigning = Some(Assigning {
             reply,
             owners,
-            planned: assigned.len(),
             since: Instant::now(),
         });
         Ok(assigned.len())
@@ -192,12 +191,7 @@ impl Master {
 
     /// The assignments of the last cycle are committed: their agents are told.
     pub(super) fn on_committed(&mut self, result: Committed) -> anyhow::Result<()> {
-        let Assigning {
-            owners,
-            planned,
-            since,
-            ..
-        } = self.assigning.take().expect("a commit under way");
+        let Assigning { owners, since, .. } = self.assigning.take().expect("a commit under way");
         let committed = result?;
         tracing::debug!(
             target: "datarun::timing",
@@ -205,7 +199,7 @@ impl Master {
             since.elapsed().as_secs_f64() * 1000.0,
             committed.len()
         );
-        if committed.len() < planned {
+        if committed.len() < owners.len() {
             // Some were held or removed meanwhile: their slots are free for the next cycle.
             self.dirty = true;
         }
