@@ -326,14 +326,7 @@ impl Master {
         let (store, done) = (self.store.clone(), self.applied_tx.clone());
         self.applying = Some(Instant::now());
         tokio::spawn(async move {
-            // Before the results: whoever sees a fold end can read its provenance (not kept
-            // on PostgreSQL yet).
-            if store.pg().is_none() {
-                if let Err(e) = store.record_provenance(provenance).await {
-                    tracing::warn!("cannot record provenance: {e}");
-                }
-            }
-            let results = apply(&store, started, &inputs).await;
+            let results = apply(&store, started, &inputs, provenance).await;
             let _ = done.send(Applied {
                 runners,
                 inputs,
@@ -467,8 +460,12 @@ async fn apply(
     store: &Store,
     started: Vec<AttemptId>,
     inputs: &[ResultInput],
+    provenance: Vec<crate::model::provenance::RunnerSide>,
 ) -> anyhow::Result<Vec<Option<RecordResult>>> {
-    let batch = store.apply_reports(started.clone(), inputs.to_vec()).await;
+    // The provenance goes in the results' transaction: whoever sees a fold end can read it.
+    let batch = store
+        .apply_reports_with(started.clone(), inputs.to_vec(), provenance.clone())
+        .await;
     match batch {
         Ok(results) => return Ok(results.into_iter().map(Some).collect()),
         Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
@@ -479,6 +476,9 @@ async fn apply(
     }
     if let Err(e) = store.apply_reports(started, Vec::new()).await {
         tracing::warn!("cannot mark attempts started: {e}");
+    }
+    if let Err(e) = store.record_provenance(provenance).await {
+        tracing::warn!("cannot record provenance: {e}");
     }
     let mut out = Vec::with_capacity(inputs.len());
     for input in inputs {

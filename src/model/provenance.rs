@@ -78,6 +78,32 @@ pub struct Ran {
     pub agent_version: String,
 }
 
+impl Ran {
+    /// The same, every field within [`MAX_FIELD`] and at most [`MAX_DIGESTS`] digests: what an
+    /// agent says cannot make a record grow without bound.
+    pub fn clipped(self) -> Ran {
+        let e = self.executed;
+        Ran {
+            executed: Executed {
+                executor: e.executor.map(clip),
+                image: e.image.map(clip),
+                image_id: e.image_id.map(clip),
+                repo_digests: e
+                    .repo_digests
+                    .into_iter()
+                    .take(MAX_DIGESTS)
+                    .map(clip)
+                    .collect(),
+                program: e.program.map(|p| Program {
+                    path: clip(p.path),
+                    sha256: p.sha256.map(clip),
+                }),
+            },
+            agent_version: clip(self.agent_version),
+        }
+    }
+}
+
 /// The runner as the master knows it when the result arrives.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct RunnerFacts {
@@ -179,30 +205,17 @@ pub fn build(
     grant: &crate::protocol::Grant,
     side: RunnerSide,
 ) -> Provenance {
-    let ran = side.ran.unwrap_or_default();
+    let ran = side.ran.unwrap_or_default().clipped();
     let (soft, hard) = time_limits(
         (spec.soft_time_limit, spec.hard_time_limit),
         (side.soft_time_limit_ms, side.hard_time_limit_ms),
     );
-    let e = ran.executed;
+    let mut executed = ran.executed;
+    executed.image = executed.image.or_else(|| spec.image.clone());
     Provenance {
         fold,
         attempt: side.attempt,
-        executed: Executed {
-            executor: e.executor.map(clip),
-            image: e.image.map(clip).or_else(|| spec.image.clone()),
-            image_id: e.image_id.map(clip),
-            repo_digests: e
-                .repo_digests
-                .into_iter()
-                .take(MAX_DIGESTS)
-                .map(clip)
-                .collect(),
-            program: e.program.map(|p| Program {
-                path: clip(p.path),
-                sha256: p.sha256.map(clip),
-            }),
-        },
+        executed,
         inputs: spec
             .inputs
             .iter()
@@ -212,7 +225,7 @@ pub fn build(
         env: redact(&spec.env),
         runner: side.runner,
         versions: Versions {
-            agent: Some(ran.agent_version).filter(|v| !v.is_empty()).map(clip),
+            agent: Some(ran.agent_version).filter(|v| !v.is_empty()),
             master: env!("CARGO_PKG_VERSION").to_string(),
         },
         limits: GrantedLimits {

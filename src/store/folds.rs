@@ -600,6 +600,17 @@ impl Store {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
+        self.apply_reports_with(started, results, Vec::new()).await
+    }
+
+    /// `apply_reports`, with the provenance of the finished attempts written in the same
+    /// transaction, before their results (`store::provenance`; not kept on PostgreSQL yet).
+    pub async fn apply_reports_with(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+        provenance: Vec<crate::model::provenance::RunnerSide>,
+    ) -> Result<Vec<RecordResult>> {
         if let Some(pg) = self.pg() {
             return super::engine::published(
                 pg,
@@ -607,7 +618,7 @@ impl Store {
             )
             .await;
         }
-        let lazy = results.is_empty();
+        let lazy = results.is_empty() && provenance.is_empty();
         let measured: Vec<(Outcome, crate::model::Metrics)> = results
             .iter()
             .map(|r| (r.outcome.clone(), r.metrics.clone()))
@@ -623,6 +634,7 @@ impl Store {
             for attempt in started {
                 start_attempt(&tx, attempt)?;
             }
+            super::provenance::write(&tx, provenance)?;
             let mut out = Vec::with_capacity(results.len());
             for input in &results {
                 out.push(finish_attempt(&tx, input, budget)?);

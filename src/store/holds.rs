@@ -211,6 +211,9 @@ impl Store {
                 )));
             }
             let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
+            if spec != f.spec {
+                super::provenance::freeze(&tx, fold)?;
+            }
             tx.prepare_cached(
                 "UPDATE folds SET spec = ?1, millicpus = ?2, memory = ?3, hard_limit_ms = ?4 WHERE id = ?5",
             )?

@@ -1,68 +1,191 @@
-//! Provenance records (`attempts.provenance`, JSON of `model::provenance::Provenance`): built
-//! from the master's and the agent's parts with the fold's spec and the attempt's grant, at
-//! most [`MAX_PROVENANCE`] bytes, written before the attempt's result (see
-//! `master::reports::flush`).
+//! Provenance records: what produced an attempt's result (`model::provenance::Provenance`).
+//!
+//! Kept compact (`attempts.provenance`, a [`Stored::Compact`] of a few hundred bytes): only
+//! what the fold's spec and the attempt's grant do not already hold (what the agent said, the
+//! runner's time limits, the master's version), with the runner's facts kept once per distinct
+//! set of facts (`provenance_facts`). The whole record is built when it is read, from the spec,
+//! the grant and the compact part. A spec that changes after an attempt ran (a release with
+//! changes, inputs passed on) first freezes its fold's records whole ([`freeze`]), so a record
+//! always tells what that attempt ran. Written in the results' own transaction
+//! (`Store::apply_reports_with`), so whoever sees a fold end can read its provenance.
 
 use super::{Result, Store, StoreError};
-use crate::model::provenance::{build, Provenance, RunnerSide};
+use crate::model::provenance::{build, Provenance, Ran, RunnerFacts, RunnerSide};
 use crate::model::{AttemptId, FoldId, FoldSpec};
 use crate::protocol::Grant;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, OptionalExtension, Transaction};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 /// The largest record kept: the spec's own bound (its argv, env and inputs) plus the runner's
 /// facts and the agent's fields, which `build` clips.
 pub const MAX_PROVENANCE: usize = crate::model::limits::MAX_SPEC_BYTES + (128 << 10);
 
+/// The largest compact part kept (the agent's fields are clipped before; this bounds the rest).
+const MAX_COMPACT: usize = 64 << 10;
+
+/// `attempts.provenance` as stored: compact (written since schema 17) or whole (written
+/// before, or frozen because the fold's spec changed).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Compact(Compact),
+    Whole(Box<Provenance>),
+}
+
+/// What a record needs beyond the fold's spec and the attempt's grant.
+#[derive(Serialize, Deserialize)]
+struct Compact {
+    /// `provenance_facts.id` of the runner's facts.
+    facts: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ran: Option<Ran>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    soft: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    hard: Option<u64>,
+    /// The master that recorded it.
+    master: String,
+}
+
+/// Records the provenance of these attempts in `tx` (the results' transaction). An attempt the
+/// store does not know, or one recorded already, is skipped. Facts seen in this batch are
+/// looked up once.
+pub(super) fn write(tx: &Transaction, sides: Vec<RunnerSide>) -> Result<()> {
+    let mut facts_ids: HashMap<String, i64> = HashMap::new();
+    for side in sides {
+        let facts = serde_json::to_string(&side.runner).expect("facts serialize");
+        let facts = match facts_ids.get(&facts) {
+            Some(id) => *id,
+            None => {
+                let id = facts_id(tx, &facts)?;
+                facts_ids.insert(facts, id);
+                id
+            }
+        };
+        let compact = Compact {
+            facts,
+            ran: side.ran.map(Ran::clipped),
+            soft: side.soft_time_limit_ms,
+            hard: side.hard_time_limit_ms,
+            master: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        let text = serde_json::to_string(&Stored::Compact(compact)).expect("serializes");
+        if text.len() > MAX_COMPACT {
+            tracing::warn!(
+                "attempt {}: its provenance ({} bytes) is over {MAX_COMPACT}; not kept",
+                side.attempt,
+                text.len()
+            );
+            continue;
+        }
+        tx.prepare_cached(
+            "UPDATE attempts SET provenance = ?1 WHERE id = ?2 AND provenance IS NULL",
+        )?
+        .execute(params![text, side.attempt])?;
+    }
+    Ok(())
+}
+
+/// The id of a set of runner facts, stored once.
+fn facts_id(tx: &Transaction, facts: &str) -> Result<i64> {
+    tx.prepare_cached("INSERT OR IGNORE INTO provenance_facts (facts) VALUES (?1)")?
+        .execute([facts])?;
+    Ok(tx
+        .prepare_cached("SELECT id FROM provenance_facts WHERE facts = ?1")?
+        .query_row([facts], |r| r.get(0))?)
+}
+
+/// Before `fold`'s spec changes: its attempts' compact records become whole, so they keep
+/// telling what those attempts ran.
+pub(super) fn freeze(tx: &Transaction, fold: FoldId) -> Result<()> {
+    let ids: Vec<AttemptId> = tx
+        .prepare_cached(
+            "SELECT id FROM attempts WHERE fold_id = ?1 AND provenance LIKE '{\"facts\":%'",
+        )?
+        .query_map([fold], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for id in ids {
+        if let Some(whole) = whole(tx, id)? {
+            let text = serde_json::to_string(&Stored::Whole(Box::new(whole)))
+                .expect("provenance serializes");
+            if text.len() > MAX_PROVENANCE {
+                tracing::warn!("attempt {id}: its provenance is over {MAX_PROVENANCE}; dropped");
+                tx.prepare_cached("UPDATE attempts SET provenance = NULL WHERE id = ?1")?
+                    .execute([id])?;
+                continue;
+            }
+            tx.prepare_cached("UPDATE attempts SET provenance = ?1 WHERE id = ?2")?
+                .execute(params![text, id])?;
+        }
+    }
+    Ok(())
+}
+
+/// The whole record of `attempt`, if it has one.
+fn whole(conn: &rusqlite::Connection, attempt: AttemptId) -> Result<Option<Provenance>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT a.fold_id, a.millicpus, a.memory, a.gpus, a.provenance, f.spec
+             FROM attempts a JOIN folds f ON f.id = a.fold_id WHERE a.id = ?1",
+        )?
+        .query_row([attempt], |r| {
+            Ok((
+                r.get::<_, FoldId>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })
+        .optional()?;
+    let Some((fold, millicpus, memory, gpus, Some(text), spec)) = row else {
+        return Ok(None);
+    };
+    let bad = |e: serde_json::Error| {
+        StoreError::Invalid(format!("attempt {attempt}: its stored provenance: {e}"))
+    };
+    let compact = match serde_json::from_str::<Stored>(&text).map_err(bad)? {
+        Stored::Whole(p) => return Ok(Some(*p)),
+        Stored::Compact(c) => c,
+    };
+    let facts: String = conn
+        .prepare_cached("SELECT facts FROM provenance_facts WHERE id = ?1")?
+        .query_row([compact.facts], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("attempt {attempt}: its runner's facts are missing"))
+        })?;
+    let runner: RunnerFacts = serde_json::from_str(&facts).map_err(bad)?;
+    let spec: FoldSpec = serde_json::from_str(&spec).map_err(bad)?;
+    let grant = Grant {
+        millicpus,
+        memory: memory as u64,
+        gpus: serde_json::from_str(&gpus).unwrap_or_default(),
+    };
+    let side = RunnerSide {
+        attempt,
+        runner,
+        soft_time_limit_ms: compact.soft,
+        hard_time_limit_ms: compact.hard,
+        ran: compact.ran,
+    };
+    let mut record = build(fold, &spec, &grant, side);
+    record.versions.master = compact.master;
+    Ok(Some(record))
+}
+
 impl Store {
-    /// Records the provenance of these attempts (one transaction). An attempt the store does
-    /// not know, or one recorded already, is skipped.
+    /// Records the provenance of these attempts in a transaction of its own (when their
+    /// results could not be recorded together, see `apply_reports_with`).
     pub async fn record_provenance(&self, sides: Vec<RunnerSide>) -> Result<()> {
-        if sides.is_empty() {
+        if sides.is_empty() || self.pg().is_some() {
             return Ok(());
         }
         self.call_lazy(move |conn| {
             let tx = conn.transaction()?;
-            for side in sides {
-                let row = tx
-                    .prepare_cached(
-                        "SELECT a.fold_id, a.millicpus, a.memory, a.gpus, f.spec
-                         FROM attempts a JOIN folds f ON f.id = a.fold_id
-                         WHERE a.id = ?1 AND a.provenance IS NULL",
-                    )?
-                    .query_row([side.attempt], |r| {
-                        Ok((
-                            r.get::<_, FoldId>(0)?,
-                            r.get::<_, u32>(1)?,
-                            r.get::<_, i64>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, String>(4)?,
-                        ))
-                    })
-                    .optional()?;
-                let Some((fold, millicpus, memory, gpus, spec)) = row else {
-                    continue;
-                };
-                let Ok(spec) = serde_json::from_str::<FoldSpec>(&spec) else {
-                    continue;
-                };
-                let grant = Grant {
-                    millicpus,
-                    memory: memory as u64,
-                    gpus: serde_json::from_str(&gpus).unwrap_or_default(),
-                };
-                let attempt = side.attempt;
-                let record = build(fold, &spec, &grant, side);
-                let text = serde_json::to_string(&record).expect("provenance serializes");
-                if text.len() > MAX_PROVENANCE {
-                    tracing::warn!(
-                        "attempt {attempt}: its provenance ({} bytes) is over {MAX_PROVENANCE}; not kept",
-                        text.len()
-                    );
-                    continue;
-                }
-                tx.prepare_cached("UPDATE attempts SET provenance = ?1 WHERE id = ?2")?
-                    .execute(params![text, attempt])?;
-            }
+            write(&tx, sides)?;
             tx.commit()?;
             Ok(())
         })
@@ -72,24 +195,24 @@ impl Store {
     /// The provenance of `attempt` of `fold`, or of its newest attempt that has one.
     pub async fn provenance(&self, fold: FoldId, attempt: Option<AttemptId>) -> Result<Provenance> {
         self.read(move |conn| {
-            let row: Option<(AttemptId, Option<String>)> = match attempt {
+            let row: Option<(AttemptId, bool)> = match attempt {
                 Some(a) => conn
                     .prepare_cached(
-                        "SELECT id, provenance FROM attempts WHERE id = ?1 AND fold_id = ?2",
+                        "SELECT id, provenance IS NOT NULL FROM attempts WHERE id = ?1 AND fold_id = ?2",
                     )?
                     .query_row(params![a, fold], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?,
                 None => conn
                     .prepare_cached(
-                        "SELECT id, provenance FROM attempts
+                        "SELECT id, 1 FROM attempts
                          WHERE fold_id = ?1 AND provenance IS NOT NULL ORDER BY id DESC LIMIT 1",
                     )?
                     .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?,
             };
-            let (id, text) = match (row, attempt) {
-                (Some((id, Some(text))), _) => (id, text),
-                (Some((id, None)), _) => {
+            let id = match (row, attempt) {
+                (Some((id, true)), _) => id,
+                (Some((id, false)), _) => {
                     return Err(StoreError::NotFound(format!(
                         "attempt {id} of fold {fold} has no provenance: it has not finished, or \
                          ended without a report (lost, or from before provenance was recorded)"
@@ -106,10 +229,126 @@ impl Store {
                     )))
                 }
             };
-            serde_json::from_str(&text).map_err(|e| {
-                StoreError::Invalid(format!("attempt {id}: its stored provenance: {e}"))
+            whole(conn, id)?.ok_or_else(|| {
+                StoreError::NotFound(format!("attempt {id} of fold {fold} has no provenance"))
             })
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::provenance::RunnerFacts;
+    use crate::model::{HoldCode, Outcome};
+    use crate::store::tests::{assign, result, setup};
+    use crate::store::ReleaseChanges;
+
+    fn side(attempt: AttemptId) -> RunnerSide {
+        RunnerSide {
+            attempt,
+            runner: RunnerFacts {
+                name: "local".into(),
+                cpus: Some(8.0),
+                hostname: Some("h1".into()),
+                ..Default::default()
+            },
+            soft_time_limit_ms: None,
+            hard_time_limit_ms: Some(60_000),
+            ran: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn records_are_compact_share_facts_and_survive_a_spec_change() {
+        let (_d, store, fold, first) = setup(5).await;
+        let ended = store
+            .apply_reports_with(
+                vec![first],
+                vec![result(
+                    first,
+                    Outcome::Error {
+                        message: "bad".into(),
+                    },
+                )],
+                vec![side(first)],
+            )
+            .await
+            .unwrap();
+        assert!(matches!(
+            ended[0],
+            crate::store::RecordResult::Recorded { .. }
+        ));
+        let before = store.provenance(fold, Some(first)).await.unwrap();
+        assert_eq!(before.argv, vec!["true".to_string()]);
+        assert_eq!(before.limits.memory, 1 << 20);
+        assert_eq!(before.runner.hostname.as_deref(), Some("h1"));
+        assert_eq!(before.limits.hard_time_limit_ms, Some(60_000));
+
+        // A second fold on the same runner: its facts are not stored again; records stay small.
+        let ids = store
+            .submit(
+                "ann".into(),
+                false,
+                vec![(crate::store::tests::spec(0), None)],
+            )
+            .await
+            .unwrap();
+        let second = assign(&store, ids[0]).await;
+        store
+            .apply_reports_with(
+                vec![],
+                vec![result(second, Outcome::Success)],
+                vec![side(second)],
+            )
+            .await
+            .unwrap();
+        let (facts, longest): (i64, i64) = store
+            .read(|c| {
+                Ok(c.query_row(
+                    "SELECT (SELECT COUNT(*) FROM provenance_facts),
+                            (SELECT MAX(LENGTH(provenance)) FROM attempts)",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(facts, 1, "one runner's facts are kept once");
+        assert!(longest < 200, "a compact record is {longest} bytes");
+
+        // The fold (back in line for a retry) is held and released with a larger memory: the first attempt's record still
+        // tells what it ran with, though the spec it was built from has changed.
+        store
+            .hold(fold, HoldCode::User, "edit".into())
+            .await
+            .unwrap();
+        store
+            .release(
+                fold,
+                "ann".into(),
+                ReleaseChanges {
+                    memory: Some(2 << 20),
+                    hard_time_limit: Some(30_000),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let after = store.provenance(fold, Some(first)).await.unwrap();
+        assert_eq!(after, before);
+        // Recorded twice: the first record stays.
+        store
+            .record_provenance(vec![RunnerSide {
+                runner: RunnerFacts {
+                    name: "other".into(),
+                    ..Default::default()
+                },
+                ..side(first)
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.provenance(fold, None).await.unwrap(), before);
     }
 }

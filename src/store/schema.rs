@@ -143,6 +143,13 @@ const MIGRATIONS: &[&str] = &[
     "#,
     // 16: webhooks, each with its delivery kept as an outbox (see `store::webhooks`)
     WEBHOOKS_MIGRATION,
+    // 17: provenance kept compact, runners' facts once each (see `store::provenance`)
+    r#"
+    CREATE TABLE provenance_facts (
+        id    INTEGER PRIMARY KEY,
+        facts TEXT NOT NULL UNIQUE
+    );
+    "#,
 ];
 
 /// A sweep is an array (its id is the array's) whose points carry parameter values; `stop`

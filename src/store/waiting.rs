@@ -207,6 +207,7 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
             .execute(params![fold, name, sha])?;
             spec.inputs.push(InputRef { name, sha256: sha });
         }
+        super::provenance::freeze(tx, fold)?;
         tx.prepare_cached("UPDATE folds SET spec = ?1 WHERE id = ?2")?
             .execute(params![
                 serde_json::to_string(&spec).expect("spec serializes"),
