@@ -29,7 +29,7 @@ const MAX_COMPACT: usize = 64 << 10;
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum Stored {
-    Compact(Compact),
+    Compact(Box<Compact>),
     Whole(Box<Provenance>),
 }
 
@@ -70,7 +70,7 @@ pub(super) fn write(tx: &Transaction, sides: Vec<RunnerSide>) -> Result<()> {
             hard: side.hard_time_limit_ms,
             master: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let text = serde_json::to_string(&Stored::Compact(compact)).expect("serializes");
+        let text = serde_json::to_string(&Stored::Compact(Box::new(compact))).expect("serializes");
         if text.len() > MAX_COMPACT {
             tracing::warn!(
                 "attempt {}: its provenance ({} bytes) is over {MAX_COMPACT}; not kept",
