@@ -35,7 +35,7 @@ pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use provenance::MAX_PROVENANCE;
 pub use runapp::{RunappFold, RunappTarget};
 pub use submissions::{
-    LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, Settled,
+    LeaderboardInput, NewSubmission, NewSubmissionFold, Rerun, SettleInput, SettleScope, Settled,
     SubmissionFoldId, SubmissionFoldRecord, SubmissionId, SubmissionRecord,
 };
 pub use sweeps::{KeepReport, NewSweep, PointRecord, SweepRecord};

@@ -161,6 +161,16 @@ pub struct Rerun {
     pub held: Option<(HoldCode, String)>,
 }
 
+/// Which submission folds a settling pass looks at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleScope {
+    /// Every one: a scan, for the catch-up when the workflow task starts.
+    All,
+    /// Those whose queue fold last changed (`folds.seq`, its newest event's id) in
+    /// `(after, upto]`.
+    Changed { after: i64, upto: i64 },
+}
+
 /// A submission fold whose queue fold changed since its result was last derived.
 pub struct SettleInput {
     pub id: SubmissionFoldId,

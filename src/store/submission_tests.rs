@@ -216,3 +216,52 @@ async fn results_are_recorded_once_and_handed_out_once() {
         .unwrap();
     assert_eq!((second.len(), second[0].state), (1, Phase::Tested));
 }
+
+#[tokio::test]
+async fn a_changed_scope_reads_only_the_folds_that_changed_in_its_window() {
+    let (_dir, store, _s) = setup().await;
+    let all = store.unsettled_submission_folds(100).await.unwrap();
+    assert_eq!(all.len(), 2);
+    let before = store.newest_event().await.unwrap();
+    let changed = |after, upto| {
+        let store = store.clone();
+        async move {
+            store
+                .unsettled_submission_folds_in(SettleScope::Changed { after, upto }, 100)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|i| i.fold.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    // Both were submitted up to `before`; nothing changed after it.
+    assert_eq!(changed(0, before).await.len(), 2);
+    assert!(changed(before, before).await.is_empty());
+    // One queue fold is held: it alone is in the window after `before`.
+    let held = all[1].fold.id;
+    store
+        .hold(held, crate::model::HoldCode::User, "look".into())
+        .await
+        .unwrap();
+    let now = store.newest_event().await.unwrap();
+    assert_eq!(changed(before, now).await, vec![held]);
+    // Settled, it leaves every scope.
+    let again = store
+        .unsettled_submission_folds_in(
+            SettleScope::Changed {
+                after: before,
+                upto: now,
+            },
+            100,
+        )
+        .await
+        .unwrap();
+    let results = vec![(again[0].id, again[0].key.clone(), ended(Phase::Error))];
+    assert_eq!(store.settle_submission_folds(results).await.unwrap(), 1);
+    assert!(changed(before, now).await.is_empty());
+    assert_eq!(
+        store.unsettled_submission_folds(100).await.unwrap().len(),
+        1
+    );
+}

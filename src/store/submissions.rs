@@ -265,18 +265,44 @@ impl Store {
     /// `limit`), with what deriving it needs. On a reader connection: the workflow task's
     /// scan never waits behind the writer nor delays it.
     pub async fn unsettled_submission_folds(&self, limit: u32) -> Result<Vec<SettleInput>> {
+        self.unsettled_submission_folds_in(SettleScope::All, limit)
+            .await
+    }
+
+    /// `unsettled_submission_folds` among those `scope` names: with
+    /// [`SettleScope::Changed`], only the submission folds whose queue fold's last change
+    /// (`folds.seq`, the id of its newest event) is in that range are looked at (through
+    /// `folds_seq` and `submission_folds_fold`), so a pass costs what changed, not how many
+    /// submission folds there are.
+    pub async fn unsettled_submission_folds_in(
+        &self,
+        scope: SettleScope,
+        limit: u32,
+    ) -> Result<Vec<SettleInput>> {
         self.read(move |conn| {
-            let rows: Vec<UnsettledRow> = conn
-                .prepare_cached(&format!(
-                    "SELECT sf.id, {KEY}, f.id, s.dataset_id, s.split_id, sf.train_sha256, sf.test_sha256
-                     FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id
-                     JOIN submissions s ON s.id = sf.submission_id
-                     WHERE sf.settled_key IS NOT {KEY} ORDER BY sf.id LIMIT ?1"
-                ))?
-                .query_map([limit], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let (filter, after, upto) = match scope {
+                SettleScope::All => ("", 0, 0),
+                SettleScope::Changed { after, upto } => (
+                    "sf.fold_id IN (SELECT id FROM folds WHERE seq > ?2 AND seq <= ?3) AND",
+                    after,
+                    upto,
+                ),
+            };
+            let sql = format!(
+                "SELECT sf.id, {KEY}, f.id, s.dataset_id, s.split_id, sf.train_sha256, sf.test_sha256
+                 FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id
+                 JOIN submissions s ON s.id = sf.submission_id
+                 WHERE {filter} sf.settled_key IS NOT {KEY} ORDER BY sf.id LIMIT ?1"
+            );
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let map = |r: &rusqlite::Row| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+            };
+            let rows: Vec<UnsettledRow> = match scope {
+                SettleScope::All => stmt.query_map([limit], map)?,
+                SettleScope::Changed { .. } => stmt.query_map(params![limit, after, upto], map)?,
+            }
+            .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(rows.len());
             for (id, key, fold_id, dataset_id, split_id, train_sha, test_sha) in rows {
                 let fold = get_fold(conn, fold_id)?;

@@ -12,8 +12,10 @@
 //! delays scheduling. Notices coalesce ([`MIN_GAP`]); settling is idempotent (the store
 //! records a derived result only while the queue fold is still at the run-end it came from),
 //! so a lost notice costs nothing but time: the task catches up when it starts (folds that
-//! ended while the master was down) and sweeps every [`SWEEP`] besides. `api/` reads what is
-//! recorded.
+//! ended while the master was down: a scan, once), and from then on reads only what changed:
+//! the submission folds whose queue fold logged an event since its last pass (a window of
+//! events at a time), so a pass costs what changed, not how many submission folds exist. It
+//! also wakes every [`SWEEP`] without a notice. `api/` reads what is recorded.
 
 mod layout;
 mod splits;
@@ -23,7 +25,7 @@ pub use layout::{build_fold, default_resources, fold_inputs, image_fold, require
 pub use splits::{settle_splits, split_truth, usable_split};
 pub use submissions::settle_submissions;
 
-use crate::store::{Store, StoreError};
+use crate::store::{SettleScope, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -124,11 +126,13 @@ async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress
     let mut changes = store.subscribe();
     // The same failure is logged once, not on every pass.
     let mut last_error: Option<String> = None;
+    // Every change logged up to this event is settled; none until the first pass (a scan).
+    let mut cursor: Option<i64> = None;
     loop {
         let started = tokio::time::Instant::now();
         changes.borrow_and_update();
         let (top, settled) = match store.newest_event().await {
-            Ok(top) => (Some(top), settle_all(&store).await),
+            Ok(top) => (Some(top), settle_up_to(&store, &mut cursor, top).await),
             Err(e) => (None, Err(e.into())),
         };
         match (top, &settled) {
@@ -163,12 +167,33 @@ async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress
     }
 }
 
-/// Settles every custom split and submission fold whose queue fold changed (splits first: a
-/// submission's scores may need its split's targets); `true` when more is left for another
-/// pass.
-pub async fn settle_all(store: &Store) -> Result<bool> {
+/// How many events one settling step covers: what it reads stays bounded however far behind
+/// the task is.
+const WINDOW: i64 = 10_000;
+
+/// Settles every custom split (they are few), then the submission folds whose queue fold
+/// logged an event from `cursor` up to event `top`, a window of events at a time, moving the
+/// cursor past each window settled (a failed one is tried again on the next pass). The first
+/// pass, with no cursor, scans every submission fold once (ends recorded while no master
+/// ran). `true` when more is left for another pass.
+async fn settle_up_to(store: &Store, cursor: &mut Option<i64>, top: i64) -> Result<bool> {
     settle_splits(store).await?;
-    settle_submissions(store).await
+    let Some(mut after) = *cursor else {
+        let more = settle_submissions(store, SettleScope::All).await?;
+        if !more {
+            *cursor = Some(top);
+        }
+        return Ok(more);
+    };
+    while after < top {
+        let upto = top.min(after + WINDOW);
+        if settle_submissions(store, SettleScope::Changed { after, upto }).await? {
+            return Ok(true);
+        }
+        after = upto;
+        *cursor = Some(after);
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use super::{blocking, Result, WorkflowError};
 use crate::dataset::{self, ScoreType};
-use crate::store::{DatasetId, SettleInput, Settled, Store};
+use crate::store::{DatasetId, SettleInput, SettleScope, Settled, Store};
 use crate::submission::npy;
 use crate::submission::result::{self, RunView};
 use crate::submission::Phase;
@@ -160,11 +160,12 @@ fn derive(input: &SettleInput, truth: Option<&Truth>) -> Settled {
     out
 }
 
-/// Derives and records the results of every submission fold whose queue fold changed, up to
-/// 100 pages of 200; `true` when it stopped with more left (the caller runs it again).
-pub async fn settle_submissions(store: &Store) -> Result<bool> {
+/// Derives and records the results of every submission fold in `scope` whose queue fold
+/// changed, up to 100 pages of 200; `true` when it stopped with more left (the caller runs it
+/// again).
+pub async fn settle_submissions(store: &Store, scope: SettleScope) -> Result<bool> {
     for _ in 0..100 {
-        let inputs = store.unsettled_submission_folds(200).await?;
+        let inputs = store.unsettled_submission_folds_in(scope, 200).await?;
         if inputs.is_empty() {
             return Ok(false);
         }
