@@ -26,7 +26,7 @@ impl BenchMaster {
         let inv = dir.path().join("runners.toml");
         std::fs::write(&inv, inventory).unwrap();
         let data = dir.path().join("data");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_datarun"));
+        let mut cmd = Command::new(master_binary());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&data)
             .arg("--inventory")
@@ -175,4 +175,10 @@ pub fn count(default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// The `datarun` the benches start as the master: this build's, or `BENCH_DATARUN` (another
+/// build, e.g. an earlier commit's, to compare side by side on the same machine state).
+pub fn master_binary() -> std::ffi::OsString {
+    std::env::var_os("BENCH_DATARUN").unwrap_or_else(|| env!("CARGO_BIN_EXE_datarun").into())
 }

@@ -244,10 +244,12 @@ impl Store {
         // No SQLite threads: the queues lead nowhere, and `enqueue`/`read` refuse first.
         let (jobs, _) = std::sync::mpsc::channel();
         let (reads, _) = std::sync::mpsc::channel();
+        let (master_reads, _) = std::sync::mpsc::channel();
         let changes = pg.subscribe();
         Store {
             jobs,
             reads,
+            master_reads,
             files: super::BlobDir::new(data_dir.join("blobs")),
             max_losses: std::sync::Arc::new(std::sync::atomic::AtomicU32::new(
                 super::DEFAULT_MAX_LOSSES,

@@ -119,11 +119,15 @@ const READERS: usize = 2;
 /// fsync and each is still on disk before it is acknowledged.
 ///
 /// Reader threads own read-only connections: queries that change nothing (`read`) run there,
-/// never waiting behind the writer (WAL lets readers and a writer work at once).
+/// never waiting behind the writer (WAL lets readers and a writer work at once). The master's
+/// cycle reads what changed on a reader of its own (`read_for_master`), never behind the API's
+/// reads.
 #[derive(Clone)]
 pub struct Store {
     jobs: std::sync::mpsc::Sender<(Durability, Job)>,
     reads: std::sync::mpsc::Sender<ReadJob>,
+    /// The master's own reader (`read_for_master`).
+    master_reads: std::sync::mpsc::Sender<ReadJob>,
     /// The files of large blobs (`blobs/` next to the database).
     files: BlobDir,
     /// How many runner losses a fold may take before it is held (`set_max_losses`).
@@ -165,7 +169,13 @@ impl Store {
             .map_err(thread_err)?;
         let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
         let read_rx = std::sync::Arc::new(std::sync::Mutex::new(read_rx));
-        for i in 0..READERS {
+        let (master_tx, master_rx) = std::sync::mpsc::channel::<ReadJob>();
+        let master_rx = std::sync::Arc::new(std::sync::Mutex::new(master_rx));
+        // READERS shared by every reader, and one the master's cycle has to itself.
+        let readers = (0..READERS)
+            .map(|i| (format!("datarun-read-{i}"), read_rx.clone()))
+            .chain([("datarun-read-master".to_string(), master_rx)]);
+        for (name, rx) in readers {
             let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
                 | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
                 | rusqlite::OpenFlags::SQLITE_OPEN_URI;
@@ -173,9 +183,8 @@ impl Store {
             reader
                 .busy_timeout(std::time::Duration::from_secs(10))
                 .map_err(open_err)?;
-            let rx = read_rx.clone();
             std::thread::Builder::new()
-                .name(format!("datarun-read-{i}"))
+                .name(name)
                 .spawn(move || loop {
                     let job = match rx.lock().map(|rx| rx.recv()) {
                         Ok(Ok(job)) => job,
@@ -188,6 +197,7 @@ impl Store {
         Ok(Store {
             jobs: tx,
             reads: read_tx,
+            master_reads: master_tx,
             files: BlobDir::for_database(path),
             max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
             changes,
@@ -270,12 +280,30 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
+        self.read_on(&self.reads, f).await
+    }
+
+    /// Like `read`, on the master's own reader: the scheduling cycle's look at what changed
+    /// never queues behind API reads (listings, status, lookups).
+    pub(crate) async fn read_for_master<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        self.read_on(&self.master_reads, f).await
+    }
+
+    async fn read_on<T, F>(&self, reads: &std::sync::mpsc::Sender<ReadJob>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let op = crate::metrics::op_name(std::any::type_name::<F>());
         if self.pg.is_some() {
             return Err(StoreError::Unsupported(op.to_string()));
         }
-        self.reads
+        reads
             .send(Box::new(move |conn| {
                 let t = std::time::Instant::now();
                 let out = f(conn);

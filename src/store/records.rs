@@ -367,7 +367,7 @@ impl super::Store {
         if let Some(pg) = self.pg() {
             return crate::store::QueueStore::fold_changes(pg, seq, limit).await;
         }
-        self.read(move |conn| {
+        self.read_for_master(move |conn| {
             let sql = format!(
                 "SELECT seq, state, {PENDING_COLUMNS} FROM folds WHERE seq > ?1 ORDER BY seq LIMIT ?2"
             );
