@@ -80,6 +80,10 @@ pub(super) struct Band {
     pub len: usize,
 }
 
+/// Past this many folds leaving a group away from its front, `remove_many` makes one pass
+/// over the group rather than shifting it once per fold.
+const REMOVE_ONE_BY_ONE: usize = 32;
+
 /// The idle folds, grouped and banded (see the module docs).
 #[derive(Default)]
 pub struct IdleIndex {
@@ -222,7 +226,10 @@ impl IdleIndex {
         true
     }
 
-    /// Removes many folds at once: one pass per group touched, however many leave it.
+    /// Removes many folds at once. What a cycle assigns is mostly the front of each group (its
+    /// oldest folds), taken off the front; the few others one by one, and only when many are
+    /// not at the front one pass over the group: the cost follows what leaves, not how many
+    /// folds wait behind them.
     pub fn remove_many(&mut self, ids: &[FoldId]) -> usize {
         let mut per_group: BTreeMap<u32, BTreeSet<Key>> = BTreeMap::new();
         for id in ids {
@@ -233,7 +240,26 @@ impl IdleIndex {
         let mut removed = 0;
         for (g, gone) in per_group {
             let group = self.groups[g as usize].as_mut().expect("group exists");
-            group.folds.retain(|k| !gone.contains(k));
+            // Both are in key order: the front of `gone` that is the front of the group.
+            let mut rest = gone.iter().peekable();
+            while let (Some(front), Some(next)) = (group.folds.front(), rest.peek()) {
+                if front != *next {
+                    break;
+                }
+                group.folds.pop_front();
+                rest.next();
+            }
+            let rest: Vec<Key> = rest.copied().collect();
+            if rest.len() <= REMOVE_ONE_BY_ONE {
+                for key in rest {
+                    if let Ok(at) = group.folds.binary_search(&key) {
+                        group.folds.remove(at);
+                    }
+                }
+            } else {
+                let rest: BTreeSet<Key> = rest.into_iter().collect();
+                group.folds.retain(|k| !rest.contains(k));
+            }
             removed += gone.len();
             self.after_removal(g, gone.len());
         }
@@ -439,6 +465,38 @@ mod tests {
         assert_eq!(ix.get(4).unwrap().queue, "H");
         ix.set_queue_priority(BTreeMap::new());
         assert_eq!(ix.bands.keys().next(), Some(&(Reverse(0), Reverse(1))));
+    }
+
+    #[test]
+    fn remove_many_takes_the_front_a_few_inside_or_many_inside() {
+        let ids = |ix: &IdleIndex| -> Vec<i64> {
+            let (g, _) = ix.folds.values().next().copied().unwrap();
+            ix.group(g).folds.iter().map(|k| k.1).collect()
+        };
+        let mut ix = IdleIndex::new(BTreeMap::new());
+        for id in 1..=1000 {
+            ix.insert(f(id, "ann", "default", 0, id));
+        }
+        // The oldest ten and three further in (one of them unknown): front pops and a few
+        // one by one.
+        let mut gone: Vec<i64> = (1..=10).collect();
+        gone.extend([500, 700, 5000]);
+        assert_eq!(ix.remove_many(&gone), 12);
+        let left = ids(&ix);
+        assert_eq!(left.len(), 988);
+        assert_eq!(left[0], 11);
+        assert!(!left.contains(&500) && !left.contains(&700));
+        // Many away from the front: one pass; the order of the rest is kept.
+        let odd: Vec<i64> = (101..=900).filter(|i| i % 2 == 1).collect();
+        assert_eq!(ix.remove_many(&odd), 400);
+        let left = ids(&ix);
+        let expected: Vec<i64> = (11..=1000)
+            .filter(|i| ![500, 700].contains(i) && !odd.contains(i))
+            .collect();
+        assert_eq!(left, expected);
+        assert_eq!(ix.len(), expected.len());
+        assert!(expected.iter().all(|id| ix.contains(*id)));
+        assert!(!ix.contains(101) && !ix.contains(1));
     }
 
     #[test]
