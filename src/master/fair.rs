@@ -17,6 +17,9 @@ pub(super) struct Usage {
     at: Instant,
     /// Attempts out now, and whose they are.
     running: HashMap<AttemptId, String>,
+    /// How many of them each owner has: kept as they start and end, so a cycle's look at them
+    /// costs the number of owners, not of running folds.
+    per_owner: BTreeMap<String, usize>,
 }
 
 /// One owner's share, for `datarun queue status --owners`.
@@ -37,6 +40,7 @@ impl Usage {
             past: BTreeMap::new(),
             at: Instant::now(),
             running: HashMap::new(),
+            per_owner: BTreeMap::new(),
         }
     }
 
@@ -54,12 +58,25 @@ impl Usage {
     }
 
     pub fn started(&mut self, attempt: AttemptId, owner: &str) {
-        self.running.insert(attempt, owner.to_string());
+        if let Some(before) = self.running.insert(attempt, owner.to_string()) {
+            self.forget(&before);
+        }
+        *self.per_owner.entry(owner.to_string()).or_default() += 1;
+    }
+
+    fn forget(&mut self, owner: &str) {
+        if let Some(n) = self.per_owner.get_mut(owner) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_owner.remove(owner);
+            }
+        }
     }
 
     /// An attempt ended after `wall_ms` of one slot.
     pub fn ended(&mut self, attempt: AttemptId, wall_ms: u64) {
         if let Some(owner) = self.running.remove(&attempt) {
+            self.forget(&owner);
             self.decay(Instant::now());
             *self.past.entry(owner).or_default() += wall_ms as f64 / 1000.0;
         }
@@ -67,8 +84,8 @@ impl Usage {
 
     fn effective(&self) -> BTreeMap<String, (usize, f64)> {
         let mut out: BTreeMap<String, (usize, f64)> = BTreeMap::new();
-        for owner in self.running.values() {
-            out.entry(owner.clone()).or_default().0 += 1;
+        for (owner, n) in &self.per_owner {
+            out.entry(owner.clone()).or_default().0 = *n;
         }
         for (owner, secs) in &self.past {
             out.entry(owner.clone()).or_default().1 = *secs;
@@ -78,11 +95,10 @@ impl Usage {
 
     /// Folds each owner runs now.
     pub fn running(&self) -> BTreeMap<&str, usize> {
-        let mut out = BTreeMap::new();
-        for owner in self.running.values() {
-            *out.entry(owner.as_str()).or_default() += 1;
-        }
-        out
+        self.per_owner
+            .iter()
+            .map(|(owner, n)| (owner.as_str(), *n))
+            .collect()
     }
 
     pub fn share(&mut self) -> FairShare {
@@ -134,5 +150,12 @@ mod tests {
         assert!((s.usage["ann"] - 1.25).abs() < 1e-2, "{s:?}");
         u.ended(99, 5_000); // unknown attempts change nothing
         assert_eq!(u.owners().len(), 2);
+        // Counts per owner follow starts, ends and an attempt started again for another.
+        assert_eq!(u.running(), BTreeMap::from([("ann", 1), ("bob", 1)]));
+        u.started(2, "bob");
+        assert_eq!(u.running(), BTreeMap::from([("bob", 2)]));
+        u.ended(2, 1);
+        u.ended(3, 1);
+        assert!(u.running().is_empty());
     }
 }
