@@ -157,6 +157,15 @@ def test_the_worker_runs_the_kit_fold_by_fold(client, kit, tmp_path, repo, caplo
         for suffix in ("train", "test"):
             name = f"training_output/fold_{k}/y_pred_{suffix}.npz"
             assert inputs[name] == outputs[name], name
+    # It was submitted with the CV folds, waiting on the master for their predictions, so it
+    # started when the last was done, not after the dispatcher's next poll and the downloads.
+    assert bag_fold["fold"]["spec"]["inputs_from"] == [
+        {"fold": fold_id, "output": f"training_output/fold_{k}/y_pred_{suffix}.npz"}
+        for k, fold_id in enumerate(good.fold_ids) for suffix in ("train", "test")]
+    cv_ended = [client.fold(i)["fold"]["ended_at"] for i in good.fold_ids]
+    assert bag_fold["fold"]["submitted_at"] <= min(cv_ended)
+    print(f"bagging fold started {bag_fold['fold']['started_at'] - max(cv_ended)} ms after "
+          f"the last CV fold ended")
     assert f"==> datarun fold {good.bag_fold_id} (bagging): done <==" in log
     assert "bagged 4 folds into training_output/bagged_scores.csv" in log
     reference = bagged_in_image(kit)
