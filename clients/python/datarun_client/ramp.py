@@ -9,9 +9,10 @@ does that against a datarun master: it reads the fold count from the kit's own `
 fold image, see the README's "RAMP kits"), which run in parallel across slots and runners,
 stops the other folds as soon as one fails with the submission's own error, and collects each
 fold's ``training_output/fold_<k>/`` into the submission's ``training_output`` directory, as
-``ramp-test --save-output`` lays it out. When every fold is done one more fold, in the same
-image, bags them as ``ramp-test`` does after its CV loop (ramp-workflow's ``bag_submissions``)
-and writes ``training_output/bagged_scores.csv``, which the dispatcher reads
+``ramp-test --save-output`` lays it out. One more fold, in the same image, submitted with the
+CV folds and waiting on the master for their predictions, starts as soon as the last is done,
+bags them as ``ramp-test`` does after its CV loop (ramp-workflow's ``bag_submissions``) and
+writes ``training_output/bagged_scores.csv``, which the dispatcher reads
 (``set_bagged_scores``): bagged and fold scores come from the same library versions.
 
 ``DatarunWorker`` is a subclass of ramp-engine's own ``ramp_engine.base.BaseWorker``: with
@@ -354,6 +355,7 @@ class DatarunWorker(_BaseWorker):
         self._seq = self.client.events(timeout=0)["seq"]
         answer = self.client.submit_folds(specs)
         self.fold_ids = answer["ids"]
+        self.bag_fold_id = self._submit_bag()
         self._states = {}
         self._removed = set()
         self.stopped_because = None
@@ -423,17 +425,48 @@ class DatarunWorker(_BaseWorker):
     def _training_output(self) -> str:
         return os.path.join(self.submission_dir, "training_output")
 
-    def _bag(self, out_dir: str, fold_outputs: List[JSON], logs: List[str]) -> None:
-        """Runs the bagging fold (``datarun-ramp-fold`` with ``"bag": true``, in the same
-        image as the folds) on the kit and every fold's predictions, and writes its
-        ``bagged_scores.csv`` under ``out_dir``. A failing bagging fold is a warning, not a
-        failed submission (every fold was scored). Appends its log to ``logs``."""
+    def _prefix(self) -> str:
+        """Where ramp's per-fold outputs go: ``training_output/[<data_label>/]``."""
         label = self.config.get("data_label")
-        prefix = f"training_output/{label}/" if label else "training_output/"
-        inputs = [{"name": o["name"], "sha256": o["sha256"]} for o in fold_outputs
-                  if o["name"].startswith(prefix) and "/y_pred_" in o["name"]]
-        spec = self._spec(self._kit_inputs + inputs, {"bag": True})
-        bag = self.bag_fold_id = self.client.submit_folds([spec])["ids"][0]
+        return f"training_output/{label}/" if label else "training_output/"
+
+    def _submit_bag(self) -> int:
+        """Submits the bagging fold with the CV folds: it waits on the master for them
+        (``inputs_from`` their ``y_pred_{train,test}.npz``, each an after-ok dependency) and
+        starts as soon as the last one is done, not when the dispatcher next polls and this
+        worker has downloaded every output. A failed or removed CV fold fails it."""
+        inputs_from = [{"fold": fold_id, "output": f"{self._prefix()}fold_{k}/y_pred_{suffix}.npz"}
+                       for k, fold_id in enumerate(self.fold_ids) for suffix in ("train", "test")]
+        spec = dict(self._spec(self._kit_inputs, {"bag": True}), inputs_from=inputs_from)
+        return self.client.submit_folds([spec])["ids"][0]
+
+    def _drop_bag(self) -> None:
+        """The CV folds did not all end done: the bagging fold (waiting, or failed with its
+        parents) will not bag; it is removed and no bagging is reported."""
+        if self.bag_fold_id is not None:
+            try:
+                self.client.remove_fold(self.bag_fold_id)
+            except DatarunError:  # it failed with its parents already
+                pass
+        self.bag_fold_id = None
+
+    def _bag(self, out_dir: str, fold_outputs: List[JSON], logs: List[str]) -> None:
+        """Waits for the bagging fold (``datarun-ramp-fold`` with ``"bag": true``, in the same
+        image as the folds, on the kit and every fold's predictions) and writes its
+        ``bagged_scores.csv`` under ``out_dir``. A kit without test labels writes no
+        ``y_pred_test.npz``: the fold submitted up front then fails for want of it, and the
+        folds' outputs as they are go to a new one. A failing bagging fold is a warning, not a
+        failed submission (every fold was scored). Appends its log to ``logs``."""
+        prefix = self._prefix()
+        names = {o["name"] for o in fold_outputs}
+        complete = all(f"{prefix}fold_{k}/y_pred_{suffix}.npz" in names
+                       for k in range(self.n_folds) for suffix in ("train", "test"))
+        bag = self.bag_fold_id
+        if bag is None or not complete:
+            inputs = [{"name": o["name"], "sha256": o["sha256"]} for o in fold_outputs
+                      if o["name"].startswith(prefix) and "/y_pred_" in o["name"]]
+            spec = self._spec(self._kit_inputs + inputs, {"bag": True})
+            bag = self.bag_fold_id = self.client.submit_folds([spec])["ids"][0]
         try:
             self.client._wait_stopped([bag], int(self.config.get("timeout", 7200)))
         except TimeoutError as e:
@@ -514,6 +547,8 @@ class DatarunWorker(_BaseWorker):
         self.bagged_scores = None
         if returncode == 0:
             self._bag(out_dir, fold_outputs, logs)
+        else:
+            self._drop_bag()
         if self._log_dir:
             with open(os.path.join(self._log_dir, "log"), "w") as f:
                 f.write("\n".join(logs))

@@ -157,6 +157,15 @@ def test_the_worker_runs_the_kit_fold_by_fold(client, kit, tmp_path, repo, caplo
         for suffix in ("train", "test"):
             name = f"training_output/fold_{k}/y_pred_{suffix}.npz"
             assert inputs[name] == outputs[name], name
+    # It was submitted with the CV folds, waiting on the master for their predictions, so it
+    # started when the last was done, not after the dispatcher's next poll and the downloads.
+    assert bag_fold["fold"]["spec"]["inputs_from"] == [
+        {"fold": fold_id, "output": f"training_output/fold_{k}/y_pred_{suffix}.npz"}
+        for k, fold_id in enumerate(good.fold_ids) for suffix in ("train", "test")]
+    cv_ended = [client.fold(i)["fold"]["ended_at"] for i in good.fold_ids]
+    assert bag_fold["fold"]["submitted_at"] <= min(cv_ended)
+    print(f"bagging fold started {bag_fold['fold']['started_at'] - max(cv_ended)} ms after "
+          f"the last CV fold ended")
     assert f"==> datarun fold {good.bag_fold_id} (bagging): done <==" in log
     assert "bagged 4 folds into training_output/bagged_scores.csv" in log
     reference = bagged_in_image(kit)
@@ -195,6 +204,36 @@ def test_the_worker_runs_the_kit_fold_by_fold(client, kit, tmp_path, repo, caplo
         assert w.status == "killed"
     assert not out.exists(), "teardown removes training_output once predictions_dir has it"
     assert pred.exists()
+
+
+def test_a_kit_without_test_labels_is_bagged_from_the_predictions_there_are(client, kit):
+    """No test labels: the folds write no y_pred_test.npz, so the bagging fold submitted with
+    them fails for want of it, and collect_results bags with another fold on what there is."""
+    problem = kit / "problem.py"
+    old = 'def get_test_data(path="."):\n    return _read_data(path, "test.csv")\n'
+    text = problem.read_text()
+    assert old in text
+    problem.write_text(text.replace(old, 'def get_test_data(path="."):\n'
+                                         '    X_df, _ = _read_data(path, "test.csv")\n'
+                                         '    return X_df, None\n'))
+    w = DatarunWorker({"kit_dir": str(kit), "memory": "512M", "timeout": 300,
+                       "client": client}, "starting_kit")
+    w.setup()
+    w.launch_submission()
+    up_front = w.bag_fold_id
+    code, msg = w.collect_results()
+    assert (code, msg) == (0, ""), msg
+    first = client.fold(up_front)["fold"]
+    assert first["state"] == "failed", first
+    assert "has no output" in first["reason"] and "y_pred_test.npz" in first["reason"], first
+    assert w.bag_fold_id not in (None, up_front)
+    bag = client.fold(w.bag_fold_id)["fold"]
+    assert bag["state"] == "done" and not bag["spec"].get("inputs_from"), bag
+    with open(w.bagged_scores) as f:
+        bagged = read_bagged(f.read())
+    assert sorted(bagged) == [("valid", n) for n in range(N_FOLDS)]
+    assert w.warnings == [], w.warnings
+    w.teardown()
 
 
 def test_setup_refuses_a_bad_config(client, kit, tmp_path):
