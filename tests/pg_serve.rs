@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sh, Master};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -86,17 +86,34 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         "{woke}"
     );
 
-    // Not on PostgreSQL yet: a JSON 501 naming the operation, nothing changed.
-    let (status, v) = m.request("GET", "/datasets", None);
-    assert_eq!(status, 501, "{v}");
-    assert_eq!(v["error"]["code"], "not_implemented", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("is not available on the PostgreSQL store yet"),
-        "{v}"
-    );
+    // Not on PostgreSQL yet: a JSON 501 naming the feature, nothing changed.
+    let fold = ids[0];
+    let not_yet: &[(&str, String, Option<Value>, &str)] = &[
+        ("GET", "/datasets".into(), None, "datasets and splits"),
+        ("GET", "/submissions".into(), None, "submissions and their results"),
+        ("GET", format!("/folds/{fold}/log"), None, "fold logs and outputs"),
+        ("GET", format!("/folds/{fold}/provenance"), None, "provenance records"),
+        (
+            "POST",
+            "/arrays".into(),
+            Some(json!({"spec": {"command": ["true"]}, "array": "0-1"})),
+            "arrays and dependencies",
+        ),
+        ("GET", "/webhooks".into(), None, "webhooks"),
+    ];
+    m.wait_all(&more, Duration::from_secs(30));
+    let before = m.get("/events?since=0")["seq"].clone();
+    for (method, path, body, feature) in not_yet {
+        let (status, v) = m.request(method, path, body.clone());
+        assert_eq!(status, 501, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "not_implemented", "{v}");
+        assert_eq!(
+            v["error"]["message"],
+            format!("{feature}: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(m.get("/events?since=0")["seq"], before, "a 501 changed nothing");
 
     // Tokens live in the database: made by the CLI with --store, accepted by the master.
     let out = m.cli(&["token", "create", "bob", "--store", &url]);

@@ -247,7 +247,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let app = role.app();
     let server_file = args.data_dir.join("server");
-    let on_pg = store.pg().is_some();
+    let shared = store.shared();
     let active = Active {
         args: &args,
         inventory,
@@ -259,7 +259,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         store,
         role,
     };
-    if !on_pg {
+    if !shared {
         // One master: the API answers once the master is up (requests wait in the backlog
         // until then, as the `server` file is written only now).
         let running = active.start().await?;
@@ -386,8 +386,7 @@ impl Active<'_> {
             }
         });
         let jobs = std::sync::Arc::new(self.jobs);
-        // Webhooks are SQLite's for now (README "PostgreSQL": what is not there yet).
-        if self.store.pg().is_none() {
+        if self.store.supports(crate::store::Feature::Webhooks) {
             tokio::spawn(crate::webhooks::run(
                 self.store.clone(),
                 crate::webhooks::Config::from(&args.webhooks),

@@ -6,6 +6,7 @@ mod blobs;
 mod datasets;
 pub mod engine;
 mod events;
+mod features;
 mod folds;
 mod holds;
 mod listing;
@@ -30,6 +31,7 @@ pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX}
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
+pub use features::Feature;
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use provenance::MAX_PROVENANCE;
@@ -76,11 +78,9 @@ pub enum StoreError {
     Io(String),
     #[error("the store has shut down")]
     Closed,
-    /// An operation the PostgreSQL store does not have yet (README "PostgreSQL").
-    #[error(
-        "{0} is not available on the PostgreSQL store yet (README \"PostgreSQL\" lists what is)"
-    )]
-    Unsupported(String),
+    /// A feature the PostgreSQL store does not have yet (README "PostgreSQL").
+    #[error("{0}: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)")]
+    Unsupported(Feature),
     #[error("cannot open the database {path}: {message}")]
     Open { path: PathBuf, message: String },
 }
@@ -220,7 +220,9 @@ impl Store {
     {
         let op = crate::metrics::op_name(std::any::type_name::<F>());
         if self.pg.is_some() {
-            return Err(StoreError::Unsupported(op.to_string()));
+            return Err(StoreError::Unsupported(Feature::of_job(
+                std::any::type_name::<F>(),
+            )));
         }
         let job: Job = Box::new(move |conn| {
             let t = std::time::Instant::now();
@@ -273,7 +275,9 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let op = crate::metrics::op_name(std::any::type_name::<F>());
         if self.pg.is_some() {
-            return Err(StoreError::Unsupported(op.to_string()));
+            return Err(StoreError::Unsupported(Feature::of_job(
+                std::any::type_name::<F>(),
+            )));
         }
         self.reads
             .send(Box::new(move |conn| {

@@ -180,7 +180,7 @@ impl Store {
     /// Records the provenance of these attempts in a transaction of its own (when their
     /// results could not be recorded together, see `apply_reports_with`).
     pub async fn record_provenance(&self, sides: Vec<RunnerSide>) -> Result<()> {
-        if sides.is_empty() || self.pg().is_some() {
+        if sides.is_empty() || !self.supports(super::Feature::Provenance) {
             return Ok(());
         }
         self.call_lazy(move |conn| {

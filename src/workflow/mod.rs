@@ -113,9 +113,9 @@ impl Workflow {
 }
 
 async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress>) {
-    if store.pg().is_some() {
-        // Submissions and splits are not on PostgreSQL yet (their routes answer 501): there
-        // is nothing to settle, and no reader waits for it.
+    if !store.supports(crate::store::Feature::Submissions) {
+        // Without submissions and splits (their routes answer 501) there is nothing to
+        // settle, and no reader waits for it.
         progress.send_modify(|p| p.seen = i64::MAX);
         return;
     }

@@ -23,16 +23,18 @@ impl PgStore {
         self.changes.subscribe()
     }
 
+    /// The newest committed event's id (0: none).
+    pub async fn newest_event(&self) -> Result<i64> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// Reads the newest event's id and publishes it when it moved (after a write).
     pub async fn publish(&self) {
-        let newest = async {
-            let c = self.pool.get().await?;
-            let row = c
-                .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
-                .await?;
-            Ok::<i64, StoreError>(row.get(0))
-        };
-        match newest.await {
+        match self.newest_event().await {
             Ok(top) => {
                 self.changes
                     .send_if_modified(|seen| std::mem::replace(seen, top) != top);
@@ -345,8 +347,14 @@ impl PgStore {
     /// Ok when `scope` sees the resource, else the same NotFound as for a missing one (as
     /// `Store::visible`); only folds are on PostgreSQL.
     pub async fn visible(&self, scope: &Scope, r: Resource) -> Result<()> {
-        let Resource::Fold(id) = r else {
-            return Err(StoreError::Unsupported(format!("{r:?}")));
+        let id = match r {
+            Resource::Fold(id) => id,
+            Resource::Dataset(_) | Resource::Split(_) => {
+                return Err(StoreError::Unsupported(crate::store::Feature::Datasets))
+            }
+            Resource::Submission(_) | Resource::SubmissionFold(_) => {
+                return Err(StoreError::Unsupported(crate::store::Feature::Submissions))
+            }
         };
         let c = self.pool.get().await?;
         let owner: Option<String> = c
