@@ -44,6 +44,10 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     assert_eq!(done[0]["state"], "done", "{}", done[0]);
     let f = m.fold(ids[0]);
     assert_eq!(f["attempts"].as_array().unwrap().len(), 1, "{f}");
+    // Its provenance, written with its result.
+    let p = m.get(&format!("/folds/{}/provenance", ids[0]));
+    assert_eq!(p["argv"][0], "sh", "{p}");
+    assert_eq!(p["runner"]["name"], "local", "{p}");
 
     // The event feed: the backlog, then a long poll woken by the change signal of a write.
     let feed = m.get("/events?since=0");
@@ -92,7 +96,6 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         ("GET", "/datasets".into(), None, "datasets and splits"),
         ("GET", "/submissions".into(), None, "submissions and their results"),
         ("GET", format!("/folds/{fold}/log"), None, "fold logs and outputs"),
-        ("GET", format!("/folds/{fold}/provenance"), None, "provenance records"),
         (
             "POST",
             "/arrays".into(),

@@ -16,8 +16,6 @@ pub enum Feature {
     Blobs,
     /// A fold's log and output files read back.
     Outputs,
-    /// Provenance records of attempts.
-    Provenance,
     /// Arrays of folds and dependencies between folds (folds that wait).
     Arrays,
     /// Webhooks: subscriptions, the delivery outbox, a token's webhook secret.
@@ -45,7 +43,6 @@ impl Feature {
             ("submissions" | "submission_records" | "runapp", _) => Feature::Submissions,
             ("blobs", _) | ("tenancy", "own_blobs" | "may_use_blob") => Feature::Blobs,
             ("folds", "output" | "log_body" | "log") => Feature::Outputs,
-            ("provenance", _) => Feature::Provenance,
             ("waiting", _) | ("folds", "submit_array" | "array" | "array_fold") => Feature::Arrays,
             ("webhooks", _) => Feature::Webhooks,
             ("sweeps", _) => Feature::Sweeps,
@@ -61,7 +58,6 @@ impl Feature {
             Feature::Submissions => "submissions and their results",
             Feature::Blobs => "blob uploads",
             Feature::Outputs => "fold logs and outputs",
-            Feature::Provenance => "provenance records",
             Feature::Arrays => "arrays and dependencies",
             Feature::Webhooks => "webhooks",
             Feature::Sweeps => "sweeps",

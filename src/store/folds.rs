@@ -604,7 +604,7 @@ impl Store {
     }
 
     /// `apply_reports`, with the provenance of the finished attempts written in the same
-    /// transaction, before their results (`store::provenance`; not kept on PostgreSQL yet).
+    /// transaction, before their results (`store::provenance`).
     pub async fn apply_reports_with(
         &self,
         started: Vec<AttemptId>,
@@ -614,7 +614,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return super::engine::published(
                 pg,
-                crate::store::QueueStore::apply_reports(pg, started, results),
+                pg.apply_reports_with(started, results, provenance),
             )
             .await;
         }

@@ -14,7 +14,7 @@ mod losses;
 mod maintenance;
 pub mod pg;
 mod problems;
-mod provenance;
+pub(crate) mod provenance;
 mod records;
 mod runapp;
 mod runners;

@@ -7,6 +7,7 @@
 
 pub mod lease;
 mod ops;
+mod provenance;
 mod queue;
 pub mod schema;
 

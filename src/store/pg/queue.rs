@@ -149,7 +149,7 @@ async fn requeue_lost(
 }
 
 /// Ends an attempt with its outcome and moves its fold on, once (as `folds::finish_attempt`).
-async fn finish_attempt(
+pub(super) async fn finish_attempt(
     tx: &Transaction<'_>,
     input: &ResultInput,
     budget: Budget,
@@ -291,7 +291,7 @@ async fn finish_attempt(
 }
 
 /// Marks an assigned attempt running, and its fold if the attempt is still its current one.
-async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
+pub(super) async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
     let fold = tx
         .query_opt(
             "UPDATE attempts SET state = 'running', started_at = $1 WHERE id = $2 AND state = 'assigned'
@@ -408,7 +408,7 @@ impl PgStore {
         Ok(ids)
     }
 
-    fn budget(&self, count_loss: bool) -> Budget {
+    pub(super) fn budget(&self, count_loss: bool) -> Budget {
         Budget {
             count_loss,
             max_losses: self.max_losses(),
@@ -640,19 +640,7 @@ impl QueueStore for PgStore {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        for attempt in started {
-            start_attempt(&tx, attempt).await?;
-        }
-        let mut out = Vec::with_capacity(results.len());
-        for input in &results {
-            out.push(finish_attempt(&tx, input, self.budget(true)).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.apply_reports_with(started, results, Vec::new()).await
     }
 
     async fn record_result(&self, input: ResultInput) -> Result<RecordResult> {
@@ -735,6 +723,9 @@ impl QueueStore for PgStore {
             )));
         }
         let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
+        if spec != f.spec {
+            super::provenance::freeze(&tx, fold).await?;
+        }
         tx.execute(
             "UPDATE folds SET spec = $1, millicpus = $2, memory = $3, hard_limit_ms = $4,
              current_attempt = NULL WHERE id = $5",

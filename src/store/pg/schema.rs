@@ -146,6 +146,16 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tokens_owner ON tokens(owner);
     "#,
+    // 4: provenance records, compact, and runners' facts once each (SQLite's migrations 15
+    //    and 17; `store::provenance`); facts found by their md5 (a btree entry has a limit)
+    r#"
+    ALTER TABLE attempts ADD COLUMN provenance TEXT;
+    CREATE TABLE provenance_facts (
+        id    BIGSERIAL PRIMARY KEY,
+        facts TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX provenance_facts_md5 ON provenance_facts (md5(facts));
+    "#,
 ];
 
 /// The newest schema version this build knows.
