@@ -90,17 +90,59 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         "{woke}"
     );
 
+    // Arrays and dependencies: three folds one at a time (%1), then a fold after the last.
+    let (status, v) = m.request(
+        "POST",
+        "/arrays",
+        Some(json!({"spec": sh("sleep 0.3"), "array": "0-2%1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let members: Vec<i64> = v["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    let mut after = sh("true");
+    after["after"] = json!([{"fold": members[2]}]);
+    let last = m.submit(vec![after]);
+    assert_eq!(m.fold(last[0])["fold"]["state"], "waiting");
+    let all: Vec<i64> = members.iter().chain(&last).copied().collect();
+    for f in m.wait_all(&all, Duration::from_secs(30)) {
+        assert_eq!(f["state"], "done", "{f}");
+    }
+    let array = m.get(&format!("/arrays/{}", v["array"]));
+    assert_eq!(array["array"]["counts"]["done"], 3, "{array}");
+
     // Not on PostgreSQL yet: a JSON 501 naming the feature, nothing changed.
     let fold = ids[0];
     let not_yet: &[(&str, String, Option<Value>, &str)] = &[
         ("GET", "/datasets".into(), None, "datasets and splits"),
-        ("GET", "/submissions".into(), None, "submissions and their results"),
-        ("GET", format!("/folds/{fold}/log"), None, "fold logs and outputs"),
+        (
+            "GET",
+            "/submissions".into(),
+            None,
+            "submissions and their results",
+        ),
+        (
+            "GET",
+            format!("/folds/{fold}/log"),
+            None,
+            "fold logs and outputs",
+        ),
         (
             "POST",
             "/arrays".into(),
-            Some(json!({"spec": {"command": ["true"]}, "array": "0-1"})),
-            "arrays and dependencies",
+            Some(
+                json!({"spec": {"command": ["true"]}, "array": "0-1", "webhook": "http://example.com/h"}),
+            ),
+            "webhooks",
+        ),
+        (
+            "POST",
+            "/folds".into(),
+            Some(json!({"command": ["true"], "webhook": "http://example.com/h"})),
+            "webhooks",
         ),
         ("GET", "/webhooks".into(), None, "webhooks"),
     ];
@@ -116,7 +158,11 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
             "{method} {path}"
         );
     }
-    assert_eq!(m.get("/events?since=0")["seq"], before, "a 501 changed nothing");
+    assert_eq!(
+        m.get("/events?since=0")["seq"],
+        before,
+        "a 501 changed nothing"
+    );
 
     // Tokens live in the database: made by the CLI with --store, accepted by the master.
     let out = m.cli(&["token", "create", "bob", "--store", &url]);

@@ -610,6 +610,8 @@ contract!(
 
 #[path = "store_contract/provenance.rs"]
 mod provenance;
+#[path = "store_contract/waiting.rs"]
+mod waiting;
 
 /// A `Store` on PostgreSQL (a new database, the lease held), as `serve --store` makes it.
 async fn postgres_store() -> (tempfile::TempDir, Store) {
@@ -642,7 +644,11 @@ macro_rules! store_contract {
     };
 }
 
-store_contract!(provenance::provenance_with_results);
+store_contract!(
+    provenance::provenance_with_results,
+    waiting::dependencies,
+    waiting::arrays,
+);
 
 /// Writes without the lease are refused, and so is everything after the lease expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

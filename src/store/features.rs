@@ -16,8 +16,6 @@ pub enum Feature {
     Blobs,
     /// A fold's log and output files read back.
     Outputs,
-    /// Arrays of folds and dependencies between folds (folds that wait).
-    Arrays,
     /// Webhooks: subscriptions, the delivery outbox, a token's webhook secret.
     Webhooks,
     /// Parameter sweeps.
@@ -43,7 +41,6 @@ impl Feature {
             ("submissions" | "submission_records" | "runapp", _) => Feature::Submissions,
             ("blobs", _) | ("tenancy", "own_blobs" | "may_use_blob") => Feature::Blobs,
             ("folds", "output" | "log_body" | "log") => Feature::Outputs,
-            ("waiting", _) | ("folds", "submit_array" | "array" | "array_fold") => Feature::Arrays,
             ("webhooks", _) => Feature::Webhooks,
             ("sweeps", _) => Feature::Sweeps,
             ("maintenance", "backup_to") => Feature::Backup,
@@ -58,7 +55,6 @@ impl Feature {
             Feature::Submissions => "submissions and their results",
             Feature::Blobs => "blob uploads",
             Feature::Outputs => "fold logs and outputs",
-            Feature::Arrays => "arrays and dependencies",
             Feature::Webhooks => "webhooks",
             Feature::Sweeps => "sweeps",
             Feature::Backup => "the scheduled backup (use pg_dump or pg_basebackup)",
@@ -93,10 +89,6 @@ mod tests {
         assert_eq!(
             of("datarun::store::datasets::<impl datarun::store::Store>::list_datasets::{{closure}}"),
             Feature::Datasets
-        );
-        assert_eq!(
-            of("datarun::store::folds::<impl datarun::store::Store>::submit_array::{{closure}}"),
-            Feature::Arrays
         );
         assert_eq!(
             of("datarun::store::folds::<impl datarun::store::Store>::log_body::{{closure}}"),

@@ -386,6 +386,10 @@ impl Store {
         held: Option<(HoldCode, String)>,
         array: NewArray,
     ) -> Result<(i64, Vec<FoldId>)> {
+        if let Some(pg) = self.pg() {
+            let submitted = pg.submit_array(owner, admin, spec, held, array);
+            return super::engine::published(pg, submitted).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let NewArray {
@@ -409,6 +413,9 @@ impl Store {
 
     /// An array: its owner, size, cap, creation time and its folds' counts per state.
     pub async fn array(&self, id: i64) -> Result<ArrayRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.array(id).await;
+        }
         self.read(move |conn| {
             let row: Option<(String, i64, Option<u32>, i64, bool)> = conn
                 .prepare_cached("SELECT owner, size, cap, created_at, stop_on_failure FROM arrays WHERE id = ?1")?
@@ -438,6 +445,9 @@ impl Store {
 
     /// The fold at `index` of array `array` (`ARRAY.INDEX`).
     pub async fn array_fold(&self, array: i64, index: i64) -> Result<FoldId> {
+        if let Some(pg) = self.pg() {
+            return pg.array_fold(array, index).await;
+        }
         self.read(move |conn| {
             conn.prepare_cached("SELECT id FROM folds WHERE array_id = ?1 AND array_index = ?2")?
                 .query_row([array, index], |r| r.get(0))

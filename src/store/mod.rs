@@ -24,7 +24,7 @@ mod submissions;
 mod sweeps;
 mod tenancy;
 mod tokens;
-mod waiting;
+pub(crate) mod waiting;
 mod webhooks;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};

@@ -189,7 +189,9 @@ pub(super) fn pick(
 
 /// What `pick` found no record for after all.
 pub(super) fn missing(fold: FoldId, attempt: AttemptId) -> StoreError {
-    StoreError::NotFound(format!("attempt {attempt} of fold {fold} has no provenance"))
+    StoreError::NotFound(format!(
+        "attempt {attempt} of fold {fold} has no provenance"
+    ))
 }
 
 /// The id of a set of runner facts, stored once.

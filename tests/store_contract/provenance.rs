@@ -40,12 +40,20 @@ pub async fn provenance_with_results(s: Store) {
     let ended = s
         .apply_reports_with(
             vec![first],
-            vec![result(first, Outcome::Error { message: "bad".into() })],
+            vec![result(
+                first,
+                Outcome::Error {
+                    message: "bad".into(),
+                },
+            )],
             vec![side(first, "r")],
         )
         .await
         .unwrap();
-    assert!(matches!(ended[0], RecordResult::Recorded { .. }), "{ended:?}");
+    assert!(
+        matches!(ended[0], RecordResult::Recorded { .. }),
+        "{ended:?}"
+    );
     let before = s.provenance(fold, Some(first)).await.unwrap();
     assert_eq!(before.argv, vec!["true".to_string()]);
     assert_eq!(before.limits.memory, 1 << 20);
@@ -79,7 +87,9 @@ pub async fn provenance_with_results(s: Store) {
     assert_eq!(s.provenance(fold, Some(first)).await.unwrap(), before);
 
     // Recorded again (on its own, as after a failed batch): the first record stays.
-    s.record_provenance(vec![side(first, "other")]).await.unwrap();
+    s.record_provenance(vec![side(first, "other")])
+        .await
+        .unwrap();
     assert_eq!(s.provenance(fold, Some(first)).await.unwrap(), before);
     // The second attempt's record, on its own transaction, shares the runner's facts.
     s.record_provenance(vec![side(second, "r")]).await.unwrap();

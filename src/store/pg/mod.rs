@@ -10,6 +10,7 @@ mod ops;
 mod provenance;
 mod queue;
 pub mod schema;
+mod waiting;
 
 use super::records::{AttemptRecord, FoldRecord};
 use super::{Result, StoreError};

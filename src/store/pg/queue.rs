@@ -42,7 +42,7 @@ async fn append_event(
 }
 
 /// Appends an event and makes it the fold's newest change.
-async fn event(
+pub(super) async fn event(
     tx: &Transaction<'_>,
     fold: Option<FoldId>,
     attempt: Option<AttemptId>,
@@ -60,7 +60,7 @@ async fn event(
     Ok(id)
 }
 
-async fn set_state(
+pub(super) async fn set_state(
     tx: &Transaction<'_>,
     fold: FoldId,
     state: FoldState,
@@ -287,6 +287,12 @@ pub(super) async fn finish_attempt(
         &detail,
     )
     .await?;
+    if next.is_final() && next != fold_state {
+        if next == FoldState::Failed && input.outcome.is_own_failure() {
+            super::waiting::stop_siblings(tx, fold, &input.outcome.to_string()).await?;
+        }
+        super::waiting::on_final(tx, fold).await?;
+    }
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
@@ -329,7 +335,7 @@ async fn active_attempt_of(tx: &Transaction<'_>, fold: FoldId) -> Result<Option<
 }
 
 impl PgStore {
-    async fn insert_folds(
+    pub(super) async fn insert_folds(
         tx: &Transaction<'_>,
         owner: &str,
         admin: bool,
@@ -403,6 +409,9 @@ impl PgStore {
                 None => format!("submitted by {owner} to queue {}", spec.queue),
             };
             event(tx, Some(id), None, "submitted", &detail).await?;
+            if !spec.after.is_empty() || !spec.inputs_from.is_empty() {
+                super::waiting::add_dependencies(tx, id, spec, owner, admin, i).await?;
+            }
             ids.push(id);
         }
         Ok(ids)
@@ -745,6 +754,8 @@ impl QueueStore for PgStore {
             format!("released by {by} with {}", changes.describe())
         };
         event(&tx, Some(fold), None, "released", &detail).await?;
+        // Released into line only if what it waits for has ended.
+        super::waiting::settle(&tx, fold).await?;
         tx.commit().await?;
         Ok(spec)
     }
@@ -767,6 +778,7 @@ impl QueueStore for PgStore {
         set_state(&tx, fold, FoldState::Removed, Some(&why), None).await?;
         let attempt = cancel.as_ref().map(|c| c.attempt);
         event(&tx, Some(fold), attempt, "removed", &why).await?;
+        super::waiting::on_final(&tx, fold).await?;
         tx.commit().await?;
         Ok(cancel)
     }

@@ -102,7 +102,7 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO leadership (id, holder, generation, expires_at) VALUES (1, '', 0, '-infinity');
     "#,
     // 2: arrays of folds and dependencies between folds, as SQLite's migration 13 (the
-    //    columns `records::FOLD_COLUMNS` reads; waiting folds are not yet settled here)
+    //    columns `records::FOLD_COLUMNS` reads; waiting folds are settled since 5)
     r#"
     CREATE TABLE arrays (
         id         BIGSERIAL PRIMARY KEY,
@@ -155,6 +155,11 @@ const MIGRATIONS: &[&str] = &[
         facts TEXT NOT NULL
     );
     CREATE UNIQUE INDEX provenance_facts_md5 ON provenance_facts (md5(facts));
+    "#,
+    // 5: an array whose fold fails with its own error may stop its siblings (SQLite's
+    //    migration 14; `store::waiting`)
+    r#"
+    ALTER TABLE arrays ADD COLUMN stop_on_failure BOOLEAN NOT NULL DEFAULT FALSE;
     "#,
 ];
 
