@@ -5,6 +5,8 @@
 //! SQLite, and write transactions take turns (`lease::fence`), as SQLite's single writer, so
 //! events get ids in commit order; the rows a change depends on are locked too.
 
+mod holds;
+mod insert;
 pub mod lease;
 mod ops;
 mod provenance;

@@ -76,7 +76,7 @@ pub(super) async fn set_state(
 }
 
 /// A fold, its row locked for the rest of the transaction when `lock`.
-async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> Result<FoldRecord> {
+pub(super) async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> Result<FoldRecord> {
     let sql = format!(
         "SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt
          WHERE f.id = $1{}",
@@ -317,112 +317,6 @@ pub(super) async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> R
         .await?;
     }
     Ok(())
-}
-
-/// The attempt a hold or remove must kill, if one is out.
-async fn active_attempt_of(tx: &Transaction<'_>, fold: FoldId) -> Result<Option<CancelTarget>> {
-    Ok(tx
-        .query_opt(
-            "SELECT a.id, a.runner FROM folds f JOIN attempts a ON a.id = f.current_attempt
-             WHERE f.id = $1 AND a.state <> 'ended'",
-            &[&fold],
-        )
-        .await?
-        .map(|r| CancelTarget {
-            attempt: r.get(0),
-            runner: r.get(1),
-        }))
-}
-
-impl PgStore {
-    pub(super) async fn insert_folds(
-        tx: &Transaction<'_>,
-        owner: &str,
-        admin: bool,
-        folds: &[NewFold],
-    ) -> Result<Vec<FoldId>> {
-        let mut ids = Vec::with_capacity(folds.len());
-        let now = now_ms();
-        for (i, (spec, held)) in folds.iter().enumerate() {
-            for input in &spec.inputs {
-                let usable: bool = if admin {
-                    tx.query_one(
-                        "SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = $1)",
-                        &[&input.sha256],
-                    )
-                    .await?
-                    .get(0)
-                } else {
-                    tx.query_one(
-                        "SELECT EXISTS(SELECT 1 FROM blob_owners WHERE sha256 = $1 AND owner = $2)",
-                        &[&input.sha256, &owner],
-                    )
-                    .await?
-                    .get(0)
-                };
-                if !usable {
-                    return Err(StoreError::Invalid(format!(
-                        "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
-                        input.name, input.sha256
-                    )));
-                }
-            }
-            let (state, hold, reason) = match held {
-                Some((code, reason)) => (FoldState::Held, Some(*code), Some(reason.as_str())),
-                None => (FoldState::Idle, None, None),
-            };
-            let id: FoldId = tx
-                .query_one(
-                    "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
-                     state, reason, hold_code, submitted_at, updated_at, image, requirements, rank)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)
-                     RETURNING id",
-                    &[
-                        &owner,
-                        &spec.queue,
-                        &spec.priority.0,
-                        &(spec.resources.millicpus() as i64),
-                        &(spec.resources.memory as i64),
-                        &(spec.resources.gpus as i64),
-                        &spec.hard_time_limit.map(|v| v as i64),
-                        &serde_json::to_string(spec).expect("spec serializes"),
-                        &state.as_str(),
-                        &reason,
-                        &hold.map(HoldCode::as_str),
-                        &now,
-                        &spec.image,
-                        &spec.requirements,
-                        &spec.rank,
-                    ],
-                )
-                .await?
-                .get(0);
-            for input in &spec.inputs {
-                tx.execute(
-                    "INSERT INTO fold_inputs (fold_id, name, sha256) VALUES ($1, $2, $3)",
-                    &[&id, &input.name, &input.sha256],
-                )
-                .await?;
-            }
-            let detail = match reason {
-                Some(reason) => format!("submitted by {owner}; held: {reason}"),
-                None => format!("submitted by {owner} to queue {}", spec.queue),
-            };
-            event(tx, Some(id), None, "submitted", &detail).await?;
-            if !spec.after.is_empty() || !spec.inputs_from.is_empty() {
-                super::waiting::add_dependencies(tx, id, spec, owner, admin, i).await?;
-            }
-            ids.push(id);
-        }
-        Ok(ids)
-    }
-
-    pub(super) fn budget(&self, count_loss: bool) -> Budget {
-        Budget {
-            count_loss,
-            max_losses: self.max_losses(),
-        }
-    }
 }
 
 impl QueueStore for PgStore {
@@ -695,92 +589,15 @@ impl QueueStore for PgStore {
         code: HoldCode,
         reason: String,
     ) -> Result<Option<CancelTarget>> {
-        // The write carries the token it was issued under, however long it waits.
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        let f = get_fold(&tx, fold, true).await?;
-        if f.state == FoldState::Held {
-            return Err(StoreError::Conflict(format!("fold {fold} is already held")));
-        }
-        if f.state.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "fold {fold} is {}; only idle, assigned or running folds can be held",
-                f.state
-            )));
-        }
-        let cancel = active_attempt_of(&tx, fold).await?;
-        set_state(&tx, fold, FoldState::Held, Some(&reason), Some(code)).await?;
-        let attempt = cancel.as_ref().map(|c| c.attempt);
-        event(&tx, Some(fold), attempt, "held", &reason).await?;
-        tx.commit().await?;
-        Ok(cancel)
+        self.hold_fold(fold, code, reason).await
     }
 
     async fn release(&self, fold: FoldId, by: String, changes: ReleaseChanges) -> Result<FoldSpec> {
-        // The write carries the token it was issued under, however long it waits.
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        let f = get_fold(&tx, fold, true).await?;
-        if f.state != FoldState::Held {
-            return Err(StoreError::Conflict(format!(
-                "fold {fold} is {}, not held; only held folds can be released",
-                f.state
-            )));
-        }
-        let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
-        if spec != f.spec {
-            super::provenance::freeze(&tx, fold).await?;
-        }
-        tx.execute(
-            "UPDATE folds SET spec = $1, millicpus = $2, memory = $3, hard_limit_ms = $4,
-             current_attempt = NULL WHERE id = $5",
-            &[
-                &serde_json::to_string(&spec).expect("spec serializes"),
-                &(spec.resources.millicpus() as i64),
-                &(spec.resources.memory as i64),
-                &spec.hard_time_limit.map(|v| v as i64),
-                &fold,
-            ],
-        )
-        .await?;
-        set_state(&tx, fold, FoldState::Idle, None, None).await?;
-        let detail = if changes.is_empty() {
-            format!("released by {by}")
-        } else {
-            format!("released by {by} with {}", changes.describe())
-        };
-        event(&tx, Some(fold), None, "released", &detail).await?;
-        // Released into line only if what it waits for has ended.
-        super::waiting::settle(&tx, fold).await?;
-        tx.commit().await?;
-        Ok(spec)
+        self.release_fold(fold, by, changes).await
     }
 
     async fn remove(&self, fold: FoldId, by: String) -> Result<Option<CancelTarget>> {
-        // The write carries the token it was issued under, however long it waits.
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        let f = get_fold(&tx, fold, true).await?;
-        if f.state.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "fold {fold} is already {}",
-                f.state
-            )));
-        }
-        let cancel = active_attempt_of(&tx, fold).await?;
-        let why = format!("removed by {by}");
-        set_state(&tx, fold, FoldState::Removed, Some(&why), None).await?;
-        let attempt = cancel.as_ref().map(|c| c.attempt);
-        event(&tx, Some(fold), attempt, "removed", &why).await?;
-        super::waiting::on_final(&tx, fold).await?;
-        tx.commit().await?;
-        Ok(cancel)
+        self.remove_fold(fold, by).await
     }
 
     async fn purge(&self, before: i64) -> Result<PurgeReport> {
