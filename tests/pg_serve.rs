@@ -132,19 +132,10 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         ),
         (
             "POST",
-            "/arrays".into(),
-            Some(
-                json!({"spec": {"command": ["true"]}, "array": "0-1", "webhook": "http://example.com/h"}),
-            ),
-            "webhooks",
+            "/sweeps".into(),
+            Some(json!({"spec": {"command": ["true"]}, "sweep": {"grid": {"x": [1, 2]}}})),
+            "sweeps",
         ),
-        (
-            "POST",
-            "/folds".into(),
-            Some(json!({"command": ["true"], "webhook": "http://example.com/h"})),
-            "webhooks",
-        ),
-        ("GET", "/webhooks".into(), None, "webhooks"),
     ];
     m.wait_all(&more, Duration::from_secs(30));
     let before = m.get("/events?since=0")["seq"].clone();
@@ -259,4 +250,63 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
         .map(|c| c["count"].as_u64().unwrap())
         .sum();
     assert_eq!(total, 2, "{counts}");
+}
+
+/// Webhooks on PostgreSQL: the fold's end makes its delivery pending in the same
+/// transaction; the active master's delivery task sends it, retries it after a 500 with the
+/// same event id and body, and records it delivered.
+#[test]
+fn a_master_on_postgres_delivers_webhooks() {
+    let url = common::pg::database();
+    let m = Master::start_with(
+        None,
+        &[
+            "--store",
+            &url,
+            "--leader-lease",
+            "2s",
+            "--webhook-allow",
+            "127.0.0.0/8",
+            "--webhook-backoff",
+            "300ms",
+        ],
+    );
+    wait_active(&m, Duration::from_secs(10));
+    let (hook, got) = common::hooks::receiver();
+    let mut fold = sh("true");
+    fold["webhook"] = json!(hook);
+    let ids = m.submit(vec![fold]);
+    let t = Instant::now();
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!((got[0].answered, got[1].answered), (500, 200));
+    assert_eq!((&got[0].event, &got[0].body), (&got[1].event, &got[1].body));
+    assert!(!got[1].signature.is_empty());
+    let body: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(
+        (body["id"].as_i64(), body["state"].as_str()),
+        (Some(ids[0]), Some("done")),
+        "{body}"
+    );
+    let t = Instant::now();
+    loop {
+        let w = &m.get("/webhooks")["webhooks"][0];
+        if w["state"] == "delivered" {
+            assert_eq!(
+                (w["attempts"].as_i64(), w["event_id"].as_str()),
+                (Some(2), Some(got[1].event.as_str())),
+                "{w}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{w}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

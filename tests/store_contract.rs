@@ -612,6 +612,8 @@ contract!(
 mod provenance;
 #[path = "store_contract/waiting.rs"]
 mod waiting;
+#[path = "store_contract/webhooks.rs"]
+mod webhooks;
 
 /// A `Store` on PostgreSQL (a new database, the lease held), as `serve --store` makes it.
 async fn postgres_store() -> (tempfile::TempDir, Store) {
@@ -648,6 +650,7 @@ store_contract!(
     provenance::provenance_with_results,
     waiting::dependencies,
     waiting::arrays,
+    webhooks::webhooks_outbox,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

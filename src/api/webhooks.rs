@@ -15,13 +15,8 @@ use serde_json::{json, Value};
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Checks a submitted webhook URL: its form, then the addresses of its host against
-/// `serve --webhook-allow` (400 naming `field`); a store without webhooks answers 501 here,
-/// before anything is made.
+/// `serve --webhook-allow` (400 naming `field`).
 pub(super) async fn check(s: &ApiState, field: &str, url: &str) -> ApiResult<()> {
-    use crate::store::{Feature, StoreError};
-    if !s.store.supports(Feature::Webhooks) {
-        return Err(StoreError::Unsupported(Feature::Webhooks).into());
-    }
     let parsed = crate::webhooks::guard::check_url(field, url)?;
     crate::webhooks::guard::resolve(field, &parsed, &s.limits.webhook_allow)
         .await

@@ -386,12 +386,10 @@ impl Active<'_> {
             }
         });
         let jobs = std::sync::Arc::new(self.jobs);
-        if self.store.supports(crate::store::Feature::Webhooks) {
-            tokio::spawn(crate::webhooks::run(
-                self.store.clone(),
-                crate::webhooks::Config::from(&args.webhooks),
-            ));
-        }
+        tokio::spawn(crate::webhooks::run(
+            self.store.clone(),
+            crate::webhooks::Config::from(&args.webhooks),
+        ));
         tokio::spawn(crate::maintenance::run(
             jobs.as_ref().clone(),
             self.store.clone(),

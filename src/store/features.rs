@@ -16,8 +16,6 @@ pub enum Feature {
     Blobs,
     /// A fold's log and output files read back.
     Outputs,
-    /// Webhooks: subscriptions, the delivery outbox, a token's webhook secret.
-    Webhooks,
     /// Parameter sweeps.
     Sweeps,
     /// The scheduled backup (PostgreSQL's own tools do it there).
@@ -41,7 +39,6 @@ impl Feature {
             ("submissions" | "submission_records" | "runapp", _) => Feature::Submissions,
             ("blobs", _) | ("tenancy", "own_blobs" | "may_use_blob") => Feature::Blobs,
             ("folds", "output" | "log_body" | "log") => Feature::Outputs,
-            ("webhooks", _) => Feature::Webhooks,
             ("sweeps", _) => Feature::Sweeps,
             ("maintenance", "backup_to") => Feature::Backup,
             _ => Feature::Other(op),
@@ -55,7 +52,6 @@ impl Feature {
             Feature::Submissions => "submissions and their results",
             Feature::Blobs => "blob uploads",
             Feature::Outputs => "fold logs and outputs",
-            Feature::Webhooks => "webhooks",
             Feature::Sweeps => "sweeps",
             Feature::Backup => "the scheduled backup (use pg_dump or pg_basebackup)",
             Feature::Other(op) => op,

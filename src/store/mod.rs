@@ -25,7 +25,7 @@ mod sweeps;
 mod tenancy;
 mod tokens;
 pub(crate) mod waiting;
-mod webhooks;
+pub(crate) mod webhooks;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};

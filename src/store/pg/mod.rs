@@ -13,6 +13,7 @@ mod provenance;
 mod queue;
 pub mod schema;
 mod waiting;
+mod webhooks;
 
 use super::records::{AttemptRecord, FoldRecord};
 use super::{Result, StoreError};

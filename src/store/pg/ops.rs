@@ -142,9 +142,16 @@ impl PgStore {
         let c = self.pool.get().await?;
         let row = c
             .query_one(
-                "INSERT INTO tokens (owner, hash, admin, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&owner, &hash_token(&secret), &admin, &now_ms(), &expires_at],
+                "INSERT INTO tokens (owner, hash, admin, created_at, expires_at, webhook_secret)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &owner,
+                    &hash_token(&secret),
+                    &admin,
+                    &now_ms(),
+                    &expires_at,
+                    &crate::store::webhooks::new_secret(),
+                ],
             )
             .await?;
         Ok((row.get(0), secret))

@@ -161,6 +161,32 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE arrays ADD COLUMN stop_on_failure BOOLEAN NOT NULL DEFAULT FALSE;
     "#,
+    // 6: webhooks, each with its delivery kept as an outbox, and a token's secret that signs
+    //    them (SQLite's migration 16; `store::webhooks`)
+    r#"
+    ALTER TABLE tokens ADD COLUMN webhook_secret TEXT;
+    CREATE TABLE webhooks (
+        id           BIGSERIAL PRIMARY KEY,
+        event_id     TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        target       BIGINT NOT NULL,
+        url          TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        token_id     BIGINT NOT NULL REFERENCES tokens(id),
+        created_at   BIGINT NOT NULL,
+        state        TEXT NOT NULL,
+        body         TEXT,
+        ended_at     BIGINT,
+        attempts     BIGINT NOT NULL DEFAULT 0,
+        next_at      BIGINT,
+        last_status  BIGINT,
+        last_error   TEXT,
+        delivered_at BIGINT
+    );
+    CREATE INDEX webhooks_armed ON webhooks(kind, target) WHERE state = 'armed';
+    CREATE INDEX webhooks_due ON webhooks(next_at) WHERE state = 'pending';
+    CREATE INDEX webhooks_owner ON webhooks(owner, id);
+    "#,
 ];
 
 /// The newest schema version this build knows.

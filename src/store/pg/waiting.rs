@@ -205,6 +205,8 @@ pub(super) async fn on_final(tx: &Transaction<'_>, fold: FoldId) -> Result<()> {
     let mut ended = vec![fold];
     let mut moved = 0usize;
     while let Some(parent) = ended.pop() {
+        // Its webhooks (and its array's, when this was its last fold).
+        super::webhooks::fold_ended(tx, parent).await?;
         let children: Vec<FoldId> = tx
             .query(
                 "SELECT d.child FROM fold_deps d JOIN folds f ON f.id = d.child
