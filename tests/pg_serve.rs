@@ -44,6 +44,15 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     assert_eq!(done[0]["state"], "done", "{}", done[0]);
     let f = m.fold(ids[0]);
     assert_eq!(f["attempts"].as_array().unwrap().len(), 1, "{f}");
+    // Its log, read back from the database.
+    let log = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/folds/{}/log", m.url, ids[0]))
+        .bearer_auth(&m.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(log, "hello\n");
     // Its provenance, written with its result.
     let p = m.get(&format!("/folds/{}/provenance", ids[0]));
     assert_eq!(p["argv"][0], "sh", "{p}");
@@ -114,8 +123,26 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     let array = m.get(&format!("/arrays/{}", v["array"]));
     assert_eq!(array["array"]["counts"]["done"], 3, "{array}");
 
+    // A sweep: two points, each with its value, run and listed.
+    let (status, v) = m.request(
+        "POST",
+        "/sweeps",
+        Some(json!({"spec": sh("test \"$DATARUN_PARAM_X\" -gt 0"), "sweep": {"grid": {"x": [1, 2]}}})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let points: Vec<i64> = v["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect();
+    for f in m.wait_all(&points, Duration::from_secs(30)) {
+        assert_eq!(f["state"], "done", "{f}");
+    }
+    let sweep = m.get(&format!("/sweeps/{}", v["sweep"]));
+    assert_eq!(sweep["points"][1]["params"]["x"], 2, "{sweep}");
+
     // Not on PostgreSQL yet: a JSON 501 naming the feature, nothing changed.
-    let fold = ids[0];
     let not_yet: &[(&str, String, Option<Value>, &str)] = &[
         ("GET", "/datasets".into(), None, "datasets and splits"),
         (
@@ -123,18 +150,6 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
             "/submissions".into(),
             None,
             "submissions and their results",
-        ),
-        (
-            "GET",
-            format!("/folds/{fold}/log"),
-            None,
-            "fold logs and outputs",
-        ),
-        (
-            "POST",
-            "/sweeps".into(),
-            Some(json!({"spec": {"command": ["true"]}, "sweep": {"grid": {"x": [1, 2]}}})),
-            "sweeps",
         ),
     ];
     m.wait_all(&more, Duration::from_secs(30));
@@ -149,6 +164,15 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
             "{method} {path}"
         );
     }
+    let (status, v) = m.raw("POST", "/blobs", "application/octet-stream", b"x".to_vec());
+    assert_eq!(status, 501, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("blob uploads: not on PostgreSQL yet"),
+        "{v}"
+    );
     assert_eq!(
         m.get("/events?since=0")["seq"],
         before,

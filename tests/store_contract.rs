@@ -610,6 +610,8 @@ contract!(
 
 #[path = "store_contract/provenance.rs"]
 mod provenance;
+#[path = "store_contract/sweeps.rs"]
+mod sweeps;
 #[path = "store_contract/waiting.rs"]
 mod waiting;
 #[path = "store_contract/webhooks.rs"]
@@ -651,6 +653,7 @@ store_contract!(
     waiting::dependencies,
     waiting::arrays,
     webhooks::webhooks_outbox,
+    sweeps::sweeps_stop_early_and_keep,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

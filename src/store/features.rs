@@ -14,10 +14,6 @@ pub enum Feature {
     Submissions,
     /// Blob uploads (`POST /blobs`) and the blob files behind them.
     Blobs,
-    /// A fold's log and output files read back.
-    Outputs,
-    /// Parameter sweeps.
-    Sweeps,
     /// The scheduled backup (PostgreSQL's own tools do it there).
     Backup,
     /// An operation not named above (the store's method).
@@ -38,8 +34,6 @@ impl Feature {
             ("datasets" | "problems", _) => Feature::Datasets,
             ("submissions" | "submission_records" | "runapp", _) => Feature::Submissions,
             ("blobs", _) | ("tenancy", "own_blobs" | "may_use_blob") => Feature::Blobs,
-            ("folds", "output" | "log_body" | "log") => Feature::Outputs,
-            ("sweeps", _) => Feature::Sweeps,
             ("maintenance", "backup_to") => Feature::Backup,
             _ => Feature::Other(op),
         }
@@ -51,8 +45,6 @@ impl Feature {
             Feature::Datasets => "datasets and splits",
             Feature::Submissions => "submissions and their results",
             Feature::Blobs => "blob uploads",
-            Feature::Outputs => "fold logs and outputs",
-            Feature::Sweeps => "sweeps",
             Feature::Backup => "the scheduled backup (use pg_dump or pg_basebackup)",
             Feature::Other(op) => op,
         }
@@ -87,8 +79,8 @@ mod tests {
             Feature::Datasets
         );
         assert_eq!(
-            of("datarun::store::folds::<impl datarun::store::Store>::log_body::{{closure}}"),
-            Feature::Outputs
+            of("datarun::store::blobs::<impl datarun::store::Store>::put_blob::{{closure}}"),
+            Feature::Blobs
         );
         assert_eq!(
             of("datarun::store::folds::<impl datarun::store::Store>::log_event::{{closure}}"),

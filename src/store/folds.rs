@@ -66,6 +66,13 @@ fn last_log_sha(conn: &Connection, fold: FoldId) -> Result<Option<String>> {
         .flatten())
 }
 
+/// What asking a fold for an output it does not have answers.
+pub(super) fn no_output(fold: FoldId, name: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "fold {fold} has no output named {name:?} (see `datarun fold show {fold}` for its outputs)"
+    ))
+}
+
 /// The log of a fold's last attempt (empty when it has none yet).
 pub(super) fn last_log(conn: &Connection, fold: FoldId) -> Result<Vec<u8>> {
     match last_log_sha(conn, fold)? {
@@ -667,6 +674,9 @@ impl Store {
 
     /// An output file of a fold's newest attempt, to stream.
     pub async fn output(&self, fold: FoldId, name: String) -> Result<BlobBody> {
+        if let Some(pg) = self.pg() {
+            return pg.output(fold, name).await;
+        }
         self.read(move |conn| {
             let sha: Option<String> = conn
                 .prepare_cached(
@@ -675,8 +685,9 @@ impl Store {
                 )?
                 .query_row(params![fold, name], |r| r.get(0))
                 .optional()?;
-            let sha = sha.ok_or_else(|| StoreError::NotFound(format!("fold {fold} has no output named {name:?} (see `datarun fold show {fold}` for its outputs)")))?;
-            blobs::open(conn, &sha)?.ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))
+            let sha = sha.ok_or_else(|| no_output(fold, &name))?;
+            blobs::open(conn, &sha)?
+                .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))
         })
         .await
     }
@@ -684,6 +695,9 @@ impl Store {
     /// The log of a fold's newest attempt, to stream (empty when it logged nothing or has not
     /// ended).
     pub async fn log_body(&self, fold: FoldId) -> Result<BlobBody> {
+        if let Some(pg) = self.pg() {
+            return pg.log(fold).await.map(BlobBody::Bytes);
+        }
         self.read(move |conn| {
             get_fold(conn, fold)?;
             match last_log_sha(conn, fold)? {
@@ -696,6 +710,9 @@ impl Store {
 
     /// The log of a fold's newest attempt (empty when it logged nothing or has not ended).
     pub async fn log(&self, fold: FoldId) -> Result<Vec<u8>> {
+        if let Some(pg) = self.pg() {
+            return pg.log(fold).await;
+        }
         self.read(move |conn| {
             get_fold(conn, fold)?;
             last_log(conn, fold)

@@ -2,12 +2,12 @@
 //! closures sent to it, one at a time, so every state change is a transaction on one owner.
 //! Callers use the typed methods in the submodules; nothing outside `store` sees rusqlite.
 
-mod blobs;
+pub(crate) mod blobs;
 mod datasets;
 pub mod engine;
 mod events;
 mod features;
-mod folds;
+pub(crate) mod folds;
 mod holds;
 mod listing;
 mod losses;
@@ -21,7 +21,7 @@ mod runners;
 mod schema;
 mod submission_records;
 mod submissions;
-mod sweeps;
+pub(crate) mod sweeps;
 mod tenancy;
 mod tokens;
 pub(crate) mod waiting;

@@ -91,6 +91,22 @@ pub async fn dependencies(s: Store) {
     )
     .await;
     assert_eq!(state(&s, child).await.0, FoldState::Idle);
+    // The output read back: whole, by chunk (as agents pull inputs), and as a fold's output.
+    let sha = sha256_hex(&bytes);
+    assert_eq!(s.get_blob(sha.clone()).await.unwrap(), bytes);
+    assert_eq!(
+        s.read_blob_chunk(sha.clone(), 2, 3).await.unwrap(),
+        (7, b"igh".to_vec())
+    );
+    assert_eq!(
+        s.output(parent, "model.bin".into()).await.unwrap().size(),
+        7
+    );
+    assert!(matches!(
+        s.output(parent, "nope".into()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(s.log(parent).await.unwrap().is_empty());
     let kinds: Vec<String> = s
         .events(child)
         .await

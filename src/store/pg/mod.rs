@@ -5,6 +5,7 @@
 //! SQLite, and write transactions take turns (`lease::fence`), as SQLite's single writer, so
 //! events get ids in commit order; the rows a change depends on are locked too.
 
+mod blobs;
 mod holds;
 mod insert;
 pub mod lease;
@@ -12,6 +13,7 @@ mod ops;
 mod provenance;
 mod queue;
 pub mod schema;
+mod sweeps;
 mod waiting;
 mod webhooks;
 

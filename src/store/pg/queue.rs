@@ -89,7 +89,7 @@ pub(super) async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> 
 }
 
 /// Stores a result's log or output (inline, in `blobs.data`); returns its sha256.
-async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
+pub(super) async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
     let (sha, bytes) = match data {
         BlobData::Bytes(b) => (sha256_hex(b), std::borrow::Cow::Borrowed(b.as_slice())),
         BlobData::Staged(s) => {
@@ -290,6 +290,9 @@ pub(super) async fn finish_attempt(
     if next.is_final() && next != fold_state {
         if next == FoldState::Failed && input.outcome.is_own_failure() {
             super::waiting::stop_siblings(tx, fold, &input.outcome.to_string()).await?;
+        }
+        if next == FoldState::Done {
+            super::sweeps::on_done(tx, fold).await?;
         }
         super::waiting::on_final(tx, fold).await?;
     }

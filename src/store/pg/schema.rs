@@ -187,6 +187,24 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX webhooks_due ON webhooks(next_at) WHERE state = 'pending';
     CREATE INDEX webhooks_owner ON webhooks(owner, id);
     "#,
+    // 7: sweeps, arrays whose points carry parameter values (SQLite's migration 14;
+    //    `store::sweeps`)
+    r#"
+    CREATE TABLE sweeps (
+        array_id   BIGINT PRIMARY KEY REFERENCES arrays(id),
+        owner      TEXT NOT NULL,
+        params     TEXT NOT NULL,
+        stop       TEXT,
+        stopped    TEXT,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE sweep_points (
+        array_id    BIGINT NOT NULL REFERENCES sweeps(array_id),
+        array_index BIGINT NOT NULL,
+        params      TEXT NOT NULL,
+        PRIMARY KEY (array_id, array_index)
+    );
+    "#,
 ];
 
 /// The newest schema version this build knows.

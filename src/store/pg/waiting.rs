@@ -51,6 +51,76 @@ pub(super) async fn add_dependencies(
     settle(tx, child).await
 }
 
+/// Creates an array of `owner` with `size` folds; returns its id.
+pub(super) async fn create_array(
+    tx: &Transaction<'_>,
+    owner: &str,
+    size: usize,
+    cap: Option<u32>,
+    stop_on_failure: bool,
+) -> Result<i64> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO arrays (owner, size, cap, created_at, stop_on_failure)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            &[
+                &owner,
+                &(size as i64),
+                &cap.map(i64::from),
+                &now_ms(),
+                &stop_on_failure,
+            ],
+        )
+        .await?
+        .get(0))
+}
+
+/// Places the new folds `ids` at `indices` of array `array`; beyond its cap those in line
+/// wait instead.
+pub(super) async fn place_in_array(
+    tx: &Transaction<'_>,
+    array: i64,
+    cap: Option<u32>,
+    ids: &[FoldId],
+    indices: &[i64],
+) -> Result<()> {
+    let mut live = 0u32;
+    for (fold, index) in ids.iter().zip(indices) {
+        tx.execute(
+            "UPDATE folds SET array_id = $1, array_index = $2 WHERE id = $3",
+            &[&array, index, fold],
+        )
+        .await?;
+        let state: String = tx
+            .query_one("SELECT state FROM folds WHERE id = $1", &[fold])
+            .await?
+            .get(0);
+        if state != FoldState::Idle.as_str() {
+            continue;
+        }
+        match cap {
+            Some(cap) if live >= cap => wait(tx, *fold, &cap_reason(array, cap)).await?,
+            _ => live += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Removes these folds (idle or waiting: not started) with `reason`, an event `stopped`
+/// each, and moves on what waits for them.
+pub(super) async fn remove_not_started(
+    tx: &Transaction<'_>,
+    folds: &[FoldId],
+    reason: &str,
+) -> Result<()> {
+    for s in folds {
+        set_state(tx, *s, FoldState::Removed, Some(reason), None).await?;
+        event(tx, Some(*s), None, "stopped", reason).await?;
+        on_final(tx, *s).await?;
+    }
+    Ok(())
+}
+
 async fn wait(tx: &Transaction<'_>, fold: FoldId, reason: &str) -> Result<()> {
     set_state(tx, fold, FoldState::Waiting, Some(reason), None).await?;
     event(tx, Some(fold), None, "waiting", reason).await?;
@@ -188,12 +258,7 @@ pub(super) async fn stop_siblings(tx: &Transaction<'_>, fold: FoldId, why: &str)
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let reason = stop_reason(fold, array, why);
-        for s in siblings {
-            set_state(tx, s, FoldState::Removed, Some(&reason), None).await?;
-            event(tx, Some(s), None, "stopped", &reason).await?;
-            on_final(tx, s).await?;
-        }
+        remove_not_started(tx, &siblings, &stop_reason(fold, array, why)).await?;
     }
     Ok(())
 }
@@ -274,45 +339,13 @@ impl PgStore {
             cap,
             stop_on_failure,
         } = array;
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO arrays (owner, size, cap, created_at, stop_on_failure)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[
-                    &owner,
-                    &(indices.len() as i64),
-                    &cap.map(i64::from),
-                    &now_ms(),
-                    &stop_on_failure,
-                ],
-            )
-            .await?
-            .get(0);
+        let id = create_array(&tx, &owner, indices.len(), cap, stop_on_failure).await?;
         let folds: Vec<_> = indices
             .iter()
             .map(|i| (array_spec(&spec, id, *i), held.clone()))
             .collect();
         let ids = Self::insert_folds(&tx, &owner, admin, &folds).await?;
-        // Beyond its cap, the folds in line wait instead.
-        let mut live = 0u32;
-        for (fold, index) in ids.iter().zip(&indices) {
-            tx.execute(
-                "UPDATE folds SET array_id = $1, array_index = $2 WHERE id = $3",
-                &[&id, index, fold],
-            )
-            .await?;
-            let state: String = tx
-                .query_one("SELECT state FROM folds WHERE id = $1", &[fold])
-                .await?
-                .get(0);
-            if state != FoldState::Idle.as_str() {
-                continue;
-            }
-            match cap {
-                Some(cap) if live >= cap => wait(&tx, *fold, &cap_reason(id, cap)).await?,
-                _ => live += 1,
-            }
-        }
+        place_in_array(&tx, id, cap, &ids, &indices).await?;
         tx.commit().await?;
         Ok((id, ids))
     }
