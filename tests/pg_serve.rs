@@ -142,6 +142,20 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     let sweep = m.get(&format!("/sweeps/{}", v["sweep"]));
     assert_eq!(sweep["points"][1]["params"]["x"], 2, "{sweep}");
 
+    // An uploaded blob as a fold's input, pulled by the agent from the database.
+    let (status, v) = m.raw(
+        "POST",
+        "/blobs",
+        "application/octet-stream",
+        b"x-marks".to_vec(),
+    );
+    assert_eq!(status, 201, "{v}");
+    let mut reads = sh("test \"$(cat \"$DATARUN_INPUT/in.txt\")\" = x-marks");
+    reads["inputs"] = json!([{"name": "in.txt", "sha256": v["sha256"]}]);
+    let read = m.submit(vec![reads]);
+    let done = m.wait_all(&read, Duration::from_secs(30));
+    assert_eq!(done[0]["state"], "done", "{}", done[0]);
+
     // Not on PostgreSQL yet: a JSON 501 naming the feature, nothing changed.
     let not_yet: &[(&str, String, Option<Value>, &str)] = &[
         ("GET", "/datasets".into(), None, "datasets and splits"),
@@ -164,15 +178,6 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
             "{method} {path}"
         );
     }
-    let (status, v) = m.raw("POST", "/blobs", "application/octet-stream", b"x".to_vec());
-    assert_eq!(status, 501, "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("blob uploads: not on PostgreSQL yet"),
-        "{v}"
-    );
     assert_eq!(
         m.get("/events?since=0")["seq"],
         before,

@@ -608,6 +608,8 @@ contract!(
     reports_and_superseded
 );
 
+#[path = "store_contract/blobs.rs"]
+mod blobs;
 #[path = "store_contract/provenance.rs"]
 mod provenance;
 #[path = "store_contract/sweeps.rs"]
@@ -654,6 +656,7 @@ store_contract!(
     waiting::arrays,
     webhooks::webhooks_outbox,
     sweeps::sweeps_stop_early_and_keep,
+    blobs::blobs_and_their_owners,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

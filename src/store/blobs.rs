@@ -375,6 +375,9 @@ enum Range {
 impl Store {
     /// Stores `data`; returns (sha256, size).
     pub async fn put_blob(&self, data: Vec<u8>) -> Result<(String, u64)> {
+        if let Some(pg) = self.pg() {
+            return pg.put_blob(data).await;
+        }
         let size = data.len() as u64;
         self.call(move |conn| Ok((put(conn, &data)?, size))).await
     }
@@ -402,6 +405,9 @@ impl Store {
 
     /// Stores a staged blob; returns (sha256, size). The temp file is gone afterwards.
     pub async fn put_staged(&self, staged: StagedBlob) -> Result<(String, u64)> {
+        if let Some(pg) = self.pg() {
+            return pg.put_staged(staged).await;
+        }
         self.call(move |conn| {
             let done = adopt(conn, &staged);
             staged.discard();

@@ -12,8 +12,6 @@ pub enum Feature {
     Datasets,
     /// Submissions, their folds and results, the new-results feed, the `/runapp/` routes.
     Submissions,
-    /// Blob uploads (`POST /blobs`) and the blob files behind them.
-    Blobs,
     /// The scheduled backup (PostgreSQL's own tools do it there).
     Backup,
     /// An operation not named above (the store's method).
@@ -33,7 +31,6 @@ impl Feature {
         match (module, op) {
             ("datasets" | "problems", _) => Feature::Datasets,
             ("submissions" | "submission_records" | "runapp", _) => Feature::Submissions,
-            ("blobs", _) | ("tenancy", "own_blobs" | "may_use_blob") => Feature::Blobs,
             ("maintenance", "backup_to") => Feature::Backup,
             _ => Feature::Other(op),
         }
@@ -44,7 +41,6 @@ impl Feature {
         match self {
             Feature::Datasets => "datasets and splits",
             Feature::Submissions => "submissions and their results",
-            Feature::Blobs => "blob uploads",
             Feature::Backup => "the scheduled backup (use pg_dump or pg_basebackup)",
             Feature::Other(op) => op,
         }
@@ -79,8 +75,8 @@ mod tests {
             Feature::Datasets
         );
         assert_eq!(
-            of("datarun::store::blobs::<impl datarun::store::Store>::put_blob::{{closure}}"),
-            Feature::Blobs
+            of("datarun::store::runapp::<impl datarun::store::Store>::runapp_folds::{{closure}}"),
+            Feature::Submissions
         );
         assert_eq!(
             of("datarun::store::folds::<impl datarun::store::Store>::log_event::{{closure}}"),

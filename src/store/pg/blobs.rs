@@ -1,12 +1,15 @@
-//! Blobs read back on PostgreSQL (inline in `blobs.data`): whole, by chunk for the agents'
-//! input transfers, and a fold's log and outputs (the API's reads).
+//! Blobs on PostgreSQL, inline in `blobs.data` (a bytea, so within the size limits): uploads
+//! and their owners (`POST /blobs`), and reads: whole, by chunk for the agents' input
+//! transfers, and a fold's log and outputs.
 
-use super::queue::get_fold;
+use super::lease::fence;
+use super::queue::{get_fold, put_data};
 use super::PgStore;
 use crate::model::FoldId;
 use crate::store::blobs::no_blob;
 use crate::store::folds::no_output;
-use crate::store::{BlobBody, Result};
+use crate::store::{BlobBody, BlobData, Result, Scope};
+use crate::transfer::StagedBlob;
 
 impl PgStore {
     /// A blob's bytes.
@@ -64,5 +67,65 @@ impl PgStore {
         .await?
         .map(|r| r.get(0))
         .unwrap_or_default())
+    }
+}
+
+impl PgStore {
+    /// Stores `data` (as `Store::put_blob`); returns (sha256, size).
+    pub async fn put_blob(&self, data: Vec<u8>) -> Result<(String, u64)> {
+        let size = data.len() as u64;
+        let sha = self.put(BlobData::Bytes(data)).await?;
+        Ok((sha, size))
+    }
+
+    /// Stores a staged blob (its bytes go in the row); the temp file is gone afterwards.
+    pub async fn put_staged(&self, staged: StagedBlob) -> Result<(String, u64)> {
+        let size = staged.size;
+        let data = BlobData::Staged(staged);
+        let stored = self.put(data.clone()).await;
+        data.discard();
+        Ok((stored?, size))
+    }
+
+    async fn put(&self, data: BlobData) -> Result<String> {
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let sha = put_data(&tx, &data).await?;
+        tx.commit().await?;
+        Ok(sha)
+    }
+
+    /// Records `owner` as an owner of these (stored) blobs: they uploaded the bytes.
+    pub async fn own_blobs(&self, owner: String, shas: Vec<String>) -> Result<()> {
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        for sha in &shas {
+            tx.execute(
+                "INSERT INTO blob_owners (sha256, owner) SELECT sha256, $2 FROM blobs
+                 WHERE sha256 = $1 ON CONFLICT DO NOTHING",
+                &[sha, &owner],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Whether `scope` may use blob `sha` (own it, or see everything and it is stored).
+    pub async fn may_use_blob(&self, scope: &Scope, sha: String) -> Result<bool> {
+        let c = self.pool.get().await?;
+        let sql = match scope {
+            Scope::All => {
+                "SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = $1 AND $2::TEXT IS NULL)"
+            }
+            Scope::Owner(_) => {
+                "SELECT EXISTS(SELECT 1 FROM blob_owners WHERE sha256 = $1 AND owner = $2)"
+            }
+        };
+        Ok(c.query_one(sql, &[&sha, &scope.owner()]).await?.get(0))
     }
 }
