@@ -88,8 +88,18 @@ pub(super) async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> 
     }
 }
 
-/// Stores a result's log or output (inline, in `blobs.data`); returns its sha256.
+/// The largest blob PostgreSQL keeps in a row (a bytea field holds at most 1 GiB).
+const MAX_ROW_BLOB: u64 = (1 << 30) - (1 << 20);
+
+/// Stores a blob (a result's log or output, an upload) inline, in `blobs.data`; returns its
+/// sha256.
 pub(super) async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
+    if data.size() > MAX_ROW_BLOB {
+        return Err(StoreError::Invalid(format!(
+            "a blob of {} bytes is larger than the PostgreSQL store keeps ({MAX_ROW_BLOB} bytes)",
+            data.size()
+        )));
+    }
     let (sha, bytes) = match data {
         BlobData::Bytes(b) => (sha256_hex(b), std::borrow::Cow::Borrowed(b.as_slice())),
         BlobData::Staged(s) => {
