@@ -234,6 +234,26 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
     let ids = a.submit(vec![sh("true"), sh("true")]);
     a.wait_all(&ids, Duration::from_secs(30));
 
+    // The standby answers reads from the database (its own token is there too) and refuses
+    // writes and what only the active master knows, naming it.
+    let f = b.get(&format!("/folds/{}", ids[0]));
+    assert_eq!(f["fold"]["state"], "done", "{f}");
+    assert_eq!(f["attempts"].as_array().map(Vec::len), Some(1), "{f}");
+    assert!(f["why_pending"].is_null(), "{f}");
+    let page = b.get("/folds");
+    assert_eq!(page["folds"].as_array().map(Vec::len), Some(2), "{page}");
+    assert!(b.get("/queue")["counts"].as_array().is_some());
+    for (method, path) in [
+        ("POST", "/folds"),
+        ("GET", "/events?since=0"),
+        ("GET", "/runners"),
+    ] {
+        let (status, v) = b.request(method, path, Some(sh("true")).filter(|_| method == "POST"));
+        assert_eq!(status, 503, "{method} {path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&a.url), "{message}");
+    }
+
     // The partition: A's bytes to and from the database wait in the relay.
     relay.pause(true);
     let cut = Instant::now();

@@ -248,6 +248,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     let app = role.app();
     let server_file = args.data_dir.join("server");
     let shared = store.shared();
+    if shared {
+        // Until it leads, a master answers the reads the database answers alone.
+        role.serve_reads(api::router(
+            ApiState {
+                store: store.clone(),
+                master: crate::master::MasterHandle::standby(),
+                maintenance: std::sync::Arc::new(jobs.clone()),
+                limits: api_limits.clone(),
+            },
+            args.max_body as usize,
+        ));
+    }
     let active = Active {
         args: &args,
         inventory,

@@ -90,6 +90,16 @@ impl Workflow {
         Workflow { notice, progress }
     }
 
+    /// A workflow that settles nothing and is always current: a standby's (the active master
+    /// settles; a standby reads what it recorded).
+    pub fn idle() -> Workflow {
+        let (_, progress) = watch::channel(Progress { seen: i64::MAX });
+        Workflow {
+            notice: Arc::new(Notify::new()),
+            progress,
+        }
+    }
+
     /// Some fold stopped: settle what changed.
     pub fn fold_stopped(&self) {
         self.notice.notify_one();
