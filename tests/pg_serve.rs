@@ -240,13 +240,39 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
     assert_eq!(f["fold"]["state"], "done", "{f}");
     assert_eq!(f["attempts"].as_array().map(Vec::len), Some(1), "{f}");
     assert!(f["why_pending"].is_null(), "{f}");
-    let page = b.get("/folds");
+    let page = b.get("/folds?limit=2");
     assert_eq!(page["folds"].as_array().map(Vec::len), Some(2), "{page}");
     assert!(b.get("/queue")["counts"].as_array().is_some());
+    // Its event feed follows the active master's writes: a long poll wakes.
+    let seq = b.get("/events?since=0")["seq"].as_i64().unwrap();
+    let poll = {
+        let (url, token) = (b.url.clone(), b.token.clone());
+        std::thread::spawn(move || {
+            reqwest::blocking::Client::new()
+                .get(format!("{url}/api/v1/events?since={seq}&timeout=20s"))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let more = a.submit(vec![sh("true")]);
+    let woke = poll.join().unwrap();
+    assert!(
+        woke["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["fold"] == more[0]),
+        "{woke}"
+    );
+    a.wait_all(&more, Duration::from_secs(30));
     for (method, path) in [
         ("POST", "/folds"),
-        ("GET", "/events?since=0"),
         ("GET", "/runners"),
+        ("GET", "/folds/1/analyze"),
     ] {
         let (status, v) = b.request(method, path, Some(sh("true")).filter(|_| method == "POST"));
         assert_eq!(status, 503, "{method} {path}: {v}");
@@ -298,7 +324,7 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
         .iter()
         .map(|c| c["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(total, 2, "{counts}");
+    assert_eq!(total, 3, "only the folds acknowledged before the cut: {counts}");
 }
 
 /// Webhooks on PostgreSQL: the fold's end makes its delivery pending in the same

@@ -259,6 +259,9 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             },
             args.max_body as usize,
         ));
+        if let Some(pg) = store.pg() {
+            tokio::spawn(follow_while_standby(pg.clone(), role.clone()));
+        }
     }
     let active = Active {
         args: &args,
@@ -288,6 +291,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::select! {
         () = server => Ok(()),
         r = async { active.start().await?.wait().await } => r,
+    }
+}
+
+/// How often a standby reads the newest event, so that its event feed's waits wake.
+const STANDBY_FEED: Duration = Duration::from_millis(250);
+
+/// While this master is a standby, the change signal follows the active master's writes
+/// (read every `STANDBY_FEED`); once active, its own writes publish it.
+async fn follow_while_standby(pg: crate::store::pg::PgStore, role: Role) {
+    while !role.is_active() {
+        pg.publish().await;
+        tokio::time::sleep(STANDBY_FEED).await;
     }
 }
 

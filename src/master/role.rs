@@ -4,9 +4,10 @@
 //! schedule and writes. The others are standby: they answer `GET /api/v1/health` (with the
 //! active master's advertised URL), serve the reads the database answers alone
 //! ([`STANDBY_READS`]: folds, their logs, outputs and provenance, arrays, sweeps, webhooks,
-//! the queue's counts; through the API on a standby's `MasterHandle`), and refuse everything
-//! else (writes, and reads only the active master can answer: runners, the event feed's
-//! waits) with a JSON 503 naming the active master, until they take the lease. The HTTP app
+//! the queue's counts, the event feed, whose change signal a standby reads from the database;
+//! through the API on a standby's `MasterHandle`), and refuse everything else (writes, and
+//! reads only the active master can answer: runners, `analyze`) with a JSON 503 naming the
+//! active master, until they take the lease. The HTTP app
 //! (`app`) dispatches to the API once it is installed (`Role::activate`), so one listener
 //! serves both roles.
 
@@ -56,6 +57,7 @@ pub const STANDBY_READS: &[&str] = &[
     "webhooks",
     "webhook-secret",
     "openapi.json",
+    "events",
 ];
 
 /// Whether a standby answers `method path` (see [`STANDBY_READS`]).
@@ -182,7 +184,7 @@ impl Role {
                 let message = match &active {
                     Some(url) => format!(
                         "this master ({}) is a standby (it answers reads of folds, arrays, sweeps, \
-                         webhooks and the queue); the active master is {url}: send requests there",
+                         webhooks, events and the queue); the active master is {url}: send requests there",
                         self.advertise
                     ),
                     None => format!(
@@ -215,10 +217,8 @@ mod tests {
         assert!(get("/api/v1/folds/7/outputs/a/b.txt"));
         assert!(get("/api/v1/arrays/3/1"));
         assert!(!get("/api/v1/folds/7/outputs"));
-        assert!(
-            !get("/api/v1/events"),
-            "the feed waits on the active master's writes"
-        );
+        assert!(get("/api/v1/events"), "the feed follows the database");
+        assert!(!get("/api/v1/folds/7/analyze"), "analyze needs the runners");
         assert!(!get("/api/v1/runners"), "runners are the active master's");
         assert!(!get("/folds"));
         assert!(!standby_reads(&Method::POST, "/api/v1/folds"));
