@@ -53,6 +53,8 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         .text()
         .unwrap();
     assert_eq!(log, "hello\n");
+    // The maintenance page reads its recent runs from the events.
+    assert!(m.get("/maintenance")["recent"].is_array());
     // Its provenance, written with its result.
     let p = m.get(&format!("/folds/{}/provenance", ids[0]));
     assert_eq!(p["argv"][0], "sh", "{p}");
@@ -324,7 +326,10 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
         .iter()
         .map(|c| c["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(total, 3, "only the folds acknowledged before the cut: {counts}");
+    assert_eq!(
+        total, 3,
+        "only the folds acknowledged before the cut: {counts}"
+    );
 }
 
 /// Webhooks on PostgreSQL: the fold's end makes its delivery pending in the same

@@ -795,6 +795,10 @@ impl Store {
         kind: String,
         detail: String,
     ) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            let logged = pg.log_event(fold, attempt, kind, detail);
+            return super::engine::published(pg, logged).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             // An event about an attempt belongs to the attempt's fold.

@@ -33,6 +33,20 @@ pub async fn provenance_with_results(s: Store) {
     let fold = ids[0];
     let assigned = s.assign(vec![new_attempt(fold, "r")]).await.unwrap();
     let first = assigned[0].0;
+    // An event about an attempt (a re-adoption) belongs to its fold.
+    s.log_event(
+        None,
+        Some(first),
+        "readopted".into(),
+        "still running".into(),
+    )
+    .await
+    .unwrap();
+    let last = s.events(fold).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (last.kind.as_str(), last.attempt),
+        ("readopted", Some(first))
+    );
     match s.provenance(fold, None).await {
         Err(StoreError::NotFound(m)) => assert!(m.contains("none has finished"), "{m}"),
         other => panic!("before any result: {other:?}"),

@@ -1,6 +1,6 @@
 //! Holds, releases and removes on PostgreSQL, with the SQLite store's semantics
 //! (`store::holds`): fenced, the fold's row locked; a release settles what the fold waits for,
-//! a remove moves on what waits for it (`waiting`).
+//! a remove moves on what waits for it (`waiting`). And events logged without a state change.
 
 use super::lease::fence;
 use super::queue::{event, get_fold, set_state};
@@ -126,5 +126,45 @@ impl PgStore {
         super::waiting::on_final(&tx, fold).await?;
         tx.commit().await?;
         Ok(cancel)
+    }
+}
+
+impl PgStore {
+    /// Appends an event not tied to a state change (a runner's attempt re-adopted, an
+    /// inventory reload); one about an attempt belongs to the attempt's fold.
+    pub async fn log_event(
+        &self,
+        fold: Option<FoldId>,
+        attempt: Option<crate::model::AttemptId>,
+        kind: String,
+        detail: String,
+    ) -> Result<()> {
+        let generation = self.generation();
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        fence(&tx, generation).await?;
+        let fold = match (fold, attempt) {
+            (None, Some(a)) => tx
+                .query_opt("SELECT fold_id FROM attempts WHERE id = $1", &[&a])
+                .await?
+                .map(|r| r.get(0)),
+            _ => fold,
+        };
+        event(&tx, fold, attempt, &kind, &detail).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The newest events of `kind` (when, what), newest first (`GET /maintenance`).
+    pub async fn events_of_kind(&self, kind: String, limit: u32) -> Result<Vec<(i64, String)>> {
+        let c = self.pool.get().await?;
+        Ok(c.query(
+            "SELECT at, detail FROM events WHERE kind = $1 ORDER BY id DESC LIMIT $2",
+            &[&kind, &i64::from(limit)],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect())
     }
 }
