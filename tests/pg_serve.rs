@@ -21,6 +21,16 @@ fn health(m: &Master) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The folds' ids of an array's or a sweep's answer.
+fn fold_ids(v: &Value) -> Vec<i64> {
+    v["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect()
+}
+
 fn wait_active(m: &Master, within: Duration) -> Duration {
     let t = Instant::now();
     while health(m)["role"] != "active" {
@@ -108,12 +118,7 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         Some(json!({"spec": sh("sleep 0.3"), "array": "0-2%1"})),
     );
     assert_eq!(status, 201, "{v}");
-    let members: Vec<i64> = v["folds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_i64().unwrap())
-        .collect();
+    let members = fold_ids(&v);
     let mut after = sh("true");
     after["after"] = json!([{"fold": members[2]}]);
     let last = m.submit(vec![after]);
@@ -132,12 +137,7 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         Some(json!({"spec": sh("test \"$DATARUN_PARAM_X\" -gt 0"), "sweep": {"grid": {"x": [1, 2]}}})),
     );
     assert_eq!(status, 201, "{v}");
-    let points: Vec<i64> = v["folds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["id"].as_i64().unwrap())
-        .collect();
+    let points = fold_ids(&v);
     for f in m.wait_all(&points, Duration::from_secs(30)) {
         assert_eq!(f["state"], "done", "{f}");
     }

@@ -612,6 +612,8 @@ contract!(
 mod blobs;
 #[path = "store_contract/provenance.rs"]
 mod provenance;
+#[path = "store_contract/stalled.rs"]
+mod stalled;
 #[path = "store_contract/sweeps.rs"]
 mod sweeps;
 #[path = "store_contract/waiting.rs"]

@@ -26,6 +26,12 @@ async fn finish(s: &Store, fold: FoldId, outcome: Outcome, outputs: Vec<(String,
     s.apply_reports(vec![assigned[0].0], vec![r]).await.unwrap();
 }
 
+/// A fold of ann's that runs after `parent` (`when`: ok or any).
+async fn after(s: &Store, parent: FoldId, when: &str) -> FoldId {
+    let json = format!(r#"{{"command":["true"],"after":[{{"fold":{parent},"when":"{when}"}}]}}"#);
+    submit(s, "ann", &json).await.unwrap()
+}
+
 fn error() -> Outcome {
     Outcome::Error {
         message: "bad".into(),
@@ -34,13 +40,7 @@ fn error() -> Outcome {
 
 pub async fn dependencies(s: Store) {
     let parent = submit(&s, "ann", r#"{"command":["true"]}"#).await.unwrap();
-    let child = submit(
-        &s,
-        "ann",
-        &format!(r#"{{"command":["true"],"after":[{{"fold":{parent}}}]}}"#),
-    )
-    .await
-    .unwrap();
+    let child = after(&s, parent, "ok").await;
     assert_eq!(
         state(&s, child).await,
         (
@@ -146,20 +146,8 @@ pub async fn dependencies(s: Store) {
 
     // A chain: b after-ok a, c after-any b. a fails: b fails (after-ok), c goes in line.
     let a = submit(&s, "ann", r#"{"command":["false"]}"#).await.unwrap();
-    let b = submit(
-        &s,
-        "ann",
-        &format!(r#"{{"command":["true"],"after":[{{"fold":{a}}}]}}"#),
-    )
-    .await
-    .unwrap();
-    let c = submit(
-        &s,
-        "ann",
-        &format!(r#"{{"command":["true"],"after":[{{"fold":{b},"when":"any"}}]}}"#),
-    )
-    .await
-    .unwrap();
+    let b = after(&s, a, "ok").await;
+    let c = after(&s, b, "any").await;
     finish(&s, a, error(), vec![]).await;
     assert_eq!(
         state(&s, b).await,
@@ -171,13 +159,7 @@ pub async fn dependencies(s: Store) {
     assert_eq!(state(&s, c).await.0, FoldState::Idle);
     // Removing a parent fails what needs it done.
     let p = submit(&s, "ann", r#"{"command":["true"]}"#).await.unwrap();
-    let q = submit(
-        &s,
-        "ann",
-        &format!(r#"{{"command":["true"],"after":[{{"fold":{p}}}]}}"#),
-    )
-    .await
-    .unwrap();
+    let q = after(&s, p, "ok").await;
     s.remove(p, "ann".into()).await.unwrap();
     assert_eq!(
         state(&s, q).await,

@@ -91,7 +91,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let sha = put_data(&tx, &data).await?;
         tx.commit().await?;
         Ok(sha)
@@ -102,7 +102,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         for sha in &shas {
             tx.execute(
                 "INSERT INTO blob_owners (sha256, owner) SELECT sha256, $2 FROM blobs

@@ -35,7 +35,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let f = get_fold(&tx, fold, true).await?;
         if f.state == FoldState::Held {
             return Err(StoreError::Conflict(format!("fold {fold} is already held")));
@@ -64,7 +64,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let f = get_fold(&tx, fold, true).await?;
         if f.state != FoldState::Held {
             return Err(StoreError::Conflict(format!(
@@ -110,7 +110,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let f = get_fold(&tx, fold, true).await?;
         if f.state.is_final() {
             return Err(StoreError::Conflict(format!(
@@ -142,7 +142,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let fold = match (fold, attempt) {
             (None, Some(a)) => tx
                 .query_opt("SELECT fold_id FROM attempts WHERE id = $1", &[&a])

@@ -77,7 +77,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let now = now_ms();
         let stmt = tx
             .prepare(
@@ -101,7 +101,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         tx.execute(
             "UPDATE runners SET drained = $1 WHERE name = $2",
             &[&drained, &name],

@@ -129,7 +129,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         for attempt in started {
             start_attempt(&tx, attempt).await?;
         }

@@ -338,7 +338,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let ids = Self::insert_folds(&tx, &owner, admin, &folds).await?;
         tx.commit().await?;
         Ok(ids)
@@ -492,7 +492,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         // Lock the folds in id order first: concurrent cycles never deadlock.
         let mut ids: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
         ids.sort_unstable();
@@ -564,7 +564,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let r = finish_attempt(&tx, &input, self.budget(true)).await?;
         tx.commit().await?;
         Ok(r)
@@ -575,7 +575,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let started: bool = tx
             .query_opt(
                 "SELECT started_at IS NOT NULL FROM attempts WHERE id = $1",
@@ -618,7 +618,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let old = "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
                    WHERE a.ended_at < $1 AND f.state IN ('done', 'failed', 'removed')";
         let outputs = tx

@@ -75,7 +75,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let n = sweep.points.len();
         let array = create_array(&tx, &owner, n, sweep.cap, sweep.stop_on_failure).await?;
         let (names, stop) = stored_rule(&sweep);
@@ -163,7 +163,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let attempts = "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
             WHERE f.array_id = $1 AND f.state IN ('done', 'failed', 'removed')
             AND NOT (f.id = ANY($2))";
