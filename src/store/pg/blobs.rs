@@ -3,13 +3,52 @@
 //! transfers, and a fold's log and outputs.
 
 use super::lease::fence;
-use super::queue::{get_fold, put_data};
+use super::queue::get_fold;
 use super::PgStore;
 use crate::model::FoldId;
 use crate::store::blobs::no_blob;
 use crate::store::folds::no_output;
-use crate::store::{BlobBody, BlobData, Result, Scope};
+use crate::store::{now_ms, sha256_hex, BlobBody, BlobData, Result, Scope, StoreError};
 use crate::transfer::StagedBlob;
+use tokio_postgres::Transaction;
+
+/// The largest blob PostgreSQL keeps in a row (a bytea field holds at most 1 GiB).
+const MAX_ROW_BLOB: u64 = (1 << 30) - (1 << 20);
+
+/// Stores a blob (a result's log or output, an upload) inline, in `blobs.data`; returns its
+/// sha256.
+pub(super) async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
+    if data.size() > MAX_ROW_BLOB {
+        return Err(StoreError::Invalid(format!(
+            "a blob of {} bytes is larger than the PostgreSQL store keeps ({MAX_ROW_BLOB} bytes)",
+            data.size()
+        )));
+    }
+    let (sha, bytes) = match data {
+        BlobData::Bytes(b) => (sha256_hex(b), std::borrow::Cow::Borrowed(b.as_slice())),
+        BlobData::Staged(s) => {
+            let bytes = tokio::fs::read(&s.path).await.map_err(|e| {
+                StoreError::Io(format!("cannot read the staged blob {}: {e}", s.sha256))
+            })?;
+            if bytes.len() as u64 != s.size {
+                return Err(StoreError::Io(format!(
+                    "the staged blob {} changed size ({} bytes, {} expected)",
+                    s.sha256,
+                    bytes.len(),
+                    s.size
+                )));
+            }
+            (s.sha256.clone(), std::borrow::Cow::Owned(bytes))
+        }
+    };
+    tx.execute(
+        "INSERT INTO blobs (sha256, size, data, created_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sha256) DO NOTHING",
+        &[&sha, &(bytes.len() as i64), &bytes.as_ref(), &now_ms()],
+    )
+    .await?;
+    Ok(sha)
+}
 
 impl PgStore {
     /// A blob's bytes.

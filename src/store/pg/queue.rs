@@ -4,6 +4,7 @@
 //! (`lease::fence`). Rows a change depends on are locked (`FOR UPDATE`, attempt before fold)
 //! so concurrent callers see each other's changes as SQLite's single writer makes them.
 
+use super::blobs::put_data;
 use super::lease::fence;
 use super::{
     attempt_from_row, fold_from_row, pending_from_row, pending_from_row_at, PgStore,
@@ -17,8 +18,8 @@ use crate::store::holds::{hold_for, lost_too_often};
 use crate::store::losses::Budget;
 use crate::store::records::{ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use crate::store::{
-    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldChange, FoldRecord,
-    NewAttempt, PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
+    now_ms, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldChange, FoldRecord, NewAttempt,
+    PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
 };
 use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
 
@@ -86,44 +87,6 @@ pub(super) async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> 
         Some(row) => fold_from_row(&row),
         None => Err(crate::store::Resource::Fold(id).missing()),
     }
-}
-
-/// The largest blob PostgreSQL keeps in a row (a bytea field holds at most 1 GiB).
-const MAX_ROW_BLOB: u64 = (1 << 30) - (1 << 20);
-
-/// Stores a blob (a result's log or output, an upload) inline, in `blobs.data`; returns its
-/// sha256.
-pub(super) async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
-    if data.size() > MAX_ROW_BLOB {
-        return Err(StoreError::Invalid(format!(
-            "a blob of {} bytes is larger than the PostgreSQL store keeps ({MAX_ROW_BLOB} bytes)",
-            data.size()
-        )));
-    }
-    let (sha, bytes) = match data {
-        BlobData::Bytes(b) => (sha256_hex(b), std::borrow::Cow::Borrowed(b.as_slice())),
-        BlobData::Staged(s) => {
-            let bytes = tokio::fs::read(&s.path).await.map_err(|e| {
-                StoreError::Io(format!("cannot read the staged blob {}: {e}", s.sha256))
-            })?;
-            if bytes.len() as u64 != s.size {
-                return Err(StoreError::Io(format!(
-                    "the staged blob {} changed size ({} bytes, {} expected)",
-                    s.sha256,
-                    bytes.len(),
-                    s.size
-                )));
-            }
-            (s.sha256.clone(), std::borrow::Cow::Owned(bytes))
-        }
-    };
-    tx.execute(
-        "INSERT INTO blobs (sha256, size, data, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (sha256) DO NOTHING",
-        &[&sha, &(bytes.len() as i64), &bytes.as_ref(), &now_ms()],
-    )
-    .await?;
-    Ok(sha)
 }
 
 /// Moves the (active) fold of a lost attempt on: back in line, or held past max_losses.

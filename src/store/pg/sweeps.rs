@@ -3,8 +3,8 @@
 //! decided in the transaction that records a point done (`on_done`), and `keep` dropping the
 //! other points' outputs and the blobs nothing refers to.
 
+use super::blobs::put_data;
 use super::lease::fence;
-use super::queue::put_data;
 use super::waiting::{create_array, place_in_array, remove_not_started};
 use super::PgStore;
 use crate::model::sweep::{parse_metrics, point_spec, MAX_METRICS_JSON, METRICS_OUTPUT};
