@@ -5,7 +5,7 @@
 mod common;
 
 use common::{sh, Master};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -19,6 +19,16 @@ fn health(m: &Master) -> Value {
         .send()
         .and_then(|r| r.json())
         .unwrap_or(Value::Null)
+}
+
+/// The folds' ids of an array's or a sweep's answer.
+fn fold_ids(v: &Value) -> Vec<i64> {
+    v["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_i64().unwrap())
+        .collect()
 }
 
 fn wait_active(m: &Master, within: Duration) -> Duration {
@@ -44,6 +54,21 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     assert_eq!(done[0]["state"], "done", "{}", done[0]);
     let f = m.fold(ids[0]);
     assert_eq!(f["attempts"].as_array().unwrap().len(), 1, "{f}");
+    // Its log, read back from the database.
+    let log = reqwest::blocking::Client::new()
+        .get(format!("{}/api/v1/folds/{}/log", m.url, ids[0]))
+        .bearer_auth(&m.token)
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert_eq!(log, "hello\n");
+    // The maintenance page reads its recent runs from the events.
+    assert!(m.get("/maintenance")["recent"].is_array());
+    // Its provenance, written with its result.
+    let p = m.get(&format!("/folds/{}/provenance", ids[0]));
+    assert_eq!(p["argv"][0], "sh", "{p}");
+    assert_eq!(p["runner"]["name"], "local", "{p}");
 
     // The event feed: the backlog, then a long poll woken by the change signal of a write.
     let feed = m.get("/events?since=0");
@@ -86,16 +111,79 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
         "{woke}"
     );
 
-    // Not on PostgreSQL yet: a JSON 501 naming the operation, nothing changed.
-    let (status, v) = m.request("GET", "/datasets", None);
-    assert_eq!(status, 501, "{v}");
-    assert_eq!(v["error"]["code"], "not_implemented", "{v}");
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("is not available on the PostgreSQL store yet"),
-        "{v}"
+    // Arrays and dependencies: three folds one at a time (%1), then a fold after the last.
+    let (status, v) = m.request(
+        "POST",
+        "/arrays",
+        Some(json!({"spec": sh("sleep 0.3"), "array": "0-2%1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let members = fold_ids(&v);
+    let mut after = sh("true");
+    after["after"] = json!([{"fold": members[2]}]);
+    let last = m.submit(vec![after]);
+    assert_eq!(m.fold(last[0])["fold"]["state"], "waiting");
+    let all: Vec<i64> = members.iter().chain(&last).copied().collect();
+    for f in m.wait_all(&all, Duration::from_secs(30)) {
+        assert_eq!(f["state"], "done", "{f}");
+    }
+    let array = m.get(&format!("/arrays/{}", v["array"]));
+    assert_eq!(array["array"]["counts"]["done"], 3, "{array}");
+
+    // A sweep: two points, each with its value, run and listed.
+    let (status, v) = m.request(
+        "POST",
+        "/sweeps",
+        Some(json!({"spec": sh("test \"$DATARUN_PARAM_X\" -gt 0"), "sweep": {"grid": {"x": [1, 2]}}})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let points = fold_ids(&v);
+    for f in m.wait_all(&points, Duration::from_secs(30)) {
+        assert_eq!(f["state"], "done", "{f}");
+    }
+    let sweep = m.get(&format!("/sweeps/{}", v["sweep"]));
+    assert_eq!(sweep["points"][1]["params"]["x"], 2, "{sweep}");
+
+    // An uploaded blob as a fold's input, pulled by the agent from the database.
+    let (status, v) = m.raw(
+        "POST",
+        "/blobs",
+        "application/octet-stream",
+        b"x-marks".to_vec(),
+    );
+    assert_eq!(status, 201, "{v}");
+    let mut reads = sh("test \"$(cat \"$DATARUN_INPUT/in.txt\")\" = x-marks");
+    reads["inputs"] = json!([{"name": "in.txt", "sha256": v["sha256"]}]);
+    let read = m.submit(vec![reads]);
+    let done = m.wait_all(&read, Duration::from_secs(30));
+    assert_eq!(done[0]["state"], "done", "{}", done[0]);
+
+    // Not on PostgreSQL yet: a JSON 501 naming the feature, nothing changed.
+    let not_yet: &[(&str, String, Option<Value>, &str)] = &[
+        ("GET", "/datasets".into(), None, "datasets and splits"),
+        (
+            "GET",
+            "/submissions".into(),
+            None,
+            "submissions and their results",
+        ),
+    ];
+    m.wait_all(&more, Duration::from_secs(30));
+    let before = m.get("/events?since=0")["seq"].clone();
+    for (method, path, body, feature) in not_yet {
+        let (status, v) = m.request(method, path, body.clone());
+        assert_eq!(status, 501, "{method} {path}: {v}");
+        assert_eq!(v["error"]["code"], "not_implemented", "{v}");
+        assert_eq!(
+            v["error"]["message"],
+            format!("{feature}: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(
+        m.get("/events?since=0")["seq"],
+        before,
+        "a 501 changed nothing"
     );
 
     // Tokens live in the database: made by the CLI with --store, accepted by the master.
@@ -148,6 +236,52 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
     let ids = a.submit(vec![sh("true"), sh("true")]);
     a.wait_all(&ids, Duration::from_secs(30));
 
+    // The standby answers reads from the database (its own token is there too) and refuses
+    // writes and what only the active master knows, naming it.
+    let f = b.get(&format!("/folds/{}", ids[0]));
+    assert_eq!(f["fold"]["state"], "done", "{f}");
+    assert_eq!(f["attempts"].as_array().map(Vec::len), Some(1), "{f}");
+    assert!(f["why_pending"].is_null(), "{f}");
+    let page = b.get("/folds?limit=2");
+    assert_eq!(page["folds"].as_array().map(Vec::len), Some(2), "{page}");
+    assert!(b.get("/queue")["counts"].as_array().is_some());
+    // Its event feed follows the active master's writes: a long poll wakes.
+    let seq = b.get("/events?since=0")["seq"].as_i64().unwrap();
+    let poll = {
+        let (url, token) = (b.url.clone(), b.token.clone());
+        std::thread::spawn(move || {
+            reqwest::blocking::Client::new()
+                .get(format!("{url}/api/v1/events?since={seq}&timeout=20s"))
+                .bearer_auth(token)
+                .send()
+                .unwrap()
+                .json::<Value>()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let more = a.submit(vec![sh("true")]);
+    let woke = poll.join().unwrap();
+    assert!(
+        woke["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["fold"] == more[0]),
+        "{woke}"
+    );
+    a.wait_all(&more, Duration::from_secs(30));
+    for (method, path) in [
+        ("POST", "/folds"),
+        ("GET", "/runners"),
+        ("GET", "/folds/1/analyze"),
+    ] {
+        let (status, v) = b.request(method, path, Some(sh("true")).filter(|_| method == "POST"));
+        assert_eq!(status, 503, "{method} {path}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(&a.url), "{message}");
+    }
+
     // The partition: A's bytes to and from the database wait in the relay.
     relay.pause(true);
     let cut = Instant::now();
@@ -192,5 +326,67 @@ fn a_master_cut_off_from_the_database_exits_and_the_standby_takes_over() {
         .iter()
         .map(|c| c["count"].as_u64().unwrap())
         .sum();
-    assert_eq!(total, 2, "{counts}");
+    assert_eq!(
+        total, 3,
+        "only the folds acknowledged before the cut: {counts}"
+    );
+}
+
+/// Webhooks on PostgreSQL: the fold's end makes its delivery pending in the same
+/// transaction; the active master's delivery task sends it, retries it after a 500 with the
+/// same event id and body, and records it delivered.
+#[test]
+fn a_master_on_postgres_delivers_webhooks() {
+    let url = common::pg::database();
+    let m = Master::start_with(
+        None,
+        &[
+            "--store",
+            &url,
+            "--leader-lease",
+            "2s",
+            "--webhook-allow",
+            "127.0.0.0/8",
+            "--webhook-backoff",
+            "300ms",
+        ],
+    );
+    wait_active(&m, Duration::from_secs(10));
+    let (hook, got) = common::hooks::receiver();
+    let mut fold = sh("true");
+    fold["webhook"] = json!(hook);
+    let ids = m.submit(vec![fold]);
+    let t = Instant::now();
+    while got.lock().unwrap().len() < 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = got.lock().unwrap().clone();
+    assert_eq!((got[0].answered, got[1].answered), (500, 200));
+    assert_eq!((&got[0].event, &got[0].body), (&got[1].event, &got[1].body));
+    assert!(!got[1].signature.is_empty());
+    let body: Value = serde_json::from_slice(&got[1].body).unwrap();
+    assert_eq!(
+        (body["id"].as_i64(), body["state"].as_str()),
+        (Some(ids[0]), Some("done")),
+        "{body}"
+    );
+    let t = Instant::now();
+    loop {
+        let w = &m.get("/webhooks")["webhooks"][0];
+        if w["state"] == "delivered" {
+            assert_eq!(
+                (w["attempts"].as_i64(), w["event_id"].as_str()),
+                (Some(2), Some(got[1].event.as_str())),
+                "{w}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "{w}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -608,6 +608,59 @@ contract!(
     reports_and_superseded
 );
 
+#[path = "store_contract/blobs.rs"]
+mod blobs;
+#[path = "store_contract/provenance.rs"]
+mod provenance;
+#[path = "store_contract/stalled.rs"]
+mod stalled;
+#[path = "store_contract/sweeps.rs"]
+mod sweeps;
+#[path = "store_contract/waiting.rs"]
+mod waiting;
+#[path = "store_contract/webhooks.rs"]
+mod webhooks;
+
+/// A `Store` on PostgreSQL (a new database, the lease held), as `serve --store` makes it.
+async fn postgres_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::on_pg(postgres().await, dir.path());
+    (dir, store)
+}
+
+/// Tests of what `Store` does beyond `QueueStore`, on both engines.
+macro_rules! store_contract {
+    ($($module:ident::$name:ident),* $(,)?) => {
+        mod sqlite_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (_dir, store) = super::sqlite();
+                    super::$module::$name(store).await;
+                }
+            )*
+        }
+        mod postgres_store {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    let (_dir, store) = super::postgres_store().await;
+                    super::$module::$name(store).await;
+                }
+            )*
+        }
+    };
+}
+
+store_contract!(
+    provenance::provenance_with_results,
+    waiting::dependencies,
+    waiting::arrays,
+    webhooks::webhooks_outbox,
+    sweeps::sweeps_stop_early_and_keep,
+    blobs::blobs_and_their_owners,
+);
+
 /// Writes without the lease are refused, and so is everything after the lease expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_writes_need_the_live_lease() {

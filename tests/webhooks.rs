@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::hooks::{receiver, Received};
 use common::Master;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -17,66 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const FOUR_SLOTS: &str = "[[runner]]\nname = \"local\"\ntransport = \"local\"\nexecutor = \"process\"\nslots = 4\ncpus = 4\nmemory = \"4G\"\nqueues = [\"*\"]\n";
-
-/// One request the receiver got, and the status it answered.
-#[derive(Clone, Debug)]
-struct Received {
-    event: String,
-    signature: String,
-    body: Vec<u8>,
-    answered: u16,
-}
-
-/// An HTTP/1.1 receiver on 127.0.0.1: answers 500 to its first request, 200 to the others.
-fn receiver() -> (String, Arc<Mutex<Vec<Received>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got = Arc::new(Mutex::new(Vec::new()));
-    let seen = got.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            conn.set_read_timeout(Some(Duration::from_secs(10)))
-                .unwrap();
-            let mut reader = BufReader::new(conn.try_clone().unwrap());
-            let mut headers = BTreeMap::new();
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            assert!(line.starts_with("POST /hook "), "{line}");
-            loop {
-                line.clear();
-                reader.read_line(&mut line).unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once(':').unwrap();
-                headers.insert(k.to_ascii_lowercase(), v.trim().to_string());
-            }
-            let len: usize = headers["content-length"].parse().unwrap();
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).unwrap();
-            let mut all = seen.lock().unwrap();
-            let answered = if all.is_empty() { 500 } else { 200 };
-            all.push(Received {
-                event: headers["x-datarun-event"].clone(),
-                signature: headers["x-datarun-signature"].clone(),
-                body,
-                answered,
-            });
-            drop(all);
-            let reason = if answered == 200 {
-                "OK"
-            } else {
-                "Internal Server Error"
-            };
-            let answer = format!("HTTP/1.1 {answered} {reason}\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnope");
-            let mut conn = conn;
-            let _ = conn.write_all(answer.as_bytes());
-        }
-    });
-    (url, got)
-}
 
 /// Python's `hmac` checks every delivery's signature with `secrets[event_id]`; the events
 /// whose signature does not match.

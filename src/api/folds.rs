@@ -318,6 +318,8 @@ pub async fn show(
     let events = s.store.events(id).await?;
     let progress = fold.current_attempt.and_then(|a| s.master.progress(a));
     let why = match fold.state {
+        // A standby knows no runners: only the active master can say why a fold waits.
+        _ if s.master.is_standby() => None,
         FoldState::Idle | FoldState::Held => Some(s.master.explain(&pending_of(
             fold.id,
             &fold.owner,

@@ -569,11 +569,8 @@ pub fn token(cmd: TokenCmd) -> Result<()> {
                 .unwrap_or_default();
             let kind = if admin { "admin token" } else { "token" };
             eprintln!("{kind} {id} for {name}{until} (shown once; revoke it with `datarun token revoke {id}`)");
-            // Webhooks are not on PostgreSQL yet (README "PostgreSQL").
-            if store.pg().is_none() {
-                let hook_secret = store.webhook_secret_blocking(id)?;
-                eprintln!("webhook secret (signs the webhooks this token asks for; also GET /api/v1/webhook-secret): {hook_secret}");
-            }
+            let hook_secret = store.webhook_secret_blocking(id)?;
+            eprintln!("webhook secret (signs the webhooks this token asks for; also GET /api/v1/webhook-secret): {hook_secret}");
             println!("{secret}");
         }
         TokenCmd::List {

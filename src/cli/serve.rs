@@ -247,7 +247,22 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     };
     let app = role.app();
     let server_file = args.data_dir.join("server");
-    let on_pg = store.pg().is_some();
+    let shared = store.shared();
+    if shared {
+        // Until it leads, a master answers the reads the database answers alone.
+        role.serve_reads(api::router(
+            ApiState {
+                store: store.clone(),
+                master: crate::master::MasterHandle::standby(),
+                maintenance: std::sync::Arc::new(jobs.clone()),
+                limits: api_limits.clone(),
+            },
+            args.max_body as usize,
+        ));
+        if let Some(pg) = store.pg() {
+            tokio::spawn(follow_while_standby(pg.clone(), role.clone()));
+        }
+    }
     let active = Active {
         args: &args,
         inventory,
@@ -259,7 +274,7 @@ pub async fn run(args: ServeArgs) -> Result<()> {
         store,
         role,
     };
-    if !on_pg {
+    if !shared {
         // One master: the API answers once the master is up (requests wait in the backlog
         // until then, as the `server` file is written only now).
         let running = active.start().await?;
@@ -276,6 +291,18 @@ pub async fn run(args: ServeArgs) -> Result<()> {
     tokio::select! {
         () = server => Ok(()),
         r = async { active.start().await?.wait().await } => r,
+    }
+}
+
+/// How often a standby reads the newest event, so that its event feed's waits wake.
+const STANDBY_FEED: Duration = Duration::from_millis(250);
+
+/// While this master is a standby, the change signal follows the active master's writes
+/// (read every `STANDBY_FEED`); once active, its own writes publish it.
+async fn follow_while_standby(pg: crate::store::pg::PgStore, role: Role) {
+    while !role.is_active() {
+        pg.publish().await;
+        tokio::time::sleep(STANDBY_FEED).await;
     }
 }
 
@@ -386,13 +413,10 @@ impl Active<'_> {
             }
         });
         let jobs = std::sync::Arc::new(self.jobs);
-        // Webhooks are SQLite's for now (README "PostgreSQL": what is not there yet).
-        if self.store.pg().is_none() {
-            tokio::spawn(crate::webhooks::run(
-                self.store.clone(),
-                crate::webhooks::Config::from(&args.webhooks),
-            ));
-        }
+        tokio::spawn(crate::webhooks::run(
+            self.store.clone(),
+            crate::webhooks::Config::from(&args.webhooks),
+        ));
         tokio::spawn(crate::maintenance::run(
             jobs.as_ref().clone(),
             self.store.clone(),

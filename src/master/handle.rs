@@ -81,6 +81,8 @@ pub(super) struct Shared {
     pub(super) capacity_cache: std::sync::Mutex<CapacityCache>,
     /// Settles submission folds and custom splits when folds end (told by the loop).
     pub(super) workflow: crate::workflow::Workflow,
+    /// A standby's handle (`MasterHandle::standby`): no loop behind it.
+    pub(super) standby: bool,
 }
 
 /// The API's handle on the master.
@@ -90,6 +92,30 @@ pub struct MasterHandle {
 }
 
 impl MasterHandle {
+    /// The handle of a standby master (PostgreSQL), for the API's reads: no master loop
+    /// behind it, so it knows no runners and no progress, commands go nowhere and its
+    /// workflow settles nothing (the active master does all that).
+    pub fn standby() -> MasterHandle {
+        let (commands, _) = mpsc::unbounded_channel();
+        MasterHandle {
+            shared: Arc::new(Shared {
+                view: RwLock::new(MasterView::default()),
+                wake: Notify::new(),
+                commands,
+                index: Arc::new(RwLock::new(IdleIndex::new(BTreeMap::new()))),
+                capacity_cache: Default::default(),
+                workflow: crate::workflow::Workflow::idle(),
+                standby: true,
+            }),
+        }
+    }
+
+    /// Whether this is a standby's handle (`standby`): what only the active master knows
+    /// (runners, progress, why a fold waits) is not here.
+    pub fn is_standby(&self) -> bool {
+        self.shared.standby
+    }
+
     /// Something changed (a submit, a release): run a matching cycle soon.
     pub fn wake(&self) {
         self.shared.wake.notify_one();

@@ -161,6 +161,7 @@ impl Master {
             capacity_cache: Default::default(),
             // It catches up at once with what ended while no master ran.
             workflow: crate::workflow::Workflow::start(store.clone()),
+            standby: false,
         });
         let (events_tx, events) = mpsc::unbounded_channel();
         let mut runners: BTreeMap<String, RunnerState> = cfg

@@ -2,9 +2,14 @@
 //! masters share one database and the holder of the leadership lease (`store::pg::lease`) is
 //! the active one: it runs the master loop, talks to the agents, runs the maintenance
 //! schedule and writes. The others are standby: they answer `GET /api/v1/health` (with the
-//! active master's advertised URL) and refuse everything else with a JSON 503 naming it, until
-//! they take the lease. The HTTP app (`app`) dispatches to the API once it is installed
-//! (`Role::activate`), so one listener serves both roles.
+//! active master's advertised URL), serve the reads the database answers alone
+//! ([`STANDBY_READS`]: folds, their logs, outputs and provenance, arrays, sweeps, webhooks,
+//! the queue's counts, the event feed, whose change signal a standby reads from the database;
+//! through the API on a standby's `MasterHandle`), and refuse everything else (writes, and
+//! reads only the active master can answer: runners, `analyze`) with a JSON 503 naming the
+//! active master, until they take the lease. The HTTP app
+//! (`app`) dispatches to the API once it is installed (`Role::activate`), so one listener
+//! serves both roles.
 
 use axum::extract::Request;
 use axum::http::StatusCode;
@@ -37,9 +42,57 @@ pub struct Role {
     advertise: String,
 }
 
+/// The `/api/v1` paths a standby answers to GET (and HEAD), by segment: `*` is one segment,
+/// `**` the rest of the path.
+pub const STANDBY_READS: &[&str] = &[
+    "folds",
+    "folds/*",
+    "folds/*/log",
+    "folds/*/outputs/**",
+    "folds/*/provenance",
+    "queue",
+    "arrays/*",
+    "arrays/*/*",
+    "sweeps/*",
+    "webhooks",
+    "webhook-secret",
+    "openapi.json",
+    "events",
+];
+
+/// Whether a standby answers `method path` (see [`STANDBY_READS`]).
+fn standby_reads(method: &axum::http::Method, path: &str) -> bool {
+    use axum::http::Method;
+    if *method != Method::GET && *method != Method::HEAD {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix("/api/v1/") else {
+        return false;
+    };
+    let asked: Vec<&str> = rest.split('/').collect();
+    STANDBY_READS.iter().any(|pattern| {
+        let pattern: Vec<&str> = pattern.split('/').collect();
+        match pattern.last() {
+            Some(&"**") => {
+                asked.len() >= pattern.len()
+                    && pattern[..pattern.len() - 1]
+                        .iter()
+                        .zip(&asked)
+                        .all(|(p, a)| *p == "*" || p == a)
+            }
+            _ => {
+                asked.len() == pattern.len()
+                    && pattern.iter().zip(&asked).all(|(p, a)| *p == "*" || p == a)
+            }
+        }
+    })
+}
+
 struct State {
     /// The API, once this master is active.
     api: Option<Router>,
+    /// The API a standby serves its reads with (`serve_reads`), on a standby's handle.
+    reads: Option<Router>,
     /// The active master's advertised URL as last seen (None: no live lease seen).
     active: Option<String>,
 }
@@ -50,6 +103,7 @@ impl Role {
         Role {
             inner: Arc::new(RwLock::new(State {
                 api: None,
+                reads: None,
                 active: None,
             })),
             store,
@@ -69,6 +123,11 @@ impl Role {
     /// Records who the active master is (from the leadership row), while standby.
     pub fn set_active_url(&self, url: Option<String>) {
         self.inner.write().expect("role lock").active = url;
+    }
+
+    /// While standby, answer `STANDBY_READS` with `api` (built on `MasterHandle::standby`).
+    pub fn serve_reads(&self, api: Router) {
+        self.inner.write().expect("role lock").reads = Some(api);
     }
 
     /// This master is the active one from now on: its API answers.
@@ -111,10 +170,11 @@ impl Role {
     }
 
     async fn dispatch(&self, req: Request) -> Response {
-        let (api, active) = {
+        let (api, reads, active) = {
             let s = self.inner.read().expect("role lock");
-            (s.api.clone(), s.active.clone())
+            (s.api.clone(), s.reads.clone(), s.active.clone())
         };
+        let api = api.or_else(|| reads.filter(|_| standby_reads(req.method(), req.uri().path())));
         match api {
             Some(api) => match api.oneshot(req).await {
                 Ok(r) => r,
@@ -123,7 +183,8 @@ impl Role {
             None => {
                 let message = match &active {
                     Some(url) => format!(
-                        "this master ({}) is a standby; the active master is {url}: send requests there",
+                        "this master ({}) is a standby (it answers reads of folds, arrays, sweeps, \
+                         webhooks, events and the queue); the active master is {url}: send requests there",
                         self.advertise
                     ),
                     None => format!(
@@ -140,5 +201,27 @@ impl Role {
                 r
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::standby_reads;
+    use axum::http::Method;
+
+    #[test]
+    fn a_standby_answers_reads_of_the_database_only() {
+        let get = |p: &str| standby_reads(&Method::GET, p);
+        assert!(get("/api/v1/folds"));
+        assert!(get("/api/v1/folds/7"));
+        assert!(get("/api/v1/folds/7/outputs/a/b.txt"));
+        assert!(get("/api/v1/arrays/3/1"));
+        assert!(!get("/api/v1/folds/7/outputs"));
+        assert!(get("/api/v1/events"), "the feed follows the database");
+        assert!(!get("/api/v1/folds/7/analyze"), "analyze needs the runners");
+        assert!(!get("/api/v1/runners"), "runners are the active master's");
+        assert!(!get("/folds"));
+        assert!(!standby_reads(&Method::POST, "/api/v1/folds"));
+        assert!(!standby_reads(&Method::DELETE, "/api/v1/folds/7"));
     }
 }

@@ -361,6 +361,11 @@ pub(crate) fn get(conn: &Connection, sha: &str) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// What asking for a blob the store does not have answers.
+pub(super) fn no_blob(sha: &str) -> StoreError {
+    StoreError::NotFound(format!("no blob with sha256 {sha}"))
+}
+
 /// Where the bytes of a range of a blob are: inline (read) or in its file.
 enum Range {
     Bytes(Vec<u8>),
@@ -370,6 +375,9 @@ enum Range {
 impl Store {
     /// Stores `data`; returns (sha256, size).
     pub async fn put_blob(&self, data: Vec<u8>) -> Result<(String, u64)> {
+        if let Some(pg) = self.pg() {
+            return pg.put_blob(data).await;
+        }
         let size = data.len() as u64;
         self.call(move |conn| Ok((put(conn, &data)?, size))).await
     }
@@ -397,6 +405,9 @@ impl Store {
 
     /// Stores a staged blob; returns (sha256, size). The temp file is gone afterwards.
     pub async fn put_staged(&self, staged: StagedBlob) -> Result<(String, u64)> {
+        if let Some(pg) = self.pg() {
+            return pg.put_staged(staged).await;
+        }
         self.call(move |conn| {
             let done = adopt(conn, &staged);
             staged.discard();
@@ -406,11 +417,11 @@ impl Store {
     }
 
     pub async fn get_blob(&self, sha: String) -> Result<Vec<u8>> {
-        self.read(move |conn| {
-            get(conn, &sha)?
-                .ok_or_else(|| StoreError::NotFound(format!("no blob with sha256 {sha}")))
-        })
-        .await
+        if let Some(pg) = self.pg() {
+            return pg.get_blob(sha).await;
+        }
+        self.read(move |conn| get(conn, &sha)?.ok_or_else(|| no_blob(&sha)))
+            .await
     }
 
     /// Up to `len` bytes (at most `transfer::CHUNK`) of a blob from `offset`: (the blob's
@@ -422,11 +433,14 @@ impl Store {
         len: u64,
     ) -> Result<(u64, Vec<u8>)> {
         let len = len.min(crate::transfer::CHUNK);
+        if let Some(pg) = self.pg() {
+            return pg.read_blob_chunk(sha, offset, len).await;
+        }
         let (size, range) = {
             let sha = sha.clone();
             self.read(move |conn| {
                 let Some((location, size)) = row(conn, &sha)? else {
-                    return Err(StoreError::NotFound(format!("no blob with sha256 {sha}")));
+                    return Err(no_blob(&sha));
                 };
                 if location == "file" {
                     return Ok((size, Range::File(BlobDir::of(conn)?)));

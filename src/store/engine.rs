@@ -263,6 +263,12 @@ impl Store {
     pub fn pg(&self) -> Option<&PgStore> {
         self.pg.as_ref()
     }
+
+    /// Whether several masters may share this store, one of them active at a time (its
+    /// leadership lease; PostgreSQL), rather than one master owning it (SQLite).
+    pub fn shared(&self) -> bool {
+        self.pg.is_some()
+    }
 }
 
 /// Awaits a PostgreSQL write and, when it committed, publishes the change (`Store::subscribe`).

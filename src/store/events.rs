@@ -168,6 +168,9 @@ impl Store {
     /// The newest committed event's id (0: none), on a reader connection: it may be ahead of
     /// the change signal, which is published once the group is durable.
     pub async fn newest_event(&self) -> Result<i64> {
+        if let Some(pg) = self.pg() {
+            return pg.newest_event().await;
+        }
         self.read(|conn| Ok(newest(conn)?)).await
     }
 

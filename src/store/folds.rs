@@ -66,6 +66,13 @@ fn last_log_sha(conn: &Connection, fold: FoldId) -> Result<Option<String>> {
         .flatten())
 }
 
+/// What asking a fold for an output it does not have answers.
+pub(super) fn no_output(fold: FoldId, name: &str) -> StoreError {
+    StoreError::NotFound(format!(
+        "fold {fold} has no output named {name:?} (see `datarun fold show {fold}` for its outputs)"
+    ))
+}
+
 /// The log of a fold's last attempt (empty when it has none yet).
 pub(super) fn last_log(conn: &Connection, fold: FoldId) -> Result<Vec<u8>> {
     match last_log_sha(conn, fold)? {
@@ -386,6 +393,10 @@ impl Store {
         held: Option<(HoldCode, String)>,
         array: NewArray,
     ) -> Result<(i64, Vec<FoldId>)> {
+        if let Some(pg) = self.pg() {
+            let submitted = pg.submit_array(owner, admin, spec, held, array);
+            return super::engine::published(pg, submitted).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let NewArray {
@@ -409,6 +420,9 @@ impl Store {
 
     /// An array: its owner, size, cap, creation time and its folds' counts per state.
     pub async fn array(&self, id: i64) -> Result<ArrayRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.array(id).await;
+        }
         self.read(move |conn| {
             let row: Option<(String, i64, Option<u32>, i64, bool)> = conn
                 .prepare_cached("SELECT owner, size, cap, created_at, stop_on_failure FROM arrays WHERE id = ?1")?
@@ -438,6 +452,9 @@ impl Store {
 
     /// The fold at `index` of array `array` (`ARRAY.INDEX`).
     pub async fn array_fold(&self, array: i64, index: i64) -> Result<FoldId> {
+        if let Some(pg) = self.pg() {
+            return pg.array_fold(array, index).await;
+        }
         self.read(move |conn| {
             conn.prepare_cached("SELECT id FROM folds WHERE array_id = ?1 AND array_index = ?2")?
                 .query_row([array, index], |r| r.get(0))
@@ -604,7 +621,7 @@ impl Store {
     }
 
     /// `apply_reports`, with the provenance of the finished attempts written in the same
-    /// transaction, before their results (`store::provenance`; not kept on PostgreSQL yet).
+    /// transaction, before their results (`store::provenance`).
     pub async fn apply_reports_with(
         &self,
         started: Vec<AttemptId>,
@@ -614,7 +631,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return super::engine::published(
                 pg,
-                crate::store::QueueStore::apply_reports(pg, started, results),
+                pg.apply_reports_with(started, results, provenance),
             )
             .await;
         }
@@ -657,6 +674,9 @@ impl Store {
 
     /// An output file of a fold's newest attempt, to stream.
     pub async fn output(&self, fold: FoldId, name: String) -> Result<BlobBody> {
+        if let Some(pg) = self.pg() {
+            return pg.output(fold, name).await;
+        }
         self.read(move |conn| {
             let sha: Option<String> = conn
                 .prepare_cached(
@@ -665,8 +685,9 @@ impl Store {
                 )?
                 .query_row(params![fold, name], |r| r.get(0))
                 .optional()?;
-            let sha = sha.ok_or_else(|| StoreError::NotFound(format!("fold {fold} has no output named {name:?} (see `datarun fold show {fold}` for its outputs)")))?;
-            blobs::open(conn, &sha)?.ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))
+            let sha = sha.ok_or_else(|| no_output(fold, &name))?;
+            blobs::open(conn, &sha)?
+                .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))
         })
         .await
     }
@@ -674,6 +695,9 @@ impl Store {
     /// The log of a fold's newest attempt, to stream (empty when it logged nothing or has not
     /// ended).
     pub async fn log_body(&self, fold: FoldId) -> Result<BlobBody> {
+        if let Some(pg) = self.pg() {
+            return pg.log(fold).await.map(BlobBody::Bytes);
+        }
         self.read(move |conn| {
             get_fold(conn, fold)?;
             match last_log_sha(conn, fold)? {
@@ -686,6 +710,9 @@ impl Store {
 
     /// The log of a fold's newest attempt (empty when it logged nothing or has not ended).
     pub async fn log(&self, fold: FoldId) -> Result<Vec<u8>> {
+        if let Some(pg) = self.pg() {
+            return pg.log(fold).await;
+        }
         self.read(move |conn| {
             get_fold(conn, fold)?;
             last_log(conn, fold)
@@ -768,6 +795,10 @@ impl Store {
         kind: String,
         detail: String,
     ) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            let logged = pg.log_event(fold, attempt, kind, detail);
+            return super::engine::published(pg, logged).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             // An event about an attempt belongs to the attempt's fold.

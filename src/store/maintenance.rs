@@ -157,6 +157,9 @@ impl Store {
 
     /// The newest events of one kind, newest first: (at, detail).
     pub async fn events_of_kind(&self, kind: String, limit: u32) -> Result<Vec<(i64, String)>> {
+        if let Some(pg) = self.pg() {
+            return pg.events_of_kind(kind, limit).await;
+        }
         self.call(move |conn| {
             Ok(conn
                 .prepare_cached(

@@ -2,34 +2,36 @@
 //! closures sent to it, one at a time, so every state change is a transaction on one owner.
 //! Callers use the typed methods in the submodules; nothing outside `store` sees rusqlite.
 
-mod blobs;
+pub(crate) mod blobs;
 mod datasets;
 pub mod engine;
 mod events;
-mod folds;
+mod features;
+pub(crate) mod folds;
 mod holds;
 mod listing;
 mod losses;
 mod maintenance;
 pub mod pg;
 mod problems;
-mod provenance;
+pub(crate) mod provenance;
 mod records;
 mod runapp;
 mod runners;
 mod schema;
 mod submission_records;
 mod submissions;
-mod sweeps;
+pub(crate) mod sweeps;
 mod tenancy;
 mod tokens;
-mod waiting;
-mod webhooks;
+pub(crate) mod waiting;
+pub(crate) mod webhooks;
 
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use engine::{NewFold, QueueStore};
 pub use events::{EventFilter, EventPage, FeedEvent};
+pub use features::Feature;
 pub use maintenance::{backup_blobs_dir, BackupReport, PurgeReport};
 pub use problems::{CustomSplitEnd, CustomSplitInput, NewProblemDataset};
 pub use provenance::MAX_PROVENANCE;
@@ -76,11 +78,9 @@ pub enum StoreError {
     Io(String),
     #[error("the store has shut down")]
     Closed,
-    /// An operation the PostgreSQL store does not have yet (README "PostgreSQL").
-    #[error(
-        "{0} is not available on the PostgreSQL store yet (README \"PostgreSQL\" lists what is)"
-    )]
-    Unsupported(String),
+    /// A feature the PostgreSQL store does not have yet (README "PostgreSQL").
+    #[error("{0}: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)")]
+    Unsupported(Feature),
     #[error("cannot open the database {path}: {message}")]
     Open { path: PathBuf, message: String },
 }
@@ -230,7 +230,9 @@ impl Store {
     {
         let op = crate::metrics::op_name(std::any::type_name::<F>());
         if self.pg.is_some() {
-            return Err(StoreError::Unsupported(op.to_string()));
+            return Err(StoreError::Unsupported(Feature::of_job(
+                std::any::type_name::<F>(),
+            )));
         }
         let job: Job = Box::new(move |conn| {
             let t = std::time::Instant::now();
@@ -301,7 +303,9 @@ impl Store {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let op = crate::metrics::op_name(std::any::type_name::<F>());
         if self.pg.is_some() {
-            return Err(StoreError::Unsupported(op.to_string()));
+            return Err(StoreError::Unsupported(Feature::of_job(
+                std::any::type_name::<F>(),
+            )));
         }
         reads
             .send(Box::new(move |conn| {

@@ -28,16 +28,16 @@ const MAX_COMPACT: usize = 64 << 10;
 /// before, or frozen because the fold's spec changed).
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
-enum Stored {
+pub(super) enum Stored {
     Compact(Box<Compact>),
     Whole(Box<Provenance>),
 }
 
 /// What a record needs beyond the fold's spec and the attempt's grant.
 #[derive(Serialize, Deserialize)]
-struct Compact {
+pub(super) struct Compact {
     /// `provenance_facts.id` of the runner's facts.
-    facts: i64,
+    pub(super) facts: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ran: Option<Ran>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +54,7 @@ struct Compact {
 pub(super) fn write(tx: &Transaction, sides: Vec<RunnerSide>) -> Result<()> {
     let mut facts_ids: HashMap<String, i64> = HashMap::new();
     for side in sides {
-        let facts = serde_json::to_string(&side.runner).expect("facts serialize");
+        let facts = facts_text(&side);
         let facts = match facts_ids.get(&facts) {
             Some(id) => *id,
             None => {
@@ -63,28 +63,135 @@ pub(super) fn write(tx: &Transaction, sides: Vec<RunnerSide>) -> Result<()> {
                 id
             }
         };
-        let compact = Compact {
-            facts,
-            ran: side.ran.map(Ran::clipped),
-            soft: side.soft_time_limit_ms,
-            hard: side.hard_time_limit_ms,
-            master: env!("CARGO_PKG_VERSION").to_string(),
-        };
-        let text = serde_json::to_string(&Stored::Compact(Box::new(compact))).expect("serializes");
-        if text.len() > MAX_COMPACT {
-            tracing::warn!(
-                "attempt {}: its provenance ({} bytes) is over {MAX_COMPACT}; not kept",
-                side.attempt,
-                text.len()
-            );
+        let attempt = side.attempt;
+        let Some(text) = compact_text(side, facts) else {
             continue;
-        }
+        };
         tx.prepare_cached(
             "UPDATE attempts SET provenance = ?1 WHERE id = ?2 AND provenance IS NULL",
         )?
-        .execute(params![text, side.attempt])?;
+        .execute(params![text, attempt])?;
     }
     Ok(())
+}
+
+/// The runner's facts of `side` as kept once (`provenance_facts.facts`).
+pub(super) fn facts_text(side: &RunnerSide) -> String {
+    serde_json::to_string(&side.runner).expect("facts serialize")
+}
+
+/// `side`'s compact record, its runner's facts kept as `facts`: None (said in the log) when
+/// it is over `MAX_COMPACT`.
+pub(super) fn compact_text(side: RunnerSide, facts: i64) -> Option<String> {
+    let compact = Compact {
+        facts,
+        ran: side.ran.map(Ran::clipped),
+        soft: side.soft_time_limit_ms,
+        hard: side.hard_time_limit_ms,
+        master: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let text = serde_json::to_string(&Stored::Compact(Box::new(compact))).expect("serializes");
+    if text.len() > MAX_COMPACT {
+        tracing::warn!(
+            "attempt {}: its provenance ({} bytes) is over {MAX_COMPACT}; not kept",
+            side.attempt,
+            text.len()
+        );
+        return None;
+    }
+    Some(text)
+}
+
+/// How a compact record's text begins (`freeze` finds those to make whole).
+pub(super) const COMPACT_PREFIX: &str = "{\"facts\":";
+
+/// A whole record as kept when its fold's spec changes (`freeze`): None (said in the log)
+/// when it is over `MAX_PROVENANCE`, and so dropped.
+pub(super) fn frozen_text(attempt: AttemptId, whole: Provenance) -> Option<String> {
+    let text =
+        serde_json::to_string(&Stored::Whole(Box::new(whole))).expect("provenance serializes");
+    if text.len() > MAX_PROVENANCE {
+        tracing::warn!("attempt {attempt}: its provenance is over {MAX_PROVENANCE}; dropped");
+        return None;
+    }
+    Some(text)
+}
+
+/// A stored record read back: whole already, or its compact part (whose facts are to fetch).
+pub(super) fn parse(attempt: AttemptId, text: &str) -> Result<Stored> {
+    serde_json::from_str::<Stored>(text).map_err(|e| bad(attempt, e))
+}
+
+fn bad(attempt: AttemptId, e: serde_json::Error) -> StoreError {
+    StoreError::Invalid(format!("attempt {attempt}: its stored provenance: {e}"))
+}
+
+/// The attempt's columns a whole record is built from (beside its compact part).
+pub(super) struct Row {
+    pub(super) fold: FoldId,
+    pub(super) millicpus: u32,
+    pub(super) memory: i64,
+    pub(super) gpus: String,
+    pub(super) spec: String,
+}
+
+/// The whole record of `attempt` from its row, its compact part and its runner's facts
+/// (None: the facts row is missing).
+pub(super) fn assemble(
+    attempt: AttemptId,
+    row: Row,
+    compact: Compact,
+    facts: Option<String>,
+) -> Result<Provenance> {
+    let facts = facts.ok_or_else(|| {
+        StoreError::Invalid(format!("attempt {attempt}: its runner's facts are missing"))
+    })?;
+    let runner: RunnerFacts = serde_json::from_str(&facts).map_err(|e| bad(attempt, e))?;
+    let spec: FoldSpec = serde_json::from_str(&row.spec).map_err(|e| bad(attempt, e))?;
+    let grant = Grant {
+        millicpus: row.millicpus,
+        memory: row.memory as u64,
+        gpus: serde_json::from_str(&row.gpus).unwrap_or_default(),
+    };
+    let side = RunnerSide {
+        attempt,
+        runner,
+        soft_time_limit_ms: compact.soft,
+        hard_time_limit_ms: compact.hard,
+        ran: compact.ran,
+    };
+    let mut record = build(row.fold, &spec, &grant, side);
+    record.versions.master = compact.master;
+    Ok(record)
+}
+
+/// Which attempt `provenance(fold, attempt)` reads, from what the store found: the attempt
+/// asked for (or the newest with a record) and whether it has one; else why there is none.
+pub(super) fn pick(
+    fold: FoldId,
+    attempt: Option<AttemptId>,
+    found: Option<(AttemptId, bool)>,
+) -> Result<AttemptId> {
+    match (found, attempt) {
+        (Some((id, true)), _) => Ok(id),
+        (Some((id, false)), _) => Err(StoreError::NotFound(format!(
+            "attempt {id} of fold {fold} has no provenance: it has not finished, or ended \
+             without a report (lost, or from before provenance was recorded)"
+        ))),
+        (None, Some(a)) => Err(StoreError::NotFound(format!(
+            "fold {fold} has no attempt {a}"
+        ))),
+        (None, None) => Err(StoreError::NotFound(format!(
+            "fold {fold} has no attempt with provenance yet (none has finished)"
+        ))),
+    }
+}
+
+/// What `pick` found no record for after all.
+pub(super) fn missing(fold: FoldId, attempt: AttemptId) -> StoreError {
+    StoreError::NotFound(format!(
+        "attempt {attempt} of fold {fold} has no provenance"
+    ))
 }
 
 /// The id of a set of runner facts, stored once.
@@ -100,23 +207,13 @@ fn facts_id(tx: &Transaction, facts: &str) -> Result<i64> {
 /// telling what those attempts ran.
 pub(super) fn freeze(tx: &Transaction, fold: FoldId) -> Result<()> {
     let ids: Vec<AttemptId> = tx
-        .prepare_cached(
-            "SELECT id FROM attempts WHERE fold_id = ?1 AND provenance LIKE '{\"facts\":%'",
-        )?
-        .query_map([fold], |r| r.get(0))?
+        .prepare_cached("SELECT id FROM attempts WHERE fold_id = ?1 AND provenance LIKE ?2")?
+        .query_map(params![fold, format!("{COMPACT_PREFIX}%")], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for id in ids {
         if let Some(whole) = whole(tx, id)? {
-            let text = serde_json::to_string(&Stored::Whole(Box::new(whole)))
-                .expect("provenance serializes");
-            if text.len() > MAX_PROVENANCE {
-                tracing::warn!("attempt {id}: its provenance is over {MAX_PROVENANCE}; dropped");
-                tx.prepare_cached("UPDATE attempts SET provenance = NULL WHERE id = ?1")?
-                    .execute([id])?;
-                continue;
-            }
             tx.prepare_cached("UPDATE attempts SET provenance = ?1 WHERE id = ?2")?
-                .execute(params![text, id])?;
+                .execute(params![frozen_text(id, whole), id])?;
         }
     }
     Ok(())
@@ -131,57 +228,40 @@ fn whole(conn: &rusqlite::Connection, attempt: AttemptId) -> Result<Option<Prove
         )?
         .query_row([attempt], |r| {
             Ok((
-                r.get::<_, FoldId>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
+                Row {
+                    fold: r.get(0)?,
+                    millicpus: r.get(1)?,
+                    memory: r.get(2)?,
+                    gpus: r.get(3)?,
+                    spec: r.get(5)?,
+                },
                 r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
             ))
         })
         .optional()?;
-    let Some((fold, millicpus, memory, gpus, Some(text), spec)) = row else {
+    let Some((row, Some(text))) = row else {
         return Ok(None);
     };
-    let bad = |e: serde_json::Error| {
-        StoreError::Invalid(format!("attempt {attempt}: its stored provenance: {e}"))
-    };
-    let compact = match serde_json::from_str::<Stored>(&text).map_err(bad)? {
+    let compact = match parse(attempt, &text)? {
         Stored::Whole(p) => return Ok(Some(*p)),
         Stored::Compact(c) => c,
     };
-    let facts: String = conn
+    let facts: Option<String> = conn
         .prepare_cached("SELECT facts FROM provenance_facts WHERE id = ?1")?
         .query_row([compact.facts], |r| r.get(0))
-        .optional()?
-        .ok_or_else(|| {
-            StoreError::Invalid(format!("attempt {attempt}: its runner's facts are missing"))
-        })?;
-    let runner: RunnerFacts = serde_json::from_str(&facts).map_err(bad)?;
-    let spec: FoldSpec = serde_json::from_str(&spec).map_err(bad)?;
-    let grant = Grant {
-        millicpus,
-        memory: memory as u64,
-        gpus: serde_json::from_str(&gpus).unwrap_or_default(),
-    };
-    let side = RunnerSide {
-        attempt,
-        runner,
-        soft_time_limit_ms: compact.soft,
-        hard_time_limit_ms: compact.hard,
-        ran: compact.ran,
-    };
-    let mut record = build(fold, &spec, &grant, side);
-    record.versions.master = compact.master;
-    Ok(Some(record))
+        .optional()?;
+    assemble(attempt, row, *compact, facts).map(Some)
 }
 
 impl Store {
     /// Records the provenance of these attempts in a transaction of its own (when their
     /// results could not be recorded together, see `apply_reports_with`).
     pub async fn record_provenance(&self, sides: Vec<RunnerSide>) -> Result<()> {
-        if sides.is_empty() || self.pg().is_some() {
+        if sides.is_empty() {
             return Ok(());
+        }
+        if let Some(pg) = self.pg() {
+            return pg.record_provenance(sides).await;
         }
         self.call_lazy(move |conn| {
             let tx = conn.transaction()?;
@@ -194,6 +274,9 @@ impl Store {
 
     /// The provenance of `attempt` of `fold`, or of its newest attempt that has one.
     pub async fn provenance(&self, fold: FoldId, attempt: Option<AttemptId>) -> Result<Provenance> {
+        if let Some(pg) = self.pg() {
+            return pg.provenance(fold, attempt).await;
+        }
         self.read(move |conn| {
             let row: Option<(AttemptId, bool)> = match attempt {
                 Some(a) => conn
@@ -210,28 +293,8 @@ impl Store {
                     .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?,
             };
-            let id = match (row, attempt) {
-                (Some((id, true)), _) => id,
-                (Some((id, false)), _) => {
-                    return Err(StoreError::NotFound(format!(
-                        "attempt {id} of fold {fold} has no provenance: it has not finished, or \
-                         ended without a report (lost, or from before provenance was recorded)"
-                    )))
-                }
-                (None, Some(a)) => {
-                    return Err(StoreError::NotFound(format!(
-                        "fold {fold} has no attempt {a}"
-                    )))
-                }
-                (None, None) => {
-                    return Err(StoreError::NotFound(format!(
-                        "fold {fold} has no attempt with provenance yet (none has finished)"
-                    )))
-                }
-            };
-            whole(conn, id)?.ok_or_else(|| {
-                StoreError::NotFound(format!("attempt {id} of fold {fold} has no provenance"))
-            })
+            let id = pick(fold, attempt, row)?;
+            whole(conn, id)?.ok_or_else(|| missing(fold, id))
         })
         .await
     }

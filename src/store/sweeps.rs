@@ -97,17 +97,9 @@ pub(super) fn on_done(tx: &Transaction, fold: FoldId) -> Result<()> {
     let Some((sweep, stop)) = row else {
         return Ok(());
     };
-    let Ok(rule) = serde_json::from_str::<StopRule>(&stop) else {
+    let Some(reason) = early_stop(fold, sweep, &stop, metrics_of(tx, fold)?) else {
         return Ok(());
     };
-    let Some(value) = metrics_of(tx, fold)?.and_then(|m| rule.reached(&m)) else {
-        return Ok(());
-    };
-    let reason = format!(
-        "stopped early: fold {fold} of sweep {sweep} reached {} ({} = {value})",
-        rule.describe(),
-        rule.metric
-    );
     tx.prepare_cached("UPDATE sweeps SET stopped = ?1 WHERE array_id = ?2")?
         .execute(params![reason, sweep])?;
     let rest: Vec<FoldId> = tx
@@ -117,6 +109,61 @@ pub(super) fn on_done(tx: &Transaction, fold: FoldId) -> Result<()> {
         .query_map([sweep], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     super::waiting::remove_not_started(tx, &rest, &reason)
+}
+
+/// Why the points not started of `sweep` stop, when `fold`'s metrics reach its stop rule
+/// (`stop`, as stored); `None` when they do not.
+pub(super) fn early_stop(
+    fold: FoldId,
+    sweep: i64,
+    stop: &str,
+    metrics: Option<BTreeMap<String, f64>>,
+) -> Option<String> {
+    let rule = serde_json::from_str::<StopRule>(stop).ok()?;
+    let value = metrics.and_then(|m| rule.reached(&m))?;
+    Some(format!(
+        "stopped early: fold {fold} of sweep {sweep} reached {} ({} = {value})",
+        rule.describe(),
+        rule.metric
+    ))
+}
+
+/// A sweep's row as stored (`sweeps` joined with its array), made a record with its points.
+pub(super) struct SweepRow {
+    pub(super) owner: String,
+    pub(super) names: String,
+    pub(super) stop: Option<String>,
+    pub(super) stopped: Option<String>,
+    pub(super) created_at: i64,
+    pub(super) cap: Option<u32>,
+    pub(super) stop_on_failure: bool,
+}
+
+impl SweepRow {
+    pub(super) fn record(self, id: i64, points: Vec<PointRecord>) -> SweepRecord {
+        SweepRecord {
+            id,
+            owner: self.owner,
+            params: serde_json::from_str(&self.names).unwrap_or_default(),
+            cap: self.cap,
+            stop_on_failure: self.stop_on_failure,
+            stop: self.stop.and_then(|s| serde_json::from_str(&s).ok()),
+            stopped: self.stopped,
+            created_at: self.created_at,
+            points,
+        }
+    }
+}
+
+/// The `sweeps` row of a new sweep: its names and stop rule as stored.
+pub(super) fn stored_rule(sweep: &NewSweep) -> (String, Option<String>) {
+    (
+        serde_json::to_string(&sweep.names).expect("names serialize"),
+        sweep
+            .stop
+            .as_ref()
+            .map(|s| serde_json::to_string(s).expect("rule serializes")),
+    )
 }
 
 impl Store {
@@ -131,6 +178,10 @@ impl Store {
         held: Option<(HoldCode, String)>,
         sweep: NewSweep,
     ) -> Result<(i64, Vec<FoldId>)> {
+        if let Some(pg) = self.pg() {
+            let submitted = pg.submit_sweep(owner, admin, spec, held, sweep);
+            return super::engine::published(pg, submitted).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let n = sweep.points.len();
@@ -141,19 +192,11 @@ impl Store {
                 sweep.cap,
                 sweep.stop_on_failure,
             )?;
+            let (names, stop) = stored_rule(&sweep);
             tx.prepare_cached(
                 "INSERT INTO sweeps (array_id, owner, params, stop, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
-            .execute(params![
-                array,
-                owner,
-                serde_json::to_string(&sweep.names).expect("names serialize"),
-                sweep
-                    .stop
-                    .as_ref()
-                    .map(|s| serde_json::to_string(s).expect("rule serializes")),
-                now_ms()
-            ])?;
+            .execute(params![array, owner, names, stop, now_ms()])?;
             let mut folds = Vec::with_capacity(n);
             for (i, point) in sweep.points.iter().enumerate() {
                 let text = serde_json::to_string(point).expect("point serializes");
@@ -177,6 +220,9 @@ impl Store {
 
     /// A sweep with its points (values, states, metrics).
     pub async fn sweep(&self, id: i64) -> Result<SweepRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.sweep(id).await;
+        }
         self.read(move |conn| {
             type Row = (String, String, Option<String>, Option<String>, i64, Option<u32>, bool);
             let row: Option<Row> = conn
@@ -215,17 +261,16 @@ impl Store {
                     outputs,
                 });
             }
-            Ok(SweepRecord {
-                id,
+            let row = SweepRow {
                 owner,
-                params: serde_json::from_str(&names).unwrap_or_default(),
-                cap,
-                stop_on_failure,
-                stop: stop.and_then(|s| serde_json::from_str(&s).ok()),
+                names,
+                stop,
                 stopped,
                 created_at,
-                points,
-            })
+                cap,
+                stop_on_failure,
+            };
+            Ok(row.record(id, points))
         })
         .await
     }
@@ -233,6 +278,9 @@ impl Store {
     /// Drops the outputs of the ended points of sweep `id` whose folds are not in `keep`, and
     /// the blobs nothing refers to any more (as a purge does). Points not ended keep theirs.
     pub async fn sweep_drop_outputs(&self, id: i64, keep: Vec<FoldId>) -> Result<KeepReport> {
+        if let Some(pg) = self.pg() {
+            return pg.sweep_drop_outputs(id, keep).await;
+        }
         let (report, files) = self
             .call(move |conn| {
                 let tx = conn.transaction()?;

@@ -96,6 +96,9 @@ impl Store {
 
     /// Records `owner` as an owner of these (stored) blobs: they uploaded the bytes.
     pub async fn own_blobs(&self, owner: String, shas: Vec<String>) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.own_blobs(owner, shas).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             for sha in &shas {
@@ -109,6 +112,9 @@ impl Store {
 
     /// Whether `scope` may use blob `sha` (own it, or see everything and it is stored).
     pub async fn may_use_blob(&self, scope: &Scope, sha: String) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return pg.may_use_blob(scope, sha).await;
+        }
         let scope = scope.clone();
         self.call(move |conn| match &scope {
             Scope::All => may_use(conn, &sha, "", true),

@@ -102,7 +102,7 @@ pub(super) fn array_spec(spec: &FoldSpec, array: i64, index: i64) -> FoldSpec {
     s
 }
 
-fn cap_reason(array: i64, cap: u32) -> String {
+pub(super) fn cap_reason(array: i64, cap: u32) -> String {
     format!("array {array} runs at most {cap} folds at once")
 }
 
@@ -131,29 +131,15 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
         )?
         .query_map([fold], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let ended = |s: &str| FoldState::parse(s).is_some_and(FoldState::is_final);
-    if let Some((parent, _, pstate)) = parents
-        .iter()
-        .find(|(_, kind, s)| kind == "ok" && ended(s) && s != "done")
-    {
-        let reason = format!("fold {parent} it runs after (after-ok) is {pstate}");
-        return fail(tx, fold, &reason);
-    }
-    let unmet: Vec<String> = parents
-        .iter()
-        .filter(|(_, _, s)| !ended(s))
-        .map(|(p, _, _)| p.to_string())
-        .collect();
-    if !unmet.is_empty() {
-        let reason = format!(
-            "waiting for fold{} {} to end",
-            if unmet.len() == 1 { "" } else { "s" },
-            unmet.join(", ")
-        );
-        if state == FoldState::Idle {
-            wait(tx, fold, &reason)?;
+    match verdict(&parents) {
+        Verdict::Fail(reason) => return fail(tx, fold, &reason),
+        Verdict::Wait(reason) => {
+            if state == FoldState::Idle {
+                wait(tx, fold, &reason)?;
+            }
+            return Ok(FoldState::Waiting);
         }
-        return Ok(FoldState::Waiting);
+        Verdict::Parents => {}
     }
     // A new fold (idle) whose parents all ended already goes on in line; its array's cap is
     // the array's placement to keep.
@@ -190,11 +176,7 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
                 .query_row(params![from.fold, from.output], |r| r.get(0))
                 .optional()?;
             let Some(sha) = sha else {
-                let reason = format!(
-                    "fold {} has no output {:?} to pass on",
-                    from.fold, from.output
-                );
-                return fail(tx, fold, &reason);
+                return fail(tx, fold, &no_output(&from));
             };
             let name = from.input_name().to_string();
             if spec.inputs.iter().any(|i| i.name == name) {
@@ -216,15 +198,69 @@ pub(super) fn settle(tx: &Transaction, fold: FoldId) -> Result<FoldState> {
     }
     if state == FoldState::Waiting {
         set_state(tx, fold, FoldState::Idle, None, None)?;
-        event(
-            tx,
-            Some(fold),
-            None,
-            "ready",
-            "what it waited for has ended; in line",
-        )?;
+        event(tx, Some(fold), None, "ready", READY)?;
     }
     Ok(FoldState::Idle)
+}
+
+/// What a fold's parents (id, `fold_deps.kind`, state) decide for it.
+pub(super) enum Verdict {
+    /// A parent it needs done failed or was removed: it fails, saying so.
+    Fail(String),
+    /// A parent has not ended: it waits, saying for which.
+    Wait(String),
+    /// Every parent has ended as it needs: its array's cap and its inputs decide the rest.
+    Parents,
+}
+
+pub(super) fn verdict(parents: &[(FoldId, String, String)]) -> Verdict {
+    let ended = |s: &str| FoldState::parse(s).is_some_and(FoldState::is_final);
+    if let Some((parent, _, pstate)) = parents
+        .iter()
+        .find(|(_, kind, s)| kind == "ok" && ended(s) && s != "done")
+    {
+        return Verdict::Fail(format!(
+            "fold {parent} it runs after (after-ok) is {pstate}"
+        ));
+    }
+    let unmet: Vec<String> = parents
+        .iter()
+        .filter(|(_, _, s)| !ended(s))
+        .map(|(p, _, _)| p.to_string())
+        .collect();
+    if unmet.is_empty() {
+        return Verdict::Parents;
+    }
+    Verdict::Wait(format!(
+        "waiting for fold{} {} to end",
+        if unmet.len() == 1 { "" } else { "s" },
+        unmet.join(", ")
+    ))
+}
+
+/// Why a fold taking `from`'s output fails when that output is not there.
+pub(super) fn no_output(from: &crate::model::InputFrom) -> String {
+    format!(
+        "fold {} has no output {:?} to pass on",
+        from.fold, from.output
+    )
+}
+
+/// The `ready` event's words: a waiting fold goes in line.
+pub(super) const READY: &str = "what it waited for has ended; in line";
+
+/// Why siblings not started are removed when `fold` of array `array` failed with `why`.
+pub(super) fn stop_reason(fold: FoldId, array: i64, why: &str) -> String {
+    format!("stopped: fold {fold} of array {array} failed with its own error ({why})")
+}
+
+/// How many folds one end moves on at most (`MAX_CASCADE`), and what the log says past it.
+pub(super) fn cascade_over(moved: usize, fold: FoldId) -> bool {
+    if moved > MAX_CASCADE {
+        tracing::warn!("fold {fold}: more than {MAX_CASCADE} folds wait for it; the rest move on at the next end");
+        return true;
+    }
+    false
 }
 
 fn fail(tx: &Transaction, fold: FoldId, reason: &str) -> Result<FoldState> {
@@ -250,9 +286,7 @@ pub(super) fn stop_siblings(tx: &Transaction, fold: FoldId, why: &str) -> Result
             )?
             .query_map([array], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let reason =
-            format!("stopped: fold {fold} of array {array} failed with its own error ({why})");
-        remove_not_started(tx, &siblings, &reason)?;
+        remove_not_started(tx, &siblings, &stop_reason(fold, array, why))?;
     }
     // A submission's folds: those of its current runs (`submission_folds.fold_id`).
     let submission: Option<(i64, bool)> = tx
@@ -307,8 +341,7 @@ pub(super) fn on_final(tx: &Transaction, fold: FoldId) -> Result<()> {
             .collect::<rusqlite::Result<_>>()?;
         for child in children {
             moved += 1;
-            if moved > MAX_CASCADE {
-                tracing::warn!("fold {fold}: more than {MAX_CASCADE} folds wait for it; the rest move on at the next end");
+            if cascade_over(moved, fold) {
                 return Ok(());
             }
             if settle(tx, child)?.is_final() {

@@ -79,7 +79,7 @@ pub enum AttemptEnd {
     },
 }
 
-const COLUMNS: &str = "id, event_id, kind, target, url, owner, created_at, state, ended_at, attempts, next_at, last_status, last_error, delivered_at";
+pub(super) const COLUMNS: &str = "id, event_id, kind, target, url, owner, created_at, state, ended_at, attempts, next_at, last_status, last_error, delivered_at";
 
 fn record(r: &Row) -> rusqlite::Result<WebhookRecord> {
     Ok(WebhookRecord {
@@ -100,7 +100,7 @@ fn record(r: &Row) -> rusqlite::Result<WebhookRecord> {
     })
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(super) fn random_hex(bytes: usize) -> String {
     let mut b = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut b);
     hex::encode(b)
@@ -141,22 +141,27 @@ fn ended_counts(tx: &Transaction, from_where: &str, id: i64) -> Result<Option<Va
         ))?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    Ok(all_ended(rows))
+}
+
+/// A group's folds per state, `folds` the total, when every one has ended; else `None`.
+pub(super) fn all_ended(rows: Vec<(String, i64)>) -> Option<Value> {
     let mut counts = serde_json::Map::new();
     let mut total = 0;
     for (state, n) in rows {
         if !FoldState::parse(&state).is_some_and(FoldState::is_final) {
-            return Ok(None);
+            return None;
         }
         total += n;
         counts.insert(state, json!(n));
     }
     counts.insert("folds".into(), json!(total));
-    Ok(Some(Value::Object(counts)))
+    Some(Value::Object(counts))
 }
 
 /// The state of a group of folds that all ended: `done` when all are, else `failed` when one
 /// failed, else `removed`.
-fn group_state(counts: &Value) -> &'static str {
+pub(super) fn group_state(counts: &Value) -> &'static str {
     let n = |k: &str| counts[k].as_i64().unwrap_or(0);
     if n("done") == n("folds") {
         "done"
@@ -179,20 +184,49 @@ fn fire(tx: &Transaction, kind: HookKind, target: i64, state: &str, outcome: &Va
         .collect::<rusqlite::Result<_>>()?;
     let now = now_ms();
     for (id, event_id) in armed {
-        let body = json!({
-            "event_id": event_id,
-            "kind": kind.as_str(),
-            "id": target,
-            "state": state,
-            "outcome": outcome,
-            "ended_at": now,
-        });
         tx.prepare_cached(
             "UPDATE webhooks SET state = 'pending', body = ?1, ended_at = ?2, next_at = ?2 WHERE id = ?3",
         )?
-        .execute(params![body.to_string(), now, id])?;
+        .execute(params![body(&event_id, kind, target, state, outcome, now), now, id])?;
     }
     Ok(())
+}
+
+/// What a delivery says: the same on every retry.
+pub(super) fn body(
+    event_id: &str,
+    kind: HookKind,
+    target: i64,
+    state: &str,
+    outcome: &Value,
+    now: i64,
+) -> String {
+    json!({
+        "event_id": event_id,
+        "kind": kind.as_str(),
+        "id": target,
+        "state": state,
+        "outcome": outcome,
+        "ended_at": now,
+    })
+    .to_string()
+}
+
+/// A fold's end as a delivery tells it: its state and its last outcome (null without one),
+/// when the state is final.
+pub(super) fn end_of(state: String, outcome: Option<String>) -> Option<(String, Value)> {
+    if !FoldState::parse(&state).is_some_and(FoldState::is_final) {
+        return None;
+    }
+    let outcome = outcome
+        .and_then(|o| serde_json::from_str(&o).ok())
+        .unwrap_or(Value::Null);
+    Some((state, outcome))
+}
+
+/// A new delivery's event id (the same on every retry).
+pub(super) fn new_event_id() -> String {
+    format!("evt_{}", random_hex(16))
 }
 
 fn has_armed(tx: &Transaction, kind: HookKind, target: i64) -> Result<bool> {
@@ -214,13 +248,7 @@ fn fold_end(tx: &Transaction, fold: FoldId) -> Result<Option<(String, Option<i64
             "SELECT f.state, f.array_id, a.outcome FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE f.id = ?1",
         )?
         .query_row([fold], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-    if !FoldState::parse(&state).is_some_and(FoldState::is_final) {
-        return Ok(None);
-    }
-    let outcome = outcome
-        .and_then(|o| serde_json::from_str(&o).ok())
-        .unwrap_or(Value::Null);
-    Ok(Some((state, array, outcome)))
+    Ok(end_of(state, outcome).map(|(state, outcome)| (state, array, outcome)))
 }
 
 /// Fires what ends with `fold` if it ended: its own webhooks, its array's once all the
@@ -279,12 +307,15 @@ impl Store {
         owner: String,
         hooks: Vec<(HookKind, i64, String)>,
     ) -> Result<Vec<String>> {
+        if let Some(pg) = self.pg() {
+            return pg.add_webhooks(token, owner, hooks).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             secret_of(&tx, token)?;
             let mut ids = Vec::with_capacity(hooks.len());
             for (kind, target, url) in hooks {
-                let event_id = format!("evt_{}", random_hex(16));
+                let event_id = new_event_id();
                 tx.prepare_cached(
                     "INSERT INTO webhooks (event_id, kind, target, url, owner, token_id, created_at, state)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'armed')",
@@ -301,6 +332,9 @@ impl Store {
 
     /// Token `token`'s webhook secret (made now if it has none).
     pub async fn webhook_secret(&self, token: i64) -> Result<String> {
+        if let Some(pg) = self.pg() {
+            return pg.webhook_secret(token).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let s = secret_of(&tx, token)?;
@@ -312,6 +346,9 @@ impl Store {
 
     /// Token `token`'s webhook secret, blocking (the CLI's `token create`).
     pub fn webhook_secret_blocking(&self, token: i64) -> Result<String> {
+        if let Some(pg) = self.pg() {
+            return pg.blocking(move |pg| async move { pg.webhook_secret(token).await });
+        }
         self.call_blocking(move |conn| {
             let tx = conn.transaction()?;
             let s = secret_of(&tx, token)?;
@@ -329,6 +366,9 @@ impl Store {
         after: i64,
         limit: u32,
     ) -> Result<Vec<WebhookRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.webhooks(scope, target, after, limit).await;
+        }
         self.call(move |conn| {
             let (kind, id) = match target {
                 Some((k, id)) => (Some(k.as_str()), Some(id)),
@@ -351,6 +391,9 @@ impl Store {
     /// Takes up to `limit` due deliveries, leasing each until `now + lease_ms` (a master
     /// that dies meanwhile leaves them due again then).
     pub async fn due_webhooks(&self, lease_ms: i64, limit: u32) -> Result<Vec<Delivery>> {
+        if let Some(pg) = self.pg() {
+            return pg.due_webhooks(lease_ms, limit).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let now = now_ms();
@@ -393,6 +436,9 @@ impl Store {
 
     /// Records an attempt at delivery `id`.
     pub async fn webhook_attempted(&self, id: i64, end: AttemptEnd) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return pg.webhook_attempted(id, end).await;
+        }
         self.call(move |conn| {
             let now = now_ms();
             match end {

@@ -92,6 +92,16 @@ impl Workflow {
         Workflow { notice, progress }
     }
 
+    /// A workflow that settles nothing and is always current: a standby's (the active master
+    /// settles; a standby reads what it recorded).
+    pub fn idle() -> Workflow {
+        let (_, progress) = watch::channel(Progress { seen: i64::MAX });
+        Workflow {
+            notice: Arc::new(Notify::new()),
+            progress,
+        }
+    }
+
     /// Some fold stopped: settle what changed.
     pub fn fold_stopped(&self) {
         self.notice.notify_one();
@@ -115,9 +125,9 @@ impl Workflow {
 }
 
 async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress>) {
-    if store.pg().is_some() {
-        // Submissions and splits are not on PostgreSQL yet (their routes answer 501): there
-        // is nothing to settle, and no reader waits for it.
+    if !store.supports(crate::store::Feature::Submissions) {
+        // Without submissions and splits (their routes answer 501) there is nothing to
+        // settle, and no reader waits for it.
         progress.send_modify(|p| p.seen = i64::MAX);
         return;
     }

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod daemon;
+pub mod hooks;
 pub mod ml;
 pub mod pg;
 pub mod procs;

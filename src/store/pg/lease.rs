@@ -6,7 +6,8 @@
 //! on only if the generation is still its own and the lease has not expired. A deposed master's
 //! late write is refused (`StoreError::Fenced`) and changes nothing; a takeover locks the row
 //! `FOR UPDATE` and so waits for the writes in flight, so writes never interleave across
-//! generations. A renewal is a plain `UPDATE` (a `FOR NO KEY UPDATE` lock), which the writes'
+//! generations; a write whose master went silent in its middle (a partition) is ended by the
+//! database once it has waited a lease for its next statement, so it cannot hold a takeover. A renewal is a plain `UPDATE` (a `FOR NO KEY UPDATE` lock), which the writes'
 //! `KEY SHARE` locks do not block: a long write (a batch of thousands of folds) never keeps the
 //! active master from renewing its lease.
 
@@ -18,6 +19,12 @@ use tokio_postgres::Transaction;
 
 /// The advisory lock every write transaction holds (one writer at a time).
 const WRITER_LOCK: i64 = 0x6461_7461_7275_6e01;
+
+/// How long a write transaction may wait for its master's next statement before the database
+/// ends it (`idle_in_transaction_session_timeout`, for that transaction only), until a lease
+/// is taken: then the lease's length (`PgStore::write_idle_ms`). A master's own pauses inside
+/// one are a round trip or a read of a staged file.
+pub(super) const WRITE_IDLE_MS: i64 = 10_000;
 
 /// Who holds the leadership, as the database says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,16 +38,24 @@ pub struct Leadership {
 /// Refuses the transaction unless `generation` holds a lease that has not expired. The row
 /// stays locked (`KEY SHARE`) until the transaction ends, so no takeover can interleave. Takes the
 /// writers' turn first (`WRITER_LOCK`), so the check is made once it is this one's turn.
-pub(super) async fn fence(tx: &Transaction<'_>, generation: i64) -> Result<()> {
+pub(super) async fn fence(tx: &Transaction<'_>, generation: i64, idle_ms: i64) -> Result<()> {
     if generation == 0 {
         return Err(StoreError::Fenced(
             "this master holds no leadership lease; only the active master writes".into(),
         ));
     }
     // Writers take turns, as on SQLite: a change's events get ids in commit order, so a
-    // reader following `seq` (`fold_changes`) never passes a change that commits later.
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITER_LOCK])
-        .await?;
+    // reader following `seq` (`fold_changes`) never passes a change that commits later. And
+    // the database ends this transaction if the master stops talking in the middle of it (a
+    // partition, a freeze) for longer than `WRITE_IDLE`: its locks would otherwise keep a
+    // takeover (`FOR UPDATE` below) and every other writer waiting for as long as the dead
+    // connection stays open: so a takeover comes at most about two leases after a cut.
+    tx.execute(
+        "SELECT pg_advisory_xact_lock($1),
+         set_config('idle_in_transaction_session_timeout', $2, true)",
+        &[&WRITER_LOCK, &idle_ms.to_string()],
+    )
+    .await?;
     let row = tx
         .query_one(
             "SELECT holder, generation, expires_at > clock_timestamp() FROM leadership WHERE id = 1
@@ -108,6 +123,8 @@ impl PgStore {
             .map_err(|_| StoreError::Postgres("taking the leadership lease timed out".into()))??;
         if let Some(g) = taken {
             self.generation.store(g, Ordering::SeqCst);
+            self.write_idle
+                .store(millis(lease).max(1000), Ordering::SeqCst);
         }
         Ok(taken)
     }
@@ -125,6 +142,12 @@ impl PgStore {
             )
             .await?;
         Ok(row.is_some())
+    }
+
+    /// How long (ms) the database lets a write transaction of this handle wait for its next
+    /// statement (`fence`): the lease it took.
+    pub(super) fn write_idle_ms(&self) -> i64 {
+        self.write_idle.load(Ordering::SeqCst)
     }
 
     /// Stops writing under `generation` (a no-op if this handle moved on to another).

@@ -5,10 +5,17 @@
 //! SQLite, and write transactions take turns (`lease::fence`), as SQLite's single writer, so
 //! events get ids in commit order; the rows a change depends on are locked too.
 
+mod blobs;
+mod holds;
+mod insert;
 pub mod lease;
 mod ops;
+mod provenance;
 mod queue;
 pub mod schema;
+mod sweeps;
+mod waiting;
+mod webhooks;
 
 use super::records::{AttemptRecord, FoldRecord};
 use super::{Result, StoreError};
@@ -44,6 +51,8 @@ pub struct PgStore {
     generation: Arc<AtomicI64>,
     /// How many runner losses a fold may take before it is held.
     max_losses: Arc<AtomicU32>,
+    /// How long the database lets a write transaction sit idle (`lease::fence`), in ms.
+    write_idle: Arc<AtomicI64>,
     /// The change signal (`ops::subscribe`): the newest event's id this handle saw.
     changes: Arc<tokio::sync::watch::Sender<i64>>,
 }
@@ -76,6 +85,7 @@ impl PgStore {
             pool,
             generation: Arc::new(AtomicI64::new(0)),
             max_losses: Arc::new(AtomicU32::new(super::DEFAULT_MAX_LOSSES)),
+            write_idle: Arc::new(AtomicI64::new(lease::WRITE_IDLE_MS)),
             changes: Arc::new(tokio::sync::watch::channel(newest).0),
         })
     }
@@ -104,6 +114,7 @@ impl PgStore {
             pool: self.new_pool(),
             generation: Arc::new(AtomicI64::new(0)),
             max_losses: Arc::new(AtomicU32::new(self.max_losses())),
+            write_idle: Arc::new(AtomicI64::new(lease::WRITE_IDLE_MS)),
             changes: Arc::new(tokio::sync::watch::channel(*self.changes.borrow()).0),
         })
     }

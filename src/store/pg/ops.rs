@@ -23,16 +23,18 @@ impl PgStore {
         self.changes.subscribe()
     }
 
+    /// The newest committed event's id (0: none).
+    pub async fn newest_event(&self) -> Result<i64> {
+        let c = self.pool.get().await?;
+        let row = c
+            .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// Reads the newest event's id and publishes it when it moved (after a write).
     pub async fn publish(&self) {
-        let newest = async {
-            let c = self.pool.get().await?;
-            let row = c
-                .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
-                .await?;
-            Ok::<i64, StoreError>(row.get(0))
-        };
-        match newest.await {
+        match self.newest_event().await {
             Ok(top) => {
                 self.changes
                     .send_if_modified(|seen| std::mem::replace(seen, top) != top);
@@ -75,7 +77,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let now = now_ms();
         let stmt = tx
             .prepare(
@@ -99,7 +101,7 @@ impl PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         tx.execute(
             "UPDATE runners SET drained = $1 WHERE name = $2",
             &[&drained, &name],
@@ -140,9 +142,16 @@ impl PgStore {
         let c = self.pool.get().await?;
         let row = c
             .query_one(
-                "INSERT INTO tokens (owner, hash, admin, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING id",
-                &[&owner, &hash_token(&secret), &admin, &now_ms(), &expires_at],
+                "INSERT INTO tokens (owner, hash, admin, created_at, expires_at, webhook_secret)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &owner,
+                    &hash_token(&secret),
+                    &admin,
+                    &now_ms(),
+                    &expires_at,
+                    &crate::store::webhooks::new_secret(),
+                ],
             )
             .await?;
         Ok((row.get(0), secret))
@@ -345,8 +354,14 @@ impl PgStore {
     /// Ok when `scope` sees the resource, else the same NotFound as for a missing one (as
     /// `Store::visible`); only folds are on PostgreSQL.
     pub async fn visible(&self, scope: &Scope, r: Resource) -> Result<()> {
-        let Resource::Fold(id) = r else {
-            return Err(StoreError::Unsupported(format!("{r:?}")));
+        let id = match r {
+            Resource::Fold(id) => id,
+            Resource::Dataset(_) | Resource::Split(_) => {
+                return Err(StoreError::Unsupported(crate::store::Feature::Datasets))
+            }
+            Resource::Submission(_) | Resource::SubmissionFold(_) => {
+                return Err(StoreError::Unsupported(crate::store::Feature::Submissions))
+            }
         };
         let c = self.pool.get().await?;
         let owner: Option<String> = c

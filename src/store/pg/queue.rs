@@ -4,6 +4,7 @@
 //! (`lease::fence`). Rows a change depends on are locked (`FOR UPDATE`, attempt before fold)
 //! so concurrent callers see each other's changes as SQLite's single writer makes them.
 
+use super::blobs::put_data;
 use super::lease::fence;
 use super::{
     attempt_from_row, fold_from_row, pending_from_row, pending_from_row_at, PgStore,
@@ -17,8 +18,8 @@ use crate::store::holds::{hold_for, lost_too_often};
 use crate::store::losses::Budget;
 use crate::store::records::{ATTEMPT_COLUMNS, FOLD_COLUMNS};
 use crate::store::{
-    now_ms, sha256_hex, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldChange, FoldRecord,
-    NewAttempt, PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
+    now_ms, ActiveAttempt, BlobData, CancelTarget, EventRecord, FoldChange, FoldRecord, NewAttempt,
+    PurgeReport, RecordResult, ReleaseChanges, Result, ResultInput, StoreError,
 };
 use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
 
@@ -42,7 +43,7 @@ async fn append_event(
 }
 
 /// Appends an event and makes it the fold's newest change.
-async fn event(
+pub(super) async fn event(
     tx: &Transaction<'_>,
     fold: Option<FoldId>,
     attempt: Option<AttemptId>,
@@ -60,7 +61,7 @@ async fn event(
     Ok(id)
 }
 
-async fn set_state(
+pub(super) async fn set_state(
     tx: &Transaction<'_>,
     fold: FoldId,
     state: FoldState,
@@ -76,7 +77,7 @@ async fn set_state(
 }
 
 /// A fold, its row locked for the rest of the transaction when `lock`.
-async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> Result<FoldRecord> {
+pub(super) async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> Result<FoldRecord> {
     let sql = format!(
         "SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt
          WHERE f.id = $1{}",
@@ -86,34 +87,6 @@ async fn get_fold(c: &impl GenericClient, id: FoldId, lock: bool) -> Result<Fold
         Some(row) => fold_from_row(&row),
         None => Err(crate::store::Resource::Fold(id).missing()),
     }
-}
-
-/// Stores a result's log or output (inline, in `blobs.data`); returns its sha256.
-async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<String> {
-    let (sha, bytes) = match data {
-        BlobData::Bytes(b) => (sha256_hex(b), std::borrow::Cow::Borrowed(b.as_slice())),
-        BlobData::Staged(s) => {
-            let bytes = tokio::fs::read(&s.path).await.map_err(|e| {
-                StoreError::Io(format!("cannot read the staged blob {}: {e}", s.sha256))
-            })?;
-            if bytes.len() as u64 != s.size {
-                return Err(StoreError::Io(format!(
-                    "the staged blob {} changed size ({} bytes, {} expected)",
-                    s.sha256,
-                    bytes.len(),
-                    s.size
-                )));
-            }
-            (s.sha256.clone(), std::borrow::Cow::Owned(bytes))
-        }
-    };
-    tx.execute(
-        "INSERT INTO blobs (sha256, size, data, created_at) VALUES ($1, $2, $3, $4)
-         ON CONFLICT (sha256) DO NOTHING",
-        &[&sha, &(bytes.len() as i64), &bytes.as_ref(), &now_ms()],
-    )
-    .await?;
-    Ok(sha)
 }
 
 /// Moves the (active) fold of a lost attempt on: back in line, or held past max_losses.
@@ -149,7 +122,7 @@ async fn requeue_lost(
 }
 
 /// Ends an attempt with its outcome and moves its fold on, once (as `folds::finish_attempt`).
-async fn finish_attempt(
+pub(super) async fn finish_attempt(
     tx: &Transaction<'_>,
     input: &ResultInput,
     budget: Budget,
@@ -287,11 +260,20 @@ async fn finish_attempt(
         &detail,
     )
     .await?;
+    if next.is_final() && next != fold_state {
+        if next == FoldState::Failed && input.outcome.is_own_failure() {
+            super::waiting::stop_siblings(tx, fold, &input.outcome.to_string()).await?;
+        }
+        if next == FoldState::Done {
+            super::sweeps::on_done(tx, fold).await?;
+        }
+        super::waiting::on_final(tx, fold).await?;
+    }
     Ok(RecordResult::Recorded { fold, state: next })
 }
 
 /// Marks an assigned attempt running, and its fold if the attempt is still its current one.
-async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
+pub(super) async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
     let fold = tx
         .query_opt(
             "UPDATE attempts SET state = 'running', started_at = $1 WHERE id = $2 AND state = 'assigned'
@@ -313,116 +295,13 @@ async fn start_attempt(tx: &Transaction<'_>, attempt: AttemptId) -> Result<()> {
     Ok(())
 }
 
-/// The attempt a hold or remove must kill, if one is out.
-async fn active_attempt_of(tx: &Transaction<'_>, fold: FoldId) -> Result<Option<CancelTarget>> {
-    Ok(tx
-        .query_opt(
-            "SELECT a.id, a.runner FROM folds f JOIN attempts a ON a.id = f.current_attempt
-             WHERE f.id = $1 AND a.state <> 'ended'",
-            &[&fold],
-        )
-        .await?
-        .map(|r| CancelTarget {
-            attempt: r.get(0),
-            runner: r.get(1),
-        }))
-}
-
-impl PgStore {
-    async fn insert_folds(
-        tx: &Transaction<'_>,
-        owner: &str,
-        admin: bool,
-        folds: &[NewFold],
-    ) -> Result<Vec<FoldId>> {
-        let mut ids = Vec::with_capacity(folds.len());
-        let now = now_ms();
-        for (i, (spec, held)) in folds.iter().enumerate() {
-            for input in &spec.inputs {
-                let usable: bool = if admin {
-                    tx.query_one(
-                        "SELECT EXISTS(SELECT 1 FROM blobs WHERE sha256 = $1)",
-                        &[&input.sha256],
-                    )
-                    .await?
-                    .get(0)
-                } else {
-                    tx.query_one(
-                        "SELECT EXISTS(SELECT 1 FROM blob_owners WHERE sha256 = $1 AND owner = $2)",
-                        &[&input.sha256, &owner],
-                    )
-                    .await?
-                    .get(0)
-                };
-                if !usable {
-                    return Err(StoreError::Invalid(format!(
-                        "fold {i}: input {:?} names blob {} which is not uploaded; POST the file to /api/v1/blobs first",
-                        input.name, input.sha256
-                    )));
-                }
-            }
-            let (state, hold, reason) = match held {
-                Some((code, reason)) => (FoldState::Held, Some(*code), Some(reason.as_str())),
-                None => (FoldState::Idle, None, None),
-            };
-            let id: FoldId = tx
-                .query_one(
-                    "INSERT INTO folds (owner, queue, priority, millicpus, memory, gpus, hard_limit_ms, spec,
-                     state, reason, hold_code, submitted_at, updated_at, image, requirements, rank)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $15)
-                     RETURNING id",
-                    &[
-                        &owner,
-                        &spec.queue,
-                        &spec.priority.0,
-                        &(spec.resources.millicpus() as i64),
-                        &(spec.resources.memory as i64),
-                        &(spec.resources.gpus as i64),
-                        &spec.hard_time_limit.map(|v| v as i64),
-                        &serde_json::to_string(spec).expect("spec serializes"),
-                        &state.as_str(),
-                        &reason,
-                        &hold.map(HoldCode::as_str),
-                        &now,
-                        &spec.image,
-                        &spec.requirements,
-                        &spec.rank,
-                    ],
-                )
-                .await?
-                .get(0);
-            for input in &spec.inputs {
-                tx.execute(
-                    "INSERT INTO fold_inputs (fold_id, name, sha256) VALUES ($1, $2, $3)",
-                    &[&id, &input.name, &input.sha256],
-                )
-                .await?;
-            }
-            let detail = match reason {
-                Some(reason) => format!("submitted by {owner}; held: {reason}"),
-                None => format!("submitted by {owner} to queue {}", spec.queue),
-            };
-            event(tx, Some(id), None, "submitted", &detail).await?;
-            ids.push(id);
-        }
-        Ok(ids)
-    }
-
-    fn budget(&self, count_loss: bool) -> Budget {
-        Budget {
-            count_loss,
-            max_losses: self.max_losses(),
-        }
-    }
-}
-
 impl QueueStore for PgStore {
     async fn submit(&self, owner: String, admin: bool, folds: Vec<NewFold>) -> Result<Vec<FoldId>> {
         // The write carries the token it was issued under, however long it waits.
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let ids = Self::insert_folds(&tx, &owner, admin, &folds).await?;
         tx.commit().await?;
         Ok(ids)
@@ -576,7 +455,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         // Lock the folds in id order first: concurrent cycles never deadlock.
         let mut ids: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
         ids.sort_unstable();
@@ -640,19 +519,7 @@ impl QueueStore for PgStore {
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
     ) -> Result<Vec<RecordResult>> {
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        for attempt in started {
-            start_attempt(&tx, attempt).await?;
-        }
-        let mut out = Vec::with_capacity(results.len());
-        for input in &results {
-            out.push(finish_attempt(&tx, input, self.budget(true)).await?);
-        }
-        tx.commit().await?;
-        Ok(out)
+        self.apply_reports_with(started, results, Vec::new()).await
     }
 
     async fn record_result(&self, input: ResultInput) -> Result<RecordResult> {
@@ -660,7 +527,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let r = finish_attempt(&tx, &input, self.budget(true)).await?;
         tx.commit().await?;
         Ok(r)
@@ -671,7 +538,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let started: bool = tx
             .query_opt(
                 "SELECT started_at IS NOT NULL FROM attempts WHERE id = $1",
@@ -698,86 +565,15 @@ impl QueueStore for PgStore {
         code: HoldCode,
         reason: String,
     ) -> Result<Option<CancelTarget>> {
-        // The write carries the token it was issued under, however long it waits.
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        let f = get_fold(&tx, fold, true).await?;
-        if f.state == FoldState::Held {
-            return Err(StoreError::Conflict(format!("fold {fold} is already held")));
-        }
-        if f.state.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "fold {fold} is {}; only idle, assigned or running folds can be held",
-                f.state
-            )));
-        }
-        let cancel = active_attempt_of(&tx, fold).await?;
-        set_state(&tx, fold, FoldState::Held, Some(&reason), Some(code)).await?;
-        let attempt = cancel.as_ref().map(|c| c.attempt);
-        event(&tx, Some(fold), attempt, "held", &reason).await?;
-        tx.commit().await?;
-        Ok(cancel)
+        self.hold_fold(fold, code, reason).await
     }
 
     async fn release(&self, fold: FoldId, by: String, changes: ReleaseChanges) -> Result<FoldSpec> {
-        // The write carries the token it was issued under, however long it waits.
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        let f = get_fold(&tx, fold, true).await?;
-        if f.state != FoldState::Held {
-            return Err(StoreError::Conflict(format!(
-                "fold {fold} is {}, not held; only held folds can be released",
-                f.state
-            )));
-        }
-        let spec = changes.apply(&f.spec).map_err(StoreError::Invalid)?;
-        tx.execute(
-            "UPDATE folds SET spec = $1, millicpus = $2, memory = $3, hard_limit_ms = $4,
-             current_attempt = NULL WHERE id = $5",
-            &[
-                &serde_json::to_string(&spec).expect("spec serializes"),
-                &(spec.resources.millicpus() as i64),
-                &(spec.resources.memory as i64),
-                &spec.hard_time_limit.map(|v| v as i64),
-                &fold,
-            ],
-        )
-        .await?;
-        set_state(&tx, fold, FoldState::Idle, None, None).await?;
-        let detail = if changes.is_empty() {
-            format!("released by {by}")
-        } else {
-            format!("released by {by} with {}", changes.describe())
-        };
-        event(&tx, Some(fold), None, "released", &detail).await?;
-        tx.commit().await?;
-        Ok(spec)
+        self.release_fold(fold, by, changes).await
     }
 
     async fn remove(&self, fold: FoldId, by: String) -> Result<Option<CancelTarget>> {
-        // The write carries the token it was issued under, however long it waits.
-        let generation = self.generation();
-        let mut c = self.pool.get().await?;
-        let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
-        let f = get_fold(&tx, fold, true).await?;
-        if f.state.is_final() {
-            return Err(StoreError::Conflict(format!(
-                "fold {fold} is already {}",
-                f.state
-            )));
-        }
-        let cancel = active_attempt_of(&tx, fold).await?;
-        let why = format!("removed by {by}");
-        set_state(&tx, fold, FoldState::Removed, Some(&why), None).await?;
-        let attempt = cancel.as_ref().map(|c| c.attempt);
-        event(&tx, Some(fold), attempt, "removed", &why).await?;
-        tx.commit().await?;
-        Ok(cancel)
+        self.remove_fold(fold, by).await
     }
 
     async fn purge(&self, before: i64) -> Result<PurgeReport> {
@@ -785,7 +581,7 @@ impl QueueStore for PgStore {
         let generation = self.generation();
         let mut c = self.pool.get().await?;
         let tx = c.transaction().await?;
-        fence(&tx, generation).await?;
+        fence(&tx, generation, self.write_idle_ms()).await?;
         let old = "SELECT a.id FROM attempts a JOIN folds f ON f.id = a.fold_id
                    WHERE a.ended_at < $1 AND f.state IN ('done', 'failed', 'removed')";
         let outputs = tx

@@ -102,7 +102,7 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO leadership (id, holder, generation, expires_at) VALUES (1, '', 0, '-infinity');
     "#,
     // 2: arrays of folds and dependencies between folds, as SQLite's migration 13 (the
-    //    columns `records::FOLD_COLUMNS` reads; waiting folds are not yet settled here)
+    //    columns `records::FOLD_COLUMNS` reads; waiting folds are settled since 5)
     r#"
     CREATE TABLE arrays (
         id         BIGSERIAL PRIMARY KEY,
@@ -145,6 +145,65 @@ const MIGRATIONS: &[&str] = &[
         last_used_at BIGINT
     );
     CREATE INDEX tokens_owner ON tokens(owner);
+    "#,
+    // 4: provenance records, compact, and runners' facts once each (SQLite's migrations 15
+    //    and 17; `store::provenance`); facts found by their md5 (a btree entry has a limit)
+    r#"
+    ALTER TABLE attempts ADD COLUMN provenance TEXT;
+    CREATE TABLE provenance_facts (
+        id    BIGSERIAL PRIMARY KEY,
+        facts TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX provenance_facts_md5 ON provenance_facts (md5(facts));
+    "#,
+    // 5: an array whose fold fails with its own error may stop its siblings (SQLite's
+    //    migration 14; `store::waiting`)
+    r#"
+    ALTER TABLE arrays ADD COLUMN stop_on_failure BOOLEAN NOT NULL DEFAULT FALSE;
+    "#,
+    // 6: webhooks, each with its delivery kept as an outbox, and a token's secret that signs
+    //    them (SQLite's migration 16; `store::webhooks`)
+    r#"
+    ALTER TABLE tokens ADD COLUMN webhook_secret TEXT;
+    CREATE TABLE webhooks (
+        id           BIGSERIAL PRIMARY KEY,
+        event_id     TEXT NOT NULL UNIQUE,
+        kind         TEXT NOT NULL,
+        target       BIGINT NOT NULL,
+        url          TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        token_id     BIGINT NOT NULL REFERENCES tokens(id),
+        created_at   BIGINT NOT NULL,
+        state        TEXT NOT NULL,
+        body         TEXT,
+        ended_at     BIGINT,
+        attempts     BIGINT NOT NULL DEFAULT 0,
+        next_at      BIGINT,
+        last_status  BIGINT,
+        last_error   TEXT,
+        delivered_at BIGINT
+    );
+    CREATE INDEX webhooks_armed ON webhooks(kind, target) WHERE state = 'armed';
+    CREATE INDEX webhooks_due ON webhooks(next_at) WHERE state = 'pending';
+    CREATE INDEX webhooks_owner ON webhooks(owner, id);
+    "#,
+    // 7: sweeps, arrays whose points carry parameter values (SQLite's migration 14;
+    //    `store::sweeps`)
+    r#"
+    CREATE TABLE sweeps (
+        array_id   BIGINT PRIMARY KEY REFERENCES arrays(id),
+        owner      TEXT NOT NULL,
+        params     TEXT NOT NULL,
+        stop       TEXT,
+        stopped    TEXT,
+        created_at BIGINT NOT NULL
+    );
+    CREATE TABLE sweep_points (
+        array_id    BIGINT NOT NULL REFERENCES sweeps(array_id),
+        array_index BIGINT NOT NULL,
+        params      TEXT NOT NULL,
+        PRIMARY KEY (array_id, array_index)
+    );
     "#,
 ];
 
