@@ -253,7 +253,25 @@ impl Master {
                 return;
             }
         };
-        self.finished.push((runner.to_string(), input));
+        self.finished_one(runner.to_string(), input);
+    }
+
+    /// A result to record with the next flush. Its slot is free at once (its fold has stopped
+    /// on the runner): the next cycle refills it while results are still being written, even
+    /// when a recording is under way. Its grant is kept aside (`releasing`) until the result
+    /// is recorded, in case it is not.
+    fn finished_one(&mut self, runner: String, input: ResultInput) {
+        self.usage.ended(input.attempt, input.metrics.wall_ms);
+        self.progress.remove(&input.attempt);
+        if let Some(r) = self.runners.get_mut(&runner) {
+            if let Some(grant) = r.grants.get(&input.attempt).cloned() {
+                self.releasing
+                    .insert(input.attempt, (runner.clone(), grant));
+            }
+            r.release(input.attempt);
+        }
+        self.dirty = true;
+        self.finished.push((runner, input));
     }
 
     /// What the master knows of `runner` for an attempt's provenance.
@@ -294,14 +312,13 @@ impl Master {
     pub(super) fn on_transfer_done(&mut self, done: transfers::Done) {
         self.transfers.finished(done.attempt, done.generation);
         if let Some(input) = done.input {
-            self.finished.push((done.runner, input));
+            self.finished_one(done.runner, input);
         }
     }
 
     /// Starts recording the reports received so far (one transaction, off the loop) unless a
     /// recording is already under way; what arrives meanwhile waits for the next one. The
-    /// slots of the finished attempts are free at once (their folds have stopped on the
-    /// runner): the next cycle refills them while the results are written. Results are acked
+    /// slots of the finished attempts were freed when they arrived (`finished_one`). Results are acked
     /// only once recorded (`on_applied`): an agent forgets an attempt only after its result is
     /// on disk here.
     pub(super) fn flush(&mut self) {
@@ -312,17 +329,6 @@ impl Master {
         let provenance = std::mem::take(&mut self.provenance);
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
             std::mem::take(&mut self.finished).into_iter().unzip();
-        for (runner, i) in runners.iter().zip(&inputs) {
-            self.usage.ended(i.attempt, i.metrics.wall_ms);
-            self.progress.remove(&i.attempt);
-            if let Some(r) = self.runners.get_mut(runner) {
-                if let Some(grant) = r.grants.get(&i.attempt).cloned() {
-                    self.releasing.insert(i.attempt, (runner.clone(), grant));
-                }
-                r.release(i.attempt);
-            }
-            self.dirty = true;
-        }
         let (store, done) = (self.store.clone(), self.applied_tx.clone());
         self.applying = Some(Instant::now());
         tokio::spawn(async move {
