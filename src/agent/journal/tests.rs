@@ -1,0 +1,196 @@
+//! The journal's durability and recovery, on real files.
+use super::test_run as run;
+use super::*;
+use crate::model::Outcome;
+
+#[test]
+fn a_zombie_is_not_alive() {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while pid_alive(pid) {
+        assert!(std::time::Instant::now() < deadline, "`true` never ended");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // SAFETY: signal 0 only checks for existence.
+    let exists = unsafe { libc::kill(pid as libc::pid_t, 0) } == 0;
+    assert!(exists, "not reaped yet: a zombie, which is not alive");
+    child.wait().unwrap();
+    assert!(pid_alive(std::process::id()));
+}
+
+#[test]
+fn results_finishing_together_share_a_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = std::sync::Arc::new(Journal::open(tmp.path()).unwrap());
+    for attempt in 1..=8 {
+        j.begin(&run(attempt)).unwrap();
+    }
+    // A sync of the log is under way (started before any of these results was
+    // written): each finish must wait for a later one, and one later sync serves them all.
+    j.results.state.lock().unwrap().started = 1;
+    let threads: Vec<_> = (1..=8)
+        .map(|attempt| {
+            let j = j.clone();
+            std::thread::spawn(move || j.finish(&AttemptReport::bare(attempt, Outcome::Success)))
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        threads.iter().all(|t| !t.is_finished()),
+        "no result may be acknowledged by a sync that started before it was written"
+    );
+    {
+        let mut state = j.results.state.lock().unwrap();
+        state.finished = 1;
+        j.results.changed.notify_all();
+    }
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let syncs = j.results.state.lock().unwrap().finished;
+    assert!(
+        (2..=3).contains(&syncs),
+        "8 results took {} syncs",
+        syncs - 1
+    );
+    for attempt in 1..=8 {
+        assert_eq!(j.result(attempt).unwrap().outcome, Outcome::Success);
+    }
+    // Without a sync under way, a result waits for one of its own.
+    j.begin(&run(9)).unwrap();
+    j.finish(&AttemptReport::bare(9, Outcome::Success)).unwrap();
+    assert_eq!(j.results.state.lock().unwrap().finished, syncs + 1);
+}
+
+#[test]
+fn a_dead_agents_results_log_restores_lost_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    for attempt in [1, 2, 3] {
+        j.begin(&run(attempt)).unwrap();
+    }
+    j.finish(&AttemptReport::bare(1, Outcome::Success)).unwrap();
+    j.finish(&AttemptReport::bare(2, Outcome::ExitCode { code: 3 }))
+        .unwrap();
+    // The machine crashed: the renames of result.json never reached the disk, a record
+    // being appended was cut short, and the agent's pid is now a dead one's.
+    std::fs::remove_file(j.dir(1).join("result.json")).unwrap();
+    std::fs::write(j.dir(2).join("result.json"), b"").unwrap();
+    let mut log = std::fs::read(j.log_path(std::process::id())).unwrap();
+    log.extend_from_slice(b"\n{\"attempt\":3,\"outc");
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    std::fs::write(j.log_path(dead), &log).unwrap();
+    std::fs::remove_file(j.log_path(std::process::id())).unwrap();
+    drop(j);
+
+    let j = Journal::open(tmp.path()).unwrap();
+    let r = j.recover().unwrap();
+    let finished: Vec<_> = r
+        .finished
+        .iter()
+        .map(|f| (f.attempt, f.outcome.clone()))
+        .collect();
+    assert_eq!(
+        finished,
+        vec![(1, Outcome::Success), (2, Outcome::ExitCode { code: 3 })]
+    );
+    assert_eq!(r.orphaned, vec![3], "the cut-short record is no result");
+    assert!(!j.log_path(dead).exists(), "a replayed log is deleted");
+    assert_eq!(j.result(1).unwrap().outcome, Outcome::Success);
+}
+
+#[test]
+fn a_long_results_log_starts_again_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    let mut report = AttemptReport::bare(1, Outcome::Success);
+    report.log = crate::protocol::LogData::Inline("x".repeat(1 << 20));
+    j.begin(&run(1)).unwrap();
+    for _ in 0..5 {
+        j.finish(&report).unwrap();
+    }
+    let len = std::fs::metadata(j.log_path(std::process::id()))
+        .unwrap()
+        .len();
+    assert!(len < 2 << 20, "the log was not emptied: {len} bytes");
+    assert!(j.result(1).is_some());
+}
+
+#[test]
+fn a_cut_short_result_is_no_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    j.begin(&run(4)).unwrap();
+    std::fs::write(j.dir(4).join("result.json"), b"{\"attempt\":4,\"outc").unwrap();
+    assert!(j.result(4).is_none());
+    let r = j.recover().unwrap();
+    assert_eq!(r.orphaned, vec![4], "{r:?}");
+}
+
+#[test]
+fn recover_sorts_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    j.begin(&run(1)).unwrap();
+    j.finish(&AttemptReport::bare(1, Outcome::Success)).unwrap();
+    j.begin(&run(2)).unwrap();
+    // Attempt 3 is owned by a live process that is not us (our parent, the test runner's).
+    j.begin(&run(3)).unwrap();
+    write_atomic(
+        &j.dir(3).join("owner"),
+        std::os::unix::process::parent_id().to_string().as_bytes(),
+        false,
+    )
+    .unwrap();
+    let r = j.recover().unwrap();
+    assert_eq!(r.finished.len(), 1);
+    assert_eq!(r.finished[0].attempt, 1);
+    assert_eq!(
+        r.orphaned,
+        vec![2],
+        "our own pid owning an unfinished attempt means a previous run of us died"
+    );
+    assert_eq!(r.adopted, vec![(3, std::os::unix::process::parent_id())]);
+    j.forget(1).unwrap();
+    assert!(!j.exists(1));
+}
+
+#[test]
+fn fetch_serves_finished_attempts_files_and_nothing_else() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    let dir = j.begin(&run(5)).unwrap();
+    std::fs::create_dir_all(dir.join("output/sub")).unwrap();
+    std::fs::write(dir.join("output/sub/a.txt"), b"hello").unwrap();
+    std::os::unix::fs::symlink("/etc", dir.join("output/etc")).unwrap();
+    let chunk = |file: &str| j.fetch(5, file.to_string(), 1, 3);
+    assert!(
+        matches!(chunk("output/sub/a.txt"), FromAgent::FetchFailed { message, .. } if message.contains("no result")),
+        "nothing is served while the attempt runs"
+    );
+    j.finish(&AttemptReport::bare(5, Outcome::Success)).unwrap();
+    match chunk("output/sub/a.txt") {
+        FromAgent::Chunk {
+            data, eof, offset, ..
+        } => {
+            assert_eq!(crate::protocol::unb64(&data).unwrap(), b"ell");
+            assert_eq!((offset, eof), (1, false));
+        }
+        other => panic!("{other:?}"),
+    }
+    for bad in [
+        "output/../run.json",
+        "run.json",
+        "output/etc/passwd",
+        "output/missing",
+        "/etc/passwd",
+    ] {
+        assert!(
+            matches!(chunk(bad), FromAgent::FetchFailed { .. }),
+            "{bad} must not be served"
+        );
+    }
+}
