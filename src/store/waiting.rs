@@ -16,6 +16,15 @@ use rusqlite::{params, OptionalExtension, Transaction};
 /// through, as a worklist; past this the rest stay waiting and say so in the log).
 const MAX_CASCADE: usize = 100_000;
 
+/// The folds `spec` depends on and on what: its `after` list, then the folds whose outputs it
+/// takes (those must end done). Both engines record them.
+pub(crate) fn parents(spec: &FoldSpec) -> impl Iterator<Item = (FoldId, DependOn)> + '_ {
+    spec.after
+        .iter()
+        .map(|d| (d.fold, d.when))
+        .chain(spec.inputs_from.iter().map(|f| (f.fold, DependOn::Ok)))
+}
+
 /// Records the dependencies of the new fold `child` of `owner` (each parent must exist and be
 /// the owner's, unless an admin submits: else the answer is "does not exist", as for a
 /// missing one) and decides whether it waits. Returns its state.
@@ -27,12 +36,7 @@ pub(super) fn add_dependencies(
     admin: bool,
     index: usize,
 ) -> Result<FoldState> {
-    let parents = spec
-        .after
-        .iter()
-        .map(|d| (d.fold, d.when))
-        .chain(spec.inputs_from.iter().map(|f| (f.fold, DependOn::Ok)));
-    for (parent, when) in parents {
+    for (parent, when) in parents(spec) {
         let found: Option<String> = tx
             .prepare_cached("SELECT owner FROM folds WHERE id = ?1")?
             .query_row([parent], |r| r.get(0))

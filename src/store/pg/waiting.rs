@@ -7,7 +7,7 @@
 use super::lease::fence;
 use super::queue::{event, set_state};
 use super::PgStore;
-use crate::model::{DependOn, FoldId, FoldSpec, FoldState, HoldCode, InputRef};
+use crate::model::{FoldId, FoldSpec, FoldState, HoldCode, InputRef};
 use crate::store::waiting::{
     array_spec, cap_reason, cascade_over, no_output, stop_reason, verdict, Verdict, READY,
 };
@@ -24,12 +24,7 @@ pub(super) async fn add_dependencies(
     admin: bool,
     index: usize,
 ) -> Result<FoldState> {
-    let parents = spec
-        .after
-        .iter()
-        .map(|d| (d.fold, d.when))
-        .chain(spec.inputs_from.iter().map(|f| (f.fold, DependOn::Ok)));
-    for (parent, when) in parents {
+    for (parent, when) in crate::store::waiting::parents(spec) {
         let found: Option<String> = tx
             .query_opt("SELECT owner FROM folds WHERE id = $1", &[&parent])
             .await?
