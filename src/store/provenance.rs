@@ -54,7 +54,9 @@ pub(super) struct Compact {
 pub(super) fn write(tx: &Transaction, sides: Vec<RunnerSide>) -> Result<()> {
     let mut facts_ids: HashMap<String, i64> = HashMap::new();
     for side in sides {
-        let facts = facts_text(&side);
+        let Some(facts) = facts_text(&side) else {
+            continue;
+        };
         let facts = match facts_ids.get(&facts) {
             Some(id) => *id,
             None => {
@@ -75,9 +77,20 @@ pub(super) fn write(tx: &Transaction, sides: Vec<RunnerSide>) -> Result<()> {
     Ok(())
 }
 
-/// The runner's facts of `side` as kept once (`provenance_facts.facts`).
-pub(super) fn facts_text(side: &RunnerSide) -> String {
-    serde_json::to_string(&side.runner).expect("facts serialize")
+/// The runner's facts of `side` as kept once (`provenance_facts.facts`): None (said in the
+/// log) when over `MAX_COMPACT`, so what an agent says of its machine cannot grow the store
+/// without bound.
+pub(super) fn facts_text(side: &RunnerSide) -> Option<String> {
+    let text = serde_json::to_string(&side.runner).expect("facts serialize");
+    if text.len() > MAX_COMPACT {
+        tracing::warn!(
+            "attempt {}: its runner's facts ({} bytes) are over {MAX_COMPACT}; provenance not kept",
+            side.attempt,
+            text.len()
+        );
+        return None;
+    }
+    Some(text)
 }
 
 /// `side`'s compact record, its runner's facts kept as `facts`: None (said in the log) when
@@ -413,5 +426,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(store.provenance(fold, None).await.unwrap(), before);
+
+        // A runner whose facts are oversized: its attempt keeps no record, nothing is stored.
+        let facts_count = || {
+            store.read(|c| {
+                Ok(
+                    c.query_row("SELECT COUNT(*) FROM provenance_facts", [], |r| {
+                        r.get::<_, i64>(0)
+                    })?,
+                )
+            })
+        };
+        let before_huge = facts_count().await.unwrap();
+        let ids = store
+            .submit(
+                "ann".into(),
+                false,
+                vec![(crate::store::tests::spec(0), None)],
+            )
+            .await
+            .unwrap();
+        let third = assign(&store, ids[0]).await;
+        let mut huge = side(third);
+        huge.runner.hostname = Some("h".repeat(MAX_COMPACT + 1));
+        store
+            .apply_reports_with(vec![], vec![result(third, Outcome::Success)], vec![huge])
+            .await
+            .unwrap();
+        assert!(store.provenance(ids[0], None).await.is_err());
+        assert_eq!(facts_count().await.unwrap(), before_huge);
     }
 }

@@ -21,7 +21,9 @@ use tokio_postgres::{GenericClient, Transaction};
 async fn write(tx: &Transaction<'_>, sides: Vec<RunnerSide>) -> Result<()> {
     let mut facts_ids: HashMap<String, i64> = HashMap::new();
     for side in sides {
-        let facts = facts_text(&side);
+        let Some(facts) = facts_text(&side) else {
+            continue;
+        };
         let facts = match facts_ids.get(&facts) {
             Some(id) => *id,
             None => {
