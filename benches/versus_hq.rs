@@ -2,8 +2,10 @@
 //! load: N trivial folds (`true`, default 1,000) on 8 local slots, and the submit→done round
 //! trip of one fold through each CLI.
 //!
-//! - datarun: `serve` with one local process runner of 8 slots; `datarun submit --count N
-//!   --wait -- true` (each fold 1 cpu, 16M) and `datarun submit --wait -- true`.
+//! - datarun: `serve` with one local process runner of 8 slots and `prefetch = 8` (README
+//!   "Prefetch"; HyperQueue's workers are handed tasks ahead too); `datarun submit --count N
+//!   --wait -- true` (each fold 1 cpu, 16M) and `datarun submit --wait -- true`. The N folds
+//!   also run on a second master whose runner has no prefetch, in the same rounds.
 //! - HyperQueue: `hq server start`, `hq worker start --cpus 8`; `hq submit --array 1-N true`
 //!   then `hq job wait`, and `hq submit --wait true`.
 //!
@@ -50,11 +52,13 @@ fn main() {
         env_num("BENCH_TRIPS", 10),
     );
     let load_before = loadavg();
-    let m = common::BenchMaster::start(
-        "[[runner]]\nname = \"local\"\ntransport = \"local\"\nexecutor = \"process\"\nslots = 8\ncpus = 8\nmemory = \"8G\"\nqueues = [\"*\"]\n",
-    );
+    let runner = |prefetch: u32| {
+        format!("[[runner]]\nname = \"local\"\ntransport = \"local\"\nexecutor = \"process\"\nslots = 8\nprefetch = {prefetch}\ncpus = 8\nmemory = \"8G\"\nqueues = [\"*\"]\n")
+    };
+    let m = common::BenchMaster::start(&runner(8));
+    let plain = common::BenchMaster::start(&runner(0));
     let hq = Hq::start(&hq_bin);
-    let datarun = |args: &[&str]| {
+    let submit = |m: &common::BenchMaster, args: &[&str]| {
         let mut all = vec!["submit", "--cpus", "1", "--memory", "16M", "--wait"];
         all.extend_from_slice(&["--timeout", "600s"]);
         all.extend_from_slice(args);
@@ -66,6 +70,7 @@ fn main() {
                 .env_remove("DATARUN_TOKEN"),
         )
     };
+    let datarun = |args: &[&str]| submit(&m, args);
     let count = n.to_string();
     let array = format!("1-{n}");
     let mut times = Times::default();
@@ -83,6 +88,9 @@ fn main() {
         };
         times.datarun_many.push(d);
         times.hq_many.push(h);
+        times
+            .plain_many
+            .push(submit(&plain, &["--count", &count, "--", "true"]));
         for _ in 0..trips {
             times.datarun_trip.push(datarun(&["--", "true"]));
             times.hq_trip.push(hq.round_trip());
@@ -101,6 +109,8 @@ fn main() {
 #[derive(Default)]
 struct Times {
     datarun_many: Vec<Duration>,
+    /// The same folds on a runner without prefetch.
+    plain_many: Vec<Duration>,
     hq_many: Vec<Duration>,
     datarun_trip: Vec<Duration>,
     hq_trip: Vec<Duration>,
@@ -110,6 +120,7 @@ impl Times {
     fn report(&mut self, n: usize, rounds: usize, trips: usize, before: &str, after: &str) {
         let (dm, hm) = (median(&mut self.datarun_many), median(&mut self.hq_many));
         let (dt, ht) = (median(&mut self.datarun_trip), median(&mut self.hq_trip));
+        let pm = median(&mut self.plain_many);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!("versus_hq: medians, {rounds} interleaved rounds, load average before {before}, after {after}");
         println!("| measure | datarun | HyperQueue | datarun / HQ |");
@@ -121,6 +132,12 @@ impl Times {
             hm.as_secs_f64(),
             n as f64 / hm.as_secs_f64(),
             dm.as_secs_f64() / hm.as_secs_f64()
+        );
+        println!(
+            "| the same, no prefetch | {:.2} s ({:.0}/s) | | {:.2} |",
+            pm.as_secs_f64(),
+            n as f64 / pm.as_secs_f64(),
+            pm.as_secs_f64() / hm.as_secs_f64()
         );
         println!(
             "| submit --wait of one `true` ({} trips) | {:.1} ms | {:.1} ms | {:.2} |",
@@ -138,6 +155,8 @@ impl Times {
                 "datarun_many_s": dm.as_secs_f64(),
                 "hq_many_s": hm.as_secs_f64(),
                 "many_ratio": dm.as_secs_f64() / hm.as_secs_f64(),
+                "datarun_no_prefetch_many_s": pm.as_secs_f64(),
+                "no_prefetch_ratio": pm.as_secs_f64() / hm.as_secs_f64(),
                 "datarun_trip_ms": ms(dt),
                 "hq_trip_ms": ms(ht),
                 "trip_ratio": dt.as_secs_f64() / ht.as_secs_f64(),

@@ -59,6 +59,11 @@ pub struct RunAttempt {
     pub hard_limit_ms: Option<u64>,
     pub log_limit: u64,
     pub output_limit: u64,
+    /// Queued behind this attempt (a runner's `prefetch`): the agent holds the run and starts
+    /// it the moment that attempt ends, in its slot and within its grant; at once when that
+    /// attempt is not (or no longer) on the agent. Added compatibly: absent for a free slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<AttemptId>,
 }
 
 /// An output file of a finished attempt, as the agent hashed it on disk. The master pulls its

@@ -152,6 +152,7 @@ fn run(attempt: i64, script: &str) -> ToAgent {
         hard_limit_ms: Some(60_000),
         log_limit: 1 << 20,
         output_limit: 1 << 20,
+        after: None,
     })
 }
 

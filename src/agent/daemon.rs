@@ -69,10 +69,15 @@ impl Backend {
 
 pub(super) struct Running {
     cancel: watch::Sender<bool>,
+    /// Its process or container has exited: its slot is free for the run queued behind it,
+    /// while its result is still being journaled and reported.
+    exited: bool,
 }
 
 /// What the agent's own tasks tell its loop.
 pub(super) enum Notice {
+    /// An attempt this process ran has exited; its result is being journaled.
+    Exited(AttemptId),
     /// An attempt this process ran has ended (its result is journaled and sent).
     Ended(AttemptId),
     /// The agent process that ran an adopted attempt died without a result.
@@ -94,6 +99,9 @@ pub(super) struct Agent {
     downloads: BTreeMap<String, Pull>,
     /// Attempts run by a previous agent process that we watch for a result.
     adopted: BTreeSet<AttemptId>,
+    /// Runs queued behind another attempt (`RunAttempt::after`), in arrival order: each
+    /// starts once the attempt it follows holds no slot here ([`Agent::start_ready`]).
+    queued: Vec<RunAttempt>,
     notices: mpsc::UnboundedSender<Notice>,
 }
 
@@ -115,6 +123,7 @@ impl Agent {
             waiting: HashMap::new(),
             downloads: BTreeMap::new(),
             adopted: BTreeSet::new(),
+            queued: Vec::new(),
             notices,
         };
         Ok((agent, notices_rx))
@@ -145,8 +154,15 @@ impl Agent {
     /// Acts on a notice from one of this agent's tasks.
     pub(super) async fn notice(&mut self, notice: Notice) {
         match notice {
+            Notice::Exited(attempt) => {
+                if let Some(r) = self.running.get_mut(&attempt) {
+                    r.exited = true;
+                }
+                self.start_ready();
+            }
             Notice::Ended(attempt) => {
                 self.running.remove(&attempt);
+                self.start_ready();
             }
             Notice::Orphaned(attempt) => self.orphaned(attempt).await,
         }
@@ -161,6 +177,9 @@ impl Agent {
         tx: mpsc::UnboundedSender<FromAgent>,
     ) -> anyhow::Result<()> {
         self.out.greet(tx);
+        // Runs queued for an earlier connection never started: the master that sent them
+        // finds them missing from this hello and requeues their folds (lost before starting).
+        self.queued.clear();
         let recovered = self.journal.recover()?;
         let containers = self.containers().await;
         let mut lost = Vec::new();
@@ -249,7 +268,9 @@ impl Agent {
             } => self.send(super::tail::answer(attempt, seq, offset, max)),
             ToAgent::Cancel { attempt } => self.cancel(attempt),
             ToAgent::Ack { attempt } => {
-                self.adopted.remove(&attempt);
+                if self.adopted.remove(&attempt) {
+                    self.start_ready();
+                }
                 if let Err(e) = self.journal.forget(attempt) {
                     tracing::warn!("cannot forget attempt {attempt}: {e}");
                 }
@@ -263,7 +284,12 @@ impl Agent {
         if self.running.contains_key(&attempt)
             || self.waiting.contains_key(&attempt)
             || self.adopted.contains(&attempt)
+            || self.queued.iter().any(|q| q.attempt == attempt)
         {
+            return;
+        }
+        if run.after.is_some_and(|after| self.holds_slot(after)) {
+            self.queued.push(run);
             return;
         }
         if let Some(report) = self.journal.result(attempt) {
@@ -304,7 +330,40 @@ impl Agent {
         }
     }
 
+    /// Whether `attempt` takes a slot here: running (not yet exited), waiting for its
+    /// inputs, adopted from an earlier agent process, or queued itself.
+    fn holds_slot(&self, attempt: AttemptId) -> bool {
+        self.running.get(&attempt).is_some_and(|r| !r.exited)
+            || self.waiting.contains_key(&attempt)
+            || self.adopted.contains(&attempt)
+            || self.queued.iter().any(|q| q.attempt == attempt)
+    }
+
+    /// Starts, in arrival order, every queued run whose predecessor holds no slot any more.
+    fn start_ready(&mut self) {
+        while let Some(i) = self
+            .queued
+            .iter()
+            .position(|q| !q.after.is_some_and(|a| self.holds_slot(a)))
+        {
+            let mut run = self.queued.remove(i);
+            run.after = None;
+            self.run(run);
+        }
+    }
+
     fn cancel(&mut self, attempt: AttemptId) {
+        if let Some(i) = self.queued.iter().position(|q| q.attempt == attempt) {
+            // Its successors now follow what it followed; it ends without having started.
+            let run = self.queued.remove(i);
+            for q in &mut self.queued {
+                if q.after == Some(attempt) {
+                    q.after = run.after;
+                }
+            }
+            self.end_unstarted(run, Outcome::Cancelled);
+            return;
+        }
         if let Some(r) = self.running.get(&attempt) {
             let _ = r.cancel.send(true);
         } else if let Some((run, _)) = self.waiting.remove(&attempt) {
@@ -324,6 +383,7 @@ impl Agent {
             attempt,
             Running {
                 cancel: cancel_tx.clone(),
+                exited: false,
             },
         );
         let journal = self.journal.clone();
@@ -341,7 +401,14 @@ impl Agent {
                 tokio::task::spawn_blocking(move || journal.begin(&run)).await
             };
             let report = match begun {
-                Ok(Ok(dir)) => execute(&journal, &ctx, run, dir, &out, cancel_tx, cancel_rx).await,
+                Ok(Ok(dir)) => {
+                    let report =
+                        execute(&journal, &ctx, run, dir, &out, cancel_tx, cancel_rx).await;
+                    // Its slot is free: a run queued behind it starts while this result is
+                    // journaled and reported.
+                    let _ = notices.send(Notice::Exited(attempt));
+                    report
+                }
                 Ok(Err(e)) => {
                     error_report(attempt, format!("cannot create the attempt directory: {e}"))
                 }

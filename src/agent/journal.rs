@@ -477,6 +477,7 @@ pub(crate) fn test_run(attempt: AttemptId) -> RunAttempt {
         hard_limit_ms: None,
         log_limit: 1000,
         output_limit: 1000,
+        after: None,
     }
 }
 

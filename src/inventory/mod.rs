@@ -91,6 +91,10 @@ pub struct RunnerSpec {
     /// Ssh runners: provisioning may install Docker (Debian/Ubuntu) when it is missing.
     pub install_docker: bool,
     pub slots: u32,
+    /// Attempts the master may queue on the runner's agent beyond its slots, each behind one
+    /// that runs and started by the agent the moment that one ends (README "Prefetch"). 0: none.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub prefetch: u32,
     /// Queues served; `"*"` serves all.
     pub queues: Vec<String>,
     /// None: taken from the agent's facts when it connects.
@@ -115,6 +119,10 @@ pub struct RunnerSpec {
     /// The line of the `[[runner]]` entry in the file (also for every runner of a CIDR pool;
     /// 0 for generated ones such as [`local_default`]).
     pub line: usize,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl RunnerSpec {
@@ -248,6 +256,7 @@ pub fn local_default() -> Inventory {
             socket: None,
             install_docker: false,
             slots: u32::try_from(cpus).unwrap_or(MAX_SLOTS).clamp(1, MAX_SLOTS),
+            prefetch: 0,
             queues: vec!["*".to_string()],
             cpus: Some(cpus as f64),
             memory,

@@ -305,6 +305,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
             socket: None,
             install_docker: false,
             slots: f.slots.as_ref().map_or(1, |s| s.v),
+            prefetch: f.prefetch.as_ref().map_or(0, |p| p.v),
             queues: f
                 .queues
                 .as_ref()

@@ -23,6 +23,8 @@ pub(super) struct Assigning {
     reply: tokio::sync::oneshot::Receiver<Committed>,
     /// The owner of each fold assigned (one entry per assignment).
     owners: HashMap<FoldId, String>,
+    /// Folds queued behind an attempt on a runner's agent (`prefetch`), with that attempt.
+    after: HashMap<FoldId, AttemptId>,
     since: Instant,
 }
 
@@ -113,55 +115,60 @@ impl Master {
                 views.push(r.view());
             }
         }
-        if views.is_empty() {
-            return Ok(0);
-        }
         let names: Vec<String> = names.into_iter().map(String::from).collect();
         let fair_share = self.cfg.fair_share.map(|_| self.usage.share());
         let running = self.usage.running();
-        let assignments = {
+        let cap = self.cfg.owner_cap.map(|cap| OwnerCap {
+            cap,
+            running: &running,
+        });
+        let mut owners: HashMap<FoldId, String> = HashMap::new();
+        let mut after: HashMap<FoldId, AttemptId> = HashMap::new();
+        let new: Vec<NewAttempt> = {
             let index = self.index.read().expect("index lock");
             if index.is_empty() {
                 return Ok(0);
             }
-            scheduler::schedule_index(
-                &index,
-                &views,
-                size,
-                fair_share.as_ref(),
-                self.cfg.owner_cap.map(|cap| OwnerCap {
-                    cap,
-                    running: &running,
-                }),
-            )
-        };
-        drop(running);
-        let matched = t.elapsed();
-        if assignments.is_empty() {
-            return Ok(0);
-        }
-        let mut owners: HashMap<FoldId, String> = HashMap::with_capacity(assignments.len());
-        let new: Vec<NewAttempt> = {
-            let index = self.index.read().expect("index lock");
-            assignments
+            let assignments = if views.is_empty() {
+                Vec::new()
+            } else {
+                scheduler::schedule_index(&index, &views, size, fair_share.as_ref(), cap)
+            };
+            let mut new: Vec<NewAttempt> = assignments
                 .iter()
                 .map(|a| {
                     let f = index
                         .get(a.fold)
                         .expect("an assigned fold is idle in the index");
+                    let grant = Grant {
+                        millicpus: f.millicpus,
+                        memory: f.memory,
+                        gpus: a.gpus.clone(),
+                    };
                     owners.insert(a.fold, f.owner);
                     NewAttempt {
                         fold: a.fold,
                         runner: names[a.runner].clone(),
-                        grant: Grant {
-                            millicpus: f.millicpus,
-                            memory: f.memory,
-                            gpus: a.gpus.clone(),
-                        },
+                        grant,
                     }
                 })
-                .collect()
+                .collect();
+            // No free slot took a fold: runners with a `prefetch` get folds queued behind
+            // the attempts they run (the next cycle, once these are committed, if one did).
+            if new.is_empty() {
+                for (q, behind) in self.match_queued(&index, size, fair_share.as_ref(), cap) {
+                    owners.insert(q.fold, index.get(q.fold).expect("idle").owner);
+                    after.insert(q.fold, behind);
+                    new.push(q);
+                }
+            }
+            new
         };
+        drop(running);
+        let matched = t.elapsed();
+        if new.is_empty() {
+            return Ok(0);
+        }
         let assigned: Vec<FoldId> = new.iter().map(|n| n.fold).collect();
         tracing::debug!(
             target: "datarun::timing",
@@ -184,14 +191,92 @@ impl Master {
         self.assigning = Some(Assigning {
             reply,
             owners,
+            after,
             since: Instant::now(),
         });
         Ok(assigned.len())
     }
 
+    /// Folds to queue on the agents of runners whose slots are full and whose `prefetch`
+    /// has room, each behind an attempt out there with nothing queued behind it yet and a
+    /// grant that holds the fold's (it will take that attempt's slot): the scheduler matches
+    /// them against each runner's view with its free slots, CPUs and memory those of the
+    /// attempts it may queue behind, and each match is then placed behind the first (shortest
+    /// line) whose grant holds it, or left for a later cycle. GPUs are not queued for.
+    fn match_queued(
+        &self,
+        index: &scheduler::IdleIndex,
+        size: scheduler::PoolSize,
+        fair_share: Option<&scheduler::FairShare>,
+        cap: Option<OwnerCap<'_>>,
+    ) -> Vec<(NewAttempt, AttemptId)> {
+        let mut names: Vec<&str> = Vec::new();
+        let mut views: Vec<RunnerView> = Vec::new();
+        let mut tails: Vec<Vec<(AttemptId, Grant)>> = Vec::new();
+        for (name, r) in &self.runners {
+            if !r.may_queue() {
+                continue;
+            }
+            let (mut behind, room) = r.queue_tails();
+            behind.truncate(room);
+            if behind.is_empty() {
+                continue;
+            }
+            let mut v = r.view();
+            let n = behind.len() as u32;
+            v.slots_free = n;
+            v.slots_total = v.slots_total.max(n);
+            v.millicpus_free = behind
+                .iter()
+                .fold(0u32, |s, (_, g)| s.saturating_add(g.millicpus));
+            v.memory_free = behind
+                .iter()
+                .fold(0u64, |s, (_, g)| s.saturating_add(g.memory));
+            v.gpus_free.clear();
+            names.push(name);
+            views.push(v);
+            tails.push(behind);
+        }
+        if views.is_empty() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for a in scheduler::schedule_index(index, &views, size, fair_share, cap) {
+            let f = index
+                .get(a.fold)
+                .expect("an assigned fold is idle in the index");
+            let behind = &mut tails[a.runner];
+            let Some(i) = behind
+                .iter()
+                .position(|(_, g)| g.millicpus >= f.millicpus && g.memory >= f.memory)
+            else {
+                continue;
+            };
+            let (attempt, _) = behind.remove(i);
+            out.push((
+                NewAttempt {
+                    fold: a.fold,
+                    runner: names[a.runner].to_string(),
+                    grant: Grant {
+                        millicpus: f.millicpus,
+                        memory: f.memory,
+                        gpus: Vec::new(),
+                    },
+                },
+                attempt,
+            ));
+        }
+        out
+    }
+
     /// The assignments of the last cycle are committed: their agents are told.
     pub(super) fn on_committed(&mut self, result: Committed) -> anyhow::Result<()> {
-        let Assigning { owners, since, .. } = self.assigning.take().expect("a commit under way");
+        let Assigning {
+            owners,
+            after,
+            since,
+            ..
+        } = self.assigning.take().expect("a commit under way");
         let committed = result?;
         tracing::debug!(
             target: "datarun::timing",
@@ -206,12 +291,32 @@ impl Master {
         for (attempt, n, spec) in committed {
             tracing::info!(target: "datarun::fold", fold = %n.fold, attempt = %attempt, runner = %n.runner, "assigned");
             self.usage.started(attempt, &owners[&n.fold]);
-            let run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
+            let mut run = self.run_message(attempt, &n, &spec, &self.runners[&n.runner]);
             let r = self
                 .runners
                 .get_mut(&n.runner)
                 .expect("assigned to a known runner");
-            r.grants.insert(attempt, n.grant.clone());
+            match after.get(&n.fold) {
+                // Queued behind an attempt that ended meanwhile (its result arrived while
+                // this commit was under way): it takes that slot now, as the agent does.
+                Some(&behind) if r.holds(behind) => {
+                    run.after = Some(behind);
+                    r.queued.insert(
+                        attempt,
+                        super::runners::Queued {
+                            after: behind,
+                            grant: n.grant.clone(),
+                        },
+                    );
+                }
+                _ => {
+                    r.grants.insert(attempt, n.grant.clone());
+                }
+            }
+            // A runner that may queue more gets another cycle.
+            if r.spec.prefetch > 0 {
+                self.dirty = true;
+            }
             if let Some(link) = &r.link {
                 link.send(ToAgent::Run(run));
             }
@@ -246,6 +351,7 @@ impl Master {
             hard_limit_ms: hard,
             log_limit: self.cfg.log_limit,
             output_limit: self.cfg.output_limit,
+            after: None,
         }
     }
 }

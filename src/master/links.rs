@@ -136,8 +136,14 @@ impl Master {
                     r.spec.name,
                     self.cfg.lease.as_secs()
                 );
-                lost.extend(r.grants.keys().map(|a| (*a, reason.clone())));
+                lost.extend(
+                    r.grants
+                        .keys()
+                        .chain(r.queued.keys())
+                        .map(|a| (*a, reason.clone())),
+                );
                 r.grants.clear();
+                r.queued.clear();
                 // Attempts it was cancelling no longer hold their folds back: they may run
                 // elsewhere (the next hello cancels the stray copies again).
                 r.cancelling.clear();

@@ -82,7 +82,10 @@ impl Master {
         running: Vec<AttemptId>,
         finished: Vec<protocol::AttemptReport>,
     ) -> anyhow::Result<()> {
-        let known: Vec<AttemptId> = self.runners[runner].grants.keys().copied().collect();
+        // Attempts queued behind others count too: the agent forgets those it had not started
+        // when a master says hello, so they are lost (before starting) and requeued.
+        let r = &self.runners[runner];
+        let known: Vec<AttemptId> = r.grants.keys().chain(r.queued.keys()).copied().collect();
         let finished_ids: Vec<AttemptId> = finished.iter().map(|f| f.attempt).collect();
         // The results it reports again record these facts in their provenance.
         if let Some(r) = self.runners.get_mut(runner) {
@@ -122,6 +125,7 @@ impl Master {
         r.cancelling = cancelling;
         for attempt in &lost {
             r.grants.remove(attempt);
+            r.queued.remove(attempt);
         }
         r.ready = true;
         r.failures = 0;
@@ -210,9 +214,7 @@ impl Master {
 
     /// Whether `attempt` is out on `runner`, or was until its result went to be recorded.
     fn holds(&self, runner: &str, attempt: AttemptId) -> bool {
-        self.runners
-            .get(runner)
-            .is_some_and(|r| r.grants.contains_key(&attempt))
+        self.runners.get(runner).is_some_and(|r| r.holds(attempt))
             || self
                 .releasing
                 .get(&attempt)
@@ -264,7 +266,12 @@ impl Master {
         self.usage.ended(input.attempt, input.metrics.wall_ms);
         self.progress.remove(&input.attempt);
         if let Some(r) = self.runners.get_mut(&runner) {
-            if let Some(grant) = r.grants.get(&input.attempt).cloned() {
+            let grant = r.grants.get(&input.attempt).cloned().or_else(|| {
+                r.queued
+                    .get(&input.attempt)
+                    .map(|q: &super::runners::Queued| q.grant.clone())
+            });
+            if let Some(grant) = grant {
                 self.releasing
                     .insert(input.attempt, (runner.clone(), grant));
             }

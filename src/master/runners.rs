@@ -17,6 +17,10 @@ pub struct RunnerState {
     pub ready: bool,
     pub facts: Option<Facts>,
     pub grants: BTreeMap<AttemptId, Grant>,
+    /// Attempts queued on the agent behind another (the runner's `prefetch`): each with the
+    /// attempt it follows and its grant, which is within that one's. They take no slot of
+    /// their own: each takes its predecessor's slot when the predecessor's result arrives.
+    pub queued: BTreeMap<AttemptId, Queued>,
     /// Attempts the runner still ran at its hello although the master no longer held them
     /// (given up past the lease, or ended otherwise): cancelled, and counted against the
     /// runner until the agent reports them gone. Their folds wait for that.
@@ -36,6 +40,13 @@ pub struct RunnerState {
     pub failures: u32,
     /// When the last heartbeat ping went out.
     pub last_ping: Option<Instant>,
+}
+
+/// An attempt queued on a runner's agent behind another.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Queued {
+    pub after: AttemptId,
+    pub grant: Grant,
 }
 
 /// An attempt being cancelled on a runner: its fold (if the store knows it) and its grant.
@@ -61,6 +72,9 @@ pub struct RunnerStatus {
     pub gpus_used: Vec<String>,
     pub queues: Vec<String>,
     pub attempts: Vec<AttemptId>,
+    /// Attempts queued on the agent behind those running (`prefetch`), not yet started.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queued: Vec<AttemptId>,
     /// Attempts being cancelled (counted in the used figures): see `RunnerState::cancelling`.
     pub cancelling: Vec<AttemptId>,
     pub last_error: Option<String>,
@@ -76,6 +90,7 @@ impl RunnerState {
             ready: false,
             facts: None,
             grants: BTreeMap::new(),
+            queued: BTreeMap::new(),
             cancelling: BTreeMap::new(),
             last_error: None,
             reconnect_at: Some(Instant::now()),
@@ -134,13 +149,74 @@ impl RunnerState {
 
     /// Whether anything still runs (or may run) on the runner.
     pub fn busy(&self) -> bool {
-        !self.grants.is_empty() || !self.cancelling.is_empty()
+        !self.grants.is_empty() || !self.cancelling.is_empty() || !self.queued.is_empty()
+    }
+
+    /// Whether the runner has the attempt out (in a slot or queued behind one).
+    pub fn holds(&self, attempt: AttemptId) -> bool {
+        self.grants.contains_key(&attempt) || self.queued.contains_key(&attempt)
     }
 
     /// The attempt has ended on the runner (its result arrived): it takes nothing any more.
+    /// What was queued behind it takes its slot (the agent started it when it ended); what was
+    /// queued behind a queued attempt that ended unstarted now follows what that one followed.
+    /// The agent applies the same two rules (`agent::daemon`), so both count the same slots.
     pub fn release(&mut self, attempt: AttemptId) {
-        self.grants.remove(&attempt);
         self.cancelling.remove(&attempt);
+        if self.grants.remove(&attempt).is_some() {
+            let next: Vec<AttemptId> = self
+                .queued
+                .iter()
+                .filter(|(_, q)| q.after == attempt)
+                .map(|(a, _)| *a)
+                .collect();
+            for a in next {
+                let q = self.queued.remove(&a).expect("queued");
+                self.grants.insert(a, q.grant);
+            }
+        } else if let Some(gone) = self.queued.remove(&attempt) {
+            for q in self.queued.values_mut() {
+                if q.after == attempt {
+                    q.after = gone.after;
+                }
+            }
+        }
+    }
+
+    /// Whether the master may queue attempts on this runner's agent now: it takes folds, its
+    /// slots are full, and its `prefetch` has room.
+    pub fn may_queue(&self) -> bool {
+        self.ready
+            && !self.drained
+            && !self.removed
+            && self.spec.prefetch as usize > self.queued.len()
+            && self.slots_used() >= self.spec.slots
+    }
+
+    /// The attempts a new one could be queued behind: those out on the runner (in a slot or
+    /// queued) with nothing queued behind them yet, with their grants, shortest line first,
+    /// and how many more the runner's `prefetch` allows.
+    pub fn queue_tails(&self) -> (Vec<(AttemptId, Grant)>, usize) {
+        let room = (self.spec.prefetch as usize).saturating_sub(self.queued.len());
+        let followed: std::collections::BTreeSet<AttemptId> =
+            self.queued.values().map(|q| q.after).collect();
+        let depth = |mut a: AttemptId| {
+            let mut d = 0;
+            while let Some(q) = self.queued.get(&a) {
+                a = q.after;
+                d += 1;
+            }
+            d
+        };
+        let mut tails: Vec<(usize, AttemptId, Grant)> = self
+            .grants
+            .iter()
+            .chain(self.queued.iter().map(|(a, q)| (a, &q.grant)))
+            .filter(|(a, _)| !followed.contains(a))
+            .map(|(a, g)| (depth(*a), *a, g.clone()))
+            .collect();
+        tails.sort_by_key(|(d, a, _)| (*d, *a));
+        (tails.into_iter().map(|(_, a, g)| (a, g)).collect(), room)
     }
 
     /// Whether the runner may take a fold now (available, a free slot), without allocating.
@@ -236,6 +312,7 @@ impl RunnerState {
             facts: self.facts.clone(),
             queues: self.spec.queues.clone(),
             attempts: self.grants.keys().copied().collect(),
+            queued: self.queued.keys().copied().collect(),
             cancelling: self.cancelling.keys().copied().collect(),
             last_error: self.last_error.clone(),
         }
@@ -284,5 +361,61 @@ mod tests {
         r.release(1);
         assert!(!r.busy());
         assert_eq!(r.status().slots_used, 0);
+    }
+
+    /// Queued attempts take their predecessor's slot when its result arrives; one that ends
+    /// unstarted hands its place in line to what followed it; the runner may queue only when
+    /// its slots are full and its `prefetch` has room; tails are the shortest lines first.
+    #[test]
+    fn queued_attempts_take_their_predecessors_slot() {
+        let inv = "[[runner]]\nname = \"r\"\ntransport = \"local\"\nslots = 2\nprefetch = 3\ncpus = 4\nmemory = \"4G\"\n";
+        let spec = crate::inventory::parse(inv, "runners.toml")
+            .unwrap()
+            .runners[0]
+            .clone();
+        assert_eq!(spec.prefetch, 3);
+        let mut r = RunnerState::new(spec);
+        r.ready = true;
+        r.grants.insert(1, grant(1000, 1 << 30));
+        assert!(!r.may_queue(), "a free slot: nothing is queued");
+        r.grants.insert(2, grant(2000, 1 << 30));
+        assert!(r.may_queue());
+        let (tails, room) = r.queue_tails();
+        assert_eq!(room, 3);
+        assert_eq!(tails.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+        let q = |after| Queued {
+            after,
+            grant: grant(500, 1 << 20),
+        };
+        r.queued.insert(3, q(1));
+        r.queued.insert(4, q(3));
+        r.queued.insert(5, q(2));
+        assert!(!r.may_queue(), "prefetch is full");
+        let (tails, room) = r.queue_tails();
+        assert_eq!(room, 0);
+        assert_eq!(tails.iter().map(|t| t.0).collect::<Vec<_>>(), vec![5, 4]);
+        let v = r.view();
+        assert_eq!(v.slots_free, 0);
+        assert_eq!(
+            v.millicpus_free, 1000,
+            "queued attempts take no resources of their own"
+        );
+        // 3 ends unstarted (cancelled): 4 now follows 1.
+        r.release(3);
+        assert_eq!(r.queued.get(&4).map(|q| q.after), Some(1));
+        // 1's result: 4 takes its slot.
+        r.release(1);
+        assert_eq!(r.grants.keys().copied().collect::<Vec<_>>(), vec![2, 4]);
+        assert_eq!(r.queued.keys().copied().collect::<Vec<_>>(), vec![5]);
+        assert_eq!(r.view().millicpus_free, 4000 - 2000 - 500);
+        assert_eq!(
+            (r.status().attempts, r.status().queued),
+            (vec![2, 4], vec![5])
+        );
+        r.release(2);
+        r.release(4);
+        assert!(r.grants.keys().eq([5].iter()), "5 followed 2");
+        r.release(5);
+        assert!(!r.busy());
     }
 }

@@ -117,5 +117,7 @@ impl Agent {
             .begin(&run)
             .and_then(|_| self.journal.finish(&report));
         self.send(FromAgent::Finished(report));
+        // Its slot (held while it waited) is free for a run queued behind it.
+        self.start_ready();
     }
 }

@@ -21,6 +21,7 @@ const RUNNER_KEYS: &[&str] = &[
     "socket",
     "install_docker",
     "slots",
+    "prefetch",
     "queues",
     "cpus",
     "memory",
@@ -62,6 +63,7 @@ pub(super) struct Fields {
     pub(super) socket: Option<At<String>>,
     pub(super) install_docker: Option<At<bool>>,
     pub(super) slots: Option<At<u32>>,
+    pub(super) prefetch: Option<At<u32>>,
     pub(super) queues: Option<At<Vec<String>>>,
     pub(super) cpus: Option<At<f64>>,
     pub(super) memory: Option<At<u64>>,
@@ -87,6 +89,7 @@ impl Fields {
             socket: self.socket.or_else(|| d.socket.clone()),
             install_docker: self.install_docker.or_else(|| d.install_docker.clone()),
             slots: self.slots.or_else(|| d.slots.clone()),
+            prefetch: self.prefetch.or_else(|| d.prefetch.clone()),
             queues: self.queues.or_else(|| d.queues.clone()),
             cpus: self.cpus.or_else(|| d.cpus.clone()),
             memory: self.memory.or_else(|| d.memory.clone()),
@@ -288,6 +291,17 @@ pub(super) fn parse_table(
                     ));
                 }
                 f.slots = Some(At::of(line, defaults, n as u32));
+            }
+            "prefetch" => {
+                let n = ctx.integer(v, line, key)?;
+                if !(0..=i64::from(MAX_SLOTS)).contains(&n) {
+                    return Err(ctx.err(
+                        line,
+                        key,
+                        format!("must be between 0 and {MAX_SLOTS}, found {n}"),
+                    ));
+                }
+                f.prefetch = Some(At::of(line, defaults, n as u32));
             }
             "queues" => {
                 let queues = ctx.names(v, line, key, "queue names", true)?;
