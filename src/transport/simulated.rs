@@ -11,7 +11,9 @@
 use super::{Link, LinkEvent};
 use crate::inventory::RunnerSpec;
 use crate::model::{AttemptId, Metrics, Outcome};
-use crate::protocol::{self, AttemptReport, Facts, FromAgent, ToAgent, PROTOCOL_VERSION};
+use crate::protocol::{
+    self, AttemptReport, Facts, FromAgent, RunAttempt, ToAgent, PROTOCOL_VERSION,
+};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -104,6 +106,33 @@ async fn agent(
     let mut running: HashMap<AttemptId, JoinHandle<()>> = HashMap::new();
     // Reported, not yet acknowledged (sent again on a new hello).
     let mut unacked: HashMap<AttemptId, AttemptReport> = HashMap::new();
+    // Runs queued behind another (`RunAttempt::after`), as the real agent keeps them.
+    let mut queued: Vec<RunAttempt> = Vec::new();
+    let start = |run: RunAttempt, running: &mut HashMap<AttemptId, JoinHandle<()>>| {
+        let attempt = run.attempt;
+        send(&FromAgent::Started { attempt });
+        let (wall, outcome) = simulate(&run.command);
+        let done = done_tx.clone();
+        running.insert(
+            attempt,
+            tokio::spawn(async move {
+                if !wall.is_zero() {
+                    tokio::time::sleep(wall).await;
+                }
+                let _ = done.send(report(attempt, outcome, wall));
+            }),
+        );
+    };
+    // Starts every queued run whose predecessor holds no slot any more (the agent's rule).
+    let start_ready = |queued: &mut Vec<RunAttempt>,
+                       running: &mut HashMap<AttemptId, JoinHandle<()>>| loop {
+        let held = |a: AttemptId| running.contains_key(&a) || queued.iter().any(|q| q.attempt == a);
+        let Some(i) = queued.iter().position(|q| !q.after.is_some_and(held)) else {
+            return;
+        };
+        let run = queued.remove(i);
+        start(run, running);
+    };
     loop {
         tokio::select! {
             line = input.recv() => {
@@ -117,6 +146,7 @@ async fn agent(
                 };
                 match msg {
                     ToAgent::Hello { .. } => {
+                        queued.clear();
                         let hello = FromAgent::Hello {
                             version: PROTOCOL_VERSION,
                             facts: Box::new(facts.clone()),
@@ -130,26 +160,39 @@ async fn agent(
                     }
                     ToAgent::Run(run) => {
                         let attempt = run.attempt;
-                        if running.contains_key(&attempt) || unacked.contains_key(&attempt) {
+                        if running.contains_key(&attempt)
+                            || unacked.contains_key(&attempt)
+                            || queued.iter().any(|q| q.attempt == attempt)
+                        {
                             continue;
                         }
-                        send(&FromAgent::Started { attempt });
-                        let (wall, outcome) = simulate(&run.command);
-                        let done = done_tx.clone();
-                        running.insert(attempt, tokio::spawn(async move {
-                            if !wall.is_zero() {
-                                tokio::time::sleep(wall).await;
-                            }
-                            let _ = done.send(report(attempt, outcome, wall));
-                        }));
+                        let held = run.after.is_some_and(|a| {
+                            running.contains_key(&a) || queued.iter().any(|q| q.attempt == a)
+                        });
+                        if held {
+                            queued.push(run);
+                        } else {
+                            start(run, &mut running);
+                        }
                     }
                     ToAgent::Cancel { attempt } => {
-                        if let Some(task) = running.remove(&attempt) {
+                        if let Some(i) = queued.iter().position(|q| q.attempt == attempt) {
+                            let gone = queued.remove(i);
+                            for q in &mut queued {
+                                if q.after == Some(attempt) {
+                                    q.after = gone.after;
+                                }
+                            }
+                            let r = report(attempt, Outcome::Cancelled, Duration::ZERO);
+                            send(&FromAgent::Finished(r.clone()));
+                            unacked.insert(attempt, r);
+                        } else if let Some(task) = running.remove(&attempt) {
                             task.abort();
                             let r = report(attempt, Outcome::Cancelled, Duration::ZERO);
                             send(&FromAgent::Finished(r.clone()));
                             unacked.insert(attempt, r);
                         }
+                        start_ready(&mut queued, &mut running);
                     }
                     ToAgent::Ack { attempt } => {
                         unacked.remove(&attempt);
@@ -170,6 +213,7 @@ async fn agent(
                 if running.remove(&r.attempt).is_some() {
                     send(&FromAgent::Finished(r.clone()));
                     unacked.insert(r.attempt, r);
+                    start_ready(&mut queued, &mut running);
                 }
             }
         }
@@ -216,5 +260,75 @@ mod tests {
         );
         assert_eq!(simulate(&cmd("sleep -4")).0, Duration::ZERO);
         assert_eq!(simulate(&cmd("sleep NaN")).0, Duration::ZERO);
+    }
+
+    async fn next(lines: &mut mpsc::UnboundedReceiver<String>) -> String {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.recv())
+            .await
+            .expect("the agent answers")
+            .expect("the agent runs");
+        match protocol::decode::<FromAgent>(&line).unwrap() {
+            FromAgent::Started { attempt } => format!("started {attempt}"),
+            FromAgent::Finished(r) => format!("finished {} {}", r.attempt, r.outcome.kind()),
+            FromAgent::Hello { running, .. } => format!("hello {running:?}"),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// Runs queued behind another start only when it ends, in line; one cancelled while
+    /// queued hands its place to what followed it; a hello forgets the queue.
+    #[tokio::test]
+    async fn queued_runs_start_when_the_one_they_follow_ends() {
+        let (to_agent, input) = mpsc::unbounded_channel::<String>();
+        let (out, mut lines) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(agent(Facts::default(), input, out));
+        let send = |msg: ToAgent| to_agent.send(protocol::encode(&msg)).unwrap();
+        let run = |attempt: AttemptId, secs: &str, after: Option<AttemptId>| {
+            let mut r = crate::agent::journal::test_run(attempt);
+            r.command = vec!["sleep".into(), secs.into()];
+            r.after = after;
+            ToAgent::Run(r)
+        };
+        send(ToAgent::Hello {
+            version: PROTOCOL_VERSION,
+            runner: "s".into(),
+        });
+        assert_eq!(next(&mut lines).await, "hello []");
+        send(run(1, "0.2", None));
+        send(run(2, "0", Some(1)));
+        send(run(3, "0", Some(2)));
+        send(run(4, "0", Some(3)));
+        send(ToAgent::Cancel { attempt: 3 });
+        assert_eq!(next(&mut lines).await, "started 1");
+        assert_eq!(next(&mut lines).await, "finished 3 cancelled");
+        assert_eq!(next(&mut lines).await, "finished 1 success");
+        assert_eq!(next(&mut lines).await, "started 2");
+        assert_eq!(next(&mut lines).await, "finished 2 success");
+        assert_eq!(
+            next(&mut lines).await,
+            "started 4",
+            "4 followed 3, which followed 2"
+        );
+        assert_eq!(next(&mut lines).await, "finished 4 success");
+        // Behind an attempt the agent does not hold: at once.
+        send(run(5, "0", Some(99)));
+        assert_eq!(next(&mut lines).await, "started 5");
+        assert_eq!(next(&mut lines).await, "finished 5 success");
+        // A new hello forgets what was queued.
+        send(run(6, "0.3", None));
+        send(run(7, "0", Some(6)));
+        assert_eq!(next(&mut lines).await, "started 6");
+        send(ToAgent::Hello {
+            version: PROTOCOL_VERSION,
+            runner: "s".into(),
+        });
+        assert_eq!(next(&mut lines).await, "hello [6]");
+        assert_eq!(next(&mut lines).await, "finished 6 success");
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), lines.recv())
+                .await
+                .is_err(),
+            "7 was forgotten"
+        );
     }
 }
