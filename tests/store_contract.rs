@@ -610,6 +610,8 @@ contract!(
 
 #[path = "store_contract/blobs.rs"]
 mod blobs;
+#[path = "store_contract/datasets.rs"]
+mod datasets;
 #[path = "store_contract/provenance.rs"]
 mod provenance;
 #[path = "store_contract/stalled.rs"]
@@ -659,6 +661,7 @@ store_contract!(
     webhooks::webhooks_outbox,
     sweeps::sweeps_stop_early_and_keep,
     blobs::blobs_and_their_owners,
+    datasets::datasets_and_splits,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

@@ -4,7 +4,7 @@
 //! handed out once, marked in the same transaction that selects it), reruns and the
 //! leaderboard's inputs.
 
-use super::datasets::DatasetId;
+use super::datasets::{read_indices, DatasetId};
 use super::folds::{event, get_fold, insert_folds, last_log, set_state};
 use super::holds::active_attempt_of;
 pub use super::submission_records::*;
@@ -43,14 +43,14 @@ pub(super) fn find_submission(conn: &Connection, id: SubmissionId) -> Result<Sub
         .prepare_cached(&format!(
             "SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE id = ?1"
         ))?
-        .query_row([id], submission_from_row)
+        .query_row([id], |r| submission_from_row(r))
         .optional()?
         .ok_or_else(|| Resource::Submission(id).missing())?;
     s.folds = conn
         .prepare_cached(&format!(
             "SELECT {SF_COLUMNS} FROM submission_folds WHERE submission_id = ?1 ORDER BY fold_index, id"
         ))?
-        .query_map([id], sf_from_row)?
+        .query_map([id], |r| sf_from_row(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(s)
 }
@@ -59,16 +59,9 @@ pub(super) fn find_sf(conn: &Connection, id: SubmissionFoldId) -> Result<Submiss
     conn.prepare_cached(&format!(
         "SELECT {SF_COLUMNS} FROM submission_folds WHERE id = ?1"
     ))?
-    .query_row([id], sf_from_row)
+    .query_row([id], |r| sf_from_row(r))
     .optional()?
     .ok_or_else(|| Resource::SubmissionFold(id).missing())
-}
-
-fn indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
-    let data = blobs::get(conn, sha)?
-        .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))?;
-    serde_json::from_slice(&data)
-        .map_err(|e| StoreError::Invalid(format!("blob {sha} holds no row indices: {e}")))
 }
 
 fn keep_blob(tx: &Transaction, submission: SubmissionId, sha: &str) -> rusqlite::Result<()> {
@@ -331,8 +324,8 @@ impl Store {
                     fold,
                     dataset_id,
                     split_id,
-                    train_is: indices(conn, &train_sha)?,
-                    test_is: indices(conn, &test_sha)?,
+                    train_is: read_indices(conn, &train_sha)?,
+                    test_is: read_indices(conn, &test_sha)?,
                     outputs,
                     log,
                 });

@@ -6,6 +6,7 @@
 //! events get ids in commit order; the rows a change depends on are locked too.
 
 mod blobs;
+mod datasets;
 mod holds;
 mod insert;
 pub mod lease;
