@@ -616,6 +616,8 @@ mod datasets;
 mod provenance;
 #[path = "store_contract/stalled.rs"]
 mod stalled;
+#[path = "store_contract/submissions.rs"]
+mod submissions;
 #[path = "store_contract/sweeps.rs"]
 mod sweeps;
 #[path = "store_contract/waiting.rs"]
@@ -662,6 +664,9 @@ store_contract!(
     sweeps::sweeps_stop_early_and_keep,
     blobs::blobs_and_their_owners,
     datasets::datasets_and_splits,
+    submissions::submissions_results_once,
+    submissions::submissions_feed_under_concurrent_callers,
+    submissions::submissions_stop_on_failure,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

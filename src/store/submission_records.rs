@@ -65,7 +65,7 @@ pub struct SubmissionFoldRecord {
 }
 
 /// The columns of a submission fold but whether its result was handed out (`delivered`,
-/// which each engine says in its own words: `SF_COLUMNS` here, `pg::submissions` there).
+/// which each engine says in its own words: `SF_COLUMNS`, `PG_SF_COLUMNS`).
 macro_rules! sf_base_columns {
     () => {
         "id, submission_id, fold_index, client_id, train_rows, test_rows, train_sha256, \
@@ -73,11 +73,13 @@ macro_rules! sf_base_columns {
          predictions, ended_at, result_seq"
     };
 }
-pub(super) const SF_BASE_COLUMNS: &str = sf_base_columns!();
-
 pub(super) const SF_COLUMNS: &str = concat!(
     sf_base_columns!(),
     ", (settled_key IS NOT NULL AND delivered_key IS settled_key)"
+);
+pub(super) const PG_SF_COLUMNS: &str = concat!(
+    sf_base_columns!(),
+    ", (settled_key IS NOT NULL AND delivered_key IS NOT DISTINCT FROM settled_key)"
 );
 
 fn json(text: Option<String>) -> Value {

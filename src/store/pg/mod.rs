@@ -14,6 +14,7 @@ mod ops;
 mod provenance;
 mod queue;
 pub mod schema;
+mod submissions;
 mod sweeps;
 mod waiting;
 mod webhooks;

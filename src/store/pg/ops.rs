@@ -15,6 +15,7 @@ use crate::store::{
 };
 use subtle::ConstantTimeEq;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::GenericClient;
 
 impl PgStore {
     /// Every change of the queue moves this: the newest event's id, published by the writes
@@ -354,15 +355,20 @@ impl PgStore {
     /// Ok when `scope` sees the resource, else the same NotFound as for a missing one (as
     /// `Store::visible`).
     pub async fn visible(&self, scope: &Scope, r: Resource) -> Result<()> {
-        let (sql, id) = r.owner_query();
-        let sql = sql.replace("?1", "$1");
         let c = self.pool.get().await?;
-        // `Some(None)`: a dataset from before owners (only admins see it).
-        let owner: Option<Option<String>> = c.query_opt(&sql, &[&id]).await?.map(|row| row.get(0));
-        match owner {
-            Some(owner) if scope.sees(owner.as_deref()) => Ok(()),
-            _ => Err(r.missing()),
-        }
+        check(&*c, scope, r).await
+    }
+}
+
+/// Ok when `scope` sees the resource, else its "missing" error (as `tenancy::check`).
+pub(super) async fn check(c: &impl GenericClient, scope: &Scope, r: Resource) -> Result<()> {
+    let (sql, id) = r.owner_query();
+    let sql = sql.replace("?1", "$1");
+    // `Some(None)`: a dataset from before owners (only admins see it).
+    let owner: Option<Option<String>> = c.query_opt(&sql, &[&id]).await?.map(|row| row.get(0));
+    match owner {
+        Some(owner) if scope.sees(owner.as_deref()) => Ok(()),
+        _ => Err(r.missing()),
     }
 }
 
