@@ -612,6 +612,8 @@ contract!(
 mod blobs;
 #[path = "store_contract/datasets.rs"]
 mod datasets;
+#[path = "store_contract/problems.rs"]
+mod problems;
 #[path = "store_contract/provenance.rs"]
 mod provenance;
 #[path = "store_contract/stalled.rs"]
@@ -667,6 +669,8 @@ store_contract!(
     submissions::submissions_results_once,
     submissions::submissions_feed_under_concurrent_callers,
     submissions::submissions_stop_on_failure,
+    problems::problems_and_custom_splits,
+    problems::runapp_ids_per_owner,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.
