@@ -135,7 +135,7 @@ pub async fn problems_and_custom_splits(s: Store) {
         .is_err());
 }
 
-fn runapp_fold(dataset: i64, index: i64) -> (Vec<Vec<u8>>, NewSubmissionFold) {
+fn runapp_fold(index: i64) -> (Vec<Vec<u8>>, NewSubmissionFold) {
     let (train, test) = (b"[0]".to_vec(), format!("[{index}]").into_bytes());
     let fold = NewSubmissionFold {
         fold_index: index,
@@ -147,7 +147,6 @@ fn runapp_fold(dataset: i64, index: i64) -> (Vec<Vec<u8>>, NewSubmissionFold) {
         spec: spec(r#"{"command":["true"]}"#),
         held: None,
     };
-    let _ = dataset;
     (vec![train, test], fold)
 }
 
@@ -162,39 +161,15 @@ fn meta(sf: i64, s: i64) -> RunappFold {
 }
 
 pub async fn runapp_ids_per_owner(s: Store) {
-    let d = s
-        .create_dataset(datarun::store::NewDataset {
-            owner: "ann".into(),
-            name: "raw".into(),
-            target_column: "y".into(),
-            workflow_elements: vec!["classifier".into()],
-            score_types: vec!["accuracy".into()],
-            table: b"x,y\n1,a\n2,b\n".to_vec(),
-            rows: 2,
-            stats: json!({}),
-        })
-        .await
-        .unwrap();
-    assert_eq!(s.runapp_split(d.id).await.unwrap(), None);
-    let split = s
-        .create_split(datarun::store::NewSplit {
-            dataset_id: d.id,
-            held_out_test: 0.5,
-            random_state: 0,
-            stratify: false,
-            train: vec![0],
-            test: vec![1],
-            stats: json!({}),
-        })
-        .await
-        .unwrap();
-    s.runapp_set_split(d.id, split.id).await.unwrap();
-    s.runapp_set_split(d.id, split.id).await.unwrap();
-    assert_eq!(s.runapp_split(d.id).await.unwrap(), Some(split.id));
+    let (dataset, split) = super::submissions::dataset(&s).await;
+    assert_eq!(s.runapp_split(dataset).await.unwrap(), None);
+    s.runapp_set_split(dataset, split).await.unwrap();
+    s.runapp_set_split(dataset, split).await.unwrap();
+    assert_eq!(s.runapp_split(dataset).await.unwrap(), Some(split));
 
     let submission = |owner: &str| NewSubmission {
-        dataset_id: d.id,
-        split_id: Some(split.id),
+        dataset_id: dataset,
+        split_id: Some(split),
         name: "db-7".into(),
         owner: owner.into(),
         by_admin: false,
@@ -205,7 +180,7 @@ pub async fn runapp_ids_per_owner(s: Store) {
         stop_on_failure: false,
     };
     // ann's databoard submission 7, fold 70, then fold 71 of the same submission.
-    let (blobs, fold) = runapp_fold(d.id, 0);
+    let (blobs, fold) = runapp_fold(0);
     let sf70 = s
         .runapp_add_fold(
             "ann".into(),
@@ -218,7 +193,7 @@ pub async fn runapp_ids_per_owner(s: Store) {
         .await
         .unwrap();
     let native = s.runapp_submission("ann".into(), 7).await.unwrap().unwrap();
-    let (blobs, fold) = runapp_fold(d.id, 1);
+    let (blobs, fold) = runapp_fold(1);
     let sf71 = s
         .runapp_add_fold(
             "ann".into(),
@@ -232,7 +207,7 @@ pub async fn runapp_ids_per_owner(s: Store) {
         .unwrap();
     assert_eq!(s.submission(native).await.unwrap().folds.len(), 2);
     // The id 70 again is refused and stores nothing; bob has ids of his own.
-    let (blobs, fold) = runapp_fold(d.id, 2);
+    let (blobs, fold) = runapp_fold(2);
     let err = s
         .runapp_add_fold(
             "ann".into(),
@@ -250,7 +225,7 @@ pub async fn runapp_ids_per_owner(s: Store) {
     );
     assert_eq!(s.submission(native).await.unwrap().folds.len(), 2);
     assert_eq!(s.runapp_submission("bob".into(), 7).await.unwrap(), None);
-    let (blobs, fold) = runapp_fold(d.id, 0);
+    let (blobs, fold) = runapp_fold(0);
     let bobs = s
         .runapp_add_fold(
             "bob".into(),
@@ -283,7 +258,7 @@ pub async fn runapp_ids_per_owner(s: Store) {
     );
 
     // Folds added natively to the same submission are not in the /runapp/ feed.
-    let (blobs, fold) = runapp_fold(d.id, 3);
+    let (blobs, fold) = runapp_fold(3);
     let added = s
         .add_submission_folds(native, false, blobs, vec![fold])
         .await

@@ -6,8 +6,8 @@
 use super::{new_attempt, result, spec};
 use datarun::model::{FoldState, Outcome};
 use datarun::store::{
-    sha256_hex, NewDataset, NewSplit, NewSubmission, NewSubmissionFold, Rerun, Resource, Scope,
-    SettleScope, Settled, Store, StoreError, SubmissionRecord,
+    sha256_hex, HookKind, NewDataset, NewSplit, NewSubmission, NewSubmissionFold, Rerun, Resource,
+    Scope, SettleScope, Settled, Store, StoreError, SubmissionRecord,
 };
 use datarun::submission::Phase;
 use serde_json::json;
@@ -22,7 +22,7 @@ fn fold_json(i: i64) -> Vec<u8> {
 }
 
 /// A dataset with a split, on which submissions are made.
-async fn dataset(s: &Store) -> (i64, i64) {
+pub async fn dataset(s: &Store) -> (i64, i64) {
     let d = s
         .create_dataset(NewDataset {
             owner: "ann".into(),
@@ -362,6 +362,16 @@ pub async fn submissions_stop_on_failure(s: Store) {
         .create_submission(new_submission(ds, "stops", 3, true))
         .await
         .unwrap();
+    // A webhook of the submission: armed until all its folds have ended.
+    let (token, _) = s.create_token("ann", false, None).unwrap();
+    let hook = "http://hooks.example/s".to_string();
+    s.add_webhooks(
+        token,
+        "ann".into(),
+        vec![(HookKind::Submission, sub.id, hook)],
+    )
+    .await
+    .unwrap();
     let first = sub.folds[0].fold_id;
     let attempt = s.assign(vec![new_attempt(first, "r")]).await.unwrap()[0].0;
     s.apply_reports(
@@ -383,6 +393,23 @@ pub async fn submissions_stop_on_failure(s: Store) {
             "{why}"
         );
     }
+    // Its last fold ended with the first's failure: the webhook is due, saying so.
+    let due = s.due_webhooks(60_000, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&due[0].body).unwrap();
+    assert_eq!(
+        (body["kind"].clone(), body["id"].clone()),
+        (json!("submission"), json!(sub.id)),
+        "{body}"
+    );
+    assert_eq!(
+        (
+            body["outcome"]["failed"].clone(),
+            body["outcome"]["removed"].clone()
+        ),
+        (json!(1), json!(2)),
+        "{body}"
+    );
     // Settled: every result is an end, fed once.
     assert_eq!(settle_all(&s, 0.0).await, 3);
     let inputs = s
