@@ -316,6 +316,40 @@ fn a_master_on_postgres_scores_submissions_and_feeds_each_result_once() {
     }
     let again: BTreeSet<i64> = take_new().into_iter().collect();
     assert_eq!(again, ids(&fixed).into_iter().collect());
+
+    // A standby on the same database reads what the active master recorded, and sends the
+    // feed (which takes results) to the active master.
+    let standby = Master::start_with(None, &["--store", &url, "--leader-lease", "2s"]);
+    assert_eq!(health(&standby)["role"], "standby", "{}", health(&standby));
+    let seen = standby.get(&format!("/submissions/{bid}"));
+    let results = |s: &Value| -> Vec<(Value, Value, Value, Value)> {
+        s["folds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["id"].clone(),
+                    f["state"].clone(),
+                    f["scores"].clone(),
+                    f["delivered"].clone(),
+                )
+            })
+            .collect()
+    };
+    let mut delivered = fixed.clone();
+    for f in delivered["folds"].as_array_mut().unwrap() {
+        f["delivered"] = json!(true);
+    }
+    assert_eq!(results(&seen["submission"]), results(&delivered), "{seen}");
+    let board = standby.get(&format!("/datasets/{d}/leaderboard"));
+    assert_eq!(board["rows"].as_array().map(Vec::len), Some(2), "{board}");
+    assert_eq!(
+        standby.get(&format!("/splits/{split_id}"))["split"]["id"],
+        split_id
+    );
+    let (status, v) = standby.request("POST", "/results/new", None);
+    assert_eq!(status, 503, "{v}");
     let (status, v) = m.request("DELETE", &format!("/datasets/{d}"), None);
     assert_eq!(status, 409, "a dataset with submissions stays: {v}");
 
