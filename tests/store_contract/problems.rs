@@ -179,64 +179,33 @@ pub async fn runapp_ids_per_owner(s: Store) {
         folds: vec![],
         stop_on_failure: false,
     };
+    // `owner`'s fold `sf` of databoard submission 7 (new, or the existing native one).
+    let add = |owner: &str, target: Option<i64>, index: i64, sf: i64| {
+        let (s, owner) = (s.clone(), owner.to_string());
+        let target = match target {
+            Some(id) => RunappTarget::Existing(id),
+            None => RunappTarget::New(submission(&owner)),
+        };
+        let (blobs, fold) = runapp_fold(index);
+        async move {
+            s.runapp_add_fold(owner, false, target, blobs, fold, meta(sf, 7))
+                .await
+        }
+    };
     // ann's databoard submission 7, fold 70, then fold 71 of the same submission.
-    let (blobs, fold) = runapp_fold(0);
-    let sf70 = s
-        .runapp_add_fold(
-            "ann".into(),
-            false,
-            RunappTarget::New(submission("ann")),
-            blobs,
-            fold,
-            meta(70, 7),
-        )
-        .await
-        .unwrap();
+    let sf70 = add("ann", None, 0, 70).await.unwrap();
     let native = s.runapp_submission("ann".into(), 7).await.unwrap().unwrap();
-    let (blobs, fold) = runapp_fold(1);
-    let sf71 = s
-        .runapp_add_fold(
-            "ann".into(),
-            false,
-            RunappTarget::Existing(native),
-            blobs,
-            fold,
-            meta(71, 7),
-        )
-        .await
-        .unwrap();
+    let sf71 = add("ann", Some(native), 1, 71).await.unwrap();
     assert_eq!(s.submission(native).await.unwrap().folds.len(), 2);
     // The id 70 again is refused and stores nothing; bob has ids of his own.
-    let (blobs, fold) = runapp_fold(2);
-    let err = s
-        .runapp_add_fold(
-            "ann".into(),
-            false,
-            RunappTarget::Existing(native),
-            blobs,
-            fold,
-            meta(70, 7),
-        )
-        .await
-        .unwrap_err();
+    let err = add("ann", Some(native), 2, 70).await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "SubmissionFold with this databoard sf id already exists."
     );
     assert_eq!(s.submission(native).await.unwrap().folds.len(), 2);
     assert_eq!(s.runapp_submission("bob".into(), 7).await.unwrap(), None);
-    let (blobs, fold) = runapp_fold(0);
-    let bobs = s
-        .runapp_add_fold(
-            "bob".into(),
-            false,
-            RunappTarget::New(submission("bob")),
-            blobs,
-            fold,
-            meta(70, 7),
-        )
-        .await
-        .unwrap();
+    let bobs = add("bob", None, 0, 70).await.unwrap();
     assert_ne!(bobs, sf70);
 
     let folds = s.runapp_folds("ann".into(), None).await.unwrap();

@@ -224,44 +224,27 @@ pub async fn submissions_results_once(s: Store) {
 
     // A rerun: the old run stays in the history, the new one is TODO and fed once settled.
     let (sf0, _, _) = s.submission_fold(sub.folds[0].id).await.unwrap();
-    let cancels = s
-        .rerun_submission_folds(
-            sub.id,
-            "ann".into(),
-            false,
-            "resubmitted".into(),
-            vec![Rerun {
-                id: sf0.id,
-                replaces: sf0.fold_id,
-                spec: spec(r#"{"command":["true"]}"#),
-                held: None,
-            }],
-            None,
-        )
-        .await
-        .unwrap();
+    let rerun = |cause: &str| {
+        let (s, cause, id) = (s.clone(), cause.to_string(), sub.id);
+        let again = Rerun {
+            id: sf0.id,
+            replaces: sf0.fold_id,
+            spec: spec(r#"{"command":["true"]}"#),
+            held: None,
+        };
+        async move {
+            s.rerun_submission_folds(id, "ann".into(), false, cause, vec![again], None)
+                .await
+        }
+    };
+    let cancels = rerun("resubmitted").await.unwrap();
     assert!(cancels.is_empty(), "the old run had ended");
     let (sf1, _, runs) = s.submission_fold(sf0.id).await.unwrap();
     assert_eq!((sf1.runs, sf1.state, runs.len()), (2, Phase::Todo, 2));
     assert_ne!(sf1.fold_id, sf0.fold_id);
     assert_eq!(runs[1].2, "resubmitted");
     // A rerun naming a run that is no longer current is refused.
-    let err = s
-        .rerun_submission_folds(
-            sub.id,
-            "ann".into(),
-            false,
-            "again".into(),
-            vec![Rerun {
-                id: sf0.id,
-                replaces: sf0.fold_id,
-                spec: spec(r#"{"command":["true"]}"#),
-                held: None,
-            }],
-            None,
-        )
-        .await
-        .unwrap_err();
+    let err = rerun("again").await.unwrap_err();
     assert!(
         matches!(err, StoreError::Conflict(ref m) if m.contains("changed meanwhile")),
         "{err}"
