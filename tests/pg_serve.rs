@@ -1,11 +1,14 @@
-//! `serve --store postgres://…`: a master on PostgreSQL runs the queue, says it is active, and
-//! answers a clear 501 for what is not on PostgreSQL yet; a master cut off from the database
-//! stops and exits while the standby takes over.
+//! `serve --store postgres://…`: a master on PostgreSQL runs the queue, says it is active,
+//! runs datasets and submissions end to end (scored results, the feed once), and says clearly
+//! what PostgreSQL does not do (the scheduled backup: PostgreSQL's own tools); a master cut
+//! off from the database stops and exits while the standby takes over.
 
 mod common;
 
+use common::ml::{b64, dataset, docker_inventory, ids, submit, wait_submission};
 use common::{sh, Master};
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -41,7 +44,7 @@ fn wait_active(m: &Master, within: Duration) -> Duration {
 }
 
 #[test]
-fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
+fn a_master_on_postgres_runs_folds() {
     let url = common::pg::database();
     let m = Master::start_with(None, &["--store", &url, "--leader-lease", "2s"]);
     wait_active(&m, Duration::from_secs(10));
@@ -158,34 +161,6 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     let done = m.wait_all(&read, Duration::from_secs(30));
     assert_eq!(done[0]["state"], "done", "{}", done[0]);
 
-    // Not on PostgreSQL yet: a JSON 501 naming the feature, nothing changed.
-    let not_yet: &[(&str, String, Option<Value>, &str)] = &[
-        ("GET", "/datasets".into(), None, "datasets and splits"),
-        (
-            "GET",
-            "/submissions".into(),
-            None,
-            "submissions and their results",
-        ),
-    ];
-    m.wait_all(&more, Duration::from_secs(30));
-    let before = m.get("/events?since=0")["seq"].clone();
-    for (method, path, body, feature) in not_yet {
-        let (status, v) = m.request(method, path, body.clone());
-        assert_eq!(status, 501, "{method} {path}: {v}");
-        assert_eq!(v["error"]["code"], "not_implemented", "{v}");
-        assert_eq!(
-            v["error"]["message"],
-            format!("{feature}: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"),
-            "{method} {path}"
-        );
-    }
-    assert_eq!(
-        m.get("/events?since=0")["seq"],
-        before,
-        "a 501 changed nothing"
-    );
-
     // Tokens live in the database: made by the CLI with --store, accepted by the master.
     let out = m.cli(&["token", "create", "bob", "--store", &url]);
     assert!(
@@ -220,6 +195,191 @@ fn a_master_on_postgres_runs_folds_and_answers_501_for_the_rest() {
     );
     let json: Value = serde_json::from_str(&m.cli_ok(&["runners", "status", "--json"])).unwrap();
     assert_eq!(json["master"]["role"], "active", "{json}");
+}
+
+/// The submission layer on PostgreSQL through the real binary, a Docker runner and the fold
+/// image: a dataset uploaded, a split made, two submissions (one broken on purpose) scored by
+/// the workflow task of the active master, the "new results" feed handing each result out once
+/// to concurrent callers, a resubmit, the leaderboard, and the dataset kept while submissions
+/// refer to it. And what PostgreSQL does not do: the scheduled backup, which says what to use.
+#[test]
+fn a_master_on_postgres_scores_submissions_and_feeds_each_result_once() {
+    let url = common::pg::database();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("master.toml");
+    std::fs::write(
+        &cfg,
+        "[maintenance.backup]\nschedule = \"* * * * * *\"\ndir = \"backups\"\nkeep = 2\n",
+    )
+    .unwrap();
+    let m = Master::start_with(
+        Some(&docker_inventory(3)),
+        &[
+            "--store",
+            &url,
+            "--leader-lease",
+            "2s",
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
+    );
+    wait_active(&m, Duration::from_secs(10));
+    let csv = std::fs::read("examples/iris/iris.csv").unwrap();
+    let d = dataset(&m, "iris", &csv, "species", &["accuracy"], &["classifier"]);
+    let listed = m.get("/datasets");
+    assert_eq!(listed["datasets"][0]["id"], d, "{listed}");
+    let (status, split) = m.request(
+        "POST",
+        &format!("/datasets/{d}/splits"),
+        Some(json!({"held_out_test": 0.2, "random_state": 42, "stratify": true})),
+    );
+    assert_eq!(status, 201, "{split}");
+    assert_eq!(split["test"].as_array().unwrap().len(), 30, "{split}");
+    let split_id = split["split"]["id"].as_i64().unwrap();
+    let code =
+        |dir: &str| b64(&std::fs::read(format!("examples/iris/{dir}/classifier.py")).unwrap());
+    let request = |name: &str, dir: &str| {
+        json!({"dataset_id": d, "split_id": split_id, "name": name,
+               "files": {"classifier.py": code(dir)},
+               "cv": {"k": 3, "seed": 42, "stratify": true},
+               "resources": {"cpus": 1, "memory": "512M"}, "hard_time_limit": "5m"})
+    };
+    let good = submit(&m, request("logreg", "submission"));
+    let broken = submit(&m, request("broken", "submission_broken"));
+    let (status, v) = m.request(
+        "POST",
+        "/submissions",
+        Some(request("logreg", "submission")),
+    );
+    assert_eq!(status, 409, "the same name again: {v}");
+    let good = wait_submission(&m, good["id"].as_i64().unwrap(), Duration::from_secs(300));
+    let broken = wait_submission(&m, broken["id"].as_i64().unwrap(), Duration::from_secs(300));
+    for f in good["folds"].as_array().unwrap() {
+        assert_eq!(f["state"], "TESTED", "{f}");
+        let acc = f["scores"]["test"]["accuracy"].as_f64().unwrap();
+        assert!(acc > 0.9, "fold {}: test accuracy {acc}", f["fold_index"]);
+        let (status, headers, _) =
+            m.get_bytes(&format!("/submission-folds/{}/predictions/test", f["id"]));
+        assert_eq!(status, 200);
+        assert_eq!(headers["x-shape"], "30,3");
+    }
+    for f in broken["folds"].as_array().unwrap() {
+        assert_eq!(f["state"], "ERROR", "{f}");
+        assert_eq!(
+            f["reason"], "the submission failed: ValueError: this submission is broken on purpose",
+            "{f}"
+        );
+    }
+
+    // The feed: 4 concurrent callers get the 6 results exactly once between them.
+    let take_new = || -> Vec<i64> {
+        let (status, v) = m.request("POST", "/results/new", None);
+        assert_eq!(status, 200, "{v}");
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_i64().unwrap())
+            .collect()
+    };
+    let got: Vec<i64> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4).map(|_| sc.spawn(take_new)).collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let unique: BTreeSet<i64> = got.iter().copied().collect();
+    assert_eq!(got.len(), 6, "each result once: {got:?}");
+    let all: BTreeSet<i64> = [ids(&good), ids(&broken)].concat().into_iter().collect();
+    assert_eq!(unique, all);
+    assert!(take_new().is_empty(), "nothing new later");
+
+    // The leaderboard, then a resubmit of the broken one with the good code: new in the feed.
+    let lb = m.get(&format!("/datasets/{d}/leaderboard"));
+    assert_eq!(
+        (
+            lb["rows"][0]["name"].clone(),
+            lb["rows"][0]["folds"].clone()
+        ),
+        (json!("logreg"), json!(3)),
+        "{lb}"
+    );
+    let bid = broken["id"].as_i64().unwrap();
+    let body = json!({"force": "files", "files": {"classifier.py": code("submission")}});
+    let (status, v) = m.request("POST", &format!("/submissions/{bid}/resubmit"), Some(body));
+    assert_eq!(status, 200, "{v}");
+    let fixed = wait_submission(&m, bid, Duration::from_secs(300));
+    for f in fixed["folds"].as_array().unwrap() {
+        assert_eq!(
+            (f["state"].as_str(), f["runs"].as_i64()),
+            (Some("TESTED"), Some(2)),
+            "{f}"
+        );
+    }
+    let again: BTreeSet<i64> = take_new().into_iter().collect();
+    assert_eq!(again, ids(&fixed).into_iter().collect());
+
+    // A standby on the same database reads what the active master recorded, and sends the
+    // feed (which takes results) to the active master.
+    let standby = Master::start_with(None, &["--store", &url, "--leader-lease", "2s"]);
+    assert_eq!(health(&standby)["role"], "standby", "{}", health(&standby));
+    let seen = standby.get(&format!("/submissions/{bid}"));
+    let results = |s: &Value| -> Vec<(Value, Value, Value, Value)> {
+        s["folds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                (
+                    f["id"].clone(),
+                    f["state"].clone(),
+                    f["scores"].clone(),
+                    f["delivered"].clone(),
+                )
+            })
+            .collect()
+    };
+    let mut delivered = fixed.clone();
+    for f in delivered["folds"].as_array_mut().unwrap() {
+        f["delivered"] = json!(true);
+    }
+    assert_eq!(results(&seen["submission"]), results(&delivered), "{seen}");
+    let board = standby.get(&format!("/datasets/{d}/leaderboard"));
+    assert_eq!(board["rows"].as_array().map(Vec::len), Some(2), "{board}");
+    assert_eq!(
+        standby.get(&format!("/splits/{split_id}"))["split"]["id"],
+        split_id
+    );
+    let (status, v) = standby.request("POST", "/results/new", None);
+    assert_eq!(status, 503, "{v}");
+    let (status, v) = m.request("DELETE", &format!("/datasets/{d}"), None);
+    assert_eq!(status, 409, "a dataset with submissions stays: {v}");
+
+    // Not on PostgreSQL: the scheduled backup (every second here), which fails saying what
+    // to use instead, and changes nothing else.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let failed = loop {
+        let recent = m.get("/maintenance")["recent"].clone();
+        let found = recent
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["detail"].as_str())
+            .find(|d| d.starts_with("backup:"))
+            .map(str::to_string);
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no backup ran: {recent}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        failed,
+        "backup: FAILED: the scheduled backup (use pg_dump or pg_basebackup): not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"
+    );
+    assert!(!m
+        .data_dir()
+        .join("backups")
+        .read_dir()
+        .is_ok_and(|mut d| d.next().is_some()));
 }
 
 #[test]

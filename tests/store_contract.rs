@@ -610,10 +610,16 @@ contract!(
 
 #[path = "store_contract/blobs.rs"]
 mod blobs;
+#[path = "store_contract/datasets.rs"]
+mod datasets;
+#[path = "store_contract/problems.rs"]
+mod problems;
 #[path = "store_contract/provenance.rs"]
 mod provenance;
 #[path = "store_contract/stalled.rs"]
 mod stalled;
+#[path = "store_contract/submissions.rs"]
+mod submissions;
 #[path = "store_contract/sweeps.rs"]
 mod sweeps;
 #[path = "store_contract/waiting.rs"]
@@ -659,6 +665,12 @@ store_contract!(
     webhooks::webhooks_outbox,
     sweeps::sweeps_stop_early_and_keep,
     blobs::blobs_and_their_owners,
+    datasets::datasets_and_splits,
+    submissions::submissions_results_once,
+    submissions::submissions_feed_under_concurrent_callers,
+    submissions::submissions_stop_on_failure,
+    problems::problems_and_custom_splits,
+    problems::runapp_ids_per_owner,
 );
 
 /// Writes without the lease are refused, and so is everything after the lease expired.

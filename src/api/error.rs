@@ -145,14 +145,14 @@ mod tests {
     /// What PostgreSQL does not have yet answers 501 `not_implemented`, naming the feature.
     #[tokio::test]
     async fn unsupported_is_a_501_naming_the_feature() {
-        let r = ApiError::from(StoreError::Unsupported(Feature::Datasets)).into_response();
+        let r = ApiError::from(StoreError::Unsupported(Feature::Backup)).into_response();
         assert_eq!(r.status(), StatusCode::NOT_IMPLEMENTED);
         let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"]["code"], "not_implemented");
         assert_eq!(
             v["error"]["message"],
-            "datasets and splits: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"
+            "the scheduled backup (use pg_dump or pg_basebackup): not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"
         );
     }
 }

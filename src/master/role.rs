@@ -4,7 +4,8 @@
 //! schedule and writes. The others are standby: they answer `GET /api/v1/health` (with the
 //! active master's advertised URL), serve the reads the database answers alone
 //! ([`STANDBY_READS`]: folds, their logs, outputs and provenance, arrays, sweeps, webhooks,
-//! the queue's counts, the event feed, whose change signal a standby reads from the database;
+//! the queue's counts, the event feed, whose change signal a standby reads from the database,
+//! datasets, splits, submissions and their results as the active master recorded them;
 //! through the API on a standby's `MasterHandle`), and refuse everything else (writes, and
 //! reads only the active master can answer: runners, `analyze`) with a JSON 503 naming the
 //! active master, until they take the lease. The HTTP app
@@ -58,6 +59,17 @@ pub const STANDBY_READS: &[&str] = &[
     "webhook-secret",
     "openapi.json",
     "events",
+    "datasets",
+    "datasets/*",
+    "datasets/*/table",
+    "datasets/*/files/**",
+    "datasets/*/splits",
+    "datasets/*/leaderboard",
+    "splits/*",
+    "submissions",
+    "submissions/*",
+    "submission-folds/*",
+    "submission-folds/*/predictions/*",
 ];
 
 /// Whether a standby answers `method path` (see [`STANDBY_READS`]).
@@ -223,5 +235,12 @@ mod tests {
         assert!(!get("/folds"));
         assert!(!standby_reads(&Method::POST, "/api/v1/folds"));
         assert!(!standby_reads(&Method::DELETE, "/api/v1/folds/7"));
+        // The submission layer's reads; its writes (the feed takes results) are the active's.
+        assert!(get("/api/v1/datasets/2/splits"));
+        assert!(get("/api/v1/submission-folds/4/predictions/test"));
+        assert!(get("/api/v1/datasets/2/files/data/train.csv"));
+        assert!(!standby_reads(&Method::POST, "/api/v1/datasets/2/splits"));
+        assert!(!standby_reads(&Method::POST, "/api/v1/results/new"));
+        assert!(!standby_reads(&Method::DELETE, "/api/v1/datasets/2"));
     }
 }

@@ -6,9 +6,10 @@
 //! Deleting a dataset deletes its splits with it, and is refused while a submission refers
 //! to it.
 
+use super::row::Cols;
 use super::tenancy::{own, Resource};
 use super::{blobs, now_ms, Result, Scope, Store, StoreError};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -95,70 +96,77 @@ pub struct NewSplit {
 
 pub(super) const DATASET_COLUMNS: &str = "id, name, target_column, workflow_elements, \
      score_types, table_sha256, size, rows, created_at, stats, problem, files, owner";
-const SPLIT_COLUMNS: &str = "id, dataset_id, ratio, random_state, stratified, \
+pub(super) const SPLIT_COLUMNS: &str = "id, dataset_id, ratio, random_state, stratified, \
      train_rows, test_rows, train_sha256, test_sha256, created_at, stats, kind, state, reason, \
      fold_id, files, truth_sha256";
 
-fn json_list(text: String) -> Vec<String> {
+pub(super) fn json_list(text: String) -> Vec<String> {
     serde_json::from_str(&text).unwrap_or_default()
 }
 
-fn json_map(text: Option<String>) -> BTreeMap<String, String> {
+pub(super) fn json_map(text: Option<String>) -> BTreeMap<String, String> {
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
 }
 
-fn json_value(text: Option<String>) -> Value {
+pub(super) fn json_value(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null)
 }
 
-/// Rows of `DATASET_COLUMNS`; `stats` is read only when `with_stats`.
-fn dataset_row(r: &Row, with_stats: bool) -> rusqlite::Result<DatasetRecord> {
+/// Rows of `DATASET_COLUMNS` (either engine); `stats` is read only when `with_stats`.
+pub(super) fn dataset_row<R: Cols>(
+    r: &R,
+    with_stats: bool,
+) -> std::result::Result<DatasetRecord, R::Error> {
     Ok(DatasetRecord {
-        id: r.get(0)?,
-        name: r.get(1)?,
-        target_column: r.get(2)?,
-        workflow_elements: json_list(r.get(3)?),
-        score_types: json_list(r.get(4)?),
-        table_sha256: r.get(5)?,
-        size: r.get::<_, i64>(6)? as u64,
-        rows: r.get::<_, i64>(7)? as u64,
-        created_at: r.get(8)?,
+        id: r.int(0)?,
+        name: r.text(1)?,
+        target_column: r.text(2)?,
+        workflow_elements: json_list(r.text(3)?),
+        score_types: json_list(r.text(4)?),
+        table_sha256: r.text(5)?,
+        size: r.int(6)? as u64,
+        rows: r.int(7)? as u64,
+        created_at: r.int(8)?,
         stats: if with_stats {
-            json_value(r.get(9)?)
+            json_value(r.opt_text(9)?)
         } else {
             Value::Null
         },
-        problem: r.get(10)?,
-        files: json_map(r.get(11)?),
-        owner: r.get(12)?,
+        problem: r.opt_text(10)?,
+        files: json_map(r.opt_text(11)?),
+        owner: r.opt_text(12)?,
     })
 }
 
-fn split_row(r: &Row, with_stats: bool) -> rusqlite::Result<SplitRecord> {
+/// Rows of `SPLIT_COLUMNS` (either engine); `stats` is read only when `with_stats`.
+pub(super) fn split_row<R: Cols>(
+    r: &R,
+    with_stats: bool,
+) -> std::result::Result<SplitRecord, R::Error> {
     Ok(SplitRecord {
-        id: r.get(0)?,
-        dataset_id: r.get(1)?,
-        held_out_test: r.get(2)?,
-        random_state: r.get::<_, i64>(3)? as u64,
-        stratify: r.get(4)?,
-        train_rows: r.get::<_, i64>(5)? as u64,
-        test_rows: r.get::<_, i64>(6)? as u64,
-        train_sha256: r.get(7)?,
-        test_sha256: r.get(8)?,
-        created_at: r.get(9)?,
+        id: r.int(0)?,
+        dataset_id: r.int(1)?,
+        held_out_test: r.real(2)?,
+        random_state: r.int(3)? as u64,
+        stratify: r.flag(4)?,
+        train_rows: r.int(5)? as u64,
+        test_rows: r.int(6)? as u64,
+        train_sha256: r.text(7)?,
+        test_sha256: r.text(8)?,
+        created_at: r.int(9)?,
         stats: if with_stats {
-            json_value(r.get(10)?)
+            json_value(r.opt_text(10)?)
         } else {
             Value::Null
         },
-        kind: r.get(11)?,
-        state: r.get(12)?,
-        reason: r.get(13)?,
-        fold_id: r.get(14)?,
-        files: json_map(r.get(15)?),
-        truth_sha256: r.get(16)?,
+        kind: r.text(11)?,
+        state: r.text(12)?,
+        reason: r.opt_text(13)?,
+        fold_id: r.opt_int(14)?,
+        files: json_map(r.opt_text(15)?),
+        truth_sha256: r.opt_text(16)?,
     })
 }
 
@@ -178,15 +186,52 @@ pub(super) fn find_split(conn: &Connection, id: SplitId) -> Result<SplitRecord> 
         .ok_or_else(|| Resource::Split(id).missing())
 }
 
-fn indices_blob(indices: &[usize]) -> Vec<u8> {
+/// A split's row indices as their blob holds them (a JSON array).
+pub(super) fn indices_blob(indices: &[usize]) -> Vec<u8> {
     serde_json::to_vec(indices).unwrap_or_default()
 }
 
-fn read_indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
-    let data = blobs::get(conn, sha)?
-        .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))?;
+/// The row indices blob `sha` holds (`data`; `None`: the blob is missing).
+pub(super) fn parse_indices(sha: &str, data: Option<Vec<u8>>) -> Result<Vec<usize>> {
+    let data = data.ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))?;
     serde_json::from_slice(&data)
         .map_err(|e| StoreError::Invalid(format!("blob {sha} holds no row indices: {e}")))
+}
+
+pub(super) fn read_indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
+    parse_indices(sha, blobs::get(conn, sha)?)
+}
+
+/// A dataset name its owner has given already (`id`): what creating another answers.
+pub(super) fn name_taken(name: &str, id: i64) -> StoreError {
+    StoreError::Conflict(format!(
+        "a dataset named {name:?} exists already (id {id}); choose another name or delete it first"
+    ))
+}
+
+/// Why dataset `id` is not deleted: `submissions` refer to it, or its custom split `running`
+/// (split, fold) still runs.
+pub(super) fn undeletable(
+    id: DatasetId,
+    submissions: i64,
+    running: Option<(i64, i64)>,
+) -> Result<()> {
+    if submissions > 0 {
+        return Err(StoreError::Conflict(format!(
+            "dataset {id} has {submissions} submission(s); their folds and scores refer to it, so it stays"
+        )));
+    }
+    if let Some((split, fold)) = running {
+        return Err(StoreError::Conflict(format!(
+            "dataset {id}: its custom split {split} is still running (fold {fold}); wait for it or remove that fold, then delete"
+        )));
+    }
+    Ok(())
+}
+
+/// What the table blob of dataset missing from the blobs answers.
+pub(super) fn no_table(sha: &str) -> StoreError {
+    StoreError::NotFound(format!("the table blob {sha} is missing"))
 }
 
 /// Refuses a name `owner` has given a dataset already (names are per owner).
@@ -199,9 +244,7 @@ pub(super) fn check_name_free(conn: &Connection, owner: &str, name: &str) -> Res
         )
         .optional()?;
     match taken {
-        Some(id) => Err(StoreError::Conflict(format!(
-            "a dataset named {name:?} exists already (id {id}); choose another name or delete it first"
-        ))),
+        Some(id) => Err(name_taken(name, id)),
         None => Ok(()),
     }
 }
@@ -210,6 +253,9 @@ impl Store {
     /// Stores a dataset of `new.owner` and its table blob (owned by them) in one transaction;
     /// a name the owner has used already is a conflict.
     pub async fn create_dataset(&self, new: NewDataset) -> Result<DatasetRecord> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.create_dataset(new)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             check_name_free(&tx, &new.owner, &new.name)?;
@@ -248,6 +294,9 @@ impl Store {
         after: Option<DatasetId>,
         limit: Option<u32>,
     ) -> Result<(Vec<DatasetRecord>, Option<DatasetId>)> {
+        if let Some(pg) = self.pg() {
+            return pg.list_datasets(scope, after, limit).await;
+        }
         let owner = scope.owner().map(str::to_string);
         let visible = scope.sql("owner", 3);
         self.call(move |conn| {
@@ -266,16 +315,20 @@ impl Store {
     }
 
     pub async fn dataset(&self, id: DatasetId) -> Result<DatasetRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.dataset(id).await;
+        }
         self.call(move |conn| find_dataset(conn, id)).await
     }
 
     /// The dataset's CSV table, as uploaded.
     pub async fn dataset_table(&self, id: DatasetId) -> Result<Vec<u8>> {
+        if let Some(pg) = self.pg() {
+            return pg.dataset_table(id).await;
+        }
         self.call(move |conn| {
             let d = find_dataset(conn, id)?;
-            blobs::get(conn, &d.table_sha256)?.ok_or_else(|| {
-                StoreError::NotFound(format!("the table blob {} is missing", d.table_sha256))
-            })
+            blobs::get(conn, &d.table_sha256)?.ok_or_else(|| no_table(&d.table_sha256))
         })
         .await
     }
@@ -283,6 +336,9 @@ impl Store {
     /// Deletes a dataset and its splits in one transaction; returns how many splits went.
     /// The blobs stay until a purge finds nothing refers to them.
     pub async fn delete_dataset(&self, id: DatasetId) -> Result<usize> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.delete_dataset(id)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             find_dataset(&tx, id)?;
@@ -291,11 +347,6 @@ impl Store {
                 [id],
                 |r| r.get(0),
             )?;
-            if submissions > 0 {
-                return Err(StoreError::Conflict(format!(
-                    "dataset {id} has {submissions} submission(s); their folds and scores refer to it, so it stays"
-                )));
-            }
             let running: Option<(i64, i64)> = tx
                 .query_row(
                     "SELECT id, fold_id FROM splits WHERE dataset_id = ?1 AND state = 'running'",
@@ -303,11 +354,7 @@ impl Store {
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )
                 .optional()?;
-            if let Some((split, fold)) = running {
-                return Err(StoreError::Conflict(format!(
-                    "dataset {id}: its custom split {split} is still running (fold {fold}); wait for it or remove that fold, then delete"
-                )));
-            }
+            undeletable(id, submissions, running)?;
             let splits = tx.execute("DELETE FROM splits WHERE dataset_id = ?1", [id])?;
             tx.execute("DELETE FROM datasets WHERE id = ?1", [id])?;
             tx.commit()?;
@@ -318,6 +365,9 @@ impl Store {
 
     /// Stores a split and its index blobs in one transaction; the dataset must still exist.
     pub async fn create_split(&self, new: NewSplit) -> Result<SplitRecord> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.create_split(new)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let d = find_dataset(&tx, new.dataset_id)?;
@@ -353,6 +403,9 @@ impl Store {
 
     /// The dataset's splits, oldest first, without statistics.
     pub async fn list_splits(&self, dataset: DatasetId) -> Result<Vec<SplitRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.list_splits(dataset).await;
+        }
         self.call(move |conn| {
             find_dataset(conn, dataset)?;
             let mut stmt = conn.prepare_cached(&format!(
@@ -366,6 +419,9 @@ impl Store {
 
     /// A split with its train and test row indices.
     pub async fn split(&self, id: SplitId) -> Result<(SplitRecord, Vec<usize>, Vec<usize>)> {
+        if let Some(pg) = self.pg() {
+            return pg.split(id).await;
+        }
         self.call(move |conn| {
             let s = find_split(conn, id)?;
             let train = read_indices(conn, &s.train_sha256)?;
@@ -373,110 +429,5 @@ impl Store {
             Ok((s, train, test))
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn iris_like() -> NewDataset {
-        NewDataset {
-            owner: "ann".into(),
-            name: "iris".into(),
-            target_column: "species".into(),
-            workflow_elements: vec!["classifier".into()],
-            score_types: vec!["accuracy".into()],
-            table: b"x,species\n1,a\n2,b\n".to_vec(),
-            rows: 2,
-            stats: json!({"rows": 2}),
-        }
-    }
-
-    fn split_of(dataset_id: DatasetId) -> NewSplit {
-        NewSplit {
-            dataset_id,
-            held_out_test: 0.5,
-            random_state: 42,
-            stratify: false,
-            train: vec![1],
-            test: vec![0],
-            stats: json!({"columns": []}),
-        }
-    }
-
-    async fn count(store: &Store, table: &'static str) -> i64 {
-        store
-            .call(move |c| {
-                Ok(c.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?)
-            })
-            .await
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn datasets_and_splits_round_trip_and_delete_together() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let d = store.create_dataset(iris_like()).await.unwrap();
-        assert_eq!((d.name.as_str(), d.rows, d.size), ("iris", 2, 18));
-        assert_eq!(d.stats, json!({"rows": 2}));
-        assert_eq!(d.workflow_elements, ["classifier"]);
-        assert_eq!(store.dataset_table(d.id).await.unwrap(), iris_like().table);
-        let listed = store
-            .list_datasets(&Scope::All, None, Some(10))
-            .await
-            .unwrap()
-            .0;
-        assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].stats, Value::Null);
-
-        let s = store.create_split(split_of(d.id)).await.unwrap();
-        let (rec, train, test) = store.split(s.id).await.unwrap();
-        assert_eq!((train, test), (vec![1], vec![0]));
-        assert_eq!(
-            (rec.random_state, rec.train_rows, rec.test_rows),
-            (42, 1, 1)
-        );
-        assert_eq!(store.list_splits(d.id).await.unwrap().len(), 1);
-
-        assert_eq!(store.delete_dataset(d.id).await.unwrap(), 1);
-        assert!(matches!(
-            store.dataset(d.id).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert!(matches!(
-            store.split(s.id).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(count(&store, "splits").await, 0);
-        // Nothing refers to the blobs any more: a purge takes them (and does not trip on the
-        // foreign keys while a dataset still refers to one).
-        let report = store.purge(now_ms() + 1000).await.unwrap();
-        assert_eq!(report.blobs, 3);
-    }
-
-    #[tokio::test]
-    async fn refusals_store_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("t.db")).unwrap();
-        let d = store.create_dataset(iris_like()).await.unwrap();
-        let mut again = iris_like();
-        again.table = b"other,table\n1,2\n".to_vec();
-        let err = store.create_dataset(again).await.unwrap_err();
-        assert!(
-            matches!(err, StoreError::Conflict(ref m) if m.contains("exists already")),
-            "{err}"
-        );
-        assert!(matches!(
-            store.create_split(split_of(d.id + 1)).await,
-            Err(StoreError::NotFound(_))
-        ));
-        assert_eq!(count(&store, "datasets").await, 1);
-        assert_eq!(count(&store, "blobs").await, 1);
-        // A purge keeps the blob a dataset refers to.
-        assert_eq!(store.purge(now_ms() + 1000).await.unwrap().blobs, 0);
-        assert!(store.dataset_table(d.id).await.is_ok());
     }
 }

@@ -1,17 +1,15 @@
-//! What the PostgreSQL store does not have yet (README "PostgreSQL: several masters, one
+//! What the PostgreSQL store does not have (README "PostgreSQL: several masters, one
 //! active"): one name per feature, asked through `Store::supports` wherever a caller would
 //! otherwise test which engine it runs on, and named in the `501` a request that needs one
-//! answers (`StoreError::Unsupported`). A feature ported to PostgreSQL leaves this enum.
+//! answers (`StoreError::Unsupported`). A feature ported to PostgreSQL leaves this enum; what
+//! is left is the scheduled backup, which PostgreSQL's own tools do (by design), and any
+//! store method not routed to PostgreSQL (`Other`, a bug to report by its name).
 
 use std::fmt;
 
-/// A feature the SQLite store has and the PostgreSQL store does not yet.
+/// A feature the SQLite store has and the PostgreSQL store does not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Feature {
-    /// Datasets, their splits and scores, problem datasets and custom splits.
-    Datasets,
-    /// Submissions, their folds and results, the new-results feed, the `/runapp/` routes.
-    Submissions,
     /// The scheduled backup (PostgreSQL's own tools do it there).
     Backup,
     /// An operation not named above (the store's method).
@@ -29,8 +27,6 @@ impl Feature {
             .and_then(|rest| rest.split("::").next())
             .unwrap_or("");
         match (module, op) {
-            ("datasets" | "problems", _) => Feature::Datasets,
-            ("submissions" | "submission_records" | "runapp", _) => Feature::Submissions,
             ("maintenance", "backup_to") => Feature::Backup,
             _ => Feature::Other(op),
         }
@@ -39,8 +35,6 @@ impl Feature {
     /// What the feature is, in words.
     pub fn name(self) -> &'static str {
         match self {
-            Feature::Datasets => "datasets and splits",
-            Feature::Submissions => "submissions and their results",
             Feature::Backup => "the scheduled backup (use pg_dump or pg_basebackup)",
             Feature::Other(op) => op,
         }
@@ -71,12 +65,12 @@ mod tests {
     fn jobs_name_their_feature() {
         let of = Feature::of_job;
         assert_eq!(
-            of("datarun::store::datasets::<impl datarun::store::Store>::list_datasets::{{closure}}"),
-            Feature::Datasets
+            of("datarun::store::maintenance::<impl datarun::store::Store>::backup_to::{{closure}}"),
+            Feature::Backup
         );
         assert_eq!(
             of("datarun::store::runapp::<impl datarun::store::Store>::runapp_folds::{{closure}}"),
-            Feature::Submissions
+            Feature::Other("runapp_folds")
         );
         assert_eq!(
             of("datarun::store::folds::<impl datarun::store::Store>::log_event::{{closure}}"),
@@ -87,10 +81,10 @@ mod tests {
     /// The 501's words: the feature, and that it is not on PostgreSQL yet.
     #[test]
     fn unsupported_says_what_is_not_on_postgres() {
-        let e = StoreError::Unsupported(Feature::Datasets);
+        let e = StoreError::Unsupported(Feature::Backup);
         assert_eq!(
             e.to_string(),
-            "datasets and splits: not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"
+            "the scheduled backup (use pg_dump or pg_basebackup): not on PostgreSQL yet (README \"PostgreSQL\" lists what is)"
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod pg;
 mod problems;
 pub(crate) mod provenance;
 mod records;
+mod row;
 mod runapp;
 mod runners;
 mod schema;

@@ -50,14 +50,34 @@ pub enum CustomSplitEnd {
     },
 }
 
+/// What a problem dataset whose script is not among its files answers.
+pub(super) fn no_script(problem: &str) -> StoreError {
+    StoreError::Invalid(format!(
+        "the problem script {problem:?} is not among the files"
+    ))
+}
+
+/// What a custom split of a dataset without a problem script answers.
+pub(super) fn no_problem(dataset: DatasetId) -> StoreError {
+    StoreError::Invalid(format!(
+        "dataset {dataset} has no problem script to split it"
+    ))
+}
+
+/// The output a custom split's targets are in.
+pub(super) const TRUTH_JSON: &str = "truth.json";
+
 /// The index blob of a custom split: it has files, not row indices.
-const NO_ROWS: &[u8] = b"[]";
+pub(super) const NO_ROWS: &[u8] = b"[]";
 
 impl Store {
     /// Stores a problem dataset of `new.owner` and its files (owned by them) in one
     /// transaction; a name the owner has used already is a conflict. Its `table_sha256` is the
     /// script's blob.
     pub async fn create_problem_dataset(&self, new: NewProblemDataset) -> Result<DatasetRecord> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.create_problem_dataset(new)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             check_name_free(&tx, &new.owner, &new.name)?;
@@ -67,12 +87,10 @@ impl Store {
                 own(&tx, &sha, &new.owner)?;
                 shas.insert(name.clone(), sha);
             }
-            let script = shas.get(&new.problem).cloned().ok_or_else(|| {
-                StoreError::Invalid(format!(
-                    "the problem script {:?} is not among the files",
-                    new.problem
-                ))
-            })?;
+            let script = shas
+                .get(&new.problem)
+                .cloned()
+                .ok_or_else(|| no_script(&new.problem))?;
             let size: usize = new.files.values().map(Vec::len).sum();
             tx.execute(
                 "INSERT INTO datasets (name, target_column, workflow_elements, score_types,
@@ -111,13 +129,18 @@ impl Store {
         held: Option<(HoldCode, String)>,
         new_blobs: Vec<Vec<u8>>,
     ) -> Result<SplitRecord> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                pg.create_custom_split(dataset, owner, admin, spec, held, new_blobs),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let d = find_dataset(&tx, dataset)?;
             if d.problem.is_none() {
-                return Err(StoreError::Invalid(format!(
-                    "dataset {dataset} has no problem script to split it"
-                )));
+                return Err(no_problem(dataset));
             }
             for data in &new_blobs {
                 own(&tx, &blobs::put(&tx, data)?, &owner)?;
@@ -140,6 +163,9 @@ impl Store {
     /// Running custom splits whose fold stopped (done, failed or removed; a held fold may
     /// still be released, so its split keeps running). On a reader connection.
     pub async fn unsettled_custom_splits(&self) -> Result<Vec<CustomSplitInput>> {
+        if let Some(pg) = self.pg() {
+            return pg.unsettled_custom_splits().await;
+        }
         self.read(move |conn| {
             let rows: Vec<(SplitId, i64)> = conn
                 .prepare_cached(
@@ -161,7 +187,7 @@ impl Store {
                     .query_map([fold_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))?
                     .collect::<rusqlite::Result<Vec<_>>>()?;
                 for (name, sha, size) in found {
-                    if name == "truth.json" {
+                    if name == TRUTH_JSON {
                         truth = blobs::get(conn, &sha)?;
                     }
                     outputs.insert(name, (sha, size as u64));
@@ -177,6 +203,9 @@ impl Store {
     /// Records a custom split's outcome, once: only a split still `running` changes. Its
     /// files become the dataset owner's, so their submissions may use them.
     pub async fn finish_custom_split(&self, id: SplitId, end: CustomSplitEnd) -> Result<bool> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.finish_custom_split(id, end)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let n = match end {
@@ -217,6 +246,9 @@ impl Store {
 
     /// A running custom split's fold, to say why it waits (`None` for other splits).
     pub async fn custom_split_fold(&self, id: SplitId) -> Result<Option<FoldRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.custom_split_fold(id).await;
+        }
         self.call(move |conn| {
             let s = find_split(conn, id)?;
             match (s.state.as_str(), s.fold_id) {

@@ -5,6 +5,7 @@
 //! their own: `owner` is part of every key.
 
 use super::datasets::{DatasetId, SplitId};
+use super::row::Cols;
 use super::submissions::{
     find_sf, find_submission, insert_submission_folds, insert_submission_row,
 };
@@ -31,20 +32,29 @@ pub enum RunappTarget {
     Existing(SubmissionId),
 }
 
-const RUNAPP_FOLD_COLUMNS: &str =
+pub(super) const RUNAPP_FOLD_COLUMNS: &str =
     "databoard_sf_id, databoard_s_id, priority, train_is, test_is, submission_fold_id";
 
-fn runapp_fold_row(r: &rusqlite::Row) -> rusqlite::Result<(RunappFold, SubmissionFoldId)> {
+/// Rows of `RUNAPP_FOLD_COLUMNS` (either engine).
+pub(super) fn runapp_fold_row<R: Cols>(
+    r: &R,
+) -> std::result::Result<(RunappFold, SubmissionFoldId), R::Error> {
     Ok((
         RunappFold {
-            databoard_sf_id: r.get(0)?,
-            databoard_s_id: r.get(1)?,
-            priority: r.get(2)?,
-            train_is: r.get(3)?,
-            test_is: r.get(4)?,
+            databoard_sf_id: r.int(0)?,
+            databoard_s_id: r.int(1)?,
+            priority: r.text(2)?,
+            train_is: r.text(3)?,
+            test_is: r.text(4)?,
         },
-        r.get(5)?,
+        r.int(5)?,
     ))
+}
+
+/// What adding a `/runapp/` fold under a `databoard_sf_id` its owner used answers (the
+/// original's words).
+pub(super) fn sf_id_taken() -> StoreError {
+    StoreError::Conflict("SubmissionFold with this databoard sf id already exists.".into())
 }
 
 /// `owner`'s fold `sf_id`.
@@ -57,13 +67,16 @@ fn runapp_fold(
         .prepare_cached(&format!(
             "SELECT {RUNAPP_FOLD_COLUMNS} FROM runapp_folds WHERE owner = ?1 AND databoard_sf_id = ?2"
         ))?
-        .query_row(params![owner, sf_id], runapp_fold_row)
+        .query_row(params![owner, sf_id], |r| runapp_fold_row(r))
         .optional()?)
 }
 
 impl Store {
     /// Records the scikit-learn split of a raw data (replacing an earlier one).
     pub async fn runapp_set_split(&self, dataset: DatasetId, split: SplitId) -> Result<()> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.runapp_set_split(dataset, split)).await;
+        }
         self.call(move |conn| {
             conn.execute(
                 "INSERT INTO runapp_rawdata (dataset_id, split_id) VALUES (?1, ?2)
@@ -77,6 +90,9 @@ impl Store {
 
     /// The split `rawdata/split/` made for a dataset, if any.
     pub async fn runapp_split(&self, dataset: DatasetId) -> Result<Option<SplitId>> {
+        if let Some(pg) = self.pg() {
+            return pg.runapp_split(dataset).await;
+        }
         self.call(move |conn| {
             Ok(conn
                 .query_row(
@@ -96,6 +112,9 @@ impl Store {
         owner: String,
         s_id: i64,
     ) -> Result<Option<SubmissionId>> {
+        if let Some(pg) = self.pg() {
+            return pg.runapp_submission(owner, s_id).await;
+        }
         self.call(move |conn| {
             Ok(conn
                 .query_row(
@@ -120,12 +139,17 @@ impl Store {
         fold: NewSubmissionFold,
         meta: RunappFold,
     ) -> Result<SubmissionFoldId> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                pg.runapp_add_fold(owner, admin, target, blobs, fold, meta),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             if runapp_fold(&tx, &owner, meta.databoard_sf_id)?.is_some() {
-                return Err(StoreError::Conflict(
-                    "SubmissionFold with this databoard sf id already exists.".into(),
-                ));
+                return Err(sf_id_taken());
             }
             let (id, fold_owner) = match &target {
                 RunappTarget::Existing(id) => (*id, find_submission(&tx, *id)?.owner),
@@ -159,6 +183,13 @@ impl Store {
         blobs: Vec<Vec<u8>>,
         folds: Vec<NewSubmissionFold>,
     ) -> Result<Vec<SubmissionFoldId>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                pg.add_submission_folds(submission, admin, blobs, folds),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let owner = find_submission(&tx, submission)?.owner;
@@ -176,6 +207,9 @@ impl Store {
         owner: String,
         ids: Option<Vec<i64>>,
     ) -> Result<Vec<(RunappFold, SubmissionFoldRecord)>> {
+        if let Some(pg) = self.pg() {
+            return pg.runapp_folds(owner, ids).await;
+        }
         self.call(move |conn| {
             let ids: Vec<i64> = match ids {
                 Some(ids) => ids,
@@ -199,13 +233,16 @@ impl Store {
 
     /// The `/runapp/` metadata of native submission folds (those posted through `/runapp/`).
     pub async fn runapp_meta(&self, sfs: Vec<SubmissionFoldId>) -> Result<Vec<RunappFold>> {
+        if let Some(pg) = self.pg() {
+            return pg.runapp_meta(sfs).await;
+        }
         self.call(move |conn| {
             let mut out = Vec::new();
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {RUNAPP_FOLD_COLUMNS} FROM runapp_folds WHERE submission_fold_id = ?1"
             ))?;
             for sf in sfs {
-                if let Some((meta, _)) = stmt.query_row([sf], runapp_fold_row).optional()? {
+                if let Some((meta, _)) = stmt.query_row([sf], |r| runapp_fold_row(r)).optional()? {
                     out.push(meta);
                 }
             }

@@ -2,9 +2,9 @@
 
 use super::datasets::{DatasetId, SplitId};
 use super::records::FoldRecord;
+use super::row::Cols;
 use crate::model::{FoldId, FoldSpec, HoldCode};
 use crate::submission::Phase;
-use rusqlite::Row;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -64,40 +64,54 @@ pub struct SubmissionFoldRecord {
     pub live: Option<Phase>,
 }
 
-pub(super) const SF_COLUMNS: &str = "id, submission_id, fold_index, client_id, train_rows, \
-    test_rows, train_sha256, test_sha256, fold_id, runs, state, reason, traceback, phases, \
-    timings, metrics, scores, predictions, ended_at, result_seq, \
-    (settled_key IS NOT NULL AND delivered_key IS settled_key)";
+/// The columns of a submission fold but whether its result was handed out (`delivered`,
+/// which each engine says in its own words: `SF_COLUMNS`, `PG_SF_COLUMNS`).
+macro_rules! sf_base_columns {
+    () => {
+        "id, submission_id, fold_index, client_id, train_rows, test_rows, train_sha256, \
+         test_sha256, fold_id, runs, state, reason, traceback, phases, timings, metrics, scores, \
+         predictions, ended_at, result_seq"
+    };
+}
+pub(super) const SF_COLUMNS: &str = concat!(
+    sf_base_columns!(),
+    ", (settled_key IS NOT NULL AND delivered_key IS settled_key)"
+);
+pub(super) const PG_SF_COLUMNS: &str = concat!(
+    sf_base_columns!(),
+    ", (settled_key IS NOT NULL AND delivered_key IS NOT DISTINCT FROM settled_key)"
+);
 
 fn json(text: Option<String>) -> Value {
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or(Value::Null)
 }
 
-pub(super) fn sf_from_row(r: &Row) -> rusqlite::Result<SubmissionFoldRecord> {
-    let state: String = r.get(10)?;
+/// Rows of `SF_COLUMNS` (either engine).
+pub(super) fn sf_from_row<R: Cols>(r: &R) -> Result<SubmissionFoldRecord, R::Error> {
+    let state: String = r.text(10)?;
     Ok(SubmissionFoldRecord {
-        id: r.get(0)?,
-        submission_id: r.get(1)?,
-        fold_index: r.get(2)?,
-        client_id: r.get(3)?,
-        train_rows: r.get::<_, i64>(4)? as u64,
-        test_rows: r.get::<_, i64>(5)? as u64,
-        train_sha256: r.get(6)?,
-        test_sha256: r.get(7)?,
-        fold_id: r.get(8)?,
-        runs: r.get(9)?,
+        id: r.int(0)?,
+        submission_id: r.int(1)?,
+        fold_index: r.int(2)?,
+        client_id: r.opt_text(3)?,
+        train_rows: r.int(4)? as u64,
+        test_rows: r.int(5)? as u64,
+        train_sha256: r.text(6)?,
+        test_sha256: r.text(7)?,
+        fold_id: r.int(8)?,
+        runs: r.int(9)?,
         state: Phase::parse(&state).unwrap_or(Phase::Error),
-        reason: r.get(11)?,
-        traceback: r.get(12)?,
-        phases: json(r.get(13)?),
-        timings: json(r.get(14)?),
-        metrics: json(r.get(15)?),
-        scores: json(r.get(16)?),
-        predictions: json(r.get(17)?),
-        ended_at: r.get(18)?,
-        result_seq: r.get(19)?,
-        delivered: r.get(20)?,
+        reason: r.opt_text(11)?,
+        traceback: r.opt_text(12)?,
+        phases: json(r.opt_text(13)?),
+        timings: json(r.opt_text(14)?),
+        metrics: json(r.opt_text(15)?),
+        scores: json(r.opt_text(16)?),
+        predictions: json(r.opt_text(17)?),
+        ended_at: r.opt_int(18)?,
+        result_seq: r.opt_int(19)?,
+        delivered: r.flag(20)?,
         live: None,
     })
 }
@@ -105,17 +119,18 @@ pub(super) fn sf_from_row(r: &Row) -> rusqlite::Result<SubmissionFoldRecord> {
 pub(super) const SUBMISSION_COLUMNS: &str =
     "id, dataset_id, split_id, name, owner, files, workflow_elements, created_at, stop_on_failure";
 
-pub(super) fn submission_from_row(r: &Row) -> rusqlite::Result<SubmissionRecord> {
+/// Rows of `SUBMISSION_COLUMNS` (either engine), without their folds.
+pub(super) fn submission_from_row<R: Cols>(r: &R) -> Result<SubmissionRecord, R::Error> {
     Ok(SubmissionRecord {
-        id: r.get(0)?,
-        dataset_id: r.get(1)?,
-        split_id: r.get(2)?,
-        name: r.get(3)?,
-        owner: r.get(4)?,
-        files: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
-        workflow_elements: serde_json::from_str(&r.get::<_, String>(6)?).unwrap_or_default(),
-        created_at: r.get(7)?,
-        stop_on_failure: r.get(8)?,
+        id: r.int(0)?,
+        dataset_id: r.int(1)?,
+        split_id: r.opt_int(2)?,
+        name: r.text(3)?,
+        owner: r.text(4)?,
+        files: serde_json::from_str(&r.text(5)?).unwrap_or_default(),
+        workflow_elements: serde_json::from_str(&r.text(6)?).unwrap_or_default(),
+        created_at: r.int(7)?,
+        stop_on_failure: r.flag(8)?,
         folds: Vec::new(),
     })
 }

@@ -4,7 +4,7 @@
 //! handed out once, marked in the same transaction that selects it), reruns and the
 //! leaderboard's inputs.
 
-use super::datasets::DatasetId;
+use super::datasets::{read_indices, DatasetId};
 use super::folds::{event, get_fold, insert_folds, last_log, set_state};
 use super::holds::active_attempt_of;
 pub use super::submission_records::*;
@@ -30,7 +30,7 @@ type UnsettledRow = (
 const KEY: &str = "f.id || ':' || f.state || ':' || COALESCE(f.last_attempt, '-')";
 
 /// The outputs of a run that its result is derived from.
-const RESULT_OUTPUTS: [&str; 5] = [
+pub(super) const RESULT_OUTPUTS: [&str; 5] = [
     "phases.json",
     "timings.json",
     "labels.json",
@@ -38,19 +38,55 @@ const RESULT_OUTPUTS: [&str; 5] = [
     "y_pred_test.npy",
 ];
 
+/// What creating a submission on a dataset (and split) that is not there answers.
+pub(super) fn no_dataset_for(new: &NewSubmission) -> StoreError {
+    StoreError::NotFound(format!(
+        "no dataset {} (with split {:?}); it may have just been deleted",
+        new.dataset_id, new.split_id
+    ))
+}
+
+/// What creating a submission under a name its owner used on the dataset (`id`) answers.
+pub(super) fn submission_taken(new: &NewSubmission, id: SubmissionId) -> StoreError {
+    StoreError::Conflict(format!(
+        "{} has a submission named {:?} on dataset {} already (id {id}); resubmit it (POST /submissions/{id}/resubmit) or choose another name",
+        new.owner, new.name, new.dataset_id
+    ))
+}
+
+/// What a resubmit answers when submission fold `id` got a new run meanwhile.
+pub(super) fn changed_meanwhile(id: SubmissionFoldId) -> StoreError {
+    StoreError::Conflict(format!(
+        "submission fold {id} changed meanwhile (another resubmit?); try again"
+    ))
+}
+
+/// Why a run still queued or running is removed by a new run of submission fold `id`.
+pub(super) fn replaced_by(id: SubmissionFoldId, cause: &str, by: &str) -> String {
+    format!("replaced by a new run of submission fold {id} ({cause}, by {by})")
+}
+
+/// Whether a queue fold in `state` has stopped (its run's outputs are what they will be).
+pub(super) fn stopped(state: FoldState) -> bool {
+    !matches!(
+        state,
+        FoldState::Idle | FoldState::Assigned | FoldState::Running
+    )
+}
+
 pub(super) fn find_submission(conn: &Connection, id: SubmissionId) -> Result<SubmissionRecord> {
     let mut s = conn
         .prepare_cached(&format!(
             "SELECT {SUBMISSION_COLUMNS} FROM submissions WHERE id = ?1"
         ))?
-        .query_row([id], submission_from_row)
+        .query_row([id], |r| submission_from_row(r))
         .optional()?
         .ok_or_else(|| Resource::Submission(id).missing())?;
     s.folds = conn
         .prepare_cached(&format!(
             "SELECT {SF_COLUMNS} FROM submission_folds WHERE submission_id = ?1 ORDER BY fold_index, id"
         ))?
-        .query_map([id], sf_from_row)?
+        .query_map([id], |r| sf_from_row(r))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(s)
 }
@@ -59,16 +95,9 @@ pub(super) fn find_sf(conn: &Connection, id: SubmissionFoldId) -> Result<Submiss
     conn.prepare_cached(&format!(
         "SELECT {SF_COLUMNS} FROM submission_folds WHERE id = ?1"
     ))?
-    .query_row([id], sf_from_row)
+    .query_row([id], |r| sf_from_row(r))
     .optional()?
     .ok_or_else(|| Resource::SubmissionFold(id).missing())
-}
-
-fn indices(conn: &Connection, sha: &str) -> Result<Vec<usize>> {
-    let data = blobs::get(conn, sha)?
-        .ok_or_else(|| StoreError::NotFound(format!("blob {sha} is missing")))?;
-    serde_json::from_slice(&data)
-        .map_err(|e| StoreError::Invalid(format!("blob {sha} holds no row indices: {e}")))
 }
 
 fn keep_blob(tx: &Transaction, submission: SubmissionId, sha: &str) -> rusqlite::Result<()> {
@@ -160,6 +189,9 @@ pub(super) fn insert_submission_folds(
 impl Store {
     /// Stores a submission, its blobs, its folds and their queue folds in one transaction.
     pub async fn create_submission(&self, new: NewSubmission) -> Result<SubmissionRecord> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.create_submission(new)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let split_ok: bool = match new.split_id {
@@ -175,10 +207,7 @@ impl Store {
                 )?,
             };
             if !split_ok {
-                return Err(StoreError::NotFound(format!(
-                    "no dataset {} (with split {:?}); it may have just been deleted",
-                    new.dataset_id, new.split_id
-                )));
+                return Err(no_dataset_for(&new));
             }
             let taken: Option<i64> = tx
                 .query_row(
@@ -188,10 +217,7 @@ impl Store {
                 )
                 .optional()?;
             if let Some(id) = taken {
-                return Err(StoreError::Conflict(format!(
-                    "{} has a submission named {:?} on dataset {} already (id {id}); resubmit it (POST /submissions/{id}/resubmit) or choose another name",
-                    new.owner, new.name, new.dataset_id
-                )));
+                return Err(submission_taken(&new, id));
             }
             let id = insert_submission_row(&tx, &new)?;
             insert_submission_folds(&tx, id, &new.owner, new.by_admin, &new.blobs, &new.folds)?;
@@ -212,6 +238,9 @@ impl Store {
         after: Option<SubmissionId>,
         limit: u32,
     ) -> Result<(Vec<SubmissionRecord>, Option<SubmissionId>)> {
+        if let Some(pg) = self.pg() {
+            return pg.list_submissions(scope, dataset, after, limit).await;
+        }
         let owner = scope.owner().map(str::to_string);
         let visible = scope.sql("owner", 4);
         self.call(move |conn| {
@@ -236,6 +265,9 @@ impl Store {
     }
 
     pub async fn submission(&self, id: SubmissionId) -> Result<SubmissionRecord> {
+        if let Some(pg) = self.pg() {
+            return pg.submission(id).await;
+        }
         self.call(move |conn| find_submission(conn, id)).await
     }
 
@@ -248,6 +280,9 @@ impl Store {
         SubmissionRecord,
         Vec<(i64, i64, String)>,
     )> {
+        if let Some(pg) = self.pg() {
+            return pg.submission_fold(id).await;
+        }
         self.call(move |conn| {
             let sf = find_sf(conn, id)?;
             let mut s = find_submission(conn, sf.submission_id)?;
@@ -279,6 +314,9 @@ impl Store {
         scope: SettleScope,
         limit: u32,
     ) -> Result<Vec<SettleInput>> {
+        if let Some(pg) = self.pg() {
+            return pg.unsettled_submission_folds_in(scope, limit).await;
+        }
         self.read(move |conn| {
             let (filter, after, upto) = match scope {
                 SettleScope::All => ("", 0, 0),
@@ -306,7 +344,7 @@ impl Store {
             let mut out = Vec::with_capacity(rows.len());
             for (id, key, fold_id, dataset_id, split_id, train_sha, test_sha) in rows {
                 let fold = get_fold(conn, fold_id)?;
-                let stopped = !matches!(fold.state, FoldState::Idle | FoldState::Assigned | FoldState::Running);
+                let stopped = stopped(fold.state);
                 let mut outputs = BTreeMap::new();
                 let mut log = Vec::new();
                 if stopped {
@@ -331,8 +369,8 @@ impl Store {
                     fold,
                     dataset_id,
                     split_id,
-                    train_is: indices(conn, &train_sha)?,
-                    test_is: indices(conn, &test_sha)?,
+                    train_is: read_indices(conn, &train_sha)?,
+                    test_is: read_indices(conn, &test_sha)?,
                     outputs,
                     log,
                 });
@@ -349,6 +387,9 @@ impl Store {
         &self,
         results: Vec<(SubmissionFoldId, String, Settled)>,
     ) -> Result<usize> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(pg, pg.settle_submission_folds(results)).await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let mut n = 0;
@@ -409,6 +450,13 @@ impl Store {
         limit: u32,
         runapp_only: bool,
     ) -> Result<Vec<SubmissionFoldRecord>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                pg.take_new_results(owner, dataset, limit, runapp_only),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let ids: Vec<SubmissionFoldId> = tx
@@ -439,6 +487,9 @@ impl Store {
         scope: &Scope,
         ids: Vec<SubmissionFoldId>,
     ) -> Result<Vec<SubmissionFoldRecord>> {
+        if let Some(pg) = self.pg() {
+            return pg.submission_folds(scope, ids).await;
+        }
         let scope = scope.clone();
         self.call(move |conn| {
             let mut out = Vec::new();
@@ -470,6 +521,13 @@ impl Store {
         reruns: Vec<Rerun>,
         files: Option<NewFiles>,
     ) -> Result<Vec<CancelTarget>> {
+        if let Some(pg) = self.pg() {
+            return super::engine::published(
+                pg,
+                pg.rerun_submission_folds(submission, by, admin, cause, reruns, files),
+            )
+            .await;
+        }
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let s = find_submission(&tx, submission)?;
@@ -488,17 +546,14 @@ impl Store {
             for r in &reruns {
                 let sf = find_sf(&tx, r.id)?;
                 if sf.submission_id != submission || sf.fold_id != r.replaces {
-                    return Err(StoreError::Conflict(format!(
-                        "submission fold {} changed meanwhile (another resubmit?); try again",
-                        r.id
-                    )));
+                    return Err(changed_meanwhile(r.id));
                 }
                 let old = get_fold(&tx, sf.fold_id)?;
                 if !old.state.is_final() {
                     if let Some(c) = active_attempt_of(&tx, old.id)? {
                         cancels.push(c);
                     }
-                    let why = format!("replaced by a new run of submission fold {} ({cause}, by {by})", r.id);
+                    let why = replaced_by(r.id, &cause, &by);
                     set_state(&tx, old.id, FoldState::Removed, Some(&why), None)?;
                     event(&tx, Some(old.id), None, "removed", &why)?;
                 }
@@ -520,6 +575,9 @@ impl Store {
 
     /// Per submission on a dataset, the scores of its folds that ended TESTED or VALIDATED.
     pub async fn leaderboard_inputs(&self, dataset: DatasetId) -> Result<Vec<LeaderboardInput>> {
+        if let Some(pg) = self.pg() {
+            return pg.leaderboard_inputs(dataset).await;
+        }
         self.call(move |conn| {
             let subs: Vec<(i64, String, String)> = conn
                 .prepare_cached("SELECT id, name, owner FROM submissions WHERE dataset_id = ?1 ORDER BY id")?
@@ -543,6 +601,9 @@ impl Store {
 
     /// The fold.json of a submission fold's current run (its indices, as the image reads them).
     pub async fn submission_fold_json(&self, id: SubmissionFoldId) -> Result<Vec<u8>> {
+        if let Some(pg) = self.pg() {
+            return pg.submission_fold_json(id).await;
+        }
         self.call(move |conn| {
             let sf = find_sf(conn, id)?;
             let sha: String = conn.query_row(

@@ -31,9 +31,9 @@ impl Resource {
         })
     }
 
-    /// Its owner: `None` when it does not exist, `Some(None)` for a dataset from before owners.
-    fn owner(self, conn: &Connection) -> rusqlite::Result<Option<Option<String>>> {
-        let (sql, id) = match self {
+    /// The query of its owner (its id as `?1`) and the id: one owner column, or no row.
+    pub(super) fn owner_query(self) -> (&'static str, i64) {
+        match self {
             Resource::Fold(id) => ("SELECT owner FROM folds WHERE id = ?1", id),
             Resource::Dataset(id) => ("SELECT owner FROM datasets WHERE id = ?1", id),
             Resource::Split(id) => (
@@ -46,7 +46,12 @@ impl Resource {
                  WHERE sf.id = ?1",
                 id,
             ),
-        };
+        }
+    }
+
+    /// Its owner: `None` when it does not exist, `Some(None)` for a dataset from before owners.
+    fn owner(self, conn: &Connection) -> rusqlite::Result<Option<Option<String>>> {
+        let (sql, id) = self.owner_query();
         conn.prepare_cached(sql)?
             .query_row([id], |r| r.get(0))
             .optional()

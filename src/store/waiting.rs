@@ -258,6 +258,11 @@ pub(super) fn stop_reason(fold: FoldId, array: i64, why: &str) -> String {
     format!("stopped: fold {fold} of array {array} failed with its own error ({why})")
 }
 
+/// Why a submission's folds not started are removed when its `fold` failed with `why`.
+pub(super) fn submission_stop_reason(fold: FoldId, submission: i64, why: &str) -> String {
+    format!("stopped: fold {fold} of submission {submission} failed with its own error ({why})")
+}
+
 /// How many folds one end moves on at most (`MAX_CASCADE`), and what the log says past it.
 pub(super) fn cascade_over(moved: usize, fold: FoldId) -> bool {
     if moved > MAX_CASCADE {
@@ -308,10 +313,11 @@ pub(super) fn stop_siblings(tx: &Transaction, fold: FoldId, why: &str) -> Result
             )?
             .query_map([submission], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let reason = format!(
-            "stopped: fold {fold} of submission {submission} failed with its own error ({why})"
-        );
-        remove_not_started(tx, &siblings, &reason)?;
+        remove_not_started(
+            tx,
+            &siblings,
+            &submission_stop_reason(fold, submission, why),
+        )?;
     }
     Ok(())
 }

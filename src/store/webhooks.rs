@@ -237,8 +237,10 @@ fn has_armed(tx: &Transaction, kind: HookKind, target: i64) -> Result<bool> {
         .query_row(params![kind.as_str(), target], |r| r.get(0))?)
 }
 
-const ARRAY_FOLDS: &str = "FROM folds f WHERE f.array_id = ?1";
-const SUBMISSION_FOLDS: &str =
+/// The folds of an array, and the current folds of a submission (the id as `?1`): whose ends
+/// a group's webhook waits for (both engines).
+pub(super) const ARRAY_FOLDS: &str = "FROM folds f WHERE f.array_id = ?1";
+pub(super) const SUBMISSION_FOLDS: &str =
     "FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id WHERE sf.submission_id = ?1";
 
 /// A fold's state, array and last outcome, when it has ended.

@@ -125,12 +125,6 @@ impl Workflow {
 }
 
 async fn run(store: Store, notice: Arc<Notify>, progress: watch::Sender<Progress>) {
-    if !store.supports(crate::store::Feature::Submissions) {
-        // Without submissions and splits (their routes answer 501) there is nothing to
-        // settle, and no reader waits for it.
-        progress.send_modify(|p| p.seen = i64::MAX);
-        return;
-    }
     // Ends the master never sees (a hold or remove of a fold that was not running, a fold held
     // at submit) are seen through the store's change signal: every end logs an event.
     let mut changes = store.subscribe();

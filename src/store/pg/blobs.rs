@@ -10,7 +10,7 @@ use crate::store::blobs::no_blob;
 use crate::store::folds::no_output;
 use crate::store::{now_ms, sha256_hex, BlobBody, BlobData, Result, Scope, StoreError};
 use crate::transfer::StagedBlob;
-use tokio_postgres::Transaction;
+use tokio_postgres::{GenericClient, Transaction};
 
 /// The largest blob PostgreSQL keeps in a row (a bytea field holds at most 1 GiB).
 const MAX_ROW_BLOB: u64 = (1 << 30) - (1 << 20);
@@ -50,14 +50,42 @@ pub(super) async fn put_data(tx: &Transaction<'_>, data: &BlobData) -> Result<St
     Ok(sha)
 }
 
+/// Records `owner` as an owner of blob `sha` (idempotent; as `tenancy::own`).
+pub(super) async fn own(tx: &Transaction<'_>, sha: &str, owner: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO blob_owners (sha256, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        &[&sha, &owner],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A blob's bytes, if it is stored.
+pub(super) async fn blob_data(c: &impl GenericClient, sha: &str) -> Result<Option<Vec<u8>>> {
+    Ok(
+        c.query_opt("SELECT data FROM blobs WHERE sha256 = $1", &[&sha])
+            .await?
+            .map(|r| r.get(0)),
+    )
+}
+
+/// The log of a fold's newest attempt (empty when it has none).
+pub(super) async fn last_log(c: &impl GenericClient, fold: FoldId) -> Result<Vec<u8>> {
+    Ok(c.query_opt(
+        "SELECT b.data FROM folds f JOIN attempts a ON a.id = f.last_attempt
+             JOIN blobs b ON b.sha256 = a.log_sha256 WHERE f.id = $1",
+        &[&fold],
+    )
+    .await?
+    .map(|r| r.get(0))
+    .unwrap_or_default())
+}
+
 impl PgStore {
     /// A blob's bytes.
     pub async fn get_blob(&self, sha: String) -> Result<Vec<u8>> {
         let c = self.pool.get().await?;
-        c.query_opt("SELECT data FROM blobs WHERE sha256 = $1", &[&sha])
-            .await?
-            .map(|r| r.get(0))
-            .ok_or_else(|| no_blob(&sha))
+        blob_data(&*c, &sha).await?.ok_or_else(|| no_blob(&sha))
     }
 
     /// Up to `len` bytes of a blob from `offset`: (the blob's size, the bytes).
@@ -98,14 +126,7 @@ impl PgStore {
     pub async fn log(&self, fold: FoldId) -> Result<Vec<u8>> {
         let c = self.pool.get().await?;
         get_fold(&*c, fold, false).await?;
-        Ok(c.query_opt(
-            "SELECT b.data FROM folds f JOIN attempts a ON a.id = f.last_attempt
-                 JOIN blobs b ON b.sha256 = a.log_sha256 WHERE f.id = $1",
-            &[&fold],
-        )
-        .await?
-        .map(|r| r.get(0))
-        .unwrap_or_default())
+        last_log(&*c, fold).await
     }
 }
 

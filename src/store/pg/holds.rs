@@ -10,7 +10,10 @@ use crate::store::{CancelTarget, ReleaseChanges, Result, StoreError};
 use tokio_postgres::Transaction;
 
 /// The attempt a hold or remove must kill, if one is out.
-async fn active_attempt_of(tx: &Transaction<'_>, fold: FoldId) -> Result<Option<CancelTarget>> {
+pub(super) async fn active_attempt_of(
+    tx: &Transaction<'_>,
+    fold: FoldId,
+) -> Result<Option<CancelTarget>> {
     Ok(tx
         .query_opt(
             "SELECT a.id, a.runner FROM folds f JOIN attempts a ON a.id = f.current_attempt

@@ -3,16 +3,23 @@
 //! them active at a time through a leadership lease whose generation fences every write
 //! (`lease`). Connections come from a small pool; each operation is one transaction, as on
 //! SQLite, and write transactions take turns (`lease::fence`), as SQLite's single writer, so
-//! events get ids in commit order; the rows a change depends on are locked too.
+//! events get ids in commit order; the rows a change depends on are locked too. Beside the
+//! queue: what a master needs (`ops`), folds that wait, provenance, webhooks, sweeps, blobs,
+//! and the submission layer (`datasets`, `problems`, `submissions`, `runapp`), each with the
+//! SQLite module's semantics, words and record builders (`store::row::Cols`).
 
 mod blobs;
+mod datasets;
 mod holds;
 mod insert;
 pub mod lease;
 mod ops;
+mod problems;
 mod provenance;
 mod queue;
+mod runapp;
 pub mod schema;
+mod submissions;
 mod sweeps;
 mod waiting;
 mod webhooks;

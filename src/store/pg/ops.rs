@@ -15,6 +15,7 @@ use crate::store::{
 };
 use subtle::ConstantTimeEq;
 use tokio_postgres::types::ToSql;
+use tokio_postgres::GenericClient;
 
 impl PgStore {
     /// Every change of the queue moves this: the newest event's id, published by the writes
@@ -352,26 +353,22 @@ impl PgStore {
 
 impl PgStore {
     /// Ok when `scope` sees the resource, else the same NotFound as for a missing one (as
-    /// `Store::visible`); only folds are on PostgreSQL.
+    /// `Store::visible`).
     pub async fn visible(&self, scope: &Scope, r: Resource) -> Result<()> {
-        let id = match r {
-            Resource::Fold(id) => id,
-            Resource::Dataset(_) | Resource::Split(_) => {
-                return Err(StoreError::Unsupported(crate::store::Feature::Datasets))
-            }
-            Resource::Submission(_) | Resource::SubmissionFold(_) => {
-                return Err(StoreError::Unsupported(crate::store::Feature::Submissions))
-            }
-        };
         let c = self.pool.get().await?;
-        let owner: Option<String> = c
-            .query_opt("SELECT owner FROM folds WHERE id = $1", &[&id])
-            .await?
-            .map(|row| row.get(0));
-        match owner {
-            Some(owner) if scope.sees(Some(&owner)) => Ok(()),
-            _ => Err(r.missing()),
-        }
+        check(&*c, scope, r).await
+    }
+}
+
+/// Ok when `scope` sees the resource, else its "missing" error (as `tenancy::check`).
+pub(super) async fn check(c: &impl GenericClient, scope: &Scope, r: Resource) -> Result<()> {
+    let (sql, id) = r.owner_query();
+    let sql = sql.replace("?1", "$1");
+    // `Some(None)`: a dataset from before owners (only admins see it).
+    let owner: Option<Option<String>> = c.query_opt(&sql, &[&id]).await?.map(|row| row.get(0));
+    match owner {
+        Some(owner) if scope.sees(owner.as_deref()) => Ok(()),
+        _ => Err(r.missing()),
     }
 }
 

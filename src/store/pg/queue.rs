@@ -23,6 +23,24 @@ use crate::store::{
 };
 use tokio_postgres::{GenericClient, IsolationLevel, Transaction};
 
+/// The condition (on `blobs b`) that nothing refers to a blob any more: what a purge deletes
+/// and `sweep keep` of the outputs it drops (as `maintenance::UNREFERENCED`): no output, input
+/// or log, and no dataset, split or submission names it.
+pub(super) const UNREFERENCED: &str =
+    "NOT EXISTS (SELECT 1 FROM outputs o WHERE o.sha256 = b.sha256)
+    AND NOT EXISTS (SELECT 1 FROM fold_inputs i WHERE i.sha256 = b.sha256)
+    AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.log_sha256 = b.sha256)
+    AND NOT EXISTS (SELECT 1 FROM datasets d WHERE d.table_sha256 = b.sha256)
+    AND NOT EXISTS (SELECT 1 FROM splits p
+        WHERE b.sha256 IN (p.train_sha256, p.test_sha256, p.truth_sha256))
+    AND NOT EXISTS (SELECT 1 FROM submission_blobs s WHERE s.sha256 = b.sha256)
+    AND NOT EXISTS (SELECT 1 FROM submission_folds sf
+        WHERE b.sha256 IN (sf.train_sha256, sf.test_sha256))
+    AND NOT EXISTS (SELECT 1 FROM datasets d, jsonb_each_text(d.files::jsonb) j
+        WHERE j.value = b.sha256)
+    AND NOT EXISTS (SELECT 1 FROM splits p, jsonb_each_text(p.files::jsonb) j
+        WHERE j.value = b.sha256)";
+
 /// Appends an event only; the caller's own update of the fold sets `seq` and `updated_at`.
 async fn append_event(
     tx: &Transaction<'_>,
@@ -600,11 +618,9 @@ impl QueueStore for PgStore {
             .await?;
         let dropped = tx
             .query(
-                "DELETE FROM blobs b WHERE b.created_at < $1
-                 AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.sha256 = b.sha256)
-                 AND NOT EXISTS (SELECT 1 FROM fold_inputs i WHERE i.sha256 = b.sha256)
-                 AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.log_sha256 = b.sha256)
-                 RETURNING b.size",
+                &format!(
+                    "DELETE FROM blobs b WHERE b.created_at < $1 AND {UNREFERENCED} RETURNING b.size"
+                ),
                 &[&before],
             )
             .await?;

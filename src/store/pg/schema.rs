@@ -205,6 +205,125 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (array_id, array_index)
     );
     "#,
+    // 8: the submission layer: datasets and their splits, problem datasets and custom splits,
+    //    submissions, their folds, runs and the blobs they keep, the `/runapp/` ids (SQLite's
+    //    migrations 5 to 8, 10 and 14, as they end up; `store::datasets`, `problems`,
+    //    `submissions`, `runapp`)
+    r#"
+    CREATE TABLE datasets (
+        id                BIGSERIAL PRIMARY KEY,
+        owner             TEXT,
+        name              TEXT NOT NULL,
+        target_column     TEXT NOT NULL,
+        workflow_elements TEXT NOT NULL,
+        score_types       TEXT NOT NULL,
+        table_sha256      TEXT NOT NULL REFERENCES blobs(sha256),
+        size              BIGINT NOT NULL,
+        rows              BIGINT NOT NULL,
+        stats             TEXT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        problem           TEXT,
+        files             TEXT,
+        UNIQUE (owner, name)
+    );
+    CREATE INDEX datasets_owner ON datasets(owner);
+    CREATE TABLE splits (
+        id           BIGSERIAL PRIMARY KEY,
+        dataset_id   BIGINT NOT NULL REFERENCES datasets(id),
+        ratio        DOUBLE PRECISION NOT NULL,
+        random_state BIGINT NOT NULL,
+        stratified   BOOLEAN NOT NULL,
+        train_sha256 TEXT NOT NULL REFERENCES blobs(sha256),
+        test_sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+        train_rows   BIGINT NOT NULL,
+        test_rows    BIGINT NOT NULL,
+        stats        TEXT NOT NULL,
+        created_at   BIGINT NOT NULL,
+        kind         TEXT NOT NULL DEFAULT 'held_out',
+        state        TEXT NOT NULL DEFAULT 'done',
+        reason       TEXT,
+        fold_id      BIGINT REFERENCES folds(id),
+        files        TEXT,
+        truth_sha256 TEXT REFERENCES blobs(sha256)
+    );
+    CREATE INDEX splits_dataset ON splits(dataset_id);
+    CREATE TABLE submissions (
+        id                BIGSERIAL PRIMARY KEY,
+        dataset_id        BIGINT NOT NULL REFERENCES datasets(id),
+        split_id          BIGINT REFERENCES splits(id),
+        name              TEXT NOT NULL,
+        owner             TEXT NOT NULL,
+        files             TEXT NOT NULL,
+        workflow_elements TEXT NOT NULL,
+        created_at        BIGINT NOT NULL,
+        stop_on_failure   BOOLEAN NOT NULL DEFAULT FALSE,
+        UNIQUE (dataset_id, owner, name)
+    );
+    CREATE INDEX submissions_owner ON submissions(owner);
+    CREATE TABLE submission_folds (
+        id            BIGSERIAL PRIMARY KEY,
+        submission_id BIGINT NOT NULL REFERENCES submissions(id),
+        fold_index    BIGINT NOT NULL,
+        client_id     TEXT,
+        train_sha256  TEXT NOT NULL REFERENCES blobs(sha256),
+        test_sha256   TEXT NOT NULL REFERENCES blobs(sha256),
+        train_rows    BIGINT NOT NULL,
+        test_rows     BIGINT NOT NULL,
+        fold_id       BIGINT NOT NULL REFERENCES folds(id),
+        runs          BIGINT NOT NULL DEFAULT 1,
+        state         TEXT NOT NULL DEFAULT 'TODO',
+        reason        TEXT,
+        traceback     TEXT,
+        phases        TEXT,
+        timings       TEXT,
+        metrics       TEXT,
+        scores        TEXT,
+        predictions   TEXT,
+        settled_key   TEXT,
+        ended_at      BIGINT,
+        result_seq    BIGINT,
+        delivered_key TEXT,
+        delivered_at  BIGINT
+    );
+    CREATE INDEX submission_folds_submission ON submission_folds(submission_id);
+    CREATE INDEX submission_folds_fold ON submission_folds(fold_id);
+    CREATE INDEX submission_folds_result ON submission_folds(result_seq);
+    CREATE TABLE submission_fold_runs (
+        submission_fold_id BIGINT NOT NULL REFERENCES submission_folds(id),
+        run                BIGINT NOT NULL,
+        fold_id            BIGINT NOT NULL REFERENCES folds(id),
+        cause              TEXT NOT NULL,
+        created_at         BIGINT NOT NULL,
+        PRIMARY KEY (submission_fold_id, run)
+    );
+    CREATE TABLE submission_blobs (
+        submission_id BIGINT NOT NULL REFERENCES submissions(id),
+        sha256        TEXT NOT NULL REFERENCES blobs(sha256),
+        PRIMARY KEY (submission_id, sha256)
+    );
+    CREATE TABLE runapp_rawdata (
+        dataset_id BIGINT PRIMARY KEY,
+        split_id   BIGINT
+    );
+    CREATE TABLE runapp_submissions (
+        owner          TEXT NOT NULL,
+        databoard_s_id BIGINT NOT NULL,
+        submission_id  BIGINT NOT NULL REFERENCES submissions(id),
+        PRIMARY KEY (owner, databoard_s_id)
+    );
+    CREATE TABLE runapp_folds (
+        owner              TEXT NOT NULL,
+        databoard_sf_id    BIGINT NOT NULL,
+        databoard_s_id     BIGINT NOT NULL,
+        submission_fold_id BIGINT NOT NULL REFERENCES submission_folds(id),
+        priority           TEXT NOT NULL,
+        train_is           TEXT NOT NULL,
+        test_is            TEXT NOT NULL,
+        PRIMARY KEY (owner, databoard_sf_id),
+        FOREIGN KEY (owner, databoard_s_id) REFERENCES runapp_submissions(owner, databoard_s_id)
+    );
+    CREATE INDEX runapp_folds_sf ON runapp_folds(submission_fold_id);
+    "#,
 ];
 
 /// The newest schema version this build knows.

@@ -3,8 +3,9 @@
 //! decided in the transaction that records a point done (`on_done`), and `keep` dropping the
 //! other points' outputs and the blobs nothing refers to.
 
-use super::blobs::put_data;
+use super::blobs::{own, put_data};
 use super::lease::fence;
+use super::queue::UNREFERENCED;
 use super::waiting::{create_array, place_in_array, remove_not_started};
 use super::PgStore;
 use crate::model::sweep::{parse_metrics, point_spec, MAX_METRICS_JSON, METRICS_OUTPUT};
@@ -89,11 +90,7 @@ impl PgStore {
         for (i, point) in sweep.points.iter().enumerate() {
             let text = serde_json::to_string(point).expect("point serializes");
             let sha = put_data(&tx, &BlobData::Bytes(text.clone().into_bytes())).await?;
-            tx.execute(
-                "INSERT INTO blob_owners (sha256, owner) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-                &[&sha, &owner],
-            )
-            .await?;
+            own(&tx, &sha, &owner).await?;
             tx.execute(
                 "INSERT INTO sweep_points (array_id, array_index, params) VALUES ($1, $2, $3)",
                 &[&array, &(i as i64), &text],
@@ -189,10 +186,7 @@ impl PgStore {
         let outputs = shas.len() as u64;
         let blobs = tx
             .execute(
-                "DELETE FROM blobs b WHERE b.sha256 = ANY($1)
-                 AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.sha256 = b.sha256)
-                 AND NOT EXISTS (SELECT 1 FROM fold_inputs i WHERE i.sha256 = b.sha256)
-                 AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.log_sha256 = b.sha256)",
+                &format!("DELETE FROM blobs b WHERE b.sha256 = ANY($1) AND {UNREFERENCED}"),
                 &[&shas],
             )
             .await?;

@@ -9,7 +9,8 @@ use super::queue::{event, set_state};
 use super::PgStore;
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode, InputRef};
 use crate::store::waiting::{
-    array_spec, cap_reason, cascade_over, no_output, stop_reason, verdict, Verdict, READY,
+    array_spec, cap_reason, cascade_over, no_output, stop_reason, submission_stop_reason, verdict,
+    Verdict, READY,
 };
 use crate::store::{now_ms, ArrayRecord, NewArray, Result, StoreError};
 use tokio_postgres::Transaction;
@@ -231,8 +232,8 @@ pub(super) async fn settle(tx: &Transaction<'_>, fold: FoldId) -> Result<FoldSta
     Ok(FoldState::Idle)
 }
 
-/// `fold` has just failed with its own error: when its array stops on failure, its idle and
-/// waiting siblings are removed, saying why (submissions are not on PostgreSQL yet).
+/// `fold` has just failed with its own error: when its array or its submission stops on
+/// failure, its idle and waiting siblings are removed, saying why (as `waiting::stop_siblings`).
 pub(super) async fn stop_siblings(tx: &Transaction<'_>, fold: FoldId, why: &str) -> Result<()> {
     let array = tx
         .query_opt(
@@ -254,6 +255,30 @@ pub(super) async fn stop_siblings(tx: &Transaction<'_>, fold: FoldId, why: &str)
             .map(|r| r.get(0))
             .collect();
         remove_not_started(tx, &siblings, &stop_reason(fold, array, why)).await?;
+    }
+    // A submission's folds: those of its current runs (`submission_folds.fold_id`).
+    let submission = tx
+        .query_opt(
+            "SELECT s.id, s.stop_on_failure FROM submission_folds sf
+             JOIN submissions s ON s.id = sf.submission_id WHERE sf.fold_id = $1",
+            &[&fold],
+        )
+        .await?
+        .map(|r| (r.get::<_, i64>(0), r.get::<_, bool>(1)));
+    if let Some((submission, true)) = submission {
+        let siblings: Vec<FoldId> = tx
+            .query(
+                "SELECT f.id FROM submission_folds sf JOIN folds f ON f.id = sf.fold_id
+                 WHERE sf.submission_id = $1 AND f.state IN ('idle', 'waiting')
+                 ORDER BY sf.fold_index",
+                &[&submission],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let reason = submission_stop_reason(fold, submission, why);
+        remove_not_started(tx, &siblings, &reason).await?;
     }
     Ok(())
 }

@@ -8,7 +8,8 @@ use super::lease::fence;
 use super::PgStore;
 use crate::model::FoldId;
 use crate::store::webhooks::{
-    all_ended, body, end_of, group_state, new_event_id, new_secret, COLUMNS,
+    all_ended, body, end_of, group_state, new_event_id, new_secret, ARRAY_FOLDS, COLUMNS,
+    SUBMISSION_FOLDS,
 };
 use crate::store::{
     now_ms, AttemptEnd, Delivery, HookKind, Result, Scope, StoreError, WebhookRecord,
@@ -115,28 +116,32 @@ async fn fold_end(
     Ok(end_of(r.get(0), r.get(2)).map(|(state, outcome)| (state, array, outcome)))
 }
 
-/// Fires an array's webhooks once all its folds have ended.
-async fn array_ended(tx: &Transaction<'_>, array: i64) -> Result<()> {
-    if !has_armed(tx, HookKind::Array, array).await? {
+/// Fires the webhooks of a group (an array, a submission: its folds `from_where`, with the
+/// id as `?1`) once all its folds have ended.
+async fn group_ended(
+    tx: &Transaction<'_>,
+    kind: HookKind,
+    id: i64,
+    from_where: &str,
+) -> Result<()> {
+    if !has_armed(tx, kind, id).await? {
         return Ok(());
     }
+    let sql = format!("SELECT f.state, COUNT(*) {from_where} GROUP BY f.state").replace("?1", "$1");
     let rows: Vec<(String, i64)> = tx
-        .query(
-            "SELECT f.state, COUNT(*) FROM folds f WHERE f.array_id = $1 GROUP BY f.state",
-            &[&array],
-        )
+        .query(&sql, &[&id])
         .await?
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     if let Some(counts) = all_ended(rows) {
-        fire(tx, HookKind::Array, array, group_state(&counts), &counts).await?;
+        fire(tx, kind, id, group_state(&counts), &counts).await?;
     }
     Ok(())
 }
 
-/// Fires what ends with `fold` if it ended: its own webhooks and its array's once all the
-/// array's folds ended (submissions are not on PostgreSQL yet).
+/// Fires what ends with `fold` if it ended: its own webhooks, its array's once all the
+/// array's folds ended, its submission's once all the submission's current folds ended.
 pub(super) async fn fold_ended(tx: &Transaction<'_>, fold: FoldId) -> Result<()> {
     let Some((state, array, outcome)) = fold_end(tx, fold).await? else {
         return Ok(());
@@ -145,7 +150,17 @@ pub(super) async fn fold_ended(tx: &Transaction<'_>, fold: FoldId) -> Result<()>
         fire(tx, HookKind::Fold, fold, &state, &outcome).await?;
     }
     if let Some(array) = array {
-        array_ended(tx, array).await?;
+        group_ended(tx, HookKind::Array, array, ARRAY_FOLDS).await?;
+    }
+    let submission: Option<i64> = tx
+        .query_opt(
+            "SELECT submission_id FROM submission_folds WHERE fold_id = $1",
+            &[&fold],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if let Some(submission) = submission {
+        group_ended(tx, HookKind::Submission, submission, SUBMISSION_FOLDS).await?;
     }
     Ok(())
 }
@@ -179,10 +194,8 @@ impl PgStore {
                         fire(&tx, kind, target, &state, &outcome).await?;
                     }
                 }
-                HookKind::Array => array_ended(&tx, target).await?,
-                HookKind::Submission => {
-                    return Err(StoreError::Unsupported(crate::store::Feature::Submissions))
-                }
+                HookKind::Array => group_ended(&tx, kind, target, ARRAY_FOLDS).await?,
+                HookKind::Submission => group_ended(&tx, kind, target, SUBMISSION_FOLDS).await?,
             }
             ids.push(event_id);
         }
