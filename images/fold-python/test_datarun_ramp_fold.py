@@ -135,7 +135,9 @@ class RampFoldTest(unittest.TestCase):
         self.fold_json(submission="starting_kit", fold=2)
         os.rename(os.path.join(self.input, "ramp-fold.json"), os.path.join(self.input, "f.json"))
         read_only(self.input)
-        env = dict(os.environ, DATARUN_INPUT="/nonexistent", DATARUN_OUTPUT="/nonexistent",
+        waiting = os.path.join(self.tmp.name, "waiting")
+        os.makedirs(waiting)
+        env = dict(os.environ, DATARUN_INPUT="/nonexistent", DATARUN_OUTPUT=waiting,
                    DATARUN_WARM=go)
         proc = subprocess.Popen([RUNNER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
@@ -145,6 +147,7 @@ class RampFoldTest(unittest.TestCase):
             self.fail(f"the warm runner did not wait: {proc.returncode}")
         except subprocess.TimeoutExpired:
             pass
+        self.assertEqual(os.listdir(waiting), [".datarun-warm-ready"], "ready, nothing else")
         self.assertFalse(os.listdir(self.output), "nothing written before the go")
         with open(go + ".tmp", "w") as f:
             json.dump({"args": ["f.json"], "env": {"DATARUN_INPUT": self.input,

@@ -35,6 +35,9 @@ pub const LABEL_WARM: &str = "datarun.warm";
 pub const WARM_PATH: &str = "/datarun/warm";
 /// The go file, in the warm directory.
 const GO_FILE: &str = "go.json";
+/// What a warm command writes in its output directory once it waits for its go: only then
+/// may a fold claim it (an image without a warm mode is never given a fold).
+const READY_FILE: &str = ".datarun-warm-ready";
 /// In the attempt's directory: the warm directory moved there, and the claim.
 const CTL_DIR: &str = "warm";
 const CLAIM_FILE: &str = "warm.json";
@@ -101,17 +104,30 @@ impl WarmPool {
         }
     }
 
-    /// How many containers wait for a fold.
+    /// How many containers are started (waiting for a fold, or still preparing).
     pub(super) fn ready_count(&self) -> usize {
         self.ready.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
+    /// How many containers said they wait for a fold.
+    #[cfg(test)]
+    pub(super) fn waiting_count(&self) -> usize {
+        let ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+        ready
+            .iter()
+            .filter(|i| i.dir.join("output").join(READY_FILE).exists())
+            .count()
+    }
+
+    /// The oldest container that said it waits for its go.
     fn take(&self) -> Option<Idle> {
-        let idle = self
-            .ready
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front();
+        let idle = {
+            let mut ready = self.ready.lock().unwrap_or_else(|e| e.into_inner());
+            let at = ready
+                .iter()
+                .position(|i| i.dir.join("output").join(READY_FILE).exists());
+            at.and_then(|at| ready.remove(at))
+        };
         if idle.is_some() {
             self.wake.notify_one();
         }
@@ -517,6 +533,7 @@ pub(super) fn warm_request(spec: &WarmSpec, dir: &Path) -> ExecRequest {
 /// back; after it, the attempt's directories work for a cold container as well.
 fn take_dirs(warm: &Path, req: &ExecRequest, ctl: &Path) -> io::Result<()> {
     let (input, output) = (&req.input_dir, &req.output_dir);
+    std::fs::remove_file(warm.join("output").join(READY_FILE))?;
     if std::fs::read_dir(warm.join("output"))?.next().is_some() {
         return Err(io::Error::other(
             "it wrote to its output directory before its go",

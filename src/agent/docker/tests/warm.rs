@@ -8,7 +8,7 @@
 use super::*;
 use crate::inventory::WarmSpec;
 
-const WAIT_FOR_GO: &str = r#"if [ -n "$DATARUN_WARM" ]; then until [ -e "$DATARUN_WARM" ]; do sleep 0.02; done; fi; sh input/body.sh"#;
+const WAIT_FOR_GO: &str = r#"if [ -n "$DATARUN_WARM" ]; then touch "$DATARUN_OUTPUT/.datarun-warm-ready"; until [ -e "$DATARUN_WARM" ]; do sleep 0.02; done; fi; sh input/body.sh"#;
 
 fn warm_command() -> Vec<String> {
     vec!["sh".into(), "-c".into(), WAIT_FOR_GO.into()]
@@ -90,7 +90,7 @@ async fn pool(count: u32) -> Pool {
 async fn await_ready(exec: &DockerExecutor, n: usize) {
     let t0 = std::time::Instant::now();
     loop {
-        let ready = exec.warm.as_ref().map_or(0, |p| p.ready_count());
+        let ready = exec.warm.as_ref().map_or(0, |p| p.waiting_count());
         if ready >= n {
             return;
         }
@@ -321,4 +321,40 @@ async fn a_claimed_warm_container_is_adopted_after_its_agent_died() {
         result.metrics
     );
     assert_gone_in(&later, attempt).await;
+}
+
+#[tokio::test]
+async fn a_command_that_never_says_it_waits_is_never_given_a_fold() {
+    // A command without a warm mode: it runs on, but never writes the ready file.
+    let ns = namespace();
+    let exec = executor_with(DockerOptions {
+        namespace: ns,
+        ..DockerOptions::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let no_warm_mode = vec!["sh".into(), "-c".into(), "sleep 60".into()];
+    let exec = exec
+        .with_warm(
+            WarmSpec {
+                command: no_warm_mode.clone(),
+                ..spec(1)
+            },
+            dir.path().join("warm"),
+        )
+        .await;
+    let pool = Pool { exec, _dir: dir };
+    let t0 = std::time::Instant::now();
+    while pool.exec.list_warm(None).await.unwrap().is_empty() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no warm container");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_d, mut req) = warm_request("echo never");
+    req.command = no_warm_mode;
+    req.hard_limit = Some(Duration::from_secs(2));
+    let ran = run(&pool.exec, req.clone()).await;
+    assert!(!claimed(&req));
+    assert_eq!(ran.result.outcome, Outcome::TimedOutHard);
+    assert_eq!(pool.exec.list_warm(None).await.unwrap().len(), 1);
 }
