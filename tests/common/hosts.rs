@@ -383,7 +383,18 @@ pub struct Leftovers(pub Vec<PathBuf>);
 impl Drop for Leftovers {
     fn drop(&mut self) {
         for state in &self.0 {
-            crate::common::remove_agent_containers(&state.join("agent"));
+            let dir = state.join("agent");
+            let dir = dir.canonicalize().unwrap_or(dir);
+            let ns = &datarun::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12];
+            let filter = format!("label=datarun.namespace={ns}");
+            if let Ok(out) = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("docker").args(["rm", "-f", id]).output();
+                }
+            }
         }
     }
 }
