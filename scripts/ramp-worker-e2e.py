@@ -20,6 +20,7 @@ their ratio, and what a CV fold and the bagging fold took inside their container
 CPU). Both on this machine: the R "runners" are R slots sharing its cores. With --warm N as
 well, a second master whose runner keeps N warm containers (`warm = {...}` in its inventory)
 runs the same kit right after the first, so each K gives ramp-test, cold and warm, interleaved.
+$DATARUN_E2E_IMAGE names another fold image for --versus (default datarun/fold-python:0.1).
 
 The venv is the one tests/python_client.rs makes (the client, ramp-engine, ramp-workflow);
 the master serves examples/ramp_kit/runners.toml (one local docker runner, 4 slots, the fold
@@ -48,7 +49,7 @@ class AtCollect(DatarunWorker):
         return None
 
 
-IMAGE = "datarun/fold-python:0.1"
+IMAGE = os.environ.get("DATARUN_E2E_IMAGE", "datarun/fold-python:0.1")
 SLOW = """import time
 
 from sklearn.linear_model import LogisticRegression
@@ -141,7 +142,8 @@ def ramp_test(kit):
 def worker_run(client, kit, poll):
     """Seconds from setup() to collect_results()' return for the `slow` submission."""
     t0 = time.monotonic()
-    w = DatarunWorker({"kit_dir": kit, "client": client, "timeout": 3600}, "slow")
+    w = DatarunWorker({"kit_dir": kit, "client": client, "timeout": 3600, "image": IMAGE},
+                      "slow")
     w.setup()
     w.launch_submission()
     while True:

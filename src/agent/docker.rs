@@ -31,6 +31,9 @@
 //! [`DockerExecutor::list_attempt_containers`] and resumes it with [`DockerExecutor::adopt`] —
 //! also after it exited, since nothing is removed before collection. Containers that no
 //! journal wants are removed with [`DockerExecutor::remove_attempt`].
+//!
+//! A fold that fits the runner's warm containers (`warm.rs`) runs in one started ahead of it
+//! instead of a new one: the same confinement and collection, its limits counted from its go.
 
 mod cgroup;
 mod dirs;
