@@ -20,7 +20,8 @@ their ratio, and what a CV fold and the bagging fold took inside their container
 CPU). Both on this machine: the R "runners" are R slots sharing its cores. With --warm N as
 well, a second master whose runner keeps N warm containers (`warm = {...}` in its inventory)
 runs the same kit right after the first, so each K gives ramp-test, cold and warm, interleaved.
-$DATARUN_E2E_IMAGE names another fold image for --versus (default datarun/fold-python:0.1).
+$DATARUN_E2E_IMAGE names another fold image for --versus (default datarun/fold-python:0.1);
+$DATARUN_E2E_LOGS, a directory to keep the masters' logs in (serve-cold.log, serve-warm.log).
 
 The venv is the one tests/python_client.rs makes (the client, ramp-engine, ramp-workflow);
 the master serves examples/ramp_kit/runners.toml (one local docker runner, 4 slots, the fold
@@ -204,6 +205,10 @@ def versus(args, tmp):
         for proc, _ in masters.values():
             proc.terminate()
             proc.wait(timeout=30)
+        if os.environ.get("DATARUN_E2E_LOGS"):  # keep the masters' logs (and their agents')
+            for label, _ in variants:
+                shutil.copy(os.path.join(tmp, f"master-{label}", "serve.log"),
+                            os.path.join(os.environ["DATARUN_E2E_LOGS"], f"serve-{label}.log"))
     for k in sorted({r[0] for r in rows}):
         for label, _ in variants:
             ratios = [t / ref for kk, lb, t, ref in rows if kk == k and lb == label]
