@@ -9,6 +9,7 @@ bagging fold started (the master's timestamps).
 
   target/py-client-venv/bin/python scripts/ramp-worker-e2e.py [-n RUNS] [--poll SECONDS]
                                                               [--datarun BIN]
+      [--versus K,K,... [--fold-seconds S] [--runners R] [--warm N]]
 
 With --versus K,K,... (e.g. 3,6,9,12): instead, per K, a copy of the kit whose get_cv makes K
 folds and a submission whose fit sleeps --fold-seconds S (default 10) first, run end to end
@@ -16,7 +17,11 @@ by the worker on a master with one docker runner of --runners R slots (default 3
 `ramp-test --save-output` in the fold image (confined as a fold, one container), one after
 the other: the two wall times (the worker's from setup() to collect_results()' return) and
 their ratio, and what a CV fold and the bagging fold took inside their containers (wall and
-CPU). Both on this machine: the R "runners" are R slots sharing its cores.
+CPU). Both on this machine: the R "runners" are R slots sharing its cores. With --warm N as
+well, a second master whose runner keeps N warm containers (`warm = {...}` in its inventory)
+runs the same kit right after the first, so each K gives ramp-test, cold and warm, interleaved.
+$DATARUN_E2E_IMAGE names another fold image for --versus (default datarun/fold-python:0.1);
+$DATARUN_E2E_LOGS, a directory to keep the masters' logs in (serve-cold.log, serve-warm.log).
 
 The venv is the one tests/python_client.rs makes (the client, ramp-engine, ramp-workflow);
 the master serves examples/ramp_kit/runners.toml (one local docker runner, 4 slots, the fold
@@ -45,7 +50,7 @@ class AtCollect(DatarunWorker):
         return None
 
 
-IMAGE = "datarun/fold-python:0.1"
+IMAGE = os.environ.get("DATARUN_E2E_IMAGE", "datarun/fold-python:0.1")
 SLOW = """import time
 
 from sklearn.linear_model import LogisticRegression
@@ -138,7 +143,8 @@ def ramp_test(kit):
 def worker_run(client, kit, poll):
     """Seconds from setup() to collect_results()' return for the `slow` submission."""
     t0 = time.monotonic()
-    w = DatarunWorker({"kit_dir": kit, "client": client, "timeout": 3600}, "slow")
+    w = DatarunWorker({"kit_dir": kit, "client": client, "timeout": 3600, "image": IMAGE},
+                      "slow")
     w.setup()
     w.launch_submission()
     while True:
@@ -163,30 +169,51 @@ def worker_run(client, kit, poll):
 
 
 def versus(args, tmp):
-    inventory = os.path.join(tmp, "runners.toml")
-    with open(inventory, "w") as f:
-        f.write(f'[[runner]]\nname = "ramp-local"\ntransport = "local"\nexecutor = "docker"\n'
-                f'images = ["{IMAGE}"]\nslots = {args.runners}\ncpus = {args.runners}\n'
-                f'memory = "{args.runners}G"\nqueues = ["*"]\n')
-    data_dir = os.path.join(tmp, "master")
-    os.mkdir(data_dir)
-    proc, client = serve(args.datarun, data_dir, inventory)
+    variants = [("cold", None)] + ([("warm", args.warm)] if args.warm else [])
+    masters = {}
+    for label, warm in variants:
+        inventory = os.path.join(tmp, f"runners-{label}.toml")
+        with open(inventory, "w") as f:
+            f.write(f'[[runner]]\nname = "ramp-{label}"\ntransport = "local"\n'
+                    f'executor = "docker"\nimages = ["{IMAGE}"]\nslots = {args.runners}\n'
+                    f'cpus = {args.runners}\nmemory = "{args.runners}G"\nqueues = ["*"]\n')
+            if warm:
+                f.write(f'warm = {{ image = "{IMAGE}", command = ["datarun-ramp-fold"], '
+                        f'count = {warm} }}\n')
+        data_dir = os.path.join(tmp, f"master-{label}")
+        os.mkdir(data_dir)
+        masters[label] = serve(args.datarun, data_dir, inventory)
     rows = []
     # A running dispatcher has ramp-workflow imported already: so has this process.
     kit_cv(os.path.join(REPO, "examples", "ramp_kit"))
     try:
-        for k in [int(x) for x in args.versus.split(",")]:
-            kit = slow_kit(tmp, k, args.fold_seconds)
-            reference = ramp_test(kit)
-            took, (wall, cpu, bag_wall, bag_cpu) = worker_run(client, kit, args.poll)
-            rows.append((k, took, reference))
-            print(f"K={k}: datarun {took:.1f} s, ramp-test {reference:.1f} s, ratio "
-                  f"{took / reference:.2f}; in its container a CV fold took {wall:.1f} s "
-                  f"({cpu:.1f} s CPU, medians), the bagging fold {bag_wall:.1f} s "
-                  f"({bag_cpu:.1f} s CPU)", flush=True)
+        for run in range(args.n):
+            for k in [int(x) for x in args.versus.split(",")]:
+                kit = slow_kit(tmp, k, args.fold_seconds)
+                reference = ramp_test(kit)
+                for label, _ in variants:
+                    time.sleep(5)  # the warm runner's containers are back in its pool
+                    took, (wall, cpu, bag_wall, bag_cpu) = worker_run(masters[label][1], kit,
+                                                                      args.poll)
+                    rows.append((k, label, took, reference))
+                    print(f"run {run} K={k} {label}: datarun {took:.1f} s, ramp-test "
+                          f"{reference:.1f} s, ratio {took / reference:.2f}; in its container a "
+                          f"CV fold took {wall:.1f} s ({cpu:.1f} s CPU, medians), the bagging "
+                          f"fold {bag_wall:.1f} s ({bag_cpu:.1f} s CPU)", flush=True)
+                shutil.rmtree(kit)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for proc, _ in masters.values():
+            proc.terminate()
+            proc.wait(timeout=30)
+        if os.environ.get("DATARUN_E2E_LOGS"):  # keep the masters' logs (and their agents')
+            for label, _ in variants:
+                shutil.copy(os.path.join(tmp, f"master-{label}", "serve.log"),
+                            os.path.join(os.environ["DATARUN_E2E_LOGS"], f"serve-{label}.log"))
+    for k in sorted({r[0] for r in rows}):
+        for label, _ in variants:
+            ratios = [t / ref for kk, lb, t, ref in rows if kk == k and lb == label]
+            print(f"K={k} {label}: median ratio {statistics.median(ratios):.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f}, {len(ratios)} runs)")
     return rows
 
 
@@ -199,6 +226,8 @@ def main():
     ap.add_argument("--versus", help="fold counts, e.g. 3,6,9,12: datarun against ramp-test")
     ap.add_argument("--fold-seconds", type=float, default=10)
     ap.add_argument("--runners", type=int, default=3)
+    ap.add_argument("--warm", type=int, default=0,
+                    help="with --versus: also a runner keeping this many warm containers")
     args = ap.parse_args()
     print(f"load average {' '.join(open('/proc/loadavg').read().split()[:3])} on "
           f"{os.cpu_count()} cores (before)")

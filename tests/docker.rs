@@ -259,3 +259,94 @@ fn a_container_writing_5_gb_of_outputs_is_killed_early_and_nothing_crosses_the_w
         agent >> 20
     );
 }
+
+/// The running warm containers of the agent serving runner `name`, by name
+/// (`datarun-NS-warm-...`).
+fn warm_containers(m: &Master, name: &str) -> Vec<String> {
+    let dir = m.data_dir().join("agents").join(name);
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let ns = &datarun::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12];
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "--format",
+            "{{.Names}}",
+            "--filter",
+            &format!("label=datarun.namespace={ns}"),
+            "--filter",
+            "label=datarun.warm",
+        ])
+        .output()
+        .unwrap();
+    let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter(|n| n.contains("-warm-"))
+        .map(String::from)
+        .collect();
+    names.sort();
+    names
+}
+
+fn await_warm(m: &Master, name: &str, n: usize, not: &[String]) -> Vec<String> {
+    let t0 = std::time::Instant::now();
+    loop {
+        let names = warm_containers(m, name);
+        if names.len() == n && names.iter().all(|w| !not.contains(w)) {
+            // Running, and a moment later waiting in the agent's pool.
+            std::thread::sleep(Duration::from_millis(300));
+            return names;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never {n} new warm containers: {names:?} (old {not:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn warm_containers_run_folds_once_and_a_restarted_agent_leaves_none_behind() {
+    // The warm command waits for its go, then runs the fold's script from its args.
+    let wait = r#"if [ -n "$DATARUN_WARM" ]; then touch "$DATARUN_OUTPUT/.datarun-warm-ready"; until [ -e "$DATARUN_WARM" ]; do sleep 0.02; done; sed -n 's/.*"args":\["\([^"]*\)"\].*/\1/p' "$DATARUN_WARM" > /tmp/script; else echo "$0" > /tmp/script; fi; sh /tmp/script"#;
+    let inventory = format!(
+        "{}warm = {{ image = \"{BUSYBOX}\", command = [\"sh\", \"-c\", {wait:?}], count = 2, memory = \"64M\" }}\n",
+        docker_runner("warm-box")
+    );
+    let m = Master::start(Some(&inventory));
+    let first = await_warm(&m, "warm-box", 2, &[]);
+    let warm_fold = |script: &str| {
+        json!({ "command": ["sh", "-c", wait, script], "image": BUSYBOX,
+                "resources": {"cpus": 0.5, "memory": "128M"} })
+    };
+    let ids = m.submit(vec![
+        warm_fold("hostname > $DATARUN_OUTPUT/host; echo one"),
+        warm_fold("hostname > $DATARUN_OUTPUT/host; echo two"),
+    ]);
+    let ended = m.wait_all(&ids, Duration::from_secs(60));
+    let mut hosts = vec![];
+    for (f, id) in ended.iter().zip(&ids) {
+        assert_eq!(f["state"], "done", "{f}");
+        hosts.push(m.cli_ok(&["fold", "output", &id.to_string(), "host"]));
+    }
+    assert_ne!(hosts[0], hosts[1], "one container per fold");
+    assert_eq!(m.cli_ok(&["fold", "log", &ids[1].to_string()]), "two\n");
+    // Both warm containers served a fold and are gone; two new ones wait.
+    let second = await_warm(&m, "warm-box", 2, &first);
+    // kill -9 the agent: the master starts a new one, which removes the idle containers of
+    // the dead one and starts its own.
+    let pattern = format!(
+        "agent --stdio --state-dir {}",
+        m.data_dir().join("agents/warm-box").display()
+    );
+    let killed = Command::new("pkill")
+        .args(["-9", "-f", &pattern])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "no agent process matched {pattern}");
+    let third = await_warm(&m, "warm-box", 2, &second);
+    assert!(third.iter().all(|t| !first.contains(t)));
+    let ids = m.submit(vec![warm_fold("echo three")]);
+    let ended = m.wait_all(&ids, Duration::from_secs(60));
+    assert_eq!(ended[0]["state"], "done", "{}", ended[0]);
+    assert_eq!(m.cli_ok(&["fold", "log", &ids[0].to_string()]), "three\n");
+}

@@ -125,6 +125,42 @@ class RampFoldTest(unittest.TestCase):
         self.assertEqual(len(digests), N_FOLDS, "every fold has its own train/valid indices")
         self.assertIn("CV fold 3", RampTestOnce.stdout)
 
+    def test_warm_mode_waits_for_its_go_then_runs_the_fold_as_told(self):
+        """With DATARUN_WARM the runner prepares and waits, printing nothing, until the go file
+        appears; then it takes the go's environment and args and gives ramp-test's scores."""
+        expected = os.path.join(RampTestOnce.output(), "fold_2")
+        go_dir = os.path.join(self.tmp.name, "warm")
+        os.makedirs(go_dir)
+        go = os.path.join(go_dir, "go.json")
+        self.fold_json(submission="starting_kit", fold=2)
+        os.rename(os.path.join(self.input, "ramp-fold.json"), os.path.join(self.input, "f.json"))
+        read_only(self.input)
+        waiting = os.path.join(self.tmp.name, "waiting")
+        os.makedirs(waiting)
+        env = dict(os.environ, DATARUN_INPUT="/nonexistent", DATARUN_OUTPUT=waiting,
+                   DATARUN_WARM=go)
+        proc = subprocess.Popen([RUNNER], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        self.addCleanup(proc.kill)
+        try:
+            proc.wait(timeout=3)
+            self.fail(f"the warm runner did not wait: {proc.returncode}")
+        except subprocess.TimeoutExpired:
+            pass
+        self.assertEqual(os.listdir(waiting), [".datarun-warm-ready"], "ready, nothing else")
+        self.assertFalse(os.listdir(self.output), "nothing written before the go")
+        with open(go + ".tmp", "w") as f:
+            json.dump({"args": ["f.json"], "env": {"DATARUN_INPUT": self.input,
+                                                  "DATARUN_OUTPUT": self.output,
+                                                  "OMP_NUM_THREADS": "1"}}, f)
+        os.rename(go + ".tmp", go)
+        out, err = proc.communicate(timeout=120)
+        self.assertEqual(proc.returncode, 0, out + err)
+        self.assertIn("CV fold 2 of 4", out)
+        fold_dir = os.path.join(self.output, "training_output", "fold_2")
+        self.assertEqual(scores_csv(os.path.join(fold_dir, "scores.csv")),
+                         scores_csv(os.path.join(expected, "scores.csv")))
+
     def test_bagging_the_folds_equals_ramp_test(self):
         """Every fold run here, then "bag": true on the kit and the folds' predictions writes
         the bagged_scores.csv of ramp-test --save-output, byte for byte."""

@@ -30,6 +30,8 @@ pub struct AgentConfig {
     pub executor: ExecutorKind,
     /// Docker runners: the images folds may name ("*" = any).
     pub images: Vec<String>,
+    /// Docker runners: containers kept started ahead of the folds.
+    pub warm: Option<crate::inventory::WarmSpec>,
 }
 
 /// How this agent runs folds.
@@ -44,7 +46,11 @@ enum Backend {
 impl Backend {
     /// `state_dir` names this agent's containers: the same runner's agents (before and after a
     /// restart) share them; other runners on the same engine do not.
-    async fn new(kind: ExecutorKind, state_dir: &std::path::Path) -> Backend {
+    async fn new(
+        kind: ExecutorKind,
+        state_dir: &std::path::Path,
+        warm: Option<crate::inventory::WarmSpec>,
+    ) -> Backend {
         let dir = state_dir
             .canonicalize()
             .unwrap_or_else(|_| state_dir.to_path_buf());
@@ -57,7 +63,12 @@ impl Backend {
         match kind {
             ExecutorKind::Process => Backend::Process,
             ExecutorKind::Docker => match DockerExecutor::connect(opts).await {
-                Ok(d) => Backend::Docker(Arc::new(d)),
+                Ok(d) => match warm {
+                    Some(warm) => {
+                        Backend::Docker(Arc::new(d.with_warm(warm, dir.join("warm")).await))
+                    }
+                    None => Backend::Docker(Arc::new(d)),
+                },
                 Err(e) => {
                     tracing::error!("the docker executor cannot start: {e}");
                     Backend::Broken(e.to_string())
@@ -115,7 +126,7 @@ impl Agent {
         let agent = Agent {
             runner: Arc::from(cfg.runner.as_str()),
             state_dir: cfg.state_dir.clone(),
-            backend: Backend::new(cfg.executor, &cfg.state_dir).await,
+            backend: Backend::new(cfg.executor, &cfg.state_dir, cfg.warm.clone()).await,
             images: cfg.images.clone().into(),
             journal,
             out: Outbox::default(),
@@ -135,6 +146,13 @@ impl Agent {
 
     pub(super) fn outbox(&self) -> &Outbox {
         &self.out
+    }
+
+    /// The agent stops taking folds: its warm containers are removed.
+    pub(super) async fn retire(&self) {
+        if let Backend::Docker(d) = &self.backend {
+            d.retire_warm().await;
+        }
     }
 
     /// The machine's facts, with the engine's version when this is a docker runner.

@@ -31,6 +31,9 @@
 //! [`DockerExecutor::list_attempt_containers`] and resumes it with [`DockerExecutor::adopt`] —
 //! also after it exited, since nothing is removed before collection. Containers that no
 //! journal wants are removed with [`DockerExecutor::remove_attempt`].
+//!
+//! A fold that fits the runner's warm containers (`warm.rs`) runs in one started ahead of it
+//! instead of a new one: the same confinement and collection, its limits counted from its go.
 
 mod cgroup;
 mod dirs;
@@ -43,6 +46,7 @@ mod options;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod warm;
 
 use super::exec::{cancelled, sleep_until, ExecRequest, ExecResult};
 use super::outputs::{Guard, CHECK_EVERY};
@@ -74,6 +78,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 pub use spec::{LABEL_ATTEMPT, LABEL_FOLD, LABEL_NAMESPACE, LABEL_RUNNER};
+pub use warm::LABEL_WARM;
 
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// How long the log stream may still take once the container stopped.
@@ -90,6 +95,8 @@ pub struct DockerExecutor {
     opts: DockerOptions,
     /// Read figures from the containers' cgroup files when visible (off: engine stats only).
     read_cgroups: bool,
+    /// Containers started ahead of the folds ([`DockerExecutor::with_warm`]).
+    warm: Option<Arc<warm::WarmPool>>,
 }
 
 impl DockerExecutor {
@@ -106,6 +113,7 @@ impl DockerExecutor {
             docker,
             opts,
             read_cgroups: true,
+            warm: None,
         })
     }
 
@@ -149,6 +157,11 @@ impl DockerExecutor {
                 return ExecResult::error("the docker executor needs an image; the fold names none")
             }
         };
+        if let Some((name, go)) = self.claim_warm(&req).await {
+            return self
+                .watch(&req, &name, Some(go), Instant::now(), progress, cancel)
+                .await;
+        }
         // A pinned image (`NAME@sha256:HEX`, a rerun's) runs by its id, whatever NAME now is.
         let pinned = crate::model::provenance::pin(image);
         let volumes = match self.docker.inspect_image(pinned.unwrap_or(image)).await {
@@ -209,7 +222,7 @@ impl DockerExecutor {
                 engine_message(&e)
             ));
         }
-        self.watch(&req, &name, start, progress, cancel).await
+        self.watch(&req, &name, None, start, progress, cancel).await
     }
 
     /// Resumes an attempt whose container a previous agent process started: the same limits
@@ -242,11 +255,31 @@ impl DockerExecutor {
             .as_ref()
             .and_then(|c| c.labels.as_ref())
             .and_then(|l| l.get(LABEL_ATTEMPT));
+        let warm = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.as_ref())
+            .is_some_and(|l| l.contains_key(LABEL_WARM));
+        // A claimed warm container has no attempt label (labels never change): the attempt's
+        // claim names it, and its limits count from its go.
+        let mut since = None;
         if labelled != Some(&req.attempt.to_string()) {
-            return ExecResult::error(format!(
-                "container {name} is not labelled {LABEL_ATTEMPT}={}; not adopting it",
-                req.attempt
-            ));
+            let id = info.id.as_deref().unwrap_or_default();
+            match Self::warm_go(&req.work_dir, id) {
+                Ok(Some(go)) if warm => since = Some(go),
+                Ok(None) if warm => {
+                    self.remove_quietly(&name).await;
+                    return lost(format!(
+                        "its warm container {name} was claimed but never told to go"
+                    ));
+                }
+                _ => {
+                    return ExecResult::error(format!(
+                        "container {name} is not labelled {LABEL_ATTEMPT}={} nor claimed by it; not adopting it",
+                        req.attempt
+                    ))
+                }
+            }
         }
         let state = info.state.unwrap_or_default();
         if state.status == Some(ContainerStateStatusEnum::CREATED) {
@@ -267,7 +300,8 @@ impl DockerExecutor {
             state.status,
             state.started_at
         );
-        self.watch(&req, &name, start, progress, cancel).await
+        self.watch(&req, &name, since, start, progress, cancel)
+            .await
     }
 
     /// Every container with a datarun attempt label, as (attempt, alive), sorted by attempt.
@@ -288,11 +322,13 @@ impl DockerExecutor {
     }
 
     /// Watches a started container to its end, then collects and removes it. The limits count
-    /// from the engine's StartedAt; `start` is the fallback when there is none.
+    /// from `since` (a warm container's go), else from the engine's StartedAt; `start` is the
+    /// fallback when there is none.
     async fn watch(
         &self,
         req: &ExecRequest,
         name: &str,
+        since: Option<SystemTime>,
         start: Instant,
         progress: mpsc::UnboundedSender<Progress>,
         mut cancel: watch::Receiver<bool>,
@@ -306,7 +342,7 @@ impl DockerExecutor {
             Ok(info) => (info.state.unwrap_or_default(), info.image),
             Err(_) => Default::default(),
         };
-        let started = state.started_at.as_deref().and_then(limits::parse_time);
+        let started = since.or_else(|| state.started_at.as_deref().and_then(limits::parse_time));
         let start = started.map(limits::instant_of).unwrap_or(start);
         let pid = state.pid.filter(|p| *p > 0);
         let cgroup = pid
@@ -388,7 +424,7 @@ impl DockerExecutor {
                 };
             }
         };
-        let started = state.started_at.as_deref().and_then(limits::parse_time);
+        let started = since.or_else(|| state.started_at.as_deref().and_then(limits::parse_time));
         let finished = state.finished_at.as_deref().and_then(limits::parse_time);
         if let Some(wall) = started
             .zip(finished)

@@ -216,6 +216,7 @@ async fn serve(
     }
     // The master is gone: finish what runs here; results stay in the journal for the next agent.
     drop(conns);
+    agent.retire().await;
     while !agent.running.is_empty() {
         match notices.recv().await {
             Some(notice) => agent.notice(notice).await,

@@ -216,6 +216,10 @@ enum Command {
         /// Images folds may name (docker runners), repeatable.
         #[arg(long = "image")]
         images: Vec<String>,
+        /// Warm containers (docker runners), as JSON: {"image": ..., "command": [...],
+        /// "count": N, "memory": BYTES}, as the inventory's `warm` key gives it.
+        #[arg(long, value_name = "JSON")]
+        warm: Option<String>,
     },
 }
 
@@ -300,6 +304,7 @@ pub fn main() -> Result<()> {
             runner,
             executor,
             images,
+            warm,
         } => {
             use crate::agent::{bridge, facts as agent_facts, serve};
             if let Some(socket) = connect {
@@ -340,11 +345,26 @@ pub fn main() -> Result<()> {
                 "docker" => crate::inventory::ExecutorKind::Docker,
                 other => anyhow::bail!("--executor {other:?}: expected process or docker"),
             };
+            let warm = match warm {
+                None => None,
+                Some(json) => {
+                    let spec: crate::inventory::WarmSpec = serde_json::from_str(&json)
+                        .map_err(|e| anyhow::anyhow!("--warm {json:?}: {e}"))?;
+                    spec.check()
+                        .map_err(|e| anyhow::anyhow!("--warm {json:?}: {e}"))?;
+                    anyhow::ensure!(
+                        executor == crate::inventory::ExecutorKind::Docker,
+                        "--warm: only docker runners keep warm containers"
+                    );
+                    Some(spec)
+                }
+            };
             let cfg = crate::agent::daemon::AgentConfig {
                 state_dir,
                 runner,
                 executor,
                 images,
+                warm,
             };
             match listen {
                 Some(socket) => runtime()?.block_on(serve::run_listen(cfg, &socket)),

@@ -71,6 +71,64 @@ pub enum ExecutorKind {
     Docker,
 }
 
+/// The most warm containers one runner may keep.
+pub const MAX_WARM: u32 = 16;
+/// The memory a warm container may hold while it waits, unless the inventory says.
+pub const DEFAULT_WARM_MEMORY: u64 = 512 << 20;
+/// The least memory a warm container may be given (its interpreter must fit).
+pub const MIN_WARM_MEMORY: u64 = 16 << 20;
+
+/// A docker runner's warm containers: up to `count` containers of `image` started ahead of the
+/// folds, each running `command` in its warm mode (it prepares, then waits for its go), each
+/// capped at `memory` while it waits. A fold whose image is `image` and whose command starts
+/// with `command` takes one (the rest of its command and its environment travel with the go);
+/// see `agent::docker::warm`. The agent learns it as `--warm JSON`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSpec {
+    pub image: String,
+    pub command: Vec<String>,
+    pub count: u32,
+    pub memory: u64,
+}
+
+impl WarmSpec {
+    /// The bounds the inventory checks, for a spec that comes another way (`agent --warm`).
+    pub fn check(&self) -> Result<(), String> {
+        if !crate::model::valid_image(&self.image) {
+            return Err(format!(
+                "image {:?} is not a valid image reference",
+                self.image
+            ));
+        }
+        if self.command.is_empty() || self.command.iter().any(|w| w.is_empty()) {
+            return Err("command must be a list of one or more non-empty words".into());
+        }
+        if !(1..=MAX_WARM).contains(&self.count) {
+            return Err(format!(
+                "count {} is not between 1 and {MAX_WARM}",
+                self.count
+            ));
+        }
+        if self.memory < MIN_WARM_MEMORY {
+            return Err(format!(
+                "memory {} is less than {}",
+                format_size(self.memory),
+                format_size(MIN_WARM_MEMORY)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The agent's command-line arguments that hand it this spec.
+    pub fn agent_args(&self) -> [String; 2] {
+        [
+            "--warm".to_string(),
+            serde_json::to_string(self).expect("a warm spec serializes"),
+        ]
+    }
+}
+
 /// One runner after `[defaults]` are applied and CIDRs are expanded.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RunnerSpec {
@@ -113,6 +171,9 @@ pub struct RunnerSpec {
     /// `owner != "guest" || queue == "L"` (checked when the file is read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requirements: Option<String>,
+    /// Docker runners: containers kept started ahead of the folds (`warm = { ... }`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<WarmSpec>,
     /// Custom attributes for folds' requirements and rank (`attributes = { disk = "ssd" }`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, AttrValue>,
@@ -267,6 +328,7 @@ pub fn local_default() -> Inventory {
             hard_time_limit_ms: None,
             executor: ExecutorKind::Process,
             requirements: None,
+            warm: None,
             attributes: BTreeMap::new(),
             line: 0,
         }],

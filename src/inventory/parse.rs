@@ -5,6 +5,7 @@ mod address;
 mod exprs;
 mod fields;
 mod values;
+mod warm;
 
 use self::address::cidr_hosts;
 pub(super) use self::address::{cidr_size, parse_address, Address};
@@ -326,6 +327,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
                 |e| e.v,
             ),
             requirements: f.requirements.as_ref().map(|r| r.v.clone()),
+            warm: f.warm.as_ref().map(|w| w.v.clone()),
             attributes: f
                 .attributes
                 .as_ref()
@@ -338,6 +340,32 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Inventory> {
                 "runner.images",
                 "only docker runners run images; this runner's executor is \"process\"".to_string(),
             ));
+        }
+
+        if let Some(warm) = &f.warm {
+            if base.executor != ExecutorKind::Docker {
+                return Err(ctx.err(
+                    warm.line,
+                    "runner.warm",
+                    format!(
+                        "only docker runners keep warm containers; runner {:?}'s executor is \"process\"",
+                        name.v
+                    ),
+                ));
+            }
+            let allowed = base.images.iter().any(|i| *i == warm.v.image || i == "*");
+            if !allowed {
+                return Err(ctx.err(
+                    warm.line,
+                    "runner.warm.image",
+                    format!(
+                        "{:?} is not among runner {:?}'s images ({}): a warm container runs an image the runner allows",
+                        warm.v.image,
+                        name.v,
+                        if base.images.is_empty() { "none".to_string() } else { base.images.join(", ") }
+                    ),
+                ));
+            }
         }
 
         if let (Some(socket), false) = (&f.socket, transport == Transport::Unix) {

@@ -363,3 +363,4 @@ transport = "local"
 mod address;
 mod errors;
 mod exprs;
+mod warm;

@@ -301,6 +301,7 @@ pub fn vars(runner: &crate::inventory::RunnerSpec, binary: &AgentBinary) -> Valu
         command.push("--image".into());
         command.push(image.clone());
     }
+    command.extend(runner.warm.iter().flat_map(|w| w.agent_args()));
     serde_json::json!({
         "host": runner.name,
         "state_dir": path(layout.root().to_path_buf()),

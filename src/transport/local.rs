@@ -30,6 +30,7 @@ pub fn connect(
             ExecutorKind::Docker => "docker",
         })
         .args(spec.images.iter().flat_map(|i| ["--image", i.as_str()]))
+        .args(spec.warm.iter().flat_map(|w| w.agent_args()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -420,6 +420,37 @@ impl Drop for Master {
             .arg("-f")
             .arg(self.data_dir().to_string_lossy().as_ref())
             .status();
+        // And the containers of its docker runners (warm ones wait for folds until removed).
+        if let Ok(agents) = std::fs::read_dir(self.data_dir().join("agents")) {
+            for agent in agents.flatten() {
+                remove_agent_containers(&agent.path());
+            }
+        }
+    }
+}
+
+/// Removes every container an agent with this state dir left on the shared engine (fold
+/// containers, warm containers), found by its namespace label; nothing without Docker.
+pub fn remove_agent_containers(state_dir: &Path) {
+    let dir = state_dir
+        .canonicalize()
+        .unwrap_or_else(|_| state_dir.to_path_buf());
+    let ns = &datarun::store::sha256_hex(dir.to_string_lossy().as_bytes())[..12];
+    let filter = format!("label=datarun.namespace={ns}");
+    if let Ok(out) = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+    {
+        let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
     }
 }
 

@@ -4,20 +4,24 @@
 use super::*;
 
 impl DockerExecutor {
+    /// This agent's attempt containers, as (attempt, alive), sorted by attempt: those labelled
+    /// with an attempt, and claimed warm containers, named after theirs.
     pub async fn list_attempt_containers(&self) -> Result<Vec<(AttemptId, bool)>, DockerError> {
-        let namespace = format!("{LABEL_NAMESPACE}={}", self.opts.namespace);
-        let filters = HashMap::from([("label", vec![LABEL_ATTEMPT, namespace.as_str()])]);
-        let options = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
-        let mut found: Vec<(AttemptId, bool)> = self
-            .docker
-            .list_containers(Some(options))
-            .await?
+        let mut containers = self.list_labelled(LABEL_ATTEMPT).await?;
+        containers.extend(self.list_labelled(LABEL_WARM).await?);
+        let prefix = format!("/datarun-{}-", self.opts.namespace);
+        let mut found: Vec<(AttemptId, bool)> = containers
             .into_iter()
             .filter_map(|c| {
-                let attempt = c.labels.as_ref()?.get(LABEL_ATTEMPT)?.parse().ok()?;
+                let labels = c.labels.as_ref()?;
+                let attempt = match labels.get(LABEL_ATTEMPT) {
+                    Some(attempt) => attempt.parse().ok()?,
+                    None => c
+                        .names
+                        .as_ref()?
+                        .iter()
+                        .find_map(|n| n.strip_prefix(&prefix)?.parse().ok())?,
+                };
                 let alive = matches!(
                     c.state,
                     Some(
@@ -30,6 +34,7 @@ impl DockerExecutor {
             })
             .collect();
         found.sort_unstable();
+        found.dedup();
         Ok(found)
     }
 

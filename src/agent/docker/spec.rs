@@ -99,6 +99,39 @@ pub fn container_config(
     }
 }
 
+/// A warm container (see `warm.rs`): created as a fold's container is (`req` is the warm
+/// request: the warm command, its own directories, the warm memory cap, one CPU), plus its read-only
+/// warm directory; the environment a fold's has before its grant is known, and
+/// `DATARUN_WARM`, the go file it waits for. Labelled with the namespace and the agent's pid,
+/// never with an attempt.
+pub fn warm_config(
+    req: &ExecRequest,
+    warm: &crate::inventory::WarmSpec,
+    opts: &DockerOptions,
+    image_volumes: &[String],
+    dir: &std::path::Path,
+) -> ContainerCreateBody {
+    use super::warm::{LABEL_WARM, WARM_PATH};
+    let labels = HashMap::from([
+        (LABEL_WARM.to_string(), std::process::id().to_string()),
+        (LABEL_NAMESPACE.to_string(), opts.namespace.clone()),
+    ]);
+    let env = [
+        ("DATARUN_INPUT", INPUT_PATH.to_string()),
+        ("DATARUN_OUTPUT", OUTPUT_PATH.to_string()),
+        ("HOME", "/tmp".to_string()),
+        ("NVIDIA_VISIBLE_DEVICES", "void".to_string()),
+        ("DATARUN_WARM", format!("{WARM_PATH}/go.json")),
+    ];
+    let mut config = container_config(req, &warm.image, opts, image_volumes);
+    config.labels = Some(labels);
+    config.env = Some(env.iter().map(|(k, v)| format!("{k}={v}")).collect());
+    if let Some(mounts) = config.host_config.as_mut().and_then(|h| h.mounts.as_mut()) {
+        mounts.push(bind(&dir.join("warm"), WARM_PATH, true));
+    }
+    config
+}
+
 pub fn host_config(
     req: &ExecRequest,
     opts: &DockerOptions,

@@ -20,6 +20,7 @@ mod adopt;
 mod config;
 mod grants;
 mod usage;
+mod warm;
 
 // ---- real folds ----
 

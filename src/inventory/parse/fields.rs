@@ -4,7 +4,7 @@
 use super::{Ctx, Result};
 use crate::expr::AttrValue;
 use crate::inventory::tree::{Entry, Node};
-use crate::inventory::{ExecutorKind, Transport, MAX_SLOTS};
+use crate::inventory::{ExecutorKind, Transport, WarmSpec, MAX_SLOTS};
 use crate::model::valid_name;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,7 @@ const RUNNER_KEYS: &[&str] = &[
     "executor",
     "requirements",
     "attributes",
+    "warm",
 ];
 
 const RUNNER_ONLY: usize = 3;
@@ -75,6 +76,7 @@ pub(super) struct Fields {
     pub(super) executor: Option<At<ExecutorKind>>,
     pub(super) requirements: Option<At<String>>,
     pub(super) attributes: Option<At<BTreeMap<String, AttrValue>>>,
+    pub(super) warm: Option<At<WarmSpec>>,
 }
 
 impl Fields {
@@ -101,6 +103,7 @@ impl Fields {
             executor: self.executor.or_else(|| d.executor.clone()),
             requirements: self.requirements.or_else(|| d.requirements.clone()),
             attributes: self.attributes.or_else(|| d.attributes.clone()),
+            warm: self.warm.or_else(|| d.warm.clone()),
         }
     }
 }
@@ -370,6 +373,7 @@ pub(super) fn parse_table(
             "attributes" => {
                 f.attributes = Some(At::of(line, defaults, ctx.attributes(v, line, key)?))
             }
+            "warm" => f.warm = Some(At::of(line, defaults, ctx.warm(v, line, key)?)),
             other => {
                 let (known, what) = if defaults {
                     (&RUNNER_KEYS[RUNNER_ONLY..], "[defaults]")

@@ -173,3 +173,60 @@ fn log_chunks_lose_their_timestamps_and_catch_up_skips_what_was_seen() {
     log.push(b"2024-05-01T10:11:13Z three\n", last);
     assert_eq!(log.tail.take_log(), b"one\ntwo\nno timestamp\nthree\n");
 }
+
+#[test]
+fn a_warm_container_is_confined_as_a_fold_and_labelled_with_no_attempt() {
+    let warm = crate::inventory::WarmSpec {
+        image: IMAGE.into(),
+        command: vec!["datarun-ramp-fold".into()],
+        count: 2,
+        memory: 256 * MIB,
+    };
+    let dir = Path::new("/var/lib/datarun/warm/datarun-ns-warm-1-0");
+    let req = crate::agent::docker::warm::warm_request(&warm, dir);
+    let opts = DockerOptions::default();
+    let body = spec::warm_config(&req, &warm, &opts, &[], dir);
+    let cold = spec::container_config(&plain_request(), IMAGE, &opts, &[]);
+    assert_eq!(body.cmd, Some(warm.command.clone()));
+    assert_eq!(body.user, cold.user);
+    assert_eq!(body.network_disabled, Some(true));
+    let labels = body.labels.clone().unwrap();
+    assert!(!labels.contains_key(LABEL_ATTEMPT));
+    assert_eq!(labels[LABEL_WARM], std::process::id().to_string());
+    assert_eq!(labels[LABEL_NAMESPACE], "default");
+    let env = body.env.clone().unwrap();
+    assert!(env.contains(&"DATARUN_WARM=/datarun/warm/go.json".to_string()));
+    assert!(!env.iter().any(|v| v.starts_with("DATARUN_ATTEMPT=")));
+    let (host, cold) = (body.host_config.unwrap(), cold.host_config.unwrap());
+    // Confined as a fold: only the memory cap and the CPU quota wait for the fold's grant.
+    assert_eq!(host.memory, Some(256 * MIB as i64));
+    assert_eq!(host.memory_swap, host.memory);
+    assert_eq!(host.nano_cpus, Some(1_000_000_000));
+    for (a, b) in [
+        (host.readonly_rootfs, cold.readonly_rootfs),
+        (host.privileged, cold.privileged),
+        (host.init, cold.init),
+    ] {
+        assert_eq!(a, b);
+    }
+    assert_eq!(host.pids_limit, cold.pids_limit);
+    assert_eq!(host.cap_drop, cold.cap_drop);
+    assert_eq!(host.security_opt, cold.security_opt);
+    assert_eq!(host.network_mode, cold.network_mode);
+    assert_eq!(host.tmpfs, cold.tmpfs);
+    let mounts: Vec<(String, String, bool)> = host
+        .mounts
+        .unwrap()
+        .into_iter()
+        .map(|m| (m.source.unwrap(), m.target.unwrap(), m.read_only.unwrap()))
+        .collect();
+    let at = |sub: &str| dir.join(sub).to_string_lossy().into_owned();
+    assert_eq!(
+        mounts,
+        [
+            (at("input"), "/datarun/input".into(), true),
+            (at("output"), "/datarun/output".into(), false),
+            (at("warm"), "/datarun/warm".into(), true),
+        ]
+    );
+}
