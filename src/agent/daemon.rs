@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 mod inputs;
 mod orphans;
+mod queue;
 use orphans::watch_adopted;
 
 pub struct AgentConfig {
@@ -348,38 +349,8 @@ impl Agent {
         }
     }
 
-    /// Whether `attempt` takes a slot here: running (not yet exited), waiting for its
-    /// inputs, adopted from an earlier agent process, or queued itself.
-    fn holds_slot(&self, attempt: AttemptId) -> bool {
-        self.running.get(&attempt).is_some_and(|r| !r.exited)
-            || self.waiting.contains_key(&attempt)
-            || self.adopted.contains(&attempt)
-            || self.queued.iter().any(|q| q.attempt == attempt)
-    }
-
-    /// Starts, in arrival order, every queued run whose predecessor holds no slot any more.
-    fn start_ready(&mut self) {
-        while let Some(i) = self
-            .queued
-            .iter()
-            .position(|q| !q.after.is_some_and(|a| self.holds_slot(a)))
-        {
-            let mut run = self.queued.remove(i);
-            run.after = None;
-            self.run(run);
-        }
-    }
-
     fn cancel(&mut self, attempt: AttemptId) {
-        if let Some(i) = self.queued.iter().position(|q| q.attempt == attempt) {
-            // Its successors now follow what it followed; it ends without having started.
-            let run = self.queued.remove(i);
-            for q in &mut self.queued {
-                if q.after == Some(attempt) {
-                    q.after = run.after;
-                }
-            }
-            self.end_unstarted(run, Outcome::Cancelled);
+        if self.cancel_queued(attempt) {
             return;
         }
         if let Some(r) = self.running.get(&attempt) {

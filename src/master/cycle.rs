@@ -314,7 +314,7 @@ impl Master {
                 }
             }
             // A runner that may queue more gets another cycle.
-            if r.spec.prefetch > 0 {
+            if r.may_queue() {
                 self.dirty = true;
             }
             if let Some(link) = &r.link {

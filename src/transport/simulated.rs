@@ -126,8 +126,10 @@ async fn agent(
     // Starts every queued run whose predecessor holds no slot any more (the agent's rule).
     let start_ready = |queued: &mut Vec<RunAttempt>,
                        running: &mut HashMap<AttemptId, JoinHandle<()>>| loop {
-        let held = |a: AttemptId| running.contains_key(&a) || queued.iter().any(|q| q.attempt == a);
-        let Some(i) = queued.iter().position(|q| !q.after.is_some_and(held)) else {
+        let Some(i) = queued
+            .iter()
+            .position(|q| !q.after.is_some_and(|a| holds_slot(running, queued, a)))
+        else {
             return;
         };
         let run = queued.remove(i);
@@ -166,10 +168,7 @@ async fn agent(
                         {
                             continue;
                         }
-                        let held = run.after.is_some_and(|a| {
-                            running.contains_key(&a) || queued.iter().any(|q| q.attempt == a)
-                        });
-                        if held {
+                        if run.after.is_some_and(|a| holds_slot(&running, &queued, a)) {
                             queued.push(run);
                         } else {
                             start(run, &mut running);
@@ -221,6 +220,15 @@ async fn agent(
     for (_, task) in running {
         task.abort();
     }
+}
+
+/// Whether `attempt` takes a slot of the simulated agent: running, or queued itself.
+fn holds_slot(
+    running: &HashMap<AttemptId, JoinHandle<()>>,
+    queued: &[RunAttempt],
+    attempt: AttemptId,
+) -> bool {
+    running.contains_key(&attempt) || queued.iter().any(|q| q.attempt == attempt)
 }
 
 fn report(attempt: AttemptId, outcome: Outcome, wall: Duration) -> AttemptReport {
