@@ -285,7 +285,16 @@ pub async fn run(args: ServeArgs) -> Result<()> {
             r = running.wait() => r,
         };
     }
-    // On PostgreSQL a standby serves (its health, 503 for the rest) while it waits.
+    // On PostgreSQL a standby serves (its health, 503 for the rest) while it waits. It reads
+    // the leadership once first, so that its first answers already name the active master.
+    if let Some(pg) = active.store.pg() {
+        match pg.leadership().await {
+            Ok(l) => active
+                .role
+                .set_active_url(l.live.then(|| holder_url(&l.holder).to_string())),
+            Err(e) => tracing::warn!("cannot read the leadership: {e}"),
+        }
+    }
     write_private(&server_file, &format!("{url}\n"))?;
     let server = crate::edge::serve(listener, app, limits, tls, shutdown);
     tokio::select! {
