@@ -39,6 +39,53 @@ struct ResultsLog {
     len: u64,
 }
 
+/// An attempt's journal entry: its first line is a [`Begun`]; the process executor appends
+/// its fold's process group id as a second line once the fold is spawned ([`note_pgid`]).
+/// One file, written in place, keeps an attempt to few inodes: a trivial fold creates and
+/// deletes its directory, input/, output/, this and `result.json`, no more.
+const RUN_FILE: &str = "run.json";
+/// The attempt's report, once it ended.
+const RESULT_FILE: &str = "result.json";
+/// Where agents before the one-file entry kept the owner's pid and the fold's process group.
+const OLD_OWNER_FILE: &str = "owner";
+const OLD_PGID_FILE: &str = "pgid";
+
+/// The first line of `run.json`.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Begun {
+    /// The pid of the agent process that began the attempt.
+    owner: u32,
+    run: RunAttempt,
+}
+
+impl Begun {
+    fn parse(data: &[u8]) -> Option<Begun> {
+        let first = data.split(|&b| b == b'\n').next()?;
+        match serde_json::from_slice::<Begun>(first) {
+            Ok(begun) => Some(begun),
+            // Journaled by an agent from before the owner moved into run.json: the bare run.
+            Err(_) => serde_json::from_slice::<RunAttempt>(data)
+                .ok()
+                .map(|run| Begun { owner: 0, run }),
+        }
+    }
+
+    /// The process group id noted on the second line, if any.
+    fn pgid(data: &[u8]) -> Option<i32> {
+        let second = data.split(|&b| b == b'\n').nth(1)?;
+        std::str::from_utf8(second).ok()?.trim().parse().ok()
+    }
+}
+
+/// Notes in the attempt's journal entry (in `work_dir`) the process group of its fold, so
+/// that the next agent kills what is left of it should this one die.
+pub fn note_pgid(work_dir: &Path, pgid: i32) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(work_dir.join(RUN_FILE))?;
+    file.write_all(format!("{pgid}\n").as_bytes())
+}
+
 /// A results log longer than this is emptied (after a syncfs).
 const LOG_ROTATE: u64 = 4 << 20;
 
@@ -242,7 +289,7 @@ impl Journal {
 
     fn fetch_path(&self, attempt: AttemptId, file: &str) -> Result<PathBuf, String> {
         let dir = self.dir(attempt);
-        if !dir.join("result.json").is_file() {
+        if !dir.join(RESULT_FILE).is_file() {
             return Err(format!("attempt {attempt} has no result here"));
         }
         let rel = if file == crate::protocol::LOG_FILE {
@@ -266,33 +313,37 @@ impl Journal {
     }
 
     pub fn exists(&self, attempt: AttemptId) -> bool {
-        self.dir(attempt).join("run.json").is_file()
+        self.dir(attempt).join(RUN_FILE).is_file()
     }
 
-    /// Records that this agent process owns a new attempt; creates input/ and output/.
-    /// Not fsynced: a fold does not outlive its machine, and a crash of the agent process
-    /// leaves the page cache intact.
+    /// Records that this agent process owns a new attempt (`run.json`: the owner's pid and
+    /// the run request on its first line); creates input/ and output/. Not fsynced, and
+    /// written in place rather than renamed into it: a fold does not outlive its machine, a
+    /// crash of the agent process leaves the page cache intact, and a `run.json` cut short
+    /// by a crash parses as no run (nothing was started before it was whole: the attempt
+    /// ends lost).
     pub fn begin(&self, run: &RunAttempt) -> std::io::Result<PathBuf> {
         let dir = self.dir(run.attempt);
         std::fs::create_dir_all(dir.join("input"))?;
-        std::fs::create_dir_all(dir.join("output"))?;
-        write_atomic(
-            &dir.join("owner"),
-            std::process::id().to_string().as_bytes(),
-            false,
-        )?;
-        write_atomic(
-            &dir.join("run.json"),
-            &serde_json::to_vec(run).expect("run serializes"),
-            false,
-        )?;
+        std::fs::create_dir(dir.join("output")).or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })?;
+        let mut line = serde_json::to_vec(&Begun {
+            owner: std::process::id(),
+            run: run.clone(),
+        })
+        .expect("run serializes");
+        line.push(b'\n');
+        std::fs::write(dir.join(RUN_FILE), line)?;
         Ok(dir)
     }
 
     /// Journals an attempt's result; on Ok it is on disk (see [`ResultsLog`]).
     pub fn finish(&self, report: &AttemptReport) -> std::io::Result<()> {
         let data = serde_json::to_vec(report).expect("report serializes");
-        write_atomic(&self.dir(report.attempt).join("result.json"), &data, false)?;
+        // In place, not renamed: one cut short by a crash does not parse, and the log has it.
+        std::fs::write(self.dir(report.attempt).join(RESULT_FILE), &data)?;
         let log = self.append(&data)?;
         self.results.sync(|| log.sync_data())
     }
@@ -363,7 +414,7 @@ impl Journal {
                 // A result.json that parses is the one written (an attempt's result is
                 // written once; the log only stands in for one the crash lost or cut short).
                 if self.exists(report.attempt) && self.result(report.attempt).is_none() {
-                    write_atomic(&self.dir(report.attempt).join("result.json"), line, false)?;
+                    write_atomic(&self.dir(report.attempt).join(RESULT_FILE), line, false)?;
                 }
             }
             replayed.push(path);
@@ -372,36 +423,44 @@ impl Journal {
     }
 
     pub fn result(&self, attempt: AttemptId) -> Option<AttemptReport> {
-        let data = std::fs::read(self.dir(attempt).join("result.json")).ok()?;
+        let data = std::fs::read(self.dir(attempt).join(RESULT_FILE)).ok()?;
         serde_json::from_slice(&data).ok()
     }
 
     /// The run request journaled by `begin`.
     pub fn run(&self, attempt: AttemptId) -> Option<RunAttempt> {
-        let data = std::fs::read(self.dir(attempt).join("run.json")).ok()?;
-        serde_json::from_slice(&data).ok()
+        let data = std::fs::read(self.dir(attempt).join(RUN_FILE)).ok()?;
+        Begun::parse(&data).map(|b| b.run)
     }
 
     /// Kills what is left of an orphaned process-executor fold (its process group), if any.
     pub fn kill_leftovers(&self, attempt: AttemptId) {
-        let path = self.dir(attempt).join(super::process::PGID_FILE);
-        if let Some(pgid) = std::fs::read_to_string(path)
+        let dir = self.dir(attempt);
+        let noted = std::fs::read(dir.join(RUN_FILE))
             .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok())
-        {
-            if pgid > 1 {
-                // SAFETY: killpg only sends a signal.
-                unsafe { libc::killpg(pgid, libc::SIGKILL) };
-            }
+            .and_then(|data| Begun::pgid(&data))
+            // Journaled by an agent from before the pgid moved into run.json.
+            .or_else(|| {
+                std::fs::read_to_string(dir.join(OLD_PGID_FILE))
+                    .ok()?
+                    .trim()
+                    .parse()
+                    .ok()
+            });
+        if let Some(pgid) = noted.filter(|&p| p > 1) {
+            // SAFETY: killpg only sends a signal.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
         }
     }
 
+    /// The agent process that began the attempt.
     pub fn owner(&self, attempt: AttemptId) -> Option<u32> {
-        std::fs::read_to_string(self.dir(attempt).join("owner"))
-            .ok()?
-            .trim()
-            .parse()
-            .ok()
+        let dir = self.dir(attempt);
+        // An `owner` file: journaled by an agent from before the owner moved into run.json.
+        match std::fs::read_to_string(dir.join(OLD_OWNER_FILE)) {
+            Ok(text) => text.trim().parse().ok(),
+            Err(_) => Begun::parse(&std::fs::read(dir.join(RUN_FILE)).ok()?).map(|b| b.owner),
+        }
     }
 
     /// Asks whichever agent process owns the attempt to cancel it.

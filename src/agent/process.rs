@@ -49,8 +49,6 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Runs one attempt to its end. `progress` gets live figures about once a second;
 /// `cancel` turning true kills the fold (outcome Cancelled).
-/// The file in the attempt directory holding the fold's process group id.
-pub const PGID_FILE: &str = "pgid";
 
 pub async fn run(
     req: ExecRequest,
@@ -70,7 +68,12 @@ pub async fn run(
         req.command
     );
     // If this agent dies, the next one kills the group it leaves behind (see the journal).
-    let _ = std::fs::write(req.work_dir.join(PGID_FILE), pid.to_string());
+    if let Err(e) = super::journal::note_pgid(&req.work_dir, pid) {
+        tracing::warn!(
+            "attempt {}: cannot journal its process group: {e}",
+            req.attempt
+        );
+    }
     let tail = super::tail::Tail::live(req.attempt, req.log_limit);
     let (stop_log, log_task) = read_log(log_pipe, tail);
     let reaper = tokio::task::spawn_blocking(move || reap(pid));

@@ -360,7 +360,7 @@ impl Master {
     }
 
     /// The pid of the agent process that owns `attempt` on local runner `runner`, from its
-    /// journal (`agents/<runner>/attempts/<attempt>/owner`).
+    /// journal (`agents/<runner>/attempts/<attempt>/run.json`: `owner` on its first line).
     pub fn attempt_owner(&self, runner: &str, attempt: i64) -> i32 {
         let path = self
             .data_dir()
@@ -368,12 +368,14 @@ impl Master {
             .join(runner)
             .join("attempts")
             .join(attempt.to_string())
-            .join("owner");
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-            .trim()
-            .parse()
-            .unwrap()
+            .join("run.json");
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let first = data.split(|&b| b == b'\n').next().unwrap_or_default();
+        let entry: Value =
+            serde_json::from_slice(first).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        entry["owner"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{}: no owner in {entry}", path.display())) as i32
     }
 
     /// Waits until fold `id` has an event of `kind`.

@@ -194,3 +194,63 @@ fn fetch_serves_finished_attempts_files_and_nothing_else() {
         );
     }
 }
+
+/// Spawns `sleep 30` in a process group of its own, as the process executor does.
+fn sleeper() -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sleep")
+        .arg("30")
+        .process_group(0)
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn an_attempt_is_one_entry_with_its_owner_and_process_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    let dir = j.begin(&run(6)).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["input", "output", "run.json"]);
+    assert_eq!(j.owner(6), Some(std::process::id()));
+    assert_eq!(j.run(6).unwrap().command, ["true"]);
+    let mut fold = sleeper();
+    note_pgid(&dir, fold.id() as i32).unwrap();
+    assert_eq!(
+        j.run(6).unwrap().attempt,
+        6,
+        "the noted group leaves the run readable"
+    );
+    j.kill_leftovers(6);
+    let status = fold.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    // A run.json cut short by a crash is no run and no owner: the attempt is an orphan.
+    std::fs::write(dir.join("run.json"), b"{\"owner\":1,\"run\":{\"attem").unwrap();
+    assert!(j.run(6).is_none() && j.owner(6).is_none());
+    assert_eq!(j.recover().unwrap().orphaned, vec![6]);
+}
+
+#[test]
+fn an_entry_journaled_by_an_older_agent_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    // Before: the bare run in run.json, the owner and the process group in files of their own.
+    let dir = j.dir(7);
+    std::fs::create_dir_all(dir.join("output")).unwrap();
+    std::fs::write(dir.join("run.json"), serde_json::to_vec(&run(7)).unwrap()).unwrap();
+    let parent = std::os::unix::process::parent_id();
+    std::fs::write(dir.join("owner"), parent.to_string()).unwrap();
+    let mut fold = sleeper();
+    std::fs::write(dir.join("pgid"), fold.id().to_string()).unwrap();
+    assert_eq!(j.run(7).unwrap().attempt, 7);
+    assert_eq!(j.owner(7), Some(parent));
+    assert_eq!(j.recover().unwrap().adopted, vec![(7, parent)]);
+    j.kill_leftovers(7);
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(fold.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
