@@ -10,9 +10,11 @@ mod paging;
 mod provenance;
 mod provision;
 mod queue;
+mod runners;
 mod serve;
 mod submission;
 mod sweep;
+mod token;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -169,10 +171,10 @@ enum Command {
     },
     /// Runners as the master sees them.
     #[command(subcommand)]
-    Runners(commands::RunnersCmd),
+    Runners(runners::RunnersCmd),
     /// Inventory files.
     #[command(subcommand)]
-    Inventory(commands::InventoryCmd),
+    Inventory(runners::InventoryCmd),
     /// Container images on this machine's Docker engine (no registry needed).
     #[command(subcommand)]
     Image(commands::ImageCmd),
@@ -180,7 +182,7 @@ enum Command {
     Provision(provision::ProvisionArgs),
     /// API tokens (run on the master's machine; writes to its data dir).
     #[command(subcommand)]
-    Token(commands::TokenCmd),
+    Token(token::TokenCmd),
     /// Shell completions for bash, zsh or fish, on stdout
     /// (`datarun completions bash > /etc/bash_completion.d/datarun`).
     Completions {
@@ -403,9 +405,9 @@ pub fn main() -> Result<()> {
             dataset,
             json,
         } => submission::leaderboard(conn, dataset, json),
-        Command::Runners(cmd) => commands::runners(cmd),
-        Command::Inventory(cmd) => commands::inventory(cmd),
-        Command::Token(cmd) => commands::token(cmd),
+        Command::Runners(cmd) => runners::runners(cmd),
+        Command::Inventory(cmd) => runners::inventory(cmd),
+        Command::Token(cmd) => token::token(cmd),
         Command::Provision(args) => provision::provision(args),
         Command::Image(cmd) => runtime()?.block_on(commands::image(cmd)),
     }
