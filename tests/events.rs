@@ -142,6 +142,48 @@ fn waits_return_when_folds_end() {
     assert_eq!(out.status.code(), Some(6), "a wait that runs out");
     let out = m.cli(&["submit", "--timeout", "1s", "--", "true"]);
     assert_eq!(out.status.code(), Some(2), "--timeout needs --wait");
+    // Held as it is submitted (no runner has 4096 cpus): it stopped, so the wait ends at once
+    // with 1, though no event came after the submit's own.
+    let t = std::time::Instant::now();
+    let out = m.cli(&[
+        "submit",
+        "--cpus",
+        "4096",
+        "--memory",
+        "16M",
+        "--wait",
+        "--timeout",
+        "20s",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("held"),
+        "{out:?}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // An array waits for all its folds by their events alone.
+    let out = m.cli(&[
+        "submit",
+        "--cpus",
+        "0.1",
+        "--memory",
+        "16M",
+        "--array",
+        "0-5",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "test $DATARUN_ARRAY_INDEX != 4",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("failed") && stderr.matches(',').count() == 0,
+        "one failed: {stderr}"
+    );
 }
 
 /// Pages of `since` over many folds, while folds change between pages, hand out every event

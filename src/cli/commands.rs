@@ -256,6 +256,16 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
     if !inputs_from.is_empty() {
         spec["inputs_from"] = json!(inputs_from);
     }
+    // With --wait: where the event log stands before the folds exist, so that every change
+    // of theirs comes as an event after it and they need no lookup one by one.
+    let since = a
+        .wait
+        .then(|| super::queue::event_seq(&client))
+        .transpose()?;
+    let wait = |ids: &[i64]| match since {
+        Some(seq) => super::queue::wait_since(&a.conn, ids, a.timeout, seq),
+        None => Ok(()),
+    };
     if a.array.is_some() || sweep.is_some() {
         let answer: Value = match (&a.array, sweep) {
             (Some(array), _) => client.post(
@@ -285,11 +295,8 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
                 );
             }
         }
-        if a.wait {
-            let ids: Vec<i64> = folds.iter().filter_map(|f| f["id"].as_i64()).collect();
-            return super::queue::wait(&a.conn, &ids, a.timeout);
-        }
-        return Ok(());
+        let ids: Vec<i64> = folds.iter().filter_map(|f| f["id"].as_i64()).collect();
+        return wait(&ids);
     }
     if let Some(url) = &a.webhook {
         spec["webhook"] = json!(url);
@@ -310,16 +317,13 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
             );
         }
     }
-    if a.wait {
-        let ids: Vec<i64> = answer["ids"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_i64)
-            .collect();
-        return super::queue::wait(&a.conn, &ids, a.timeout);
-    }
-    Ok(())
+    let ids: Vec<i64> = answer["ids"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_i64)
+        .collect();
+    wait(&ids)
 }
 
 #[derive(Subcommand)]

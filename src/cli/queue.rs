@@ -638,30 +638,59 @@ fn fold_row(t: &mut Table, f: &Value) {
     ]);
 }
 
+/// Where the master's event log stands now: whatever changes after this comes as an event
+/// after this seq.
+pub(super) fn event_seq(client: &super::client::Client) -> Result<i64> {
+    let now: Value = client.get("/events?timeout=0")?;
+    Ok(now["seq"].as_i64().unwrap_or(0))
+}
+
 /// Waits for folds by id, however many folds the master holds, on events the master pushes:
 /// where its event log stands first, then each fold by id (`GET /folds/{id}`: one that does
-/// not exist is an error at once), then long polls of the events of the folds still going
-/// (`GET /events?folds=...&since=...`; an event that is a fold's newest carries its state),
-/// until every fold stopped or `timeout` passed. No sleeping: each poll returns as soon as one
-/// of the folds changes.
+/// not exist is an error at once), then long polls of their events ([`wait_since`]).
 pub(super) fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
-    use crate::model::limits::{MAX_EVENTS_WAIT, MAX_EVENT_FOLDS};
     let client = conn.client()?;
     let start = Instant::now();
-    let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
-    // From now: whatever changes after the lookups below comes as an event after this seq.
-    let now: Value = client.get("/events?timeout=0")?;
-    let mut seq = now["seq"].as_i64().unwrap_or(0);
+    let seq = event_seq(&client)?;
     let mut states: BTreeMap<i64, FoldState> = BTreeMap::new();
-    let state_of = |v: &Value| v.as_str().and_then(FoldState::parse);
-    for &id in &wanted {
+    for &id in ids {
         let v: Value = client
             .get(&format!("/folds/{id}"))
             .with_context(|| format!("fold {id} does not exist or cannot be read"))?;
-        if let Some(st) = state_of(&v["fold"]["state"]) {
+        if let Some(st) = v["fold"]["state"].as_str().and_then(FoldState::parse) {
             states.insert(id, st);
         }
     }
+    let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
+    follow(&client, ids, states, seq, timeout)
+}
+
+/// Waits for folds made after the event log stood at `seq` (`event_seq`, taken before they
+/// were submitted): every change of theirs is an event after it, so none is looked up.
+pub(super) fn wait_since(
+    conn: &Conn,
+    ids: &[i64],
+    timeout: Option<Duration>,
+    seq: i64,
+) -> Result<()> {
+    follow(&conn.client()?, ids, BTreeMap::new(), seq, timeout)
+}
+
+/// Long polls of the events of the folds still going (`GET /events?folds=...&since=...`; an
+/// event that is a fold's newest carries its state), from `seq` with the `states` known then,
+/// until every fold stopped (exit 1 if one did not end done) or `timeout` passed (exit 6).
+/// No sleeping: each poll returns as soon as one of the folds changes.
+fn follow(
+    client: &super::client::Client,
+    ids: &[i64],
+    mut states: BTreeMap<i64, FoldState>,
+    mut seq: i64,
+    timeout: Option<Duration>,
+) -> Result<()> {
+    use crate::model::limits::{MAX_EVENTS_WAIT, MAX_EVENT_FOLDS};
+    let start = Instant::now();
+    let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
+    let state_of = |v: &Value| v.as_str().and_then(FoldState::parse);
     let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
     loop {
         let going: Vec<String> = wanted
