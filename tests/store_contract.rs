@@ -612,6 +612,8 @@ contract!(
 mod blobs;
 #[path = "store_contract/datasets.rs"]
 mod datasets;
+#[path = "store_contract/events.rs"]
+mod events;
 #[path = "store_contract/problems.rs"]
 mod problems;
 #[path = "store_contract/provenance.rs"]
@@ -659,6 +661,7 @@ macro_rules! store_contract {
 }
 
 store_contract!(
+    events::fold_filters_long_and_short,
     provenance::provenance_with_results,
     waiting::dependencies,
     waiting::arrays,

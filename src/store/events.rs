@@ -6,7 +6,8 @@
 //! Costs follow the events after `since`, never the table: a read looks at one window of at
 //! most [`WINDOW`] event ids after `since` (a range of the primary key), joining each event's
 //! fold by its id; with a fold filter the `events_fold` index (fold id, then rowid) is searched
-//! per fold. A window with nothing the caller may see still moves the answer's `seq` past it.
+//! per fold, or, when the window holds fewer ids than the filter names folds, the window is
+//! read by its range and the folds picked out ([`plan`]). A window with nothing the caller may see still moves the answer's `seq` past it.
 
 use super::{Result, Scope, Store, StoreError};
 use crate::model::{AttemptId, FoldId, FoldState};
@@ -80,6 +81,45 @@ pub(super) fn window_sql(scope: &Scope, folds: Option<&[FoldId]>) -> String {
     )
 }
 
+/// How a window is read. With a fold filter the `events_fold` index is searched once per
+/// fold; when the window holds fewer event ids than the filter names folds (a waiter on 1,000
+/// folds polling while they change), the window is read by its key range instead and the
+/// folds picked out of it here: a read costs the fewer of the two, and its SQL does not
+/// change with the ids (one cached statement).
+pub(super) struct Plan<'a> {
+    /// The folds the SQL names (`window_sql`).
+    pub sql_folds: Option<&'a [FoldId]>,
+    /// The folds picked out of the rows read (all the window's rows are read).
+    pub pick: Option<std::collections::HashSet<FoldId>>,
+    /// The LIMIT to bind: one more than the page, or the whole window when picking.
+    pub limit: i64,
+}
+
+pub(super) fn plan(filter: &EventFilter, since: i64, end: i64, limit: usize) -> Plan<'_> {
+    match filter.folds.as_deref() {
+        Some(folds) if (end - since) < folds.len() as i64 => Plan {
+            sql_folds: None,
+            pick: Some(folds.iter().copied().collect()),
+            limit: end - since + 1,
+        },
+        folds => Plan {
+            sql_folds: folds,
+            pick: None,
+            limit: limit as i64 + 1,
+        },
+    }
+}
+
+impl Plan<'_> {
+    /// The rows read, with only the filter's folds when they were picked here.
+    pub fn picked(&self, mut events: Vec<FeedEvent>) -> Vec<FeedEvent> {
+        if let Some(pick) = &self.pick {
+            events.retain(|e| e.fold.is_some_and(|f| pick.contains(&f)));
+        }
+        events
+    }
+}
+
 /// The newest event's id (0 when there is none).
 pub(super) fn newest(conn: &Connection) -> rusqlite::Result<i64> {
     conn.prepare_cached("SELECT COALESCE(MAX(id), 0) FROM events")?
@@ -132,10 +172,11 @@ fn read_page(conn: &Connection, filter: &EventFilter) -> Result<EventPage> {
     let top = newest(conn)?;
     let (since, end) = window(filter, top)?;
     let limit = filter.limit.max(1) as usize;
-    let sql = window_sql(&filter.scope, filter.folds.as_deref());
+    let plan = plan(filter, since, end, limit);
+    let sql = window_sql(&filter.scope, plan.sql_folds);
     let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt.query_map(
-        rusqlite::params![since, end, filter.scope.owner(), limit as i64 + 1],
+        rusqlite::params![since, end, filter.scope.owner(), plan.limit],
         |r| {
             let state: Option<String> = r.get(6)?;
             Ok(FeedEvent {
@@ -149,7 +190,7 @@ fn read_page(conn: &Connection, filter: &EventFilter) -> Result<EventPage> {
             })
         },
     )?;
-    let events = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let events = plan.picked(rows.collect::<rusqlite::Result<Vec<_>>>()?);
     Ok(page(events, since, end, top, limit))
 }
 
@@ -283,6 +324,46 @@ mod tests {
                 .await
                 .unwrap_err();
             assert!(e.to_string().starts_with("since: "), "{e}");
+        }
+    }
+
+    /// A filter naming more folds than the window holds ids is read by the window's range
+    /// and picked here: the same events, pages and seqs as the per-fold search.
+    #[tokio::test]
+    async fn a_long_fold_filter_over_a_short_window_reads_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        let ids = store
+            .submit("ann".into(), false, vec![(spec(), None); 20])
+            .await
+            .unwrap();
+        let wanted = vec![ids[2], ids[5], ids[7], ids[19]];
+        let mut long = wanted.clone();
+        long.extend(10_000..11_000); // folds that do not exist
+        for scope in [
+            Scope::All,
+            Scope::Owner("ann".into()),
+            Scope::Owner("bob".into()),
+        ] {
+            for limit in [1, 2, 100] {
+                let read = |folds: Vec<FoldId>| {
+                    let mut f = filter(Some(0), scope.clone(), limit);
+                    f.folds = Some(folds);
+                    (store.events_after(f.clone()), f)
+                };
+                let (short, f) = read(wanted.clone());
+                assert!(plan(&f, 0, 20, limit as usize).pick.is_none());
+                let (picked, f) = read(long.clone());
+                assert!(plan(&f, 0, 20, limit as usize).pick.is_some());
+                let (short, picked) = (short.await.unwrap(), picked.await.unwrap());
+                assert_eq!(short, picked, "{scope:?} limit {limit}");
+                let expect = if matches!(&scope, Scope::Owner(o) if o == "bob") {
+                    0
+                } else {
+                    (limit as usize).min(4)
+                };
+                assert_eq!(picked.events.len(), expect, "{scope:?} limit {limit}");
+            }
         }
     }
 

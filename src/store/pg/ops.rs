@@ -458,7 +458,7 @@ impl PgStore {
     /// One page of the event feed, as `Store::events_after`: events get ids in commit order
     /// here too (writers take turns), so a window ending at the newest id misses nothing.
     pub async fn events_after(&self, filter: EventFilter) -> Result<EventPage> {
-        use crate::store::events::{page, window, window_sql};
+        use crate::store::events::{page, plan, window, window_sql};
         let c = self.pool.get().await?;
         let top: i64 = c
             .query_one("SELECT COALESCE(MAX(id), 0) FROM events", &[])
@@ -466,17 +466,16 @@ impl PgStore {
             .get(0);
         let (since, end) = window(&filter, top)?;
         let limit = filter.limit.max(1) as usize;
+        let plan = plan(&filter, since, end, limit);
         // SQLite's query with PostgreSQL's placeholders and types.
-        let sql = window_sql(&filter.scope, filter.folds.as_deref())
+        let sql = window_sql(&filter.scope, plan.sql_folds)
             .replace("?3 IS NULL", "$3::TEXT IS NULL")
             .replace("+f.owner = ?3", "f.owner = $3")
             .replace("?1", "$1")
             .replace("?2", "$2")
             .replace("?4", "$4");
         let owner = filter.scope.owner().map(str::to_string);
-        let rows = c
-            .query(&sql, &[&since, &end, &owner, &(limit as i64 + 1)])
-            .await?;
+        let rows = c.query(&sql, &[&since, &end, &owner, &plan.limit]).await?;
         let events = rows
             .iter()
             .map(|r| FeedEvent {
@@ -492,6 +491,6 @@ impl PgStore {
                     .and_then(FoldState::parse),
             })
             .collect();
-        Ok(page(events, since, end, top, limit))
+        Ok(page(plan.picked(events), since, end, top, limit))
     }
 }
