@@ -1,7 +1,8 @@
 //! The agent's local journal: one directory per attempt under `<state>/attempts/<id>/` holding
 //! the run request, the owning agent's pid, the fold's input and output directories and, once
 //! the attempt ends, `result.json`. Results survive the master being away and the agent being
-//! restarted; an attempt's directory is deleted only after the master acknowledged its result.
+//! restarted; an attempt's directory leaves `attempts/` only after the master acknowledged its
+//! result (deleted, or kept for the next attempt when nothing in it is the fold's: `spare`).
 //! Blobs are cached once per runner under `<state>/blobs/<sha256>`.
 
 use crate::model::AttemptId;
@@ -17,6 +18,8 @@ pub struct Journal {
     /// This process's results log, opened at its first result.
     log: std::sync::Mutex<Option<ResultsLog>>,
     results: GroupSync,
+    /// Acknowledged attempts' directories kept for the next ones ([`spare`]).
+    spares: spare::Spares,
 }
 
 /// The results log of one agent process, `<state>/results/<pid>.log`: each result it journals,
@@ -144,6 +147,11 @@ impl GroupSync {
     }
 }
 
+/// Whether `path` is a regular file with something in it.
+fn non_empty(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() > 0)
+}
+
 /// Flushes the filesystem holding `dir` (every file's data and metadata).
 fn syncfs(dir: &std::fs::File) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
@@ -219,6 +227,7 @@ impl Journal {
             root_dir: std::fs::File::open(root)?,
             log: std::sync::Mutex::new(None),
             results: GroupSync::default(),
+            spares: spare::Spares::open(root)?,
         };
         journal.remove_stale_pulls();
         Ok(journal)
@@ -289,7 +298,7 @@ impl Journal {
 
     fn fetch_path(&self, attempt: AttemptId, file: &str) -> Result<PathBuf, String> {
         let dir = self.dir(attempt);
-        if !dir.join(RESULT_FILE).is_file() {
+        if !non_empty(&dir.join(RESULT_FILE)) {
             return Err(format!("attempt {attempt} has no result here"));
         }
         let rel = if file == crate::protocol::LOG_FILE {
@@ -312,8 +321,10 @@ impl Journal {
         Ok(path)
     }
 
+    /// Whether the attempt was begun here (its `run.json` written; an empty one is a spare
+    /// directory on its way in, or a crash before anything started).
     pub fn exists(&self, attempt: AttemptId) -> bool {
-        self.dir(attempt).join(RUN_FILE).is_file()
+        non_empty(&self.dir(attempt).join(RUN_FILE))
     }
 
     /// Records that this agent process owns a new attempt (`run.json`: the owner's pid and
@@ -324,11 +335,14 @@ impl Journal {
     /// ends lost).
     pub fn begin(&self, run: &RunAttempt) -> std::io::Result<PathBuf> {
         let dir = self.dir(run.attempt);
-        std::fs::create_dir_all(dir.join("input"))?;
-        std::fs::create_dir(dir.join("output")).or_else(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => Ok(()),
-            _ => Err(e),
-        })?;
+        // A spare directory already holds input/ and output/, empty, and run.json, empty.
+        if dir.exists() || !self.spares.take(&dir) {
+            std::fs::create_dir_all(dir.join("input"))?;
+            std::fs::create_dir(dir.join("output")).or_else(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(e),
+            })?;
+        }
         let mut line = serde_json::to_vec(&Begun {
             owner: std::process::id(),
             run: run.clone(),
@@ -472,9 +486,13 @@ impl Journal {
         self.dir(attempt).join("cancel").exists()
     }
 
-    /// Forgets an acknowledged attempt.
+    /// Forgets an acknowledged attempt: its directory is deleted, or kept as a spare.
     pub fn forget(&self, attempt: AttemptId) -> std::io::Result<()> {
-        match std::fs::remove_dir_all(self.dir(attempt)) {
+        let dir = self.dir(attempt);
+        if self.spares.keep(&dir, &attempt.to_string()) {
+            return Ok(());
+        }
+        match std::fs::remove_dir_all(dir) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -540,5 +558,6 @@ pub(crate) fn test_run(attempt: AttemptId) -> RunAttempt {
     }
 }
 
+mod spare;
 #[cfg(test)]
 mod tests;

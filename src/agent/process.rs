@@ -49,7 +49,6 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Runs one attempt to its end. `progress` gets live figures about once a second;
 /// `cancel` turning true kills the fold (outcome Cancelled).
-
 pub async fn run(
     req: ExecRequest,
     progress: mpsc::UnboundedSender<Progress>,

@@ -254,3 +254,110 @@ fn an_entry_journaled_by_an_older_agent_is_read() {
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(fold.wait().unwrap().signal(), Some(libc::SIGKILL));
 }
+
+fn inode(path: &std::path::Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).unwrap().ino()
+}
+
+#[test]
+fn an_acknowledged_clean_directory_is_the_next_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    let first = j.begin(&run(1)).unwrap();
+    j.finish(&AttemptReport::bare(1, Outcome::Success)).unwrap();
+    let (dir_ino, run_ino) = (inode(&first), inode(&first.join("run.json")));
+    j.forget(1).unwrap();
+    assert!(!first.exists() && !j.exists(1) && j.result(1).is_none());
+    let spares = tmp
+        .path()
+        .join("spare")
+        .join(std::process::id().to_string());
+    assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 1, "kept");
+    // The next attempt gets the same directory and files, emptied: no result, no old run.
+    let second = j.begin(&run(2)).unwrap();
+    assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 0, "taken");
+    assert_eq!(
+        (inode(&second), inode(&second.join("run.json"))),
+        (dir_ino, run_ino)
+    );
+    assert!(j.exists(2));
+    assert_eq!(j.run(2).unwrap().attempt, 2);
+    assert!(j.result(2).is_none(), "the old result is gone");
+    assert!(
+        matches!(j.fetch(2, "log".into(), 0, 10), FromAgent::FetchFailed { message, .. } if message.contains("no result")),
+        "an emptied result.json is no result"
+    );
+    assert_eq!(
+        j.recover().unwrap().orphaned,
+        vec![2],
+        "begun, no result, owner is us"
+    );
+    j.finish(&AttemptReport::bare(2, Outcome::ExitCode { code: 4 }))
+        .unwrap();
+    assert_eq!(j.result(2).unwrap().outcome, Outcome::ExitCode { code: 4 });
+}
+
+#[test]
+fn a_directory_a_fold_left_something_in_is_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = Journal::open(tmp.path()).unwrap();
+    // What a fold may leave: an output, a file beside the journal's, a link, a changed mode.
+    let leave: [&dyn Fn(&std::path::Path); 4] = [
+        &|d| std::fs::write(d.join("output/model.pkl"), b"x").unwrap(),
+        &|d| std::fs::write(d.join(".bash_history"), b"x").unwrap(),
+        &|d| {
+            std::fs::remove_dir(d.join("input")).unwrap();
+            std::os::unix::fs::symlink("/tmp", d.join("input")).unwrap();
+        },
+        &|d| {
+            use std::os::unix::fs::PermissionsExt;
+            let all = std::fs::Permissions::from_mode(0o777);
+            std::fs::set_permissions(d.join("output"), all).unwrap();
+        },
+    ];
+    for (i, leave) in leave.iter().enumerate() {
+        let attempt = 10 + i as AttemptId;
+        let dir = j.begin(&run(attempt)).unwrap();
+        leave(&dir);
+        j.finish(&AttemptReport::bare(attempt, Outcome::Success))
+            .unwrap();
+        j.forget(attempt).unwrap();
+        assert!(!dir.exists());
+        let spares = tmp
+            .path()
+            .join("spare")
+            .join(std::process::id().to_string());
+        let kept = std::fs::read_dir(&spares).unwrap().count();
+        assert_eq!(kept, 0, "case {i}: not kept");
+        let next = j.begin(&run(attempt + 100)).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&next)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["input", "output", "run.json"], "case {i}");
+        j.finish(&AttemptReport::bare(attempt + 100, Outcome::Success))
+            .unwrap();
+        std::fs::remove_dir_all(&next).unwrap(); // not kept for the next case
+    }
+}
+
+#[test]
+fn a_dead_agents_spares_are_removed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let theirs = tmp.path().join("spare").join(dead.to_string()).join("5");
+    std::fs::create_dir_all(theirs.join("output")).unwrap();
+    let live = std::os::unix::process::parent_id();
+    let kept = tmp.path().join("spare").join(live.to_string());
+    std::fs::create_dir_all(&kept).unwrap();
+    let _j = Journal::open(tmp.path()).unwrap();
+    assert!(
+        !theirs.parent().unwrap().exists(),
+        "a dead process's spares go"
+    );
+    assert!(kept.exists(), "a live process's stay");
+}
