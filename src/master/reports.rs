@@ -28,7 +28,12 @@ impl Master {
                 }
                 self.on_hello(runner, *facts, running, finished).await?;
             }
-            FromAgent::Started { attempt } => self.started.push(attempt),
+            FromAgent::Started { attempt } => {
+                if self.started.is_empty() {
+                    self.starts_since = Some(Instant::now());
+                }
+                self.started.push(attempt)
+            }
             FromAgent::Progress { attempt, progress } => {
                 self.progress.insert(attempt, progress);
             }
@@ -328,10 +333,15 @@ impl Master {
     /// slots of the finished attempts were freed when they arrived (`finished_one`). Results are acked
     /// only once recorded (`on_applied`): an agent forgets an attempt only after its result is
     /// on disk here.
+    /// Starts alone wait up to [`STARTS_WAIT`] for results to share their transaction.
     pub(super) fn flush(&mut self) {
         if self.applying.is_some() || (self.started.is_empty() && self.finished.is_empty()) {
             return;
         }
+        if self.finished.is_empty() && self.starts_due().is_some_and(|at| at > Instant::now()) {
+            return;
+        }
+        self.starts_since = None;
         let started = std::mem::take(&mut self.started);
         let provenance = std::mem::take(&mut self.provenance);
         let (runners, inputs): (Vec<String>, Vec<ResultInput>) =
@@ -346,6 +356,11 @@ impl Master {
                 results,
             });
         });
+    }
+
+    /// When the starts waiting alone are recorded (None: none wait).
+    pub(super) fn starts_due(&self) -> Option<Instant> {
+        self.starts_since.map(|since| since + STARTS_WAIT)
     }
 
     /// A recording ended: acks what was recorded, applies the out-of-memory policy, and
