@@ -336,7 +336,8 @@ impl Journal {
     pub fn begin(&self, run: &RunAttempt) -> std::io::Result<PathBuf> {
         let dir = self.dir(run.attempt);
         // A spare directory already holds input/ and output/, empty, and run.json, empty.
-        if dir.exists() || !self.spares.take(&dir) {
+        let again = dir.exists();
+        if again || !self.spares.take(&dir) {
             std::fs::create_dir_all(dir.join("input"))?;
             std::fs::create_dir(dir.join("output")).or_else(|e| match e.kind() {
                 std::io::ErrorKind::AlreadyExists => Ok(()),
@@ -349,7 +350,13 @@ impl Journal {
         })
         .expect("run serializes");
         line.push(b'\n');
-        std::fs::write(dir.join(RUN_FILE), line)?;
+        if again {
+            // A container re-adopted by this process: its old entry stays whole until the
+            // new one (this owner) replaces it.
+            write_atomic(&dir.join(RUN_FILE), &line, false)?;
+        } else {
+            std::fs::write(dir.join(RUN_FILE), line)?;
+        }
         Ok(dir)
     }
 
