@@ -260,10 +260,10 @@ pub fn submit(a: SubmitArgs) -> Result<()> {
     // of theirs comes as an event after it and they need no lookup one by one.
     let since = a
         .wait
-        .then(|| super::queue::event_seq(&client))
+        .then(|| super::wait::event_seq(&client))
         .transpose()?;
     let wait = |ids: &[i64]| match since {
-        Some(seq) => super::queue::wait_since(&a.conn, ids, a.timeout, seq),
+        Some(seq) => super::wait::wait_since(&a.conn, ids, a.timeout, seq),
         None => Ok(()),
     };
     if a.array.is_some() || sweep.is_some() {

@@ -15,6 +15,7 @@ mod serve;
 mod submission;
 mod sweep;
 mod token;
+mod wait;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};

@@ -126,7 +126,7 @@ pub fn rerun(conn: &Conn, id: &str, a: Rerun) -> Result<()> {
     if !a.compare && !a.wait {
         return Ok(());
     }
-    let waited = super::queue::wait(conn, &[new], a.timeout);
+    let waited = super::wait::wait(conn, &[new], a.timeout);
     if !a.compare {
         return waited;
     }

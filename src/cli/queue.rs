@@ -1,16 +1,15 @@
-//! `datarun queue ...`: status, hold, release, remove, analyze, wait.
+//! `datarun queue ...`: status, hold, release, remove, analyze (wait: `wait.rs`).
 
 use super::commands::{ms, short_when, size, when};
 use super::commands::{print_json, Exit};
 use super::paging::{each_page, first_rows, JsonArray};
 use super::Conn;
-use crate::model::FoldState;
 use crate::table::Table;
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Subcommand;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Subcommand)]
 pub enum QueueCmd {
@@ -288,7 +287,7 @@ pub fn queue(cmd: QueueCmd) -> Result<()> {
         }
         QueueCmd::Wait { conn, timeout, ids } => {
             let ids = super::commands::resolve_folds(&conn.client()?, &ids)?;
-            wait(&conn, &ids, timeout)
+            super::wait::wait(&conn, &ids, timeout)
         }
         QueueCmd::Analyze { conn, id, json } => {
             let client = conn.client()?;
@@ -636,104 +635,4 @@ fn fold_row(t: &mut Table, f: &Value) {
         size(&f["metrics"]["peak_memory"]),
         cmd,
     ]);
-}
-
-/// Where the master's event log stands now: whatever changes after this comes as an event
-/// after this seq.
-pub(super) fn event_seq(client: &super::client::Client) -> Result<i64> {
-    let now: Value = client.get("/events?timeout=0")?;
-    Ok(now["seq"].as_i64().unwrap_or(0))
-}
-
-/// Waits for folds by id, however many folds the master holds, on events the master pushes:
-/// where its event log stands first, then each fold by id (`GET /folds/{id}`: one that does
-/// not exist is an error at once), then long polls of their events ([`wait_since`]).
-pub(super) fn wait(conn: &Conn, ids: &[i64], timeout: Option<Duration>) -> Result<()> {
-    let client = conn.client()?;
-    let start = Instant::now();
-    let seq = event_seq(&client)?;
-    let mut states: BTreeMap<i64, FoldState> = BTreeMap::new();
-    for &id in ids {
-        let v: Value = client
-            .get(&format!("/folds/{id}"))
-            .with_context(|| format!("fold {id} does not exist or cannot be read"))?;
-        if let Some(st) = v["fold"]["state"].as_str().and_then(FoldState::parse) {
-            states.insert(id, st);
-        }
-    }
-    let timeout = timeout.map(|t| t.saturating_sub(start.elapsed()));
-    follow(&client, ids, states, seq, timeout)
-}
-
-/// Waits for folds made after the event log stood at `seq` (`event_seq`, taken before they
-/// were submitted): every change of theirs is an event after it, so none is looked up.
-pub(super) fn wait_since(
-    conn: &Conn,
-    ids: &[i64],
-    timeout: Option<Duration>,
-    seq: i64,
-) -> Result<()> {
-    follow(&conn.client()?, ids, BTreeMap::new(), seq, timeout)
-}
-
-/// Long polls of the events of the folds still going (`GET /events?folds=...&since=...`; an
-/// event that is a fold's newest carries its state), from `seq` with the `states` known then,
-/// until every fold stopped (exit 1 if one did not end done) or `timeout` passed (exit 6).
-/// No sleeping: each poll returns as soon as one of the folds changes.
-fn follow(
-    client: &super::client::Client,
-    ids: &[i64],
-    mut states: BTreeMap<i64, FoldState>,
-    mut seq: i64,
-    timeout: Option<Duration>,
-) -> Result<()> {
-    use crate::model::limits::{MAX_EVENTS_WAIT, MAX_EVENT_FOLDS};
-    let start = Instant::now();
-    let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
-    let state_of = |v: &Value| v.as_str().and_then(FoldState::parse);
-    let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
-    loop {
-        let going: Vec<String> = wanted
-            .iter()
-            .filter(|id| !states.get(id).is_some_and(stopped))
-            .map(i64::to_string)
-            .collect();
-        if going.is_empty() {
-            let bad: Vec<String> = states
-                .iter()
-                .filter(|(_, s)| **s != FoldState::Done)
-                .map(|(id, s)| format!("{id} {s}"))
-                .collect();
-            if bad.is_empty() {
-                return Ok(());
-            }
-            eprintln!("not done: {}", bad.join(", "));
-            return Err(Exit(1).into());
-        }
-        let left = match timeout {
-            Some(t) if start.elapsed() >= t => {
-                eprintln!("timed out with {} folds still pending", going.len());
-                return Err(Exit(super::exit::TIMEOUT).into());
-            }
-            Some(t) => (t - start.elapsed()).min(MAX_EVENTS_WAIT),
-            None => MAX_EVENTS_WAIT,
-        };
-        // Only these folds' events, while they fit a filter; else all the caller may see.
-        let folds = if going.len() <= MAX_EVENT_FOLDS {
-            format!("&folds={}", going.join(","))
-        } else {
-            String::new()
-        };
-        let page: Value = client.get(&format!(
-            "/events?since={seq}{folds}&timeout={}ms",
-            left.as_millis()
-        ))?;
-        for e in page["events"].as_array().into_iter().flatten() {
-            let id = e["fold"].as_i64().unwrap_or(-1);
-            if let (true, Some(st)) = (wanted.contains(&id), state_of(&e["state"])) {
-                states.insert(id, st);
-            }
-        }
-        seq = page["seq"].as_i64().unwrap_or(seq);
-    }
 }

@@ -1,0 +1,206 @@
+//! One attempt's run: its inputs placed, its executor run with live progress and status,
+//! and its report packed (outputs hashed from disk, the log inline or as a file).
+
+use super::*;
+
+/// The image a docker runner runs for `run`, or why it will not.
+fn allowed_image(run: &RunAttempt, runner: &str, images: &[String]) -> Result<String, String> {
+    let Some(image) = &run.image else {
+        return Err(format!(
+            "runner {runner} runs folds in containers and the fold names no image; pass --image"
+        ));
+    };
+    let name = crate::model::provenance::unpinned(image);
+    if images.iter().any(|i| i == name || i == "*") {
+        Ok(image.clone())
+    } else {
+        Err(format!(
+            "image {image:?} is not allowed on runner {runner} (allowed: {})",
+            images.join(", ")
+        ))
+    }
+}
+
+/// Places the inputs, runs the executor, and packs the result.
+pub(super) async fn execute(
+    journal: &Journal,
+    ctx: &Ctx,
+    run: RunAttempt,
+    dir: PathBuf,
+    out: &Outbox,
+    cancel_tx: watch::Sender<bool>,
+    cancel_rx: watch::Receiver<bool>,
+) -> AttemptReport {
+    let attempt = run.attempt;
+    let runner: &str = &ctx.runner;
+    for input in run.inputs.iter().filter(|_| !ctx.adopt) {
+        if let Err(e) = check_file_name(&input.name) {
+            return error_report(attempt, format!("input: {e}"));
+        }
+        let dest = dir.join("input").join(&input.name);
+        let placed = dest
+            .parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|_| std::fs::copy(journal.blob_path(&input.sha256), &dest));
+        if let Err(e) = placed {
+            return error_report(attempt, format!("cannot place input {:?}: {e}", input.name));
+        }
+    }
+    let log_limit = run.log_limit.min(protocol::MAX_LOG);
+    let req = ExecRequest {
+        attempt,
+        fold: run.fold,
+        runner: runner.to_string(),
+        image: run.image.clone(),
+        command: run.command.clone(),
+        env: run.env.clone(),
+        work_dir: dir.clone(),
+        input_dir: dir.join("input"),
+        output_dir: dir.join("output"),
+        memory_limit: Some(run.grant.memory),
+        millicpus: run.grant.millicpus,
+        soft_limit: run.soft_limit_ms.map(Duration::from_millis),
+        hard_limit: run.hard_limit_ms.map(Duration::from_millis),
+        gpus: run.grant.gpus.clone(),
+        log_limit,
+        output_limit: run.output_limit,
+    };
+    let (progress_tx, mut progress_rx) = mpsc::unbounded_channel::<crate::model::Progress>();
+    let _ = out.send(FromAgent::Started { attempt });
+    let forward = {
+        let out = out.clone();
+        let status_file = req.output_dir.join(crate::model::STATUS_FILE);
+        tokio::spawn(async move {
+            while let Some(mut progress) = progress_rx.recv().await {
+                progress.status = read_status(&status_file).await;
+                let _ = out.send(FromAgent::Progress { attempt, progress });
+            }
+        })
+    };
+    // A cancel request may also arrive through the journal (from a later agent process).
+    let cancel_file = {
+        let dir = dir.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                if dir.join("cancel").exists() {
+                    let _ = cancel_tx.send(true);
+                    return;
+                }
+            }
+        })
+    };
+    let (result, ran): (ExecResult, Option<Ran>) = match &ctx.backend {
+        Backend::Process if run.image.is_some() => {
+            let message = format!(
+                "runner {runner} runs folds as plain processes and cannot run image {:?}",
+                run.image.as_deref().unwrap_or_default()
+            );
+            // No progress will come: the forwarder below ends when its sender is gone.
+            drop(progress_tx);
+            (ExecResult::error(message), None)
+        }
+        Backend::Process => {
+            // Hashed beside the run, not before it.
+            let program = {
+                let req = req.clone();
+                tokio::task::spawn_blocking(move || crate::agent::provenance::program(&req))
+            };
+            let result = crate::agent::process::run(req, progress_tx, cancel_rx).await;
+            (result, program.await.ok())
+        }
+        Backend::Broken(message) => {
+            let message = format!("the Docker engine on runner {runner} is unavailable: {message}");
+            drop(progress_tx);
+            (ExecResult::error(message), None)
+        }
+        Backend::Docker(docker) => {
+            let allowed = match allowed_image(&run, runner, &ctx.images) {
+                Ok(image) if crate::model::provenance::pin(&image).is_some() => {
+                    crate::agent::provenance::pinned_allowed(docker, &image, &ctx.images).await
+                }
+                other => other.map(drop),
+            };
+            let result = match allowed {
+                Err(message) => {
+                    drop(progress_tx);
+                    ExecResult::error(message)
+                }
+                Ok(_) if ctx.adopt => docker.adopt(req, progress_tx, cancel_rx).await,
+                Ok(_) => docker.run(req, progress_tx, cancel_rx).await,
+            };
+            let ran = match &result.image_id {
+                Some(id) => {
+                    let id = Some(id.clone());
+                    Some(crate::agent::provenance::image(docker, run.image.clone(), id).await)
+                }
+                None => None,
+            };
+            (result, ran)
+        }
+    };
+    cancel_file.abort();
+    let _ = forward.await;
+    let (names, log) = (result.outputs, result.log);
+    let described =
+        tokio::task::spawn_blocking(move || describe(&dir, attempt, &names, &log)).await;
+    match described {
+        Ok(Ok((log, outputs))) => AttemptReport {
+            attempt,
+            outcome: result.outcome,
+            metrics: result.metrics,
+            log,
+            outputs,
+            ran: ran.map(Box::new),
+        },
+        Ok(Err(e)) => error_report(attempt, format!("cannot keep the log: {e}")),
+        Err(e) => error_report(attempt, format!("cannot describe the outputs: {e}")),
+    }
+}
+
+/// The report's view of an attempt's files: each output hashed from disk (never read whole),
+/// and the log inline when short, else written to the attempt's [`protocol::LOG_FILE`] to be
+/// fetched like an output.
+fn describe(
+    dir: &std::path::Path,
+    attempt: AttemptId,
+    names: &[String],
+    log: &[u8],
+) -> std::io::Result<(LogData, Vec<OutputFile>)> {
+    let mut outputs = Vec::with_capacity(names.len());
+    for name in names {
+        match crate::transfer::hash_file(&dir.join("output").join(name)) {
+            Ok((sha256, size)) => outputs.push(OutputFile {
+                name: name.clone(),
+                size,
+                sha256,
+            }),
+            Err(e) => tracing::warn!("attempt {attempt}: cannot read output {name:?}: {e}"),
+        }
+    }
+    let log = if log.len() <= protocol::INLINE_LOG {
+        LogData::Inline(protocol::b64(log))
+    } else {
+        crate::agent::journal::write_atomic(&dir.join(protocol::LOG_FILE), log, true)?;
+        LogData::File {
+            size: log.len() as u64,
+            sha256: crate::transfer::sha256_hex(log),
+        }
+    };
+    Ok((log, outputs))
+}
+
+/// The first line of a fold's status file (at most `STATUS_MAX` bytes), if it wrote one.
+async fn read_status(path: &std::path::Path) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let file = tokio::fs::File::open(path).await.ok()?;
+    let mut buf = Vec::with_capacity(crate::model::STATUS_MAX);
+    file.take(crate::model::STATUS_MAX as u64)
+        .read_to_end(&mut buf)
+        .await
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let line = text.lines().next()?.trim();
+    (!line.is_empty()).then(|| line.to_string())
+}
