@@ -352,8 +352,13 @@ impl Journal {
         line.push(b'\n');
         if again {
             // A container re-adopted by this process: its old entry stays whole until the
-            // new one (this owner) replaces it.
+            // new one (this owner) replaces it, and an older agent's `owner` file, which
+            // `owner` would read first, goes.
             write_atomic(&dir.join(RUN_FILE), &line, false)?;
+            match std::fs::remove_file(dir.join(OLD_OWNER_FILE)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
         } else {
             std::fs::write(dir.join(RUN_FILE), line)?;
         }

@@ -251,6 +251,9 @@ fn an_entry_journaled_by_an_older_agent_is_read() {
     assert_eq!(j.owner(7), Some(parent));
     assert_eq!(j.recover().unwrap().adopted, vec![(7, parent)]);
     j.kill_leftovers(7);
+    // Re-adopted here (a container): this process owns it now, not the old owner file's.
+    j.begin(&run(7)).unwrap();
+    assert_eq!(j.owner(7), Some(std::process::id()));
     use std::os::unix::process::ExitStatusExt;
     assert_eq!(fold.wait().unwrap().signal(), Some(libc::SIGKILL));
 }
