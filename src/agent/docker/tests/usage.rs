@@ -50,9 +50,11 @@ async fn cpu_time_of_a_two_second_busy_loop() {
 async fn without_cgroup_files_the_engine_stats_are_used() {
     let mut exec = executor().await;
     exec.read_cgroups = false;
-    // Holds 100 MB while it burns CPU for 3 s, so the once-a-second stats see both.
+    // `tail` holds 100 MB while the loop burns CPU for 3 s, so the once-a-second stats see both.
+    // The loop then exits without reading what `tail` holds (which ends `tail` on a broken pipe):
+    // draining 100 MB through the pipe after the loop would add CPU the loop did not count.
     let (_dir, mut req) = request(
-        "head -c 100000000 /dev/zero | tail -c 100000000 | (while [ $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) -lt 3000000000 ]; do :; done; wc -c)",
+        "head -c 100000000 /dev/zero | tail -c 100000000 | (while [ $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) -lt 3000000000 ]; do :; done; exit 0)",
     );
     req.memory_limit = Some(1024 * MIB);
     let ran = run(&exec, req).await;
