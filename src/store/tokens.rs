@@ -162,45 +162,52 @@ impl Store {
         Ok((id, secret))
     }
 
-    /// What a presented token is. One lookup by the hash's unique index; the stored hash is
-    /// then compared in constant time. A valid token's last use is recorded (at most once a
-    /// minute).
+    /// What a presented token is. One lookup by the hash's unique index, on a reader (every
+    /// API request asks, and none should wait behind the writer's commits and fsyncs); the
+    /// stored hash is then compared in constant time. A valid token's last use is recorded
+    /// (at most once a minute, a lazy write: a crash of the machine may forget one).
     pub async fn verify_token(&self, token: String) -> Result<TokenCheck> {
         if let Some(pg) = self.pg() {
             return pg.verify_token(token).await;
         }
         let presented = hash_token(&token);
-        self.call(move |conn| {
-            let found = conn
-                .prepare_cached(&format!(
-                    "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
-                ))?
-                .query_row([&presented], token_row)
-                .optional()?;
-            let Some((t, stored)) = found else {
-                return Ok(TokenCheck::Unknown);
-            };
-            if !bool::from(stored.as_bytes().ct_eq(presented.as_bytes())) {
-                return Ok(TokenCheck::Unknown);
-            }
-            let now = now_ms();
-            if let Some(at) = t.revoked_at {
-                return Ok(TokenCheck::Revoked(at));
-            }
-            if let Some(at) = t.expires_at.filter(|at| *at <= now) {
-                return Ok(TokenCheck::Expired(at));
-            }
-            if t.last_used_at.is_none_or(|at| at + LAST_USED_GRAIN <= now) {
+        let now = now_ms();
+        let found = self
+            .read(move |conn| {
+                Ok(conn
+                    .prepare_cached(&format!(
+                        "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"
+                    ))?
+                    .query_row([&presented], token_row)
+                    .optional()?
+                    .filter(|(_, stored)| {
+                        bool::from(stored.as_bytes().ct_eq(presented.as_bytes()))
+                    }))
+            })
+            .await?;
+        let Some((t, _)) = found else {
+            return Ok(TokenCheck::Unknown);
+        };
+        if let Some(at) = t.revoked_at {
+            return Ok(TokenCheck::Revoked(at));
+        }
+        if let Some(at) = t.expires_at.filter(|at| *at <= now) {
+            return Ok(TokenCheck::Expired(at));
+        }
+        if t.last_used_at.is_none_or(|at| at + LAST_USED_GRAIN <= now) {
+            let id = t.id;
+            self.call_lazy(move |conn| {
                 conn.prepare_cached("UPDATE tokens SET last_used_at = ?1 WHERE id = ?2")?
-                    .execute(params![now, t.id])?;
-            }
-            Ok(TokenCheck::Valid(Principal {
-                name: t.owner,
-                admin: t.admin,
-                token: t.id,
-            }))
-        })
-        .await
+                    .execute(params![now, id])?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(TokenCheck::Valid(Principal {
+            name: t.owner,
+            admin: t.admin,
+            token: t.id,
+        }))
     }
 
     /// Every token, oldest first (revoked and expired ones too).
