@@ -3,16 +3,17 @@
 //! it (on ext4 without a journal each new inode is looked for past the recently deleted
 //! ones). So an acknowledged attempt's directory that holds nothing but those five, empty and
 //! as `begin` made them, is kept instead of deleted: renamed out of `attempts/` (which is
-//! what forgets the attempt), its two files emptied, and handed to the next `begin`, which
-//! renames it in and writes `run.json` over the same inode.
+//! what forgets the attempt), its two files blanked (cut to one newline, [`BLANK`], which keeps
+//! their blocks), and handed to the next `begin`, which renames it in and writes `run.json` over
+//! the same inode and block.
 //!
 //! Spares live in `<state>/spare/<pid>/` (one directory per agent process, so that processes
 //! sharing a state dir never hand out the same one); a new process removes those of dead
-//! processes. An empty `run.json` is no run and an empty `result.json` no result (the
-//! journal reads both that way), so a spare renamed in is a begun attempt only once its
-//! `run.json` is written.
+//! processes. A blank `run.json` is no run and a blank `result.json` no result (the journal
+//! reads both that way), so a spare renamed in is a begun attempt only once its `run.json` is
+//! written.
 
-use super::{pid_alive, RESULT_FILE, RUN_FILE};
+use super::{pid_alive, BLANK, RESULT_FILE, RUN_FILE};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -79,13 +80,9 @@ impl Spares {
         if std::fs::rename(dir, &spare).is_err() {
             return false;
         }
-        let emptied = [RUN_FILE, RESULT_FILE].iter().all(|f| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .truncate(true)
-                .open(spare.join(f))
-                .is_ok()
-        });
+        let emptied = [RUN_FILE, RESULT_FILE]
+            .iter()
+            .all(|f| super::write_in_place(&spare.join(f), BLANK).is_ok());
         if emptied {
             self.ready
                 .lock()

@@ -277,7 +277,20 @@ fn an_acknowledged_clean_directory_is_the_next_attempts() {
         .join("spare")
         .join(std::process::id().to_string());
     assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 1, "kept");
-    // The next attempt gets the same directory and files, emptied: no result, no old run.
+    // Blanked, not cut to nothing: each file keeps its block (freeing it costs a discard).
+    use std::os::unix::fs::MetadataExt;
+    let kept = std::fs::read_dir(&spares)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for f in ["run.json", "result.json"] {
+        let meta = std::fs::metadata(kept.join(f)).unwrap();
+        assert_eq!(std::fs::read(kept.join(f)).unwrap(), b"\n", "{f}");
+        assert!(meta.blocks() > 0, "{f} lost its block");
+    }
+    // The next attempt gets the same directory and files, blank: no result, no old run.
     let second = j.begin(&run(2)).unwrap();
     assert_eq!(std::fs::read_dir(&spares).unwrap().count(), 0, "taken");
     assert_eq!(
@@ -289,7 +302,7 @@ fn an_acknowledged_clean_directory_is_the_next_attempts() {
     assert!(j.result(2).is_none(), "the old result is gone");
     assert!(
         matches!(j.fetch(2, "log".into(), 0, 10), FromAgent::FetchFailed { message, .. } if message.contains("no result")),
-        "an emptied result.json is no result"
+        "a blank result.json is no result"
     );
     assert_eq!(
         j.recover().unwrap().orphaned,
