@@ -260,17 +260,31 @@ pub fn encode<T: Serialize>(msg: &T) -> String {
     line
 }
 
+/// At most this many bytes of lines go out in one write (see [`write_lines`]).
+const WRITE_BATCH: usize = 256 << 10;
+
 /// Writes each message from `rx` as one line until every sender is gone or writing fails
 /// (the peer went away; later sends then fail at once), then shuts `out` down so the peer
-/// sees the end of its input. Both ends of every link write this way.
+/// sees the end of its input. Both ends of every link write this way. The messages waiting
+/// when a write starts go out together (up to [`WRITE_BATCH`] bytes), one write and one flush
+/// for all: on the agent's stdout each flush is a hand-off to a blocking thread.
 pub async fn write_lines<T, W>(mut rx: tokio::sync::mpsc::UnboundedReceiver<T>, mut out: W)
 where
     T: Serialize,
     W: tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
+    let mut buf = String::new();
     while let Some(msg) = rx.recv().await {
-        if out.write_all(encode(&msg).as_bytes()).await.is_err() || out.flush().await.is_err() {
+        buf.clear();
+        buf.push_str(&encode(&msg));
+        while buf.len() < WRITE_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => buf.push_str(&encode(&msg)),
+                Err(_) => break,
+            }
+        }
+        if out.write_all(buf.as_bytes()).await.is_err() || out.flush().await.is_err() {
             break;
         }
     }
