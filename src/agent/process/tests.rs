@@ -578,3 +578,32 @@ fn programs_are_found_like_execvp_does() {
         .contains("No such file"));
     assert!(find("", &path).is_err());
 }
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// A running fold is waited for on its pidfd, not by a blocking thread of its own: many
+/// long folds do not take a thread each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_folds_hold_no_thread_each() {
+    const FOLDS: usize = 32;
+    let before = threads();
+    let (mut dirs, mut tasks) = (Vec::new(), Vec::new());
+    for _ in 0..FOLDS {
+        let (dir, req) = request(&["sleep", "1.5"]);
+        dirs.push(dir);
+        tasks.push(tokio::spawn(run_fold(req)));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let during = threads();
+    for task in tasks {
+        let result = task.await.unwrap();
+        assert_eq!(result.outcome, Outcome::Success, "{}", log_text(&result));
+    }
+    eprintln!("{FOLDS} running folds: {before} threads before, {during} while they ran");
+    assert!(
+        during < before + FOLDS / 2,
+        "{FOLDS} running folds: {before} threads before, {during} while they ran"
+    );
+}
