@@ -44,16 +44,67 @@ struct Conn {
 /// process started has ended.
 pub async fn run_stdio(cfg: AgentConfig) -> anyhow::Result<()> {
     let (inputs_tx, inputs) = mpsc::unbounded_channel();
-    let writer = attach(
-        1,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-        inputs_tx.clone(),
-    );
+    let writer = match stdio_pipes() {
+        Some((input, output)) => attach(1, input, output, inputs_tx.clone()),
+        None => attach(
+            1,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+            inputs_tx.clone(),
+        ),
+    };
     drop(inputs_tx);
     serve(cfg, inputs, true).await?;
     let _ = writer.await;
     Ok(())
+}
+
+/// Stdin and stdout as non-blocking pipes on the runtime's reactor, when both are pipes (the
+/// local transport's, usually ssh's): tokio's `stdin()` and `stdout()` hand every read and
+/// every flush to a blocking thread, a wake-up and a context switch per message. None when
+/// either is something else (a socket, a terminal, a file): those stay on the blocking threads.
+/// The descriptors are duplicated, so 0 and 1 stay open, and switched to non-blocking mode,
+/// which nothing else in this process writes or reads them in.
+fn stdio_pipes() -> Option<(
+    tokio::net::unix::pipe::Receiver,
+    tokio::net::unix::pipe::Sender,
+)> {
+    use std::os::fd::AsFd;
+    let dup =
+        |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned().ok().map(std::fs::File::from);
+    let is_pipe = |f: &std::fs::File| {
+        use std::os::unix::fs::FileTypeExt;
+        f.metadata().is_ok_and(|m| m.file_type().is_fifo())
+    };
+    let (input, output) = (
+        dup(std::io::stdin().as_fd())?,
+        dup(std::io::stdout().as_fd())?,
+    );
+    if !is_pipe(&input) || !is_pipe(&output) {
+        return None;
+    }
+    let blocking_again = || {
+        for fd in [0, 1] {
+            // SAFETY: fcntl on descriptors 0 and 1, which this process keeps open.
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFL);
+                if flags >= 0 {
+                    libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK);
+                }
+            }
+        }
+    };
+    match (
+        tokio::net::unix::pipe::Receiver::from_file(input),
+        tokio::net::unix::pipe::Sender::from_file(output),
+    ) {
+        (Ok(input), Ok(output)) => Some((input, output)),
+        // The blocking fallback must not meet a descriptor left non-blocking.
+        _ => {
+            blocking_again();
+            None
+        }
+    }
 }
 
 /// Runs the agent as a daemon listening on `socket` (mode 0660) until it is killed.
