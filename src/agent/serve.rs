@@ -83,6 +83,17 @@ fn stdio_pipes() -> Option<(
     if !is_pipe(&input) || !is_pipe(&output) {
         return None;
     }
+    // Logs go to stderr with blocking writes: when stderr is the very pipe stdout is (`2>&1`),
+    // that pipe must stay blocking.
+    let inode = |f: &std::fs::File| {
+        use std::os::unix::fs::MetadataExt;
+        f.metadata().ok().map(|m| (m.dev(), m.ino()))
+    };
+    if let Some(err) = dup(std::io::stderr().as_fd()) {
+        if inode(&err).is_some() && inode(&err) == inode(&output) {
+            return None;
+        }
+    }
     let blocking_again = || {
         for fd in [0, 1] {
             // SAFETY: fcntl on descriptors 0 and 1, which this process keeps open.
