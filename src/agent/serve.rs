@@ -89,10 +89,9 @@ fn stdio_pipes() -> Option<(
         use std::os::unix::fs::MetadataExt;
         f.metadata().ok().map(|m| (m.dev(), m.ino()))
     };
-    if let Some(err) = dup(std::io::stderr().as_fd()) {
-        if inode(&err).is_some() && inode(&err) == inode(&output) {
-            return None;
-        }
+    let err = dup(std::io::stderr().as_fd()).and_then(|e| inode(&e));
+    if err.is_some() && err == inode(&output) {
+        return None;
     }
     let blocking_again = || {
         for fd in [0, 1] {

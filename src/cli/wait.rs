@@ -103,14 +103,15 @@ fn follow(
             "/events?since={seq}{folds}&timeout={}ms",
             left.as_millis()
         ))?;
-        for e in page["events"].as_array().into_iter().flatten() {
+        let events = page["events"].as_array();
+        for e in events.into_iter().flatten() {
             let id = e["fold"].as_i64().unwrap_or(-1);
             if let (true, Some(st)) = (wanted.contains(&id), state_of(&e["state"])) {
                 states.insert(id, st);
             }
         }
         seq = page["seq"].as_i64().unwrap_or(seq);
-        let moved = page["events"].as_array().is_some_and(|e| !e.is_empty());
+        let moved = events.is_some_and(|e| !e.is_empty());
         if moved && going.len() > GATHER_ABOVE {
             let left = timeout.map_or(GATHER, |t| t.saturating_sub(start.elapsed()));
             std::thread::sleep(GATHER.min(left));
