@@ -21,6 +21,7 @@ mod runapp;
 mod runners;
 mod schema;
 mod submission_records;
+mod submission_settle;
 mod submissions;
 pub(crate) mod sweeps;
 mod tenancy;
