@@ -480,10 +480,15 @@ pub(super) struct Applied {
     results: anyhow::Result<Vec<Option<RecordResult>>>,
 }
 
-/// Records results: all in one transaction; when that fails, one by one; and one that
-/// still cannot be recorded (its log or an output cannot be stored) as an error of its
-/// attempt, so that its fold moves on and the agent can forget it. None: not even that
-/// could be recorded (the database itself fails); it is not acked.
+/// Results recorded per transaction, at most: a flush of many results goes to the writer as
+/// several transactions queued together, so that an assignment commit (urgent) waits for one
+/// of them, not for all (`Store::apply_reports_chunked`).
+const FLUSH_CHUNK: usize = 64;
+
+/// Records results: in transactions of [`FLUSH_CHUNK`]; the results of a transaction that
+/// failed one by one; and one that still cannot be recorded (its log or an output cannot be
+/// stored) as an error of its attempt, so that its fold moves on and the agent can forget it.
+/// None: not even that could be recorded (the database itself fails); it is not acked.
 async fn apply(
     store: &Store,
     started: Vec<AttemptId>,
@@ -491,17 +496,56 @@ async fn apply(
     provenance: Vec<crate::model::provenance::RunnerSide>,
 ) -> anyhow::Result<Vec<Option<RecordResult>>> {
     // The provenance goes in the results' transaction: whoever sees a fold end can read it.
-    let batch = store
-        .apply_reports_with(started.clone(), inputs.to_vec(), provenance.clone())
+    let chunks = store
+        .apply_reports_chunked(
+            started.clone(),
+            inputs.to_vec(),
+            provenance.clone(),
+            FLUSH_CHUNK,
+        )
         .await;
-    match batch {
-        Ok(results) => return Ok(results.into_iter().map(Some).collect()),
+    let chunks = match chunks {
+        Ok(chunks) => chunks,
         Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
-        Err(e) => tracing::warn!(
-            "recording {} results in one transaction failed ({e}); recording them one by one",
-            inputs.len()
-        ),
+        Err(e) => vec![(inputs.len(), Err(e))],
+    };
+    let mut out = Vec::with_capacity(inputs.len());
+    let mut from = 0;
+    for (n, answer) in chunks {
+        let part = &inputs[from..from + n];
+        match answer {
+            Ok(results) => out.extend(results.into_iter().map(Some)),
+            Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
+            Err(e) => {
+                tracing::warn!(
+                    "recording {n} results in one transaction failed ({e}); recording them one by one"
+                );
+                // Only the first chunk carried the starts.
+                let started = if from == 0 {
+                    started.clone()
+                } else {
+                    Vec::new()
+                };
+                let sides = provenance
+                    .iter()
+                    .filter(|p| part.iter().any(|i| i.attempt == p.attempt))
+                    .cloned()
+                    .collect();
+                out.extend(one_by_one(store, started, part, sides).await);
+            }
+        }
+        from += n;
     }
+    Ok(out)
+}
+
+/// Records results one transaction each (after their batch failed).
+async fn one_by_one(
+    store: &Store,
+    started: Vec<AttemptId>,
+    inputs: &[ResultInput],
+    provenance: Vec<crate::model::provenance::RunnerSide>,
+) -> Vec<Option<RecordResult>> {
     if let Err(e) = store.apply_reports(started, Vec::new()).await {
         tracing::warn!("cannot mark attempts started: {e}");
     }
@@ -538,5 +582,5 @@ async fn apply(
             }
         }
     }
-    Ok(out)
+    out
 }

@@ -331,6 +331,23 @@ pub(super) fn insert_folds(
     Ok(ids)
 }
 
+/// What the metrics count of each result, taken before the results go to the writer.
+fn measured(results: &[ResultInput]) -> Vec<(Outcome, crate::model::Metrics)> {
+    results
+        .iter()
+        .map(|r| (r.outcome.clone(), r.metrics.clone()))
+        .collect()
+}
+
+/// Counts the results recorded (`metrics::result`).
+fn count_results(measured: &[(Outcome, crate::model::Metrics)], out: &[RecordResult]) {
+    for ((outcome, m), r) in measured.iter().zip(out) {
+        if let RecordResult::Recorded { state, .. } = r {
+            crate::metrics::get().result(outcome, m, *state);
+        }
+    }
+}
+
 fn start_attempt(tx: &Transaction, attempt: AttemptId) -> rusqlite::Result<()> {
     let fold: Option<FoldId> = tx
         .prepare_cached(
@@ -546,7 +563,8 @@ impl Store {
         if let Some(pg) = self.pg() {
             return super::engine::published(pg, crate::store::QueueStore::assign(pg, new)).await;
         }
-        self.call(move |conn| {
+        // Urgent: a placement goes before the results and submits waiting (see `Store`).
+        self.call_urgent(move |conn| {
             let tx = conn.transaction()?;
             let now = now_ms();
             let mut out = Vec::with_capacity(new.len());
@@ -636,17 +654,81 @@ impl Store {
             .await;
         }
         let lazy = results.is_empty() && provenance.is_empty();
-        let measured: Vec<(Outcome, crate::model::Metrics)> = results
-            .iter()
-            .map(|r| (r.outcome.clone(), r.metrics.clone()))
-            .collect();
+        let measured = measured(&results);
+        let apply = self.reports_job(started, results, provenance);
+        let out = if lazy {
+            self.call_lazy(apply).await
+        } else {
+            self.call(apply).await
+        }?;
+        count_results(&measured, &out);
+        Ok(out)
+    }
+
+    /// `apply_reports_with` in transactions of at most `chunk` results each, all queued at
+    /// once and in order (the starts and provenance with the first chunk, each result's
+    /// provenance before it in its own): they share the writer's group and its one fsync, but
+    /// an urgent job (an assignment) goes between two of them instead of waiting for all.
+    /// One answer per chunk, in order, with the number of results it held; a chunk that failed
+    /// stored nothing of its own.
+    pub async fn apply_reports_chunked(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+        provenance: Vec<crate::model::provenance::RunnerSide>,
+        chunk: usize,
+    ) -> Result<Vec<(usize, Result<Vec<RecordResult>>)>> {
+        if self.pg().is_some() || results.len() <= chunk.max(1) {
+            let n = results.len();
+            return Ok(vec![(
+                n,
+                self.apply_reports_with(started, results, provenance).await,
+            )]);
+        }
+        let mut provenance: std::collections::HashMap<
+            AttemptId,
+            crate::model::provenance::RunnerSide,
+        > = provenance.into_iter().map(|p| (p.attempt, p)).collect();
+        let mut started = Some(started);
+        let mut queued = Vec::new();
+        let mut results = results.into_iter().peekable();
+        while results.peek().is_some() {
+            let part: Vec<ResultInput> = results.by_ref().take(chunk.max(1)).collect();
+            let sides = part
+                .iter()
+                .filter_map(|r| provenance.remove(&r.attempt))
+                .collect();
+            let measured = measured(&part);
+            let n = part.len();
+            let job = self.reports_job(started.take().unwrap_or_default(), part, sides);
+            queued.push((n, measured, self.queue(job)));
+        }
+        let mut out = Vec::with_capacity(queued.len());
+        for (n, measured, rx) in queued {
+            let answer = match rx {
+                Ok(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
+                Err(e) => Err(e),
+            };
+            if let Ok(recorded) = &answer {
+                count_results(&measured, recorded);
+            }
+            out.push((n, answer));
+        }
+        Ok(out)
+    }
+
+    /// The writer's job that records reports in one transaction.
+    fn reports_job(
+        &self,
+        started: Vec<AttemptId>,
+        results: Vec<ResultInput>,
+        provenance: Vec<crate::model::provenance::RunnerSide>,
+    ) -> impl FnOnce(&mut Connection) -> Result<Vec<RecordResult>> + Send + 'static {
         let budget = Budget {
             count_loss: true,
             max_losses: self.max_losses(),
         };
-        // "Started" alone need not reach the disk before we go on: if it is lost, the agent's
-        // hello after a restart says the attempt runs. Results always do.
-        let apply = move |conn: &mut Connection| {
+        move |conn: &mut Connection| {
             let tx = conn.transaction()?;
             for attempt in started {
                 start_attempt(&tx, attempt)?;
@@ -658,18 +740,7 @@ impl Store {
             }
             tx.commit()?;
             Ok(out)
-        };
-        let out = if lazy {
-            self.call_lazy(apply).await
-        } else {
-            self.call(apply).await
-        }?;
-        for ((outcome, m), r) in measured.iter().zip(&out) {
-            if let RecordResult::Recorded { state, .. } = r {
-                crate::metrics::get().result(outcome, m, *state);
-            }
         }
-        Ok(out)
     }
 
     /// An output file of a fold's newest attempt, to stream.

@@ -96,6 +96,13 @@ type Reply = Box<dyn FnOnce() + Send>;
 /// A job for a reader: runs on a read-only connection and answers at once.
 type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
+/// A job on its way to the writer, with how it is treated there.
+struct Queued {
+    durability: Durability,
+    urgent: bool,
+    job: Job,
+}
+
 /// How the writer treats a job's changes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Durability {
@@ -108,6 +115,9 @@ enum Durability {
 
 /// Jobs the writer takes in one group, at most.
 const GROUP: usize = 256;
+/// How long an urgent job's answer may wait for the rest of its group: once it has waited this
+/// long, the group ends (one fsync) at the next job's end and its callers hear back.
+const URGENT_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Reader threads beside the writer.
 const READERS: usize = 2;
 /// Prepared statements kept per connection (`prepare_cached`). rusqlite keeps 16 by default;
@@ -125,13 +135,18 @@ const STATEMENT_CACHE: usize = 512;
 /// every commit before it), and only then answers the callers. Many small submits share an
 /// fsync and each is still on disk before it is acknowledged.
 ///
+/// **Urgent** jobs (`call_urgent`: the master's assignment commits) go before every other job
+/// waiting, and their group ends at most one job after [`URGENT_WAIT`]: a placement never
+/// queues behind a stream of result recordings or submits, which the master records in chunks
+/// (`apply_reports_chunked`) so that no one job holds the writer for long.
+///
 /// Reader threads own read-only connections: queries that change nothing (`read`) run there,
 /// never waiting behind the writer (WAL lets readers and a writer work at once). The master's
 /// cycle reads what changed on a reader of its own (`read_for_master`), never behind the API's
 /// reads.
 #[derive(Clone)]
 pub struct Store {
-    jobs: std::sync::mpsc::Sender<(Durability, Job)>,
+    jobs: std::sync::mpsc::Sender<Queued>,
     reads: std::sync::mpsc::Sender<ReadJob>,
     /// The master's own reader (`read_for_master`).
     master_reads: std::sync::mpsc::Sender<ReadJob>,
@@ -168,7 +183,7 @@ impl Store {
         schema::migrate(&mut conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
-        let (tx, rx) = std::sync::mpsc::channel::<(Durability, Job)>();
+        let (tx, rx) = std::sync::mpsc::channel::<Queued>();
         let (changed, changes) =
             tokio::sync::watch::channel(events::newest(&conn).map_err(open_err)?);
         std::thread::Builder::new()
@@ -230,6 +245,7 @@ impl Store {
     fn enqueue<T, F>(
         &self,
         durability: Durability,
+        urgent: bool,
         f: F,
         answer: impl FnOnce(Result<T>) + Send + 'static,
     ) -> Result<()>
@@ -250,8 +266,40 @@ impl Store {
             Box::new(move || answer(out))
         });
         self.jobs
-            .send((durability, job))
+            .send(Queued {
+                durability,
+                urgent,
+                job,
+            })
             .map_err(|_| StoreError::Closed)
+    }
+
+    /// Queues `f` and returns how to wait for its answer: jobs queued one after another by
+    /// one caller run in that order (`apply_reports_chunked` queues its chunks at once).
+    fn queue_with<T, F>(
+        &self,
+        durability: Durability,
+        urgent: bool,
+        f: F,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.enqueue(durability, urgent, f, move |out| {
+            let _ = tx.send(out);
+        })?;
+        Ok(rx)
+    }
+
+    /// Queues a durable job without waiting for it (see `queue_with`).
+    fn queue<T, F>(&self, f: F) -> Result<tokio::sync::oneshot::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        self.queue_with(Durability::Durable, false, f)
     }
 
     async fn call_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
@@ -259,10 +307,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(durability, f, move |out| {
-            let _ = tx.send(out);
-        })?;
+        let rx = self.queue_with(durability, false, f)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Like `call`, ahead of every job waiting that is not urgent itself (see `Store`): for
+    /// small changes that someone waits on to go on (an assignment before its `Run`).
+    pub(crate) async fn call_urgent<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = self.queue_with(Durability::Durable, true, f)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -334,7 +390,7 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.enqueue(Durability::Durable, f, move |out| {
+        self.enqueue(Durability::Durable, false, f, move |out| {
             let _ = tx.send(out);
         })?;
         rx.recv().map_err(|_| StoreError::Closed)?
@@ -344,23 +400,34 @@ impl Store {
 /// The writer's loop: takes the jobs that wait (a group), runs each (its own transaction,
 /// `synchronous=NORMAL`), makes the group's changes durable with one fsync when a durable job
 /// changed anything, publishes the newest event's id when any job changed anything (the
-/// event feed's change signal), then answers every caller of the group.
+/// event feed's change signal), then answers every caller of the group. Urgent jobs run before
+/// the others waiting, and a group with one ends once it has waited [`URGENT_WAIT`].
 fn writer(
     mut conn: Connection,
-    rx: std::sync::mpsc::Receiver<(Durability, Job)>,
+    rx: std::sync::mpsc::Receiver<Queued>,
     changed: tokio::sync::watch::Sender<i64>,
 ) {
     let mut replies: Vec<Reply> = Vec::with_capacity(GROUP);
-    while let Ok(first) = rx.recv() {
+    let mut lanes = Lanes::default();
+    loop {
+        if lanes.is_empty() {
+            match rx.recv() {
+                Ok(q) => lanes.push(q),
+                Err(_) => return,
+            }
+        }
         let group_start = conn.total_changes();
         let mut sync = false;
-        let mut next = Some(first);
-        while let Some((durability, job)) = next.take() {
+        let mut urgent_since = None;
+        while let Some(q) = lanes.next(&rx) {
             let before = conn.total_changes();
-            replies.push(job(&mut conn));
-            sync |= durability == Durability::Durable && conn.total_changes() != before;
-            if replies.len() < GROUP {
-                next = rx.try_recv().ok();
+            replies.push((q.job)(&mut conn));
+            sync |= q.durability == Durability::Durable && conn.total_changes() != before;
+            if q.urgent && urgent_since.is_none() {
+                urgent_since = Some(std::time::Instant::now());
+            }
+            if replies.len() >= GROUP || urgent_since.is_some_and(|t| t.elapsed() >= URGENT_WAIT) {
+                break;
             }
         }
         let changed_any = conn.total_changes() != group_start;
@@ -389,6 +456,36 @@ fn writer(
     }
 }
 
+/// The writer's jobs taken off the channel: urgent ones first, each lane in its order.
+#[derive(Default)]
+struct Lanes {
+    urgent: std::collections::VecDeque<Queued>,
+    normal: std::collections::VecDeque<Queued>,
+}
+
+impl Lanes {
+    fn push(&mut self, q: Queued) {
+        if q.urgent {
+            self.urgent.push_back(q)
+        } else {
+            self.normal.push_back(q)
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.normal.is_empty()
+    }
+
+    /// The next job: whatever arrived meanwhile is sorted in first, so an urgent job that came
+    /// while another ran goes next.
+    fn next(&mut self, rx: &std::sync::mpsc::Receiver<Queued>) -> Option<Queued> {
+        while let Ok(q) = rx.try_recv() {
+            self.push(q);
+        }
+        self.urgent.pop_front().or_else(|| self.normal.pop_front())
+    }
+}
+
 /// One fully synced commit: makes every earlier commit of the WAL durable too.
 fn sync_group(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -410,3 +507,5 @@ mod loss_tests;
 pub(crate) mod submission_tests;
 #[cfg(test)]
 pub(crate) mod tests;
+#[cfg(test)]
+mod writer_tests;
