@@ -387,12 +387,11 @@ impl Agent {
             adopt,
         };
         tokio::spawn(async move {
-            let begun = {
-                let (journal, run) = (journal.clone(), run.clone());
-                tokio::task::spawn_blocking(move || journal.begin(&run)).await
-            };
-            let report = match begun {
-                Ok(Ok(dir)) => {
+            // On this task, not a blocking thread: a handful of small writes (a spare renamed
+            // in, `run.json` written over), where a hand-off to a blocking thread and back
+            // cost a trivial fold more than the writes.
+            let report = match journal.begin(&run) {
+                Ok(dir) => {
                     let report =
                         execute(&journal, &ctx, run, dir, &out, cancel_tx, cancel_rx).await;
                     // Its slot is free: a run queued behind it starts while this result is
@@ -400,18 +399,12 @@ impl Agent {
                     let _ = notices.send(Notice::Exited(attempt));
                     report
                 }
-                Ok(Err(e)) => {
-                    error_report(attempt, format!("cannot create the attempt directory: {e}"))
-                }
                 Err(e) => {
                     error_report(attempt, format!("cannot create the attempt directory: {e}"))
                 }
             };
-            let written = {
-                let (journal, report) = (journal.clone(), report.clone());
-                tokio::task::spawn_blocking(move || journal.finish(&report)).await
-            };
-            if !matches!(written, Ok(Ok(()))) {
+            let written = journal.finish_async(&report).await;
+            if let Err(written) = written {
                 tracing::error!("attempt {attempt}: cannot journal its result: {written:?}");
             }
             let _ = out.send(FromAgent::Finished(report));

@@ -10,6 +10,7 @@ use crate::protocol::{AttemptReport, FromAgent, RunAttempt};
 use crate::transfer::StagedBlob;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub struct Journal {
     root: PathBuf,
@@ -17,7 +18,7 @@ pub struct Journal {
     root_dir: std::fs::File,
     /// This process's results log, opened at its first result.
     log: std::sync::Mutex<Option<ResultsLog>>,
-    results: GroupSync,
+    results: sync::Syncer,
     /// Acknowledged attempts' directories kept for the next ones ([`spare`]).
     spares: spare::Spares,
 }
@@ -28,7 +29,7 @@ pub struct Journal {
 /// Durability-before-ack: `finish` writes `result.json` (renamed into place, not synced),
 /// appends the same report to this log and returns (so the result is reported) only after an
 /// `fdatasync` of the log that *started after* the append has succeeded. Results that finish
-/// together share that one fdatasync ([`GroupSync`]) instead of paying an fsync of their
+/// together share that one fdatasync ([`sync::Syncer`]) instead of paying an fsync of their
 /// `result.json` and one of its directory each; the log and its directory entry were made
 /// durable once, when the log was created.
 ///
@@ -91,61 +92,6 @@ pub fn note_pgid(work_dir: &Path, pgid: i32) -> std::io::Result<()> {
 
 /// A results log longer than this is emptied (after a syncfs).
 const LOG_ROTATE: u64 = 4 << 20;
-
-/// Group commit: a caller that finds a sync already running waits for it (it may have
-/// started before the caller's write) and then for the next one, which a single waiter
-/// starts for everyone queued meanwhile.
-#[derive(Default)]
-struct GroupSync {
-    state: std::sync::Mutex<SyncState>,
-    changed: std::sync::Condvar,
-}
-
-#[derive(Default)]
-struct SyncState {
-    /// Syncs started and finished so far (numbered from 1).
-    started: u64,
-    finished: u64,
-    /// The last sync that failed, and why.
-    failed: Option<(u64, String)>,
-}
-
-impl GroupSync {
-    /// Returns once a `sync` that started after this call has succeeded; runs `sync` itself
-    /// when no other caller is running one. Every caller's `sync` must cover what every
-    /// other caller wrote before it (here: the same file).
-    fn sync(&self, sync: impl FnOnce() -> std::io::Result<()>) -> std::io::Result<()> {
-        let mut sync = Some(sync);
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let needed = state.started + 1;
-        while state.finished < needed {
-            if state.started > state.finished {
-                state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            // A sync this caller starts is `needed` or later: it runs at most one.
-            let run = sync.take().expect("one sync per caller");
-            state.started += 1;
-            let number = state.started;
-            drop(state);
-            let synced = run();
-            state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            state.finished = number;
-            if let Err(e) = synced {
-                state.failed = Some((number, e.to_string()));
-            }
-            self.changed.notify_all();
-        }
-        match &state.failed {
-            // A failed writeback may have dropped any page dirty at the time: every result
-            // waiting on that sync or an earlier one is in doubt.
-            Some((number, e)) if *number >= needed => Err(std::io::Error::other(format!(
-                "cannot sync the journal's results log: {e}"
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
 
 /// What a spare's `run.json` and `result.json` hold while no attempt uses them (see
 /// [`spare`]): one newline, not nothing. Cutting a file to nothing frees its block, and on a
@@ -247,7 +193,7 @@ impl Journal {
             root: root.to_path_buf(),
             root_dir: std::fs::File::open(root)?,
             log: std::sync::Mutex::new(None),
-            results: GroupSync::default(),
+            results: sync::Syncer::default(),
             spares: spare::Spares::open(root)?,
         };
         journal.remove_stale_pulls();
@@ -388,11 +334,35 @@ impl Journal {
 
     /// Journals an attempt's result; on Ok it is on disk (see [`ResultsLog`]).
     pub fn finish(&self, report: &AttemptReport) -> std::io::Result<()> {
+        let needed = self.record(report, true)?;
+        self.results.wait_blocking(needed)
+    }
+
+    /// `finish` for an attempt's task: the writes (two small ones) on the task, the wait for
+    /// the log's sync without a thread. When the log must first be made or emptied (a sync of
+    /// a directory or of the filesystem), all of it goes to a blocking thread instead.
+    pub async fn finish_async(self: &Arc<Self>, report: &AttemptReport) -> std::io::Result<()> {
+        match self.record(report, false) {
+            Ok(needed) => self.results.wait(needed).await,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let (journal, report) = (self.clone(), report.clone());
+                tokio::task::spawn_blocking(move || journal.finish(&report))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes the result and appends it to the log; the sync to wait for. Without `may_block`,
+    /// fails as `WouldBlock` (having appended nothing) where the log must be made or emptied.
+    fn record(&self, report: &AttemptReport, may_block: bool) -> std::io::Result<u64> {
         let data = serde_json::to_vec(report).expect("report serializes");
         // In place, not renamed: one cut short by a crash does not parse, and the log has it.
+        // (Written again, the same, when the append below would block.)
         write_in_place(&self.dir(report.attempt).join(RESULT_FILE), &data)?;
-        let log = self.append(&data)?;
-        self.results.sync(|| log.sync_data())
+        let log = self.append(&data, may_block)?;
+        self.results.request(log)
     }
 
     fn log_path(&self, pid: u32) -> PathBuf {
@@ -401,8 +371,13 @@ impl Journal {
 
     /// Appends one record to this process's results log (creating it durably first, or
     /// emptying it once it is long); the log's file, to be synced.
-    fn append(&self, data: &[u8]) -> std::io::Result<std::sync::Arc<std::fs::File>> {
+    /// Without `may_block`, fails as `WouldBlock` (appending nothing) where the log must first
+    /// be made or emptied.
+    fn append(&self, data: &[u8], may_block: bool) -> std::io::Result<Arc<std::fs::File>> {
         let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if !may_block && log.as_ref().is_none_or(|log| log.len > LOG_ROTATE) {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
         let log = match &mut *log {
             Some(log) => log,
             None => {
@@ -592,5 +567,6 @@ pub(crate) fn test_run(attempt: AttemptId) -> RunAttempt {
 }
 
 mod spare;
+mod sync;
 #[cfg(test)]
 mod tests;

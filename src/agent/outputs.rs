@@ -158,6 +158,11 @@ impl Guard {
                 over: Some(over),
                 ..Outputs::default()
             },
+            // An empty directory is one read, here: no hand-off to a blocking thread (most
+            // trivial folds write nothing).
+            None if std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none()) => {
+                Outputs::default()
+            }
             None => tokio::task::spawn_blocking(move || scan(&dir, limit))
                 .await
                 .unwrap_or_default(),

@@ -52,12 +52,24 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 pub async fn run(
     req: ExecRequest,
     progress: mpsc::UnboundedSender<Progress>,
+    cancel: watch::Receiver<bool>,
+) -> ExecResult {
+    let program = program_path(&req);
+    run_resolved(req, program, progress, cancel).await
+}
+
+/// [`run`] with the program already resolved ([`program_path`]; its error is the fold's),
+/// so that the caller that also records which program ran resolves it once.
+pub async fn run_resolved(
+    req: ExecRequest,
+    program: Result<PathBuf, String>,
+    progress: mpsc::UnboundedSender<Progress>,
     mut cancel: watch::Receiver<bool>,
 ) -> ExecResult {
     let start = Instant::now();
     become_subreaper();
     sweep_adopted();
-    let (pid, log_pipe) = match spawn(&req) {
+    let (pid, log_pipe) = match spawn(&req, program) {
         Ok(started) => started,
         Err(message) => return ExecResult::error(message),
     };
@@ -91,8 +103,11 @@ pub async fn run(
 
 /// Starts the fold in its own process group; returns its pid (= its group id) and the read
 /// end of the pipe that gets its stdout and stderr.
-fn spawn(req: &ExecRequest) -> Result<(i32, pipe::Receiver), String> {
-    let (program, args) = req.command.split_first().ok_or("the command is empty")?;
+fn spawn(
+    req: &ExecRequest,
+    program: Result<PathBuf, String>,
+) -> Result<(i32, pipe::Receiver), String> {
+    let (_, args) = req.command.split_first().ok_or("the command is empty")?;
     if !req.work_dir.is_dir() {
         return Err(format!(
             "the work directory {} does not exist",
@@ -100,13 +115,10 @@ fn spawn(req: &ExecRequest) -> Result<(i32, pipe::Receiver), String> {
         ));
     }
     let env = fold_env(req);
-    // Resolved here, so std sees an absolute path and can use posix_spawn (a vfork-style
-    // spawn) instead of forking the whole agent and trying every PATH entry in the child.
-    let program = resolve_program(
-        OsStr::new(program),
-        env.get("PATH").map(OsString::as_os_str),
-        &req.work_dir,
-    )?;
+    // Resolved before (`program_path`), so std sees an absolute path and can use posix_spawn
+    // (a vfork-style spawn) instead of forking the whole agent and trying every PATH entry in
+    // the child.
+    let program = program?;
     let pipe_error = |e: io::Error| format!("cannot make the log pipe: {e}");
     let (reader, writer) = io::pipe().map_err(pipe_error)?;
     let reader = pipe::Receiver::from_owned_fd(OwnedFd::from(reader)).map_err(pipe_error)?;

@@ -4,10 +4,9 @@
 //! bytes, remembered by path, size and modification time so a program is hashed once).
 
 use super::docker::DockerExecutor;
-use super::exec::ExecRequest;
 use crate::model::provenance::{Executed, Program, Ran};
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -30,15 +29,40 @@ fn ran(executor: &str, image: Option<String>) -> Ran {
     }
 }
 
-/// A process fold's program (blocking: it may hash a file).
-pub fn program(req: &ExecRequest) -> Ran {
+/// A process fold whose program could not be resolved (it did not run).
+pub fn program_unresolved() -> Ran {
+    ran("process", None)
+}
+
+/// The program at `path`, resolved as the executor resolved it (blocking: it may hash it).
+pub fn program_at(path: &Path) -> Ran {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let sha256 = hash_program(&path);
+    with_program(path, sha256)
+}
+
+/// [`program_at`] when it needs no hashing (a program hashed before, unchanged, or one too
+/// large to hash): a few metadata reads, cheap enough to make on the async side.
+pub fn program_known(path: &Path) -> Option<Ran> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let meta = std::fs::metadata(&path).ok()?;
+    if meta.len() > MAX_PROGRAM_HASH {
+        return Some(with_program(path, None));
+    }
+    let key = (path, meta.len(), meta.modified().ok());
+    let sha = HASHES
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()?
+        .get(&key)?
+        .clone();
+    Some(with_program(key.0, Some(sha)))
+}
+
+fn with_program(path: PathBuf, sha256: Option<String>) -> Ran {
     let mut out = ran("process", None);
-    let Ok(path) = super::process::program_path(req) else {
-        return out;
-    };
-    let path = std::fs::canonicalize(&path).unwrap_or(path);
     out.executed.program = Some(Program {
-        sha256: hash_program(&path),
+        sha256,
         path: path.to_string_lossy().into_owned(),
     });
     out

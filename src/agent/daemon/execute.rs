@@ -102,13 +102,29 @@ pub(super) async fn execute(
             (ExecResult::error(message), None)
         }
         Backend::Process => {
-            // Hashed beside the run, not before it.
-            let program = {
-                let req = req.clone();
-                tokio::task::spawn_blocking(move || crate::agent::provenance::program(&req))
+            // Resolved once, for the run and for the record of what ran; a program hashed
+            // before is recorded at once, a new one hashed beside the run, not before it.
+            let program = crate::agent::process::program_path(&req);
+            let known = program
+                .as_ref()
+                .ok()
+                .and_then(|p| crate::agent::provenance::program_known(p));
+            let hashing = match (&known, &program) {
+                (None, Ok(path)) => {
+                    let path = path.clone();
+                    Some(tokio::task::spawn_blocking(move || {
+                        crate::agent::provenance::program_at(&path)
+                    }))
+                }
+                _ => None,
             };
-            let result = crate::agent::process::run(req, progress_tx, cancel_rx).await;
-            (result, program.await.ok())
+            let result =
+                crate::agent::process::run_resolved(req, program, progress_tx, cancel_rx).await;
+            let ran = match hashing {
+                Some(hashing) => hashing.await.ok(),
+                None => known.or_else(|| Some(crate::agent::provenance::program_unresolved())),
+            };
+            (result, ran)
         }
         Backend::Broken(message) => {
             let message = format!("the Docker engine on runner {runner} is unavailable: {message}");
@@ -143,8 +159,12 @@ pub(super) async fn execute(
     cancel_file.abort();
     let _ = forward.await;
     let (names, log) = (result.outputs, result.log);
-    let described =
-        tokio::task::spawn_blocking(move || describe(&dir, attempt, &names, &log)).await;
+    // Nothing to read or write (no outputs, the log inline): no hand-off to a blocking thread.
+    let described = if names.is_empty() && log.len() <= protocol::INLINE_LOG {
+        Ok(describe(&dir, attempt, &names, &log))
+    } else {
+        tokio::task::spawn_blocking(move || describe(&dir, attempt, &names, &log)).await
+    };
     match described {
         Ok(Ok((log, outputs))) => AttemptReport {
             attempt,

@@ -19,48 +19,114 @@ fn a_zombie_is_not_alive() {
     assert!(pid_alive(std::process::id()));
 }
 
+/// Holds every sync of `j`'s results log until the test sends a token.
+fn hold_syncs(j: &Journal) -> std::sync::mpsc::Sender<()> {
+    let (token, tokens) = std::sync::mpsc::channel::<()>();
+    let tokens = std::sync::Mutex::new(tokens);
+    j.results.before_each(move || {
+        let _ = tokens.lock().unwrap().recv();
+    });
+    token
+}
+
+fn wait_for(what: &str, done: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn results_finishing_together_share_a_sync() {
     let tmp = tempfile::tempdir().unwrap();
     let j = std::sync::Arc::new(Journal::open(tmp.path()).unwrap());
-    for attempt in 1..=8 {
+    for attempt in 1..=10 {
         j.begin(&run(attempt)).unwrap();
     }
-    // A sync of the log is under way (started before any of these results was
-    // written): each finish must wait for a later one, and one later sync serves them all.
-    j.results.state.lock().unwrap().started = 1;
-    let threads: Vec<_> = (1..=8)
+    let token = hold_syncs(&j);
+    // A sync of the log is under way (started before any of the next results was written):
+    // each of them must wait for a later one, and one later sync serves them all.
+    let first = {
+        let j = j.clone();
+        std::thread::spawn(move || j.finish(&AttemptReport::bare(1, Outcome::Success)))
+    };
+    wait_for("the first sync starts", || j.results.state().started == 1);
+    let threads: Vec<_> = (2..=9)
         .map(|attempt| {
             let j = j.clone();
             std::thread::spawn(move || j.finish(&AttemptReport::bare(attempt, Outcome::Success)))
         })
         .collect();
     std::thread::sleep(std::time::Duration::from_millis(300));
+    token.send(()).unwrap();
+    first.join().unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(
         threads.iter().all(|t| !t.is_finished()),
         "no result may be acknowledged by a sync that started before it was written"
     );
-    {
-        let mut state = j.results.state.lock().unwrap();
-        state.finished = 1;
-        j.results.changed.notify_all();
+    for _ in 0..8 {
+        token.send(()).unwrap();
     }
     for t in threads {
         t.join().unwrap().unwrap();
     }
-    let syncs = j.results.state.lock().unwrap().finished;
-    assert!(
-        (2..=3).contains(&syncs),
-        "8 results took {} syncs",
-        syncs - 1
-    );
-    for attempt in 1..=8 {
+    let syncs = j.results.state().finished;
+    assert!((2..=3).contains(&syncs), "9 results took {syncs} syncs");
+    for attempt in 1..=9 {
         assert_eq!(j.result(attempt).unwrap().outcome, Outcome::Success);
     }
     // Without a sync under way, a result waits for one of its own.
-    j.begin(&run(9)).unwrap();
-    j.finish(&AttemptReport::bare(9, Outcome::Success)).unwrap();
-    assert_eq!(j.results.state.lock().unwrap().finished, syncs + 1);
+    j.finish(&AttemptReport::bare(10, Outcome::Success))
+        .unwrap();
+    assert_eq!(j.results.state().finished, syncs + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_finished_on_tasks_wait_for_their_sync_without_a_thread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let j = std::sync::Arc::new(Journal::open(tmp.path()).unwrap());
+    for attempt in 1..=9 {
+        j.begin(&run(attempt)).unwrap();
+    }
+    // The log is made (and its directory synced) by a first result, on a blocking thread.
+    j.finish_async(&AttemptReport::bare(1, Outcome::Success))
+        .await
+        .unwrap();
+    let before = j.results.state().finished;
+    let token = hold_syncs(&j);
+    let tasks: Vec<_> = (2..=9)
+        .map(|attempt| {
+            let j = j.clone();
+            tokio::spawn(async move {
+                j.finish_async(&AttemptReport::bare(attempt, Outcome::Success))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        tasks.iter().all(|t| !t.is_finished()),
+        "a result is reported only once its sync is done"
+    );
+    for _ in 0..8 {
+        token.send(()).unwrap();
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let syncs = j.results.state().finished - before;
+    assert!((1..=2).contains(&syncs), "8 results took {syncs} syncs");
+    for attempt in 2..=9 {
+        assert_eq!(j.result(attempt).unwrap().outcome, Outcome::Success);
+    }
+    let log = std::fs::read(j.log_path(std::process::id())).unwrap();
+    assert_eq!(
+        log.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(),
+        9,
+        "every result is in the log"
+    );
 }
 
 #[test]
