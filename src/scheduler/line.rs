@@ -28,12 +28,15 @@ pub(super) fn virtual_times<'a>(
     owners: impl Iterator<Item = &'a str>,
     fair: &FairShare,
 ) -> Vec<f64> {
-    let mut before: HashMap<&str, f64> = HashMap::new();
+    // Per owner: its usage (looked up once) and its folds counted so far; one hash per fold.
+    let mut seen: HashMap<&str, (f64, f64)> = HashMap::new();
     owners
         .map(|o| {
-            let k = before.entry(o).or_insert(0.0);
-            let v = fair.usage.get(o).copied().unwrap_or(0.0) + *k;
-            *k += 1.0;
+            let (usage, before) = seen
+                .entry(o)
+                .or_insert_with(|| (fair.usage.get(o).copied().unwrap_or(0.0), 0.0));
+            let v = *usage + *before;
+            *before += 1.0;
             v
         })
         .collect()
