@@ -37,7 +37,10 @@ pub fn program_unresolved() -> Ran {
 /// The program at `path`, resolved as the executor resolved it (blocking: it may hash it).
 pub fn program_at(path: &Path) -> Ran {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let sha256 = hash_program(&path);
+    let sha256 = match cached(&path) {
+        Cached::Known(sha256) => sha256,
+        Cached::Miss(key) => hash_program(key),
+    };
     with_program(path, sha256)
 }
 
@@ -45,18 +48,10 @@ pub fn program_at(path: &Path) -> Ran {
 /// large to hash): a few metadata reads, cheap enough to make on the async side.
 pub fn program_known(path: &Path) -> Option<Ran> {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-    let meta = std::fs::metadata(&path).ok()?;
-    if meta.len() > MAX_PROGRAM_HASH {
-        return Some(with_program(path, None));
+    match cached(&path) {
+        Cached::Known(sha256) => Some(with_program(path, sha256)),
+        Cached::Miss(_) => None,
     }
-    let key = (path, meta.len(), meta.modified().ok());
-    let sha = HASHES
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()?
-        .get(&key)?
-        .clone();
-    Some(with_program(key.0, Some(sha)))
 }
 
 fn with_program(path: PathBuf, sha256: Option<String>) -> Ran {
@@ -68,18 +63,32 @@ fn with_program(path: PathBuf, sha256: Option<String>) -> Ran {
     out
 }
 
-fn hash_program(path: &std::path::Path) -> Option<String> {
-    let meta = std::fs::metadata(path).ok()?;
+/// What the hash cache says of the program at `path`.
+enum Cached {
+    /// Its hash, or None when it has none (unreadable, or over [`MAX_PROGRAM_HASH`]).
+    Known(Option<String>),
+    /// Not hashed yet, or changed since: hash it under this key.
+    Miss(Key),
+}
+
+fn cached(path: &Path) -> Cached {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Cached::Known(None);
+    };
     if meta.len() > MAX_PROGRAM_HASH {
-        return None;
+        return Cached::Known(None);
     }
     let key = (path.to_path_buf(), meta.len(), meta.modified().ok());
-    let mut cache = HASHES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(sha) = cache.get_or_insert_with(HashMap::new).get(&key) {
-        return Some(sha.clone());
+    let cache = HASHES.lock().unwrap_or_else(|e| e.into_inner());
+    match cache.as_ref().and_then(|c| c.get(&key)) {
+        Some(sha) => Cached::Known(Some(sha.clone())),
+        None => Cached::Miss(key),
     }
-    drop(cache);
-    let (sha, _) = crate::transfer::hash_file(path).ok()?;
+}
+
+/// Hashes the program named by `key` and remembers it.
+fn hash_program(key: Key) -> Option<String> {
+    let (sha, _) = crate::transfer::hash_file(&key.0).ok()?;
     let mut cache = HASHES.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if cache.len() >= CACHE {

@@ -653,6 +653,8 @@ impl Store {
             )
             .await;
         }
+        // "Started" alone need not reach the disk before we go on: if it is lost, the agent's
+        // hello after a restart says the attempt runs. Results always do.
         let lazy = results.is_empty() && provenance.is_empty();
         let measured = measured(&results);
         let apply = self.reports_job(started, results, provenance);
