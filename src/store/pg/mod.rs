@@ -8,6 +8,7 @@
 //! and the submission layer (`datasets`, `problems`, `submissions`, `runapp`), each with the
 //! SQLite module's semantics, words and record builders (`store::row::Cols`).
 
+mod attempts;
 mod blobs;
 mod datasets;
 mod holds;

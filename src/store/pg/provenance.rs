@@ -3,8 +3,8 @@
 //! whole record built on read, frozen whole before a spec changes). Written in the results'
 //! own transaction (`apply_reports_with`), so whoever sees a fold end can read it.
 
+use super::attempts::{finish_attempt, start_attempt};
 use super::lease::fence;
-use super::queue::{finish_attempt, start_attempt};
 use super::PgStore;
 use crate::model::provenance::{Provenance, RunnerSide};
 use crate::model::{AttemptId, FoldId};
