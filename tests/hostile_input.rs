@@ -138,6 +138,15 @@ fn requests(held: i64) -> Vec<Case> {
             .raw("text/plain", held_spec().to_string().into_bytes())
             .answers(415, "Content-Type: application/json"),
         case("empty batch", "POST", "/folds/batch", Some(json!({"folds": []}))).answers(400, "folds"),
+        // `count`: copies of each spec, bounded as folds sent one by one are.
+        case("batch count", "POST", "/folds/batch", Some(json!({"folds": [held_spec(), held_spec()], "count": 5001})))
+            .answers(413, "folds: 10002 folds is over the limit of 10000"),
+        case("batch copies", "POST", "/folds/batch", Some(json!({"folds": [spec_with(json!({"env": env(2, 30)}))], "count": 2000})))
+            .answers(413, "count: the folds' specs: "),
+        case("zero count", "POST", "/folds/batch", Some(json!({"folds": [held_spec()], "count": 0})))
+            .answers(400, "count: at least 1"),
+        case("negative count", "POST", "/folds/batch", Some(json!({"folds": [held_spec()], "count": -1})))
+            .answers(400, "count"),
         // Other bodies that store text.
         case("hold reason", "POST", &format!("/folds/{held}/hold"), Some(json!({"reason": kib(2)})))
             .answers(413, "reason: 2 KiB is over the limit of 1 KiB"),
@@ -412,6 +421,42 @@ fn listings_page_without_skipping_and_wait_finds_any_fold() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `count` in a batch: each spec becomes that many folds, in order, each held as it would be
+/// alone; the CLI's `submit --count` sends the spec once.
+#[test]
+fn a_batch_count_submits_each_spec_that_many_times_in_order() {
+    let m = Master::start(None);
+    let other = json!({"command": ["false"], "resources": {"cpus": 99999}});
+    let (status, v) = m.request(
+        "POST",
+        "/folds/batch",
+        Some(json!({"folds": [held_spec(), other], "count": 3})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let ids = common::ints(&v["ids"]);
+    assert_eq!(ids.len(), 6, "{v}");
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let commands: Vec<Value> = ids
+        .iter()
+        .map(|id| m.fold(*id)["fold"]["spec"]["command"][0].clone())
+        .collect();
+    assert_eq!(
+        commands,
+        ["true", "true", "true", "false", "false", "false"].map(|c| json!(c))
+    );
+    let held: Vec<i64> = v["held"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(held, ids, "every copy is held, as its spec alone would be");
+    let out = m.cli_ok(&["submit", "--cpus", "99999", "--count", "4", "--", "true"]);
+    let printed: Vec<i64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(printed.len(), 4, "{out}");
+    assert_eq!(printed[0], ids[5] + 1);
 }
 
 /// `queue wait` on a fold that ends while it waits, followed by "changed since".

@@ -170,12 +170,7 @@ fn requirements_and_rank_route_folds_and_explain_refusals() {
             )
         })
         .collect();
-    let ids: Vec<i64> = v["ids"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i.as_i64().unwrap())
-        .collect();
+    let ids = common::ints(&v["ids"]);
     assert_eq!(
         held,
         vec![

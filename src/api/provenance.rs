@@ -117,7 +117,7 @@ pub async fn rerun(
     }
     s.store.own_blobs(who.name.clone(), shas).await?;
     let image = spec.image.clone();
-    let (ids, held) = submit_specs(&s, &who, vec![spec]).await?;
+    let (ids, held) = submit_specs(&s, &who, vec![spec], 1).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({

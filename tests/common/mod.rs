@@ -7,6 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// A JSON array of integers (fold ids in an answer).
+pub fn ints(v: &Value) -> Vec<i64> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+        .map(|i| i.as_i64().unwrap_or_else(|| panic!("not an integer: {i}")))
+        .collect()
+}
+
 pub mod daemon;
 pub mod hooks;
 pub mod ml;
@@ -319,12 +328,7 @@ impl Master {
             Some(json!({ "folds": folds })),
         );
         assert_eq!(status, 201, "submit: {v}");
-        v["ids"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|i| i.as_i64().unwrap())
-            .collect()
+        ints(&v["ids"])
     }
 
     pub fn fold(&self, id: i64) -> Value {
