@@ -1,6 +1,6 @@
 //! Waiting for folds (`datarun queue wait`, `submit --wait`) on the events the master pushes:
-//! long polls of `GET /events` (a waiter on many folds lets their events gather for 10 ms
-//! between polls).
+//! long polls of `GET /events` (a waiter on many folds lets their events gather for up to
+//! 10 ms between polls).
 
 use super::commands::Exit;
 use super::Conn;
@@ -52,9 +52,9 @@ pub(super) fn wait_since(
 /// event that is a fold's newest carries its state), from `seq` with the `states` known then,
 /// until every fold stopped (exit 1 if one did not end done) or `timeout` passed (exit 6).
 /// Each poll returns as soon as one of the folds changes; while more than [`GATHER_ABOVE`]
-/// folds are still going, the events of [`GATHER`] gather before the next poll (a thousand
-/// trivial folds otherwise cost the master a poll per fold or two; the last folds are
-/// followed without the pause).
+/// folds are still going, the events of up to [`GATHER`] gather before the next poll (a
+/// thousand trivial folds otherwise cost the master a poll per fold or two); the pause
+/// shrinks near the end ([`gather_pause`]) and the last folds are followed without it.
 fn follow(
     client: &super::client::Client,
     ids: &[i64],
@@ -112,14 +112,49 @@ fn follow(
         }
         seq = page["seq"].as_i64().unwrap_or(seq);
         let moved = events.is_some_and(|e| !e.is_empty());
-        if moved && going.len() > GATHER_ABOVE {
-            let left = timeout.map_or(GATHER, |t| t.saturating_sub(start.elapsed()));
-            std::thread::sleep(GATHER.min(left));
+        let still = wanted
+            .iter()
+            .filter(|id| !states.get(id).is_some_and(stopped))
+            .count();
+        if moved && still > GATHER_ABOVE {
+            let pause = gather_pause(still, wanted.len() - still, start.elapsed());
+            let left = timeout.map_or(pause, |t| t.saturating_sub(start.elapsed()));
+            std::thread::sleep(pause.min(left));
         }
     }
+}
+
+/// How long to let events gather before the next poll, with `going` folds still going after
+/// `stopped` stopped in `elapsed`: [`GATHER`], but no more than half the time the rest should
+/// take at the pace so far, so that the last folds' end is not noticed a whole pause late.
+fn gather_pause(going: usize, stopped: usize, elapsed: Duration) -> Duration {
+    if stopped == 0 {
+        return GATHER;
+    }
+    let rest = elapsed.mul_f64(going as f64 / stopped as f64);
+    GATHER.min(rest / 2)
 }
 
 /// How long a waiter on many folds lets their events gather between polls (see [`follow`]).
 const GATHER: Duration = Duration::from_millis(10);
 /// Folds still going above which a waiter lets events gather.
 const GATHER_ABOVE: usize = 8;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pause_shrinks_as_the_last_folds_near_their_end() {
+        let ms = Duration::from_millis;
+        // Nothing stopped yet: no pace to go by.
+        assert_eq!(gather_pause(1000, 0, ms(50)), GATHER);
+        // 500 of 1,000 in 350 ms: the rest takes about as long, far more than a pause.
+        assert_eq!(gather_pause(500, 500, ms(350)), GATHER);
+        // 990 stopped in 700 ms, 10 left: about 7 ms to go, so a pause of about half that.
+        let p = gather_pause(10, 990, ms(700));
+        assert!(p > ms(3) && p < ms(4), "{p:?}");
+        // Slow folds: the whole pause.
+        assert_eq!(gather_pause(10, 10, ms(10_000)), GATHER);
+    }
+}
