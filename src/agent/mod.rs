@@ -11,5 +11,6 @@ mod outbox;
 mod outputs;
 pub mod process;
 pub mod provenance;
+mod recent;
 pub mod serve;
 pub mod tail;

@@ -18,6 +18,7 @@
 
 mod procfs;
 mod reap;
+mod resolve;
 #[cfg(test)]
 mod tests;
 
@@ -28,13 +29,13 @@ use crate::model::{Metrics, Outcome, Progress};
 use reap::{
     adopted, become_subreaper, reap_adopted, reap_when_exited, sweep_adopted, Exit, LEADERS,
 };
+pub(crate) use resolve::resolve_program;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
@@ -145,68 +146,6 @@ fn spawn(
     let pid = i32::try_from(child.id()).map_err(|_| "pid out of range".to_string())?;
     leaders.insert(pid);
     Ok((pid, reader))
-}
-
-/// Where `program` is, the way execvp(3) finds it: a name with a slash as it stands (relative
-/// to the fold's working directory `cwd`), any other name in the directories of `path` (the
-/// fold's own PATH; an empty entry is the working directory), the first regular file there
-/// that may be executed. A candidate that exists but may not be executed is skipped, and
-/// named in the error if nothing else is found.
-pub(crate) fn resolve_program(
-    program: &OsStr,
-    path: Option<&OsStr>,
-    cwd: &Path,
-) -> Result<PathBuf, String> {
-    let shown = Path::new(program).display();
-    if program.is_empty() {
-        return Err("the command's program is empty".into());
-    }
-    if program.as_bytes().contains(&b'/') {
-        let full = cwd.join(program);
-        return match executable(&full) {
-            Ok(()) => Ok(full),
-            Err(e) => Err(format!("cannot run {shown:?}: {e}")),
-        };
-    }
-    let path = path.unwrap_or(OsStr::new(DEFAULT_PATH));
-    let mut refused = None;
-    for dir in path.as_bytes().split(|&b| b == b':') {
-        let dir = if dir.is_empty() {
-            cwd.to_path_buf()
-        } else {
-            cwd.join(OsStr::from_bytes(dir))
-        };
-        let candidate = dir.join(program);
-        match executable(&candidate) {
-            Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                refused.get_or_insert((candidate, e));
-            }
-            Err(_) => {}
-        }
-    }
-    Err(match refused {
-        Some((candidate, e)) => format!("cannot run {shown:?}: {e} ({})", candidate.display()),
-        None => format!(
-            "cannot run {shown:?}: No such file or directory: not found in PATH {}",
-            path.to_string_lossy()
-        ),
-    })
-}
-
-/// Ok if `path` is a regular file this process may execute (access(2) with X_OK).
-fn executable(path: &Path) -> io::Result<()> {
-    let meta = std::fs::metadata(path)?;
-    if !meta.is_file() {
-        return Err(io::Error::from(io::ErrorKind::PermissionDenied));
-    }
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    // SAFETY: `c_path` is a valid NUL-terminated string; access only reads it.
-    if unsafe { libc::access(c_path.as_ptr(), libc::X_OK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// The fold's whole environment: a clean base, the fold's own variables, then datarun's.

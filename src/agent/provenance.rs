@@ -1,9 +1,11 @@
 //! What an agent reports about how it ran an attempt ([`Ran`], see `model::provenance`): its
 //! version and executor; for a container, the id and repo digests of the image it ran; for a
 //! process, the program's resolved path and its sha256 (files up to [`MAX_PROGRAM_HASH`]
-//! bytes, remembered by path, size and modification time so a program is hashed once).
+//! bytes, remembered by path, size and modification time so a program is hashed once; its
+//! links followed once a moment, [`Recent`]).
 
 use super::docker::DockerExecutor;
+use super::recent::Recent;
 use crate::model::provenance::{Executed, Program, Ran};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -34,9 +36,27 @@ pub fn program_unresolved() -> Ran {
     ran("process", None)
 }
 
+/// Canonical paths of programs (links followed), remembered for a moment: a stream of folds
+/// running one program resolves its links once a moment, not once a fold.
+static CANONICAL: Recent<PathBuf, PathBuf> = Recent::new();
+
+/// `path` with its links followed (as it stands when that fails).
+fn canonical(path: &Path) -> PathBuf {
+    if let Some(known) = CANONICAL.get(&path.to_path_buf()) {
+        return known;
+    }
+    match std::fs::canonicalize(path) {
+        Ok(real) => {
+            CANONICAL.put(path.to_path_buf(), real.clone());
+            real
+        }
+        Err(_) => path.to_path_buf(),
+    }
+}
+
 /// The program at `path`, resolved as the executor resolved it (blocking: it may hash it).
 pub fn program_at(path: &Path) -> Ran {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = canonical(path);
     let sha256 = match cached(&path) {
         Cached::Known(sha256) => sha256,
         Cached::Miss(key) => hash_program(key),
@@ -47,7 +67,7 @@ pub fn program_at(path: &Path) -> Ran {
 /// [`program_at`] when it needs no hashing (a program hashed before, unchanged, or one too
 /// large to hash): a few metadata reads, cheap enough to make on the async side.
 pub fn program_known(path: &Path) -> Option<Ran> {
-    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let path = canonical(path);
     match cached(&path) {
         Cached::Known(sha256) => Some(with_program(path, sha256)),
         Cached::Miss(_) => None,

@@ -413,6 +413,40 @@ fn programs_are_found_like_execvp_does() {
     assert!(find("", &path).is_err());
 }
 
+#[test]
+fn a_found_program_is_remembered_for_a_moment_and_checked_on_every_use() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for dir in [&a, &b] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let put = |path: &Path| {
+        std::fs::write(path, "#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    let path = std::env::join_paths([&a, &b]).unwrap();
+    let find = || resolve_program(OsStr::new("remembered-tool"), Some(&path), tmp.path());
+    put(&b.join("remembered-tool"));
+    assert_eq!(find().unwrap(), b.join("remembered-tool"));
+    // Installed in an earlier directory: the remembered one still serves for the moment...
+    put(&a.join("remembered-tool"));
+    assert_eq!(find().unwrap(), b.join("remembered-tool"));
+    // ...and once it has passed, PATH is looked along again.
+    std::thread::sleep(crate::agent::recent::REMEMBER);
+    assert_eq!(find().unwrap(), a.join("remembered-tool"));
+    // Removed: noticed at once, whatever is remembered.
+    std::fs::remove_file(a.join("remembered-tool")).unwrap();
+    assert_eq!(find().unwrap(), b.join("remembered-tool"));
+    // Not executable any more: noticed at once too.
+    std::fs::set_permissions(
+        b.join("remembered-tool"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    assert!(find().is_err());
+}
+
 /// Threads of this process blocked in `waitid` or `wait4` (from each one's
 /// `/proc/self/task/TID/syscall`, whose first field is the call it sleeps in).
 fn threads_waiting() -> usize {
