@@ -1,11 +1,9 @@
 //! What an agent reports about how it ran an attempt ([`Ran`], see `model::provenance`): its
 //! version and executor; for a container, the id and repo digests of the image it ran; for a
 //! process, the program's resolved path and its sha256 (files up to [`MAX_PROGRAM_HASH`]
-//! bytes, remembered by path, size and modification time so a program is hashed once; its
-//! links followed once a moment, [`Recent`]).
+//! bytes, remembered by path, size and modification time so a program is hashed once).
 
 use super::docker::DockerExecutor;
-use super::recent::Recent;
 use crate::model::provenance::{Executed, Program, Ran};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,22 +34,11 @@ pub fn program_unresolved() -> Ran {
     ran("process", None)
 }
 
-/// Canonical paths of programs (links followed), remembered for a moment: a stream of folds
-/// running one program resolves its links once a moment, not once a fold.
-static CANONICAL: Recent<PathBuf, PathBuf> = Recent::new();
-
-/// `path` with its links followed (as it stands when that fails).
+/// `path` with its links followed (as it stands when that fails). Looked up on every fold, not
+/// remembered: a link switched to another program (`update-alternatives`) is recorded as what
+/// ran from the next fold on.
 fn canonical(path: &Path) -> PathBuf {
-    if let Some(known) = CANONICAL.get(&path.to_path_buf()) {
-        return known;
-    }
-    match std::fs::canonicalize(path) {
-        Ok(real) => {
-            CANONICAL.put(path.to_path_buf(), real.clone());
-            real
-        }
-        Err(_) => path.to_path_buf(),
-    }
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// The program at `path`, resolved as the executor resolved it (blocking: it may hash it).

@@ -1,6 +1,6 @@
-//! Answers remembered for a moment: lookups a stream of folds makes again and again (a
-//! program along PATH, its canonical path) are made once a [`REMEMBER`], not once a fold, and
-//! a change on disk is seen within that moment.
+//! Answers remembered for a moment: a lookup a stream of folds makes again and again (a
+//! program along PATH) is made once a [`REMEMBER`], not once a fold, and a change on disk is
+//! seen within that moment.
 
 use std::collections::HashMap;
 use std::hash::Hash;
