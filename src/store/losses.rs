@@ -86,7 +86,7 @@ impl Store {
                     count_loss: started,
                     max_losses,
                 };
-                let r = super::folds::finish_attempt(&tx, &input, budget)?;
+                let r = super::attempts::finish_attempt(&tx, &input, budget)?;
                 tx.commit()?;
                 Ok(r)
             })

@@ -2,6 +2,7 @@
 //! closures sent to it, one at a time, so every state change is a transaction on one owner.
 //! Callers use the typed methods in the submodules; nothing outside `store` sees rusqlite.
 
+mod attempts;
 pub(crate) mod blobs;
 mod datasets;
 pub mod engine;
