@@ -12,6 +12,9 @@
 //! HyperQueue is not a dependency: build it from source (README, "Benchmarks") and name the
 //! binary in `HQ_BIN`; without it the bench says why and does nothing. `BENCH_FOLDS` (1000),
 //! `BENCH_ROUNDS` (5) and `BENCH_TRIPS` (round trips per round, 10) change the sizes.
+//! Also prints where the CPU of the N folds went, per fold, for each: the scheduler's own
+//! processes, the folds themselves (their processes' start-up is most of it, and is the same
+//! whoever starts them) and the CLI; with 2 cores the folds' own CPU sets a floor on the time.
 //! Prints a table, the load average before and after (figures from a loaded machine say
 //! little), and last one JSON line with the ratios (datarun / HyperQueue; below 1 is faster).
 //! Run with `HQ_BIN=... cargo bench --bench versus_hq`.
@@ -74,17 +77,33 @@ fn main() {
     let count = n.to_string();
     let array = format!("1-{n}");
     let mut times = Times::default();
+    // Where the CPU of the N folds goes: the scheduler's own processes, the folds', the CLI's.
+    let agent = *common::children_of(m.pid())
+        .first()
+        .expect("the master's local agent");
+    let datarun_cpu = Processes {
+        scheduler: vec![m.pid(), agent],
+        runner: agent,
+    };
+    let hq_cpu = Processes {
+        scheduler: vec![hq.server.id(), hq.worker.id()],
+        runner: hq.worker.id(),
+    };
     // One warm-up of each round trip (page cache, first connection).
     datarun(&["--", "true"]);
     hq.round_trip();
     for round in 0..rounds {
         // Who goes first alternates, so neither always meets the other's leftovers.
+        let many_datarun = |usage: &mut Usage| {
+            datarun_cpu.measure(usage, || datarun(&["--count", &count, "--", "true"]))
+        };
+        let many_hq = |usage: &mut Usage| hq_cpu.measure(usage, || hq.array(&array));
         let (d, h) = if round % 2 == 0 {
-            let d = datarun(&["--count", &count, "--", "true"]);
-            (d, hq.array(&array))
+            let d = many_datarun(&mut times.datarun_cpu);
+            (d, many_hq(&mut times.hq_cpu))
         } else {
-            let h = hq.array(&array);
-            (datarun(&["--count", &count, "--", "true"]), h)
+            let h = many_hq(&mut times.hq_cpu);
+            (many_datarun(&mut times.datarun_cpu), h)
         };
         times.datarun_many.push(d);
         times.hq_many.push(h);
@@ -106,8 +125,52 @@ fn main() {
     times.report(n, rounds, trips, &load_before, &load_after);
 }
 
+/// The processes whose CPU a run of N folds is charged to.
+struct Processes {
+    /// The scheduler's own: datarun's master and agent, HyperQueue's server and worker.
+    scheduler: Vec<u32>,
+    /// The process that waits for the folds (their CPU is its children's).
+    runner: u32,
+}
+
+impl Processes {
+    /// Runs `run` (which starts and waits for the folds through the CLI) and adds the CPU
+    /// each part spent meanwhile to `usage`.
+    fn measure(&self, usage: &mut Usage, run: impl FnOnce() -> Duration) -> Duration {
+        let own = |pids: &[u32]| pids.iter().map(|&p| common::Cpu::of(p).own).sum::<f64>();
+        let (sched, folds, client) = (
+            own(&self.scheduler),
+            common::Cpu::of(self.runner).children,
+            common::Cpu::waited_children(),
+        );
+        let took = run();
+        usage.scheduler += own(&self.scheduler) - sched;
+        usage.folds += common::Cpu::of(self.runner).children - folds;
+        usage.client += common::Cpu::waited_children() - client;
+        took
+    }
+}
+
+/// CPU seconds spent on the N-fold runs, summed over the rounds.
+#[derive(Default)]
+struct Usage {
+    scheduler: f64,
+    folds: f64,
+    client: f64,
+}
+
+impl Usage {
+    /// Milliseconds per fold of each part: scheduler, folds, client.
+    fn per_fold(&self, folds: usize) -> [f64; 3] {
+        let per = |s: f64| s * 1000.0 / folds.max(1) as f64;
+        [per(self.scheduler), per(self.folds), per(self.client)]
+    }
+}
+
 #[derive(Default)]
 struct Times {
+    datarun_cpu: Usage,
+    hq_cpu: Usage,
     datarun_many: Vec<Duration>,
     /// The same folds on a runner without prefetch.
     plain_many: Vec<Duration>,
@@ -146,6 +209,33 @@ impl Times {
             ms(ht),
             dt.as_secs_f64() / ht.as_secs_f64()
         );
+        let (dc, hc) = (
+            self.datarun_cpu.per_fold(n * rounds),
+            self.hq_cpu.per_fold(n * rounds),
+        );
+        for (i, part) in [
+            "scheduler (datarun: master + agent; HQ: server + worker)",
+            "the folds themselves (`true`)",
+            "the CLI (submit and wait)",
+        ]
+        .iter()
+        .enumerate()
+        {
+            println!(
+                "| CPU per fold: {part} | {:.3} ms | {:.3} ms | {:.2} |",
+                dc[i],
+                hc[i],
+                dc[i] / hc[i]
+            );
+        }
+        // No scheduler can run the folds faster than their own CPU allows on these cores.
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
+        let floor = |fold_ms: f64| n as f64 * fold_ms / 1000.0 / cores;
+        println!(
+            "| the folds' own CPU / {cores} cores (a floor no scheduler beats) | {:.2} s | {:.2} s | |",
+            floor(dc[1]),
+            floor(hc[1])
+        );
         println!(
             "{}",
             json!({
@@ -160,6 +250,8 @@ impl Times {
                 "datarun_trip_ms": ms(dt),
                 "hq_trip_ms": ms(ht),
                 "trip_ratio": dt.as_secs_f64() / ht.as_secs_f64(),
+                "datarun_cpu_ms_per_fold": {"scheduler": dc[0], "folds": dc[1], "client": dc[2]},
+                "hq_cpu_ms_per_fold": {"scheduler": hc[0], "folds": hc[1], "client": hc[2]},
                 "loadavg_before": before,
                 "loadavg_after": after,
             })

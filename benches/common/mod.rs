@@ -89,6 +89,11 @@ impl BenchMaster {
         v
     }
 
+    /// The master's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The master's stderr, when `start_with` piped it.
     pub fn take_stderr(&mut self) -> Option<std::process::ChildStderr> {
         self.child.stderr.take()
@@ -163,6 +168,68 @@ impl Drop for BenchMaster {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+/// CPU time from `/proc/<pid>/stat`, seconds: the process's own (all its threads) and that of
+/// its children it has waited for.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Cpu {
+    pub own: f64,
+    pub children: f64,
+}
+
+impl Cpu {
+    /// Of process `pid` now (zero if it is gone).
+    pub fn of(pid: u32) -> Cpu {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // After the command name (in parentheses, which may hold spaces): fields 3 on.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let field = |n: usize| -> f64 {
+            rest.split_whitespace()
+                .nth(n - 3)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        // SAFETY: sysconf has no preconditions.
+        let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Cpu {
+            own: (field(14) + field(15)) / tick,
+            children: (field(16) + field(17)) / tick,
+        }
+    }
+
+    /// The CPU time of the children this process has waited for (`getrusage`), seconds.
+    pub fn waited_children() -> f64 {
+        // SAFETY: a zeroed rusage is a valid out-parameter.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is valid and writable.
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        s(usage.ru_utime) + s(usage.ru_stime)
+    }
+
+    pub fn minus(self, before: Cpu) -> Cpu {
+        Cpu {
+            own: self.own - before.own,
+            children: self.children - before.children,
+        }
+    }
+}
+
+/// The child processes of `pid` (of all its threads).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect()
 }
 
 /// Cargo and nextest list benches with `--list`; these have nothing to list.
