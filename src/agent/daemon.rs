@@ -201,8 +201,12 @@ impl Agent {
         // Runs queued for an earlier connection never started: the master that sent them
         // finds them missing from this hello and requeues their folds (lost before starting).
         self.queued.clear();
+        let step = std::time::Instant::now();
         let recovered = self.journal.recover()?;
+        note_slow("recovering its journal", &self.runner, step);
+        let step = std::time::Instant::now();
         let containers = self.containers().await;
+        note_slow("listing its containers", &self.runner, step);
         let mut lost = Vec::new();
         // An orphan of this very process (a daemon hello after a reconnect) is simply ours.
         let orphaned = recovered
@@ -244,9 +248,12 @@ impl Agent {
         }
         running.sort_unstable();
         running.dedup();
+        let step = std::time::Instant::now();
+        let facts = Box::new(self.facts().await);
+        note_slow("gathering the machine's facts", &self.runner, step);
         self.out.open(FromAgent::Hello {
             version: PROTOCOL_VERSION,
-            facts: Box::new(self.facts().await),
+            facts,
             running,
             finished,
         });
@@ -410,6 +417,18 @@ impl Agent {
             let _ = out.send(FromAgent::Finished(report));
             let _ = notices.send(Notice::Ended(attempt));
         });
+    }
+}
+
+/// A start-up step slower than this is logged: a master restarts a local agent that has not
+/// said hello within 15 s, and the log then says which step held it.
+const SLOW_STEP: Duration = Duration::from_secs(2);
+
+/// Logs `step` of agent `runner`'s start-up (or hello) if it took longer than [`SLOW_STEP`].
+pub(super) fn note_slow(step: &str, runner: &str, since: std::time::Instant) {
+    let took = since.elapsed();
+    if took > SLOW_STEP {
+        tracing::warn!("agent {runner}: {step} took {:.1} s", took.as_secs_f64());
     }
 }
 

@@ -211,7 +211,9 @@ async fn serve(
     mut inputs: mpsc::UnboundedReceiver<Input>,
     exit_on_close: bool,
 ) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
     let (mut agent, mut notices) = Agent::new(&cfg).await?;
+    super::daemon::note_slow("opening its journal and executor", &cfg.runner, started);
     let mut conns: HashMap<u64, Conn> = HashMap::new();
     let mut master: Option<u64> = None;
     loop {
