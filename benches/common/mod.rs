@@ -207,13 +207,6 @@ impl Cpu {
         let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
         s(usage.ru_utime) + s(usage.ru_stime)
     }
-
-    pub fn minus(self, before: Cpu) -> Cpu {
-        Cpu {
-            own: self.own - before.own,
-            children: self.children - before.children,
-        }
-    }
 }
 
 /// The child processes of `pid` (of all its threads).

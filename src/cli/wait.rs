@@ -67,12 +67,16 @@ fn follow(
     let wanted: std::collections::BTreeSet<i64> = ids.iter().copied().collect();
     let state_of = |v: &Value| v.as_str().and_then(FoldState::parse);
     let stopped = |s: &FoldState| s.is_final() || *s == FoldState::Held;
-    loop {
-        let going: Vec<String> = wanted
+    // The folds wanted that have not stopped, as `states` stands.
+    let still_going = |states: &BTreeMap<i64, FoldState>| {
+        wanted
             .iter()
             .filter(|id| !states.get(id).is_some_and(stopped))
-            .map(i64::to_string)
-            .collect();
+            .copied()
+            .collect::<Vec<i64>>()
+    };
+    loop {
+        let going: Vec<String> = still_going(&states).iter().map(i64::to_string).collect();
         if going.is_empty() {
             let bad: Vec<String> = states
                 .iter()
@@ -112,10 +116,7 @@ fn follow(
         }
         seq = page["seq"].as_i64().unwrap_or(seq);
         let moved = events.is_some_and(|e| !e.is_empty());
-        let still = wanted
-            .iter()
-            .filter(|id| !states.get(id).is_some_and(stopped))
-            .count();
+        let still = still_going(&states).len();
         if moved && still > GATHER_ABOVE {
             let pause = gather_pause(still, wanted.len() - still, start.elapsed());
             let left = timeout.map_or(pause, |t| t.saturating_sub(start.elapsed()));
