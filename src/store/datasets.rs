@@ -299,7 +299,7 @@ impl Store {
         }
         let owner = scope.owner().map(str::to_string);
         let visible = scope.sql("owner", 3);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {DATASET_COLUMNS} FROM datasets WHERE id > ?1 AND {visible} ORDER BY id LIMIT ?2"
             ))?;
@@ -318,7 +318,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.dataset(id).await;
         }
-        self.call(move |conn| find_dataset(conn, id)).await
+        self.read(move |conn| find_dataset(conn, id)).await
     }
 
     /// The dataset's CSV table, as uploaded.
@@ -326,7 +326,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.dataset_table(id).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let d = find_dataset(conn, id)?;
             blobs::get(conn, &d.table_sha256)?.ok_or_else(|| no_table(&d.table_sha256))
         })
@@ -406,7 +406,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.list_splits(dataset).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             find_dataset(conn, dataset)?;
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {SPLIT_COLUMNS} FROM splits WHERE dataset_id = ?1 ORDER BY id"
@@ -422,7 +422,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.split(id).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let s = find_split(conn, id)?;
             let train = read_indices(conn, &s.train_sha256)?;
             let test = read_indices(conn, &s.test_sha256)?;

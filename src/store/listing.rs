@@ -23,7 +23,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.list_folds(filter).await;
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut sql = format!("SELECT {FOLD_COLUMNS} FROM folds f LEFT JOIN attempts a ON a.id = f.last_attempt WHERE 1=1");
             let mut args: Vec<rusqlite::types::Value> = Vec::new();
             if !filter.states.is_empty() {

@@ -160,7 +160,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.events_of_kind(kind, limit).await;
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "SELECT at, detail FROM events WHERE kind = ?1 ORDER BY id DESC LIMIT ?2",

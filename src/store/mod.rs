@@ -351,6 +351,21 @@ impl Store {
         self.read_on(&self.reads, f).await
     }
 
+    /// Like `read`, with every query of `f` in one read transaction: a record read from
+    /// several tables (a submission and its folds) comes from one snapshot, as it would on
+    /// the writer, without waiting behind the writer's commits and fsyncs.
+    pub(crate) async fn read_snapshot<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.read(move |conn| {
+            let tx = conn.transaction()?;
+            f(&tx)
+        })
+        .await
+    }
+
     /// Like `read`, on the master's own reader: the scheduling cycle's look at what changed
     /// never queues behind API reads (listings, status, lookups).
     pub(crate) async fn read_for_master<T, F>(&self, f: F) -> Result<T>

@@ -249,7 +249,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.custom_split_fold(id).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let s = find_split(conn, id)?;
             match (s.state.as_str(), s.fold_id) {
                 ("running", Some(f)) => Ok(Some(get_fold(conn, f)?)),

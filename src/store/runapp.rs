@@ -93,7 +93,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.runapp_split(dataset).await;
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .query_row(
                     "SELECT split_id FROM runapp_rawdata WHERE dataset_id = ?1",
@@ -115,7 +115,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.runapp_submission(owner, s_id).await;
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             Ok(conn
                 .query_row(
                     "SELECT submission_id FROM runapp_submissions WHERE owner = ?1 AND databoard_s_id = ?2",
@@ -210,7 +210,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.runapp_folds(owner, ids).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let ids: Vec<i64> = match ids {
                 Some(ids) => ids,
                 None => conn
@@ -236,7 +236,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.runapp_meta(sfs).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let mut out = Vec::new();
             let mut stmt = conn.prepare_cached(&format!(
                 "SELECT {RUNAPP_FOLD_COLUMNS} FROM runapp_folds WHERE submission_fold_id = ?1"

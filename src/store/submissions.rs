@@ -232,7 +232,7 @@ impl Store {
         }
         let owner = scope.owner().map(str::to_string);
         let visible = scope.sql("owner", 4);
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let mut ids = conn
                 .prepare_cached(&format!(
                     "SELECT id FROM submissions WHERE (?1 IS NULL OR dataset_id = ?1) AND id > ?2
@@ -257,7 +257,8 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.submission(id).await;
         }
-        self.call(move |conn| find_submission(conn, id)).await
+        self.read_snapshot(move |conn| find_submission(conn, id))
+            .await
     }
 
     /// A submission fold, its submission (without folds) and its runs (run, fold id, cause).
@@ -272,7 +273,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.submission_fold(id).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let sf = find_sf(conn, id)?;
             let mut s = find_submission(conn, sf.submission_id)?;
             s.folds.clear();
@@ -339,7 +340,7 @@ impl Store {
             return pg.submission_folds(scope, ids).await;
         }
         let scope = scope.clone();
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let mut out = Vec::new();
             for id in ids {
                 match check(conn, &scope, Resource::SubmissionFold(id))
@@ -426,7 +427,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.leaderboard_inputs(dataset).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let subs: Vec<(i64, String, String)> = conn
                 .prepare_cached("SELECT id, name, owner FROM submissions WHERE dataset_id = ?1 ORDER BY id")?
                 .query_map([dataset], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
@@ -452,7 +453,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.submission_fold_json(id).await;
         }
-        self.call(move |conn| {
+        self.read_snapshot(move |conn| {
             let sf = find_sf(conn, id)?;
             let sha: String = conn.query_row(
                 "SELECT sha256 FROM fold_inputs WHERE fold_id = ?1 AND name = ?2",

@@ -96,7 +96,7 @@ impl Store {
             return pg.visible(scope, r).await;
         }
         let scope = scope.clone();
-        self.call(move |conn| check(conn, &scope, r)).await
+        self.read(move |conn| check(conn, &scope, r)).await
     }
 
     /// Records `owner` as an owner of these (stored) blobs: they uploaded the bytes.

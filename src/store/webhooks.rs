@@ -371,7 +371,7 @@ impl Store {
         if let Some(pg) = self.pg() {
             return pg.webhooks(scope, target, after, limit).await;
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             let (kind, id) = match target {
                 Some((k, id)) => (Some(k.as_str()), Some(id)),
                 None => (None, None),

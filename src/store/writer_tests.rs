@@ -132,3 +132,52 @@ async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_n
     use FoldState::*;
     assert_eq!(states, [Done, Done, Running, Running, Done]);
 }
+
+/// The API's lookups and listings run on reader connections: none waits behind a write that
+/// holds the writer (a stream of submits and results, each group ending in an fsync), and
+/// each still answers for the caller's own folds only.
+#[tokio::test]
+async fn lookups_and_listings_answer_while_the_writer_is_held() {
+    use crate::store::records::FoldFilter;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let ids = store
+        .submit("ann".into(), false, vec![(spec(0), None), (spec(0), None)])
+        .await
+        .unwrap();
+    let release = hold_writer(&store);
+    let soon = std::time::Duration::from_secs(5);
+    let ann = Scope::Owner("ann".into());
+    let bob = Scope::Owner("bob".into());
+    let seen = tokio::time::timeout(soon, store.visible(&ann, Resource::Fold(ids[0])))
+        .await
+        .expect("a fold's owner check does not wait for the writer");
+    assert!(seen.is_ok(), "{seen:?}");
+    let hidden = tokio::time::timeout(soon, store.visible(&bob, Resource::Fold(ids[0])))
+        .await
+        .expect("another owner's check does not wait for the writer");
+    assert!(
+        matches!(hidden, Err(StoreError::NotFound(_))),
+        "another owner's fold answers as a missing one: {hidden:?}"
+    );
+    let fold = tokio::time::timeout(soon, store.fold(ids[1]))
+        .await
+        .expect("a fold lookup does not wait for the writer")
+        .unwrap();
+    assert_eq!(fold.id, ids[1]);
+    let page = tokio::time::timeout(soon, store.list_folds(FoldFilter::default()))
+        .await
+        .expect("a listing does not wait for the writer")
+        .unwrap();
+    assert_eq!(page.folds.iter().map(|f| f.id).collect::<Vec<_>>(), ids);
+    let missing = tokio::time::timeout(soon, store.submission(1))
+        .await
+        .expect("a submission lookup does not wait for the writer");
+    assert!(
+        matches!(missing, Err(StoreError::NotFound(_))),
+        "{missing:?}"
+    );
+    let held = store.queue(|_| Ok(())).unwrap();
+    release.send(()).unwrap();
+    held.await.unwrap().unwrap();
+}
