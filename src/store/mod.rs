@@ -121,6 +121,8 @@ const GROUP: usize = 256;
 const URGENT_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
 /// Reader threads beside the writer.
 const READERS: usize = 2;
+/// How often the checkpointer (`checkpointer`) copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 /// Prepared statements kept per connection (`prepare_cached`). rusqlite keeps 16 by default;
 /// recording one result runs more distinct statements than that (attempt, fold, event,
 /// provenance, dependants, webhooks...), so every statement was parsed again each time: a sixth
@@ -184,12 +186,26 @@ impl Store {
         schema::migrate(&mut conn).map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(open_err)?;
+        // The WAL is copied into the database by a thread of its own (`checkpointer`), not
+        // by whichever commit of the writer crosses 1,000 pages: that commit then held every
+        // job behind it (a placement too) for the copy and its fsyncs.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
+        let checkpoints = Connection::open(path).map_err(open_err)?;
         let (tx, rx) = std::sync::mpsc::channel::<Queued>();
+        let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
         let (changed, changes) =
             tokio::sync::watch::channel(events::newest(&conn).map_err(open_err)?);
         std::thread::Builder::new()
             .name("datarun-store".into())
-            .spawn(move || writer(conn, rx, changed))
+            .spawn(move || {
+                let _alive = alive;
+                writer(conn, rx, changed)
+            })
+            .map_err(thread_err)?;
+        std::thread::Builder::new()
+            .name("datarun-checkpoint".into())
+            .spawn(move || checkpointer(checkpoints, writer_gone))
             .map_err(thread_err)?;
         let (read_tx, read_rx) = std::sync::mpsc::channel::<ReadJob>();
         let read_rx = std::sync::Arc::new(std::sync::Mutex::new(read_rx));
@@ -468,6 +484,36 @@ fn writer(
         }
         for reply in replies.drain(..) {
             reply();
+        }
+    }
+}
+
+/// Copies the WAL's committed pages into the database file every [`CHECKPOINT_EVERY`]
+/// (a passive checkpoint: it waits for no reader and never blocks the writer, which goes on
+/// appending meanwhile; SQLite starts the WAL over once all of it is copied). Ends with the
+/// writer (`writer_gone`), after one last checkpoint.
+fn checkpointer(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
+    let mut seen = (0, 0);
+    loop {
+        let last = !matches!(
+            writer_gone.recv_timeout(CHECKPOINT_EVERY),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        let t = std::time::Instant::now();
+        // (pages in the WAL, pages of it copied): the same twice when nothing was written.
+        let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        });
+        match done {
+            Ok(pages) if pages != seen => {
+                seen = pages;
+                crate::metrics::get().store_op("checkpoint", "wal", t.elapsed())
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("the store's WAL checkpoint failed: {e}"),
+        }
+        if last {
+            return;
         }
     }
 }

@@ -181,3 +181,32 @@ async fn lookups_and_listings_answer_while_the_writer_is_held() {
     release.send(()).unwrap();
     held.await.unwrap().unwrap();
 }
+
+/// The WAL is copied into the database file by the checkpointer thread while the store is
+/// open (the writer's commits no longer do it): the file grows with what was written, and the
+/// store's data is all there.
+#[tokio::test]
+async fn the_checkpointer_copies_the_wal_into_the_database_while_the_store_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let store = Store::open(&path).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    let ids = store
+        .submit("ann".into(), false, vec![(spec(0), None); 2_000])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let grown = loop {
+        let now = std::fs::metadata(&path).unwrap().len();
+        if now > before + 100_000 || std::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        grown > before + 100_000,
+        "the database file stayed at {grown} bytes (was {before}) with 2,000 folds in the WAL"
+    );
+    let last = store.fold(*ids.last().unwrap()).await.unwrap();
+    assert_eq!(last.id, *ids.last().unwrap());
+}
