@@ -37,7 +37,7 @@ pub const MAX_LOG_CHUNK: u64 = 64 << 10;
 pub const LOG_FILE: &str = "log";
 
 /// What the master grants an attempt.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Grant {
     pub millicpus: u32,
     pub memory: u64,

@@ -154,7 +154,7 @@ impl Master {
         }
         for (attempt, reason) in lost {
             tracing::warn!("attempt {attempt}: lost: {reason}");
-            self.progress.remove(&attempt);
+            self.drop_progress(attempt);
             self.usage.ended(attempt, 0);
             self.store.mark_lost(attempt, reason).await?;
             self.dirty = true;

@@ -6,6 +6,7 @@ mod cycle;
 mod fair;
 mod handle;
 mod links;
+mod publish;
 mod reload;
 mod reports;
 pub mod role;
@@ -116,41 +117,12 @@ pub struct Master {
     /// reflects.
     index: Arc<RwLock<IdleIndex>>,
     seq: i64,
-    /// Of the runners' capacity as last published (see `publish`).
-    capacity_fingerprint: u64,
+    /// What the API's view last got (see `publish`).
+    published: publish::Published,
     /// Idle folds kept out of the index while an attempt of theirs is being cancelled.
     parked: HashMap<FoldId, PendingFold>,
     /// The assignments being committed, if any (see `cycle`).
     assigning: Option<Assigning>,
-}
-
-/// A hash of what the capacity check reads of the runners (all but what is free now and
-/// whether they are available).
-fn capacity_fingerprint(views: &[RunnerView]) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    for v in views {
-        (
-            &v.name,
-            &v.queues,
-            v.slots_total,
-            v.millicpus_total,
-            v.memory_total,
-        )
-            .hash(&mut h);
-        (
-            &v.gpus_total,
-            v.hard_limit_ms,
-            &v.images,
-            &v.arch,
-            &v.os,
-            &v.labels,
-        )
-            .hash(&mut h);
-        v.requirements.hash(&mut h);
-        format!("{:?}", v.attributes).hash(&mut h);
-    }
-    h.finish()
 }
 
 impl Master {
@@ -226,7 +198,7 @@ impl Master {
             releasing: HashMap::new(),
             index,
             seq,
-            capacity_fingerprint: 0,
+            published: Default::default(),
             parked: HashMap::new(),
             assigning: None,
             cfg,
@@ -306,38 +278,6 @@ impl Master {
                 stale = false;
             }
         }
-    }
-
-    fn publish(&mut self) {
-        let views: Vec<RunnerView> = self.runners.values().map(RunnerState::view).collect();
-        // The capacity check at submit sees the runners as if idle and available; it is
-        // rebuilt (and its answers forgotten) only when that picture changes.
-        let fingerprint = capacity_fingerprint(&views);
-        let capacity = (fingerprint != self.capacity_fingerprint).then(|| {
-            self.capacity_fingerprint = fingerprint;
-            Arc::new(
-                views
-                    .iter()
-                    .map(|v| RunnerView {
-                        unavailable: None,
-                        ..v.clone()
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        });
-        let mut view = self.shared.view.write().expect("view lock");
-        if let Some(capacity) = capacity {
-            view.capacity = capacity;
-            view.capacity_gen += 1;
-        }
-        view.runners = self.runners.values().map(RunnerState::status).collect();
-        view.views = views;
-        view.progress = self.progress.clone();
-        view.queue_priority = self.cfg.inventory.queue_priorities();
-        view.inventory_error = self.inventory_error.clone();
-        view.owners = self.usage.owners();
-        view.fair_share = self.cfg.fair_share.is_some();
-        view.owner_cap = self.cfg.owner_cap;
     }
 
     async fn on_command(&mut self, cmd: Command) -> anyhow::Result<()> {

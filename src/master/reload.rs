@@ -60,6 +60,8 @@ impl Master {
             return Ok(Err("this master runs on the embedded default inventory; start it with --inventory FILE to edit runners".into()));
         };
         self.inventory_stamp = stamp(&path);
+        // Specs may change: the next publish rebuilds every runner's view.
+        self.publish_all();
         let inv = match inventory::load(&path) {
             Ok(inv) => inv,
             Err(e) => {

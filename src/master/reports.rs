@@ -35,7 +35,7 @@ impl Master {
                 self.started.push(attempt)
             }
             FromAgent::Progress { attempt, progress } => {
-                self.progress.insert(attempt, progress);
+                self.set_progress(attempt, progress);
             }
             FromAgent::FetchBlob {
                 sha256,
@@ -94,7 +94,7 @@ impl Master {
         let finished_ids: Vec<AttemptId> = finished.iter().map(|f| f.attempt).collect();
         // The results it reports again record these facts in their provenance.
         if let Some(r) = self.runners.get_mut(runner) {
-            r.facts = Some(facts.clone());
+            r.set_facts(facts.clone());
         }
         for report in finished {
             self.on_finished(runner, report);
@@ -137,7 +137,7 @@ impl Master {
         r.last_error = None;
         let spec = serde_json::to_string(&r.spec).expect("runner spec serializes");
         let facts_json = serde_json::to_string(&facts).expect("facts serialize");
-        r.facts = Some(facts);
+        r.set_facts(facts);
         self.store
             .upsert_runner(runner.to_string(), spec, "ready".into(), Some(facts_json))
             .await?;
@@ -269,7 +269,7 @@ impl Master {
     /// is recorded, in case it is not.
     fn finished_one(&mut self, runner: String, input: ResultInput) {
         self.usage.ended(input.attempt, input.metrics.wall_ms);
-        self.progress.remove(&input.attempt);
+        self.drop_progress(input.attempt);
         if let Some(r) = self.runners.get_mut(&runner) {
             let grant = r.grants.get(&input.attempt).cloned().or_else(|| {
                 r.queued

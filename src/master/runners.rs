@@ -15,7 +15,9 @@ pub struct RunnerState {
     pub link: Option<Link>,
     /// Hello received on the current link: the runner takes folds.
     pub ready: bool,
+    /// Set by `set_facts`, which counts each change in `facts_changes` (for `stamp`).
     pub facts: Option<Facts>,
+    facts_changes: u64,
     pub grants: BTreeMap<AttemptId, Grant>,
     /// Attempts queued on the agent behind another (the runner's `prefetch`): each with the
     /// attempt it follows and its grant, which is within that one's. They take no slot of
@@ -43,14 +45,14 @@ pub struct RunnerState {
 }
 
 /// An attempt queued on a runner's agent behind another.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Hash)]
 pub struct Queued {
     pub after: AttemptId,
     pub grant: Grant,
 }
 
 /// An attempt being cancelled on a runner: its fold (if the store knows it) and its grant.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Hash)]
 pub struct Cancelling {
     pub fold: Option<FoldId>,
     pub grant: Grant,
@@ -89,6 +91,7 @@ impl RunnerState {
             link: None,
             ready: false,
             facts: None,
+            facts_changes: 0,
             grants: BTreeMap::new(),
             queued: BTreeMap::new(),
             cancelling: BTreeMap::new(),
@@ -284,6 +287,26 @@ impl RunnerState {
             attributes: self.spec.attributes.clone(),
             requirements: self.spec.requirements.clone(),
         }
+    }
+
+    /// A hash of everything `view` and `status` read that may change while the runner's spec
+    /// stays the same (its slots, connection, error and how often its facts were set): `Master::publish` rebuilds a
+    /// runner's view and status only when this changes. A spec changes only by a reload,
+    /// after which every runner is rebuilt.
+    pub fn stamp(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.ready, self.drained, self.removed, &self.last_error).hash(&mut h);
+        (&self.grants, &self.queued, &self.cancelling).hash(&mut h);
+        // Not the facts themselves: hashing their text for every runner was most of the cost.
+        self.facts_changes.hash(&mut h);
+        h.finish()
+    }
+
+    /// The facts its agent reported (at hello).
+    pub fn set_facts(&mut self, facts: Facts) {
+        self.facts = Some(facts);
+        self.facts_changes += 1;
     }
 
     pub fn status(&self) -> RunnerStatus {
