@@ -15,10 +15,9 @@ pub(super) struct Published {
     names: Vec<String>,
     /// Each runner's stamp when its view and status were last built.
     stamps: Vec<u64>,
-    /// Each runner's `capacity_hash` (what the capacity check at submit reads).
+    /// Each runner's `capacity_hash` (what the capacity check at submit reads): the
+    /// capacity picture is rebuilt when one of them changes.
     capacity: Vec<u64>,
-    /// The hash of `capacity`: the capacity picture is rebuilt when it changes.
-    fingerprint: Option<u64>,
     /// Rebuild every runner next time (a reload may have changed their specs).
     all: bool,
     /// Attempts whose progress changed since.
@@ -77,28 +76,28 @@ impl Master {
         let all =
             p.all || p.names.len() != self.runners.len() || !p.names.iter().eq(self.runners.keys());
         p.all = false;
-        if all {
+        // Rebuilding every runner: the capacity picture changed if the new hashes differ.
+        let before = all.then(|| {
             p.names = self.runners.keys().cloned().collect();
             p.stamps = vec![0; self.runners.len()];
-            p.capacity = vec![0; self.runners.len()];
-        }
+            std::mem::replace(&mut p.capacity, vec![0; self.runners.len()])
+        });
+        let mut capacity_changed = false;
         let mut changed = Vec::new();
         for (i, r) in self.runners.values().enumerate() {
             let stamp = r.stamp();
             if all || p.stamps[i] != stamp {
                 let v = r.view();
+                let capacity = capacity_hash(&v);
+                capacity_changed |= p.capacity[i] != capacity;
                 p.stamps[i] = stamp;
-                p.capacity[i] = capacity_hash(&v);
+                p.capacity[i] = capacity;
                 changed.push((i, v, r.status()));
             }
         }
-        let fingerprint = {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            p.capacity.hash(&mut h);
-            h.finish()
-        };
-        let capacity_changed = p.fingerprint != Some(fingerprint);
-        p.fingerprint = Some(fingerprint);
+        if let Some(before) = before {
+            capacity_changed = p.capacity != before;
+        }
         let progress: Vec<(AttemptId, Option<Progress>)> = p
             .progress
             .drain()
