@@ -202,7 +202,8 @@ impl Master {
             parked: HashMap::new(),
             assigning: None,
             cfg,
-            store: store.clone(),
+            // The master's jobs keep their order and take turns with the API's (`Store`).
+            store: store.for_master(),
             runners,
             shared: shared.clone(),
             commands: cmd_rx,
@@ -218,7 +219,7 @@ impl Master {
             inventory_stamp: cfg_stamp,
             inventory_error: None,
             usage,
-            transfers: transfers::Transfers::new(store.clone()),
+            transfers: transfers::Transfers::new(store.for_master()),
         };
         master.publish();
         Ok((master, MasterHandle { shared }))

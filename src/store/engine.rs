@@ -256,6 +256,7 @@ impl Store {
             )),
             changes,
             pg: Some(pg),
+            lane: super::Lane::Others,
         }
     }
 

@@ -101,7 +101,20 @@ type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 struct Queued {
     durability: Durability,
     urgent: bool,
+    lane: Lane,
     job: Job,
+}
+
+/// Whose job it is, for the writer's order (`Lanes`): each caller's jobs run in the order it
+/// queued them, and neither waits behind more than one job of the other at a time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Lane {
+    /// The master's own jobs (`Store::for_master`): result recordings, losses, runner rows.
+    /// They keep one order among themselves: a loss queued after a result chunk of the same
+    /// attempt must not overtake it.
+    Master,
+    /// Everyone else's: the API's submits and changes, the workflow, the CLI.
+    Others,
 }
 
 /// How the writer treats a job's changes.
@@ -116,9 +129,10 @@ enum Durability {
 
 /// Jobs the writer takes in one group, at most.
 const GROUP: usize = 256;
-/// How long an urgent job's answer may wait for the rest of its group: once it has waited this
-/// long, the group ends (one fsync) at the next job's end and its callers hear back.
-const URGENT_WAIT: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long the writer runs one group's jobs, at most, before it makes them durable and
+/// answers: every caller of a group waits for all of it, so 256 result chunks of ~10 ms each
+/// would hold a submit's answer (and the master's next look at it) for seconds.
+const GROUP_TIME: std::time::Duration = std::time::Duration::from_millis(20);
 /// Reader threads beside the writer.
 const READERS: usize = 2;
 /// How often the checkpointer (`checkpointer`) copies the WAL into the database file.
@@ -133,15 +147,19 @@ const STATEMENT_CACHE: usize = 512;
 ///
 /// One writer thread owns the read-write connection; every change is a job run there, one at
 /// a time, each in its own transaction. The writer **commits in groups**: it runs the jobs
-/// that are waiting (up to `GROUP`) with `synchronous=NORMAL`, then makes the group durable
-/// with one fsync (a write of `sync_marker` with `synchronous=FULL`, which syncs the WAL and so
-/// every commit before it), and only then answers the callers. Many small submits share an
+/// that are waiting (up to `GROUP`, for up to `GROUP_TIME`) with `synchronous=NORMAL`, then
+/// makes the group durable with one fsync (a write of `sync_marker` with `synchronous=FULL`,
+/// which syncs the WAL and so every commit before it), and only then answers the callers. Many small submits share an
 /// fsync and each is still on disk before it is acknowledged.
 ///
 /// **Urgent** jobs (`call_urgent`: the master's assignment commits) go before every other job
-/// waiting, and their group ends at most one job after [`URGENT_WAIT`]: a placement never
-/// queues behind a stream of result recordings or submits, which the master records in chunks
+/// waiting, and their group ends as soon as no urgent job waits: a placement never queues
+/// behind a stream of result recordings or submits, which the master records in chunks
 /// (`apply_reports_chunked`) so that no one job holds the writer for long.
+///
+/// The other jobs run in two **lanes** taken in turn (`Lanes`): the master's own (a `Store`
+/// from `for_master`) and everyone else's. A submit batch waits for one result chunk at most,
+/// not for a whole flush of thousands of results queued together; each lane keeps its order.
 ///
 /// Reader threads own read-only connections: queries that change nothing (`read`) run there,
 /// never waiting behind the writer (WAL lets readers and a writer work at once). The master's
@@ -163,6 +181,8 @@ pub struct Store {
     /// The PostgreSQL engine, when this store is one (`open_pg`): the operations it has go
     /// there, every other one fails as `StoreError::Unsupported` (`engine`).
     pg: Option<pg::PgStore>,
+    /// The writer's lane of this handle's jobs (`for_master`).
+    lane: Lane,
 }
 
 /// How many times a fold may lose its runner (crash, partition past the lease) before it is
@@ -243,7 +263,17 @@ impl Store {
             max_losses: Arc::new(AtomicU32::new(DEFAULT_MAX_LOSSES)),
             changes,
             pg: None,
+            lane: Lane::Others,
         })
+    }
+
+    /// This store for the master's own jobs: they run in one order among themselves, taking
+    /// turns with everyone else's (see `Store`).
+    pub(crate) fn for_master(&self) -> Store {
+        Store {
+            lane: Lane::Master,
+            ..self.clone()
+        }
     }
 
     /// Sets how many runner losses a fold may take before it is held (for every clone).
@@ -286,6 +316,7 @@ impl Store {
             .send(Queued {
                 durability,
                 urgent,
+                lane: self.lane,
                 job,
             })
             .map_err(|_| StoreError::Closed)
@@ -433,7 +464,7 @@ impl Store {
 /// `synchronous=NORMAL`), makes the group's changes durable with one fsync when a durable job
 /// changed anything, publishes the newest event's id when any job changed anything (the
 /// event feed's change signal), then answers every caller of the group. Urgent jobs run before
-/// the others waiting, and a group with one ends once it has waited [`URGENT_WAIT`].
+/// the others waiting, and a group with one ends once no urgent job waits.
 fn writer(
     mut conn: Connection,
     rx: std::sync::mpsc::Receiver<Queued>,
@@ -449,16 +480,20 @@ fn writer(
             }
         }
         let group_start = conn.total_changes();
+        let began = std::time::Instant::now();
         let mut sync = false;
-        let mut urgent_since = None;
+        let mut urgent = false;
         while let Some(q) = lanes.next(&rx) {
             let before = conn.total_changes();
             replies.push((q.job)(&mut conn));
             sync |= q.durability == Durability::Durable && conn.total_changes() != before;
-            if q.urgent && urgent_since.is_none() {
-                urgent_since = Some(std::time::Instant::now());
-            }
-            if replies.len() >= GROUP || urgent_since.is_some_and(|t| t.elapsed() >= URGENT_WAIT) {
+            urgent |= q.urgent;
+            // An urgent caller waits for its group's fsync only, not for a result chunk or a
+            // submit batch that would otherwise have joined the group.
+            if replies.len() >= GROUP
+                || began.elapsed() >= GROUP_TIME
+                || (urgent && !lanes.urgent_waiting(&rx))
+            {
                 break;
             }
         }
@@ -518,33 +553,59 @@ fn checkpointer(conn: Connection, writer_gone: std::sync::mpsc::Receiver<()>) {
     }
 }
 
-/// The writer's jobs taken off the channel: urgent ones first, each lane in its order.
+/// The writer's jobs taken off the channel: urgent ones first; then the master's and everyone
+/// else's in turn, one job each; each lane in its order.
 #[derive(Default)]
 struct Lanes {
     urgent: std::collections::VecDeque<Queued>,
-    normal: std::collections::VecDeque<Queued>,
+    master: std::collections::VecDeque<Queued>,
+    others: std::collections::VecDeque<Queued>,
+    /// The master's lane had the last turn.
+    master_went: bool,
 }
 
 impl Lanes {
     fn push(&mut self, q: Queued) {
         if q.urgent {
             self.urgent.push_back(q)
+        } else if q.lane == Lane::Master {
+            self.master.push_back(q)
         } else {
-            self.normal.push_back(q)
+            self.others.push_back(q)
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.urgent.is_empty() && self.normal.is_empty()
+        self.urgent.is_empty() && self.master.is_empty() && self.others.is_empty()
+    }
+
+    fn take_arrived(&mut self, rx: &std::sync::mpsc::Receiver<Queued>) {
+        while let Ok(q) = rx.try_recv() {
+            self.push(q);
+        }
+    }
+
+    /// An urgent job waits (after sorting in what arrived).
+    fn urgent_waiting(&mut self, rx: &std::sync::mpsc::Receiver<Queued>) -> bool {
+        self.take_arrived(rx);
+        !self.urgent.is_empty()
     }
 
     /// The next job: whatever arrived meanwhile is sorted in first, so an urgent job that came
     /// while another ran goes next.
     fn next(&mut self, rx: &std::sync::mpsc::Receiver<Queued>) -> Option<Queued> {
-        while let Ok(q) = rx.try_recv() {
-            self.push(q);
+        self.take_arrived(rx);
+        if let Some(q) = self.urgent.pop_front() {
+            return Some(q);
         }
-        self.urgent.pop_front().or_else(|| self.normal.pop_front())
+        let (first, second) = if self.master_went {
+            (&mut self.others, &mut self.master)
+        } else {
+            (&mut self.master, &mut self.others)
+        };
+        let q = first.pop_front().or_else(|| second.pop_front())?;
+        self.master_went = q.lane == Lane::Master;
+        Some(q)
     }
 }
 

@@ -52,41 +52,112 @@ async fn an_urgent_job_goes_before_the_jobs_waiting_and_each_lane_keeps_its_orde
 }
 
 #[tokio::test]
-async fn an_urgent_jobs_answer_does_not_wait_for_the_rest_of_its_group() {
+async fn the_masters_jobs_and_everyone_elses_take_turns_each_in_its_order() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
-    let ran = Arc::new(AtomicUsize::new(0));
+    let master = store.for_master();
+    let order = Arc::new(Mutex::new(Vec::new()));
     let release = hold_writer(&store);
-    let urgent = store
-        .queue_with(Durability::Durable, true, |c| {
-            Ok(c.execute("UPDATE sync_marker SET n = n + 1", [])?)
-        })
-        .unwrap();
-    // Ten slow jobs wait behind it; before lanes they shared its group (and its answer).
-    let mut slow = Vec::new();
-    for _ in 0..10 {
-        let ran = ran.clone();
-        slow.push(
-            store
-                .queue(move |_| {
-                    std::thread::sleep(std::time::Duration::from_millis(30));
-                    ran.fetch_add(1, Ordering::SeqCst);
-                    Ok(())
-                })
-                .unwrap(),
+    let mut answers = Vec::new();
+    // A flush of result chunks queued at once, then two submits and a loss of the master's.
+    for (name, by_master) in [
+        ("chunk1", true),
+        ("chunk2", true),
+        ("chunk3", true),
+        ("submit1", false),
+        ("submit2", false),
+        ("lost", true),
+    ] {
+        let order = order.clone();
+        let on = if by_master { &master } else { &store };
+        answers.push(
+            on.queue(move |_| {
+                order.lock().unwrap().push(name);
+                Ok(())
+            })
+            .unwrap(),
         );
     }
     release.send(()).unwrap();
-    assert_eq!(urgent.await.unwrap().unwrap(), 1);
-    let when = ran.load(Ordering::SeqCst);
-    assert!(
-        when <= 3,
-        "the urgent job answered after {when} of 10 slow jobs"
-    );
-    for rx in slow {
+    for rx in answers {
         rx.await.unwrap().unwrap();
     }
-    assert_eq!(ran.load(Ordering::SeqCst), 10);
+    // Each submit waited for one chunk, not for the flush; the loss stayed behind the chunks.
+    assert_eq!(
+        *order.lock().unwrap(),
+        ["chunk1", "submit1", "chunk2", "submit2", "chunk3", "lost"]
+    );
+}
+
+/// Queues `first` (urgent or not), then ten slow jobs behind it, all while the writer is held;
+/// returns how many slow jobs had started when `first` was answered (the writer answers a
+/// group's callers before it starts the next group's jobs, so this count is exact).
+fn slow_jobs_started_before_the_answer(store: &Store, urgent: bool) -> usize {
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let before = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let release = hold_writer(store);
+    let flag = answered.clone();
+    store
+        .enqueue(
+            Durability::Durable,
+            urgent,
+            |c| Ok(c.execute("UPDATE sync_marker SET n = n + 1", [])?),
+            move |out: Result<usize>| {
+                out.unwrap();
+                flag.store(true, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+    let (all_done, wait_all) = std::sync::mpsc::channel();
+    for _ in 0..10 {
+        let (answered, before, done, all_done) = (
+            answered.clone(),
+            before.clone(),
+            done.clone(),
+            all_done.clone(),
+        );
+        drop(store.queue(move |_| {
+            if !answered.load(Ordering::SeqCst) {
+                before.fetch_add(1, Ordering::SeqCst);
+            }
+            std::thread::sleep(GROUP_TIME + std::time::Duration::from_millis(10));
+            if done.fetch_add(1, Ordering::SeqCst) == 9 {
+                let _ = all_done.send(());
+            }
+            Ok(())
+        }));
+    }
+    release.send(()).unwrap();
+    wait_all
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the slow jobs ran");
+    assert!(answered.load(Ordering::SeqCst));
+    before.load(Ordering::SeqCst)
+}
+
+#[test]
+fn a_group_ends_once_it_has_run_for_its_time_and_answers_its_callers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    // A flush's result chunks behind a submit: it waits for the first one, not for all ten.
+    let when = slow_jobs_started_before_the_answer(&store, false);
+    assert_eq!(
+        when, 1,
+        "the first job answered after {when} of 10 slow jobs"
+    );
+}
+
+#[test]
+fn an_urgent_jobs_answer_does_not_wait_for_the_rest_of_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    // Its group ends with it: it waits for its fsync, not for a slow job.
+    let when = slow_jobs_started_before_the_answer(&store, true);
+    assert_eq!(
+        when, 0,
+        "the urgent job answered after {when} of 10 slow jobs"
+    );
 }
 
 #[tokio::test]
