@@ -520,7 +520,7 @@ async fn apply(
                 tracing::warn!(
                     "recording {n} results in one transaction failed ({e}); recording them one by one"
                 );
-                // Only the first chunk carried the starts.
+                // Only the chunks before the first result's carried starts.
                 let started = if from == 0 {
                     started.clone()
                 } else {

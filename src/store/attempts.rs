@@ -287,11 +287,13 @@ impl Store {
     }
 
     /// `apply_reports_with` in transactions of at most `chunk` results each, all queued at
-    /// once and in order (the starts and provenance with the first chunk, each result's
-    /// provenance before it in its own): they share the writer's group and its one fsync, but
-    /// an urgent job (an assignment) goes between two of them instead of waiting for all.
-    /// One answer per chunk, in order, with the number of results it held; a chunk that failed
-    /// stored nothing of its own.
+    /// once and in order (the starts first, in transactions of at most `STARTS_PER_CHUNK`
+    /// `chunk`s' worth; each result's provenance before it in its own): an urgent job (an
+    /// assignment) goes between two of them instead of waiting for all. A flush of the
+    /// master's slow spell holds tens of thousands of starts; in one transaction they held
+    /// the writer (and every placement) for most of a second.
+    /// One answer per chunk, in order, with the number of results it held (0 for a chunk of
+    /// starts); a chunk that failed stored nothing of its own.
     pub async fn apply_reports_chunked(
         &self,
         started: Vec<AttemptId>,
@@ -299,7 +301,9 @@ impl Store {
         provenance: Vec<crate::model::provenance::RunnerSide>,
         chunk: usize,
     ) -> Result<Vec<(usize, Result<Vec<RecordResult>>)>> {
-        if self.pg().is_some() || results.len() <= chunk.max(1) {
+        let chunk = chunk.max(1);
+        let starts_chunk = chunk * STARTS_PER_CHUNK;
+        if self.pg().is_some() || (results.len() <= chunk && started.len() <= starts_chunk) {
             let n = results.len();
             return Ok(vec![(
                 n,
@@ -310,18 +314,22 @@ impl Store {
             AttemptId,
             crate::model::provenance::RunnerSide,
         > = provenance.into_iter().map(|p| (p.attempt, p)).collect();
-        let mut started = Some(started);
         let mut queued = Vec::new();
+        // The starts go first, so that no result is recorded before its attempt's start.
+        for part in started.chunks(starts_chunk) {
+            let job = self.reports_job(part.to_vec(), Vec::new(), Vec::new());
+            queued.push((0, Vec::new(), self.queue(job)));
+        }
         let mut results = results.into_iter().peekable();
         while results.peek().is_some() {
-            let part: Vec<ResultInput> = results.by_ref().take(chunk.max(1)).collect();
+            let part: Vec<ResultInput> = results.by_ref().take(chunk).collect();
             let sides = part
                 .iter()
                 .filter_map(|r| provenance.remove(&r.attempt))
                 .collect();
             let measured = measured(&part);
             let n = part.len();
-            let job = self.reports_job(started.take().unwrap_or_default(), part, sides);
+            let job = self.reports_job(Vec::new(), part, sides);
             queued.push((n, measured, self.queue(job)));
         }
         let mut out = Vec::with_capacity(queued.len());
@@ -364,6 +372,10 @@ impl Store {
         }
     }
 }
+
+/// Starts per transaction of `apply_reports_chunked`, in results' chunks: a start costs less
+/// than a result (its attempt and fold marked, one event).
+const STARTS_PER_CHUNK: usize = 4;
 
 use super::holds::hold_for;
 use super::losses::{requeue_lost, Budget};

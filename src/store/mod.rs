@@ -103,6 +103,8 @@ struct Queued {
     urgent: bool,
     lane: Lane,
     job: Job,
+    /// When it was queued (the writer's timing log of urgent jobs).
+    queued_at: std::time::Instant,
 }
 
 /// Whose job it is, for the writer's order (`Lanes`): each caller's jobs run in the order it
@@ -309,7 +311,15 @@ impl Store {
         let job: Job = Box::new(move |conn| {
             let t = std::time::Instant::now();
             let out = f(conn);
-            crate::metrics::get().store_op("write", op, t.elapsed());
+            let took = t.elapsed();
+            crate::metrics::get().store_op("write", op, took);
+            if took >= std::time::Duration::from_millis(50) {
+                tracing::debug!(
+                    target: "datarun::timing",
+                    "write_ms={:.3} op={op}",
+                    took.as_secs_f64() * 1000.0
+                );
+            }
             Box::new(move || answer(out))
         });
         self.jobs
@@ -318,6 +328,7 @@ impl Store {
                 urgent,
                 lane: self.lane,
                 job,
+                queued_at: std::time::Instant::now(),
             })
             .map_err(|_| StoreError::Closed)
     }
@@ -483,9 +494,15 @@ fn writer(
         let began = std::time::Instant::now();
         let mut sync = false;
         let mut urgent = false;
+        // The first urgent job's wait before it ran and its own run (the timing log).
+        let mut urgent_times = None;
         while let Some(q) = lanes.next(&rx) {
             let before = conn.total_changes();
+            let (queued_at, started) = (q.queued_at, std::time::Instant::now());
             replies.push((q.job)(&mut conn));
+            if q.urgent && urgent_times.is_none() {
+                urgent_times = Some((started - queued_at, started.elapsed()));
+            }
             sync |= q.durability == Durability::Durable && conn.total_changes() != before;
             urgent |= q.urgent;
             // An urgent caller waits for its group's fsync only, not for a result chunk or a
@@ -498,8 +515,8 @@ fn writer(
             }
         }
         let changed_any = conn.total_changes() != group_start;
+        let t = std::time::Instant::now();
         if sync {
-            let t = std::time::Instant::now();
             let synced = sync_group(&conn);
             crate::metrics::get().store_op("fsync", "group", t.elapsed());
             if let Err(e) = synced {
@@ -515,6 +532,19 @@ fn writer(
                     changed.send_if_modified(|seen| std::mem::replace(seen, top) != top);
                 }
                 Err(e) => tracing::error!("the store cannot read its newest event: {e}"),
+            }
+        }
+        if let Some((waited, ran)) = urgent_times {
+            let synced = t.elapsed();
+            if waited + ran + synced >= std::time::Duration::from_millis(20) {
+                tracing::debug!(
+                    target: "datarun::timing",
+                    "urgent_wait_ms={:.3} urgent_run_ms={:.3} group_sync_ms={:.3} group_jobs={}",
+                    waited.as_secs_f64() * 1000.0,
+                    ran.as_secs_f64() * 1000.0,
+                    synced.as_secs_f64() * 1000.0,
+                    replies.len()
+                );
             }
         }
         for reply in replies.drain(..) {

@@ -188,20 +188,61 @@ async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_n
         .await
         .unwrap();
     let sizes: Vec<usize> = chunks.iter().map(|(n, _)| *n).collect();
-    assert_eq!(sizes, [2, 2, 1]);
-    assert!(chunks[0].1.is_ok() && chunks[2].1.is_ok(), "{:?}", chunks);
+    // The starts' own chunk first, then the results' chunks.
+    assert_eq!(sizes, [0, 2, 2, 1]);
     assert!(
-        matches!(&chunks[1].1, Err(StoreError::Io(m)) if m.contains("cannot")),
+        chunks[0].1.is_ok() && chunks[1].1.is_ok() && chunks[3].1.is_ok(),
         "{:?}",
-        chunks[1].1
+        chunks
+    );
+    assert!(
+        matches!(&chunks[2].1, Err(StoreError::Io(m)) if m.contains("cannot")),
+        "{:?}",
+        chunks[2].1
     );
     let mut states = Vec::new();
     for f in &folds {
         states.push(store.fold(*f).await.unwrap().state);
     }
-    // The starts went with the first chunk, so the failed chunk's folds still run.
+    // The starts went before the results, so the failed chunk's folds still run.
     use FoldState::*;
     assert_eq!(states, [Done, Done, Running, Running, Done]);
+}
+
+#[tokio::test]
+async fn many_starts_are_recorded_in_chunks_of_their_own_before_the_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let folds = store
+        .submit("ann".into(), false, vec![(spec(0), None); 20])
+        .await
+        .unwrap();
+    let mut attempts = Vec::new();
+    for f in &folds {
+        attempts.push(assign(&store, *f).await);
+    }
+    // The last attempt starts and ends in the same flush.
+    let last = *attempts.last().unwrap();
+    let chunks = store
+        .apply_reports_chunked(
+            attempts.clone(),
+            vec![result(last, Outcome::Success)],
+            Vec::new(),
+            2,
+        )
+        .await
+        .unwrap();
+    // 20 starts in chunks of 2 x STARTS_PER_CHUNK = 8, then the one result.
+    let sizes: Vec<usize> = chunks.iter().map(|(n, _)| *n).collect();
+    assert_eq!(sizes, [0, 0, 0, 1]);
+    assert!(chunks.iter().all(|(_, r)| r.is_ok()), "{chunks:?}");
+    let mut states = Vec::new();
+    for f in &folds {
+        states.push(store.fold(*f).await.unwrap().state);
+    }
+    let mut expected = vec![FoldState::Running; 19];
+    expected.push(FoldState::Done);
+    assert_eq!(states, expected);
 }
 
 /// The API's lookups and listings run on reader connections: none waits behind a write that
