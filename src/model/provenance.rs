@@ -254,15 +254,25 @@ pub fn pinned_image(p: &Provenance) -> Option<String> {
 
 /// An image reference without its `@sha256:...` pin (the name allowlists match).
 pub fn unpinned(image: &str) -> &str {
-    match image.split_once("@sha256:") {
-        Some((name, _)) => name,
+    match pin_at(image) {
+        Some(i) => &image[..i],
         None => image,
     }
 }
 
 /// The pin of `NAME@sha256:HEX` (`sha256:HEX`), if the reference has one.
 pub fn pin(image: &str) -> Option<&str> {
-    image.find("@sha256:").map(|i| &image[i + 1..])
+    pin_at(image).map(|i| &image[i + 1..])
+}
+
+/// Where the first `@sha256:` starts. A search for the byte `@` first: the scheduler's Image
+/// step unpins once per fold and runner, and a substring search set up per call was 8% of a
+/// cycle over 100,000 folds naming images.
+fn pin_at(image: &str) -> Option<usize> {
+    image
+        .match_indices('@')
+        .map(|(i, _)| i)
+        .find(|&i| image[i..].starts_with("@sha256:"))
 }
 
 /// Why a rerun of this record cannot be submitted with `given` secrets, or the environment
@@ -366,6 +376,12 @@ mod tests {
         assert_eq!(unpinned("busybox:test"), "busybox:test");
         assert_eq!(pin("busybox:test@sha256:ab"), Some("sha256:ab"));
         assert_eq!(pin("busybox:test"), None);
+        // Only an `@` that starts `@sha256:` pins; the first such one.
+        assert_eq!(unpinned("a@b@sha256:cd"), "a@b");
+        assert_eq!(pin("a@b@sha256:cd"), Some("sha256:cd"));
+        assert_eq!(unpinned("a@sha256:b@sha256:c"), "a");
+        assert_eq!(unpinned("a@sha256"), "a@sha256");
+        assert_eq!(pin("a@"), None);
     }
 
     #[test]
