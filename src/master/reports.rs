@@ -520,7 +520,7 @@ async fn apply(
                 tracing::warn!(
                     "recording {n} results in one transaction failed ({e}); recording them one by one"
                 );
-                // Only the chunks before the first result's carried starts.
+                // Only the chunks before the first results' chunk carried starts.
                 let started = if from == 0 {
                     started.clone()
                 } else {

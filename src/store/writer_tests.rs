@@ -160,18 +160,35 @@ fn an_urgent_jobs_answer_does_not_wait_for_the_rest_of_its_group() {
     );
 }
 
-#[tokio::test]
-async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db")).unwrap();
+/// `n` folds of ann's, each assigned: the folds and their attempts.
+async fn submitted_and_assigned(
+    store: &Store,
+    n: usize,
+) -> (Vec<crate::model::FoldId>, Vec<crate::model::AttemptId>) {
     let folds = store
-        .submit("ann".into(), false, vec![(spec(0), None); 5])
+        .submit("ann".into(), false, vec![(spec(0), None); n])
         .await
         .unwrap();
     let mut attempts = Vec::new();
     for f in &folds {
-        attempts.push(assign(&store, *f).await);
+        attempts.push(assign(store, *f).await);
     }
+    (folds, attempts)
+}
+
+async fn states_of(store: &Store, folds: &[crate::model::FoldId]) -> Vec<FoldState> {
+    let mut states = Vec::new();
+    for f in folds {
+        states.push(store.fold(*f).await.unwrap().state);
+    }
+    states
+}
+
+#[tokio::test]
+async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let (folds, attempts) = submitted_and_assigned(&store, 5).await;
     let mut inputs: Vec<ResultInput> = attempts
         .iter()
         .map(|a| result(*a, Outcome::Success))
@@ -200,10 +217,7 @@ async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_n
         "{:?}",
         chunks[2].1
     );
-    let mut states = Vec::new();
-    for f in &folds {
-        states.push(store.fold(*f).await.unwrap().state);
-    }
+    let states = states_of(&store, &folds).await;
     // The starts went before the results, so the failed chunk's folds still run.
     use FoldState::*;
     assert_eq!(states, [Done, Done, Running, Running, Done]);
@@ -213,14 +227,7 @@ async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_n
 async fn many_starts_are_recorded_in_chunks_of_their_own_before_the_results() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("t.db")).unwrap();
-    let folds = store
-        .submit("ann".into(), false, vec![(spec(0), None); 20])
-        .await
-        .unwrap();
-    let mut attempts = Vec::new();
-    for f in &folds {
-        attempts.push(assign(&store, *f).await);
-    }
+    let (folds, attempts) = submitted_and_assigned(&store, 20).await;
     // The last attempt starts and ends in the same flush.
     let last = *attempts.last().unwrap();
     let chunks = store
@@ -236,10 +243,7 @@ async fn many_starts_are_recorded_in_chunks_of_their_own_before_the_results() {
     let sizes: Vec<usize> = chunks.iter().map(|(n, _)| *n).collect();
     assert_eq!(sizes, [0, 0, 0, 1]);
     assert!(chunks.iter().all(|(_, r)| r.is_ok()), "{chunks:?}");
-    let mut states = Vec::new();
-    for f in &folds {
-        states.push(store.fold(*f).await.unwrap().state);
-    }
+    let states = states_of(&store, &folds).await;
     let mut expected = vec![FoldState::Running; 19];
     expected.push(FoldState::Done);
     assert_eq!(states, expected);
