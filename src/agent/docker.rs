@@ -12,6 +12,9 @@
 //! Limits run on the agent's own clock: soft limit -> SIGTERM (the container's init forwards it
 //! to the fold), hard limit -> SIGKILL (10 s after the SIGTERM when only a soft limit is set).
 //! Out of memory is read from the engine's `State.OOMKilled`, never guessed from an exit code.
+//! The engine hears of an OOM kill and of the container's exit on separate paths, and the OOM
+//! report can come second: an exit by SIGKILL that datarun did not send is inspected again
+//! for up to [`LATE_OOM`] before it is reported as an exit code.
 //! CPU time and peak memory are the container cgroup's own counters (CPU usage, and the
 //! kernel's high-water mark of memory), read from the cgroup files every
 //! [`DockerOptions::stats_interval`] when this process can see them, else from the engine's
@@ -86,6 +89,8 @@ const LOG_DRAIN: Duration = Duration::from_secs(5);
 /// How long the engine may fail to answer about a running container before the attempt is
 /// given up as lost.
 const ENGINE_PATIENCE: Duration = Duration::from_secs(60);
+/// How long an unexplained SIGKILL (exit code 137) waits for the engine's late OOM report.
+const LATE_OOM: Duration = Duration::from_millis(500);
 /// Loading an image tarball may take long; the engine answers only once it has it all.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -408,8 +413,8 @@ impl DockerExecutor {
                 };
             }
         };
-        let state = match self.docker.inspect_container(name, None).await {
-            Ok(info) => info.state.unwrap_or_default(),
+        let state = match self.ended_state(name, reason.is_some()).await {
+            Ok(state) => state,
             Err(e) => {
                 let message = format!(
                     "cannot read how container {name} ended: {}",
@@ -448,6 +453,32 @@ impl DockerExecutor {
             log,
             outputs,
             image_id,
+        }
+    }
+
+    /// How the stopped container ended. A SIGKILL that datarun did not send (`signalled`
+    /// false, exit code 137) is most likely the cgroup's OOM killer, whose report reaches the
+    /// engine on its own path and can come after the exit: the state is read again until it
+    /// says OOMKilled or [`LATE_OOM`] has passed.
+    async fn ended_state(
+        &self,
+        name: &str,
+        signalled: bool,
+    ) -> Result<bollard::models::ContainerState, EngineError> {
+        let deadline = Instant::now() + LATE_OOM;
+        loop {
+            let state = self
+                .docker
+                .inspect_container(name, None)
+                .await?
+                .state
+                .unwrap_or_default();
+            let unexplained_kill =
+                !signalled && state.exit_code == Some(137) && !state.oom_killed.unwrap_or(false);
+            if !unexplained_kill || Instant::now() >= deadline {
+                return Ok(state);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
