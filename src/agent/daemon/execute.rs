@@ -21,6 +21,21 @@ fn allowed_image(run: &RunAttempt, runner: &str, images: &[String]) -> Result<St
     }
 }
 
+/// Copies each input (its name, its blob in the journal) into `input_dir`; the first failure
+/// is the attempt's error.
+fn place_inputs(copies: &[(String, PathBuf)], input_dir: &std::path::Path) -> Result<(), String> {
+    for (name, blob) in copies {
+        check_file_name(name).map_err(|e| format!("input: {e}"))?;
+        let dest = input_dir.join(name);
+        dest.parent()
+            .map(std::fs::create_dir_all)
+            .unwrap_or(Ok(()))
+            .and_then(|_| std::fs::copy(blob, &dest))
+            .map_err(|e| format!("cannot place input {name:?}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// Places the inputs, runs the executor, and packs the result.
 pub(super) async fn execute(
     journal: &Journal,
@@ -33,18 +48,20 @@ pub(super) async fn execute(
 ) -> AttemptReport {
     let attempt = run.attempt;
     let runner: &str = &ctx.runner;
-    for input in run.inputs.iter().filter(|_| !ctx.adopt) {
-        if let Err(e) = check_file_name(&input.name) {
-            return error_report(attempt, format!("input: {e}"));
-        }
-        let dest = dir.join("input").join(&input.name);
-        let placed = dest
-            .parent()
-            .map(std::fs::create_dir_all)
-            .unwrap_or(Ok(()))
-            .and_then(|_| std::fs::copy(journal.blob_path(&input.sha256), &dest));
-        if let Err(e) = placed {
-            return error_report(attempt, format!("cannot place input {:?}: {e}", input.name));
+    if !ctx.adopt && !run.inputs.is_empty() {
+        // Copies can be large: off the agent's one runtime thread, where every fold's limits
+        // and every message of the master wait their turn.
+        let copies: Vec<(String, PathBuf)> = run
+            .inputs
+            .iter()
+            .map(|i| (i.name.clone(), journal.blob_path(&i.sha256)))
+            .collect();
+        let input_dir = dir.join("input");
+        let placed = tokio::task::spawn_blocking(move || place_inputs(&copies, &input_dir)).await;
+        match placed {
+            Ok(Ok(())) => {}
+            Ok(Err(message)) => return error_report(attempt, message),
+            Err(e) => return error_report(attempt, format!("cannot place the inputs: {e}")),
         }
     }
     let log_limit = run.log_limit.min(protocol::MAX_LOG);
