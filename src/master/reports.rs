@@ -5,7 +5,7 @@
 use super::runners::Cancelling;
 use super::transfers::{self, Piece};
 use super::*;
-use crate::store::{BlobData, StoreError};
+use crate::store::{BlobData, ReportChunk, StoreError};
 use tokio::sync::mpsc::WeakUnboundedSender;
 
 impl Master {
@@ -507,25 +507,27 @@ async fn apply(
     let chunks = match chunks {
         Ok(chunks) => chunks,
         Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
-        Err(e) => vec![(inputs.len(), Err(e))],
+        Err(e) => vec![ReportChunk {
+            started,
+            results: inputs.len(),
+            answer: Err(e),
+        }],
     };
     let mut out = Vec::with_capacity(inputs.len());
     let mut from = 0;
-    for (n, answer) in chunks {
+    for chunk in chunks {
+        let n = chunk.results;
         let part = &inputs[from..from + n];
-        match answer {
+        match chunk.answer {
             Ok(results) => out.extend(results.into_iter().map(Some)),
             Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
             Err(e) => {
                 tracing::warn!(
-                    "recording {n} results in one transaction failed ({e}); recording them one by one"
+                    "recording {} starts and {n} results in one transaction failed ({e}); recording them one by one",
+                    chunk.started.len()
                 );
-                // Only the chunks before the first results' chunk carried starts.
-                let started = if from == 0 {
-                    started.clone()
-                } else {
-                    Vec::new()
-                };
+                // Only this chunk's own starts: the other chunks' went in with them.
+                let started = chunk.started;
                 let sides = provenance
                     .iter()
                     .filter(|p| part.iter().any(|i| i.attempt == p.attempt))

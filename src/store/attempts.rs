@@ -292,23 +292,24 @@ impl Store {
     /// assignment) goes between two of them instead of waiting for all. A flush of the
     /// master's slow spell holds tens of thousands of starts; in one transaction they held
     /// the writer (and every placement) for most of a second.
-    /// One answer per chunk, in order, with the number of results it held (0 for a chunk of
-    /// starts); a chunk that failed stored nothing of its own.
+    /// One answer per chunk, in order, with the starts and the number of results it held;
+    /// a chunk that failed stored nothing of its own.
     pub async fn apply_reports_chunked(
         &self,
         started: Vec<AttemptId>,
         results: Vec<ResultInput>,
         provenance: Vec<crate::model::provenance::RunnerSide>,
         chunk: usize,
-    ) -> Result<Vec<(usize, Result<Vec<RecordResult>>)>> {
+    ) -> Result<Vec<ReportChunk>> {
         let chunk = chunk.max(1);
         let starts_chunk = chunk * STARTS_PER_CHUNK;
         if self.pg().is_some() || (results.len() <= chunk && started.len() <= starts_chunk) {
-            let n = results.len();
-            return Ok(vec![(
-                n,
-                self.apply_reports_with(started, results, provenance).await,
-            )]);
+            let results_held = results.len();
+            return Ok(vec![ReportChunk {
+                started: started.clone(),
+                results: results_held,
+                answer: self.apply_reports_with(started, results, provenance).await,
+            }]);
         }
         let mut provenance: std::collections::HashMap<
             AttemptId,
@@ -318,7 +319,7 @@ impl Store {
         // The starts go first, so that no result is recorded before its attempt's start.
         for part in started.chunks(starts_chunk) {
             let job = self.reports_job(part.to_vec(), Vec::new(), Vec::new());
-            queued.push((0, Vec::new(), self.queue(job)));
+            queued.push((part.to_vec(), 0, Vec::new(), self.queue(job)));
         }
         let mut results = results.into_iter().peekable();
         while results.peek().is_some() {
@@ -330,10 +331,10 @@ impl Store {
             let measured = measured(&part);
             let n = part.len();
             let job = self.reports_job(Vec::new(), part, sides);
-            queued.push((n, measured, self.queue(job)));
+            queued.push((Vec::new(), n, measured, self.queue(job)));
         }
         let mut out = Vec::with_capacity(queued.len());
-        for (n, measured, rx) in queued {
+        for (started, results, measured, rx) in queued {
             let answer = match rx {
                 Ok(rx) => rx.await.unwrap_or(Err(StoreError::Closed)),
                 Err(e) => Err(e),
@@ -341,7 +342,11 @@ impl Store {
             if let Ok(recorded) = &answer {
                 count_results(&measured, recorded);
             }
-            out.push((n, answer));
+            out.push(ReportChunk {
+                started,
+                results,
+                answer,
+            });
         }
         Ok(out)
     }
@@ -371,6 +376,15 @@ impl Store {
             Ok(out)
         }
     }
+}
+
+/// One transaction of `Store::apply_reports_chunked`: the starts it held, how many of the
+/// results (the next ones in order), and its answer.
+#[derive(Debug)]
+pub struct ReportChunk {
+    pub started: Vec<AttemptId>,
+    pub results: usize,
+    pub answer: Result<Vec<RecordResult>>,
 }
 
 /// Starts per transaction of `apply_reports_chunked`, in results' chunks: a start costs less

@@ -31,6 +31,7 @@ pub(crate) mod waiting;
 pub(crate) mod webhooks;
 mod writer;
 
+pub use attempts::ReportChunk;
 pub use blobs::{is_sha256, sha256_hex, BlobBody, BlobDir, BlobFiles, INLINE_MAX};
 pub use datasets::{DatasetId, DatasetRecord, NewDataset, NewSplit, SplitId, SplitRecord};
 pub use engine::{NewFold, QueueStore};

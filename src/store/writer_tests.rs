@@ -204,18 +204,22 @@ async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_n
         .apply_reports_chunked(attempts.clone(), inputs, Vec::new(), 2)
         .await
         .unwrap();
-    let sizes: Vec<usize> = chunks.iter().map(|(n, _)| *n).collect();
+    let sizes: Vec<(usize, usize)> = chunks
+        .iter()
+        .map(|c| (c.started.len(), c.results))
+        .collect();
     // The starts' own chunk first, then the results' chunks.
-    assert_eq!(sizes, [0, 2, 2, 1]);
+    assert_eq!(sizes, [(5, 0), (0, 2), (0, 2), (0, 1)]);
+    assert_eq!(chunks[0].started, attempts);
     assert!(
-        chunks[0].1.is_ok() && chunks[1].1.is_ok() && chunks[3].1.is_ok(),
+        chunks[0].answer.is_ok() && chunks[1].answer.is_ok() && chunks[3].answer.is_ok(),
         "{:?}",
         chunks
     );
     assert!(
-        matches!(&chunks[2].1, Err(StoreError::Io(m)) if m.contains("cannot")),
+        matches!(&chunks[2].answer, Err(StoreError::Io(m)) if m.contains("cannot")),
         "{:?}",
-        chunks[2].1
+        chunks[2].answer
     );
     let states = states_of(&store, &folds).await;
     // The starts went before the results, so the failed chunk's folds still run.
@@ -240,9 +244,15 @@ async fn many_starts_are_recorded_in_chunks_of_their_own_before_the_results() {
         .await
         .unwrap();
     // 20 starts in chunks of 2 x STARTS_PER_CHUNK = 8, then the one result.
-    let sizes: Vec<usize> = chunks.iter().map(|(n, _)| *n).collect();
-    assert_eq!(sizes, [0, 0, 0, 1]);
-    assert!(chunks.iter().all(|(_, r)| r.is_ok()), "{chunks:?}");
+    let sizes: Vec<(usize, usize)> = chunks
+        .iter()
+        .map(|c| (c.started.len(), c.results))
+        .collect();
+    assert_eq!(sizes, [(8, 0), (8, 0), (4, 0), (0, 1)]);
+    // Each start in exactly one chunk, in order.
+    let all: Vec<_> = chunks.iter().flat_map(|c| c.started.clone()).collect();
+    assert_eq!(all, attempts);
+    assert!(chunks.iter().all(|c| c.answer.is_ok()), "{chunks:?}");
     let states = states_of(&store, &folds).await;
     let mut expected = vec![FoldState::Running; 19];
     expected.push(FoldState::Done);
