@@ -417,7 +417,8 @@ pub fn main() -> Result<()> {
 /// The agent's runtime: one thread. Its work is waiting (on folds, pipes, the engine, the
 /// master) and short steps between the waits; blocking work goes to `spawn_blocking` and
 /// the journal's own thread. On a multi-threaded runtime every step of a fold (its message,
-/// its spawn, its exit, its result) woke another worker thread: 10% more CPU a fold.
+/// its spawn, its exit, its result) could wake another worker thread: 1,000 trivial folds
+/// took the agent about 15% more CPU (0.34 against 0.29 ms a fold).
 fn agent_runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
