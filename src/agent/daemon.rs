@@ -202,7 +202,9 @@ impl Agent {
         // finds them missing from this hello and requeues their folds (lost before starting).
         self.queued.clear();
         let step = std::time::Instant::now();
-        let recovered = self.journal.recover()?;
+        // Off the agent's one thread: it may sync the whole filesystem.
+        let journal = self.journal.clone();
+        let recovered = tokio::task::spawn_blocking(move || journal.recover()).await??;
         note_slow("recovering its journal", &self.runner, step);
         let step = std::time::Instant::now();
         let containers = self.containers().await;
@@ -299,8 +301,15 @@ impl Agent {
                 if self.adopted.remove(&attempt) {
                     self.start_ready();
                 }
-                if let Err(e) = self.journal.forget(attempt) {
-                    tracing::warn!("cannot forget attempt {attempt}: {e}");
+                // Kept as a spare at once (a rename); a directory to delete, which may hold
+                // gigabytes of inputs and outputs, is deleted off the agent's one thread.
+                if !self.journal.keep_spare(attempt) {
+                    let journal = self.journal.clone();
+                    tokio::task::spawn_blocking(move || {
+                        if let Err(e) = journal.remove(attempt) {
+                            tracing::warn!("cannot forget attempt {attempt}: {e}");
+                        }
+                    });
                 }
             }
         }

@@ -13,8 +13,9 @@
 //! to the fold), hard limit -> SIGKILL (10 s after the SIGTERM when only a soft limit is set).
 //! Out of memory is read from the engine's `State.OOMKilled`, never guessed from an exit code.
 //! The engine hears of an OOM kill and of the container's exit on separate paths, and the OOM
-//! report can come second: an exit by SIGKILL that datarun did not send is inspected again
-//! for up to [`LATE_OOM`] before it is reported as an exit code.
+//! report can come second: an exit by SIGKILL that datarun did not send (none, or only the
+//! soft limit's SIGTERM) is inspected again for up to [`LATE_OOM`] before it is reported as
+//! an exit code.
 //! CPU time and peak memory are the container cgroup's own counters (CPU usage, and the
 //! kernel's high-water mark of memory), read from the cgroup files every
 //! [`DockerOptions::stats_interval`] when this process can see them, else from the engine's
@@ -413,7 +414,10 @@ impl DockerExecutor {
                 };
             }
         };
-        let state = match self.ended_state(name, reason.is_some()).await {
+        // Only a SIGKILL datarun sent explains an exit code of 137 (a SIGTERM at the soft
+        // limit does not).
+        let killed = !matches!(reason, None | Some(Reason::SoftLimit));
+        let state = match self.ended_state(name, killed).await {
             Ok(state) => state,
             Err(e) => {
                 let message = format!(
@@ -456,30 +460,34 @@ impl DockerExecutor {
         }
     }
 
-    /// How the stopped container ended. A SIGKILL that datarun did not send (`signalled`
-    /// false, exit code 137) is most likely the cgroup's OOM killer, whose report reaches the
-    /// engine on its own path and can come after the exit: the state is read again until it
-    /// says OOMKilled or [`LATE_OOM`] has passed.
+    /// How the stopped container ended. A SIGKILL that datarun did not send (`killed` false,
+    /// exit code 137) is most likely the cgroup's OOM killer, whose report reaches the engine
+    /// on its own path and can come after the exit: the state is read again until it says
+    /// OOMKilled or [`LATE_OOM`] has passed (an error then keeps the state already read).
+    /// A process of the container killed for memory while the main one exits otherwise is
+    /// the engine's report alone, read once.
     async fn ended_state(
         &self,
         name: &str,
-        signalled: bool,
+        killed: bool,
     ) -> Result<bollard::models::ContainerState, EngineError> {
+        let read = || async {
+            let info = self.docker.inspect_container(name, None).await?;
+            Ok::<_, EngineError>(info.state.unwrap_or_default())
+        };
+        let unexplained = |s: &bollard::models::ContainerState| {
+            !killed && s.exit_code == Some(137) && !s.oom_killed.unwrap_or(false)
+        };
         let deadline = Instant::now() + LATE_OOM;
-        loop {
-            let state = self
-                .docker
-                .inspect_container(name, None)
-                .await?
-                .state
-                .unwrap_or_default();
-            let unexplained_kill =
-                !signalled && state.exit_code == Some(137) && !state.oom_killed.unwrap_or(false);
-            if !unexplained_kill || Instant::now() >= deadline {
-                return Ok(state);
-            }
+        let mut state = read().await?;
+        while unexplained(&state) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+            match read().await {
+                Ok(again) => state = again,
+                Err(_) => break,
+            }
         }
+        Ok(state)
     }
 
     /// Enforces the limits and reports progress until the container stops; returns why

@@ -372,9 +372,21 @@ impl Journal {
     /// Appends one record to this process's results log (creating it durably first, or
     /// emptying it once it is long); the log's file, to be synced.
     /// Without `may_block`, fails as `WouldBlock` (appending nothing) where the log must first
-    /// be made or emptied.
+    /// be made or emptied, or another caller holds it.
     fn append(&self, data: &[u8], may_block: bool) -> std::io::Result<Arc<std::fs::File>> {
-        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        // Without `may_block`, not even behind a blocking caller that holds the log while it
+        // makes or empties it (syncs).
+        let mut log = if may_block {
+            self.log.lock().unwrap_or_else(|e| e.into_inner())
+        } else {
+            match self.log.try_lock() {
+                Ok(log) => log,
+                Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(std::io::ErrorKind::WouldBlock.into())
+                }
+            }
+        };
         if !may_block && log.as_ref().is_none_or(|log| log.len > LOG_ROTATE) {
             return Err(std::io::ErrorKind::WouldBlock.into());
         }
@@ -496,11 +508,22 @@ impl Journal {
 
     /// Forgets an acknowledged attempt: its directory is deleted, or kept as a spare.
     pub fn forget(&self, attempt: AttemptId) -> std::io::Result<()> {
-        let dir = self.dir(attempt);
-        if self.spares.keep(&dir, &attempt.to_string()) {
+        if self.keep_spare(attempt) {
             return Ok(());
         }
-        match std::fs::remove_dir_all(dir) {
+        self.remove(attempt)
+    }
+
+    /// Forgets an acknowledged attempt by keeping its directory as a spare, when it is as
+    /// `begin` and `finish` left it (a rename and two small writes; a look at its entries that
+    /// stops at the first one out of place); false when it must be deleted ([`Journal::remove`]).
+    pub fn keep_spare(&self, attempt: AttemptId) -> bool {
+        self.spares.keep(&self.dir(attempt), &attempt.to_string())
+    }
+
+    /// Forgets an attempt by deleting its directory, whatever it holds.
+    pub fn remove(&self, attempt: AttemptId) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.dir(attempt)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }

@@ -523,7 +523,7 @@ async fn apply(
             Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
             Err(e) => {
                 tracing::warn!(
-                    "recording {} starts and {n} results in one transaction failed ({e}); recording them one by one",
+                    "recording {} starts and {n} results in one transaction failed ({e}); recording the starts again and the results one by one",
                     chunk.started.len()
                 );
                 // Only this chunk's own starts: the other chunks' went in with them.
@@ -548,8 +548,10 @@ async fn one_by_one(
     inputs: &[ResultInput],
     provenance: Vec<crate::model::provenance::RunnerSide>,
 ) -> Vec<Option<RecordResult>> {
-    if let Err(e) = store.apply_reports(started, Vec::new()).await {
-        tracing::warn!("cannot mark attempts started: {e}");
+    if !started.is_empty() {
+        if let Err(e) = store.apply_reports(started, Vec::new()).await {
+            tracing::warn!("cannot mark attempts started: {e}");
+        }
     }
     if let Err(e) = store.record_provenance(provenance).await {
         tracing::warn!("cannot record provenance: {e}");

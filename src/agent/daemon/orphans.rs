@@ -45,7 +45,7 @@ impl Agent {
                         reason: "the agent running it died before it ended".into(),
                     },
                 );
-                self.journal.finish(&report)?;
+                self.journal.finish_async(&report).await?;
                 Ok(Some(report))
             }
         }

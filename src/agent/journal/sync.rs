@@ -1,7 +1,9 @@
 //! Group commit of the results log on a thread of its own ([`Syncer`]): a result is reported
 //! only after an `fdatasync` of the log that *started after* its record was appended; results
 //! that end together share one. Callers wait without a thread of their own: an attempt's task
-//! awaits [`Syncer::wait`], a plain thread blocks in [`Syncer::wait_blocking`].
+//! awaits [`Syncer::wait`]; [`Syncer::wait_blocking`] blocks its caller, a blocking thread
+//! (`Journal::finish`, the fallback of `finish_async`) or, on the rare end of an attempt that
+//! never started, the agent's own thread for one sync.
 
 use std::fs::File;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
