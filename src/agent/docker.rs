@@ -414,10 +414,7 @@ impl DockerExecutor {
                 };
             }
         };
-        // Only a SIGKILL datarun sent explains an exit code of 137 (a SIGTERM at the soft
-        // limit does not).
-        let killed = !matches!(reason, None | Some(Reason::SoftLimit));
-        let state = match self.ended_state(name, killed).await {
+        let state = match self.ended_state(name, reason.as_ref()).await {
             Ok(state) => state,
             Err(e) => {
                 let message = format!(
@@ -460,23 +457,24 @@ impl DockerExecutor {
         }
     }
 
-    /// How the stopped container ended. A SIGKILL that datarun did not send (`killed` false,
-    /// exit code 137) is most likely the cgroup's OOM killer, whose report reaches the engine
-    /// on its own path and can come after the exit: the state is read again until it says
-    /// OOMKilled or [`LATE_OOM`] has passed (an error then keeps the state already read).
-    /// A process of the container killed for memory while the main one exits otherwise is
-    /// the engine's report alone, read once.
+    /// How the stopped container ended. A SIGKILL that datarun did not send (exit code 137,
+    /// `limits::may_be_late_oom`) is most likely the cgroup's OOM killer, whose report
+    /// reaches the engine on its own path and can come after the exit: the state is read
+    /// again until it says OOMKilled or [`LATE_OOM`] has passed (an error then keeps the state
+    /// already read). A process of the container killed for memory while the main one exits
+    /// otherwise is the engine's report alone, read once.
     async fn ended_state(
         &self,
         name: &str,
-        killed: bool,
+        reason: Option<&Reason>,
     ) -> Result<bollard::models::ContainerState, EngineError> {
         let read = || async {
             let info = self.docker.inspect_container(name, None).await?;
             Ok::<_, EngineError>(info.state.unwrap_or_default())
         };
         let unexplained = |s: &bollard::models::ContainerState| {
-            !killed && s.exit_code == Some(137) && !s.oom_killed.unwrap_or(false)
+            let code = s.exit_code.unwrap_or(-1);
+            limits::may_be_late_oom(reason, s.oom_killed.unwrap_or(false), code)
         };
         let deadline = Instant::now() + LATE_OOM;
         let mut state = read().await?;
