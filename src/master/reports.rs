@@ -5,7 +5,7 @@
 use super::runners::Cancelling;
 use super::transfers::{self, Piece};
 use super::*;
-use crate::store::{BlobData, ReportChunk, StoreError};
+use crate::store::{BlobData, StoreError};
 use tokio::sync::mpsc::WeakUnboundedSender;
 
 impl Master {
@@ -497,22 +497,8 @@ async fn apply(
 ) -> anyhow::Result<Vec<Option<RecordResult>>> {
     // The provenance goes in the results' transaction: whoever sees a fold end can read it.
     let chunks = store
-        .apply_reports_chunked(
-            started.clone(),
-            inputs.to_vec(),
-            provenance.clone(),
-            FLUSH_CHUNK,
-        )
+        .apply_reports_chunked(started, inputs.to_vec(), provenance.clone(), FLUSH_CHUNK)
         .await;
-    let chunks = match chunks {
-        Ok(chunks) => chunks,
-        Err(StoreError::Closed) => anyhow::bail!("the store has shut down"),
-        Err(e) => vec![ReportChunk {
-            started,
-            results: inputs.len(),
-            answer: Err(e),
-        }],
-    };
     let mut out = Vec::with_capacity(inputs.len());
     let mut from = 0;
     for chunk in chunks {

@@ -89,10 +89,13 @@ async fn the_masters_jobs_and_everyone_elses_take_turns_each_in_its_order() {
     );
 }
 
-/// Queues `first` (urgent or not), then ten slow jobs behind it, all while the writer is held;
-/// returns how many slow jobs had started when `first` was answered (the writer answers a
-/// group's callers before it starts the next group's jobs, so this count is exact).
-fn slow_jobs_started_before_the_answer(store: &Store, urgent: bool) -> usize {
+/// On a new store, queues a first job (urgent or not), then ten slow jobs behind it, all while
+/// the writer is held; returns how many slow jobs had started when the first was answered (the
+/// writer answers a group's callers before it starts the next group's jobs, so this count is
+/// exact).
+fn slow_jobs_started_before_the_answer(urgent: bool) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let store = &Store::open(&dir.path().join("t.db")).unwrap();
     let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let before = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
@@ -138,10 +141,8 @@ fn slow_jobs_started_before_the_answer(store: &Store, urgent: bool) -> usize {
 
 #[test]
 fn a_group_ends_once_it_has_run_for_its_time_and_answers_its_callers() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db")).unwrap();
     // A flush's result chunks behind a submit: it waits for the first one, not for all ten.
-    let when = slow_jobs_started_before_the_answer(&store, false);
+    let when = slow_jobs_started_before_the_answer(false);
     assert_eq!(
         when, 1,
         "the first job answered after {when} of 10 slow jobs"
@@ -150,10 +151,8 @@ fn a_group_ends_once_it_has_run_for_its_time_and_answers_its_callers() {
 
 #[test]
 fn an_urgent_jobs_answer_does_not_wait_for_the_rest_of_its_group() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("t.db")).unwrap();
     // Its group ends with it: it waits for its fsync, not for a slow job.
-    let when = slow_jobs_started_before_the_answer(&store, true);
+    let when = slow_jobs_started_before_the_answer(true);
     assert_eq!(
         when, 0,
         "the urgent job answered after {when} of 10 slow jobs"
@@ -174,6 +173,14 @@ async fn submitted_and_assigned(
         attempts.push(assign(store, *f).await);
     }
     (folds, attempts)
+}
+
+/// Each chunk's (starts, results).
+fn shapes(chunks: &[crate::store::ReportChunk]) -> Vec<(usize, usize)> {
+    chunks
+        .iter()
+        .map(|c| (c.started.len(), c.results))
+        .collect()
 }
 
 async fn states_of(store: &Store, folds: &[crate::model::FoldId]) -> Vec<FoldState> {
@@ -202,14 +209,9 @@ async fn results_recorded_in_chunks_answer_per_chunk_and_a_failed_chunk_stores_n
     inputs[2].outputs = vec![("big".into(), big.into())];
     let chunks = store
         .apply_reports_chunked(attempts.clone(), inputs, Vec::new(), 2)
-        .await
-        .unwrap();
-    let sizes: Vec<(usize, usize)> = chunks
-        .iter()
-        .map(|c| (c.started.len(), c.results))
-        .collect();
+        .await;
     // The starts' own chunk first, then the results' chunks.
-    assert_eq!(sizes, [(5, 0), (0, 2), (0, 2), (0, 1)]);
+    assert_eq!(shapes(&chunks), [(5, 0), (0, 2), (0, 2), (0, 1)]);
     assert_eq!(chunks[0].started, attempts);
     assert!(
         chunks[0].answer.is_ok() && chunks[1].answer.is_ok() && chunks[3].answer.is_ok(),
@@ -241,14 +243,9 @@ async fn many_starts_are_recorded_in_chunks_of_their_own_before_the_results() {
             Vec::new(),
             2,
         )
-        .await
-        .unwrap();
+        .await;
     // 20 starts in chunks of 2 x STARTS_PER_CHUNK = 8, then the one result.
-    let sizes: Vec<(usize, usize)> = chunks
-        .iter()
-        .map(|c| (c.started.len(), c.results))
-        .collect();
-    assert_eq!(sizes, [(8, 0), (8, 0), (4, 0), (0, 1)]);
+    assert_eq!(shapes(&chunks), [(8, 0), (8, 0), (4, 0), (0, 1)]);
     // Each start in exactly one chunk, in order.
     let all: Vec<_> = chunks.iter().flat_map(|c| c.started.clone()).collect();
     assert_eq!(all, attempts);

@@ -102,7 +102,7 @@ impl DockerExecutor {
                 };
             }
         };
-        let state = match self.ended_state(name, reason.as_ref()).await {
+        let state = match self.ended_state(name, reason).await {
             Ok(state) => state,
             Err(e) => {
                 let message = format!(
@@ -154,7 +154,7 @@ impl DockerExecutor {
     async fn ended_state(
         &self,
         name: &str,
-        reason: Option<&Reason>,
+        reason: Option<Reason>,
     ) -> Result<bollard::models::ContainerState, EngineError> {
         let read = || async {
             let info = self.docker.inspect_container(name, None).await?;

@@ -29,7 +29,7 @@ pub fn outcome(reason: Option<Reason>, oom_killed: bool, exit_code: i64) -> Outc
 /// Whether an ended container's state may still turn into an OOM kill the engine has not
 /// reported yet: it died of SIGKILL (137) that datarun did not send (the soft limit's
 /// SIGTERM does not explain a SIGKILL) and the engine does not say OOMKilled (yet).
-pub fn may_be_late_oom(reason: Option<&Reason>, oom_killed: bool, exit_code: i64) -> bool {
+pub fn may_be_late_oom(reason: Option<Reason>, oom_killed: bool, exit_code: i64) -> bool {
     matches!(reason, None | Some(Reason::SoftLimit)) && exit_code == 137 && !oom_killed
 }
 
@@ -83,15 +83,15 @@ mod tests {
     fn only_a_sigkill_datarun_did_not_send_waits_for_a_late_oom_report() {
         // Nothing signalled, or only the soft limit's SIGTERM: a 137 may be the OOM killer.
         assert!(may_be_late_oom(None, false, 137));
-        assert!(may_be_late_oom(Some(&Reason::SoftLimit), false, 137));
+        assert!(may_be_late_oom(Some(Reason::SoftLimit), false, 137));
         // The engine already said so, or the exit was not a SIGKILL.
         assert!(!may_be_late_oom(None, true, 137));
         assert!(!may_be_late_oom(None, false, 0));
         assert!(!may_be_late_oom(None, false, 143));
-        assert!(!may_be_late_oom(Some(&Reason::SoftLimit), false, 143));
+        assert!(!may_be_late_oom(Some(Reason::SoftLimit), false, 143));
         // datarun's own SIGKILL explains it.
         for r in [Reason::HardLimit, Reason::Cancelled, Reason::OutOfMemory] {
-            assert!(!may_be_late_oom(Some(&r), false, 137), "{r:?}");
+            assert!(!may_be_late_oom(Some(r), false, 137), "{r:?}");
         }
     }
 
