@@ -185,8 +185,15 @@ impl Master {
         // recorded meanwhile); the agents hear of the attempts once it is durable.
         let (tx, reply) = tokio::sync::oneshot::channel();
         let store = self.store.clone();
+        // Only folds queued behind running work (`after`): they may share a group's fsync.
+        let behind = !after.is_empty();
         tokio::spawn(async move {
-            let _ = tx.send(store.assign(new).await);
+            let committed = if behind {
+                store.assign_behind(new).await
+            } else {
+                store.assign(new).await
+            };
+            let _ = tx.send(committed);
         });
         self.assigning = Some(Assigning {
             reply,

@@ -257,6 +257,7 @@ impl Store {
             changes,
             pg: Some(pg),
             lane: super::Lane::Others,
+            backlog: Default::default(),
         }
     }
 

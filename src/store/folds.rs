@@ -8,6 +8,7 @@ use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLU
 use super::{blobs, now_ms, BlobBody, Result, Store, StoreError};
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use std::sync::atomic::Ordering;
 
 /// Appends an event and makes it the fold's newest change.
 pub(super) fn event(
@@ -346,50 +347,42 @@ impl Store {
 
     /// Commits a cycle's assignments in one transaction, before any agent hears of them.
     /// Folds no longer idle are skipped. Returns each new attempt with its fold's spec.
+    /// Urgent: a placement goes before the results and submits waiting (see `Store`).
     pub async fn assign(
         &self,
         new: Vec<NewAttempt>,
     ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
+        self.assign_with(new, true).await
+    }
+
+    /// [`Store::assign`] for folds queued behind attempts still running (a runner's
+    /// `prefetch`), whose agent has work until it hears of them. When the writer has nothing
+    /// waiting, the commit is not urgent: it runs next all the same, and the jobs that arrive
+    /// while it runs (the results of a stream of short folds) join its group and share its
+    /// fsync, where an urgent one ends its group alone (nearly an fsync per assignment).
+    /// When jobs wait, it is urgent like any assignment: the master runs no other cycle
+    /// before it is committed, so it must not queue behind a flush of results.
+    pub async fn assign_behind(
+        &self,
+        new: Vec<NewAttempt>,
+    ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
+        let jobs_wait = self.backlog.load(Ordering::SeqCst) > 0;
+        self.assign_with(new, jobs_wait).await
+    }
+
+    async fn assign_with(
+        &self,
+        new: Vec<NewAttempt>,
+        urgent: bool,
+    ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
         if let Some(pg) = self.pg() {
             return super::engine::published(pg, crate::store::QueueStore::assign(pg, new)).await;
         }
-        // Urgent: a placement goes before the results and submits waiting (see `Store`).
-        self.call_urgent(move |conn| {
-            let tx = conn.transaction()?;
-            let now = now_ms();
-            let mut out = Vec::with_capacity(new.len());
-            for n in new {
-                let spec: Option<String> = tx
-                    .prepare_cached("SELECT spec FROM folds WHERE id = ?1 AND state = 'idle'")?
-                    .query_row([n.fold], |r| r.get(0))
-                    .optional()?;
-                let Some(spec) = spec else { continue };
-                tx.prepare_cached(
-                    "INSERT INTO attempts (fold_id, runner, millicpus, memory, gpus, state, assigned_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'assigned', ?6)",
-                )?
-                .execute(params![
-                    n.fold,
-                    n.runner,
-                    n.grant.millicpus,
-                    n.grant.memory as i64,
-                    serde_json::to_string(&n.grant.gpus).expect("gpus serialize"),
-                    now
-                ])?;
-                let attempt = tx.last_insert_rowid();
-                let (id, at) = append_event(&tx, Some(n.fold), Some(attempt), "assigned", &format!("attempt {attempt} assigned to {}", n.runner))?;
-                tx.prepare_cached(
-                    "UPDATE folds SET state = 'assigned', reason = NULL, current_attempt = ?1, last_attempt = ?1,
-                     attempts = attempts + 1, seq = ?3, updated_at = ?4 WHERE id = ?2",
-                )?
-                .execute(params![attempt, n.fold, id, at])?;
-                let spec: FoldSpec = serde_json::from_str(&spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
-                out.push((attempt, n, spec));
-            }
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
+        if urgent {
+            self.call_urgent(assign(new)).await
+        } else {
+            self.call(assign(new)).await
+        }
     }
 
     /// An output file of a fold's newest attempt, to stream.
@@ -539,3 +532,53 @@ impl Store {
 }
 
 pub use super::holds::{Cancel as CancelTarget, ReleaseChanges};
+
+/// The writer's job of [`Store::assign`] and [`Store::assign_behind`] (named `assign`, which
+/// is also its name in the store's metrics).
+fn assign(
+    new: Vec<NewAttempt>,
+) -> impl FnOnce(&mut Connection) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> + Send + 'static
+{
+    move |conn: &mut Connection| {
+        let tx = conn.transaction()?;
+        let now = now_ms();
+        let mut out = Vec::with_capacity(new.len());
+        for n in new {
+            let spec: Option<String> = tx
+                .prepare_cached("SELECT spec FROM folds WHERE id = ?1 AND state = 'idle'")?
+                .query_row([n.fold], |r| r.get(0))
+                .optional()?;
+            let Some(spec) = spec else { continue };
+            tx.prepare_cached(
+                "INSERT INTO attempts (fold_id, runner, millicpus, memory, gpus, state, assigned_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'assigned', ?6)",
+            )?
+            .execute(params![
+                n.fold,
+                n.runner,
+                n.grant.millicpus,
+                n.grant.memory as i64,
+                serde_json::to_string(&n.grant.gpus).expect("gpus serialize"),
+                now
+            ])?;
+            let attempt = tx.last_insert_rowid();
+            let (id, at) = append_event(
+                &tx,
+                Some(n.fold),
+                Some(attempt),
+                "assigned",
+                &format!("attempt {attempt} assigned to {}", n.runner),
+            )?;
+            tx.prepare_cached(
+                "UPDATE folds SET state = 'assigned', reason = NULL, current_attempt = ?1, last_attempt = ?1,
+                 attempts = attempts + 1, seq = ?3, updated_at = ?4 WHERE id = ?2",
+            )?
+            .execute(params![attempt, n.fold, id, at])?;
+            let spec: FoldSpec =
+                serde_json::from_str(&spec).map_err(|e| StoreError::Invalid(e.to_string()))?;
+            out.push((attempt, n, spec));
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+}

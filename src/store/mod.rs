@@ -58,7 +58,7 @@ pub use folds::{
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 #[cfg(test)]
@@ -116,10 +116,11 @@ const STATEMENT_CACHE: usize = 512;
 /// Many small submits share an fsync and each is still on disk before it is acknowledged.
 /// The writer lives in `writer.rs`.
 ///
-/// **Urgent** jobs (`call_urgent`: the master's assignment commits) go before every other job
-/// waiting, and their group ends as soon as no urgent job waits: a placement never queues
-/// behind a stream of result recordings or submits, which the master records in chunks
-/// (`apply_reports_chunked`) so that no one job holds the writer for long.
+/// **Urgent** jobs (`call_urgent`: the master's assignment commits into free slots) go before
+/// every other job waiting, and their group ends as soon as no urgent job waits: a placement
+/// never queues behind a stream of result recordings or submits, which the master records in
+/// chunks (`apply_reports_chunked`) so that no one job holds the writer for long. A fold only
+/// queued behind running work (`assign_behind`) is urgent only while other jobs wait.
 ///
 /// The other jobs run in two **lanes** taken in turn (`Lanes`): the master's own (a `Store`
 /// from `for_master`) and everyone else's. A submit batch waits for one result chunk at most,
@@ -147,6 +148,8 @@ pub struct Store {
     pg: Option<pg::PgStore>,
     /// The writer's lane of this handle's jobs (`for_master`).
     lane: Lane,
+    /// Jobs queued for the writer that it has not started yet (`assign_behind`).
+    backlog: Arc<AtomicUsize>,
 }
 
 /// How many times a fold may lose its runner (crash, partition past the lease) before it is
@@ -180,11 +183,13 @@ impl Store {
         let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
         let (changed, changes) =
             tokio::sync::watch::channel(events::newest(&conn).map_err(open_err)?);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let writer_backlog = backlog.clone();
         std::thread::Builder::new()
             .name("datarun-store".into())
             .spawn(move || {
                 let _alive = alive;
-                writer(conn, rx, changed)
+                writer(conn, rx, changed, &writer_backlog)
             })
             .map_err(thread_err)?;
         std::thread::Builder::new()
@@ -228,6 +233,7 @@ impl Store {
             changes,
             pg: None,
             lane: Lane::Others,
+            backlog,
         })
     }
 
@@ -284,6 +290,7 @@ impl Store {
             }
             Box::new(move || answer(out))
         });
+        self.backlog.fetch_add(1, Ordering::SeqCst);
         self.jobs
             .send(Queued {
                 durability,
@@ -292,7 +299,10 @@ impl Store {
                 job,
                 queued_at: std::time::Instant::now(),
             })
-            .map_err(|_| StoreError::Closed)
+            .map_err(|_| {
+                self.backlog.fetch_sub(1, Ordering::SeqCst);
+                StoreError::Closed
+            })
     }
 
     /// Queues `f` and returns how to wait for its answer: jobs queued one after another by

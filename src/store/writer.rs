@@ -59,6 +59,7 @@ pub(super) fn writer(
     mut conn: Connection,
     rx: std::sync::mpsc::Receiver<Queued>,
     changed: tokio::sync::watch::Sender<i64>,
+    backlog: &std::sync::atomic::AtomicUsize,
 ) {
     let mut replies: Vec<Reply> = Vec::with_capacity(GROUP);
     let mut lanes = Lanes::default();
@@ -76,6 +77,7 @@ pub(super) fn writer(
         // once the group holds an urgent job.
         let mut urgent_times = None;
         while let Some(q) = lanes.next(&rx) {
+            backlog.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             let before = conn.total_changes();
             let (queued_at, started) = (q.queued_at, std::time::Instant::now());
             replies.push((q.job)(&mut conn));

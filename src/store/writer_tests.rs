@@ -2,7 +2,7 @@
 
 use super::tests::{assign, result, spec};
 use super::*;
-use crate::model::{FoldState, Outcome};
+use crate::model::{FoldSpec, FoldState, Outcome};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Mutex;
 
@@ -332,4 +332,97 @@ async fn the_checkpointer_copies_the_wal_into_the_database_while_the_store_is_op
     );
     let last = store.fold(*ids.last().unwrap()).await.unwrap();
     assert_eq!(last.id, *ids.last().unwrap());
+}
+
+/// Two idle folds of ann's on a new store, and a one-fold assignment of each to "local".
+async fn two_folds_to_assign() -> (tempfile::TempDir, Store, [Vec<NewAttempt>; 2]) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("t.db")).unwrap();
+    let ids = store
+        .submit("ann".into(), false, vec![(spec(0), None); 2])
+        .await
+        .unwrap();
+    let new = |fold| {
+        vec![NewAttempt {
+            fold,
+            runner: "local".into(),
+            grant: crate::protocol::Grant {
+                millicpus: 1000,
+                memory: 1 << 20,
+                gpus: vec![],
+            },
+        }]
+    };
+    (dir, store, [new(ids[0]), new(ids[1])])
+}
+
+/// Starts `assign` (behind running work or not) on its own task and gives it time to queue.
+async fn assigning(
+    store: &Store,
+    new: Vec<NewAttempt>,
+    behind: bool,
+) -> tokio::task::JoinHandle<Result<Vec<(crate::model::AttemptId, NewAttempt, FoldSpec)>>> {
+    let store = store.clone();
+    let task = tokio::spawn(async move {
+        if behind {
+            store.assign_behind(new).await
+        } else {
+            store.assign(new).await
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    task
+}
+
+#[tokio::test]
+async fn an_assignment_behind_running_work_is_not_urgent_while_nothing_waits() {
+    let (_dir, store, [first, second]) = two_folds_to_assign().await;
+    let release = hold_writer(&store);
+    // The writer runs a job and has nothing waiting: the one behind running work is queued
+    // as an ordinary job, so an urgent one queued after it still goes first.
+    let behind = assigning(&store, first, true).await;
+    let urgent = assigning(&store, second, false).await;
+    release.send(()).unwrap();
+    let (behind, urgent) = (
+        behind.await.unwrap().unwrap(),
+        urgent.await.unwrap().unwrap(),
+    );
+    assert!(
+        urgent[0].0 < behind[0].0,
+        "the urgent assignment went first"
+    );
+    // Both are durable assignments of idle folds, with their specs; a fold no longer idle is
+    // skipped, as by `assign`.
+    for out in [&behind, &urgent] {
+        assert_eq!(out.len(), 1);
+        let fold = store.fold(out[0].1.fold).await.unwrap();
+        assert_eq!(fold.state, FoldState::Assigned);
+    }
+    let again = vec![behind[0].1.clone()];
+    assert!(store.assign_behind(again).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_assignment_behind_running_work_goes_before_the_jobs_that_wait() {
+    let (_dir, store, [first, _]) = two_folds_to_assign().await;
+    let fold = first[0].fold;
+    let release = hold_writer(&store);
+    // A job waits: the master must not wait behind it for its next cycle.
+    let seen = store
+        .queue(|c| {
+            Ok(
+                c.query_row("SELECT group_concat(fold_id) FROM attempts", [], |r| {
+                    r.get::<_, Option<String>>(0)
+                })?,
+            )
+        })
+        .unwrap();
+    let behind = assigning(&store, first, true).await;
+    release.send(()).unwrap();
+    assert_eq!(behind.await.unwrap().unwrap().len(), 1);
+    assert_eq!(
+        seen.await.unwrap().unwrap(),
+        Some(fold.to_string()),
+        "the assignment ran before the job that waited"
+    );
 }
