@@ -359,7 +359,8 @@ impl Store {
     /// `prefetch`), whose agent has work until it hears of them. When the writer has nothing
     /// waiting, the commit is not urgent: it runs next all the same, and the jobs that arrive
     /// while it runs (the results of a stream of short folds) join its group and share its
-    /// fsync, where an urgent one ends its group alone (nearly an fsync per assignment).
+    /// fsync, where an urgent one ends its group alone (nearly an fsync per assignment); its
+    /// answer then waits for the group's end, at most `GROUP_TIME` (20 ms) after it ran.
     /// When jobs wait, it is urgent like any assignment: the master runs no other cycle
     /// before it is committed, so it must not queue behind a flush of results.
     pub async fn assign_behind(
