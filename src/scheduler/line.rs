@@ -23,33 +23,54 @@ pub fn order_key(
     (Reverse(q), Reverse(f.priority), f.submitted_at, f.id)
 }
 
-/// Virtual times of one band's folds, given owner by owner in submit order.
-pub(super) fn virtual_times<'a>(
-    owners: impl Iterator<Item = &'a str>,
-    fair: &FairShare,
-) -> Vec<f64> {
-    // Per owner: its usage (looked up once) and its folds counted so far; one hash per fold.
-    let mut seen: HashMap<&str, (f64, f64)> = HashMap::new();
-    owners
-        .map(|o| {
-            let (usage, before) = seen
-                .entry(o)
-                .or_insert_with(|| (fair.usage.get(o).copied().unwrap_or(0.0), 0.0));
-            let v = *usage + *before;
-            *before += 1.0;
-            v
-        })
-        .collect()
-}
-
 /// Reorders `range` (indices into `folds`, one band, in submit order) by virtual time; ties
 /// keep submit order.
 pub(super) fn fair_reorder(range: &mut [usize], folds: &[PendingFold], fair: &FairShare) {
-    let v = virtual_times(range.iter().map(|&i| folds[i].owner.as_str()), fair);
-    let mut pos: Vec<usize> = (0..range.len()).collect();
-    pos.sort_by(|&a, &b| v[a].total_cmp(&v[b]).then(a.cmp(&b)));
-    let reordered: Vec<usize> = pos.iter().map(|&p| range[p]).collect();
+    // Owners as indices, each owner's usage looked up once: one hash per fold.
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut usage: Vec<f64> = Vec::new();
+    let owner: Vec<usize> = range
+        .iter()
+        .map(|&i| {
+            let o = folds[i].owner.as_str();
+            *ids.entry(o).or_insert_with(|| {
+                usage.push(fair.usage.get(o).copied().unwrap_or(0.0));
+                usage.len() - 1
+            })
+        })
+        .collect();
+    let mut before = vec![0.0; usage.len()];
+    let mut by_position: Vec<usize> = (0..range.len()).collect();
+    fair_reorder_by(&mut by_position, |&p| owner[p], &usage, &mut before);
+    let reordered: Vec<usize> = by_position.iter().map(|&p| range[p]).collect();
     range.copy_from_slice(&reordered);
+}
+
+/// Reorders `band` (one band, in submit order) by virtual time: the owner's usage plus how
+/// many of its folds come before in the band; ties keep submit order. `owner` gives each
+/// entry's owner as an index into `usage`; `before` holds a zero per owner and is left so.
+pub(super) fn fair_reorder_by<T: Copy>(
+    band: &mut [T],
+    owner: impl Fn(&T) -> usize,
+    usage: &[f64],
+    before: &mut [f64],
+) {
+    let mut keyed: Vec<(f64, usize)> = band
+        .iter()
+        .enumerate()
+        .map(|(position, t)| {
+            let o = owner(t);
+            let v = usage[o] + before[o];
+            before[o] += 1.0;
+            (v, position)
+        })
+        .collect();
+    for t in band.iter() {
+        before[owner(t)] = 0.0;
+    }
+    keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let reordered: Vec<T> = keyed.iter().map(|&(_, p)| band[p]).collect();
+    band.copy_from_slice(&reordered);
 }
 
 /// All of `idle` in line order (indices).
