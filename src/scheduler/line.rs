@@ -27,7 +27,7 @@ pub fn order_key(
 /// keep submit order.
 pub(super) fn fair_reorder(range: &mut [usize], folds: &[PendingFold], fair: &FairShare) {
     // Owners as indices, each owner's usage looked up once: one hash per fold.
-    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut ids: super::feasibility::FxMap<&str, usize> = Default::default();
     let mut usage: Vec<f64> = Vec::new();
     let owner: Vec<usize> = range
         .iter()

@@ -257,7 +257,6 @@ impl Store {
             changes,
             pg: Some(pg),
             lane: super::Lane::Others,
-            backlog: Default::default(),
         }
     }
 

@@ -5,10 +5,10 @@
 
 pub use super::records::*;
 use super::records::{attempt_from_row, fold_from_row, ATTEMPT_COLUMNS, FOLD_COLUMNS};
+use super::writer::{Durability, Urgency};
 use super::{blobs, now_ms, BlobBody, Result, Store, StoreError};
 use crate::model::{AttemptId, FoldId, FoldSpec, FoldState, HoldCode};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
-use std::sync::atomic::Ordering;
 
 /// Appends an event and makes it the fold's newest change.
 pub(super) fn event(
@@ -352,38 +352,35 @@ impl Store {
         &self,
         new: Vec<NewAttempt>,
     ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
-        self.assign_with(new, true).await
+        self.assign_with(new, Urgency::First).await
     }
 
     /// [`Store::assign`] for folds queued behind attempts still running (a runner's
-    /// `prefetch`), whose agent has work until it hears of them. When the writer has nothing
-    /// waiting, the commit is not urgent: it runs next all the same, and the jobs that arrive
-    /// while it runs (the results of a stream of short folds) join its group and share its
-    /// fsync, where an urgent one ends its group alone (nearly an fsync per assignment); its
-    /// answer then waits for the group's end, at most `GROUP_TIME` (20 ms) after it ran.
-    /// When jobs wait, it is urgent like any assignment: the master runs no other cycle
-    /// before it is committed, so it must not queue behind a flush of results.
+    /// `prefetch`), whose agent has work until it hears of them. Urgent only if other jobs
+    /// wait when the writer takes it in (`Urgency::FirstIfJobsWait`): the master runs no
+    /// other cycle before it is committed, so it must not wait behind a flush of results.
+    /// Otherwise it takes its lane's turn (at most one job of another caller's goes first) and
+    /// the jobs arriving while it runs, the results of a stream of short folds, join its group
+    /// and share its fsync, where an urgent one ends its group alone (nearly an fsync per
+    /// assignment). Its answer then waits for its group's end: `GROUP_TIME` (20 ms) at most,
+    /// plus the job running then and the fsync.
     pub async fn assign_behind(
         &self,
         new: Vec<NewAttempt>,
     ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
-        let jobs_wait = self.backlog.load(Ordering::SeqCst) > 0;
-        self.assign_with(new, jobs_wait).await
+        self.assign_with(new, Urgency::FirstIfJobsWait).await
     }
 
     async fn assign_with(
         &self,
         new: Vec<NewAttempt>,
-        urgent: bool,
+        urgency: Urgency,
     ) -> Result<Vec<(AttemptId, NewAttempt, FoldSpec)>> {
         if let Some(pg) = self.pg() {
             return super::engine::published(pg, crate::store::QueueStore::assign(pg, new)).await;
         }
-        if urgent {
-            self.call_urgent(assign(new)).await
-        } else {
-            self.call(assign(new)).await
-        }
+        self.call_in(Durability::Durable, urgency, assign(new))
+            .await
     }
 
     /// An output file of a fold's newest attempt, to stream.

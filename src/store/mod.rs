@@ -58,12 +58,12 @@ pub use folds::{
 
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 #[cfg(test)]
 use writer::GROUP_TIME;
-use writer::{checkpointer, writer, Durability, Job, Lane, Queued};
+use writer::{checkpointer, writer, Durability, Job, Lane, Queued, Urgency};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -116,11 +116,12 @@ const STATEMENT_CACHE: usize = 512;
 /// Many small submits share an fsync and each is still on disk before it is acknowledged.
 /// The writer lives in `writer.rs`.
 ///
-/// **Urgent** jobs (`call_urgent`: the master's assignment commits into free slots) go before
+/// **Urgent** jobs (`Urgency::First`: the master's assignment commits into free slots) go before
 /// every other job waiting, and their group ends as soon as no urgent job waits: a placement
 /// never queues behind a stream of result recordings or submits, which the master records in
 /// chunks (`apply_reports_chunked`) so that no one job holds the writer for long. A fold only
-/// queued behind running work (`assign_behind`) is urgent only while other jobs wait.
+/// queued behind running work (`assign_behind`) is urgent only if other jobs wait when the
+/// writer takes it in (`Urgency::FirstIfJobsWait`).
 ///
 /// The other jobs run in two **lanes** taken in turn (`Lanes`): the master's own (a `Store`
 /// from `for_master`) and everyone else's. A submit batch waits for one result chunk at most,
@@ -148,8 +149,6 @@ pub struct Store {
     pg: Option<pg::PgStore>,
     /// The writer's lane of this handle's jobs (`for_master`).
     lane: Lane,
-    /// Jobs queued for the writer that it has not started yet (`assign_behind`).
-    backlog: Arc<AtomicUsize>,
 }
 
 /// How many times a fold may lose its runner (crash, partition past the lease) before it is
@@ -183,13 +182,11 @@ impl Store {
         let (alive, writer_gone) = std::sync::mpsc::channel::<()>();
         let (changed, changes) =
             tokio::sync::watch::channel(events::newest(&conn).map_err(open_err)?);
-        let backlog = Arc::new(AtomicUsize::new(0));
-        let writer_backlog = backlog.clone();
         std::thread::Builder::new()
             .name("datarun-store".into())
             .spawn(move || {
                 let _alive = alive;
-                writer(conn, rx, changed, &writer_backlog)
+                writer(conn, rx, changed)
             })
             .map_err(thread_err)?;
         std::thread::Builder::new()
@@ -233,7 +230,6 @@ impl Store {
             changes,
             pg: None,
             lane: Lane::Others,
-            backlog,
         })
     }
 
@@ -262,7 +258,7 @@ impl Store {
     fn enqueue<T, F>(
         &self,
         durability: Durability,
-        urgent: bool,
+        urgency: Urgency,
         f: F,
         answer: impl FnOnce(Result<T>) + Send + 'static,
     ) -> Result<()>
@@ -290,19 +286,15 @@ impl Store {
             }
             Box::new(move || answer(out))
         });
-        self.backlog.fetch_add(1, Ordering::SeqCst);
         self.jobs
             .send(Queued {
                 durability,
-                urgent,
+                urgency,
                 lane: self.lane,
                 job,
                 queued_at: std::time::Instant::now(),
             })
-            .map_err(|_| {
-                self.backlog.fetch_sub(1, Ordering::SeqCst);
-                StoreError::Closed
-            })
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Queues `f` and returns how to wait for its answer: jobs queued one after another by
@@ -310,7 +302,7 @@ impl Store {
     fn queue_with<T, F>(
         &self,
         durability: Durability,
-        urgent: bool,
+        urgency: Urgency,
         f: F,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<T>>>
     where
@@ -318,7 +310,7 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.enqueue(durability, urgent, f, move |out| {
+        self.enqueue(durability, urgency, f, move |out| {
             let _ = tx.send(out);
         })?;
         Ok(rx)
@@ -330,7 +322,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        self.queue_with(Durability::Durable, false, f)
+        self.queue_with(Durability::Durable, Urgency::InTurn, f)
     }
 
     async fn call_with<T, F>(&self, durability: Durability, f: F) -> Result<T>
@@ -338,18 +330,16 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let rx = self.queue_with(durability, false, f)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.call_in(durability, Urgency::InTurn, f).await
     }
 
-    /// Like `call`, ahead of every job waiting that is not urgent itself (see `Store`): for
-    /// small changes that someone waits on to go on (an assignment before its `Run`).
-    pub(crate) async fn call_urgent<T, F>(&self, f: F) -> Result<T>
+    /// Runs `f` on the writer as soon as `urgency` says and waits for its answer.
+    async fn call_in<T, F>(&self, durability: Durability, urgency: Urgency, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
-        let rx = self.queue_with(Durability::Durable, true, f)?;
+        let rx = self.queue_with(durability, urgency, f)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -436,7 +426,7 @@ impl Store {
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.enqueue(Durability::Durable, false, f, move |out| {
+        self.enqueue(Durability::Durable, Urgency::InTurn, f, move |out| {
             let _ = tx.send(out);
         })?;
         rx.recv().map_err(|_| StoreError::Closed)?

@@ -12,11 +12,24 @@ pub(super) type Reply = Box<dyn FnOnce() + Send>;
 /// A job on its way to the writer, with how it is treated there.
 pub(super) struct Queued {
     pub(super) durability: Durability,
-    pub(super) urgent: bool,
+    pub(super) urgency: Urgency,
     pub(super) lane: Lane,
     pub(super) job: Job,
     /// When it was queued (the writer's timing log of urgent jobs).
     pub(super) queued_at: std::time::Instant,
+}
+
+/// How soon the writer takes a job (`Lanes`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Urgency {
+    /// In its lane's turn.
+    InTurn,
+    /// Before every job that is not urgent; its group ends as soon as no urgent job waits.
+    First,
+    /// `First` when other jobs wait as the writer takes it in, else `InTurn`. The writer
+    /// decides, taking jobs in the order they were queued, so every job queued before it and
+    /// not yet started counts (`Store::assign_behind`).
+    FirstIfJobsWait,
 }
 
 /// Whose job it is, for the writer's order (`Lanes`): each caller's jobs run in the order it
@@ -59,7 +72,6 @@ pub(super) fn writer(
     mut conn: Connection,
     rx: std::sync::mpsc::Receiver<Queued>,
     changed: tokio::sync::watch::Sender<i64>,
-    backlog: &std::sync::atomic::AtomicUsize,
 ) {
     let mut replies: Vec<Reply> = Vec::with_capacity(GROUP);
     let mut lanes = Lanes::default();
@@ -77,11 +89,10 @@ pub(super) fn writer(
         // once the group holds an urgent job.
         let mut urgent_times = None;
         while let Some(q) = lanes.next(&rx) {
-            backlog.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             let before = conn.total_changes();
             let (queued_at, started) = (q.queued_at, std::time::Instant::now());
             replies.push((q.job)(&mut conn));
-            if q.urgent && urgent_times.is_none() {
+            if q.urgency == Urgency::First && urgent_times.is_none() {
                 urgent_times = Some((started - queued_at, started.elapsed()));
             }
             sync |= q.durability == Durability::Durable && conn.total_changes() != before;
@@ -175,8 +186,15 @@ struct Lanes {
 }
 
 impl Lanes {
-    fn push(&mut self, q: Queued) {
-        if q.urgent {
+    fn push(&mut self, mut q: Queued) {
+        if q.urgency == Urgency::FirstIfJobsWait {
+            q.urgency = if self.is_empty() {
+                Urgency::InTurn
+            } else {
+                Urgency::First
+            };
+        }
+        if q.urgency == Urgency::First {
             self.urgent.push_back(q)
         } else if q.lane == Lane::Master {
             self.master.push_back(q)

@@ -1,6 +1,7 @@
 //! The writer's lanes and the chunked recording of results, on a real SQLite file.
 
 use super::tests::{assign, result, spec};
+use super::writer::Urgency;
 use super::*;
 use crate::model::{FoldSpec, FoldState, Outcome};
 use std::sync::atomic::AtomicUsize;
@@ -28,16 +29,18 @@ async fn an_urgent_job_goes_before_the_jobs_waiting_and_each_lane_keeps_its_orde
     let order = Arc::new(Mutex::new(Vec::new()));
     let release = hold_writer(&store);
     let mut answers = Vec::new();
-    for (name, urgent) in [
-        ("n1", false),
-        ("n2", false),
-        ("u1", true),
-        ("n3", false),
-        ("u2", true),
+    // `w1` finds jobs waiting when the writer takes it in: it goes with the urgent ones.
+    for (name, urgency) in [
+        ("n1", Urgency::InTurn),
+        ("n2", Urgency::InTurn),
+        ("u1", Urgency::First),
+        ("w1", Urgency::FirstIfJobsWait),
+        ("n3", Urgency::InTurn),
+        ("u2", Urgency::First),
     ] {
         let order = order.clone();
         let rx = store
-            .queue_with(Durability::Durable, urgent, move |_| {
+            .queue_with(Durability::Durable, urgency, move |_| {
                 order.lock().unwrap().push(name);
                 Ok(())
             })
@@ -48,7 +51,7 @@ async fn an_urgent_job_goes_before_the_jobs_waiting_and_each_lane_keeps_its_orde
     for rx in answers {
         rx.await.unwrap().unwrap();
     }
-    assert_eq!(*order.lock().unwrap(), ["u1", "u2", "n1", "n2", "n3"]);
+    assert_eq!(*order.lock().unwrap(), ["u1", "w1", "u2", "n1", "n2", "n3"]);
 }
 
 #[tokio::test]
@@ -89,11 +92,11 @@ async fn the_masters_jobs_and_everyone_elses_take_turns_each_in_its_order() {
     );
 }
 
-/// On a new store, queues a first job (urgent or not), then ten slow jobs behind it, all while
+/// On a new store, queues a first job (with `urgency`), then ten slow jobs behind it, all while
 /// the writer is held; returns how many slow jobs had started when the first was answered (the
 /// writer answers a group's callers before it starts the next group's jobs, so this count is
 /// exact).
-fn slow_jobs_started_before_the_answer(urgent: bool) -> usize {
+fn slow_jobs_started_before_the_answer(urgency: Urgency) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let store = &Store::open(&dir.path().join("t.db")).unwrap();
     let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -104,7 +107,7 @@ fn slow_jobs_started_before_the_answer(urgent: bool) -> usize {
     store
         .enqueue(
             Durability::Durable,
-            urgent,
+            urgency,
             |c| Ok(c.execute("UPDATE sync_marker SET n = n + 1", [])?),
             move |out: Result<usize>| {
                 out.unwrap();
@@ -142,7 +145,7 @@ fn slow_jobs_started_before_the_answer(urgent: bool) -> usize {
 #[test]
 fn a_group_ends_once_it_has_run_for_its_time_and_answers_its_callers() {
     // A flush's result chunks behind a submit: it waits for the first one, not for all ten.
-    let when = slow_jobs_started_before_the_answer(false);
+    let when = slow_jobs_started_before_the_answer(Urgency::InTurn);
     assert_eq!(
         when, 1,
         "the first job answered after {when} of 10 slow jobs"
@@ -152,11 +155,19 @@ fn a_group_ends_once_it_has_run_for_its_time_and_answers_its_callers() {
 #[test]
 fn an_urgent_jobs_answer_does_not_wait_for_the_rest_of_its_group() {
     // Its group ends with it: it waits for its fsync, not for a slow job.
-    let when = slow_jobs_started_before_the_answer(true);
+    let when = slow_jobs_started_before_the_answer(Urgency::First);
     assert_eq!(
         when, 0,
         "the urgent job answered after {when} of 10 slow jobs"
     );
+}
+
+#[test]
+fn a_job_urgent_only_if_jobs_wait_shares_its_group_when_none_does() {
+    // Nothing waited when the writer took it in: the slow jobs queued after it join its group
+    // (as they would an ordinary job's), where an urgent job's group ends with it.
+    let when = slow_jobs_started_before_the_answer(Urgency::FirstIfJobsWait);
+    assert_eq!(when, 1, "it answered after {when} of 10 slow jobs");
 }
 
 /// `n` folds of ann's, each assigned: the folds and their attempts.
@@ -356,13 +367,14 @@ async fn two_folds_to_assign() -> (tempfile::TempDir, Store, [Vec<NewAttempt>; 2
     (dir, store, [new(ids[0]), new(ids[1])])
 }
 
-/// Starts `assign` (behind running work or not) on its own task and gives it time to queue.
+/// Starts the master's `assign` (behind running work or not) on its own task and gives it
+/// time to queue.
 async fn assigning(
     store: &Store,
     new: Vec<NewAttempt>,
     behind: bool,
 ) -> tokio::task::JoinHandle<Result<Vec<(crate::model::AttemptId, NewAttempt, FoldSpec)>>> {
-    let store = store.clone();
+    let store = store.for_master();
     let task = tokio::spawn(async move {
         if behind {
             store.assign_behind(new).await
@@ -407,8 +419,10 @@ async fn an_assignment_behind_running_work_goes_before_the_jobs_that_wait() {
     let (_dir, store, [first, _]) = two_folds_to_assign().await;
     let fold = first[0].fold;
     let release = hold_writer(&store);
-    // A job waits: the master must not wait behind it for its next cycle.
+    // A job of the master's own lane waits (a chunk of results, say): the master must not
+    // wait behind it for its next cycle.
     let seen = store
+        .for_master()
         .queue(|c| {
             Ok(
                 c.query_row("SELECT group_concat(fold_id) FROM attempts", [], |r| {
