@@ -23,38 +23,44 @@ pub fn order_key(
     (Reverse(q), Reverse(f.priority), f.submitted_at, f.id)
 }
 
+/// Owners as indices, each with its usage looked up once (fair share): one hash per fold.
+#[derive(Default)]
+pub(super) struct Owners<'a> {
+    ids: super::feasibility::FxMap<&'a str, usize>,
+    /// Each owner's usage, by index.
+    pub(super) usage: Vec<f64>,
+}
+
+impl<'a> Owners<'a> {
+    /// The index of `owner`.
+    pub(super) fn id(&mut self, owner: &'a str, fair: &FairShare) -> usize {
+        let usage = &mut self.usage;
+        *self.ids.entry(owner).or_insert_with(|| {
+            usage.push(fair.usage.get(owner).copied().unwrap_or(0.0));
+            usage.len() - 1
+        })
+    }
+}
+
 /// Reorders `range` (indices into `folds`, one band, in submit order) by virtual time; ties
 /// keep submit order.
 pub(super) fn fair_reorder(range: &mut [usize], folds: &[PendingFold], fair: &FairShare) {
-    // Owners as indices, each owner's usage looked up once: one hash per fold.
-    let mut ids: super::feasibility::FxMap<&str, usize> = Default::default();
-    let mut usage: Vec<f64> = Vec::new();
+    let mut owners = Owners::default();
     let owner: Vec<usize> = range
         .iter()
-        .map(|&i| {
-            let o = folds[i].owner.as_str();
-            *ids.entry(o).or_insert_with(|| {
-                usage.push(fair.usage.get(o).copied().unwrap_or(0.0));
-                usage.len() - 1
-            })
-        })
+        .map(|&i| owners.id(&folds[i].owner, fair))
         .collect();
-    let mut before = vec![0.0; usage.len()];
     let mut by_position: Vec<usize> = (0..range.len()).collect();
-    fair_reorder_by(&mut by_position, |&p| owner[p], &usage, &mut before);
+    fair_reorder_by(&mut by_position, |&p| owner[p], &owners.usage);
     let reordered: Vec<usize> = by_position.iter().map(|&p| range[p]).collect();
     range.copy_from_slice(&reordered);
 }
 
 /// Reorders `band` (one band, in submit order) by virtual time: the owner's usage plus how
 /// many of its folds come before in the band; ties keep submit order. `owner` gives each
-/// entry's owner as an index into `usage`; `before` holds a zero per owner and is left so.
-pub(super) fn fair_reorder_by<T: Copy>(
-    band: &mut [T],
-    owner: impl Fn(&T) -> usize,
-    usage: &[f64],
-    before: &mut [f64],
-) {
+/// entry's owner as an index into `usage`.
+pub(super) fn fair_reorder_by<T: Copy>(band: &mut [T], owner: impl Fn(&T) -> usize, usage: &[f64]) {
+    let mut before = vec![0.0; usage.len()];
     let mut keyed: Vec<(f64, usize)> = band
         .iter()
         .enumerate()
@@ -65,9 +71,6 @@ pub(super) fn fair_reorder_by<T: Copy>(
             (v, position)
         })
         .collect();
-    for t in band.iter() {
-        before[owner(t)] = 0.0;
-    }
     keyed.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
     let reordered: Vec<T> = keyed.iter().map(|&(_, p)| band[p]).collect();
     band.copy_from_slice(&reordered);

@@ -371,16 +371,11 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
     // With fair share: owners as indices, read here in the folds' own order (reading each
     // owner's name again in line order, scattered over memory, cost a fifth of a cycle).
     let fair = snapshot.fair_share.as_ref();
-    let mut owner_ids: FxMap<&str, u32> = FxMap::default();
-    let mut owner_usage: Vec<f64> = Vec::new();
+    let mut owners = line::Owners::default();
     let mut fold_owner: Vec<u32> = Vec::with_capacity(if fair.is_some() { folds.len() } else { 0 });
     for f in folds {
         if let Some(fair) = fair {
-            let o = *owner_ids.entry(f.owner.as_str()).or_insert_with(|| {
-                owner_usage.push(fair.usage.get(&f.owner).copied().unwrap_or(0.0));
-                (owner_usage.len() - 1) as u32
-            });
-            fold_owner.push(o);
+            fold_owner.push(owners.id(&f.owner, fair) as u32);
         }
         // A handful of queues is the rule: a linear scan beats hashing the name.
         let known = if queues.len() <= 16 {
@@ -461,13 +456,11 @@ fn prepare(snapshot: &Snapshot) -> Prepared<'_> {
         keyed[start[r]..start[r + 1]].sort_unstable();
     }
     if fair.is_some() {
-        let mut before = vec![0.0; owner_usage.len()];
         for r in 0..bands.len() {
             line::fair_reorder_by(
                 &mut keyed[start[r]..start[r + 1]],
                 |k| fold_owner[k.2 as usize] as usize,
-                &owner_usage,
-                &mut before,
+                &owners.usage,
             );
         }
     }

@@ -35,20 +35,21 @@ pub(super) async fn setup(max_retries: u32) -> (tempfile::TempDir, Store, i64, i
     (dir, store, ids[0], attempt)
 }
 
+/// An attempt of `fold` on runner "local", 1 cpu and 1 MiB.
+pub(crate) fn new_attempt(fold: i64) -> NewAttempt {
+    NewAttempt {
+        fold,
+        runner: "local".into(),
+        grant: Grant {
+            millicpus: 1000,
+            memory: 1 << 20,
+            gpus: vec![],
+        },
+    }
+}
+
 pub(crate) async fn assign(store: &Store, fold: i64) -> i64 {
-    let grant = Grant {
-        millicpus: 1000,
-        memory: 1 << 20,
-        gpus: vec![],
-    };
-    let out = store
-        .assign(vec![NewAttempt {
-            fold,
-            runner: "local".into(),
-            grant,
-        }])
-        .await
-        .unwrap();
+    let out = store.assign(vec![new_attempt(fold)]).await.unwrap();
     out[0].0
 }
 

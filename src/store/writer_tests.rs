@@ -1,6 +1,6 @@
 //! The writer's lanes and the chunked recording of results, on a real SQLite file.
 
-use super::tests::{assign, result, spec};
+use super::tests::{assign, new_attempt, result, spec};
 use super::writer::Urgency;
 use super::*;
 use crate::model::{FoldSpec, FoldState, Outcome};
@@ -353,17 +353,7 @@ async fn two_folds_to_assign() -> (tempfile::TempDir, Store, [Vec<NewAttempt>; 2
         .submit("ann".into(), false, vec![(spec(0), None); 2])
         .await
         .unwrap();
-    let new = |fold| {
-        vec![NewAttempt {
-            fold,
-            runner: "local".into(),
-            grant: crate::protocol::Grant {
-                millicpus: 1000,
-                memory: 1 << 20,
-                gpus: vec![],
-            },
-        }]
-    };
+    let new = |fold| vec![new_attempt(fold)];
     (dir, store, [new(ids[0]), new(ids[1])])
 }
 
