@@ -249,6 +249,26 @@ impl FoldSpec {
         if r.memory == 0 {
             return Err("resources.memory: must be more than 0 (e.g. \"512M\")".into());
         }
+        if r.memory > limits::MAX_MEMORY {
+            return Err(format!(
+                "resources.memory: {} is beyond any machine (at most {})",
+                crate::units::format_size(r.memory),
+                crate::units::format_size(limits::MAX_MEMORY)
+            )
+            .into());
+        }
+        for (field, limit) in [
+            ("soft_time_limit", self.soft_time_limit),
+            ("hard_time_limit", self.hard_time_limit),
+        ] {
+            if limit.is_some_and(|ms| ms > limits::MAX_TIME_LIMIT_MS) {
+                return Err(format!(
+                    "{field}: at most {} days",
+                    limits::MAX_TIME_LIMIT_MS / (24 * 3600 * 1000)
+                )
+                .into());
+            }
+        }
         if let (Some(soft), Some(hard)) = (self.soft_time_limit, self.hard_time_limit) {
             if soft > hard {
                 return Err(format!(

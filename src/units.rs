@@ -34,7 +34,8 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         return Err(format!("bad size {text:?}: must not be negative"));
     }
     let bytes = value * mult as f64;
-    if bytes > u64::MAX as f64 / 2.0 {
+    // Stored as a signed 64-bit integer: 2^63 itself would not read back.
+    if bytes >= i64::MAX as f64 {
         return Err(format!("bad size {text:?}: too large"));
     }
     Ok(bytes.round() as u64)
@@ -69,13 +70,21 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     }
     if let Ok(secs) = t.parse::<f64>() {
         if secs.is_finite() && secs >= 0.0 {
-            return Ok(Duration::from_secs_f64(secs));
+            return Duration::try_from_secs_f64(secs)
+                .map_err(|_| format!("bad duration {text:?}: too long"));
         }
         return Err(format!("bad duration {text:?}: must not be negative"));
     }
     humantime::parse_duration(t).map_err(|e| {
         format!("bad duration {text:?}: {e} (expected e.g. \"5m\", \"300s\", \"1h30m\")")
     })
+}
+
+/// Milliseconds as stored (a signed 64-bit integer), or None when beyond it: a duration's
+/// milliseconds never wrap to a short one.
+fn millis(ms: f64) -> Option<u64> {
+    let ms = ms.round();
+    (ms < i64::MAX as f64).then_some(ms as u64)
 }
 
 /// Formats a duration compactly: `850ms`, `12.3s`, `4m05s`, `2h03m`.
@@ -105,9 +114,15 @@ pub mod duration_ms {
 
     fn to_ms(h: Human) -> Result<u64, String> {
         match h {
-            Human::Secs(s) if s.is_finite() && s >= 0.0 => Ok((s * 1000.0).round() as u64),
+            Human::Secs(s) if s.is_finite() && s >= 0.0 => {
+                super::millis(s * 1000.0).ok_or_else(|| format!("bad duration {s}: too long"))
+            }
             Human::Secs(s) => Err(format!("bad duration {s}: must not be negative")),
-            Human::Text(t) => super::parse_duration(&t).map(|d| d.as_millis() as u64),
+            Human::Text(t) => {
+                let d = super::parse_duration(&t)?;
+                super::millis(d.as_millis() as f64)
+                    .ok_or_else(|| format!("bad duration {t:?}: too long"))
+            }
         }
     }
 
@@ -196,6 +211,40 @@ pub mod size_bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sizes and durations that would not read back, or would panic or wrap on the way in,
+    /// are refused with a message (a fold asking 2^63 bytes was stored and then unreadable;
+    /// `1e20` seconds panicked in `Duration::from_secs_f64`; `1e19` wrapped).
+    #[test]
+    fn sizes_and_durations_beyond_storage_are_refused() {
+        assert!(parse_size("8388608T").unwrap_err().contains("too large"));
+        assert_eq!(parse_size("8388607T").unwrap(), 8_388_607u64 << 40);
+        for bad in ["1e20", "1e300"] {
+            assert!(
+                parse_duration(bad).unwrap_err().contains("too long"),
+                "{bad}"
+            );
+        }
+        #[derive(serde::Deserialize, Debug)]
+        struct Limit {
+            #[serde(with = "duration_ms::option")]
+            ms: Option<u64>,
+        }
+        let parse =
+            |v: serde_json::Value| serde_json::from_value::<Limit>(serde_json::json!({"ms": v}));
+        for bad in [
+            serde_json::json!(1e19),
+            serde_json::json!("1e19"),
+            serde_json::json!(1e17),
+        ] {
+            let e = parse(bad.clone()).unwrap_err().to_string();
+            assert!(e.contains("too long"), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse(serde_json::json!(1e9)).unwrap().ms,
+            Some(1_000_000_000_000)
+        );
+    }
 
     #[test]
     fn sizes() {

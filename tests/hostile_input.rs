@@ -127,6 +127,29 @@ fn requests(held: i64) -> Vec<Case> {
             .answers(413, "folds: 10001 folds is over the limit of 10000"),
         case("one fold of a batch", "POST", "/folds/batch", Some(json!({"folds": [held_spec(), held_spec(), spec_with(json!({"env": env(3, 30)}))]})))
             .answers(413, "fold 2: env: 90 KiB"),
+        // Values that would not read back, or would overflow a runner's clock.
+        case("memory 2^63", "POST", "/folds", Some(spec_with(json!({"resources": {"memory": "8388608T"}}))))
+            .answers(400, "resources.memory"),
+        case("memory beyond any machine", "POST", "/folds", Some(spec_with(json!({"resources": {"memory": "1048576T"}}))))
+            .answers(400, "resources.memory: 1048576T is beyond any machine (at most 1024T)"),
+        case("time limit 1e20 s", "POST", "/folds", Some(spec_with(json!({"hard_time_limit": "1e20"}))))
+            .answers(400, "hard_time_limit"),
+        case("time limit as a number", "POST", "/folds", Some(spec_with(json!({"soft_time_limit": 1e19}))))
+            .answers(400, "soft_time_limit"),
+        case("time limit of years", "POST", "/folds/batch", Some(json!({"folds": [spec_with(json!({"hard_time_limit": "400days"}))]})))
+            .answers(400, "hard_time_limit: at most 366 days"),
+        case("array time limit", "POST", "/arrays", Some(json!({"array": "0-1", "spec": spec_with(json!({"hard_time_limit": "1e20"}))})))
+            .answers(400, "hard_time_limit"),
+        case("wait 1e20 s", "GET", "/events?timeout=1e20", None).answers(400, "timeout"),
+        // Bodies without files are small, whatever --max-body allows uploads.
+        case("array body", "POST", "/arrays", Some(json!({"array": "0-1", "spec": spec_with(json!({"env": {"A": "x".repeat(3 << 20)}}))})))
+            .answers(413, "POST /folds: 1 MiB"),
+        case("bulk body", "POST", "/folds/bulk/hold", Some(json!({"ids": vec![1; 600_000]})))
+            .answers(413, "POST /folds: 1 MiB"),
+        case("scores body", "POST", "/scores", Some(json!({"score_types": ["f1"], "y_true": vec!["0"; 3_000_000]})))
+            .answers(413, "POST /scores: 8 MiB"),
+        case("scores rows", "POST", "/scores", Some(json!({"score_types": ["f1"], "y_true": vec![0; 1_000_001], "y_pred": [0]})))
+            .answers(413, "y_true: 1000001 rows is over the limit of 1000000"),
         // Malformed specs: 400 naming the field.
         case("env name", "POST", "/folds", Some(spec_with(json!({"env": {"A=B": "1"}}))))
             .answers(400, "env: \"A=B\""),

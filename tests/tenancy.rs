@@ -584,3 +584,55 @@ fn runapp_tenants_see_only_their_own() {
     let all = ok(&m, &m.token, "GET", "/submissions", None)["submissions"].clone();
     assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
 }
+
+/// `GET /runners` gives a non-admin token the runners' facts and use, but no attempt id of
+/// anyone's: not the running ones, not those queued behind them (prefetch), not those being
+/// cancelled. An admin sees them all.
+#[test]
+fn runners_show_no_attempt_ids_to_tenants() {
+    let inventory = "[[runner]]\nname = \"local\"\ntransport = \"local\"\nexecutor = \"process\"\nslots = 1\nprefetch = 2\ncpus = 4\nmemory = \"4G\"\nqueues = [\"*\"]\n";
+    let m = Master::start(Some(inventory));
+    let admin = m.token.clone();
+    let a = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
+    let b = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
+    let ids: Vec<i64> = (0..2)
+        .map(|_| {
+            ok(&m, &a, "POST", "/folds", Some(sh("sleep 60")))["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    m.wait_state(ids[0], "running", Duration::from_secs(30));
+    // The second waits on the runner behind the first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let seen = loop {
+        let r = ok(&m, &admin, "GET", "/runners", None)["runners"][0].clone();
+        let n = |k: &str| r[k].as_array().map_or(0, Vec::len);
+        if n("attempts") == 1 && n("queued") == 1 {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no attempt queued behind the running one: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    for token in [&a, &b] {
+        let r = ok(&m, token, "GET", "/runners", None)["runners"][0].clone();
+        for key in ["attempts", "queued", "cancelling"] {
+            // An empty list may be left out.
+            let shown = r[key].as_array().map_or(0, Vec::len);
+            assert_eq!(shown, 0, "{key} shown to a tenant: {r} (admin sees {seen})");
+        }
+        assert_eq!(r["slots_used"], 1, "{r}");
+    }
+    for id in ids {
+        ok(
+            &m,
+            &admin,
+            "POST",
+            &format!("/folds/{id}/remove"),
+            Some(json!({})),
+        );
+    }
+}

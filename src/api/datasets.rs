@@ -5,6 +5,7 @@ use super::shared::{blocking, decode_files, recorded};
 use super::{problems, visible, ApiError, ApiState};
 use crate::dataset::csv::{Table, Values};
 use crate::dataset::{self, ScoreType};
+use crate::model::limits::MAX_SCORE_ROWS;
 use crate::store::{DatasetId, NewDataset, NewSplit, Principal, Resource, SplitId};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -520,6 +521,12 @@ pub async fn scores(body: Result<Json<ScoreRequest>, JsonRejection>) -> ApiResul
             ScoreType::parse(n).map_err(|e| ApiError::bad_request(format!("score_types: {e}")))
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    let rows = req
+        .y_true
+        .len()
+        .max(req.y_pred.as_ref().map_or(0, Vec::len));
+    let rows = rows.max(req.y_proba.as_ref().map_or(0, Vec::len));
+    crate::model::limits::check_count("y_true", rows, "rows", MAX_SCORE_ROWS)?;
     let inputs = dataset::score::Inputs {
         y_true: texts("y_true", &req.y_true)?,
         y_pred: req
@@ -534,10 +541,18 @@ pub async fn scores(body: Result<Json<ScoreRequest>, JsonRejection>) -> ApiResul
             .map(|c| texts("classes", c))
             .transpose()?,
     };
+    // A million rows take a moment: off the runtime the master's loop shares.
+    let computed = blocking(move || {
+        kinds
+            .into_iter()
+            .map(|kind| dataset::score::compute(kind, &inputs).map(|v| (kind, v)))
+            .collect::<Result<Vec<_>, String>>()
+    })
+    .await?
+    .map_err(ApiError::bad_request)?;
     let mut scores = serde_json::Map::new();
     let mut higher = serde_json::Map::new();
-    for kind in kinds {
-        let v = dataset::score::compute(kind, &inputs).map_err(ApiError::bad_request)?;
+    for (kind, v) in computed {
         scores.insert(kind.name().into(), json!(v));
         higher.insert(kind.name().into(), json!(kind.higher_is_better()));
     }

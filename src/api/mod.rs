@@ -86,6 +86,12 @@ impl Default for ApiLimits {
 /// list and tests/openapi.rs checks the OpenAPI document against it: a new route goes here
 /// and gets its `#[utoipa::path]` line in `openapi.rs`.
 fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)> {
+    // A request that carries no files gets the body it needs, not `--max-body`: its JSON is
+    // parsed whole before any count in it is checked.
+    let small =
+        |r: MethodRouter<ApiState>| r.layer(DefaultBodyLimit::max(max_body.min(MAX_SPEC_BODY)));
+    let lists =
+        |r: MethodRouter<ApiState>| r.layer(DefaultBodyLimit::max(max_body.min(MAX_BATCH_BODY)));
     vec![
         ("/blobs", post(folds::put_blob)),
         (
@@ -102,13 +108,13 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
         ("/folds/{id}/log", get(folds::log)),
         ("/folds/{id}/analyze", get(folds::analyze)),
         ("/folds/{id}/outputs/{*name}", get(folds::output)),
-        ("/folds/{id}/hold", post(folds::hold)),
-        ("/folds/{id}/release", post(folds::release)),
-        ("/folds/{id}/remove", post(folds::remove)),
+        ("/folds/{id}/hold", small(post(folds::hold))),
+        ("/folds/{id}/release", small(post(folds::release))),
+        ("/folds/{id}/remove", small(post(folds::remove))),
         ("/folds/{id}/provenance", get(provenance::show)),
-        ("/folds/{id}/rerun", post(provenance::rerun)),
-        ("/folds/bulk/{action}", post(bulk::bulk)),
-        ("/arrays", post(arrays::create)),
+        ("/folds/{id}/rerun", small(post(provenance::rerun))),
+        ("/folds/bulk/{action}", small(post(bulk::bulk))),
+        ("/arrays", small(post(arrays::create))),
         ("/arrays/{id}", get(arrays::show)),
         ("/arrays/{id}/{index}", get(arrays::fold)),
         (
@@ -118,15 +124,15 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
             )),
         ),
         ("/sweeps/{id}", get(sweeps::show)),
-        ("/sweeps/{id}/keep", post(sweeps::keep)),
+        ("/sweeps/{id}/keep", small(post(sweeps::keep))),
         ("/queue", get(folds::queue)),
         ("/owners", get(folds::owners)),
         ("/events", get(events::events)),
         ("/runners", get(runners)),
-        ("/runners/reload", post(reload)),
+        ("/runners/reload", small(post(reload))),
         ("/maintenance", get(maintenance)),
-        ("/runners/{name}/drain", post(drain)),
-        ("/runners/{name}/resume", post(resume)),
+        ("/runners/{name}/drain", small(post(drain))),
+        ("/runners/{name}/resume", small(post(resume))),
         ("/datasets", post(datasets::create).get(datasets::list)),
         (
             "/datasets/{id}",
@@ -136,24 +142,32 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
         ("/datasets/{id}/files/{*name}", get(datasets::file)),
         (
             "/datasets/{id}/splits",
-            post(datasets::create_split).get(datasets::list_splits),
+            lists(post(datasets::create_split)).get(datasets::list_splits),
         ),
         ("/splits/{id}", get(datasets::show_split)),
-        ("/scores", post(datasets::scores)),
+        (
+            "/scores",
+            post(datasets::scores).layer(DefaultBodyLimit::max(
+                max_body.min(crate::model::limits::MAX_SCORE_BODY),
+            )),
+        ),
         (
             "/submissions",
             post(submissions::create).get(submissions::list),
         ),
         ("/submissions/{id}", get(submissions::show)),
         ("/submissions/{id}/resubmit", post(submissions::resubmit)),
-        ("/submissions/{id}/folds", post(submission_folds::add_folds)),
+        (
+            "/submissions/{id}/folds",
+            lists(post(submission_folds::add_folds)),
+        ),
         ("/submission-folds/{id}", get(submissions::show_fold)),
         (
             "/submission-folds/{id}/predictions/{phase}",
             get(results::predictions),
         ),
-        ("/results/new", post(results::new_results)),
-        ("/results/list", post(results::list_results)),
+        ("/results/new", small(post(results::new_results))),
+        ("/results/list", small(post(results::list_results))),
         ("/datasets/{id}/leaderboard", get(results::leaderboard)),
         ("/webhooks", get(webhooks::list)),
         ("/webhook-secret", get(webhooks::secret)),
@@ -354,6 +368,8 @@ pub(crate) async fn runners(
     if !who.admin {
         for r in &mut runners {
             r.attempts.clear();
+            r.queued.clear();
+            r.cancelling.clear();
         }
     }
     Json(json!({ "runners": runners, "inventory_error": state.master.inventory_error() }))

@@ -234,11 +234,12 @@ pub async fn resubmit(
             )))
         }
     };
-    if let Some(only) = &req.folds {
-        if let Some(bad) = only
-            .iter()
-            .find(|f| !sub.folds.iter().any(|sf| sf.id == **f))
-        {
+    // Looked up in sets: a body may name millions of ids.
+    let only: Option<std::collections::HashSet<_>> =
+        req.folds.as_ref().map(|f| f.iter().copied().collect());
+    if let Some(asked) = &req.folds {
+        let of_sub: std::collections::HashSet<_> = sub.folds.iter().map(|sf| sf.id).collect();
+        if let Some(bad) = asked.iter().find(|f| !of_sub.contains(*f)) {
             return Err(ApiError::bad_request(format!(
                 "folds: {bad} is not a fold of submission {id}"
             )));
@@ -252,7 +253,7 @@ pub async fn resubmit(
     });
     let mut reruns = Vec::new();
     for sf in &sub.folds {
-        let chosen = req.folds.as_ref().is_none_or(|only| only.contains(&sf.id));
+        let chosen = only.as_ref().is_none_or(|only| only.contains(&sf.id));
         if !chosen || (force.is_none() && sf.state != Phase::Error) {
             continue;
         }

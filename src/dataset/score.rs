@@ -17,6 +17,7 @@
 //! (the first on ties), which is how RAMP turns probabilities into labels.
 
 use serde::Serialize;
+use std::collections::HashMap;
 
 pub const LOG_LOSS_EPS: f64 = 1e-15;
 
@@ -200,10 +201,15 @@ fn check_proba(name: &str, proba: &[Vec<f64>], n: usize, classes: &[String]) -> 
 }
 
 fn class_indices(labels: &[String], classes: &[String]) -> Result<Vec<usize>, String> {
+    // The first of equal classes, as a search from the front would find it.
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(classes.len());
+    for (i, c) in classes.iter().enumerate().rev() {
+        index.insert(c, i);
+    }
     labels
         .iter()
         .map(|l| {
-            classes.iter().position(|c| c == l).ok_or_else(|| {
+            index.get(l.as_str()).copied().ok_or_else(|| {
                 format!("the true label {l:?} is not one of the classes {classes:?}")
             })
         })
@@ -225,32 +231,49 @@ pub fn accuracy<T: PartialEq>(y_true: &[T], y_pred: &[T]) -> f64 {
     hits as f64 / y_true.len() as f64
 }
 
-fn f1_of(y_true: &[String], y_pred: &[String], label: &str) -> f64 {
-    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
-    for (t, p) in y_true.iter().zip(y_pred) {
-        match (t == label, p == label) {
-            (true, true) => tp += 1,
-            (false, true) => fp += 1,
-            (true, false) => fn_ += 1,
-            _ => {}
+/// A label's true positives, false positives and false negatives.
+#[derive(Clone, Copy, Default)]
+struct Counts {
+    tp: usize,
+    fp: usize,
+    fn_: usize,
+}
+
+impl Counts {
+    fn f1(self) -> f64 {
+        if self.tp == 0 {
+            0.0
+        } else {
+            2.0 * self.tp as f64 / (2 * self.tp + self.fp + self.fn_) as f64
         }
-    }
-    if tp == 0 {
-        0.0
-    } else {
-        2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
     }
 }
 
-/// F1: binary (the greater label is positive) for up to two labels, else macro.
+/// F1: binary (the greater label is positive) for up to two labels, else macro. One pass
+/// counts every label (a label per row costs no more than two labels).
 pub fn f1(y_true: &[String], y_pred: &[String]) -> f64 {
-    let mut labels: Vec<&String> = y_true.iter().chain(y_pred).collect();
-    labels.sort();
-    labels.dedup();
-    if labels.len() <= 2 {
-        return f1_of(y_true, y_pred, labels[labels.len() - 1]);
+    let mut counts: HashMap<&str, Counts> = HashMap::new();
+    for (t, p) in y_true.iter().zip(y_pred) {
+        if t == p {
+            counts.entry(t).or_default().tp += 1;
+        } else {
+            counts.entry(t).or_default().fn_ += 1;
+            counts.entry(p).or_default().fp += 1;
+        }
     }
-    labels.iter().map(|l| f1_of(y_true, y_pred, l)).sum::<f64>() / labels.len() as f64
+    // Labels of rows beyond the shorter list still count as labels (scoring 0).
+    let paired = y_true.len().min(y_pred.len());
+    for l in y_true[paired..].iter().chain(&y_pred[paired..]) {
+        counts.entry(l).or_default();
+    }
+    // Summed in label order, as always (the same last bits).
+    let mut labels: Vec<&str> = counts.keys().copied().collect();
+    labels.sort_unstable();
+    match labels[..] {
+        [] => 0.0,
+        [.., greatest] if labels.len() <= 2 => counts[greatest].f1(),
+        _ => labels.iter().map(|l| counts[l].f1()).sum::<f64>() / labels.len() as f64,
+    }
 }
 
 /// AUC of `scores` for the rows where `positive` holds: P(score_pos > score_neg) + ½ P(=).

@@ -36,14 +36,24 @@ pub const MAX_PARAM_VALUE: usize = 1024;
 pub const MAX_SWEEP_BODY: usize = 4 << 20;
 /// A whole fold spec, serialized as the master stores and lists it.
 pub const MAX_SPEC_BYTES: usize = 256 << 10;
-/// The body of `POST /folds` (one spec, with room for whitespace and escapes).
+/// The body of `POST /folds` (one spec, with room for whitespace and escapes), and of every
+/// request that carries no files nor index lists (holds, bulk actions, arrays, result feeds).
 pub const MAX_SPEC_BODY: usize = 1 << 20;
 /// Folds in one batch (`POST /folds/batch`).
 pub const MAX_BATCH_FOLDS: usize = 10_000;
 /// The body of `POST /folds/batch`.
 pub const MAX_BATCH_BODY: usize = 64 << 20;
+/// The body of `POST /scores` (labels and probabilities, parsed whole).
+pub const MAX_SCORE_BODY: usize = 8 << 20;
+/// Rows scored by one `POST /scores`.
+pub const MAX_SCORE_ROWS: usize = 1_000_000;
 /// A short free text a person writes (a hold reason).
 pub const MAX_REASON: usize = 1024;
+/// A fold's time limits, at most (a year and a day): longer ones would overflow a runner's
+/// clock, and no fold is meant to run longer.
+pub const MAX_TIME_LIMIT_MS: u64 = 366 * 24 * 3600 * 1000;
+/// A fold's memory, at most (1 PiB): beyond any machine.
+pub const MAX_MEMORY: u64 = 1 << 50;
 /// A label a client chooses: a target column, a client's fold id, a workflow element list.
 pub const MAX_LABEL: usize = 1024;
 /// Names in a list of names (workflow elements, score types).

@@ -172,3 +172,52 @@ fn compute_refuses_what_it_cannot_score() {
         assert!(err.contains(want), "{kind:?}: {err:?} lacks {want:?}");
     }
 }
+
+/// Macro F1 over as many labels as rows, the shape a hostile `POST /scores` sends: one pass
+/// (a search per label made this 10^10 compares, minutes of CPU), and the same value as the
+/// per-label definition on a smaller case.
+#[test]
+fn f1_over_a_label_per_row_is_one_pass_and_agrees_with_the_definition() {
+    let n = 100_000;
+    let truth: Vec<String> = (0..n).map(|i| format!("l{i}")).collect();
+    let mut pred = truth.clone();
+    pred.rotate_left(1); // every row wrong: each label once true, once predicted
+    let started = std::time::Instant::now();
+    assert!(close(f1(&truth, &truth), 1.0));
+    assert!(close(f1(&truth, &pred), 0.0));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+
+    // By the definition: per label, over the labels of both lists, the unweighted mean.
+    let by_definition = |t: &[String], p: &[String]| {
+        let mut labels: Vec<&String> = t.iter().chain(p).collect();
+        labels.sort();
+        labels.dedup();
+        let per = |l: &String| {
+            let tp = t.iter().zip(p).filter(|(a, b)| *a == l && *b == l).count();
+            let fp = t.iter().zip(p).filter(|(a, b)| *a != l && *b == l).count();
+            let fn_ = t.iter().zip(p).filter(|(a, b)| *a == l && *b != l).count();
+            if tp == 0 {
+                0.0
+            } else {
+                2.0 * tp as f64 / (2 * tp + fp + fn_) as f64
+            }
+        };
+        if labels.len() <= 2 {
+            per(labels[labels.len() - 1])
+        } else {
+            labels.iter().map(|l| per(l)).sum::<f64>() / labels.len() as f64
+        }
+    };
+    let mut x = 7u64;
+    let mut next = |k: u64| {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        format!("c{}", (x >> 33) % k)
+    };
+    for k in [2, 3, 7, 40] {
+        let t: Vec<String> = (0..500).map(|_| next(k)).collect();
+        let p: Vec<String> = (0..500).map(|_| next(k)).collect();
+        assert!(close(f1(&t, &p), by_definition(&t, &p)), "{k} labels");
+    }
+}
