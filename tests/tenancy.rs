@@ -636,3 +636,73 @@ fn runners_show_no_attempt_ids_to_tenants() {
         );
     }
 }
+
+/// `/runapp/` indices are kept as the base64 they decode from, without what decoders skip: a
+/// text padded with 1 MiB of characters outside the alphabet is stored and listed at the
+/// size of its indices (padding made every listing of a tenant's folds carry up to 32 MiB per
+/// fold), and a forced re-post of the padded text still counts as the same indices.
+#[test]
+fn runapp_indices_are_kept_without_padding() {
+    let m = Master::start(Some(RUNNER));
+    let a = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
+    let runapp = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
+        let mut req = reqwest::blocking::Client::new()
+            .request(method.parse().unwrap(), format!("{}/runapp/{path}", m.url))
+            .basic_auth("databoard", Some(&a));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let resp = req.send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    };
+    let indices = |rows: std::ops::Range<i64>| {
+        let bytes: Vec<u8> = rows.flat_map(|i| i.to_le_bytes()).collect();
+        encode_zb64(&bytes)
+    };
+    let (status, raw) = runapp(
+        "POST",
+        "rawdata/",
+        Some(json!({"name": "d", "target_column": "y",
+        "workflow_elements": "classifier", "files": {"d.csv": encode_zb64(CSV)}})),
+    );
+    assert_eq!(status, 201, "{raw}");
+    let raw = raw["id"].as_i64().unwrap();
+    let (status, v) = runapp(
+        "POST",
+        "rawdata/split/",
+        Some(json!({"raw_data_id": raw, "held_out_test": 0.25})),
+    );
+    assert_eq!(status, 200, "{v}");
+    let (train, test) = (indices(0..4), indices(4..6));
+    let pad = ".".repeat(1 << 20);
+    let padded = format!("{}\n{pad}{}", &train[..4], &train[4..]);
+    let fold = json!({"databoard_sf_id": 1, "databoard_s_id": 1,
+        "raw_data": raw, "files": {"classifier.py": encode_zb64(b"# a\n")},
+        "train_is": padded, "test_is": test});
+    let (status, v) = runapp("POST", "submissionfold/", Some(fold.clone()));
+    assert_eq!(
+        status,
+        201,
+        "{}",
+        &v.to_string()[..200.min(v.to_string().len())]
+    );
+    let (status, list) = runapp("GET", "submissionfold/", None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        list[0]["train_is"],
+        json!(train),
+        "stored as posted, padding and all"
+    );
+    assert_eq!(list[0]["test_is"], json!(test));
+    assert!(
+        list.to_string().len() < 64 << 10,
+        "{} bytes",
+        list.to_string().len()
+    );
+    // The same padded text re-posted with force is the same fold's indices.
+    let mut again = fold;
+    again["force"] = json!("submission_fold");
+    let (status, v) = runapp("POST", "submissionfold/", Some(again));
+    assert!((200..300).contains(&status), "{status} {v}");
+}

@@ -205,8 +205,8 @@ pub async fn create(
         databoard_sf_id: sf_id,
         databoard_s_id: s_id,
         priority: prio_name,
-        train_is: train_text,
-        test_is: test_text,
+        train_is: super::encoding::compact(&train_text),
+        test_is: super::encoding::compact(&test_text),
     };
     let sf = match s
         .store
