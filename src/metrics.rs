@@ -5,7 +5,8 @@
 //! through `get()`; what *is* (folds per queue and state, runners' slots and states) is read
 //! at scrape time from the store's `fold_counts` table and the master's published view, never
 //! by a scan of the queue. No metric has an owner label: the page tells nothing per owner.
-//! Every label's values are bounded: queues and states from `fold_counts`, runner names from
+//! Every label's values are bounded: queues (at most [`QUEUE_SERIES`], tenants name them) and
+//! states from `fold_counts`, runner names from
 //! the inventory, outcomes and fold states from the model, store operations from the code
 //! (the name of the store method that sent the job), routes as matched path templates.
 //!
@@ -119,6 +120,51 @@ const RUN_SECONDS: [f64; 14] = [
 ];
 
 /// The runner states of `datarun_runner_state` (RunnerStatus::state, bounded).
+/// Queues with series of their own in `datarun_folds`, at most: tenants name queues, and a
+/// series per name would let one batch of folds add thousands of series for good. The
+/// queues the inventory names come first, then the fullest; the rest are summed as
+/// [`OTHER_QUEUES`].
+pub const QUEUE_SERIES: usize = 64;
+pub const OTHER_QUEUES: &str = "(other)";
+
+/// `counts` (queue, state, folds) with at most [`QUEUE_SERIES`] queues: when there are more,
+/// the `named` ones first, then by folds in all (most first, then by name), and the others
+/// summed per state under [`OTHER_QUEUES`].
+pub fn bounded_queues(
+    counts: Vec<(String, FoldState, i64)>,
+    named: &std::collections::HashSet<String>,
+) -> Vec<(String, FoldState, i64)> {
+    let mut totals: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+    for (q, _, n) in &counts {
+        *totals.entry(q.as_str()).or_default() += n;
+    }
+    if totals.len() <= QUEUE_SERIES {
+        return counts;
+    }
+    let mut order: Vec<(&str, i64)> = totals.into_iter().collect();
+    order.sort_by(|a, b| (!named.contains(a.0), -a.1, a.0).cmp(&(!named.contains(b.0), -b.1, b.0)));
+    let kept: std::collections::HashSet<String> = order[..QUEUE_SERIES - 1]
+        .iter()
+        .map(|(q, _)| q.to_string())
+        .collect();
+    let mut other: std::collections::BTreeMap<&'static str, (FoldState, i64)> =
+        std::collections::BTreeMap::new();
+    let mut out = Vec::new();
+    for (q, state, n) in counts {
+        if kept.contains(&q) {
+            out.push((q, state, n));
+        } else {
+            other.entry(state.as_str()).or_insert((state, 0)).1 += n;
+        }
+    }
+    out.extend(
+        other
+            .into_values()
+            .map(|(state, n)| (OTHER_QUEUES.to_string(), state, n)),
+    );
+    out
+}
+
 pub const RUNNER_STATES: [&str; 5] = ["ready", "connecting", "disconnected", "drained", "removed"];
 
 /// The bounded state of a runner from its status line ("ready", "not connected: ...").
@@ -303,7 +349,12 @@ impl Metrics {
     /// Reads what is now (folds per queue and state, runners) and encodes every metric.
     async fn render(&self, state: &ApiState) -> Result<String, ApiError> {
         let _one = self.scrape.lock().await;
-        let counts = state.store.fold_state_counts().await?;
+        let runners = state.master.runners();
+        let named = runners
+            .iter()
+            .flat_map(|r| r.queues.iter().filter(|q| *q != "*").cloned())
+            .collect();
+        let counts = bounded_queues(state.store.fold_state_counts().await?, &named);
         self.folds.clear();
         // Every state of each queue the counts name, zeros included: a series does not
         // vanish when its last fold leaves the state.
@@ -328,7 +379,7 @@ impl Metrics {
         self.slots_total.clear();
         self.slots_used.clear();
         self.runner_state.clear();
-        for r in state.master.runners() {
+        for r in runners {
             let runner = RunnerLabel { runner: r.name };
             self.slots_total
                 .get_or_create(&runner)
@@ -466,6 +517,33 @@ async fn scrape(State(state): State<ApiState>, req: Request) -> Result<Response,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn queues_beyond_the_bound_are_summed_as_other() {
+        let mut counts = vec![("named".to_string(), FoldState::Idle, 1)];
+        for i in 0..100 {
+            counts.push((format!("q{i:03}"), FoldState::Held, 100 - i));
+            counts.push((format!("q{i:03}"), FoldState::Done, 1));
+        }
+        let total: i64 = counts.iter().map(|c| c.2).sum();
+        let named = ["named".to_string()].into_iter().collect();
+        let out = bounded_queues(counts.clone(), &named);
+        let queues: std::collections::BTreeSet<&str> = out.iter().map(|c| c.0.as_str()).collect();
+        assert_eq!(queues.len(), QUEUE_SERIES);
+        // The inventory's queue first however small, then the fullest: q000..q061.
+        assert!(queues.contains("named") && queues.contains("q061") && !queues.contains("q062"));
+        assert_eq!(out.iter().map(|c| c.2).sum::<i64>(), total);
+        let other = |state: FoldState| {
+            out.iter()
+                .find(|c| c.0 == OTHER_QUEUES && c.1 == state)
+                .map(|c| c.2)
+        };
+        assert_eq!(other(FoldState::Done), Some(38));
+        assert_eq!(other(FoldState::Held), Some((1..=38).sum()));
+        // At the bound, nothing changes.
+        let few: Vec<_> = counts.into_iter().take(QUEUE_SERIES).collect();
+        assert_eq!(bounded_queues(few.clone(), &named), few);
+    }
 
     #[test]
     fn op_names_are_the_method_that_sent_the_job() {

@@ -347,3 +347,50 @@ fn metrics_take_an_admin_token_unless_public() {
         3.0
     );
 }
+
+/// Tenants name queues: 100 queue names give `datarun_folds` at most `QUEUE_SERIES` queue
+/// labels, the inventory's queue among them however few its folds, the rest summed as
+/// `(other)`; every fold is still counted once.
+#[test]
+fn queue_series_are_bounded() {
+    let m = Master::start(Some(RUNNER));
+    let ids = m.submit(vec![sh("true")]);
+    m.wait_all(&ids, Duration::from_secs(30));
+    // No runner serves these queues: each fold is held as it is stored.
+    let named: Vec<Value> = (0..100)
+        .map(|i| {
+            let mut f = sh("true");
+            f["queue"] = json!(format!("t{i:03}"));
+            f
+        })
+        .collect();
+    m.submit(named);
+    let (status, _, text) = scrape(&m, Some(&m.token));
+    assert_eq!(status, 200, "{text}");
+    let s = parse(&text);
+    let folds: Vec<&Value> = s.iter().filter(|x| x["name"] == "datarun_folds").collect();
+    let queues: std::collections::BTreeSet<&str> = folds
+        .iter()
+        .map(|x| x["labels"]["queue"].as_str().unwrap())
+        .collect();
+    assert_eq!(queues.len(), datarun::metrics::QUEUE_SERIES, "{queues:?}");
+    assert!(queues.contains("default"), "{queues:?}");
+    assert!(
+        queues.contains(datarun::metrics::OTHER_QUEUES),
+        "{queues:?}"
+    );
+    let held: f64 = folds
+        .iter()
+        .filter(|x| x["labels"]["state"] == "held")
+        .map(|x| x["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(held, 100.0);
+    assert_eq!(
+        must(
+            &s,
+            "datarun_folds",
+            json!({"queue": "default", "state": "done"})
+        ),
+        1.0
+    );
+}
