@@ -175,6 +175,8 @@ fn requests(held: i64) -> Vec<Case> {
             .answers(413, "reason: 2 KiB is over the limit of 1 KiB"),
         case("target column", "POST", "/datasets", Some(json!({"name": "d", "csv": b64(b"x,y\n1,2\n"), "target_column": kib(2)})))
             .answers(413, "target_column: 2 KiB is over the limit of 1 KiB"),
+        case("table cells", "POST", "/datasets", Some(json!({"name": "d", "csv": b64(&[b"x,y\n".as_slice(), &b",\n".repeat(2_500_001)].concat()), "target_column": "y"})))
+            .answers(400, "csv: line 2500002: the table has more than 5000000 cells"),
         case("workflow elements", "POST", "/datasets", Some(json!({"name": "d", "csv": b64(b"x,y\n1,2\n"), "target_column": "y", "workflow_elements": vec!["e"; 100]})))
             .answers(413, "workflow_elements: 100 names is over the limit of 64"),
         case("cv folds", "POST", "/submissions", Some(submission(json!({"cv": {"k": 5000}}))))

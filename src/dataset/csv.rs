@@ -78,6 +78,13 @@ impl Table {
     }
 }
 
+/// Cells (rows × columns) of a table, at most: a table is held in memory as typed columns
+/// (16 to 40 bytes a cell however short its text), so a body of 256 MiB of commas would
+/// otherwise take gigabytes. While it is read, a column is one text and its cells' ends.
+pub const MAX_CELLS: usize = 5_000_000;
+/// Columns of a table, at most.
+pub const MAX_COLUMNS: usize = 10_000;
+
 fn numeric(cell: &str) -> Option<f64> {
     cell.trim().parse::<f64>().ok().filter(|x| x.is_finite())
 }
@@ -107,10 +114,22 @@ pub fn parse(data: &[u8]) -> Result<Table, String> {
         }
     }
     let width = header.len();
-    let mut cells: Vec<Vec<String>> = vec![Vec::new(); width];
+    if width > MAX_COLUMNS {
+        return Err(format!(
+            "line 1: {width} columns is over the limit of {MAX_COLUMNS}"
+        ));
+    }
+    let mut cells: Vec<Cells> = (0..width).map(|_| Cells::default()).collect();
+    let mut count = 0usize;
     for record in reader.records() {
         let record = record.map_err(describe)?;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
+        count += width;
+        if count > MAX_CELLS {
+            return Err(format!(
+                "line {line}: the table has more than {MAX_CELLS} cells (rows × columns), the limit"
+            ));
+        }
         if record.len() != width {
             return Err(format!(
                 "line {line}: {} fields, but the header has {width} ({})",
@@ -119,10 +138,11 @@ pub fn parse(data: &[u8]) -> Result<Table, String> {
             ));
         }
         for (col, cell) in cells.iter_mut().zip(record.iter()) {
-            col.push(cell.to_string());
+            col.text.push_str(cell);
+            col.ends.push(col.text.len());
         }
     }
-    let rows = cells.first().map(Vec::len).unwrap_or(0);
+    let rows = cells.first().map_or(0, |c| c.ends.len());
     if rows == 0 {
         return Err("the CSV has a header but no rows".into());
     }
@@ -160,7 +180,21 @@ pub fn select_rows(data: &[u8], rows: &[usize]) -> Result<Vec<u8>, String> {
     out.into_inner().map_err(|e| e.to_string())
 }
 
-fn type_column(cells: Vec<String>) -> Values {
+/// A column's cells as read: their text end to end, and where each ends.
+#[derive(Default)]
+struct Cells {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Cells {
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(&self.ends).map(|(a, &b)| &self.text[a..b])
+    }
+}
+
+fn type_column(cells: Cells) -> Values {
     let all_numeric = cells.iter().all(|c| is_null(c) || numeric(c).is_some());
     if all_numeric {
         Values::Numeric(
@@ -172,8 +206,8 @@ fn type_column(cells: Vec<String>) -> Values {
     } else {
         Values::Categorical(
             cells
-                .into_iter()
-                .map(|c| if is_null(&c) { None } else { Some(c) })
+                .iter()
+                .map(|c| (!is_null(c)).then(|| c.to_string()))
                 .collect(),
         )
     }
@@ -197,6 +231,31 @@ fn describe(e: ::csv::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A table of many short cells is refused as it is read, naming the line, before its
+    /// cells are typed; so is a header of too many columns.
+    #[test]
+    fn tables_over_the_cell_limit_are_refused_as_they_are_read() {
+        let mut csv = b"a,y\n".to_vec();
+        for _ in 0..(MAX_CELLS / 2 + 1) {
+            csv.extend_from_slice(b",\n");
+        }
+        let e = parse(&csv).unwrap_err();
+        assert_eq!(
+            e,
+            format!(
+                "line {}: the table has more than {MAX_CELLS} cells (rows × columns), the limit",
+                MAX_CELLS / 2 + 2
+            )
+        );
+        assert_eq!(parse(b"a,y\n,\n").unwrap().rows, 1);
+        let wide: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect();
+        let e = parse(format!("{}\n", wide.join(",")).as_bytes()).unwrap_err();
+        assert!(
+            e.contains("10001 columns is over the limit of 10000"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn types_columns_and_reads_nulls_like_pandas() {
