@@ -48,10 +48,41 @@ impl Allow {
 fn special(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => special_v4(v4),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => special_v4(v4),
-            None => special_v6(v6),
-        },
+        IpAddr::V6(v6) => special_v6(v6).or_else(|| match carried(v6) {
+            Carried::V4(v4) => special_v4(v4),
+            Carried::Unknown(what) => Some(what),
+            Carried::Nothing => None,
+        }),
+    }
+}
+
+/// The IPv4 address an IPv6 address reaches through a translator or a tunnel.
+enum Carried {
+    V4(Ipv4Addr),
+    /// A translation prefix whose IPv4 address cannot be told from here.
+    Unknown(&'static str),
+    Nothing,
+}
+
+/// IPv4-mapped `::ffff:a.b.c.d` and IPv4-compatible `::a.b.c.d`, NAT64's well-known prefix
+/// `64:ff9b::/96`, 6to4 `2002::/16` and Teredo `2001::/32` (its client, inverted) carry an
+/// IPv4 address; NAT64's local-use prefix `64:ff9b:1::/48` may carry any.
+fn carried(ip: Ipv6Addr) -> Carried {
+    let (s, o) = (ip.segments(), ip.octets());
+    let last = Ipv4Addr::new(o[12], o[13], o[14], o[15]);
+    if let Some(v4) = ip.to_ipv4() {
+        // `::ffff:a.b.c.d` or `::a.b.c.d` (`::` and `::1` are judged as IPv6 before).
+        Carried::V4(v4)
+    } else if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+        Carried::V4(last)
+    } else if s[0] == 0x64 && s[1] == 0xff9b && s[2] == 1 {
+        Carried::Unknown("NAT64 (local-use prefix)")
+    } else if s[0] == 0x2002 {
+        Carried::V4(Ipv4Addr::new(o[2], o[3], o[4], o[5]))
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        Carried::V4(Ipv4Addr::from(!u32::from(last)))
+    } else {
+        Carried::Nothing
     }
 }
 
@@ -168,10 +199,25 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            // IPv4 through a translator or a tunnel: NAT64, IPv4-compatible, 6to4, Teredo.
+            "64:ff9b::a00:1",
+            "64:ff9b::169.254.169.254",
+            "64:ff9b:1::808:808",
+            "::10.0.0.1",
+            "2002:a00:1::1",
+            "2002:7f00:1::",
+            "2001:0:4136:e378:8000:63bf:f5ff:fffe",
         ] {
             assert!(none.refuses(ip.parse().unwrap()).is_some(), "{ip}");
         }
-        for ip in ["93.184.216.34", "2606:4700::1111", "8.8.8.8"] {
+        for ip in [
+            "93.184.216.34",
+            "2606:4700::1111",
+            "8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
+            "2001:0:4136:e378:8000:63bf:f7f7:f7f7",
+        ] {
             assert_eq!(none.refuses(ip.parse().unwrap()), None, "{ip}");
         }
         let lo = Allow::parse("127.0.0.0/8, ::1").unwrap();
