@@ -1,7 +1,7 @@
 //! Datasets, held-out splits and scores (issue #6, native under /api/v1). Everything is checked
 //! and computed before the store is called, so a refused request stores nothing.
 
-use super::shared::{blocking, decode_files, recorded};
+use super::shared::{blob_response, blocking, decode_files, recorded};
 use super::{problems, visible, ApiError, ApiState};
 use crate::dataset::csv::{Table, Values};
 use crate::dataset::{self, ScoreType};
@@ -9,8 +9,8 @@ use crate::model::limits::MAX_SCORE_ROWS;
 use crate::store::{DatasetId, NewDataset, NewSplit, Principal, Resource, SplitId};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -263,8 +263,9 @@ pub async fn table(
             ),
         ));
     }
-    let data = s.store.dataset_table(id).await?;
-    Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], data).into_response())
+    // Streamed from its file: the store's readers are not held while it is sent.
+    let body = s.store.dataset_table_body(id).await?;
+    Ok(blob_response(body, "text/csv; charset=utf-8"))
 }
 
 /// `GET /datasets/{id}/files/{name}`: one file of a problem dataset, or of one of its custom
@@ -301,8 +302,8 @@ pub async fn file(
             ),
         )
     })?;
-    let data = s.store.get_blob(sha.clone()).await?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+    let body = s.store.blob_body(sha.clone()).await?;
+    Ok(blob_response(body, "application/octet-stream"))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]

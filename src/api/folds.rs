@@ -1,15 +1,16 @@
 //! Fold, blob and queue endpoints.
 
+use super::shared::blob_response;
 use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
 use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
-use crate::store::{BlobBody, FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
+use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
 use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -80,26 +81,6 @@ fn body_error(e: axum::Error) -> ApiError {
         source = err.source();
     }
     ApiError::bad_request(format!("cannot read the upload: {e}"))
-}
-
-/// A blob as a response with its Content-Length, streamed from its file when it has one.
-fn blob_response(body: BlobBody, content_type: &'static str) -> Response {
-    match body {
-        BlobBody::Bytes(data) => ([(header::CONTENT_TYPE, content_type)], data).into_response(),
-        BlobBody::File { file, size } => {
-            use tokio::io::AsyncReadExt;
-            let file = tokio::fs::File::from_std(file).take(size);
-            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
-            (
-                [
-                    (header::CONTENT_TYPE, content_type.to_string()),
-                    (header::CONTENT_LENGTH, size.to_string()),
-                ],
-                axum::body::Body::from_stream(stream),
-            )
-                .into_response()
-        }
-    }
 }
 
 /// Validates specs and checks each against the inventory's capacity; folds no runner could

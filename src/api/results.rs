@@ -2,7 +2,7 @@
 //! predictions and the leaderboard. Nothing here settles: the workflow task records a
 //! submission fold's result when its queue fold stops (see `workflow`).
 
-use super::shared::recorded;
+use super::shared::{blob_response, recorded};
 use super::{visible, ApiError, ApiState};
 use crate::dataset::ScoreType;
 use crate::model::limits::MAX_IDS;
@@ -99,7 +99,7 @@ pub async fn predictions(
             ),
         ));
     };
-    let data = s.store.get_blob(sha.to_string()).await?;
+    let body = s.store.blob_body(sha.to_string()).await?;
     let shape: Vec<String> = p["shape"]
         .as_array()
         .into_iter()
@@ -108,7 +108,6 @@ pub async fn predictions(
         .collect();
     Ok((
         [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
             (
                 header::HeaderName::from_static("x-dtype"),
                 p["dtype"].as_str().unwrap_or("").to_string(),
@@ -116,7 +115,7 @@ pub async fn predictions(
             (header::HeaderName::from_static("x-shape"), shape.join(",")),
             (header::HeaderName::from_static("x-sha256"), sha.to_string()),
         ],
-        data,
+        blob_response(body, "application/octet-stream"),
     )
         .into_response())
 }

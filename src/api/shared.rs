@@ -6,7 +6,7 @@
 use super::{ApiError, ApiState};
 use crate::model::limits::{check_count, check_text, MAX_LABEL, MAX_SUBMISSION_FOLDS};
 use crate::model::{check_file_name, FoldSpec, HoldCode};
-use crate::store::SubmissionFoldRecord;
+use crate::store::{BlobBody, SubmissionFoldRecord};
 use crate::submission::Phase;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -138,6 +138,26 @@ pub(super) async fn live_phase(
         Some("validated" | "tested") => Some(Phase::Validated),
         _ => None,
     })
+}
+
+/// A blob as a response with its Content-Length, streamed from its file when it has one.
+pub(super) fn blob_response(body: BlobBody, content_type: &'static str) -> Response {
+    match body {
+        BlobBody::Bytes(data) => ([(header::CONTENT_TYPE, content_type)], data).into_response(),
+        BlobBody::File { file, size } => {
+            use tokio::io::AsyncReadExt;
+            let file = tokio::fs::File::from_std(file).take(size);
+            let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 << 10);
+            (
+                [
+                    (header::CONTENT_TYPE, content_type.to_string()),
+                    (header::CONTENT_LENGTH, size.to_string()),
+                ],
+                axum::body::Body::from_stream(stream),
+            )
+                .into_response()
+        }
+    }
 }
 
 #[cfg(test)]

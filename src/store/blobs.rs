@@ -416,6 +416,15 @@ impl Store {
         .await
     }
 
+    /// A blob to stream: a file's is opened, not read (PostgreSQL's rows come whole).
+    pub async fn blob_body(&self, sha: String) -> Result<BlobBody> {
+        if let Some(pg) = self.pg() {
+            return pg.get_blob(sha).await.map(BlobBody::Bytes);
+        }
+        self.read(move |conn| open(conn, &sha)?.ok_or_else(|| no_blob(&sha)))
+            .await
+    }
+
     pub async fn get_blob(&self, sha: String) -> Result<Vec<u8>> {
         if let Some(pg) = self.pg() {
             return pg.get_blob(sha).await;

@@ -8,7 +8,7 @@
 
 use super::row::Cols;
 use super::tenancy::{own, Resource};
-use super::{blobs, now_ms, Result, Scope, Store, StoreError};
+use super::{blobs, now_ms, BlobBody, Result, Scope, Store, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::Value;
@@ -329,6 +329,18 @@ impl Store {
         self.read_snapshot(move |conn| {
             let d = find_dataset(conn, id)?;
             blobs::get(conn, &d.table_sha256)?.ok_or_else(|| no_table(&d.table_sha256))
+        })
+        .await
+    }
+
+    /// The dataset's CSV table, to stream (`blob_body`).
+    pub async fn dataset_table_body(&self, id: DatasetId) -> Result<BlobBody> {
+        if let Some(pg) = self.pg() {
+            return pg.dataset_table(id).await.map(BlobBody::Bytes);
+        }
+        self.read_snapshot(move |conn| {
+            let d = find_dataset(conn, id)?;
+            blobs::open(conn, &d.table_sha256)?.ok_or_else(|| no_table(&d.table_sha256))
         })
         .await
     }
