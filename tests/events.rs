@@ -321,6 +321,21 @@ fn pages_tenancy_and_bad_parameters() {
 }
 
 /// Reads server-sent events until `n` events came: (id, the event's JSON).
+/// A long poll of `GET /events` with `token`, waiting `timeout`, on a thread: its status.
+fn long_poll(m: &Master, token: &str, timeout: &str) -> std::thread::JoinHandle<u16> {
+    let (url, token) = (m.url.clone(), token.to_string());
+    let url = format!("{url}/api/v1/events?timeout={timeout}");
+    std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
 fn read_sse(resp: reqwest::blocking::Response, n: usize) -> Vec<(i64, Value)> {
     let mut out = Vec::new();
     let mut id = None;
@@ -396,20 +411,7 @@ fn server_sent_events_and_the_waiter_cap() {
     assert_eq!(resumed[1].1["state"], "done");
 
     // Two long polls wait; a third request is refused while they do.
-    let polls: Vec<_> = (0..2)
-        .map(|_| {
-            let (url, token) = (m.url.clone(), m.token.clone());
-            std::thread::spawn(move || {
-                reqwest::blocking::Client::new()
-                    .get(format!("{url}/api/v1/events?timeout=1500ms"))
-                    .bearer_auth(token)
-                    .send()
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            })
-        })
-        .collect();
+    let polls: Vec<_> = (0..2).map(|_| long_poll(&m, &m.token, "1500ms")).collect();
     std::thread::sleep(Duration::from_millis(500));
     let resp = http
         .get(format!("{}/api/v1/events?timeout=0", m.url))
@@ -466,4 +468,32 @@ fn server_sent_events_and_the_waiter_cap() {
         0,
         "the stream ended without an event"
     );
+}
+
+/// One owner holds at most an eighth of `--max-waiters` (16 here: 2): a third long poll of
+/// alice's answers 503 naming her, while bob and an admin still get theirs; once hers end,
+/// she has room again.
+#[test]
+fn one_owner_holds_an_eighth_of_the_waiters() {
+    let m = Master::start_with(Some(EIGHT_SLOTS), &["--max-waiters", "16"]);
+    let alice = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
+    let bob = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
+    let polls: Vec<_> = (0..2).map(|_| long_poll(&m, &alice, "2s")).collect();
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, v) = m.request_as(&alice, "GET", "/events?timeout=0", None);
+    assert_eq!(status, 503, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"alice\"") && message.contains("an eighth"),
+        "{v}"
+    );
+    for token in [&bob, &m.token] {
+        let (status, v) = m.request_as(token, "GET", "/events?timeout=0", None);
+        assert_eq!(status, 200, "{v}");
+    }
+    for p in polls {
+        assert_eq!(p.join().unwrap(), 200);
+    }
+    let (status, v) = m.request_as(&alice, "GET", "/events?timeout=0", None);
+    assert_eq!(status, 200, "room again: {v}");
 }

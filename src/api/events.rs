@@ -47,7 +47,32 @@ const WINDOWS_PER_TURN: usize = 10;
 pub struct Waiters {
     slots: Arc<Semaphore>,
     max: usize,
+    /// Slots held per non-admin owner: each may hold at most [`Waiters::per_owner`].
+    held: Held,
     closing: watch::Sender<bool>,
+}
+
+/// Slots held per owner.
+type Held = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
+
+/// A waiter's place among the slots (and its owner's share), given back when dropped.
+pub(super) struct Slot {
+    _permit: OwnedSemaphorePermit,
+    owner: Option<(Held, String)>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((held, owner)) = &self.owner {
+            let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = held.get_mut(owner) {
+                *n -= 1;
+                if *n == 0 {
+                    held.remove(owner);
+                }
+            }
+        }
+    }
 }
 
 impl Waiters {
@@ -55,8 +80,15 @@ impl Waiters {
         Waiters {
             slots: Arc::new(Semaphore::new(max)),
             max,
+            held: Default::default(),
             closing: watch::channel(false).0,
         }
+    }
+
+    /// The slots one owner may hold at once: an eighth of all (at least one), so that one
+    /// tenant's streams cannot take every other tenant's. Admins are not counted.
+    pub fn per_owner(&self) -> usize {
+        (self.max / 8).max(1)
     }
 
     /// Ends every wait: long polls answer what they have, streams end (at shutdown, so that
@@ -69,12 +101,13 @@ impl Waiters {
     /// polls and event streams, and the signal that the master is shutting down.
     pub(super) fn follower(
         &self,
-    ) -> Result<(OwnedSemaphorePermit, watch::Receiver<bool>), ApiError> {
-        Ok((self.enter()?, self.closing.subscribe()))
+        who: &Principal,
+    ) -> Result<(Slot, watch::Receiver<bool>), ApiError> {
+        Ok((self.enter(who)?, self.closing.subscribe()))
     }
 
-    fn enter(&self) -> Result<OwnedSemaphorePermit, ApiError> {
-        self.slots.clone().try_acquire_owned().map_err(|_| {
+    fn enter(&self, who: &Principal) -> Result<Slot, ApiError> {
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!(
@@ -82,6 +115,28 @@ impl Waiters {
                     self.max
                 ),
             )
+        })?;
+        if who.admin {
+            return Ok(Slot {
+                _permit: permit,
+                owner: None,
+            });
+        }
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        let n = held.entry(who.name.clone()).or_default();
+        if *n >= self.per_owner() {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{} long polls, event streams and log follows of {:?} are open, the most one owner holds at once (an eighth of serve --max-waiters); close one or retry in a moment",
+                    *n, who.name
+                ),
+            ));
+        }
+        *n += 1;
+        Ok(Slot {
+            _permit: permit,
+            owner: Some((self.held.clone(), who.name.clone())),
         })
     }
 }
@@ -189,7 +244,7 @@ pub async fn events(
         limit: page_limit(limit)?,
     };
     let waiters = &s.limits.waiters;
-    let slot = match waiters.enter() {
+    let slot = match waiters.enter(&who) {
         Ok(slot) => slot,
         Err(e) => return Ok(retry_soon(e)),
     };
@@ -216,7 +271,7 @@ struct Feed {
     changes: watch::Receiver<i64>,
     closing: watch::Receiver<bool>,
     /// Counted among the waiters until dropped.
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 impl Feed {

@@ -378,9 +378,9 @@ pub async fn log(
     };
     visible(&s, &who, Resource::Fold(id)).await?;
     if follow {
-        return super::follow::follow(s, id, offset.unwrap_or(0)).await;
+        return super::follow::follow(s, &who, id, offset.unwrap_or(0)).await;
     }
-    if let Some(now) = super::follow::running(&s, id, offset.unwrap_or(0)).await? {
+    if let Some(now) = super::follow::running(&s, &who, id, offset.unwrap_or(0)).await? {
         return Ok(now);
     }
     match offset {

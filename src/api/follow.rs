@@ -19,16 +19,17 @@
 //! Without `follow`, a running fold's log is read the same way up to what its agent had
 //! written when asked ([`running`]), and a stopped fold's from the recorded log ([`stored`]).
 
+use super::events::Slot;
 use super::{ApiError, ApiState};
 use crate::agent::tail::{self, MAX_LIVE_CHUNK};
 use crate::model::limits::{EVENT_STREAM_LIFE, MAX_EVENTS_WAIT};
 use crate::model::{AttemptId, FoldId, FoldState};
-use crate::store::BlobBody;
+use crate::store::{BlobBody, Principal};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 /// How often a follower that has read everything asks again.
@@ -178,7 +179,7 @@ struct Follower {
     /// A read of the log as it is now (no follow): it ends at this offset, the bytes written
     /// when it began.
     until: Option<u64>,
-    _slot: OwnedSemaphorePermit,
+    _slot: Slot,
 }
 
 /// The attempt to follow of a fold, and whether it is still out (assigned or running).
@@ -200,8 +201,13 @@ async fn attempt_of(
 }
 
 /// `?follow=1`: streams fold `id`'s log from `offset` until its attempt ends (see the module).
-pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, ApiError> {
-    let (slot, closing) = match s.limits.waiters.follower() {
+pub async fn follow(
+    s: ApiState,
+    who: &Principal,
+    id: FoldId,
+    offset: u64,
+) -> Result<Response, ApiError> {
+    let (slot, closing) = match s.limits.waiters.follower(who) {
         Ok(slot) => slot,
         Err(e) => return Ok(super::shared::retry_soon(e)),
     };
@@ -257,11 +263,16 @@ pub async fn follow(s: ApiState, id: FoldId, offset: u64) -> Result<Response, Ap
 /// Without `follow`, a running fold's log as it is now, from `offset`: the bytes its agent
 /// has when asked, then the response ends. None when the fold is not running or its agent
 /// keeps no live log (the recorded log answers then), or every waiter's slot is taken.
-pub async fn running(s: &ApiState, id: FoldId, offset: u64) -> Result<Option<Response>, ApiError> {
+pub async fn running(
+    s: &ApiState,
+    who: &Principal,
+    id: FoldId,
+    offset: u64,
+) -> Result<Option<Response>, ApiError> {
     let Some((attempt, runner, true)) = attempt_of(s, id).await? else {
         return Ok(None);
     };
-    let Ok((slot, closing)) = s.limits.waiters.follower() else {
+    let Ok((slot, closing)) = s.limits.waiters.follower(who) else {
         return Ok(None);
     };
     let Some(chunk) = s.master.live_log(&runner, attempt, offset).await else {
@@ -288,7 +299,7 @@ impl Follower {
         fold: FoldId,
         (attempt, runner): (AttemptId, String),
         offset: u64,
-        (slot, closing): (OwnedSemaphorePermit, watch::Receiver<bool>),
+        (slot, closing): (Slot, watch::Receiver<bool>),
     ) -> Follower {
         Follower {
             s: s.clone(),
