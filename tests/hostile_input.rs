@@ -150,6 +150,12 @@ fn requests(held: i64) -> Vec<Case> {
             .answers(413, "POST /scores: 8 MiB"),
         case("scores rows", "POST", "/scores", Some(json!({"score_types": ["f1"], "y_true": vec![0; 1_000_001], "y_pred": [0]})))
             .answers(413, "y_true: 1000001 rows is over the limit of 1000000"),
+        case("webhook URLs", "POST", "/folds/batch", Some(json!({"folds": (0..17).map(|i| {
+            let mut f = held_spec();
+            f["webhook"] = json!(format!("http://8.8.8.{i}/hook"));
+            f
+        }).collect::<Vec<_>>()})))
+            .answers(413, "webhook: 17 distinct URLs is over the limit of 16"),
         // Malformed specs: 400 naming the field.
         case("env name", "POST", "/folds", Some(spec_with(json!({"env": {"A=B": "1"}}))))
             .answers(400, "env: \"A=B\""),

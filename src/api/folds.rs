@@ -3,7 +3,7 @@
 use super::shared::blob_response;
 use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
-use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON};
+use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON, MAX_WEBHOOK_URLS};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
 use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
 use axum::body::Bytes;
@@ -108,6 +108,8 @@ pub(super) async fn submit_specs(
     }
     let mut checked = Vec::with_capacity(total);
     let mut hooks = Vec::new();
+    // Each distinct webhook URL once, with the field that named it first.
+    let mut urls: Vec<(String, String)> = Vec::new();
     for (i, mut spec) in specs.into_iter().enumerate() {
         spec.validate().map_err(|e| {
             if i == 0 {
@@ -118,13 +120,19 @@ pub(super) async fn submit_specs(
         })?;
         // The webhook is the fold's subscription, not part of what it runs.
         if let Some(url) = spec.webhook.take() {
-            if !hooks.iter().any(|(_, u)| *u == url) {
+            if !urls.iter().any(|(_, u)| *u == url) {
                 let field = if i == 0 {
                     "webhook".to_string()
                 } else {
                     format!("fold {i}: webhook")
                 };
-                super::webhooks::check(s, &field, &url).await?;
+                crate::model::limits::check_count(
+                    "webhook",
+                    urls.len() + 1,
+                    "distinct URLs",
+                    MAX_WEBHOOK_URLS,
+                )?;
+                urls.push((field, url.clone()));
             }
             hooks.extend((0..copies).map(|k| (i * copies + k, url.clone())));
         }
@@ -137,6 +145,12 @@ pub(super) async fn submit_specs(
         }
         checked.push((spec, held));
     }
+    // Their hosts are looked up at once, not one after the other (a lookup may take seconds).
+    futures_util::future::try_join_all(
+        urls.iter()
+            .map(|(field, url)| super::webhooks::check(s, field, url)),
+    )
+    .await?;
     let reasons: Vec<Option<(HoldCode, String)>> = checked.iter().map(|(_, u)| u.clone()).collect();
     let ids = s.store.submit(who.name.clone(), who.admin, checked).await?;
     let hooks = hooks
