@@ -19,8 +19,7 @@
 //! Without `follow`, a running fold's log is read the same way up to what its agent had
 //! written when asked ([`running`]), and a stopped fold's from the recorded log ([`stored`]).
 
-use super::events::Slot;
-use super::{ApiError, ApiState};
+use super::{ApiError, ApiState, Slot};
 use crate::agent::tail::{self, MAX_LIVE_CHUNK};
 use crate::model::limits::{EVENT_STREAM_LIFE, MAX_EVENTS_WAIT};
 use crate::model::{AttemptId, FoldId, FoldState};

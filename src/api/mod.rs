@@ -24,6 +24,8 @@ mod sweeps;
 mod webhooks;
 
 pub use error::ApiError;
+/// A waiter's slot (events, log follows), named here so that `follow` needs no `events`.
+use events::Slot;
 pub use events::Waiters;
 
 use crate::master::MasterHandle;
