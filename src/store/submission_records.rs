@@ -200,6 +200,20 @@ pub struct SettleInput {
     pub log: Vec<u8>,
 }
 
+impl SettleInput {
+    /// A batch of inputs to settle stops growing once it holds this many bytes of outputs,
+    /// logs and indices (it holds at least one): each prediction file may be as large as
+    /// `serve --output-limit`, and a page of 200 folds could otherwise hold gigabytes.
+    pub const BATCH_BYTES: usize = 256 << 20;
+
+    /// The bytes this input holds (outputs, log, indices).
+    pub fn bytes(&self) -> usize {
+        let outputs: usize = self.outputs.values().map(|(_, d)| d.len()).sum();
+        let indices = (self.train_is.len() + self.test_is.len()) * std::mem::size_of::<usize>();
+        outputs + self.log.len() + indices
+    }
+}
+
 /// The result derived from a run.
 #[derive(Clone, Debug, Default)]
 pub struct Settled {

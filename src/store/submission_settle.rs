@@ -43,8 +43,22 @@ impl Store {
         scope: SettleScope,
         limit: u32,
     ) -> Result<Vec<SettleInput>> {
+        self.unsettled_submission_folds_within(scope, limit, SettleInput::BATCH_BYTES)
+            .await
+    }
+
+    /// `unsettled_submission_folds_in`, stopping once the inputs hold `bytes` (at least one
+    /// input; [`SettleInput::bytes`]): the rest come with the next call.
+    pub async fn unsettled_submission_folds_within(
+        &self,
+        scope: SettleScope,
+        limit: u32,
+        bytes: usize,
+    ) -> Result<Vec<SettleInput>> {
         if let Some(pg) = self.pg() {
-            return pg.unsettled_submission_folds_in(scope, limit).await;
+            return pg
+                .unsettled_submission_folds_within(scope, limit, bytes)
+                .await;
         }
         self.read(move |conn| {
             let (filter, after, upto) = match scope {
@@ -71,6 +85,7 @@ impl Store {
             }
             .collect::<rusqlite::Result<Vec<_>>>()?;
             let mut out = Vec::with_capacity(rows.len());
+            let mut held = 0;
             for (id, key, fold_id, dataset_id, split_id, train_sha, test_sha) in rows {
                 let fold = get_fold(conn, fold_id)?;
                 let stopped = stopped(fold.state);
@@ -103,6 +118,10 @@ impl Store {
                     outputs,
                     log,
                 });
+                held += out.last().map_or(0, SettleInput::bytes);
+                if held >= bytes {
+                    break; // the rest come with the next batch
+                }
             }
             Ok(out)
         })

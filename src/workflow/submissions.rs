@@ -161,8 +161,9 @@ fn derive(input: &SettleInput, truth: Option<&Truth>) -> Settled {
 }
 
 /// Derives and records the results of every submission fold in `scope` whose queue fold
-/// changed, up to 100 pages of 200; `true` when it stopped with more left (the caller runs it
-/// again).
+/// changed, up to 100 pages of 200 (a page also ends once it holds
+/// [`SettleInput::BATCH_BYTES`](crate::store::SettleInput::BATCH_BYTES) of outputs); `true`
+/// when it stopped with more left (the caller runs it again).
 pub async fn settle_submissions(store: &Store, scope: SettleScope) -> Result<bool> {
     for _ in 0..100 {
         let inputs = store.unsettled_submission_folds_in(scope, 200).await?;

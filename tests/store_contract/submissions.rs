@@ -175,6 +175,20 @@ pub async fn submissions_results_once(s: Store) {
     );
     run_all(&s, &sub).await;
 
+    // A batch stops growing at its byte budget (at least one input): the rest come next.
+    let one = s
+        .unsettled_submission_folds_within(SettleScope::All, 100, 1)
+        .await
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert!(one[0].bytes() >= 3 * std::mem::size_of::<usize>());
+    let budget = one[0].bytes() + 1;
+    let both = s
+        .unsettled_submission_folds_within(SettleScope::All, 100, budget)
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 2);
+
     // Derived by two callers at once: recorded once.
     let inputs = s.unsettled_submission_folds(100).await.unwrap();
     assert_eq!(inputs.len(), 2);

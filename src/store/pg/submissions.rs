@@ -270,10 +270,11 @@ impl PgStore {
 
     /// As `Store::unsettled_submission_folds_in`: in one read-only snapshot, so a fold's key,
     /// state and outputs are of one moment.
-    pub async fn unsettled_submission_folds_in(
+    pub async fn unsettled_submission_folds_within(
         &self,
         scope: SettleScope,
         limit: u32,
+        bytes: usize,
     ) -> Result<Vec<SettleInput>> {
         let mut c = self.pool.get().await?;
         let tx = c
@@ -303,6 +304,7 @@ impl PgStore {
         };
         let wanted: Vec<&str> = RESULT_OUTPUTS.to_vec();
         let mut out = Vec::with_capacity(rows.len());
+        let mut held = 0;
         for r in rows {
             let fold_id: i64 = r.try_get(2)?;
             let fold = get_fold(&tx, fold_id, false).await?;
@@ -336,6 +338,10 @@ impl PgStore {
                 outputs,
                 log,
             });
+            held += out.last().map_or(0, SettleInput::bytes);
+            if held >= bytes {
+                break; // the rest come with the next batch
+            }
         }
         tx.commit().await?;
         Ok(out)
