@@ -347,3 +347,55 @@ fn sigterm_stops_the_master_promptly_with_slow_connections_open() {
     let (_, closed, _) = read_until_closed(&mut slow, Duration::from_secs(1));
     assert!(closed);
 }
+
+/// One address holds at most `--max-connections-per-ip` connections: beyond them a new one
+/// is closed at once (it takes no slot, however many the server has), and once one of the
+/// address's connections closes a new one is served.
+#[test]
+fn one_address_holds_at_most_its_share_of_connections() {
+    let m = Master::start_with(
+        None,
+        &[
+            "--max-connections",
+            "16",
+            "--max-connections-per-ip",
+            "3",
+            "--header-timeout",
+            "3s",
+        ],
+    );
+    let addr = addr(&m);
+    // The harness's own keep-alive connection from this address closes idle after 3 s.
+    std::thread::sleep(Duration::from_millis(3500));
+    let mut idle: Vec<TcpStream> = (0..3).map(|_| connect(addr)).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = connect(addr);
+    let _ =
+        fourth.write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+    let (raw, closed, took) = read_until_closed(&mut fourth, Duration::from_secs(3));
+    assert!(
+        closed && raw.is_empty(),
+        "the fourth was served: {:?}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert!(
+        took < Duration::from_secs(2),
+        "closed after {took:?}, not at once"
+    );
+    for s in &mut idle {
+        assert_eq!(
+            look(s, &mut Vec::new()),
+            Seen::Open,
+            "the first three stay open"
+        );
+    }
+    drop(idle.pop());
+    std::thread::sleep(Duration::from_millis(300));
+    let mut again = connect(addr);
+    again
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let (raw, closed, _) = read_until_closed(&mut again, Duration::from_secs(5));
+    assert!(closed);
+    assert_eq!(parse(&raw).0, 200, "{:?}", String::from_utf8_lossy(&raw));
+}

@@ -78,6 +78,11 @@ pub struct EdgeArgs {
     /// Connections served at once; further ones wait to be accepted.
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
     pub max_connections: u32,
+    /// Connections served at once from one client address (at most --max-connections);
+    /// more are closed as they are accepted, so that slow clients from one address cannot
+    /// hold every connection. Raise it behind a proxy that is the only client.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections_per_ip: u32,
     /// Long polls and event streams (`GET /events`) served at once; more answer 503 with
     /// Retry-After. Each holds a connection: keep it below --max-connections.
     #[arg(long, default_value_t = crate::model::limits::DEFAULT_MAX_WAITERS, value_parser = clap::value_parser!(u32).range(1..=65536))]
@@ -498,6 +503,7 @@ fn edge_limits(args: &ServeArgs) -> crate::edge::Limits {
         },
         max_body: args.max_body,
         max_connections,
+        max_per_peer: (args.edge.max_connections_per_ip as usize).min(max_connections),
     }
 }
 

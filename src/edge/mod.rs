@@ -2,7 +2,9 @@
 //! connection (HTTP/1.1, plain or TLS), and holds against hostile clients:
 //!
 //! - a connection waits for a slot (`max_connections`) before it is accepted, so file
-//!   descriptors cannot run out; the rest wait in the kernel's backlog;
+//!   descriptors cannot run out; the rest wait in the kernel's backlog; one client address
+//!   holds at most `max_per_peer` of them, and its connections beyond are closed as they are
+//!   accepted ([`Peers`]), so that slow clients from one address cannot hold every slot;
 //! - the TLS handshake and every request head must arrive within `header_timeout`, and an idle
 //!   keep-alive connection is closed after it too (hyper's header read timeout runs from idle);
 //! - a request body must keep arriving ([`body::BodyPace`]), else 408 and the connection closes;
@@ -52,6 +54,40 @@ pub struct Limits {
     pub max_body: u64,
     /// Connections served at once; more wait to be accepted.
     pub max_connections: usize,
+    /// Connections served at once from one client address; more are closed when accepted.
+    pub max_per_peer: usize,
+}
+
+/// Connections open per client address.
+#[derive(Clone, Default)]
+struct Peers(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
+
+/// One connection counted for its address until dropped.
+struct PeerSlot(Peers, std::net::IpAddr);
+
+impl Peers {
+    /// Counts a connection from `ip`, or None when `ip` already holds `max`.
+    fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot(self.clone(), ip))
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut open = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
 }
 
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
@@ -65,6 +101,7 @@ pub async fn serve(
 ) {
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let peers = Peers::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -84,12 +121,20 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let Some(peer_slot) = peers.enter(peer.ip(), limits.max_per_peer) else {
+            // Closed at once (it holds no slot): the address has its share open already.
+            tracing::debug!(
+                "connection from {peer} closed: {} connections from its address are open (serve --max-connections-per-ip)",
+                limits.max_per_peer
+            );
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let stream = linger::Linger::new(stall::Stalling::new(stream, limits.body.timeout));
         let (app, limits, tls, watcher) =
             (app.clone(), limits.clone(), tls.clone(), graceful.watcher());
         tokio::spawn(async move {
-            let _slot = slot;
+            let _slot = (slot, peer_slot);
             match tls {
                 None => connection(stream, app, limits, watcher).await,
                 Some(tls) => {
