@@ -119,7 +119,6 @@ const RUN_SECONDS: [f64; 14] = [
     0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1800.0, 3600.0, 10800.0, 43200.0, 86400.0,
 ];
 
-/// The runner states of `datarun_runner_state` (RunnerStatus::state, bounded).
 /// Queues with series of their own in `datarun_folds`, at most: tenants name queues, and a
 /// series per name would let one batch of folds add thousands of series for good. The
 /// queues the inventory names come first, then the fullest; the rest are summed as
@@ -165,6 +164,7 @@ pub fn bounded_queues(
     out
 }
 
+/// The runner states of `datarun_runner_state` (RunnerStatus::state, bounded).
 pub const RUNNER_STATES: [&str; 5] = ["ready", "connecting", "disconnected", "drained", "removed"];
 
 /// The bounded state of a runner from its status line ("ready", "not connected: ...").

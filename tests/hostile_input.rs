@@ -155,7 +155,7 @@ fn requests(held: i64) -> Vec<Case> {
             f["webhook"] = json!(format!("http://8.8.8.{i}/hook"));
             f
         }).collect::<Vec<_>>()})))
-            .answers(413, "webhook: 17 distinct URLs is over the limit of 16"),
+            .answers(413, "webhook: 17 distinct hosts is over the limit of 16"),
         // Malformed specs: 400 naming the field.
         case("env name", "POST", "/folds", Some(spec_with(json!({"env": {"A=B": "1"}}))))
             .answers(400, "env: \"A=B\""),

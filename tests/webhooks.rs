@@ -402,3 +402,34 @@ fn a_pending_delivery_survives_a_crash_of_the_master() {
     let after = m.get(&format!("/webhooks?kind=fold&id={fold}"))["webhooks"][0].clone();
     assert_eq!(after["state"], "delivered", "{after}");
 }
+
+/// A batch's webhooks are bounded by distinct hosts (host and port), not URLs: 20 folds whose
+/// webhooks differ only in their query are one host and are stored; 17 ports of one address
+/// are 17 hosts and are refused, nothing stored.
+#[test]
+fn a_batch_names_at_most_16_webhook_hosts() {
+    let m = Master::start_with(None, &["--webhook-allow", "127.0.0.1/32"]);
+    let held =
+        |hook: String| json!({"command": ["true"], "resources": {"cpus": 99999}, "webhook": hook});
+    let one_host: Vec<Value> = (0..20)
+        .map(|i| held(format!("http://127.0.0.1:9/hook?fold={i}")))
+        .collect();
+    let (status, v) = m.request("POST", "/folds/batch", Some(json!({"folds": one_host})));
+    assert_eq!(status, 201, "{v}");
+    assert_eq!(v["ids"].as_array().map(Vec::len), Some(20), "{v}");
+    let before = m.get("/folds")["folds"].as_array().unwrap().len();
+    let many: Vec<Value> = (1..=17)
+        .map(|port| held(format!("http://127.0.0.1:{port}/hook")))
+        .collect();
+    let (status, v) = m.request("POST", "/folds/batch", Some(json!({"folds": many})));
+    assert_eq!(status, 413, "{v}");
+    assert!(
+        message(&v).contains("17 distinct hosts is over the limit of 16"),
+        "{v}"
+    );
+    assert_eq!(
+        m.get("/folds")["folds"].as_array().unwrap().len(),
+        before,
+        "nothing stored"
+    );
+}

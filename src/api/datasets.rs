@@ -183,7 +183,7 @@ pub(super) async fn store_dataset(
 ) -> ApiResult<crate::store::DatasetRecord> {
     let target = target_column.clone();
     let (data, table, stats) = blocking(move || {
-        let table = dataset::parse(&data).map_err(|e| format!("csv: {e}"))?;
+        let table = dataset::parse_upload(&data).map_err(|e| format!("csv: {e}"))?;
         if table.column(&target).is_none() {
             return Err(format!(
                 "target_column {target:?} is not a column of the CSV; its columns are: {}",

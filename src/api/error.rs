@@ -9,7 +9,7 @@ use axum::Json;
 use serde_json::json;
 
 /// A body over a route's limit (`DefaultBodyLimit`).
-pub(super) const TOO_LARGE: &str = "the request body is larger than this server accepts here (POST /folds: 1 MiB, as every request without files or index lists; POST /folds/batch and index lists: 64 MiB; POST /scores: 8 MiB; uploads and requests with files: serve --max-body); see the README, \"Limits\"";
+pub(super) const TOO_LARGE: &str = "the request body is larger than this server accepts here (POST /folds: 1 MiB, as every request without files or index lists; POST /folds/batch: 64 MiB; POST /scores: 8 MiB; uploads and requests with files or index lists: serve --max-body); see the README, \"Limits\"";
 
 #[derive(Debug)]
 pub struct ApiError {

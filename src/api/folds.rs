@@ -3,7 +3,9 @@
 use super::shared::blob_response;
 use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
-use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON, MAX_WEBHOOK_URLS};
+use crate::model::limits::{
+    DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON, MAX_WEBHOOK_HOSTS,
+};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
 use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
 use axum::body::Bytes;
@@ -108,8 +110,10 @@ pub(super) async fn submit_specs(
     }
     let mut checked = Vec::with_capacity(total);
     let mut hooks = Vec::new();
-    // Each distinct webhook URL once, with the field that named it first.
-    let mut urls: Vec<(String, String)> = Vec::new();
+    // Each distinct webhook URL's form is checked once; each distinct host (and port) is
+    // looked up once, with the field that named it first.
+    let mut urls: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut hosts: Vec<((String, Option<u16>), String, reqwest::Url)> = Vec::new();
     for (i, mut spec) in specs.into_iter().enumerate() {
         spec.validate().map_err(|e| {
             if i == 0 {
@@ -120,19 +124,26 @@ pub(super) async fn submit_specs(
         })?;
         // The webhook is the fold's subscription, not part of what it runs.
         if let Some(url) = spec.webhook.take() {
-            if !urls.iter().any(|(_, u)| *u == url) {
+            if urls.insert(url.clone()) {
                 let field = if i == 0 {
                     "webhook".to_string()
                 } else {
                     format!("fold {i}: webhook")
                 };
-                crate::model::limits::check_count(
-                    "webhook",
-                    urls.len() + 1,
-                    "distinct URLs",
-                    MAX_WEBHOOK_URLS,
-                )?;
-                urls.push((field, url.clone()));
+                let parsed = crate::webhooks::guard::check_url(&field, &url)?;
+                let host = (
+                    parsed.host_str().unwrap_or_default().to_string(),
+                    parsed.port_or_known_default(),
+                );
+                if !hosts.iter().any(|(h, _, _)| *h == host) {
+                    crate::model::limits::check_count(
+                        "webhook",
+                        hosts.len() + 1,
+                        "distinct hosts",
+                        MAX_WEBHOOK_HOSTS,
+                    )?;
+                    hosts.push((host, field, parsed));
+                }
             }
             hooks.extend((0..copies).map(|k| (i * copies + k, url.clone())));
         }
@@ -147,8 +158,9 @@ pub(super) async fn submit_specs(
     }
     // Their hosts are looked up at once, not one after the other (a lookup may take seconds).
     futures_util::future::try_join_all(
-        urls.iter()
-            .map(|(field, url)| super::webhooks::check(s, field, url)),
+        hosts
+            .iter()
+            .map(|(_, field, url)| super::webhooks::check_host(s, field, url)),
     )
     .await?;
     let reasons: Vec<Option<(HoldCode, String)>> = checked.iter().map(|(_, u)| u.clone()).collect();

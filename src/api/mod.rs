@@ -92,8 +92,6 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
     // parsed whole before any count in it is checked.
     let small =
         |r: MethodRouter<ApiState>| r.layer(DefaultBodyLimit::max(max_body.min(MAX_SPEC_BODY)));
-    let lists =
-        |r: MethodRouter<ApiState>| r.layer(DefaultBodyLimit::max(max_body.min(MAX_BATCH_BODY)));
     vec![
         ("/blobs", post(folds::put_blob)),
         (
@@ -144,7 +142,7 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
         ("/datasets/{id}/files/{*name}", get(datasets::file)),
         (
             "/datasets/{id}/splits",
-            lists(post(datasets::create_split)).get(datasets::list_splits),
+            small(post(datasets::create_split)).get(datasets::list_splits),
         ),
         ("/splits/{id}", get(datasets::show_split)),
         (
@@ -159,10 +157,8 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
         ),
         ("/submissions/{id}", get(submissions::show)),
         ("/submissions/{id}/resubmit", post(submissions::resubmit)),
-        (
-            "/submissions/{id}/folds",
-            lists(post(submission_folds::add_folds)),
-        ),
+        // Index lists, as POST /submissions carries them: --max-body.
+        ("/submissions/{id}/folds", post(submission_folds::add_folds)),
         ("/submission-folds/{id}", get(submissions::show_fold)),
         (
             "/submission-folds/{id}/predictions/{phase}",

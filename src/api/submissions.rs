@@ -234,7 +234,10 @@ pub async fn resubmit(
             )))
         }
     };
-    // Looked up in sets: a body may name millions of ids.
+    // Counted before anything is built from them, then looked up in sets.
+    if let Some(asked) = &req.folds {
+        check_count("folds", asked.len(), "folds", MAX_SUBMISSION_FOLDS)?;
+    }
     let only: Option<std::collections::HashSet<_>> =
         req.folds.as_ref().map(|f| f.iter().copied().collect());
     if let Some(asked) = &req.folds {

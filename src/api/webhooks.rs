@@ -18,7 +18,12 @@ type ApiResult<T> = Result<T, ApiError>;
 /// `serve --webhook-allow` (400 naming `field`).
 pub(super) async fn check(s: &ApiState, field: &str, url: &str) -> ApiResult<()> {
     let parsed = crate::webhooks::guard::check_url(field, url)?;
-    crate::webhooks::guard::resolve(field, &parsed, &s.limits.webhook_allow)
+    check_host(s, field, &parsed).await
+}
+
+/// The second half of [`check`]: the addresses of a checked URL's host.
+pub(super) async fn check_host(s: &ApiState, field: &str, url: &reqwest::Url) -> ApiResult<()> {
+    crate::webhooks::guard::resolve(field, url, &s.limits.webhook_allow)
         .await
         .map_err(ApiError::bad_request)?;
     Ok(())

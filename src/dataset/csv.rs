@@ -93,6 +93,16 @@ fn numeric(cell: &str) -> Option<f64> {
 /// the line: ragged rows, an empty file, a blank or repeated column name, bad UTF-8. Blank
 /// lines are skipped (the csv crate does, as pandas' `skip_blank_lines=True`).
 pub fn parse(data: &[u8]) -> Result<Table, String> {
+    parse_within(data, usize::MAX, usize::MAX)
+}
+
+/// [`parse`] of an upload: at most [`MAX_CELLS`] cells and [`MAX_COLUMNS`] columns, refused as
+/// it is read. Tables stored before these limits are read back by [`parse`].
+pub fn parse_upload(data: &[u8]) -> Result<Table, String> {
+    parse_within(data, MAX_CELLS, MAX_COLUMNS)
+}
+
+fn parse_within(data: &[u8], max_cells: usize, max_columns: usize) -> Result<Table, String> {
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err("the CSV is empty: it needs a header line and at least one row".into());
     }
@@ -114,9 +124,9 @@ pub fn parse(data: &[u8]) -> Result<Table, String> {
         }
     }
     let width = header.len();
-    if width > MAX_COLUMNS {
+    if width > max_columns {
         return Err(format!(
-            "line 1: {width} columns is over the limit of {MAX_COLUMNS}"
+            "line 1: {width} columns is over the limit of {max_columns}"
         ));
     }
     let mut cells: Vec<Cells> = (0..width).map(|_| Cells::default()).collect();
@@ -124,10 +134,10 @@ pub fn parse(data: &[u8]) -> Result<Table, String> {
     for record in reader.records() {
         let record = record.map_err(describe)?;
         let line = record.position().map(|p| p.line()).unwrap_or(0);
-        count += width;
-        if count > MAX_CELLS {
+        count = count.saturating_add(width);
+        if count > max_cells {
             return Err(format!(
-                "line {line}: the table has more than {MAX_CELLS} cells (rows × columns), the limit"
+                "line {line}: the table has more than {max_cells} cells (rows × columns), the limit"
             ));
         }
         if record.len() != width {
@@ -240,7 +250,7 @@ mod tests {
         for _ in 0..(MAX_CELLS / 2 + 1) {
             csv.extend_from_slice(b",\n");
         }
-        let e = parse(&csv).unwrap_err();
+        let e = parse_upload(&csv).unwrap_err();
         assert_eq!(
             e,
             format!(
@@ -248,9 +258,11 @@ mod tests {
                 MAX_CELLS / 2 + 2
             )
         );
-        assert_eq!(parse(b"a,y\n,\n").unwrap().rows, 1);
+        assert_eq!(parse_upload(b"a,y\n,\n").unwrap().rows, 1);
+        // A table stored before the limits still reads back.
+        assert_eq!(parse(&csv).unwrap().rows, MAX_CELLS / 2 + 1);
         let wide: Vec<String> = (0..=MAX_COLUMNS).map(|i| format!("c{i}")).collect();
-        let e = parse(format!("{}\n", wide.join(",")).as_bytes()).unwrap_err();
+        let e = parse_upload(format!("{}\n", wide.join(",")).as_bytes()).unwrap_err();
         assert!(
             e.contains("10001 columns is over the limit of 10000"),
             "{e}"

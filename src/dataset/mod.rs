@@ -11,7 +11,7 @@ pub mod sklearn_split;
 pub mod split;
 pub mod stats;
 
-pub use csv::{parse, Table};
+pub use csv::{parse, parse_upload, Table};
 pub use score::ScoreType;
 pub use split::{held_out, HeldOut};
 pub use stats::{compare, table_stats, ColumnComparison, TableStats};

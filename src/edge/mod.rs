@@ -65,9 +65,25 @@ struct Peers(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, us
 /// One connection counted for its address until dropped.
 struct PeerSlot(Peers, std::net::IpAddr);
 
+/// Whose connections count together: an IPv4 address, or an IPv6 address's /64 (one
+/// client's network: a host may use any address in it).
+fn peer_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => {
+                let s = v6.segments();
+                std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).into()
+            }
+        },
+        v4 => v4,
+    }
+}
+
 impl Peers {
-    /// Counts a connection from `ip`, or None when `ip` already holds `max`.
+    /// Counts a connection from `ip` (its [`peer_key`]), or None when that already holds `max`.
     fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
+        let ip = peer_key(ip);
         let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(ip).or_default();
         if *n >= max {
@@ -253,4 +269,36 @@ pub fn connection_budget(wanted: usize) -> usize {
     }
     let room = lim.rlim_cur.saturating_sub(FD_RESERVE).max(1);
     wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// IPv6 clients count by /64, IPv4 (mapped or not) by address; a slot counts until dropped.
+    #[test]
+    fn peers_count_ipv4_by_address_and_ipv6_by_its_64() {
+        let peers = Peers::default();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let a = peers.enter(ip("2001:db8:1:2::1"), 2).unwrap();
+        let _b = peers.enter(ip("2001:db8:1:2:ffff::9"), 2).unwrap();
+        assert!(
+            peers.enter(ip("2001:db8:1:2:dead::beef"), 2).is_none(),
+            "same /64"
+        );
+        assert!(
+            peers.enter(ip("2001:db8:1:3::1"), 2).is_some(),
+            "another /64"
+        );
+        let _c = peers.enter(ip("10.0.0.1"), 1).unwrap();
+        assert!(
+            peers.enter(ip("::ffff:10.0.0.1"), 1).is_none(),
+            "mapped is the IPv4 address"
+        );
+        drop(a);
+        assert!(
+            peers.enter(ip("2001:db8:1:2::7"), 2).is_some(),
+            "room again once dropped"
+        );
+    }
 }

@@ -45,9 +45,9 @@ pub const MAX_BATCH_FOLDS: usize = 10_000;
 pub const MAX_BATCH_BODY: usize = 64 << 20;
 /// The body of `POST /scores` (labels and probabilities, parsed whole).
 pub const MAX_SCORE_BODY: usize = 8 << 20;
-/// Distinct webhook URLs in one batch of folds: each host is looked up before the folds are
-/// stored.
-pub const MAX_WEBHOOK_URLS: usize = 16;
+/// Distinct webhook hosts (host and port) in one batch of folds: each is looked up before the
+/// folds are stored.
+pub const MAX_WEBHOOK_HOSTS: usize = 16;
 /// Rows scored by one `POST /scores`.
 pub const MAX_SCORE_ROWS: usize = 1_000_000;
 /// A short free text a person writes (a hold reason).

@@ -142,15 +142,29 @@ fn both(router: Router<ApiState>, path: &str, m: MethodRouter<ApiState>) -> Rout
 }
 
 pub fn router(state: ApiState, max_body: usize) -> Router {
+    // Requests that carry no files get 1 MiB: their JSON is parsed whole before it is read.
+    let small = |m: MethodRouter<ApiState>| {
+        m.layer(DefaultBodyLimit::max(
+            max_body.min(crate::model::limits::MAX_SPEC_BODY),
+        ))
+    };
     let mut r = Router::new();
     r = both(r, "rawdata", get(rawdata::list).post(rawdata::create));
-    r = both(r, "rawdata/split", post(rawdata::split));
-    r = both(r, "rawdata/customsplit", post(rawdata::customsplit));
+    r = both(r, "rawdata/split", small(post(rawdata::split)));
+    r = both(r, "rawdata/customsplit", small(post(rawdata::customsplit)));
     r = both(r, "submissionfold", get(folds::list).post(folds::create));
     r = both(r, "submissionfold/{pk}", get(folds::show));
     r = both(r, "submissionfold-light", get(folds::light));
-    r = both(r, "testpredictions/list", post(folds::list_predictions));
-    r = both(r, "testpredictions/new", post(folds::new_predictions));
+    r = both(
+        r,
+        "testpredictions/list",
+        small(post(folds::list_predictions)),
+    );
+    r = both(
+        r,
+        "testpredictions/new",
+        small(post(folds::new_predictions)),
+    );
     r.route_layer(middleware::from_fn_with_state(
         state.clone(),
         super::throttle,
