@@ -266,10 +266,10 @@ impl Master {
     /// A result to record with the next flush. Its slot is free at once (its fold has stopped
     /// on the runner): the next cycle refills it while results are still being written, even
     /// when a recording is under way. Its grant is kept aside (`releasing`) until the result
-    /// is recorded, in case it is not.
+    /// is recorded, in case it is not. Its progress stays until then too: a read between the
+    /// two sees the fold running with its last status, not running with none.
     fn finished_one(&mut self, runner: String, input: ResultInput) {
         self.usage.ended(input.attempt, input.metrics.wall_ms);
-        self.drop_progress(input.attempt);
         if let Some(r) = self.runners.get_mut(&runner) {
             let grant = r.grants.get(&input.attempt).cloned().or_else(|| {
                 r.queued
@@ -387,6 +387,8 @@ impl Master {
         }
         for ((runner, input), result) in runners.iter().zip(&inputs).zip(results) {
             let attempt = input.attempt;
+            // Recorded (or refused): the store says what the fold is now.
+            self.drop_progress(attempt);
             let released = self.releasing.remove(&attempt);
             let Some(result) = result else {
                 // Not recorded: the agent reports it again on its next hello, which must find
