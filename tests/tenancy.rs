@@ -49,6 +49,31 @@ fn upload(m: &Master, token: &str, data: &[u8]) -> String {
         .to_string()
 }
 
+/// A `/runapp/` request with `token` (Basic auth, as the databoard sends it): status and JSON.
+fn runapp_call(
+    m: &Master,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::blocking::Client::new()
+        .request(method.parse().unwrap(), format!("{}/runapp/{path}", m.url))
+        .basic_auth("databoard", Some(token));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().unwrap_or(Value::Null))
+}
+
+/// `rows` as `/runapp/` indices: b64(zlib(int64 little-endian)).
+fn indices(rows: std::ops::Range<i64>) -> String {
+    let bytes: Vec<u8> = rows.flat_map(|i| i.to_le_bytes()).collect();
+    encode_zb64(&bytes)
+}
+
 fn b64(data: &[u8]) -> String {
     datarun::protocol::b64(data)
 }
@@ -464,20 +489,8 @@ fn runapp_tenants_see_only_their_own() {
     let m = Master::start(Some(RUNNER));
     let a = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
     let b = m.cli_ok(&["token", "create", "bob"]).trim().to_string();
-    let runapp = |token: &str, method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
-        let mut req = reqwest::blocking::Client::new()
-            .request(method.parse().unwrap(), format!("{}/runapp/{path}", m.url))
-            .basic_auth("databoard", Some(token));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    };
-    let indices = |rows: std::ops::Range<i64>| {
-        let bytes: Vec<u8> = rows.flat_map(|i| i.to_le_bytes()).collect();
-        encode_zb64(&bytes)
+    let runapp = |token: &str, method: &str, path: &str, body: Option<Value>| {
+        runapp_call(&m, token, method, path, body)
     };
     // Each posts raw data named "d", splits it, and posts fold 1 of submission 1.
     let post_all = |token: &str, classifier: &[u8]| -> i64 {
@@ -645,21 +658,8 @@ fn runners_show_no_attempt_ids_to_tenants() {
 fn runapp_indices_are_kept_without_padding() {
     let m = Master::start(Some(RUNNER));
     let a = m.cli_ok(&["token", "create", "alice"]).trim().to_string();
-    let runapp = |method: &str, path: &str, body: Option<Value>| -> (u16, Value) {
-        let mut req = reqwest::blocking::Client::new()
-            .request(method.parse().unwrap(), format!("{}/runapp/{path}", m.url))
-            .basic_auth("databoard", Some(&a));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let resp = req.send().unwrap();
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    };
-    let indices = |rows: std::ops::Range<i64>| {
-        let bytes: Vec<u8> = rows.flat_map(|i| i.to_le_bytes()).collect();
-        encode_zb64(&bytes)
-    };
+    let runapp =
+        |method: &str, path: &str, body: Option<Value>| runapp_call(&m, &a, method, path, body);
     let (status, raw) = runapp(
         "POST",
         "rawdata/",

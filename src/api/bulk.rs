@@ -5,9 +5,8 @@
 //! each goes through the same path as the one-fold routes; at most `MAX_BULK` a call, the
 //! answer saying whether more match.
 
-use super::folds::{
-    hold_fold, hold_reason, listing_owner, parse_states, release_fold, remove_fold,
-};
+use super::folds::{listing_owner, parse_states};
+use super::holds::{hold_fold, hold_reason, release_fold, remove_fold};
 use super::{ApiError, ApiState};
 use crate::model::{FoldId, FoldState};
 use crate::store::{FoldFilter, Principal, ReleaseChanges};

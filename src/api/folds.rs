@@ -1,14 +1,12 @@
-//! Fold, blob and queue endpoints.
+//! Fold and queue endpoints: submit, list, show, log, outputs, analyze, the queue's counts.
+//! Uploads are in `blobs.rs`; hold, release and remove in `holds.rs`.
 
 use super::shared::blob_response;
 use super::{visible, ApiError, ApiState};
 use crate::master::pending_of;
-use crate::model::limits::{
-    DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_REASON, MAX_WEBHOOK_HOSTS,
-};
+use crate::model::limits::{DEFAULT_PAGE, MAX_BATCH_FOLDS, MAX_PAGE, MAX_WEBHOOK_HOSTS};
 use crate::model::{FoldId, FoldSpec, FoldState, HoldCode};
-use crate::store::{FoldFilter, FoldRecord, Principal, ReleaseChanges, Resource};
-use axum::body::Bytes;
+use crate::store::{FoldFilter, FoldRecord, Principal, Resource};
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -18,72 +16,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 type ApiResult<T> = Result<T, ApiError>;
-
-/// How much of an upload is gathered before it is written out.
-const UPLOAD_BUFFER: usize = 1 << 20;
-
-/// `POST /blobs`: the body streams into a temp file of the blob store while it is hashed
-/// (bounded memory; still at most `--max-body`), then becomes the blob, and the caller is
-/// recorded as an owner of it (having the bytes proves possession), so their folds may name
-/// the blob as an input.
-pub async fn put_blob(
-    State(s): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    req: axum::extract::Request,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    use axum::RequestExt;
-    use futures_util::StreamExt;
-    let mut body = req.into_limited_body().into_data_stream();
-    let mut file = s.store.stage_blob()?;
-    let mut buf = Vec::with_capacity(UPLOAD_BUFFER);
-    while let Some(frame) = body.next().await {
-        buf.extend_from_slice(&frame.map_err(body_error)?);
-        if buf.len() >= UPLOAD_BUFFER {
-            file = write_blocking(file, std::mem::take(&mut buf)).await?;
-        }
-    }
-    let file = write_blocking(file, buf).await?;
-    let staged = tokio::task::spawn_blocking(move || file.finish(true))
-        .await
-        .map_err(upload_failed)?
-        .map_err(upload_failed)?;
-    let (sha256, size) = s.store.put_staged(staged).await?;
-    s.store.own_blobs(who.name, vec![sha256.clone()]).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "sha256": sha256, "size": size })),
-    ))
-}
-
-async fn write_blocking(
-    mut file: crate::transfer::HashingFile,
-    data: Vec<u8>,
-) -> ApiResult<crate::transfer::HashingFile> {
-    tokio::task::spawn_blocking(move || file.write(&data).map(|_| file))
-        .await
-        .map_err(upload_failed)?
-        .map_err(upload_failed)
-}
-
-fn upload_failed(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        format!("cannot store the upload: {e}"),
-    )
-}
-
-/// A body that could not be read: too large (413) or broken off (400).
-fn body_error(e: axum::Error) -> ApiError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-    while let Some(err) = source {
-        // http_body_util::LengthLimitError, which --max-body's limit raises.
-        if err.to_string() == "length limit exceeded" {
-            return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, super::error::TOO_LARGE);
-        }
-        source = err.source();
-    }
-    ApiError::bad_request(format!("cannot read the upload: {e}"))
-}
 
 /// Validates specs and checks each against the inventory's capacity; folds no runner could
 /// ever run are stored held, with the reason. Each spec becomes `copies` folds in a row
@@ -439,96 +371,9 @@ pub(super) fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8
 }
 
 /// The fold, if `who` may see it (its owner, or an admin); else 404 as for a missing fold.
-async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecord> {
+pub(super) async fn owned(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<FoldRecord> {
     visible(s, who, Resource::Fold(id)).await?;
     Ok(s.store.fold(id).await?)
-}
-
-#[derive(Deserialize, Default, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct HoldBody {
-    reason: Option<String>,
-}
-
-pub async fn hold(
-    State(s): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    Path(id): Path<FoldId>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    owned(&s, &who, id).await?;
-    let body: HoldBody = optional_json(&body)?;
-    let reason = hold_reason(&who, body.reason)?;
-    hold_fold(&s, id, reason).await?;
-    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
-}
-
-/// A hold's reason: the one given (within its limit), else who held it.
-pub(super) fn hold_reason(who: &Principal, reason: Option<String>) -> ApiResult<String> {
-    if let Some(reason) = &reason {
-        crate::model::limits::check_text("reason", reason, MAX_REASON)?;
-    }
-    Ok(reason.unwrap_or_else(|| format!("held by {}", who.name)))
-}
-
-/// Holds a fold the caller may change; a running one is killed.
-pub(super) async fn hold_fold(s: &ApiState, id: FoldId, reason: String) -> ApiResult<()> {
-    if let Some(cancel) = s.store.hold(id, HoldCode::User, reason).await? {
-        s.master.cancel(cancel);
-    }
-    Ok(())
-}
-
-/// Releases a held fold, optionally with new requests (`{"memory": "2G", "hard_time_limit":
-/// "1h"}`); a request no runner could meet is refused and changes nothing.
-pub async fn release(
-    State(s): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    Path(id): Path<FoldId>,
-    body: Bytes,
-) -> ApiResult<Json<Value>> {
-    let fold = owned(&s, &who, id).await?;
-    let changes: ReleaseChanges = optional_json(&body)?;
-    release_fold(&s, &who, &fold, changes).await?;
-    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
-}
-
-/// Releases a held fold the caller may change, with new requests; refused (nothing changed)
-/// when no runner could meet them.
-pub(super) async fn release_fold(
-    s: &ApiState,
-    who: &Principal,
-    fold: &FoldRecord,
-    changes: ReleaseChanges,
-) -> ApiResult<()> {
-    let spec = changes.apply(&fold.spec).map_err(ApiError::bad_request)?;
-    if let Some(never) = s.master.unmatchable(&fold.owner, &spec) {
-        return Err(ApiError::bad_request(format!(
-            "fold {} would still never run: {}",
-            fold.id, never.reason
-        )));
-    }
-    s.store.release(fold.id, who.name.clone(), changes).await?;
-    s.master.wake();
-    Ok(())
-}
-
-pub async fn remove(
-    State(s): State<ApiState>,
-    Extension(who): Extension<Principal>,
-    Path(id): Path<FoldId>,
-) -> ApiResult<Json<Value>> {
-    owned(&s, &who, id).await?;
-    remove_fold(&s, &who, id).await?;
-    Ok(Json(json!({ "fold": s.store.fold(id).await? })))
-}
-
-/// Removes a fold the caller may change; a running one is killed.
-pub(super) async fn remove_fold(s: &ApiState, who: &Principal, id: FoldId) -> ApiResult<()> {
-    if let Some(cancel) = s.store.remove(id, who.name.clone()).await? {
-        s.master.cancel(cancel);
-    }
-    Ok(())
 }
 
 /// Counts per queue, owner and state: a non-admin's own rows only.

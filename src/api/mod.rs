@@ -3,12 +3,14 @@
 //! message (`json_errors` rewrites axum's own); bodies over a route's limit answer 413.
 
 mod arrays;
+mod blobs;
 mod bulk;
 mod datasets;
 mod error;
 mod events;
 pub(crate) mod folds;
 pub mod follow;
+mod holds;
 mod json_body;
 mod json_errors;
 pub mod openapi;
@@ -93,7 +95,7 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
     let small =
         |r: MethodRouter<ApiState>| r.layer(DefaultBodyLimit::max(max_body.min(MAX_SPEC_BODY)));
     vec![
-        ("/blobs", post(folds::put_blob)),
+        ("/blobs", post(blobs::put_blob)),
         (
             "/folds",
             post(folds::submit)
@@ -108,9 +110,9 @@ fn authed_routes(max_body: usize) -> Vec<(&'static str, MethodRouter<ApiState>)>
         ("/folds/{id}/log", get(folds::log)),
         ("/folds/{id}/analyze", get(folds::analyze)),
         ("/folds/{id}/outputs/{*name}", get(folds::output)),
-        ("/folds/{id}/hold", small(post(folds::hold))),
-        ("/folds/{id}/release", small(post(folds::release))),
-        ("/folds/{id}/remove", small(post(folds::remove))),
+        ("/folds/{id}/hold", small(post(holds::hold))),
+        ("/folds/{id}/release", small(post(holds::release))),
+        ("/folds/{id}/remove", small(post(holds::remove))),
         ("/folds/{id}/provenance", get(provenance::show)),
         ("/folds/{id}/rerun", small(post(provenance::rerun))),
         ("/folds/bulk/{action}", small(post(bulk::bulk))),

@@ -5,8 +5,8 @@
 #![allow(dead_code)] // the doc functions are read by the macros, never called
 
 use super::super::{
-    arrays, bulk, datasets, events, folds, provenance, results, submission_folds, submissions,
-    sweeps, webhooks,
+    arrays, bulk, datasets, events, folds, holds, provenance, results, submission_folds,
+    submissions, sweeps, webhooks,
 };
 use super::{Answer, Binary, ErrorBody};
 use crate::model::FoldSpec;
@@ -90,7 +90,7 @@ pub(super) fn fold_output() {}
 /// Hold a fold (kills a running attempt).
 #[utoipa::path(post, path = "/api/v1/folds/{id}/hold", tag = "folds",
     params(("id" = i64, Path, description = "fold id")),
-    request_body(content = Option<folds::HoldBody>, description = "optional `{reason}`"),
+    request_body(content = Option<holds::HoldBody>, description = "optional `{reason}`"),
     responses(
         (status = 200, description = "`{fold}`", body = Answer),
         (status = 409, description = "the fold has ended or is held already", body = ErrorBody),
