@@ -16,6 +16,7 @@ pub mod model;
 pub mod protocol;
 pub mod provision;
 pub mod scheduler;
+pub mod shares;
 pub mod store;
 pub mod submission;
 pub mod table;

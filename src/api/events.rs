@@ -21,6 +21,7 @@ use crate::model::limits::{
     DEFAULT_EVENTS_WAIT, EVENT_STREAM_LIFE, MAX_EVENTS_WAIT, MAX_EVENT_FOLDS,
 };
 use crate::model::FoldId;
+use crate::shares::{Share, Shares};
 use crate::store::{EventFilter, FeedEvent, Principal, Store};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -48,31 +49,14 @@ pub struct Waiters {
     slots: Arc<Semaphore>,
     max: usize,
     /// Slots held per non-admin owner: each may hold at most [`Waiters::per_owner`].
-    held: Held,
+    held: Shares<String>,
     closing: watch::Sender<bool>,
 }
-
-/// Slots held per owner.
-type Held = Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>;
 
 /// A waiter's place among the slots (and its owner's share), given back when dropped.
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
-    owner: Option<(Held, String)>,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        if let Some((held, owner)) = &self.owner {
-            let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = held.get_mut(owner) {
-                *n -= 1;
-                if *n == 0 {
-                    held.remove(owner);
-                }
-            }
-        }
-    }
+    _owner: Option<Share<String>>,
 }
 
 impl Waiters {
@@ -116,27 +100,23 @@ impl Waiters {
                 ),
             )
         })?;
-        if who.admin {
-            return Ok(Slot {
-                _permit: permit,
-                owner: None,
-            });
-        }
-        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
-        let n = held.entry(who.name.clone()).or_default();
-        if *n >= self.per_owner() {
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "{} long polls, event streams and log follows of {:?} are open, the most one owner holds at once (an eighth of serve --max-waiters); close one or retry in a moment",
-                    *n, who.name
-                ),
-            ));
-        }
-        *n += 1;
+        let owner = if who.admin {
+            None
+        } else {
+            let share = self.held.take(who.name.clone(), self.per_owner());
+            Some(share.map_err(|n| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "{n} long polls, event streams and log follows of {:?} are open, the most one owner holds at once (an eighth of serve --max-waiters); close one or retry in a moment",
+                        who.name
+                    ),
+                )
+            })?)
+        };
         Ok(Slot {
             _permit: permit,
-            owner: Some((self.held.clone(), who.name.clone())),
+            _owner: owner,
         })
     }
 }

@@ -4,7 +4,7 @@
 //! - a connection waits for a slot (`max_connections`) before it is accepted, so file
 //!   descriptors cannot run out; the rest wait in the kernel's backlog; one client address
 //!   holds at most `max_per_peer` of them, and its connections beyond are closed as they are
-//!   accepted ([`Peers`]), so that slow clients from one address cannot hold every slot;
+//!   accepted ([`crate::shares`], by [`peer_key`]), so that slow clients from one address cannot hold every slot;
 //! - the TLS handshake and every request head must arrive within `header_timeout`, and an idle
 //!   keep-alive connection is closed after it too (hyper's header read timeout runs from idle);
 //! - a request body must keep arriving ([`body::BodyPace`]), else 408 and the connection closes;
@@ -58,13 +58,6 @@ pub struct Limits {
     pub max_per_peer: usize,
 }
 
-/// Connections open per client address.
-#[derive(Clone, Default)]
-struct Peers(Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>);
-
-/// One connection counted for its address until dropped.
-struct PeerSlot(Peers, std::net::IpAddr);
-
 /// Whose connections count together: an IPv4 address, or an IPv6 address's /64 (one
 /// client's network: a host may use any address in it).
 fn peer_key(ip: std::net::IpAddr) -> std::net::IpAddr {
@@ -80,32 +73,6 @@ fn peer_key(ip: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
-impl Peers {
-    /// Counts a connection from `ip` (its [`peer_key`]), or None when that already holds `max`.
-    fn enter(&self, ip: std::net::IpAddr, max: usize) -> Option<PeerSlot> {
-        let ip = peer_key(ip);
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(ip).or_default();
-        if *n >= max {
-            return None;
-        }
-        *n += 1;
-        Some(PeerSlot(self.clone(), ip))
-    }
-}
-
-impl Drop for PeerSlot {
-    fn drop(&mut self) {
-        let mut open = (self.0).0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = open.get_mut(&self.1) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
-
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `shutdown` completes, then
 /// lets in-flight requests finish for up to [`SHUTDOWN_GRACE`].
 pub async fn serve(
@@ -117,7 +84,7 @@ pub async fn serve(
 ) {
     let limits = Arc::new(limits);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let peers = Peers::default();
+    let peers = crate::shares::Shares::default();
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -137,7 +104,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let Some(peer_slot) = peers.enter(peer.ip(), limits.max_per_peer) else {
+        let Ok(peer_slot) = peers.take(peer_key(peer.ip()), limits.max_per_peer) else {
             // Closed at once (it holds no slot): the address has its share open already.
             tracing::debug!(
                 "connection from {peer} closed: {} connections from its address are open (serve --max-connections-per-ip)",
@@ -275,30 +242,25 @@ pub fn connection_budget(wanted: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// IPv6 clients count by /64, IPv4 (mapped or not) by address; a slot counts until dropped.
+    /// IPv6 clients count by /64, IPv4 (mapped or not) by address.
     #[test]
     fn peers_count_ipv4_by_address_and_ipv6_by_its_64() {
-        let peers = Peers::default();
-        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        let a = peers.enter(ip("2001:db8:1:2::1"), 2).unwrap();
-        let _b = peers.enter(ip("2001:db8:1:2:ffff::9"), 2).unwrap();
-        assert!(
-            peers.enter(ip("2001:db8:1:2:dead::beef"), 2).is_none(),
+        let key = |s: &str| peer_key(s.parse().unwrap());
+        assert_eq!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:2:ffff::9"),
             "same /64"
         );
-        assert!(
-            peers.enter(ip("2001:db8:1:3::1"), 2).is_some(),
+        assert_ne!(
+            key("2001:db8:1:2::1"),
+            key("2001:db8:1:3::1"),
             "another /64"
         );
-        let _c = peers.enter(ip("10.0.0.1"), 1).unwrap();
-        assert!(
-            peers.enter(ip("::ffff:10.0.0.1"), 1).is_none(),
+        assert_eq!(
+            key("::ffff:10.0.0.1"),
+            key("10.0.0.1"),
             "mapped is the IPv4 address"
         );
-        drop(a);
-        assert!(
-            peers.enter(ip("2001:db8:1:2::7"), 2).is_some(),
-            "room again once dropped"
-        );
+        assert_ne!(key("10.0.0.1"), key("10.0.0.2"));
     }
 }
